@@ -1,0 +1,48 @@
+/**
+ * The one error type of qkd. Every failure a user can cause (bad shapes,
+ * bad files, bad flags) is a QkdError with a stable code, the offending
+ * path or field when there is one, and a hint of what was expected. The CLI
+ * prints it without a stack trace.
+ */
+export type QkdErrorCode =
+  | 'SHAPE' // tensor shapes do not fit the op
+  | 'DTYPE' // wrong element type
+  | 'ARGUMENT' // a value out of its allowed range
+  | 'STATE' // an API used in the wrong order (e.g. backward twice)
+  | 'NATIVE' // the C++ addon failed
+  | 'IO' // file missing / unreadable / malformed
+  | 'CONFIG'; // configuration field invalid
+
+export interface QkdErrorDetails {
+  /** File or tensor path the error is about. */
+  path?: string;
+  /** Field (config key, header field, argument name) that is wrong. */
+  field?: string;
+  /** What was expected instead. */
+  hint?: string;
+}
+
+export class QkdError extends Error {
+  readonly code: QkdErrorCode;
+  readonly path?: string;
+  readonly field?: string;
+  readonly hint?: string;
+
+  constructor(code: QkdErrorCode, message: string, details: QkdErrorDetails = {}) {
+    const parts = [message];
+    if (details.path !== undefined) parts.push(`(file: ${details.path})`);
+    if (details.field !== undefined) parts.push(`(field: ${details.field})`);
+    if (details.hint !== undefined) parts.push(`expected: ${details.hint}`);
+    super(parts.join(' '));
+    this.name = 'QkdError';
+    this.code = code;
+    if (details.path !== undefined) this.path = details.path;
+    if (details.field !== undefined) this.field = details.field;
+    if (details.hint !== undefined) this.hint = details.hint;
+  }
+}
+
+/** Formats a shape for error messages: [2,3,4]. */
+export function fmtShape(shape: readonly number[]): string {
+  return `[${shape.join(',')}]`;
+}

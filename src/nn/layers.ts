@@ -1,0 +1,60 @@
+/**
+ * Basic layers over parameter tensors (usually arena views): Linear,
+ * Embedding, RMSNorm. Each forward goes through Module.emit so hooks fire.
+ */
+import { Module } from './module.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { linear } from '../tensor/ops/matmul.js';
+import { embedding } from '../tensor/ops/embedding.js';
+import { rmsNorm } from '../tensor/ops/norm.js';
+
+/** Transforms applied to a weight before use (fake quantization, noise). */
+export type WeightTransform = (weight: Tensor, module: Linear) => Tensor;
+
+export class Linear extends Module {
+  /** [out, in], Hugging Face layout. */
+  readonly weight: Tensor;
+  readonly bias: Tensor | undefined;
+  /** Optional transform of the weight in forward (set by QAT / SAT). */
+  weightTransform: WeightTransform | null = null;
+
+  constructor(name: string, weight: Tensor, bias?: Tensor) {
+    super(name);
+    this.weight = weight;
+    this.bias = bias;
+  }
+
+  forward(x: Tensor): Tensor {
+    const w = this.weightTransform ? this.weightTransform(this.weight, this) : this.weight;
+    return this.emit(linear(x, w, this.bias));
+  }
+}
+
+export class Embedding extends Module {
+  /** [V, C] */
+  readonly weight: Tensor;
+
+  constructor(name: string, weight: Tensor) {
+    super(name);
+    this.weight = weight;
+  }
+
+  forward(ids: Int32Array, idsShape: readonly number[]): Tensor {
+    return this.emit(embedding(ids, idsShape, this.weight));
+  }
+}
+
+export class RMSNorm extends Module {
+  readonly weight: Tensor;
+  readonly eps: number;
+
+  constructor(name: string, weight: Tensor, eps: number) {
+    super(name);
+    this.weight = weight;
+    this.eps = eps;
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.emit(rmsNorm(x, this.weight, this.eps));
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * AdamW (decoupled weight decay, Loshchilov & Hutter) over a parameter arena,
+ * and global gradient-norm clipping.
+ *
+ *   m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
+ *   w ← w − lr·wd·w − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
+ *
+ * Weight decay applies to matrices (rank ≥ 2) only by default; norms and
+ * biases are not decayed. Defaults follow SPEC section 4 (β = 0.9, 0.95,
+ * weight decay 0.01).
+ */
+import { QkdError } from '../errors.js';
+import type { ArenaEntry, ParameterArena } from '../tensor/arena.js';
+import { allocFloat, type FloatArray } from '../tensor/tensor.js';
+
+export interface AdamWOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Which parameters get weight decay (default: rank ≥ 2). */
+  decays?: (entry: ArenaEntry) => boolean;
+}
+
+export interface AdamWState {
+  step: number;
+  m: FloatArray;
+  v: FloatArray;
+}
+
+export class AdamW {
+  readonly arena: ParameterArena;
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** Number of updates taken so far. */
+  step = 0;
+  readonly m: FloatArray;
+  readonly v: FloatArray;
+  private readonly decayRanges: { offset: number; size: number; decay: boolean }[];
+
+  constructor(arena: ParameterArena, options: AdamWOptions = {}) {
+    this.arena = arena;
+    this.lr = options.lr ?? 1e-3;
+    this.beta1 = options.beta1 ?? 0.9;
+    this.beta2 = options.beta2 ?? 0.95;
+    this.eps = options.eps ?? 1e-8;
+    this.weightDecay = options.weightDecay ?? 0.01;
+    for (const [field, value, lo, hi] of [
+      ['lr', this.lr, 0, Infinity],
+      ['beta1', this.beta1, 0, 1],
+      ['beta2', this.beta2, 0, 1],
+      ['eps', this.eps, 0, Infinity],
+      ['weightDecay', this.weightDecay, 0, Infinity],
+    ] as const) {
+      if (!(value >= lo && value < hi) || (field === 'eps' && value === 0)) {
+        throw new QkdError('ARGUMENT', `AdamW: ${field} = ${value} is out of range`, { field, hint: `${lo} ≤ ${field} < ${hi}` });
+      }
+    }
+    const decays = options.decays ?? ((e: ArenaEntry) => e.shape.length >= 2);
+    this.decayRanges = arena.entries.map((e) => ({ offset: e.offset, size: e.size, decay: decays(e) }));
+    this.m = allocFloat(arena.size);
+    this.v = allocFloat(arena.size);
+  }
+
+  /** One update from the arena's gradients (the caller zeroes them after). */
+  update(lr = this.lr): void {
+    this.step++;
+    const { beta1: b1, beta2: b2, eps } = this;
+    const c1 = 1 / (1 - b1 ** this.step);
+    const c2 = 1 / (1 - b2 ** this.step);
+    const w = this.arena.data;
+    const g = this.arena.grad;
+    const m = this.m;
+    const v = this.v;
+    for (const r of this.decayRanges) {
+      const shrink = r.decay ? 1 - lr * this.weightDecay : 1;
+      const end = r.offset + r.size;
+      for (let i = r.offset; i < end; i++) {
+        const gi = g[i]!;
+        const mi = (m[i] = b1 * m[i]! + (1 - b1) * gi);
+        const vi = (v[i] = b2 * v[i]! + (1 - b2) * gi * gi);
+        w[i] = w[i]! * shrink - (lr * (mi * c1)) / (Math.sqrt(vi * c2) + eps);
+      }
+    }
+  }
+
+  getState(): AdamWState {
+    return { step: this.step, m: this.m, v: this.v };
+  }
+
+  setState(state: AdamWState): void {
+    if (state.m.length !== this.m.length || state.v.length !== this.v.length) {
+      throw new QkdError('SHAPE', `AdamW.setState: state has ${state.m.length} moments, the arena has ${this.m.length} parameters`);
+    }
+    this.step = state.step;
+    this.m.set(state.m);
+    this.v.set(state.v);
+  }
+}
+
+/** Global L2 norm of a gradient buffer (float64 accumulation). */
+export function gradNorm(grad: FloatArray): number {
+  let s = 0;
+  for (let i = 0; i < grad.length; i++) s += grad[i]! * grad[i]!;
+  return Math.sqrt(s);
+}
+
+/**
+ * Scales the gradients so their global norm is at most maxNorm. Returns the
+ * norm before clipping (as torch.nn.utils.clip_grad_norm_).
+ */
+export function clipGradNorm(grad: FloatArray, maxNorm: number): number {
+  if (!(maxNorm > 0)) throw new QkdError('ARGUMENT', `clipGradNorm: maxNorm must be > 0, got ${maxNorm}`, { field: 'maxNorm' });
+  const norm = gradNorm(grad);
+  if (norm > maxNorm) {
+    const s = maxNorm / (norm + 1e-6);
+    for (let i = 0; i < grad.length; i++) grad[i]! *= s;
+  }
+  return norm;
+}

@@ -1,0 +1,88 @@
+/**
+ * Parameter arena: all parameters of a model live in one contiguous float32
+ * buffer, and their gradients in a second one, with named views. This makes
+ * checkpoints, optimiser state, gradient clipping and re-packing simple
+ * (llm.c / llama2.c style).
+ */
+import { QkdError, fmtShape } from '../errors.js';
+import { Tensor, allocFloat, shapeSize, type FloatArray } from './tensor.js';
+
+export interface ParameterSpec {
+  name: string;
+  shape: readonly number[];
+}
+
+export interface ArenaEntry {
+  name: string;
+  shape: readonly number[];
+  /** Element offset in the arena. */
+  offset: number;
+  size: number;
+  tensor: Tensor;
+}
+
+export class ParameterArena {
+  readonly data: FloatArray;
+  readonly grad: FloatArray;
+  readonly entries: readonly ArenaEntry[];
+  private readonly byName: Map<string, ArenaEntry>;
+
+  constructor(specs: readonly ParameterSpec[]) {
+    let total = 0;
+    const seen = new Set<string>();
+    for (const s of specs) {
+      if (seen.has(s.name)) throw new QkdError('ARGUMENT', `ParameterArena: duplicate parameter name '${s.name}'`);
+      seen.add(s.name);
+      total += shapeSize(s.shape);
+    }
+    this.data = allocFloat(total);
+    this.grad = allocFloat(total);
+    const entries: ArenaEntry[] = [];
+    let offset = 0;
+    for (const s of specs) {
+      const size = shapeSize(s.shape);
+      const tensor = new Tensor(s.shape, this.data.subarray(offset, offset + size), true);
+      tensor.grad = this.grad.subarray(offset, offset + size);
+      tensor.name = s.name;
+      entries.push({ name: s.name, shape: [...s.shape], offset, size, tensor });
+      offset += size;
+    }
+    this.entries = entries;
+    this.byName = new Map(entries.map((e) => [e.name, e]));
+  }
+
+  /** Number of parameters. */
+  get size(): number {
+    return this.data.length;
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  /** The parameter tensor (a view into the arena; its grad is a view too). */
+  get(name: string): Tensor {
+    const e = this.byName.get(name);
+    if (e === undefined) throw new QkdError('ARGUMENT', `no parameter named '${name}'`, { field: name });
+    return e.tensor;
+  }
+
+  entry(name: string): ArenaEntry {
+    const e = this.byName.get(name);
+    if (e === undefined) throw new QkdError('ARGUMENT', `no parameter named '${name}'`, { field: name });
+    return e;
+  }
+
+  /** Copies values into a parameter, checking the shape. */
+  set(name: string, shape: readonly number[], values: ArrayLike<number>): void {
+    const e = this.entry(name);
+    if (shape.length !== e.shape.length || shape.some((d, i) => d !== e.shape[i]) || values.length !== e.size) {
+      throw new QkdError('SHAPE', `parameter '${name}' has shape ${fmtShape(e.shape)}, got ${fmtShape(shape)} with ${values.length} values`, { field: name });
+    }
+    e.tensor.data.set(values);
+  }
+
+  zeroGrad(): void {
+    this.grad.fill(0);
+  }
+}

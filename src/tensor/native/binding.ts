@@ -1,0 +1,63 @@
+/**
+ * Types the C++ addon and loads it with a single require. Every load error
+ * is reported as a reason string (never thrown): the caller decides whether
+ * to fall back to the reference backend.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export interface NativeAddon {
+  info(): { version: number; isa: string; threads: number };
+  sgemm(
+    batch: number, transA: number, transB: number, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, lda: number, strideA: number,
+    B: Float32Array, ldb: number, strideB: number,
+    beta: number, C: Float32Array, ldc: number, strideC: number,
+  ): void;
+  softmaxForward(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
+}
+
+export interface NativeStatus {
+  loaded: boolean;
+  /** Why it did not load (empty when loaded). */
+  reason: string;
+  path: string;
+  isa?: string;
+  threads?: number;
+}
+
+const EXPECTED_VERSION = 1;
+const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
+
+/** Finds the package root (the directory holding package.json) from this file. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'src'))) return dir;
+    dir = dirname(dir);
+  }
+  return process.cwd();
+}
+
+export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | null } {
+  const path = process.env.QKD_NATIVE_PATH ?? join(packageRoot(), 'build', 'Release', 'qkd_native.node');
+  const fail = (reason: string) => ({ status: { loaded: false, reason, path }, addon: null });
+  if (!existsSync(path)) return fail(`addon not built: ${path} does not exist (run \`npm run build:native\`)`);
+  let addon: NativeAddon;
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (err) {
+    return fail(`could not load ${path}: ${(err as Error).message}`);
+  }
+  for (const fn of REQUIRED) {
+    if (typeof addon[fn] !== 'function') return fail(`${path} lacks the function '${fn}' (stale build? run \`npm run build:native\`)`);
+  }
+  const info = addon.info();
+  if (info.version !== EXPECTED_VERSION) {
+    return fail(`${path} has interface version ${info.version}, expected ${EXPECTED_VERSION} (run \`npm run build:native\`)`);
+  }
+  return { status: { loaded: true, reason: '', path, isa: info.isa, threads: info.threads }, addon };
+}

@@ -1,0 +1,130 @@
+/**
+ * Multi-head attention with grouped-query heads, as two differentiable ops
+ * so that the attention probabilities are an ordinary tensor of the graph
+ * (attention distillation can put a loss on them):
+ *
+ *   attentionProbs(q, k)  → P [B, H, T, S] = softmax(scale · Q Kᵀ + causal mask)
+ *   attentionApply(P, v)  → O [B, T, H, D] = P V
+ *
+ * Legend: B batch, T query steps, S key steps (S ≥ T; with S > T the queries
+ * are the last T positions, as in generation with a KV cache), H query heads,
+ * G key/value heads (H divisible by G; query head h reads kv head h / (H/G)),
+ * D head dim. q [B, T, H, D], k and v [B, S, G, D]: the layouts of the
+ * projections before any transpose, so no copies are needed.
+ */
+import { QkdError, fmtShape } from '../../errors.js';
+import { kernels } from '../backend.js';
+import { record } from '../tape.js';
+import { Tensor, allocFloat } from '../tensor.js';
+
+export interface AttentionOptions {
+  /** Mask keys after each query's position (default true). */
+  causal?: boolean;
+  /** Score scale (default 1/sqrt(D)). */
+  scale?: number;
+}
+
+function dims(op: string, q: Tensor, kv: Tensor) {
+  if (q.rank !== 4 || kv.rank !== 4) {
+    throw new QkdError('SHAPE', `${op}: expected q [B,T,H,D] and k/v [B,S,G,D], got ${fmtShape(q.shape)} and ${fmtShape(kv.shape)}`);
+  }
+  const [B, T, H, D] = q.shape as [number, number, number, number];
+  const [Bk, S, G, Dk] = kv.shape as [number, number, number, number];
+  if (Bk !== B || Dk !== D || G === 0 || H % G !== 0 || S < T) {
+    throw new QkdError('SHAPE', `${op}: q ${fmtShape(q.shape)} and k/v ${fmtShape(kv.shape)} do not fit`, {
+      hint: 'same B and D, query heads a multiple of kv heads, and S ≥ T',
+    });
+  }
+  return { B, T, H, D, S, G, group: H / G };
+}
+
+/** P [B,H,T,S] = softmax over S of scale·q·kᵀ, future keys masked when causal. */
+export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions = {}): Tensor {
+  const { B, T, H, D, S, G, group } = dims('attentionProbs', q, k);
+  const causal = options.causal ?? true;
+  const scale = options.scale ?? 1 / Math.sqrt(D);
+  const kern = kernels();
+  const probs = new Tensor([B, H, T, S]);
+  const P = probs.data;
+  const offset = S - T; // query t sits at absolute position offset + t
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    // scores for head h over the whole batch: [T, D] · [S, D]ᵀ, strided views.
+    kern.sgemm({
+      batch: B, transA: false, transB: true, M: T, N: S, K: D, alpha: scale,
+      a: q.data.subarray(h * D), lda: H * D, strideA: T * H * D,
+      b: k.data.subarray(g * D), ldb: G * D, strideB: S * G * D,
+      beta: 0, c: P.subarray(h * T * S), ldc: S, strideC: H * T * S,
+    });
+  }
+  if (causal) {
+    for (let bh = 0; bh < B * H; bh++) {
+      for (let t = 0; t < T; t++) {
+        const row = (bh * T + t) * S;
+        for (let s = offset + t + 1; s < S; s++) P[row + s] = -Infinity;
+      }
+    }
+  }
+  kern.softmaxForward(P, P, B * H * T, S);
+  return record(probs, 'attentionProbs', [q, k], (dP) => {
+    const kb = kernels();
+    // dScores = softmax backward (masked entries have P = 0 → no gradient).
+    const dS = allocFloat(B * H * T * S);
+    kb.softmaxBackward(P, dP, dS, B * H * T, S);
+    const dq = q.requiresGrad ? q.ensureGrad() : null;
+    const dk = k.requiresGrad ? k.ensureGrad() : null;
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / group);
+      const dSh = dS.subarray(h * T * S);
+      // dq[t,h,:] += scale · Σ_s dS[t,s] k[s,g,:]
+      if (dq) kb.sgemm({ batch: B, transA: false, transB: false, M: T, N: D, K: S, alpha: scale, a: dSh, lda: S, strideA: H * T * S, b: k.data.subarray(g * D), ldb: G * D, strideB: S * G * D, beta: 1, c: dq.subarray(h * D), ldc: H * D, strideC: T * H * D });
+      // dk[s,g,:] += scale · Σ_t dS[t,s] q[t,h,:] (heads of a group accumulate in turn)
+      if (dk) kb.sgemm({ batch: B, transA: true, transB: false, M: S, N: D, K: T, alpha: scale, a: dSh, lda: S, strideA: H * T * S, b: q.data.subarray(h * D), ldb: H * D, strideB: T * H * D, beta: 1, c: dk.subarray(g * D), ldc: G * D, strideC: S * G * D });
+    }
+  });
+}
+
+/** O [B,T,H,D] = P [B,H,T,S] · v [B,S,G,D] per head. */
+export function attentionApply(probs: Tensor, v: Tensor): Tensor {
+  if (probs.rank !== 4 || v.rank !== 4) {
+    throw new QkdError('SHAPE', `attentionApply: expected P [B,H,T,S] and v [B,S,G,D], got ${fmtShape(probs.shape)} and ${fmtShape(v.shape)}`);
+  }
+  const [B, H, T, S] = probs.shape as [number, number, number, number];
+  const [Bv, Sv, G, D] = v.shape as [number, number, number, number];
+  if (Bv !== B || Sv !== S || G === 0 || H % G !== 0) {
+    throw new QkdError('SHAPE', `attentionApply: P ${fmtShape(probs.shape)} and v ${fmtShape(v.shape)} do not fit`, { hint: 'same B and S, heads a multiple of kv heads' });
+  }
+  const group = H / G;
+  const kern = kernels();
+  const out = new Tensor([B, T, H, D]);
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    kern.sgemm({
+      batch: B, transA: false, transB: false, M: T, N: D, K: S, alpha: 1,
+      a: probs.data.subarray(h * T * S), lda: S, strideA: H * T * S,
+      b: v.data.subarray(g * D), ldb: G * D, strideB: S * G * D,
+      beta: 0, c: out.data.subarray(h * D), ldc: H * D, strideC: T * H * D,
+    });
+  }
+  return record(out, 'attentionApply', [probs, v], (dO) => {
+    const kb = kernels();
+    const dP = probs.requiresGrad ? probs.ensureGrad() : null;
+    const dv = v.requiresGrad ? v.ensureGrad() : null;
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / group);
+      // dP[t,s] += Σ_d dO[t,h,d] v[s,g,d]
+      if (dP) kb.sgemm({ batch: B, transA: false, transB: true, M: T, N: S, K: D, alpha: 1, a: dO.subarray(h * D), lda: H * D, strideA: T * H * D, b: v.data.subarray(g * D), ldb: G * D, strideB: S * G * D, beta: 1, c: dP.subarray(h * T * S), ldc: S, strideC: H * T * S });
+      // dv[s,g,:] += Σ_t P[t,s] dO[t,h,:]
+      if (dv) kb.sgemm({ batch: B, transA: true, transB: false, M: S, N: D, K: T, alpha: 1, a: probs.data.subarray(h * T * S), lda: S, strideA: H * T * S, b: dO.subarray(h * D), ldb: H * D, strideB: T * H * D, beta: 1, c: dv.subarray(g * D), ldc: G * D, strideC: S * G * D });
+    }
+  });
+}
+
+/**
+ * Causal grouped-query attention: O = softmax(scale·QKᵀ + mask)·V.
+ * With returnProbs, also returns P (a graph tensor) for attention KD.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): { out: Tensor; probs: Tensor } {
+  const probs = attentionProbs(q, k, options);
+  return { out: attentionApply(probs, v), probs };
+}

@@ -1,0 +1,98 @@
+/**
+ * Normalisation over the last axis (C channels), rows = everything before it.
+ * rmsNorm:   y = x / sqrt(mean(x²) + eps) · w
+ * layerNorm: y = (x − mean) / sqrt(var + eps) · w + b   (biased variance)
+ * Per-row statistics accumulate in float64 and are saved for backward.
+ */
+import { QkdError, fmtShape } from '../../errors.js';
+import { record } from '../tape.js';
+import { Tensor } from '../tensor.js';
+
+function checkNorm(op: string, x: Tensor, w: Tensor, b?: Tensor): { rows: number; C: number } {
+  const C = x.shape[x.rank - 1];
+  if (C === undefined || w.rank !== 1 || w.shape[0] !== C || (b !== undefined && (b.rank !== 1 || b.shape[0] !== C))) {
+    throw new QkdError('SHAPE', `${op}: input ${fmtShape(x.shape)} needs weight${b ? '/bias' : ''} of shape [${C ?? '?'}], got ${fmtShape(w.shape)}${b ? ` / ${fmtShape(b.shape)}` : ''}`);
+  }
+  return { rows: C === 0 ? 0 : x.size / C, C };
+}
+
+export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
+  const { rows, C } = checkNorm('rmsNorm', x, weight);
+  const out = new Tensor(x.shape);
+  const rstd = new Float64Array(rows); // (rows) 1/rms per row
+  const X = x.data;
+  const W = weight.data;
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    let ss = 0;
+    for (let c = 0; c < C; c++) ss += X[o + c]! * X[o + c]!;
+    const s = 1 / Math.sqrt(ss / C + eps);
+    rstd[r] = s;
+    for (let c = 0; c < C; c++) out.data[o + c] = X[o + c]! * s * W[c]!;
+  }
+  return record(out, 'rmsNorm', [x, weight], (dy) => {
+    const dx = x.requiresGrad ? x.ensureGrad() : null;
+    const dw = weight.requiresGrad ? weight.ensureGrad() : null;
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      const s = rstd[r]!;
+      if (dw) for (let c = 0; c < C; c++) dw[c]! += dy[o + c]! * X[o + c]! * s;
+      if (dx) {
+        // dx = s·g − s³·x·(g·x)/C with g = dy ⊙ w
+        let gx = 0;
+        for (let c = 0; c < C; c++) gx += dy[o + c]! * W[c]! * X[o + c]!;
+        const k = (s * s * s * gx) / C;
+        for (let c = 0; c < C; c++) dx[o + c]! += s * dy[o + c]! * W[c]! - k * X[o + c]!;
+      }
+    }
+  });
+}
+
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const { rows, C } = checkNorm('layerNorm', x, weight, bias);
+  const out = new Tensor(x.shape);
+  const mean = new Float64Array(rows);
+  const rstd = new Float64Array(rows);
+  const X = x.data;
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    let m = 0;
+    for (let c = 0; c < C; c++) m += X[o + c]!;
+    m /= C;
+    let v = 0;
+    for (let c = 0; c < C; c++) v += (X[o + c]! - m) ** 2;
+    const s = 1 / Math.sqrt(v / C + eps);
+    mean[r] = m;
+    rstd[r] = s;
+    for (let c = 0; c < C; c++) out.data[o + c] = (X[o + c]! - m) * s * weight.data[c]! + bias.data[c]!;
+  }
+  return record(out, 'layerNorm', [x, weight, bias], (dy) => {
+    const dx = x.requiresGrad ? x.ensureGrad() : null;
+    const dw = weight.requiresGrad ? weight.ensureGrad() : null;
+    const db = bias.requiresGrad ? bias.ensureGrad() : null;
+    const W = weight.data;
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      const m = mean[r]!;
+      const s = rstd[r]!;
+      let gMean = 0;
+      let gxMean = 0;
+      for (let c = 0; c < C; c++) {
+        const xhat = (X[o + c]! - m) * s;
+        const g = dy[o + c]! * W[c]!;
+        gMean += g;
+        gxMean += g * xhat;
+        if (dw) dw[c]! += dy[o + c]! * xhat;
+        if (db) db[c]! += dy[o + c]!;
+      }
+      gMean /= C;
+      gxMean /= C;
+      if (dx) {
+        for (let c = 0; c < C; c++) {
+          const xhat = (X[o + c]! - m) * s;
+          dx[o + c]! += s * (dy[o + c]! * W[c]! - gMean - xhat * gxMean);
+        }
+      }
+    }
+  });
+}

@@ -1,0 +1,101 @@
+/**
+ * Reverse-mode autograd on a tape.
+ *
+ * Ops call `record` after computing their output; when gradients are enabled
+ * and some input requires a gradient, the node is appended to the tape.
+ * `backward(loss)` walks the tape in reverse, calling each node's backward
+ * with its output gradient; backward functions ADD into input gradients, so
+ * several backward passes accumulate (gradient accumulation) until the
+ * caller zeroes the gradients (ParameterArena.zeroGrad).
+ *
+ * Gradients of intermediate tensors are released after backward; leaf
+ * tensors (parameters, inputs with requiresGrad) keep theirs.
+ */
+import { QkdError } from '../errors.js';
+import { Tensor, type FloatArray, type GradNode } from './tensor.js';
+
+let tape: Tensor[] = [];
+let noGradDepth = 0;
+
+/** True when ops should record gradients. */
+export function gradEnabled(): boolean {
+  return noGradDepth === 0;
+}
+
+/** Runs fn with gradient recording off (teacher forward passes, evaluation). */
+export function noGrad<T>(fn: () => T): T {
+  noGradDepth++;
+  try {
+    return fn();
+  } finally {
+    noGradDepth--;
+  }
+}
+
+/**
+ * Attaches `backward` to `output` if any input requires a gradient and
+ * recording is on. Returns the output for chaining.
+ */
+export function record(output: Tensor, op: string, inputs: readonly Tensor[], backward: (outGrad: FloatArray) => void): Tensor {
+  if (noGradDepth > 0) return output;
+  let needed = false;
+  for (const t of inputs) if (t.requiresGrad) needed = true;
+  if (!needed) return output;
+  const node: GradNode = { op, inputs, backward };
+  output.node = node;
+  output.requiresGrad = true;
+  tape.push(output);
+  return output;
+}
+
+/** Number of recorded nodes (for tests and leak checks). */
+export function tapeLength(): number {
+  return tape.length;
+}
+
+/** Drops the tape without running backward (e.g. after an evaluation forward with grads on). */
+export function clearTape(): void {
+  for (const t of tape) {
+    t.node = null;
+    t.grad = null;
+  }
+  tape = [];
+}
+
+/**
+ * Back-propagates from `loss`. With no `seed`, loss must have one element
+ * and its gradient is 1. With a seed (same size as loss), that buffer is the
+ * output gradient (vector-Jacobian product).
+ */
+export function backward(loss: Tensor, seed?: FloatArray): void {
+  if (loss.node === null) {
+    throw new QkdError('STATE', `backward: ${loss} was not produced by a recorded op`, {
+      hint: 'a tensor computed from inputs with requiresGrad, outside noGrad, and backward called once per forward',
+    });
+  }
+  if (seed === undefined && loss.size !== 1) {
+    throw new QkdError('SHAPE', `backward: loss has ${loss.size} elements; pass a seed gradient or reduce it to a scalar first`);
+  }
+  if (seed !== undefined && seed.length !== loss.size) {
+    throw new QkdError('SHAPE', `backward: seed has ${seed.length} elements but the loss has ${loss.size}`);
+  }
+  const lossGrad = loss.ensureGrad();
+  if (seed === undefined) lossGrad[0]! += 1;
+  else for (let i = 0; i < seed.length; i++) lossGrad[i]! += seed[i]!;
+
+  const nodes = tape;
+  tape = [];
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const out = nodes[i]!;
+    const node = out.node!;
+    if (out.grad !== null) node.backward(out.grad);
+    // Intermediate: release its gradient and graph link (keeps memory flat).
+    out.node = null;
+    out.grad = null;
+  }
+}
+
+/** Gradient of an input that requires one, or null to skip the work. */
+export function gradOf(t: Tensor): FloatArray | null {
+  return t.requiresGrad ? t.ensureGrad() : null;
+}

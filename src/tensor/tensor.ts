@@ -1,0 +1,179 @@
+/**
+ * Float32 tensors with a shape, an optional gradient buffer and a link to the
+ * op that produced them (for the autograd tape in tape.ts).
+ *
+ * Storage is contiguous and row-major. `reshape` is a free view (it shares
+ * `data`); transposes and slices copy. Integer and half-precision data live
+ * in RawTensor (dtype.ts) and take no part in autograd.
+ *
+ * Precision: tensors are float32. For gradient checks only, the reference
+ * backend can run in float64 (`withFloat64`): every float buffer is then a
+ * Float64Array behind the same type, so finite differences are exact to
+ * ~1e-10 and test the backward formulas themselves.
+ */
+import { QkdError, fmtShape } from '../errors.js';
+
+/** The float buffer type (Float64Array at run time inside withFloat64). */
+export type FloatArray = Float32Array;
+
+let float64Mode = false;
+
+/** Allocates a zeroed float buffer of the current precision. */
+export function allocFloat(size: number): FloatArray {
+  return (float64Mode ? new Float64Array(size) : new Float32Array(size)) as FloatArray;
+}
+
+/** Copies numbers into a new float buffer of the current precision. */
+export function floatFrom(values: ArrayLike<number>): FloatArray {
+  const out = allocFloat(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = values[i]!;
+  return out;
+}
+
+/** True inside withFloat64 (then only the reference backend may run). */
+export function isFloat64Mode(): boolean {
+  return float64Mode;
+}
+
+/**
+ * Runs `fn` with float64 buffers. Test-only: used by gradient checks. The
+ * native backend refuses float64 buffers.
+ */
+export function withFloat64<T>(fn: () => T): T {
+  const previous = float64Mode;
+  float64Mode = true;
+  try {
+    return fn();
+  } finally {
+    float64Mode = previous;
+  }
+}
+
+/** A node on the autograd tape: how to push an output's gradient to inputs. */
+export interface GradNode {
+  /** Op name, for error messages and debugging. */
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** Adds this op's contribution into the inputs' gradient buffers. */
+  backward(outGrad: FloatArray): void;
+}
+
+export function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function checkShape(op: string, shape: readonly number[]): void {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) {
+      throw new QkdError('SHAPE', `${op}: invalid shape ${fmtShape(shape)}`, { hint: 'non-negative integer dimensions' });
+    }
+  }
+}
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly size: number;
+  data: FloatArray;
+  /** Gradient buffer (same size as data), allocated on first use in backward. */
+  grad: FloatArray | null = null;
+  requiresGrad: boolean;
+  /** The op that produced this tensor, when recorded on the tape. */
+  node: GradNode | null = null;
+  /** Optional name (parameters carry their Hugging Face name). */
+  name: string | undefined;
+
+  constructor(shape: readonly number[], data?: FloatArray, requiresGrad = false) {
+    checkShape('tensor', shape);
+    this.shape = Object.freeze([...shape]);
+    this.size = shapeSize(shape);
+    if (data === undefined) {
+      this.data = allocFloat(this.size);
+    } else {
+      if (data.length !== this.size) {
+        throw new QkdError('SHAPE', `tensor: data has ${data.length} elements but shape ${fmtShape(shape)} needs ${this.size}`);
+      }
+      this.data = data;
+    }
+    this.requiresGrad = requiresGrad;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** Size of one dimension; negative indices count from the end. */
+  dim(axis: number): number {
+    const a = normaliseAxis('dim', axis, this.rank);
+    return this.shape[a]!;
+  }
+
+  /** Returns the gradient buffer, allocating zeros if needed. */
+  ensureGrad(): FloatArray {
+    if (this.grad === null) this.grad = allocFloat(this.size);
+    return this.grad;
+  }
+
+  /** Copies the data out as a plain array (for tests and printing). */
+  toArray(): number[] {
+    return Array.from(this.data);
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new QkdError('SHAPE', `item: tensor has shape ${fmtShape(this.shape)}, not a single element`);
+    return this.data[0]!;
+  }
+
+  toString(): string {
+    return `Tensor${fmtShape(this.shape)}${this.name ? ` '${this.name}'` : ''}`;
+  }
+}
+
+export function normaliseAxis(op: string, axis: number, rank: number): number {
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= rank) {
+    throw new QkdError('SHAPE', `${op}: axis ${axis} is out of range for a tensor of rank ${rank}`);
+  }
+  return a;
+}
+
+// ---- constructors -------------------------------------------------------
+
+export function zeros(shape: readonly number[], requiresGrad = false): Tensor {
+  return new Tensor(shape, undefined, requiresGrad);
+}
+
+export function full(shape: readonly number[], value: number, requiresGrad = false): Tensor {
+  const t = new Tensor(shape, undefined, requiresGrad);
+  t.data.fill(value);
+  return t;
+}
+
+export function ones(shape: readonly number[], requiresGrad = false): Tensor {
+  return full(shape, 1, requiresGrad);
+}
+
+export function scalar(value: number, requiresGrad = false): Tensor {
+  return full([], value, requiresGrad);
+}
+
+/** Builds a tensor from numbers (copied into a float buffer). */
+export function tensor(values: ArrayLike<number>, shape?: readonly number[], requiresGrad = false): Tensor {
+  return new Tensor(shape ?? [values.length], floatFrom(values), requiresGrad);
+}
+
+/** Normal(0, std) entries from a seeded generator. */
+export function randn(shape: readonly number[], rng: { normal(): number }, std = 1, requiresGrad = false): Tensor {
+  const t = new Tensor(shape, undefined, requiresGrad);
+  for (let i = 0; i < t.size; i++) t.data[i] = rng.normal() * std;
+  return t;
+}
+
+/** Uniform [lo, hi) entries from a seeded generator. */
+export function randu(shape: readonly number[], rng: { uniform(): number }, lo = 0, hi = 1, requiresGrad = false): Tensor {
+  const t = new Tensor(shape, undefined, requiresGrad);
+  for (let i = 0; i < t.size; i++) t.data[i] = lo + (hi - lo) * rng.uniform();
+  return t;
+}
