@@ -1,1 +1,14 @@
-export const VERSION = "0.1.0";
+/**
+ * qkd's typed API. Everything the CLI does is one call of these exports.
+ */
+export const VERSION = '0.1.0';
+
+export { QkdError, type QkdErrorCode } from './errors.js';
+export * from './tensor/index.js';
+export { Module, type ForwardHook, type ForwardHookEvent } from './nn/module.js';
+export { Linear, Embedding, RMSNorm, type WeightTransform } from './nn/layers.js';
+export { LlamaModel, LlamaAttention, LlamaMlp, LlamaDecoderLayer, createLlama, initLlamaParameters, type ForwardOptions } from './models/llama.js';
+export { llamaConfig, llamaParameterSpecs, headDim, LLAMA_DEFAULTS, type LlamaConfig } from './models/llama-config.js';
+export { AdamW, clipGradNorm, gradNorm, type AdamWOptions, type AdamWState } from './optim/adamw.js';
+export { loadDefaultCorpus, byteTokens, splitTokens, sampleBatch, sequentialBatches, DEFAULT_CORPUS_NAME } from './data/corpus.js';
+export { runDemo, DEMO_CONFIG, type DemoOptions, type DemoResult, type DemoProgress } from './train/demo.js';

