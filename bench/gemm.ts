@@ -47,7 +47,8 @@ const refSeconds = withBackend('reference', () => timeMedian(() => kernels().sge
 const referenceGflops = (2 * 256 ** 3) / refSeconds / 1e9;
 
 const torch = runTorch(`
-import torch, time, json
+import torch, time, json, os
+torch.set_num_threads(os.cpu_count())
 torch.manual_seed(0)
 out = {}
 for n in ${JSON.stringify(sizes)}:

@@ -1,0 +1,42 @@
+# The qkd_native addon: plain C N-API (no npm dependency), C++17.
+#
+# Built for baseline x86-64 on purpose (no -march): the AVX2 and AVX-512
+# kernels are individual functions with target attributes, chosen at run
+# time from cpuid (native/kernels/cpu.cc). No -ffast-math: exp, NaN and
+# Infinity must keep IEEE behaviour. The test and benchmark drivers in
+# native/test and native/bench are built by hand (see native/README.md).
+{
+  "targets": [
+    {
+      "target_name": "qkd_native",
+      "sources": [
+        "native/binding.cc",
+        "native/kernels/cpu.cc",
+        "native/kernels/thread_pool.cc",
+        "native/kernels/sgemm.cc",
+        "native/kernels/gemm_avx512.cc",
+        "native/kernels/gemm_avx2.cc",
+        "native/kernels/gemm_portable.cc",
+        "native/kernels/gemm_skinny.cc",
+        "native/kernels/softmax.cc",
+        "native/kernels/softmax_avx512.cc",
+        "native/kernels/softmax_avx2.cc"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-O3", "-fno-math-errno", "-pthread"],
+      "cflags_cc": ["-O3", "-std=c++17", "-fno-math-errno", "-pthread"],
+      "cflags_cc!": ["-std=gnu++17", "-std=gnu++20", "-std=c++20"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "GCC_OPTIMIZATION_LEVEL": "3",
+        "OTHER_CFLAGS": ["-fno-math-errno"]
+      },
+      "msvs_settings": {
+        "VCCLCompilerTool": {
+          "AdditionalOptions": ["/std:c++17", "/O2"]
+        }
+      }
+    }
+  ]
+}

@@ -1,0 +1,30 @@
+// Which instruction-set path the kernels run on.
+//
+// The addon is built for plain x86-64 (no -march flags); the fast paths are
+// individual functions compiled with a `target` attribute and chosen here at
+// run time from cpuid. On other architectures only the portable path exists.
+#pragma once
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define QKD_X86 1
+#define QKD_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define QKD_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define QKD_X86 0
+#endif
+
+namespace qkd {
+
+enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The best path this CPU (and OS) supports.
+Isa detected_isa();
+
+// The path the kernels use: detected_isa(), lowered by the environment
+// variable QKD_ISA=portable|avx2|avx512 (for testing the slower paths). A
+// request for a path the CPU lacks is ignored. Read once, then cached.
+Isa active_isa();
+
+const char* isa_name(Isa isa);
+
+}  // namespace qkd

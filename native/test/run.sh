@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds and runs every native check: the C++ kernel tests (every ISA path
+# the CPU has, chosen per call) and the addon test from Node (each ISA path
+# in its own process via QKD_ISA). Run from anywhere; needs g++ and a built addon
+# (`npx node-gyp rebuild` in the repository root) for the last step.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+native="$(dirname "$here")"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+build() {  # build <name> <source>
+  g++ -O2 -std=c++17 -pthread -I"$native/kernels" "$2" "$native"/kernels/*.cc -o "$out/$1"
+}
+build test_sgemm "$here/test_sgemm.cc"
+build test_softmax "$here/test_softmax.cc"
+"$out/test_sgemm"
+"$out/test_softmax"
+node "$here/test_addon.mjs"
