@@ -13,7 +13,7 @@ import { Embedding, Linear, RMSNorm } from '../nn/layers.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { add, mul, silu } from '../tensor/ops/elementwise.js';
+import { add, swiglu } from '../tensor/ops/elementwise.js';
 import { reshape } from '../tensor/ops/shape.js';
 import { rope } from '../tensor/ops/rope.js';
 import { attention } from '../tensor/ops/attention.js';
@@ -73,7 +73,7 @@ export class LlamaMlp extends Module {
 
   /** SwiGLU: down(silu(gate(x)) ⊙ up(x)) */
   forward(x: Tensor): Tensor {
-    return this.emit(this.down.forward(mul(silu(this.gate.forward(x)), this.up.forward(x))));
+    return this.emit(this.down.forward(swiglu(this.gate.forward(x), this.up.forward(x))));
   }
 }
 

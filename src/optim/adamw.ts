@@ -12,6 +12,7 @@
 import { QkdError } from '../errors.js';
 import type { ArenaEntry, ParameterArena } from '../tensor/arena.js';
 import { allocFloat, type FloatArray } from '../tensor/tensor.js';
+import { kernels } from '../tensor/backend.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -61,7 +62,14 @@ export class AdamW {
       }
     }
     const decays = options.decays ?? ((e: ArenaEntry) => e.shape.length >= 2);
-    this.decayRanges = arena.entries.map((e) => ({ offset: e.offset, size: e.size, decay: decays(e) }));
+    // Adjacent parameters with the same decay flag form one range (fewer kernel calls).
+    this.decayRanges = [];
+    for (const e of arena.entries) {
+      const decay = decays(e);
+      const last = this.decayRanges[this.decayRanges.length - 1];
+      if (last && last.decay === decay && last.offset + last.size === e.offset) last.size += e.size;
+      else this.decayRanges.push({ offset: e.offset, size: e.size, decay });
+    }
     this.m = allocFloat(arena.size);
     this.v = allocFloat(arena.size);
   }
@@ -69,22 +77,14 @@ export class AdamW {
   /** One update from the arena's gradients (the caller zeroes them after). */
   update(lr = this.lr): void {
     this.step++;
-    const { beta1: b1, beta2: b2, eps } = this;
-    const c1 = 1 / (1 - b1 ** this.step);
-    const c2 = 1 / (1 - b2 ** this.step);
-    const w = this.arena.data;
-    const g = this.arena.grad;
-    const m = this.m;
-    const v = this.v;
+    const c1 = 1 / (1 - this.beta1 ** this.step);
+    const c2 = 1 / (1 - this.beta2 ** this.step);
+    const k = kernels();
+    const { data: w, grad: g } = this.arena;
     for (const r of this.decayRanges) {
       const shrink = r.decay ? 1 - lr * this.weightDecay : 1;
       const end = r.offset + r.size;
-      for (let i = r.offset; i < end; i++) {
-        const gi = g[i]!;
-        const mi = (m[i] = b1 * m[i]! + (1 - b1) * gi);
-        const vi = (v[i] = b2 * v[i]! + (1 - b2) * gi * gi);
-        w[i] = w[i]! * shrink - (lr * (mi * c1)) / (Math.sqrt(vi * c2) + eps);
-      }
+      k.adamw(w.subarray(r.offset, end), g.subarray(r.offset, end), this.m.subarray(r.offset, end), this.v.subarray(r.offset, end), r.size, lr, this.beta1, this.beta2, this.eps, shrink, c1, c2);
     }
   }
 

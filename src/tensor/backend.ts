@@ -9,46 +9,11 @@
  */
 import { QkdError } from '../errors.js';
 import { referenceKernels } from './reference/kernels.js';
-import { loadNativeAddon, type NativeStatus } from './native/binding.js';
-import { isFloat64Mode, type FloatArray } from './tensor.js';
+import { loadNativeAddon, type NativeAddon, type NativeStatus } from './native/binding.js';
+import { isFloat64Mode } from './tensor.js';
+import type { BackendName, Kernels } from './kernel-types.js';
 
-export type BackendName = 'reference' | 'native';
-
-/**
- * Batched strided GEMM, row-major: for i < batch,
- * C_i = alpha · op(A_i) · op(B_i) + beta · C_i, with A_i = a[i·strideA ..].
- * op(A) is M×K: op(A)[m,k] = transA ? A[k·lda + m] : A[m·lda + k].
- * op(B) is K×N: op(B)[k,n] = transB ? B[n·ldb + k] : B[k·ldb + n].
- * beta = 0 overwrites C without reading it. A stride of 0 shares an operand.
- */
-export interface GemmArgs {
-  batch: number;
-  transA: boolean;
-  transB: boolean;
-  M: number;
-  N: number;
-  K: number;
-  alpha: number;
-  a: FloatArray;
-  lda: number;
-  strideA: number;
-  b: FloatArray;
-  ldb: number;
-  strideB: number;
-  beta: number;
-  c: FloatArray;
-  ldc: number;
-  strideC: number;
-}
-
-export interface Kernels {
-  readonly name: BackendName;
-  sgemm(p: GemmArgs): void;
-  /** y[r,:] = softmax(x[r,:]) for rows × cols contiguous rows; a row of all -Inf gives zeros. */
-  softmaxForward(x: FloatArray, y: FloatArray, rows: number, cols: number): void;
-  /** dx[r,c] += y[r,c]·(dy[r,c] − Σ_c' y[r,c']·dy[r,c']). */
-  softmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, rows: number, cols: number): void;
-}
+export type { BackendName, GemmArgs, Kernels } from './kernel-types.js';
 
 let nativeKernels: Kernels | null | undefined; // undefined: not tried yet
 let nativeStatusCache: NativeStatus | undefined;
@@ -65,7 +30,11 @@ export function nativeStatus(): NativeStatus {
   return nativeStatusCache;
 }
 
-function makeNativeKernels(addon: NonNullable<ReturnType<typeof loadNativeAddon>['addon']>): Kernels {
+/**
+ * The native kernel set: every kernel the addon exports replaces the
+ * reference one (booleans become 0/1); the rest stay on the reference.
+ */
+function makeNativeKernels(addon: NativeAddon): Kernels {
   const guard = (name: string): void => {
     if (isFloat64Mode()) {
       throw new QkdError('STATE', `native.${name}: float64 buffers are for reference gradient checks only`, {
@@ -73,22 +42,28 @@ function makeNativeKernels(addon: NonNullable<ReturnType<typeof loadNativeAddon>
       });
     }
   };
-  return {
-    ...referenceKernels,
-    name: 'native',
-    sgemm(p) {
-      guard('sgemm');
-      addon.sgemm(p.batch, p.transA ? 1 : 0, p.transB ? 1 : 0, p.M, p.N, p.K, p.alpha, p.a, p.lda, p.strideA, p.b, p.ldb, p.strideB, p.beta, p.c, p.ldc, p.strideC);
-    },
-    softmaxForward(x, y, rows, cols) {
-      guard('softmaxForward');
-      addon.softmaxForward(x, y, rows, cols);
-    },
-    softmaxBackward(y, dy, dx, rows, cols) {
-      guard('softmaxBackward');
-      addon.softmaxBackward(y, dy, dx, rows, cols);
-    },
+  const kernels: Record<string, unknown> = { ...referenceKernels, name: 'native' };
+  const table = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const key of Object.keys(referenceKernels) as (keyof Kernels)[]) {
+    if (key === 'name' || key === 'sgemm' || typeof table[key] !== 'function') continue;
+    const fn = table[key]!;
+    kernels[key] = (...args: unknown[]) => {
+      guard(key);
+      return fn(...args.map((a) => (typeof a === 'boolean' ? (a ? 1 : 0) : a)));
+    };
+  }
+  kernels.sgemm = (p: Parameters<Kernels['sgemm']>[0]) => {
+    guard('sgemm');
+    addon.sgemm(p.batch, p.transA ? 1 : 0, p.transB ? 1 : 0, p.M, p.N, p.K, p.alpha, p.a, p.lda, p.strideA, p.b, p.ldb, p.strideB, p.beta, p.c, p.ldc, p.strideC);
   };
+  return kernels as unknown as Kernels;
+}
+
+/** Names of the kernels the native backend runs natively (the rest use the reference). */
+export function nativeKernelNames(): string[] {
+  nativeStatus();
+  if (!nativeKernels) return [];
+  return (Object.keys(referenceKernels) as (keyof Kernels)[]).filter((k) => k !== 'name' && nativeKernels![k] !== referenceKernels[k]);
 }
 
 /**

@@ -4,7 +4,7 @@ export * from './dtype.js';
 export * from './tape.js';
 export * from './arena.js';
 export * from './random.js';
-export { useBackend, withBackend, currentBackend, nativeStatus, kernels, type BackendName, type Kernels, type GemmArgs } from './backend.js';
+export { useBackend, withBackend, currentBackend, nativeStatus, nativeKernelNames, kernels, type BackendName, type Kernels, type GemmArgs } from './backend.js';
 export * from './ops/shape.js';
 export * from './ops/elementwise.js';
 export * from './ops/reduce.js';

@@ -13,6 +13,7 @@
  */
 import { QkdError } from '../errors.js';
 import { Tensor, type FloatArray, type GradNode } from './tensor.js';
+import { kernels } from './backend.js';
 
 let tape: Tensor[] = [];
 let noGradDepth = 0;
@@ -98,4 +99,23 @@ export function backward(loss: Tensor, seed?: FloatArray): void {
 /** Gradient of an input that requires one, or null to skip the work. */
 export function gradOf(t: Tensor): FloatArray | null {
   return t.requiresGrad ? t.ensureGrad() : null;
+}
+
+/**
+ * Passes an op's output gradient `dy` unchanged to several inputs (add,
+ * reshape, ...). The first input without a gradient buffer adopts `dy`
+ * itself (no copy: the op's output releases it right after its backward);
+ * the others add it in.
+ */
+export function passGrad(dy: FloatArray, ...inputs: Tensor[]): void {
+  let adopter: Tensor | null = null;
+  for (const t of inputs) {
+    if (!t.requiresGrad) continue;
+    if (t.grad === null && adopter === null) adopter = t;
+    else kernels().addInto(t.ensureGrad(), dy, dy.length);
+  }
+  if (adopter !== null) {
+    if (adopter.grad === null) adopter.grad = dy;
+    else kernels().addInto(adopter.grad, dy, dy.length); // the same tensor passed twice
+  }
 }

@@ -132,3 +132,44 @@ describe('softmax kernels', () => {
     }
   });
 });
+
+describe('causal softmax kernels', () => {
+  const BH = 3, T = 5, S = 7, offset = 2;
+  const run = (backend: 'reference' | 'native') => {
+    const rng = new Rng(8);
+    const x = rand(BH * T * S, rng).map((v) => v * 8);
+    for (let bh = 0; bh < BH; bh++) for (let t = 0; t < T; t++) for (let j = offset + t + 1; j < S; j++) x[(bh * T + t) * S + j] = NaN; // never read
+    const y = new Float32Array(x.length);
+    const dy = rand(x.length, rng);
+    const dxAcc = new Float32Array(x.length).fill(0.5);
+    const dyCopy = dy.slice();
+    withBackend(backend, () => {
+      kernels().causalSoftmaxForward(x, y, BH, T, S, offset);
+      kernels().causalSoftmaxBackward(y, dy, dxAcc, BH, T, S, offset, true);
+      kernels().causalSoftmaxBackward(y, dyCopy, dyCopy, BH, T, S, offset, false); // in place
+    });
+    return { y, dxAcc, dxInPlace: dyCopy };
+  };
+  it('reference: masked columns are 0, never read, and in-place backward matches', () => {
+    const { y, dxAcc, dxInPlace } = run('reference');
+    for (let i = 0; i < y.length; i++) {
+      assert.ok(Number.isFinite(y[i]!), `y[${i}] = ${y[i]}`);
+      const j = i % S;
+      const t = Math.floor(i / S) % T;
+      if (j > offset + t) {
+        assert.equal(y[i], 0);
+        assert.equal(dxInPlace[i], 0);
+        assert.equal(dxAcc[i], 0.5);
+      } else assert.ok(Math.abs(dxAcc[i]! - 0.5 - dxInPlace[i]!) < 1e-6);
+    }
+  });
+  it('native matches reference', { skip: !nativeStatus().loaded && 'native addon not loaded' }, () => {
+    const ref = run('reference');
+    const nat = run('native');
+    for (const key of ['y', 'dxAcc', 'dxInPlace'] as const) {
+      for (let i = 0; i < ref[key].length; i++) {
+        assert.ok(Math.abs(ref[key][i]! - nat[key][i]!) <= 1e-6 + 1e-5 * Math.abs(ref[key][i]!), `${key}[${i}] ${nat[key][i]} vs ${ref[key][i]}`);
+      }
+    }
+  });
+});

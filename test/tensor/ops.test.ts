@@ -38,7 +38,13 @@ describe('elementwise', () => {
     it(`${name} broadcast both [2,1,5] ∘ [3,1]`, () => checkOp(name, ([x, y]) => f(x!, y!), [s(2, 1, 5), b(3, 1)]));
     it(`${name} with a scalar tensor`, () => checkOp(name, ([x, y]) => f(x!, y!), [s(4, 3), b()]));
   }
-  it('same tensor on both sides (x·x)', () => checkOp('mul self', ([x]) => T.mul(x!, x!), [s(11)]));
+  it('same tensor on both sides (x·x, x+x)', () => {
+    checkOp('mul self', ([x]) => T.mul(x!, x!), [s(11)]);
+    checkOp('add self', ([x]) => T.add(x!, x!), [s(11)]);
+  });
+  it('gradient adoption through reshape and add chains', () =>
+    checkOp('reshape/add chain', ([x, y]) => T.mul(T.add(T.reshape(x!, [3, 4]), T.reshape(y!, [3, 4])), T.reshape(x!, [3, 4])), [s(12), s(2, 6)]));
+  it('swiglu (fused silu(gate)·up)', () => checkOp('swiglu', ([g, u]) => T.swiglu(g!, u!), [{ shape: [3, 37], lo: -8, hi: 8 }, s(3, 37)]));
   it('scale and addScalar', () => {
     checkOp('scale', ([x]) => T.scale(x!, -2.5), [s(2, 3)]);
     checkOp('addScalar', ([x]) => T.addScalar(x!, 0.75), [s(2, 3)]);

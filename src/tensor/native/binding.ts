@@ -18,6 +18,8 @@ export interface NativeAddon {
   ): void;
   softmaxForward(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
+  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names. */
+  [fused: string]: unknown;
 }
 
 export interface NativeStatus {
@@ -27,9 +29,11 @@ export interface NativeStatus {
   path: string;
   isa?: string;
   threads?: number;
+  version?: number;
 }
 
-const EXPECTED_VERSION = 1;
+/** Interface versions this build understands (1: GEMM + softmax; 2: + fused kernels). */
+const SUPPORTED_VERSIONS = [1, 2];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
 /** Finds the package root (the directory holding package.json) from this file. */
@@ -56,8 +60,8 @@ export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | 
     if (typeof addon[fn] !== 'function') return fail(`${path} lacks the function '${fn}' (stale build? run \`npm run build:native\`)`);
   }
   const info = addon.info();
-  if (info.version !== EXPECTED_VERSION) {
-    return fail(`${path} has interface version ${info.version}, expected ${EXPECTED_VERSION} (run \`npm run build:native\`)`);
+  if (!SUPPORTED_VERSIONS.includes(info.version)) {
+    return fail(`${path} has interface version ${info.version}, expected one of ${SUPPORTED_VERSIONS.join(', ')} (run \`npm run build:native\`)`);
   }
-  return { status: { loaded: true, reason: '', path, isa: info.isa, threads: info.threads }, addon };
+  return { status: { loaded: true, reason: '', path, isa: info.isa, threads: info.threads, version: info.version }, addon };
 }

@@ -57,20 +57,20 @@ export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions =
       beta: 0, c: P.subarray(h * T * S), ldc: S, strideC: H * T * S,
     });
   }
-  if (causal) {
-    for (let bh = 0; bh < B * H; bh++) {
-      for (let t = 0; t < T; t++) {
-        const row = (bh * T + t) * S;
-        for (let s = offset + t + 1; s < S; s++) P[row + s] = -Infinity;
-      }
-    }
-  }
-  kern.softmaxForward(P, P, B * H * T, S);
+  // Causal rows only look at their first offset + t + 1 keys; the masked
+  // scores are never read and their probabilities are written as 0.
+  if (causal) kern.causalSoftmaxForward(P, P, B * H, T, S, offset);
+  else kern.softmaxForward(P, P, B * H * T, S);
   return record(probs, 'attentionProbs', [q, k], (dP) => {
     const kb = kernels();
-    // dScores = softmax backward (masked entries have P = 0 → no gradient).
-    const dS = allocFloat(B * H * T * S);
-    kb.softmaxBackward(P, dP, dS, B * H * T, S);
+    // dScores from the softmax backward. Causal: computed in place in dP
+    // (owned by probs and released after this call); masked entries get 0.
+    let dS = dP;
+    if (causal) kb.causalSoftmaxBackward(P, dP, dS, B * H, T, S, offset, false);
+    else {
+      dS = allocFloat(B * H * T * S);
+      kb.softmaxBackward(P, dP, dS, B * H * T, S);
+    }
     const dq = q.requiresGrad ? q.ensureGrad() : null;
     const dk = k.requiresGrad ? k.ensureGrad() : null;
     for (let h = 0; h < H; h++) {

@@ -5,7 +5,8 @@
  * square, sqrt, neg, abs).
  */
 import { QkdError, fmtShape } from '../../errors.js';
-import { record } from '../tape.js';
+import { passGrad, record } from '../tape.js';
+import { kernels } from '../backend.js';
 import { Tensor, type FloatArray } from '../tensor.js';
 
 // ---- broadcasting ---------------------------------------------------------
@@ -84,6 +85,7 @@ function sameShape(a: Tensor, b: Tensor): boolean {
 type BinaryKind = 'add' | 'sub' | 'mul' | 'div';
 
 function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
+  if (kind === 'add' && sameShape(a, b)) return addSameShape(a, b);
   // Equal shapes iterate as one flat run (the common case, and the fastest).
   const flat = sameShape(a, b);
   const plan: BroadcastPlan = flat ? { outShape: [a.size], aStrides: [1], bStrides: [1] } : broadcastPlan(kind, a.shape, b.shape);
@@ -137,6 +139,27 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
         }
       }
     });
+  });
+}
+
+/** Same-shape add (residual connections): one kernel call each way, gradient passed without copies. */
+function addSameShape(a: Tensor, b: Tensor): Tensor {
+  const out = new Tensor(a.shape);
+  kernels().add(a.data, b.data, out.data, a.size);
+  return record(out, 'add', [a, b], (dy) => passGrad(dy, a, b));
+}
+
+/**
+ * SwiGLU gate: silu(gate) ⊙ up, fused (one pass forward, one backward).
+ * gate and up have the same shape.
+ */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  if (!sameShape(gate, up)) throw new QkdError('SHAPE', `swiglu: gate ${fmtShape(gate.shape)} and up ${fmtShape(up.shape)} differ`);
+  const out = new Tensor(gate.shape);
+  kernels().swigluForward(gate.data, up.data, out.data, gate.size);
+  return record(out, 'swiglu', [gate, up], (dy) => {
+    const empty = gate.data.subarray(0, 0);
+    kernels().swigluBackward(gate.data, up.data, dy, gate.requiresGrad ? gate.ensureGrad() : empty, up.requiresGrad ? up.ensureGrad() : empty, gate.size);
   });
 }
 

@@ -7,7 +7,8 @@
  */
 import { QkdError, fmtShape } from '../../errors.js';
 import { record } from '../tape.js';
-import { Tensor, type FloatArray } from '../tensor.js';
+import { Tensor, allocFloat } from '../tensor.js';
+import { kernels } from '../backend.js';
 
 export interface CrossEntropyOptions {
   /** Targets equal to this are not counted (default −100, as PyTorch). */
@@ -18,17 +19,6 @@ function rowsOf(op: string, logits: Tensor): { rows: number; V: number } {
   const V = logits.shape[logits.rank - 1];
   if (logits.rank < 1 || V === undefined || V === 0) throw new QkdError('SHAPE', `${op}: logits must end in a non-empty vocab axis, got ${fmtShape(logits.shape)}`);
   return { rows: logits.size / V, V };
-}
-
-/** log Σ_j exp(z[off+j]·invTemp) of one row, stably. */
-function logSumExp(z: FloatArray, off: number, V: number, invTemp: number): number {
-  let m = -Infinity;
-  for (let j = 0; j < V; j++) m = Math.max(m, z[off + j]! * invTemp);
-  let s = 0;
-  for (let j = 0; j < V; j++) {
-    s += Math.exp(z[off + j]! * invTemp - m);
-  }
-  return m + Math.log(s);
 }
 
 /** Mean next-token cross-entropy; targets has one id per row of logits. */
@@ -45,26 +35,13 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, options: Cross
     if (y < 0 || y >= V) throw new QkdError('ARGUMENT', `crossEntropy: target ${y} at row ${r} is outside [0, ${V})`, { field: 'targets' });
     count++;
   }
-  const lse = new Float64Array(rows);
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    if (targets[r] === ignore) continue;
-    lse[r] = logSumExp(logits.data, r * V, V, 1);
-    total += lse[r]! - logits.data[r * V + targets[r]!]!;
-  }
+  const lse = allocFloat(rows);
+  const total = kernels().crossEntropyForward(logits.data, targets, lse, rows, V, ignore);
   const out = new Tensor([]);
   out.data[0] = count === 0 ? 0 : total / count;
   return record(out, 'crossEntropy', [logits], (dy) => {
     if (count === 0) return;
-    const g = dy[0]! / count;
-    const dz = logits.ensureGrad();
-    for (let r = 0; r < rows; r++) {
-      const y = targets[r]!;
-      if (y === ignore) continue;
-      const o = r * V;
-      for (let j = 0; j < V; j++) dz[o + j]! += g * Math.exp(logits.data[o + j]! - lse[r]!);
-      dz[o + y]! -= g;
-    }
+    kernels().crossEntropyBackward(logits.data, targets, lse, logits.ensureGrad(), rows, V, ignore, dy[0]! / count);
   });
 }
 
@@ -86,45 +63,21 @@ export function klDivergence(teacherLogits: Tensor, studentLogits: Tensor, optio
   if (!(tau > 0)) throw new QkdError('ARGUMENT', `klDivergence: temperature must be > 0, got ${tau}`, { field: 'temperature' });
   const { rows, V } = rowsOf('klDivergence', studentLogits);
   const inv = 1 / tau;
-  const zT = teacherLogits.data;
-  const zS = studentLogits.data;
   // Per row: log-sum-exp of both at τ and the KL value. Probabilities are
   // recomputed in backward rather than stored (rows × V can be large).
-  const lseT = new Float64Array(rows);
-  const lseS = new Float64Array(rows);
-  const rowKl = new Float64Array(rows);
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    const o = r * V;
-    const lt = (lseT[r] = logSumExp(zT, o, V, inv));
-    const ls = (lseS[r] = logSumExp(zS, o, V, inv));
-    let kl = 0;
-    for (let j = 0; j < V; j++) {
-      const logPT = zT[o + j]! * inv - lt;
-      if (logPT === -Infinity) continue; // 0 · log 0 = 0
-      kl += Math.exp(logPT) * (logPT - (zS[o + j]! * inv - ls));
-    }
-    rowKl[r] = kl;
-    total += kl;
-  }
+  const lseT = allocFloat(rows);
+  const lseS = allocFloat(rows);
+  const rowKl = allocFloat(rows);
+  const total = kernels().klForward(teacherLogits.data, studentLogits.data, lseT, lseS, rowKl, rows, V, inv);
   const factor = (tau * tau) / Math.max(rows, 1);
   const out = new Tensor([]);
   out.data[0] = total * factor;
   return record(out, 'klDivergence', [teacherLogits, studentLogits], (dy) => {
     // d/dzS = (τ²/rows)·(1/τ)·(pS − pT); d/dzT = (τ²/rows)·(1/τ)·pT·(log pT − log pS − KL_row)
-    const g = dy[0]! * factor * inv;
-    const ds = studentLogits.requiresGrad ? studentLogits.ensureGrad() : null;
-    const dt = teacherLogits.requiresGrad ? teacherLogits.ensureGrad() : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * V;
-      for (let j = 0; j < V; j++) {
-        const logPT = zT[o + j]! * inv - lseT[r]!;
-        const logPS = zS[o + j]! * inv - lseS[r]!;
-        const pT = Math.exp(logPT);
-        if (ds) ds[o + j]! += g * (Math.exp(logPS) - pT);
-        if (dt && pT > 0) dt[o + j]! += g * pT * (logPT - logPS - rowKl[r]!);
-      }
-    }
+    const empty = studentLogits.data.subarray(0, 0);
+    const dT = teacherLogits.requiresGrad ? teacherLogits.ensureGrad() : empty;
+    const dS = studentLogits.requiresGrad ? studentLogits.ensureGrad() : empty;
+    kernels().klBackward(teacherLogits.data, studentLogits.data, lseT, lseS, rowKl, dT, dS, rows, V, inv, dy[0]! * factor * inv);
   });
 }
 

@@ -6,7 +6,8 @@
  */
 import { QkdError, fmtShape } from '../../errors.js';
 import { record } from '../tape.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, allocFloat } from '../tensor.js';
+import { kernels } from '../backend.js';
 
 function checkNorm(op: string, x: Tensor, w: Tensor, b?: Tensor): { rows: number; C: number } {
   const C = x.shape[x.rank - 1];
@@ -19,32 +20,13 @@ function checkNorm(op: string, x: Tensor, w: Tensor, b?: Tensor): { rows: number
 export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
   const { rows, C } = checkNorm('rmsNorm', x, weight);
   const out = new Tensor(x.shape);
-  const rstd = new Float64Array(rows); // (rows) 1/rms per row
-  const X = x.data;
-  const W = weight.data;
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let ss = 0;
-    for (let c = 0; c < C; c++) ss += X[o + c]! * X[o + c]!;
-    const s = 1 / Math.sqrt(ss / C + eps);
-    rstd[r] = s;
-    for (let c = 0; c < C; c++) out.data[o + c] = X[o + c]! * s * W[c]!;
-  }
+  const rstd = allocFloat(rows); // (rows) 1/rms per row, saved for backward
+  kernels().rmsnormForward(x.data, weight.data, out.data, rstd, rows, C, eps);
   return record(out, 'rmsNorm', [x, weight], (dy) => {
-    const dx = x.requiresGrad ? x.ensureGrad() : null;
-    const dw = weight.requiresGrad ? weight.ensureGrad() : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * C;
-      const s = rstd[r]!;
-      if (dw) for (let c = 0; c < C; c++) dw[c]! += dy[o + c]! * X[o + c]! * s;
-      if (dx) {
-        // dx = s·g − s³·x·(g·x)/C with g = dy ⊙ w
-        let gx = 0;
-        for (let c = 0; c < C; c++) gx += dy[o + c]! * W[c]! * X[o + c]!;
-        const k = (s * s * s * gx) / C;
-        for (let c = 0; c < C; c++) dx[o + c]! += s * dy[o + c]! * W[c]! - k * X[o + c]!;
-      }
-    }
+    const empty = x.data.subarray(0, 0);
+    const dx = x.requiresGrad ? x.ensureGrad() : empty;
+    const dw = weight.requiresGrad ? weight.ensureGrad() : empty;
+    kernels().rmsnormBackward(x.data, weight.data, rstd, dy, dx, dw, rows, C);
   });
 }
 

@@ -7,7 +7,8 @@
  */
 import { QkdError, fmtShape } from '../../errors.js';
 import { record } from '../tape.js';
-import { Tensor, type FloatArray } from '../tensor.js';
+import { Tensor, allocFloat, isFloat64Mode, type FloatArray } from '../tensor.js';
+import { kernels } from '../backend.js';
 
 export type RopeStyle = 'half' | 'interleaved';
 
@@ -17,16 +18,16 @@ export interface RopeOptions {
   style?: RopeStyle;
 }
 
-const tableCache = new Map<string, { cos: Float64Array; sin: Float64Array }>();
+const tableCache = new Map<string, { cos: FloatArray; sin: FloatArray }>();
 
-/** cos / sin tables [T, D/2] for positions startPos..startPos+T−1. */
-function ropeTables(T: number, D: number, theta: number, startPos: number): { cos: Float64Array; sin: Float64Array } {
-  const key = `${T}:${D}:${theta}:${startPos}`;
+/** cos / sin tables [T, D/2] for positions startPos..startPos+T−1 (angles in float64). */
+function ropeTables(T: number, D: number, theta: number, startPos: number): { cos: FloatArray; sin: FloatArray } {
+  const key = `${T}:${D}:${theta}:${startPos}:${isFloat64Mode() ? 64 : 32}`;
   let tables = tableCache.get(key);
   if (tables === undefined) {
     const half = D / 2;
-    const cos = new Float64Array(T * half);
-    const sin = new Float64Array(T * half);
+    const cos = allocFloat(T * half);
+    const sin = allocFloat(T * half);
     for (let t = 0; t < T; t++) {
       for (let i = 0; i < half; i++) {
         const angle = (startPos + t) * Math.pow(theta, (-2 * i) / D);
@@ -40,43 +41,17 @@ function ropeTables(T: number, D: number, theta: number, startPos: number): { co
   return tables;
 }
 
-function rotate(src: FloatArray, dst: FloatArray, shape: readonly number[], tables: { cos: Float64Array; sin: Float64Array }, style: RopeStyle, direction: 1 | -1, accumulate: boolean): void {
-  const [B, T, H, D] = shape as [number, number, number, number];
-  const half = D / 2;
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      for (let h = 0; h < H; h++) {
-        const o = ((b * T + t) * H + h) * D;
-        for (let i = 0; i < half; i++) {
-          const c = tables.cos[t * half + i]!;
-          const s = direction * tables.sin[t * half + i]!;
-          const ia = style === 'half' ? o + i : o + 2 * i;
-          const ib = style === 'half' ? o + i + half : o + 2 * i + 1;
-          const xa = src[ia]!;
-          const xb = src[ib]!;
-          if (accumulate) {
-            dst[ia]! += xa * c - xb * s;
-            dst[ib]! += xa * s + xb * c;
-          } else {
-            dst[ia] = xa * c - xb * s;
-            dst[ib] = xa * s + xb * c;
-          }
-        }
-      }
-    }
-  }
-}
-
 export function rope(x: Tensor, options: RopeOptions = {}): Tensor {
   if (x.rank !== 4 || x.shape[3]! % 2 !== 0) {
     throw new QkdError('SHAPE', `rope: expected x [B, T, H, D] with even D, got ${fmtShape(x.shape)}`);
   }
-  const theta = options.theta ?? 10000;
-  const style = options.style ?? 'half';
-  const tables = ropeTables(x.shape[1]!, x.shape[3]!, theta, options.startPos ?? 0);
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  const style = (options.style ?? 'half') === 'half' ? 0 : 1;
+  const { cos, sin } = ropeTables(T, D, options.theta ?? 10000, options.startPos ?? 0);
   const out = new Tensor(x.shape);
-  rotate(x.data, out.data, x.shape, tables, style, 1, false);
+  kernels().rope(x.data, out.data, cos, sin, B, T, H, D, style, 1, false);
   return record(out, 'rope', [x], (dy) => {
-    rotate(dy, x.ensureGrad(), x.shape, tables, style, -1, true);
+    // The rotation is orthogonal: its transpose rotates by −angle.
+    kernels().rope(dy, x.ensureGrad(), cos, sin, B, T, H, D, style, -1, true);
   });
 }

@@ -3,7 +3,7 @@
  * Legend: the [outer, n, inner] view splits a shape around one axis.
  */
 import { QkdError, fmtShape } from '../../errors.js';
-import { record } from '../tape.js';
+import { passGrad, record } from '../tape.js';
 import { Tensor, allocFloat, normaliseAxis, shapeSize } from '../tensor.js';
 
 /** Product of dims before `axis`, the axis size, product of dims after it. */
@@ -31,10 +31,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
     throw new QkdError('SHAPE', `reshape: cannot reshape ${fmtShape(x.shape)} (${x.size} elements) into ${fmtShape(shape)}`);
   }
   const out = new Tensor(resolved, x.data);
-  return record(out, 'reshape', [x], (dy) => {
-    const dx = x.ensureGrad();
-    for (let i = 0; i < dy.length; i++) dx[i]! += dy[i]!;
-  });
+  return record(out, 'reshape', [x], (dy) => passGrad(dy, x));
 }
 
 function stridesOf(shape: readonly number[]): number[] {

@@ -3,7 +3,7 @@
  * is tested against, and the fallback when the addon is missing. Sums are
  * accumulated in float64 (JS numbers).
  */
-import type { GemmArgs, Kernels } from '../backend.js';
+import type { GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 
 function sgemm(p: GemmArgs): void {
@@ -73,9 +73,212 @@ function softmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, rows: nu
   }
 }
 
+function causalSoftmaxForward(x: FloatArray, y: FloatArray, BH: number, T: number, S: number, offset: number): void {
+  for (let bh = 0; bh < BH; bh++) {
+    for (let t = 0; t < T; t++) {
+      const o = (bh * T + t) * S;
+      const valid = Math.min(S, offset + t + 1);
+      let max = -Infinity;
+      for (let j = 0; j < valid; j++) if (x[o + j]! > max) max = x[o + j]!;
+      let sum = 0;
+      for (let j = 0; j < valid; j++) {
+        const e = Math.exp(x[o + j]! - max);
+        y[o + j] = e;
+        sum += e;
+      }
+      const inv = 1 / sum;
+      for (let j = 0; j < valid; j++) y[o + j]! *= inv;
+      for (let j = valid; j < S; j++) y[o + j] = 0;
+    }
+  }
+}
+
+function causalSoftmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, BH: number, T: number, S: number, offset: number, accumulate: boolean): void {
+  for (let bh = 0; bh < BH; bh++) {
+    for (let t = 0; t < T; t++) {
+      const o = (bh * T + t) * S;
+      const valid = Math.min(S, offset + t + 1);
+      let dot = 0;
+      for (let j = 0; j < valid; j++) dot += y[o + j]! * dy[o + j]!;
+      if (accumulate) for (let j = 0; j < valid; j++) dx[o + j]! += y[o + j]! * (dy[o + j]! - dot);
+      else {
+        for (let j = 0; j < valid; j++) dx[o + j] = y[o + j]! * (dy[o + j]! - dot);
+        for (let j = valid; j < S; j++) dx[o + j] = 0;
+      }
+    }
+  }
+}
+
+function rmsnormForward(x: FloatArray, w: FloatArray, y: FloatArray, rstd: FloatArray, rows: number, cols: number, eps: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let ss = 0;
+    for (let c = 0; c < cols; c++) ss += x[o + c]! * x[o + c]!;
+    const s = 1 / Math.sqrt(ss / cols + eps);
+    rstd[r] = s;
+    for (let c = 0; c < cols; c++) y[o + c] = x[o + c]! * s * w[c]!;
+  }
+}
+
+function rmsnormBackward(x: FloatArray, w: FloatArray, rstd: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    const s = rstd[r]!;
+    if (dw.length > 0) for (let c = 0; c < cols; c++) dw[c]! += dy[o + c]! * x[o + c]! * s;
+    if (dx.length > 0) {
+      let gx = 0;
+      for (let c = 0; c < cols; c++) gx += dy[o + c]! * w[c]! * x[o + c]!;
+      const k = (s * s * s * gx) / cols;
+      for (let c = 0; c < cols; c++) dx[o + c]! += s * dy[o + c]! * w[c]! - k * x[o + c]!;
+    }
+  }
+}
+
+export function sigmoid(x: number): number {
+  return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
+}
+
+function swigluForward(gate: FloatArray, up: FloatArray, y: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    y[i] = g * sigmoid(g) * up[i]!;
+  }
+}
+
+function swigluBackward(gate: FloatArray, up: FloatArray, dy: FloatArray, dgate: FloatArray, dup: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    const sg = sigmoid(g);
+    if (dgate.length > 0) dgate[i]! += dy[i]! * up[i]! * sg * (1 + g * (1 - sg));
+    if (dup.length > 0) dup[i]! += dy[i]! * g * sg;
+  }
+}
+
+function rope(src: FloatArray, dst: FloatArray, cos: FloatArray, sin: FloatArray, B: number, T: number, H: number, D: number, style: 0 | 1, direction: 1 | -1, accumulate: boolean): void {
+  const half = D / 2;
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        const o = ((b * T + t) * H + h) * D;
+        for (let i = 0; i < half; i++) {
+          const c = cos[t * half + i]!;
+          const s = direction * sin[t * half + i]!;
+          const ia = style === 0 ? o + i : o + 2 * i;
+          const ib = style === 0 ? o + i + half : o + 2 * i + 1;
+          const xa = src[ia]!;
+          const xb = src[ib]!;
+          if (accumulate) {
+            dst[ia]! += xa * c - xb * s;
+            dst[ib]! += xa * s + xb * c;
+          } else {
+            dst[ia] = xa * c - xb * s;
+            dst[ib] = xa * s + xb * c;
+          }
+        }
+      }
+    }
+  }
+}
+
+function adamw(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number, lr: number, b1: number, b2: number, eps: number, shrink: number, c1: number, c2: number): void {
+  for (let i = 0; i < n; i++) {
+    const gi = g[i]!;
+    const mi = (m[i] = b1 * m[i]! + (1 - b1) * gi);
+    const vi = (v[i] = b2 * v[i]! + (1 - b2) * gi * gi);
+    w[i] = w[i]! * shrink - (lr * (mi * c1)) / (Math.sqrt(vi * c2) + eps);
+  }
+}
+
+/** log Σ_j exp(z[off+j]·invTemp), stably. */
+function logSumExp(z: FloatArray, off: number, V: number, invTemp: number): number {
+  let m = -Infinity;
+  for (let j = 0; j < V; j++) m = Math.max(m, z[off + j]! * invTemp);
+  let s = 0;
+  for (let j = 0; j < V; j++) s += Math.exp(z[off + j]! * invTemp - m);
+  return m + Math.log(s);
+}
+
+function crossEntropyForward(logits: FloatArray, targets: Int32Array, lse: FloatArray, rows: number, V: number, ignoreIndex: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const y = targets[r]!;
+    if (y === ignoreIndex) continue;
+    const l = logSumExp(logits, r * V, V, 1);
+    lse[r] = l;
+    total += l - logits[r * V + y]!;
+  }
+  return total;
+}
+
+function crossEntropyBackward(logits: FloatArray, targets: Int32Array, lse: FloatArray, dz: FloatArray, rows: number, V: number, ignoreIndex: number, scale: number): void {
+  for (let r = 0; r < rows; r++) {
+    const y = targets[r]!;
+    if (y === ignoreIndex) continue;
+    const o = r * V;
+    const l = lse[r]!;
+    for (let j = 0; j < V; j++) dz[o + j]! += scale * Math.exp(logits[o + j]! - l);
+    dz[o + y]! -= scale;
+  }
+}
+
+function klForward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, rows: number, V: number, inv: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * V;
+    const lt = logSumExp(zT, o, V, inv);
+    const ls = logSumExp(zS, o, V, inv);
+    lseT[r] = lt;
+    lseS[r] = ls;
+    let kl = 0;
+    for (let j = 0; j < V; j++) {
+      const logPT = zT[o + j]! * inv - lt;
+      if (logPT === -Infinity) continue; // 0 · log 0 = 0
+      kl += Math.exp(logPT) * (logPT - (zS[o + j]! * inv - ls));
+    }
+    rowKl[r] = kl;
+    total += kl;
+  }
+  return total;
+}
+
+function klBackward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, dT: FloatArray, dS: FloatArray, rows: number, V: number, inv: number, g: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * V;
+    for (let j = 0; j < V; j++) {
+      const logPT = zT[o + j]! * inv - lseT[r]!;
+      const logPS = zS[o + j]! * inv - lseS[r]!;
+      const pT = Math.exp(logPT);
+      if (dS.length > 0) dS[o + j]! += g * (Math.exp(logPS) - pT);
+      if (dT.length > 0 && pT > 0) dT[o + j]! += g * pT * (logPT - logPS - rowKl[r]!);
+    }
+  }
+}
+
+function addInto(dst: FloatArray, src: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) dst[i]! += src[i]!;
+}
+
+function add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
+}
+
 export const referenceKernels: Kernels = {
   name: 'reference',
   sgemm,
   softmaxForward,
   softmaxBackward,
+  causalSoftmaxForward,
+  causalSoftmaxBackward,
+  rmsnormForward,
+  rmsnormBackward,
+  swigluForward,
+  swigluBackward,
+  rope,
+  adamw,
+  crossEntropyForward,
+  crossEntropyBackward,
+  klForward,
+  klBackward,
+  addInto,
+  add,
 };

@@ -1,0 +1,85 @@
+/**
+ * The kernel interface both backends implement. Kernels work on raw float
+ * buffers with explicit sizes; shapes, autograd and validation stay in the
+ * ops that call them. Backward kernels ADD into gradient buffers. A
+ * zero-length buffer passed for an optional output means "skip it".
+ *
+ * Legend: rows × cols contiguous rows; B batch, T time, H heads, D head dim,
+ * V vocab, BH = B·H attention blocks of [T, S] scores.
+ */
+import type { FloatArray } from './tensor.js';
+
+export type BackendName = 'reference' | 'native';
+
+/**
+ * Batched strided GEMM, row-major: for i < batch,
+ * C_i = alpha · op(A_i) · op(B_i) + beta · C_i, with A_i = a[i·strideA ..].
+ * op(A) is M×K: op(A)[m,k] = transA ? A[k·lda + m] : A[m·lda + k].
+ * op(B) is K×N: op(B)[k,n] = transB ? B[n·ldb + k] : B[k·ldb + n].
+ * beta = 0 overwrites C without reading it. A stride of 0 shares an operand.
+ */
+export interface GemmArgs {
+  batch: number;
+  transA: boolean;
+  transB: boolean;
+  M: number;
+  N: number;
+  K: number;
+  alpha: number;
+  a: FloatArray;
+  lda: number;
+  strideA: number;
+  b: FloatArray;
+  ldb: number;
+  strideB: number;
+  beta: number;
+  c: FloatArray;
+  ldc: number;
+  strideC: number;
+}
+
+export interface Kernels {
+  readonly name: BackendName;
+  sgemm(p: GemmArgs): void;
+  /** y[r,:] = softmax(x[r,:]); a row of all −Inf gives zeros. x may equal y. */
+  softmaxForward(x: FloatArray, y: FloatArray, rows: number, cols: number): void;
+  /** dx[r,c] += y[r,c]·(dy[r,c] − Σ_c' y[r,c']·dy[r,c']). */
+  softmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, rows: number, cols: number): void;
+  /**
+   * Causal softmax over [BH, T, S] scores: row t keeps columns j ≤ offset + t
+   * (offset = S − T), the rest become 0 and are never read. x may equal y.
+   */
+  causalSoftmaxForward(x: FloatArray, y: FloatArray, BH: number, T: number, S: number, offset: number): void;
+  /**
+   * Backward of causalSoftmaxForward over the kept columns. accumulate = false
+   * writes dx (masked columns 0; dx may equal dy); true adds into dx.
+   */
+  causalSoftmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, BH: number, T: number, S: number, offset: number, accumulate: boolean): void;
+  /** y = x / sqrt(mean(x²) + eps) · w per row; rstd[r] = 1/rms. */
+  rmsnormForward(x: FloatArray, w: FloatArray, y: FloatArray, rstd: FloatArray, rows: number, cols: number, eps: number): void;
+  /** dx += s·g − s³·x·(g·x)/cols with g = dy⊙w; dw += Σ_rows dy·x·s. dx or dw may be empty. */
+  rmsnormBackward(x: FloatArray, w: FloatArray, rstd: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, rows: number, cols: number): void;
+  /** y = silu(gate)·up. */
+  swigluForward(gate: FloatArray, up: FloatArray, y: FloatArray, n: number): void;
+  /** dgate += dy·up·silu'(gate); dup += dy·silu(gate). Either may be empty. */
+  swigluBackward(gate: FloatArray, up: FloatArray, dy: FloatArray, dgate: FloatArray, dup: FloatArray, n: number): void;
+  /**
+   * Rotates pairs of src [B,T,H,D] into dst by ±angle: cos/sin are [T, D/2]
+   * tables; style 0 pairs (i, i+D/2), 1 pairs (2i, 2i+1).
+   */
+  rope(src: FloatArray, dst: FloatArray, cos: FloatArray, sin: FloatArray, B: number, T: number, H: number, D: number, style: 0 | 1, direction: 1 | -1, accumulate: boolean): void;
+  /** AdamW on n parameters: m, v moments; w = w·shrink − lr·(m·c1)/(sqrt(v·c2) + eps). */
+  adamw(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number, lr: number, beta1: number, beta2: number, eps: number, shrink: number, c1: number, c2: number): void;
+  /** lse[r] = log Σ exp(z[r,:]) for counted rows; returns Σ (lse − z[target]). */
+  crossEntropyForward(logits: FloatArray, targets: Int32Array, lse: FloatArray, rows: number, V: number, ignoreIndex: number): number;
+  /** dz[r,:] += scale·softmax(z[r,:]); dz[r,target] −= scale, for counted rows. */
+  crossEntropyBackward(logits: FloatArray, targets: Int32Array, lse: FloatArray, dz: FloatArray, rows: number, V: number, ignoreIndex: number, scale: number): void;
+  /** Per row at temperature 1/invTau: lseT, lseS and KL(pT ‖ pS); returns Σ KL. */
+  klForward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, rows: number, V: number, invTau: number): number;
+  /** dS += g·(pS − pT); dT += g·pT·(log pT − log pS − KL_row). Either may be empty. */
+  klBackward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, dT: FloatArray, dS: FloatArray, rows: number, V: number, invTau: number, g: number): void;
+  /** dst += src. */
+  addInto(dst: FloatArray, src: FloatArray, n: number): void;
+  /** out = a + b (out may alias a or b). */
+  add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void;
+}
