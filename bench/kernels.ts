@@ -1,0 +1,105 @@
+/**
+ * Fused kernels at training sizes (train-step reference config: B·T = 2048
+ * rows, C = 256, I = 704, V = 256, 64 attention blocks of 256×256). Kernel
+ * versions: v0 = TypeScript reference, v1 = native. Every v1 is validated
+ * against v0 on the same inputs before either is timed. Last stdout line:
+ * one JSON object with ms per call for each version.
+ */
+import { Rng, kernels, nativeKernelNames, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
+import { timeMedian } from './_util.js';
+
+const rng = new Rng(1);
+const rand = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * scale);
+const rows = 2048, C = 256, I = 704, V = 256, BH = 64, T = 256, D = 32;
+
+interface Case {
+  name: string;
+  /** Bytes moved per call (for GB/s). */
+  bytes: number;
+  /** Fresh inputs; returns the call and the buffers to compare. */
+  setup(): { run(k: Kernels): void; outputs: Float32Array[] };
+}
+
+const cases: Case[] = [
+  {
+    name: 'rmsnormForward', bytes: rows * C * 8,
+    setup() { const x = rand(rows * C), w = rand(C), y = new Float32Array(rows * C), r = new Float32Array(rows); return { run: (k) => k.rmsnormForward(x, w, y, r, rows, C, 1e-5), outputs: [y, r] }; },
+  },
+  {
+    name: 'rmsnormBackward', bytes: rows * C * 16,
+    setup() { const x = rand(rows * C), w = rand(C), r = rand(rows).map((v) => 1 + Math.abs(v)), dy = rand(rows * C), dx = new Float32Array(rows * C), dw = new Float32Array(C); return { run: (k) => k.rmsnormBackward(x, w, r, dy, dx, dw, rows, C), outputs: [dx, dw] }; },
+  },
+  {
+    name: 'swigluForward', bytes: rows * I * 12,
+    setup() { const g = rand(rows * I, 4), u = rand(rows * I), y = new Float32Array(rows * I); return { run: (k) => k.swigluForward(g, u, y, rows * I), outputs: [y] }; },
+  },
+  {
+    name: 'swigluBackward', bytes: rows * I * 28,
+    setup() { const g = rand(rows * I, 4), u = rand(rows * I), dy = rand(rows * I), dg = new Float32Array(rows * I), du = new Float32Array(rows * I); return { run: (k) => k.swigluBackward(g, u, dy, dg, du, rows * I), outputs: [dg, du] }; },
+  },
+  {
+    name: 'rope', bytes: rows * C * 8,
+    setup() { const x = rand(rows * C), y = new Float32Array(rows * C), cos = rand(T * D / 2), sin = rand(T * D / 2); return { run: (k) => k.rope(x, y, cos, sin, rows / T, T, C / D, D, 0, 1, false), outputs: [y] }; },
+  },
+  {
+    name: 'causalSoftmaxForward', bytes: BH * T * T * 4,
+    setup() { const x = rand(BH * T * T, 5), y = new Float32Array(BH * T * T); return { run: (k) => k.causalSoftmaxForward(x, y, BH, T, T, 0), outputs: [y] }; },
+  },
+  {
+    name: 'causalSoftmaxBackward', bytes: BH * T * T * 6,
+    setup() { const y = rand(BH * T * T).map(Math.abs), dy = rand(BH * T * T), dx = new Float32Array(BH * T * T); return { run: (k) => k.causalSoftmaxBackward(y, dy, dx, BH, T, T, 0, true), outputs: [dx] }; },
+  },
+  {
+    name: 'crossEntropyForward+Backward', bytes: rows * V * 12,
+    setup() { const z = rand(rows * V, 3), t = Int32Array.from({ length: rows }, () => rng.int(V)), lse = new Float32Array(rows), dz = new Float32Array(rows * V); return { run: (k) => { k.crossEntropyForward(z, t, lse, rows, V, -100); k.crossEntropyBackward(z, t, lse, dz, rows, V, -100, 1 / rows); }, outputs: [lse, dz] }; },
+  },
+  {
+    name: 'klForward+Backward', bytes: rows * V * 16,
+    setup() { const zt = rand(rows * V, 3), zs = rand(rows * V, 3), a = new Float32Array(rows), b = new Float32Array(rows), kl = new Float32Array(rows), ds = new Float32Array(rows * V); return { run: (k) => { k.klForward(zt, zs, a, b, kl, rows, V, 0.25); k.klBackward(zt, zs, a, b, kl, ds.subarray(0, 0), ds, rows, V, 0.25, 1 / rows); }, outputs: [kl, ds] }; },
+  },
+  {
+    name: 'adamw', bytes: 4_951_296 * 20,
+    setup() { const n = 4_951_296, w = rand(n), g = rand(n), m = new Float32Array(n), v = new Float32Array(n); return { run: (k) => k.adamw(w, g, m, v, n, 1e-3, 0.9, 0.95, 1e-8, 1 - 1e-5, 10, 20), outputs: [w, m, v] }; },
+  },
+  {
+    name: 'addInto', bytes: rows * C * 12,
+    setup() { const a = rand(rows * C), b = rand(rows * C); return { run: (k) => k.addInto(a, b, rows * C), outputs: [a] }; },
+  },
+];
+
+const status = nativeStatus();
+if (!status.loaded) {
+  console.error(`native addon not loaded: ${status.reason}`);
+  process.exit(1);
+}
+const nativeNames = new Set(nativeKernelNames());
+const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null }> = {};
+console.log(`kernel                         v0 ref ms   v1 native ms   speed-up   v1 GB/s   max rel diff`);
+for (const c of cases) {
+  const kernelNames = c.name.split('+').map((n, i, all) => (i > 0 ? all[0]!.replace(/Forward$/, '') + n : n));
+  const isNative = kernelNames.every((n) => nativeNames.has(n));
+  // Validate v1 against v0 on identical fresh inputs.
+  let maxRel: number | null = null;
+  if (isNative) {
+    const saved = rng.getState();
+    const a = c.setup();
+    rng.setState(saved);
+    const b = c.setup();
+    withBackend('reference', () => a.run(kernels()));
+    withBackend('native', () => b.run(kernels()));
+    maxRel = 0;
+    a.outputs.forEach((o, k) => {
+      for (let i = 0; i < o.length; i++) maxRel = Math.max(maxRel!, Math.abs(o[i]! - b.outputs[k]![i]!) / (1e-6 + Math.abs(o[i]!)));
+    });
+    if (maxRel > 1e-3) throw new Error(`${c.name}: native disagrees with reference (max relative difference ${maxRel})`);
+  }
+  const s0 = c.setup();
+  const v0 = withBackend('reference', () => timeMedian(() => s0.run(kernels()), 3)) * 1000;
+  const s1 = c.setup();
+  const v1 = isNative ? withBackend('native', () => timeMedian(() => s1.run(kernels()), 7)) * 1000 : null;
+  results[c.name] = { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel };
+  console.log(
+    `${c.name.padEnd(30)} ${v0.toFixed(2).padStart(9)}   ${v1 === null ? '(not native)'.padStart(12) : v1.toFixed(3).padStart(12)}   ${v1 === null ? '' : (v0 / v1).toFixed(1).padStart(7) + 'x'}   ${v1 === null ? '' : (c.bytes / (v1 / 1000) / 1e9).toFixed(1).padStart(7)}   ${maxRel === null ? '' : maxRel.toExponential(1)}`,
+  );
+}
+console.log(JSON.stringify({ name: 'kernels', isa: status.isa, threads: status.threads, kernels: results }));
