@@ -7,6 +7,7 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { passGrad, record } from '../tape.js';
 import { kernels } from '../backend.js';
+import { sigmoid as sigmoidScalar } from '../reference/kernels.js';
 import { Tensor, type FloatArray } from '../tensor.js';
 
 // ---- broadcasting ---------------------------------------------------------
@@ -216,7 +217,6 @@ interface UnaryRule {
   df(x: number, y: number): number;
 }
 
-const sigmoidScalar = (x: number): number => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
 
 export const UNARY = {
   exp: { f: Math.exp, df: (_x, y) => y },
