@@ -12,7 +12,7 @@
  * tensors (parameters, inputs with requiresGrad) keep theirs.
  */
 import { QkdError } from '../errors.js';
-import { Tensor, type FloatArray, type GradNode } from './tensor.js';
+import { Tensor, recycle, type FloatArray, type GradNode } from './tensor.js';
 import { kernels } from './backend.js';
 
 let tape: Tensor[] = [];
@@ -89,7 +89,12 @@ export function backward(loss: Tensor, seed?: FloatArray): void {
   for (let i = nodes.length - 1; i >= 0; i--) {
     const out = nodes[i]!;
     const node = out.node!;
-    if (out.grad !== null) node.backward(out.grad);
+    const grad = out.grad;
+    if (grad !== null) {
+      node.backward(grad);
+      // Recycle the gradient unless an input adopted it (passGrad).
+      if (!node.inputs.some((t) => t.grad === grad)) recycle(grad);
+    }
     // Intermediate: release its gradient and graph link (keeps memory flat).
     out.node = null;
     out.grad = null;

@@ -23,6 +23,41 @@ export function allocFloat(size: number): FloatArray {
   return (float64Mode ? new Float64Array(size) : new Float32Array(size)) as FloatArray;
 }
 
+/**
+ * Recycled gradient buffers, by length. Gradients of intermediate tensors
+ * live only during one backward pass; reusing their memory avoids mapping
+ * and page-faulting fresh memory every step (tens of MB per layer for
+ * attention maps). Only float32 buffers are pooled.
+ */
+const gradPool = new Map<number, Float32Array[]>();
+let pooledBytes = 0;
+const MAX_POOLED_BYTES = 1 << 30;
+
+/** A zeroed buffer, recycled when one of this length is free. */
+export function takeZeroed(size: number): FloatArray {
+  if (!float64Mode) {
+    const free = gradPool.get(size);
+    const buf = free?.pop();
+    if (buf !== undefined) {
+      pooledBytes -= buf.byteLength;
+      buf.fill(0);
+      return buf;
+    }
+  }
+  return allocFloat(size);
+}
+
+/** Returns a buffer nobody uses any more to the pool. */
+export function recycle(buf: FloatArray): void {
+  // Views into larger buffers (arena gradients) and float64 buffers are never pooled.
+  if (!(buf instanceof Float32Array) || buf.byteOffset !== 0 || buf.byteLength !== buf.buffer.byteLength) return;
+  if (pooledBytes + buf.byteLength > MAX_POOLED_BYTES) return;
+  let free = gradPool.get(buf.length);
+  if (free === undefined) gradPool.set(buf.length, (free = []));
+  free.push(buf);
+  pooledBytes += buf.byteLength;
+}
+
 /** Copies numbers into a new float buffer of the current precision. */
 export function floatFrom(values: ArrayLike<number>): FloatArray {
   const out = allocFloat(values.length);
@@ -111,7 +146,7 @@ export class Tensor {
 
   /** Returns the gradient buffer, allocating zeros if needed. */
   ensureGrad(): FloatArray {
-    if (this.grad === null) this.grad = allocFloat(this.size);
+    if (this.grad === null) this.grad = takeZeroed(this.size);
     return this.grad;
   }
 
