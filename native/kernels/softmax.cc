@@ -50,14 +50,6 @@ void exp_portable(const float* x, float* y, int64_t count) {
 
 const SoftmaxRows kPortableRows = {forward_rows_portable, backward_rows_portable, exp_portable};
 
-const SoftmaxRows& rows_for(Isa isa) {
-  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
-  const SoftmaxRows* rows = nullptr;
-  if (isa == Isa::kAvx512) rows = avx512_softmax_rows();
-  if (isa == Isa::kAvx2) rows = avx2_softmax_rows();
-  return rows != nullptr ? *rows : kPortableRows;
-}
-
 struct RowJob {
   const SoftmaxRows* kernels;
   bool forward;
@@ -105,15 +97,23 @@ void softmax_row_without_maximum(const float* x, float* y, int64_t cols) {
 
 const SoftmaxRows* portable_softmax_rows() { return &kPortableRows; }
 
+const SoftmaxRows& softmax_rows_for(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
+  const SoftmaxRows* rows = nullptr;
+  if (isa == Isa::kAvx512) rows = avx512_softmax_rows();
+  if (isa == Isa::kAvx2) rows = avx2_softmax_rows();
+  return rows != nullptr ? *rows : kPortableRows;
+}
+
 void softmax_forward_with(const float* x, float* y, int64_t rows, int64_t cols, Isa isa,
                           int max_threads) {
-  RowJob job{&rows_for(isa), true, x, nullptr, y, rows, cols, 1};
+  RowJob job{&softmax_rows_for(isa), true, x, nullptr, y, rows, cols, 1};
   run(job, max_threads);
 }
 
 void softmax_backward_with(const float* y, const float* dy, float* dx, int64_t rows,
                            int64_t cols, Isa isa, int max_threads) {
-  RowJob job{&rows_for(isa), false, y, dy, dx, rows, cols, 1};
+  RowJob job{&softmax_rows_for(isa), false, y, dy, dx, rows, cols, 1};
   run(job, max_threads);
 }
 
@@ -125,6 +125,6 @@ void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, 
   softmax_backward_with(y, dy, dx, rows, cols, active_isa(), ThreadPool::shared().size());
 }
 
-void exp_with(const float* x, float* y, int64_t count, Isa isa) { rows_for(isa).exp(x, y, count); }
+void exp_with(const float* x, float* y, int64_t count, Isa isa) { softmax_rows_for(isa).exp(x, y, count); }
 
 }  // namespace qkd

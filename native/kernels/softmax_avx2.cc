@@ -1,8 +1,6 @@
-// AVX2 softmax rows with a vectorised exp: the same reduction and
-// polynomial as softmax_avx512.cc; without vscalefps, 2^n is applied as two
-// exactly representable powers of two 2^(n/2)·2^(n-n/2), so that results in
-// the subnormal range are rounded once, like std::exp.
+// AVX2 softmax rows with the vectorised exp of simd_avx2.h.
 #include "cpu.h"
+#include "simd_avx2.h"
 #include "softmax_rows.h"
 
 #if QKD_X86
@@ -12,31 +10,6 @@
 
 namespace qkd {
 namespace {
-
-QKD_TARGET_AVX2 inline __m256 exp8(__m256 x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);  // NaN x passes through (second operand)
-  x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  // n in [-150, 129]: both halves stay in the normal exponent range.
-  const __m256i whole = _mm256_cvtps_epi32(n);
-  const __m256i half = _mm256_srai_epi32(whole, 1);
-  const __m256i rest = _mm256_sub_epi32(whole, half);
-  const __m256i bias = _mm256_set1_epi32(127);
-  const __m256 scale1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
-  const __m256 scale2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
-  return _mm256_mul_ps(_mm256_mul_ps(p, scale1), scale2);
-}
 
 // Lanes [0, left) set, as an integer mask for maskload/maskstore.
 QKD_TARGET_AVX2 inline __m256i tail_mask(int64_t left) {

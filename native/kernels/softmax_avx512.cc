@@ -1,46 +1,15 @@
-// AVX-512 softmax rows with a vectorised exp.
-//
-// exp(x) = 2^n · e^r with n = round(x·log2 e) and r = x - n·ln 2 (two-part
-// ln 2, |r| ≤ 0.347); e^r is the degree-7 Taylor polynomial (truncation
-// < 6e-9) and vscalefps applies 2^n with correct overflow to +Inf and
-// gradual underflow to subnormals and 0. Measured against std::exp in
-// double over normal-range results: max relative error < 3e-7 (see
-// test/test_softmax.cc). NaN in gives NaN out.
+// AVX-512 softmax rows with the vectorised exp of simd_avx512.h.
 #include "cpu.h"
+#include "simd_avx512.h"
 #include "softmax_rows.h"
 
 #if QKD_X86
 #include <immintrin.h>
 
-// GCC 12's _mm512_undefined_* (used inside the reduce intrinsics) trips
-// -Wuninitialized by design; the value is never read.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include <limits>
 
 namespace qkd {
 namespace {
-
-QKD_TARGET_AVX512 inline __m512 exp16(__m512 x) {
-  // Clamp to where the result stops changing (0 below, +Inf above). The
-  // clamped value is the second operand so that a NaN x passes through.
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-  x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 QKD_TARGET_AVX512 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "cpu.h"
+
 namespace qkd {
 
 struct SoftmaxRows {
@@ -15,6 +17,9 @@ struct SoftmaxRows {
 const SoftmaxRows* avx512_softmax_rows();
 const SoftmaxRows* avx2_softmax_rows();
 const SoftmaxRows* portable_softmax_rows();
+
+// The rows of `isa`, lowered to what the CPU has (like QKD_ISA).
+const SoftmaxRows& softmax_rows_for(Isa isa);
 
 // The rare row whose maximum is -Infinity: all -Infinity gives zeros, but a
 // NaN hiding among them (max() may skip it) makes the row NaN.
