@@ -20,7 +20,11 @@
         "native/kernels/gemm_skinny.cc",
         "native/kernels/softmax.cc",
         "native/kernels/softmax_avx512.cc",
-        "native/kernels/softmax_avx2.cc"
+        "native/kernels/softmax_avx2.cc",
+        "native/kernels/fused.cc",
+        "native/kernels/fused_avx512.cc",
+        "native/kernels/fused_avx2.cc",
+        "native/kernels/fused_portable.cc"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O3", "-fno-math-errno", "-pthread"],

@@ -12,21 +12,39 @@
 //         B, ldb, strideB, beta, C, ldc, strideC): undefined
 //   softmaxForward(x, y, rows, cols): undefined
 //   softmaxBackward(y, dy, dx, rows, cols): undefined
+// Version 2 adds the fused kernels of kernels/fused.h (EMPTY: a zero-length
+// Float32Array, accepted where a gradient may be skipped):
+//   rmsnormForward(x, w, y, rstd, rows, cols, eps)
+//   rmsnormBackward(x, w, rstd, dy, dx|EMPTY, dw|EMPTY, rows, cols)
+//   swigluForward(gate, up, y, n)
+//   swigluBackward(gate, up, dy, dgate|EMPTY, dup|EMPTY, n)
+//   rope(src, dst, cos, sin, B, T, H, D, style 0|1, direction 1|-1, accumulate)
+//   adamw(w, g, m, v, n, lr, beta1, beta2, eps, shrink, c1, c2)
+//   crossEntropyForward(logits, targets: Int32Array, lse, rows, V, ignoreIndex): number
+//   crossEntropyBackward(logits, targets: Int32Array, lse, dz, rows, V, ignoreIndex, scale)
+//   klForward(zT, zS, lseT, lseS, rowKl, rows, V, invTau): number
+//   klBackward(zT, zS, lseT, lseS, rowKl, dT|EMPTY, dS|EMPTY, rows, V, invTau, g)
+//   causalSoftmaxForward(x, y, BH, T, S, offset)
+//   causalSoftmaxBackward(y, dy, dx, BH, T, S, offset, accumulate)
+//   addInto(dst, src, n); add(a, b, out, n)
+// Flags (accumulate) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 
 #include "kernels/cpu.h"
+#include "kernels/fused.h"
 #include "kernels/sgemm.h"
 #include "kernels/softmax.h"
 #include "kernels/thread_pool.h"
 
 namespace {
 
-constexpr int kInfoVersion = 1;
+constexpr int kInfoVersion = 2;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -288,6 +306,522 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+
+// ---- Version 2: the fused kernels of kernels/fused.h --------------------------
+
+// A Float32Array that may be EMPTY (zero length: skip that output). `data`
+// is nullptr when it is empty or when nothing would be touched.
+bool read_optional_float32_array(napi_env env, napi_value value, const char* fn, const char* name,
+                                 int64_t needed, FloatView* out) {
+  if (!read_float32_array(env, value, fn, name, out)) return false;
+  if (out->length == 0 || needed == 0) {
+    out->data = nullptr;
+    return true;
+  }
+  return check_length(env, fn, name, *out, needed, false);
+}
+
+struct Int32View {
+  const int32_t* data = nullptr;
+  int64_t length = 0;
+};
+
+bool read_int32_array(napi_env env, napi_value value, const char* fn, const char* name, Int32View* out) {
+  bool is_typed_array = false;
+  napi_is_typedarray(env, value, &is_typed_array);
+  if (!is_typed_array) return fail(env, fn, "argument %s must be an Int32Array", name);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
+    return fail(env, fn, "could not read argument %s", name);
+  }
+  if (type != napi_int32_array) return fail(env, fn, "argument %s must be an Int32Array", name);
+  out->data = static_cast<const int32_t*>(data);
+  out->length = static_cast<int64_t>(length);
+  return true;
+}
+
+// An integer in the int32 range (may be negative: ignore indices).
+bool read_int32(napi_env env, napi_value value, const char* fn, const char* name, int32_t* out) {
+  double number;
+  if (!read_number(env, value, fn, name, &number)) return false;
+  if (!(number >= -2147483648.0 && number <= 2147483647.0) || std::floor(number) != number) {
+    return fail(env, fn, "argument %s must be an integer in the int32 range, got %g", name, number);
+  }
+  *out = static_cast<int32_t>(number);
+  return true;
+}
+
+// A number the kernels take as float: finite, and finite as a float.
+bool read_float(napi_env env, napi_value value, const char* fn, const char* name, float* out) {
+  double number;
+  if (!read_number(env, value, fn, name, &number)) return false;
+  if (!std::isfinite(number) || !std::isfinite(static_cast<float>(number))) {
+    return fail(env, fn, "argument %s must be a finite number (as float32), got %g", name, number);
+  }
+  *out = static_cast<float>(number);
+  return true;
+}
+
+// Product of sizes; false (with a JS error naming `what`) on int64 overflow.
+bool multiply(napi_env env, const char* fn, const char* what, std::initializer_list<int64_t> sizes, int64_t* out) {
+  int64_t product = 1;
+  for (int64_t size : sizes) {
+    if (__builtin_mul_overflow(product, size, &product)) {
+      return fail(env, fn, "the sizes of %s overflow a 64-bit index", what);
+    }
+  }
+  *out = product;
+  return true;
+}
+
+bool check_elements(napi_env env, const char* fn, const char* name, const FloatView& view, int64_t needed) {
+  return check_length(env, fn, name, view, needed, false);
+}
+
+// The first count_a elements of a and count_b of b must not share memory,
+// except (when allow_same) by starting at the same element. Skipped views
+// (data == nullptr) never overlap.
+bool check_overlap(napi_env env, const char* fn, const char* first, const FloatView& a, int64_t count_a,
+                   const char* second, const FloatView& b, int64_t count_b, bool allow_same, const char* why) {
+  if (count_a == 0 || count_b == 0 || a.data == nullptr || b.data == nullptr) return true;
+  if (allow_same && a.data == b.data) return true;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  const uintptr_t a1 = a0 + static_cast<uintptr_t>(count_a) * sizeof(float);
+  const uintptr_t b1 = b0 + static_cast<uintptr_t>(count_b) * sizeof(float);
+  if (a0 < b1 && b0 < a1) {
+    if (allow_same) {
+      return fail(env, fn, "arguments %s and %s overlap without being the same elements (in place means the "
+                  "same offset)", first, second);
+    }
+    return fail(env, fn, "arguments %s and %s must not overlap%s", first, second, why);
+  }
+  return true;
+}
+
+bool check_disjoint(napi_env env, const char* fn, const char* first, const FloatView& a, int64_t count_a,
+                    const char* second, const FloatView& b, int64_t count_b, const char* why) {
+  return check_overlap(env, fn, first, a, count_a, second, b, count_b, false, why);
+}
+
+napi_value number_value(napi_env env, double value) {
+  napi_value result;
+  napi_create_double(env, value, &result);
+  return result;
+}
+
+napi_value out_of_memory(napi_env env, const char* fn) {
+  fail(env, fn, "out of memory for the scratch buffers");
+  return nullptr;
+}
+
+// rmsnormForward(x, w, y, rstd, rows, cols, eps)
+napi_value RmsnormForward(napi_env env, napi_callback_info info) {
+  const char* fn = "rmsnormForward";
+  napi_value args[7];
+  if (!get_args(env, info, fn, 7, args)) return nullptr;
+  FloatView x, w, y, rstd;
+  int64_t rows = 0, cols = 0, total = 0;
+  double eps;
+  if (!read_float32_array(env, args[0], fn, "x", &x) || !read_float32_array(env, args[1], fn, "w", &w) ||
+      !read_float32_array(env, args[2], fn, "y", &y) || !read_float32_array(env, args[3], fn, "rstd", &rstd) ||
+      !read_size(env, args[4], fn, "rows", &rows) || !read_size(env, args[5], fn, "cols", &cols) ||
+      !read_number(env, args[6], fn, "eps", &eps) || !multiply(env, fn, "x (rows×cols)", {rows, cols}, &total)) {
+    return nullptr;
+  }
+  if (!(eps >= 0.0 && std::isfinite(eps))) {
+    fail(env, fn, "argument eps must be a finite number >= 0");
+    return nullptr;
+  }
+  if (total == 0) return undefined_value(env);  // nothing is touched
+  if (!check_elements(env, fn, "x", x, total) || !check_elements(env, fn, "w", w, cols) ||
+      !check_elements(env, fn, "y", y, total) || !check_elements(env, fn, "rstd", rstd, rows) ||
+      !check_same_or_disjoint(env, fn, "x", x, "y", y, total)) {
+    return nullptr;
+  }
+  qkd::rmsnorm_forward(x.data, w.data, y.data, rstd.data, rows, cols, static_cast<float>(eps));
+  return undefined_value(env);
+}
+
+// rmsnormBackward(x, w, rstd, dy, dx|EMPTY, dw|EMPTY, rows, cols)
+napi_value RmsnormBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "rmsnormBackward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  FloatView x, w, rstd, dy, dx, dw;
+  int64_t rows = 0, cols = 0, total = 0;
+  if (!read_size(env, args[6], fn, "rows", &rows) || !read_size(env, args[7], fn, "cols", &cols) ||
+      !multiply(env, fn, "x (rows×cols)", {rows, cols}, &total) ||
+      !read_float32_array(env, args[0], fn, "x", &x) || !read_float32_array(env, args[1], fn, "w", &w) ||
+      !read_float32_array(env, args[2], fn, "rstd", &rstd) || !read_float32_array(env, args[3], fn, "dy", &dy) ||
+      !read_optional_float32_array(env, args[4], fn, "dx", total, &dx) ||
+      !read_optional_float32_array(env, args[5], fn, "dw", total == 0 ? 0 : cols, &dw)) {
+    return nullptr;
+  }
+  if (dx.data == nullptr && dw.data == nullptr) return undefined_value(env);  // nothing is touched
+  if (!check_elements(env, fn, "x", x, total) || !check_elements(env, fn, "rstd", rstd, rows) ||
+      !check_elements(env, fn, "dy", dy, total) ||
+      (dx.data != nullptr && !check_elements(env, fn, "w", w, cols)) ||
+      !check_same_or_disjoint(env, fn, "x", x, "dx", dx, dx.data == nullptr ? 0 : total) ||
+      !check_same_or_disjoint(env, fn, "dy", dy, "dx", dx, dx.data == nullptr ? 0 : total)) {
+    return nullptr;
+  }
+  if (!qkd::rmsnorm_backward(x.data, w.data, rstd.data, dy.data, dx.data, dw.data, rows, cols)) {
+    return out_of_memory(env, fn);
+  }
+  return undefined_value(env);
+}
+
+// swigluForward(gate, up, y, n)
+napi_value SwigluForward(napi_env env, napi_callback_info info) {
+  const char* fn = "swigluForward";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  FloatView gate, up, y;
+  int64_t n;
+  if (!read_float32_array(env, args[0], fn, "gate", &gate) || !read_float32_array(env, args[1], fn, "up", &up) ||
+      !read_float32_array(env, args[2], fn, "y", &y) || !read_size(env, args[3], fn, "n", &n) ||
+      !check_elements(env, fn, "gate", gate, n) || !check_elements(env, fn, "up", up, n) ||
+      !check_elements(env, fn, "y", y, n) || !check_same_or_disjoint(env, fn, "gate", gate, "y", y, n) ||
+      !check_same_or_disjoint(env, fn, "up", up, "y", y, n)) {
+    return nullptr;
+  }
+  qkd::swiglu_forward(gate.data, up.data, y.data, n);
+  return undefined_value(env);
+}
+
+// swigluBackward(gate, up, dy, dgate|EMPTY, dup|EMPTY, n)
+napi_value SwigluBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "swigluBackward";
+  napi_value args[6];
+  if (!get_args(env, info, fn, 6, args)) return nullptr;
+  FloatView gate, up, dy, dgate, dup;
+  int64_t n;
+  if (!read_size(env, args[5], fn, "n", &n) || !read_float32_array(env, args[0], fn, "gate", &gate) ||
+      !read_float32_array(env, args[1], fn, "up", &up) || !read_float32_array(env, args[2], fn, "dy", &dy) ||
+      !read_optional_float32_array(env, args[3], fn, "dgate", n, &dgate) ||
+      !read_optional_float32_array(env, args[4], fn, "dup", n, &dup)) {
+    return nullptr;
+  }
+  if (dgate.data == nullptr && dup.data == nullptr) return undefined_value(env);
+  // up is read for dgate only.
+  if (!check_elements(env, fn, "gate", gate, n) || !check_elements(env, fn, "dy", dy, n) ||
+      (dgate.data != nullptr && !check_elements(env, fn, "up", up, n)) ||
+      !check_disjoint(env, fn, "dgate", dgate, n, "dup", dup, n, "")) {
+    return nullptr;
+  }
+  qkd::swiglu_backward(gate.data, up.data, dy.data, dgate.data, dup.data, n);
+  return undefined_value(env);
+}
+
+// rope(src, dst, cos, sin, B, T, H, D, style, direction, accumulate)
+napi_value Rope(napi_env env, napi_callback_info info) {
+  const char* fn = "rope";
+  napi_value args[11];
+  if (!get_args(env, info, fn, 11, args)) return nullptr;
+  FloatView src, dst, cos, sin;
+  qkd::RopeArgs rope;
+  double style, direction;
+  int64_t total = 0, table = 0;
+  if (!read_float32_array(env, args[0], fn, "src", &src) || !read_float32_array(env, args[1], fn, "dst", &dst) ||
+      !read_float32_array(env, args[2], fn, "cos", &cos) || !read_float32_array(env, args[3], fn, "sin", &sin) ||
+      !read_size(env, args[4], fn, "B", &rope.batch) || !read_size(env, args[5], fn, "T", &rope.time) ||
+      !read_size(env, args[6], fn, "H", &rope.heads) || !read_size(env, args[7], fn, "D", &rope.dim) ||
+      !read_number(env, args[8], fn, "style", &style) || !read_number(env, args[9], fn, "direction", &direction) ||
+      !read_flag(env, args[10], fn, "accumulate", &rope.accumulate) ||
+      !multiply(env, fn, "src (B×T×H×D)", {rope.batch, rope.time, rope.heads, rope.dim}, &total) ||
+      !multiply(env, fn, "cos (T×D/2)", {rope.time, rope.dim / 2}, &table)) {
+    return nullptr;
+  }
+  if (rope.dim % 2 != 0) {
+    fail(env, fn, "argument D must be even, got %lld", static_cast<long long>(rope.dim));
+    return nullptr;
+  }
+  if (style != 0.0 && style != 1.0) {
+    fail(env, fn, "argument style must be 0 (half) or 1 (interleaved), got %g", style);
+    return nullptr;
+  }
+  if (direction != 1.0 && direction != -1.0) {
+    fail(env, fn, "argument direction must be 1 or -1, got %g", direction);
+    return nullptr;
+  }
+  if (total == 0) return undefined_value(env);
+  if (!check_elements(env, fn, "src", src, total) || !check_elements(env, fn, "dst", dst, total) ||
+      !check_elements(env, fn, "cos", cos, table) || !check_elements(env, fn, "sin", sin, table)) {
+    return nullptr;
+  }
+  if (!check_overlap(env, fn, "src", src, total, "dst", dst, total, !rope.accumulate, " when accumulate is set")) {
+    return nullptr;
+  }
+  rope.src = src.data;
+  rope.dst = dst.data;
+  rope.cos = cos.data;
+  rope.sin = sin.data;
+  rope.interleaved = style == 1.0;
+  rope.direction = static_cast<float>(direction);
+  qkd::rope(rope);
+  return undefined_value(env);
+}
+
+// adamw(w, g, m, v, n, lr, beta1, beta2, eps, shrink, c1, c2)
+napi_value Adamw(napi_env env, napi_callback_info info) {
+  const char* fn = "adamw";
+  napi_value args[12];
+  if (!get_args(env, info, fn, 12, args)) return nullptr;
+  FloatView w, g, m, v;
+  qkd::AdamwArgs a;
+  if (!read_float32_array(env, args[0], fn, "w", &w) || !read_float32_array(env, args[1], fn, "g", &g) ||
+      !read_float32_array(env, args[2], fn, "m", &m) || !read_float32_array(env, args[3], fn, "v", &v) ||
+      !read_size(env, args[4], fn, "n", &a.n) || !read_float(env, args[5], fn, "lr", &a.lr) ||
+      !read_float(env, args[6], fn, "beta1", &a.beta1) || !read_float(env, args[7], fn, "beta2", &a.beta2) ||
+      !read_float(env, args[8], fn, "eps", &a.eps) || !read_float(env, args[9], fn, "shrink", &a.shrink) ||
+      !read_float(env, args[10], fn, "c1", &a.c1) || !read_float(env, args[11], fn, "c2", &a.c2) ||
+      !check_elements(env, fn, "w", w, a.n) || !check_elements(env, fn, "g", g, a.n) ||
+      !check_elements(env, fn, "m", m, a.n) || !check_elements(env, fn, "v", v, a.n) ||
+      !check_disjoint(env, fn, "w", w, a.n, "m", m, a.n, "") || !check_disjoint(env, fn, "w", w, a.n, "v", v, a.n, "") ||
+      !check_disjoint(env, fn, "m", m, a.n, "v", v, a.n, "")) {
+    return nullptr;
+  }
+  a.w = w.data;
+  a.g = g.data;
+  a.m = m.data;
+  a.v = v.data;
+  qkd::adamw(a);
+  return undefined_value(env);
+}
+
+// Checks the targets of the counted rows (0 ≤ target < V) and finds the last
+// counted row (-1 if none): the buffers must reach it, and no further.
+bool check_targets(napi_env env, const char* fn, const Int32View& targets, int64_t rows, int64_t vocab,
+                   int32_t ignore_index, int64_t* last_counted) {
+  if (targets.length < rows) {
+    return fail(env, fn, "argument targets (Int32Array) has %lld elements, needs at least %lld",
+                static_cast<long long>(targets.length), static_cast<long long>(rows));
+  }
+  *last_counted = -1;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t target = targets.data[r];
+    if (target == ignore_index) continue;
+    if (target < 0 || target >= vocab) {
+      return fail(env, fn, "argument targets[%lld] is %d, must be in [0, V = %lld) or ignoreIndex (%d)",
+                  static_cast<long long>(r), target, static_cast<long long>(vocab), ignore_index);
+    }
+    *last_counted = r;
+  }
+  return true;
+}
+
+// crossEntropyForward(logits, targets, lse, rows, V, ignoreIndex): number
+napi_value CrossEntropyForward(napi_env env, napi_callback_info info) {
+  const char* fn = "crossEntropyForward";
+  napi_value args[6];
+  if (!get_args(env, info, fn, 6, args)) return nullptr;
+  FloatView logits, lse;
+  Int32View targets;
+  int64_t rows = 0, vocab = 0, last = -1, used = 0;
+  int32_t ignore_index;
+  if (!read_float32_array(env, args[0], fn, "logits", &logits) ||
+      !read_int32_array(env, args[1], fn, "targets", &targets) || !read_float32_array(env, args[2], fn, "lse", &lse) ||
+      !read_size(env, args[3], fn, "rows", &rows) || !read_size(env, args[4], fn, "V", &vocab) ||
+      !read_int32(env, args[5], fn, "ignoreIndex", &ignore_index) ||
+      !multiply(env, fn, "logits (rows×V)", {rows, vocab}, &used) ||
+      !check_targets(env, fn, targets, rows, vocab, ignore_index, &last) ||
+      !check_elements(env, fn, "logits", logits, (last + 1) * vocab) ||
+      !check_elements(env, fn, "lse", lse, last + 1)) {
+    return nullptr;
+  }
+  double loss = 0.0;
+  if (last >= 0 && !qkd::cross_entropy_forward(logits.data, targets.data, lse.data, last + 1, vocab, ignore_index,
+                                               &loss)) {
+    return out_of_memory(env, fn);
+  }
+  return number_value(env, loss);
+}
+
+// crossEntropyBackward(logits, targets, lse, dz, rows, V, ignoreIndex, scale)
+napi_value CrossEntropyBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "crossEntropyBackward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  FloatView logits, lse, dz;
+  Int32View targets;
+  int64_t rows = 0, vocab = 0, last = -1, used = 0;
+  int32_t ignore_index;
+  float scale;
+  if (!read_float32_array(env, args[0], fn, "logits", &logits) ||
+      !read_int32_array(env, args[1], fn, "targets", &targets) || !read_float32_array(env, args[2], fn, "lse", &lse) ||
+      !read_float32_array(env, args[3], fn, "dz", &dz) || !read_size(env, args[4], fn, "rows", &rows) ||
+      !read_size(env, args[5], fn, "V", &vocab) || !read_int32(env, args[6], fn, "ignoreIndex", &ignore_index) ||
+      !read_float(env, args[7], fn, "scale", &scale) ||
+      !multiply(env, fn, "logits (rows×V)", {rows, vocab}, &used) ||
+      !check_targets(env, fn, targets, rows, vocab, ignore_index, &last) ||
+      !check_elements(env, fn, "logits", logits, (last + 1) * vocab) ||
+      !check_elements(env, fn, "lse", lse, last + 1) || !check_elements(env, fn, "dz", dz, (last + 1) * vocab) ||
+      !check_same_or_disjoint(env, fn, "logits", logits, "dz", dz, (last + 1) * vocab)) {
+    return nullptr;
+  }
+  if (last >= 0) {
+    qkd::cross_entropy_backward(logits.data, targets.data, lse.data, dz.data, last + 1, vocab, ignore_index, scale);
+  }
+  return undefined_value(env);
+}
+
+// klForward(zT, zS, lseT, lseS, rowKl, rows, V, invTau): number
+napi_value KlForward(napi_env env, napi_callback_info info) {
+  const char* fn = "klForward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  FloatView zT, zS, lseT, lseS, rowKl;
+  int64_t rows = 0, vocab = 0, total = 0;
+  float inv_tau;
+  if (!read_float32_array(env, args[0], fn, "zT", &zT) || !read_float32_array(env, args[1], fn, "zS", &zS) ||
+      !read_float32_array(env, args[2], fn, "lseT", &lseT) || !read_float32_array(env, args[3], fn, "lseS", &lseS) ||
+      !read_float32_array(env, args[4], fn, "rowKl", &rowKl) || !read_size(env, args[5], fn, "rows", &rows) ||
+      !read_size(env, args[6], fn, "V", &vocab) || !read_float(env, args[7], fn, "invTau", &inv_tau) ||
+      !multiply(env, fn, "zT (rows×V)", {rows, vocab}, &total)) {
+    return nullptr;
+  }
+  if (rows == 0) return number_value(env, 0.0);
+  if (vocab == 0) {
+    fail(env, fn, "argument V must be positive when rows > 0");
+    return nullptr;
+  }
+  if (!check_elements(env, fn, "zT", zT, total) || !check_elements(env, fn, "zS", zS, total) ||
+      !check_elements(env, fn, "lseT", lseT, rows) || !check_elements(env, fn, "lseS", lseS, rows) ||
+      !check_elements(env, fn, "rowKl", rowKl, rows)) {
+    return nullptr;
+  }
+  double kl = 0.0;
+  if (!qkd::kl_forward(zT.data, zS.data, lseT.data, lseS.data, rowKl.data, rows, vocab, inv_tau, &kl)) {
+    return out_of_memory(env, fn);
+  }
+  return number_value(env, kl);
+}
+
+// klBackward(zT, zS, lseT, lseS, rowKl, dT|EMPTY, dS|EMPTY, rows, V, invTau, g)
+napi_value KlBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "klBackward";
+  napi_value args[11];
+  if (!get_args(env, info, fn, 11, args)) return nullptr;
+  FloatView zT, zS, lseT, lseS, rowKl, dT, dS;
+  int64_t rows = 0, vocab = 0, total = 0;
+  float inv_tau, g;
+  if (!read_size(env, args[7], fn, "rows", &rows) || !read_size(env, args[8], fn, "V", &vocab) ||
+      !read_float(env, args[9], fn, "invTau", &inv_tau) || !read_float(env, args[10], fn, "g", &g) ||
+      !multiply(env, fn, "zT (rows×V)", {rows, vocab}, &total) ||
+      !read_float32_array(env, args[0], fn, "zT", &zT) || !read_float32_array(env, args[1], fn, "zS", &zS) ||
+      !read_float32_array(env, args[2], fn, "lseT", &lseT) || !read_float32_array(env, args[3], fn, "lseS", &lseS) ||
+      !read_float32_array(env, args[4], fn, "rowKl", &rowKl) ||
+      !read_optional_float32_array(env, args[5], fn, "dT", total, &dT) ||
+      !read_optional_float32_array(env, args[6], fn, "dS", total, &dS)) {
+    return nullptr;
+  }
+  if (dT.data == nullptr && dS.data == nullptr) return undefined_value(env);
+  if (!check_elements(env, fn, "zT", zT, total) || !check_elements(env, fn, "zS", zS, total) ||
+      !check_elements(env, fn, "lseT", lseT, rows) || !check_elements(env, fn, "lseS", lseS, rows) ||
+      (dT.data != nullptr && !check_elements(env, fn, "rowKl", rowKl, rows)) ||
+      !check_disjoint(env, fn, "dT", dT, total, "dS", dS, total, "")) {
+    return nullptr;
+  }
+  qkd::kl_backward(zT.data, zS.data, lseT.data, lseS.data, rowKl.data, dT.data, dS.data, rows, vocab, inv_tau, g);
+  return undefined_value(env);
+}
+
+// Reads BH, T, S and offset of a causal softmax; `total` = BH·T·S, `kept` the
+// elements up to the last kept column of the last row (what x, y or dy are
+// read up to).
+bool read_causal_sizes(napi_env env, const char* fn, napi_value* args, int64_t* bh, int64_t* t, int64_t* s,
+                       int64_t* offset, int64_t* total, int64_t* kept) {
+  if (!read_size(env, args[0], fn, "BH", bh) || !read_size(env, args[1], fn, "T", t) ||
+      !read_size(env, args[2], fn, "S", s) || !read_size(env, args[3], fn, "offset", offset) ||
+      !multiply(env, fn, "BH×T×S", {*bh, *t, *s}, total)) {
+    return false;
+  }
+  *kept = 0;
+  if (*total > 0) {
+    const int64_t last_valid = *offset + *t < *s ? *offset + *t : *s;
+    *kept = *total - *s + last_valid;
+  }
+  return true;
+}
+
+// causalSoftmaxForward(x, y, BH, T, S, offset)
+napi_value CausalSoftmaxForward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalSoftmaxForward";
+  napi_value args[6];
+  if (!get_args(env, info, fn, 6, args)) return nullptr;
+  FloatView x, y;
+  int64_t bh = 0, t = 0, s = 0, offset = 0, total = 0, kept = 0;
+  if (!read_float32_array(env, args[0], fn, "x", &x) || !read_float32_array(env, args[1], fn, "y", &y) ||
+      !read_causal_sizes(env, fn, args + 2, &bh, &t, &s, &offset, &total, &kept) ||
+      !check_elements(env, fn, "x", x, kept) || !check_elements(env, fn, "y", y, total) ||
+      !check_overlap(env, fn, "x", x, kept, "y", y, total, true, "")) {
+    return nullptr;
+  }
+  qkd::causal_softmax_forward(x.data, y.data, bh, t, s, offset);
+  return undefined_value(env);
+}
+
+// causalSoftmaxBackward(y, dy, dx, BH, T, S, offset, accumulate)
+napi_value CausalSoftmaxBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalSoftmaxBackward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  FloatView y, dy, dx;
+  int64_t bh = 0, t = 0, s = 0, offset = 0, total = 0, kept = 0;
+  bool accumulate;
+  if (!read_float32_array(env, args[0], fn, "y", &y) || !read_float32_array(env, args[1], fn, "dy", &dy) ||
+      !read_float32_array(env, args[2], fn, "dx", &dx) ||
+      !read_causal_sizes(env, fn, args + 3, &bh, &t, &s, &offset, &total, &kept) ||
+      !read_flag(env, args[7], fn, "accumulate", &accumulate)) {
+    return nullptr;
+  }
+  const int64_t written = accumulate ? kept : total;
+  if (!check_elements(env, fn, "y", y, kept) || !check_elements(env, fn, "dy", dy, kept) ||
+      !check_elements(env, fn, "dx", dx, written) ||
+      !check_overlap(env, fn, "y", y, kept, "dx", dx, written, true, "") ||
+      !check_overlap(env, fn, "dy", dy, kept, "dx", dx, written, !accumulate, " when accumulate is set")) {
+    return nullptr;
+  }
+  qkd::causal_softmax_backward(y.data, dy.data, dx.data, bh, t, s, offset, accumulate);
+  return undefined_value(env);
+}
+
+// addInto(dst, src, n)
+napi_value AddInto(napi_env env, napi_callback_info info) {
+  const char* fn = "addInto";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  FloatView dst, src;
+  int64_t n;
+  if (!read_float32_array(env, args[0], fn, "dst", &dst) || !read_float32_array(env, args[1], fn, "src", &src) ||
+      !read_size(env, args[2], fn, "n", &n) || !check_elements(env, fn, "dst", dst, n) ||
+      !check_elements(env, fn, "src", src, n) || !check_same_or_disjoint(env, fn, "dst", dst, "src", src, n)) {
+    return nullptr;
+  }
+  qkd::add_into(dst.data, src.data, n);
+  return undefined_value(env);
+}
+
+// add(a, b, out, n)
+napi_value Add(napi_env env, napi_callback_info info) {
+  const char* fn = "add";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  FloatView a, b, out;
+  int64_t n;
+  if (!read_float32_array(env, args[0], fn, "a", &a) || !read_float32_array(env, args[1], fn, "b", &b) ||
+      !read_float32_array(env, args[2], fn, "out", &out) || !read_size(env, args[3], fn, "n", &n) ||
+      !check_elements(env, fn, "a", a, n) || !check_elements(env, fn, "b", b, n) ||
+      !check_elements(env, fn, "out", out, n) || !check_same_or_disjoint(env, fn, "a", a, "out", out, n) ||
+      !check_same_or_disjoint(env, fn, "b", b, "out", out, n)) {
+    return nullptr;
+  }
+  qkd::add(a.data, b.data, out.data, n);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -296,6 +830,20 @@ NAPI_MODULE_INIT() {
       {"sgemm", nullptr, Sgemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"softmaxForward", nullptr, SoftmaxForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rmsnormForward", nullptr, RmsnormForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rmsnormBackward", nullptr, RmsnormBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"swigluForward", nullptr, SwigluForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"swigluBackward", nullptr, SwigluBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rope", nullptr, Rope, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"adamw", nullptr, Adamw, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"crossEntropyForward", nullptr, CrossEntropyForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"crossEntropyBackward", nullptr, CrossEntropyBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"klForward", nullptr, KlForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"klBackward", nullptr, KlBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"causalSoftmaxForward", nullptr, CausalSoftmaxForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"causalSoftmaxBackward", nullptr, CausalSoftmaxBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

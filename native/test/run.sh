@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every native check: the C++ kernel tests (every ISA path
-# the CPU has, chosen per call) and the addon test from Node (each ISA path
+# the CPU has, chosen per call) and the addon tests from Node (each ISA path
 # in its own process via QKD_ISA). Run from anywhere; needs g++ and a built addon
-# (`npx node-gyp rebuild` in the repository root) for the last step.
+# (`npx node-gyp rebuild` in the repository root) for the last steps.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 native="$(dirname "$here")"
@@ -14,6 +14,9 @@ build() {  # build <name> <source>
 }
 build test_sgemm "$here/test_sgemm.cc"
 build test_softmax "$here/test_softmax.cc"
+build test_fused "$here/test_fused.cc"
 "$out/test_sgemm"
 "$out/test_softmax"
+"$out/test_fused"
 node "$here/test_addon.mjs"
+node "$here/test_addon_fused.mjs"

@@ -1,64 +1,17 @@
 // Loads the built addon from Node and checks the contract the TypeScript
-// side relies on: info(), sgemm against a float64 reference (all transposes,
-// batches with shared B, subarrays with a non-zero byteOffset, beta = 0 over
-// NaN, booleans or 0/1 flags), softmax forward/backward, and the error
-// messages for bad arguments.
+// side relies on for the version-1 exports (the fused kernels of version 2
+// are in test_addon_fused.mjs): info(), sgemm against a float64 reference
+// (all transposes, batches with shared B, subarrays with a non-zero
+// byteOffset, beta = 0 over NaN, booleans or 0/1 flags), softmax
+// forward/backward, and the error messages for bad arguments.
 //
 // Run after `npx node-gyp rebuild` (from the repository root):
 //   node native/test/test_addon.mjs            # every ISA path, one child process each
 //   QKD_ISA=avx2 node native/test/test_addon.mjs   # one path
-import { createRequire } from 'node:module';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
+import { runPerIsa, loadAddon, check, expectThrow, finish, randomArray } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const addonPath = path.resolve(here, '../../build/Release/qkd_native.node');
-
-if (process.env.QKD_ISA === undefined) {
-  let failed = 0;
-  for (const isa of ['portable', 'avx2', 'avx512']) {
-    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
-      env: { ...process.env, QKD_ISA: isa },
-      encoding: 'utf8',
-    });
-    process.stdout.write(child.stdout);
-    process.stderr.write(child.stderr);
-    if (child.status !== 0) failed += 1;
-  }
-  console.log(`${3 - failed} passed, ${failed} failed`);
-  process.exit(failed === 0 ? 0 : 1);
-}
-
-const native = createRequire(import.meta.url)(addonPath);
-let passed = 0;
-let failed = 0;
-function check(ok, what) {
-  if (ok) passed += 1;
-  else {
-    failed += 1;
-    console.log(`FAIL [${process.env.QKD_ISA}] ${what}`);
-  }
-}
-function expectThrow(fn, pattern, what) {
-  try {
-    fn();
-    check(false, `${what}: did not throw`);
-  } catch (error) {
-    check(error instanceof Error && pattern.test(error.message), `${what}: message was "${error.message}"`);
-  }
-}
-
-let seed = 12345;
-function random() {
-  seed = (seed * 1103515245 + 12345) % 2147483648;
-  return seed / 2147483648 - 0.5;
-}
-function randomArray(n) {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 1) out[i] = random();
-  return out;
-}
+runPerIsa(import.meta.url);
+const native = loadAddon();
 
 // Float64 reference; returns the max error relative to alpha*Σ|a||b| + |beta c|.
 function sgemmError(batch, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C0, C, ldc, sC) {
@@ -87,7 +40,7 @@ function sgemmError(batch, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta,
 
 // info()
 const info = native.info();
-check(info.version === 1, 'info().version is 1');
+check(info.version === 2, 'info().version is 2');
 check(['avx512', 'avx2', 'portable'].includes(info.isa), `info().isa is "${info.isa}"`);
 check(Number.isInteger(info.threads) && info.threads >= 1, 'info().threads is a positive integer');
 console.log(`[${process.env.QKD_ISA}] info: ${JSON.stringify(info)}`);
@@ -224,5 +177,4 @@ for (const [M, N, K] of [[1, 1, 1], [3, 5, 7], [17, 33, 13], [65, 31, 129], [1, 
   check(worstBack < 1e-6, `softmaxBackward error ${worstBack}`);
 }
 
-console.log(`[${process.env.QKD_ISA}] ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();
