@@ -62,6 +62,10 @@ const cases: Case[] = [
     setup() { const n = 4_951_296, w = rand(n), g = rand(n), m = new Float32Array(n), v = new Float32Array(n); return { run: (k) => k.adamw(w, g, m, v, n, 1e-3, 0.9, 0.95, 1e-8, 1 - 1e-5, 10, 20), outputs: [w, m, v] }; },
   },
   {
+    name: 'fakeQuantForward', bytes: rows * I * 9,
+    setup() { const w = rand(rows * I), out = new Float32Array(rows * I), mask = new Uint8Array(rows * I); return { run: (k) => k.fakeQuantForward(w, out, mask, rows, I, 4, false, 1, 128, 1), outputs: [out] }; },
+  },
+  {
     name: 'addInto', bytes: rows * C * 12,
     setup() { const a = rand(rows * C), b = rand(rows * C); return { run: (k) => k.addInto(a, b, rows * C), outputs: [a] }; },
   },

@@ -78,6 +78,15 @@ export interface Kernels {
   klForward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, rows: number, V: number, invTau: number): number;
   /** dS += g·(pS − pT); dT += g·pT·(log pT − log pS − KL_row). Either may be empty. */
   klBackward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, dT: FloatArray, dS: FloatArray, rows: number, V: number, invTau: number, g: number): void;
+  /**
+   * Uniform affine fake quantization of w viewed as [rows, cols] (SPEC 2):
+   * granularity 0 one group, 1 per row, 2 runs of groupSize columns per row.
+   * mask[i] = 1 where the straight-through gradient passes (empty: skip).
+   * out may equal w.
+   */
+  fakeQuantForward(w: FloatArray, out: FloatArray, mask: Uint8Array, rows: number, cols: number, bits: number, symmetric: boolean, granularity: 0 | 1 | 2, groupSize: number, clipRatio: number): void;
+  /** dw[i] += mask[i] ? dy[i] : 0. */
+  fakeQuantBackward(dy: FloatArray, mask: Uint8Array, dw: FloatArray, n: number): void;
   /** dst += src. */
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
   /** out = a + b (out may alias a or b). */

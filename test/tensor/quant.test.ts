@@ -2,7 +2,7 @@
 // straight-through gradients, and argument errors.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng, Tensor, backward, fakeQuantize, floatFrom, quantizeDequantize, roundHalfEven, type FakeQuantOptions } from '../../src/tensor/index.js';
+import { Rng, Tensor, backward, fakeQuantize, floatFrom, nativeStatus, quantizeDequantize, roundHalfEven, withBackend, type FakeQuantOptions } from '../../src/tensor/index.js';
 
 function weights(rows: number, cols: number, seed: number): Float32Array {
   const rng = new Rng(seed);
@@ -101,5 +101,37 @@ describe('fakeQuantize (straight-through estimator)', () => {
     backward(y, floatFrom([1, 1, 1, 1, 1, 1]));
     assert.deepEqual(Array.from(w.grad!), [0, 1, 1, 1, 1, 0]);
     assert.equal(y.data[5], 0.5); // clipped to the range end
+  });
+});
+
+describe('fake quantization: native against reference', () => {
+  it('gives bit-identical values and masks', { skip: !nativeStatus().loaded && 'native addon not loaded' }, () => {
+    const shapes: [number, number][] = [[1, 1], [3, 7], [5, 200], [64, 1000], [2048, 704]];
+    for (const [rows, cols] of shapes) {
+      const w = weights(rows, cols, rows + cols);
+      if (rows === 5) w.fill(0.25, 0, 200); // a constant row
+      for (const bits of [2, 3, 4, 8]) {
+        for (const symmetric of [false, true]) {
+          for (const granularity of ['tensor', 'channel', 'group'] as const) {
+            for (const clipRatio of [1, 0.5]) {
+              const o: FakeQuantOptions = { bits, symmetric, granularity, groupSize: 64, clipRatio };
+              const run = (backend: 'reference' | 'native') => {
+                const out = new Float32Array(w.length);
+                const mask = new Uint8Array(w.length);
+                withBackend(backend, () => quantizeDequantize(w, rows, cols, o, out, mask));
+                return { out, mask };
+              };
+              const ref = run('reference');
+              const nat = run('native');
+              for (let i = 0; i < w.length; i++) {
+                if (ref.out[i] !== nat.out[i] || ref.mask[i] !== nat.mask[i]) {
+                  assert.fail(`${rows}x${cols} ${JSON.stringify(o)}: element ${i}: native ${nat.out[i]}/${nat.mask[i]} vs reference ${ref.out[i]}/${ref.mask[i]}`);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
   });
 });

@@ -19,6 +19,7 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { record } from '../tape.js';
 import { Tensor, type FloatArray } from '../tensor.js';
+import { kernels } from '../backend.js';
 
 export type QuantGranularity = 'tensor' | 'channel' | 'group';
 
@@ -35,11 +36,7 @@ export interface FakeQuantOptions {
   clipRatio?: number;
 }
 
-/** Rounds half to even, like torch.round and numpy.round. */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+export { roundHalfEven } from '../reference/kernels.js';
 
 export function validateQuantOptions(op: string, o: FakeQuantOptions): Required<FakeQuantOptions> {
   const full = { symmetric: false, granularity: 'channel' as QuantGranularity, groupSize: 128, clipRatio: 1, ...o };
@@ -58,71 +55,16 @@ export function validateQuantOptions(op: string, o: FakeQuantOptions): Required<
   return full;
 }
 
+const GRANULARITY_CODE = { tensor: 0, channel: 1, group: 2 } as const;
+
 /**
  * Quantizes then dequantizes `w` (viewed as [rows, cols]) into `out`; sets
  * mask[i] = 1 where the gradient passes (may be null). Pure function, also
- * used by the PTQ quantizers.
+ * used by the PTQ quantizers. Runs on the backend's fakeQuantForward kernel.
  */
 export function quantizeDequantize(w: FloatArray, rows: number, cols: number, options: FakeQuantOptions, out: FloatArray, mask: Uint8Array | null): void {
   const o = validateQuantOptions('quantizeDequantize', options);
-  const span = o.granularity === 'tensor' ? rows * cols : o.granularity === 'channel' ? cols : Math.min(o.groupSize, cols);
-  // A group is a contiguous run [start, start + len) of the flat buffer; for
-  // 'tensor' there is one, for 'channel' one per row, for 'group' several per row.
-  const runsPerRow = o.granularity === 'tensor' ? 0 : Math.ceil(cols / Math.max(span, 1));
-  const qmaxAsym = 2 ** o.bits - 1;
-  const qmaxSym = 2 ** (o.bits - 1) - 1;
-  const qminSym = -(2 ** (o.bits - 1));
-  const quantizeRun = (start: number, len: number): void => {
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (let i = start; i < start + len; i++) {
-      const v = w[i]!;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-    lo *= o.clipRatio;
-    hi *= o.clipRatio;
-    let scale: number;
-    let zero: number;
-    let qmin: number;
-    let qmax: number;
-    if (o.symmetric) {
-      scale = Math.max(Math.abs(lo), Math.abs(hi)) / qmaxSym;
-      zero = 0;
-      qmin = qminSym;
-      qmax = qmaxSym;
-    } else {
-      scale = (hi - lo) / qmaxAsym;
-      zero = scale > 0 ? roundHalfEven(-lo / scale) : 0;
-      qmin = 0;
-      qmax = qmaxAsym;
-    }
-    if (!(scale > 0) || !Number.isFinite(scale)) {
-      // Constant (or empty / non-finite) group: representable exactly.
-      for (let i = start; i < start + len; i++) {
-        out[i] = w[i]!;
-        if (mask) mask[i] = 1;
-      }
-      return;
-    }
-    for (let i = start; i < start + len; i++) {
-      const q = roundHalfEven(w[i]! / scale) + zero;
-      const inside = q >= qmin && q <= qmax;
-      const qc = inside ? q : q < qmin ? qmin : qmax;
-      out[i] = (qc - zero) * scale;
-      if (mask) mask[i] = inside ? 1 : 0;
-    }
-  };
-  if (o.granularity === 'tensor') {
-    quantizeRun(0, rows * cols);
-    return;
-  }
-  for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < runsPerRow; g++) {
-      const begin = g * span;
-      quantizeRun(r * cols + begin, Math.min(span, cols - begin));
-    }
-  }
+  kernels().fakeQuantForward(w, out, mask ?? new Uint8Array(0), rows, cols, o.bits, o.symmetric, GRANULARITY_CODE[o.granularity], o.groupSize, o.clipRatio);
 }
 
 /**
@@ -137,8 +79,5 @@ export function fakeQuantize(w: Tensor, options: FakeQuantOptions): Tensor {
   const out = new Tensor(w.shape);
   const mask = new Uint8Array(w.size);
   quantizeDequantize(w.data, rows, cols, options, out.data, mask);
-  return record(out, 'fakeQuantize', [w], (dy) => {
-    const dw = w.ensureGrad();
-    for (let i = 0; i < dy.length; i++) if (mask[i]) dw[i]! += dy[i]!;
-  });
+  return record(out, 'fakeQuantize', [w], (dy) => kernels().fakeQuantBackward(dy, mask, w.ensureGrad(), w.size));
 }

@@ -254,6 +254,61 @@ function klBackward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: Floa
   }
 }
 
+/** Rounds half to even, like torch.round and numpy.round. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function fakeQuantForward(w: FloatArray, out: FloatArray, mask: Uint8Array, rows: number, cols: number, bits: number, symmetric: boolean, granularity: 0 | 1 | 2, groupSize: number, clipRatio: number): void {
+  const useMask = mask.length > 0;
+  const qmaxAsym = 2 ** bits - 1;
+  const qmaxSym = 2 ** (bits - 1) - 1;
+  const qminSym = -(2 ** (bits - 1));
+  const quantizeRun = (start: number, len: number): void => {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = start; i < start + len; i++) {
+      const v = w[i]!;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    lo *= clipRatio;
+    hi *= clipRatio;
+    const scale = symmetric ? Math.max(Math.abs(lo), Math.abs(hi)) / qmaxSym : (hi - lo) / qmaxAsym;
+    if (!(scale > 0) || !Number.isFinite(scale)) {
+      // Constant (or empty / non-finite) group: representable exactly.
+      for (let i = start; i < start + len; i++) {
+        out[i] = w[i]!;
+        if (useMask) mask[i] = 1;
+      }
+      return;
+    }
+    const zero = symmetric ? 0 : roundHalfEven(-lo / scale);
+    const qmin = symmetric ? qminSym : 0;
+    const qmax = symmetric ? qmaxSym : qmaxAsym;
+    for (let i = start; i < start + len; i++) {
+      const q = roundHalfEven(w[i]! / scale) + zero;
+      const inside = q >= qmin && q <= qmax;
+      const qc = inside ? q : q < qmin ? qmin : qmax;
+      out[i] = (qc - zero) * scale;
+      if (useMask) mask[i] = inside ? 1 : 0;
+    }
+  };
+  if (granularity === 0) {
+    quantizeRun(0, rows * cols);
+    return;
+  }
+  const span = granularity === 1 ? cols : Math.min(groupSize, cols);
+  for (let r = 0; r < rows; r++) {
+    for (let begin = 0; begin < cols; begin += span) quantizeRun(r * cols + begin, Math.min(span, cols - begin));
+  }
+}
+
+function fakeQuantBackward(dy: FloatArray, mask: Uint8Array, dw: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) if (mask[i]) dw[i]! += dy[i]!;
+}
+
 function addInto(dst: FloatArray, src: FloatArray, n: number): void {
   for (let i = 0; i < n; i++) dst[i]! += src[i]!;
 }
@@ -279,6 +334,8 @@ export const referenceKernels: Kernels = {
   crossEntropyBackward,
   klForward,
   klBackward,
+  fakeQuantForward,
+  fakeQuantBackward,
   addInto,
   add,
 };
