@@ -12,3 +12,6 @@ export { llamaConfig, llamaParameterSpecs, headDim, LLAMA_DEFAULTS, type LlamaCo
 export { AdamW, clipGradNorm, gradNorm, type AdamWOptions, type AdamWState } from './optim/adamw.js';
 export { loadDefaultCorpus, byteTokens, splitTokens, sampleBatch, sequentialBatches, DEFAULT_CORPUS_NAME } from './data/corpus.js';
 export { runDemo, DEMO_CONFIG, type DemoOptions, type DemoResult, type DemoProgress } from './train/demo.js';
+export { openSafetensors, writeSafetensors, SafetensorsFile, type SafetensorsEntry, type TensorToWrite, type TensorData } from './io/safetensors.js';
+export { writeFileAtomic, writeBytesAtomic } from './io/atomic.js';
+export { saveLlama, loadLlama, llamaConfigJson } from './models/llama-io.js';

@@ -1,0 +1,89 @@
+/**
+ * Save and load LLaMA models as Hugging Face checkpoints: a directory with
+ * config.json (LlamaForCausalLM fields) and model.safetensors (Hugging Face
+ * tensor names), or a sharded model.safetensors.index.json. F32, F16 and
+ * BF16 weights load (widened to float32); qkd writes F32. Every file is
+ * written atomically.
+ */
+import { existsSync, readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { QkdError, fmtShape } from '../errors.js';
+import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { LlamaModel } from './llama.js';
+import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+
+/** config.json contents: our config plus the fields Hugging Face tools expect. */
+export function llamaConfigJson(config: LlamaConfig): Record<string, unknown> {
+  return { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', torch_dtype: 'float32', ...config };
+}
+
+/** Writes config.json and model.safetensors into `dir` (created if needed). */
+export function saveLlama(dir: string, model: LlamaModel, metadata: Record<string, string> = {}): void {
+  mkdirSync(dir, { recursive: true });
+  writeSafetensors(
+    join(dir, 'model.safetensors'),
+    model.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: e.tensor.data })),
+    { format: 'pt', ...metadata },
+  );
+  writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(llamaConfigJson(model.config), null, 2) + '\n');
+}
+
+function readJson(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new QkdError('IO', `cannot read ${path}: ${(err as Error).message}`, { path });
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
+    return value as Record<string, unknown>;
+  } catch (err) {
+    throw new QkdError('IO', `${path} is not valid JSON: ${(err as Error).message}`, { path });
+  }
+}
+
+/** Loads a model directory written by qkd or by Hugging Face tools. */
+export function loadLlama(dir: string): LlamaModel {
+  const configPath = join(dir, 'config.json');
+  const config = llamaConfig(readJson(configPath) as Partial<LlamaConfig> & Record<string, unknown>, configPath);
+  const single = join(dir, 'model.safetensors');
+  const index = join(dir, 'model.safetensors.index.json');
+  // name → the file that holds it
+  const files = new Map<string, SafetensorsFile>();
+  const where = new Map<string, SafetensorsFile>();
+  try {
+    if (existsSync(single)) {
+      const f = openSafetensors(single);
+      files.set(single, f);
+      for (const n of f.names) where.set(n, f);
+    } else if (existsSync(index)) {
+      const weightMap = readJson(index).weight_map;
+      if (typeof weightMap !== 'object' || weightMap === null) throw new QkdError('IO', 'index has no weight_map object', { path: index, field: 'weight_map' });
+      for (const [name, file] of Object.entries(weightMap as Record<string, unknown>)) {
+        if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) throw new QkdError('IO', `weight_map entry for '${name}' is ${JSON.stringify(file)}`, { path: index, field: `weight_map.${name}`, hint: 'a file name in the same directory' });
+        const path = join(dir, file);
+        let f = files.get(path);
+        if (f === undefined) files.set(path, (f = openSafetensors(path)));
+        where.set(name, f);
+      }
+    } else {
+      throw new QkdError('IO', `no model.safetensors or model.safetensors.index.json in ${dir}`, { path: dir });
+    }
+    const model = new LlamaModel(config);
+    for (const spec of llamaParameterSpecs(config)) {
+      const f = where.get(spec.name);
+      if (f === undefined) throw new QkdError('IO', `checkpoint lacks tensor '${spec.name}'`, { path: dir, field: spec.name, hint: `shape ${fmtShape(spec.shape)}` });
+      const { shape, data } = f.readFloat32(spec.name);
+      if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
+        throw new QkdError('SHAPE', `tensor '${spec.name}' has shape ${fmtShape(shape)} but config.json implies ${fmtShape(spec.shape)}`, { path: f.path, field: spec.name });
+      }
+      model.arena.set(spec.name, shape, data);
+    }
+    return model;
+  } finally {
+    for (const f of files.values()) f.close();
+  }
+}
