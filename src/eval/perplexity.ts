@@ -1,0 +1,49 @@
+/**
+ * Perplexity and bits per byte of a model on a text: the text is tokenized,
+ * cut into non-overlapping windows of seq_len + 1 tokens (the last partial
+ * window is dropped), and the mean next-token cross-entropy is taken over
+ * every predicted token. bits/byte = total nats / ln 2 / UTF-8 bytes of the
+ * predicted tokens, which makes tokenizers comparable.
+ */
+import { QkdError } from '../errors.js';
+import type { LlamaModel } from '../models/llama.js';
+import type { Tokenizer } from '../data/tokenizer.js';
+import { sequentialBatches } from '../data/corpus.js';
+import { noGrad } from '../tensor/tape.js';
+
+export interface EvalResult {
+  ppl: number;
+  bits_per_byte: number;
+  tokens: number;
+  loss: number;
+}
+
+export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text: string, seqLen: number, batchSize = 8): EvalResult {
+  const tokens = tokenizer.encode(text);
+  // Bytes each token stands for (byte-level: 1).
+  const byteCache = new Map<number, number>();
+  const bytesOf = (id: number): number => {
+    let n = byteCache.get(id);
+    if (n === undefined) byteCache.set(id, (n = tokenizer.kind === 'byte' ? 1 : Buffer.byteLength(tokenizer.decode([id]), 'utf8')));
+    return n;
+  };
+  let nats = 0;
+  let count = 0;
+  let bytes = 0;
+  noGrad(() => {
+    const windows = Math.floor((tokens.length - 1) / seqLen);
+    // Full batches first, then the remaining windows one by one.
+    const full = Math.floor(windows / batchSize) * batchSize;
+    const run = (inputs: Int32Array, targets: Int32Array, B: number): void => {
+      const loss = model.loss(model.forward(inputs, B, seqLen), targets).item();
+      nats += loss * targets.length;
+      count += targets.length;
+      for (const t of targets) bytes += bytesOf(t);
+    };
+    for (const b of sequentialBatches(tokens.subarray(0, full * seqLen + 1), batchSize, seqLen)) run(b.inputs, b.targets, batchSize);
+    for (const b of sequentialBatches(tokens.subarray(full * seqLen), 1, seqLen)) run(b.inputs, b.targets, 1);
+  });
+  if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
+  const loss = nats / count;
+  return { ppl: Math.exp(loss), bits_per_byte: nats / Math.LN2 / bytes, tokens: count, loss };
+}

@@ -1,0 +1,119 @@
+/**
+ * Training configuration: presets and YAML files, validated by one schema
+ * (zod) whose errors name the offending field. Unknown fields are errors,
+ * so a typo never silently falls back to a default.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { QkdError } from '../errors.js';
+
+const modelSchema = z
+  .object({
+    hidden_size: z.number().int().positive(),
+    intermediate_size: z.number().int().positive(),
+    num_hidden_layers: z.number().int().positive(),
+    num_attention_heads: z.number().int().positive(),
+    num_key_value_heads: z.number().int().positive().optional(),
+    rms_norm_eps: z.number().positive().optional(),
+    rope_theta: z.number().positive().optional(),
+    tie_word_embeddings: z.boolean().optional(),
+    initializer_range: z.number().positive().optional(),
+  })
+  .strict();
+
+export const trainConfigSchema = z
+  .object({
+    /** Model shape (vocab_size comes from the tokenizer). */
+    model: modelSchema,
+    tokenizer: z
+      .object({
+        /** 'byte' (256 ids) or 'bpe' (trained on the training split). */
+        kind: z.enum(['byte', 'bpe']).default('byte'),
+        vocab_size: z.number().int().min(512).max(32768).optional(),
+      })
+      .strict()
+      .default({}),
+    /** Sequences per micro-batch and their length. */
+    batch_size: z.number().int().positive(),
+    seq_len: z.number().int().min(2),
+    /** Micro-batches per optimiser step. */
+    grad_accum: z.number().int().positive().default(1),
+    steps: z.number().int().positive(),
+    lr: z.number().positive(),
+    /** Final learning rate of the cosine schedule. */
+    min_lr: z.number().nonnegative().default(0),
+    warmup_steps: z.number().int().nonnegative().default(0),
+    weight_decay: z.number().nonnegative().default(0.01),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.95),
+    grad_clip: z.number().positive().default(1.0),
+    /** Validate every N steps on eval_batches batches of the held-out tail. */
+    eval_every: z.number().int().positive().default(100),
+    eval_batches: z.number().int().positive().default(8),
+    /** Write a checkpoint every N steps (and at the end). */
+    checkpoint_every: z.number().int().positive().default(100),
+    validation_fraction: z.number().gt(0).lt(1).default(0.1),
+    seed: z.number().int().default(1337),
+  })
+  .strict();
+
+export type TrainConfig = z.infer<typeof trainConfigSchema>;
+export type TrainConfigInput = z.input<typeof trainConfigSchema>;
+
+/** Presets from "runs in a minute" to the benchmark reference config. */
+export const PRESETS: Record<string, TrainConfigInput> = {
+  tiny: {
+    model: { hidden_size: 64, intermediate_size: 176, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 },
+    batch_size: 8, seq_len: 64, steps: 300, lr: 3e-3, min_lr: 3e-4, warmup_steps: 20, eval_every: 100, checkpoint_every: 100,
+  },
+  small: {
+    model: { hidden_size: 128, intermediate_size: 352, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2 },
+    batch_size: 8, seq_len: 128, steps: 1000, lr: 2e-3, min_lr: 2e-4, warmup_steps: 50, eval_every: 200, checkpoint_every: 200,
+  },
+  reference: {
+    model: { hidden_size: 256, intermediate_size: 704, num_hidden_layers: 6, num_attention_heads: 8, num_key_value_heads: 8 },
+    batch_size: 8, seq_len: 256, steps: 2000, lr: 1e-3, min_lr: 1e-4, warmup_steps: 100, eval_every: 250, checkpoint_every: 250,
+  },
+};
+
+/** Validates a config object; `source` names the file for errors. */
+export function parseTrainConfig(input: unknown, source = 'config'): TrainConfig {
+  const result = trainConfigSchema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.join('.') || '(root)';
+    throw new QkdError('CONFIG', `invalid training config: ${field}: ${issue.message}`, { path: source, field });
+  }
+  return result.data;
+}
+
+export function presetConfig(name: string): TrainConfig {
+  const preset = PRESETS[name];
+  if (preset === undefined) throw new QkdError('CONFIG', `unknown preset '${name}'`, { field: 'preset', hint: Object.keys(PRESETS).join(', ') });
+  return parseTrainConfig(preset, `preset ${name}`);
+}
+
+/** Reads a YAML config file. */
+export function loadTrainConfig(path: string): TrainConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new QkdError('IO', `cannot read config: ${(err as Error).message}`, { path });
+  }
+  let value: unknown;
+  try {
+    value = parseYaml(text);
+  } catch (err) {
+    throw new QkdError('CONFIG', `config is not valid YAML: ${(err as Error).message}`, { path });
+  }
+  return parseTrainConfig(value, path);
+}
+
+/** Learning rate at a step: linear warm-up, then cosine decay to min_lr. */
+export function learningRate(c: Pick<TrainConfig, 'lr' | 'min_lr' | 'warmup_steps' | 'steps'>, step: number): number {
+  if (step <= c.warmup_steps) return (c.lr * step) / Math.max(1, c.warmup_steps);
+  const progress = Math.min(1, (step - c.warmup_steps) / Math.max(1, c.steps - c.warmup_steps));
+  return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + Math.cos(Math.PI * progress));
+}

@@ -1,0 +1,225 @@
+/**
+ * The training loop: AdamW with warm-up + cosine schedule, gradient clipping
+ * and accumulation, periodic validation, metrics.jsonl, and checkpoints that
+ * can be resumed exactly.
+ *
+ * Checkpoint layout in the output directory DIR:
+ *   DIR/model.safetensors, DIR/config.json, DIR/tokenizer.json  — the model
+ *       (Hugging Face layout; what `qkd eval` / `qkd generate` read)
+ *   DIR/checkpoint-<step>/  — the same three files plus optimizer.safetensors
+ *       (AdamW moments) and trainer_state.json (step, AdamW step, the batch
+ *       sampler's RNG state, which is the data position, and the config)
+ *   DIR/latest.json — {"step", "dir"}: the newest complete checkpoint
+ * A checkpoint directory is written completely before latest.json is
+ * atomically switched to it, so a crash (even kill -9) at any moment leaves
+ * the previous checkpoint usable. Older checkpoint directories are removed.
+ *
+ * Resuming restores weights, moments, AdamW step and RNG state, so the loss
+ * curve continues exactly as an uninterrupted run (the kernels are
+ * deterministic for a given thread count).
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as tick } from 'node:timers/promises';
+import { QkdError } from '../errors.js';
+import { LlamaModel, createLlama } from '../models/llama.js';
+import { loadLlama, saveLlama } from '../models/llama-io.js';
+import { AdamW, clipGradNorm } from '../optim/adamw.js';
+import { Rng } from '../tensor/random.js';
+import { backward, noGrad } from '../tensor/tape.js';
+import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { sampleBatch, sequentialBatches, splitTokens } from '../data/corpus.js';
+import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { learningRate, type TrainConfig } from './config.js';
+
+export interface TrainOptions {
+  /** Corpus text. */
+  text: string;
+  outDir: string;
+  config: TrainConfig;
+  /** Continue from DIR/latest.json. */
+  resume?: boolean;
+  /** Tokenizer to use (default byte-level; BPE is trained by the caller). */
+  tokenizer?: Tokenizer;
+  /** Called after every optimiser step. */
+  onStep?: (p: StepProgress) => void;
+  /** Polled after every step; when it returns true, a checkpoint is written and training stops. */
+  shouldStop?: () => boolean;
+}
+
+export interface StepProgress {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  tokensPerSecond: number;
+  valLoss?: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  train_loss: number;
+  val_loss: number;
+  val_ppl: number;
+  tokens_per_s: number;
+  /** True when stopped early (shouldStop). */
+  interrupted: boolean;
+}
+
+interface TrainerState {
+  step: number;
+  adam_step: number;
+  rng: { words: number[]; spareNormal: number | null };
+  config: TrainConfig;
+  last_loss: number;
+}
+
+/** Mean loss over the first `maxBatches` validation batches. */
+export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize: number, seqLen: number, maxBatches: number): number {
+  let total = 0;
+  let n = 0;
+  noGrad(() => {
+    for (const b of sequentialBatches(tokens, batchSize, seqLen, maxBatches)) {
+      total += model.loss(model.forward(b.inputs, batchSize, seqLen), b.targets).item();
+      n++;
+    }
+  });
+  if (n === 0) throw new QkdError('ARGUMENT', `validation split has ${tokens.length} tokens, fewer than one batch of ${batchSize}×${seqLen + 1}`, { field: 'validation_fraction' });
+  return total / n;
+}
+
+function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, step: number, lastLoss: number): void {
+  const ckpt = join(dir, `checkpoint-${step}`);
+  rmSync(ckpt, { recursive: true, force: true });
+  mkdirSync(ckpt, { recursive: true });
+  const tokenizerJson = JSON.stringify(tokenizer.toTokenizerJson()) + '\n';
+  saveLlama(ckpt, model, { step: String(step) });
+  writeBytesAtomic(join(ckpt, 'tokenizer.json'), tokenizerJson);
+  writeSafetensors(join(ckpt, 'optimizer.safetensors'), [
+    { name: 'exp_avg', dtype: 'f32', shape: [opt.m.length], data: opt.m },
+    { name: 'exp_avg_sq', dtype: 'f32', shape: [opt.v.length], data: opt.v },
+  ], { step: String(step) });
+  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, last_loss: lastLoss };
+  writeBytesAtomic(join(ckpt, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
+  // The switch: from here on this checkpoint is the one resumed from.
+  writeBytesAtomic(join(dir, 'latest.json'), JSON.stringify({ step, dir: `checkpoint-${step}` }) + '\n');
+  saveLlama(dir, model, { step: String(step) });
+  writeBytesAtomic(join(dir, 'tokenizer.json'), tokenizerJson);
+  for (const name of readdirSync(dir)) {
+    if (/^checkpoint-\d+$/.test(name) && name !== `checkpoint-${step}`) rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function readJsonFile<T>(path: string): T {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch (err) {
+    throw new QkdError('IO', `cannot read ${path}: ${(err as Error).message}`, { path });
+  }
+}
+
+/** Drops metrics lines written after the checkpoint a run resumes from. */
+function truncateMetrics(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= step);
+  writeBytesAtomic(path, kept.map((l) => l + '\n').join(''));
+}
+
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const { config: c, outDir } = options;
+  const tokenizer = options.tokenizer ?? new ByteTokenizer();
+  const tokens = tokenizer.encode(options.text);
+  const { train: trainTokens, validation } = splitTokens(tokens, c.validation_fraction);
+  if (trainTokens.length < c.seq_len + 1) {
+    throw new QkdError('ARGUMENT', `training split has ${trainTokens.length} tokens, fewer than one sequence of ${c.seq_len + 1}`, { field: 'seq_len' });
+  }
+  mkdirSync(outDir, { recursive: true });
+  const metricsPath = join(outDir, 'metrics.jsonl');
+
+  let model: LlamaModel;
+  let opt: AdamW;
+  const rng = new Rng(c.seed + 1);
+  let step = 0;
+  let lastLoss = NaN;
+  const optimOptions = { lr: c.lr, beta1: c.beta1, beta2: c.beta2, weightDecay: c.weight_decay };
+  if (options.resume) {
+    const latestPath = join(outDir, 'latest.json');
+    if (!existsSync(latestPath)) throw new QkdError('IO', 'no checkpoint to resume from', { path: latestPath, hint: 'a directory written by qkd train' });
+    const latest = readJsonFile<{ step: number; dir: string }>(latestPath);
+    const ckpt = join(outDir, latest.dir);
+    const state = readJsonFile<TrainerState>(join(ckpt, 'trainer_state.json'));
+    model = loadLlama(ckpt);
+    if (model.config.vocab_size !== tokenizer.vocabSize) {
+      throw new QkdError('CONFIG', `checkpoint vocab_size ${model.config.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`, { path: ckpt, field: 'vocab_size' });
+    }
+    opt = new AdamW(model.arena, optimOptions);
+    const moments = openSafetensors(join(ckpt, 'optimizer.safetensors'));
+    try {
+      opt.setState({ step: state.adam_step, m: moments.readFloat32('exp_avg').data, v: moments.readFloat32('exp_avg_sq').data });
+    } finally {
+      moments.close();
+    }
+    rng.setState(state.rng);
+    step = state.step;
+    lastLoss = state.last_loss;
+    truncateMetrics(metricsPath, step);
+  } else {
+    model = createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
+    opt = new AdamW(model.arena, optimOptions);
+    rmSync(metricsPath, { force: true });
+  }
+
+  const B = c.batch_size;
+  const T = c.seq_len;
+  const started = performance.now();
+  const startStep = step;
+  let interrupted = false;
+  let valLoss = NaN;
+  while (step < c.steps) {
+    const lr = learningRate(c, step + 1);
+    model.arena.zeroGrad();
+    let loss = 0;
+    for (let micro = 0; micro < c.grad_accum; micro++) {
+      const batch = sampleBatch(trainTokens, B, T, rng);
+      const l = model.loss(model.forward(batch.inputs, B, T), batch.targets);
+      loss += l.item() / c.grad_accum;
+      // Each micro-batch contributes 1/grad_accum of the mean gradient.
+      backward(l, Float32Array.of(1 / c.grad_accum));
+    }
+    const gradNormBefore = clipGradNorm(model.arena.grad, c.grad_clip);
+    opt.update(lr);
+    step++;
+    lastLoss = loss;
+    const seconds = (performance.now() - started) / 1000;
+    const tokensPerSecond = ((step - startStep) * B * T * c.grad_accum) / seconds;
+    const record: Record<string, number> = { step, loss, lr, grad_norm: gradNormBefore, tokens_per_s: tokensPerSecond };
+    const progress: StepProgress = { step, steps: c.steps, loss, lr, tokensPerSecond };
+    if (step % c.eval_every === 0 || step === c.steps) {
+      valLoss = validationLoss(model, validation, B, T, c.eval_batches);
+      record.val_loss = valLoss;
+      progress.valLoss = valLoss;
+    }
+    appendFileSync(metricsPath, JSON.stringify(record) + '\n');
+    options.onStep?.(progress);
+    await tick(); // lets signal handlers (Ctrl-C) run between steps
+    const stop = options.shouldStop?.() ?? false;
+    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, step, lastLoss);
+    if (stop && step < c.steps) {
+      interrupted = true;
+      break;
+    }
+  }
+  if (Number.isNaN(valLoss)) valLoss = validationLoss(model, validation, B, T, c.eval_batches);
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    steps: step,
+    train_loss: lastLoss,
+    val_loss: valLoss,
+    val_ppl: Math.exp(valLoss),
+    tokens_per_s: step > startStep ? ((step - startStep) * B * T * c.grad_accum) / seconds : 0,
+    interrupted,
+  };
+}

@@ -1,0 +1,109 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { train } from '../../src/train/trainer.js';
+import { learningRate, loadTrainConfig, parseTrainConfig, presetConfig } from '../../src/train/config.js';
+import { loadCorpus, loadDefaultCorpus } from '../../src/data/corpus.js';
+import { QkdError } from '../../src/errors.js';
+
+const text = loadDefaultCorpus().slice(0, 200_000);
+const yaml = `# small and fast
+model:
+  hidden_size: 32
+  intermediate_size: 64
+  num_hidden_layers: 2
+  num_attention_heads: 4
+  num_key_value_heads: 2
+batch_size: 4
+seq_len: 32
+grad_accum: 2
+steps: 40
+lr: 0.003
+min_lr: 0.0003
+warmup_steps: 5
+eval_every: 20
+eval_batches: 2
+checkpoint_every: 10
+`;
+
+function losses(dir: string): number[] {
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number);
+}
+
+describe('training config', () => {
+  it('names the bad field of a YAML file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-cfg-'));
+    writeFileSync(join(dir, 'bad.yaml'), yaml.replace('seq_len: 32', 'seq_len: -3'));
+    assert.throws(() => loadTrainConfig(join(dir, 'bad.yaml')), (e: unknown) => e instanceof QkdError && e.field === 'seq_len' && e.path!.endsWith('bad.yaml'));
+    writeFileSync(join(dir, 'typo.yaml'), yaml + 'learning_rate: 1\n');
+    assert.throws(() => loadTrainConfig(join(dir, 'typo.yaml')), /learning_rate/);
+    writeFileSync(join(dir, 'nested.yaml'), yaml.replace('num_hidden_layers: 2', 'num_hidden_layers: two'));
+    assert.throws(() => loadTrainConfig(join(dir, 'nested.yaml')), (e: unknown) => e instanceof QkdError && e.field === 'model.num_hidden_layers');
+    assert.throws(() => presetConfig('huge'), /unknown preset 'huge'/);
+  });
+  it('warm-up then cosine to min_lr', () => {
+    const c = { lr: 1, min_lr: 0.1, warmup_steps: 10, steps: 110 };
+    assert.equal(learningRate(c, 5), 0.5);
+    assert.equal(learningRate(c, 10), 1);
+    assert.ok(Math.abs(learningRate(c, 60) - 0.55) < 1e-12);
+    assert.ok(Math.abs(learningRate(c, 110) - 0.1) < 1e-12);
+  });
+  it('rejects missing, empty and binary corpora naming the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-data-'));
+    assert.throws(() => loadCorpus(join(dir, 'missing.txt')), (e: unknown) => e instanceof QkdError && e.path!.endsWith('missing.txt'));
+    writeFileSync(join(dir, 'empty.txt'), '');
+    assert.throws(() => loadCorpus(join(dir, 'empty.txt')), /empty/);
+    writeFileSync(join(dir, 'bin.txt'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 1, 2]));
+    assert.throws(() => loadCorpus(join(dir, 'bin.txt')), /not UTF-8 text/);
+  });
+});
+
+describe('qkd train', () => {
+  it('resumes exactly: 20 + 20 steps equal 40 uninterrupted steps', async () => {
+    const config = parseTrainConfig((await import('yaml')).parse(yaml));
+    const full = mkdtempSync(join(tmpdir(), 'qkd-full-'));
+    const a = await train({ text, outDir: full, config });
+    const split = mkdtempSync(join(tmpdir(), 'qkd-split-'));
+    let n = 0;
+    const first = await train({ text, outDir: split, config, shouldStop: () => ++n >= 20 });
+    assert.equal(first.interrupted, true);
+    assert.equal(first.steps, 20);
+    const b = await train({ text, outDir: split, config, resume: true });
+    assert.equal(b.steps, 40);
+    assert.deepEqual(losses(split), losses(full));
+    assert.equal(b.val_loss, a.val_loss);
+    const l = losses(full);
+    assert.ok(l[l.length - 1]! < l[0]! - 1, `loss ${l[0]} → ${l[l.length - 1]}`);
+  });
+
+  it('survives kill -9 between checkpoints: nothing saved is lost and resume matches', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-kill-'));
+    const data = join(dir, 'corpus.txt');
+    writeFileSync(data, text);
+    const cfg = join(dir, 'c.yaml');
+    writeFileSync(cfg, yaml.replace('steps: 40', 'steps: 1000'));
+    const out = join(dir, 'run');
+    const child = spawn(process.execPath, ['bin/qkd.js', 'train', '--data', data, '--config', cfg, '--out', out], { stdio: 'ignore' });
+    // Wait for a checkpoint beyond step 20, then kill without warning.
+    for (let i = 0; i < 600; i++) {
+      await sleep(50);
+      if (existsSync(join(out, 'latest.json')) && JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')).step >= 20) break;
+    }
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const saved = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')).step as number;
+    assert.ok(saved >= 20 && saved < 1000, `checkpoint step ${saved} (the run must be killed before it ends)`);
+    // Resume to the end and compare with an uninterrupted run of the same config.
+    const resumed = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--data', data, '--config', cfg, '--out', out, '--resume'], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    const ref = join(dir, 'ref');
+    const clean = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--data', data, '--config', cfg, '--out', ref], { encoding: 'utf8' });
+    assert.equal(clean.status, 0, clean.stderr);
+    assert.deepEqual(losses(out), losses(ref));
+    assert.equal(resumed.stdout.trim().split('\n').pop(), clean.stdout.trim().split('\n').pop()!.replace(/"tokens_per_s":[^}]*/, resumed.stdout.trim().split('\n').pop()!.match(/"tokens_per_s":[^}]*/)![0]));
+  });
+});
