@@ -88,8 +88,57 @@ def median_time(fn, steps):
     return ts[len(ts) // 2]
 
 
+def train_corpus():
+    """Reference config on the corpus: 90/10 byte split, random windows,
+    warm-up + cosine, grad clip 1.0, AdamW; validation on the first 8
+    sequential batches of the held-out tail (as qkd's trainer)."""
+    steps, path = int(sys.argv[2]), sys.argv[3]
+    lr, min_lr, warmup = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+    B, T, V = 8, 256, 256
+    data = torch.tensor(list(open(path, 'rb').read()), dtype=torch.long)
+    cut = int(len(data) * 0.9)
+    train_tokens, val_tokens = data[:cut], data[cut:]
+    model = Llama(V, 256, 6, 8, 8, 704)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    g = torch.Generator().manual_seed(1338)
+
+    def lr_at(step):
+        if step <= warmup:
+            return lr * step / max(1, warmup)
+        p = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * p))
+
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(train_tokens) - T, (B,), generator=g)
+        x = torch.stack([train_tokens[s:s + T] for s in starts])
+        y = torch.stack([train_tokens[s + 1:s + T + 1] for s in starts])
+        for group in opt.param_groups:
+            group['lr'] = lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x).view(-1, V), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    seconds = time.perf_counter() - t0
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for b in range(8):
+            first = b * B
+            if (first + B) * T + 1 > len(val_tokens):
+                break
+            x = torch.stack([val_tokens[(first + i) * T:(first + i + 1) * T] for i in range(B)])
+            y = torch.stack([val_tokens[(first + i) * T + 1:(first + i + 1) * T + 1] for i in range(B)])
+            total += F.cross_entropy(model(x).view(-1, V), y.view(-1)).item()
+            n += 1
+    val = total / n
+    print(json.dumps({'name': 'train-corpus', 'val_loss': val, 'val_ppl': math.exp(val), 'tokens_per_s': steps * B * T / seconds, 'threads': torch.get_num_threads(), 'torch': torch.__version__}))
+
+
 def main():
     which = sys.argv[1]
+    if which == 'train-corpus':
+        return train_corpus()
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     B, T, V = 8, 256, 256
     student = Llama(V, 256, 6 if which == 'train-step' else 3, 8, 8, 704)

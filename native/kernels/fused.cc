@@ -6,6 +6,7 @@
 // RMSNorm, the loss totals) are added in an order fixed by the sizes alone.
 #include "fused.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "aligned_buffer.h"
@@ -25,6 +26,8 @@ const FusedKernels& kernels_for(Isa isa) {
 }
 
 int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+constexpr float kInfinityF = __builtin_inff();
 
 // Threads for `work` elements that split into at most `units` pieces.
 int64_t threads_for(int64_t work, int64_t units, const Exec& exec) {
@@ -278,6 +281,79 @@ void add_into(float* dst, const float* src, int64_t n, Exec exec) {
 void add(const float* a, const float* b, float* out, int64_t n, Exec exec) {
   const FusedKernels& k = kernels_for(exec.isa);
   for_elements(n, exec, [&](int64_t first, int64_t last) { k.add(a + first, b + first, out + first, last - first); });
+}
+
+FakeQuantStep fake_quant_step(float lo_f, float hi_f, const FakeQuantArgs& args) {
+  // The reference rounds lo·r and hi·r to double before subtracting them;
+  // volatile keeps a build with FMA (e.g. -march=native) from fusing one
+  // product into the subtraction.
+  volatile double lo_v = static_cast<double>(lo_f) * args.clip_ratio;
+  volatile double hi_v = static_cast<double>(hi_f) * args.clip_ratio;
+  const double lo = lo_v, hi = hi_v;
+  FakeQuantStep step;
+  if (args.symmetric) {
+    const double qmax = static_cast<double>((1 << (args.bits - 1)) - 1);
+    const double a = std::fabs(lo), b = std::fabs(hi);  // never NaN: lo, hi are finite or ±Inf
+    step.scale = (a < b ? b : a) / qmax;
+    step.zero = 0.0;
+    step.qmin = -static_cast<double>(1 << (args.bits - 1));
+    step.qmax = qmax;
+  } else {
+    const double qmax = static_cast<double>((1 << args.bits) - 1);
+    step.scale = (hi - lo) / qmax;
+    // The sign of a zero `zero` (lo = ±0) cannot show in a result: q = r + zero
+    // is then r or +0, and (qc − zero)·scale of a zero qc is +0 either way.
+    step.zero = step.scale > 0.0 ? std::nearbyint(-lo / step.scale) : 0.0;
+    step.qmin = 0.0;
+    step.qmax = qmax;
+  }
+  step.copy = !(step.scale > 0.0) || !std::isfinite(step.scale);
+  return step;
+}
+
+void fake_quant_forward(const FakeQuantArgs& args, Exec exec) {
+  const int64_t n = args.rows * args.cols;
+  if (n <= 0) return;
+  const FusedKernels& k = kernels_for(exec.isa);
+  const bool whole = args.granularity == QuantGranularity::kTensor ||
+                     (args.granularity == QuantGranularity::kChannel && args.rows == 1);
+  if (!whole) {
+    int64_t span = args.granularity == QuantGranularity::kChannel ? args.cols : min64(args.group_size, args.cols);
+    if (span < 1) span = 1;  // group_size ≥ 1 is the caller's to check; never divide by 0
+    const int64_t groups = args.rows * ((args.cols + span - 1) / span);
+    for_ranges(groups, threads_for(n, groups, exec), 1,
+               [&](int64_t first, int64_t last) { k.fake_quant_groups(args, span, first, last); });
+    return;
+  }
+  // One group: the minimum and maximum over element ranges (exact, so the
+  // split does not matter), then the elements.
+  constexpr int64_t kMaxParts = 64;
+  const int64_t parts = min64(kMaxParts, threads_for(n, n / kElementAlign, exec));
+  float lows[kMaxParts], highs[kMaxParts];
+  for_tasks(parts, parts > 1, [&](int64_t part) {
+    const int64_t first = part_start(n, parts, part, kElementAlign);
+    const int64_t last = part_start(n, parts, part + 1, kElementAlign);
+    lows[part] = kInfinityF;
+    highs[part] = -kInfinityF;
+    if (first < last) k.fake_quant_minmax(args.w + first, last - first, &lows[part], &highs[part]);
+  });
+  float lo = kInfinityF, hi = -kInfinityF;
+  for (int64_t part = 0; part < parts; ++part) {
+    if (lows[part] < lo) lo = lows[part];
+    if (highs[part] > hi) hi = highs[part];
+  }
+  const FakeQuantStep step = fake_quant_step(lo, hi, args);
+  for_elements(n, exec, [&](int64_t first, int64_t last) {
+    k.fake_quant_apply(args.w + first, args.out + first, args.mask == nullptr ? nullptr : args.mask + first,
+                       last - first, step);
+  });
+}
+
+void fake_quant_backward(const float* dy, const uint8_t* mask, float* dw, int64_t n, Exec exec) {
+  const FusedKernels& k = kernels_for(exec.isa);
+  for_elements(n, exec, [&](int64_t first, int64_t last) {
+    k.fake_quant_backward(dy + first, mask + first, dw + first, last - first);
+  });
 }
 
 void sigmoid_with(const float* x, float* sig, int64_t n, Isa isa) { kernels_for(isa).sigmoid(x, sig, n); }

@@ -1,5 +1,6 @@
 // Fused, memory-bound kernels of a training step: RMSNorm, SwiGLU, RoPE,
-// AdamW, cross-entropy, KL divergence, causal softmax and adds.
+// AdamW, cross-entropy, KL divergence, causal softmax, adds and fake
+// quantization.
 //
 // Legend: R rows, C columns; B batch, T time (queries), S keys, H heads,
 // D head dimension, V vocabulary, BH = B·H attention blocks, N elements.
@@ -156,6 +157,45 @@ void add_into(float* dst, const float* src, int64_t n, Exec exec = Exec::active(
 
 // out = a + b.   a, b, out: N (out may be a or b).
 void add(const float* a, const float* b, float* out, int64_t n, Exec exec = Exec::active());
+
+// ---- Fake quantization (uniform affine, straight-through estimator) --------------
+
+enum class QuantGranularity { kTensor = 0, kChannel = 1, kGroup = 2 };
+
+struct FakeQuantArgs {
+  const float* w = nullptr;  // R×C
+  float* out = nullptr;      // R×C; may be w
+  uint8_t* mask = nullptr;   // R×C, or nullptr: skip
+  int64_t rows = 0, cols = 0;
+  int bits = 8;              // 2..8
+  bool symmetric = false;
+  QuantGranularity granularity = QuantGranularity::kChannel;
+  int64_t group_size = 128;  // ≥ 1, for kGroup
+  double clip_ratio = 1.0;   // (0, 1]
+};
+
+// Groups: the whole tensor (kTensor), each row (kChannel), or each run of
+// min(group_size, C) consecutive columns of a row, the last run of a row
+// possibly shorter (kGroup). Per group, in double from the float inputs:
+//   lo = min w · clip_ratio, hi = max w · clip_ratio (NaN elements are
+//   skipped by the min and max);
+//   asymmetric: scale = (hi − lo)/(2^b − 1), zero = round(−lo/scale),
+//               [qmin, qmax] = [0, 2^b − 1];
+//   symmetric:  scale = max(|lo|, |hi|)/(2^(b−1) − 1), zero = 0,
+//               [qmin, qmax] = [−2^(b−1), 2^(b−1) − 1];
+//   if !(scale > 0) or scale is ±Inf: out = w, mask = 1 over the group;
+//   else per element: q = round(w/scale) + zero (a true division),
+//   inside = qmin ≤ q ≤ qmax (false for NaN), qc = inside ? q :
+//   q < qmin ? qmin : qmax, out = float((qc − zero)·scale), mask = inside.
+// round is nearbyint in the default mode (half to even). This is
+// operation for operation the TypeScript quantizeDequantize (JS numbers are
+// doubles), so the results are bit-identical to it and do not depend on
+// the path or the thread count.
+void fake_quant_forward(const FakeQuantArgs& args, Exec exec = Exec::active());
+
+// dw[i] += dy[i] where mask[i] ≠ 0; dw[i] is left as it is (not even + 0)
+// elsewhere.   dy, dw: N (dw may be dy), mask: N.
+void fake_quant_backward(const float* dy, const uint8_t* mask, float* dw, int64_t n, Exec exec = Exec::active());
 
 // ---- For accuracy tests ------------------------------------------------------
 

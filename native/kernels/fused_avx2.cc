@@ -2,6 +2,7 @@
 // fused_avx512.cc for why a target pragma.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "cpu.h"
 #include "fused_kernels.h"

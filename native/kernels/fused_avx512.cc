@@ -5,6 +5,7 @@
 // so that nothing they define is compiled for AVX-512.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "cpu.h"
 #include "fused_kernels.h"

@@ -9,6 +9,17 @@
 
 namespace qkd {
 
+// The parameters of one fake-quantization group (fused.h).
+struct FakeQuantStep {
+  double scale = 0.0, zero = 0.0, qmin = 0.0, qmax = 0.0;
+  bool copy = true;  // !(scale > 0) or not finite: out = w, mask = 1
+};
+
+// From the group's float minimum and maximum. Defined in fused.cc, which is
+// built for baseline x86-64 and keeps each product rounded on its own (no
+// FMA contraction of lo·r − hi·r), so that every path gets the same numbers.
+FakeQuantStep fake_quant_step(float lo, float hi, const FakeQuantArgs& args);
+
 struct FusedKernels {
   // Rows [0, rows) of the given pointers.
   void (*rmsnorm_forward)(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t cols,
@@ -39,6 +50,14 @@ struct FusedKernels {
   void (*add_into)(float* dst, const float* src, int64_t n);
   void (*add)(const float* a, const float* b, float* out, int64_t n);
   void (*sigmoid)(const float* x, float* sig, int64_t n);
+  // Fake quantization. Minimum and maximum of w[0, n) (n ≥ 1), NaN skipped
+  // (+Inf and −Inf when all are NaN).
+  void (*fake_quant_minmax)(const float* w, int64_t n, float* lo, float* hi);
+  // Elements [0, n) of one group with its parameters (mask may be nullptr).
+  void (*fake_quant_apply)(const float* w, float* out, uint8_t* mask, int64_t n, const FakeQuantStep& step);
+  // Whole groups first..last-1 (row-major, ceil(C/span) per row) of args.
+  void (*fake_quant_groups)(const FakeQuantArgs& args, int64_t span, int64_t first_group, int64_t last_group);
+  void (*fake_quant_backward)(const float* dy, const uint8_t* mask, float* dw, int64_t n);
 };
 
 // nullptr when the path is not compiled in (non-x86 builds).

@@ -1,6 +1,7 @@
 // The fused kernels (fused_rows.h) in plain C++: one-lane vectors, std::exp.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "fused_kernels.h"
 #include "simd_portable.h"

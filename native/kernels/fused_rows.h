@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fake_quant_rows.h"
 #include "fused_kernels.h"
 
 namespace qkd {
@@ -429,6 +430,10 @@ constexpr FusedKernels make_fused_kernels() {
       add_into_range<V>,
       add_range<V>,
       sigmoid_range<V>,
+      fake_quant_minmax_range<V>,
+      fake_quant_apply_range<V>,
+      fake_quant_groups_range<V>,
+      fake_quant_backward_range<V>,
   };
 }
 

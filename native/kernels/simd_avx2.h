@@ -96,6 +96,14 @@ struct Avx2 {
     m = _mm_max_ss(m, _mm_movehdup_ps(m));
     return _mm_cvtss_f32(m);
   }
+  // Like minps: the second operand when either is NaN.
+  QKD_TARGET_AVX2 static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  QKD_TARGET_AVX2 static float reduce_min(F v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+  }
   QKD_TARGET_AVX2 static F exp(F x) { return exp8(x); }
   QKD_TARGET_AVX2 static F zero_where_zero(F p, F t) {
     return _mm256_and_ps(_mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_UQ), t);
@@ -160,6 +168,62 @@ struct Avx2 {
     }
     _mm256_maskstore_pd(p, mask64(left, 0), v.lo);
     _mm256_maskstore_pd(p + 4, mask64(left, 4), v.hi);
+  }
+
+  // Lane masks: all-ones lanes. FM selects the 8 float lanes, DM the same
+  // lanes as doubles (lanes 0-3 in `lo`, 4-7 in `hi`).
+  using FM = __m256;
+  struct DM {
+    __m256d lo, hi;
+  };
+  QKD_TARGET_AVX2 static D ddiv(D a, D b) { return {_mm256_div_pd(a.lo, b.lo), _mm256_div_pd(a.hi, b.hi)}; }
+  // Nearest integer, ties to even (nearbyint in the default rounding mode);
+  // keeps the sign of a zero result, NaN stays NaN.
+  QKD_TARGET_AVX2 static D dround(D a) {
+    return {_mm256_round_pd(a.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+            _mm256_round_pd(a.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // Ordered comparisons: false where either side is NaN.
+  QKD_TARGET_AVX2 static DM dlt(D a, D b) {
+    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_LT_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_LT_OQ)};
+  }
+  QKD_TARGET_AVX2 static DM dle(D a, D b) {
+    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_LE_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_LE_OQ)};
+  }
+  QKD_TARGET_AVX2 static DM dge(D a, D b) {
+    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_GE_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_GE_OQ)};
+  }
+  QKD_TARGET_AVX2 static DM dand(DM a, DM b) { return {_mm256_and_pd(a.lo, b.lo), _mm256_and_pd(a.hi, b.hi)}; }
+  // m ? b : a, per lane.
+  QKD_TARGET_AVX2 static D dselect(DM m, D a, D b) {
+    return {_mm256_blendv_pd(a.lo, b.lo, m.lo), _mm256_blendv_pd(a.hi, b.hi, m.hi)};
+  }
+  QKD_TARGET_AVX2 static F select(FM m, F a, F b) { return _mm256_blendv_ps(a, b, m); }
+  // Bytes p[0, left): 1 where m is set, else 0.
+  QKD_TARGET_AVX2 static void store_flags(uint8_t* p, int64_t left, DM m) {
+    const uint64_t bits = static_cast<uint64_t>(_mm256_movemask_pd(m.lo) | (_mm256_movemask_pd(m.hi) << 4));
+    // Bit k of `bits` to byte k: copy the 8 bits into every byte, keep bit k
+    // in byte k, then turn each non-zero byte into 1 (no carries cross bytes).
+    const uint64_t spread = (bits * 0x0101010101010101ull) & 0x8040201008040201ull;
+    const uint64_t bytes = ((spread + 0x7f7f7f7f7f7f7f7full) >> 7) & 0x0101010101010101ull;
+    if (left >= 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtsi64_si128(static_cast<int64_t>(bytes)));
+    } else {
+      for (int64_t i = 0; i < left; ++i) p[i] = static_cast<uint8_t>(bytes >> (8 * i));
+    }
+  }
+  // Lanes whose byte p[i] (i < left) is not 0.
+  QKD_TARGET_AVX2 static FM load_flags(const uint8_t* p, int64_t left) {
+    __m128i bytes;
+    if (left >= 8) {
+      bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    } else {
+      uint64_t packed = 0;
+      for (int64_t i = 0; i < left; ++i) packed |= static_cast<uint64_t>(p[i]) << (8 * i);
+      bytes = _mm_cvtsi64_si128(static_cast<int64_t>(packed));
+    }
+    const __m256i lanes = _mm256_cvtepu8_epi32(bytes);  // 0..255, so signed > 0 means non-zero
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(lanes, _mm256_setzero_si256()));
   }
 };
 

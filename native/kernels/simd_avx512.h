@@ -91,6 +91,9 @@ struct Avx512 {
   QKD_TARGET_AVX512 static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   QKD_TARGET_AVX512 static F max(F a, F b) { return _mm512_max_ps(a, b); }
   QKD_TARGET_AVX512 static float reduce_max(F a) { return _mm512_reduce_max_ps(a); }
+  // Like minps: the second operand when either is NaN.
+  QKD_TARGET_AVX512 static F min(F a, F b) { return _mm512_min_ps(a, b); }
+  QKD_TARGET_AVX512 static float reduce_min(F a) { return _mm512_reduce_min_ps(a); }
   QKD_TARGET_AVX512 static F exp(F x) { return exp16(x); }
   // t where p ≠ 0, else 0 (also where t is NaN or ±Inf).
   QKD_TARGET_AVX512 static F zero_where_zero(F p, F t) {
@@ -156,6 +159,49 @@ struct Avx512 {
     const __mmask16 m = mask(left);
     _mm512_mask_storeu_pd(p, static_cast<__mmask8>(m), v.lo);
     _mm512_mask_storeu_pd(p + 8, static_cast<__mmask8>(m >> 8), v.hi);
+  }
+
+  // Lane masks, one bit per lane (D: bits 0-7 are `lo`, 8-15 `hi`). FM
+  // selects float lanes, DM double lanes; here they are the same type.
+  using FM = __mmask16;
+  using DM = __mmask16;
+  QKD_TARGET_AVX512 static D ddiv(D a, D b) { return {_mm512_div_pd(a.lo, b.lo), _mm512_div_pd(a.hi, b.hi)}; }
+  // Nearest integer, ties to even (nearbyint in the default rounding mode);
+  // keeps the sign of a zero result, NaN stays NaN.
+  QKD_TARGET_AVX512 static D dround(D a) {
+    return {_mm512_roundscale_pd(a.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+            _mm512_roundscale_pd(a.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // Ordered comparisons: false where either side is NaN.
+  template <int kPredicate>
+  QKD_TARGET_AVX512 static DM dcmp(D a, D b) {
+    return static_cast<DM>(_mm512_cmp_pd_mask(a.lo, b.lo, kPredicate) |
+                           (static_cast<unsigned>(_mm512_cmp_pd_mask(a.hi, b.hi, kPredicate)) << 8));
+  }
+  QKD_TARGET_AVX512 static DM dlt(D a, D b) { return dcmp<_CMP_LT_OQ>(a, b); }
+  QKD_TARGET_AVX512 static DM dle(D a, D b) { return dcmp<_CMP_LE_OQ>(a, b); }
+  QKD_TARGET_AVX512 static DM dge(D a, D b) { return dcmp<_CMP_GE_OQ>(a, b); }
+  QKD_TARGET_AVX512 static DM dand(DM a, DM b) { return static_cast<DM>(a & b); }
+  // m ? b : a, per lane.
+  QKD_TARGET_AVX512 static D dselect(DM m, D a, D b) {
+    return {_mm512_mask_blend_pd(static_cast<__mmask8>(m), a.lo, b.lo),
+            _mm512_mask_blend_pd(static_cast<__mmask8>(m >> 8), a.hi, b.hi)};
+  }
+  QKD_TARGET_AVX512 static F select(FM m, F a, F b) { return _mm512_mask_blend_ps(m, a, b); }
+  // Bytes p[0, left): 1 where m is set, else 0.
+  QKD_TARGET_AVX512 static void store_flags(uint8_t* p, int64_t left, DM m) {
+    const __m128i bytes = _mm_maskz_mov_epi8(m, _mm_set1_epi8(1));
+    if (left >= 16) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), bytes);
+    } else {
+      _mm_mask_storeu_epi8(p, mask(left), bytes);
+    }
+  }
+  // Lanes whose byte p[i] (i < left) is not 0.
+  QKD_TARGET_AVX512 static FM load_flags(const uint8_t* p, int64_t left) {
+    const __m128i bytes = left >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                                     : _mm_maskz_loadu_epi8(mask(left), p);
+    return _mm_test_epi8_mask(bytes, bytes);
   }
 };
 

@@ -37,6 +37,9 @@ struct Portable {
   // Like maxps: the second operand when either is NaN.
   static F max(F a, F b) { return a > b ? a : b; }
   static float reduce_max(F a) { return a; }
+  // Like minps: the second operand when either is NaN.
+  static F min(F a, F b) { return a < b ? a : b; }
+  static float reduce_min(F a) { return a; }
   static F exp(F x) { return std::exp(x); }
   static F zero_where_zero(F p, F t) { return p != 0.0f ? t : 0.0f; }
 
@@ -60,6 +63,20 @@ struct Portable {
   static double dsum(D a) { return a; }
   static D dloadn(const double* p, int64_t /*left*/) { return *p; }
   static void dstoren(double* p, int64_t /*left*/, D v) { *p = v; }
+
+  using FM = bool;
+  using DM = bool;
+  static D ddiv(D a, D b) { return a / b; }
+  // Ties to even in the default rounding mode.
+  static D dround(D a) { return std::nearbyint(a); }
+  static DM dlt(D a, D b) { return a < b; }
+  static DM dle(D a, D b) { return a <= b; }
+  static DM dge(D a, D b) { return a >= b; }
+  static DM dand(DM a, DM b) { return a && b; }
+  static D dselect(DM m, D a, D b) { return m ? b : a; }
+  static F select(FM m, F a, F b) { return m ? b : a; }
+  static void store_flags(uint8_t* p, int64_t /*left*/, DM m) { *p = m ? 1 : 0; }
+  static FM load_flags(const uint8_t* p, int64_t /*left*/) { return *p != 0; }
 };
 
 }  // namespace
