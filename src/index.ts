@@ -15,3 +15,10 @@ export { runDemo, DEMO_CONFIG, type DemoOptions, type DemoResult, type DemoProgr
 export { openSafetensors, writeSafetensors, SafetensorsFile, type SafetensorsEntry, type TensorToWrite, type TensorData } from './io/safetensors.js';
 export { writeFileAtomic, writeBytesAtomic } from './io/atomic.js';
 export { saveLlama, loadLlama, llamaConfigJson } from './models/llama-io.js';
+export { loadCorpus } from './data/corpus.js';
+export { ByteTokenizer, byteToUnicode, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';
+export { loadTokenizer } from './data/tokenizer-io.js';
+export { train, validationLoss, type TrainOptions, type TrainResult, type StepProgress } from './train/trainer.js';
+export { PRESETS, presetConfig, loadTrainConfig, parseTrainConfig, learningRate, trainConfigSchema, type TrainConfig, type TrainConfigInput } from './train/config.js';
+export { evaluatePerplexity, type EvalResult } from './eval/perplexity.js';
+export { generate, sampleToken, type GenerateOptions } from './models/generate.js';
