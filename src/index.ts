@@ -22,3 +22,4 @@ export { train, validationLoss, type TrainOptions, type TrainResult, type StepPr
 export { PRESETS, presetConfig, loadTrainConfig, parseTrainConfig, learningRate, trainConfigSchema, type TrainConfig, type TrainConfigInput } from './train/config.js';
 export { evaluatePerplexity, type EvalResult } from './eval/perplexity.js';
 export { generate, sampleToken, type GenerateOptions } from './models/generate.js';
+export { trainBpe, BpeTokenizer, loadTokenizerJson, saveTokenizerJson, preTokenize, type TrainBpeOptions } from './data/bpe.js';

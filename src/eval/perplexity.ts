@@ -24,7 +24,7 @@ export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text
   const byteCache = new Map<number, number>();
   const bytesOf = (id: number): number => {
     let n = byteCache.get(id);
-    if (n === undefined) byteCache.set(id, (n = tokenizer.kind === 'byte' ? 1 : Buffer.byteLength(tokenizer.decode([id]), 'utf8')));
+    if (n === undefined) byteCache.set(id, (n = tokenizer.kind === 'byte' ? 1 : tokenByteLength(tokenizer, id)));
     return n;
   };
   let nats = 0;
@@ -46,4 +46,10 @@ export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text
   if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
   const loss = nats / count;
   return { ppl: Math.exp(loss), bits_per_byte: nats / Math.LN2 / bytes, tokens: count, loss };
+}
+
+/** UTF-8 bytes a token stands for (exact for byte-level BPE, decoded length otherwise). */
+function tokenByteLength(tokenizer: Tokenizer, id: number): number {
+  const withBytes = tokenizer as Tokenizer & { tokenBytes?: (id: number) => Uint8Array };
+  return withBytes.tokenBytes ? withBytes.tokenBytes(id).length : Buffer.byteLength(tokenizer.decode([id]), 'utf8');
 }

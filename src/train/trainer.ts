@@ -31,6 +31,8 @@ import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { sampleBatch, sequentialBatches, splitTokens } from '../data/corpus.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { loadTokenizer } from '../data/tokenizer-io.js';
+import { trainBpe } from '../data/bpe.js';
 import { learningRate, type TrainConfig } from './config.js';
 
 export interface TrainOptions {
@@ -128,11 +130,41 @@ function truncateMetrics(path: string, step: number): void {
   writeBytesAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
+/** The training part of a text: its first (1 − fraction) of UTF-8 bytes. */
+function trainText(text: string, fraction: number): string {
+  const bytes = Buffer.from(text, 'utf8');
+  return bytes.subarray(0, Math.floor(bytes.length * (1 - fraction))).toString('utf8');
+}
+
+/**
+ * Tokens of the training and validation parts. Byte-level: the split is on
+ * tokens (= bytes). BPE: the two parts of the text are encoded separately,
+ * so validation text never influences training tokens.
+ */
+function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: number): { train: Int32Array; validation: Int32Array } {
+  if (tokenizer.kind === 'byte') return splitTokens(tokenizer.encode(text), fraction);
+  const bytes = Buffer.from(text, 'utf8');
+  const cut = Math.floor(bytes.length * (1 - fraction));
+  return { train: tokenizer.encode(bytes.subarray(0, cut).toString('utf8')), validation: tokenizer.encode(bytes.subarray(cut).toString('utf8')) };
+}
+
+/** A resumed run reuses its saved tokenizer; a new run trains BPE on the training part when asked. */
+function chooseTokenizer(options: TrainOptions, trainingText: string): Tokenizer {
+  const c = options.config;
+  if (options.resume) {
+    const latestPath = join(options.outDir, 'latest.json');
+    if (!existsSync(latestPath)) throw new QkdError('IO', 'no checkpoint to resume from', { path: latestPath, hint: 'a directory written by qkd train' });
+    const latest = readJsonFile<{ dir: string }>(latestPath);
+    return loadTokenizer(join(options.outDir, latest.dir, 'tokenizer.json'));
+  }
+  if (c.tokenizer.kind === 'bpe') return trainBpe(trainingText, c.tokenizer.vocab_size ?? 4096);
+  return new ByteTokenizer();
+}
+
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config: c, outDir } = options;
-  const tokenizer = options.tokenizer ?? new ByteTokenizer();
-  const tokens = tokenizer.encode(options.text);
-  const { train: trainTokens, validation } = splitTokens(tokens, c.validation_fraction);
+  const tokenizer = options.tokenizer ?? chooseTokenizer(options, trainText(options.text, c.validation_fraction));
+  const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
   if (trainTokens.length < c.seq_len + 1) {
     throw new QkdError('ARGUMENT', `training split has ${trainTokens.length} tokens, fewer than one sequence of ${c.seq_len + 1}`, { field: 'seq_len' });
   }

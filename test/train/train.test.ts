@@ -80,6 +80,24 @@ describe('qkd train', () => {
     assert.ok(l[l.length - 1]! < l[0]! - 1, `loss ${l[0]} → ${l[l.length - 1]}`);
   });
 
+  it('trains with a BPE tokenizer, saves it, and evaluates bits per byte', async () => {
+    const { evaluatePerplexity } = await import('../../src/eval/perplexity.js');
+    const { loadTokenizer } = await import('../../src/data/tokenizer-io.js');
+    const { loadLlama } = await import('../../src/models/llama-io.js');
+    const config = parseTrainConfig({ ...(await import('yaml')).parse(yaml), steps: 20, tokenizer: { kind: 'bpe', vocab_size: 512 } });
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-bpe-'));
+    const r = await train({ text, outDir: dir, config });
+    assert.ok(Number.isFinite(r.val_loss));
+    const tokenizer = loadTokenizer(join(dir, 'tokenizer.json'));
+    assert.equal(tokenizer.kind, 'bpe');
+    assert.equal(tokenizer.vocabSize, 512);
+    const model = loadLlama(dir);
+    assert.equal(model.config.vocab_size, 512);
+    const e = evaluatePerplexity(model, tokenizer, text.slice(-20000), 32);
+    // bits/byte = nats/ln2/bytes < log2(ppl) since BPE tokens cover more than one byte each
+    assert.ok(e.bits_per_byte < Math.log2(e.ppl) / 1.5, `${e.bits_per_byte} vs log2 ppl ${Math.log2(e.ppl)}`);
+  });
+
   it('survives kill -9 between checkpoints: nothing saved is lost and resume matches', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'qkd-kill-'));
     const data = join(dir, 'corpus.txt');
