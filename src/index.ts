@@ -23,3 +23,5 @@ export { PRESETS, presetConfig, loadTrainConfig, parseTrainConfig, learningRate,
 export { evaluatePerplexity, type EvalResult } from './eval/perplexity.js';
 export { generate, sampleToken, type GenerateOptions } from './models/generate.js';
 export { trainBpe, BpeTokenizer, loadTokenizerJson, saveTokenizerJson, preTokenize, type TrainBpeOptions } from './data/bpe.js';
+export { readLlama2cCheckpoint, readLlama2cHeader, loadLlama2c, writeLlama2cCheckpoint } from './io/llama2c.js';
+export { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer } from './data/llama2c-tokenizer.js';

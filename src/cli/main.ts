@@ -15,6 +15,11 @@ import { loadTokenizer } from '../data/tokenizer-io.js';
 import { loadTrainConfig, presetConfig, type TrainConfig } from '../train/config.js';
 import { train, type StepProgress } from '../train/trainer.js';
 import { loadLlama } from '../models/llama-io.js';
+import { loadLlama2c } from '../io/llama2c.js';
+import { readLlama2cTokenizer } from '../data/llama2c-tokenizer.js';
+import type { LlamaModel } from '../models/llama.js';
+import type { Tokenizer } from '../data/tokenizer.js';
+import { statSync } from 'node:fs';
 import { generate } from '../models/generate.js';
 import { evaluatePerplexity } from '../eval/perplexity.js';
 
@@ -115,7 +120,7 @@ function buildProgram(): Command {
     .option('--data <path>', "text file, directory, or 'default' (the held-out last 10% of Moby-Dick)", 'default')
     .option('--seq-len <n>', 'window length (default: the model\'s max_position_embeddings)', positiveInt('--seq-len'))
     .action((opts: { model: string; data: string; seqLen?: number }) => {
-      const model = loadLlama(opts.model);
+      const model = loadModelAny(opts.model);
       const tokenizer = loadTokenizer(join(opts.model, 'tokenizer.json'));
       let text = loadCorpus(opts.data);
       if (opts.data === 'default') {
@@ -131,8 +136,8 @@ function buildProgram(): Command {
   program
     .command('generate')
     .description('sample text from a model')
-    .requiredOption('--model <dir>', 'model directory')
-    .option('--tokenizer <path>', 'tokenizer.json (default: the one in --model)')
+    .requiredOption('--model <path>', 'model directory, or a llama2.c checkpoint (.bin)')
+    .option('--tokenizer <path>', 'tokenizer.json, or a llama2.c tokenizer.bin (default: tokenizer.json in --model)')
     .option('--prompt <text>', 'text to continue', '')
     .option('--steps <n>', 'tokens to generate', positiveInt('--steps'), 128)
     .option('--temperature <t>', '0 = greedy', parseFloat, 1)
@@ -140,8 +145,8 @@ function buildProgram(): Command {
     .option('--seed <n>', 'random seed', integer('--seed'), 0)
     .option('--ids', 'print the generated token ids instead of text')
     .action((opts: { model: string; tokenizer?: string; prompt: string; steps: number; temperature: number; topP: number; seed: number; ids?: boolean }) => {
-      const model = loadLlama(opts.model);
-      const tokenizer = loadTokenizer(opts.tokenizer ?? join(opts.model, 'tokenizer.json'));
+      const model = loadModelAny(opts.model);
+      const tokenizer = loadTokenizerAny(opts.tokenizer ?? join(opts.model, 'tokenizer.json'), model);
       let prompt = tokenizer.encode(opts.prompt, { bos: true });
       // A byte-level tokenizer has no BOS: start from a newline when the prompt is empty.
       if (prompt.length === 0) prompt = tokenizer.encode('\n');
@@ -157,6 +162,22 @@ function buildProgram(): Command {
       console.log(JSON.stringify({ version: VERSION, backend: currentBackend(), native: status }));
     });
   return program;
+}
+
+/** A model directory (Hugging Face layout) or a llama2.c checkpoint file. */
+function loadModelAny(path: string): LlamaModel {
+  let isFile = false;
+  try {
+    isFile = statSync(path).isFile();
+  } catch {
+    // fall through: loadLlama reports the missing directory
+  }
+  return isFile ? loadLlama2c(path) : loadLlama(path);
+}
+
+/** tokenizer.json (qkd / Hugging Face) or a llama2.c tokenizer.bin. */
+function loadTokenizerAny(path: string, model: LlamaModel): Tokenizer {
+  return path.endsWith('.bin') ? readLlama2cTokenizer(path, model.config.vocab_size) : loadTokenizer(path);
 }
 
 /** A progress bar with loss, tokens/s and ETA on a terminal; plain lines otherwise. */

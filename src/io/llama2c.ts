@@ -150,7 +150,7 @@ function layout(h: Llama2cHeader): Segment[] {
   const classifier: Segment[] = h.shared_classifier ? [] : [{ name: 'lm_head.weight', label: 'wcls', shape: [h.vocab_size, C], encoding: matrix }];
   if (h.format === 'legacy') {
     const ropeTable = (label: string): Segment => ({ name: null, label, shape: [h.seq_len, D / 2], encoding: 'f32' });
-    return [embedding, ...rmsAtt, ...attention.slice(0, 4 * L), ...rmsFfn, ...ffn, rmsFinal, ropeTable('freq_cis_real'), ropeTable('freq_cis_imag'), ...classifier];
+    return [embedding, ...rmsAtt, ...attention, ...rmsFfn, ...ffn, rmsFinal, ropeTable('freq_cis_real'), ropeTable('freq_cis_imag'), ...classifier];
   }
   return [...rmsAtt, ...rmsFfn, rmsFinal, embedding, ...attention, ...ffn, ...classifier];
 }

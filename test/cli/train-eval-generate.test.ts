@@ -78,3 +78,22 @@ describe('generation', () => {
     assert.ok(Math.abs(counts[0]! / 4000 - 0.644 / 0.881) < 0.03, `${counts}`);
   });
 });
+
+describe('llama2.c files from the CLI', () => {
+  it('generates from a llama2.c checkpoint + tokenizer.bin exactly as from the same model in HF layout', async () => {
+    const { writeLlama2cCheckpoint } = await import('../../src/io/llama2c.js');
+    const { writeLlama2cTokenizer } = await import('../../src/data/llama2c-tokenizer.js');
+    const { ByteTokenizer } = await import('../../src/data/tokenizer.js');
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-l2c-'));
+    const model = createLlama({ vocab_size: 260, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, initializer_range: 0.2 }, 11);
+    writeLlama2cCheckpoint(join(dir, 'model.bin'), model, 'legacy');
+    const pieces = ['<unk>', '\n<s>\n', '\n</s>\n', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`), ' '];
+    writeLlama2cTokenizer(join(dir, 'tokenizer.bin'), pieces, new Float32Array(pieces.length));
+    const r = qkd('generate', '--model', join(dir, 'model.bin'), '--tokenizer', join(dir, 'tokenizer.bin'), '--prompt', 'hi', '--steps', '12', '--temperature', '0', '--ids');
+    assert.equal(r.code, 0, r.stderr);
+    // BOS (1), the dummy-prefix space piece (259), then byte fallback (byte + 3), as run.c encodes.
+    const prompt = Int32Array.from([1, 259, ...Array.from(new ByteTokenizer().encode('hi'), (b) => b + 3)]);
+    const expected = generate(model, prompt, { steps: 12, temperature: 0 });
+    assert.deepEqual(r.stdout.trim().split(' ').map(Number), Array.from(expected));
+  });
+});
