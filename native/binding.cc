@@ -7,7 +7,7 @@
 // TypeScript side can pass subarrays of one arena.
 //
 // Exports (all numbers are JS numbers; sizes are non-negative integers):
-//   info(): { version: 1, isa: "avx512" | "avx2" | "portable", threads }
+//   info(): { version: 3, isa: "avx512" | "avx2" | "portable", threads }
 //   sgemm(batch, transA, transB, M, N, K, alpha, A, lda, strideA,
 //         B, ldb, strideB, beta, C, ldc, strideC): undefined
 //   softmaxForward(x, y, rows, cols): undefined
@@ -27,7 +27,12 @@
 //   causalSoftmaxForward(x, y, BH, T, S, offset)
 //   causalSoftmaxBackward(y, dy, dx, BH, T, S, offset, accumulate)
 //   addInto(dst, src, n); add(a, b, out, n)
-// Flags (accumulate) are booleans or 0/1, like the transpose flags of sgemm.
+// Version 3 adds fake quantization (kernels/fused.h; mask is a Uint8Array,
+// EMPTY_U8 a zero-length one: skip the mask):
+//   fakeQuantForward(w, out, mask|EMPTY_U8, rows, cols, bits 2..8, symmetric,
+//                    granularity 0|1|2, groupSize >= 1, clipRatio in (0, 1])
+//   fakeQuantBackward(dy, mask, dw, n)
+// Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
 #include <cmath>
@@ -44,7 +49,7 @@
 
 namespace {
 
-constexpr int kInfoVersion = 2;
+constexpr int kInfoVersion = 3;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -822,6 +827,132 @@ napi_value Add(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+// ---- Version 3: fake quantization -------------------------------------------
+
+struct ByteView {
+  uint8_t* data = nullptr;
+  int64_t length = 0;
+};
+
+bool read_uint8_array(napi_env env, napi_value value, const char* fn, const char* name, ByteView* out) {
+  bool is_typed_array = false;
+  napi_is_typedarray(env, value, &is_typed_array);
+  if (!is_typed_array) return fail(env, fn, "argument %s must be a Uint8Array", name);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
+    return fail(env, fn, "could not read argument %s", name);
+  }
+  if (type != napi_uint8_array) return fail(env, fn, "argument %s must be a Uint8Array", name);
+  out->data = static_cast<uint8_t*>(data);
+  out->length = static_cast<int64_t>(length);
+  return true;
+}
+
+bool check_bytes(napi_env env, const char* fn, const char* name, const ByteView& view, int64_t needed) {
+  if (view.length < needed) {
+    return fail(env, fn, "argument %s (Uint8Array) has %lld elements, needs at least %lld", name,
+                static_cast<long long>(view.length), static_cast<long long>(needed));
+  }
+  return true;
+}
+
+// The first `count` bytes of a mask must not share memory with the first
+// `count` floats of a Float32Array (they may view one ArrayBuffer).
+bool check_mask_apart(napi_env env, const char* fn, const char* mask_name, const ByteView& mask,
+                      const char* float_name, const FloatView& floats, int64_t count) {
+  if (count == 0 || mask.data == nullptr || floats.data == nullptr) return true;
+  const uintptr_t m0 = reinterpret_cast<uintptr_t>(mask.data), f0 = reinterpret_cast<uintptr_t>(floats.data);
+  const uintptr_t m1 = m0 + static_cast<uintptr_t>(count), f1 = f0 + static_cast<uintptr_t>(count) * sizeof(float);
+  if (m0 < f1 && f0 < m1) return fail(env, fn, "arguments %s and %s must not overlap", mask_name, float_name);
+  return true;
+}
+
+// fakeQuantForward(w, out, mask|EMPTY_U8, rows, cols, bits, symmetric, granularity, groupSize, clipRatio)
+napi_value FakeQuantForward(napi_env env, napi_callback_info info) {
+  const char* fn = "fakeQuantForward";
+  napi_value args[10];
+  if (!get_args(env, info, fn, 10, args)) return nullptr;
+  FloatView w, out;
+  ByteView mask;
+  int64_t rows = 0, cols = 0, total = 0, granularity = 0, group_size = 0;
+  int32_t bits = 0;
+  bool symmetric = false;
+  double clip_ratio = 0.0;
+  if (!read_float32_array(env, args[0], fn, "w", &w) || !read_float32_array(env, args[1], fn, "out", &out) ||
+      !read_uint8_array(env, args[2], fn, "mask", &mask) || !read_size(env, args[3], fn, "rows", &rows) ||
+      !read_size(env, args[4], fn, "cols", &cols) || !read_int32(env, args[5], fn, "bits", &bits) ||
+      !read_flag(env, args[6], fn, "symmetric", &symmetric) ||
+      !read_size(env, args[7], fn, "granularity", &granularity) ||
+      !read_size(env, args[8], fn, "groupSize", &group_size) ||
+      !read_number(env, args[9], fn, "clipRatio", &clip_ratio) ||
+      !multiply(env, fn, "w (rows×cols)", {rows, cols}, &total)) {
+    return nullptr;
+  }
+  if (bits < 2 || bits > 8) {
+    fail(env, fn, "argument bits must be an integer from 2 to 8, got %d", bits);
+    return nullptr;
+  }
+  if (granularity > 2) {
+    fail(env, fn, "argument granularity must be 0 (tensor), 1 (channel) or 2 (group), got %lld",
+         static_cast<long long>(granularity));
+    return nullptr;
+  }
+  if (group_size < 1) {
+    fail(env, fn, "argument groupSize must be a positive integer, got %lld", static_cast<long long>(group_size));
+    return nullptr;
+  }
+  if (!(clip_ratio > 0.0 && clip_ratio <= 1.0)) {
+    fail(env, fn, "argument clipRatio must be in (0, 1], got %g", clip_ratio);
+    return nullptr;
+  }
+  if (mask.length == 0) mask.data = nullptr;  // EMPTY_U8: skip
+  if (total == 0) return undefined_value(env);  // nothing is touched
+  if (!check_elements(env, fn, "w", w, total) || !check_elements(env, fn, "out", out, total) ||
+      (mask.data != nullptr && !check_bytes(env, fn, "mask", mask, total)) ||
+      !check_same_or_disjoint(env, fn, "w", w, "out", out, total) ||
+      !check_mask_apart(env, fn, "mask", mask, "w", w, total) ||
+      !check_mask_apart(env, fn, "mask", mask, "out", out, total)) {
+    return nullptr;
+  }
+  qkd::FakeQuantArgs a;
+  a.w = w.data;
+  a.out = out.data;
+  a.mask = mask.data;
+  a.rows = rows;
+  a.cols = cols;
+  a.bits = bits;
+  a.symmetric = symmetric;
+  a.granularity = static_cast<qkd::QuantGranularity>(granularity);
+  a.group_size = group_size;
+  a.clip_ratio = clip_ratio;
+  qkd::fake_quant_forward(a);
+  return undefined_value(env);
+}
+
+// fakeQuantBackward(dy, mask, dw, n)
+napi_value FakeQuantBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "fakeQuantBackward";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  FloatView dy, dw;
+  ByteView mask;
+  int64_t n = 0;
+  if (!read_float32_array(env, args[0], fn, "dy", &dy) || !read_uint8_array(env, args[1], fn, "mask", &mask) ||
+      !read_float32_array(env, args[2], fn, "dw", &dw) || !read_size(env, args[3], fn, "n", &n)) {
+    return nullptr;
+  }
+  if (n == 0) return undefined_value(env);
+  if (!check_elements(env, fn, "dy", dy, n) || !check_bytes(env, fn, "mask", mask, n) ||
+      !check_elements(env, fn, "dw", dw, n) || !check_same_or_disjoint(env, fn, "dy", dy, "dw", dw, n) ||
+      !check_mask_apart(env, fn, "mask", mask, "dw", dw, n)) {
+    return nullptr;
+  }
+  qkd::fake_quant_backward(dy.data, mask.data, dw.data, n);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -844,6 +975,8 @@ NAPI_MODULE_INIT() {
       {"causalSoftmaxBackward", nullptr, CausalSoftmaxBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"fakeQuantForward", nullptr, FakeQuantForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"fakeQuantBackward", nullptr, FakeQuantBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

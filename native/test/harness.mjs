@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const addonPath = path.resolve(here, '../../build/Release/qkd_native.node');
+// QKD_NATIVE_PATH (as for the TypeScript loader) tests another build.
+export const addonPath = process.env.QKD_NATIVE_PATH ?? path.resolve(here, '../../build/Release/qkd_native.node');
 
 // Without QKD_ISA set: re-runs `scriptUrl` once per path and exits with the
 // combined status (never returns). With it set: returns.
