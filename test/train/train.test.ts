@@ -98,6 +98,27 @@ describe('qkd train', () => {
     assert.ok(e.bits_per_byte < Math.log2(e.ppl) / 1.5, `${e.bits_per_byte} vs log2 ppl ${Math.log2(e.ppl)}`);
   });
 
+  it('Ctrl-C (SIGINT) saves a checkpoint at the current step and exits cleanly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-int-'));
+    const data = join(dir, 'corpus.txt');
+    writeFileSync(data, text);
+    const cfg = join(dir, 'c.yaml');
+    writeFileSync(cfg, yaml.replace('steps: 40', 'steps: 5000').replace('checkpoint_every: 10', 'checkpoint_every: 1000'));
+    const out = join(dir, 'run');
+    const child = spawn(process.execPath, ['bin/qkd.js', 'train', '--data', data, '--config', cfg, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    // Wait until training is under way (metrics written), then interrupt.
+    for (let i = 0; i < 600 && !(existsSync(join(out, 'metrics.jsonl')) && losses(out).length >= 5); i++) await sleep(20);
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0);
+    const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8'));
+    assert.ok(latest.step >= 5 && latest.step < 5000, `checkpoint at ${latest.step}`);
+    assert.match(stdout, new RegExp(`stopped at step ${latest.step}; resume with --resume`));
+    assert.equal(JSON.parse(stdout.trim().split('\n').pop()!).steps, latest.step);
+  });
+
   it('survives kill -9 between checkpoints: nothing saved is lost and resume matches', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'qkd-kill-'));
     const data = join(dir, 'corpus.txt');
