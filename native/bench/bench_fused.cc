@@ -48,6 +48,7 @@ struct Case {
   std::function<void()> reset;
   std::function<void(qkd::Exec)> run;
   std::vector<const Floats*> outputs;
+  std::vector<const std::vector<uint8_t>*> byte_outputs = {};  // compared exactly
 };
 
 // Buffers shared by the cases of one size (allocated once per size).
@@ -61,6 +62,8 @@ struct Buffers {
   std::vector<int32_t> targets;
   Floats scores, probs, dscores;              // BH×T×T
   Floats out;
+  Floats qout;                                // R×C, fake-quantized weights
+  std::vector<uint8_t> qmask;                 // R×C
   double loss = 0.0;
   Floats loss_out = Floats(2);
 };
@@ -75,7 +78,7 @@ std::vector<Case> make_cases(Buffers& b) {
   b.x.resize(n); b.w.resize(C); b.y.resize(n); b.rstd.resize(R); b.dy.resize(n); b.dx.resize(n); b.dw.resize(C);
   b.gate.resize(n); b.up.resize(n); b.dgate.resize(n); b.dup.resize(n);
   b.rope_src.resize(n); b.rope_dst.resize(n); b.cos.resize(kRopeTime * kRopeDim / 2); b.sin.resize(b.cos.size());
-  b.m.resize(n); b.v.resize(n); b.g.resize(n); b.out.resize(n);
+  b.m.resize(n); b.v.resize(n); b.g.resize(n); b.out.resize(n); b.qout.resize(n); b.qmask.resize(n);
   b.zT.resize(R * V); b.zS.resize(R * V); b.dT.resize(R * V); b.dS.resize(R * V); b.dz.resize(R * V);
   b.lse.resize(R); b.lseT.resize(R); b.lseS.resize(R); b.kl.resize(R); b.targets.resize(R);
   b.scores.resize(bh * kAttnTime * kAttnTime); b.probs.resize(b.scores.size()); b.dscores.resize(b.scores.size());
@@ -175,6 +178,26 @@ std::vector<Case> make_cases(Buffers& b) {
                    [&b, n](qkd::Exec e) { qkd::add(b.x.data(), b.dy.data(), b.out.data(), n, e); }, {&b.out}});
   cases.push_back({"addInto", f * 3 * n, [&b] { std::copy(b.x.begin(), b.x.end(), b.out.begin()); },
                    [&b, n](qkd::Exec e) { qkd::add_into(b.out.data(), b.dy.data(), n, e); }, {&b.out}});
+  // Fake quantization, 4 bits, asymmetric, clip 1: reads w, writes out and
+  // the byte mask; the backward reads dy and the mask, updates dw.
+  for (int granularity : {1, 2}) {
+    std::string name = granularity == 1 ? "fakeQuant channel 4b" : "fakeQuant group128 4b";
+    cases.push_back({name, (2 * f + 1) * n, [] {},
+                     [&b, R, C, granularity](qkd::Exec e) {
+                       qkd::FakeQuantArgs a;
+                       a.w = b.x.data(), a.out = b.qout.data(), a.mask = b.qmask.data(), a.rows = R, a.cols = C;
+                       a.bits = 4, a.granularity = static_cast<qkd::QuantGranularity>(granularity), a.group_size = 128;
+                       qkd::fake_quant_forward(a, e);
+                     },
+                     {&b.qout}, {&b.qmask}});
+  }
+  cases.push_back({"fakeQuantBackward", (3 * f + 1) * n,
+                   [&b, n] {
+                     std::copy(b.x.begin(), b.x.end(), b.out.begin());
+                     for (int64_t i = 0; i < n; ++i) b.qmask[i] = static_cast<uint8_t>(i % 5 != 0);
+                   },
+                   [&b, n](qkd::Exec e) { qkd::fake_quant_backward(b.dy.data(), b.qmask.data(), b.out.data(), n, e); },
+                   {&b.out}});
   return cases;
 }
 
@@ -184,8 +207,16 @@ bool agrees_with_portable(Case& c, qkd::Isa isa, int threads) {
   c.run(qkd::Exec{qkd::Isa::kPortable, 1});
   std::vector<Floats> want;
   for (const Floats* out : c.outputs) want.push_back(*out);
+  std::vector<std::vector<uint8_t>> want_bytes;
+  for (const std::vector<uint8_t>* out : c.byte_outputs) want_bytes.push_back(*out);
   c.reset();
   c.run(qkd::Exec{isa, threads});
+  for (size_t k = 0; k < want_bytes.size(); ++k) {
+    if (*c.byte_outputs[k] != want_bytes[k]) {
+      std::printf("  %s: byte output %zu differs from the portable path\n", c.name.c_str(), k);
+      return false;
+    }
+  }
   for (size_t k = 0; k < want.size(); ++k) {
     const Floats& got = *c.outputs[k];
     double scale = 0.0;

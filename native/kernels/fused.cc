@@ -283,34 +283,6 @@ void add(const float* a, const float* b, float* out, int64_t n, Exec exec) {
   for_elements(n, exec, [&](int64_t first, int64_t last) { k.add(a + first, b + first, out + first, last - first); });
 }
 
-FakeQuantStep fake_quant_step(float lo_f, float hi_f, const FakeQuantArgs& args) {
-  // The reference rounds lo·r and hi·r to double before subtracting them;
-  // volatile keeps a build with FMA (e.g. -march=native) from fusing one
-  // product into the subtraction.
-  volatile double lo_v = static_cast<double>(lo_f) * args.clip_ratio;
-  volatile double hi_v = static_cast<double>(hi_f) * args.clip_ratio;
-  const double lo = lo_v, hi = hi_v;
-  FakeQuantStep step;
-  if (args.symmetric) {
-    const double qmax = static_cast<double>((1 << (args.bits - 1)) - 1);
-    const double a = std::fabs(lo), b = std::fabs(hi);  // never NaN: lo, hi are finite or ±Inf
-    step.scale = (a < b ? b : a) / qmax;
-    step.zero = 0.0;
-    step.qmin = -static_cast<double>(1 << (args.bits - 1));
-    step.qmax = qmax;
-  } else {
-    const double qmax = static_cast<double>((1 << args.bits) - 1);
-    step.scale = (hi - lo) / qmax;
-    // The sign of a zero `zero` (lo = ±0) cannot show in a result: q = r + zero
-    // is then r or +0, and (qc − zero)·scale of a zero qc is +0 either way.
-    step.zero = step.scale > 0.0 ? std::nearbyint(-lo / step.scale) : 0.0;
-    step.qmin = 0.0;
-    step.qmax = qmax;
-  }
-  step.copy = !(step.scale > 0.0) || !std::isfinite(step.scale);
-  return step;
-}
-
 void fake_quant_forward(const FakeQuantArgs& args, Exec exec) {
   const int64_t n = args.rows * args.cols;
   if (n <= 0) return;
@@ -342,7 +314,7 @@ void fake_quant_forward(const FakeQuantArgs& args, Exec exec) {
     if (lows[part] < lo) lo = lows[part];
     if (highs[part] > hi) hi = highs[part];
   }
-  const FakeQuantStep step = fake_quant_step(lo, hi, args);
+  const FakeQuantStep step = k.fake_quant_step(lo, hi, args);
   for_elements(n, exec, [&](int64_t first, int64_t last) {
     k.fake_quant_apply(args.w + first, args.out + first, args.mask == nullptr ? nullptr : args.mask + first,
                        last - first, step);

@@ -15,11 +15,6 @@ struct FakeQuantStep {
   bool copy = true;  // !(scale > 0) or not finite: out = w, mask = 1
 };
 
-// From the group's float minimum and maximum. Defined in fused.cc, which is
-// built for baseline x86-64 and keeps each product rounded on its own (no
-// FMA contraction of lo·r − hi·r), so that every path gets the same numbers.
-FakeQuantStep fake_quant_step(float lo, float hi, const FakeQuantArgs& args);
-
 struct FusedKernels {
   // Rows [0, rows) of the given pointers.
   void (*rmsnorm_forward)(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t cols,
@@ -50,7 +45,9 @@ struct FusedKernels {
   void (*add_into)(float* dst, const float* src, int64_t n);
   void (*add)(const float* a, const float* b, float* out, int64_t n);
   void (*sigmoid)(const float* x, float* sig, int64_t n);
-  // Fake quantization. Minimum and maximum of w[0, n) (n ≥ 1), NaN skipped
+  // Fake quantization. A group's parameters from its minimum and maximum.
+  FakeQuantStep (*fake_quant_step)(float lo, float hi, const FakeQuantArgs& args);
+  // Minimum and maximum of w[0, n) (n ≥ 1), NaN skipped
   // (+Inf and −Inf when all are NaN).
   void (*fake_quant_minmax)(const float* w, int64_t n, float* lo, float* hi);
   // Elements [0, n) of one group with its parameters (mask may be nullptr).

@@ -17,8 +17,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
-#include "fake_quant_rows.h"
 #include "fused_kernels.h"
 
 namespace qkd {
@@ -411,6 +411,134 @@ void sigmoid_range(const float* x, float* sig, int64_t n) {
   }
 }
 
+// ---- Fake quantization ---------------------------------------------------------------
+//
+// Exactness: the result must equal the TypeScript reference bit for bit,
+// so the arithmetic is the reference's own. Each float lane is widened to
+// double, divided by the scale (a true division, not a reciprocal), rounded
+// half to even, offset by the zero point, clamped to [qmin, qmax] (a NaN q
+// gives qmax, as `q < qmin ? qmin : qmax` does), and (qc − zero)·scale is
+// rounded to float once. Clamping with min/max instead of the reference's
+// selection can differ only in the sign of a zero qc, which occurs only with
+// zero = −0 and then vanishes in qc − zero (+0 either way). The minimum and
+// maximum are exact in float (they are inputs) and order-free: only the sign
+// of a zero bound could depend on the order, and it cannot change a result
+// (see fake_quant_step).
+
+// One group's scale, zero point and integer range from its float minimum
+// and maximum (scalar double; the same IEEE operations on every path).
+FakeQuantStep fake_quant_step(float lo_f, float hi_f, const FakeQuantArgs& args) {
+  // The reference rounds lo·r and hi·r to double before subtracting them;
+  // volatile keeps a build with FMA (the AVX2 / AVX-512 paths, which GCC
+  // contracts by default) from fusing one product into the subtraction.
+  volatile double lo_v = static_cast<double>(lo_f) * args.clip_ratio;
+  volatile double hi_v = static_cast<double>(hi_f) * args.clip_ratio;
+  const double lo = lo_v, hi = hi_v;
+  FakeQuantStep step;
+  if (args.symmetric) {
+    const double qmax = static_cast<double>((1 << (args.bits - 1)) - 1);
+    const double a = std::fabs(lo), b = std::fabs(hi);  // never NaN: lo, hi are finite or ±Inf
+    step.scale = (a < b ? b : a) / qmax;
+    step.zero = 0.0;
+    step.qmin = -static_cast<double>(1 << (args.bits - 1));
+    step.qmax = qmax;
+  } else {
+    const double qmax = static_cast<double>((1 << args.bits) - 1);
+    step.scale = (hi - lo) / qmax;
+    // The sign of a zero `zero` (lo = ±0) cannot show in a result: q = r + zero
+    // is then r or +0, and (qc − zero)·scale of a zero qc is +0 either way.
+    step.zero = step.scale > 0.0 ? std::nearbyint(-lo / step.scale) : 0.0;
+    step.qmin = 0.0;
+    step.qmax = qmax;
+  }
+  step.copy = !(step.scale > 0.0) || !std::isfinite(step.scale);
+  return step;
+}
+
+template <class V>
+void fake_quant_minmax_range(const float* w, int64_t n, float* lo_out, float* hi_out) {
+  using F = typename V::F;
+  // Lanes past the end load as NaN, which min/max skip like a NaN weight:
+  // min(v, lo) and max(v, hi) return their second operand for a NaN v.
+  const F nan = V::set1(__builtin_nanf(""));
+  F lo = V::set1(__builtin_inff()), hi = V::set1(-__builtin_inff());
+  for (int64_t i = 0; i < n; i += V::kWidth) {
+    const F v = V::loadn_fill(w + i, n - i, nan);
+    lo = V::min(v, lo);
+    hi = V::max(v, hi);
+  }
+  *lo_out = V::reduce_min(lo);
+  *hi_out = V::reduce_max(hi);
+}
+
+template <class V>
+void fake_quant_apply_range(const float* w, float* out, uint8_t* mask, int64_t n, const FakeQuantStep& step) {
+  using D = typename V::D;
+  using DM = typename V::DM;
+  if (step.copy) {
+    if (out != w) {
+      for (int64_t i = 0; i < n; i += V::kWidth) V::storen(out + i, n - i, V::loadn(w + i, n - i));
+    }
+    if (mask != nullptr) std::memset(mask, 1, static_cast<size_t>(n));
+    return;
+  }
+  const D scale = V::dset1(step.scale), zero = V::dset1(step.zero);
+  const D qmin = V::dset1(step.qmin), qmax = V::dset1(step.qmax);
+  for (int64_t i = 0; i < n; i += V::kWidth) {
+    const int64_t left = n - i;
+    const D x = V::to_double(V::loadn(w + i, left));
+    const D q = V::dadd(V::dround(V::ddiv(x, scale)), zero);
+    // min(q, qmax) is qmax for a NaN q; then max(·, qmin). q is inside
+    // exactly where clamping leaves it alone (never for NaN).
+    const D clamped = V::dmax(V::dmin(q, qmax), qmin);
+    const DM inside = V::deq(clamped, q);
+    V::storen(out + i, left, V::to_float(V::dmul(V::dsub(clamped, zero), scale)));
+    if (mask != nullptr) V::store_flags(mask + i, left, inside);
+  }
+}
+
+// Groups are taken in batches: first the minima, maxima and parameters of
+// the batch (short independent chains the CPU overlaps), then the elements.
+template <class V>
+void fake_quant_groups_range(const FakeQuantArgs& args, int64_t span, int64_t first_group, int64_t last_group) {
+  constexpr int64_t kBatch = 8;
+  const int64_t cols = args.cols;
+  const int64_t per_row = (cols + span - 1) / span;
+  int64_t row = first_group / per_row, index = first_group % per_row;
+  FakeQuantStep steps[kBatch];
+  int64_t starts[kBatch], lengths[kBatch];
+  for (int64_t g = first_group; g < last_group; g += kBatch) {
+    const int64_t count = last_group - g < kBatch ? last_group - g : kBatch;
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t begin = index * span;
+      lengths[k] = cols - begin < span ? cols - begin : span;
+      starts[k] = row * cols + begin;
+      float lo, hi;
+      fake_quant_minmax_range<V>(args.w + starts[k], lengths[k], &lo, &hi);
+      steps[k] = fake_quant_step(lo, hi, args);
+      if (++index == per_row) index = 0, ++row;
+    }
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t at = starts[k];
+      fake_quant_apply_range<V>(args.w + at, args.out + at, args.mask == nullptr ? nullptr : args.mask + at,
+                                lengths[k], steps[k]);
+    }
+  }
+}
+
+// Where the flag is 0, dw keeps its bits (no + 0, which would turn −0 into
+// +0, and no NaN from dy).
+template <class V>
+void fake_quant_backward_range(const float* dy, const uint8_t* mask, float* dw, int64_t n) {
+  using F = typename V::F;
+  for (int64_t i = 0; i < n; i += V::kWidth) {
+    const int64_t left = n - i;
+    const F old = V::loadn(dw + i, left);
+    const F sum = V::add(old, V::loadn(dy + i, left));
+    V::storen(dw + i, left, V::select(V::load_flags(mask + i, left), old, sum));
+  }
+}
+
 // The table of one path; constexpr, so that it is built by the compiler and
 // no code of the path runs to build it.
 template <class V>
@@ -430,6 +558,7 @@ constexpr FusedKernels make_fused_kernels() {
       add_into_range<V>,
       add_range<V>,
       sigmoid_range<V>,
+      fake_quant_step,
       fake_quant_minmax_range<V>,
       fake_quant_apply_range<V>,
       fake_quant_groups_range<V>,

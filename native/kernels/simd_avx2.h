@@ -183,21 +183,14 @@ struct Avx2 {
     return {_mm256_round_pd(a.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
             _mm256_round_pd(a.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
   }
-  // Ordered comparisons: false where either side is NaN.
-  QKD_TARGET_AVX2 static DM dlt(D a, D b) {
-    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_LT_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_LT_OQ)};
+  // Like minpd / maxpd: the second operand when either is NaN.
+  QKD_TARGET_AVX2 static D dmin(D a, D b) { return {_mm256_min_pd(a.lo, b.lo), _mm256_min_pd(a.hi, b.hi)}; }
+  QKD_TARGET_AVX2 static D dmax(D a, D b) { return {_mm256_max_pd(a.lo, b.lo), _mm256_max_pd(a.hi, b.hi)}; }
+  // a == b (false where either is NaN).
+  QKD_TARGET_AVX2 static DM deq(D a, D b) {
+    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_EQ_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_EQ_OQ)};
   }
-  QKD_TARGET_AVX2 static DM dle(D a, D b) {
-    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_LE_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_LE_OQ)};
-  }
-  QKD_TARGET_AVX2 static DM dge(D a, D b) {
-    return {_mm256_cmp_pd(a.lo, b.lo, _CMP_GE_OQ), _mm256_cmp_pd(a.hi, b.hi, _CMP_GE_OQ)};
-  }
-  QKD_TARGET_AVX2 static DM dand(DM a, DM b) { return {_mm256_and_pd(a.lo, b.lo), _mm256_and_pd(a.hi, b.hi)}; }
   // m ? b : a, per lane.
-  QKD_TARGET_AVX2 static D dselect(DM m, D a, D b) {
-    return {_mm256_blendv_pd(a.lo, b.lo, m.lo), _mm256_blendv_pd(a.hi, b.hi, m.hi)};
-  }
   QKD_TARGET_AVX2 static F select(FM m, F a, F b) { return _mm256_blendv_ps(a, b, m); }
   // Bytes p[0, left): 1 where m is set, else 0.
   QKD_TARGET_AVX2 static void store_flags(uint8_t* p, int64_t left, DM m) {

@@ -172,21 +172,15 @@ struct Avx512 {
     return {_mm512_roundscale_pd(a.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
             _mm512_roundscale_pd(a.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
   }
-  // Ordered comparisons: false where either side is NaN.
-  template <int kPredicate>
-  QKD_TARGET_AVX512 static DM dcmp(D a, D b) {
-    return static_cast<DM>(_mm512_cmp_pd_mask(a.lo, b.lo, kPredicate) |
-                           (static_cast<unsigned>(_mm512_cmp_pd_mask(a.hi, b.hi, kPredicate)) << 8));
+  // Like minpd / maxpd: the second operand when either is NaN.
+  QKD_TARGET_AVX512 static D dmin(D a, D b) { return {_mm512_min_pd(a.lo, b.lo), _mm512_min_pd(a.hi, b.hi)}; }
+  QKD_TARGET_AVX512 static D dmax(D a, D b) { return {_mm512_max_pd(a.lo, b.lo), _mm512_max_pd(a.hi, b.hi)}; }
+  // a == b (false where either is NaN).
+  QKD_TARGET_AVX512 static DM deq(D a, D b) {
+    return static_cast<DM>(_mm512_cmp_pd_mask(a.lo, b.lo, _CMP_EQ_OQ) |
+                           (static_cast<unsigned>(_mm512_cmp_pd_mask(a.hi, b.hi, _CMP_EQ_OQ)) << 8));
   }
-  QKD_TARGET_AVX512 static DM dlt(D a, D b) { return dcmp<_CMP_LT_OQ>(a, b); }
-  QKD_TARGET_AVX512 static DM dle(D a, D b) { return dcmp<_CMP_LE_OQ>(a, b); }
-  QKD_TARGET_AVX512 static DM dge(D a, D b) { return dcmp<_CMP_GE_OQ>(a, b); }
-  QKD_TARGET_AVX512 static DM dand(DM a, DM b) { return static_cast<DM>(a & b); }
   // m ? b : a, per lane.
-  QKD_TARGET_AVX512 static D dselect(DM m, D a, D b) {
-    return {_mm512_mask_blend_pd(static_cast<__mmask8>(m), a.lo, b.lo),
-            _mm512_mask_blend_pd(static_cast<__mmask8>(m >> 8), a.hi, b.hi)};
-  }
   QKD_TARGET_AVX512 static F select(FM m, F a, F b) { return _mm512_mask_blend_ps(m, a, b); }
   // Bytes p[0, left): 1 where m is set, else 0.
   QKD_TARGET_AVX512 static void store_flags(uint8_t* p, int64_t left, DM m) {

@@ -69,11 +69,10 @@ struct Portable {
   static D ddiv(D a, D b) { return a / b; }
   // Ties to even in the default rounding mode.
   static D dround(D a) { return std::nearbyint(a); }
-  static DM dlt(D a, D b) { return a < b; }
-  static DM dle(D a, D b) { return a <= b; }
-  static DM dge(D a, D b) { return a >= b; }
-  static DM dand(DM a, DM b) { return a && b; }
-  static D dselect(DM m, D a, D b) { return m ? b : a; }
+  // Like minpd / maxpd: the second operand when either is NaN.
+  static D dmin(D a, D b) { return a < b ? a : b; }
+  static D dmax(D a, D b) { return a > b ? a : b; }
+  static DM deq(D a, D b) { return a == b; }
   static F select(FM m, F a, F b) { return m ? b : a; }
   static void store_flags(uint8_t* p, int64_t /*left*/, DM m) { *p = m ? 1 : 0; }
   static FM load_flags(const uint8_t* p, int64_t /*left*/) { return *p != 0; }

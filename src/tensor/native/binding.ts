@@ -32,8 +32,8 @@ export interface NativeStatus {
   version?: number;
 }
 
-/** Interface versions this build understands (1: GEMM + softmax; 2: + fused kernels). */
-const SUPPORTED_VERSIONS = [1, 2];
+/** Interface versions this build understands (1: GEMM + softmax; 2: + fused kernels; 3: + fake quantization). */
+const SUPPORTED_VERSIONS = [1, 2, 3];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
 /** Finds the package root (the directory holding package.json) from this file. */
