@@ -187,10 +187,11 @@ struct FakeQuantArgs {
 //   else per element: q = round(w/scale) + zero (a true division),
 //   inside = qmin ≤ q ≤ qmax (false for NaN), qc = inside ? q :
 //   q < qmin ? qmin : qmax, out = float((qc − zero)·scale), mask = inside.
-// round is nearbyint in the default mode (half to even). This is
-// operation for operation the TypeScript quantizeDequantize (JS numbers are
-// doubles), so the results are bit-identical to it and do not depend on
-// the path or the thread count.
+// round is nearbyint in the default mode (half to even). This is the
+// arithmetic of the TypeScript quantizeDequantize (JS numbers are doubles;
+// the clamp is a min/max with the same results, see fused_rows.h), so the
+// results are bit-identical to it and do not depend on the path or the
+// thread count.
 void fake_quant_forward(const FakeQuantArgs& args, Exec exec = Exec::active());
 
 // dw[i] += dy[i] where mask[i] ≠ 0; dw[i] is left as it is (not even + 0)
