@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { byteToUnicode, type EncodeOptions, type Tokenizer } from './tokenizer.js';
+import { byteLevelTokenizerJson, byteToUnicode, type EncodeOptions, type Tokenizer } from './tokenizer.js';
 
 /** Smallest and largest vocabulary trainBpe builds. */
 export const MIN_BPE_VOCAB = 512;
@@ -373,18 +373,7 @@ export class BpeTokenizer implements Tokenizer {
     // fromEntries defines own properties, so even a token spelled "__proto__" is kept.
     const vocab: Record<string, number> = Object.fromEntries(strings.map((s, id) => [s, id]));
     const merges = this.merges.map(([l, r]) => `${strings[l]!} ${strings[r]!}`);
-    const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-    return {
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: [],
-      normalizer: null,
-      pre_tokenizer: byteLevel,
-      post_processor: null,
-      decoder: { ...byteLevel },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
-    };
+    return byteLevelTokenizerJson(vocab, merges, true);
   }
 
   /** Reads a tokenizer.json object in the layout qkd supports (see the file comment). */

@@ -40,17 +40,7 @@ export class ByteTokenizer implements Tokenizer {
     const vocab: Record<string, number> = {};
     const map = byteToUnicode();
     for (let b = 0; b < 256; b++) vocab[map[b]!] = b;
-    return {
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: [],
-      normalizer: null,
-      pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
-      post_processor: null,
-      decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges: [] },
-    };
+    return byteLevelTokenizerJson(vocab, [], false);
   }
 }
 
@@ -66,4 +56,24 @@ export function byteToUnicode(): string[] {
     out[b] = String.fromCharCode(printable ? b : next++);
   }
   return out;
+}
+
+/**
+ * A Hugging Face tokenizer.json for a byte-level BPE: ByteLevel
+ * pre-tokenizer and decoder (with the GPT-2 split regex when useRegex),
+ * vocab keyed by byte-level strings, merges as "a b" in rank order.
+ */
+export function byteLevelTokenizerJson(vocab: Record<string, number>, merges: string[], useRegex: boolean): Record<string, unknown> {
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: useRegex };
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: null,
+    decoder: { ...byteLevel },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
+  };
 }
