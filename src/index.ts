@@ -23,5 +23,6 @@ export { PRESETS, presetConfig, loadTrainConfig, parseTrainConfig, learningRate,
 export { evaluatePerplexity, type EvalResult } from './eval/perplexity.js';
 export { generate, sampleToken, type GenerateOptions } from './models/generate.js';
 export { trainBpe, BpeTokenizer, loadTokenizerJson, saveTokenizerJson, preTokenize, type TrainBpeOptions } from './data/bpe.js';
-export { readLlama2cCheckpoint, readLlama2cHeader, loadLlama2c, writeLlama2cCheckpoint } from './io/llama2c.js';
+export { readLlama2cCheckpoint, readLlama2cHeader, streamLlama2cCheckpoint, writeLlama2cTensors, type Llama2cModelShape } from './io/llama2c.js';
+export { loadLlama2c, writeLlama2cCheckpoint } from './models/llama2c-io.js';
 export { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer } from './data/llama2c-tokenizer.js';

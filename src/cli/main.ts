@@ -15,7 +15,7 @@ import { loadTokenizer } from '../data/tokenizer-io.js';
 import { loadTrainConfig, presetConfig, type TrainConfig } from '../train/config.js';
 import { train, type StepProgress } from '../train/trainer.js';
 import { loadLlama } from '../models/llama-io.js';
-import { loadLlama2c } from '../io/llama2c.js';
+import { loadLlama2c } from '../models/llama2c-io.js';
 import { readLlama2cTokenizer } from '../data/llama2c-tokenizer.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';

@@ -28,15 +28,13 @@
  * the file size exactly before anything is allocated; errors are QkdErrors
  * naming the file and the header field.
  *
- * Note on layering: this file builds a LlamaModel (loadLlama2c) and reads one
- * (writeLlama2cCheckpoint), so unlike the other io/ formats it depends on
- * models/. It imports only llama.ts and llama-config.ts.
+ * Layering: this file knows the format only. It reads and writes tensors
+ * under Hugging Face names plus the model shape the header describes;
+ * building or reading a LlamaModel is models/llama2c-io.ts.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { QkdError } from '../errors.js';
-import { LlamaModel } from '../models/llama.js';
-import { llamaConfig, type LlamaConfig } from '../models/llama-config.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
 
 export type Llama2cFormat = 'legacy' | 'v1' | 'v2';
@@ -76,8 +74,22 @@ export interface Llama2cTensor {
   data: Float32Array;
 }
 
+/** The model shape a llama2.c header describes, with Hugging Face LlamaConfig field names. */
+export interface Llama2cModelShape {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  rms_norm_eps: number;
+  rope_theta: number;
+  tie_word_embeddings: boolean;
+  max_position_embeddings: number;
+}
+
 export interface Llama2cCheckpoint {
-  config: LlamaConfig;
+  config: Llama2cModelShape;
   /** Hugging Face names → float32 tensors (q/k rows in qkd's 'half' RoPE order). */
   tensors: Map<string, Llama2cTensor>;
   format: Llama2cFormat;
@@ -328,22 +340,20 @@ function checkFileSize(path: string, h: Llama2cHeader, fileSize: number): void {
   throw headerError(path, 'file size', `file is ${fileSize} bytes but the header (${describe(h)}) implies ${implied} (${what})`, `${implied} bytes`);
 }
 
-function configFromHeader(path: string, h: Llama2cHeader): LlamaConfig {
-  return llamaConfig(
-    {
-      vocab_size: h.vocab_size,
-      hidden_size: h.dim,
-      intermediate_size: h.hidden_dim,
-      num_hidden_layers: h.n_layers,
-      num_attention_heads: h.n_heads,
-      num_key_value_heads: h.n_kv_heads,
-      rms_norm_eps: LLAMA2C_RMS_NORM_EPS,
-      rope_theta: LLAMA2C_ROPE_THETA,
-      tie_word_embeddings: h.shared_classifier,
-      max_position_embeddings: h.seq_len,
-    },
-    path,
-  );
+/** The model shape of a (validated) header; run.c fixes rms_norm_eps and rope_theta. */
+export function llama2cModelShape(h: Llama2cHeader): Llama2cModelShape {
+  return {
+    vocab_size: h.vocab_size,
+    hidden_size: h.dim,
+    intermediate_size: h.hidden_dim,
+    num_hidden_layers: h.n_layers,
+    num_attention_heads: h.n_heads,
+    num_key_value_heads: h.n_kv_heads,
+    rms_norm_eps: LLAMA2C_RMS_NORM_EPS,
+    rope_theta: LLAMA2C_ROPE_THETA,
+    tie_word_embeddings: h.shared_classifier,
+    max_position_embeddings: h.seq_len,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -416,14 +426,19 @@ function readSegment(path: string, fd: number, position: number, s: Segment, gro
   return out;
 }
 
-type Visitor = (name: string, shape: number[], data: Float32Array) => void;
+/** Receives each tensor (Hugging Face name, q/k rows already in 'half' order). */
+export type Llama2cVisitor = (name: string, shape: number[], data: Float32Array) => void;
 
 /**
  * Opens a checkpoint and validates its header; `start` is then told the
  * header and returns a visitor called with each weight in file order (one
  * tensor in memory at a time), or null to read no weights.
  */
-function visitCheckpoint(path: string, options: ReadLlama2cOptions, start: (header: Llama2cHeader) => Visitor | null): Llama2cHeader {
+/**
+ * Streams a checkpoint: validates the header, calls start(header) for a
+ * visitor, then hands it one tensor at a time (never the whole file).
+ */
+export function streamLlama2cCheckpoint(path: string, options: ReadLlama2cOptions, start: (header: Llama2cHeader) => Llama2cVisitor | null): Llama2cHeader {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -453,29 +468,20 @@ function visitCheckpoint(path: string, options: ReadLlama2cOptions, start: (head
 
 /** The validated header of a llama2.c checkpoint (no weights are read). */
 export function readLlama2cHeader(path: string, options: ReadLlama2cOptions = {}): Llama2cHeader {
-  return visitCheckpoint(path, options, () => null);
+  return streamLlama2cCheckpoint(path, options, () => null);
 }
 
 /** Reads every weight of a llama2.c checkpoint under its Hugging Face name. */
 export function readLlama2cCheckpoint(path: string, options: ReadLlama2cOptions = {}): Llama2cCheckpoint {
   const tensors = new Map<string, Llama2cTensor>();
-  let config: LlamaConfig | undefined;
-  const header = visitCheckpoint(path, options, (h) => {
-    config = configFromHeader(path, h);
+  let config: Llama2cModelShape | undefined;
+  const header = streamLlama2cCheckpoint(path, options, (h) => {
+    config = llama2cModelShape(h);
     return (name, shape, data) => tensors.set(name, { shape, data });
   });
   return { config: config!, tensors, format: header.format };
 }
 
-/** Builds a LlamaModel from a llama2.c checkpoint (rms_norm_eps 1e-5, rope_theta 10000, as run.c). */
-export function loadLlama2c(path: string, options: ReadLlama2cOptions = {}): LlamaModel {
-  let model: LlamaModel | undefined;
-  visitCheckpoint(path, options, (h) => {
-    const m = (model = new LlamaModel(configFromHeader(path, h)));
-    return (name, shape, data) => m.arena.set(name, shape, data);
-  });
-  return model!;
-}
 
 // ---------------------------------------------------------------------------
 // Writing
@@ -512,7 +518,7 @@ function float32Bytes(values: Float32Array): Uint8Array {
   return out;
 }
 
-function headerFromConfig(path: string, c: LlamaConfig, format: Llama2cFormat, groupSize: number | undefined): Llama2cHeader {
+function headerFromConfig(path: string, c: Llama2cModelShape, format: Llama2cFormat, groupSize: number | undefined): Llama2cHeader {
   const values: Record<(typeof HEADER_FIELDS)[number], number> = {
     dim: c.hidden_size,
     hidden_dim: c.intermediate_size,
@@ -580,15 +586,15 @@ function ropeTable(seqLen: number, D: number, part: 'real' | 'imag'): Float32Arr
 }
 
 /**
- * Writes a model as a llama2.c checkpoint (atomically): 'legacy' (run.c),
+ * Writes tensors (Hugging Face names, fetched by tensorOf) as a llama2.c checkpoint (atomically): 'legacy' (run.c),
  * 'v1' (float32 with header) or 'v2' (int8 Q8_0, quantized in llama2.c's
  * row order as export.py does). rms_norm_eps is not stored: run.c uses 1e-5.
  */
-export function writeLlama2cCheckpoint(path: string, model: LlamaModel, format: Llama2cFormat, options: WriteLlama2cOptions = {}): void {
+export function writeLlama2cTensors(path: string, shape: Llama2cModelShape, tensorOf: (name: string) => Float32Array, format: Llama2cFormat, options: WriteLlama2cOptions = {}): void {
   if (format !== 'legacy' && format !== 'v1' && format !== 'v2') {
     throw new QkdError('ARGUMENT', `unknown llama2.c format ${JSON.stringify(format)}`, { path, field: 'format', hint: "'legacy', 'v1' or 'v2'" });
   }
-  const header = headerFromConfig(path, model.config, format, options.groupSize);
+  const header = headerFromConfig(path, shape, format, options.groupSize);
   const D = header.dim / header.n_heads;
   writeFileAtomic(path, (fd) => {
     writeAll(fd, headerBytes(header));
@@ -596,7 +602,7 @@ export function writeLlama2cCheckpoint(path: string, model: LlamaModel, format: 
       let data: Float32Array;
       if (s.name === null) data = ropeTable(header.seq_len, D, s.label === 'freq_cis_real' ? 'real' : 'imag');
       else {
-        const values = model.arena.get(s.name).data;
+        const values = tensorOf(s.name);
         data = values instanceof Float32Array ? values : Float32Array.from(values);
         if (s.ropeHeads !== undefined) data = halfToInterleavedRows(data, s.ropeHeads, s.shape[1]!);
       }

@@ -81,7 +81,7 @@ describe('generation', () => {
 
 describe('llama2.c files from the CLI', () => {
   it('generates from a llama2.c checkpoint + tokenizer.bin exactly as from the same model in HF layout', async () => {
-    const { writeLlama2cCheckpoint } = await import('../../src/io/llama2c.js');
+    const { writeLlama2cCheckpoint } = await import('../../src/models/llama2c-io.js');
     const { writeLlama2cTokenizer } = await import('../../src/data/llama2c-tokenizer.js');
     const { ByteTokenizer } = await import('../../src/data/tokenizer.js');
     const dir = mkdtempSync(join(tmpdir(), 'qkd-l2c-'));
