@@ -1,0 +1,127 @@
+/**
+ * The profile runner: streams a model's tensors one at a time from any
+ * tensor source and computes the SPEC section 1 profile of each. Memory is
+ * bounded by the largest tensor plus its scratch, so models larger than RAM
+ * can be audited; the heavy part (randomised SVD) runs on the threaded GEMM.
+ */
+import { QkdError } from '../errors.js';
+import { Rng } from '../tensor/random.js';
+import { compositeScore, excessKurtosis, frobeniusSquared, metricScores, noiseAmplification, reconstructionError, rowSteps } from './metrics.js';
+import { spectralSummary } from './spectrum.js';
+import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
+
+/** What the runner needs from a model reader (io/tensor-source.ts provides it). */
+export interface ProfileSource {
+  readonly path: string;
+  readonly tensors: readonly { name: string; shape: readonly number[] }[];
+  readFloat32(name: string): Float32Array;
+}
+
+export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
+  bits: 4,
+  probes: 8,
+  maxRank: 256,
+  powerIterations: 2,
+  seed: 1234,
+  weights: { kurtosis: 1, spectral_concentration: 1, noise_amplification: 1, reconstruction_error: 1 },
+  noiseRef: 0.5,
+  errorRef: 0.5,
+};
+
+export interface ProfileProgress {
+  done: number;
+  total: number;
+  name: string;
+  params: number;
+}
+
+export interface ProfileOptions extends Partial<Omit<ProfileSettings, 'weights'>> {
+  weights?: Partial<MetricScores>;
+  /** Only tensors whose name passes (default: all). */
+  filter?: (name: string) => boolean;
+  onTensor?: (progress: ProfileProgress) => void;
+  /**
+   * Called with each 2-D weight while it is in memory (for example to
+   * measure quantization error at several bit widths for the allocator),
+   * so the model is read once.
+   */
+  visit?: (name: string, w: Float32Array, rows: number, cols: number) => void;
+}
+
+export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
+  const s: ProfileSettings = {
+    ...DEFAULT_PROFILE_SETTINGS,
+    ...Object.fromEntries(Object.entries(options).filter(([k, v]) => v !== undefined && k in DEFAULT_PROFILE_SETTINGS && k !== 'weights')),
+    weights: { ...DEFAULT_PROFILE_SETTINGS.weights, ...(options.weights ?? {}) },
+  };
+  const check = (ok: boolean, field: string, hint: string): void => {
+    if (!ok) throw new QkdError('ARGUMENT', `profile: invalid ${field}`, { field, hint });
+  };
+  check(Number.isInteger(s.bits) && s.bits >= 2 && s.bits <= 8, 'bits', 'an integer from 2 to 8');
+  check(Number.isInteger(s.probes) && s.probes >= 1 && s.probes <= 4096, 'probes', 'an integer from 1 to 4096');
+  check(Number.isInteger(s.maxRank) && s.maxRank >= 1 && s.maxRank <= 4096, 'maxRank', 'an integer from 1 to 4096');
+  check(Number.isInteger(s.powerIterations) && s.powerIterations >= 0 && s.powerIterations <= 20, 'powerIterations', 'an integer from 0 to 20');
+  check(s.noiseRef > 0 && s.errorRef > 0, 'noiseRef/errorRef', 'positive numbers');
+  for (const [k, v] of Object.entries(s.weights)) check(Number.isFinite(v) && v >= 0, `weights.${k}`, 'a non-negative number');
+  return s;
+}
+
+/** Decoder layer index and a short kind ('q_proj', 'embed_tokens', ...) from a tensor name. */
+export function tensorLayerAndKind(name: string): { layer: number | null; kind: string } {
+  const m = /(?:^|\.)(?:layers|h|blk|block|blocks)\.(\d+)\.(.+)$/.exec(name);
+  const stem = (m ? m[2]! : name).replace(/\.(weight|bias)$/, '');
+  const kind = stem.split('.').pop() ?? stem;
+  return { layer: m ? Number(m[1]) : null, kind };
+}
+
+/** Profile of one tensor held in memory. */
+export function profileTensor(name: string, shape: readonly number[], w: Float32Array, settings: ProfileSettings, rng: Rng, scratch?: Float32Array): TensorProfile {
+  const { layer, kind } = tensorLayerAndKind(name);
+  const kurtosis = excessKurtosis(w);
+  const base = { name, shape: [...shape], kurtosis, layer, kind };
+  if (shape.length < 2 || w.length === 0) {
+    return { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
+  }
+  const rows = shape[0]!;
+  const cols = w.length / rows;
+  const fro2 = frobeniusSquared(w);
+  const spectrum = spectralSummary(w, rows, cols, fro2, { maxRank: settings.maxRank, powerIterations: settings.powerIterations, rng });
+  const steps = rowSteps(w, rows, cols, settings.bits);
+  const noise = noiseAmplification(w, rows, cols, steps, { bits: settings.bits, probes: settings.probes, rng });
+  const error = reconstructionError(w, rows, cols, settings.bits, fro2, scratch);
+  const raw = { kurtosis, spectral_concentration: spectrum.concentration, noise_amplification: noise, reconstruction_error: error };
+  const scores = metricScores(raw, settings);
+  return {
+    ...base,
+    spectral_concentration: spectrum.concentration,
+    sigma_max_over_fro: spectrum.sigmaMaxOverFro,
+    noise_amplification: noise,
+    reconstruction_error: error,
+    scores,
+    composite: compositeScore(scores, settings.weights),
+  };
+}
+
+/**
+ * Profiles every tensor of a source, one at a time. Each tensor gets its own
+ * generator (seed, index) so a tensor's result does not depend on which
+ * other tensors were profiled.
+ */
+export function profileModel(source: ProfileSource, options: ProfileOptions = {}): AuditReport {
+  const settings = profileSettings(options);
+  const start = performance.now();
+  const chosen = source.tensors.filter((t) => (options.filter ? options.filter(t.name) : true));
+  let scratch = new Float32Array(0);
+  let params = 0;
+  const tensors: TensorProfile[] = [];
+  chosen.forEach((t, index) => {
+    const w = source.readFloat32(t.name);
+    if (w.length > scratch.length) scratch = new Float32Array(w.length);
+    const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), scratch);
+    if (t.shape.length >= 2 && w.length > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, w.length / t.shape[0]!);
+    tensors.push(profile);
+    params += w.length;
+    options.onTensor?.({ done: index + 1, total: chosen.length, name: t.name, params });
+  });
+  return { model: source.path, params, seconds: (performance.now() - start) / 1000, settings, tensors };
+}

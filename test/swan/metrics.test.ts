@@ -1,0 +1,143 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Rng } from '../../src/tensor/random.js';
+import { withBackend } from '../../src/tensor/backend.js';
+import { compositeScore, excessKurtosis, frobeniusSquared, metricScores, noiseAmplification, noiseAmplificationExplicit, reconstructionError, rowSteps } from '../../src/swan/metrics.js';
+import { profileModel, profileTensor, tensorLayerAndKind, profileSettings, type ProfileSource } from '../../src/swan/profile.js';
+import { QkdError } from '../../src/errors.js';
+
+const sample = (n: number, f: (rng: Rng) => number, seed = 1): Float32Array => {
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => f(rng));
+};
+
+describe('excess kurtosis', () => {
+  it('matches the known values of standard distributions', () => {
+    const n = 400_000;
+    assert.ok(Math.abs(excessKurtosis(sample(n, (r) => r.normal()))) < 0.05);
+    assert.ok(Math.abs(excessKurtosis(sample(n, (r) => r.uniform())) + 1.2) < 0.02);
+    // Laplace: κ = 3.
+    assert.ok(Math.abs(excessKurtosis(sample(n, (r) => (r.uniform() < 0.5 ? -1 : 1) * -Math.log(1 - r.uniform()))) - 3) < 0.15);
+  });
+
+  it('is exact on a small hand-computed case and a constant tensor', () => {
+    // Values ±1 (two each): m2 = 1, m4 = 1 → κ = −2.
+    assert.equal(excessKurtosis(Float32Array.from([1, -1, 1, -1])), -2);
+    assert.equal(excessKurtosis(new Float32Array(10).fill(3)), 0);
+    assert.equal(excessKurtosis(new Float32Array(0)), 0);
+  });
+
+  it('is shift invariant in float64 (a large mean does not cancel)', () => {
+    const base = sample(100_000, (r) => r.normal());
+    const shifted = base.map((v) => v + 1000);
+    // float32 storage of v + 1000 rounds v to ~6e-5; kurtosis moves by far less than 0.01.
+    assert.ok(Math.abs(excessKurtosis(base) - excessKurtosis(shifted)) < 0.01);
+  });
+});
+
+describe('reconstruction error and noise amplification', () => {
+  it('reconstruction error equals a direct per-channel asymmetric RTN computation', () => {
+    const rows = 13;
+    const cols = 57;
+    const w = sample(rows * cols, (r) => r.normal() * (1 + r.uniform()), 4);
+    let err = 0;
+    for (let r = 0; r < rows; r++) {
+      const row = w.subarray(r * cols, (r + 1) * cols);
+      const lo = Math.min(...row);
+      const hi = Math.max(...row);
+      const scale = (hi - lo) / 15;
+      const zero = Math.round(-lo / scale);
+      for (const v of row) {
+        const q = Math.min(15, Math.max(0, Math.round(v / scale) + zero));
+        err += ((q - zero) * scale - v) ** 2;
+      }
+    }
+    const want = Math.sqrt(err / frobeniusSquared(w));
+    for (const backend of ['reference', 'native'] as const) {
+      const got = withBackend(backend, () => reconstructionError(w, rows, cols, 4, frobeniusSquared(w)));
+      assert.ok(Math.abs(got - want) < 1e-5 * want + 1e-9, `${backend}: ${got} vs ${want}`);
+    }
+    assert.ok(reconstructionError(w, rows, cols, 8, frobeniusSquared(w)) < want / 10);
+  });
+
+  it('the fast noise estimator agrees with the explicit-E definition', () => {
+    for (const [rows, cols, heavy] of [[64, 48, false], [40, 200, true]] as const) {
+      const w = sample(rows * cols, (r) => (heavy && r.uniform() < 0.01 ? 30 : 1) * r.normal(), rows);
+      const steps = rowSteps(w, rows, cols, 4);
+      const fast = noiseAmplification(w, rows, cols, steps, { bits: 4, probes: 400, rng: new Rng(1) });
+      const slow = noiseAmplificationExplicit(w, rows, cols, steps, { bits: 4, probes: 400, rng: new Rng(2) });
+      assert.ok(Math.abs(fast - slow) < 0.03 * slow, `${rows}x${cols}: fast ${fast} vs explicit ${slow}`);
+    }
+  });
+
+  it('noise amplification follows the step: Gaussian weights give ≈ range/15/√12 per unit', () => {
+    const rows = 256;
+    const cols = 256;
+    const w = sample(rows * cols, (r) => r.normal(), 8);
+    const steps = rowSteps(w, rows, cols, 4);
+    let meanStep2 = 0;
+    for (const s of steps) meanStep2 += s * s / rows;
+    const a = noiseAmplification(w, rows, cols, steps, { bits: 4, probes: 64, rng: new Rng(3) });
+    // E‖Ex‖² = Σ Δ_r²‖x‖²/12, E‖Wx‖² = ‖W‖_F²‖x‖²/cols ≈ rows‖x‖².
+    const predicted = Math.sqrt(meanStep2 / 12);
+    assert.ok(Math.abs(a - predicted) < 0.05 * predicted, `${a} vs ${predicted}`);
+  });
+});
+
+describe('scores and composite', () => {
+  it('clips each score to [0, 1] and averages with normalised weights', () => {
+    const s = metricScores({ kurtosis: 25, spectral_concentration: 0.5, noise_amplification: 0.1, reconstruction_error: -1 }, { noiseRef: 0.5, errorRef: 0.5 });
+    assert.deepEqual(s, { kurtosis: 1, spectral_concentration: 0.5, noise_amplification: 0.2, reconstruction_error: 0 });
+    assert.ok(Math.abs(compositeScore(s, { kurtosis: 1, spectral_concentration: 1, noise_amplification: 1, reconstruction_error: 1 }) - 0.425) < 1e-12);
+    assert.equal(compositeScore(s, { kurtosis: 2, spectral_concentration: 0, noise_amplification: 0, reconstruction_error: 0 }), 1);
+  });
+
+  it('validates settings with field names', () => {
+    assert.throws(() => profileSettings({ bits: 1 }), (e: unknown) => e instanceof QkdError && e.field === 'bits');
+    assert.throws(() => profileSettings({ weights: { kurtosis: -1 } }), (e: unknown) => e instanceof QkdError && e.field === 'weights.kurtosis');
+  });
+});
+
+describe('profile runner', () => {
+  it('parses layer and kind from Hugging Face and GGUF names', () => {
+    assert.deepEqual(tensorLayerAndKind('model.layers.11.self_attn.q_proj.weight'), { layer: 11, kind: 'q_proj' });
+    assert.deepEqual(tensorLayerAndKind('model.embed_tokens.weight'), { layer: null, kind: 'embed_tokens' });
+    assert.deepEqual(tensorLayerAndKind('lm_head.weight'), { layer: null, kind: 'lm_head' });
+    assert.deepEqual(tensorLayerAndKind('blk.3.ffn_down.weight'), { layer: 3, kind: 'ffn_down' });
+  });
+
+  it('profiles a streamed source one tensor at a time, 1-D tensors without matrix metrics', () => {
+    const tensors = [
+      { name: 'model.layers.0.self_attn.q_proj.weight', shape: [64, 64] },
+      { name: 'model.layers.0.input_layernorm.weight', shape: [64] },
+      { name: 'model.layers.0.mlp.down_proj.weight', shape: [64, 128] },
+    ];
+    const reads: string[] = [];
+    const source: ProfileSource = {
+      path: 'mem',
+      tensors,
+      readFloat32(name) {
+        reads.push(name);
+        const t = tensors.find((x) => x.name === name)!;
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        return sample(n, (r) => (name.includes('down') && r.uniform() < 0.005 ? 40 : 1) * r.normal(), n);
+      },
+    };
+    const seen: number[] = [];
+    const report = profileModel(source, { onTensor: (p) => seen.push(p.done) });
+    assert.deepEqual(reads, tensors.map((t) => t.name));
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.equal(report.params, 64 * 64 + 64 + 64 * 128);
+    const [q, norm, down] = report.tensors;
+    assert.equal(norm!.composite, null);
+    assert.equal(norm!.spectral_concentration, null);
+    assert.ok(down!.kurtosis > q!.kurtosis + 5, 'outliers raise kurtosis');
+    assert.ok(down!.composite! > q!.composite!, 'and the composite');
+    for (const t of [q!, down!]) for (const v of Object.values(t.scores!)) assert.ok(v >= 0 && v <= 1);
+    // Deterministic for a seed, and per-tensor independent of the others.
+    const again = profileModel(source, { filter: (n) => n.includes('down') });
+    assert.deepEqual(again.tensors[0]!.composite !== null, true);
+    const repeat = profileTensor(tensors[0]!.name, tensors[0]!.shape, source.readFloat32(tensors[0]!.name), report.settings, new Rng(report.settings.seed * 1000003));
+    assert.equal(repeat.spectral_concentration, q!.spectral_concentration);
+  });
+});
