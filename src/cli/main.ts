@@ -14,14 +14,18 @@ import { loadCorpus } from '../data/corpus.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
 import { loadTrainConfig, presetConfig, type TrainConfig } from '../train/config.js';
 import { train, type StepProgress } from '../train/trainer.js';
-import { loadLlama } from '../models/llama-io.js';
-import { loadLlama2c } from '../models/llama2c-io.js';
+import { loadModelAny, modelDirectory } from '../models/load-any.js';
+import { quantizeModelFile } from '../compress/quantize.js';
+import { PLAN_BITS, type PlanBits } from '../quant/scheme.js';
 import { readLlama2cTokenizer } from '../data/llama2c-tokenizer.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
-import { statSync } from 'node:fs';
 import { generate } from '../models/generate.js';
 import { evaluatePerplexity } from '../eval/perplexity.js';
+import { auditAndPlan } from '../swan/plan.js';
+import type { AuditReport } from '../swan/types.js';
+import { renderAuditHtml } from '../report/audit-html.js';
+import { writeBytesAtomic } from '../io/atomic.js';
 
 function positiveInt(flag: string) {
   return (value: string): number => {
@@ -37,6 +41,12 @@ function integer(flag: string) {
     if (!Number.isInteger(n)) throw new InvalidArgumentError(`${flag} must be an integer, got '${value}'`);
     return n;
   };
+}
+
+function planBits(value: string): PlanBits {
+  const n = Number(value);
+  if (!(PLAN_BITS as readonly number[]).includes(n)) throw new InvalidArgumentError(`--bits must be one of ${PLAN_BITS.join(', ')}, got '${value}'`);
+  return n as PlanBits;
 }
 
 function backendOption(value: string): BackendName {
@@ -121,7 +131,7 @@ function buildProgram(): Command {
     .option('--seq-len <n>', 'window length (default: the model\'s max_position_embeddings)', positiveInt('--seq-len'))
     .action((opts: { model: string; data: string; seqLen?: number }) => {
       const model = loadModelAny(opts.model);
-      const tokenizer = loadTokenizer(join(opts.model, 'tokenizer.json'));
+      const tokenizer = loadTokenizer(join(modelDirectory(opts.model), 'tokenizer.json'));
       let text = loadCorpus(opts.data);
       if (opts.data === 'default') {
         // The same held-out tail `qkd train` validates on (last 10% of the bytes).
@@ -146,12 +156,80 @@ function buildProgram(): Command {
     .option('--ids', 'print the generated token ids instead of text')
     .action((opts: { model: string; tokenizer?: string; prompt: string; steps: number; temperature: number; topP: number; seed: number; ids?: boolean }) => {
       const model = loadModelAny(opts.model);
-      const tokenizer = loadTokenizerAny(opts.tokenizer ?? join(opts.model, 'tokenizer.json'), model);
+      const tokenizer = loadTokenizerAny(opts.tokenizer ?? join(modelDirectory(opts.model), 'tokenizer.json'), model);
       let prompt = tokenizer.encode(opts.prompt, { bos: true });
       // A byte-level tokenizer has no BOS: start from a newline when the prompt is empty.
       if (prompt.length === 0) prompt = tokenizer.encode('\n');
       const out = generate(model, prompt, { steps: opts.steps, temperature: opts.temperature, topP: opts.topP, seed: opts.seed });
       console.log(opts.ids ? Array.from(out).join(' ') : opts.prompt + tokenizer.decode(out));
+    });
+
+  program
+    .command('audit')
+    .description('data-free sensitivity profile of every weight tensor (SPEC section 1), with a mixed-precision bit plan')
+    .argument('<model>', 'a .safetensors file, a model directory, a qkd run directory, a .gguf file, or a llama2.c .bin')
+    .option('--json <out>', "write the full report as JSON ('-' for stdout)")
+    .option('--html <out>', 'write a self-contained HTML report')
+    .option('--bits <b>', 'bit width of the noise and reconstruction metrics', positiveInt('--bits'), 4)
+    .option('--probes <k>', 'Gaussian probes for noise amplification', positiveInt('--probes'), 8)
+    .option('--budget <bits>', 'average bits per weight of the bit plan shown in the report', parseFloat, 4.5)
+    .option('--group <g>', 'group size of the bit plan (0 = per channel)', integer('--group'), 128)
+    .option('--seed <n>', 'random seed of the sketches and probes', integer('--seed'), 1234)
+    .action((model: string, opts: { json?: string; html?: string; bits: number; probes: number; budget: number; group: number; seed: number }) => {
+      const progress = makeCountProgress('audit', 'tensors');
+      let planned;
+      try {
+        planned = auditAndPlan(model, { scheme: { groupSize: opts.group, symmetric: false }, budgetBits: opts.budget }, { bits: opts.bits, probes: opts.probes, seed: opts.seed, onTensor: (p) => progress.update(p.done, p.total, p.params) });
+      } finally {
+        progress.stop();
+      }
+      const { report, plan } = planned;
+      const json = { ...report, plan: { budget_bits: opts.budget, group_size: opts.group, avg_bits: planned.avgBits, bytes: planned.bytes, bits: plan.bits } };
+      if (opts.json === '-') console.log(JSON.stringify(json, null, 2));
+      else if (opts.json) writeBytesAtomic(opts.json, JSON.stringify(json, null, 2) + '\n');
+      if (opts.html) writeBytesAtomic(opts.html, renderAuditHtml(report, { plan, planSummary: { avgBits: planned.avgBits, bytes: planned.bytes } }));
+      if (opts.json !== '-') {
+        printAuditTable(report, plan.bits);
+        console.log(`${report.tensors.length} tensors, ${(report.params / 1e6).toFixed(2)}M params in ${report.seconds.toFixed(2)} s (${(report.params / report.seconds / 1e6).toFixed(1)}M params/s); plan at ${opts.budget} bits: ${planned.avgBits.toFixed(3)} avg bits, ${planned.bytes} bytes`);
+        console.log(JSON.stringify({ model, params: report.params, seconds: report.seconds, tensors: report.tensors.length, plan_avg_bits: planned.avgBits, plan_bytes: planned.bytes, json: opts.json ?? null, html: opts.html ?? null }));
+      }
+    });
+
+  program
+    .command('quantize')
+    .description('quantize a model to a packed checkpoint: uniform bits, or a data-free mixed-precision plan under a size budget')
+    .argument('<model>', 'a model directory, a qkd run directory, or a llama2.c .bin')
+    .requiredOption('--out <dir>', 'output directory (packed model.safetensors, config.json, tokenizer.json, quantization.json)')
+    .option('--bits <b>', `one width for every weight (${PLAN_BITS.join(', ')})`, planBits)
+    .option('--budget <bits>', 'average bits per weight, scales included: mixed precision from the sensitivity profile', parseFloat)
+    .option('--group <g>', 'input columns per group (0 = per output channel)', integer('--group'), 128)
+    .option('--symmetric', 'symmetric quantization (no zero points)')
+    .option('--method <m>', "'rtn' or 'gptq' (calibrated on --calibration text)", 'rtn')
+    .option('--plan <file.json>', 'per-tensor widths (name → bits) overriding the computed plan')
+    .option('--calibration <path>', "GPTQ calibration text: file, directory or 'default'", 'default')
+    .option('--calibration-batches <n>', 'GPTQ calibration batches of 4 sequences', positiveInt('--calibration-batches'), 16)
+    .option('--seed <n>', 'random seed', integer('--seed'), 0)
+    .action((model: string, opts: { out: string; bits?: PlanBits; budget?: number; group: number; symmetric?: boolean; method: string; plan?: string; calibration: string; calibrationBatches: number; seed: number }) => {
+      if (opts.method !== 'rtn' && opts.method !== 'gptq') throw new QkdError('ARGUMENT', `--method must be 'rtn' or 'gptq', got '${opts.method}'`, { field: 'method' });
+      if (opts.group < 0) throw new QkdError('ARGUMENT', `--group must be 0 or positive, got ${opts.group}`, { field: 'group' });
+      const profile = makeCountProgress('profile', 'tensors');
+      const quant = makeCountProgress(opts.method, 'tensors');
+      let result;
+      try {
+        result = quantizeModelFile(model, {
+          out: opts.out, bits: opts.bits, budgetBits: opts.budget, groupSize: opts.group, symmetric: opts.symmetric ?? false, method: opts.method,
+          planFile: opts.plan, calibration: opts.calibration, calibrationBatches: opts.calibrationBatches, seed: opts.seed,
+          onProfile: (p) => profile.update(p.done, p.total, p.params),
+          onQuantize: (p) => quant.update(p.done, p.total, 0),
+        });
+      } finally {
+        profile.stop();
+        quant.stop();
+      }
+      const histogram: Record<string, number> = {};
+      for (const b of Object.values(result.plan.bits)) histogram[b] = (histogram[b] ?? 0) + 1;
+      console.log(`${result.method}: ${Object.keys(result.plan.bits).length} weights (${Object.entries(histogram).map(([b, n]) => `${n}×${b}-bit`).join(', ')}), ${result.avgBits.toFixed(3)} avg bits, ${result.bytes} bytes -> ${result.out}`);
+      console.log(JSON.stringify({ out: result.out, method: result.method, avg_bits: result.avgBits, bytes: result.bytes, params: result.params, bits_histogram: histogram }));
     });
 
   program
@@ -162,17 +240,6 @@ function buildProgram(): Command {
       console.log(JSON.stringify({ version: VERSION, backend: currentBackend(), native: status }));
     });
   return program;
-}
-
-/** A model directory (Hugging Face layout) or a llama2.c checkpoint file. */
-function loadModelAny(path: string): LlamaModel {
-  let isFile = false;
-  try {
-    isFile = statSync(path).isFile();
-  } catch {
-    // fall through: loadLlama reports the missing directory
-  }
-  return isFile ? loadLlama2c(path) : loadLlama(path);
 }
 
 /** tokenizer.json (qkd / Hugging Face) or a llama2.c tokenizer.bin. */
@@ -213,6 +280,59 @@ function makeProgress(total: number): { update: (p: StepProgress) => void; stop:
     },
     stop() {},
   };
+}
+
+/** Counting progress (tensors): a bar with rate and ETA on a terminal, plain lines otherwise. */
+function makeCountProgress(label: string, unit: string): { update: (done: number, total: number, params: number) => void; stop: () => void } {
+  const start = performance.now();
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: `${label} {bar} {value}/{total} ${unit} | {rate} ${unit}/s | {mps}M params/s | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    let started = false;
+    return {
+      update(done, total, params) {
+        const s = (performance.now() - start) / 1000;
+        const payload = { rate: (done / s).toFixed(1), mps: (params / s / 1e6).toFixed(1) };
+        if (!started) {
+          bar.start(total, done, payload);
+          started = true;
+        } else bar.update(done, payload);
+      },
+      stop() {
+        if (started) bar.stop();
+        started = false;
+      },
+    };
+  }
+  let lastPrinted = -1;
+  return {
+    update(done, total, params) {
+      const tenth = Math.floor((10 * done) / total);
+      if (tenth === lastPrinted && done !== total) return;
+      lastPrinted = tenth;
+      const s = (performance.now() - start) / 1000;
+      const eta = done > 0 ? (s / done) * (total - done) : 0;
+      console.error(`${label} ${done}/${total} ${unit}, ${(done / s).toFixed(1)} ${unit}/s, ${(params / s / 1e6).toFixed(1)}M params/s, ETA ${eta.toFixed(0)} s`);
+    },
+    stop() {},
+  };
+}
+
+/** The most sensitive tensors first. */
+function printAuditTable(report: AuditReport, bits: Record<string, number>): void {
+  const rows = report.tensors.filter((t) => t.composite !== null).sort((a, b) => b.composite! - a.composite!);
+  const fmt = (v: number | null, d = 3): string => (v === null ? '—' : v.toFixed(d));
+  console.log(['tensor'.padEnd(44), 'kurt'.padStart(8), 'spec'.padStart(6), 'σ/F'.padStart(6), 'noise'.padStart(6), 'err'.padStart(6), 'S'.padStart(6), 'bits'.padStart(5)].join(' '));
+  const shown = rows.length > 24 ? [...rows.slice(0, 12), null, ...rows.slice(-8)] : rows;
+  for (const t of shown) {
+    if (t === null) {
+      console.log(`  ... ${rows.length - 20} more ...`);
+      continue;
+    }
+    console.log([t.name.slice(-44).padEnd(44), fmt(t.kurtosis, 2).padStart(8), fmt(t.spectral_concentration).padStart(6), fmt(t.sigma_max_over_fro).padStart(6), fmt(t.noise_amplification).padStart(6), fmt(t.reconstruction_error).padStart(6), fmt(t.composite).padStart(6), String(bits[t.name] ?? '—').padStart(5)].join(' '));
+  }
 }
 
 /** Runs the CLI; returns the process exit code. */

@@ -1,0 +1,99 @@
+/**
+ * `qkd quantize` as one API call: profile the model (streaming, data-free),
+ * plan bits per tensor (uniform, or mixed under an average-bits budget, plus
+ * a user's plan file), quantize with RTN or GPTQ, and write a packed
+ * checkpoint that `qkd eval` loads.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QkdError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { loadCorpus, splitTokens } from '../data/corpus.js';
+import { loadTokenizer } from '../data/tokenizer-io.js';
+import { loadModelAny, modelDirectory } from '../models/load-any.js';
+import { quantizeLlama, type QuantMethod, type QuantizeProgress } from '../models/quantize-model.js';
+import { saveQuantizedLlama } from '../models/quantized-io.js';
+import type { LlamaModel } from '../models/llama.js';
+import type { PlanBits, QuantPlan } from '../quant/scheme.js';
+import { parsePlanJson } from '../swan/allocate.js';
+import { auditAndPlan } from '../swan/plan.js';
+import type { ProfileProgress } from '../swan/profile.js';
+import type { AuditReport } from '../swan/types.js';
+
+export interface QuantizeFileOptions {
+  /** Output directory (config.json, model.safetensors, tokenizer.json, quantization.json). */
+  out: string;
+  /** Uniform width (default 4 when no budget is given). */
+  bits?: PlanBits;
+  /** Average bits per quantized weight (scales included): mixed precision. */
+  budgetBits?: number;
+  /** Input columns per group; 0 = per output channel (default 128). */
+  groupSize?: number;
+  symmetric?: boolean;
+  method?: QuantMethod;
+  /** JSON plan file (name → bits) overriding the computed plan. */
+  planFile?: string;
+  /** GPTQ calibration text: a file, a directory or 'default' (training split of the embedded corpus). */
+  calibration?: string;
+  calibrationBatches?: number;
+  calibrationSeqLen?: number;
+  seed?: number;
+  onProfile?: (p: ProfileProgress) => void;
+  onQuantize?: (p: QuantizeProgress) => void;
+}
+
+export interface QuantizeFileResult {
+  out: string;
+  plan: QuantPlan;
+  avgBits: number;
+  bytes: number;
+  params: number;
+  method: QuantMethod;
+  report: AuditReport;
+}
+
+/** Calibration token ids from text, with the model's tokenizer (tokenizer.json next to the model). */
+function calibrationTokens(modelPath: string, data: string): Int32Array {
+  const tokenizerPath = join(modelDirectory(modelPath), 'tokenizer.json');
+  if (!existsSync(tokenizerPath)) throw new QkdError('IO', 'GPTQ needs the model tokenizer to encode calibration text, and there is no tokenizer.json next to the model', { path: tokenizerPath });
+  const tokenizer = loadTokenizer(tokenizerPath);
+  const ids = Int32Array.from(tokenizer.encode(loadCorpus(data)));
+  // Calibrate on the training split only, so the held-out tail stays unseen.
+  return data === 'default' ? splitTokens(ids).train : ids;
+}
+
+export function quantizeModelFile(modelPath: string, options: QuantizeFileOptions): QuantizeFileResult {
+  const scheme = { groupSize: options.groupSize ?? 128, symmetric: options.symmetric ?? false };
+  const method = options.method ?? 'rtn';
+  if (options.bits !== undefined && options.budgetBits !== undefined) {
+    throw new QkdError('ARGUMENT', 'give either a uniform width (bits) or a budget (average bits), not both', { field: 'bits/budget' });
+  }
+  let overrides: Record<string, PlanBits> | undefined;
+  const planned = auditAndPlan(
+    modelPath,
+    { scheme, bits: options.bits, budgetBits: options.budgetBits },
+    { seed: options.seed, onTensor: options.onProfile },
+  );
+  if (options.planFile) {
+    let text: string;
+    try {
+      text = readFileSync(options.planFile, 'utf8');
+    } catch (err) {
+      throw new QkdError('IO', `cannot read plan file: ${(err as Error).message}`, { path: options.planFile });
+    }
+    overrides = parsePlanJson(text, new Set(planned.tensors.map((t) => t.name)), scheme, options.planFile).bits;
+  }
+  const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
+  const model: LlamaModel = loadModelAny(modelPath);
+  const calibration =
+    method === 'gptq'
+      ? { tokens: calibrationTokens(modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
+      : undefined;
+  const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
+  mkdirSync(options.out, { recursive: true });
+  const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
+  const tokenizer = join(modelDirectory(modelPath), 'tokenizer.json');
+  if (existsSync(tokenizer)) writeBytesAtomic(join(options.out, 'tokenizer.json'), readFileSync(tokenizer));
+  writeBytesAtomic(join(options.out, 'quantization.json'), JSON.stringify({ source: modelPath, method, scheme, budget_bits: options.budgetBits ?? null, avg_bits: storage.avgBits, bytes: storage.bytes, params: storage.params, bits: plan.bits, profile: planned.report }, null, 2) + '\n');
+  return { out: options.out, plan, avgBits: storage.avgBits, bytes: storage.bytes, params: storage.params, method, report: planned.report };
+}

@@ -1,0 +1,115 @@
+// qkd audit and qkd quantize from the CLI, and the same calls through the API:
+// a small random model (with planted outliers in one tensor) is profiled,
+// planned, quantized to a packed checkpoint and evaluated.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLlama } from '../../src/models/llama.js';
+import { saveLlama, loadLlama } from '../../src/models/llama-io.js';
+import { ByteTokenizer } from '../../src/data/tokenizer.js';
+import { auditModel } from '../../src/swan/audit.js';
+import { quantizeModelFile } from '../../src/compress/quantize.js';
+import { Rng } from '../../src/tensor/index.js';
+
+function qkd(...args: string[]) {
+  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, last: () => JSON.parse(r.stdout.trim().split('\n').pop()!) };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'qkd-audit-'));
+const modelDir = join(dir, 'model');
+const model = createLlama({ vocab_size: 256, hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 }, 3);
+// Plant heavy outlier columns in one tensor: it must come out as the most sensitive.
+const down = model.arena.get('model.layers.1.mlp.down_proj.weight');
+const rng = new Rng(4);
+for (let r = 0; r < 64; r++) for (const c of [5, 77]) down.data[r * 160 + c]! *= 25 + rng.uniform();
+saveLlama(modelDir, model);
+writeFileSync(join(modelDir, 'tokenizer.json'), JSON.stringify(new ByteTokenizer().toTokenizerJson()));
+
+describe('qkd audit', () => {
+  it('writes the JSON report with the documented fields and a self-contained HTML report', () => {
+    const json = join(dir, 'audit.json');
+    const html = join(dir, 'audit.html');
+    const r = qkd('audit', modelDir, '--json', json, '--html', html, '--probes', '4');
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(readFileSync(json, 'utf8'));
+    for (const key of ['model', 'params', 'seconds', 'tensors']) assert.ok(key in report, key);
+    assert.equal(report.params, model.arena.size);
+    const t = report.tensors.find((x: { name: string }) => x.name === 'model.layers.0.self_attn.q_proj.weight');
+    for (const key of ['name', 'shape', 'kurtosis', 'spectral_concentration', 'sigma_max_over_fro', 'noise_amplification', 'reconstruction_error', 'scores', 'composite']) assert.ok(key in t, key);
+    assert.deepEqual(Object.keys(t.scores).sort(), ['kurtosis', 'noise_amplification', 'reconstruction_error', 'spectral_concentration']);
+    const scored = report.tensors.filter((x: { composite: number | null }) => x.composite !== null);
+    const top = scored.sort((a: { composite: number }, b: { composite: number }) => b.composite - a.composite)[0];
+    assert.equal(top.name, 'model.layers.1.mlp.down_proj.weight');
+    assert.ok(report.plan.avg_bits <= 4.5 + 1e-9);
+    const page = readFileSync(html, 'utf8');
+    assert.match(page, /<html/);
+    assert.ok(!/src=["']https?:/.test(page));
+    const summary = r.last();
+    assert.equal(summary.tensors, report.tensors.length);
+  });
+
+  it('gives a clear error for a missing or malformed model', () => {
+    const r = qkd('audit', join(dir, 'missing'));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /qkd: error: .*missing/);
+    const bad = join(dir, 'bad.safetensors');
+    writeFileSync(bad, Buffer.from([1, 2, 3]));
+    const b = qkd('audit', bad);
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /qkd: error: /);
+  });
+
+  it('the API gives the same profile as the CLI for the same seed', () => {
+    const a = auditModel(modelDir, { probes: 4 });
+    const cli = JSON.parse(readFileSync(join(dir, 'audit.json'), 'utf8'));
+    assert.deepEqual(a.tensors.map((t) => t.composite), cli.tensors.map((t: { composite: number | null }) => t.composite));
+  });
+});
+
+describe('qkd quantize', () => {
+  it('uniform 8-bit per channel: eval matches the float model closely', () => {
+    const out = join(dir, 'q8');
+    const r = qkd('quantize', modelDir, '--out', out, '--bits', '8', '--group', '0');
+    assert.equal(r.code, 0, r.stderr);
+    const j = r.last();
+    assert.ok(j.avg_bits > 8 && j.avg_bits < 8.5, String(j.avg_bits));
+    assert.ok(existsSync(join(out, 'tokenizer.json')) && existsSync(join(out, 'quantization.json')));
+    const loaded = loadLlama(out);
+    let err = 0;
+    let norm = 0;
+    model.arena.data.forEach((v, i) => {
+      err += (loaded.arena.data[i]! - v) ** 2;
+      norm += v * v;
+    });
+    assert.ok(Math.sqrt(err / norm) < 0.02, `relative error ${Math.sqrt(err / norm)}`);
+    const e = qkd('eval', '--model', out);
+    assert.equal(e.code, 0, e.stderr);
+    assert.ok(e.last().ppl > 1);
+  });
+
+  it('a budget gives a mixed plan within it; a plan file overrides', () => {
+    const out = join(dir, 'mixed');
+    const planFile = join(dir, 'plan.json');
+    writeFileSync(planFile, JSON.stringify({ 'model.layers.0.mlp.up_proj.weight': 2 }));
+    const result = quantizeModelFile(modelDir, { out, budgetBits: 4.6, groupSize: 32, planFile });
+    assert.ok(result.avgBits <= 4.6 + 0.5, String(result.avgBits));
+    assert.equal(result.plan.bits['model.layers.0.mlp.up_proj.weight'], 2);
+    const widths = new Set(Object.values(result.plan.bits));
+    assert.ok(widths.size > 1, 'mixed widths');
+    assert.ok(result.plan.bits['model.layers.1.mlp.down_proj.weight']! >= 4, 'the outlier tensor is not starved');
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    assert.equal(config.quantization_config.tensors['model.layers.0.mlp.up_proj.weight'].bits, 2);
+  });
+
+  it('refuses bad flags with clear errors', () => {
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits must be one of 2, 3, 4, 8, 16/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either a uniform width/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--budget', '1').stderr, /budget of 1 bits per weight is below/);
+    writeFileSync(join(dir, 'badplan.json'), JSON.stringify({ nope: 4 }));
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--plan', join(dir, 'badplan.json')).stderr, /plan names a tensor .*nope/);
+  });
+});
