@@ -10,8 +10,8 @@
  *   FP32; RTN 8-bit per-channel; RTN 4-bit per-channel; RTN 4-bit g128;
  *   GPTQ 4-bit g128 (calibrated on the training split); the sensitivity plan
  *   (data-free) at the same average bits as RTN 4-bit g128 and at 4.5 bits;
- *   plus ablations: the same budgets with error-only weighting, and 3-bit
- *   rows where the differences are larger.
+ *   plus ablations: the same budgets with error-only weighting and with the
+ *   unsharpened composite (p = 1), and 3-bit rows where differences are larger.
  * Then the correlation study of SPEC section 1: each 2-D weight alone is
  * quantized (RTN 3-bit per-channel, so the damage is measurable), Δ perplexity
  * is measured, and Spearman ρ between every metric and that damage is printed.
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     console.log(`${label.padEnd(34)} ${row.avg_bits.toFixed(3)} bits ${String(row.bytes).padStart(9)} B  ppl ${row.ppl.toFixed(4)}`);
     return row;
   };
-  const mixed = (budget: number, weighting: 'composite' | 'uniform' = 'composite'): QuantPlan => planFromProfile(report, collect128.measured, { scheme: g128, budgetBits: budget, weighting }).plan;
+  const mixed = (budget: number, weighting: 'composite' | 'uniform' = 'composite', weightPower?: number): QuantPlan => planFromProfile(report, collect128.measured, { scheme: g128, budgetBits: budget, weighting, weightPower }).plan;
 
   run('rtn-int8-per-channel', uniformPlan(quantizable, 8, perChannel));
   run('rtn-int4-per-channel', uniformPlan(quantizable, 4, perChannel));
@@ -153,9 +153,11 @@ async function main(): Promise<void> {
   run('mixed-sensitivity@4.5', mixed(4.5));
   // Ablations and a harsher budget where differences are larger.
   run(`mixed-error-only@${rtn4.avg_bits.toFixed(3)}`, mixed(rtn4.avg_bits, 'uniform'));
+  run(`mixed-sensitivity-p1@${rtn4.avg_bits.toFixed(3)}`, mixed(rtn4.avg_bits, 'composite', 1));
   const rtn3 = run('rtn-int3-g128', uniformPlan(quantizable, 3, g128));
   run(`mixed-sensitivity@${rtn3.avg_bits.toFixed(3)}`, mixed(rtn3.avg_bits));
   run(`mixed-error-only@${rtn3.avg_bits.toFixed(3)}`, mixed(rtn3.avg_bits, 'uniform'));
+  run(`mixed-sensitivity-p1@${rtn3.avg_bits.toFixed(3)}`, mixed(rtn3.avg_bits, 'composite', 1));
 
   // Correlation study: damage of quantizing one tensor alone.
   const studyText = heldOut.slice(0, Number(values['study-tokens']));

@@ -3,9 +3,9 @@
  *
  * Each quantizable tensor t gets bits b_t from a set (default {2,3,4,8,16}).
  * The predicted damage of a choice is w_t · e_t(b)², with e_t(b) the
- * measured relative RTN error ‖Q_b(W) − W‖_F/‖W‖_F at b bits and w_t the
- * tensor's composite sensitivity score (floored so no tensor is free to
- * destroy). The greedy starts every tensor at the smallest width and
+ * measured relative RTN error ‖Q_b(W) − W‖_F/‖W‖_F at b bits and w_t a
+ * power of the tensor's composite sensitivity score (floored so no tensor is
+ * free to destroy; see weightPower). The greedy starts every tensor at the smallest width and
  * repeatedly applies the upgrade with the largest damage reduction per extra
  * byte that still fits the budget, looking past the next width too (a 4→8
  * jump can be worth more per byte than 4→... nothing in between). The cost in
@@ -36,6 +36,15 @@ export interface AllocationOptions {
   weighting?: 'composite' | 'uniform';
   /** Smallest damage weight (default 0.02). */
   weightFloor?: number;
+  /**
+   * Sharpness p of the composite weighting, w_t = max(floor, S_t)^p (default 4).
+   * Composites of one model often span only a factor 2–3, while an 8-bit
+   * upgrade must beat a 3→4-bit one by ~12x per byte to be chosen; p > 1
+   * lets the scores move bits between tensors. The default was chosen on the
+   * `npm run experiment -- ptq` model (p = 1, 2, 4, 8 tried; see BENCHMARKS.md),
+   * so treat it as a tuned default, not a law.
+   */
+  weightPower?: number;
 }
 
 export interface Allocation {
@@ -72,7 +81,8 @@ export function allocateBits(tensors: readonly AllocationTensor[], options: Allo
     throw new QkdError('ARGUMENT', `allocateBits: choices must be a non-empty subset of {${PLAN_BITS.join(', ')}}, got {${choices.join(', ')}}`, { field: 'choices' });
   }
   const floor = options.weightFloor ?? 0.02;
-  const weight = (t: AllocationTensor): number => (options.weighting === 'uniform' ? 1 : Math.max(floor, t.composite));
+  const power = options.weightPower ?? 4;
+  const weight = (t: AllocationTensor): number => (options.weighting === 'uniform' ? 1 : Math.max(floor, t.composite) ** power);
   const errorAt = (t: AllocationTensor, bits: number): number => {
     const e = t.errors[bits];
     if (e === undefined) {

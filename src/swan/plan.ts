@@ -21,6 +21,8 @@ export interface PlanRequest {
   choices?: readonly PlanBits[];
   /** Damage weighting of the allocator (default 'composite'). */
   weighting?: 'composite' | 'uniform';
+  /** Sharpness of the composite weighting (allocate.ts weightPower). */
+  weightPower?: number;
   /** Per-tensor overrides (a plan file), applied last. */
   overrides?: Record<string, PlanBits>;
 }
@@ -58,7 +60,7 @@ export function planFromProfile(report: AuditReport, measured: ReadonlyMap<strin
   }
   let plan: QuantPlan;
   if (request.budgetBits !== undefined) {
-    plan = allocateBits(tensors, { budgetBits: request.budgetBits, scheme: request.scheme, choices: request.choices, weighting: request.weighting }).plan;
+    plan = allocateBits(tensors, { budgetBits: request.budgetBits, scheme: request.scheme, choices: request.choices, weighting: request.weighting, weightPower: request.weightPower }).plan;
   } else {
     plan = uniformPlan(tensors, request.bits ?? 4, request.scheme);
   }

@@ -38,7 +38,7 @@ describe('bit allocation', () => {
     assert.ok(uniform.plan.bits.hard! >= uniform.plan.bits.sensitive!, 'error-only weighting ignores the composite');
     // The plan's predicted damage beats uniform 4 bits at the same size.
     const four = uniformPlan(ts, 4, scheme);
-    const damage4 = ts.reduce((s, t) => s + Math.max(0.02, t.composite) * t.errors[four.bits[t.name]!]! ** 2, 0);
+    const damage4 = ts.reduce((s, t) => s + Math.max(0.02, t.composite) ** 4 * t.errors[four.bits[t.name]!]! ** 2, 0);
     assert.ok(a.predictedDamage < damage4);
   });
 
