@@ -3,7 +3,9 @@
  * config.json (LlamaForCausalLM fields) and model.safetensors (Hugging Face
  * tensor names), or a sharded model.safetensors.index.json. F32, F16 and
  * BF16 weights load (widened to float32); qkd writes F32. Every file is
- * written atomically.
+ * written atomically. A config.json with a `quantization_config` section is a
+ * packed quantized checkpoint (quant/packed.ts, written by quantized-io.ts):
+ * its weights are dequantized to float32 at load.
  */
 import { existsSync, readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +14,8 @@ import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/s
 import { writeBytesAtomic } from '../io/atomic.js';
 import { LlamaModel } from './llama.js';
 import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { parseQuantizationConfig, readPackedTensor, type PackedTensorSpec } from '../quant/packed.js';
+import { dequantize } from '../quant/rtn.js';
 
 /** config.json contents: our config plus the fields Hugging Face tools expect. */
 export function llamaConfigJson(config: LlamaConfig): Record<string, unknown> {
@@ -48,7 +52,10 @@ function readJson(path: string): Record<string, unknown> {
 /** Loads a model directory written by qkd or by Hugging Face tools. */
 export function loadLlama(dir: string): LlamaModel {
   const configPath = join(dir, 'config.json');
-  const config = llamaConfig(readJson(configPath) as Partial<LlamaConfig> & Record<string, unknown>, configPath);
+  const json = readJson(configPath);
+  const config = llamaConfig(json as Partial<LlamaConfig> & Record<string, unknown>, configPath);
+  const specs = llamaParameterSpecs(config);
+  const quantized = json.quantization_config === undefined ? null : quantizedSpecs(json.quantization_config, specs, configPath);
   const single = join(dir, 'model.safetensors');
   const index = join(dir, 'model.safetensors.index.json');
   // name → the file that holds it
@@ -73,7 +80,13 @@ export function loadLlama(dir: string): LlamaModel {
       throw new QkdError('IO', `no model.safetensors or model.safetensors.index.json in ${dir}`, { path: dir });
     }
     const model = new LlamaModel(config);
-    for (const spec of llamaParameterSpecs(config)) {
+    for (const spec of specs) {
+      const packed = quantized?.get(spec.name);
+      if (packed !== undefined && packed.bits < 16) {
+        const q = readPackedTensor((name) => where.get(name), dir, spec.name, spec.shape[0]!, spec.shape[1]!, packed);
+        model.arena.set(spec.name, spec.shape, dequantize(q));
+        continue;
+      }
       const f = where.get(spec.name);
       if (f === undefined) throw new QkdError('IO', `checkpoint lacks tensor '${spec.name}'`, { path: dir, field: spec.name, hint: `shape ${fmtShape(spec.shape)}` });
       const { shape, data } = f.readFloat32(spec.name);
@@ -86,4 +99,17 @@ export function loadLlama(dir: string): LlamaModel {
   } finally {
     for (const f of files.values()) f.close();
   }
+}
+
+/** The per-weight specs of a quantized checkpoint, checked against the model's 2-D weights. */
+function quantizedSpecs(section: unknown, specs: { name: string; shape: number[] }[], configPath: string): Map<string, PackedTensorSpec> {
+  const quantized = parseQuantizationConfig(section, configPath);
+  const shapes = new Map(specs.map((s) => [s.name, s.shape]));
+  for (const name of quantized.keys()) {
+    const shape = shapes.get(name);
+    if (shape === undefined || shape.length !== 2) {
+      throw new QkdError('CONFIG', `quantization_config lists '${name}', which is not a 2-D weight of this model`, { path: configPath, field: `quantization_config.tensors.${name}` });
+    }
+  }
+  return quantized;
 }

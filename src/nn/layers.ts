@@ -26,7 +26,7 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     const w = this.weightTransform ? this.weightTransform(this.weight, this) : this.weight;
-    return this.emit(linear(x, w, this.bias));
+    return this.emit(linear(x, w, this.bias), x);
   }
 }
 

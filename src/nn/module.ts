@@ -10,6 +10,8 @@ export interface ForwardHookEvent {
   /** Full dotted name, e.g. "model.layers.3.mlp". */
   name: string;
   output: Tensor;
+  /** The input, for modules with one tensor input (Linear); GPTQ calibration reads it. */
+  input?: Tensor;
 }
 
 export type ForwardHook = (event: ForwardHookEvent) => void;
@@ -29,9 +31,9 @@ export abstract class Module {
     return module;
   }
 
-  /** Calls the hooks with the output of a forward computation and returns it. */
-  protected emit(output: Tensor): Tensor {
-    for (const hook of this.hooks) hook({ module: this, name: this.name, output });
+  /** Calls the hooks with the output (and optionally the input) of a forward computation and returns the output. */
+  protected emit(output: Tensor, input?: Tensor): Tensor {
+    for (const hook of this.hooks) hook({ module: this, name: this.name, output, input });
     return output;
   }
 
