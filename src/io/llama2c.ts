@@ -466,6 +466,77 @@ export function streamLlama2cCheckpoint(path: string, options: ReadLlama2cOption
   }
 }
 
+/** One weight of a checkpoint and where it is stored (for random access). */
+export interface Llama2cTensorEntry {
+  /** Hugging Face name. */
+  name: string;
+  shape: number[];
+  /** 'f32', or 'q8' (v2: int8 values then float32 group scales). */
+  encoding: 'f32' | 'q8';
+  /** Absolute byte position of the stored array. */
+  position: number;
+}
+
+/**
+ * Random access to the weights of a llama2.c checkpoint: the header is
+ * validated on open, and `read` reads one tensor (q/k rows already in
+ * qkd's 'half' order), so memory is bounded by the largest tensor.
+ */
+export class Llama2cReader {
+  readonly path: string;
+  readonly header: Llama2cHeader;
+  /** Weights in file order (the legacy RoPE tables are not listed). */
+  readonly tensors: readonly Llama2cTensorEntry[];
+  private readonly segments: Map<string, { segment: Segment; position: number }>;
+  private fd: number | null;
+
+  constructor(path: string, fd: number, header: Llama2cHeader) {
+    this.path = path;
+    this.fd = fd;
+    this.header = header;
+    this.segments = new Map();
+    const groupSize = header.group_size ?? 1;
+    let position = header.header_bytes;
+    for (const s of layout(header)) {
+      if (s.name !== null) this.segments.set(s.name, { segment: s, position });
+      position += Number(segmentBytes(s, groupSize));
+    }
+    this.tensors = [...this.segments.values()].map(({ segment, position }) => ({ name: segment.name!, shape: [...segment.shape], encoding: segment.encoding, position }));
+  }
+
+  /** One weight as float32 (v2 dequantized, q/k rows permuted to qkd's order). */
+  read(name: string): Float32Array {
+    const entry = this.segments.get(name);
+    if (entry === undefined) throw new QkdError('IO', `tensor '${name}' is not in the checkpoint`, { path: this.path, field: name });
+    if (this.fd === null) throw new QkdError('STATE', 'llama2.c checkpoint already closed', { path: this.path });
+    const s = entry.segment;
+    const data = readSegment(this.path, this.fd, entry.position, s, this.header.group_size ?? 1);
+    return s.ropeHeads === undefined ? data : interleavedToHalfRows(data, s.ropeHeads, s.shape[1]!);
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** Opens a llama2.c checkpoint for random access (header validated against the file size). */
+export function openLlama2c(path: string, options: ReadLlama2cOptions = {}): Llama2cReader {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new QkdError('IO', `cannot open llama2.c checkpoint: ${(err as Error).message}`, { path });
+  }
+  try {
+    const header = parseHeader(path, readPrefix(fd, VERSIONED_HEADER_BYTES), fstatSync(fd).size, options.format);
+    return new Llama2cReader(path, fd, header);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
 /** The validated header of a llama2.c checkpoint (no weights are read). */
 export function readLlama2cHeader(path: string, options: ReadLlama2cOptions = {}): Llama2cHeader {
   return streamLlama2cCheckpoint(path, options, () => null);
