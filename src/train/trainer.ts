@@ -24,7 +24,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { QkdError } from '../errors.js';
 import { LlamaModel, createLlama } from '../models/llama.js';
 import { loadLlama, saveLlama } from '../models/llama-io.js';
-import { AdamW, clipGradNorm } from '../optim/adamw.js';
+import { AdamW, clipGradNorm, gradNorm } from '../optim/adamw.js';
 import { Rng } from '../tensor/random.js';
 import { backward, noGrad } from '../tensor/tape.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -34,6 +34,8 @@ import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
 import { learningRate, type TrainConfig } from './config.js';
+import type { TrainRecipe } from './recipe.js';
+import { ParameterArena } from '../tensor/arena.js';
 
 export interface TrainOptions {
   /** Corpus text. */
@@ -48,6 +50,12 @@ export interface TrainOptions {
   onStep?: (p: StepProgress) => void;
   /** Polled after every step; when it returns true, a checkpoint is written and training stops. */
   shouldStop?: () => boolean;
+  /** What to compute per micro-batch beyond cross-entropy (distillation, QAT, ...). */
+  recipe?: TrainRecipe;
+  /** Builds the starting model of a new run (default: a seeded random model of config.model). */
+  createModel?: (vocabSize: number) => LlamaModel;
+  /** Human-readable notes from the recipe (e.g. the λ monitor acting). */
+  onNote?: (note: string) => void;
 }
 
 export interface StepProgress {
@@ -57,6 +65,8 @@ export interface StepProgress {
   lr: number;
   tokensPerSecond: number;
   valLoss?: number;
+  /** The recipe's loss components of this step. */
+  components?: Record<string, number>;
 }
 
 export interface TrainResult {
@@ -75,6 +85,9 @@ interface TrainerState {
   rng: { words: number[]; spareNormal: number | null };
   config: TrainConfig;
   last_loss: number;
+  /** AdamW step of the recipe's extra parameters, and the recipe's own state. */
+  extra_adam_step?: number;
+  recipe?: unknown;
 }
 
 /** Mean loss over the first `maxBatches` validation batches. */
@@ -91,7 +104,13 @@ export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize:
   return total / n;
 }
 
-function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, step: number, lastLoss: number): void {
+interface ExtraParameters {
+  recipe: TrainRecipe;
+  arena: ParameterArena | null;
+  opt: AdamW | null;
+}
+
+function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, step: number, lastLoss: number, extra: ExtraParameters | null): void {
   const ckpt = join(dir, `checkpoint-${step}`);
   rmSync(ckpt, { recursive: true, force: true });
   mkdirSync(ckpt, { recursive: true });
@@ -102,7 +121,14 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
     { name: 'exp_avg', dtype: 'f32', shape: [opt.m.length], data: opt.m },
     { name: 'exp_avg_sq', dtype: 'f32', shape: [opt.v.length], data: opt.v },
   ], { step: String(step) });
-  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, last_loss: lastLoss };
+  if (extra?.arena && extra.opt) {
+    writeSafetensors(join(ckpt, 'extra.safetensors'), extra.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: e.tensor.data })), { step: String(step) });
+    writeSafetensors(join(ckpt, 'extra_optimizer.safetensors'), [
+      { name: 'exp_avg', dtype: 'f32', shape: [extra.opt.m.length], data: extra.opt.m },
+      { name: 'exp_avg_sq', dtype: 'f32', shape: [extra.opt.v.length], data: extra.opt.v },
+    ], { step: String(step) });
+  }
+  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.() };
   writeBytesAtomic(join(ckpt, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
   // The switch: from here on this checkpoint is the one resumed from.
   writeBytesAtomic(join(dir, 'latest.json'), JSON.stringify({ step, dir: `checkpoint-${step}` }) + '\n');
@@ -111,6 +137,18 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
   for (const name of readdirSync(dir)) {
     if (/^checkpoint-\d+$/.test(name) && name !== `checkpoint-${step}`) rmSync(join(dir, name), { recursive: true, force: true });
   }
+}
+
+/** Clips the model's and the recipe's gradients to one joint global norm; returns the norm before. */
+function clipJointly(a: Float32Array, b: Float32Array | null, maxNorm: number): number {
+  if (b === null || b.length === 0) return clipGradNorm(a, maxNorm);
+  const norm = Math.hypot(gradNorm(a), gradNorm(b));
+  if (norm > maxNorm) {
+    const s = maxNorm / (norm + 1e-6);
+    for (let i = 0; i < a.length; i++) a[i]! *= s;
+    for (let i = 0; i < b.length; i++) b[i]! *= s;
+  }
+  return norm;
 }
 
 function readJsonFile<T>(path: string): T {
@@ -173,6 +211,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   let model: LlamaModel;
   let opt: AdamW;
+  const recipe = options.recipe;
+  let extraOpt: AdamW | null = null;
   const rng = new Rng(c.seed + 1);
   let step = 0;
   let lastLoss = NaN;
@@ -194,15 +234,33 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } finally {
       moments.close();
     }
+    if (recipe?.extra) {
+      extraOpt = new AdamW(recipe.extra, optimOptions);
+      const saved = openSafetensors(join(ckpt, 'extra.safetensors'));
+      const savedMoments = openSafetensors(join(ckpt, 'extra_optimizer.safetensors'));
+      try {
+        for (const e of recipe.extra.entries) recipe.extra.set(e.name, e.shape, saved.readFloat32(e.name).data);
+        extraOpt.setState({ step: state.extra_adam_step ?? 0, m: savedMoments.readFloat32('exp_avg').data, v: savedMoments.readFloat32('exp_avg_sq').data });
+      } finally {
+        saved.close();
+        savedMoments.close();
+      }
+    }
+    if (state.recipe !== undefined) recipe?.setState?.(state.recipe);
     rng.setState(state.rng);
     step = state.step;
     lastLoss = state.last_loss;
     truncateMetrics(metricsPath, step);
   } else {
-    model = createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
+    model = options.createModel ? options.createModel(tokenizer.vocabSize) : createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
     opt = new AdamW(model.arena, optimOptions);
+    if (recipe?.extra) extraOpt = new AdamW(recipe.extra, optimOptions);
     rmSync(metricsPath, { force: true });
   }
+  const extra: ExtraParameters | null = recipe ? { recipe, arena: recipe.extra ?? null, opt: extraOpt } : null;
+  // Components averaged since the last eval, for the recipe's monitor.
+  let sinceEval: Record<string, number> = {};
+  let stepsSinceEval = 0;
 
   const B = c.batch_size;
   const T = c.seq_len;
@@ -213,32 +271,56 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   while (step < c.steps) {
     const lr = learningRate(c, step + 1);
     model.arena.zeroGrad();
+    recipe?.extra?.zeroGrad();
+    recipe?.beginStep?.(step + 1);
     let loss = 0;
+    const components: Record<string, number> = {};
     for (let micro = 0; micro < c.grad_accum; micro++) {
       const batch = sampleBatch(trainTokens, B, T, rng);
-      const l = model.loss(model.forward(batch.inputs, B, T), batch.targets);
+      let l;
+      if (recipe) {
+        const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, B, T }, step + 1);
+        l = r.loss;
+        for (const [k, v] of Object.entries(r.components)) components[k] = (components[k] ?? 0) + v / c.grad_accum;
+      } else {
+        l = model.loss(model.forward(batch.inputs, B, T), batch.targets);
+      }
       loss += l.item() / c.grad_accum;
       // Each micro-batch contributes 1/grad_accum of the mean gradient.
       backward(l, Float32Array.of(1 / c.grad_accum));
     }
-    const gradNormBefore = clipGradNorm(model.arena.grad, c.grad_clip);
+    const gradNormBefore = clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
     opt.update(lr);
+    extraOpt?.update(lr);
     step++;
+    for (const [k, v] of Object.entries(components)) sinceEval[k] = (sinceEval[k] ?? 0) + v;
+    stepsSinceEval++;
     lastLoss = loss;
     const seconds = (performance.now() - started) / 1000;
     const tokensPerSecond = ((step - startStep) * B * T * c.grad_accum) / seconds;
-    const record: Record<string, number> = { step, loss, lr, grad_norm: gradNormBefore, tokens_per_s: tokensPerSecond };
-    const progress: StepProgress = { step, steps: c.steps, loss, lr, tokensPerSecond };
+    const record: Record<string, number> = { step, loss, ...components, lr, grad_norm: gradNormBefore, tokens_per_s: tokensPerSecond };
+    const progress: StepProgress = { step, steps: c.steps, loss, lr, tokensPerSecond, components };
     if (step % c.eval_every === 0 || step === c.steps) {
       valLoss = validationLoss(model, validation, B, T, c.eval_batches);
       record.val_loss = valLoss;
       progress.valLoss = valLoss;
+      if (recipe?.afterEval) {
+        const averages = Object.fromEntries(Object.entries(sinceEval).map(([k, v]) => [k, v / Math.max(1, stepsSinceEval)]));
+        const r = recipe.afterEval(step, averages, model, validation);
+        Object.assign(record, r.metrics ?? {});
+        for (const note of r.notes ?? []) {
+          options.onNote?.(note);
+          appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
+        }
+      }
+      sinceEval = {};
+      stepsSinceEval = 0;
     }
     appendFileSync(metricsPath, JSON.stringify(record) + '\n');
     options.onStep?.(progress);
     await tick(); // lets signal handlers (Ctrl-C) run between steps
     const stop = options.shouldStop?.() ?? false;
-    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, step, lastLoss);
+    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, step, lastLoss, extra);
     if (stop && step < c.steps) {
       interrupted = true;
       break;

@@ -1,0 +1,191 @@
+/**
+ * Configuration of `qkd distill` (SPEC sections 3 and 4): a YAML file with
+ * the sections training / quantization / distillation / optimizer / student,
+ * validated by one zod schema whose errors name the field
+ * (e.g. `distillation.temperature`). Unknown fields are errors. CLI flags
+ * override single fields after parsing. Defaults follow SPEC section 4.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { QkdError } from '../errors.js';
+import { PRESETS, type TrainConfig } from './config.js';
+
+/** A per-phase coefficient: one number for every phase, or one per phase. */
+const phased = (warmup: number, joint: number, finetune: number) =>
+  z
+    .union([z.number().nonnegative(), z.object({ warmup: z.number().nonnegative(), joint: z.number().nonnegative(), finetune: z.number().nonnegative() }).strict()])
+    .default({ warmup, joint, finetune });
+
+const modelShape = z
+  .object({
+    hidden_size: z.number().int().positive(),
+    intermediate_size: z.number().int().positive(),
+    num_hidden_layers: z.number().int().positive(),
+    num_attention_heads: z.number().int().positive(),
+    num_key_value_heads: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const distillConfigSchema = z
+  .object({
+    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (SPEC 4). */
+    recipe: z.enum(['kd', 'qat', 'kd-qat']).default('kd-qat'),
+    training: z
+      .object({
+        /** Master weights and math; only fp32 is implemented. */
+        precision: z.literal('fp32').default('fp32'),
+        steps: z.number().int().positive().default(1000),
+        batch_size: z.number().int().positive().default(8),
+        seq_len: z.number().int().min(2).default(128),
+        grad_accum: z.number().int().positive().default(1),
+        gradient_clip_norm: z.number().positive().default(0.75),
+        /** Warm-up phase share of the steps (no fake quantization). */
+        warmup_share: z.number().min(0).lt(1).default(0.05),
+        /** Fine-tune phase share at the end. */
+        finetune_share: z.number().min(0).lt(1).default(0.1),
+        eval_every: z.number().int().positive().default(200),
+        eval_batches: z.number().int().positive().default(8),
+        checkpoint_every: z.number().int().positive().default(200),
+        validation_fraction: z.number().gt(0).lt(1).default(0.1),
+        seed: z.number().int().default(1337),
+      })
+      .strict()
+      .default({}),
+    quantization: z
+      .object({
+        bits: z.number().int().min(2).max(8).default(4),
+        scheme: z.enum(['asymmetric', 'symmetric']).default('asymmetric'),
+        granularity: z.enum(['channel', 'group']).default('channel'),
+        group_size: z.number().int().positive().default(128),
+        /** Step share where fake quantization starts (default: the end of warm-up). */
+        fake_quant_start: z.number().min(0).max(1).nullable().default(null),
+        /** LSQ-style learned step size (not implemented yet: must stay false). */
+        learned_step_size: z.literal(false).default(false),
+      })
+      .strict()
+      .default({}),
+    distillation: z
+      .object({
+        temperature: z.number().positive().default(4),
+        lambda_distill: phased(0.9, 0.5, 0.2),
+        gamma_quant: phased(0.1, 0.3, 0.1),
+        /** Student modules whose outputs are matched to the aligned teacher module ('all' = every decoder layer). */
+        feature_layers: z.union([z.literal('all'), z.array(z.string())]).default([]),
+        feature_loss: z.enum(['mse', 'cosine', 'kl']).default('mse'),
+        feature_weight: z.number().nonnegative().default(1),
+        attention_weight: z.number().nonnegative().default(0),
+        /** Ratio monitor: after warm-up, when L_distill / L_task > threshold at an eval, λ −= step (floor). */
+        ratio_threshold: z.number().positive().default(3),
+        lambda_step: z.number().nonnegative().default(0.05),
+        lambda_floor: z.number().nonnegative().default(0.05),
+        /** Offline KD from a top-k soft-target cache (null: run the teacher every step). */
+        soft_target_cache: z.object({ top_k: z.number().int().positive().default(32) }).strict().nullable().default(null),
+      })
+      .strict()
+      .default({}),
+    optimizer: z
+      .object({
+        lr: z.number().positive().default(2e-3),
+        min_lr: z.number().nonnegative().default(2e-4),
+        weight_decay: z.number().nonnegative().default(0.01),
+        betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.95]),
+        /** Learning-rate warm-up steps (default: the warm-up phase). */
+        warmup_steps: z.number().int().nonnegative().nullable().default(null),
+      })
+      .strict()
+      .default({}),
+    student: z
+      .object({
+        /** A preset name (tiny, small, reference) or an explicit shape. */
+        preset: z.string().nullable().default(null),
+        model: modelShape.nullable().default(null),
+        init: z.enum(['pruned', 'svd', 'random']).default('pruned'),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type DistillConfig = z.infer<typeof distillConfigSchema>;
+export type DistillConfigInput = z.input<typeof distillConfigSchema>;
+
+export function parseDistillConfig(input: unknown, source = 'config'): DistillConfig {
+  const result = distillConfigSchema.safeParse(input ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.join('.') || '(root)';
+    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field });
+  }
+  const c = result.data;
+  if (c.training.warmup_share + c.training.finetune_share >= 1) {
+    throw new QkdError('CONFIG', 'invalid distillation config: training.warmup_share + training.finetune_share must be below 1', { path: source, field: 'training.finetune_share' });
+  }
+  if (c.student.preset !== null && !(c.student.preset in PRESETS)) {
+    throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });
+  }
+  return c;
+}
+
+export function loadDistillConfig(path: string): DistillConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new QkdError('IO', `cannot read config: ${(err as Error).message}`, { path });
+  }
+  let value: unknown;
+  try {
+    value = parseYaml(text);
+  } catch (err) {
+    throw new QkdError('CONFIG', `config is not valid YAML: ${(err as Error).message}`, { path });
+  }
+  return parseDistillConfig(value, path);
+}
+
+export type Phase = 'warmup' | 'joint' | 'finetune';
+
+/** The phase of a step (1-based) under SPEC section 4's schedule. */
+export function phaseAt(c: DistillConfig, step: number): Phase {
+  const s = c.training.steps;
+  if (step <= Math.round(c.training.warmup_share * s)) return 'warmup';
+  if (step > s - Math.round(c.training.finetune_share * s)) return 'finetune';
+  return 'joint';
+}
+
+/** λ or γ in a phase. */
+export function coefficient(value: DistillConfig['distillation']['lambda_distill'], phase: Phase): number {
+  return typeof value === 'number' ? value : value[phase];
+}
+
+/** Whether fake quantization is on at a step. */
+export function fakeQuantActive(c: DistillConfig, step: number): boolean {
+  if (c.recipe === 'kd') return false;
+  const start = c.quantization.fake_quant_start ?? c.training.warmup_share;
+  return step > Math.round(start * c.training.steps);
+}
+
+/** The plain training-loop settings implied by a distillation config. */
+export function loopConfig(c: DistillConfig, model: TrainConfig['model']): TrainConfig {
+  const t = c.training;
+  return {
+    model,
+    tokenizer: { kind: 'byte' },
+    batch_size: t.batch_size,
+    seq_len: t.seq_len,
+    grad_accum: t.grad_accum,
+    steps: t.steps,
+    lr: c.optimizer.lr,
+    min_lr: c.optimizer.min_lr,
+    warmup_steps: c.optimizer.warmup_steps ?? Math.round(t.warmup_share * t.steps),
+    weight_decay: c.optimizer.weight_decay,
+    beta1: c.optimizer.betas[0],
+    beta2: c.optimizer.betas[1],
+    grad_clip: t.gradient_clip_norm,
+    eval_every: t.eval_every,
+    eval_batches: t.eval_batches,
+    checkpoint_every: t.checkpoint_every,
+    validation_fraction: t.validation_fraction,
+    seed: t.seed,
+  };
+}
