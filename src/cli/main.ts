@@ -23,6 +23,8 @@ import type { Tokenizer } from '../data/tokenizer.js';
 import { generate } from '../models/generate.js';
 import { evaluatePerplexity } from '../eval/perplexity.js';
 import { auditAndPlan } from '../swan/plan.js';
+import { distill } from '../train/distill.js';
+import { loadDistillConfig, parseDistillConfig } from '../train/distill-config.js';
 import type { AuditReport } from '../swan/types.js';
 import { renderAuditHtml } from '../report/audit-html.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -162,6 +164,66 @@ function buildProgram(): Command {
       if (prompt.length === 0) prompt = tokenizer.encode('\n');
       const out = generate(model, prompt, { steps: opts.steps, temperature: opts.temperature, topP: opts.topP, seed: opts.seed });
       console.log(opts.ids ? Array.from(out).join(' ') : opts.prompt + tokenizer.decode(out));
+    });
+
+  program
+    .command('distill')
+    .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
+    .requiredOption('--teacher <path>', 'teacher: model directory, qkd run directory, or llama2.c .bin (frozen)')
+    .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/)')
+    .option('--data <path>', "training text: file, directory or 'default' (embedded Moby-Dick)", 'default')
+    .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student')
+    .option('--recipe <name>', 'kd | qat | kd-qat')
+    .option('--student-preset <name>', 'student shape: tiny | small | reference (default: the teacher with half its layers)')
+    .option('--init <method>', 'student initialisation: pruned | svd | random')
+    .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
+    .option('--temperature <t>', 'KD temperature τ', parseFloat)
+    .option('--lambda <l>', 'λ of L_distill, constant over all phases', parseFloat)
+    .option('--gamma <g>', 'γ of L_quant, constant over all phases', parseFloat)
+    .option('--bits <b>', 'deployment / fake-quantization bits', positiveInt('--bits'))
+    .option('--seed <n>', 'random seed', integer('--seed'))
+    .option('--resume', 'continue from the last checkpoint in --out')
+    .action(async (opts: { teacher: string; out: string; data: string; config?: string; recipe?: string; studentPreset?: string; init?: string; steps?: number; temperature?: number; lambda?: number; gamma?: number; bits?: number; seed?: number; resume?: boolean }) => {
+      const base = opts.config ? loadDistillConfig(opts.config) : parseDistillConfig({});
+      // Flags override single fields; the result is validated like the file.
+      const merged = {
+        ...base,
+        recipe: opts.recipe ?? base.recipe,
+        training: { ...base.training, steps: opts.steps ?? base.training.steps, seed: opts.seed ?? base.training.seed },
+        quantization: { ...base.quantization, bits: opts.bits ?? base.quantization.bits },
+        distillation: { ...base.distillation, temperature: opts.temperature ?? base.distillation.temperature, lambda_distill: opts.lambda ?? base.distillation.lambda_distill, gamma_quant: opts.gamma ?? base.distillation.gamma_quant },
+        student: { ...base.student, preset: opts.studentPreset ?? base.student.preset, init: opts.init ?? base.student.init },
+      };
+      const config = parseDistillConfig(merged, opts.config ?? 'command-line flags');
+      const text = loadCorpus(opts.data);
+      const progress = makeProgress(config.training.steps);
+      let stopRequested = false;
+      const onSigint = () => {
+        stopRequested = true;
+        process.stderr.write('\nqkd: interrupted, saving a checkpoint…\n');
+      };
+      process.once('SIGINT', onSigint);
+      try {
+        const result = await distill({
+          teacher: opts.teacher,
+          text,
+          outDir: opts.out,
+          config,
+          resume: opts.resume,
+          onStep: (p) => progress.update(p),
+          shouldStop: () => stopRequested,
+          onNote: (note) => {
+            progress.stop();
+            process.stderr.write(`qkd: ${note}\n`);
+          },
+        });
+        progress.stop();
+        console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
+        console.log(JSON.stringify({ recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir, quantized_avg_bits: result.quantized_avg_bits, quantized_bytes: result.quantized_bytes, interrupted: result.interrupted }));
+      } finally {
+        progress.stop();
+        process.removeListener('SIGINT', onSigint);
+      }
     });
 
   program

@@ -104,18 +104,20 @@ export function splitTokens(tokens: Int32Array, validationFraction = 0.1): Token
  * A batch of B random windows of T+1 tokens: inputs [B*T] and next-token
  * targets [B*T].
  */
-export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng): { inputs: Int32Array; targets: Int32Array } {
+export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng): { inputs: Int32Array; targets: Int32Array; starts: Int32Array } {
   if (tokens.length < T + 1) {
     throw new QkdError('ARGUMENT', `corpus has ${tokens.length} tokens, fewer than one window of ${T + 1}`, { field: 'sequence length' });
   }
   const inputs = new Int32Array(B * T);
   const targets = new Int32Array(B * T);
+  const starts = new Int32Array(B);
   for (let b = 0; b < B; b++) {
     const start = rng.int(tokens.length - T);
+    starts[b] = start;
     inputs.set(tokens.subarray(start, start + T), b * T);
     targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
   }
-  return { inputs, targets };
+  return { inputs, targets, starts };
 }
 
 /** B·T-token windows that tile `tokens` in order (for evaluation). */

@@ -9,7 +9,7 @@ import { embedding } from '../tensor/ops/embedding.js';
 import { rmsNorm } from '../tensor/ops/norm.js';
 
 /** Transforms applied to a weight before use (fake quantization, noise). */
-export type WeightTransform = (weight: Tensor, module: Linear) => Tensor;
+export type WeightTransform = (weight: Tensor, module: Linear | Embedding) => Tensor;
 
 export class Linear extends Module {
   /** [out, in], Hugging Face layout. */
@@ -33,6 +33,8 @@ export class Linear extends Module {
 export class Embedding extends Module {
   /** [V, C] */
   readonly weight: Tensor;
+  /** Optional transform of the table in forward (set by QAT / SAT). */
+  weightTransform: WeightTransform | null = null;
 
   constructor(name: string, weight: Tensor) {
     super(name);
@@ -40,7 +42,8 @@ export class Embedding extends Module {
   }
 
   forward(ids: Int32Array, idsShape: readonly number[]): Tensor {
-    return this.emit(embedding(ids, idsShape, this.weight));
+    const w = this.weightTransform ? this.weightTransform(this.weight, this) : this.weight;
+    return this.emit(embedding(ids, idsShape, w));
   }
 }
 

@@ -12,6 +12,8 @@ export interface MicroBatch {
   /** [B, T] input ids and next-token targets. */
   inputs: Int32Array;
   targets: Int32Array;
+  /** [B] offset of each row's first input token in the training token stream. */
+  starts: Int32Array;
   B: number;
   T: number;
 }
@@ -27,8 +29,8 @@ export interface TrainRecipe {
   readonly name: string;
   /** Extra trainable parameters (e.g. feature projections), optimised and checkpointed with the model. */
   readonly extra?: ParameterArena;
-  /** Called once at the start of every optimiser step (1-based), before its micro-batches. */
-  beginStep?(step: number): void;
+  /** Called once at the start of every optimiser step (1-based), before its micro-batches, with the model being trained. */
+  beginStep?(step: number, model: LlamaModel): void;
   loss(model: LlamaModel, batch: MicroBatch, step: number): RecipeLoss;
   /**
    * Called after validation at an eval step with the components averaged

@@ -272,14 +272,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const lr = learningRate(c, step + 1);
     model.arena.zeroGrad();
     recipe?.extra?.zeroGrad();
-    recipe?.beginStep?.(step + 1);
+    recipe?.beginStep?.(step + 1, model);
     let loss = 0;
     const components: Record<string, number> = {};
     for (let micro = 0; micro < c.grad_accum; micro++) {
       const batch = sampleBatch(trainTokens, B, T, rng);
       let l;
       if (recipe) {
-        const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, B, T }, step + 1);
+        const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, starts: batch.starts, B, T }, step + 1);
         l = r.loss;
         for (const [k, v] of Object.entries(r.components)) components[k] = (components[k] ?? 0) + v / c.grad_accum;
       } else {

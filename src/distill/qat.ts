@@ -1,0 +1,81 @@
+/**
+ * Quantization-aware training (SPEC sections 2 and 4): every quantized
+ * weight of a model (the Linear projections, lm_head and the embedding
+ * table, i.e. every 2-D weight the packed checkpoint stores at b bits) is
+ * used through fakeQuantize in the forward pass once fake quantization is
+ * switched on; the straight-through estimator carries the gradient back to
+ * the float32 master weights. The rounding-error penalty
+ *   L_quant = Σ_l ‖ŵ_l − w_l‖_F² / ‖w_l‖_F²
+ * pulls each weight towards its own quantization grid: ŵ_l is a constant
+ * target (detached) and ‖w_l‖² a constant scale, so dL/dw = −2(ŵ − w)/‖w‖².
+ *
+ * A tied lm_head shares the embedding table; it is transformed once per use
+ * and penalised once.
+ */
+import { QkdError } from '../errors.js';
+import type { LlamaModel } from '../models/llama.js';
+import { Embedding, Linear } from '../nn/layers.js';
+import { fakeQuantize, quantizeDequantize, type FakeQuantOptions } from '../tensor/ops/quant.js';
+import { sub, square } from '../tensor/ops/elementwise.js';
+import { sumAll } from '../tensor/ops/reduce.js';
+import { scale, add } from '../tensor/ops/elementwise.js';
+import { Tensor } from '../tensor/tensor.js';
+
+export interface QatOptions {
+  bits: number;
+  symmetric: boolean;
+  /** 'channel' (per output row, the default deployment target) or 'group'. */
+  granularity: 'channel' | 'group';
+  groupSize: number;
+}
+
+/** Turns fake quantization of a model's 2-D weights on and off, and computes L_quant. */
+export class FakeQuantController {
+  enabled = false;
+  readonly options: FakeQuantOptions;
+  /** The distinct weight tensors under fake quantization, by arena name. */
+  readonly weights: ReadonlyMap<string, Tensor>;
+  private readonly modules: (Linear | Embedding)[] = [];
+
+  constructor(model: LlamaModel, options: QatOptions) {
+    if (!Number.isInteger(options.bits) || options.bits < 2 || options.bits > 8) {
+      throw new QkdError('CONFIG', `quantization.bits must be 2..8 for fake quantization, got ${options.bits}`, { field: 'quantization.bits' });
+    }
+    this.options = { bits: options.bits, symmetric: options.symmetric, granularity: options.granularity, groupSize: options.groupSize };
+    const weights = new Map<string, Tensor>();
+    const byTensor = new Map<Tensor, string>();
+    for (const e of model.arena.entries) byTensor.set(e.tensor, e.name);
+    for (const m of model.namedModules().values()) {
+      if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
+      if (m.weightTransform !== null) throw new QkdError('STATE', `module '${m.name}' already has a weight transform`, { field: m.name });
+      const name = byTensor.get(m.weight);
+      if (name === undefined) continue;
+      weights.set(name, m.weight);
+      m.weightTransform = (w) => (this.enabled ? fakeQuantize(w, this.options) : w);
+      this.modules.push(m);
+    }
+    this.weights = weights;
+  }
+
+  /** L_quant over the quantized weights (a graph scalar; gradient to w only). */
+  quantLoss(): Tensor {
+    let total: Tensor | null = null;
+    for (const w of this.weights.values()) {
+      const rows = w.shape[0]!;
+      const target = new Tensor(w.shape);
+      quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
+      let norm2 = 0;
+      for (let i = 0; i < w.size; i++) norm2 += w.data[i]! * w.data[i]!;
+      if (!(norm2 > 0)) continue;
+      const term = scale(sumAll(square(sub(w, target))), 1 / norm2);
+      total = total === null ? term : add(total, term);
+    }
+    return total ?? new Tensor([], Float32Array.of(0));
+  }
+
+  /** Removes the transforms (the model is plain float again). */
+  detach(): void {
+    for (const m of this.modules) m.weightTransform = null;
+    this.modules.length = 0;
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * `qkd distill` as one API call (SPEC sections 3 and 4): a frozen teacher,
+ * a student initialised from it (layer pruning, SVD truncation or random),
+ * and the KD / QAT / KD+QAT recipe run by the one training loop, so
+ * checkpoints, exact resume, metrics.jsonl and progress are those of
+ * `qkd train`.
+ *
+ *   L_total = L_task + λ·L_distill + γ·L_quant
+ *   L_distill = τ²·KL(teacher ‖ student) at τ
+ *             + feature_weight · mean_l featureKd(student_l, teacher_map(l))
+ *             + attention_weight · mean_l attentionKd(P_student_l, P_teacher_map(l))
+ *
+ * λ and γ follow the phase schedule (warm-up: no fake quantization; joint;
+ * fine-tune). After warm-up, at every eval, when the average
+ * L_distill / L_task since the previous eval exceeds the threshold (3), λ is
+ * lowered by 0.05 (floor 0.05) and the action is logged. The teacher's
+ * soft-target entropy at τ is reported before training.
+ *
+ * Output in DIR: the FP32 student exactly as `qkd train` writes it, plus
+ * DIR/quantized/ — the packed checkpoint at the deployment bit width (RTN of
+ * the trained weights; after QAT they already sit on the grid).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QkdError } from '../errors.js';
+import { writeBytesAtomic } from '../io/atomic.js';
+import { loadModelAny, modelDirectory } from '../models/load-any.js';
+import { LlamaModel } from '../models/llama.js';
+import { llamaConfig, type LlamaConfig } from '../models/llama-config.js';
+import { loadLlama } from '../models/llama-io.js';
+import { quantizeLlama } from '../models/quantize-model.js';
+import { saveQuantizedLlama } from '../models/quantized-io.js';
+import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { loadTokenizer } from '../data/tokenizer-io.js';
+import { sequentialBatches, splitTokens } from '../data/corpus.js';
+import { ParameterArena } from '../tensor/arena.js';
+import { Rng } from '../tensor/random.js';
+import { noGrad } from '../tensor/tape.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { add, scale } from '../tensor/ops/elementwise.js';
+import { reshape } from '../tensor/ops/shape.js';
+import { klDivergence } from '../tensor/ops/loss.js';
+import { uniformPlan } from '../swan/allocate.js';
+import type { QuantScheme } from '../quant/scheme.js';
+import { FakeQuantController } from '../distill/qat.js';
+import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, logitKd, softTargetEntropy } from '../distill/losses.js';
+import { initStudent } from '../distill/student-init.js';
+import { PRESETS } from './config.js';
+import { coefficient, fakeQuantActive, loopConfig, phaseAt, type DistillConfig } from './distill-config.js';
+import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
+import { train, type StepProgress, type TrainResult } from './trainer.js';
+
+export interface DistillOptions {
+  /** Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), or a model in memory. */
+  teacher: string | LlamaModel;
+  /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes). */
+  tokenizer?: Tokenizer;
+  /** Training text (the teacher's tokenizer encodes it). */
+  text: string;
+  outDir: string;
+  config: DistillConfig;
+  resume?: boolean;
+  onStep?: (p: StepProgress) => void;
+  shouldStop?: () => boolean;
+  /** Reports and warnings (teacher entropy, λ monitor actions). */
+  onNote?: (note: string) => void;
+}
+
+export interface DistillResult extends TrainResult {
+  recipe: DistillConfig['recipe'];
+  /** Mean teacher soft-target entropy at τ (nats) over the first training batches. */
+  teacher_entropy: number;
+  /** Packed checkpoint of the student at the deployment width. */
+  quantized_dir: string;
+  quantized_avg_bits: number;
+  quantized_bytes: number;
+}
+
+/** The deployment scheme of a config (what QAT simulates and the packed checkpoint stores). */
+export function deploymentScheme(c: DistillConfig): QuantScheme {
+  return { groupSize: c.quantization.granularity === 'group' ? c.quantization.group_size : 0, symmetric: c.quantization.scheme === 'symmetric' };
+}
+
+/** The student's shape: an explicit shape, a preset, or (default) the teacher with half its layers. */
+export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConfig {
+  const shape = c.student.model ?? (c.student.preset !== null ? PRESETS[c.student.preset]!.model : null);
+  const base = { vocab_size: teacher.vocab_size, max_position_embeddings: teacher.max_position_embeddings, rope_theta: teacher.rope_theta, rms_norm_eps: teacher.rms_norm_eps, tie_word_embeddings: teacher.tie_word_embeddings };
+  if (shape === null) {
+    return llamaConfig({ ...teacher, num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) } as LlamaConfig & Record<string, unknown>);
+  }
+  return llamaConfig({ ...base, ...shape } as LlamaConfig & Record<string, unknown>);
+}
+
+function teacherTokenizer(path: string | LlamaModel, given: Tokenizer | undefined, vocab: number): Tokenizer {
+  if (given) return given;
+  if (typeof path === 'string') {
+    const file = join(modelDirectory(path), 'tokenizer.json');
+    if (existsSync(file)) return loadTokenizer(file);
+  }
+  if (vocab === 256) return new ByteTokenizer();
+  throw new QkdError('IO', `the teacher has a ${vocab}-token vocabulary but no tokenizer.json next to it`, { path: typeof path === 'string' ? path : undefined, hint: 'a tokenizer.json in the teacher directory' });
+}
+
+/** Decoder-layer index in a module name ('model.layers.3.mlp' → 3). */
+function layerIndexOf(name: string): number | null {
+  const m = /^model\.layers\.(\d+)(\.|$)/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** Captures the outputs of named modules during one forward. */
+class FeatureTap {
+  readonly outputs = new Map<string, Tensor>();
+  private readonly removers: (() => void)[] = [];
+
+  constructor(model: LlamaModel, names: readonly string[]) {
+    const modules = model.namedModules();
+    for (const name of names) {
+      const m = modules.get(name);
+      if (m === undefined) throw new QkdError('CONFIG', `no module named '${name}' in the model`, { field: 'distillation.feature_layers', hint: 'names like model.layers.1 or model.layers.1.mlp' });
+      this.removers.push(m.registerForwardHook(({ output }) => this.outputs.set(name, output)));
+    }
+  }
+
+  remove(): void {
+    for (const r of this.removers) r();
+  }
+}
+
+interface RecipeState {
+  lambda_delta: number;
+}
+
+/** The KD / QAT / KD+QAT recipe for the training loop. */
+class DistillRecipe implements TrainRecipe {
+  readonly name: string;
+  readonly extra: ParameterArena | undefined;
+  private lambdaDelta = 0;
+  private lambda = 0;
+  private gamma = 0;
+  private qat: FakeQuantController | null = null;
+  private studentTap: FeatureTap | null = null;
+  private teacherTap: FeatureTap | null = null;
+  private pairs: { student: string; teacher: string; projection: string | null }[] = [];
+  private readonly useTeacher: boolean;
+
+  constructor(
+    private readonly config: DistillConfig,
+    private readonly teacher: LlamaModel,
+    studentShape: LlamaConfig,
+  ) {
+    this.name = config.recipe;
+    this.useTeacher = config.recipe !== 'qat';
+    const d = config.distillation;
+    if (this.useTeacher && d.feature_weight > 0) {
+      const names =
+        d.feature_layers === 'all' ? Array.from({ length: studentShape.num_hidden_layers }, (_, i) => `model.layers.${i}`) : d.feature_layers;
+      const map = layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers);
+      const specs: { name: string; shape: number[] }[] = [];
+      for (const student of names) {
+        const l = layerIndexOf(student);
+        if (l === null || l >= studentShape.num_hidden_layers) throw new QkdError('CONFIG', `feature layer '${student}' is not inside a student decoder layer`, { field: 'distillation.feature_layers', hint: `model.layers.0 .. model.layers.${studentShape.num_hidden_layers - 1}[.submodule]` });
+        const teacherName = student.replace(/^model\.layers\.\d+/, `model.layers.${map[l]}`);
+        const needsProjection = studentShape.hidden_size !== teacher.config.hidden_size;
+        const projection = needsProjection ? `proj.${student}` : null;
+        if (projection) specs.push({ name: projection, shape: [teacher.config.hidden_size, studentShape.hidden_size] });
+        this.pairs.push({ student, teacher: teacherName, projection });
+      }
+      this.extra = specs.length > 0 ? new ParameterArena(specs) : undefined;
+      if (this.extra) {
+        const rng = new Rng(config.training.seed + 17);
+        for (const s of specs) this.extra.set(s.name, s.shape, createProjection(s.shape[1]!, s.shape[0]!, rng).data);
+      }
+    }
+  }
+
+  /** Hooks and fake quantization go on the student the loop trains (created or resumed). */
+  attach(student: LlamaModel): void {
+    if (this.config.recipe !== 'kd') {
+      const q = this.config.quantization;
+      this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size });
+    }
+    if (this.pairs.length > 0) {
+      this.studentTap = new FeatureTap(student, this.pairs.map((p) => p.student));
+      this.teacherTap = new FeatureTap(this.teacher, this.pairs.map((p) => p.teacher));
+    }
+  }
+
+  detach(): void {
+    this.qat?.detach();
+    this.studentTap?.remove();
+    this.teacherTap?.remove();
+  }
+
+  beginStep(step: number): void {
+    const c = this.config;
+    const phase = phaseAt(c, step);
+    this.lambda = this.useTeacher ? Math.max(c.distillation.lambda_floor, coefficient(c.distillation.lambda_distill, phase) - this.lambdaDelta) : 0;
+    this.gamma = c.recipe === 'kd' ? 0 : coefficient(c.distillation.gamma_quant, phase);
+    if (this.qat) this.qat.enabled = fakeQuantActive(c, step);
+  }
+
+  loss(student: LlamaModel, batch: MicroBatch): RecipeLoss {
+    const d = this.config.distillation;
+    const wantAttention = this.useTeacher && d.attention_weight > 0;
+    const studentProbs: Tensor[] = [];
+    const logits = student.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: studentProbs } : {});
+    const task = student.loss(logits, batch.targets);
+    const components: Record<string, number> = { task: task.item(), lambda: this.lambda, gamma: this.gamma, fake_quant: this.qat?.enabled ? 1 : 0 };
+    let total = task;
+    if (this.useTeacher) {
+      const teacherProbs: Tensor[] = [];
+      const teacherLogits = noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
+      const V = student.config.vocab_size;
+      const kd = logitKd(reshape(teacherLogits, [batch.B * batch.T, V]), reshape(logits, [batch.B * batch.T, V]), d.temperature);
+      let distill = kd;
+      components.logit_kd = kd.item();
+      if (this.pairs.length > 0 && this.studentTap && this.teacherTap) {
+        let feat: Tensor | null = null;
+        for (const p of this.pairs) {
+          const s = this.studentTap.outputs.get(p.student)!;
+          const t = this.teacherTap.outputs.get(p.teacher)!;
+          const rows = s.size / s.shape[s.rank - 1]!;
+          const term = featureKd(reshape(s, [rows, s.shape[s.rank - 1]!]), reshape(t, [rows, t.shape[t.rank - 1]!]), d.feature_loss, p.projection ? this.extra!.get(p.projection) : undefined);
+          feat = feat === null ? term : add(feat, term);
+        }
+        const mean = scale(feat!, 1 / this.pairs.length);
+        components.feature_kd = mean.item();
+        distill = add(distill, scale(mean, d.feature_weight));
+      }
+      if (wantAttention) {
+        const map = layerMap(teacherProbs.length, studentProbs.length);
+        let att: Tensor | null = null;
+        studentProbs.forEach((ps, l) => {
+          const term = attentionKd(ps, teacherProbs[map[l]!]!);
+          att = att === null ? term : add(att, term);
+        });
+        const mean = scale(att!, 1 / studentProbs.length);
+        components.attention_kd = mean.item();
+        distill = add(distill, scale(mean, d.attention_weight));
+      }
+      components.distill = distill.item();
+      total = add(total, scale(distill, this.lambda));
+    }
+    if (this.qat && this.gamma > 0) {
+      const q = this.qat.quantLoss();
+      components.quant = q.item();
+      total = add(total, scale(q, this.gamma));
+    }
+    return { loss: total, components };
+  }
+
+  afterEval(step: number, averages: Record<string, number>, student: LlamaModel, validation: Int32Array): { metrics?: Record<string, number>; notes?: string[] } {
+    const c = this.config;
+    const notes: string[] = [];
+    const metrics: Record<string, number> = {};
+    if (this.useTeacher) {
+      metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, Math.min(4, c.training.eval_batches));
+      const ratio = averages.task! > 0 ? averages.distill! / averages.task! : 0;
+      metrics.distill_task_ratio = ratio;
+      if (phaseAt(c, step) !== 'warmup' && ratio > c.distillation.ratio_threshold && this.lambda > c.distillation.lambda_floor) {
+        const before = this.lambda;
+        this.lambdaDelta += c.distillation.lambda_step;
+        this.beginStep(step + 1);
+        notes.push(`step ${step}: L_distill/L_task = ${ratio.toFixed(2)} > ${c.distillation.ratio_threshold}; λ lowered ${before.toFixed(3)} → ${this.lambda.toFixed(3)}`);
+      }
+    }
+    return { metrics, notes };
+  }
+
+  getState(): RecipeState {
+    return { lambda_delta: this.lambdaDelta };
+  }
+
+  setState(state: unknown): void {
+    const s = state as Partial<RecipeState>;
+    if (typeof s?.lambda_delta === 'number') this.lambdaDelta = s.lambda_delta;
+  }
+}
+
+/** Mean per-token KL(teacher ‖ student) at τ = 1 over validation batches (the table's kl_to_teacher). */
+export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number): number {
+  let total = 0;
+  let n = 0;
+  noGrad(() => {
+    for (const b of sequentialBatches(tokens, B, T, maxBatches)) {
+      const V = student.config.vocab_size;
+      const zt = reshape(teacher.forward(b.inputs, B, T), [B * T, V]);
+      const zs = reshape(student.forward(b.inputs, B, T), [B * T, V]);
+      total += klDivergence(zt, zs, { temperature: 1 }).item();
+      n++;
+    }
+  });
+  return n > 0 ? total / n : NaN;
+}
+
+/** Teacher soft-target entropy at τ over the first few training batches. */
+function teacherEntropy(teacher: LlamaModel, tokens: Int32Array, B: number, T: number, temperature: number): ReturnType<typeof softTargetEntropy> {
+  const V = teacher.config.vocab_size;
+  let stats: ReturnType<typeof softTargetEntropy> | null = null;
+  noGrad(() => {
+    for (const b of sequentialBatches(tokens, B, T, 1)) {
+      stats = softTargetEntropy(teacher.forward(b.inputs, B, T).data, B * T, V, temperature);
+    }
+  });
+  if (stats === null) throw new QkdError('ARGUMENT', 'the training split is shorter than one batch', { field: 'training.batch_size' });
+  return stats;
+}
+
+export async function distill(options: DistillOptions): Promise<DistillResult> {
+  const c = options.config;
+  const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher) : options.teacher;
+  const tokenizer = teacherTokenizer(options.teacher, options.tokenizer, teacher.config.vocab_size);
+  if (tokenizer.vocabSize !== teacher.config.vocab_size) {
+    throw new QkdError('CONFIG', `the teacher's tokenizer has ${tokenizer.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: 'the student uses the teacher tokenizer; cross-tokenizer distillation is not supported' });
+  }
+  if (c.training.seq_len > teacher.config.max_position_embeddings) {
+    throw new QkdError('CONFIG', `training.seq_len ${c.training.seq_len} exceeds the teacher's max_position_embeddings ${teacher.config.max_position_embeddings}`, { field: 'training.seq_len' });
+  }
+  const shape = studentConfig(teacher.config, c);
+  const recipe = new DistillRecipe(c, teacher, shape);
+
+  const tokens = Int32Array.from(tokenizer.encode(options.text));
+  const entropy = teacherEntropy(teacher, splitTokens(tokens, c.training.validation_fraction).train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
+  options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
+  const warning = entropyWarning(entropy);
+  if (warning) options.onNote?.(`warning: ${warning}`);
+
+  let studentModel: LlamaModel | null = null;
+  const result = await train({
+    text: options.text,
+    outDir: options.outDir,
+    config: loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads }),
+    resume: options.resume,
+    tokenizer,
+    recipe: {
+      name: recipe.name,
+      extra: recipe.extra,
+      beginStep: (step, model) => {
+        // Hooks and fake quantization go on the model the loop trains (created or resumed).
+        if (studentModel !== model) {
+          studentModel = model;
+          recipe.attach(model);
+        }
+        recipe.beginStep(step);
+      },
+      loss: (model, batch) => recipe.loss(model, batch),
+      afterEval: (step, averages, model, validation) => recipe.afterEval(step, averages, model, validation),
+      getState: () => recipe.getState(),
+      setState: (s) => recipe.setState(s),
+    },
+    createModel: () => initStudent(teacher, shape, c.student.init, c.training.seed),
+    onStep: options.onStep,
+    shouldStop: options.shouldStop,
+    onNote: options.onNote,
+  });
+  recipe.detach();
+
+  // The deployable artefact: the trained student packed at the deployment width.
+  const student = loadLlama(modelDirectory(options.outDir));
+  const plan = uniformPlan(
+    student.arena.entries.filter((e) => e.shape.length === 2),
+    c.quantization.bits as 2 | 3 | 4 | 8,
+    deploymentScheme(c),
+  );
+  const quantizedDir = join(options.outDir, 'quantized');
+  const storage = saveQuantizedLlama(quantizedDir, quantizeLlama(student, plan, { method: 'rtn' }), { qkd_recipe: c.recipe });
+  const tokenizerJson = join(options.outDir, 'tokenizer.json');
+  if (existsSync(tokenizerJson)) writeBytesAtomic(join(quantizedDir, 'tokenizer.json'), readFileSync(tokenizerJson));
+  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes };
+}
