@@ -44,3 +44,10 @@ export { saveQuantizedLlama, quantizedCheckpointBytes } from './models/quantized
 export { loadModelAny, modelDirectory } from './models/load-any.js';
 export { quantizeModelFile, type QuantizeFileOptions, type QuantizeFileResult } from './compress/quantize.js';
 export { renderAuditHtml, type AuditHtmlOptions } from './report/audit-html.js';
+export { logitKd, featureKd, attentionKd, createProjection, layerMap, softTargetEntropy, entropyWarning } from './distill/losses.js';
+export { initStudent, resolveStudentConfig, prunedLayers } from './distill/student-init.js';
+export { writeSoftTargetCache, openSoftTargetCache, cachedKd, bytesPerToken, type SoftTargets, type SoftTargetCache } from './distill/soft-targets.js';
+export { FakeQuantController, type QatOptions } from './distill/qat.js';
+export { distill, validationKl, studentConfig, deploymentScheme, type DistillOptions, type DistillResult } from './train/distill.js';
+export { parseDistillConfig, loadDistillConfig, distillConfigSchema, phaseAt, coefficient, fakeQuantActive, type DistillConfig, type DistillConfigInput } from './train/distill-config.js';
+export type { TrainRecipe, MicroBatch, RecipeLoss } from './train/recipe.js';

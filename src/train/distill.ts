@@ -20,7 +20,7 @@
  * DIR/quantized/ — the packed checkpoint at the deployment bit width (RTN of
  * the trained weights; after QAT they already sit on the grid).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -45,10 +45,11 @@ import type { QuantScheme } from '../quant/scheme.js';
 import { FakeQuantController } from '../distill/qat.js';
 import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, logitKd, softTargetEntropy } from '../distill/losses.js';
 import { initStudent } from '../distill/student-init.js';
+import { bytesPerToken, cachedKd, openSoftTargetCache, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
 import { coefficient, fakeQuantActive, loopConfig, phaseAt, type DistillConfig } from './distill-config.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { train, type StepProgress, type TrainResult } from './trainer.js';
+import { tokenizeSplit, train, type StepProgress, type TrainResult } from './trainer.js';
 
 export interface DistillOptions {
   /** Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), or a model in memory. */
@@ -142,6 +143,8 @@ class DistillRecipe implements TrainRecipe {
   private teacherTap: FeatureTap | null = null;
   private pairs: { student: string; teacher: string; projection: string | null }[] = [];
   private readonly useTeacher: boolean;
+  /** Offline KD: the teacher's cached top-k targets over the training tokens (null: run the teacher live). */
+  cache: SoftTargetCache | null = null;
 
   constructor(
     private readonly config: DistillConfig,
@@ -208,10 +211,14 @@ class DistillRecipe implements TrainRecipe {
     const components: Record<string, number> = { task: task.item(), lambda: this.lambda, gamma: this.gamma, fake_quant: this.qat?.enabled ? 1 : 0 };
     let total = task;
     if (this.useTeacher) {
-      const teacherProbs: Tensor[] = [];
-      const teacherLogits = noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
       const V = student.config.vocab_size;
-      const kd = logitKd(reshape(teacherLogits, [batch.B * batch.T, V]), reshape(logits, [batch.B * batch.T, V]), d.temperature);
+      const cached = this.cache ? gatherCachedTargets(this.cache, batch) : null;
+      const teacherProbs: Tensor[] = [];
+      const teacherLogits = cached ? null : noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
+      const kd = cached
+        ? cachedKd(reshape(logits, [batch.B * batch.T, V]), cached, d.temperature)
+        : logitKd(reshape(teacherLogits!, [batch.B * batch.T, V]), reshape(logits, [batch.B * batch.T, V]), d.temperature);
+      components.offline_kd = cached ? 1 : 0;
       let distill = kd;
       components.logit_kd = kd.item();
       if (this.pairs.length > 0 && this.studentTap && this.teacherTap) {
@@ -277,6 +284,57 @@ class DistillRecipe implements TrainRecipe {
   }
 }
 
+/**
+ * The cached teacher targets of a batch, or null when a row reaches past the
+ * cached windows (the loop then runs the teacher for that batch). Position p
+ * of the token stream is read from window ⌊p/N⌋ at offset p mod N; the
+ * teacher produced it with that window as context, which can differ from the
+ * student's row (an approximation of offline KD on random windows).
+ */
+function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch): { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array } | null {
+  const N = cache.seqLen;
+  const k = cache.k;
+  const rows = batch.B * batch.T;
+  const ids = new Int32Array(rows * k);
+  const logp = new Float32Array(rows * k);
+  const tailLogp = new Float32Array(rows);
+  for (let b = 0; b < batch.B; b++) {
+    const start = batch.starts[b]!;
+    if (Math.floor((start + batch.T - 1) / N) >= cache.count) return null;
+    for (let t = 0; t < batch.T; ) {
+      const p = start + t;
+      const w = cache.window(Math.floor(p / N));
+      const offset = p % N;
+      const span = Math.min(N - offset, batch.T - t);
+      const row = b * batch.T + t;
+      ids.set(w.ids.subarray(offset * k, (offset + span) * k), row * k);
+      logp.set(w.logp.subarray(offset * k, (offset + span) * k), row * k);
+      tailLogp.set(w.tailLogp.subarray(offset, offset + span), row);
+      t += span;
+    }
+  }
+  return { ids, logp, tailLogp };
+}
+
+/** Builds (or reuses, when it matches the tokens) the soft-target cache of the training split. */
+function prepareSoftTargetCache(path: string, teacher: LlamaModel, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
+  if (existsSync(path)) {
+    try {
+      const cache = openSoftTargetCache(path, { tokens: trainTokens });
+      if (cache.k === topK && cache.seqLen === seqLen && cache.V === teacher.config.vocab_size) return cache;
+      cache.close();
+    } catch {
+      // a stale or foreign cache: rebuild it
+    }
+  }
+  const V = teacher.config.vocab_size;
+  const count = softTargetWindowCount(trainTokens.length, seqLen);
+  const started = performance.now();
+  writeSoftTargetCache(path, { tokens: trainTokens, topK, seqLen, V, temperature }, (w) => noGrad(() => teacher.forward(softTargetWindow(trainTokens, seqLen, w).inputs, 1, seqLen).data));
+  note?.(`soft-target cache: ${count} windows × ${seqLen} tokens, top-${topK} of ${V}, ${bytesPerToken(V, topK)} bytes/token, built in ${((performance.now() - started) / 1000).toFixed(1)} s → ${path}`);
+  return openSoftTargetCache(path, { tokens: trainTokens });
+}
+
 /** Mean per-token KL(teacher ‖ student) at τ = 1 over validation batches (the table's kl_to_teacher). */
 export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number): number {
   let total = 0;
@@ -320,6 +378,17 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const recipe = new DistillRecipe(c, teacher, shape);
 
   const tokens = Int32Array.from(tokenizer.encode(options.text));
+  const cacheSettings = c.distillation.soft_target_cache;
+  if (cacheSettings !== null && c.recipe !== 'qat') {
+    const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
+    if (featureKdOn || c.distillation.attention_weight > 0) {
+      throw new QkdError('CONFIG', 'offline KD (distillation.soft_target_cache) caches logits only; feature and attention KD need the live teacher', { field: 'distillation.soft_target_cache', hint: 'set feature_layers: [] and attention_weight: 0, or soft_target_cache: null' });
+    }
+    // The very token stream the training loop samples its windows from.
+    const trainTokens = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction).train;
+    mkdirSync(options.outDir, { recursive: true });
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, 'soft-targets.bin'), teacher, trainTokens, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+  }
   const entropy = teacherEntropy(teacher, splitTokens(tokens, c.training.validation_fraction).train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
   options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
   const warning = entropyWarning(entropy);
@@ -354,6 +423,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     onNote: options.onNote,
   });
   recipe.detach();
+  recipe.cache?.close();
 
   // The deployable artefact: the trained student packed at the deployment width.
   const student = loadLlama(modelDirectory(options.outDir));

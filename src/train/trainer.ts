@@ -179,7 +179,7 @@ function trainText(text: string, fraction: number): string {
  * tokens (= bytes). BPE: the two parts of the text are encoded separately,
  * so validation text never influences training tokens.
  */
-function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: number): { train: Int32Array; validation: Int32Array } {
+export function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: number): { train: Int32Array; validation: Int32Array } {
   if (tokenizer.kind === 'byte') return splitTokens(tokenizer.encode(text), fraction);
   const bytes = Buffer.from(text, 'utf8');
   const cut = Math.floor(bytes.length * (1 - fraction));

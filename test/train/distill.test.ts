@@ -154,6 +154,20 @@ describe('distill', () => {
     assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
   });
 
+  it('offline KD trains from a top-k soft-target cache built once and reused', async () => {
+    const out = join(dir, 'offline');
+    const c = config({ recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 } } });
+    const notes: string[] = [];
+    await distill({ teacher: teacherDir, text, outDir: out, config: c, onNote: (n) => notes.push(n) });
+    assert.ok(notes.some((n) => /soft-target cache: \d+ windows × 16 tokens, top-8 of 256, 34 bytes\/token/.test(n)), notes.join('\n'));
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'loss' in l);
+    assert.ok(lines.filter((l) => l.offline_kd === 1).length >= 10, 'batches use the cache');
+    const again: string[] = [];
+    await distill({ teacher: teacherDir, text, outDir: join(out), config: c, onNote: (n) => again.push(n) });
+    assert.ok(!again.some((n) => n.startsWith('soft-target cache')), 'the cache is reused');
+    await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'offline-bad'), config: config({ distillation: { soft_target_cache: { top_k: 8 }, feature_layers: 'all' } }) }), (e: unknown) => e instanceof QkdError && e.field === 'distillation.soft_target_cache');
+  });
+
   it('the CLI distills and the packed student evaluates', () => {
     const out = join(dir, 'cli');
     const yaml = join(dir, 'd.yaml');
