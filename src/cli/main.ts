@@ -95,8 +95,13 @@ function buildProgram(): Command {
     .option('--steps <n>', 'total optimiser steps (overrides the config)', positiveInt('--steps'))
     .option('--seed <n>', 'random seed (overrides the config)', integer('--seed'))
     .option('--resume', 'continue from the last checkpoint in --out')
-    .action(async (opts: { out: string; data: string; preset: string; config?: string; steps?: number; seed?: number; resume?: boolean }) => {
+    .option('--recipe <name>', "'standard' or 'sat' (sensitivity-aware training; settings in the config's sat section)")
+    .action(async (opts: { out: string; data: string; preset: string; config?: string; steps?: number; seed?: number; resume?: boolean; recipe?: string }) => {
       let config: TrainConfig = opts.config ? loadTrainConfig(opts.config) : presetConfig(opts.preset);
+      if (opts.recipe !== undefined) {
+        if (opts.recipe !== 'standard' && opts.recipe !== 'sat') throw new QkdError('ARGUMENT', `--recipe must be 'standard' or 'sat', got '${opts.recipe}'`, { field: 'recipe' });
+        config = { ...config, recipe: opts.recipe };
+      }
       if (opts.steps !== undefined) config = { ...config, steps: opts.steps };
       if (opts.seed !== undefined) config = { ...config, seed: opts.seed };
       const text = loadCorpus(opts.data);
@@ -115,10 +120,15 @@ function buildProgram(): Command {
           resume: opts.resume ?? false,
           onStep: progress.update,
           shouldStop: () => stopRequested,
+          onNote: (note) => {
+            progress.stop();
+            process.stderr.write(`qkd: ${note}\n`);
+          },
         });
         progress.stop();
         if (result.interrupted) console.log(`stopped at step ${result.steps}; resume with --resume`);
-        console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s }));
+        const extra = config.recipe === 'sat' ? { recipe: 'sat', peak_rss_bytes: result.peak_rss_bytes, ...result.recipe_summary } : {};
+        console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, ...extra }));
       } finally {
         progress.stop();
         process.removeListener('SIGINT', onSigint);
@@ -173,7 +183,7 @@ function buildProgram(): Command {
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/)')
     .option('--data <path>', "training text: file, directory or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student')
-    .option('--recipe <name>', 'kd | qat | kd-qat')
+    .option('--recipe <name>', 'kd | qat | kd-qat | sakd')
     .option('--student-preset <name>', 'student shape: tiny | small | reference (default: the teacher with half its layers)')
     .option('--init <method>', 'student initialisation: pruned | svd | random')
     .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
@@ -218,6 +228,13 @@ function buildProgram(): Command {
           },
         });
         progress.stop();
+        if (result.sakd_report) {
+          // The post-distillation audit: both profiles as HTML beside sakd-report.json.
+          writeBytesAtomic(join(opts.out, 'sakd-teacher.html'), renderAuditHtml(result.sakd_report.teacher, { title: 'SAKD teacher profile' }));
+          writeBytesAtomic(join(opts.out, 'sakd-student.html'), renderAuditHtml(result.sakd_report.student, { title: 'SAKD student profile' }));
+          const q = result.sakd_report.quantized_student;
+          console.log(`post-distillation audit: ${join(opts.out, 'sakd-report.json')} (+ sakd-teacher.html, sakd-student.html); packed ${q.bits}-bit student val ppl ${q.val_ppl.toFixed(3)} vs FP32 ${result.sakd_report.fp32_student_val_ppl.toFixed(3)}`);
+        }
         console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
         console.log(JSON.stringify({ recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir, quantized_avg_bits: result.quantized_avg_bits, quantized_bytes: result.quantized_bytes, interrupted: result.interrupted }));
       } finally {

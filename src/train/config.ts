@@ -22,8 +22,40 @@ const modelSchema = z
   })
   .strict();
 
+/**
+ * Sensitivity-aware training (SPEC section 5), used by `recipe: sat`. Every
+ * mechanism switches off on its own, so ablations are one key each.
+ */
+export const satSchema = z
+  .object({
+    /** Re-profile the weights (data-free) every N steps: refreshes TQNI targets and DBWA tiers. */
+    reprofile_every: z.number().int().positive().default(1000),
+    /** KDS: Σ max(0, κ_l − κ_max)² over 2-D weights, times `weight`. */
+    kurtosis: z.object({ enabled: z.boolean().default(true), kappa_max: z.number().positive().default(2.0), weight: z.number().nonnegative().default(0.01) }).strict().default({}),
+    /** SC: Σ σ_max(W)/‖W‖_F with persistent power-iteration vectors, times `weight`. */
+    spectral: z.object({ enabled: z.boolean().default(true), weight: z.number().nonnegative().default(0.01), iterations: z.number().int().positive().default(1) }).strict().default({}),
+    /** TQNI: uniform noise at the b-bit step on the top `top_fraction` layers by composite score. */
+    noise: z.object({ enabled: z.boolean().default(true), bits: z.number().int().min(2).max(8).default(4), top_fraction: z.number().gt(0).max(1).default(0.2) }).strict().default({}),
+    /** DBWA: weights, gradients and AdamW moments stored at 16 / 12 / 8 bits by sensitivity tier. */
+    dbwa: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** Force one tier for every tensor (16 = the all-bf16 baseline); null = by sensitivity. */
+        uniform_tier: z.union([z.literal(8), z.literal(12), z.literal(16)]).nullable().default(null),
+        stochastic_rounding: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type SatConfig = z.infer<typeof satSchema>;
+
 export const trainConfigSchema = z
   .object({
+    /** 'standard' (cross-entropy) or 'sat' (sensitivity-aware training, section `sat`). */
+    recipe: z.enum(['standard', 'sat']).default('standard'),
+    sat: satSchema.default({}),
     /** Model shape (vocab_size comes from the tokenizer). */
     model: modelSchema,
     tokenizer: z

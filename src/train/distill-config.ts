@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
-import { PRESETS, type TrainConfig } from './config.js';
+import { PRESETS, satSchema, type TrainConfig } from './config.js';
 
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
@@ -29,8 +29,48 @@ const modelShape = z
 
 export const distillConfigSchema = z
   .object({
-    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (SPEC 4). */
-    recipe: z.enum(['kd', 'qat', 'kd-qat']).default('kd-qat'),
+    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (SPEC 4); sakd: kd-qat + the sakd section (SPEC 6). */
+    recipe: z.enum(['kd', 'qat', 'kd-qat', 'sakd']).default('kd-qat'),
+    /** Sensitivity-guided distillation (SPEC 6), used by recipe sakd; each mechanism switches off on its own. */
+    sakd: z
+      .object({
+        /** SWDL: feature-KD layer weights softmax(S_l / T), T annealed from t0 to t_min (t0: null = ∞, uniform). */
+        swdl: z
+          .object({
+            enabled: z.boolean().default(true),
+            t0: z.number().positive().nullable().default(1),
+            t_min: z.number().positive().default(0.05),
+            schedule: z.enum(['exponential', 'linear']).default('exponential'),
+          })
+          .strict()
+          .default({}),
+        /** SGR: the SAT kurtosis ceiling and spectral penalties on the student. */
+        sgr: z
+          .object({
+            enabled: z.boolean().default(true),
+            kappa_max: z.number().positive().default(2.0),
+            kurtosis_weight: z.number().nonnegative().default(0.01),
+            spectral_weight: z.number().nonnegative().default(0.01),
+          })
+          .strict()
+          .default({}),
+        /** TDNI: b-bit step noise on the student layers aligned with the teacher's top layers. */
+        tdni: z.object({ enabled: z.boolean().default(true), top_fraction: z.number().gt(0).max(1).default(0.2) }).strict().default({}),
+        /** Optimiser feedback: a penalised weight whose κ rises at `patience` consecutive evals gets its coefficient × factor (≤ max_scale). */
+        feedback: z
+          .object({
+            enabled: z.boolean().default(true),
+            patience: z.number().int().positive().default(2),
+            factor: z.number().gt(1).default(1.5),
+            max_scale: z.number().gt(1).default(8),
+          })
+          .strict()
+          .default({}),
+        /** Post-distillation audit: teacher and student profiles (JSON + HTML) with the packed student's perplexity. */
+        report: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
     training: z
       .object({
         /** Master weights and math; only fp32 is implemented. */
@@ -165,10 +205,20 @@ export function fakeQuantActive(c: DistillConfig, step: number): boolean {
   return step > Math.round(start * c.training.steps);
 }
 
+/** SWDL temperature at a step (1-based): t0 → t_min, exponential or linear; null t0 = ∞. */
+export function swdlTemperature(c: DistillConfig, step: number): number {
+  const s = c.sakd.swdl;
+  if (s.t0 === null) return Infinity;
+  const progress = Math.min(1, Math.max(0, (step - 1) / Math.max(1, c.training.steps - 1)));
+  return s.schedule === 'linear' ? s.t0 + (s.t_min - s.t0) * progress : s.t0 * (s.t_min / s.t0) ** progress;
+}
+
 /** The plain training-loop settings implied by a distillation config. */
 export function loopConfig(c: DistillConfig, model: TrainConfig['model']): TrainConfig {
   const t = c.training;
   return {
+    recipe: 'standard',
+    sat: satSchema.parse({}),
     model,
     tokenizer: { kind: 'byte' },
     batch_size: t.batch_size,

@@ -47,9 +47,12 @@ import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, log
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, loopConfig, phaseAt, type DistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, loopConfig, phaseAt, swdlTemperature, type DistillConfig } from './distill-config.js';
+import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { tokenizeSplit, train, type StepProgress, type TrainResult } from './trainer.js';
+import { tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { profileModel, type ProfileSource } from '../swan/profile.js';
+import type { AuditReport } from '../swan/types.js';
 
 export interface DistillOptions {
   /** Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), or a model in memory. */
@@ -67,6 +70,20 @@ export interface DistillOptions {
   onNote?: (note: string) => void;
 }
 
+/** The post-distillation audit of recipe sakd (SPEC section 6): both profiles and the packed student's perplexity. */
+export interface SakdReport {
+  teacher: AuditReport;
+  student: AuditReport;
+  fp32_student_val_ppl: number;
+  quantized_student: { bits: number; avg_bits: number; bytes: number; val_ppl: number };
+  /** SWDL weights per student feature layer at the first and the last step. */
+  swdl_weights: { first: number[]; last: number[] } | null;
+  /** TDNI: student modules that trained with noise. */
+  tdni_modules: string[];
+  /** SGR coefficients raised by the feedback monitor (name → multiplier > 1). */
+  feedback_coefficients: Record<string, number>;
+}
+
 export interface DistillResult extends TrainResult {
   recipe: DistillConfig['recipe'];
   /** Mean teacher soft-target entropy at τ (nats) over the first training batches. */
@@ -75,6 +92,13 @@ export interface DistillResult extends TrainResult {
   quantized_dir: string;
   quantized_avg_bits: number;
   quantized_bytes: number;
+  /** recipe sakd: the post-distillation audit, also written to DIR/sakd-report.json. */
+  sakd_report?: SakdReport;
+}
+
+/** A model in memory as a profile source (arena views, no copies). */
+function modelSource(model: LlamaModel, label: string): ProfileSource {
+  return { path: label, tensors: model.arena.entries.map((e) => ({ name: e.name, shape: e.shape })), readFloat32: (name) => model.arena.get(name).data as Float32Array };
 }
 
 /** The deployment scheme of a config (what QAT simulates and the packed checkpoint stores). */
@@ -129,6 +153,7 @@ class FeatureTap {
 
 interface RecipeState {
   lambda_delta: number;
+  sakd?: unknown;
 }
 
 /** The KD / QAT / KD+QAT recipe for the training loop. */
@@ -141,10 +166,14 @@ class DistillRecipe implements TrainRecipe {
   private qat: FakeQuantController | null = null;
   private studentTap: FeatureTap | null = null;
   private teacherTap: FeatureTap | null = null;
-  private pairs: { student: string; teacher: string; projection: string | null }[] = [];
+  private pairs: { student: string; teacher: string; projection: string | null; teacherLayer: number }[] = [];
   private readonly useTeacher: boolean;
   /** Offline KD: the teacher's cached top-k targets over the training tokens (null: run the teacher live). */
   cache: SoftTargetCache | null = null;
+  /** SAKD (recipe sakd): teacher layer scores, SGR / TDNI / feedback. */
+  readonly sakd: SakdMechanisms | null = null;
+  private readonly teacherLayerScores: number[] = [];
+  private sakdState: unknown = undefined;
 
   constructor(
     private readonly config: DistillConfig,
@@ -154,9 +183,15 @@ class DistillRecipe implements TrainRecipe {
     this.name = config.recipe;
     this.useTeacher = config.recipe !== 'qat';
     const d = config.distillation;
+    if (config.recipe === 'sakd') {
+      this.teacherLayerScores = layerScores(teacher);
+      this.sakd = new SakdMechanisms(config, this.teacherLayerScores, layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers));
+    }
     if (this.useTeacher && d.feature_weight > 0) {
+      // SAKD weighs every layer's feature term by sensitivity: all layers unless named.
+      const layers = config.recipe === 'sakd' && Array.isArray(d.feature_layers) && d.feature_layers.length === 0 ? 'all' : d.feature_layers;
       const names =
-        d.feature_layers === 'all' ? Array.from({ length: studentShape.num_hidden_layers }, (_, i) => `model.layers.${i}`) : d.feature_layers;
+        layers === 'all' ? Array.from({ length: studentShape.num_hidden_layers }, (_, i) => `model.layers.${i}`) : layers;
       const map = layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers);
       const specs: { name: string; shape: number[] }[] = [];
       for (const student of names) {
@@ -166,7 +201,7 @@ class DistillRecipe implements TrainRecipe {
         const needsProjection = studentShape.hidden_size !== teacher.config.hidden_size;
         const projection = needsProjection ? `proj.${student}` : null;
         if (projection) specs.push({ name: projection, shape: [teacher.config.hidden_size, studentShape.hidden_size] });
-        this.pairs.push({ student, teacher: teacherName, projection });
+        this.pairs.push({ student, teacher: teacherName, projection, teacherLayer: map[l]! });
       }
       this.extra = specs.length > 0 ? new ParameterArena(specs) : undefined;
       if (this.extra) {
@@ -182,6 +217,10 @@ class DistillRecipe implements TrainRecipe {
       const q = this.config.quantization;
       this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size });
     }
+    if (this.sakd) {
+      this.sakd.attach(student);
+      if (this.sakdState !== undefined) this.sakd.setState(this.sakdState);
+    }
     if (this.pairs.length > 0) {
       this.studentTap = new FeatureTap(student, this.pairs.map((p) => p.student));
       this.teacherTap = new FeatureTap(this.teacher, this.pairs.map((p) => p.teacher));
@@ -189,6 +228,7 @@ class DistillRecipe implements TrainRecipe {
   }
 
   detach(): void {
+    this.sakd?.detach();
     this.qat?.detach();
     this.studentTap?.remove();
     this.teacherTap?.remove();
@@ -202,7 +242,14 @@ class DistillRecipe implements TrainRecipe {
     if (this.qat) this.qat.enabled = fakeQuantActive(c, step);
   }
 
-  loss(student: LlamaModel, batch: MicroBatch): RecipeLoss {
+  /** Feature-KD weights of the pairs at a step: SWDL softmax(S/T) for sakd, else uniform 1/n. */
+  featureWeights(step: number): number[] {
+    const n = this.pairs.length;
+    if (this.sakd && this.config.sakd.swdl.enabled) return swdlWeights(this.pairs.map((p) => this.teacherLayerScores[p.teacherLayer] ?? 0), swdlTemperature(this.config, step));
+    return this.pairs.map(() => 1 / n);
+  }
+
+  loss(student: LlamaModel, batch: MicroBatch, step: number): RecipeLoss {
     const d = this.config.distillation;
     const wantAttention = this.useTeacher && d.attention_weight > 0;
     const studentProbs: Tensor[] = [];
@@ -222,15 +269,17 @@ class DistillRecipe implements TrainRecipe {
       let distill = kd;
       components.logit_kd = kd.item();
       if (this.pairs.length > 0 && this.studentTap && this.teacherTap) {
+        // L_feat = Σ_l w_l L_l (w uniform 1/n, or SWDL's softmax(S/T)).
+        const weights = this.featureWeights(step);
         let feat: Tensor | null = null;
-        for (const p of this.pairs) {
-          const s = this.studentTap.outputs.get(p.student)!;
-          const t = this.teacherTap.outputs.get(p.teacher)!;
+        this.pairs.forEach((p, i) => {
+          const s = this.studentTap!.outputs.get(p.student)!;
+          const t = this.teacherTap!.outputs.get(p.teacher)!;
           const rows = s.size / s.shape[s.rank - 1]!;
-          const term = featureKd(reshape(s, [rows, s.shape[s.rank - 1]!]), reshape(t, [rows, t.shape[t.rank - 1]!]), d.feature_loss, p.projection ? this.extra!.get(p.projection) : undefined);
+          const term = scale(featureKd(reshape(s, [rows, s.shape[s.rank - 1]!]), reshape(t, [rows, t.shape[t.rank - 1]!]), d.feature_loss, p.projection ? this.extra!.get(p.projection) : undefined), weights[i]!);
           feat = feat === null ? term : add(feat, term);
-        }
-        const mean = scale(feat!, 1 / this.pairs.length);
+        });
+        const mean = feat!;
         components.feature_kd = mean.item();
         distill = add(distill, scale(mean, d.feature_weight));
       }
@@ -248,6 +297,11 @@ class DistillRecipe implements TrainRecipe {
       components.distill = distill.item();
       total = add(total, scale(distill, this.lambda));
     }
+    if (this.sakd) {
+      const r = this.sakd.regularizer();
+      Object.assign(components, r.components);
+      if (r.loss) total = add(total, r.loss);
+    }
     if (this.qat && this.gamma > 0) {
       const q = this.qat.quantLoss();
       components.quant = q.item();
@@ -260,6 +314,10 @@ class DistillRecipe implements TrainRecipe {
     const c = this.config;
     const notes: string[] = [];
     const metrics: Record<string, number> = {};
+    if (this.sakd) {
+      notes.push(...this.sakd.feedback(step));
+      if (this.config.sakd.swdl.enabled) metrics.swdl_temperature = swdlTemperature(c, step);
+    }
     if (this.useTeacher) {
       metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, Math.min(4, c.training.eval_batches));
       const ratio = averages.task! > 0 ? averages.distill! / averages.task! : 0;
@@ -275,12 +333,14 @@ class DistillRecipe implements TrainRecipe {
   }
 
   getState(): RecipeState {
-    return { lambda_delta: this.lambdaDelta };
+    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState() };
   }
 
   setState(state: unknown): void {
     const s = state as Partial<RecipeState>;
     if (typeof s?.lambda_delta === 'number') this.lambdaDelta = s.lambda_delta;
+    // Applied when the student is attached (the mechanisms need its modules).
+    this.sakdState = s?.sakd;
   }
 }
 
@@ -412,7 +472,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
         }
         recipe.beginStep(step);
       },
-      loss: (model, batch) => recipe.loss(model, batch),
+      loss: (model, batch, step) => recipe.loss(model, batch, step),
       afterEval: (step, averages, model, validation) => recipe.afterEval(step, averages, model, validation),
       getState: () => recipe.getState(),
       setState: (s) => recipe.setState(s),
@@ -436,5 +496,21 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const storage = saveQuantizedLlama(quantizedDir, quantizeLlama(student, plan, { method: 'rtn' }), { qkd_recipe: c.recipe });
   const tokenizerJson = join(options.outDir, 'tokenizer.json');
   if (existsSync(tokenizerJson)) writeBytesAtomic(join(quantizedDir, 'tokenizer.json'), readFileSync(tokenizerJson));
-  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes };
+  let sakdReport: SakdReport | undefined;
+  if (c.recipe === 'sakd' && c.sakd.report) {
+    const validation = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction).validation;
+    const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches));
+    const coefficients = recipe.sakd ? Object.fromEntries([...recipe.sakd.coefficient.entries()].filter(([, v]) => v > 1)) : {};
+    sakdReport = {
+      teacher: profileModel(modelSource(teacher, typeof options.teacher === 'string' ? options.teacher : 'teacher')),
+      student: profileModel(modelSource(student, options.outDir)),
+      fp32_student_val_ppl: valPpl(student),
+      quantized_student: { bits: c.quantization.bits, avg_bits: storage.avgBits, bytes: storage.bytes, val_ppl: valPpl(loadLlama(quantizedDir)) },
+      swdl_weights: c.sakd.swdl.enabled ? { first: recipe.featureWeights(1), last: recipe.featureWeights(c.training.steps) } : null,
+      tdni_modules: recipe.sakd ? [...recipe.sakd.noisyModules] : [],
+      feedback_coefficients: coefficients,
+    };
+    writeBytesAtomic(join(options.outDir, 'sakd-report.json'), JSON.stringify(sakdReport, null, 2) + '\n');
+  }
+  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport };
 }

@@ -7,6 +7,7 @@
 import type { ParameterArena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LlamaModel } from '../models/llama.js';
+import type { AdamW } from '../optim/adamw.js';
 
 export interface MicroBatch {
   /** [B, T] input ids and next-token targets. */
@@ -32,12 +33,20 @@ export interface TrainRecipe {
   /** Called once at the start of every optimiser step (1-based), before its micro-batches, with the model being trained. */
   beginStep?(step: number, model: LlamaModel): void;
   loss(model: LlamaModel, batch: MicroBatch, step: number): RecipeLoss;
+  /** After backward and clipping, before the optimiser update (e.g. store gradients at reduced precision). */
+  beforeUpdate?(step: number, model: LlamaModel, optimizer: AdamW): void;
+  /** After the optimiser update (e.g. store weights and moments at reduced precision). */
+  afterUpdate?(step: number, model: LlamaModel, optimizer: AdamW): void;
   /**
    * Called after validation at an eval step with the components averaged
    * over the steps since the previous eval. May act (e.g. lower λ) and
    * return extra metrics to log and human-readable notes of what it did.
    */
   afterEval?(step: number, averages: Record<string, number>, model: LlamaModel, validation: Int32Array): { metrics?: Record<string, number>; notes?: string[] };
+  /** Notes produced since the last call (polled after every step and logged). */
+  takeNotes?(): string[];
+  /** Figures added to the run's result at the end (e.g. accounted memory). */
+  summary?(model: LlamaModel): Record<string, number>;
   /** JSON-serialisable state saved in checkpoints (e.g. the current λ). */
   getState?(): unknown;
   setState?(state: unknown): void;

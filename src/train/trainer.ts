@@ -35,6 +35,7 @@ import { loadTokenizer } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
 import { learningRate, type TrainConfig } from './config.js';
 import type { TrainRecipe } from './recipe.js';
+import { SatRecipe } from './sat.js';
 import { ParameterArena } from '../tensor/arena.js';
 
 export interface TrainOptions {
@@ -77,6 +78,10 @@ export interface TrainResult {
   tokens_per_s: number;
   /** True when stopped early (shouldStop). */
   interrupted: boolean;
+  /** Peak resident set size of the process so far (bytes). */
+  peak_rss_bytes: number;
+  /** The recipe's final figures (e.g. SAT's accounted state bytes). */
+  recipe_summary?: Record<string, number>;
 }
 
 interface TrainerState {
@@ -211,7 +216,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   let model: LlamaModel;
   let opt: AdamW;
-  const recipe = options.recipe;
+  const recipe: TrainRecipe | undefined = options.recipe ?? (c.recipe === 'sat' ? new SatRecipe(c.sat, c.seed) : undefined);
   let extraOpt: AdamW | null = null;
   const rng = new Rng(c.seed + 1);
   let step = 0;
@@ -290,8 +295,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       backward(l, Float32Array.of(1 / c.grad_accum));
     }
     const gradNormBefore = clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
+    recipe?.beforeUpdate?.(step + 1, model, opt);
     opt.update(lr);
     extraOpt?.update(lr);
+    recipe?.afterUpdate?.(step + 1, model, opt);
     step++;
     for (const [k, v] of Object.entries(components)) sinceEval[k] = (sinceEval[k] ?? 0) + v;
     stepsSinceEval++;
@@ -316,6 +323,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       sinceEval = {};
       stepsSinceEval = 0;
     }
+    for (const note of recipe?.takeNotes?.() ?? []) {
+      options.onNote?.(note);
+      appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
+    }
     appendFileSync(metricsPath, JSON.stringify(record) + '\n');
     options.onStep?.(progress);
     await tick(); // lets signal handlers (Ctrl-C) run between steps
@@ -335,5 +346,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     val_ppl: Math.exp(valLoss),
     tokens_per_s: step > startStep ? ((step - startStep) * B * T * c.grad_accum) / seconds : 0,
     interrupted,
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+    recipe_summary: recipe?.summary?.(model),
   };
 }
