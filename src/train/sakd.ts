@@ -74,11 +74,28 @@ export class SakdMechanisms {
     this.rng = new Rng(config.training.seed + 223);
   }
 
-  /** The teacher's top layers (by score) and the student layers aligned with them. */
+  /**
+   * The student layers aligned with the teacher's top layers (by score).
+   * Student layer j stands for the block of teacher layers
+   * [⌊j·Lt/Ls⌋, ⌊(j+1)·Lt/Ls⌋) it replaces (the pruned init copies the first
+   * of them, feature KD matches the last), and is noisy when any of them is
+   * among the teacher's top `top_fraction`.
+   */
   alignedNoisyLayers(): number[] {
+    const Lt = this.teacherScores.length;
+    const Ls = this.studentToTeacher.length;
     const byLayer = new Map(this.teacherScores.map((s, l) => [String(l), s]));
     const top = topFraction(byLayer, this.config.sakd.tdni.top_fraction);
-    return this.studentToTeacher.flatMap((t, s) => (top.has(String(t)) ? [s] : []));
+    const out: number[] = [];
+    for (let j = 0; j < Ls; j++) {
+      const from = Math.floor((j * Lt) / Ls);
+      const to = Math.max(from + 1, Math.floor(((j + 1) * Lt) / Ls));
+      for (let t = from; t < to; t++) if (top.has(String(t))) {
+        out.push(j);
+        break;
+      }
+    }
+    return out;
   }
 
   attach(student: LlamaModel): void {

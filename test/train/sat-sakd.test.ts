@@ -1,0 +1,146 @@
+// SAT (qkd train --recipe sat) and SAKD (qkd distill --recipe sakd): each
+// mechanism is visible in the logs, switches off on its own, resumes exactly,
+// and SWDL at T = ∞ is plain uniform feature KD, bit for bit.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLlama } from '../../src/models/llama.js';
+import { saveLlama, loadLlama } from '../../src/models/llama-io.js';
+import { ByteTokenizer } from '../../src/data/tokenizer.js';
+import { loadDefaultCorpus } from '../../src/data/corpus.js';
+import { parseTrainConfig } from '../../src/train/config.js';
+import { train } from '../../src/train/trainer.js';
+import { distill } from '../../src/train/distill.js';
+import { parseDistillConfig } from '../../src/train/distill-config.js';
+import { SakdMechanisms, swdlWeights } from '../../src/train/sakd.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'qkd-sat-'));
+const text = loadDefaultCorpus().slice(0, 60_000);
+const model = { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2 };
+const metrics = (d: string) => readFileSync(join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+function satConfig(sat: Record<string, unknown>, steps = 12) {
+  return parseTrainConfig({ model, batch_size: 2, seq_len: 16, steps, lr: 3e-3, eval_every: 6, checkpoint_every: 6, recipe: 'sat', sat: { reprofile_every: 5, ...sat } });
+}
+
+describe('SAT', () => {
+  it('logs every mechanism, re-profiles on schedule and accounts DBWA bytes below bf16', async () => {
+    const out = join(dir, 'sat');
+    const notes: string[] = [];
+    const r = await train({ text, outDir: out, config: satConfig({ dbwa: { enabled: true }, kurtosis: { kappa_max: 0.01 } }), onNote: (n) => notes.push(n) });
+    assert.deepEqual(notes.filter((n) => n.includes('TQNI')).map((n) => n.split(':')[0]), ['step 1', 'step 6', 'step 11']);
+    assert.ok(notes.some((n) => /DBWA tiers 16-bit ×8, 12-bit ×14, 8-bit ×8/.test(n)), notes.join('\n'));
+    const step = metrics(out).find((l) => l.step === 3 && 'loss' in l);
+    for (const key of ['task', 'kurtosis_penalty', 'spectral_penalty', 'noise_layers']) assert.ok(key in step, key);
+    assert.equal(step.noise_layers, 6, '20% of the 30 weights');
+    assert.ok(step.kurtosis_penalty > 0, 'a tiny κ_max makes the ceiling bind');
+    const bf16 = await train({ text, outDir: join(dir, 'bf16'), config: satConfig({ dbwa: { enabled: true, uniform_tier: 16 }, kurtosis: { enabled: false }, spectral: { enabled: false }, noise: { enabled: false } }) });
+    const fp32Bytes = 16 * loadLlama(out).arena.size;
+    assert.ok(r.recipe_summary!.state_bytes! < 0.5 * fp32Bytes, 'tiered state is far below float32');
+    assert.ok(bf16.recipe_summary!.state_bytes! < 0.55 * fp32Bytes && bf16.recipe_summary!.state_bytes! > 0.45 * fp32Bytes, 'bf16 ≈ half of float32');
+    assert.ok(r.peak_rss_bytes > 0);
+  });
+
+  it('switches each mechanism off on its own', async () => {
+    const out = join(dir, 'sat-off');
+    await train({ text, outDir: out, config: satConfig({ kurtosis: { enabled: false }, spectral: { enabled: false }, noise: { enabled: false } }, 4) });
+    const step = metrics(out).find((l) => l.step === 2 && 'loss' in l);
+    assert.ok(!('kurtosis_penalty' in step) && !('spectral_penalty' in step));
+    assert.equal(step.noise_layers, 0);
+    assert.equal(step.loss, step.task, 'nothing but the task loss is left');
+  });
+
+  it('resumes exactly with noise, penalties and DBWA stochastic rounding', async () => {
+    const c = satConfig({ dbwa: { enabled: true } });
+    const full = join(dir, 'sat-full');
+    await train({ text, outDir: full, config: c });
+    const part = join(dir, 'sat-part');
+    let n = 0;
+    await train({ text, outDir: part, config: c, onStep: () => n++, shouldStop: () => n >= 7 });
+    await train({ text, outDir: part, config: c, resume: true });
+    const last = (d: string) => metrics(d).filter((l) => l.step === 12 && 'loss' in l)[0];
+    assert.deepEqual(last(part), { ...last(full), tokens_per_s: last(part).tokens_per_s });
+    assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
+  });
+
+  it('qkd train --recipe sat prints the accounted bytes', () => {
+    const yaml = join(dir, 'sat.yaml');
+    writeFileSync(yaml, `model: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4}\nbatch_size: 2\nseq_len: 16\nsteps: 4\nlr: 0.003\nsat: {dbwa: {enabled: true}}\n`);
+    const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--config', yaml, '--out', join(dir, 'sat-cli'), '--recipe', 'sat'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.equal(j.recipe, 'sat');
+    assert.ok(j.state_bytes > 0 && j.peak_rss_bytes > 0);
+    assert.match(r.stderr, /re-profiled/);
+  });
+});
+
+describe('SAKD', () => {
+  const teacherDir = join(dir, 'teacher');
+  saveLlama(teacherDir, createLlama({ vocab_size: 256, max_position_embeddings: 32, ...model }, 11));
+  writeFileSync(join(teacherDir, 'tokenizer.json'), JSON.stringify(new ByteTokenizer().toTokenizerJson()));
+  const base = { training: { steps: 10, batch_size: 2, seq_len: 16, eval_every: 5, checkpoint_every: 10 }, optimizer: { lr: 3e-3 } };
+
+  it('SWDL weights: softmax(S/T), and exactly uniform at T = ∞', () => {
+    assert.deepEqual(swdlWeights([0.3, 0.1, 0.7], Infinity), [1 / 3, 1 / 3, 1 / 3]);
+    const w = swdlWeights([0.3, 0.1, 0.7], 0.1);
+    assert.ok(Math.abs(w.reduce((a, b) => a + b, 0) - 1) < 1e-12);
+    assert.ok(w[2]! > w[0]! && w[0]! > w[1]!);
+    assert.ok(Math.abs(w[2]! / w[0]! - Math.exp(4)) < 1e-9);
+  });
+
+  it('T = ∞ with SGR and TDNI off reproduces uniform feature KD (kd-qat, all layers) bit for bit', async () => {
+    const a = join(dir, 'uniform');
+    const b = join(dir, 'swdl-inf');
+    await distill({ teacher: teacherDir, text, outDir: a, config: parseDistillConfig({ ...base, recipe: 'kd-qat', distillation: { feature_layers: 'all' } }) });
+    await distill({ teacher: teacherDir, text, outDir: b, config: parseDistillConfig({ ...base, recipe: 'sakd', sakd: { swdl: { t0: null }, sgr: { enabled: false }, tdni: { enabled: false }, feedback: { enabled: false }, report: false } }) });
+    // Timing and the (infinite) SWDL temperature are the only fields allowed to differ.
+    const strip = (l: Record<string, unknown>) => Object.fromEntries(Object.entries(l).filter(([k]) => k !== 'tokens_per_s' && k !== 'swdl_temperature'));
+    assert.deepEqual(metrics(b).filter((l) => 'loss' in l).map(strip), metrics(a).filter((l) => 'loss' in l).map(strip));
+  });
+
+  it('sakd logs SGR, applies TDNI to aligned layers and writes the post-distillation audit', async () => {
+    const out = join(dir, 'sakd');
+    const r = await distill({ teacher: teacherDir, text, outDir: out, config: parseDistillConfig({ ...base, recipe: 'sakd' }) });
+    const step = metrics(out).find((l) => l.step === 2 && 'loss' in l);
+    for (const key of ['sgr_spectral', 'feature_kd', 'logit_kd', 'quant']) assert.ok(key in step, key);
+    const report = r.sakd_report!;
+    assert.ok(existsSync(join(out, 'sakd-report.json')));
+    assert.equal(report.teacher.tensors.length, loadLlama(teacherDir).arena.entries.length);
+    assert.equal(report.student.tensors.length, loadLlama(out).arena.entries.length);
+    assert.ok(report.quantized_student.val_ppl > 1 && report.fp32_student_val_ppl > 1);
+    assert.ok(report.tdni_modules.length > 0 && report.tdni_modules.every((m) => /^model\.layers\.[01]\./.test(m)), report.tdni_modules.join(','));
+    assert.equal(report.swdl_weights!.first.length, 2);
+  });
+
+  it('the feedback monitor raises the coefficient of a weight whose κ keeps rising above the ceiling (bounded)', () => {
+    const config = parseDistillConfig({ recipe: 'sakd', sakd: { feedback: { patience: 2, factor: 2, max_scale: 4 }, sgr: { kappa_max: 0.5 }, tdni: { enabled: false } } });
+    const student = createLlama({ vocab_size: 256, max_position_embeddings: 32, ...model, num_hidden_layers: 2 }, 3);
+    const mech = new SakdMechanisms(config, [0.1, 0.2, 0.3, 0.4], [1, 3]);
+    mech.attach(student);
+    const w = student.arena.get('model.layers.0.mlp.up_proj.weight').data;
+    const notes: string[] = [];
+    for (let check = 0; check < 8; check++) {
+      // Make the tails heavier at every check: κ rises.
+      for (let i = 0; i < 4 + check; i++) w[i * 97]! *= 3;
+      notes.push(...mech.feedback(check + 1));
+    }
+    const raised = notes.filter((n) => n.includes('model.layers.0.mlp.up_proj.weight'));
+    assert.ok(raised.length >= 2, notes.join('\n'));
+    assert.equal(mech.coefficient.get('model.layers.0.mlp.up_proj.weight'), 4, 'bounded by max_scale');
+    assert.equal(mech.coefficient.get('model.layers.1.mlp.up_proj.weight'), 1, 'untouched weights keep 1');
+  });
+
+  it('qkd distill --recipe sakd writes the HTML audit', () => {
+    const out = join(dir, 'sakd-cli');
+    const yaml = join(dir, 'sakd.yaml');
+    writeFileSync(yaml, 'training: {steps: 4, batch_size: 2, seq_len: 16, eval_every: 2, checkpoint_every: 4}\n');
+    const r = spawnSync(process.execPath, ['bin/qkd.js', 'distill', '--teacher', teacherDir, '--out', out, '--config', yaml, '--recipe', 'sakd'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(existsSync(join(out, 'sakd-student.html')) && existsSync(join(out, 'sakd-teacher.html')));
+    assert.match(r.stdout, /post-distillation audit/);
+  });
+});
