@@ -129,9 +129,12 @@ export class SatRecipe implements TrainRecipe {
     }
     if (this.config.dbwa.enabled) {
       const uniform = this.config.dbwa.uniform_tier;
-      this.tiers = uniform !== null ? new Map([...composites.keys()].map((n) => [n, uniform])) : assignTiers(composites);
-      const count = (t: Tier) => [...this.tiers.values()].filter((x) => x === t).length;
-      this.notes.push(`step ${step}: DBWA tiers 16-bit ×${count(16)}, 12-bit ×${count(12)}, 8-bit ×${count(8)}`);
+      const tiers = uniform !== null ? new Map([...composites.keys()].map((n) => [n, uniform])) : assignTiers(composites);
+      const count = (t: Tier) => [...tiers.values()].filter((x) => x === t).length;
+      this.notes.push(`step ${step}: DBWA tiers 16-bit ×${count(16)}, 12-bit ×${count(12)}, 8-bit ×${count(8)} (1-D norms: 16-bit)`);
+      // 1-D tensors (norm gains) are tiny and not profiled: stored at 16 bits, as in the bf16 baseline.
+      for (const e of this.attachedTo?.arena.entries ?? []) if (e.shape.length < 2 && !tiers.has(e.name)) tiers.set(e.name, uniform ?? 16);
+      this.tiers = tiers;
     }
   }
 

@@ -32,7 +32,7 @@ describe('SAT', () => {
     const notes: string[] = [];
     const r = await train({ text, outDir: out, config: satConfig({ dbwa: { enabled: true }, kurtosis: { kappa_max: 0.01 } }), onNote: (n) => notes.push(n) });
     assert.deepEqual(notes.filter((n) => n.includes('TQNI')).map((n) => n.split(':')[0]), ['step 1', 'step 6', 'step 11']);
-    assert.ok(notes.some((n) => /DBWA tiers 16-bit ×8, 12-bit ×14, 8-bit ×8/.test(n)), notes.join('\n'));
+    assert.ok(notes.some((n) => /DBWA tiers 16-bit ×8, 12-bit ×14, 8-bit ×8 \(1-D norms: 16-bit\)/.test(n)), notes.join('\n'));
     const step = metrics(out).find((l) => l.step === 3 && 'loss' in l);
     for (const key of ['task', 'kurtosis_penalty', 'spectral_penalty', 'noise_layers']) assert.ok(key in step, key);
     assert.equal(step.noise_layers, 6, '20% of the 30 weights');
