@@ -7,7 +7,7 @@
 // TypeScript side can pass subarrays of one arena.
 //
 // Exports (all numbers are JS numbers; sizes are non-negative integers):
-//   info(): { version: 3, isa: "avx512" | "avx2" | "portable", threads }
+//   info(): { version: 4, isa: "avx512" | "avx2" | "portable", threads }
 //   sgemm(batch, transA, transB, M, N, K, alpha, A, lda, strideA,
 //         B, ldb, strideB, beta, C, ldc, strideC): undefined
 //   softmaxForward(x, y, rows, cols): undefined
@@ -32,6 +32,13 @@
 //   fakeQuantForward(w, out, mask|EMPTY_U8, rows, cols, bits 2..8, symmetric,
 //                    granularity 0|1|2, groupSize >= 1, clipRatio in (0, 1])
 //   fakeQuantBackward(dy, mask, dw, n)
+// Version 4 adds the kernels of the data-free profiler (kernels/gemm_bf16.h,
+// weight_stats.h, sym_eig.h; bf16 arrays are Uint16Arrays of raw bfloat16 bits):
+//   bf16Gemm(transA, M, N, K, A: bf16, lda, B, ldb, C, ldc, accumulate)   C (+)= op(A)·bf16(B)
+//   weightStats(w, rows, cols, bits 0|2..8, shift, rowMin, rowMax, totals: Float64Array)
+//   weightStatsBf16(w: bf16, rows, cols, bits, shift, rowMin, rowMax, totals)
+//   symmetricEigenvalues(a: Float64Array, n, count, out: Float64Array)   the count largest, descending
+//   f32ToBf16(src: Float32Array, dst: bf16, n)                 round to nearest even, NaN quiet
 // Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
@@ -43,13 +50,16 @@
 
 #include "kernels/cpu.h"
 #include "kernels/fused.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/sgemm.h"
 #include "kernels/softmax.h"
+#include "kernels/sym_eig.h"
 #include "kernels/thread_pool.h"
+#include "kernels/weight_stats.h"
 
 namespace {
 
-constexpr int kInfoVersion = 3;
+constexpr int kInfoVersion = 4;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -953,6 +963,184 @@ napi_value FakeQuantBackward(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+// ---- Version 4: the profiler's kernels ----------------------------------------
+
+// A typed array of one element type (data at its byteOffset, length in elements).
+template <typename T>
+struct TypedView {
+  T* data = nullptr;
+  int64_t length = 0;
+};
+
+template <typename T>
+bool read_typed_array(napi_env env, napi_value value, const char* fn, const char* name, napi_typedarray_type want,
+                      const char* type_name, TypedView<T>* out) {
+  bool is_typed_array = false;
+  napi_is_typedarray(env, value, &is_typed_array);
+  if (!is_typed_array) return fail(env, fn, "argument %s must be a %s", name, type_name);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
+    return fail(env, fn, "could not read argument %s", name);
+  }
+  if (type != want) return fail(env, fn, "argument %s must be a %s", name, type_name);
+  out->data = static_cast<T*>(data);
+  out->length = static_cast<int64_t>(length);
+  return true;
+}
+
+template <typename T>
+bool check_typed_length(napi_env env, const char* fn, const char* name, const char* type_name,
+                        const TypedView<T>& view, int64_t needed, bool overflowed) {
+  if (overflowed) return fail(env, fn, "argument %s: the sizes overflow a 64-bit index", name);
+  if (view.length < needed) {
+    return fail(env, fn, "argument %s (%s) has %lld elements, needs at least %lld", name, type_name,
+                static_cast<long long>(view.length), static_cast<long long>(needed));
+  }
+  return true;
+}
+
+// bf16Gemm(transA, M, N, K, A: Uint16Array, lda, B: Float32Array, ldb, C: Float32Array, ldc, accumulate)
+napi_value Bf16Gemm(napi_env env, napi_callback_info info) {
+  const char* fn = "bf16Gemm";
+  napi_value args[11];
+  if (!get_args(env, info, fn, 11, args)) return nullptr;
+  qkd::Bf16GemmArgs g;
+  TypedView<uint16_t> a;
+  FloatView b, c;
+  if (!read_flag(env, args[0], fn, "transA", &g.trans_a) || !read_size(env, args[1], fn, "M", &g.m) ||
+      !read_size(env, args[2], fn, "N", &g.n) || !read_size(env, args[3], fn, "K", &g.k) ||
+      !read_typed_array(env, args[4], fn, "A", napi_uint16_array, "Uint16Array", &a) ||
+      !read_size(env, args[5], fn, "lda", &g.lda) || !read_float32_array(env, args[6], fn, "B", &b) ||
+      !read_size(env, args[7], fn, "ldb", &g.ldb) || !read_float32_array(env, args[8], fn, "C", &c) ||
+      !read_size(env, args[9], fn, "ldc", &g.ldc) || !read_flag(env, args[10], fn, "accumulate", &g.accumulate)) {
+    return nullptr;
+  }
+  if (g.m == 0 || g.n == 0) return undefined_value(env);  // nothing is touched
+  const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+  int64_t needed = 0;
+  if (!check_leading_dimension(env, fn, "ldc", g.ldc, g.n, "C (M×N)")) return nullptr;
+  bool ok = extent(1, g.m, g.n, g.ldc, 0, &needed);
+  if (!check_length(env, fn, "C", c, needed, !ok)) return nullptr;
+  if (g.k > 0) {  // with K == 0 the call only zeroes C (or leaves it)
+    if (!check_leading_dimension(env, fn, "lda", g.lda, a_cols, g.trans_a ? "A (K×M, transA)" : "A (M×K)") ||
+        !check_leading_dimension(env, fn, "ldb", g.ldb, g.n, "B (K×N)")) {
+      return nullptr;
+    }
+    ok = extent(1, a_rows, a_cols, g.lda, 0, &needed);
+    if (!check_typed_length(env, fn, "A", "Uint16Array", a, needed, !ok)) return nullptr;
+    ok = extent(1, g.k, g.n, g.ldb, 0, &needed);
+    if (!check_length(env, fn, "B", b, needed, !ok)) return nullptr;
+  }
+  g.a = a.data;
+  g.b = b.data;
+  g.c = c.data;
+  if (!qkd::bf16_gemm(g)) {
+    fail(env, fn, "out of memory for the packing buffers");
+    return nullptr;
+  }
+  return undefined_value(env);
+}
+
+// weightStats(w, rows, cols, bits, shift, rowMin, rowMax, totals) with w a
+// Float32Array (bf16 false) or a Uint16Array of bf16 bits (bf16 true).
+napi_value WeightStats(napi_env env, napi_callback_info info, bool bf16) {
+  const char* fn = bf16 ? "weightStatsBf16" : "weightStats";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  qkd::WeightStatsArgs a;
+  FloatView w32, row_min, row_max;
+  TypedView<uint16_t> w16;
+  TypedView<double> totals;
+  int32_t bits = 0;
+  int64_t count = 0;
+  const bool read_w = bf16 ? read_typed_array(env, args[0], fn, "w", napi_uint16_array, "Uint16Array", &w16)
+                           : read_float32_array(env, args[0], fn, "w", &w32);
+  if (!read_w || !read_size(env, args[1], fn, "rows", &a.rows) || !read_size(env, args[2], fn, "cols", &a.cols) ||
+      !read_int32(env, args[3], fn, "bits", &bits) || !read_number(env, args[4], fn, "shift", &a.shift) ||
+      !read_float32_array(env, args[5], fn, "rowMin", &row_min) ||
+      !read_float32_array(env, args[6], fn, "rowMax", &row_max) ||
+      !read_typed_array(env, args[7], fn, "totals", napi_float64_array, "Float64Array", &totals) ||
+      !multiply(env, fn, "w (rows×cols)", {a.rows, a.cols}, &count)) {
+    return nullptr;
+  }
+  if (bits != 0 && (bits < 2 || bits > 8)) {
+    fail(env, fn, "argument bits must be 0 (no quantization error) or an integer from 2 to 8, got %d", bits);
+    return nullptr;
+  }
+  if (!std::isfinite(a.shift)) {
+    fail(env, fn, "argument shift must be a finite number, got %g", a.shift);
+    return nullptr;
+  }
+  const bool w_ok = bf16 ? check_typed_length(env, fn, "w", "Uint16Array", w16, count, false)
+                         : check_elements(env, fn, "w", w32, count);
+  if (!w_ok || !check_elements(env, fn, "rowMin", row_min, a.rows) ||
+      !check_elements(env, fn, "rowMax", row_max, a.rows) ||
+      !check_typed_length(env, fn, "totals", "Float64Array", totals, 6, false)) {
+    return nullptr;
+  }
+  a.bits = bits;
+  a.w32 = bf16 ? nullptr : w32.data;
+  a.w16 = bf16 ? w16.data : nullptr;
+  a.row_min = row_min.data;
+  a.row_max = row_max.data;
+  const qkd::WeightStatsTotals t = qkd::weight_stats(a);
+  const double values[6] = {t.s1, t.s2, t.s3, t.s4, t.sum_squares, t.rtn_error};
+  for (int i = 0; i < 6; ++i) totals.data[i] = values[i];
+  return undefined_value(env);
+}
+
+napi_value WeightStatsF32(napi_env env, napi_callback_info info) { return WeightStats(env, info, false); }
+napi_value WeightStatsBf16(napi_env env, napi_callback_info info) { return WeightStats(env, info, true); }
+
+// symmetricEigenvalues(a: Float64Array, n, count, out: Float64Array)
+napi_value SymmetricEigenvalues(napi_env env, napi_callback_info info) {
+  const char* fn = "symmetricEigenvalues";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  TypedView<double> a, out;
+  int64_t n = 0, count = 0, elements = 0;
+  if (!read_typed_array(env, args[0], fn, "a", napi_float64_array, "Float64Array", &a) ||
+      !read_size(env, args[1], fn, "n", &n) || !read_size(env, args[2], fn, "count", &count) ||
+      !read_typed_array(env, args[3], fn, "out", napi_float64_array, "Float64Array", &out) ||
+      !multiply(env, fn, "a (n×n)", {n, n}, &elements)) {
+    return nullptr;
+  }
+  if (count > n) {
+    fail(env, fn, "argument count (%lld) must be at most n (%lld)", static_cast<long long>(count),
+         static_cast<long long>(n));
+    return nullptr;
+  }
+  if (!check_typed_length(env, fn, "a", "Float64Array", a, elements, false) ||
+      !check_typed_length(env, fn, "out", "Float64Array", out, count, false)) {
+    return nullptr;
+  }
+  if (!qkd::symmetric_eigenvalues(a.data, n, count, out.data)) {
+    fail(env, fn, "no eigenvalues for a matrix that is not finite (or out of memory)");
+    return nullptr;
+  }
+  return undefined_value(env);
+}
+
+// f32ToBf16(src: Float32Array, dst: Uint16Array, n)
+napi_value F32ToBf16(napi_env env, napi_callback_info info) {
+  const char* fn = "f32ToBf16";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  FloatView src;
+  TypedView<uint16_t> dst;
+  int64_t n = 0;
+  if (!read_float32_array(env, args[0], fn, "src", &src) ||
+      !read_typed_array(env, args[1], fn, "dst", napi_uint16_array, "Uint16Array", &dst) ||
+      !read_size(env, args[2], fn, "n", &n) || !check_elements(env, fn, "src", src, n) ||
+      !check_typed_length(env, fn, "dst", "Uint16Array", dst, n, false)) {
+    return nullptr;
+  }
+  qkd::float_to_bf16(src.data, dst.data, n);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -977,6 +1165,11 @@ NAPI_MODULE_INIT() {
       {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fakeQuantForward", nullptr, FakeQuantForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fakeQuantBackward", nullptr, FakeQuantBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"bf16Gemm", nullptr, Bf16Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"weightStats", nullptr, WeightStatsF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"weightStatsBf16", nullptr, WeightStatsBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"symmetricEigenvalues", nullptr, SymmetricEigenvalues, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"f32ToBf16", nullptr, F32ToBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

@@ -37,6 +37,16 @@ Isa active_isa() {
   return isa;
 }
 
+bool cpu_has_avx512_bf16() {
+#if QKD_X86
+  __builtin_cpu_init();
+  static const bool available = detected_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  return available;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return "avx512";

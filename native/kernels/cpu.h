@@ -9,6 +9,9 @@
 #define QKD_X86 1
 #define QKD_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define QKD_TARGET_AVX2 __attribute__((target("avx2,fma")))
+// The AVX-512 path plus the BF16 dot product (vdpbf16ps, vcvtne2ps2bf16).
+#define QKD_TARGET_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma")))
 #else
 #define QKD_X86 0
 #endif
@@ -26,5 +29,10 @@ Isa detected_isa();
 Isa active_isa();
 
 const char* isa_name(Isa isa);
+
+// True when the CPU has AVX-512 BF16 (vdpbf16ps, vcvtne2ps2bf16): on the
+// avx512 path the bf16 GEMM then runs on its own micro-kernel instead of
+// widening to float32.
+bool cpu_has_avx512_bf16();
 
 }  // namespace qkd

@@ -40,7 +40,7 @@ function sgemmError(batch, ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta,
 
 // info()
 const info = native.info();
-check(info.version === 3, 'info().version is 3');
+check(info.version === 4, 'info().version is 4');
 check(['avx512', 'avx2', 'portable'].includes(info.isa), `info().isa is "${info.isa}"`);
 check(Number.isInteger(info.threads) && info.threads >= 1, 'info().threads is a positive integer');
 console.log(`[${process.env.QKD_ISA}] info: ${JSON.stringify(info)}`);

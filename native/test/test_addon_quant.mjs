@@ -17,7 +17,7 @@ runPerIsa(import.meta.url);
 const native = loadAddon();
 const EMPTY_U8 = new Uint8Array(0);
 
-check(native.info().version === 3, 'info().version is 3');
+check(native.info().version === 4, 'info().version is 4');
 for (const name of ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'rmsnormForward', 'rmsnormBackward',
   'swigluForward', 'swigluBackward', 'rope', 'adamw', 'crossEntropyForward', 'crossEntropyBackward', 'klForward',
   'klBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'addInto', 'add', 'fakeQuantForward',

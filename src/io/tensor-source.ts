@@ -42,6 +42,12 @@ export interface TensorSource {
   readonly tensors: readonly SourceTensor[];
   /** Reads one tensor from disk as float32 (widening / dequantizing). */
   readFloat32(name: string): Float32Array;
+  /**
+   * The raw bfloat16 bits of a tensor stored as BF16, else null (optional).
+   * With `scratch` big enough the bits are read into it (the result is a
+   * view of it, valid until the next read into the same scratch).
+   */
+  readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
   close(): void;
 }
 
@@ -189,6 +195,13 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
       return f.readFloat32(name).data;
+    },
+    readBf16(name: string, scratch?: Uint16Array): Uint16Array | null {
+      const f = where.get(name);
+      if (f === undefined) throw missing(path, name);
+      if (f.entry(name).dtype !== 'bf16') return null;
+      const bytes = f.readBytes(name, scratch && new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
+      return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
     },
     close(): void {
       for (const f of files) f.close();

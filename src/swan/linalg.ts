@@ -1,116 +1,22 @@
 /**
  * Small dense linear algebra in float64 for the profiler: eigenvalues of a
- * symmetric matrix (Householder tridiagonalisation + implicit QL), Cholesky,
- * and the inverse of a triangular factor. Matrices are row-major n×n
- * Float64Arrays. These run on the k×k sketches of the randomised SVD (k ≤ a
- * few hundred), so O(k³) in TypeScript is cheap next to the GEMMs.
+ * symmetric matrix, Cholesky (plain and pivoted), and the inverse of a
+ * triangular factor. Matrices are row-major n×n Float64Arrays. These run on
+ * the small projected matrices of the randomised SVD; the eigenvalues (the
+ * one O(n³) step on a few hundred rows) use the backend's kernel.
  */
-import { QkdError } from '../errors.js';
+import { kernels } from '../tensor/backend.js';
 
 /**
- * Eigenvalues of the symmetric n×n matrix `a` (only the lower triangle is
- * read; `a` is not modified), in descending order.
+ * The `count` (default all) largest eigenvalues of the symmetric n×n matrix
+ * `a` (only the lower triangle is read; `a` is not modified), in descending
+ * order: the backend's kernel (Householder tridiagonalisation, then
+ * implicit QL, or bisection when only a few are wanted).
  */
-export function symmetricEigenvalues(a: Float64Array, n: number): Float64Array {
-  const m = Float64Array.from(a.subarray(0, n * n));
-  const d = new Float64Array(n);
-  const e = new Float64Array(n);
-  tridiagonalize(m, n, d, e);
-  tridiagonalEigenvalues(d, e, n);
-  return d.sort().reverse();
-}
-
-/**
- * Householder reduction of a symmetric matrix to tridiagonal form (the
- * classical tred2 scheme without accumulating the transforms): d gets the
- * diagonal, e[1..n-1] the sub-diagonal.
- */
-function tridiagonalize(a: Float64Array, n: number, d: Float64Array, e: Float64Array): void {
-  for (let i = n - 1; i > 0; i--) {
-    const l = i - 1;
-    let h = 0;
-    if (l > 0) {
-      let scale = 0;
-      for (let k = 0; k <= l; k++) scale += Math.abs(a[i * n + k]!);
-      if (scale === 0) {
-        e[i] = a[i * n + l]!;
-      } else {
-        for (let k = 0; k <= l; k++) {
-          a[i * n + k]! /= scale;
-          h += a[i * n + k]! * a[i * n + k]!;
-        }
-        let f = a[i * n + l]!;
-        const g = f >= 0 ? -Math.sqrt(h) : Math.sqrt(h);
-        e[i] = scale * g;
-        h -= f * g;
-        a[i * n + l] = f - g;
-        f = 0;
-        for (let j = 0; j <= l; j++) {
-          let gj = 0;
-          for (let k = 0; k <= j; k++) gj += a[j * n + k]! * a[i * n + k]!;
-          for (let k = j + 1; k <= l; k++) gj += a[k * n + j]! * a[i * n + k]!;
-          e[j] = gj / h;
-          f += e[j]! * a[i * n + j]!;
-        }
-        const hh = f / (h + h);
-        for (let j = 0; j <= l; j++) {
-          const fj = a[i * n + j]!;
-          const gj = (e[j] = e[j]! - hh * fj);
-          for (let k = 0; k <= j; k++) a[j * n + k]! -= fj * e[k]! + gj * a[i * n + k]!;
-        }
-      }
-    } else {
-      e[i] = a[i * n + l]!;
-    }
-    d[i] = h;
-  }
-  for (let i = 0; i < n; i++) d[i] = a[i * n + i]!;
-}
-
-/** Implicit QL with Wilkinson shifts on a tridiagonal matrix; d becomes the eigenvalues. */
-function tridiagonalEigenvalues(d: Float64Array, e: Float64Array, n: number): void {
-  for (let i = 1; i < n; i++) e[i - 1] = e[i]!;
-  if (n > 0) e[n - 1] = 0;
-  for (let l = 0; l < n; l++) {
-    let iterations = 0;
-    for (;;) {
-      let m = l;
-      for (; m < n - 1; m++) {
-        const dd = Math.abs(d[m]!) + Math.abs(d[m + 1]!);
-        if (Math.abs(e[m]!) <= Number.EPSILON * dd) break;
-      }
-      if (m === l) break;
-      if (++iterations > 60) throw new QkdError('ARGUMENT', 'symmetricEigenvalues: QL iteration did not converge', { hint: 'a finite symmetric matrix' });
-      let g = (d[l + 1]! - d[l]!) / (2 * e[l]!);
-      let r = Math.hypot(g, 1);
-      g = d[m]! - d[l]! + e[l]! / (g + (g >= 0 ? r : -r));
-      let s = 1;
-      let c = 1;
-      let p = 0;
-      let i = m - 1;
-      for (; i >= l; i--) {
-        let f = s * e[i]!;
-        const b = c * e[i]!;
-        e[i + 1] = r = Math.hypot(f, g);
-        if (r === 0) {
-          d[i + 1]! -= p;
-          e[m] = 0;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1]! - p;
-        r = (d[i]! - g) * s + 2 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-      }
-      if (r === 0 && i >= l) continue;
-      d[l]! -= p;
-      e[l] = g;
-      e[m] = 0;
-    }
-  }
+export function symmetricEigenvalues(a: Float64Array, n: number, count = n): Float64Array {
+  const out = new Float64Array(count);
+  if (count > 0) kernels().symmetricEigenvalues(a, n, count, out);
+  return out;
 }
 
 /**
@@ -146,4 +52,55 @@ export function invertLower(L: Float64Array, n: number): Float64Array {
     }
   }
   return inv;
+}
+
+export interface PivotedCholesky {
+  /** The accepted columns, in pivot order. */
+  order: number[];
+  /** r×r lower factor: a[order[i], order[j]] = (L Lᵀ)[i, j], r = order.length. */
+  L: Float64Array;
+}
+
+/**
+ * Cholesky with diagonal pivoting of the symmetric positive semi-definite
+ * n×n `a` (lower triangle read). Each step takes the column whose remaining
+ * diagonal (its part not explained by the columns already taken) is largest
+ * relative to `scale[i]`, and stops once that ratio is at most `tolerance`:
+ * the rest are numerically dependent. Used to orthonormalise a block of
+ * vectors while dropping the directions it no longer adds.
+ */
+export function pivotedCholesky(a: Float64Array, n: number, scale: Float64Array, tolerance: number): PivotedCholesky {
+  const rest = new Float64Array(n);
+  for (let i = 0; i < n; i++) rest[i] = a[i * n + i]!;
+  const taken = new Uint8Array(n);
+  const factor = new Float64Array(n * n); // factor[i·n + t]: column t of L at original row i
+  const order: number[] = [];
+  for (let t = 0; t < n; t++) {
+    let best = -1;
+    let bestRatio = tolerance;
+    for (let i = 0; i < n; i++) {
+      const ratio = scale[i]! > 0 ? rest[i]! / scale[i]! : 0;
+      if (!taken[i] && ratio > bestRatio) {
+        best = i;
+        bestRatio = ratio;
+      }
+    }
+    if (best < 0) break;
+    const pivot = Math.sqrt(rest[best]!);
+    taken[best] = 1;
+    order.push(best);
+    factor[best * n + t] = pivot;
+    for (let i = 0; i < n; i++) {
+      if (taken[i]) continue;
+      let s = i > best ? a[i * n + best]! : a[best * n + i]!;
+      for (let u = 0; u < t; u++) s -= factor[i * n + u]! * factor[best * n + u]!;
+      const l = s / pivot;
+      factor[i * n + t] = l;
+      rest[i]! -= l * l;
+    }
+  }
+  const r = order.length;
+  const L = new Float64Array(r * r);
+  for (let i = 0; i < r; i++) for (let j = 0; j <= i; j++) L[i * r + j] = factor[order[i]! * n + j]!;
+  return { order, L };
 }

@@ -6,7 +6,8 @@
  */
 import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
-import { compositeScore, excessKurtosis, frobeniusSquared, metricScores, noiseAmplification, reconstructionError, rowSteps } from './metrics.js';
+import { fromBf16 } from '../tensor/dtype.js';
+import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
 import { spectralSummary } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 
@@ -15,13 +16,20 @@ export interface ProfileSource {
   readonly path: string;
   readonly tensors: readonly { name: string; shape: readonly number[] }[];
   readFloat32(name: string): Float32Array;
+  /**
+   * The tensor's raw bfloat16 bits when it is stored as bf16, else null
+   * (optional): the profiler then multiplies the weight as stored, with no
+   * widened float32 copy. With `scratch` big enough the bits are read into
+   * it (a view of it is returned).
+   */
+  readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
 }
 
 export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
   bits: 4,
   probes: 8,
   maxRank: 256,
-  powerIterations: 2,
+  krylovDepth: 8,
   seed: 1234,
   weights: { kurtosis: 1, spectral_concentration: 1, noise_amplification: 1, reconstruction_error: 1 },
   noiseRef: 0.5,
@@ -60,7 +68,7 @@ export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
   check(Number.isInteger(s.bits) && s.bits >= 2 && s.bits <= 8, 'bits', 'an integer from 2 to 8');
   check(Number.isInteger(s.probes) && s.probes >= 1 && s.probes <= 4096, 'probes', 'an integer from 1 to 4096');
   check(Number.isInteger(s.maxRank) && s.maxRank >= 1 && s.maxRank <= 4096, 'maxRank', 'an integer from 1 to 4096');
-  check(Number.isInteger(s.powerIterations) && s.powerIterations >= 0 && s.powerIterations <= 20, 'powerIterations', 'an integer from 0 to 20');
+  check(Number.isInteger(s.krylovDepth) && s.krylovDepth >= 1 && s.krylovDepth <= 64, 'krylovDepth', 'an integer from 1 to 64');
   check(s.noiseRef > 0 && s.errorRef > 0, 'noiseRef/errorRef', 'positive numbers');
   for (const [k, v] of Object.entries(s.weights)) check(Number.isFinite(v) && v >= 0, `weights.${k}`, 'a non-negative number');
   return s;
@@ -74,22 +82,27 @@ export function tensorLayerAndKind(name: string): { layer: number | null; kind: 
   return { layer: m ? Number(m[1]) : null, kind };
 }
 
-/** Profile of one tensor held in memory. */
-export function profileTensor(name: string, shape: readonly number[], w: Float32Array, settings: ProfileSettings, rng: Rng, scratch?: Float32Array): TensorProfile {
+/**
+ * Profile of one tensor held in memory (float32, or bf16 used as stored).
+ * One pass of weightStatistics gives the kurtosis, ‖W‖_F², the row steps and
+ * the RTN error; the randomised SVD also returns the probe products of the
+ * noise metric, so W is read by the GEMMs of the SVD and once more.
+ */
+export function profileTensor(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng): TensorProfile {
   const { layer, kind } = tensorLayerAndKind(name);
-  const kurtosis = excessKurtosis(w);
-  const base = { name, shape: [...shape], kurtosis, layer, kind };
-  if (shape.length < 2 || w.length === 0) {
+  const n = w instanceof Float32Array ? w.length : w.bf16.length;
+  const matrix = shape.length >= 2 && n > 0;
+  const rows = matrix ? shape[0]! : 1;
+  const cols = n / rows;
+  const stats = weightStatistics(w, rows, cols, matrix ? settings.bits : 0);
+  const base = { name, shape: [...shape], kurtosis: stats.kurtosis, layer, kind };
+  if (!matrix) {
     return { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
   }
-  const rows = shape[0]!;
-  const cols = w.length / rows;
-  const fro2 = frobeniusSquared(w);
-  const spectrum = spectralSummary(w, rows, cols, fro2, { maxRank: settings.maxRank, powerIterations: settings.powerIterations, rng });
-  const steps = rowSteps(w, rows, cols, settings.bits);
-  const noise = noiseAmplification(w, rows, cols, steps, { bits: settings.bits, probes: settings.probes, rng });
-  const error = reconstructionError(w, rows, cols, settings.bits, fro2, scratch);
-  const raw = { kurtosis, spectral_concentration: spectrum.concentration, noise_amplification: noise, reconstruction_error: error };
+  const spectrum = spectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, rng, probes: settings.probes });
+  const noise = spectrum.probes ? noiseFromProbes(spectrum.probes, stats.steps, rng) : 0;
+  const error = stats.reconstructionError;
+  const raw = { kurtosis: stats.kurtosis, spectral_concentration: spectrum.concentration, noise_amplification: noise, reconstruction_error: error };
   const scores = metricScores(raw, settings);
   return {
     ...base,
@@ -111,16 +124,19 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const settings = profileSettings(options);
   const start = performance.now();
   const chosen = source.tensors.filter((t) => (options.filter ? options.filter(t.name) : true));
-  let scratch = new Float32Array(0);
   let params = 0;
   const tensors: TensorProfile[] = [];
+  // One read buffer for all bf16 tensors (the largest one's size).
+  const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
+  const scratch = source.readBf16 ? new Uint16Array(largest) : undefined;
   chosen.forEach((t, index) => {
-    const w = source.readFloat32(t.name);
-    if (w.length > scratch.length) scratch = new Float32Array(w.length);
-    const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), scratch);
-    if (t.shape.length >= 2 && w.length > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, w.length / t.shape[0]!);
+    const bf16 = source.readBf16?.(t.name, scratch) ?? null;
+    const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name);
+    const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
+    const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index));
+    if (t.shape.length >= 2 && n > 0 && options.visit) options.visit(t.name, bf16 !== null ? fromBf16(bf16) : (w as Float32Array), t.shape[0]!, n / t.shape[0]!);
     tensors.push(profile);
-    params += w.length;
+    params += n;
     options.onTensor?.({ done: index + 1, total: chosen.length, name: t.name, params });
   });
   return { model: source.path, params, seconds: (performance.now() - start) / 1000, settings, tensors };

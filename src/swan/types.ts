@@ -43,7 +43,8 @@ export interface ProfileSettings {
   probes: number;
   /** Rank cap of the randomised SVD. */
   maxRank: number;
-  powerIterations: number;
+  /** Block-Krylov depth of the randomised SVD (passes ≈ 2·depth + 2). */
+  krylovDepth: number;
   seed: number;
   weights: MetricScores;
   /** Score references: a_ref and e_ref of SPEC section 1. */

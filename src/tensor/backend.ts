@@ -13,9 +13,11 @@ import { loadNativeAddon, type NativeAddon, type NativeStatus } from './native/b
 import { isFloat64Mode } from './tensor.js';
 import type { BackendName, Kernels } from './kernel-types.js';
 
-export type { BackendName, GemmArgs, Kernels } from './kernel-types.js';
+export type { BackendName, Bf16GemmArgs, GemmArgs, Kernels } from './kernel-types.js';
 
 let nativeKernels: Kernels | null | undefined; // undefined: not tried yet
+/** Kernels on fixed-type arrays (not tensor buffers), exempt from the float64-mode guard. */
+const TYPED_KERNELS = new Set<string>(['weightStats', 'weightStatsBf16', 'symmetricEigenvalues', 'f32ToBf16']);
 let nativeStatusCache: NativeStatus | undefined;
 let current: BackendName | undefined;
 let warnedFallback = false;
@@ -45,12 +47,18 @@ function makeNativeKernels(addon: NativeAddon): Kernels {
   const kernels: Record<string, unknown> = { ...referenceKernels, name: 'native' };
   const table = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
   for (const key of Object.keys(referenceKernels) as (keyof Kernels)[]) {
-    if (key === 'name' || key === 'sgemm' || typeof table[key] !== 'function') continue;
+    if (key === 'name' || key === 'sgemm' || key === 'bf16Gemm' || typeof table[key] !== 'function') continue;
     const fn = table[key]!;
+    // The profiler's kernels take typed arrays of fixed types, never float64 tensors.
+    const guarded = !TYPED_KERNELS.has(key);
     kernels[key] = (...args: unknown[]) => {
-      guard(key);
+      if (guarded) guard(key);
       return fn(...args.map((a) => (typeof a === 'boolean' ? (a ? 1 : 0) : a)));
     };
+  }
+  if (typeof addon.bf16Gemm === 'function') {
+    const bf16Gemm = addon.bf16Gemm.bind(addon);
+    kernels.bf16Gemm = (p: Parameters<Kernels['bf16Gemm']>[0]) => bf16Gemm(p.transA ? 1 : 0, p.M, p.N, p.K, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.accumulate ? 1 : 0);
   }
   kernels.sgemm = (p: Parameters<Kernels['sgemm']>[0]) => {
     guard('sgemm');

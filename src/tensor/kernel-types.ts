@@ -38,6 +38,28 @@ export interface GemmArgs {
   strideC: number;
 }
 
+/**
+ * C (+)= op(A) · bf16(B) for the profiler: A holds raw bfloat16 bits (a
+ * weight as most checkpoints store it), op(A)[m,k] = transA ? A[k·lda + m] :
+ * A[m·lda + k]; B is K×N float32 (ldb), rounded to bf16 (nearest even)
+ * before multiplying; C is M×N float32 (ldc), overwritten (never read) or,
+ * with `accumulate`, added to. The products are exact in float32 and summed
+ * in float32 (the reference sums in float64).
+ */
+export interface Bf16GemmArgs {
+  transA: boolean;
+  M: number;
+  N: number;
+  K: number;
+  a: Uint16Array;
+  lda: number;
+  b: Float32Array;
+  ldb: number;
+  c: Float32Array;
+  ldc: number;
+  accumulate?: boolean;
+}
+
 export interface Kernels {
   readonly name: BackendName;
   sgemm(p: GemmArgs): void;
@@ -91,4 +113,24 @@ export interface Kernels {
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
   /** out = a + b (out may alias a or b). */
   add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void;
+  /** See Bf16GemmArgs. */
+  bf16Gemm(p: Bf16GemmArgs): void;
+  /**
+   * One read of a weight w [rows, cols] for the profiler. rowMin/rowMax get
+   * each row's extremes (NaN skipped). totals (6 float64) get, with
+   * d = w − shift: Σd, Σd², Σd³, Σd⁴, Σw², and Σ(ŵ − w)² with ŵ the per-row
+   * `bits`-bit asymmetric quantize-dequantize of fakeQuantForward
+   * (granularity 1, clip 1; bits 0 skips it and gives 0).
+   */
+  weightStats(w: Float32Array, rows: number, cols: number, bits: number, shift: number, rowMin: Float32Array, rowMax: Float32Array, totals: Float64Array): void;
+  /** weightStats of a weight given as raw bfloat16 bits. */
+  weightStatsBf16(w: Uint16Array, rows: number, cols: number, bits: number, shift: number, rowMin: Float32Array, rowMax: Float32Array, totals: Float64Array): void;
+  /**
+   * The `count` largest eigenvalues of the symmetric n×n row-major a (lower
+   * triangle read, a kept) into out[0, count), descending. Throws for a
+   * matrix that is not finite.
+   */
+  symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
+  /** dst[i] = bfloat16 bits of src[i], i < n (nearest even, NaN stays a quiet NaN, subnormals kept). */
+  f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
 }

@@ -2,7 +2,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/random.js';
 import { withBackend } from '../../src/tensor/backend.js';
-import { compositeScore, excessKurtosis, frobeniusSquared, metricScores, noiseAmplification, noiseAmplificationExplicit, reconstructionError, rowSteps } from '../../src/swan/metrics.js';
+import { compositeScore, excessKurtosis, frobeniusSquared, metricScores, noiseAmplification, noiseAmplificationExplicit, noiseFromProbes, reconstructionError, rowSteps, weightStatistics } from '../../src/swan/metrics.js';
+import { spectralSummary } from '../../src/swan/spectrum.js';
+import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
 import { profileModel, profileTensor, tensorLayerAndKind, profileSettings, type ProfileSource } from '../../src/swan/profile.js';
 import { QkdError } from '../../src/errors.js';
 
@@ -81,6 +83,72 @@ describe('reconstruction error and noise amplification', () => {
     // E‖Ex‖² = Σ Δ_r²‖x‖²/12, E‖Wx‖² = ‖W‖_F²‖x‖²/cols ≈ rows‖x‖².
     const predicted = Math.sqrt(meanStep2 / 12);
     assert.ok(Math.abs(a - predicted) < 0.05 * predicted, `${a} vs ${predicted}`);
+  });
+});
+
+describe('weightStatistics (one pass)', () => {
+  it('matches the single-metric functions and a float64 definition, float32 and bf16, on both backends', () => {
+    const rows = 37;
+    const cols = 301;
+    const w = fromBf16(toBf16(sample(rows * cols, (r) => (r.uniform() < 0.01 ? 25 : 1) * r.normal() + 0.4, 21)));
+    w.fill(0.5, cols, 2 * cols); // a constant row: no quantization error
+    // The definitions in float64.
+    let mean = 0;
+    for (const v of w) mean += v / w.length;
+    let m2 = 0;
+    let m4 = 0;
+    let fro2 = 0;
+    for (const v of w) { m2 += (v - mean) ** 2 / w.length; m4 += (v - mean) ** 4 / w.length; fro2 += v * v; }
+    const kurtosis = m4 / (m2 * m2) - 3;
+    for (const backend of ['reference', 'native'] as const) {
+      for (const data of [w, { bf16: toBf16(w) }]) {
+        const s = withBackend(backend, () => weightStatistics(data, rows, cols, 4));
+        const kind = `${backend} ${data instanceof Float32Array ? 'f32' : 'bf16'}`;
+        assert.ok(Math.abs(s.kurtosis - kurtosis) < 1e-9 * Math.abs(kurtosis), `${kind} kurtosis ${s.kurtosis} vs ${kurtosis}`);
+        assert.ok(Math.abs(s.frobenius2 - fro2) < 1e-12 * fro2, `${kind} ‖W‖²`);
+        assert.deepEqual([...s.steps], [...rowSteps(w, rows, cols, 4)], `${kind} steps`);
+        assert.equal(s.steps[1], 0);
+        const e = reconstructionError(w, rows, cols, 4, fro2);
+        assert.ok(Math.abs(s.reconstructionError - e) < 1e-12 * e, `${kind} RTN error`);
+      }
+      assert.ok(Math.abs(withBackend(backend, () => excessKurtosis(w)) - kurtosis) < 1e-9 * Math.abs(kurtosis));
+      assert.ok(Math.abs(withBackend(backend, () => frobeniusSquared(w)) - fro2) < 1e-12 * fro2);
+    }
+  });
+
+  it('bits 0 gives only the moments; empty and constant tensors give zeros', () => {
+    const w = sample(4096 * 3, (r) => r.normal(), 5);
+    const s = weightStatistics(w, 1, w.length, 0);
+    assert.equal(s.reconstructionError, 0);
+    assert.ok(Math.abs(s.kurtosis - excessKurtosis(w)) < 1e-9);
+    assert.deepEqual(weightStatistics(new Float32Array(0), 0, 0, 4), { kurtosis: 0, frobenius2: 0, steps: new Float64Array(0), reconstructionError: 0 });
+    const constant = weightStatistics(new Float32Array(50).fill(-2), 5, 10, 4);
+    assert.equal(constant.kurtosis, 0);
+    assert.equal(constant.reconstructionError, 0);
+  });
+
+  it('noiseFromProbes is the noise estimator on given products, and the SVD probes feed it', () => {
+    const rows = 96;
+    const cols = 160;
+    const w = sample(rows * cols, (r) => (r.uniform() < 0.01 ? 30 : 1) * r.normal(), 31);
+    const steps = rowSteps(w, rows, cols, 4);
+    // Explicit probe products of 400 Gaussian probes.
+    const rng = new Rng(4);
+    const K = 400;
+    const wx2 = new Float64Array(K);
+    const x2 = new Float64Array(K);
+    for (let k = 0; k < K; k++) {
+      const x = Float64Array.from({ length: cols }, () => rng.normal());
+      for (const v of x) x2[k]! += v * v;
+      for (let r = 0; r < rows; r++) { let s = 0; for (let c = 0; c < cols; c++) s += w[r * cols + c]! * x[c]!; wx2[k]! += s * s; }
+    }
+    const fromProbes = noiseFromProbes({ wx2, x2 }, steps, new Rng(5));
+    const explicit = noiseAmplificationExplicit(w, rows, cols, steps, { bits: 4, probes: 400, rng: new Rng(6) });
+    assert.ok(Math.abs(fromProbes - explicit) < 0.03 * explicit, `${fromProbes} vs ${explicit}`);
+    // The 8 probes of the randomised SVD: the same quantity, up to the noise of 8 samples.
+    const s = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(7), probes: 8 });
+    const viaSvd = noiseFromProbes(s.probes!, steps, new Rng(8));
+    assert.ok(Math.abs(viaSvd - explicit) < 0.2 * explicit, `${viaSvd} vs ${explicit}`);
   });
 });
 

@@ -1,9 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/random.js';
-import { symmetricEigenvalues, cholesky, invertLower } from '../../src/swan/linalg.js';
-import { spectralSummary, topSingularValues } from '../../src/swan/spectrum.js';
+import { symmetricEigenvalues, cholesky, invertLower, pivotedCholesky } from '../../src/swan/linalg.js';
+import { krylovShape, spectralSummary, topSingularValues } from '../../src/swan/spectrum.js';
 import { frobeniusSquared } from '../../src/swan/metrics.js';
+import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
 
 /** Random orthogonal n×n (Gram–Schmidt of a Gaussian matrix), float64. */
 function randomOrthogonal(n: number, rng: Rng): Float64Array {
@@ -96,6 +97,31 @@ describe('linalg', () => {
     assert.deepEqual([...symmetricEigenvalues(Float64Array.from([4]), 1)], [4]);
   });
 
+  it('pivotedCholesky takes the independent columns and drops the dependent ones', () => {
+    // Columns x, y, x + y (dependent), and 0.
+    const x = [1, 2, 0, 1];
+    const y = [0, 1, 3, 1];
+    const cols = [x, y, x.map((v, i) => v + y[i]!), [0, 0, 0, 0]];
+    const g = new Float64Array(16);
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) g[i * 4 + j] = cols[i]!.reduce((s, v, t) => s + v * cols[j]![t]!, 0);
+    const norms = Float64Array.from([0, 1, 2, 3], (i) => g[i * 5]!);
+    const { order, L } = pivotedCholesky(g, 4, norms, 1e-10);
+    assert.equal(order.length, 2);
+    assert.equal(order.includes(3), false);
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) {
+      let s = 0; for (let k = 0; k < 2; k++) s += L[i * 2 + k]! * L[j * 2 + k]!;
+      assert.ok(Math.abs(s - g[order[i]! * 4 + order[j]!]!) < 1e-9);
+    }
+  });
+
+  it('krylovShape: 32-column blocks, about 2.75 k dimensions, never beyond the short side', () => {
+    assert.deepEqual(krylovShape(103, 1024), { blockSize: 32, depth: 8 });
+    assert.deepEqual(krylovShape(256, 4096), { blockSize: 64, depth: 10 });
+    const small = krylovShape(4, 90);
+    assert.ok(small.blockSize * (small.depth + 1) >= 11 && small.blockSize * (small.depth + 1) <= 90);
+    assert.ok(krylovShape(50, 60).blockSize <= 60);
+  });
+
   it('cholesky and invertLower', () => {
     const a = Float64Array.from([4, 2, 2, 2, 5, 3, 2, 3, 6]);
     const L = cholesky(a, 3)!;
@@ -127,17 +153,76 @@ describe('randomised SVD spectral concentration', () => {
     });
   }
 
-  it('top singular values of an exactly low-rank matrix, and a zero matrix', () => {
+  it('top singular values of an exactly low-rank matrix (the Krylov space runs out), and a zero matrix', () => {
     const rows = 120;
     const cols = 90;
     const w = new Float32Array(rows * cols);
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) w[r * cols + c] = 3 * Math.sin(r + 1) * Math.cos(c) + Math.cos(2 * r) * Math.sin(3 * c + 1);
     const exact = exactSingularValues(w, rows, cols);
-    const got = topSingularValues(w, rows, cols, 4, { rng: new Rng(2) });
+    // Float32 products: rounding to bf16 would make the matrix full rank.
+    const got = topSingularValues(w, rows, cols, 4, { rng: new Rng(2), exactProducts: true });
     for (let i = 0; i < 2; i++) assert.ok(Math.abs(got[i]! - exact[i]!) < 1e-3 * exact[0]!, `σ${i}`);
     assert.ok(got[2]! < 1e-3 * exact[0]!);
+    // Rank 3 with small integers: exact in bf16, so the bf16 path sees rank 3 too (tall and wide).
+    // Its products round the thin block to bf16: σ to ~1e-3 relative, and the
+    // vanishing ones to the rounding floor (energy ~1e-4 of σ₁²).
+    for (const [m, n] of [[150, 70], [70, 150]] as const) {
+      const v = new Float32Array(m * n);
+      for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) v[r * n + c] = ((r % 5) - 2) * ((c % 3) - 1) + ((r % 7) - 3) * (c % 2) + (r % 2) * ((c % 4) - 2);
+      const want = exactSingularValues(v, m, n);
+      const sigma = topSingularValues({ bf16: toBf16(v) }, m, n, 7, { rng: new Rng(4) });
+      for (let i = 0; i < 3; i++) assert.ok(Math.abs(sigma[i]! - want[i]!) < 2e-3 * want[0]!, `${m}x${n} σ${i}: ${sigma[i]} vs ${want[i]}`);
+      for (let i = 3; i < 7; i++) assert.ok(sigma[i]! < 1e-2 * want[0]!, `${m}x${n} σ${i} = ${sigma[i]} should vanish`);
+    }
     const zero = spectralSummary(new Float32Array(64), 8, 8, 0, { rng: new Rng(1) });
     assert.equal(zero.concentration, 0);
+  });
+
+  it('bf16 weights give the result of their float32 widening; exact float32 products agree within 0.005', () => {
+    const rows = 512;
+    const cols = 384;
+    const w32 = fromBf16(toBf16(makeMatrix('outlier-columns', rows, cols, new Rng(12))));
+    const fro2 = frobeniusSquared(w32);
+    const bf16 = spectralSummary({ bf16: toBf16(w32) }, rows, cols, fro2, { rng: new Rng(3), probes: 8 });
+    const widened = spectralSummary(w32, rows, cols, fro2, { rng: new Rng(3), probes: 8 });
+    assert.deepEqual(widened, bf16);
+    const exactProducts = spectralSummary(w32, rows, cols, fro2, { rng: new Rng(3), exactProducts: true });
+    assert.ok(Math.abs(exactProducts.concentration - bf16.concentration) < 0.005, `${exactProducts.concentration} vs ${bf16.concentration}`);
+    const exact = exactConcentration(w32, rows, cols);
+    assert.ok(Math.abs(bf16.concentration - exact.c) < 0.02, `${bf16.concentration} vs exact ${exact.c}`);
+  });
+
+  it('within 0.02 of an exact SVD on a flat 1024x1024 Gaussian, the slowest case', () => {
+    const w = makeMatrix('gaussian', 1024, 1024, new Rng(77));
+    const exact = exactConcentration(w, 1024, 1024);
+    const got = spectralSummary({ bf16: toBf16(w) }, 1024, 1024, frobeniusSquared(fromBf16(toBf16(w))), { rng: new Rng(5) });
+    assert.ok(Math.abs(got.concentration - exact.c) < 0.02, `concentration ${got.concentration} vs exact ${exact.c}`);
+    assert.ok(Math.abs(got.sigmaMaxOverFro - exact.smax) < 0.01);
+  });
+
+  it('returns probe products: ‖W x‖² / ‖x‖² of isotropic directions (tall, wide, and more probes than the block)', () => {
+    for (const [rows, cols, probes] of [[300, 200, 8], [200, 300, 8], [300, 200, 50]] as const) {
+      const w = makeMatrix('gaussian', rows, cols, new Rng(rows + cols));
+      const s = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(8), probes });
+      assert.ok(s.probes !== null);
+      assert.equal(s.probes.wx2.length, probes);
+      // E ‖W x‖²/‖x‖² = ‖W‖_F²/cols for isotropic x; each ratio lies in [σ_min², σ_max²].
+      const fro2 = frobeniusSquared(w);
+      let mean = 0;
+      for (let k = 0; k < probes; k++) {
+        const ratio = s.probes.wx2[k]! / s.probes.x2[k]!;
+        assert.ok(ratio > 0 && ratio <= (s.sigmaMaxOverFro ** 2) * fro2 * 1.0001, `${rows}x${cols} probe ${k}: ${ratio}`);
+        mean += ratio / probes;
+      }
+      assert.ok(Math.abs(mean / (fro2 / cols) - 1) < 0.3, `${rows}x${cols}: mean ratio ${mean} vs ${fro2 / cols}`);
+    }
+  });
+
+  it('is deterministic for a seed', () => {
+    const w = makeMatrix('heavy-tailed', 256, 300, new Rng(6));
+    const a = spectralSummary(w, 256, 300, frobeniusSquared(w), { rng: new Rng(1), probes: 8 });
+    const b = spectralSummary(w, 256, 300, frobeniusSquared(w), { rng: new Rng(1), probes: 8 });
+    assert.deepEqual(a, b);
   });
 
   it('estimates the tail when the top 10% exceeds the rank cap, between its bounds', () => {

@@ -18,7 +18,9 @@ export interface NativeAddon {
   ): void;
   softmaxForward(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
-  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names. */
+  /** Version 4: C = op(A)·bf16(B) with A raw bf16 bits (see kernel-types.ts Bf16GemmArgs). */
+  bf16Gemm?(transA: number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: number): void;
+  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names (and 4 the profiler's). */
   [fused: string]: unknown;
 }
 
@@ -32,8 +34,12 @@ export interface NativeStatus {
   version?: number;
 }
 
-/** Interface versions this build understands (1: GEMM + softmax; 2: + fused kernels; 3: + fake quantization). */
-const SUPPORTED_VERSIONS = [1, 2, 3];
+/**
+ * Interface versions this build understands (1: GEMM + softmax; 2: + fused
+ * kernels; 3: + fake quantization; 4: + the profiler's bf16 GEMM, weight
+ * statistics and symmetric eigenvalues).
+ */
+const SUPPORTED_VERSIONS = [1, 2, 3, 4];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
 /** Finds the package root (the directory holding package.json) from this file. */

@@ -1,0 +1,201 @@
+// The AVX-512 BF16 micro-kernel of the bf16 GEMM (gemm_bf16.h): a 14×32
+// tile of C in 28 zmm accumulators, fed by vdpbf16ps.
+//
+// vdpbf16ps adds a[2i]·b[2i] + a[2i+1]·b[2i+1] into float lane i, so both
+// operands are packed in k-pairs: one dword holds the bf16 values at k and
+// k+1 (low half k). Per pair step: two 32-bf16 loads of B (32 columns) and,
+// for each of the 14 rows, one dword broadcast of A and two dot products:
+// 28 independent chains, twice the multiply-adds of the float32 kernel's
+// 28 FMAs per step.
+//
+// Packing (per 14-row micro-panel, used at once, so it stays in L1):
+//   A not transposed (rows of A are contiguous along k): 16×16 dword
+//     transposes, a dword being a k-pair of one row;
+//   A transposed (op(A) row m is column m of A): the two source rows k, k+1
+//     are interleaved word by word (vpermw);
+//   B: two float32 rows k, k+1 are rounded to bf16 (vcvtne2ps2bf16, nearest
+//     even) and interleaved the same way.
+#include "cpu.h"
+#include "gemm_bf16.h"
+
+#if QKD_X86
+#include <immintrin.h>
+
+#include "transpose_avx512.h"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace qkd {
+namespace {
+
+constexpr int kRows = 14;   // MR
+constexpr int kCols = 32;   // NR: two zmm of 16 float lanes
+constexpr int kAhead = 16;  // rows of A the transposed packer prefetches ahead
+
+QKD_TARGET_AVX512_BF16 inline __mmask16 lanes16(int64_t count) {
+  if (count >= 16) return static_cast<__mmask16>(0xffff);
+  if (count <= 0) return 0;
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+
+QKD_TARGET_AVX512_BF16 inline __mmask32 lanes32(int64_t count) {
+  if (count >= 32) return ~static_cast<__mmask32>(0);
+  if (count <= 0) return 0;
+  return static_cast<__mmask32>((1u << count) - 1u);
+}
+
+// Word indices that interleave the low and high 16 words of a zmm:
+// result dword j = (word j, word 16 + j).
+QKD_TARGET_AVX512_BF16 inline __m512i interleave_index() {
+  return _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                          5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+}
+
+QKD_TARGET_AVX512_BF16 void compute_tile(int64_t pairs, const uint32_t* __restrict ap,
+                                         const uint32_t* __restrict bp, float* __restrict c, int64_t ldc,
+                                         bool accumulate, int m_valid, int n_valid) {
+  __m512 acc[kRows][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    acc[r][0] = _mm512_setzero_ps();
+    acc[r][1] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp));
+    const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp + 16));
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(ap[r])));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+    }
+    ap += kRows;
+    bp += kCols;
+  }
+  const __mmask16 mask0 = lanes16(n_valid), mask1 = lanes16(n_valid - 16);
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= m_valid) break;
+    float* row = c + r * ldc;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, row));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, row + 16));
+    }
+    _mm512_mask_storeu_ps(row, mask0, v0);
+    _mm512_mask_storeu_ps(row + 16, mask1, v1);
+  }
+}
+
+// Rows [row, row+rows) of a row-major A, k in [k0, k0 + 2·pairs): each row
+// is a run of dwords (k-pairs), transposed 16×16 at a time.
+QKD_TARGET_AVX512_BF16 void pack_a_rows(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row,
+                                        int64_t rows, int64_t k0, int64_t pairs, uint32_t* ap) {
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t k = k0 + 2 * p0;
+    const __mmask32 mask = lanes32(k_total - k);
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      if (i < rows && mask != 0) {
+        const uint16_t* src = a + (row + i) * lda + k;
+        _mm_prefetch(reinterpret_cast<const char*>(src + 64), _MM_HINT_T0);
+        r[i] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, src));
+      } else {
+        r[i] = _mm512_setzero_ps();
+      }
+    }
+    transpose16x16(r);
+    const int64_t steps = pairs - p0 < 16 ? pairs - p0 : 16;
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      if (j < steps) _mm512_mask_storeu_ps(ap + (p0 + j) * kRows, lanes16(kRows), r[j]);
+    }
+  }
+}
+
+// Columns [row, row+rows) of a row-major A (op(A) = Aᵀ), k in [k0, k0 + 2·pairs),
+// as ceil(rows/14) micro-panels of `pairs` k-pairs (panel t at ap + t·14·pairs):
+// the two source rows k and k+1 interleaved word by word. The pair loop is
+// outermost so the two rows stay in L1 while every panel takes its part
+// (walking panel by panel instead would reload each row from L2 per panel:
+// rows lda apart share few L1 sets).
+QKD_TARGET_AVX512_BF16 void pack_a_columns(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row,
+                                           int64_t rows, int64_t k0, int64_t pairs, uint32_t* ap) {
+  const __m512i index = interleave_index();
+  const int64_t panels = (rows + kRows - 1) / kRows;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t k = k0 + 2 * p;
+    const bool has_lo = k < k_total, has_hi = k + 1 < k_total;
+    const uint16_t* src = a + k * lda + row;
+    if (k + kAhead < k_total) {
+      for (int64_t c = 0; c < rows; c += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(src + kAhead * lda + c), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(src + (kAhead + 1) * lda + c), _MM_HINT_T0);
+      }
+    }
+    for (int64_t t = 0; t < panels; ++t) {
+      const __mmask16 mask = lanes16(rows - t * kRows);
+      __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+      if (has_lo) lo = _mm256_maskz_loadu_epi16(mask, src + t * kRows);
+      if (has_hi) hi = _mm256_maskz_loadu_epi16(mask, src + lda + t * kRows);
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      _mm512_mask_storeu_epi32(ap + (t * pairs + p) * kRows, lanes16(kRows), _mm512_permutexvar_epi16(index, both));
+    }
+  }
+}
+
+// ceil(rows/14) micro-panels of op(A) rows [row, row+rows), panel t at ap + t·14·pairs.
+QKD_TARGET_AVX512_BF16 void pack_a(const uint16_t* a, int64_t lda, bool trans, int64_t k_total, int64_t row,
+                                   int64_t rows, int64_t k0, int64_t pairs, uint32_t* ap) {
+  if (trans) {
+    pack_a_columns(a, lda, k_total, row, rows, k0, pairs, ap);
+    return;
+  }
+  for (int64_t t = 0; t * kRows < rows; ++t) {
+    const int64_t first = t * kRows;
+    pack_a_rows(a, lda, k_total, row + first, rows - first < kRows ? rows - first : kRows, k0, pairs,
+                ap + t * kRows * pairs);
+  }
+}
+
+QKD_TARGET_AVX512_BF16 void pack_b(const float* b, int64_t ldb, int64_t k_total, int64_t k0, int64_t pairs,
+                                   int64_t col, int64_t cols, uint32_t* bp) {
+  const __m512i index = interleave_index();
+  const __mmask16 mask0 = lanes16(cols), mask1 = lanes16(cols - 16);
+  for (int64_t p = 0; p < pairs; ++p, bp += kCols) {
+    const int64_t k = k0 + 2 * p;
+    __m512 lo0 = _mm512_setzero_ps(), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+    if (k < k_total) {
+      const float* src = b + k * ldb + col;
+      lo0 = _mm512_maskz_loadu_ps(mask0, src);
+      lo1 = _mm512_maskz_loadu_ps(mask1, src + 16);
+      if (k + 1 < k_total) {
+        hi0 = _mm512_maskz_loadu_ps(mask0, src + ldb);
+        hi1 = _mm512_maskz_loadu_ps(mask1, src + ldb + 16);
+      }
+    }
+    // cvtne2ps(x, y): words 0..15 = bf16(y), 16..31 = bf16(x).
+    const __m512i w0 = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi0, lo0));
+    const __m512i w1 = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi1, lo1));
+    _mm512_store_si512(bp, _mm512_permutexvar_epi16(index, w0));
+    _mm512_store_si512(bp + 16, _mm512_permutexvar_epi16(index, w1));
+  }
+}
+
+const Bf16DotKernel kKernel = {kRows, kCols, compute_tile, pack_a, pack_b};
+
+}  // namespace
+
+const Bf16DotKernel* avx512_bf16_dot_kernel() { return &kKernel; }
+
+}  // namespace qkd
+
+#else
+
+namespace qkd {
+const Bf16DotKernel* avx512_bf16_dot_kernel() { return nullptr; }
+}  // namespace qkd
+
+#endif

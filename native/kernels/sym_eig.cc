@@ -1,0 +1,405 @@
+// symmetric_eigenvalues (sym_eig.h): Householder reduction to tridiagonal
+// form (on a copy of the lower triangle), then QL or bisection.
+#include "sym_eig.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <functional>
+#include "aligned_buffer.h"
+
+#if QKD_X86
+#include <immintrin.h>
+#endif
+
+namespace qkd {
+namespace {
+
+// A Householder reflector H = I − τ·v·vᵀ mapping the column x[0, m)
+// (stride apart) onto a multiple of its first axis: v goes to v[0, m),
+// e_out gets the new subdiagonal entry, the result is τ (0 and v = 0 when
+// x is already reduced).
+inline double householder(const double* x, int64_t stride, int64_t m, double* v, double* e_out) {
+  double scale = 0.0, tail = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    const double a = std::fabs(x[i * stride]);
+    scale += a;
+    if (i > 0) tail += a;
+  }
+  if (tail == 0.0) {
+    *e_out = x[0];
+    for (int64_t i = 0; i < m; ++i) v[i] = 0.0;
+    return 0.0;
+  }
+  double norm2 = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    v[i] = x[i * stride] / scale;
+    norm2 += v[i] * v[i];
+  }
+  const double norm = std::sqrt(norm2);
+  const double alpha = v[0] > 0.0 ? -norm : norm;
+  *e_out = alpha * scale;
+  const double vtv = 2.0 * (norm2 - v[0] * alpha);
+  v[0] -= alpha;
+  return 2.0 / vtv;
+}
+
+// One row of the fused sweep, columns [0, count): b = row − vi·w − wi·v
+// (stored), dot += b·v2 and p2 += b·v2i. Returns dot.
+inline double sweep_row_portable(double* row, const double* w, const double* v, const double* v2, double* p2,
+                                 int64_t count, double vi, double wi, double v2i) {
+  double dot = 0.0;
+  for (int64_t j = 0; j < count; ++j) {
+    const double b = row[j] - vi * w[j] - wi * v[j];
+    row[j] = b;
+    dot += b * v2[j];
+    p2[j] += b * v2i;
+  }
+  return dot;
+}
+
+#if QKD_X86
+QKD_TARGET_AVX512 inline double sweep_row_avx512(double* row, const double* w, const double* v, const double* v2,
+                                                 double* p2, int64_t count, double vi, double wi, double v2i) {
+  const __m512d nvi = _mm512_set1_pd(-vi), nwi = _mm512_set1_pd(-wi), bv2i = _mm512_set1_pd(v2i);
+  __m512d dot0 = _mm512_setzero_pd(), dot1 = _mm512_setzero_pd();
+  int64_t j = 0;
+  for (; j + 16 <= count; j += 16) {
+    __m512d b0 = _mm512_loadu_pd(row + j), b1 = _mm512_loadu_pd(row + j + 8);
+    b0 = _mm512_fmadd_pd(nwi, _mm512_loadu_pd(v + j), _mm512_fmadd_pd(nvi, _mm512_loadu_pd(w + j), b0));
+    b1 = _mm512_fmadd_pd(nwi, _mm512_loadu_pd(v + j + 8), _mm512_fmadd_pd(nvi, _mm512_loadu_pd(w + j + 8), b1));
+    _mm512_storeu_pd(row + j, b0);
+    _mm512_storeu_pd(row + j + 8, b1);
+    dot0 = _mm512_fmadd_pd(b0, _mm512_loadu_pd(v2 + j), dot0);
+    dot1 = _mm512_fmadd_pd(b1, _mm512_loadu_pd(v2 + j + 8), dot1);
+    _mm512_storeu_pd(p2 + j, _mm512_fmadd_pd(b0, bv2i, _mm512_loadu_pd(p2 + j)));
+    _mm512_storeu_pd(p2 + j + 8, _mm512_fmadd_pd(b1, bv2i, _mm512_loadu_pd(p2 + j + 8)));
+  }
+  for (; j < count; j += 8) {
+    const int64_t left = count - j;
+    const __mmask8 m = left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
+    __m512d b = _mm512_maskz_loadu_pd(m, row + j);
+    b = _mm512_fmadd_pd(nwi, _mm512_maskz_loadu_pd(m, v + j), _mm512_fmadd_pd(nvi, _mm512_maskz_loadu_pd(m, w + j), b));
+    _mm512_mask_storeu_pd(row + j, m, b);
+    dot0 = _mm512_fmadd_pd(b, _mm512_maskz_loadu_pd(m, v2 + j), dot0);
+    _mm512_mask_storeu_pd(p2 + j, m, _mm512_fmadd_pd(b, bv2i, _mm512_maskz_loadu_pd(m, p2 + j)));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(dot0, dot1));
+}
+#endif
+
+// Householder reduction of the symmetric n×n matrix in `a` (row-major, lower
+// triangle used and destroyed) to tridiagonal form: diagonal d[0, n),
+// off-diagonal e[0, n−1) (e[i] couples i and i+1). v, w, v2, p, p2: scratch
+// of n doubles each.
+//
+// Step k reflects the trailing block B (rows and columns k+1..) with
+// p = τ·B·v, w = p − ½τ(pᵀv)·v, B −= v·wᵀ + w·vᵀ. The update of step k and
+// the product B·v of step k+1 share one sweep over the lower triangle: the
+// updated first column of B gives the next reflector, then each updated
+// row adds its part of the next product (a dot product along the row and,
+// by symmetry, an axpy along the same entries). One read and one write of
+// half the matrix per step.
+template <bool kAvx512>
+__attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_t n, double* d, double* e,
+                                                               double* v, double* w, double* v2, double* p,
+                                                               double* p2) {
+  d[0] = a[0];
+  if (n == 1) return;
+  if (n == 2) {
+    e[0] = a[n];
+    d[1] = a[n + 1];
+    return;
+  }
+  // Step 0: the reflector of column 0 and p = τ·B·v with B = a[1.., 1..].
+  double tau = householder(a + n, n, n - 1, v, &e[0]);
+  {
+    const int64_t m = n - 1;
+    double* base = a + n + 1;
+    for (int64_t j = 0; j < m; ++j) p[j] = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double* row = base + i * n;
+      double dot = 0.0;
+      for (int64_t j = 0; j < i; ++j) {
+        dot += row[j] * v[j];
+        p[j] += row[j] * v[i];
+      }
+      p[i] += dot + row[i] * v[i];
+    }
+    for (int64_t j = 0; j < m; ++j) p[j] *= tau;
+  }
+  for (int64_t k = 0; k + 2 < n; ++k) {
+    const int64_t m = n - k - 1;  // size of B
+    double* base = a + (k + 1) * n + (k + 1);
+    double pv = 0.0;
+    for (int64_t i = 0; i < m; ++i) pv += p[i] * v[i];
+    const double half = 0.5 * tau * pv;
+    for (int64_t i = 0; i < m; ++i) w[i] = p[i] - half * v[i];
+    // Column 0 of B (its diagonal entry included), updated first.
+    for (int64_t i = 0; i < m; ++i) base[i * n] -= v[i] * w[0] + w[i] * v[0];
+    d[k + 1] = base[0];
+    if (m == 2) {  // the last 2×2 block
+      base[n + 1] -= 2.0 * v[1] * w[1];
+      e[k + 1] = base[n];
+      d[k + 2] = base[n + 1];
+      break;
+    }
+    // The next reflector, from the updated column; then the fused sweep over
+    // rows 1.. of B (columns 1..), whose entries form the next block.
+    const double tau2 = householder(base + n, n, m - 1, v2, &e[k + 1]);
+    for (int64_t j = 0; j < m - 1; ++j) p2[j] = 0.0;
+    for (int64_t i = 1; i < m; ++i) {
+      double* row = base + i * n;
+      const double vi = v[i], wi = w[i], v2i = v2[i - 1];
+      double dot;
+#if QKD_X86
+      if (kAvx512) {
+        dot = sweep_row_avx512(row + 1, w + 1, v + 1, v2, p2, i - 1, vi, wi, v2i);
+      } else
+#endif
+      {
+        dot = sweep_row_portable(row + 1, w + 1, v + 1, v2, p2, i - 1, vi, wi, v2i);
+      }
+      const double diagonal = row[i] - 2.0 * vi * wi;
+      row[i] = diagonal;
+      p2[i - 1] += dot + diagonal * v2i;
+    }
+    for (int64_t j = 0; j < m - 1; ++j) p2[j] *= tau2;
+    std::swap(v, v2);
+    std::swap(p, p2);
+    tau = tau2;
+  }
+}
+
+#if QKD_X86
+QKD_TARGET_AVX512 void tridiagonalize_avx512(double* a, int64_t n, double* d, double* e, double* scratch) {
+  tridiagonalize_body<true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n);
+}
+#endif
+
+void tridiagonalize_baseline(double* a, int64_t n, double* d, double* e, double* scratch) {
+  tridiagonalize_body<false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n);
+}
+
+// hypot without glibc's overflow guards where they cannot matter (the
+// profile of a 300×300 matrix spent a fifth of its time in hypot).
+inline double fast_hypot(double a, double b) {
+  const double m = std::max(std::fabs(a), std::fabs(b));
+  if (m > 1e-140 && m < 1e140) return std::sqrt(a * a + b * b);
+  return std::hypot(a, b);
+}
+
+// Implicit QL with Wilkinson shifts on the tridiagonal (d, e), e[n−1] = 0:
+// d becomes the eigenvalues. False if an eigenvalue needs over 60 sweeps.
+bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
+  // Off-diagonals below ε·‖T‖ also split the matrix: the reduction has
+  // already made errors of that size, and a purely relative test can stall
+  // on a block of eigenvalues far below the norm (rank-deficient input).
+  double norm = 0.0;
+  for (int64_t i = 0; i < n; ++i) norm = std::max(norm, std::fabs(d[i]) + std::fabs(e[i]) + (i > 0 ? std::fabs(e[i - 1]) : 0.0));
+  const double floor = DBL_EPSILON * norm;
+  for (int64_t l = 0; l < n; ++l) {
+    int iterations = 0;
+    for (;;) {
+      int64_t m = l;
+      for (; m < n - 1; ++m) {
+        const double dd = std::fabs(d[m]) + std::fabs(d[m + 1]);
+        if (std::fabs(e[m]) <= DBL_EPSILON * dd || std::fabs(e[m]) <= floor) break;
+      }
+      if (m == l) break;
+      if (++iterations > 60) return false;
+
+      double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+      double r = fast_hypot(g, 1.0);
+      g = d[m] - d[l] + e[l] / (g + (g >= 0.0 ? r : -r));
+      double s = 1.0, c = 1.0, p = 0.0;
+      int64_t i = m - 1;
+      for (; i >= l; --i) {
+        const double f = s * e[i], b = c * e[i];
+        e[i + 1] = r = fast_hypot(f, g);
+        if (r == 0.0) {
+          d[i + 1] -= p;
+          e[m] = 0.0;
+          break;
+        }
+        const double inv = 1.0 / r;
+        s = f * inv;
+        c = g * inv;
+        g = d[i + 1] - p;
+        r = (d[i] - g) * s + 2.0 * c * b;
+        p = s * r;
+        d[i + 1] = g + p;
+        g = c * r - b;
+      }
+      if (r == 0.0 && i >= l) continue;
+      d[l] -= p;
+      e[l] = g;
+      e[m] = 0.0;
+    }
+  }
+  return true;
+}
+
+// ---- Bisection for the largest eigenvalues ---------------------------------
+//
+// Sturm counts: the number of eigenvalues of the tridiagonal T below x is
+// the number of negative pivots of the LDLᵀ factorisation of T − x·I,
+//   q₀ = d₀ − x,  qᵢ = dᵢ − x − e²ᵢ₋₁ / qᵢ₋₁,
+// with a zero pivot nudged to −pivmin (the standard safeguard). Each wanted
+// eigenvalue keeps a bracket [lo, hi] (count(lo) ≤ j < count(hi) for its
+// ascending index j) that every count halves; the counts of many brackets
+// run side by side (8 lanes × 4 vectors on AVX-512), since the recurrence
+// itself is a serial chain of divisions.
+
+struct Brackets {
+  double* lo;
+  double* hi;
+  const int64_t* index;  // ascending index j of each bracket
+};
+
+constexpr int kLanes = 32;
+// Bisection pays for up to about half of the eigenvalues (QL finds all n;
+// measured at n = 128..600).
+constexpr int64_t kBisectionCost = 2;
+
+void sturm_counts_portable(const double* d, const double* e2, int64_t n, double pivmin, const double* x, int count,
+                           int64_t* below) {
+  for (int t = 0; t < count; ++t) {
+    double q = d[0] - x[t];
+    int64_t c = q < 0.0;
+    for (int64_t i = 1; i < n; ++i) {
+      if (std::fabs(q) < pivmin) q = -pivmin;
+      q = d[i] - x[t] - e2[i - 1] / q;
+      c += q < 0.0;
+    }
+    below[t] = c;
+  }
+}
+
+#if QKD_X86
+QKD_TARGET_AVX512 void sturm_counts_avx512(const double* d, const double* e2, int64_t n, double pivmin, const double* x,
+                                           int count, int64_t* below) {
+  __m512d xs[4], q[4], c[4];
+  const __m512d neg_pivmin = _mm512_set1_pd(-pivmin), pivmin_v = _mm512_set1_pd(pivmin);
+  const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
+  double padded[kLanes];
+  for (int t = 0; t < kLanes; ++t) padded[t] = x[t < count ? t : count - 1];
+  for (int v = 0; v < 4; ++v) {
+    xs[v] = _mm512_loadu_pd(padded + 8 * v);
+    q[v] = _mm512_sub_pd(_mm512_set1_pd(d[0]), xs[v]);
+    c[v] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(q[v], zero, _CMP_LT_OQ), zero, one);
+  }
+  for (int64_t i = 1; i < n; ++i) {
+    const __m512d di = _mm512_set1_pd(d[i]), ei = _mm512_set1_pd(e2[i - 1]);
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const __mmask8 tiny = _mm512_cmp_pd_mask(_mm512_abs_pd(q[v]), pivmin_v, _CMP_LT_OQ);
+      const __m512d safe = _mm512_mask_blend_pd(tiny, q[v], neg_pivmin);
+      q[v] = _mm512_sub_pd(_mm512_sub_pd(di, xs[v]), _mm512_div_pd(ei, safe));
+      c[v] = _mm512_mask_add_pd(c[v], _mm512_cmp_pd_mask(q[v], zero, _CMP_LT_OQ), c[v], one);
+    }
+  }
+  double counts[kLanes];
+  for (int v = 0; v < 4; ++v) _mm512_storeu_pd(counts + 8 * v, c[v]);
+  for (int t = 0; t < count; ++t) below[t] = static_cast<int64_t>(counts[t]);
+}
+#endif
+
+// The `count` largest eigenvalues of (d, e) into out, descending.
+void largest_by_bisection(const double* d, const double* e, int64_t n, int64_t count, double* out, Isa isa) {
+  thread_local AlignedBuffer scratch;
+  double* e2 = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * n)));
+  double lower = d[0], upper = d[0], norm = 0.0, max_e2 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double left = i > 0 ? std::fabs(e[i - 1]) : 0.0, right = i + 1 < n ? std::fabs(e[i]) : 0.0;
+    lower = std::min(lower, d[i] - left - right);
+    upper = std::max(upper, d[i] + left + right);
+    norm = std::max(norm, std::fabs(d[i]) + left + right);
+    if (i + 1 < n) {
+      e2[i] = e[i] * e[i];
+      max_e2 = std::max(max_e2, e2[i]);
+    }
+  }
+  const double pivmin = DBL_MIN * std::max(1.0, max_e2);
+  // Converged when the bracket is within a few ulps of the norm (the
+  // accuracy the reduction to tridiagonal form already has).
+  const double tolerance = 4.0 * DBL_EPSILON * norm + 2.0 * pivmin;
+  lower -= tolerance;
+  upper += tolerance;
+  for (int64_t first = 0; first < count; first += kLanes) {
+    const int batch = static_cast<int>(std::min<int64_t>(kLanes, count - first));
+    double lo[kLanes], hi[kLanes], x[kLanes];
+    int64_t index[kLanes], below[kLanes];
+    for (int t = 0; t < batch; ++t) {
+      lo[t] = lower;
+      hi[t] = upper;
+      index[t] = n - 1 - (first + t);  // descending position → ascending index
+    }
+    for (int round = 0; round < 200; ++round) {
+      bool open = false;
+      for (int t = 0; t < batch; ++t) {
+        x[t] = 0.5 * (lo[t] + hi[t]);
+        open = open || hi[t] - lo[t] > tolerance;
+      }
+      if (!open) break;
+#if QKD_X86
+      if (isa == Isa::kAvx512) {
+        sturm_counts_avx512(d, e2, n, pivmin, x, batch, below);
+      } else
+#endif
+      {
+        sturm_counts_portable(d, e2, n, pivmin, x, batch, below);
+      }
+      for (int t = 0; t < batch; ++t) {
+        if (hi[t] - lo[t] <= tolerance) continue;
+        if (below[t] > index[t]) {
+          hi[t] = x[t];
+        } else {
+          lo[t] = x[t];
+        }
+      }
+    }
+    for (int t = 0; t < batch; ++t) out[first + t] = 0.5 * (lo[t] + hi[t]);
+  }
+}
+
+}  // namespace
+
+bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, double* out, Isa isa) {
+  if (n <= 0 || count <= 0) return true;
+  count = std::min(count, n);
+  thread_local AlignedBuffer scratch;  // floats: two per double
+  double* m = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * (n * n + 7 * n))));
+  if (m == nullptr) return false;
+  double* d = m + n * n;
+  double* e = d + n;
+  double* work = e + n;  // 5n
+  for (int64_t i = 0; i < n; ++i) std::copy(a + i * n, a + i * n + i + 1, m + i * n);
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
+#if QKD_X86
+  if (isa == Isa::kAvx512) {
+    tridiagonalize_avx512(m, n, d, e, work);
+  } else
+#endif
+  {
+    tridiagonalize_baseline(m, n, d, e, work);
+  }
+  e[n - 1] = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(d[i]) || !std::isfinite(e[i])) return false;
+  }
+  if (count * kBisectionCost <= n) {
+    largest_by_bisection(d, e, n, count, out, isa);
+    return true;
+  }
+  if (!tridiagonal_eigenvalues(d, e, n)) return false;
+  std::sort(d, d + n, std::greater<double>());
+  std::copy(d, d + count, out);
+  return true;
+}
+
+bool symmetric_eigenvalues(const double* a, int64_t n, int64_t count, double* out) {
+  return symmetric_eigenvalues_with(a, n, count, out, active_isa());
+}
+
+}  // namespace qkd

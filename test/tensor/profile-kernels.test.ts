@@ -1,0 +1,231 @@
+// The profiler's kernels (bf16 GEMM, weight statistics, symmetric
+// eigenvalues): the reference against a direct definition, and the native
+// kernels against the reference on odd sizes, both transposes, padded
+// leading dimensions, float32 and bf16 weights.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Rng, nativeStatus, withBackend, kernels } from '../../src/tensor/index.js';
+import { bf16BitsToF32, f32ToBf16Bits } from '../../src/tensor/dtype.js';
+import type { Bf16GemmArgs } from '../../src/tensor/backend.js';
+
+const skipNative = { skip: !nativeStatus().loaded && 'native addon not loaded' };
+
+function gaussian(n: number, rng: Rng, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => rng.normal() * scale);
+}
+
+function bf16(values: Float32Array): Uint16Array {
+  return Uint16Array.from(values, (v) => f32ToBf16Bits(v));
+}
+
+interface GemmCase { transA: boolean; M: number; N: number; K: number; pad: number; accumulate?: boolean }
+
+function gemmArgs(c: GemmCase, rng: Rng): Bf16GemmArgs {
+  const lda = (c.transA ? c.M : c.K) + c.pad;
+  const ldb = c.N + c.pad;
+  const ldc = c.N + c.pad;
+  return {
+    transA: c.transA, M: c.M, N: c.N, K: c.K,
+    a: bf16(gaussian((c.transA ? c.K : c.M) * lda, rng)), lda,
+    b: gaussian(c.K * ldb, rng), ldb,
+    c: new Float32Array(c.M * ldc).fill(7), ldc, accumulate: c.accumulate ?? false,
+  };
+}
+
+/** max |C − want| / Σ|a·b| over C, with want from widened A and rounded B in float64 (plus c0 when accumulating). */
+function gemmError(p: Bf16GemmArgs, c0: Float32Array): number {
+  let worst = 0;
+  for (let m = 0; m < p.M; m++) {
+    for (let n = 0; n < p.N; n++) {
+      let sum = p.accumulate ? c0[m * p.ldc + n]! : 0;
+      let magnitude = 1e-30 + Math.abs(sum);
+      for (let k = 0; k < p.K; k++) {
+        const a = bf16BitsToF32(p.transA ? p.a[k * p.lda + m]! : p.a[m * p.lda + k]!);
+        const b = bf16BitsToF32(f32ToBf16Bits(p.b[k * p.ldb + n]!));
+        sum += a * b;
+        magnitude += Math.abs(a * b);
+      }
+      worst = Math.max(worst, Math.abs(p.c[m * p.ldc + n]! - sum) / magnitude);
+    }
+    for (let n = p.N; n < p.ldc; n++) if (m * p.ldc + n < p.c.length) assert.equal(p.c[m * p.ldc + n], 7, 'padding of C untouched');
+  }
+  return worst;
+}
+
+const GEMM_CASES: GemmCase[] = [
+  { transA: false, M: 1, N: 1, K: 1, pad: 0 },
+  { transA: true, M: 3, N: 5, K: 7, pad: 1 },
+  { transA: false, M: 29, N: 33, K: 255, pad: 2 },
+  { transA: true, M: 29, N: 33, K: 255, pad: 0 },
+  { transA: false, M: 130, N: 32, K: 513, pad: 0 },
+  { transA: true, M: 40, N: 8, K: 2001, pad: 3 },
+  { transA: false, M: 29, N: 33, K: 255, pad: 2, accumulate: true },
+  { transA: true, M: 40, N: 8, K: 2001, pad: 3, accumulate: true },
+];
+
+describe('bf16Gemm', () => {
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend} matches widened A times rounded B`, backend === 'native' ? skipNative : {}, () => {
+      GEMM_CASES.forEach((c, i) => {
+        const p = gemmArgs(c, new Rng(10 + i));
+        if (p.accumulate) for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) p.c[m * p.ldc + n] = Math.sin(m + 3 * n);
+        const c0 = Float32Array.from(p.c);
+        withBackend(backend, () => kernels().bf16Gemm(p));
+        const err = gemmError(p, c0);
+        assert.ok(err < (backend === 'native' ? 1e-5 : 1e-7), `${JSON.stringify(c)}: relative error ${err}`);
+      });
+    });
+  }
+
+  it('native rejects a short A and names it', skipNative, () => {
+    const p = gemmArgs({ transA: false, M: 4, N: 4, K: 4, pad: 0 }, new Rng(1));
+    assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, a: p.a.subarray(0, 10) })), /bf16Gemm.*\bA\b.*Uint16Array/);
+  });
+});
+
+describe('weightStats', () => {
+  function sample(rows: number, cols: number, rng: Rng): Float32Array {
+    const w = gaussian(rows * cols, rng, 0.05);
+    for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.3 + (i % 97 === 5 ? 2 : 0);
+    if (rows > 2) w.fill(0.25, cols, 2 * cols); // a constant row: copied, no error
+    return w;
+  }
+
+  it('reference matches the definitions', () => {
+    const rows = 3;
+    const cols = 4;
+    const w = Float32Array.from([1, 2, 3, 4, -1, -1, -1, -1, 0, 0.5, 1, 6]);
+    const lo = new Float32Array(rows);
+    const hi = new Float32Array(rows);
+    const t = new Float64Array(6);
+    withBackend('reference', () => kernels().weightStats(w, rows, cols, 2, 1, lo, hi, t));
+    assert.deepEqual([...lo], [1, -1, 0]);
+    assert.deepEqual([...hi], [4, -1, 6]);
+    const d = [...w].map((x) => x - 1);
+    const power = (p: number) => d.reduce((s, x) => s + x ** p, 0);
+    assert.deepEqual([...t.subarray(0, 5)], [power(1), power(2), power(3), power(4), [...w].reduce((s, x) => s + x * x, 0)]);
+    // 2 bits: row 0 has step 1 (exact), row 1 is constant, row 2 has step 2, zero 0:
+    // 0 → 0, 0.5 → 0 (half to even), 1 → 0 (0.5 → 0) , 6 → 6: errors 0.5² + 1².
+    assert.equal(t[5], 0.25 + 1);
+  });
+
+  for (const [rows, cols, bits] of [[1, 1, 4], [5, 17, 4], [64, 300, 3], [9, 70001, 8], [3, 40, 0]] as const) {
+    it(`native matches reference: ${rows}x${cols}, ${bits} bits, float32 and bf16`, skipNative, () => {
+      const w = sample(rows, cols, new Rng(rows * cols));
+      const w16 = bf16(w);
+      for (const kind of ['f32', 'bf16'] as const) {
+        const run = (backend: 'reference' | 'native') => {
+          const lo = new Float32Array(rows);
+          const hi = new Float32Array(rows);
+          const t = new Float64Array(6);
+          withBackend(backend, () => (kind === 'f32' ? kernels().weightStats(w, rows, cols, bits, 0.29, lo, hi, t) : kernels().weightStatsBf16(w16, rows, cols, bits, 0.29, lo, hi, t)));
+          return { lo, hi, t };
+        };
+        const want = run('reference');
+        const got = run('native');
+        assert.deepEqual(got.lo, want.lo, `${kind} row minimum`);
+        assert.deepEqual(got.hi, want.hi, `${kind} row maximum`);
+        const n = rows * cols;
+        const scales = [Math.sqrt(want.t[1]! * n), want.t[1]!, Math.sqrt(want.t[1]! * want.t[3]!), want.t[3]!, want.t[4]!, want.t[5]!];
+        for (let i = 0; i < 6; i++) assert.ok(Math.abs(got.t[i]! - want.t[i]!) <= 1e-11 * scales[i]! + 1e-300, `${kind} total ${i}: ${got.t[i]} vs ${want.t[i]}`);
+      }
+    });
+  }
+
+  it('native validates bits and lengths', skipNative, () => {
+    const args = [new Float32Array(6), 2, 3, 4, 0, new Float32Array(2), new Float32Array(2), new Float64Array(6)] as const;
+    withBackend('native', () => {
+      assert.throws(() => kernels().weightStats(args[0], 2, 3, 9, 0, args[5], args[6], args[7]), /weightStats.*bits/);
+      assert.throws(() => kernels().weightStats(args[0], 2, 4, 4, 0, args[5], args[6], args[7]), /weightStats.*\bw\b.*needs at least 8/);
+      assert.throws(() => kernels().weightStats(args[0], 2, 3, 4, 0, args[5], args[6], new Float64Array(5)), /totals/);
+    });
+  });
+});
+
+describe('symmetricEigenvalues', () => {
+  /** Q diag(λ) Qᵀ with Q from Gram–Schmidt of a Gaussian matrix. */
+  function withSpectrum(lambda: number[], rng: Rng): Float64Array {
+    const n = lambda.length;
+    const q = Float64Array.from({ length: n * n }, () => rng.normal());
+    for (let j = 0; j < n; j++) {
+      for (let k = 0; k < j; k++) {
+        let dot = 0;
+        for (let i = 0; i < n; i++) dot += q[i * n + j]! * q[i * n + k]!;
+        for (let i = 0; i < n; i++) q[i * n + j]! -= dot * q[i * n + k]!;
+      }
+      let norm = 0;
+      for (let i = 0; i < n; i++) norm += q[i * n + j]! ** 2;
+      for (let i = 0; i < n; i++) q[i * n + j]! /= Math.sqrt(norm);
+    }
+    const a = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) { let s = 0; for (let k = 0; k < n; k++) s += q[i * n + k]! * lambda[k]! * q[j * n + k]!; a[i * n + j] = s; }
+    return a;
+  }
+
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend} recovers known spectra, descending`, backend === 'native' ? skipNative : {}, () => {
+      for (const n of [1, 2, 3, 16, 97]) {
+        const lambda = Array.from({ length: n }, (_, i) => (i % 3 === 1 ? -1 : 1) * (0.5 + i * 0.31));
+        const a = withSpectrum(lambda, new Rng(n));
+        const kept = Float64Array.from(a);
+        const out = new Float64Array(n);
+        withBackend(backend, () => kernels().symmetricEigenvalues(a, n, n, out));
+        assert.deepEqual(a, kept, 'input kept');
+        const top = new Float64Array(Math.ceil(n / 3));
+        withBackend(backend, () => kernels().symmetricEigenvalues(a, n, top.length, top));
+        top.forEach((v, i) => assert.ok(Math.abs(v - out[i]!) < 1e-10 * (0.5 + n * 0.31), `n ${n}, top ${i}: ${v} vs ${out[i]}`));
+        const want = [...lambda].sort((x, y) => y - x);
+        out.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-10 * (0.5 + n * 0.31), `n ${n}, eigenvalue ${i}: ${v} vs ${want[i]}`));
+      }
+    });
+  }
+
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend} converges on a rank-2 matrix (zeros far below the norm)`, backend === 'native' ? skipNative : {}, () => {
+      const n = 90;
+      const a = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) a[i * n + j] = 300 * Math.sin(1 + i) * Math.sin(1 + j) + 7 * Math.cos(0.5 * i) * Math.cos(0.5 * j);
+      const out = new Float64Array(n);
+      withBackend(backend, () => kernels().symmetricEigenvalues(a, n, n, out));
+      assert.ok(out[1]! > 1);
+      for (let i = 2; i < n; i++) assert.ok(Math.abs(out[i]!) < 1e-10 * out[0]!, `eigenvalue ${i}: ${out[i]}`);
+    });
+  }
+
+  it('native agrees with the reference on a Gram matrix', skipNative, () => {
+    const rng = new Rng(4);
+    const n = 150;
+    const x = gaussian(n * 300, rng);
+    const g = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) { let s = 0; for (let k = 0; k < 300; k++) s += x[i * 300 + k]! * x[j * 300 + k]!; g[i * n + j] = s; }
+    // Upper triangle left 0: only the lower one is read.
+    const run = (backend: 'reference' | 'native', count = n) => withBackend(backend, () => { const out = new Float64Array(count); kernels().symmetricEigenvalues(g, n, count, out); return out; });
+    const want = run('reference');
+    for (const count of [n, 40]) {
+      const got = run('native', count);
+      got.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-11 * want[0]!, `${count} wanted, eigenvalue ${i}: ${v} vs ${want[i]}`));
+    }
+  });
+
+  it('native refuses a matrix that is not finite and a count above n', skipNative, () => {
+    withBackend('native', () => {
+      assert.throws(() => kernels().symmetricEigenvalues(Float64Array.from([NaN, 0, 0, 1]), 2, 2, new Float64Array(2)), /symmetricEigenvalues.*not finite/);
+      assert.throws(() => kernels().symmetricEigenvalues(new Float64Array(4), 2, 3, new Float64Array(3)), /count/);
+    });
+  });
+});
+
+describe('f32ToBf16', () => {
+  it('native matches the reference rounding on normal values, ties, subnormals, ±Inf and NaN', skipNative, () => {
+    const src = gaussian(70001, new Rng(3), 5);
+    src.set([0, -0, 1.00390625, 1.01171875, 1e-40, -3e-39, 3.4e38, Infinity, -Infinity, NaN], 100);
+    const want = new Uint16Array(src.length);
+    const got = new Uint16Array(src.length + 1).fill(0xabcd);
+    withBackend('reference', () => kernels().f32ToBf16(src, want, src.length));
+    withBackend('native', () => kernels().f32ToBf16(src, got, src.length));
+    assert.deepEqual(got.subarray(0, src.length), want);
+    assert.equal(got[src.length], 0xabcd, 'nothing past n is written');
+    assert.equal(want[102], 0x3f80, 'a tie rounds to even');
+    assert.ok((want[109]! & 0x7fc0) === 0x7fc0, 'NaN stays a quiet NaN');
+  });
+});
