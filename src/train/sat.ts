@@ -52,6 +52,15 @@ export interface StateBytes {
   total: number;
 }
 
+/** Encodes src into `packed` in place when its tier and length still fit, else into a new PackedArray. */
+function repack(packed: PackedArray | null, src: Float32Array, tier: Tier, rng: Rng | null): PackedArray {
+  if (packed !== null && packed.tier === tier && packed.length === src.length) {
+    packed.encodeFrom(src, rng);
+    return packed;
+  }
+  return PackedArray.encode(src, tier, rng);
+}
+
 export class SatRecipe implements TrainRecipe {
   readonly name = 'sat';
   private readonly rng: Rng;
@@ -170,9 +179,9 @@ export class SatRecipe implements TrainRecipe {
       const tier = this.tiers.get(e.name);
       if (tier === undefined) continue;
       const g = e.tensor.grad as Float32Array;
-      const packed = PackedArray.encode(g, tier, rng);
-      packed.decodeInto(g);
-      this.slot(e.name).g = packed;
+      const slot = this.slot(e.name);
+      slot.g = repack(slot.g, g, tier, rng);
+      slot.g.decodeInto(g);
     }
   }
 
@@ -187,9 +196,9 @@ export class SatRecipe implements TrainRecipe {
       const m = optimizer.m.subarray(e.offset, e.offset + e.size) as Float32Array;
       const v = optimizer.v.subarray(e.offset, e.offset + e.size) as Float32Array;
       const slot = this.slot(e.name);
-      slot.w = PackedArray.encode(w, tier, rng);
-      slot.m = PackedArray.encode(m, tier, rng);
-      slot.v = PackedArray.encode(v, tier, rng);
+      slot.w = repack(slot.w, w, tier, rng);
+      slot.m = repack(slot.m, m, tier, rng);
+      slot.v = repack(slot.v, v, tier, rng);
       slot.w.decodeInto(w);
       slot.m.decodeInto(m);
       slot.v.decodeInto(v);
