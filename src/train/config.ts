@@ -128,6 +128,11 @@ export function presetConfig(name: string): TrainConfig {
 
 /** Reads a YAML config file. */
 export function loadTrainConfig(path: string): TrainConfig {
+  return parseTrainConfig(readYamlFile(path), path);
+}
+
+/** The parsed contents of a YAML file; read and syntax errors name the file. */
+export function readYamlFile(path: string): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -140,7 +145,7 @@ export function loadTrainConfig(path: string): TrainConfig {
   } catch (err) {
     throw new QkdError('CONFIG', `config is not valid YAML: ${(err as Error).message}`, { path });
   }
-  return parseTrainConfig(value, path);
+  return value;
 }
 
 /** Learning rate at a step: linear warm-up, then cosine decay to min_lr. */

@@ -5,11 +5,9 @@
  * (e.g. `distillation.temperature`). Unknown fields are errors. CLI flags
  * override single fields after parsing. Defaults follow SPEC section 4.
  */
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
-import { PRESETS, satSchema, type TrainConfig } from './config.js';
+import { PRESETS, readYamlFile, satSchema, type TrainConfig } from './config.js';
 
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
@@ -168,19 +166,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
 }
 
 export function loadDistillConfig(path: string): DistillConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new QkdError('IO', `cannot read config: ${(err as Error).message}`, { path });
-  }
-  let value: unknown;
-  try {
-    value = parseYaml(text);
-  } catch (err) {
-    throw new QkdError('CONFIG', `config is not valid YAML: ${(err as Error).message}`, { path });
-  }
-  return parseDistillConfig(value, path);
+  return parseDistillConfig(readYamlFile(path), path);
 }
 
 export type Phase = 'warmup' | 'joint' | 'finetune';
