@@ -69,6 +69,8 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     throw new QkdError('ARGUMENT', 'give either a uniform width (bits) or a budget (average bits), not both', { field: 'bits/budget' });
   }
   let overrides: Record<string, PlanBits> | undefined;
+  // Load first: a model qkd cannot run (e.g. GGUF) fails before the profile pass.
+  const model: LlamaModel = loadModelAny(modelPath);
   const planned = auditAndPlan(
     modelPath,
     { scheme, bits: options.bits, budgetBits: options.budgetBits },
@@ -84,7 +86,6 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     overrides = parsePlanJson(text, new Set(planned.tensors.map((t) => t.name)), scheme, options.planFile).bits;
   }
   const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
-  const model: LlamaModel = loadModelAny(modelPath);
   const calibration =
     method === 'gptq'
       ? { tokens: calibrationTokens(modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
