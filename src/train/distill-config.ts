@@ -92,7 +92,8 @@ export const distillConfigSchema = z
       .default({}),
     quantization: z
       .object({
-        bits: z.number().int().min(2).max(8).default(4),
+        /** Deployment width: what QAT simulates and the packed checkpoint stores. */
+        bits: z.union([z.literal(2), z.literal(3), z.literal(4), z.literal(8)]).default(4),
         scheme: z.enum(['asymmetric', 'symmetric']).default('asymmetric'),
         granularity: z.enum(['channel', 'group']).default('channel'),
         group_size: z.number().int().positive().default(128),
@@ -153,7 +154,8 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const field = issue.path.join('.') || '(root)';
-    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field });
+    const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd or random' };
+    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}${hints[field] ? ` (expected ${hints[field]})` : ''}`, { path: source, field, hint: hints[field] });
   }
   const c = result.data;
   if (c.training.warmup_share + c.training.finetune_share >= 1) {

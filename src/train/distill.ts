@@ -489,7 +489,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const student = loadLlama(modelDirectory(options.outDir));
   const plan = uniformPlan(
     student.arena.entries.filter((e) => e.shape.length === 2),
-    c.quantization.bits as 2 | 3 | 4 | 8,
+    c.quantization.bits,
     deploymentScheme(c),
   );
   const quantizedDir = join(options.outDir, 'quantized');
