@@ -155,7 +155,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
     const issue = result.error.issues[0]!;
     const field = issue.path.join('.') || '(root)';
     const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd or random' };
-    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}${hints[field] ? ` (expected ${hints[field]})` : ''}`, { path: source, field, hint: hints[field] });
+    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field, hint: hints[field] });
   }
   const c = result.data;
   if (c.training.warmup_share + c.training.finetune_share >= 1) {
