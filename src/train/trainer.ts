@@ -1,7 +1,9 @@
 /**
  * The training loop: AdamW with warm-up + cosine schedule, gradient clipping
  * and accumulation, periodic validation, metrics.jsonl, and checkpoints that
- * can be resumed exactly.
+ * can be resumed exactly. What a step computes beyond cross-entropy comes
+ * from a recipe (recipe.ts): distillation, KD+QAT and SAKD (distill.ts), SAT
+ * (sat.ts, chosen by `recipe: sat` in the config).
  *
  * Checkpoint layout in the output directory DIR:
  *   DIR/model.safetensors, DIR/config.json, DIR/tokenizer.json  — the model
@@ -9,6 +11,9 @@
  *   DIR/checkpoint-<step>/  — the same three files plus optimizer.safetensors
  *       (AdamW moments) and trainer_state.json (step, AdamW step, the batch
  *       sampler's RNG state, which is the data position, and the config)
+ *       and, when a recipe trains extra parameters (feature projections),
+ *       extra.safetensors + extra_optimizer.safetensors; the recipe's own
+ *       state (λ, power-iteration vectors, RNG) sits in trainer_state.json
  *   DIR/latest.json — {"step", "dir"}: the newest complete checkpoint
  * A checkpoint directory is written completely before latest.json is
  * atomically switched to it, so a crash (even kill -9) at any moment leaves
