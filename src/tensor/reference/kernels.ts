@@ -3,7 +3,7 @@
  * is tested against, and the fallback when the addon is missing. Sums are
  * accumulated in float64 (JS numbers).
  */
-import { QkdError } from '../../errors.js';
+import { symmetricEigenvaluesOnly } from '../eigen.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
@@ -388,113 +388,11 @@ function weightStatsBf16(w: Uint16Array, rows: number, cols: number, bits: numbe
 }
 
 /**
- * The largest eigenvalues of a symmetric matrix: Householder
- * tridiagonalisation (the classical tred2 scheme without accumulating the
- * transforms) and implicit QL with Wilkinson shifts for all of them, in float64.
+ * The largest eigenvalues of a symmetric matrix (only the lower triangle is
+ * read), in float64: Householder tridiagonalisation and implicit QL.
  */
 function symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void {
-  const m = Float64Array.from(a.subarray(0, n * n));
-  const d = new Float64Array(n);
-  const e = new Float64Array(n);
-  tridiagonalize(m, n, d, e);
-  tridiagonalEigenvalues(d, e, n);
-  d.sort().reverse();
-  out.set(d.subarray(0, count));
-}
-
-/** d gets the diagonal, e[1..n-1] the sub-diagonal (only the lower triangle of a is read; a is overwritten). */
-function tridiagonalize(a: Float64Array, n: number, d: Float64Array, e: Float64Array): void {
-  for (let i = n - 1; i > 0; i--) {
-    const l = i - 1;
-    let h = 0;
-    if (l > 0) {
-      let scale = 0;
-      for (let k = 0; k <= l; k++) scale += Math.abs(a[i * n + k]!);
-      if (scale === 0) {
-        e[i] = a[i * n + l]!;
-      } else {
-        for (let k = 0; k <= l; k++) {
-          a[i * n + k]! /= scale;
-          h += a[i * n + k]! * a[i * n + k]!;
-        }
-        let f = a[i * n + l]!;
-        const g = f >= 0 ? -Math.sqrt(h) : Math.sqrt(h);
-        e[i] = scale * g;
-        h -= f * g;
-        a[i * n + l] = f - g;
-        f = 0;
-        for (let j = 0; j <= l; j++) {
-          let gj = 0;
-          for (let k = 0; k <= j; k++) gj += a[j * n + k]! * a[i * n + k]!;
-          for (let k = j + 1; k <= l; k++) gj += a[k * n + j]! * a[i * n + k]!;
-          e[j] = gj / h;
-          f += e[j]! * a[i * n + j]!;
-        }
-        const hh = f / (h + h);
-        for (let j = 0; j <= l; j++) {
-          const fj = a[i * n + j]!;
-          const gj = (e[j] = e[j]! - hh * fj);
-          for (let k = 0; k <= j; k++) a[j * n + k]! -= fj * e[k]! + gj * a[i * n + k]!;
-        }
-      }
-    } else {
-      e[i] = a[i * n + l]!;
-    }
-    d[i] = h;
-  }
-  for (let i = 0; i < n; i++) d[i] = a[i * n + i]!;
-}
-
-/** Implicit QL with Wilkinson shifts on a tridiagonal matrix; d becomes the eigenvalues. */
-function tridiagonalEigenvalues(d: Float64Array, e: Float64Array, n: number): void {
-  for (let i = 1; i < n; i++) e[i - 1] = e[i]!;
-  if (n > 0) e[n - 1] = 0;
-  // Off-diagonals below ε·‖T‖ also split the matrix: the reduction has
-  // already made errors of that size, and a purely relative test can stall
-  // on a block of eigenvalues far below the norm (rank-deficient input).
-  let norm = 0;
-  for (let i = 0; i < n; i++) norm = Math.max(norm, Math.abs(d[i]!) + Math.abs(e[i]!) + (i > 0 ? Math.abs(e[i - 1]!) : 0));
-  const floor = Number.EPSILON * norm;
-  for (let l = 0; l < n; l++) {
-    let iterations = 0;
-    for (;;) {
-      let m = l;
-      for (; m < n - 1; m++) {
-        const dd = Math.abs(d[m]!) + Math.abs(d[m + 1]!);
-        if (Math.abs(e[m]!) <= Number.EPSILON * dd || Math.abs(e[m]!) <= floor) break;
-      }
-      if (m === l) break;
-      if (++iterations > 60) throw new QkdError('ARGUMENT', 'symmetricEigenvalues: QL iteration did not converge', { hint: 'a finite symmetric matrix' });
-      let g = (d[l + 1]! - d[l]!) / (2 * e[l]!);
-      let r = Math.hypot(g, 1);
-      g = d[m]! - d[l]! + e[l]! / (g + (g >= 0 ? r : -r));
-      let s = 1;
-      let c = 1;
-      let p = 0;
-      let i = m - 1;
-      for (; i >= l; i--) {
-        const f = s * e[i]!;
-        const b = c * e[i]!;
-        e[i + 1] = r = Math.hypot(f, g);
-        if (r === 0) {
-          d[i + 1]! -= p;
-          e[m] = 0;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1]! - p;
-        r = (d[i]! - g) * s + 2 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-      }
-      if (r === 0 && i >= l) continue;
-      d[l]! -= p;
-      e[l] = g;
-      e[m] = 0;
-    }
-  }
+  out.set(symmetricEigenvaluesOnly(a, n).subarray(0, count));
 }
 
 function f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void {
