@@ -18,7 +18,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadCorpus } from '../src/data/corpus.js';
+import { loadCorpus, splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import type { Tokenizer } from '../src/data/tokenizer.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
@@ -95,8 +95,7 @@ async function main(): Promise<void> {
   const tDir = await teacherDir();
   const teacher = loadLlama(tDir);
   const tokenizer: Tokenizer = loadTokenizer(join(tDir, 'tokenizer.json'));
-  const bytes = Buffer.from(text, 'utf8');
-  const heldOut = bytes.subarray(Math.floor(bytes.length * 0.9)).toString('utf8');
+  const heldOut = splitText(text).validation;
   const heldOutTokens = Int32Array.from(tokenizer.encode(heldOut));
   const seqLen = presetConfig(budget.teacherPreset).seq_len;
   const evalRow = (method: string, bits: number, model: LlamaModel): Row => {

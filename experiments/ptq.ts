@@ -20,7 +20,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadDefaultCorpus } from '../src/data/corpus.js';
+import { loadDefaultCorpus, splitText, splitTokens } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
@@ -35,7 +35,6 @@ import { errorCollector, planFromProfile } from '../src/swan/plan.js';
 import { uniformPlan } from '../src/swan/allocate.js';
 import { PLAN_BITS, type QuantPlan, type QuantScheme } from '../src/quant/scheme.js';
 import { rtnQuantize, dequantize } from '../src/quant/rtn.js';
-import { splitTokens } from '../src/data/corpus.js';
 import type { Tokenizer } from '../src/data/tokenizer.js';
 
 const { values } = parseArgs({
@@ -112,8 +111,7 @@ async function main(): Promise<void> {
   const model = loadLlama(dir);
   const tokenizer: Tokenizer = loadTokenizer(join(dir, 'tokenizer.json'));
   const corpus = loadDefaultCorpus();
-  const bytes = Buffer.from(corpus, 'utf8');
-  let heldOut = bytes.subarray(Math.floor(bytes.length * 0.9)).toString('utf8');
+  let heldOut = splitText(corpus).validation;
   const evalTokens = Number(values['eval-tokens']);
   if (evalTokens > 0) heldOut = heldOut.slice(0, evalTokens);
   const seqLen = model.config.max_position_embeddings;

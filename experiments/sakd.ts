@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
-import { loadCorpus } from '../src/data/corpus.js';
+import { loadCorpus, splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
@@ -122,8 +122,7 @@ async function main(): Promise<void> {
 
   const teacherDir = modelDirectory(std.dir);
   const tokenizer = loadTokenizer(join(teacherDir, 'tokenizer.json'));
-  const bytes = Buffer.from(text, 'utf8');
-  const heldOut = bytes.subarray(Math.floor(bytes.length * 0.9)).toString('utf8');
+  const heldOut = splitText(text).validation;
   const seqLen = PRESETS[budget.preset]!.seq_len!;
   const rows: Row[] = [];
   const add = (method: string, model: LlamaModel, extra: Partial<Row> = {}): void => {

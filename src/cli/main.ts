@@ -10,7 +10,7 @@ import { DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { VERSION } from '../index.js';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
-import { loadCorpus } from '../data/corpus.js';
+import { loadCorpus, splitText } from '../data/corpus.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
 import { loadTrainConfig, presetConfig, type TrainConfig } from '../train/config.js';
 import { train, type StepProgress } from '../train/trainer.js';
@@ -147,8 +147,7 @@ function buildProgram(): Command {
       let text = loadCorpus(opts.data);
       if (opts.data === 'default') {
         // The same held-out tail `qkd train` validates on (last 10% of the bytes).
-        const bytes = Buffer.from(text, 'utf8');
-        text = bytes.subarray(Math.floor(bytes.length * 0.9)).toString('utf8');
+        text = splitText(text).validation;
       }
       const r = evaluatePerplexity(model, tokenizer, text, opts.seqLen ?? model.config.max_position_embeddings);
       console.log(`perplexity ${r.ppl.toFixed(3)}, ${r.bits_per_byte.toFixed(4)} bits/byte over ${r.tokens} tokens`);

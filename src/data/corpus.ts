@@ -95,6 +95,17 @@ export interface TokenSplit {
 }
 
 /** The first (1 − fraction) of the tokens train, the tail validates. */
+/**
+ * The text split the trainer uses: the first (1 − fraction) of its UTF-8
+ * bytes train, the tail validates. (For byte-level tokens this is the same
+ * cut as splitTokens.)
+ */
+export function splitText(text: string, validationFraction = 0.1): { train: string; validation: string } {
+  const bytes = Buffer.from(text, 'utf8');
+  const cut = Math.floor(bytes.length * (1 - validationFraction));
+  return { train: bytes.subarray(0, cut).toString('utf8'), validation: bytes.subarray(cut).toString('utf8') };
+}
+
 export function splitTokens(tokens: Int32Array, validationFraction = 0.1): TokenSplit {
   const cut = Math.floor(tokens.length * (1 - validationFraction));
   return { train: tokens.subarray(0, cut), validation: tokens.subarray(cut) };

@@ -32,7 +32,7 @@ import { quantizeLlama } from '../models/quantize-model.js';
 import { saveQuantizedLlama } from '../models/quantized-io.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
-import { sequentialBatches, splitTokens } from '../data/corpus.js';
+import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
@@ -437,19 +437,18 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const shape = studentConfig(teacher.config, c);
   const recipe = new DistillRecipe(c, teacher, shape);
 
-  const tokens = Int32Array.from(tokenizer.encode(options.text));
+  // The very token streams the training loop samples and validates on.
+  const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
   const cacheSettings = c.distillation.soft_target_cache;
   if (cacheSettings !== null && c.recipe !== 'qat') {
     const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
     if (featureKdOn || c.distillation.attention_weight > 0) {
       throw new QkdError('CONFIG', 'offline KD (distillation.soft_target_cache) caches logits only; feature and attention KD need the live teacher', { field: 'distillation.soft_target_cache', hint: 'set feature_layers: [] and attention_weight: 0, or soft_target_cache: null' });
     }
-    // The very token stream the training loop samples its windows from.
-    const trainTokens = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction).train;
     mkdirSync(options.outDir, { recursive: true });
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, 'soft-targets.bin'), teacher, trainTokens, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, 'soft-targets.bin'), teacher, split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
-  const entropy = teacherEntropy(teacher, splitTokens(tokens, c.training.validation_fraction).train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
+  const entropy = teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
   options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
   const warning = entropyWarning(entropy);
   if (warning) options.onNote?.(`warning: ${warning}`);
@@ -498,8 +497,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   if (existsSync(tokenizerJson)) writeBytesAtomic(join(quantizedDir, 'tokenizer.json'), readFileSync(tokenizerJson));
   let sakdReport: SakdReport | undefined;
   if (c.recipe === 'sakd' && c.sakd.report) {
-    const validation = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction).validation;
-    const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches));
+    const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, split.validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches));
     const coefficients = recipe.sakd ? Object.fromEntries([...recipe.sakd.coefficient.entries()].filter(([, v]) => v > 1)) : {};
     sakdReport = {
       teacher: profileModel(modelSource(teacher, typeof options.teacher === 'string' ? options.teacher : 'teacher')),

@@ -132,15 +132,13 @@ export class SakdMechanisms {
     let total: Tensor | null = null;
     const components: Record<string, number> = {};
     if (sgr.kurtosis_weight > 0) {
-      let k: Tensor | null = null;
-      for (const w of this.weights) {
-        const term = scale(kurtosisPenalty([w.tensor], sgr.kappa_max), this.coefficient.get(w.name)!);
-        k = k === null ? term : add(k, term);
-      }
-      if (k) {
-        components.sgr_kurtosis = k.item();
-        total = scale(k, sgr.kurtosis_weight);
-      }
+      const k = kurtosisPenalty(
+        this.weights.map((w) => w.tensor),
+        sgr.kappa_max,
+        { coefficients: this.weights.map((w) => this.coefficient.get(w.name)!) },
+      );
+      components.sgr_kurtosis = k.item();
+      total = scale(k, sgr.kurtosis_weight);
     }
     if (sgr.spectral_weight > 0) {
       const s = spectralPenalty(this.weights.map((w) => ({ name: w.name, weight: w.tensor })), this.tracker);

@@ -34,7 +34,7 @@ import { Rng } from '../tensor/random.js';
 import { backward, noGrad } from '../tensor/tape.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { sampleBatch, sequentialBatches, splitTokens } from '../data/corpus.js';
+import { sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
@@ -178,12 +178,6 @@ function truncateMetrics(path: string, step: number): void {
   writeBytesAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
-/** The training part of a text: its first (1 − fraction) of UTF-8 bytes. */
-function trainText(text: string, fraction: number): string {
-  const bytes = Buffer.from(text, 'utf8');
-  return bytes.subarray(0, Math.floor(bytes.length * (1 - fraction))).toString('utf8');
-}
-
 /**
  * Tokens of the training and validation parts. Byte-level: the split is on
  * tokens (= bytes). BPE: the two parts of the text are encoded separately,
@@ -191,9 +185,8 @@ function trainText(text: string, fraction: number): string {
  */
 export function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: number): { train: Int32Array; validation: Int32Array } {
   if (tokenizer.kind === 'byte') return splitTokens(tokenizer.encode(text), fraction);
-  const bytes = Buffer.from(text, 'utf8');
-  const cut = Math.floor(bytes.length * (1 - fraction));
-  return { train: tokenizer.encode(bytes.subarray(0, cut).toString('utf8')), validation: tokenizer.encode(bytes.subarray(cut).toString('utf8')) };
+  const parts = splitText(text, fraction);
+  return { train: tokenizer.encode(parts.train), validation: tokenizer.encode(parts.validation) };
 }
 
 /** A resumed run reuses its saved tokenizer; a new run trains BPE on the training part when asked. */
@@ -211,7 +204,7 @@ function chooseTokenizer(options: TrainOptions, trainingText: string): Tokenizer
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config: c, outDir } = options;
-  const tokenizer = options.tokenizer ?? chooseTokenizer(options, trainText(options.text, c.validation_fraction));
+  const tokenizer = options.tokenizer ?? chooseTokenizer(options, splitText(options.text, c.validation_fraction).train);
   const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
   if (trainTokens.length < c.seq_len + 1) {
     throw new QkdError('ARGUMENT', `training split has ${trainTokens.length} tokens, fewer than one sequence of ${c.seq_len + 1}`, { field: 'seq_len' });
