@@ -22,6 +22,12 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Which parameters get weight decay (default: rank ≥ 2). */
   decays?: (entry: ArenaEntry) => boolean;
+  /**
+   * false: no float32 moment buffers are allocated (m and v are empty); the
+   * caller keeps the moments itself (DBWA stores them packed) and updates
+   * tensor by tensor with `beginUpdate` + `updateSlice`. `update` then throws.
+   */
+  moments?: boolean;
 }
 
 export interface AdamWState {
@@ -42,6 +48,7 @@ export class AdamW {
   readonly m: FloatArray;
   readonly v: FloatArray;
   private readonly decayRanges: { offset: number; size: number; decay: boolean }[];
+  private readonly decaySet: ReadonlySet<string>;
 
   constructor(arena: ParameterArena, options: AdamWOptions = {}) {
     this.arena = arena;
@@ -62,6 +69,7 @@ export class AdamW {
       }
     }
     const decays = options.decays ?? ((e: ArenaEntry) => e.shape.length >= 2);
+    this.decaySet = new Set(arena.entries.filter(decays).map((e) => e.name));
     // Adjacent parameters with the same decay flag form one range (fewer kernel calls).
     this.decayRanges = [];
     for (const e of arena.entries) {
@@ -70,22 +78,55 @@ export class AdamW {
       if (last && last.decay === decay && last.offset + last.size === e.offset) last.size += e.size;
       else this.decayRanges.push({ offset: e.offset, size: e.size, decay });
     }
-    this.m = allocFloat(arena.size);
-    this.v = allocFloat(arena.size);
+    const own = options.moments ?? true;
+    this.m = allocFloat(own ? arena.size : 0);
+    this.v = allocFloat(own ? arena.size : 0);
+  }
+
+  /** True when this optimiser holds float32 moments (the `moments` option). */
+  get ownsMoments(): boolean {
+    return this.m.length === this.arena.size;
   }
 
   /** One update from the arena's gradients (the caller zeroes them after). */
   update(lr = this.lr): void {
-    this.step++;
-    const c1 = 1 / (1 - this.beta1 ** this.step);
-    const c2 = 1 / (1 - this.beta2 ** this.step);
-    const k = kernels();
+    if (!this.ownsMoments && this.arena.size > 0) {
+      throw new QkdError('STATE', 'AdamW.update: this optimiser was built with moments: false', { hint: 'update tensor by tensor with beginUpdate and updateSlice' });
+    }
+    const { c1, c2 } = this.beginUpdate();
     const { data: w, grad: g } = this.arena;
     for (const r of this.decayRanges) {
-      const shrink = r.decay ? 1 - lr * this.weightDecay : 1;
       const end = r.offset + r.size;
-      k.adamw(w.subarray(r.offset, end), g.subarray(r.offset, end), this.m.subarray(r.offset, end), this.v.subarray(r.offset, end), r.size, lr, this.beta1, this.beta2, this.eps, shrink, c1, c2);
+      this.applyUpdate(w.subarray(r.offset, end), g.subarray(r.offset, end), this.m.subarray(r.offset, end), this.v.subarray(r.offset, end), lr, r.decay, c1, c2);
     }
+  }
+
+  /**
+   * Starts an update taken tensor by tensor: advances the step and returns
+   * the bias corrections 1/(1 − β1^t), 1/(1 − β2^t) for `updateSlice`.
+   */
+  beginUpdate(): { c1: number; c2: number } {
+    this.step++;
+    return { c1: 1 / (1 - this.beta1 ** this.step), c2: 1 / (1 - this.beta2 ** this.step) };
+  }
+
+  /**
+   * Updates one parameter's weights w in place from its gradient g and its
+   * moments m, v (all float32, same length; m and v are updated in place),
+   * with the arena's decay rule for that parameter. The same arithmetic as
+   * `update`, so a tensor-by-tensor pass equals one whole-arena update.
+   */
+  updateSlice(entry: ArenaEntry, w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, lr: number, c1: number, c2: number): void {
+    const n = entry.size;
+    if (w.length !== n || g.length !== n || m.length !== n || v.length !== n) {
+      throw new QkdError('SHAPE', `AdamW.updateSlice: '${entry.name}' has ${n} values, got w ${w.length}, g ${g.length}, m ${m.length}, v ${v.length}`, { field: entry.name });
+    }
+    this.applyUpdate(w, g, m, v, lr, this.decaySet.has(entry.name), c1, c2);
+  }
+
+  private applyUpdate(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, lr: number, decay: boolean, c1: number, c2: number): void {
+    const shrink = decay ? 1 - lr * this.weightDecay : 1;
+    kernels().adamw(w, g, m, v, w.length, lr, this.beta1, this.beta2, this.eps, shrink, c1, c2);
   }
 
   getState(): AdamWState {

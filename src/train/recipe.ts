@@ -8,6 +8,7 @@ import type { ParameterArena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { AdamW } from '../optim/adamw.js';
+import type { SafetensorsFile, TensorToWrite } from '../io/safetensors.js';
 
 export interface MicroBatch {
   /** [B, T] input ids and next-token targets. */
@@ -37,6 +38,16 @@ export interface TrainRecipe {
   beforeUpdate?(step: number, model: LlamaModel, optimizer: AdamW): void;
   /** After the optimiser update (e.g. store weights and moments at reduced precision). */
   afterUpdate?(step: number, model: LlamaModel, optimizer: AdamW): void;
+  /**
+   * When present, the recipe keeps the model's AdamW moments itself (the loop
+   * builds the optimiser with `moments: false`, so no float32 moment buffers
+   * exist) and takes the model's update: called instead of
+   * `optimizer.update(lr)`, after clipping and `beforeUpdate`.
+   */
+  readonly update?: (step: number, model: LlamaModel, optimizer: AdamW, lr: number) => void;
+  /** Tensors the recipe saves with each checkpoint (in recipe.safetensors), e.g. packed moments; read back by restoreTensors on resume. */
+  checkpointTensors?(): TensorToWrite[];
+  restoreTensors?(file: SafetensorsFile): void;
   /**
    * Called after validation at an eval step with the components averaged
    * over the steps since the previous eval. May act (e.g. lower λ) and

@@ -15,12 +15,19 @@
  * SPEC section 1 is recomputed from the current weights; it re-chooses the
  * TQNI targets and the DBWA tiers, and the choice is logged.
  *
- * What DBWA shrinks here: the persistent state between steps (weights and
- * moments) and the gradients live as PackedArrays; the float32 arena, its
- * gradient buffer and the optimiser's moment buffers remain as compute
- * scratch the kernels read (decoded from the packed state each step). The
- * reported `accounted_bytes` counts the packed state; the process peak RSS
- * still includes the float32 scratch, and the docs say so.
+ * What DBWA shrinks here. The AdamW moments exist only packed: the loop
+ * builds AdamW without float32 moments and this recipe takes the update
+ * tensor by tensor, unpacking m and v into two float32 scratch buffers the
+ * size of the largest tensor, running the AdamW kernel, and packing them
+ * back. Weights and gradients are rounded to their tier (stochastically) at
+ * every update and hold only tier-representable values, but they keep a
+ * float32 working copy of the whole model (the arena the forward and
+ * backward kernels read): unpacking per layer inside the forward and
+ * backward passes is not done. So, per parameter, resident state is 8 bytes
+ * of float32 weights + gradients plus the packed moments (16 bytes in plain
+ * float32 training), while `state_bytes` accounts weights, gradients and
+ * moments all at their packed size; the run's result reports both
+ * (`state_bytes`, `state_resident_bytes`) and the process peak RSS.
  */
 import type { LlamaModel } from '../models/llama.js';
 import { Embedding, Linear } from '../nn/layers.js';
@@ -33,6 +40,8 @@ import { kurtosisPenalty, SpectralNormTracker, spectralPenalty } from '../sat/re
 import { NoiseController, topFraction } from '../sat/noise.js';
 import { assignTiers, PackedArray, tierBytes, type PrecisionTier } from '../sat/dbwa.js';
 import type { SatConfig } from './config.js';
+import { QkdError } from '../errors.js';
+import type { SafetensorsFile, TensorToWrite } from '../io/safetensors.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 
 type Tier = PrecisionTier;
@@ -42,6 +51,8 @@ interface SatState {
   spectral: unknown;
   targets: string[];
   tiers: [string, Tier][];
+  /** DBWA: tier and length of each tensor's packed moments (the bytes are in recipe.safetensors). */
+  moments?: [string, Tier, number][];
 }
 
 /** Byte accounting of training state: weights + gradients + AdamW m and v. */
@@ -72,9 +83,15 @@ export class SatRecipe implements TrainRecipe {
   private targets = new Set<string>();
   private tiers = new Map<string, Tier>();
   private restored: SatState | null = null;
-  /** Packed state of each tensor (DBWA). */
-  private packed = new Map<string, { w: PackedArray; m: PackedArray; v: PackedArray; g: PackedArray | null }>();
+  /** DBWA: the AdamW moments of each tensor, packed at its tier (there is no float32 copy). */
+  private moments = new Map<string, { m: PackedArray; v: PackedArray }>();
+  /** DBWA: reusable packed buffers for rounding weights and gradients to a tier, by `tier:length`. */
+  private roundTrip = new Map<string, PackedArray>();
+  /** DBWA: float32 scratch for one tensor's moments during the update. */
+  private scratch: { m: Float32Array; v: Float32Array } | null = null;
   private readonly notes: string[] = [];
+  /** DBWA: the recipe keeps the moments and takes the update (see TrainRecipe.update). */
+  readonly update?: (step: number, model: LlamaModel, optimizer: AdamW, lr: number) => void;
 
   constructor(
     private readonly config: SatConfig,
@@ -82,6 +99,7 @@ export class SatRecipe implements TrainRecipe {
   ) {
     this.rng = new Rng(seed + 101);
     this.tracker = new SpectralNormTracker(seed + 103);
+    if (config.dbwa.enabled) this.update = (_step, model, optimizer, lr) => this.packedUpdate(model, optimizer, lr);
   }
 
   /** Notes since the last call (re-profile choices), for the loop's log. */
@@ -92,7 +110,7 @@ export class SatRecipe implements TrainRecipe {
   /** Final figures for the run's result: accounted state bytes. */
   summary(model: LlamaModel): Record<string, number> {
     const b = this.stateBytes(model);
-    return { state_bytes: b.total, state_weight_bytes: b.weights, state_gradient_bytes: b.gradients, state_moment_bytes: b.moments };
+    return { state_bytes: b.total, state_weight_bytes: b.weights, state_gradient_bytes: b.gradients, state_moment_bytes: b.moments, state_resident_bytes: this.residentBytes(model) };
   }
 
   private attach(model: LlamaModel): void {
@@ -171,48 +189,99 @@ export class SatRecipe implements TrainRecipe {
     return { loss: total, components };
   }
 
-  /** DBWA: the gradients are stored at their tensor's tier (and read back for the update). */
+  /** DBWA: the gradients are rounded to their tensor's tier (stochastically) before the update reads them. */
   beforeUpdate(_step: number, model: LlamaModel): void {
     if (!this.config.dbwa.enabled) return;
-    const rng = this.config.dbwa.stochastic_rounding ? this.rng : null;
-    for (const e of model.arena.entries) {
-      const tier = this.tiers.get(e.name);
-      if (tier === undefined) continue;
-      const g = e.tensor.grad as Float32Array;
-      const slot = this.slot(e.name);
-      slot.g = repack(slot.g, g, tier, rng);
-      slot.g.decodeInto(g);
-    }
+    for (const e of model.arena.entries) this.roundToTier(e.tensor.grad as Float32Array, this.tierOf(e.name));
   }
 
-  /** DBWA: weights and AdamW moments are stored at their tier after each update. */
-  afterUpdate(_step: number, model: LlamaModel, optimizer: AdamW): void {
-    if (!this.config.dbwa.enabled) return;
-    const rng = this.config.dbwa.stochastic_rounding ? this.rng : null;
+  /**
+   * DBWA's update, tensor by tensor: unpack the tensor's moments into the
+   * float32 scratch (zeros at the first step), AdamW, pack the moments back
+   * at the tensor's current tier (a re-profile may have moved it) and round
+   * the new weights to the tier.
+   */
+  private packedUpdate(model: LlamaModel, optimizer: AdamW, lr: number): void {
+    const { c1, c2 } = optimizer.beginUpdate();
+    const rng = this.rounding();
+    const largest = Math.max(0, ...model.arena.entries.map((e) => e.size));
+    if (this.scratch === null || this.scratch.m.length < largest) this.scratch = { m: new Float32Array(largest), v: new Float32Array(largest) };
     for (const e of model.arena.entries) {
-      const tier = this.tiers.get(e.name);
-      if (tier === undefined) continue;
+      const tier = this.tierOf(e.name);
+      const m = this.scratch.m.subarray(0, e.size);
+      const v = this.scratch.v.subarray(0, e.size);
+      const saved = this.moments.get(e.name);
+      if (saved === undefined) {
+        m.fill(0);
+        v.fill(0);
+      } else {
+        saved.m.decodeInto(m);
+        saved.v.decodeInto(v);
+      }
       const w = e.tensor.data as Float32Array;
-      const m = optimizer.m.subarray(e.offset, e.offset + e.size) as Float32Array;
-      const v = optimizer.v.subarray(e.offset, e.offset + e.size) as Float32Array;
-      const slot = this.slot(e.name);
-      slot.w = repack(slot.w, w, tier, rng);
-      slot.m = repack(slot.m, m, tier, rng);
-      slot.v = repack(slot.v, v, tier, rng);
-      slot.w.decodeInto(w);
-      slot.m.decodeInto(m);
-      slot.v.decodeInto(v);
+      optimizer.updateSlice(e, w, e.tensor.grad as Float32Array, m, v, lr, c1, c2);
+      this.moments.set(e.name, { m: repack(saved?.m ?? null, m, tier, rng), v: repack(saved?.v ?? null, v, tier, rng) });
+      this.roundToTier(w, tier);
     }
   }
 
-  private slot(name: string): { w: PackedArray; m: PackedArray; v: PackedArray; g: PackedArray | null } {
-    let s = this.packed.get(name);
-    if (s === undefined) {
-      const empty = PackedArray.encode(new Float32Array(0), 16, null);
-      s = { w: empty, m: empty, v: empty, g: null };
-      this.packed.set(name, s);
+  /** Rounds values in place to what `tier` stores (stochastic rounding unless switched off). */
+  private roundToTier(values: Float32Array, tier: Tier): void {
+    const key = `${tier}:${values.length}`;
+    let packed = this.roundTrip.get(key);
+    if (packed === undefined) {
+      packed = PackedArray.encode(values, tier, this.rounding());
+      this.roundTrip.set(key, packed);
+    } else {
+      packed.encodeFrom(values, this.rounding());
     }
-    return s;
+    packed.decodeInto(values);
+  }
+
+  private rounding(): Rng | null {
+    return this.config.dbwa.stochastic_rounding ? this.rng : null;
+  }
+
+  private tierOf(name: string): Tier {
+    const tier = this.tiers.get(name);
+    if (tier === undefined) throw new QkdError('STATE', `DBWA: no precision tier for '${name}'`, { field: name, hint: 'tiers are assigned at the first step (beginStep)' });
+    return tier;
+  }
+
+  /** Bytes actually held for training state: float32 weights and gradients (the compute copy) + the moments as stored. */
+  private residentBytes(model: LlamaModel): number {
+    let bytes = 8 * model.arena.size;
+    if (!this.config.dbwa.enabled) return bytes + 8 * model.arena.size;
+    for (const { m, v } of this.moments.values()) bytes += m.bytes + v.bytes;
+    return bytes;
+  }
+
+  /** DBWA's packed moments, saved with each checkpoint (exact resume). */
+  checkpointTensors(): TensorToWrite[] {
+    const out: TensorToWrite[] = [];
+    for (const [name, { m, v }] of this.moments) {
+      out.push({ name: `${name}.exp_avg`, dtype: 'u8', shape: [m.bytes], data: m.storage });
+      out.push({ name: `${name}.exp_avg_sq`, dtype: 'u8', shape: [v.bytes], data: v.storage });
+    }
+    return out;
+  }
+
+  /** Reads the packed moments saved by checkpointTensors; their tiers and lengths come from the state (setState runs first). */
+  restoreTensors(file: SafetensorsFile): void {
+    const packed = this.restored?.moments ?? [];
+    this.moments = new Map();
+    for (const [name, tier, length] of packed) {
+      const read = (field: string): PackedArray => {
+        const entry = file.entry(`${name}.${field}`);
+        if (entry.dtype !== 'u8') throw new QkdError('DTYPE', `tensor '${name}.${field}' has dtype ${entry.dtype}`, { path: file.path, field: `${name}.${field}`, hint: 'U8 (packed DBWA moments)' });
+        try {
+          return PackedArray.fromStorage(tier, length, file.readBytes(`${name}.${field}`));
+        } catch (err) {
+          throw new QkdError('SHAPE', `tensor '${name}.${field}': ${(err as Error).message}`, { path: file.path, field: `${name}.${field}` });
+        }
+      };
+      this.moments.set(name, { m: read('exp_avg'), v: read('exp_avg_sq') });
+    }
   }
 
   /**
@@ -235,7 +304,8 @@ export class SatRecipe implements TrainRecipe {
   }
 
   getState(): SatState {
-    return { rng: this.rng.getState(), spectral: this.tracker.getState(), targets: [...this.targets], tiers: [...this.tiers.entries()] };
+    const moments: [string, Tier, number][] = [...this.moments].map(([name, { m }]) => [name, m.tier, m.length]);
+    return { rng: this.rng.getState(), spectral: this.tracker.getState(), targets: [...this.targets], tiers: [...this.tiers.entries()], moments };
   }
 
   setState(state: unknown): void {

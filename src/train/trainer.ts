@@ -14,6 +14,7 @@
  *       and, when a recipe trains extra parameters (feature projections),
  *       extra.safetensors + extra_optimizer.safetensors; the recipe's own
  *       state (λ, power-iteration vectors, RNG) sits in trainer_state.json
+ *       and its tensors (DBWA's packed moments) in recipe.safetensors
  *   DIR/latest.json — {"step", "dir"}: the newest complete checkpoint
  * A checkpoint directory is written completely before latest.json is
  * atomically switched to it, so a crash (even kill -9) at any moment leaves
@@ -138,6 +139,8 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
       { name: 'exp_avg_sq', dtype: 'f32', shape: [extra.opt.v.length], data: extra.opt.v },
     ], { step: String(step) });
   }
+  const recipeTensors = extra?.recipe.checkpointTensors?.();
+  if (recipeTensors) writeSafetensors(join(ckpt, 'recipe.safetensors'), recipeTensors, { step: String(step) });
   const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.() };
   writeBytesAtomic(join(ckpt, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
   // The switch: from here on this checkpoint is the one resumed from.
@@ -230,7 +233,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (model.config.vocab_size !== tokenizer.vocabSize) {
       throw new QkdError('CONFIG', `checkpoint vocab_size ${model.config.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`, { path: ckpt, field: 'vocab_size' });
     }
-    opt = new AdamW(model.arena, optimOptions);
+    opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
     const moments = openSafetensors(join(ckpt, 'optimizer.safetensors'));
     try {
       opt.setState({ step: state.adam_step, m: moments.readFloat32('exp_avg').data, v: moments.readFloat32('exp_avg_sq').data });
@@ -250,13 +253,21 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
     }
     if (state.recipe !== undefined) recipe?.setState?.(state.recipe);
+    if (recipe?.restoreTensors) {
+      const saved = openSafetensors(join(ckpt, 'recipe.safetensors'));
+      try {
+        recipe.restoreTensors(saved);
+      } finally {
+        saved.close();
+      }
+    }
     rng.setState(state.rng);
     step = state.step;
     lastLoss = state.last_loss;
     truncateMetrics(metricsPath, step);
   } else {
     model = options.createModel ? options.createModel(tokenizer.vocabSize) : createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
-    opt = new AdamW(model.arena, optimOptions);
+    opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
     if (recipe?.extra) extraOpt = new AdamW(recipe.extra, optimOptions);
     rmSync(metricsPath, { force: true });
   }
@@ -294,7 +305,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     const gradNormBefore = clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
     recipe?.beforeUpdate?.(step + 1, model, opt);
-    opt.update(lr);
+    if (recipe?.update) recipe.update(step + 1, model, opt, lr);
+    else opt.update(lr);
     extraOpt?.update(lr);
     recipe?.afterUpdate?.(step + 1, model, opt);
     step++;

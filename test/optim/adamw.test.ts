@@ -37,6 +37,29 @@ describe('AdamW', () => {
     assert.deepEqual(copy.m, opt.m);
     assert.equal(copy.step, 1);
   });
+  it('a tensor-by-tensor pass (moments: false, the caller keeps m and v) equals one whole-arena update bit for bit', () => {
+    const specs = [{ name: 'a', shape: [4, 3] }, { name: 'n', shape: [3] }, { name: 'b', shape: [2, 5] }];
+    const whole = new ParameterArena(specs);
+    const sliced = new ParameterArena(specs);
+    for (let i = 0; i < whole.size; i++) whole.data[i] = sliced.data[i] = Math.sin(i + 1);
+    const optWhole = new AdamW(whole, { lr: 0.05 });
+    const optSliced = new AdamW(sliced, { lr: 0.05, moments: false });
+    assert.equal(optSliced.m.length, 0);
+    assert.equal(optSliced.ownsMoments, false);
+    assert.throws(() => optSliced.update(), /moments: false/);
+    const m = new Map(sliced.entries.map((e) => [e.name, new Float32Array(e.size)]));
+    const v = new Map(sliced.entries.map((e) => [e.name, new Float32Array(e.size)]));
+    for (let t = 0; t < 3; t++) {
+      for (let i = 0; i < whole.size; i++) whole.grad[i] = sliced.grad[i] = Math.cos(3 * i + t);
+      optWhole.update();
+      const { c1, c2 } = optSliced.beginUpdate();
+      for (const e of sliced.entries) optSliced.updateSlice(e, e.tensor.data, e.tensor.grad!, m.get(e.name)!, v.get(e.name)!, 0.05, c1, c2);
+    }
+    assert.deepEqual(sliced.data, whole.data);
+    assert.equal(optSliced.step, 3);
+    const e = sliced.entries[0]!;
+    assert.throws(() => optSliced.updateSlice(e, e.tensor.data, e.tensor.grad!, new Float32Array(2), v.get(e.name)!, 0.05, 1, 1), /'a' has 12 values/);
+  });
   it('rejects bad hyperparameters naming the field', () => {
     const arena = new ParameterArena([{ name: 'w', shape: [2] }]);
     assert.throws(() => new AdamW(arena, { lr: -1 }), /lr = -1.*field: lr/);

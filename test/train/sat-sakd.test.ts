@@ -16,6 +16,8 @@ import { train } from '../../src/train/trainer.js';
 import { distill } from '../../src/train/distill.js';
 import { parseDistillConfig } from '../../src/train/distill-config.js';
 import { SakdMechanisms, swdlWeights } from '../../src/train/sakd.js';
+import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
+import { PackedArray } from '../../src/sat/dbwa.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-sat-'));
 const text = loadDefaultCorpus().slice(0, 60_000);
@@ -64,6 +66,69 @@ describe('SAT', () => {
     const last = (d: string) => metrics(d).filter((l) => l.step === 12 && 'loss' in l)[0];
     assert.deepEqual(last(part), { ...last(full), tokens_per_s: last(part).tokens_per_s });
     assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
+  });
+
+  it('DBWA keeps the AdamW moments only packed: one step equals float32 AdamW followed by rounding to each tier', async () => {
+    // Round to nearest (no stochastic rounding), so the reference is deterministic.
+    const c = satConfig({ dbwa: { enabled: true, stochastic_rounding: false }, kurtosis: { enabled: false }, spectral: { enabled: false }, noise: { enabled: false } }, 1);
+    const out = join(dir, 'dbwa-one');
+    const r = await train({ text, outDir: out, config: c });
+    const plain = join(dir, 'dbwa-one-plain');
+    await train({ text, outDir: plain, config: satConfig({ kurtosis: { enabled: false }, spectral: { enabled: false }, noise: { enabled: false } }, 1) });
+    // The plain SAT run (no DBWA) has float32 moments; DBWA has none, but its packed moments are in recipe.safetensors.
+    const packedFile = openSafetensors(join(out, 'checkpoint-1', 'recipe.safetensors'));
+    const fp32Moments = openSafetensors(join(plain, 'checkpoint-1', 'optimizer.safetensors'));
+    const dbwaMoments = openSafetensors(join(out, 'checkpoint-1', 'optimizer.safetensors'));
+    const state = JSON.parse(readFileSync(join(out, 'checkpoint-1', 'trainer_state.json'), 'utf8')).recipe;
+    try {
+      assert.deepEqual(dbwaMoments.entry('exp_avg').shape, [0], 'no float32 moments');
+      const refM = fp32Moments.readFloat32('exp_avg').data;
+      const dbwaModel = loadLlama(out);
+      const tiers = new Map<string, 8 | 12 | 16>(state.tiers);
+      assert.equal(state.moments.length, dbwaModel.arena.entries.length);
+      for (const e of dbwaModel.arena.entries) {
+        const tier = tiers.get(e.name)!;
+        // m after one step is (1 − β1)·g; DBWA rounds g and then m to the tier, so it is within two
+        // roundings of the float32 run's m (relative to the tensor's largest |m|), and representable.
+        const m = PackedArray.fromStorage(tier, e.size, packedFile.readBytes(`${e.name}.exp_avg`)).decode();
+        const ref = refM.subarray(e.offset, e.offset + e.size);
+        const rounded = PackedArray.encode(ref, tier, null).decode();
+        const rel = tier === 16 ? 2 ** -7 : tier === 12 ? 2 ** -5 : 2 ** -2;
+        let worst = 0;
+        let norm = 0;
+        for (let i = 0; i < e.size; i++) {
+          worst = Math.max(worst, Math.abs(m[i]! - rounded[i]!));
+          norm = Math.max(norm, Math.abs(ref[i]!));
+        }
+        assert.ok(worst <= rel * norm, `${e.name} (tier ${tier}): moment differs by ${worst} (max |m| ${norm})`);
+        assert.deepEqual(PackedArray.encode(m, tier, null).decode(), m, `${e.name}: the stored moment is tier-representable`);
+        const w = dbwaModel.arena.get(e.name).data as Float32Array;
+        assert.deepEqual(PackedArray.encode(w, tier, null).decode(), w, `${e.name}: the weights are tier-representable`);
+      }
+    } finally {
+      packedFile.close();
+      fp32Moments.close();
+      dbwaMoments.close();
+    }
+    const size = loadLlama(out).arena.size;
+    const s = r.recipe_summary!;
+    assert.ok(s.state_resident_bytes! < 8 * size + 0.35 * 8 * size, `resident ${s.state_resident_bytes} B: float32 weights + gradients + packed moments`);
+    assert.ok(s.state_resident_bytes! > 8 * size);
+  });
+
+  it('refuses a DBWA checkpoint whose packed moments are damaged, naming the file and tensor', async () => {
+    const c = satConfig({ dbwa: { enabled: true } }, 2);
+    const out = join(dir, 'dbwa-bad');
+    let n = 0;
+    await train({ text, outDir: out, config: c, onStep: () => n++, shouldStop: () => n >= 1 });
+    const path = join(out, 'checkpoint-1', 'recipe.safetensors');
+    const f = openSafetensors(path);
+    const names = f.names;
+    const tensors = names.map((name) => ({ name, dtype: 'u8' as const, shape: f.entry(name).shape, data: f.readBytes(name) }));
+    f.close();
+    tensors[0] = { ...tensors[0]!, shape: [3], data: new Uint8Array(3) };
+    writeSafetensors(path, tensors);
+    await assert.rejects(train({ text, outDir: out, config: c, resume: true }), (err: Error) => err.message.includes(names[0]!) && (err as { path?: string }).path === path);
   });
 
   it('qkd train --recipe sat prints the accounted bytes', () => {
