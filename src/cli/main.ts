@@ -128,7 +128,7 @@ function buildProgram(): Command {
         progress.stop();
         if (result.interrupted) console.log(`stopped at step ${result.steps}; resume with --resume`);
         const extra = config.recipe === 'sat' ? { recipe: 'sat', ...result.recipe_summary } : {};
-        console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, peak_rss_bytes: result.peak_rss_bytes, ...extra }));
+        console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra }));
       } finally {
         progress.stop();
         process.removeListener('SIGINT', onSigint);

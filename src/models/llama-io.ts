@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { QkdError, fmtShape } from '../errors.js';
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
+import { withLoaded } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
 import { parseQuantizationConfig, readPackedTensor, type PackedTensorSpec } from '../quant/packed.js';
@@ -27,7 +28,8 @@ export function saveLlama(dir: string, model: LlamaModel, metadata: Record<strin
   mkdirSync(dir, { recursive: true });
   writeSafetensors(
     join(dir, 'model.safetensors'),
-    model.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: e.tensor.data })),
+    // One tensor at a time (a parameter stored in a ParameterSource is loaded just while it is written).
+    model.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: () => (e.tensor.source === null ? e.tensor.data : withLoaded(e.tensor, () => e.tensor.data.slice())) })),
     { format: 'pt', ...metadata },
   );
   writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(llamaConfigJson(model.config), null, 2) + '\n');

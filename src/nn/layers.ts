@@ -1,9 +1,10 @@
 /**
  * Basic layers over parameter tensors (usually arena views): Linear,
- * Embedding, RMSNorm. Each forward goes through Module.emit so hooks fire.
+ * Embedding, RMSNorm. Each forward goes through Module.emit so hooks fire,
+ * and loads a weight that lives in a ParameterSource (DBWA) just for itself.
  */
 import { Module } from './module.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { linear } from '../tensor/ops/matmul.js';
 import { embedding } from '../tensor/ops/embedding.js';
 import { rmsNorm } from '../tensor/ops/norm.js';
@@ -25,8 +26,8 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const w = this.weightTransform ? this.weightTransform(this.weight, this) : this.weight;
-    return this.emit(linear(x, w, this.bias), x);
+    const y = withLoaded(this.weight, () => linear(x, this.weightTransform ? this.weightTransform(this.weight, this) : this.weight, this.bias));
+    return this.emit(y, x);
   }
 }
 
@@ -42,8 +43,7 @@ export class Embedding extends Module {
   }
 
   forward(ids: Int32Array, idsShape: readonly number[]): Tensor {
-    const w = this.weightTransform ? this.weightTransform(this.weight, this) : this.weight;
-    return this.emit(embedding(ids, idsShape, w));
+    return this.emit(withLoaded(this.weight, () => embedding(ids, idsShape, this.weightTransform ? this.weightTransform(this.weight, this) : this.weight)));
   }
 }
 
@@ -58,6 +58,6 @@ export class RMSNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.emit(rmsNorm(x, this.weight, this.eps));
+    return this.emit(withLoaded(this.weight, () => rmsNorm(x, this.weight, this.eps)));
   }
 }

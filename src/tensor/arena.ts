@@ -5,7 +5,7 @@
  * (llm.c / llama2.c style).
  */
 import { QkdError, fmtShape } from '../errors.js';
-import { Tensor, allocFloat, shapeSize, type FloatArray } from './tensor.js';
+import { Tensor, UNLOADED, allocFloat, shapeSize, type FloatArray, type ParameterSource } from './tensor.js';
 
 export interface ParameterSpec {
   name: string;
@@ -22,10 +22,13 @@ export interface ArenaEntry {
 }
 
 export class ParameterArena {
-  readonly data: FloatArray;
-  readonly grad: FloatArray;
+  /** All values (empty after releaseStorage). */
+  data: FloatArray;
+  /** All gradients (empty after releaseStorage). */
+  grad: FloatArray;
   readonly entries: readonly ArenaEntry[];
   private readonly byName: Map<string, ArenaEntry>;
+  private readonly total: number;
 
   constructor(specs: readonly ParameterSpec[]) {
     let total = 0;
@@ -35,6 +38,7 @@ export class ParameterArena {
       seen.add(s.name);
       total += shapeSize(s.shape);
     }
+    this.total = total;
     this.data = allocFloat(total);
     this.grad = allocFloat(total);
     const entries: ArenaEntry[] = [];
@@ -53,7 +57,29 @@ export class ParameterArena {
 
   /** Number of parameters. */
   get size(): number {
-    return this.data.length;
+    return this.total;
+  }
+
+  /** True after releaseStorage: the values live in a ParameterSource. */
+  get released(): boolean {
+    return this.data.length !== this.total;
+  }
+
+  /**
+   * Hands every parameter to `source` (which must already hold its values)
+   * and drops the arena's float32 buffers: each tensor's data becomes the
+   * UNLOADED placeholder and its gradients go to the source (see
+   * ParameterSource). Whole-arena operations (zeroGrad, AdamW.update,
+   * clipping arena.grad) no longer apply; the source's owner takes them over.
+   */
+  releaseStorage(source: ParameterSource): void {
+    for (const e of this.entries) {
+      e.tensor.data = UNLOADED;
+      e.tensor.grad = null;
+      e.tensor.source = source;
+    }
+    this.data = UNLOADED;
+    this.grad = UNLOADED;
   }
 
   has(name: string): boolean {

@@ -91,14 +91,38 @@ export function backward(loss: Tensor, seed?: FloatArray): void {
     const node = out.node!;
     const grad = out.grad;
     if (grad !== null) {
+      const sourced = sourcedInputs(node.inputs);
+      for (const t of sourced) t.source!.load(t);
       node.backward(grad);
       // Recycle the gradient unless an input adopted it (passGrad).
       if (!node.inputs.some((t) => t.grad === grad)) recycle(grad);
+      // A sourced parameter's contribution goes to its source; no float32 gradient buffer stays.
+      for (const t of sourced) {
+        if (t.grad !== null) {
+          t.source!.addGrad(t, t.grad);
+          recycle(t.grad);
+          t.grad = null;
+        }
+        t.source!.unload(t);
+      }
     }
     // Intermediate: release its gradient and graph link (keeps memory flat).
     out.node = null;
     out.grad = null;
   }
+}
+
+const NONE: readonly Tensor[] = [];
+
+/** The distinct inputs that have a ParameterSource (usually none: no allocation then). */
+function sourcedInputs(inputs: readonly Tensor[]): readonly Tensor[] {
+  let out: Tensor[] | null = null;
+  for (const t of inputs) {
+    if (t.source === null || !t.requiresGrad) continue;
+    if (out === null) out = [];
+    if (!out.includes(t)) out.push(t);
+  }
+  return out ?? NONE;
 }
 
 /** Gradient of an input that requires one, or null to skip the work. */

@@ -84,6 +84,38 @@ export function withFloat64<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Where a parameter's values live when they are not kept as float32 (DBWA
+ * stores them packed). Such a tensor's `data` is an empty placeholder except
+ * between `load` and `unload`; the layers load around their forward, the
+ * tape loads a node's sourced inputs around that node's backward and hands
+ * each finished gradient contribution to `addGrad` instead of keeping a
+ * float32 gradient buffer.
+ */
+export interface ParameterSource {
+  /** Points t.data at float32 values of the parameter (nested loads are counted). */
+  load(t: Tensor): void;
+  /** Ends one load; the last one releases the values (t.data becomes empty). */
+  unload(t: Tensor): void;
+  /** Adds one gradient contribution of t (the buffer stays the caller's). */
+  addGrad(t: Tensor, grad: FloatArray): void;
+}
+
+/** The data of an unloaded sourced tensor. */
+export const UNLOADED: FloatArray = new Float32Array(0);
+
+/** Runs fn with t's values loaded when t has a ParameterSource (else just runs fn). */
+export function withLoaded<T>(t: Tensor, fn: () => T): T {
+  const source = t.source;
+  if (source === null) return fn();
+  source.load(t);
+  try {
+    return fn();
+  } finally {
+    source.unload(t);
+  }
+}
+
 /** A node on the autograd tape: how to push an output's gradient to inputs. */
 export interface GradNode {
   /** Op name, for error messages and debugging. */
@@ -118,6 +150,8 @@ export class Tensor {
   node: GradNode | null = null;
   /** Optional name (parameters carry their Hugging Face name). */
   name: string | undefined;
+  /** Set on parameters whose values are stored elsewhere (see ParameterSource). */
+  source: ParameterSource | null = null;
 
   constructor(shape: readonly number[], data?: FloatArray, requiresGrad = false) {
     checkShape('tensor', shape);

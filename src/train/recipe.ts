@@ -45,6 +45,12 @@ export interface TrainRecipe {
    * `optimizer.update(lr)`, after clipping and `beforeUpdate`.
    */
   readonly update?: (step: number, model: LlamaModel, optimizer: AdamW, lr: number) => void;
+  /**
+   * When present, the model's gradients are not in its arena (DBWA keeps them
+   * packed): the recipe computes their global norm and clips to maxNorm (in
+   * its update), returning the norm before clipping. Not combined with `extra`.
+   */
+  readonly clipGradients?: (model: LlamaModel, maxNorm: number) => number;
   /** Tensors the recipe saves with each checkpoint (in recipe.safetensors), e.g. packed moments; read back by restoreTensors on resume. */
   checkpointTensors?(): TensorToWrite[];
   restoreTensors?(file: SafetensorsFile): void;

@@ -38,7 +38,9 @@ import { add, scale } from '../tensor/ops/elementwise.js';
 import { profileSettings, profileTensor } from '../swan/profile.js';
 import { kurtosisPenalty, SpectralNormTracker, spectralPenalty } from '../sat/regularizers.js';
 import { NoiseController, topFraction } from '../sat/noise.js';
-import { assignTiers, PackedArray, tierBytes, type PrecisionTier } from '../sat/dbwa.js';
+import { assignTiers, tierBytes, type PrecisionTier } from '../sat/dbwa.js';
+import { PackedParameterStore, restorePackedState, type PackedStoreLayout } from '../sat/packed-store.js';
+import { withLoaded } from '../tensor/tensor.js';
 import type { SatConfig } from './config.js';
 import { QkdError } from '../errors.js';
 import type { SafetensorsFile, TensorToWrite } from '../io/safetensors.js';
@@ -51,8 +53,8 @@ interface SatState {
   spectral: unknown;
   targets: string[];
   tiers: [string, Tier][];
-  /** DBWA: tier and length of each tensor's packed moments (the bytes are in recipe.safetensors). */
-  moments?: [string, Tier, number][];
+  /** DBWA: tier and length of each parameter's packed state (the bytes are in recipe.safetensors). */
+  packed?: PackedStoreLayout;
 }
 
 /** Byte accounting of training state: weights + gradients + AdamW m and v. */
@@ -61,15 +63,6 @@ export interface StateBytes {
   gradients: number;
   moments: number;
   total: number;
-}
-
-/** Encodes src into `packed` in place when its tier and length still fit, else into a new PackedArray. */
-function repack(packed: PackedArray | null, src: Float32Array, tier: Tier, rng: Rng | null): PackedArray {
-  if (packed !== null && packed.tier === tier && packed.length === src.length) {
-    packed.encodeFrom(src, rng);
-    return packed;
-  }
-  return PackedArray.encode(src, tier, rng);
 }
 
 export class SatRecipe implements TrainRecipe {
@@ -83,15 +76,16 @@ export class SatRecipe implements TrainRecipe {
   private targets = new Set<string>();
   private tiers = new Map<string, Tier>();
   private restored: SatState | null = null;
-  /** DBWA: the AdamW moments of each tensor, packed at its tier (there is no float32 copy). */
-  private moments = new Map<string, { m: PackedArray; v: PackedArray }>();
-  /** DBWA: reusable packed buffers for rounding weights and gradients to a tier, by `tier:length`. */
-  private roundTrip = new Map<string, PackedArray>();
-  /** DBWA: float32 scratch for one tensor's moments during the update. */
-  private scratch: { m: Float32Array; v: Float32Array } | null = null;
+  /** DBWA: where every parameter lives (packed) once training starts; null before the first step or without DBWA. */
+  private store: PackedParameterStore | null = null;
+  /** DBWA on resume: the packed weights and moments read from the checkpoint, until the store takes them. */
+  private savedPacked: ReturnType<typeof restorePackedState> | null = null;
+  /** DBWA: the clipping factor for this step's gradients (set by clipGradients). */
+  private gradScale = 1;
   private readonly notes: string[] = [];
-  /** DBWA: the recipe keeps the moments and takes the update (see TrainRecipe.update). */
+  /** DBWA: the recipe keeps the parameters, gradients and moments and takes clipping and the update (see TrainRecipe). */
   readonly update?: (step: number, model: LlamaModel, optimizer: AdamW, lr: number) => void;
+  readonly clipGradients?: (model: LlamaModel, maxNorm: number) => number;
 
   constructor(
     private readonly config: SatConfig,
@@ -99,7 +93,14 @@ export class SatRecipe implements TrainRecipe {
   ) {
     this.rng = new Rng(seed + 101);
     this.tracker = new SpectralNormTracker(seed + 103);
-    if (config.dbwa.enabled) this.update = (_step, model, optimizer, lr) => this.packedUpdate(model, optimizer, lr);
+    if (config.dbwa.enabled) {
+      this.update = (_step, _model, optimizer, lr) => this.requireStore().update(optimizer, lr, this.gradScale);
+      this.clipGradients = (_model, maxNorm) => {
+        const norm = this.requireStore().gradNorm();
+        this.gradScale = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+        return norm;
+      };
+    }
   }
 
   /** Notes since the last call (re-profile choices), for the loop's log. */
@@ -146,7 +147,7 @@ export class SatRecipe implements TrainRecipe {
     const settings = profileSettings({ probes: 4 });
     const composites = new Map<string, number>();
     this.weights.forEach((w, i) => {
-      const p = profileTensor(w.name, w.tensor.shape, w.tensor.data as Float32Array, settings, new Rng(step * 7919 + i));
+      const p = withLoaded(w.tensor, () => profileTensor(w.name, w.tensor.shape, w.tensor.data as Float32Array, settings, new Rng(step * 7919 + i)));
       composites.set(w.name, p.composite ?? 0);
     });
     if (this.config.noise.enabled) {
@@ -162,12 +163,38 @@ export class SatRecipe implements TrainRecipe {
       // 1-D tensors (norm gains) are tiny and not profiled: stored at 16 bits, as in the bf16 baseline.
       for (const e of this.attachedTo?.arena.entries ?? []) if (e.shape.length < 2 && !tiers.has(e.name)) tiers.set(e.name, uniform ?? 16);
       this.tiers = tiers;
+      this.store?.setTiers(tiers);
     }
   }
 
   beginStep(step: number, model: LlamaModel): void {
     this.attach(model);
     if (step === 1 || (step - 1) % this.config.reprofile_every === 0) this.reprofile(step);
+    if (this.config.dbwa.enabled) {
+      // The first step (or the first after resuming) packs the model and drops its float32 arena.
+      this.store ??= new PackedParameterStore(model.arena, this.tiers, () => this.rounding(), this.savedPacked);
+      this.savedPacked = null;
+      this.store.zeroGrad();
+    }
+  }
+
+  private requireStore(): PackedParameterStore {
+    if (this.store === null) throw new QkdError('STATE', 'DBWA: no packed parameter store yet', { hint: 'beginStep runs before the first update' });
+    return this.store;
+  }
+
+  /**
+   * A penalty summed over the weights. With DBWA each weight is its own
+   * graph node, loaded just while it is computed (one float32 copy at a time).
+   */
+  private penalty(fn: (weights: { name: string; tensor: Tensor }[]) => Tensor): Tensor {
+    if (this.store === null) return fn(this.weights);
+    let total: Tensor | null = null;
+    for (const w of this.weights) {
+      const term = withLoaded(w.tensor, () => fn([w]));
+      total = total === null ? term : add(total, term);
+    }
+    return total ?? fn([]);
   }
 
   loss(model: LlamaModel, batch: MicroBatch): RecipeLoss {
@@ -176,12 +203,12 @@ export class SatRecipe implements TrainRecipe {
     let total = task;
     const c = this.config;
     if (c.kurtosis.enabled && c.kurtosis.weight > 0) {
-      const k = kurtosisPenalty(this.weights.map((w) => w.tensor), c.kurtosis.kappa_max);
+      const k = this.penalty((ws) => kurtosisPenalty(ws.map((w) => w.tensor), c.kurtosis.kappa_max));
       components.kurtosis_penalty = k.item();
       total = add(total, scale(k, c.kurtosis.weight));
     }
     if (c.spectral.enabled && c.spectral.weight > 0) {
-      const s = spectralPenalty(this.weights.map((w) => ({ name: w.name, weight: w.tensor })), this.tracker, { iterations: c.spectral.iterations });
+      const s = this.penalty((ws) => spectralPenalty(ws.map((w) => ({ name: w.name, weight: w.tensor })), this.tracker, { iterations: c.spectral.iterations }));
       components.spectral_penalty = s.item();
       total = add(total, scale(s, c.spectral.weight));
     }
@@ -189,99 +216,29 @@ export class SatRecipe implements TrainRecipe {
     return { loss: total, components };
   }
 
-  /** DBWA: the gradients are rounded to their tensor's tier (stochastically) before the update reads them. */
-  beforeUpdate(_step: number, model: LlamaModel): void {
-    if (!this.config.dbwa.enabled) return;
-    for (const e of model.arena.entries) this.roundToTier(e.tensor.grad as Float32Array, this.tierOf(e.name));
-  }
-
-  /**
-   * DBWA's update, tensor by tensor: unpack the tensor's moments into the
-   * float32 scratch (zeros at the first step), AdamW, pack the moments back
-   * at the tensor's current tier (a re-profile may have moved it) and round
-   * the new weights to the tier.
-   */
-  private packedUpdate(model: LlamaModel, optimizer: AdamW, lr: number): void {
-    const { c1, c2 } = optimizer.beginUpdate();
-    const rng = this.rounding();
-    const largest = Math.max(0, ...model.arena.entries.map((e) => e.size));
-    if (this.scratch === null || this.scratch.m.length < largest) this.scratch = { m: new Float32Array(largest), v: new Float32Array(largest) };
-    for (const e of model.arena.entries) {
-      const tier = this.tierOf(e.name);
-      const m = this.scratch.m.subarray(0, e.size);
-      const v = this.scratch.v.subarray(0, e.size);
-      const saved = this.moments.get(e.name);
-      if (saved === undefined) {
-        m.fill(0);
-        v.fill(0);
-      } else {
-        saved.m.decodeInto(m);
-        saved.v.decodeInto(v);
-      }
-      const w = e.tensor.data as Float32Array;
-      optimizer.updateSlice(e, w, e.tensor.grad as Float32Array, m, v, lr, c1, c2);
-      this.moments.set(e.name, { m: repack(saved?.m ?? null, m, tier, rng), v: repack(saved?.v ?? null, v, tier, rng) });
-      this.roundToTier(w, tier);
-    }
-  }
-
-  /** Rounds values in place to what `tier` stores (stochastic rounding unless switched off). */
-  private roundToTier(values: Float32Array, tier: Tier): void {
-    const key = `${tier}:${values.length}`;
-    let packed = this.roundTrip.get(key);
-    if (packed === undefined) {
-      packed = PackedArray.encode(values, tier, this.rounding());
-      this.roundTrip.set(key, packed);
-    } else {
-      packed.encodeFrom(values, this.rounding());
-    }
-    packed.decodeInto(values);
-  }
-
   private rounding(): Rng | null {
     return this.config.dbwa.stochastic_rounding ? this.rng : null;
   }
 
-  private tierOf(name: string): Tier {
-    const tier = this.tiers.get(name);
-    if (tier === undefined) throw new QkdError('STATE', `DBWA: no precision tier for '${name}'`, { field: name, hint: 'tiers are assigned at the first step (beginStep)' });
-    return tier;
-  }
-
-  /** Bytes actually held for training state: float32 weights and gradients (the compute copy) + the moments as stored. */
+  /** Bytes actually held for training state: the packed store with its scratch (DBWA), else float32 w + g + m + v. */
   private residentBytes(model: LlamaModel): number {
-    let bytes = 8 * model.arena.size;
-    if (!this.config.dbwa.enabled) return bytes + 8 * model.arena.size;
-    for (const { m, v } of this.moments.values()) bytes += m.bytes + v.bytes;
-    return bytes;
+    return this.store === null ? 16 * model.arena.size : this.store.residentBytes();
   }
 
-  /** DBWA's packed moments, saved with each checkpoint (exact resume). */
+  /** DBWA's packed weights and moments, saved with each checkpoint (exact resume). */
   checkpointTensors(): TensorToWrite[] {
-    const out: TensorToWrite[] = [];
-    for (const [name, { m, v }] of this.moments) {
-      out.push({ name: `${name}.exp_avg`, dtype: 'u8', shape: [m.bytes], data: m.storage });
-      out.push({ name: `${name}.exp_avg_sq`, dtype: 'u8', shape: [v.bytes], data: v.storage });
-    }
-    return out;
+    return (this.store?.checkpointBytes() ?? []).map(({ name, bytes }) => ({ name, dtype: 'u8' as const, shape: [bytes.length], data: bytes }));
   }
 
-  /** Reads the packed moments saved by checkpointTensors; their tiers and lengths come from the state (setState runs first). */
+  /** Reads what checkpointTensors saved; the layout comes from the state (setState runs first). */
   restoreTensors(file: SafetensorsFile): void {
-    const packed = this.restored?.moments ?? [];
-    this.moments = new Map();
-    for (const [name, tier, length] of packed) {
-      const read = (field: string): PackedArray => {
-        const entry = file.entry(`${name}.${field}`);
-        if (entry.dtype !== 'u8') throw new QkdError('DTYPE', `tensor '${name}.${field}' has dtype ${entry.dtype}`, { path: file.path, field: `${name}.${field}`, hint: 'U8 (packed DBWA moments)' });
-        try {
-          return PackedArray.fromStorage(tier, length, file.readBytes(`${name}.${field}`));
-        } catch (err) {
-          throw new QkdError('SHAPE', `tensor '${name}.${field}': ${(err as Error).message}`, { path: file.path, field: `${name}.${field}` });
-        }
-      };
-      this.moments.set(name, { m: read('exp_avg'), v: read('exp_avg_sq') });
-    }
+    const layout = this.restored?.packed;
+    if (!this.config.dbwa.enabled || layout === undefined) return;
+    this.savedPacked = restorePackedState(layout, (name) => {
+      const entry = file.entry(name);
+      if (entry.dtype !== 'u8') throw new QkdError('DTYPE', `tensor '${name}' has dtype ${entry.dtype}`, { path: file.path, field: name, hint: 'U8 (packed DBWA state)' });
+      return file.readBytes(name);
+    }, file.path);
   }
 
   /**
@@ -304,8 +261,7 @@ export class SatRecipe implements TrainRecipe {
   }
 
   getState(): SatState {
-    const moments: [string, Tier, number][] = [...this.moments].map(([name, { m }]) => [name, m.tier, m.length]);
-    return { rng: this.rng.getState(), spectral: this.tracker.getState(), targets: [...this.targets], tiers: [...this.tiers.entries()], moments };
+    return { rng: this.rng.getState(), spectral: this.tracker.getState(), targets: [...this.targets], tiers: [...this.tiers.entries()], packed: this.store?.layout() };
   }
 
   setState(state: unknown): void {

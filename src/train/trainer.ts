@@ -84,6 +84,8 @@ export interface TrainResult {
   tokens_per_s: number;
   /** True when stopped early (shouldStop). */
   interrupted: boolean;
+  /** Parameters of the trained model. */
+  params: number;
   /** Peak resident set size of the process so far (bytes). */
   peak_rss_bytes: number;
   /** The recipe's final figures (e.g. SAT's accounted state bytes). */
@@ -284,9 +286,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let valLoss = NaN;
   while (step < c.steps) {
     const lr = learningRate(c, step + 1);
+    // beginStep first: a recipe may move the parameters out of the arena (DBWA), and then there is nothing to zero here.
+    recipe?.beginStep?.(step + 1, model);
     model.arena.zeroGrad();
     recipe?.extra?.zeroGrad();
-    recipe?.beginStep?.(step + 1, model);
     let loss = 0;
     const components: Record<string, number> = {};
     for (let micro = 0; micro < c.grad_accum; micro++) {
@@ -303,7 +306,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // Each micro-batch contributes 1/grad_accum of the mean gradient.
       backward(l, Float32Array.of(1 / c.grad_accum));
     }
-    const gradNormBefore = clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
+    const gradNormBefore = recipe?.clipGradients ? recipe.clipGradients(model, c.grad_clip) : clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
     recipe?.beforeUpdate?.(step + 1, model, opt);
     if (recipe?.update) recipe.update(step + 1, model, opt, lr);
     else opt.update(lr);
@@ -356,6 +359,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     val_ppl: Math.exp(valLoss),
     tokens_per_s: step > startStep ? ((step - startStep) * B * T * c.grad_accum) / seconds : 0,
     interrupted,
+    params: model.parameterCount,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     recipe_summary: recipe?.summary?.(model),
   };

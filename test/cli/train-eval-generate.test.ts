@@ -22,7 +22,7 @@ describe('train → eval → generate', () => {
     const r = qkd('train', '--out', out, '--steps', '60');
     assert.equal(r.code, 0, r.stderr);
     const j = r.last();
-    assert.deepEqual(Object.keys(j), ['steps', 'train_loss', 'val_loss', 'val_ppl', 'tokens_per_s', 'peak_rss_bytes']);
+    assert.deepEqual(Object.keys(j), ['steps', 'train_loss', 'val_loss', 'val_ppl', 'tokens_per_s', 'params', 'peak_rss_bytes']);
     assert.equal(j.steps, 60);
     assert.ok(j.val_loss < 3.2, `val_loss ${j.val_loss}`);
     assert.ok(Math.abs(j.val_ppl - Math.exp(j.val_loss)) < 1e-9);
