@@ -1,9 +1,9 @@
 /**
  * SAT / DBWA / SAKD proof (issue: sensitivity-aware training and distillation).
  *
- *   npm run experiment -- sakd [--data PATH|default] [--budget small|full] [--out DIR]
+ *   npm run experiment -- sakd [--data PATH|default] [--budget small|full] [--out DIR] [--seed N]
  *
- * One seed, one corpus, equal token budgets. Pre-training rows run
+ * One seed (default 1337), one corpus, equal token budgets. Pre-training rows run
  * `qkd train` in a child process each (so every row's peak RSS is its own):
  *   std-pretrain-fp32 / -ptq-int4   standard training; RTN 4-bit per-channel PTQ
  *   sat-pretrain-fp32 / -ptq-int4   recipe sat (KDS + SC + TQNI), same PTQ
@@ -11,10 +11,13 @@
  *   sat-dbwa                        SAT with DBWA tiers 16 / 12 / 8
  * Distillation rows use std-pretrain-fp32 as the teacher and a half-depth
  * pruned student, evaluated from the packed 4-bit checkpoint:
- *   kd-qat-int4, sakd-int4, and one row per SAKD mechanism switched off.
+ *   kd-qat-int4, sakd-int4, one row per SAKD mechanism switched off, and
+ *   sakd-int4-feature-0.03 (feature-KD weight 0.03 instead of 1).
  * Every row: held-out perplexity (last 10% of the corpus). Pre-training rows
  * also report peak_train_bytes = accounted bytes of weights + gradients +
- * AdamW moments as stored, and the child's peak RSS. Last stdout line: JSON.
+ * AdamW moments as stored, resident_train_bytes = the bytes the run held
+ * for them (DBWA: packed state + float32 scratch), and the child's peak RSS.
+ * Last stdout line: JSON.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,8 +42,15 @@ const { values } = parseArgs({
     data: { type: 'string', default: 'default' },
     budget: { type: 'string', default: 'small' },
     out: { type: 'string', default: 'runs/sakd' },
+    /** Seed of every run (pre-training and distillation); rerunning with another seed shows the run-to-run spread. */
+    seed: { type: 'string', default: '1337' },
   },
 });
+const seed = Number(values.seed);
+if (!Number.isInteger(seed)) {
+  console.error(`--seed must be an integer, got ${values.seed}`);
+  process.exit(1);
+}
 const BUDGETS = {
   small: { preset: 'small', pretrainSteps: 800, distillSteps: 600, reprofile: 200 },
   full: { preset: 'reference', pretrainSteps: 2000, distillSteps: 1500, reprofile: 500 },
@@ -51,7 +61,7 @@ if (!budget) {
   process.exit(1);
 }
 const text = loadCorpus(values.data!);
-const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}`);
+const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}${seed === 1337 ? '' : `-seed${seed}`}`);
 mkdirSync(root, { recursive: true });
 const started = performance.now();
 const log = (msg: string): void => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(5)} s] ${msg}`);
@@ -60,6 +70,8 @@ interface PretrainResult {
   dir: string;
   peak_rss_bytes: number | null;
   state_bytes: number;
+  /** Bytes the run actually held for weights, gradients and moments (packed + scratch with DBWA). */
+  resident_bytes: number;
 }
 
 /** Runs `qkd train` in a child process with a YAML config; reuses a finished run. */
@@ -68,10 +80,11 @@ function pretrain(name: string, sat: Record<string, unknown> | null): PretrainRe
   const resultPath = join(dir, 'experiment-result.json');
   if (existsSync(resultPath)) {
     log(`reusing ${name}`);
-    return JSON.parse(readFileSync(resultPath, 'utf8')) as PretrainResult;
+    const saved = JSON.parse(readFileSync(resultPath, 'utf8')) as Partial<PretrainResult> & Omit<PretrainResult, 'resident_bytes'>;
+    return { ...saved, resident_bytes: saved.resident_bytes ?? saved.state_bytes }; // runs saved before resident_bytes existed were float32 or pre-store DBWA
   }
   const preset = PRESETS[budget.preset]!;
-  const config = { ...preset, steps: budget.pretrainSteps, checkpoint_every: budget.pretrainSteps, eval_every: budget.pretrainSteps, ...(sat ? { recipe: 'sat', sat } : {}) };
+  const config = { ...preset, seed, steps: budget.pretrainSteps, checkpoint_every: budget.pretrainSteps, eval_every: budget.pretrainSteps, ...(sat ? { recipe: 'sat', sat } : {}) };
   mkdirSync(dir, { recursive: true });
   const yamlPath = join(dir, 'config.yaml');
   writeFileSync(yamlPath, toYaml(config));
@@ -79,15 +92,15 @@ function pretrain(name: string, sat: Record<string, unknown> | null): PretrainRe
   const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--out', dir, '--config', yamlPath, '--data', values.data!], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`qkd train ${name} failed:\n${r.stderr}`);
   for (const line of r.stderr.split('\n')) if (line.startsWith('qkd: ')) log(`  ${name}: ${line.slice(5)}`);
-  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { peak_rss_bytes?: number; state_bytes?: number };
+  const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { peak_rss_bytes?: number; state_bytes?: number; state_resident_bytes?: number };
   // Standard training keeps weights, gradients and both moments in float32: 16 bytes per parameter.
   const params = loadLlama(modelDirectory(dir)).arena.size;
-  const result: PretrainResult = { dir, peak_rss_bytes: j.peak_rss_bytes ?? null, state_bytes: j.state_bytes ?? 16 * params };
+  const result: PretrainResult = { dir, peak_rss_bytes: j.peak_rss_bytes ?? null, state_bytes: j.state_bytes ?? 16 * params, resident_bytes: j.state_resident_bytes ?? 16 * params };
   writeFileSync(resultPath, JSON.stringify(result));
   return result;
 }
 
-async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string, sakd: DistillConfigInput['sakd'] = {}): Promise<string> {
+async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string, sakd: DistillConfigInput['sakd'] = {}, distillation: DistillConfigInput['distillation'] = {}): Promise<string> {
   const dir = join(root, name);
   if (existsSync(join(dir, 'quantized', 'config.json'))) {
     log(`reusing ${name}`);
@@ -96,10 +109,11 @@ async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string,
   const preset = PRESETS[budget.preset]!;
   const input: DistillConfigInput = {
     recipe,
-    training: { steps: budget.distillSteps, batch_size: preset.batch_size, seq_len: preset.seq_len, eval_every: Math.max(1, Math.floor(budget.distillSteps / 6)), checkpoint_every: budget.distillSteps },
+    training: { seed, steps: budget.distillSteps, batch_size: preset.batch_size, seq_len: preset.seq_len, eval_every: Math.max(1, Math.floor(budget.distillSteps / 6)), checkpoint_every: budget.distillSteps },
     optimizer: { lr: preset.lr, min_lr: preset.min_lr },
     student: { init: 'pruned' },
     sakd,
+    distillation,
   };
   log(`training ${name} (${recipe}, ${budget.distillSteps} steps)`);
   await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), onNote: (n) => log(`  ${name}: ${n}`) });
@@ -110,6 +124,7 @@ interface Row {
   method: string;
   ppl: number;
   peak_train_bytes?: number;
+  resident_train_bytes?: number;
   peak_rss_bytes?: number | null;
 }
 
@@ -133,23 +148,25 @@ async function main(): Promise<void> {
   const ptq4 = (m: LlamaModel): LlamaModel => quantizeLlama(m, uniformPlan(m.arena.entries.filter((e) => e.shape.length === 2), 4, { groupSize: 0, symmetric: false }), { method: 'rtn' }).toFloatModel();
 
   const stdModel = loadLlama(teacherDir);
-  add('std-pretrain-fp32', stdModel, { peak_train_bytes: std.state_bytes, peak_rss_bytes: std.peak_rss_bytes });
+  add('std-pretrain-fp32', stdModel, { peak_train_bytes: std.state_bytes, resident_train_bytes: std.resident_bytes, peak_rss_bytes: std.peak_rss_bytes });
   add('std-pretrain-ptq-int4', ptq4(stdModel));
   const satModel = loadLlama(modelDirectory(sat.dir));
-  add('sat-pretrain-fp32', satModel, { peak_train_bytes: sat.state_bytes, peak_rss_bytes: sat.peak_rss_bytes });
+  add('sat-pretrain-fp32', satModel, { peak_train_bytes: sat.state_bytes, resident_train_bytes: sat.resident_bytes, peak_rss_bytes: sat.peak_rss_bytes });
   add('sat-pretrain-ptq-int4', ptq4(satModel));
-  add('bf16-baseline', loadLlama(modelDirectory(bf16.dir)), { peak_train_bytes: bf16.state_bytes, peak_rss_bytes: bf16.peak_rss_bytes });
-  add('sat-dbwa', loadLlama(modelDirectory(dbwa.dir)), { peak_train_bytes: dbwa.state_bytes, peak_rss_bytes: dbwa.peak_rss_bytes });
+  add('bf16-baseline', loadLlama(modelDirectory(bf16.dir)), { peak_train_bytes: bf16.state_bytes, resident_train_bytes: bf16.resident_bytes, peak_rss_bytes: bf16.peak_rss_bytes });
+  add('sat-dbwa', loadLlama(modelDirectory(dbwa.dir)), { peak_train_bytes: dbwa.state_bytes, resident_train_bytes: dbwa.resident_bytes, peak_rss_bytes: dbwa.peak_rss_bytes });
 
-  const students: [string, 'kd-qat' | 'sakd', DistillConfigInput['sakd']][] = [
+  const students: [string, 'kd-qat' | 'sakd', DistillConfigInput['sakd'], DistillConfigInput['distillation']?][] = [
     ['kd-qat-int4', 'kd-qat', {}],
     ['sakd-int4', 'sakd', {}],
     ['sakd-int4-no-swdl', 'sakd', { swdl: { enabled: false } }],
     ['sakd-int4-no-sgr', 'sakd', { sgr: { enabled: false } }],
     ['sakd-int4-no-tdni', 'sakd', { tdni: { enabled: false } }],
+    // Not one of the issue's rows: SAKD with the SWDL-weighted feature-KD term at 3% of its default weight.
+    ['sakd-int4-feature-0.03', 'sakd', {}, { feature_weight: 0.03 }],
   ];
-  for (const [name, recipe, sakd] of students) {
-    const dir = await student(name, recipe, teacherDir, sakd);
+  for (const [name, recipe, sakd, distillation] of students) {
+    const dir = await student(name, recipe, teacherDir, sakd, distillation);
     add(name, loadLlama(join(dir, 'quantized')));
   }
 
@@ -159,8 +176,8 @@ async function main(): Promise<void> {
   const satDamage = damage('sat-pretrain-fp32', 'sat-pretrain-ptq-int4');
   const dbwaRow = rows.find((r) => r.method === 'sat-dbwa')!;
   const bf16Row = rows.find((r) => r.method === 'bf16-baseline')!;
-  console.log('\nmethod                  ppl       peak_train_bytes   peak_rss');
-  for (const r of rows) console.log(`${r.method.padEnd(22)} ${r.ppl.toFixed(4).padStart(8)}  ${String(r.peak_train_bytes ?? '').padStart(16)}   ${r.peak_rss_bytes ? (r.peak_rss_bytes / 2 ** 20).toFixed(0) + ' MiB' : ''}`);
+  console.log('\nmethod                  ppl       peak_train_bytes   resident_bytes   peak_rss');
+  for (const r of rows) console.log(`${r.method.padEnd(22)} ${r.ppl.toFixed(4).padStart(8)}  ${String(r.peak_train_bytes ?? '').padStart(16)}   ${String(r.resident_train_bytes ?? '').padStart(14)}   ${r.peak_rss_bytes ? (r.peak_rss_bytes / 2 ** 20).toFixed(0) + ' MiB' : ''}`);
   const goals = {
     sat_halves_ptq_damage: { std_damage: stdDamage, sat_damage: satDamage, holds: satDamage <= stdDamage / 2 },
     dbwa_bytes_vs_bf16: { ratio: dbwaRow.peak_train_bytes! / bf16Row.peak_train_bytes!, ppl_vs_bf16: dbwaRow.ppl / bf16Row.ppl - 1, holds: dbwaRow.peak_train_bytes! <= 0.75 * bf16Row.peak_train_bytes! && dbwaRow.ppl <= 1.01 * bf16Row.ppl },
@@ -170,7 +187,7 @@ async function main(): Promise<void> {
   console.log(`DBWA accounted bytes ${(goals.dbwa_bytes_vs_bf16.ratio * 100).toFixed(1)}% of bf16, ppl ${(goals.dbwa_bytes_vs_bf16.ppl_vs_bf16 * 100).toFixed(2)}% vs bf16 → holds: ${goals.dbwa_bytes_vs_bf16.holds}`);
   console.log(`sakd-int4 ${get('sakd-int4').toFixed(4)} vs kd-qat-int4 ${get('kd-qat-int4').toFixed(4)} → not worse: ${goals.sakd_not_worse_than_kd_qat.holds}`);
   log('done');
-  console.log(JSON.stringify({ budget: values.budget, data: values.data, rows, goals }));
+  console.log(JSON.stringify({ budget: values.budget, data: values.data, seed, rows, goals }));
 }
 
 await main();

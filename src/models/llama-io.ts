@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { QkdError, fmtShape } from '../errors.js';
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { withLoaded } from '../tensor/tensor.js';
+import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
 import { parseQuantizationConfig, readPackedTensor, type PackedTensorSpec } from '../quant/packed.js';
@@ -26,13 +26,22 @@ export function llamaConfigJson(config: LlamaConfig): Record<string, unknown> {
 /** Writes config.json and model.safetensors into `dir` (created if needed). */
 export function saveLlama(dir: string, model: LlamaModel, metadata: Record<string, string> = {}): void {
   mkdirSync(dir, { recursive: true });
+  const scratch = { buffer: new Float32Array(0) };
   writeSafetensors(
     join(dir, 'model.safetensors'),
-    // One tensor at a time (a parameter stored in a ParameterSource is loaded just while it is written).
-    model.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: () => (e.tensor.source === null ? e.tensor.data : withLoaded(e.tensor, () => e.tensor.data.slice())) })),
+    // One tensor at a time: a parameter kept in a ParameterSource (DBWA) is unpacked into one scratch buffer reused for every tensor.
+    model.arena.entries.map((e) => ({ name: e.name, dtype: 'f32' as const, shape: e.shape, data: () => (e.tensor.source === null ? e.tensor.data : unpackInto(scratch, e.tensor)) })),
     { format: 'pt', ...metadata },
   );
   writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(llamaConfigJson(model.config), null, 2) + '\n');
+}
+
+/** The values of a sourced parameter, copied into a scratch buffer (grown when needed) and returned as a view of it. */
+function unpackInto(scratch: { buffer: Float32Array }, t: Tensor): Float32Array {
+  if (scratch.buffer.length < t.size) scratch.buffer = new Float32Array(t.size);
+  const view = scratch.buffer.subarray(0, t.size);
+  withLoaded(t, () => view.set(t.data));
+  return view;
 }
 
 function readJson(path: string): Record<string, unknown> {

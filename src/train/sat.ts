@@ -15,19 +15,15 @@
  * SPEC section 1 is recomputed from the current weights; it re-chooses the
  * TQNI targets and the DBWA tiers, and the choice is logged.
  *
- * What DBWA shrinks here. The AdamW moments exist only packed: the loop
- * builds AdamW without float32 moments and this recipe takes the update
- * tensor by tensor, unpacking m and v into two float32 scratch buffers the
- * size of the largest tensor, running the AdamW kernel, and packing them
- * back. Weights and gradients are rounded to their tier (stochastically) at
- * every update and hold only tier-representable values, but they keep a
- * float32 working copy of the whole model (the arena the forward and
- * backward kernels read): unpacking per layer inside the forward and
- * backward passes is not done. So, per parameter, resident state is 8 bytes
- * of float32 weights + gradients plus the packed moments (16 bytes in plain
- * float32 training), while `state_bytes` accounts weights, gradients and
- * moments all at their packed size; the run's result reports both
- * (`state_bytes`, `state_resident_bytes`) and the process peak RSS.
+ * DBWA memory: at the first step the model's parameters move into a
+ * PackedParameterStore (sat/packed-store.ts) and the float32 arena is
+ * released. Weights, gradients and moments then exist only packed; layers
+ * and the tape unpack one weight at a time into float32 scratch, and this
+ * recipe takes clipping and the AdamW update (TrainRecipe.clipGradients /
+ * update), tensor by tensor. The penalties are then computed per weight so
+ * that only one weight is unpacked at a time. The run's result reports the
+ * accounted packed bytes (`state_bytes`), the bytes actually held including
+ * scratch (`state_resident_bytes`) and the process peak RSS.
  */
 import type { LlamaModel } from '../models/llama.js';
 import { Embedding, Linear } from '../nn/layers.js';
