@@ -54,6 +54,7 @@ export type { TrainRecipe, MicroBatch, RecipeLoss } from './train/recipe.js';
 export { kurtosisOf, kurtosisPenalty, kurtosisPenaltyWithStats, SpectralNormTracker, spectralPenalty } from './sat/regularizers.js';
 export { uniformStepNoise, NoiseController, topFraction } from './sat/noise.js';
 export { PackedArray, tierBytes, assignTiers, type PrecisionTier } from './sat/dbwa.js';
+export { PackedParameterStore, restorePackedState, type PackedStoreLayout } from './sat/packed-store.js';
 export { SatRecipe, type StateBytes } from './train/sat.js';
 export { SakdMechanisms, swdlWeights, layerScores } from './train/sakd.js';
 export { type SakdReport } from './train/distill.js';
