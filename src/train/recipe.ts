@@ -41,8 +41,9 @@ export interface TrainRecipe {
   /**
    * When present, the recipe keeps the model's AdamW moments itself (the loop
    * builds the optimiser with `moments: false`, so no float32 moment buffers
-   * exist) and takes the model's update: called instead of
-   * `optimizer.update(lr)`, after clipping and `beforeUpdate`.
+   * exist; DBWA also keeps the weights and gradients, packed) and takes the
+   * model's update: called instead of `optimizer.update(lr)`, after clipping
+   * and `beforeUpdate`.
    */
   readonly update?: (step: number, model: LlamaModel, optimizer: AdamW, lr: number) => void;
   /**
@@ -51,7 +52,7 @@ export interface TrainRecipe {
    * its update), returning the norm before clipping. Not combined with `extra`.
    */
   readonly clipGradients?: (model: LlamaModel, maxNorm: number) => number;
-  /** Tensors the recipe saves with each checkpoint (in recipe.safetensors), e.g. packed moments; read back by restoreTensors on resume. */
+  /** Tensors the recipe saves with each checkpoint (in recipe.safetensors), e.g. DBWA's packed weights and moments; read back by restoreTensors on resume. */
   checkpointTensors?(): TensorToWrite[];
   restoreTensors?(file: SafetensorsFile): void;
   /**

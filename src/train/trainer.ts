@@ -14,7 +14,8 @@
  *       and, when a recipe trains extra parameters (feature projections),
  *       extra.safetensors + extra_optimizer.safetensors; the recipe's own
  *       state (λ, power-iteration vectors, RNG) sits in trainer_state.json
- *       and its tensors (DBWA's packed moments) in recipe.safetensors
+ *       and its tensors (DBWA's packed weights and moments) in
+ *       recipe.safetensors
  *   DIR/latest.json — {"step", "dir"}: the newest complete checkpoint
  * A checkpoint directory is written completely before latest.json is
  * atomically switched to it, so a crash (even kill -9) at any moment leaves
