@@ -7,6 +7,7 @@
  */
 import { Rng, kernels, nativeKernelNames, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
 import { timeMedian } from './_util.js';
+import { tierBytes } from '../src/sat/dbwa.js';
 
 const rng = new Rng(1);
 const rand = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * scale);
@@ -65,6 +66,11 @@ const cases: Case[] = [
     name: 'fakeQuantForward', bytes: rows * I * 9,
     setup() { const w = rand(rows * I), out = new Float32Array(rows * I), mask = new Uint8Array(rows * I); return { run: (k) => k.fakeQuantForward(w, out, mask, rows, I, 4, false, 1, 128, 1), outputs: [out] }; },
   },
+  // DBWA: pack one reference-model-sized tensor set at a tier with stochastic rounding, then unpack it.
+  ...([16, 12, 8] as const).map((tier): Case => ({
+    name: `dbwaEncode+Decode (tier ${tier})`, bytes: 4_951_296 * 8 + 2 * tierBytes(4_951_296, tier),
+    setup() { const n = 4_951_296, x = rand(n, 0.05), storage = new Uint8Array(tierBytes(n, tier)), y = new Float32Array(n); return { run: (k) => { k.dbwaEncode(tier, x, storage, Uint32Array.of(1, 2, 3, 4)); k.dbwaDecode(tier, storage, y); }, outputs: [y] }; },
+  })),
   {
     name: 'addInto', bytes: rows * C * 12,
     setup() { const a = rand(rows * C), b = rand(rows * C); return { run: (k) => k.addInto(a, b, rows * C), outputs: [a] }; },
@@ -80,7 +86,7 @@ const nativeNames = new Set(nativeKernelNames());
 const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null }> = {};
 console.log(`kernel                         v0 ref ms   v1 native ms   speed-up   v1 GB/s   max |Δ|/max|ref|`);
 for (const c of cases) {
-  const kernelNames = c.name.split('+').map((n, i, all) => (i > 0 ? all[0]!.replace(/Forward$/, '') + n : n));
+  const kernelNames = c.name.split(' ')[0]!.split('+').map((n, i, all) => (i > 0 ? all[0]!.replace(/(Forward|Encode)$/, '') + n : n));
   const isNative = kernelNames.every((n) => nativeNames.has(n));
   // Validate v1 against v0 on identical fresh inputs.
   let maxRel: number | null = null;

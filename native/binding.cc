@@ -39,6 +39,9 @@
 //   weightStatsBf16(w: bf16, rows, cols, bits, shift, rowMin, rowMax, totals)
 //   symmetricEigenvalues(a: Float64Array, n, count, out: Float64Array)   the count largest, descending
 //   f32ToBf16(src: Float32Array, dst: bf16, n)                 round to nearest even, NaN quiet
+// Interface version 5 adds DBWA's packed formats (dbwa_codec.h):
+//   dbwaEncode(tier 8|12|16, src: Float32Array, storage: Uint8Array, seed: Uint32Array(4) | null) → −1 or
+//     the index of a non-finite value;  dbwaDecode(tier, storage, dst: Float32Array)
 // Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
@@ -49,6 +52,7 @@
 #include <initializer_list>
 
 #include "kernels/cpu.h"
+#include "kernels/dbwa_codec.h"
 #include "kernels/fused.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/sgemm.h"
@@ -59,7 +63,7 @@
 
 namespace {
 
-constexpr int kInfoVersion = 4;
+constexpr int kInfoVersion = 5;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -1141,6 +1145,63 @@ napi_value F32ToBf16(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+bool read_tier(napi_env env, napi_value value, const char* fn, int* tier) {
+  int64_t t = 0;
+  if (!read_size(env, value, fn, "tier", &t)) return false;
+  if (t != 8 && t != 12 && t != 16) return fail(env, fn, "argument tier must be 8, 12 or 16, got %lld", static_cast<long long>(t));
+  *tier = static_cast<int>(t);
+  return true;
+}
+
+// dbwaEncode(tier, src: Float32Array, storage: Uint8Array, seed: Uint32Array | null) → number
+napi_value DbwaEncode(napi_env env, napi_callback_info info) {
+  const char* fn = "dbwaEncode";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  int tier = 0;
+  FloatView src;
+  TypedView<uint8_t> storage;
+  if (!read_tier(env, args[0], fn, &tier) || !read_float32_array(env, args[1], fn, "src", &src) ||
+      !read_typed_array(env, args[2], fn, "storage", napi_uint8_array, "Uint8Array", &storage) ||
+      !check_typed_length(env, fn, "storage", "Uint8Array", storage, qkd::dbwa_storage_bytes(tier, src.length), false)) {
+    return nullptr;
+  }
+  napi_valuetype seed_type;
+  napi_typeof(env, args[3], &seed_type);
+  const uint32_t* seed = nullptr;
+  if (seed_type != napi_null) {
+    TypedView<uint32_t> words;
+    if (!read_typed_array(env, args[3], fn, "seed", napi_uint32_array, "Uint32Array or null", &words) ||
+        !check_typed_length(env, fn, "seed", "Uint32Array", words, 4, false)) {
+      return nullptr;
+    }
+    if ((words.data[0] | words.data[1] | words.data[2] | words.data[3]) == 0) {
+      fail(env, fn, "argument seed must not be all zero (xorshift128 would stay at zero)");
+      return nullptr;
+    }
+    seed = words.data;
+  }
+  return number_value(env, static_cast<double>(qkd::dbwa_encode(tier, src.data, src.length, storage.data, seed)));
+}
+
+// dbwaDecode(tier, storage: Uint8Array, dst: Float32Array)
+napi_value DbwaDecode(napi_env env, napi_callback_info info) {
+  const char* fn = "dbwaDecode";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  int tier = 0;
+  TypedView<uint8_t> storage;
+  FloatView dst;
+  if (!read_tier(env, args[0], fn, &tier) ||
+      !read_typed_array(env, args[1], fn, "storage", napi_uint8_array, "Uint8Array", &storage) ||
+      !read_float32_array(env, args[2], fn, "dst", &dst) ||
+      !check_typed_length(env, fn, "storage", "Uint8Array", storage, qkd::dbwa_storage_bytes(tier, dst.length), false)) {
+    return nullptr;
+  }
+  qkd::dbwa_decode(tier, storage.data, dst.data, dst.length);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -1170,6 +1231,8 @@ NAPI_MODULE_INIT() {
       {"weightStatsBf16", nullptr, WeightStatsBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"symmetricEigenvalues", nullptr, SymmetricEigenvalues, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"f32ToBf16", nullptr, F32ToBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"dbwaEncode", nullptr, DbwaEncode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"dbwaDecode", nullptr, DbwaDecode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

@@ -133,4 +133,14 @@ export interface Kernels {
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /** dst[i] = bfloat16 bits of src[i], i < n (nearest even, NaN stays a quiet NaN, subnormals kept). */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /**
+   * DBWA packing (formats in sat/dbwa.ts, algorithm in
+   * reference/dbwa-codec.ts): src at tier 8, 12 or 16 into storage (codes,
+   * then the block scale bytes), stochastic rounding from the four xorshift128
+   * seed words (not all zero), round to nearest even with null. Returns −1,
+   * or the index of a non-finite value (storage then partly written).
+   */
+  dbwaEncode(tier: number, src: Float32Array, storage: Uint8Array, seed: Uint32Array | null): number;
+  /** Unpacks dbwaEncode's storage at `tier` into dst (dst.length values). */
+  dbwaDecode(tier: number, storage: Uint8Array, dst: Float32Array): void;
 }

@@ -20,7 +20,7 @@ export interface NativeAddon {
   softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
   /** Version 4: C = op(A)·bf16(B) with A raw bf16 bits (see kernel-types.ts Bf16GemmArgs). */
   bf16Gemm?(transA: number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: number): void;
-  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names (and 4 the profiler's). */
+  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names (4 the profiler's, 5 DBWA's codecs). */
   [fused: string]: unknown;
 }
 
@@ -37,9 +37,9 @@ export interface NativeStatus {
 /**
  * Interface versions this build understands (1: GEMM + softmax; 2: + fused
  * kernels; 3: + fake quantization; 4: + the profiler's bf16 GEMM, weight
- * statistics and symmetric eigenvalues).
+ * statistics and symmetric eigenvalues; 5: + DBWA's packed-format codecs).
  */
-const SUPPORTED_VERSIONS = [1, 2, 3, 4];
+const SUPPORTED_VERSIONS = [1, 2, 3, 4, 5];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
 /** Finds the package root (the directory holding package.json) from this file. */

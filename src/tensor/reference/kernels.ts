@@ -7,6 +7,7 @@ import { symmetricEigenvaluesOnly } from '../eigen.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
+import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
 
 function sgemm(p: GemmArgs): void {
   const { batch, transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc } = p;
@@ -421,6 +422,8 @@ export const referenceKernels: Kernels = {
   addInto,
   add,
   bf16Gemm,
+  dbwaEncode,
+  dbwaDecode,
   weightStats,
   weightStatsBf16,
   symmetricEigenvalues,
