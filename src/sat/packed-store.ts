@@ -24,7 +24,7 @@
 import { QkdError } from '../errors.js';
 import type { AdamW } from '../optim/adamw.js';
 import type { ArenaEntry, ParameterArena } from '../tensor/arena.js';
-import { recycle, takeZeroed, UNLOADED, type FloatArray, type ParameterSource, type Tensor } from '../tensor/tensor.js';
+import { recycle, takeBuffer, UNLOADED, type FloatArray, type ParameterSource, type Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/random.js';
 import { PackedArray, tierBytes, type PrecisionTier } from './dbwa.js';
 
@@ -94,7 +94,7 @@ export class PackedParameterStore implements ParameterSource {
   load(t: Tensor): void {
     const s = this.slot(t);
     if (s.loads++ > 0) return;
-    const buf = takeZeroed(s.entry.size);
+    const buf = takeBuffer(s.entry.size); // fully overwritten by the decode
     s.w.decodeInto(buf);
     t.data = buf;
   }

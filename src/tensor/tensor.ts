@@ -35,12 +35,20 @@ const MAX_POOLED_BYTES = 1 << 30;
 
 /** A zeroed buffer, recycled when one of this length is free. */
 export function takeZeroed(size: number): FloatArray {
+  return takeBuffer(size, true);
+}
+
+/**
+ * A buffer of `size` values, recycled when one of this length is free; its
+ * contents are arbitrary unless `zero` (for callers that overwrite it all).
+ */
+export function takeBuffer(size: number, zero = false): FloatArray {
   if (!float64Mode) {
     const free = gradPool.get(size);
     const buf = free?.pop();
     if (buf !== undefined) {
       pooledBytes -= buf.byteLength;
-      buf.fill(0);
+      if (zero) buf.fill(0);
       return buf;
     }
   }
