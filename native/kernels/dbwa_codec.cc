@@ -156,20 +156,19 @@ int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Roun
       scales[start / kBlock] = static_cast<uint8_t>(shift);
       const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
       // Pass 1, branch-free (vectorisable): every value as if normal in the minifloat.
-      const uint32_t* b32 = reinterpret_cast<const uint32_t*>(src);
       const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
       uint32_t any_subnormal = 0;
       if (draws) {
         const uint16_t* r = draws + (start - chunk);
         for (int64_t j = 0; j < end - start; j++) {
-          const uint32_t b = b32[start + j];
+          const uint32_t b = bits_of(src[start + j]);
           const uint32_t x = (b & 0x7fffffffu) - shift_bits;  // wraps when the value is below the normal range
           any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
           out[start + j] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (static_cast<uint32_t>(r[j]) << 4)) >> 20) & 0x7fu));
         }
       } else {
         for (int64_t i = start; i < end; i++) {
-          const uint32_t b = b32[i];
+          const uint32_t b = bits_of(src[i]);
           const uint32_t x = (b & 0x7fffffffu) - shift_bits;
           any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
           out[i] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (1u << 19) - 1 + ((x >> 20) & 1u)) >> 20) & 0x7fu));
@@ -178,7 +177,7 @@ int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Roun
       // Pass 2: the values below the normal range, and the saturating shift.
       if (any_subnormal || huge) {
         for (int64_t i = start; i < end; i++) {
-          const uint32_t b = b32[i];
+          const uint32_t b = bits_of(src[i]);
           const uint32_t a = b & 0x7fffffffu;
           uint32_t mag = out[i] & 0x7fu;
           if (static_cast<int32_t>(a - shift_bits) < 0x800000) mag = subnormal_magnitude(a, shift, k, draws ? static_cast<int32_t>(draws[i - chunk]) : -1);
@@ -206,12 +205,11 @@ int64_t encode12(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Rou
       // Fast path, branch-free: whole pairs of values that are normal in the minifloat (most blocks).
       bool slow = huge || ((end - start) & 1);
       if (!slow) {
-        const uint32_t* b32 = reinterpret_cast<const uint32_t*>(src);
-        const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
+          const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
         uint32_t any_subnormal = 0;
         uint8_t* q = out + (start >> 1) * 3;
         for (int64_t i = start; i < end; i += 2, q += 3) {
-          const uint32_t b0 = b32[i], b1 = b32[i + 1];
+          const uint32_t b0 = bits_of(src[i]), b1 = bits_of(src[i + 1]);
           const uint32_t x0 = (b0 & 0x7fffffffu) - shift_bits, x1 = (b1 & 0x7fffffffu) - shift_bits;
           any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x0) < 0x800000) | static_cast<uint32_t>(static_cast<int32_t>(x1) < 0x800000);
           const uint32_t add0 = draws ? static_cast<uint32_t>(draws[i - chunk]) << 1 : (1u << 16) - 1 + ((x0 >> 17) & 1u);

@@ -6,8 +6,10 @@
  * The store is the ParameterSource of a model whose arena released its
  * float32 buffers (ParameterArena.releaseStorage):
  *  - forward: a layer loads its weight (unpacked into a pooled float32
- *    buffer), runs, and unloads it; the tape re-loads it for that op's
- *    backward (the weights are unpacked twice per step instead of being held);
+ *    buffer), runs, and unloads it; the tape re-loads it for each op's
+ *    backward that uses it (so each weight is unpacked at least twice per
+ *    micro-batch instead of being held: more with SAT's per-weight penalties
+ *    and noise, and for ops whose backward does not read it);
  *  - backward: each op's gradient contribution is added into the packed
  *    gradient (the first one of a step is packed directly, later ones —
  *    another micro-batch, a tied weight used twice, a regulariser — are
@@ -18,8 +20,9 @@
  *
  * Resident training state is therefore the packed bytes plus the scratch
  * (`residentBytes`), against 16 bytes per parameter for float32 training.
- * The price is speed: every step unpacks each weight twice and packs each
- * gradient contribution.
+ * Not counted there: the unpacked buffers go back to the tensor buffer pool
+ * on unload (a few tensors' worth at a time, reused by the next load). The
+ * price is speed: the unpacking and packing on every step.
  */
 import { QkdError } from '../errors.js';
 import type { AdamW } from '../optim/adamw.js';
@@ -50,6 +53,16 @@ function repack(packed: PackedArray | null, src: Float32Array, tier: PrecisionTi
     return packed;
   }
   return PackedArray.encode(src, tier, rng);
+}
+
+/** Runs a packing step, naming the parameter in a non-finite-value error (a diverged run). */
+function named(s: Slot, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    if (!(err instanceof QkdError)) throw err;
+    throw new QkdError('ARGUMENT', `DBWA: the ${what} of '${s.entry.name}' cannot be packed: ${err.message}`, { field: s.entry.name, hint: 'finite values (the run diverged: lower the learning rate or raise the precision tier)' });
+  }
 }
 
 export class PackedParameterStore implements ParameterSource {
@@ -110,15 +123,17 @@ export class PackedParameterStore implements ParameterSource {
   addGrad(t: Tensor, grad: FloatArray): void {
     const s = this.slot(t);
     const tier = s.w.tier;
-    if (!s.gradLive) {
-      s.g = repack(s.g, grad, tier, this.rounding());
-      s.gradLive = true;
-      return;
-    }
-    const sum = this.scratchFor(s.entry.size).g;
-    s.g!.decodeInto(sum);
-    for (let i = 0; i < sum.length; i++) sum[i]! += grad[i]!;
-    s.g = repack(s.g, sum, tier, this.rounding());
+    named(s, 'gradient', () => {
+      if (!s.gradLive) {
+        s.g = repack(s.g, grad, tier, this.rounding());
+        s.gradLive = true;
+        return;
+      }
+      const sum = this.scratchFor(s.entry.size).g;
+      s.g!.decodeInto(sum);
+      for (let i = 0; i < sum.length; i++) sum[i]! += grad[i]!;
+      s.g = repack(s.g, sum, tier, this.rounding());
+    });
   }
 
   /** Starts a step: every gradient is zero again. */
@@ -184,9 +199,11 @@ export class PackedParameterStore implements ParameterSource {
       else s.v.decodeInto(v);
       optimizer.updateSlice(s.entry, w, g, m, v, lr, c1, c2);
       const tier = s.w.tier;
-      s.w = repack(s.w, w, tier, rng);
-      s.m = repack(s.m, m, tier, rng);
-      s.v = repack(s.v, v, tier, rng);
+      named(s, 'updated weights or moments', () => {
+        s.w = repack(s.w, w, tier, rng);
+        s.m = repack(s.m, m, tier, rng);
+        s.v = repack(s.v, v, tier, rng);
+      });
     }
   }
 
@@ -201,7 +218,7 @@ export class PackedParameterStore implements ParameterSource {
     return { w: sc.w.subarray(0, n), g: sc.g.subarray(0, n), m: sc.m.subarray(0, n), v: sc.v.subarray(0, n) };
   }
 
-  /** Bytes held: packed weights, gradients and moments plus the float32 scratch. */
+  /** Bytes held: packed weights, gradients and moments plus the update's float32 scratch (not the pooled load buffers). */
   residentBytes(): number {
     let bytes = this.scratch === null ? 0 : 4 * 4 * this.scratch.w.length;
     for (const s of this.slots.values()) bytes += s.w.bytes + (s.g?.bytes ?? 0) + (s.m?.bytes ?? 0) + (s.v?.bytes ?? 0);

@@ -86,7 +86,7 @@ export class ParameterArena {
     return this.byName.has(name);
   }
 
-  /** The parameter tensor (a view into the arena; its grad is a view too). */
+  /** The parameter tensor (a view into the arena, its grad too; after releaseStorage its values live in the source). */
   get(name: string): Tensor {
     const e = this.byName.get(name);
     if (e === undefined) throw new QkdError('ARGUMENT', `no parameter named '${name}'`, { field: name });

@@ -9,7 +9,10 @@
  * caller zeroes the gradients (ParameterArena.zeroGrad).
  *
  * Gradients of intermediate tensors are released after backward; leaf
- * tensors (parameters, inputs with requiresGrad) keep theirs.
+ * tensors (parameters, inputs with requiresGrad) keep theirs, except
+ * parameters with a ParameterSource (DBWA): the tape loads their values
+ * around each node's backward and hands that node's gradient contribution
+ * to the source at once.
  */
 import { QkdError } from '../errors.js';
 import { Tensor, recycle, type FloatArray, type GradNode } from './tensor.js';
@@ -93,18 +96,20 @@ export function backward(loss: Tensor, seed?: FloatArray): void {
     if (grad !== null) {
       const sourced = sourcedInputs(node.inputs);
       for (const t of sourced) t.source!.load(t);
-      node.backward(grad);
+      try {
+        node.backward(grad);
+        // A sourced parameter's contribution goes to its source; no float32 gradient buffer stays.
+        for (const t of sourced) if (t.grad !== null) t.source!.addGrad(t, t.grad);
+      } finally {
+        // Also on an error, so the source is not left loaded with a stale gradient.
+        for (const t of sourced) {
+          if (t.grad !== null && t.grad !== grad) recycle(t.grad);
+          t.grad = null;
+          t.source!.unload(t);
+        }
+      }
       // Recycle the gradient unless an input adopted it (passGrad).
       if (!node.inputs.some((t) => t.grad === grad)) recycle(grad);
-      // A sourced parameter's contribution goes to its source; no float32 gradient buffer stays.
-      for (const t of sourced) {
-        if (t.grad !== null) {
-          t.source!.addGrad(t, t.grad);
-          recycle(t.grad);
-          t.grad = null;
-        }
-        t.source!.unload(t);
-      }
     }
     // Intermediate: release its gradient and graph link (keeps memory flat).
     out.node = null;
@@ -114,11 +119,11 @@ export function backward(loss: Tensor, seed?: FloatArray): void {
 
 const NONE: readonly Tensor[] = [];
 
-/** The distinct inputs that have a ParameterSource (usually none: no allocation then). */
+/** The distinct inputs that have a ParameterSource (usually none: no allocation then); loaded even when frozen, as a backward may read them. */
 function sourcedInputs(inputs: readonly Tensor[]): readonly Tensor[] {
   let out: Tensor[] | null = null;
   for (const t of inputs) {
-    if (t.source === null || !t.requiresGrad) continue;
+    if (t.source === null) continue;
     if (out === null) out = [];
     if (!out.includes(t)) out.push(t);
   }

@@ -49,12 +49,14 @@ export interface TrainRecipe {
   /**
    * When present, the model's gradients are not in its arena (DBWA keeps them
    * packed): the recipe computes their global norm and clips to maxNorm (in
-   * its update), returning the norm before clipping. Not combined with `extra`.
+   * its update), returning the norm before clipping. A recipe with `extra`
+   * parameters cannot use it (the loop refuses the combination).
    */
   readonly clipGradients?: (model: LlamaModel, maxNorm: number) => number;
   /** Tensors the recipe saves with each checkpoint (in recipe.safetensors), e.g. DBWA's packed weights and moments; read back by restoreTensors on resume. */
   checkpointTensors?(): TensorToWrite[];
-  restoreTensors?(file: SafetensorsFile): void;
+  /** null when the checkpoint has no recipe.safetensors (e.g. written without tensors to save). */
+  restoreTensors?(file: SafetensorsFile | null): void;
   /**
    * Called after validation at an eval step with the components averaged
    * over the steps since the previous eval. May act (e.g. lower λ) and

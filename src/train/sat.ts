@@ -22,8 +22,9 @@
  * recipe takes clipping and the AdamW update (TrainRecipe.clipGradients /
  * update), tensor by tensor. The penalties are then computed per weight so
  * that only one weight is unpacked at a time. The run's result reports the
- * accounted packed bytes (`state_bytes`), the bytes actually held including
- * scratch (`state_resident_bytes`) and the process peak RSS.
+ * accounted packed bytes (`state_bytes`), the bytes held by the store
+ * including the update's scratch (`state_resident_bytes`; the pooled load
+ * buffers are not counted) and the process peak RSS.
  */
 import type { LlamaModel } from '../models/llama.js';
 import { Embedding, Linear } from '../nn/layers.js';
@@ -76,6 +77,8 @@ export class SatRecipe implements TrainRecipe {
   private store: PackedParameterStore | null = null;
   /** DBWA on resume: the packed weights and moments read from the checkpoint, until the store takes them. */
   private savedPacked: ReturnType<typeof restorePackedState> | null = null;
+  /** DBWA on resume: the checkpoint's state says packed tensors exist (restoreTensors must have read them). */
+  private expectPacked = false;
   /** DBWA: the clipping factor for this step's gradients (set by clipGradients). */
   private gradScale = 1;
   private readonly notes: string[] = [];
@@ -113,6 +116,7 @@ export class SatRecipe implements TrainRecipe {
   private attach(model: LlamaModel): void {
     if (this.attachedTo === model) return;
     this.attachedTo = model;
+    this.store = null; // a store belongs to one model's parameters
     const byTensor = new Map<Tensor, string>();
     for (const e of model.arena.entries) byTensor.set(e.tensor, e.name);
     const modules: (Linear | Embedding)[] = [];
@@ -129,6 +133,7 @@ export class SatRecipe implements TrainRecipe {
       this.noise.enabled = true;
     }
     if (this.restored) {
+      this.expectPacked = this.config.dbwa.enabled && (this.restored.packed?.length ?? 0) > 0;
       this.rng.setState(this.restored.rng);
       this.tracker.setState(this.restored.spectral);
       this.targets = new Set(this.restored.targets);
@@ -155,7 +160,7 @@ export class SatRecipe implements TrainRecipe {
       const uniform = this.config.dbwa.uniform_tier;
       const tiers = uniform !== null ? new Map([...composites.keys()].map((n) => [n, uniform])) : assignTiers(composites);
       const count = (t: Tier) => [...tiers.values()].filter((x) => x === t).length;
-      this.notes.push(`step ${step}: DBWA tiers 16-bit ×${count(16)}, 12-bit ×${count(12)}, 8-bit ×${count(8)} (1-D norms: 16-bit)`);
+      this.notes.push(`step ${step}: DBWA tiers 16-bit ×${count(16)}, 12-bit ×${count(12)}, 8-bit ×${count(8)} (1-D norms: ${uniform ?? 16}-bit)`);
       // 1-D tensors (norm gains) are tiny and not profiled: stored at 16 bits, as in the bf16 baseline.
       for (const e of this.attachedTo?.arena.entries ?? []) if (e.shape.length < 2 && !tiers.has(e.name)) tiers.set(e.name, uniform ?? 16);
       this.tiers = tiers;
@@ -165,13 +170,23 @@ export class SatRecipe implements TrainRecipe {
 
   beginStep(step: number, model: LlamaModel): void {
     this.attach(model);
+    // On resume the store comes back at the checkpoint's tiers first, so that a re-profile at this step moves it as in an uninterrupted run.
+    if (this.config.dbwa.enabled && this.store === null && this.savedPacked !== null) this.openStore(model);
     if (step === 1 || (step - 1) % this.config.reprofile_every === 0) this.reprofile(step);
     if (this.config.dbwa.enabled) {
-      // The first step (or the first after resuming) packs the model and drops its float32 arena.
-      this.store ??= new PackedParameterStore(model.arena, this.tiers, () => this.rounding(), this.savedPacked);
-      this.savedPacked = null;
-      this.store.zeroGrad();
+      // A new run's first step packs the model (at the tiers just chosen) and drops its float32 arena.
+      if (this.store === null) this.openStore(model);
+      this.store!.zeroGrad();
     }
+  }
+
+  private openStore(model: LlamaModel): void {
+    if (this.expectPacked && this.savedPacked === null) {
+      throw new QkdError('IO', 'DBWA: the checkpoint has no recipe.safetensors with the packed weights and moments', { hint: 'a checkpoint written by qkd train with sat.dbwa enabled' });
+    }
+    this.store = new PackedParameterStore(model.arena, this.tiers, () => this.rounding(), this.savedPacked);
+    this.savedPacked = null;
+    this.expectPacked = false;
   }
 
   private requireStore(): PackedParameterStore {
@@ -216,7 +231,7 @@ export class SatRecipe implements TrainRecipe {
     return this.config.dbwa.stochastic_rounding ? this.rng : null;
   }
 
-  /** Bytes actually held for training state: the packed store with its scratch (DBWA), else float32 w + g + m + v. */
+  /** Bytes held for training state: the packed store with its update scratch (DBWA), else float32 w + g + m + v. */
   private residentBytes(model: LlamaModel): number {
     return this.store === null ? 16 * model.arena.size : this.store.residentBytes();
   }
@@ -226,10 +241,10 @@ export class SatRecipe implements TrainRecipe {
     return (this.store?.checkpointBytes() ?? []).map(({ name, bytes }) => ({ name, dtype: 'u8' as const, shape: [bytes.length], data: bytes }));
   }
 
-  /** Reads what checkpointTensors saved; the layout comes from the state (setState runs first). */
-  restoreTensors(file: SafetensorsFile): void {
+  /** Reads what checkpointTensors saved (null: the checkpoint has no recipe.safetensors); the layout comes from the state (setState runs first). */
+  restoreTensors(file: SafetensorsFile | null): void {
     const layout = this.restored?.packed;
-    if (!this.config.dbwa.enabled || layout === undefined) return;
+    if (file === null || !this.config.dbwa.enabled || layout === undefined) return;
     this.savedPacked = restorePackedState(layout, (name) => {
       const entry = file.entry(name);
       if (entry.dtype !== 'u8') throw new QkdError('DTYPE', `tensor '${name}' has dtype ${entry.dtype}`, { path: file.path, field: name, hint: 'U8 (packed DBWA state)' });
@@ -238,9 +253,9 @@ export class SatRecipe implements TrainRecipe {
   }
 
   /**
-   * Accounted bytes of weights, gradients and AdamW moments: tiered tensors
-   * at their packed size, everything else (1-D norms; all tensors when DBWA
-   * is off) as float32.
+   * Accounted bytes of weights, gradients and AdamW moments: with DBWA every
+   * tensor at its tier's packed size (the 1-D norm gains at 16 bits, or at
+   * `uniform_tier`); without DBWA all as float32.
    */
   stateBytes(model: LlamaModel): StateBytes {
     let weights = 0;

@@ -239,7 +239,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
     const moments = openSafetensors(join(ckpt, 'optimizer.safetensors'));
     try {
-      opt.setState({ step: state.adam_step, m: moments.readFloat32('exp_avg').data, v: moments.readFloat32('exp_avg_sq').data });
+      const m = moments.readFloat32('exp_avg').data;
+      if (opt.ownsMoments && m.length === 0 && model.arena.size > 0) {
+        throw new QkdError('CONFIG', 'the checkpoint keeps its AdamW moments packed (a DBWA run), but this run expects float32 moments', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with recipe: sat and sat.dbwa.enabled: true, as the run was started' });
+      }
+      if (!opt.ownsMoments && m.length > 0) {
+        throw new QkdError('CONFIG', 'the checkpoint holds float32 AdamW moments, but this run keeps them packed (DBWA)', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with the recipe and sat.dbwa setting the run was started with (a DBWA checkpoint from an older qkd cannot be resumed)' });
+      }
+      opt.setState({ step: state.adam_step, m, v: moments.readFloat32('exp_avg_sq').data });
     } finally {
       moments.close();
     }
@@ -257,11 +264,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     if (state.recipe !== undefined) recipe?.setState?.(state.recipe);
     if (recipe?.restoreTensors) {
-      const saved = openSafetensors(join(ckpt, 'recipe.safetensors'));
-      try {
-        recipe.restoreTensors(saved);
-      } finally {
-        saved.close();
+      const path = join(ckpt, 'recipe.safetensors');
+      if (!existsSync(path)) recipe.restoreTensors(null);
+      else {
+        const saved = openSafetensors(path);
+        try {
+          recipe.restoreTensors(saved);
+        } finally {
+          saved.close();
+        }
       }
     }
     rng.setState(state.rng);
@@ -273,6 +284,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
     if (recipe?.extra) extraOpt = new AdamW(recipe.extra, optimOptions);
     rmSync(metricsPath, { force: true });
+  }
+  if (recipe?.clipGradients && recipe.extra) {
+    throw new QkdError('STATE', `recipe ${recipe.name} clips its own gradients and also has extra parameters, which the loop would leave unclipped`);
   }
   const extra: ExtraParameters | null = recipe ? { recipe, arena: recipe.extra ?? null, opt: extraOpt } : null;
   // Components averaged since the last eval, for the recipe's monitor.

@@ -118,6 +118,20 @@ describe('PackedParameterStore', () => {
     assert.throws(() => restorePackedState(store.layout(), (n) => (n === 'n.packed' ? new Uint8Array(3) : saved.get(n)!), 'ckpt/recipe.safetensors'), /'n\.packed' has 3 bytes.*ckpt\/recipe\.safetensors.*12 bytes/);
   });
 
+  it('a gradient that cannot be packed names its parameter and leaves nothing loaded or half-accumulated', () => {
+    const arena = makeArena();
+    const store = new PackedParameterStore(arena, tiers, () => null);
+    store.zeroGrad();
+    const bad = tensor([Infinity, 1, 1, 1, 1, 1, 1, 1], [1, 8]);
+    assert.throws(() => backward(sumAll(new Linear('a', arena.get('a')).forward(bad))), /gradient of 'a' cannot be packed.*not finite/);
+    const a = arena.get('a');
+    assert.equal(a.data, UNLOADED);
+    assert.equal(a.grad, null);
+    store.load(a); // a fresh load unpacks (the failed backward did not leave a load open)
+    assert.deepEqual(a.data, round(makeArena().get('a').data as Float32Array, 12));
+    store.unload(a);
+  });
+
   it('re-packs weights and moments when a re-profile moves a tier', () => {
     const arena = makeArena();
     const store = new PackedParameterStore(arena, tiers, () => null);

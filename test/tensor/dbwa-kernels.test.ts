@@ -69,6 +69,13 @@ describe('DBWA codec kernels', () => {
     }
   });
 
+  it('the reference checks the tier and the storage size too', () => {
+    const src = new Float32Array(100);
+    assert.throws(() => referenceKernels.dbwaEncode(10, src, new Uint8Array(200), null), /tier must be 8, 12 or 16/);
+    assert.throws(() => referenceKernels.dbwaEncode(12, src, new Uint8Array(151), null), /151 bytes, needs at least 152/);
+    assert.throws(() => referenceKernels.dbwaDecode(16, new Uint8Array(199), src), /199 bytes, needs at least 200/);
+  });
+
   it('native checks the tier, the storage size and the seed', skipNative, () => {
     const src = new Float32Array(100);
     withBackend('native', () => {

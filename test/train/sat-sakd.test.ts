@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
@@ -118,6 +118,33 @@ describe('SAT', () => {
     tensors.splice(0, 1);
     writeSafetensors(path, tensors);
     await assert.rejects(train({ text, outDir: out, config: c, resume: true }), (err: Error) => err.message.includes(`'${names[0]!}' is not in the file`) && (err as { path?: string }).path === path);
+  });
+
+  it('resumes exactly from a checkpoint on a re-profile boundary (tiers may move at the resumed step)', async () => {
+    const c = satConfig({ dbwa: { enabled: true } });
+    const full = join(dir, 'sat-full-b');
+    await train({ text, outDir: full, config: c });
+    const part = join(dir, 'sat-part-b');
+    let n = 0;
+    // reprofile_every 5: step 6 re-profiles, and it is the first step after the resume.
+    await train({ text, outDir: part, config: c, onStep: () => n++, shouldStop: () => n >= 5 });
+    await train({ text, outDir: part, config: c, resume: true });
+    assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
+  });
+
+  it('refuses to resume a DBWA checkpoint without DBWA, and resumes a plain SAT checkpoint without recipe.safetensors', async () => {
+    const dbwa = join(dir, 'dbwa-switch');
+    let n = 0;
+    await train({ text, outDir: dbwa, config: satConfig({ dbwa: { enabled: true } }, 4), onStep: () => n++, shouldStop: () => n >= 2 });
+    await assert.rejects(train({ text, outDir: dbwa, config: satConfig({}, 4), resume: true }), /keeps its AdamW moments packed.*sat\.dbwa\.enabled/);
+    const plain = join(dir, 'sat-no-recipe-file');
+    n = 0;
+    await train({ text, outDir: plain, config: satConfig({}, 4), onStep: () => n++, shouldStop: () => n >= 2 });
+    rmSync(join(plain, 'checkpoint-2', 'recipe.safetensors'));
+    const r = await train({ text, outDir: plain, config: satConfig({}, 4), resume: true });
+    assert.equal(r.steps, 4);
+    rmSync(join(dbwa, 'checkpoint-2', 'recipe.safetensors'));
+    await assert.rejects(train({ text, outDir: dbwa, config: satConfig({ dbwa: { enabled: true } }, 4), resume: true }), /no recipe\.safetensors with the packed weights/);
   });
 
   it('qkd train --recipe sat prints the accounted bytes', () => {

@@ -11,6 +11,8 @@
  * array uses the (i mod CHUNK)-th 16 bits of its chunk's refill.
  */
 
+import { QkdError } from '../../errors.js';
+
 /** Values per scale byte in the 8- and 12-bit tiers. */
 export const DBWA_BLOCK = 64;
 
@@ -300,6 +302,13 @@ function decode12(data: Uint8Array, scales: Uint8Array, dst: Float32Array): void
 
 // ---- kernels -------------------------------------------------------------------
 
+/** The same checks as the native kernels: a known tier and enough storage (else writes would fall off the end silently). */
+function checkStorage(fn: string, tier: number, n: number, storage: Uint8Array): void {
+  if (tier !== 8 && tier !== 12 && tier !== 16) throw new QkdError('ARGUMENT', `${fn}: tier must be 8, 12 or 16, got ${tier}`, { field: 'tier' });
+  const needed = codeBytes(n, tier) + (tier === 16 ? 0 : Math.ceil(n / DBWA_BLOCK));
+  if (storage.length < needed) throw new QkdError('SHAPE', `${fn}: storage has ${storage.length} bytes, needs at least ${needed}`, { field: 'storage' });
+}
+
 /** Code bytes (before the scale bytes) of n values at a tier. */
 function codeBytes(n: number, tier: number): number {
   return tier === 16 ? 2 * n : tier === 12 ? 3 * Math.ceil(n / 2) : n;
@@ -312,6 +321,7 @@ function codeBytes(n: number, tier: number): number {
  * a non-finite value (storage is then partly written).
  */
 export function dbwaEncode(tier: number, src: Float32Array, storage: Uint8Array, seed: Uint32Array | null): number {
+  checkStorage('dbwaEncode', tier, src.length, storage);
   const bits = new Int32Array(src.buffer, src.byteOffset, src.length); // int32 loads stay integers in V8
   const rand = seed === null ? null : new RoundingBits(seed);
   const scales = storage.subarray(codeBytes(src.length, tier));
@@ -322,6 +332,7 @@ export function dbwaEncode(tier: number, src: Float32Array, storage: Uint8Array,
 
 /** Unpacks storage written by dbwaEncode at `tier` into dst. */
 export function dbwaDecode(tier: number, storage: Uint8Array, dst: Float32Array): void {
+  checkStorage('dbwaDecode', tier, dst.length, storage);
   const scales = storage.subarray(codeBytes(dst.length, tier));
   if (tier === 16) decodeBf16(storage, dst);
   else if (tier === 12) decode12(storage, scales, dst);
