@@ -143,9 +143,13 @@ int64_t encode_bf16(const float* src, int64_t n, uint8_t* storage, RoundingBits*
   return (bad & 0x80000000u) ? first_non_finite(src, 0, n) : -1;
 }
 
-int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
-  const MiniFloat& f = kE4M3;
-  const int k = 23 - f.mant_bits;  // 20: the constants of pass 1 below
+// Walks src block by block: refills the random draws at each chunk (nullptr
+// when rounding to nearest), computes the block's shift, writes its scale
+// byte and calls encode_block(start, end, shift, draws, chunk). Returns −1,
+// or the index of a non-finite value (its block gets no codes).
+template <typename EncodeBlock>
+int64_t for_each_block(const MiniFloat& f, const float* src, int64_t n, uint8_t* scales, RoundingBits* rand,
+                       EncodeBlock encode_block) {
   for (int64_t chunk = 0; chunk < n; chunk += kChunk) {
     const uint16_t* draws = rand ? rand->refill() : nullptr;
     const int64_t chunk_end = std::min(n, chunk + kChunk);
@@ -154,102 +158,101 @@ int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Roun
       const int shift = block_shift(f, src, start, end);
       if (shift < 0) return first_non_finite(src, start, end);
       scales[start / kBlock] = static_cast<uint8_t>(shift);
-      const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
-      // Pass 1, branch-free (vectorisable): every value as if normal in the minifloat.
-      const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
-      uint32_t any_subnormal = 0;
-      if (draws) {
-        const uint16_t* r = draws + (start - chunk);
-        for (int64_t j = 0; j < end - start; j++) {
-          const uint32_t b = bits_of(src[start + j]);
-          const uint32_t x = (b & 0x7fffffffu) - shift_bits;  // wraps when the value is below the normal range
-          any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
-          out[start + j] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (static_cast<uint32_t>(r[j]) << 4)) >> 20) & 0x7fu));
-        }
-      } else {
-        for (int64_t i = start; i < end; i++) {
-          const uint32_t b = bits_of(src[i]);
-          const uint32_t x = (b & 0x7fffffffu) - shift_bits;
-          any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
-          out[i] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (1u << 19) - 1 + ((x >> 20) & 1u)) >> 20) & 0x7fu));
-        }
-      }
-      // Pass 2: the values below the normal range, and the saturating shift.
-      if (any_subnormal || huge) {
-        for (int64_t i = start; i < end; i++) {
-          const uint32_t b = bits_of(src[i]);
-          const uint32_t a = b & 0x7fffffffu;
-          uint32_t mag = out[i] & 0x7fu;
-          if (static_cast<int32_t>(a - shift_bits) < 0x800000) mag = subnormal_magnitude(a, shift, k, draws ? static_cast<int32_t>(draws[i - chunk]) : -1);
-          if (huge) mag = std::min(mag, f.top_mag);
-          out[i] = static_cast<uint8_t>(((b >> 24) & 0x80u) | mag);
-        }
-      }
+      encode_block(start, end, shift, draws, chunk);
     }
   }
   return -1;
 }
 
+int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
+  const MiniFloat& f = kE4M3;
+  const int k = 23 - f.mant_bits;  // 20: the constants of pass 1 below
+  return for_each_block(f, src, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
+    const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
+    // Pass 1, branch-free (vectorisable): every value as if normal in the minifloat.
+    const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
+    uint32_t any_subnormal = 0;
+    if (draws) {
+      const uint16_t* r = draws + (start - chunk);
+      for (int64_t j = 0; j < end - start; j++) {
+        const uint32_t b = bits_of(src[start + j]);
+        const uint32_t x = (b & 0x7fffffffu) - shift_bits;  // wraps when the value is below the normal range
+        any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
+        out[start + j] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (static_cast<uint32_t>(r[j]) << 4)) >> 20) & 0x7fu));
+      }
+    } else {
+      for (int64_t i = start; i < end; i++) {
+        const uint32_t b = bits_of(src[i]);
+        const uint32_t x = (b & 0x7fffffffu) - shift_bits;
+        any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x) < 0x800000);
+        out[i] = static_cast<uint8_t>(((b >> 24) & 0x80u) | (((x + (1u << 19) - 1 + ((x >> 20) & 1u)) >> 20) & 0x7fu));
+      }
+    }
+    // Pass 2: the values below the normal range, and the saturating shift.
+    if (any_subnormal || huge) {
+      for (int64_t i = start; i < end; i++) {
+        const uint32_t b = bits_of(src[i]);
+        const uint32_t a = b & 0x7fffffffu;
+        uint32_t mag = out[i] & 0x7fu;
+        if (static_cast<int32_t>(a - shift_bits) < 0x800000) mag = subnormal_magnitude(a, shift, k, draws ? static_cast<int32_t>(draws[i - chunk]) : -1);
+        if (huge) mag = std::min(mag, f.top_mag);
+        out[i] = static_cast<uint8_t>(((b >> 24) & 0x80u) | mag);
+      }
+    }
+  });
+}
+
 int64_t encode12(const float* src, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
   const MiniFloat& f = kE5M6;
   const int k = 23 - f.mant_bits;  // 17: the constants of the fast path below
-  for (int64_t chunk = 0; chunk < n; chunk += kChunk) {
-    const uint16_t* draws = rand ? rand->refill() : nullptr;
-    const int64_t chunk_end = std::min(n, chunk + kChunk);
-    for (int64_t start = chunk; start < chunk_end; start += kBlock) {
-      const int64_t end = std::min(chunk_end, start + kBlock);
-      const int shift = block_shift(f, src, start, end);
-      if (shift < 0) return first_non_finite(src, start, end);
-      scales[start / kBlock] = static_cast<uint8_t>(shift);
-      const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
-      // Fast path, branch-free: whole pairs of values that are normal in the minifloat (most blocks).
-      bool slow = huge || ((end - start) & 1);
-      if (!slow) {
-          const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
-        uint32_t any_subnormal = 0;
-        uint8_t* q = out + (start >> 1) * 3;
-        for (int64_t i = start; i < end; i += 2, q += 3) {
-          const uint32_t b0 = bits_of(src[i]), b1 = bits_of(src[i + 1]);
-          const uint32_t x0 = (b0 & 0x7fffffffu) - shift_bits, x1 = (b1 & 0x7fffffffu) - shift_bits;
-          any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x0) < 0x800000) | static_cast<uint32_t>(static_cast<int32_t>(x1) < 0x800000);
-          const uint32_t add0 = draws ? static_cast<uint32_t>(draws[i - chunk]) << 1 : (1u << 16) - 1 + ((x0 >> 17) & 1u);
-          const uint32_t add1 = draws ? static_cast<uint32_t>(draws[i + 1 - chunk]) << 1 : (1u << 16) - 1 + ((x1 >> 17) & 1u);
-          const uint32_t c0 = (((x0 + add0) >> 17) & 0x7ffu) | ((b0 >> 20) & 0x800u);
-          const uint32_t c1 = (((x1 + add1) >> 17) & 0x7ffu) | ((b1 >> 20) & 0x800u);
-          q[0] = static_cast<uint8_t>(c0 & 0xffu);
-          q[1] = static_cast<uint8_t>((c0 >> 8) | ((c1 & 0xfu) << 4));
-          q[2] = static_cast<uint8_t>(c1 >> 4);
-        }
-        slow = any_subnormal != 0;
+  return for_each_block(f, src, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
+    const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
+    // Fast path, branch-free: whole pairs of values that are normal in the minifloat (most blocks).
+    bool slow = huge || ((end - start) & 1);
+    if (!slow) {
+        const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
+      uint32_t any_subnormal = 0;
+      uint8_t* q = out + (start >> 1) * 3;
+      for (int64_t i = start; i < end; i += 2, q += 3) {
+        const uint32_t b0 = bits_of(src[i]), b1 = bits_of(src[i + 1]);
+        const uint32_t x0 = (b0 & 0x7fffffffu) - shift_bits, x1 = (b1 & 0x7fffffffu) - shift_bits;
+        any_subnormal |= static_cast<uint32_t>(static_cast<int32_t>(x0) < 0x800000) | static_cast<uint32_t>(static_cast<int32_t>(x1) < 0x800000);
+        const uint32_t add0 = draws ? static_cast<uint32_t>(draws[i - chunk]) << 1 : (1u << 16) - 1 + ((x0 >> 17) & 1u);
+        const uint32_t add1 = draws ? static_cast<uint32_t>(draws[i + 1 - chunk]) << 1 : (1u << 16) - 1 + ((x1 >> 17) & 1u);
+        const uint32_t c0 = (((x0 + add0) >> 17) & 0x7ffu) | ((b0 >> 20) & 0x800u);
+        const uint32_t c1 = (((x1 + add1) >> 17) & 0x7ffu) | ((b1 >> 20) & 0x800u);
+        q[0] = static_cast<uint8_t>(c0 & 0xffu);
+        q[1] = static_cast<uint8_t>((c0 >> 8) | ((c1 & 0xfu) << 4));
+        q[2] = static_cast<uint8_t>(c1 >> 4);
       }
-      if (!slow) continue;
-      // General path: values below the normal range, the saturating shift, an odd last value.
-      int64_t o = (start >> 1) * 3;  // blocks start at even indices
-      for (int64_t i = start; i < end; i += 2, o += 3) {
-        const uint32_t b0 = bits_of(src[i]);
-        const uint32_t b1 = i + 1 < end ? bits_of(src[i + 1]) : 0;  // an odd last value pairs with a zero code
-        const uint32_t a0 = b0 & 0x7fffffffu, a1 = b1 & 0x7fffffffu;
-        uint32_t c0, c1;
-        if (draws) {
-          c0 = stochastic_magnitude(a0, shift, k, draws[i - chunk]);
-          c1 = stochastic_magnitude(a1, shift, k, draws[i + 1 - chunk]);
-        } else {
-          c0 = nearest_magnitude(a0, shift, k);
-          c1 = nearest_magnitude(a1, shift, k);
-        }
-        if (huge) {
-          c0 = std::min(c0, f.top_mag);
-          c1 = std::min(c1, f.top_mag);
-        }
-        c0 |= (b0 >> 20) & 0x800u;
-        c1 |= (b1 >> 20) & 0x800u;
-        out[o] = static_cast<uint8_t>(c0 & 0xffu);
-        out[o + 1] = static_cast<uint8_t>((c0 >> 8) | ((c1 & 0xfu) << 4));
-        out[o + 2] = static_cast<uint8_t>(c1 >> 4);
-      }
+      slow = any_subnormal != 0;
     }
-  }
-  return -1;
+    if (!slow) return;
+    // General path: values below the normal range, the saturating shift, an odd last value.
+    int64_t o = (start >> 1) * 3;  // blocks start at even indices
+    for (int64_t i = start; i < end; i += 2, o += 3) {
+      const uint32_t b0 = bits_of(src[i]);
+      const uint32_t b1 = i + 1 < end ? bits_of(src[i + 1]) : 0;  // an odd last value pairs with a zero code
+      const uint32_t a0 = b0 & 0x7fffffffu, a1 = b1 & 0x7fffffffu;
+      uint32_t c0, c1;
+      if (draws) {
+        c0 = stochastic_magnitude(a0, shift, k, draws[i - chunk]);
+        c1 = stochastic_magnitude(a1, shift, k, draws[i + 1 - chunk]);
+      } else {
+        c0 = nearest_magnitude(a0, shift, k);
+        c1 = nearest_magnitude(a1, shift, k);
+      }
+      if (huge) {
+        c0 = std::min(c0, f.top_mag);
+        c1 = std::min(c1, f.top_mag);
+      }
+      c0 |= (b0 >> 20) & 0x800u;
+      c1 |= (b1 >> 20) & 0x800u;
+      out[o] = static_cast<uint8_t>(c0 & 0xffu);
+      out[o + 1] = static_cast<uint8_t>((c0 >> 8) | ((c1 & 0xfu) << 4));
+      out[o + 2] = static_cast<uint8_t>(c1 >> 4);
+    }
+  });
 }
 
 int64_t code_bytes(int tier, int64_t n) { return tier == 16 ? 2 * n : tier == 12 ? 3 * ((n + 1) / 2) : n; }

@@ -192,85 +192,87 @@ function decodeBf16(storage: Uint8Array, dst: Float32Array): void {
   if (n % 2 === 1) out[n - 1] = (storage[2 * n - 2]! | (storage[2 * n - 1]! << 8)) << 16;
 }
 
-/** e4m3 codes, one byte each: sign, 4 exponent bits, 3 mantissa bits. */
-function encode8(bits: Int32Array, out: Uint8Array, scales: Uint8Array, rand: RoundingBits | null): number {
+/**
+ * Walks the values block by block: refills the random draws at each chunk
+ * (null when rounding to nearest), computes the block's shift, writes its
+ * scale byte and calls encodeBlock. Returns −1, or the index of a
+ * non-finite value (its block gets no codes).
+ */
+function forEachBlock(f: MiniFloat, bits: Int32Array, scales: Uint8Array, rand: RoundingBits | null, encodeBlock: (start: number, end: number, shift: number, draws: Uint16Array | null, chunk: number) => void): number {
   const n = bits.length;
-  const k = 23 - E4M3.mantBits;
   for (let chunk = 0; chunk < n; chunk += CHUNK) {
     const draws = rand === null ? null : rand.refill();
     const chunkEnd = Math.min(n, chunk + CHUNK);
     for (let start = chunk; start < chunkEnd; start += DBWA_BLOCK) {
       const end = Math.min(chunkEnd, start + DBWA_BLOCK);
-      const shift = blockShift(E4M3, bits, start, end);
+      const shift = blockShift(f, bits, start, end);
       if (shift < 0) return firstNonFinite(bits, start, end);
       scales[start / DBWA_BLOCK] = shift;
-      if (draws === null) {
-        for (let i = start; i < end; i++) {
-          const b = bits[i]!;
-          out[i] = ((b >>> 24) & 0x80) | nearestMagnitude(b & 0x7fffffff, shift, k);
-        }
-      } else {
-        // Inlined normal path: re-bias, add 16 random bits below the kept 3, truncate.
-        const shiftBits = shift << 23;
-        for (let i = start; i < end; i++) {
-          const b = bits[i]!;
-          const r16 = draws[i - chunk]!;
-          const x = (b & 0x7fffffff) - shiftBits;
-          out[i] = ((b >>> 24) & 0x80) | (x >= 0x800000 ? (x + (r16 << 4)) >>> 20 : subnormalMagnitude(b & 0x7fffffff, shift, k, r16));
-        }
-      }
-      if (shift === HUGE_SHIFT_8) for (let i = start; i < end; i++) out[i] = (out[i]! & 0x80) | Math.min(out[i]! & 0x7f, TOP_MAG_8);
+      encodeBlock(start, end, shift, draws, chunk);
     }
   }
   return -1;
 }
 
-/** e5m6 codes, two in 3 bytes: c0 low byte, c0 high nibble + c1 low nibble, c1 high byte. */
-function encode12(bits: Int32Array, out: Uint8Array, scales: Uint8Array, rand: RoundingBits | null): number {
-  const n = bits.length;
-  const k = 23 - E5M6.mantBits;
-  for (let chunk = 0; chunk < n; chunk += CHUNK) {
-    const draws = rand === null ? null : rand.refill();
-    const chunkEnd = Math.min(n, chunk + CHUNK);
-    for (let start = chunk; start < chunkEnd; start += DBWA_BLOCK) {
-      const end = Math.min(chunkEnd, start + DBWA_BLOCK);
-      const shift = blockShift(E5M6, bits, start, end);
-      if (shift < 0) return firstNonFinite(bits, start, end);
-      scales[start / DBWA_BLOCK] = shift;
+/** e4m3 codes, one byte each: sign, 4 exponent bits, 3 mantissa bits. */
+function encode8(bits: Int32Array, out: Uint8Array, scales: Uint8Array, rand: RoundingBits | null): number {
+  const k = 23 - E4M3.mantBits;
+  return forEachBlock(E4M3, bits, scales, rand, (start, end, shift, draws, chunk) => {
+    if (draws === null) {
+      for (let i = start; i < end; i++) {
+        const b = bits[i]!;
+        out[i] = ((b >>> 24) & 0x80) | nearestMagnitude(b & 0x7fffffff, shift, k);
+      }
+    } else {
+      // Inlined normal path: re-bias, add 16 random bits below the kept 3, truncate.
       const shiftBits = shift << 23;
-      // Blocks start at even indices, so the block's pairs continue the array's pairs.
-      let o = (start >>> 1) * 3;
-      for (let i = start; i < end; i += 2, o += 3) {
-        const b0 = bits[i]!;
-        const b1 = i + 1 < end ? bits[i + 1]! : 0; // an odd last value pairs with a zero code
-        const a0 = b0 & 0x7fffffff;
-        const a1 = b1 & 0x7fffffff;
-        let c0: number;
-        let c1: number;
-        if (draws === null) {
-          c0 = nearestMagnitude(a0, shift, k);
-          c1 = nearestMagnitude(a1, shift, k);
-        } else {
-          const r0 = draws[i - chunk]!;
-          const r1 = draws[i + 1 - chunk]!;
-          const x0 = a0 - shiftBits;
-          const x1 = a1 - shiftBits;
-          c0 = x0 >= 0x800000 ? (x0 + (r0 << 1)) >>> 17 : subnormalMagnitude(a0, shift, k, r0);
-          c1 = x1 >= 0x800000 ? (x1 + (r1 << 1)) >>> 17 : subnormalMagnitude(a1, shift, k, r1);
-        }
-        if (shift === HUGE_SHIFT_12) {
-          c0 = Math.min(c0, TOP_MAG_12);
-          c1 = Math.min(c1, TOP_MAG_12);
-        }
-        c0 |= (b0 >>> 20) & 0x800;
-        c1 |= (b1 >>> 20) & 0x800;
-        out[o] = c0 & 0xff;
-        out[o + 1] = (c0 >>> 8) | ((c1 & 0xf) << 4);
-        out[o + 2] = c1 >>> 4;
+      for (let i = start; i < end; i++) {
+        const b = bits[i]!;
+        const r16 = draws[i - chunk]!;
+        const x = (b & 0x7fffffff) - shiftBits;
+        out[i] = ((b >>> 24) & 0x80) | (x >= 0x800000 ? (x + (r16 << 4)) >>> 20 : subnormalMagnitude(b & 0x7fffffff, shift, k, r16));
       }
     }
-  }
-  return -1;
+    if (shift === HUGE_SHIFT_8) for (let i = start; i < end; i++) out[i] = (out[i]! & 0x80) | Math.min(out[i]! & 0x7f, TOP_MAG_8);
+  });
+}
+
+/** e5m6 codes, two in 3 bytes: c0 low byte, c0 high nibble + c1 low nibble, c1 high byte. */
+function encode12(bits: Int32Array, out: Uint8Array, scales: Uint8Array, rand: RoundingBits | null): number {
+  const k = 23 - E5M6.mantBits;
+  return forEachBlock(E5M6, bits, scales, rand, (start, end, shift, draws, chunk) => {
+    const shiftBits = shift << 23;
+    // Blocks start at even indices, so the block's pairs continue the array's pairs.
+    let o = (start >>> 1) * 3;
+    for (let i = start; i < end; i += 2, o += 3) {
+      const b0 = bits[i]!;
+      const b1 = i + 1 < end ? bits[i + 1]! : 0; // an odd last value pairs with a zero code
+      const a0 = b0 & 0x7fffffff;
+      const a1 = b1 & 0x7fffffff;
+      let c0: number;
+      let c1: number;
+      if (draws === null) {
+        c0 = nearestMagnitude(a0, shift, k);
+        c1 = nearestMagnitude(a1, shift, k);
+      } else {
+        const r0 = draws[i - chunk]!;
+        const r1 = draws[i + 1 - chunk]!;
+        const x0 = a0 - shiftBits;
+        const x1 = a1 - shiftBits;
+        c0 = x0 >= 0x800000 ? (x0 + (r0 << 1)) >>> 17 : subnormalMagnitude(a0, shift, k, r0);
+        c1 = x1 >= 0x800000 ? (x1 + (r1 << 1)) >>> 17 : subnormalMagnitude(a1, shift, k, r1);
+      }
+      if (shift === HUGE_SHIFT_12) {
+        c0 = Math.min(c0, TOP_MAG_12);
+        c1 = Math.min(c1, TOP_MAG_12);
+      }
+      c0 |= (b0 >>> 20) & 0x800;
+      c1 |= (b1 >>> 20) & 0x800;
+      out[o] = c0 & 0xff;
+      out[o + 1] = (c0 >>> 8) | ((c1 & 0xf) << 4);
+      out[o + 2] = c1 >>> 4;
+    }
+  });
 }
 
 function decode8(data: Uint8Array, scales: Uint8Array, dst: Float32Array): void {
