@@ -1,9 +1,9 @@
 /**
  * KD+QAT proof (issue: distillation and joint distillation + QAT).
  *
- *   npm run experiment -- kdqat [--data PATH|default] [--budget small|full] [--out DIR]
+ *   npm run experiment -- kdqat [--data PATH|default] [--budget small|full] [--out DIR] [--seed N]
  *
- * One seed, one corpus, one token budget for every student. A teacher is
+ * One seed (default 1337), one corpus, one token budget for every student. A teacher is
  * trained with qkd's own trainer (or reused from OUT), then a student with
  * half its layers, initialised by layer pruning, is trained three ways with
  * the same steps, batches and data order:
@@ -17,8 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { loadCorpus, splitText } from '../src/data/corpus.js';
+import { splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import type { Tokenizer } from '../src/data/tokenizer.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
@@ -31,35 +30,18 @@ import { presetConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { distill, validationKl } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
-
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    data: { type: 'string', default: 'default' },
-    budget: { type: 'string', default: 'small' },
-    out: { type: 'string', default: 'runs/kdqat' },
-  },
-});
+import { setupExperiment } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
   full: { teacherPreset: 'reference', teacherSteps: 2000, studentSteps: 2000 },
-} as const;
-const budget = BUDGETS[values.budget as keyof typeof BUDGETS];
-if (!budget) {
-  console.error(`--budget must be small or full, got ${values.budget}`);
-  process.exit(1);
-}
-
-const text = loadCorpus(values.data!);
-const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}`);
-const started = performance.now();
-const log = (msg: string): void => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(5)} s] ${msg}`);
+};
+const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/kdqat', BUDGETS);
 
 async function teacherDir(): Promise<string> {
   const dir = join(root, 'teacher');
   if (!existsSync(join(dir, 'latest.json'))) {
-    const config = { ...presetConfig(budget.teacherPreset), steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
+    const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
     log(`training the teacher (${budget.teacherPreset}, ${config.steps} steps) into ${dir}`);
     await train({ text, outDir: dir, config });
   } else log(`reusing the teacher in ${dir}`);
@@ -75,7 +57,7 @@ async function student(name: string, recipe: 'kd' | 'qat' | 'kd-qat', teacher: s
   const teacherConfig = presetConfig(budget.teacherPreset);
   const input: DistillConfigInput = {
     recipe,
-    training: { steps: budget.studentSteps, batch_size: teacherConfig.batch_size, seq_len: teacherConfig.seq_len, eval_every: Math.max(1, Math.floor(budget.studentSteps / 6)), checkpoint_every: budget.studentSteps },
+    training: { seed, steps: budget.studentSteps, batch_size: teacherConfig.batch_size, seq_len: teacherConfig.seq_len, eval_every: Math.max(1, Math.floor(budget.studentSteps / 6)), checkpoint_every: budget.studentSteps },
     optimizer: { lr: teacherConfig.lr, min_lr: teacherConfig.min_lr },
     student: { init: 'pruned' },
   };
@@ -126,7 +108,7 @@ async function main(): Promise<void> {
   console.log('\nmethod            bits   ppl      vs fp32-student-kd   KL(teacher‖·)');
   for (const r of rows) console.log(`${r.method.padEnd(17)} ${String(r.bits).padStart(3)}  ${r.ppl.toFixed(4)}  ${(((r.ppl - ref) / ref) * 100).toFixed(2).padStart(7)}%           ${r.kl_to_teacher.toFixed(5)}`);
   log('done');
-  console.log(JSON.stringify({ budget: values.budget, data: values.data, rows }));
+  console.log(JSON.stringify({ budget: budgetName, data, seed, rows }));
 }
 
 await main();

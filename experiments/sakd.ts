@@ -22,9 +22,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
-import { loadCorpus, splitText } from '../src/data/corpus.js';
+import { splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
@@ -35,36 +34,13 @@ import { uniformPlan } from '../src/swan/allocate.js';
 import { PRESETS } from '../src/train/config.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
+import { setupExperiment } from './_common.js';
 
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    data: { type: 'string', default: 'default' },
-    budget: { type: 'string', default: 'small' },
-    out: { type: 'string', default: 'runs/sakd' },
-    /** Seed of every run (pre-training and distillation); rerunning with another seed shows the run-to-run spread. */
-    seed: { type: 'string', default: '1337' },
-  },
-});
-const seed = Number(values.seed);
-if (!Number.isInteger(seed)) {
-  console.error(`--seed must be an integer, got ${values.seed}`);
-  process.exit(1);
-}
 const BUDGETS = {
   small: { preset: 'small', pretrainSteps: 800, distillSteps: 600, reprofile: 200 },
   full: { preset: 'reference', pretrainSteps: 2000, distillSteps: 1500, reprofile: 500 },
-} as const;
-const budget = BUDGETS[values.budget as keyof typeof BUDGETS];
-if (!budget) {
-  console.error(`--budget must be small or full, got ${values.budget}`);
-  process.exit(1);
-}
-const text = loadCorpus(values.data!);
-const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}${seed === 1337 ? '' : `-seed${seed}`}`);
-mkdirSync(root, { recursive: true });
-const started = performance.now();
-const log = (msg: string): void => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(5)} s] ${msg}`);
+};
+const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/sakd', BUDGETS);
 
 interface PretrainResult {
   dir: string;
@@ -89,7 +65,7 @@ function pretrain(name: string, sat: Record<string, unknown> | null): PretrainRe
   const yamlPath = join(dir, 'config.yaml');
   writeFileSync(yamlPath, toYaml(config));
   log(`training ${name} (${sat ? 'sat' : 'standard'}, ${budget.pretrainSteps} steps)`);
-  const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--out', dir, '--config', yamlPath, '--data', values.data!], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--out', dir, '--config', yamlPath, '--data', data], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`qkd train ${name} failed:\n${r.stderr}`);
   for (const line of r.stderr.split('\n')) if (line.startsWith('qkd: ')) log(`  ${name}: ${line.slice(5)}`);
   const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { peak_rss_bytes?: number; state_bytes?: number; state_resident_bytes?: number };
@@ -187,7 +163,7 @@ async function main(): Promise<void> {
   console.log(`DBWA accounted bytes ${(goals.dbwa_bytes_vs_bf16.ratio * 100).toFixed(1)}% of bf16, ppl ${(goals.dbwa_bytes_vs_bf16.ppl_vs_bf16 * 100).toFixed(2)}% vs bf16 → holds: ${goals.dbwa_bytes_vs_bf16.holds}`);
   console.log(`sakd-int4 ${get('sakd-int4').toFixed(4)} vs kd-qat-int4 ${get('kd-qat-int4').toFixed(4)} → not worse: ${goals.sakd_not_worse_than_kd_qat.holds}`);
   log('done');
-  console.log(JSON.stringify({ budget: values.budget, data: values.data, seed, rows, goals }));
+  console.log(JSON.stringify({ budget: budgetName, data, seed, rows, goals }));
 }
 
 await main();

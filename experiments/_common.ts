@@ -1,0 +1,60 @@
+/**
+ * What the training experiments (kdqat, sakd) share: the flags
+ * --data PATH|default, --budget NAME, --out DIR and --seed N (default 1337),
+ * the corpus, the run directory OUT/<budget>-<corpus>[-seed<N>] (finished
+ * runs in it are reused) and a logger that prefixes the elapsed seconds.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadCorpus } from '../src/data/corpus.js';
+
+export interface ExperimentSetup<B> {
+  budgetName: string;
+  budget: B;
+  /** The --data value ('default' for the embedded corpus). */
+  data: string;
+  seed: number;
+  text: string;
+  /** Where this configuration's runs live. */
+  root: string;
+  log(message: string): void;
+}
+
+export const DEFAULT_SEED = 1337;
+
+/** Parses the shared flags (exits with a usage message on a bad one), loads the corpus and makes the run directory. */
+export function setupExperiment<B>(defaultOut: string, budgets: Record<string, B>): ExperimentSetup<B> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      data: { type: 'string', default: 'default' },
+      budget: { type: 'string', default: 'small' },
+      out: { type: 'string', default: defaultOut },
+      /** Seed of every run; rerunning with another seed shows the run-to-run spread. */
+      seed: { type: 'string', default: String(DEFAULT_SEED) },
+    },
+  });
+  const budget = budgets[values.budget!];
+  if (budget === undefined) {
+    console.error(`--budget must be ${Object.keys(budgets).join(' or ')}, got ${values.budget}`);
+    process.exit(1);
+  }
+  const seed = Number(values.seed);
+  if (!Number.isInteger(seed)) {
+    console.error(`--seed must be an integer, got ${values.seed}`);
+    process.exit(1);
+  }
+  const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}${seed === DEFAULT_SEED ? '' : `-seed${seed}`}`);
+  mkdirSync(root, { recursive: true });
+  const started = performance.now();
+  return {
+    budgetName: values.budget!,
+    budget,
+    data: values.data!,
+    seed,
+    text: loadCorpus(values.data!),
+    root,
+    log: (message) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(5)} s] ${message}`),
+  };
+}
