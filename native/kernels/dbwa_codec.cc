@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "thread_pool.h"
 
 namespace qkd {
 namespace {
@@ -127,9 +130,11 @@ inline uint16_t saturate_bf16(uint32_t h) {
   return static_cast<uint16_t>((h & 0x7f80u) == 0x7f80u ? ((h & 0x8000u) | 0x7f7fu) : h);
 }
 
-int64_t encode_bf16(const float* src, int64_t n, uint8_t* storage, RoundingBits* rand) {
+// The encoders work on values [from, n), from a multiple of kChunk, with rand
+// positioned at chunk from / kChunk of the stream.
+int64_t encode_bf16(const float* src, int64_t from, int64_t n, uint8_t* storage, RoundingBits* rand) {
   uint32_t bad = 0;
-  for (int64_t chunk = 0; chunk < n; chunk += kChunk) {
+  for (int64_t chunk = from; chunk < n; chunk += kChunk) {
     const uint16_t* draws = rand ? rand->refill() : nullptr;
     const int64_t end = std::min(n, chunk + kChunk);
     for (int64_t i = chunk; i < end; i++) {
@@ -140,7 +145,7 @@ int64_t encode_bf16(const float* src, int64_t n, uint8_t* storage, RoundingBits*
       std::memcpy(storage + 2 * i, &code, 2);  // little-endian hosts only (x86-64, arm64)
     }
   }
-  return (bad & 0x80000000u) ? first_non_finite(src, 0, n) : -1;
+  return (bad & 0x80000000u) ? first_non_finite(src, from, n) : -1;
 }
 
 // Walks src block by block: refills the random draws at each chunk (nullptr
@@ -148,9 +153,9 @@ int64_t encode_bf16(const float* src, int64_t n, uint8_t* storage, RoundingBits*
 // byte and calls encode_block(start, end, shift, draws, chunk). Returns −1,
 // or the index of a non-finite value (its block gets no codes).
 template <typename EncodeBlock>
-int64_t for_each_block(const MiniFloat& f, const float* src, int64_t n, uint8_t* scales, RoundingBits* rand,
+int64_t for_each_block(const MiniFloat& f, const float* src, int64_t from, int64_t n, uint8_t* scales, RoundingBits* rand,
                        EncodeBlock encode_block) {
-  for (int64_t chunk = 0; chunk < n; chunk += kChunk) {
+  for (int64_t chunk = from; chunk < n; chunk += kChunk) {
     const uint16_t* draws = rand ? rand->refill() : nullptr;
     const int64_t chunk_end = std::min(n, chunk + kChunk);
     for (int64_t start = chunk; start < chunk_end; start += kBlock) {
@@ -164,10 +169,10 @@ int64_t for_each_block(const MiniFloat& f, const float* src, int64_t n, uint8_t*
   return -1;
 }
 
-int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
+int64_t encode8(const float* src, int64_t from, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
   const MiniFloat& f = kE4M3;
   const int k = 23 - f.mant_bits;  // 20: the constants of pass 1 below
-  return for_each_block(f, src, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
+  return for_each_block(f, src, from, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
     const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
     // Pass 1, branch-free (vectorisable): every value as if normal in the minifloat.
     const uint32_t shift_bits = static_cast<uint32_t>(shift) << 23;
@@ -202,10 +207,10 @@ int64_t encode8(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Roun
   });
 }
 
-int64_t encode12(const float* src, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
+int64_t encode12(const float* src, int64_t from, int64_t n, uint8_t* out, uint8_t* scales, RoundingBits* rand) {
   const MiniFloat& f = kE5M6;
   const int k = 23 - f.mant_bits;  // 17: the constants of the fast path below
-  return for_each_block(f, src, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
+  return for_each_block(f, src, from, n, scales, rand, [&](int64_t start, int64_t end, int shift, const uint16_t* draws, int64_t chunk) {
     const bool huge = static_cast<uint32_t>(shift) == f.huge_shift;
     // Fast path, branch-free: whole pairs of values that are normal in the minifloat (most blocks).
     bool slow = huge || ((end - start) & 1);
@@ -257,27 +262,79 @@ int64_t encode12(const float* src, int64_t n, uint8_t* out, uint8_t* scales, Rou
 
 int64_t code_bytes(int tier, int64_t n) { return tier == 16 ? 2 * n : tier == 12 ? 3 * ((n + 1) / 2) : n; }
 
-}  // namespace
+// ---- threading ---------------------------------------------------------------
 
-int64_t dbwa_storage_bytes(int tier, int64_t n) {
-  return code_bytes(tier, n) + (tier == 16 ? 0 : (n + kBlock - 1) / kBlock);
+// Chunks per task (a task is 16 × 4096 values): the work is split on chunk
+// boundaries, so every task's random draws are a stretch of the one
+// sequential stream and the result does not depend on the thread count.
+constexpr int64_t kChunksPerTask = 16;
+
+// One xorshift128 step, as RoundingBits::refill takes them.
+inline void xorshift_step(uint32_t s[4]) {
+  const uint32_t t = s[0] ^ (s[0] << 11);
+  s[0] = s[1];
+  s[1] = s[2];
+  s[2] = s[3];
+  s[3] = s[3] ^ (s[3] >> 19) ^ t ^ (t >> 8);
 }
 
-int64_t dbwa_encode(int tier, const float* src, int64_t n, uint8_t* storage, const uint32_t* seed) {
-  uint8_t* scales = storage + code_bytes(tier, n);
+// xorshift128 is linear over GF(2): kChunk / 2 steps (one refill) are a
+// 128×128 bit matrix, kept as its columns (the image of each state bit).
+struct ChunkJump {
+  uint32_t column[128][4];
+  ChunkJump() {
+    for (int j = 0; j < 128; j++) {
+      uint32_t s[4] = {0, 0, 0, 0};
+      s[j / 32] = 1u << (j % 32);
+      for (int64_t k = 0; k < kChunk / 2; k++) xorshift_step(s);
+      std::memcpy(column[j], s, sizeof s);
+    }
+  }
+};
+const ChunkJump kChunkJump;
+
+// Moves a generator state past one chunk's draws.
+void jump_one_chunk(uint32_t s[4]) {
+  uint32_t out[4] = {0, 0, 0, 0};
+  for (int j = 0; j < 128; j++) {
+    if ((s[j / 32] >> (j % 32)) & 1u) {
+      for (int w = 0; w < 4; w++) out[w] ^= kChunkJump.column[j][w];
+    }
+  }
+  std::memcpy(s, out, sizeof out);
+}
+
+struct EncodeJob {
+  int tier;
+  const float* src;
+  int64_t n;
+  uint8_t* storage;
+  uint8_t* scales;
+  int64_t chunks_per_task;
+  std::vector<uint32_t> states;  // 4 words per task (stochastic rounding), else empty
+  std::vector<int64_t> bad;      // per task: −1 or its first non-finite index
+};
+
+void encode_task(void* context, int64_t task, int /*worker*/) {
+  EncodeJob& job = *static_cast<EncodeJob*>(context);
+  const int64_t from = task * job.chunks_per_task * kChunk;
+  const int64_t to = std::min(job.n, from + job.chunks_per_task * kChunk);
   auto encode = [&](RoundingBits* rand) {
-    if (tier == 16) return encode_bf16(src, n, storage, rand);
-    if (tier == 12) return encode12(src, n, storage, scales, rand);
-    return encode8(src, n, storage, scales, rand);
+    if (job.tier == 16) return encode_bf16(job.src, from, to, job.storage, rand);
+    if (job.tier == 12) return encode12(job.src, from, to, job.storage, job.scales, rand);
+    return encode8(job.src, from, to, job.storage, job.scales, rand);
   };
-  if (seed == nullptr) return encode(nullptr);
-  RoundingBits rand(seed);
-  return encode(&rand);
+  if (job.states.empty()) {
+    job.bad[static_cast<size_t>(task)] = encode(nullptr);
+  } else {
+    RoundingBits rand(&job.states[static_cast<size_t>(4 * task)]);
+    job.bad[static_cast<size_t>(task)] = encode(&rand);
+  }
 }
 
-void dbwa_decode(int tier, const uint8_t* storage, float* dst, int64_t n) {
+void decode_range(int tier, const uint8_t* storage, float* dst, int64_t n, int64_t from, int64_t to) {
   if (tier == 16) {
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = from; i < to; i++) {
       uint16_t code;
       std::memcpy(&code, storage + 2 * i, 2);
       const uint32_t b = static_cast<uint32_t>(code) << 16;
@@ -287,8 +344,8 @@ void dbwa_decode(int tier, const uint8_t* storage, float* dst, int64_t n) {
   }
   const uint8_t* scales = storage + code_bytes(tier, n);
   const double* table = tier == 12 ? kE5M6.table : kE4M3.table;
-  for (int64_t start = 0, blk = 0; start < n; start += kBlock, blk++) {
-    const int64_t end = std::min(n, start + kBlock);
+  for (int64_t start = from, blk = from / kBlock; start < to; start += kBlock, blk++) {
+    const int64_t end = std::min(to, start + kBlock);
     const double scale = kShiftScale.v[scales[blk]];
     if (tier == 8) {
       for (int64_t i = start; i < end; i++) dst[i] = static_cast<float>(table[storage[i]] * scale);
@@ -302,6 +359,60 @@ void dbwa_decode(int tier, const uint8_t* storage, float* dst, int64_t n) {
       dst[i + 1] = static_cast<float>(table[(b1 >> 4) | (static_cast<uint32_t>(storage[o + 2]) << 4)] * scale);
     }
     if (i < end) dst[i] = static_cast<float>(table[storage[o] | ((storage[o + 1] & 0xfu) << 8)] * scale);
+  }
+}
+
+struct DecodeJob {
+  int tier;
+  const uint8_t* storage;
+  float* dst;
+  int64_t n;
+};
+
+void decode_task(void* context, int64_t task, int /*worker*/) {
+  const DecodeJob& job = *static_cast<const DecodeJob*>(context);
+  const int64_t from = task * kChunksPerTask * kChunk;
+  decode_range(job.tier, job.storage, job.dst, job.n, from, std::min(job.n, from + kChunksPerTask * kChunk));
+}
+
+}  // namespace
+
+int64_t dbwa_storage_bytes(int tier, int64_t n) {
+  return code_bytes(tier, n) + (tier == 16 ? 0 : (n + kBlock - 1) / kBlock);
+}
+
+int64_t dbwa_encode(int tier, const float* src, int64_t n, uint8_t* storage, const uint32_t* seed) {
+  EncodeJob job{tier, src, n, storage, storage + code_bytes(tier, n), kChunksPerTask, {}, {}};
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int64_t tasks = (chunks + kChunksPerTask - 1) / kChunksPerTask;
+  job.bad.assign(static_cast<size_t>(tasks), -1);
+  if (seed != nullptr) {
+    // Each task starts its own generator where the sequential stream is at its first chunk.
+    job.states.resize(static_cast<size_t>(4 * tasks));
+    uint32_t s[4] = {seed[0], seed[1], seed[2], seed[3]};
+    for (int64_t t = 0; t < tasks; t++) {
+      std::memcpy(&job.states[static_cast<size_t>(4 * t)], s, sizeof s);
+      for (int64_t c = 0; c < kChunksPerTask; c++) jump_one_chunk(s);
+    }
+  }
+  if (tasks > 1 && ThreadPool::shared().size() > 1) {
+    ThreadPool::shared().run(tasks, encode_task, &job);
+  } else {
+    for (int64_t t = 0; t < tasks; t++) encode_task(&job, t, 0);
+  }
+  for (int64_t b : job.bad) {
+    if (b >= 0) return b;  // tasks are in index order: the first one found is the first non-finite value
+  }
+  return -1;
+}
+
+void dbwa_decode(int tier, const uint8_t* storage, float* dst, int64_t n) {
+  DecodeJob job{tier, storage, dst, n};
+  const int64_t tasks = (n + kChunk * kChunksPerTask - 1) / (kChunk * kChunksPerTask);
+  if (tasks > 1 && ThreadPool::shared().size() > 1) {
+    ThreadPool::shared().run(tasks, decode_task, &job);
+  } else {
+    for (int64_t t = 0; t < tasks; t++) decode_task(&job, t, 0);
   }
 }
 

@@ -38,7 +38,8 @@ function encodeWith(backend: 'reference' | 'native', tier: PrecisionTier, src: F
 
 describe('DBWA codec kernels', () => {
   for (const tier of TIERS) {
-    for (const n of [0, 1, 63, 65, 4097, 9000 + (tier === 12 ? 1 : 0)]) {
+    // 200,001 values span several native tasks of 16 chunks × 4096 (threads, and the random stream jumped per task).
+    for (const n of [0, 1, 63, 65, 4097, 9000 + (tier === 12 ? 1 : 0), 200_001]) {
       it(`native equals reference: tier ${tier}, ${n} values, nearest and stochastic`, skipNative, () => {
         const src = hardValues(n, tier * 1000 + n);
         for (const seed of [null, Uint32Array.of(1, 2, 3, 4), Uint32Array.of(0xdeadbeef, 0, 0x12345678, 0xffffffff)]) {
@@ -58,6 +59,15 @@ describe('DBWA codec kernels', () => {
   }
 
   it('both report the first non-finite value', skipNative, () => {
+    for (const tier of TIERS) {
+      const src = hardValues(300_000, 5);
+      src[230_130] = NaN; // in a later native task than the next one
+      src[130_000] = Infinity;
+      src[200_000] = -Infinity;
+      for (const backend of ['reference', 'native'] as const) {
+        assert.equal(encodeWith(backend, tier, src, Uint32Array.of(7, 7, 7, 7)).bad, 130_000, `${backend}, tier ${tier}, across tasks`);
+      }
+    }
     for (const tier of TIERS) {
       const src = hardValues(300, 5);
       src[130] = NaN;
