@@ -184,8 +184,7 @@ export class PackedParameterStore implements ParameterSource {
     const rng = this.rounding();
     for (const s of this.slots.values()) {
       const n = s.entry.size;
-      const scratch = this.scratchFor(n);
-      const [w, g, m, v] = [scratch.w, scratch.g, scratch.m, scratch.v].map((b) => b.subarray(0, n)) as [Float32Array, Float32Array, Float32Array, Float32Array];
+      const { w, g, m, v } = this.scratchFor(n);
       s.w.decodeInto(w);
       if (s.gradLive) {
         s.g!.decodeInto(g);
