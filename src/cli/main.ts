@@ -128,6 +128,14 @@ function buildProgram(): Command {
         progress.stop();
         if (result.interrupted) console.log(`stopped at step ${result.steps}; resume with --resume`);
         const extra = config.recipe === 'sat' ? { recipe: 'sat', ...result.recipe_summary } : {};
+        const summary = result.recipe_summary;
+        if (summary?.state_bytes !== undefined && summary.state_resident_bytes !== undefined) {
+          const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
+          process.stderr.write(
+            `qkd: training state (weights + gradients + AdamW moments): ${mb(summary.state_bytes)} accounted, ${mb(summary.state_resident_bytes)} held, ` +
+              `${mb(16 * result.params)} in float32; process peak RSS ${(result.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB\n`,
+          );
+        }
         console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra }));
       } finally {
         progress.stop();

@@ -154,8 +154,9 @@ describe('SAT', () => {
     assert.equal(r.status, 0, r.stderr);
     const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
     assert.equal(j.recipe, 'sat');
-    assert.ok(j.state_bytes > 0 && j.peak_rss_bytes > 0);
+    assert.ok(j.state_bytes > 0 && j.peak_rss_bytes > 0 && j.state_resident_bytes > 0);
     assert.match(r.stderr, /re-profiled/);
+    assert.match(r.stderr, /training state \(weights \+ gradients \+ AdamW moments\): [\d.]+ MB accounted, [\d.]+ MB held, [\d.]+ MB in float32; process peak RSS \d+ MiB/);
   });
 });
 
