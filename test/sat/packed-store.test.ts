@@ -132,6 +132,25 @@ describe('PackedParameterStore', () => {
     store.unload(a);
   });
 
+  it('loads a frozen packed weight for a backward that reads it (the input gradient), without taking a gradient for it', () => {
+    const arena = makeArena();
+    const store = new PackedParameterStore(arena, tiers, () => null);
+    store.zeroGrad();
+    const a = arena.get('a');
+    a.requiresGrad = false;
+    const xs = tensor(Array.from(x.data), [2, 8], true);
+    backward(sumAll(new Linear('a', a).forward(xs)));
+    // d/dx Σ x·aᵀ = column sums of a, the same for both rows.
+    const w = round(makeArena().get('a').data as Float32Array, 12);
+    for (let j = 0; j < 8; j++) {
+      let col = 0;
+      for (let i = 0; i < 6; i++) col += w[i * 8 + j]!;
+      assert.ok(Math.abs(xs.grad![j]! - col) < 1e-5 && Math.abs(xs.grad![8 + j]! - col) < 1e-5, `column ${j}`);
+    }
+    assert.equal(a.data, UNLOADED);
+    assert.equal(store.gradNorm(), 0, 'no gradient for the frozen weight');
+  });
+
   it('re-packs weights and moments when a re-profile moves a tier', () => {
     const arena = makeArena();
     const store = new PackedParameterStore(arena, tiers, () => null);
