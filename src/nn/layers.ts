@@ -5,6 +5,7 @@
  */
 import { Module } from './module.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
+import type { ParameterArena } from '../tensor/arena.js';
 import { linear } from '../tensor/ops/matmul.js';
 import { embedding } from '../tensor/ops/embedding.js';
 import { rmsNorm } from '../tensor/ops/norm.js';
@@ -60,4 +61,32 @@ export class RMSNorm extends Module {
   forward(x: Tensor): Tensor {
     return this.emit(withLoaded(this.weight, () => rmsNorm(x, this.weight, this.eps)));
   }
+}
+
+/** A weight-carrying layer of a model with its arena name. */
+export interface WeightModule {
+  /** The weight's parameter name in the arena. */
+  name: string;
+  module: Linear | Embedding;
+  tensor: Tensor;
+}
+
+/**
+ * The Linear and Embedding layers under `root` whose weight is an `arena`
+ * parameter, each weight once (a tied lm_head is the embedding's), in module
+ * order: the weights the SAT / SAKD regularisers and noise act on.
+ */
+export function weightModules(root: Module, arena: ParameterArena): WeightModule[] {
+  const byTensor = new Map<Tensor, string>();
+  for (const e of arena.entries) byTensor.set(e.tensor, e.name);
+  const out: WeightModule[] = [];
+  const seen = new Set<string>();
+  for (const m of root.namedModules().values()) {
+    if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
+    const name = byTensor.get(m.weight);
+    if (name === undefined || seen.has(name)) continue;
+    seen.add(name);
+    out.push({ name, module: m, tensor: m.weight });
+  }
+  return out;
 }

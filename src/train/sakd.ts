@@ -15,7 +15,7 @@
  *   the action is logged.
  */
 import type { LlamaModel } from '../models/llama.js';
-import { Embedding, Linear } from '../nn/layers.js';
+import { weightModules } from '../nn/layers.js';
 import { Rng } from '../tensor/random.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
@@ -99,18 +99,10 @@ export class SakdMechanisms {
   }
 
   attach(student: LlamaModel): void {
-    const byTensor = new Map<Tensor, string>();
-    for (const e of student.arena.entries) byTensor.set(e.tensor, e.name);
-    const modules: (Linear | Embedding)[] = [];
-    this.weights = [];
-    for (const m of student.namedModules().values()) {
-      if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
-      const name = byTensor.get(m.weight);
-      if (name === undefined || this.weights.some((w) => w.name === name)) continue;
-      this.weights.push({ name, tensor: m.weight });
-      if (!this.coefficient.has(name)) this.coefficient.set(name, 1);
-      modules.push(m);
-    }
+    const found = weightModules(student, student.arena);
+    const modules = found.map((w) => w.module);
+    this.weights = found.map((w) => ({ name: w.name, tensor: w.tensor }));
+    for (const w of found) if (!this.coefficient.has(w.name)) this.coefficient.set(w.name, 1);
     const tdni = this.config.sakd.tdni;
     if (tdni.enabled) {
       const layers = new Set(this.alignedNoisyLayers());

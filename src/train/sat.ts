@@ -27,7 +27,7 @@
  * buffers are not counted) and the process peak RSS.
  */
 import type { LlamaModel } from '../models/llama.js';
-import { Embedding, Linear } from '../nn/layers.js';
+import { weightModules } from '../nn/layers.js';
 import type { AdamW } from '../optim/adamw.js';
 import { Rng } from '../tensor/random.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -117,19 +117,10 @@ export class SatRecipe implements TrainRecipe {
     if (this.attachedTo === model) return;
     this.attachedTo = model;
     this.store = null; // a store belongs to one model's parameters
-    const byTensor = new Map<Tensor, string>();
-    for (const e of model.arena.entries) byTensor.set(e.tensor, e.name);
-    const modules: (Linear | Embedding)[] = [];
-    this.weights = [];
-    for (const m of model.namedModules().values()) {
-      if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
-      const name = byTensor.get(m.weight);
-      if (name === undefined || this.weights.some((w) => w.name === name)) continue;
-      this.weights.push({ name, module: m.name, tensor: m.weight });
-      modules.push(m);
-    }
+    const found = weightModules(model, model.arena);
+    this.weights = found.map((w) => ({ name: w.name, module: w.module.name, tensor: w.tensor }));
     if (this.config.noise.enabled) {
-      this.noise = new NoiseController(modules, { bits: this.config.noise.bits, rng: this.rng });
+      this.noise = new NoiseController(found.map((w) => w.module), { bits: this.config.noise.bits, rng: this.rng });
       this.noise.enabled = true;
     }
     if (this.restored) {

@@ -24,6 +24,12 @@ const text = loadDefaultCorpus().slice(0, 60_000);
 const model = { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2 };
 const metrics = (d: string) => readFileSync(join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 
+/** Trains until `stopAfter` steps are done (a checkpoint is written there), as Ctrl-C would. */
+async function trainUntil(outDir: string, config: ReturnType<typeof satConfig>, stopAfter: number): Promise<void> {
+  let n = 0;
+  await train({ text, outDir, config, onStep: () => n++, shouldStop: () => n >= stopAfter });
+}
+
 function satConfig(sat: Record<string, unknown>, steps = 12) {
   return parseTrainConfig({ model, batch_size: 2, seq_len: 16, steps, lr: 3e-3, eval_every: 6, checkpoint_every: 6, recipe: 'sat', sat: { reprofile_every: 5, ...sat } });
 }
@@ -55,17 +61,19 @@ describe('SAT', () => {
     assert.equal(step.loss, step.task, 'nothing but the task loss is left');
   });
 
-  it('resumes exactly with noise, penalties and DBWA stochastic rounding', async () => {
+  it('resumes exactly with noise, penalties and DBWA stochastic rounding, also on a re-profile boundary', async () => {
     const c = satConfig({ dbwa: { enabled: true } });
     const full = join(dir, 'sat-full');
     await train({ text, outDir: full, config: c });
-    const part = join(dir, 'sat-part');
-    let n = 0;
-    await train({ text, outDir: part, config: c, onStep: () => n++, shouldStop: () => n >= 7 });
-    await train({ text, outDir: part, config: c, resume: true });
     const last = (d: string) => metrics(d).filter((l) => l.step === 12 && 'loss' in l)[0];
-    assert.deepEqual(last(part), { ...last(full), tokens_per_s: last(part).tokens_per_s });
-    assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
+    // Stopped after 7 steps; and after 5 (reprofile_every 5: step 6 re-profiles, the first step after the resume, so tiers may move there).
+    for (const stopAfter of [7, 5]) {
+      const part = join(dir, `sat-part-${stopAfter}`);
+      await trainUntil(part, c, stopAfter);
+      await train({ text, outDir: part, config: c, resume: true });
+      assert.deepEqual(last(part), { ...last(full), tokens_per_s: last(part).tokens_per_s }, `stopped after ${stopAfter}`);
+      assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data, `stopped after ${stopAfter}`);
+    }
   });
 
   it('DBWA trains with no float32 arena: the checkpoint holds the packed weights and moments, and the float32 model is their decoding', async () => {
@@ -105,8 +113,7 @@ describe('SAT', () => {
   it('refuses a DBWA checkpoint whose packed moments are damaged, naming the file and tensor', async () => {
     const c = satConfig({ dbwa: { enabled: true } }, 2);
     const out = join(dir, 'dbwa-bad');
-    let n = 0;
-    await train({ text, outDir: out, config: c, onStep: () => n++, shouldStop: () => n >= 1 });
+    await trainUntil(out, c, 1);
     const path = join(out, 'checkpoint-1', 'recipe.safetensors');
     const f = openSafetensors(path);
     const names = f.names;
@@ -120,26 +127,12 @@ describe('SAT', () => {
     await assert.rejects(train({ text, outDir: out, config: c, resume: true }), (err: Error) => err.message.includes(`'${names[0]!}' is not in the file`) && (err as { path?: string }).path === path);
   });
 
-  it('resumes exactly from a checkpoint on a re-profile boundary (tiers may move at the resumed step)', async () => {
-    const c = satConfig({ dbwa: { enabled: true } });
-    const full = join(dir, 'sat-full-b');
-    await train({ text, outDir: full, config: c });
-    const part = join(dir, 'sat-part-b');
-    let n = 0;
-    // reprofile_every 5: step 6 re-profiles, and it is the first step after the resume.
-    await train({ text, outDir: part, config: c, onStep: () => n++, shouldStop: () => n >= 5 });
-    await train({ text, outDir: part, config: c, resume: true });
-    assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
-  });
-
   it('refuses to resume a DBWA checkpoint without DBWA, and resumes a plain SAT checkpoint without recipe.safetensors', async () => {
     const dbwa = join(dir, 'dbwa-switch');
-    let n = 0;
-    await train({ text, outDir: dbwa, config: satConfig({ dbwa: { enabled: true } }, 4), onStep: () => n++, shouldStop: () => n >= 2 });
+    await trainUntil(dbwa, satConfig({ dbwa: { enabled: true } }, 4), 2);
     await assert.rejects(train({ text, outDir: dbwa, config: satConfig({}, 4), resume: true }), /keeps its AdamW moments packed.*sat\.dbwa\.enabled/);
     const plain = join(dir, 'sat-no-recipe-file');
-    n = 0;
-    await train({ text, outDir: plain, config: satConfig({}, 4), onStep: () => n++, shouldStop: () => n >= 2 });
+    await trainUntil(plain, satConfig({}, 4), 2);
     rmSync(join(plain, 'checkpoint-2', 'recipe.safetensors'));
     const r = await train({ text, outDir: plain, config: satConfig({}, 4), resume: true });
     assert.equal(r.steps, 4);
