@@ -68,6 +68,7 @@ export function renderAuditHtml(report: AuditReport, options: AuditHtmlOptions =
   const body = [
     `<h1>${escapeHtml(title)}</h1>`,
     headerSection(report),
+    guideSection(report, plan !== null),
     chartsSection(grid),
     heatSection(report, grid),
     plan === null ? '' : planSection(report, grid, plan, options.planSummary ?? null),
@@ -167,7 +168,7 @@ function elementCount(shape: readonly number[]): number {
 function headerSection(report: AuditReport): string {
   const s = report.settings;
   const weights = s.weights
-    ? SCORE_KEYS.map((k) => `${escapeHtml(k)} ${formatNumber(s.weights[k])}`).join(', ')
+    ? `${SCORE_KEYS.map((k) => `${escapeHtml(k)} ${formatNumber(s.weights[k])}`).join(', ')} (S divides by their sum)`
     : '—';
   const quantizable = report.tensors.filter((t) => t.composite !== null).length;
   const rows: Array<[string, string]> = [
@@ -186,6 +187,113 @@ function headerSection(report: AuditReport): string {
   return `<section id="summary"><table class="summary">\n${dl}\n</table></section>`;
 }
 
+/** One row of the "How to read this report" table. */
+interface GuideRow {
+  /** The short label used as a column header in the tensor table. */
+  column: string;
+  name: string;
+  formula: string;
+  meaning: string;
+  score: string;
+  higher: string;
+}
+
+/**
+ * Plain-words meaning of every number on the page and which way is bad, next
+ * to the short column labels, so a reader does not need the paper. Values
+ * that depend on the run (bit width, references) come from the settings.
+ */
+function guideRows(report: AuditReport, withPlan: boolean): GuideRow[] {
+  const s = report.settings;
+  const bits = formatNumber(s.bits);
+  const rows: GuideRow[] = [
+    {
+      column: 'κ',
+      name: 'excess kurtosis',
+      formula: 'κ = mean((w − μ)⁴) / σ⁴ − 3 over all entries',
+      meaning: 'How heavy the tails of the weight values are: 0 for a bell curve, large when a few weights sit far from the rest. '
+        + 'A uniform quantization grid must stretch to reach those outliers, which leaves few levels for the ordinary weights.',
+      score: 's(κ) = clip(κ / 10, 0, 1)',
+      higher: 'worse: more outliers',
+    },
+    {
+      column: 'c',
+      name: 'spectral concentration',
+      formula: 'c = share of Σ σᵢ² held by the largest 10% of the singular values',
+      meaning: 'How much of the matrix’s energy lives in a few strong directions. About 0.1 means it is spread evenly; '
+        + 'near 1 means a handful of directions carry nearly everything, so errors along them weigh more.',
+      score: 's(c) = clip((c − 0.1) / 0.8, 0, 1)',
+      higher: 'worse: more concentrated',
+    },
+    {
+      column: 'σ₁/F',
+      name: 'σ_max / ‖W‖_F',
+      formula: 'largest singular value over the Frobenius norm',
+      meaning: 'The share of the norm in the single strongest direction, from 1/√rank (flat spectrum) to 1 (rank one). '
+        + 'A companion to c for reading; it has no score and is not part of S.',
+      score: '—',
+      higher: 'more concentrated (more sensitive)',
+    },
+    {
+      column: 'a',
+      name: 'output noise amplification',
+      formula: 'a = mean over Gaussian inputs x of ‖E x‖ / ‖W x‖',
+      meaning: `E is random noise of one ${bits}-bit quantization step per row, standing in for rounding. `
+        + 'a tells how large the error in the layer’s output is compared with the output itself.',
+      score: `s(a) = clip(a / a_ref, 0, 1), a_ref = ${formatNumber(s.noiseRef)}`,
+      higher: 'worse: more output error',
+    },
+    {
+      column: 'e',
+      name: 'reconstruction error',
+      formula: 'e = ‖Q(W) − W‖_F / ‖W‖_F',
+      meaning: `The relative error of the weights themselves after plain round-to-nearest ${bits}-bit quantization, `
+        + 'a cheap proxy for the damage before any smarter method is applied.',
+      score: `s(e) = clip(e / e_ref, 0, 1), e_ref = ${formatNumber(s.errorRef)}`,
+      higher: 'worse: more weight error',
+    },
+    {
+      column: 'S',
+      name: 'composite score',
+      formula: 'S = Σ αⱼ sⱼ over the four scores, with α (see above) divided by its sum',
+      meaning: 'One number from 0 to 1 that combines the scores s(κ), s(c), s(a) and s(e). It colours the heat map and orders the table. '
+        + '1-D tensors such as norms are not quantized and have no scores.',
+      score: 'is itself in [0, 1]',
+      higher: 'more sensitive: deserves more bits',
+    },
+  ];
+  if (withPlan) {
+    rows.push({
+      column: 'bits',
+      name: 'bit plan',
+      formula: 'bits per weight chosen for each tensor',
+      meaning: 'The allocator spends an average bit budget where it lowers the predicted damage most, and the damage counts more for tensors with a high S. '
+        + 'In the bits heat map hotter colours mean fewer bits.',
+      score: '—',
+      higher: 'more precision kept, larger file (fewer bits = more compression and more error)',
+    });
+  }
+  return rows;
+}
+
+function guideSection(report: AuditReport, withPlan: boolean): string {
+  const rows = guideRows(report, withPlan)
+    .map((r) => [
+      `<tr><td class="sym">${escapeHtml(r.column)}</td><th>${escapeHtml(r.name)}</th>`,
+      `<td>${escapeHtml(r.meaning)}<div class="formula">${escapeHtml(r.formula)}</div></td>`,
+      `<td class="formula">${escapeHtml(r.score)}</td><td class="higher">${escapeHtml(r.higher)}</td></tr>`,
+    ].join(''))
+    .join('\n');
+  return [
+    '<section id="guide"><h2>How to read this report</h2>',
+    '<p>Each quantizable tensor gets four raw metrics; each is mapped to a score s in [0, 1], and a weighted mean of the four scores is the composite S. '
+      + 'For every one of them a higher value means the tensor is more sensitive to quantization.</p>',
+    '<table class="guide"><thead><tr><th>column</th><th>metric</th><th>what it measures</th><th>score</th><th>higher means</th></tr></thead><tbody>',
+    rows,
+    '</tbody></table></section>',
+  ].join('\n');
+}
+
 function chartsSection(grid: LayerGrid): string {
   if (grid.layers.length === 0) {
     return '<section id="charts"><h2>Per-layer metrics</h2><p>No scored tensors inside decoder layers.</p></section>';
@@ -195,34 +303,61 @@ function chartsSection(grid: LayerGrid): string {
 }
 
 function heatSection(report: AuditReport, grid: LayerGrid): string {
-  const maxComposite = compositeScale(report);
-  const heat = heatTable(grid, (t) => {
+  const scale = compositeScale(report);
+  const paint = (t: TensorProfile): HeatCell | null => {
     if (t.composite === null) return null;
-    return { color: rampColor(t.composite / maxComposite), dark: t.composite / maxComposite > 0.6, text: formatNumber(t.composite), tip: `${t.name}: composite ${formatNumber(t.composite)}` };
-  });
-  const legend = `<div class="legend">composite 0 <span class="ramp"></span> ${escapeHtml(formatNumber(maxComposite))}</div>`;
+    const x = t.composite / scale.top;
+    return { color: rampColor(x), dark: x > 0.6, text: formatNumber(t.composite), tip: `${t.name}: composite ${formatNumber(t.composite)}` };
+  };
+  const heat = heatTable(grid, paint);
   const outside = report.tensors.filter((t) => t.layer === null);
   const outsideRows = outside
     .map((t) => {
-      const cell = t.composite === null
-        ? '<td class="none">—</td>'
-        : coloredCell(rampColor(t.composite / maxComposite), t.composite / maxComposite > 0.6, formatNumber(t.composite), `${t.name}: composite ${formatNumber(t.composite)}`);
+      const c = paint(t);
+      const cell = c === null ? '<td class="none">—</td>' : coloredCell(c.color, c.dark, c.text, c.tip);
       return `<tr><td class="name">${escapeHtml(t.name)}</td><td>${escapeHtml(t.kind)}</td><td>${escapeHtml(formatShape(t.shape))}</td>${cell}</tr>`;
     })
     .join('\n');
   const outsideTable = outside.length === 0
     ? ''
     : `<h3>Outside the decoder layers</h3>\n<table class="small"><thead><tr><th>tensor</th><th>kind</th><th>shape</th><th>composite</th></tr></thead><tbody>\n${outsideRows}\n</tbody></table>`;
-  return `<section id="heatmap"><h2>Composite sensitivity: layer × kind</h2>\n${legend}\n${heat}\n${outsideTable}</section>`;
+  return `<section id="heatmap"><h2>Composite sensitivity: layer × kind</h2>\n${compositeLegend(scale)}\n${heat}\n${outsideTable}</section>`;
 }
 
-/** The colour scale's top: the largest composite possible (Σα), or the largest seen if weights are odd. */
-function compositeScale(report: AuditReport): number {
-  const w = report.settings.weights;
-  const weightSum = w ? SCORE_KEYS.reduce((s, k) => s + (Number.isFinite(w[k]) ? Math.max(0, w[k]) : 0), 0) : 0;
+/** The colour scale of the composite heat map: 0 → palest, top → darkest. */
+interface CompositeScale {
+  top: number;
+  /** True when a composite above the possible maximum (1) set the top. */
+  fromData: boolean;
+}
+
+/**
+ * swan divides S = Σ α_j s_j by Σ α_j (metrics.ts compositeScore), so S is a
+ * weighted mean of scores in [0, 1] and never exceeds 1, whatever the stored
+ * weights (the defaults are 1 each, and a top of Σα = 4 left every cell pale).
+ * A report from elsewhere may hold larger values: then the largest seen is
+ * the top, so those cells do not all saturate into one colour.
+ */
+function compositeScale(report: AuditReport): CompositeScale {
   const seen = report.tensors.reduce((m, t) => (t.composite !== null && Number.isFinite(t.composite) ? Math.max(m, t.composite) : m), 0);
-  const top = Math.max(weightSum, seen);
-  return top > 0 ? top : 1;
+  return seen > COMPOSITE_MAX ? { top: seen, fromData: true } : { top: COMPOSITE_MAX, fromData: false };
+}
+
+/** The largest composite swan can produce: every weighted score at 1. */
+const COMPOSITE_MAX = 1;
+
+/** States the range in words as well, since the ramp alone does not say what the ends mean. */
+function compositeLegend(scale: CompositeScale): string {
+  const top = escapeHtml(formatNumber(scale.top));
+  const note = scale.fromData
+    ? `S reaches ${top} in this report (above the usual maximum of ${COMPOSITE_MAX}), so the scale runs to the largest value seen`
+    : `S runs from 0 to ${top}`;
+  return [
+    '<div class="legend" id="composite-legend">composite S:',
+    '<span class="legend-lo">0</span><span class="ramp"></span>',
+    `<span class="legend-hi">${top}</span>`,
+    `<span class="legend-note">(${note}; darker = more sensitive to quantization)</span></div>`,
+  ].join(' ');
 }
 
 interface HeatCell {
@@ -300,28 +435,44 @@ function planSummaryFromShapes(report: AuditReport, plan: QuantPlan): { avgBits:
   return { avgBits: params > 0 ? weightedBits / params : 0, bytes };
 }
 
-/** Every tensor, most sensitive first; the page script re-sorts on a header click. */
+/** How a tensor-table column shows its values; the exact value always goes into data-v for sorting. */
+type CellStyle = 'name' | 'text' | 'shape' | 'num' | 'count';
+
+interface TensorColumn {
+  /** Short header, so the table fits a laptop window; `tip` is the full name. */
+  label: string;
+  tip: string;
+  style: CellStyle;
+  value: (t: TensorProfile) => string | number | null;
+}
+
+/**
+ * Every tensor, most sensitive first; the page script re-sorts on a header
+ * click. Sixteen columns fit about 1200 px because headers are short (full
+ * names in tooltips and in the guide), numbers have three significant
+ * digits, and names and kinds may wrap at dots and underscores.
+ */
 function tensorTableSection(report: AuditReport, plan: QuantPlan | null): string {
-  const columns: Array<{ label: string; tip: string; numeric: boolean; value: (t: TensorProfile) => string | number | null }> = [
-    { label: 'tensor', tip: 'name in the model file', numeric: false, value: (t) => t.name },
-    { label: 'kind', tip: 'tensor kind', numeric: false, value: (t) => t.kind },
-    { label: 'layer', tip: 'decoder layer', numeric: true, value: (t) => t.layer },
-    { label: 'shape', tip: '[out, in]', numeric: false, value: (t) => formatShape(t.shape) },
-    { label: 'params', tip: 'elements', numeric: true, value: (t) => elementCount(t.shape) },
-    { label: 'κ', tip: 'excess kurtosis', numeric: true, value: (t) => t.kurtosis },
-    { label: 'c', tip: 'spectral concentration', numeric: true, value: (t) => t.spectral_concentration },
-    { label: 'σmax/‖W‖F', tip: 'largest singular value over Frobenius norm', numeric: true, value: (t) => t.sigma_max_over_fro },
-    { label: 'a', tip: 'output noise amplification', numeric: true, value: (t) => t.noise_amplification },
-    { label: 'e', tip: 'relative reconstruction error', numeric: true, value: (t) => t.reconstruction_error },
-    ...SCORE_KEYS.map((k) => ({ label: `s(${SCORE_LETTER[k]})`, tip: `score of ${k}`, numeric: true, value: (t: TensorProfile) => (t.scores === null ? null : t.scores[k]) })),
-    { label: 'S', tip: 'composite', numeric: true, value: (t) => t.composite },
+  const columns: TensorColumn[] = [
+    { label: 'tensor', tip: 'name in the model file', style: 'name', value: (t) => t.name },
+    { label: 'kind', tip: 'tensor kind', style: 'text', value: (t) => t.kind },
+    { label: 'layer', tip: 'decoder layer', style: 'num', value: (t) => t.layer },
+    { label: 'shape', tip: 'shape [out, in]', style: 'shape', value: (t) => formatShape(t.shape) },
+    { label: 'params', tip: 'number of elements', style: 'count', value: (t) => elementCount(t.shape) },
+    { label: 'κ', tip: 'excess kurtosis (higher = worse)', style: 'num', value: (t) => t.kurtosis },
+    { label: 'c', tip: 'spectral concentration (higher = worse)', style: 'num', value: (t) => t.spectral_concentration },
+    { label: 'σ₁/F', tip: 'σ_max / ‖W‖_F: largest singular value over the Frobenius norm (higher = more concentrated)', style: 'num', value: (t) => t.sigma_max_over_fro },
+    { label: 'a', tip: 'output noise amplification (higher = worse)', style: 'num', value: (t) => t.noise_amplification },
+    { label: 'e', tip: 'relative reconstruction error (higher = worse)', style: 'num', value: (t) => t.reconstruction_error },
+    ...SCORE_KEYS.map((k): TensorColumn => ({ label: `s(${SCORE_LETTER[k]})`, tip: `score of ${k}, 0 to 1 (higher = worse)`, style: 'num', value: (t) => (t.scores === null ? null : t.scores[k]) })),
+    { label: 'S', tip: 'composite score, 0 to 1 (higher = more sensitive)', style: 'num', value: (t) => t.composite },
   ];
-  if (plan !== null) columns.push({ label: 'bits', tip: 'planned bits', numeric: true, value: (t) => plan.bits[t.name] ?? null });
+  if (plan !== null) columns.push({ label: 'bits', tip: 'planned bits', style: 'num', value: (t) => plan.bits[t.name] ?? null });
   const head = columns
-    .map((c, i) => `<th data-col="${i}" data-type="${c.numeric ? 'num' : 'text'}" title="${escapeHtml(c.tip)} (click to sort)">${escapeHtml(c.label)}</th>`)
+    .map((c, i) => `<th data-col="${i}" data-type="${c.style === 'num' || c.style === 'count' ? 'num' : 'text'}" title="${escapeHtml(c.tip)} (click to sort)">${escapeHtml(c.label)}</th>`)
     .join('');
   const rows = [...report.tensors].sort(bySensitivity).map((t) => {
-    const cells = columns.map((c) => tableCell(c.value(t), c.numeric, c.label === 'params'));
+    const cells = columns.map((c) => tableCell(c.value(t), c.style));
     return `<tr>${cells.join('')}</tr>`;
   });
   return [
@@ -343,18 +494,26 @@ function bySensitivity(a: TensorProfile, b: TensorProfile): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
-/** One table cell; data-v carries the sort key (empty = missing, sorted last). */
-function tableCell(value: string | number | null, numeric: boolean, asCount: boolean): string {
+/** One table cell; data-v carries the exact sort key (empty = missing, sorted last). */
+function tableCell(value: string | number | null, style: CellStyle): string {
   if (value === null) {
     return '<td class="none" data-v="">—</td>';
   }
   if (typeof value === 'number') {
-    const text = asCount ? groupDigits(value) : formatNumber(value);
-    const key = Number.isFinite(value) ? String(value) : '';
-    return `<td class="num" data-v="${escapeHtml(key)}">${escapeHtml(text)}</td>`;
+    const key = escapeHtml(Number.isFinite(value) ? String(value) : '');
+    if (style === 'count') {
+      return `<td class="num" data-v="${key}" title="${escapeHtml(groupDigits(value))}">${escapeHtml(formatCompactCount(value))}</td>`;
+    }
+    return `<td class="num" data-v="${key}">${escapeHtml(formatShort(value))}</td>`;
   }
-  const cls = numeric ? 'num' : 'name';
-  return `<td class="${cls}" data-v="${escapeHtml(value)}">${escapeHtml(value)}</td>`;
+  if (style === 'shape') return `<td class="shape" data-v="${escapeHtml(value)}">${escapeHtml(value)}</td>`;
+  const cls = style === 'name' ? 'name' : 'text';
+  return `<td class="${cls}" data-v="${escapeHtml(value)}">${breakable(value)}</td>`;
+}
+
+/** Escaped text with optional line breaks after '.' and '_' so long names wrap at their parts. */
+function breakable(text: string): string {
+  return escapeHtml(text).replace(/([._])(?=.)/g, '$1<wbr>');
 }
 
 // ---------------------------------------------------------------------------
@@ -455,6 +614,26 @@ function formatNumber(v: number | null | undefined): string {
   return String(Number(v.toPrecision(4)));
 }
 
+/** Three significant digits for the dense tensor table; exponent form below 0.001 and from 10 000 up. */
+function formatShort(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  if (Number.isInteger(v) && Math.abs(v) < 1e4) return String(v);
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e4 || a < 1e-3)) return v.toExponential(2).replace('e+', 'e');
+  return String(Number(v.toPrecision(3)));
+}
+
+/** 45088768 → "45.1M"; the exact count goes in the cell's tooltip. Rounds before picking the unit, so 999999 is "1M", not "1000k". */
+function formatCompactCount(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  const units: Array<[number, string]> = [[1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  for (const [size, suffix] of units) {
+    const v = Number((n / size).toPrecision(3));
+    if (Math.abs(v) >= 1) return `${v}${suffix}`;
+  }
+  return String(n);
+}
+
 /** 1234567 → "1,234,567". */
 function groupDigits(n: number): string {
   if (!Number.isFinite(n)) return String(n);
@@ -519,9 +698,16 @@ table.heat th:first-child, table.heat tbody th { text-align: right; }
 .swatch { display: inline-block; width: 14px; height: 12px; border: 1px solid #aaa; margin-left: 8px; }
 .scroll { overflow-x: auto; }
 table.sortable th { cursor: pointer; user-select: none; white-space: nowrap; }
-table.tensors td { white-space: nowrap; }
+table.tensors td.num, table.tensors td.shape { white-space: nowrap; }
 table.tensors th, table.tensors td { padding: 2px 5px; }
-table.tensors td.name { word-break: normal; }
+table.tensors td.name, table.tensors td.text { word-break: normal; overflow-wrap: break-word; }
+#guide p { font-size: 14px; margin: 0 0 6px; }
+table.guide { margin-top: 8px; }
+table.guide td, table.guide th { vertical-align: top; }
+table.guide td.sym { font-weight: 600; white-space: nowrap; }
+table.guide td.higher { min-width: 12em; }
+.formula { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; color: #555; }
+div.formula { margin-top: 3px; }
 table.plan { margin-top: 12px; }
 details summary { cursor: pointer; margin: 12px 0 4px; font-size: 14px; }
 table.sortable th.asc::after { content: " ▲"; }
