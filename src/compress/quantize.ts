@@ -4,8 +4,9 @@
  * a user's plan file), quantize with RTN or GPTQ, and write a packed
  * checkpoint that `qkd eval` loads.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
@@ -23,6 +24,8 @@ import type { AuditReport } from '../swan/types.js';
 export interface QuantizeFileOptions {
   /** Output directory (config.json, model.safetensors, tokenizer.json, quantization.json). */
   out: string;
+  /** Replace the files in a non-empty output directory (refused without it). */
+  force?: boolean;
   /** Uniform width (default 4 when no budget is given). */
   bits?: PlanBits;
   /** Average bits per quantized weight (scales included): mixed precision. */
@@ -62,15 +65,42 @@ function calibrationTokens(modelPath: string, data: string): Int32Array {
   return data === 'default' ? splitTokens(ids).train : ids;
 }
 
+/** A packed checkpoint (qkd quantize's output) cannot be quantized again: say so, in the user's terms. */
+function refusePackedInput(modelPath: string): void {
+  let configPath: string;
+  try {
+    configPath = join(modelDirectory(modelPath), 'config.json');
+  } catch {
+    return; // the loader reports what is wrong with the path
+  }
+  if (!existsSync(configPath)) return;
+  let config: { quantization_config?: { avg_bits?: unknown } };
+  try {
+    config = JSON.parse(readFileSync(configPath, 'utf8')) as typeof config;
+  } catch {
+    return;
+  }
+  if (config.quantization_config !== undefined) {
+    const bits = typeof config.quantization_config.avg_bits === 'number' ? ` (${config.quantization_config.avg_bits.toFixed(2)} bits per weight)` : '';
+    throw new QkdError('ARGUMENT', `this model is already quantized${bits}: quantizing its rounded weights again only adds error`, { path: modelPath, hint: 'the float model it was made from (quantization.json names the source)' });
+  }
+}
+
 export function quantizeModelFile(modelPath: string, options: QuantizeFileOptions): QuantizeFileResult {
   const scheme = { groupSize: options.groupSize ?? 128, symmetric: options.symmetric ?? false };
   const method = options.method ?? 'rtn';
   if (options.bits !== undefined && options.budgetBits !== undefined) {
     throw new QkdError('ARGUMENT', 'give either a uniform width (bits) or a budget (average bits), not both', { field: 'bits/budget' });
   }
+  refusePackedInput(modelPath);
+  if (resolve(modelDirectory(modelPath)) === resolve(options.out)) {
+    throw new QkdError('ARGUMENT', 'the output directory is the model\'s own directory; quantizing there would overwrite the float model', { path: options.out, field: '--out', hint: 'another directory' });
+  }
   let overrides: Record<string, PlanBits> | undefined;
   // Load first: a model qkd cannot run (e.g. GGUF) fails before the profile pass.
   const model: LlamaModel = loadModelAny(modelPath);
+  // Before any work: a bad output path fails now, not after profiling and quantizing.
+  prepareOutputDirectory(options.out, { force: options.force });
   const planned = auditAndPlan(
     modelPath,
     { scheme, bits: options.bits, budgetBits: options.budgetBits },
@@ -91,7 +121,6 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
       ? { tokens: calibrationTokens(modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
       : undefined;
   const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
-  mkdirSync(options.out, { recursive: true });
   const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
   const tokenizer = join(modelDirectory(modelPath), 'tokenizer.json');
   if (existsSync(tokenizer)) writeBytesAtomic(join(options.out, 'tokenizer.json'), readFileSync(tokenizer));

@@ -8,7 +8,8 @@
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
-import { sequentialBatches } from '../data/corpus.js';
+import { loadCorpus, sequentialBatches, splitText } from '../data/corpus.js';
+import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { noGrad } from '../tensor/tape.js';
 
 export interface EvalResult {
@@ -52,4 +53,39 @@ export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text
 function tokenByteLength(tokenizer: Tokenizer, id: number): number {
   const withBytes = tokenizer as Tokenizer & { tokenBytes?: (id: number) => Uint8Array };
   return withBytes.tokenBytes ? withBytes.tokenBytes(id).length : Buffer.byteLength(tokenizer.decode([id]), 'utf8');
+}
+
+export interface EvaluateModelOptions {
+  /** A text file, a directory of .txt/.md files, or 'default' (the embedded corpus). */
+  data?: string;
+  /** Tokenizer file (default: tokenizer.json beside the model). */
+  tokenizer?: string;
+  /** Window length (default and maximum: the model's context). */
+  seqLen?: number;
+  /**
+   * Score the whole text. Default: only its held-out tail (the last 10% of
+   * its bytes), the part `qkd train` validates on and never trains on, so a
+   * model is not scored on its own training text.
+   */
+  wholeText?: boolean;
+}
+
+export interface ModelEvalResult extends EvalResult {
+  split: 'validation' | 'all';
+  seq_len: number;
+}
+
+/** `qkd eval` as one call: load any model and its tokenizer, score a corpus. */
+export function evaluateModel(modelPath: string, options: EvaluateModelOptions = {}): ModelEvalResult {
+  const model = loadModelAny(modelPath);
+  const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
+  const context = model.config.max_position_embeddings;
+  const seqLen = options.seqLen ?? context;
+  if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > context) {
+    throw new QkdError('ARGUMENT', `sequence length ${seqLen} is outside the model's context`, { path: modelPath, field: '--seq-len', hint: `1 to ${context} (max_position_embeddings)` });
+  }
+  const text = loadCorpus(options.data ?? 'default');
+  const split = options.wholeText ? 'all' : 'validation';
+  const scored = split === 'all' ? text : splitText(text).validation;
+  return { ...evaluatePerplexity(model, tokenizer, scored, seqLen), split, seq_len: seqLen };
 }

@@ -63,7 +63,7 @@ export function openTensorSource(path: string): TensorSource {
     throw new QkdError('IO', `cannot open model: ${(err as Error).message}`, { path, hint: ACCEPTED });
   }
   if (isDirectory) return openDirectory(path);
-  const kind = fileKind(path);
+  const kind = modelFileFormat(path);
   switch (kind) {
     case 'gguf':
       return ggufSource(path);
@@ -76,11 +76,21 @@ export function openTensorSource(path: string): TensorSource {
   }
 }
 
-/** The format of a file: the GGUF and llama2.c magics win over the extension. */
-function fileKind(path: string): TensorSourceFormat | null {
-  const magic = readMagic(path);
+/**
+ * The format of a model file, by content first: the GGUF and llama2.c
+ * magics, or a safetensors header (a little-endian u64 length that fits the
+ * file, then '{'). The extension decides only for files without a magic
+ * (legacy llama2.c checkpoints). null: not a format qkd reads.
+ */
+export function modelFileFormat(path: string): TensorSourceFormat | null {
+  const head = readHead(path, 9);
+  const magic = head.length >= 4 ? head.subarray(0, 4).toString('latin1') : '';
   if (magic === 'GGUF') return 'gguf';
   if (magic === 'ak42') return 'llama2c';
+  if (head.length === 9 && head[8] === 0x7b) {
+    const headerLength = head.readBigUInt64LE(0);
+    if (headerLength >= 2n && headerLength + 8n <= BigInt(statSync(path).size)) return 'safetensors';
+  }
   const lower = path.toLowerCase();
   if (lower.endsWith('.gguf')) return 'gguf';
   if (lower.endsWith('.safetensors')) return 'safetensors';
@@ -88,8 +98,8 @@ function fileKind(path: string): TensorSourceFormat | null {
   return null;
 }
 
-/** The first 4 bytes as latin1 text ('' for shorter files). */
-function readMagic(path: string): string {
+/** Up to the first `n` bytes of a file. */
+function readHead(path: string, n: number): Buffer {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -97,9 +107,8 @@ function readMagic(path: string): string {
     throw new QkdError('IO', `cannot open model file: ${(err as Error).message}`, { path });
   }
   try {
-    const b = Buffer.alloc(4);
-    const n = readSync(fd, b, 0, 4, 0);
-    return n === 4 ? b.toString('latin1') : '';
+    const b = Buffer.alloc(n);
+    return b.subarray(0, readSync(fd, b, 0, n, 0));
   } finally {
     closeSync(fd);
   }

@@ -4,12 +4,16 @@
  * dequantized), a qkd training run directory (its latest checkpoint), or a
  * llama2.c checkpoint file.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { modelFileFormat } from '../io/tensor-source.js';
 import { QkdError } from '../errors.js';
 import { loadLlama } from './llama-io.js';
 import { loadLlama2c } from './llama2c-io.js';
 import type { LlamaModel } from './llama.js';
+import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import { loadTokenizer } from '../data/tokenizer-io.js';
+import { readLlama2cTokenizer } from '../data/llama2c-tokenizer.js';
 
 /** The directory holding config.json for a model path (a run directory resolves to its latest checkpoint). */
 export function modelDirectory(path: string): string {
@@ -28,6 +32,10 @@ export function modelDirectory(path: string): string {
   return path;
 }
 
+/**
+ * Loads any model file or directory, choosing the reader by content (the
+ * same detection `qkd audit` uses), never by the extension alone.
+ */
 export function loadModelAny(path: string): LlamaModel {
   let isFile = false;
   try {
@@ -35,9 +43,59 @@ export function loadModelAny(path: string): LlamaModel {
   } catch {
     // fall through: loadLlama reports the missing directory
   }
-  if (isFile) {
-    if (path.toLowerCase().endsWith('.gguf')) throw new QkdError('IO', 'GGUF files can be audited but not yet loaded as a model', { path, hint: 'a Hugging Face/qkd model directory or a llama2.c .bin' });
-    return loadLlama2c(path);
+  if (!isFile) return loadLlama(modelDirectory(path));
+  switch (modelFileFormat(path)) {
+    case 'gguf':
+      throw new QkdError('IO', 'GGUF files can be audited but not yet loaded as a model', { path, hint: 'a Hugging Face/qkd model directory or a llama2.c .bin' });
+    case 'safetensors': {
+      // A safetensors file holds tensors but not the model's shape: that is config.json beside it.
+      const dir = dirname(path);
+      if (basename(path) === 'model.safetensors' && existsSync(join(dir, 'config.json'))) return loadLlama(dir);
+      throw new QkdError('IO', 'a .safetensors file holds tensors but no model configuration', { path, hint: 'the model directory (config.json + model.safetensors)' });
+    }
+    case 'llama2c':
+      return loadLlama2c(path);
+    default:
+      throw new QkdError('IO', 'not a model file qkd reads (no GGUF, safetensors or llama2.c header)', { path, hint: 'a model directory, a llama2.c .bin checkpoint or a .gguf file' });
   }
-  return loadLlama(modelDirectory(path));
+}
+
+/**
+ * The tokenizer of a model, for every command that encodes text for it: the
+ * given file (tokenizer.json, or a llama2.c tokenizer.bin by content), else
+ * tokenizer.json beside the model, else bytes for a 256-token model. A
+ * tokenizer whose vocabulary does not match the model's is refused: its ids
+ * would index the wrong embeddings and the output would be garbage.
+ */
+export function loadModelTokenizer(model: LlamaModel, modelPath: string, tokenizerPath?: string): Tokenizer {
+  const vocab = model.config.vocab_size;
+  let path = tokenizerPath;
+  if (path === undefined) {
+    const beside = join(modelDirectory(modelPath), 'tokenizer.json');
+    if (existsSync(beside)) path = beside;
+    else if (vocab === 256) return new ByteTokenizer();
+    else throw new QkdError('IO', `the model has a ${vocab}-token vocabulary and no tokenizer.json beside it`, { path: modelPath, field: '--tokenizer', hint: 'a tokenizer.json or llama2.c tokenizer.bin given with --tokenizer' });
+  }
+  const tokenizer = isLlama2cTokenizer(path) ? readLlama2cTokenizer(path, vocab) : loadTokenizer(path);
+  if (tokenizer.vocabSize !== vocab) {
+    throw new QkdError('CONFIG', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${vocab}: they do not belong together`, { path, field: 'vocab_size', hint: `the tokenizer the model was trained with (${vocab} tokens)` });
+  }
+  return tokenizer;
+}
+
+/** A llama2.c tokenizer.bin is binary; tokenizer.json starts with '{' (after whitespace). */
+function isLlama2cTokenizer(path: string): boolean {
+  let head: Buffer;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      head = Buffer.alloc(64);
+      head = head.subarray(0, readSync(fd, head, 0, 64, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw new QkdError('IO', `cannot read tokenizer: ${(err as Error).message}`, { path, hint: 'a tokenizer.json or a llama2.c tokenizer.bin' });
+  }
+  return !/^\s*\{/.test(head.toString('latin1'));
 }

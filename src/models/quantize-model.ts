@@ -50,6 +50,8 @@ export interface QuantizeProgress {
   /** Tensors done so far, including this one. */
   done: number;
   total: number;
+  /** Parameters of the tensors done so far. */
+  params: number;
   bits: PlanBits;
   /** How this tensor was quantized. */
   method: QuantMethod | 'f16';
@@ -233,10 +235,12 @@ export function quantizeLlama(model: LlamaModel, plan: QuantPlan, options: Quant
   const planned = Object.keys(plan.bits);
   const results = new Map<string, QuantizedWeight>();
   const gptqOptions = options.gptq ?? {};
+  let paramsDone = 0;
   const quantize = (name: string, hessian: Float64Array | null): void => {
     const w = quantizeInPlace(work, name, plan.bits[name]!, plan.scheme, hessian, gptqOptions);
     results.set(name, w);
-    options.onProgress?.({ tensor: name, done: results.size, total: planned.length, bits: w.bits, method: w.method, weightError: w.weightError });
+    paramsDone += work.arena.get(name).size;
+    options.onProgress?.({ tensor: name, done: results.size, total: planned.length, params: paramsDone, bits: w.bits, method: w.method, weightError: w.weightError });
   };
   /** In the plan and not quantized yet. */
   const pending = (name: string): boolean => plan.bits[name] !== undefined && !results.has(name);

@@ -109,11 +109,16 @@ export const PRESETS: Record<string, TrainConfigInput> = {
   },
 };
 
+/** The issue to report first: an unknown key (usually a typo that explains the rest), else the first. */
+export function firstIssue(error: z.ZodError): z.ZodIssue {
+  return error.issues.find((i) => i.code === 'unrecognized_keys') ?? error.issues[0]!;
+}
+
 /** Validates a config object; `source` names the file for errors. */
 export function parseTrainConfig(input: unknown, source = 'config'): TrainConfig {
   const result = trainConfigSchema.safeParse(input);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = firstIssue(result.error);
     const field = issue.path.join('.') || '(root)';
     throw new QkdError('CONFIG', `invalid training config: ${field}: ${issue.message}`, { path: source, field });
   }
@@ -126,9 +131,32 @@ export function presetConfig(name: string): TrainConfig {
   return parseTrainConfig(preset, `preset ${name}`);
 }
 
-/** Reads a YAML config file. */
-export function loadTrainConfig(path: string): TrainConfig {
-  return parseTrainConfig(readYamlFile(path), path);
+/**
+ * Reads a YAML config file. The file may be partial: what it leaves out
+ * comes from a preset (default `tiny`), merged key by key, so
+ * `{ steps: 500 }` alone is a complete config. A `model` section is a shape
+ * and replaces the preset's whole (a half-merged shape would surprise).
+ */
+export function loadTrainConfig(path: string, preset = 'tiny'): TrainConfig {
+  const base = PRESETS[preset];
+  if (base === undefined) throw new QkdError('CONFIG', `unknown preset '${preset}'`, { field: 'preset', hint: Object.keys(PRESETS).join(', ') });
+  const file = readYamlFile(path);
+  if (file !== null && (typeof file !== 'object' || Array.isArray(file))) {
+    throw new QkdError('CONFIG', 'a training config must be a YAML mapping of fields (e.g. `steps: 500`)', { path, hint: 'key: value lines' });
+  }
+  const over = (file ?? {}) as Record<string, unknown>;
+  const merged = mergeDeep(base, over) as Record<string, unknown>;
+  if (over.model !== undefined) merged.model = over.model;
+  return parseTrainConfig(merged, path);
+}
+
+/** `over` laid over `base`: nested mappings merge key by key; anything else replaces. */
+export function mergeDeep(base: unknown, over: unknown): unknown {
+  const isMap = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (!isMap(base) || !isMap(over)) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = k in base ? mergeDeep(base[k], v) : v;
+  return out;
 }
 
 /** The parsed contents of a YAML file; read and syntax errors name the file. */

@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
-import { PRESETS, readYamlFile, satSchema, type TrainConfig } from './config.js';
+import { PRESETS, firstIssue, readYamlFile, satSchema, type TrainConfig } from './config.js';
 
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
@@ -75,7 +75,8 @@ export const distillConfigSchema = z
         precision: z.literal('fp32').default('fp32'),
         steps: z.number().int().positive().default(1000),
         batch_size: z.number().int().positive().default(8),
-        seq_len: z.number().int().min(2).default(128),
+        /** Tokens per sequence; null: 128, or the teacher's context when that is shorter. */
+        seq_len: z.number().int().min(2).nullable().default(null),
         grad_accum: z.number().int().positive().default(1),
         gradient_clip_norm: z.number().positive().default(0.75),
         /** Warm-up phase share of the steps (no fake quantization). */
@@ -147,12 +148,29 @@ export const distillConfigSchema = z
   .strict();
 
 export type DistillConfig = z.infer<typeof distillConfigSchema>;
+/** A config whose teacher-dependent defaults are filled in (resolveDistillConfig). */
+export type ResolvedDistillConfig = DistillConfig & { training: DistillConfig['training'] & { seq_len: number } };
+
+/** The default sequence length when the teacher's context allows it. */
+export const DEFAULT_DISTILL_SEQ_LEN = 128;
+
+/**
+ * Fills in what depends on the teacher: the sequence length follows the
+ * teacher's context when none is set, and an explicit one beyond it is refused.
+ */
+export function resolveDistillConfig(c: DistillConfig, teacherContext: number): ResolvedDistillConfig {
+  const set = c.training.seq_len;
+  if (set !== null && set > teacherContext) {
+    throw new QkdError('CONFIG', `training.seq_len ${set} exceeds the teacher's context (max_position_embeddings ${teacherContext})`, { field: 'training.seq_len', hint: `at most ${teacherContext} (--seq-len), or leave it unset to follow the teacher` });
+  }
+  return { ...c, training: { ...c.training, seq_len: set ?? Math.min(DEFAULT_DISTILL_SEQ_LEN, teacherContext) } };
+}
 export type DistillConfigInput = z.input<typeof distillConfigSchema>;
 
 export function parseDistillConfig(input: unknown, source = 'config'): DistillConfig {
   const result = distillConfigSchema.safeParse(input ?? {});
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = firstIssue(result.error);
     const field = issue.path.join('.') || '(root)';
     const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd or random' };
     throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field, hint: hints[field] });
@@ -202,7 +220,7 @@ export function swdlTemperature(c: DistillConfig, step: number): number {
 }
 
 /** The plain training-loop settings implied by a distillation config. */
-export function loopConfig(c: DistillConfig, model: TrainConfig['model']): TrainConfig {
+export function loopConfig(c: ResolvedDistillConfig, model: TrainConfig['model']): TrainConfig {
   const t = c.training;
   return {
     recipe: 'standard',

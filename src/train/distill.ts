@@ -47,10 +47,11 @@ import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, log
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, loopConfig, phaseAt, swdlTemperature, type DistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, loopConfig, phaseAt, resolveDistillConfig, swdlTemperature, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { checkSplitFits, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { prepareRunDirectory } from '../io/output-dir.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
 
@@ -62,8 +63,11 @@ export interface DistillOptions {
   /** Training text (the teacher's tokenizer encodes it). */
   text: string;
   outDir: string;
+  /** The run's settings; when resuming, they must agree with the checkpoint's (see savedDistillConfig). */
   config: DistillConfig;
   resume?: boolean;
+  /** Start a new run in a non-empty outDir, removing the old run's files. */
+  force?: boolean;
   onStep?: (p: StepProgress) => void;
   shouldStop?: () => boolean;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
@@ -88,7 +92,7 @@ export interface DistillResult extends TrainResult {
   recipe: DistillConfig['recipe'];
   /** Mean teacher soft-target entropy at τ (nats) over the first training batches. */
   teacher_entropy: number;
-  /** Packed checkpoint of the student at the deployment width. */
+  /** Packed checkpoint of the student at the deployment width ('' when interrupted: not written). */
   quantized_dir: string;
   quantized_avg_bits: number;
   quantized_bytes: number;
@@ -154,6 +158,8 @@ class FeatureTap {
 interface RecipeState {
   lambda_delta: number;
   sakd?: unknown;
+  /** The run's resolved distillation config, so a resume can refuse different settings. */
+  config?: ResolvedDistillConfig;
 }
 
 /** The KD / QAT / KD+QAT recipe for the training loop. */
@@ -176,7 +182,7 @@ class DistillRecipe implements TrainRecipe {
   private sakdState: unknown = undefined;
 
   constructor(
-    private readonly config: DistillConfig,
+    private readonly config: ResolvedDistillConfig,
     private readonly teacher: LlamaModel,
     studentShape: LlamaConfig,
   ) {
@@ -333,7 +339,7 @@ class DistillRecipe implements TrainRecipe {
   }
 
   getState(): RecipeState {
-    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState() };
+    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState(), config: this.config };
   }
 
   setState(state: unknown): void {
@@ -424,21 +430,31 @@ function teacherEntropy(teacher: LlamaModel, tokens: Int32Array, B: number, T: n
   return stats;
 }
 
+/** The distillation config a run in `outDir` was started with (null: none saved, e.g. an older qkd). */
+export function savedDistillConfig(outDir: string): ResolvedDistillConfig | null {
+  const recipe = readResumePoint(outDir).state.recipe as Partial<RecipeState> | undefined;
+  return recipe?.config ?? null;
+}
+
 export async function distill(options: DistillOptions): Promise<DistillResult> {
-  const c = options.config;
+  prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force });
   const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher) : options.teacher;
+  const c = resolveDistillConfig(options.config, teacher.config.max_position_embeddings);
+  if (options.resume) {
+    const saved = savedDistillConfig(options.outDir);
+    // Nothing may change, not even training.steps: the phase schedule (warm-up, joint, fine-tune) is laid out over them.
+    if (saved) refuseConfigChanges(saved, c, [], 'the given distillation config');
+  }
   const tokenizer = teacherTokenizer(options.teacher, options.tokenizer, teacher.config.vocab_size);
   if (tokenizer.vocabSize !== teacher.config.vocab_size) {
     throw new QkdError('CONFIG', `the teacher's tokenizer has ${tokenizer.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: 'the student uses the teacher tokenizer; cross-tokenizer distillation is not supported' });
-  }
-  if (c.training.seq_len > teacher.config.max_position_embeddings) {
-    throw new QkdError('CONFIG', `training.seq_len ${c.training.seq_len} exceeds the teacher's max_position_embeddings ${teacher.config.max_position_embeddings}`, { field: 'training.seq_len' });
   }
   const shape = studentConfig(teacher.config, c);
   const recipe = new DistillRecipe(c, teacher, shape);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
+  checkSplitFits(split, c.training.batch_size, c.training.seq_len, c.training.validation_fraction);
   const cacheSettings = c.distillation.soft_target_cache;
   if (cacheSettings !== null && c.recipe !== 'qat') {
     const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
@@ -459,6 +475,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     outDir: options.outDir,
     config: loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads }),
     resume: options.resume,
+    force: options.force,
     tokenizer,
     recipe: {
       name: recipe.name,
@@ -483,6 +500,10 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   });
   recipe.detach();
   recipe.cache?.close();
+  if (result.interrupted) {
+    // A half-trained student is not a deployable artefact: no quantized/ and no report until the run ends.
+    return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
+  }
 
   // The deployable artefact: the trained student packed at the deployment width.
   const student = loadLlama(modelDirectory(options.outDir));

@@ -25,6 +25,7 @@
  * curve continues exactly as an uninterrupted run (the kernels are
  * deterministic for a given thread count).
  */
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
@@ -44,14 +45,22 @@ import { learningRate, type TrainConfig } from './config.js';
 import type { TrainRecipe } from './recipe.js';
 import { SatRecipe } from './sat.js';
 import { ParameterArena } from '../tensor/arena.js';
+import { prepareRunDirectory } from '../io/output-dir.js';
 
 export interface TrainOptions {
   /** Corpus text. */
   text: string;
   outDir: string;
-  config: TrainConfig;
+  /**
+   * The run's settings. When resuming it may be left out (the checkpoint's
+   * config is used); when given, it must agree with the checkpoint except
+   * for `steps`, which may grow (see resumeConfig).
+   */
+  config?: TrainConfig;
   /** Continue from DIR/latest.json. */
   resume?: boolean;
+  /** Start a new run in a non-empty outDir, removing the old run's files (without it, that is refused). */
+  force?: boolean;
   /** Tokenizer to use (default byte-level; BPE is trained by the caller). */
   tokenizer?: Tokenizer;
   /** Called after every optimiser step. */
@@ -93,12 +102,14 @@ export interface TrainResult {
   recipe_summary?: Record<string, number>;
 }
 
-interface TrainerState {
+export interface TrainerState {
   step: number;
   adam_step: number;
   rng: { words: number[]; spareNormal: number | null };
   config: TrainConfig;
   last_loss: number;
+  /** The corpus the run trains on (absent in checkpoints of qkd before 0.1.1). */
+  corpus?: CorpusFingerprint;
   /** AdamW step of the recipe's extra parameters, and the recipe's own state. */
   extra_adam_step?: number;
   recipe?: unknown;
@@ -124,7 +135,7 @@ interface ExtraParameters {
   opt: AdamW | null;
 }
 
-function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, step: number, lastLoss: number, extra: ExtraParameters | null): void {
+function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, corpus: CorpusFingerprint, step: number, lastLoss: number, extra: ExtraParameters | null): void {
   const ckpt = join(dir, `checkpoint-${step}`);
   rmSync(ckpt, { recursive: true, force: true });
   mkdirSync(ckpt, { recursive: true });
@@ -144,7 +155,7 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
   }
   const recipeTensors = extra?.recipe.checkpointTensors?.();
   if (recipeTensors) writeSafetensors(join(ckpt, 'recipe.safetensors'), recipeTensors, { step: String(step) });
-  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.() };
+  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, corpus, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.() };
   writeBytesAtomic(join(ckpt, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
   // The switch: from here on this checkpoint is the one resumed from.
   writeBytesAtomic(join(dir, 'latest.json'), JSON.stringify({ step, dir: `checkpoint-${step}` }) + '\n');
@@ -196,26 +207,118 @@ export function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: numb
 }
 
 /** A resumed run reuses its saved tokenizer; a new run trains BPE on the training part when asked. */
-function chooseTokenizer(options: TrainOptions, trainingText: string): Tokenizer {
-  const c = options.config;
-  if (options.resume) {
-    const latestPath = join(options.outDir, 'latest.json');
-    if (!existsSync(latestPath)) throw new QkdError('IO', 'no checkpoint to resume from', { path: latestPath, hint: 'a directory written by qkd train' });
-    const latest = readJsonFile<{ dir: string }>(latestPath);
-    return loadTokenizer(join(options.outDir, latest.dir, 'tokenizer.json'));
-  }
+function chooseTokenizer(c: TrainConfig, resumePoint: ResumePoint | null, trainingText: string): Tokenizer {
+  if (resumePoint) return loadTokenizer(join(resumePoint.dir, 'tokenizer.json'));
   if (c.tokenizer.kind === 'bpe') return trainBpe(trainingText, c.tokenizer.vocab_size ?? 4096);
   return new ByteTokenizer();
 }
 
-export async function train(options: TrainOptions): Promise<TrainResult> {
-  const { config: c, outDir } = options;
-  const tokenizer = options.tokenizer ?? chooseTokenizer(options, splitText(options.text, c.validation_fraction).train);
-  const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
-  if (trainTokens.length < c.seq_len + 1) {
-    throw new QkdError('ARGUMENT', `training split has ${trainTokens.length} tokens, fewer than one sequence of ${c.seq_len + 1}`, { field: 'seq_len' });
+/**
+ * Fails before any training when the corpus is too small: one training
+ * sequence, and one validation batch (the first eval would otherwise fail
+ * after eval_every steps, with nothing saved).
+ */
+export function checkSplitFits(split: { train: Int32Array; validation: Int32Array }, B: number, T: number, validationFraction: number): void {
+  if (split.train.length < T + 1) {
+    throw new QkdError('ARGUMENT', `the training split has ${split.train.length} tokens, fewer than one sequence of ${T + 1}`, { field: 'seq_len', hint: 'a larger corpus or a smaller seq_len' });
   }
-  mkdirSync(outDir, { recursive: true });
+  const needs = B * T + 1;
+  if (split.validation.length < needs) {
+    throw new QkdError('ARGUMENT', `the held-out split (validation_fraction ${validationFraction}) has ${split.validation.length} tokens, fewer than one validation batch of ${B}×${T}+1 = ${needs}`, { field: 'validation_fraction', hint: 'a larger corpus, a larger validation_fraction, or a smaller batch_size / seq_len' });
+  }
+}
+
+/** Size and SHA-256 of a corpus: a resumed run must train on the very text it started with. */
+export interface CorpusFingerprint {
+  bytes: number;
+  sha256: string;
+}
+
+export function corpusFingerprint(text: string): CorpusFingerprint {
+  const bytes = Buffer.from(text, 'utf8');
+  return { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+/** The checkpoint a resumed run continues from. */
+export interface ResumePoint {
+  /** The checkpoint directory. */
+  dir: string;
+  name: string;
+  state: TrainerState;
+}
+
+export function readResumePoint(outDir: string): ResumePoint {
+  const latestPath = join(outDir, 'latest.json');
+  if (!existsSync(latestPath)) throw new QkdError('IO', 'no checkpoint to resume from', { path: latestPath, hint: 'a directory written by qkd train' });
+  const latest = readJsonFile<{ dir?: unknown }>(latestPath);
+  if (typeof latest.dir !== 'string') throw new QkdError('IO', 'latest.json has no "dir" string', { path: latestPath, field: 'dir' });
+  const dir = join(outDir, latest.dir);
+  return { dir, name: latest.dir, state: readJsonFile<TrainerState>(join(dir, 'trainer_state.json')) };
+}
+
+/** Leaves of a JSON-like value as dotted paths → JSON text. */
+function flatten(value: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else out.set(prefix, JSON.stringify(value));
+  return out;
+}
+
+/**
+ * Refuses a resumed run whose given settings differ from the checkpoint's,
+ * naming each differing field (dotted path) with both values.
+ */
+export function refuseConfigChanges(saved: unknown, given: unknown, ignored: readonly string[], source: string): void {
+  const a = flatten(saved);
+  const b = flatten(given);
+  const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => !ignored.includes(k) && a.get(k) !== b.get(k));
+  if (differing.length === 0) return;
+  const list = differing.slice(0, 6).map((k) => `${k} (checkpoint ${a.get(k) ?? 'unset'}, given ${b.get(k) ?? 'unset'})`).join(', ');
+  throw new QkdError('CONFIG', `--resume: the settings differ from the run's checkpoint: ${list}${differing.length > 6 ? `, and ${differing.length - 6} more` : ''}`, { path: source, field: differing[0], hint: 'resume with the options the run was started with (or none: the checkpoint keeps them), or start a new run in another directory' });
+}
+
+/**
+ * The settings a resumed run continues with. A resumed run is the saved run:
+ * every setting comes from the checkpoint, and a given config that differs
+ * is refused field by field — except `steps`, which may be raised to train
+ * further (the cosine schedule is then stretched to the new end, which the
+ * returned note states).
+ */
+export function resumeConfig<C extends { steps: number }>(saved: C, given: C | undefined, savedStep: number, source: string): { config: C; notes: string[] } {
+  if (given === undefined) return { config: saved, notes: [] };
+  refuseConfigChanges(saved, given, ['steps'], source);
+  if (given.steps === saved.steps) return { config: saved, notes: [] };
+  if (given.steps <= savedStep) {
+    throw new QkdError('ARGUMENT', `--resume: steps ${given.steps} is not past the checkpoint's step ${savedStep}; the run has nothing left to do`, { path: source, field: 'steps', hint: `more than ${savedStep} steps, or no --steps (the run's own ${saved.steps})` });
+  }
+  return { config: { ...saved, steps: given.steps }, notes: [`steps overridden: ${saved.steps} → ${given.steps} (the learning-rate schedule now ends at step ${given.steps})`] };
+}
+
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const { outDir } = options;
+  prepareRunDirectory(outDir, { resume: options.resume, force: options.force });
+  const resumePoint = options.resume ? readResumePoint(outDir) : null;
+  let c: TrainConfig;
+  if (resumePoint) {
+    const r = resumeConfig(resumePoint.state.config, options.config, resumePoint.state.step, 'the options given');
+    c = r.config;
+    for (const note of r.notes) options.onNote?.(note);
+    const corpus = corpusFingerprint(options.text);
+    const saved = resumePoint.state.corpus;
+    if (saved && (saved.sha256 !== corpus.sha256 || saved.bytes !== corpus.bytes)) {
+      throw new QkdError('CONFIG', `--resume: the corpus differs from the one the run trained on (${saved.bytes} bytes, sha256 ${saved.sha256.slice(0, 12)}…; given ${corpus.bytes} bytes, sha256 ${corpus.sha256.slice(0, 12)}…)`, { path: outDir, field: 'data', hint: 'the --data the run was started with' });
+    }
+    if (resumePoint.state.step >= c.steps) {
+      throw new QkdError('ARGUMENT', `--resume: the run is finished (step ${resumePoint.state.step} of ${c.steps}); nothing to do`, { path: outDir, field: 'steps', hint: `--steps above ${resumePoint.state.step} to train further` });
+    }
+  } else {
+    if (options.config === undefined) throw new QkdError('ARGUMENT', 'a new run needs a config', { field: 'config' });
+    c = options.config;
+  }
+  const tokenizer = options.tokenizer ?? chooseTokenizer(c, resumePoint, splitText(options.text, c.validation_fraction).train);
+  const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
+  checkSplitFits({ train: trainTokens, validation }, c.batch_size, c.seq_len, c.validation_fraction);
+  const corpus = corpusFingerprint(options.text);
   const metricsPath = join(outDir, 'metrics.jsonl');
 
   let model: LlamaModel;
@@ -226,12 +329,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let step = 0;
   let lastLoss = NaN;
   const optimOptions = { lr: c.lr, beta1: c.beta1, beta2: c.beta2, weightDecay: c.weight_decay };
-  if (options.resume) {
-    const latestPath = join(outDir, 'latest.json');
-    if (!existsSync(latestPath)) throw new QkdError('IO', 'no checkpoint to resume from', { path: latestPath, hint: 'a directory written by qkd train' });
-    const latest = readJsonFile<{ step: number; dir: string }>(latestPath);
-    const ckpt = join(outDir, latest.dir);
-    const state = readJsonFile<TrainerState>(join(ckpt, 'trainer_state.json'));
+  if (resumePoint) {
+    const ckpt = resumePoint.dir;
+    const state = resumePoint.state;
+    options.onNote?.(`resuming from ${join(outDir, resumePoint.name)} (step ${state.step} of ${c.steps})`);
     model = loadLlama(ckpt);
     if (model.config.vocab_size !== tokenizer.vocabSize) {
       throw new QkdError('CONFIG', `checkpoint vocab_size ${model.config.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`, { path: ckpt, field: 'vocab_size' });
@@ -359,7 +460,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     options.onStep?.(progress);
     await tick(); // lets signal handlers (Ctrl-C) run between steps
     const stop = options.shouldStop?.() ?? false;
-    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, step, lastLoss, extra);
+    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, corpus, step, lastLoss, extra);
     if (stop && step < c.steps) {
       interrupted = true;
       break;

@@ -106,8 +106,8 @@ describe('qkd quantize', () => {
   });
 
   it('refuses bad flags with clear errors', () => {
-    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits must be one of 2, 3, 4, 8, 16/);
-    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either a uniform width/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits takes one of 2, 3, 4, 8, 16, got '5'/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either --bits \(one width\) or --budget/);
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--budget', '1').stderr, /budget of 1 bits per weight is below/);
     writeFileSync(join(dir, 'badplan.json'), JSON.stringify({ nope: 4 }));
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--plan', join(dir, 'badplan.json')).stderr, /plan names a tensor .*nope/);

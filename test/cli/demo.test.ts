@@ -24,7 +24,7 @@ describe('qkd demo', () => {
   it('rejects a bad flag value with a clear message and no stack trace', () => {
     const r = qkd('demo', '--steps', 'zero');
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--steps must be a positive integer, got 'zero'/);
+    assert.match(r.stderr, /--steps takes a positive whole number, got 'zero'/);
     assert.doesNotMatch(r.stderr, /at .*\.js:\d+/);
   });
   it('reports the backend', () => {

@@ -163,7 +163,8 @@ describe('distill', () => {
     const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'loss' in l);
     assert.ok(lines.filter((l) => l.offline_kd === 1).length >= 10, 'batches use the cache');
     const again: string[] = [];
-    await distill({ teacher: teacherDir, text, outDir: join(out), config: c, onNote: (n) => again.push(n) });
+    // --force replaces the run but keeps the validated soft-target cache.
+    await distill({ teacher: teacherDir, text, outDir: out, config: c, force: true, onNote: (n) => again.push(n) });
     assert.ok(!again.some((n) => n.startsWith('soft-target cache')), 'the cache is reused');
     await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'offline-bad'), config: config({ distillation: { soft_target_cache: { top_k: 8 }, feature_layers: 'all' } }) }), (e: unknown) => e instanceof QkdError && e.field === 'distillation.soft_target_cache');
   });
@@ -182,6 +183,6 @@ describe('distill', () => {
     assert.equal(e.status, 0, e.stderr);
     const bad = spawnSync(process.execPath, ['bin/qkd.js', 'distill', '--teacher', teacherDir, '--out', out, '--config', yaml, '--init', 'magic'], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
-    assert.match(bad.stderr, /student\.init/);
+    assert.match(bad.stderr, /--init takes one of pruned, svd, random, got 'magic'/);
   });
 });

@@ -107,16 +107,20 @@ describe('qkd train', () => {
     const out = join(dir, 'run');
     const child = spawn(process.execPath, ['bin/qkd.js', 'train', '--data', data, '--config', cfg, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
+    let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
     // Wait until training is under way (metrics written), then interrupt.
     for (let i = 0; i < 600 && !(existsSync(join(out, 'metrics.jsonl')) && losses(out).length >= 5); i++) await sleep(20);
     child.kill('SIGINT');
     const code = await new Promise((r) => child.once('exit', r));
-    assert.equal(code, 0);
+    assert.equal(code, 130, 'the conventional exit code of a run ended by SIGINT');
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8'));
     assert.ok(latest.step >= 5 && latest.step < 5000, `checkpoint at ${latest.step}`);
-    assert.match(stdout, new RegExp(`stopped at step ${latest.step}; resume with --resume`));
-    assert.equal(JSON.parse(stdout.trim().split('\n').pop()!).steps, latest.step);
+    assert.match(stderr, new RegExp(`qkd: interrupted: stopped at step ${latest.step}, checkpoint saved; continue with: qkd train --out ${out} --resume`));
+    const json = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.equal(json.steps, latest.step);
+    assert.equal(json.interrupted, true);
   });
 
   it('survives kill -9 between checkpoints: nothing saved is lost and resume matches', async () => {

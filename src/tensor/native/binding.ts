@@ -4,6 +4,7 @@
  * to fall back to the reference backend.
  */
 import { createRequire } from 'node:module';
+import { QkdError } from '../../errors.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -52,7 +53,28 @@ function packageRoot(): string {
   return process.cwd();
 }
 
+/** The addon's thread limit (it caps larger values at 1024). */
+const MAX_THREADS = 1024;
+const ISA_NAMES = ['portable', 'avx2', 'avx512'] as const;
+
+/**
+ * Checks the environment variables the addon reads (QKD_THREADS, QKD_ISA).
+ * The C++ side ignores a value it cannot parse, so a typo would silently
+ * run with the defaults; here it is an error that names the variable.
+ */
+export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env): void {
+  const threads = env.QKD_THREADS;
+  if (threads !== undefined && (!/^[1-9][0-9]*$/.test(threads) || Number(threads) > MAX_THREADS)) {
+    throw new QkdError('CONFIG', `QKD_THREADS='${threads}' is not a thread count`, { field: 'QKD_THREADS', hint: `a whole number from 1 to ${MAX_THREADS}, or unset for every core` });
+  }
+  const isa = env.QKD_ISA;
+  if (isa !== undefined && !(ISA_NAMES as readonly string[]).includes(isa)) {
+    throw new QkdError('CONFIG', `QKD_ISA='${isa}' is not an instruction-set path`, { field: 'QKD_ISA', hint: `${ISA_NAMES.join(', ')} (a path above what the CPU has falls back), or unset` });
+  }
+}
+
 export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | null } {
+  checkNativeEnvironment();
   const path = process.env.QKD_NATIVE_PATH ?? join(packageRoot(), 'build', 'Release', 'qkd_native.node');
   const fail = (reason: string) => ({ status: { loaded: false, reason, path }, addon: null });
   if (!existsSync(path)) return fail(`addon not built: ${path} does not exist (run \`npm run build:native\`)`);

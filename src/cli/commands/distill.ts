@@ -1,0 +1,119 @@
+/** `qkd distill`: a teacher into a smaller student, optionally with QAT, in one run. */
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { QkdError } from '../../errors.js';
+import { loadCorpus } from '../../data/corpus.js';
+import { distill, savedDistillConfig } from '../../train/distill.js';
+import { loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
+import { PRESETS } from '../../train/config.js';
+import { renderAuditHtml } from '../../report/audit-html.js';
+import { writeBytesAtomic } from '../../io/atomic.js';
+import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '../options.js';
+import { stepProgress } from '../progress.js';
+import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
+
+interface DistillFlags {
+  teacher: string;
+  out: string;
+  data: string;
+  config?: string;
+  recipe?: string;
+  studentPreset?: string;
+  init?: string;
+  steps?: number;
+  seqLen?: number;
+  batchSize?: number;
+  temperature?: number;
+  lambda?: number;
+  gamma?: number;
+  bits?: number;
+  seed?: number;
+  resume?: boolean;
+  force?: boolean;
+}
+
+/** The base config: the YAML file, or on --resume the run's own, or the defaults. */
+function baseConfig(o: DistillFlags): DistillConfig {
+  if (o.config) return loadDistillConfig(o.config);
+  if (o.resume && existsSync(join(o.out, 'latest.json'))) return savedDistillConfig(o.out) ?? parseDistillConfig({});
+  return parseDistillConfig({});
+}
+
+/** Flags override single fields; the result is validated like the file. */
+function configFromFlags(o: DistillFlags): DistillConfig {
+  const base = baseConfig(o);
+  const merged = {
+    ...base,
+    recipe: o.recipe ?? base.recipe,
+    training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
+    quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits },
+    distillation: { ...base.distillation, temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
+    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init },
+  };
+  return parseDistillConfig(merged, o.config ?? 'command-line flags');
+}
+
+export function registerDistill(program: Command): void {
+  program
+    .command('distill')
+    .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
+    .requiredOption('--teacher <path>', 'teacher: model directory, qkd run directory, or llama2.c .bin (frozen)')
+    .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
+    .option('--data <path>', "training text: file, directory or 'default' (embedded Moby-Dick)", 'default')
+    .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
+    .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
+    .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
+    .option('--init <method>', 'student initialisation: pruned | svd | random', choice('--init', ['pruned', 'svd', 'random'] as const))
+    .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
+    .option('--seq-len <n>', "tokens per sequence (default: 128, or the teacher's context when shorter)", integerIn('--seq-len', 2))
+    .option('--batch-size <n>', 'sequences per micro-batch (default 8)', positiveInt('--batch-size'))
+    .option('--temperature <t>', 'KD temperature τ', decimal('--temperature', { min: 0, exclusiveMin: true }))
+    .option('--lambda <l>', 'λ of L_distill, constant over all phases', decimal('--lambda', { min: 0 }))
+    .option('--gamma <g>', 'γ of L_quant, constant over all phases', decimal('--gamma', { min: 0 }))
+    .option('--bits <b>', 'deployment / fake-quantization bits: 2, 3, 4 or 8', numberChoice('--bits', [2, 3, 4, 8] as const))
+    .option('--seed <n>', 'random seed', integer('--seed'))
+    .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
+    .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
+    .action(async (o: DistillFlags) => {
+      if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
+      const config = configFromFlags(o);
+      const text = loadCorpus(o.data);
+      const progress = stepProgress('distill');
+      const interrupt = gracefulInterrupt('saving a checkpoint…');
+      try {
+        const result = await distill({
+          teacher: o.teacher,
+          text,
+          outDir: o.out,
+          config,
+          resume: o.resume,
+          force: o.force,
+          onStep: (p) => progress.update(p),
+          shouldStop: interrupt.requested,
+          onNote: (note) => {
+            progress.stop();
+            process.stderr.write(`qkd: ${note}\n`);
+          },
+        });
+        progress.stop();
+        const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
+        if (result.interrupted) {
+          console.log(JSON.stringify(json));
+          throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved, no quantized/ written; continue with: qkd distill --teacher ${o.teacher} --out ${o.out} --resume`);
+        }
+        if (result.sakd_report) {
+          // The post-distillation audit: both profiles as HTML beside sakd-report.json.
+          writeBytesAtomic(join(o.out, 'sakd-teacher.html'), renderAuditHtml(result.sakd_report.teacher, { title: 'SAKD teacher profile' }));
+          writeBytesAtomic(join(o.out, 'sakd-student.html'), renderAuditHtml(result.sakd_report.student, { title: 'SAKD student profile' }));
+          const q = result.sakd_report.quantized_student;
+          console.log(`post-distillation audit: ${join(o.out, 'sakd-report.json')} (+ sakd-teacher.html, sakd-student.html); packed ${q.bits}-bit student val ppl ${q.val_ppl.toFixed(3)} vs FP32 ${result.sakd_report.fp32_student_val_ppl.toFixed(3)}`);
+        }
+        console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
+        console.log(JSON.stringify(json));
+      } finally {
+        progress.stop();
+        interrupt.dispose();
+      }
+    });
+}

@@ -1,0 +1,93 @@
+/** `qkd train`: a LLaMA-style model on a text corpus, with checkpoints and exact resume. */
+import type { Command } from 'commander';
+import { QkdError } from '../../errors.js';
+import { loadCorpus } from '../../data/corpus.js';
+import { loadTrainConfig, PRESETS, presetConfig, type TrainConfig } from '../../train/config.js';
+import { readResumePoint, train } from '../../train/trainer.js';
+import { choice, integer, positiveInt } from '../options.js';
+import { stepProgress } from '../progress.js';
+import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
+import { explicitly } from '../explicit.js';
+
+interface TrainFlags {
+  out: string;
+  data: string;
+  preset: string;
+  config?: string;
+  steps?: number;
+  seed?: number;
+  resume?: boolean;
+  force?: boolean;
+  recipe?: 'standard' | 'sat';
+}
+
+/**
+ * The config a new run starts with: the YAML file laid over the preset, then
+ * the flags. On --resume only what was given explicitly is passed on, so the
+ * trainer compares it with the checkpoint (and refuses a contradiction).
+ */
+function configFromFlags(cmd: Command, o: TrainFlags): TrainConfig | undefined {
+  const given = explicitly(cmd);
+  if (o.resume && !given.has('preset') && !given.has('config') && !given.has('recipe') && !given.has('seed') && !given.has('steps')) return undefined;
+  let config: TrainConfig;
+  if (o.resume && !given.has('preset') && !given.has('config')) {
+    // Start from the checkpoint's settings so only the given flags can differ.
+    config = readResumePoint(o.out).state.config;
+  } else config = o.config ? loadTrainConfig(o.config, o.preset) : presetConfig(o.preset);
+  if (o.recipe !== undefined) config = { ...config, recipe: o.recipe };
+  if (o.steps !== undefined) config = { ...config, steps: o.steps };
+  if (o.seed !== undefined) config = { ...config, seed: o.seed };
+  return config;
+}
+
+export function registerTrain(program: Command): void {
+  program
+    .command('train')
+    .description('train a LLaMA-style model on a text corpus, with checkpoints and exact resume')
+    .requiredOption('--out <dir>', 'output directory (model, checkpoints, metrics.jsonl); must be empty unless --resume or --force')
+    .option('--data <path>', "text file, directory of .txt/.md files, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--preset <name>', Object.keys(PRESETS).join(' | '), choice('--preset', Object.keys(PRESETS)), 'tiny')
+    .option('--config <file.yaml>', 'YAML training config; fields it leaves out come from --preset')
+    .option('--steps <n>', 'total optimiser steps (overrides the config; on --resume, more steps extend the run)', positiveInt('--steps'))
+    .option('--seed <n>', 'random seed (overrides the config)', integer('--seed'))
+    .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
+    .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
+    .option('--recipe <name>', "'standard' or 'sat' (sensitivity-aware training; settings in the config's sat section)", choice('--recipe', ['standard', 'sat'] as const))
+    .action(async (o: TrainFlags, cmd: Command) => {
+      if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
+      const config = configFromFlags(cmd, o);
+      const text = loadCorpus(o.data);
+      const progress = stepProgress('train');
+      const interrupt = gracefulInterrupt('saving a checkpoint…');
+      try {
+        const result = await train({
+          text,
+          outDir: o.out,
+          config,
+          resume: o.resume ?? false,
+          force: o.force ?? false,
+          onStep: (p) => progress.update(p),
+          shouldStop: interrupt.requested,
+          onNote: (note) => {
+            progress.stop();
+            process.stderr.write(`qkd: ${note}\n`);
+          },
+        });
+        progress.stop();
+        const summary = result.recipe_summary;
+        if (summary?.state_bytes !== undefined && summary.state_resident_bytes !== undefined) {
+          const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
+          process.stderr.write(
+            `qkd: training state (weights + gradients + AdamW moments): ${mb(summary.state_bytes)} accounted, ${mb(summary.state_resident_bytes)} held, ` +
+              `${mb(16 * result.params)} in float32; process peak RSS ${(result.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB\n`,
+          );
+        }
+        const extra = result.recipe_summary ? { recipe: 'sat', ...result.recipe_summary } : {};
+        console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra, ...(result.interrupted ? { interrupted: true } : {}) }));
+        if (result.interrupted) throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved; continue with: qkd train --out ${o.out} --resume`);
+      } finally {
+        progress.stop();
+        interrupt.dispose();
+      }
+    });
+}

@@ -1,0 +1,51 @@
+/**
+ * Ctrl-C. Commands that can stop cleanly (train, distill, generate) ask for
+ * a graceful stop: the first Ctrl-C sets a flag the job polls at its next
+ * safe point (after a step's checkpoint, after a token); a second one exits
+ * at once. Every other command exits at once, after finishing the progress
+ * bar so the terminal is left tidy. Either way the exit code is 130, the
+ * shell convention for "ended by SIGINT".
+ */
+import { stopAllProgress } from './progress.js';
+
+export const EXIT_INTERRUPTED = 130;
+
+/** Thrown by a command that stopped early on request, after printing what it did; the CLI exits with 130. */
+export class CommandInterrupted extends Error {
+  constructor(readonly hint: string) {
+    super(hint);
+    this.name = 'CommandInterrupted';
+  }
+}
+
+function exitNow(): void {
+  stopAllProgress();
+  process.stderr.write('\nqkd: interrupted\n');
+  process.exit(EXIT_INTERRUPTED);
+}
+
+/** From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point). */
+export function exitOnInterrupt(): void {
+  if (!process.listeners('SIGINT').includes(exitNow)) process.on('SIGINT', exitNow);
+}
+
+/** A graceful stop request: `requested()` turns true at the first Ctrl-C; the second exits at once. */
+export function gracefulInterrupt(notice: string): { requested: () => boolean; dispose: () => void } {
+  let requested = false;
+  const onSigint = (): void => {
+    if (requested) return exitNow();
+    requested = true;
+    stopAllProgress();
+    process.stderr.write(`\nqkd: interrupted, ${notice} (Ctrl-C again to quit at once)\n`);
+  };
+  const hadDefault = process.listeners('SIGINT').includes(exitNow);
+  process.removeListener('SIGINT', exitNow);
+  process.on('SIGINT', onSigint);
+  return {
+    requested: () => requested,
+    dispose: () => {
+      process.removeListener('SIGINT', onSigint);
+      if (hadDefault) exitOnInterrupt();
+    },
+  };
+}

@@ -1,0 +1,139 @@
+/**
+ * Output directories, checked before any work starts: a command that would
+ * fail at its first write after minutes of computing fails at once instead,
+ * with one error that names the path and what is wrong with it.
+ *
+ * Directories are created one level at a time (never `mkdir -p`): Node's
+ * recursive mkdir loops forever on some kernel file systems (/proc), and its
+ * raw EPERM / ENOTDIR / EEXIST errors do not say which part of the path is
+ * at fault.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { QkdError } from '../errors.js';
+
+function describeFsError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'ENOSPC':
+      return 'no space left on the device';
+    case 'ENOENT':
+      return 'the file system does not allow creating it';
+    default:
+      return (err as Error).message;
+  }
+}
+
+/**
+ * Makes sure `path` is a directory qkd can write to, creating it (and
+ * missing parents) when needed. `flag` names the option the path came from.
+ */
+export function ensureWritableDirectory(path: string, flag = '--out'): void {
+  const absolute = resolve(path);
+  const missing: string[] = [];
+  let existing = absolute;
+  while (!existsSync(existing)) {
+    missing.unshift(existing);
+    const parent = dirname(existing);
+    if (parent === existing) break;
+    existing = parent;
+  }
+  let stat;
+  try {
+    stat = statSync(existing);
+  } catch (err) {
+    throw new QkdError('IO', `cannot use ${flag} ${path}: ${describeFsError(err)}`, { path: existing, field: flag });
+  }
+  if (!stat.isDirectory()) {
+    const what = existing === absolute ? `${flag} ${path} exists and is a file, not a directory` : `cannot create ${flag} ${path}: ${existing} is a file, not a directory`;
+    throw new QkdError('IO', what, { path: existing, field: flag, hint: 'a directory path' });
+  }
+  for (const dir of missing) {
+    try {
+      mkdirSync(dir);
+    } catch (err) {
+      throw new QkdError('IO', `cannot create ${flag} ${path}: ${describeFsError(err)} (at ${dir})`, { path: dir, field: flag, hint: 'a directory you can write to' });
+    }
+  }
+  // Permission bits do not tell (root, read-only mounts, /proc): try a write.
+  const probe = join(absolute, `.qkd-write-test-${process.pid}`);
+  try {
+    writeFileSync(probe, '');
+  } catch (err) {
+    throw new QkdError('IO', `cannot write into ${flag} ${path}: ${describeFsError(err)}`, { path: absolute, field: flag, hint: 'a directory you can write to' });
+  }
+  rmSync(probe, { force: true });
+}
+
+/**
+ * Checks an output directory that a command fills with files of its own: it
+ * must be writable and empty, unless `force` allows replacing what is there.
+ */
+export function prepareOutputDirectory(path: string, options: { force?: boolean; flag?: string } = {}): void {
+  const flag = options.flag ?? '--out';
+  ensureWritableDirectory(path, flag);
+  const used = readdirSync(path).filter((name) => !name.startsWith('.qkd-write-test-'));
+  if (used.length > 0 && !options.force) {
+    throw new QkdError('IO', `${flag} ${path} is not empty (${listSome(used)}); refusing to overwrite it`, { path, field: flag, hint: '--force to replace the files qkd writes there, or a new directory' });
+  }
+}
+
+function listSome(names: string[]): string {
+  return `${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}`;
+}
+
+/** A reusable cache in a run directory that does not make it "used" (validated before each use). */
+const REUSABLE = new Set(['soft-targets.bin']);
+
+/** Files and directories a run writes; `--force` removes these before a new run starts. */
+const RUN_ENTRIES = /^(latest\.json|checkpoint-\d+|metrics\.jsonl|model\.safetensors|config\.json|tokenizer\.json|trainer_state\.json|quantized|sakd-report\.json|sakd-teacher\.html|sakd-student\.html)$/;
+
+export interface RunDirectoryOptions {
+  /** Continue the run in the directory (it must hold one). */
+  resume?: boolean;
+  /** Start a new run even though the directory is not empty (the old run's files are removed). */
+  force?: boolean;
+  /** The option the path came from, for messages. */
+  flag?: string;
+}
+
+/**
+ * Checks the output directory of a training or distillation run before any
+ * work: writable, and either empty (a new run), holding a run (--resume), or
+ * explicitly reused (--force). A finished run is never replaced silently.
+ */
+export function prepareRunDirectory(path: string, options: RunDirectoryOptions = {}): void {
+  const flag = options.flag ?? '--out';
+  ensureWritableDirectory(path, flag);
+  const latest = join(path, 'latest.json');
+  if (options.resume) {
+    if (!existsSync(latest)) throw new QkdError('IO', `nothing to resume: ${path} holds no checkpoint (latest.json)`, { path: latest, hint: 'the --out directory of an earlier qkd train / qkd distill run' });
+    return;
+  }
+  const used = readdirSync(path).filter((name) => !REUSABLE.has(name) && !name.startsWith('.qkd-write-test-'));
+  if (used.length === 0) return;
+  if (!options.force) {
+    const what = existsSync(latest) ? 'holds a run' : `is not empty (${listSome(used)})`;
+    throw new QkdError('IO', `${flag} ${path} ${what}; refusing to overwrite it`, { path, field: flag, hint: '--resume to continue that run, --force to replace it, or a new directory' });
+  }
+  // latest.json first: from here on the directory no longer looks resumable.
+  rmSync(latest, { force: true });
+  for (const name of used) if (RUN_ENTRIES.test(name)) rmSync(join(path, name), { recursive: true, force: true });
+}
+
+/**
+ * Checks, before any work, that a file can be written at `path`: its
+ * directory exists (or is created) and is writable, and `path` is not a
+ * directory.
+ */
+export function ensureWritableFile(path: string, flag: string): void {
+  ensureWritableDirectory(dirname(resolve(path)), flag);
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    throw new QkdError('IO', `${flag} ${path} is a directory, not a file`, { path, field: flag, hint: 'a file path' });
+  }
+}
