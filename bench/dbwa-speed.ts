@@ -25,7 +25,7 @@ const configs = {
 const best: Record<string, number> = { fp32: 0, dbwa: 0 };
 for (let round = 0; round < 2; round++) {
   for (const [name, config] of Object.entries(configs)) {
-    const r = await train({ text, outDir: join(dir, `${name}-${round}`), config });
+    const r = await train({ text, outDir: join(dir, `${name}-${round}`), config, force: true }); // scratch runs
     best[name] = Math.max(best[name]!, r.tokens_per_s);
     console.log(`${name} (round ${round + 1}): ${Math.round(r.tokens_per_s)} tokens/s, val_loss ${r.val_loss.toFixed(4)}`);
   }

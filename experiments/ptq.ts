@@ -60,6 +60,7 @@ async function teacherDir(): Promise<string> {
       text: loadDefaultCorpus(),
       outDir: dir,
       config,
+      force: true, // no latest.json: an unfinished run, nothing worth keeping
       onStep: (p) => {
         if (p.step - last >= config.steps / 10 || p.step === p.steps) {
           last = p.step;

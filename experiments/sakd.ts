@@ -61,11 +61,11 @@ function pretrain(name: string, sat: Record<string, unknown> | null): PretrainRe
   }
   const preset = PRESETS[budget.preset]!;
   const config = { ...preset, seed, steps: budget.pretrainSteps, checkpoint_every: budget.pretrainSteps, eval_every: budget.pretrainSteps, ...(sat ? { recipe: 'sat', sat } : {}) };
-  mkdirSync(dir, { recursive: true });
-  const yamlPath = join(dir, 'config.yaml');
+  mkdirSync(root, { recursive: true });
+  const yamlPath = join(root, `${name}.yaml`);
   writeFileSync(yamlPath, toYaml(config));
   log(`training ${name} (${sat ? 'sat' : 'standard'}, ${budget.pretrainSteps} steps)`);
-  const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--out', dir, '--config', yamlPath, '--data', data], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, ['bin/qkd.js', 'train', '--out', dir, '--config', yamlPath, '--data', data, '--force'], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`qkd train ${name} failed:\n${r.stderr}`);
   for (const line of r.stderr.split('\n')) if (line.startsWith('qkd: ')) log(`  ${name}: ${line.slice(5)}`);
   const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { peak_rss_bytes?: number; state_bytes?: number; state_resident_bytes?: number };
@@ -92,7 +92,8 @@ async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string,
     distillation,
   };
   log(`training ${name} (${recipe}, ${budget.distillSteps} steps)`);
-  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), onNote: (n) => log(`  ${name}: ${n}`) });
+  // force: a student without quantized/ is unfinished; it starts over as before.
+  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), force: true, onNote: (n) => log(`  ${name}: ${n}`) });
   return dir;
 }
 

@@ -26,7 +26,7 @@ function terminalWidth(): number {
   return process.stderr.columns || 80;
 }
 
-function formatSeconds(s: number): string {
+export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '--';
   if (s < 60) return `${Math.round(s)}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
@@ -37,14 +37,17 @@ function formatSeconds(s: number): string {
  * Seconds left, from the rate since this bar started (not since 0, so a
  * resumed run's ETA is right). Infinity until one unit is done.
  */
-function etaSeconds(startValue: number, value: number, total: number, elapsed: number): number {
+export function etaSeconds(startValue: number, value: number, total: number, elapsed: number): number {
   const done = value - startValue;
   return done > 0 ? (elapsed / done) * (total - value) : Infinity;
 }
 
-/** `label [bar] value/total | fields` fitted to the terminal: the bar shrinks, then fields drop from the end. */
-function fitLine(label: string, value: number, total: number, fields: string[]): string {
-  const width = terminalWidth() - 1;
+/**
+ * `label [bar] value/total | fields` fitted to `width` columns (default: the
+ * terminal's, less one so the cursor never wraps): the bar shrinks, then
+ * fields drop from the end.
+ */
+export function fitLine(label: string, value: number, total: number, fields: string[], width = terminalWidth() - 1): string {
   const counter = `${value}/${total}`;
   const shown = [...fields];
   for (;;) {

@@ -24,14 +24,13 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { loadModelAny, modelDirectory } from '../models/load-any.js';
+import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
 import { LlamaModel } from '../models/llama.js';
 import { llamaConfig, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
 import { quantizeLlama } from '../models/quantize-model.js';
 import { saveQuantizedLlama } from '../models/quantized-io.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
-import { loadTokenizer } from '../data/tokenizer-io.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
@@ -120,14 +119,16 @@ export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConf
   return llamaConfig({ ...base, ...shape } as LlamaConfig & Record<string, unknown>);
 }
 
-function teacherTokenizer(path: string | LlamaModel, given: Tokenizer | undefined, vocab: number): Tokenizer {
-  if (given) return given;
-  if (typeof path === 'string') {
-    const file = join(modelDirectory(path), 'tokenizer.json');
-    if (existsSync(file)) return loadTokenizer(file);
+function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {
+  if (given) {
+    if (given.vocabSize !== teacher.config.vocab_size) {
+      throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: 'the student uses the teacher tokenizer; cross-tokenizer distillation is not supported' });
+    }
+    return given;
   }
-  if (vocab === 256) return new ByteTokenizer();
-  throw new QkdError('IO', `the teacher has a ${vocab}-token vocabulary but no tokenizer.json next to it`, { path: typeof path === 'string' ? path : undefined, hint: 'a tokenizer.json in the teacher directory' });
+  if (typeof path === 'string') return loadModelTokenizer(teacher, path);
+  if (teacher.config.vocab_size === 256) return new ByteTokenizer();
+  throw new QkdError('ARGUMENT', `a teacher given in memory with a ${teacher.config.vocab_size}-token vocabulary needs its tokenizer`, { field: 'tokenizer' });
 }
 
 /** Decoder-layer index in a module name ('model.layers.3.mlp' → 3). */
@@ -445,10 +446,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     // Nothing may change, not even training.steps: the phase schedule (warm-up, joint, fine-tune) is laid out over them.
     if (saved) refuseConfigChanges(saved, c, [], 'the given distillation config');
   }
-  const tokenizer = teacherTokenizer(options.teacher, options.tokenizer, teacher.config.vocab_size);
-  if (tokenizer.vocabSize !== teacher.config.vocab_size) {
-    throw new QkdError('CONFIG', `the teacher's tokenizer has ${tokenizer.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: 'the student uses the teacher tokenizer; cross-tokenizer distillation is not supported' });
-  }
+  const tokenizer = teacherTokenizer(options.teacher, teacher, options.tokenizer);
   const shape = studentConfig(teacher.config, c);
   const recipe = new DistillRecipe(c, teacher, shape);
 

@@ -1,0 +1,348 @@
+// Bad input never hangs, crashes or loses a run, and a finished command says
+// what it did: one test per defect of the issue, then a matrix that runs
+// every command with bad flags and paths and asserts a one-line qkd error,
+// exit code 1, no stack trace and no hang.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadDefaultCorpus } from '../../src/data/corpus.js';
+import { trainBpe } from '../../src/data/bpe.js';
+import { createLlama } from '../../src/models/llama.js';
+import { generate, sampleToken } from '../../src/models/generate.js';
+import { parseDistillConfig, resolveDistillConfig } from '../../src/train/distill-config.js';
+import { loadTrainConfig } from '../../src/train/config.js';
+import { distill } from '../../src/train/distill.js';
+import { QkdError } from '../../src/errors.js';
+import { Rng } from '../../src/tensor/index.js';
+import { etaSeconds, fitLine } from '../../src/cli/progress.js';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+function qkd(args: string[], env: Record<string, string> = {}, timeout = 60_000): Run {
+  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, timedOut: (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT' };
+}
+
+const lastJson = (r: Run) => JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+
+/** A user error: exit 1, one `qkd: error:` line naming what is wrong, and never a stack trace. */
+function assertUserError(r: Run, pattern: RegExp, what: string): void {
+  assert.equal(r.timedOut, false, `${what}: hung`);
+  assert.equal(r.code, 1, `${what}: exit ${r.code}, stderr ${r.stderr}`);
+  assert.match(r.stderr, /^qkd: error: /m, `${what}: ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /\n\s+at [^\n]*:\d+:\d+/, `${what}: stack trace in ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /internal error/, what);
+  assert.match(r.stderr, pattern, what);
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'qkd-bad-'));
+const corpus = join(dir, 'corpus.txt');
+writeFileSync(corpus, loadDefaultCorpus().slice(0, 120_000));
+const other = join(dir, 'other.txt');
+writeFileSync(other, loadDefaultCorpus().slice(200_000, 320_000));
+const run = join(dir, 'run');
+const trained = qkd(['train', '--out', run, '--data', corpus, '--steps', '12']);
+
+describe('a run on disk is never lost', () => {
+  it('trains the fixture run', () => assert.equal(trained.code, 0, trained.stderr));
+
+  it('refuses --out holding a run without --resume or --force, and keeps the checkpoint', () => {
+    const before = readFileSync(join(run, 'latest.json'), 'utf8');
+    assertUserError(qkd(['train', '--out', run, '--data', corpus, '--steps', '3']), /--out .*run holds a run; refusing to overwrite it.*--resume.*--force/, 'train over a run');
+    assert.equal(readFileSync(join(run, 'latest.json'), 'utf8'), before);
+    assert.ok(existsSync(join(run, 'checkpoint-12')));
+    const stranger = join(dir, 'stranger');
+    mkdirSync(stranger);
+    writeFileSync(join(stranger, 'notes.txt'), 'mine');
+    assertUserError(qkd(['train', '--out', stranger, '--data', corpus, '--steps', '3']), /is not empty \(notes\.txt\)/, 'train into a non-empty directory');
+    assertUserError(qkd(['train', '--out', run, '--resume', '--force']), /give one of them/, '--resume with --force');
+  });
+
+  it('--force replaces the run (and only the run files)', () => {
+    const again = join(dir, 'again');
+    assert.equal(qkd(['train', '--out', again, '--data', corpus, '--steps', '6']).code, 0);
+    writeFileSync(join(again, 'notes.txt'), 'mine');
+    const r = qkd(['train', '--out', again, '--data', corpus, '--steps', '4', '--force']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(again, 'latest.json'), 'utf8')).step, 4);
+    assert.deepEqual(readdirSync(again).filter((n) => n.startsWith('checkpoint-')), ['checkpoint-4']);
+    assert.equal(readFileSync(join(again, 'notes.txt'), 'utf8'), 'mine');
+  });
+
+  it('--resume keeps the checkpoint settings: contradictions are refused by name, more steps are stated', () => {
+    assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--preset', 'small', '--steps', '20']), /settings differ from the run's checkpoint: model\.hidden_size \(checkpoint 64, given 128\)/, '--preset on resume');
+    assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--seed', '5', '--steps', '20']), /seed \(checkpoint 1337, given 5\)/, '--seed on resume');
+    assertUserError(qkd(['train', '--out', run, '--data', other, '--resume', '--steps', '20']), /the corpus differs from the one the run trained on/, '--data on resume');
+    assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--steps', '5']), /steps 5 is not past the checkpoint's step 12/, '--steps below');
+    assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume']), /the run is finished \(step 12 of 12\)/, 'nothing left');
+    const resumed = join(dir, 'resumed');
+    assert.equal(qkd(['train', '--out', resumed, '--data', corpus, '--steps', '6']).code, 0);
+    const r = qkd(['train', '--out', resumed, '--data', corpus, '--resume', '--steps', '8']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /qkd: steps overridden: 6 → 8/);
+    assert.match(r.stderr, /qkd: resuming from .*resumed\/checkpoint-6 \(step 6 of 8\)/);
+    assert.equal(lastJson(r).steps, 8);
+    assert.ok((lastJson(r).tokens_per_s as number) > 0);
+  });
+
+  it('a corpus too small for one validation batch fails before training, with nothing written', () => {
+    const small = join(dir, 'small.txt');
+    writeFileSync(small, loadDefaultCorpus().slice(0, 3000));
+    const out = join(dir, 'small-run');
+    assertUserError(qkd(['train', '--out', out, '--data', small, '--steps', '50']), /held-out split \(validation_fraction 0\.1\) has \d+ tokens, fewer than one validation batch of 8×64\+1 = 513/, 'small corpus');
+    assert.deepEqual(readdirSync(out), []);
+  });
+
+  it('an interrupted distillation writes no quantized/ student', async () => {
+    let steps = 0;
+    const out = join(dir, 'distill-stopped');
+    const config = parseDistillConfig({ recipe: 'kd-qat', training: { steps: 30, batch_size: 2, seq_len: 16, eval_every: 10, checkpoint_every: 10 } });
+    const r = await distill({ teacher: run, text: readFileSync(corpus, 'utf8'), outDir: out, config, onStep: () => steps++, shouldStop: () => steps >= 4 });
+    assert.equal(r.interrupted, true);
+    assert.equal(r.quantized_dir, '');
+    assert.equal(existsSync(join(out, 'quantized')), false);
+    assert.ok(existsSync(join(out, 'latest.json')), 'the checkpoint to resume from is there');
+  });
+});
+
+describe('numbers and environment variables are parsed strictly', () => {
+  it('names the flag and what it takes', () => {
+    assertUserError(qkd(['quantize', run, '--out', join(dir, 'q-abc'), '--budget', 'abc']), /--budget takes a number > 0 and ≤ 16, got 'abc'/, 'quantize --budget abc');
+    assertUserError(qkd(['audit', run, '--budget', 'abc']), /--budget takes a number > 0 and ≤ 16, got 'abc'/, 'audit --budget abc');
+    assertUserError(qkd(['generate', '--model', run, '--top-p', '0.9x']), /--top-p takes a number > 0 and ≤ 1, got '0\.9x'/, 'generate --top-p');
+    assertUserError(qkd(['eval', '--model', run, '--seq-len', '']), /--seq-len takes a positive whole number, got ''/, 'empty --seq-len');
+    assert.equal(existsSync(join(dir, 'q-abc')), false, 'nothing created for a refused command');
+  });
+
+  it('refuses QKD_THREADS and QKD_ISA values the addon would silently ignore', () => {
+    assertUserError(qkd(['info'], { QKD_THREADS: 'abc' }), /QKD_THREADS='abc' is not a thread count.*1 to 1024/, 'QKD_THREADS=abc');
+    assertUserError(qkd(['info'], { QKD_THREADS: '0' }), /QKD_THREADS='0'/, 'QKD_THREADS=0');
+    assertUserError(qkd(['info'], { QKD_ISA: 'avx9' }), /QKD_ISA='avx9' is not an instruction-set path.*portable, avx2, avx512/, 'QKD_ISA=avx9');
+    const ok = qkd(['info'], { QKD_THREADS: '1', QKD_ISA: 'avx2' });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((lastJson(ok).native as { threads: number }).threads, 1);
+  });
+});
+
+describe('output paths are checked before any work', () => {
+  it('never hangs on /proc and names what is wrong with /sys, a path under a file, and a file', () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    const cases: [string, RegExp][] = [
+      ['/proc/qkd-x', /cannot create --out \/proc\/qkd-x: the file system does not allow creating it/],
+      ['/sys/qkd-x', /cannot create --out \/sys\/qkd-x: (permission denied|the file system does not allow)/],
+      [join(file, 'sub'), /a-file is a file, not a directory/],
+      [file, /--out .*a-file exists and is a file, not a directory/],
+    ];
+    for (const [out, pattern] of cases) {
+      assertUserError(qkd(['quantize', run, '--out', out], {}, 20_000), pattern, `quantize --out ${out}`);
+      assertUserError(qkd(['train', '--out', out, '--data', corpus, '--steps', '2'], {}, 20_000), pattern, `train --out ${out}`);
+      assertUserError(qkd(['distill', '--teacher', run, '--out', out, '--steps', '2'], {}, 20_000), pattern, `distill --out ${out}`);
+    }
+    assertUserError(qkd(['audit', run, '--html', join(file, 'r.html')], {}, 20_000), /a-file .*is a file, not a directory/, 'audit --html under a file');
+  });
+
+  it('quantize refuses a packed checkpoint as input and its own model directory as output', () => {
+    const q = join(dir, 'q4');
+    const r = qkd(['quantize', run, '--out', q]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /rtn, 4-bit \(default\): /, 'the default width is stated');
+    assertUserError(qkd(['quantize', q, '--out', join(dir, 'q4-again')]), /this model is already quantized \(4\.\d+ bits per weight\).*the float model it was made from/, 'packed input');
+    assertUserError(qkd(['quantize', run, '--out', run]), /the output directory is the model's own directory/, 'quantize into the model');
+    assertUserError(qkd(['quantize', run, '--out', q]), /is not empty .*--force/, 'quantize over an output');
+  });
+});
+
+describe('models and tokenizers are checked against each other', () => {
+  it('eval scores the held-out tail by default, the whole file on request, and validates --seq-len', () => {
+    const held = qkd(['eval', '--model', run, '--data', corpus]);
+    const whole = qkd(['eval', '--model', run, '--data', corpus, '--whole-file']);
+    assert.equal(held.code, 0, held.stderr);
+    assert.equal(lastJson(held).split, 'validation');
+    assert.equal(lastJson(whole).split, 'all');
+    // The held-out tail is the last 10% of the bytes (byte tokens, windows of 64).
+    const ratio = (lastJson(held).tokens as number) / (lastJson(whole).tokens as number);
+    assert.ok(ratio > 0.09 && ratio < 0.11, `held-out share ${ratio}`);
+    assertUserError(qkd(['eval', '--model', run, '--seq-len', '100000']), /sequence length 100000 is outside the model's context.*1 to 64/, 'eval --seq-len 100000');
+  });
+
+  it('loads a .safetensors file by content, never as llama2.c', () => {
+    const r = qkd(['eval', '--model', join(run, 'model.safetensors'), '--data', corpus]);
+    assert.equal(r.code, 0, r.stderr);
+    assertUserError(qkd(['generate', '--model', join(run, 'checkpoint-12', 'optimizer.safetensors')]), /holds tensors but no model configuration/, 'a foreign safetensors file');
+    const junk = join(dir, 'junk.bin');
+    writeFileSync(junk, Buffer.alloc(10));
+    assertUserError(qkd(['eval', '--model', junk]), /llama2\.c checkpoint|not a model file/, 'junk');
+  });
+
+  it('refuses a tokenizer whose vocabulary does not match the model', () => {
+    const tok = join(dir, 'bpe.json');
+    writeFileSync(tok, JSON.stringify(trainBpe(readFileSync(corpus, 'utf8'), 600).toTokenizerJson()));
+    assertUserError(qkd(['generate', '--model', run, '--tokenizer', tok, '--steps', '3']), /the tokenizer has 600 tokens but the model's vocabulary has 256/, 'generate with a foreign tokenizer');
+    assertUserError(qkd(['eval', '--model', run, '--tokenizer', tok]), /has 600 tokens/, 'eval with a foreign tokenizer');
+  });
+});
+
+describe('generation', () => {
+  it('streams tokens, and Ctrl-C keeps what was printed and exits 130', async () => {
+    const child = spawn(process.execPath, ['bin/qkd.js', 'generate', '--model', run, '--steps', '1000000000', '--ids'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    for (let i = 0; i < 1500 && stdout.split(' ').length < 20; i++) await sleep(20);
+    assert.ok(stdout.split(' ').length >= 20, 'tokens arrive before the end');
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 130);
+    assert.match(stdout, /^\d+( \d+)+\n$/);
+    assert.match(stderr, /qkd: interrupted: stopped after \d+ tokens/);
+  });
+
+  it('stops at the end-of-sequence token, and top-k restricts the candidates', () => {
+    const model = createLlama({ vocab_size: 32, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 16 }, 9);
+    const greedy = generate(model, Int32Array.of(1), { steps: 6, temperature: 0 });
+    const stopped = generate(model, Int32Array.of(1), { steps: 6, temperature: 0, eosId: greedy[2]! });
+    assert.deepEqual(Array.from(stopped), Array.from(greedy.subarray(0, greedy.indexOf(greedy[2]!) + 1)));
+    const logits = Float32Array.from({ length: 32 }, (_, i) => (i === 7 ? 3 : i === 11 ? 2.5 : 0));
+    const rng = new Rng(1);
+    const seen = new Set<number>();
+    for (let i = 0; i < 200; i++) seen.add(sampleToken(logits, 1, 1, rng, 2));
+    assert.deepEqual([...seen].sort((a, b) => a - b), [7, 11]);
+    assert.equal(sampleToken(logits, 1, 1, rng, 1), 7);
+  });
+});
+
+describe('defaults that work', () => {
+  it('distill follows a short teacher context, and --seq-len beyond it names the limit', () => {
+    const config = parseDistillConfig({});
+    assert.equal(resolveDistillConfig(config, 64).training.seq_len, 64);
+    assert.equal(resolveDistillConfig(config, 4096).training.seq_len, 128);
+    assert.throws(() => resolveDistillConfig(parseDistillConfig({ training: { seq_len: 100 } }), 64), /training\.seq_len 100 exceeds the teacher's context \(max_position_embeddings 64\)/);
+    assertUserError(qkd(['distill', '--teacher', run, '--out', join(dir, 'd-long'), '--seq-len', '100']), /seq_len 100 exceeds the teacher's context/, 'distill --seq-len 100');
+    const r = qkd(['distill', '--teacher', run, '--out', join(dir, 'd-default'), '--data', corpus, '--steps', '3', '--batch-size', '2']);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  it('a partial training YAML takes the preset for what it leaves out; an unknown key is named first', () => {
+    const partial = join(dir, 'partial.yaml');
+    writeFileSync(partial, 'steps: 7\nlr: 0.001\n');
+    const c = loadTrainConfig(partial);
+    assert.equal(c.steps, 7);
+    assert.equal(c.batch_size, 8);
+    assert.equal(c.model.hidden_size, 64);
+    assert.equal(loadTrainConfig(partial, 'small').model.hidden_size, 128);
+    const typo = join(dir, 'typo.yaml');
+    writeFileSync(typo, 'stepz: 7\n');
+    assert.throws(() => loadTrainConfig(typo), (e: unknown) => e instanceof QkdError && /Unrecognized key\(s\) in object: 'stepz'/.test(e.message));
+    const noModel = join(dir, 'nomodel.yaml');
+    writeFileSync(noModel, 'model: { hidden_size: 32 }\nbogus: 1\n');
+    assert.throws(() => loadTrainConfig(noModel), /'bogus'/);
+    assertUserError(qkd(['distill', '--teacher', run, '--out', join(dir, 'd-typo'), '--config', typo]), /Unrecognized key\(s\) in object: 'stepz'/, 'distill config typo');
+  });
+});
+
+/** Runs a shell command on a pseudo-terminal of 80 columns (util-linux `script`), or null without one. */
+function onTerminal(command: string): string | null {
+  if (spawnSync('script', ['--version'], { encoding: 'utf8' }).status !== 0) return null;
+  const r = spawnSync('script', ['-qfec', `stty cols 80 rows 24; ${command}`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+  return r.stdout.replace(/\r/g, '');
+}
+
+describe('progress output', () => {
+  it('on a terminal, bars fit 80 columns and never overwrite the result line', (t) => {
+    const out = join(dir, 'q-tty');
+    const raw = onTerminal(`${process.execPath} bin/qkd.js quantize ${run} --out ${out} --method gptq`);
+    if (raw === null) return t.skip('util-linux script is not installed');
+    // Each redraw of a bar is the text between "go to column 1" and "clear to end of line".
+    const frames = [...raw.matchAll(/\x1b\[1G(.*?)\x1b\[0K/g)].map((m) => m[1]!);
+    assert.ok(frames.some((f) => /^profile .* 21\/21/.test(f)) && frames.some((f) => /^gptq .* 16\/16 .*M params\/s/.test(f)), `bars reach their totals: ${frames.slice(-2).join(' / ')}`);
+    for (const f of frames) assert.ok([...f].length <= 79, `frame of ${[...f].length} columns: ${f}`);
+    assert.doesNotMatch(raw, /0\.0M params\/s/);
+    assert.match(raw, /\ngptq, 4-bit \(default\): 16 weights/, 'the summary starts its own line');
+  });
+
+
+  it('fits the terminal width and gives an ETA from the first step', () => {
+    for (const width of [40, 79, 120]) {
+      const line = fitLine('train', 1, 300, ['loss 5.1234', 'ETA 2m10s', 'val 4.9000', '12345 tok/s'], width);
+      assert.ok(line.length <= width, `${line.length} > ${width}: ${line}`);
+      assert.match(line, /1\/300/);
+    }
+    assert.match(fitLine('train', 1, 300, ['loss 5.1234', 'ETA 2m10s'], 79), /ETA 2m10s/);
+    assert.equal(etaSeconds(0, 1, 300, 0.5), 149.5);
+    assert.equal(etaSeconds(120, 121, 300, 2), 358, 'a resumed run counts from its resume step');
+    assert.equal(etaSeconds(5, 5, 300, 0.1), Infinity);
+  });
+});
+
+/** Every command with bad flags and paths: a named error, exit 1, no stack trace, no hang. */
+describe('fuzz: every command with bad flags and paths', () => {
+  const missing = join(dir, 'does-not-exist');
+  const file = join(dir, 'plain.txt');
+  writeFileSync(file, 'not a model');
+  const cases: string[][] = [
+    ['train', '--out', run, '--steps', '-1'],
+    ['train', '--out', run, '--steps', '1.5'],
+    ['train', '--out', run, '--seed', 'x'],
+    ['train', '--out', join(dir, 'f1'), '--preset', 'huge'],
+    ['train', '--out', join(dir, 'f2'), '--recipe', 'magic'],
+    ['train', '--out', join(dir, 'f3'), '--config', missing],
+    ['train', '--out', join(dir, 'f4'), '--config', file],
+    ['train', '--out', join(dir, 'f5'), '--data', missing],
+    ['train', '--out', missing, '--resume'],
+    ['train'],
+    ['eval', '--model', missing],
+    ['eval', '--model', file],
+    ['eval', '--model', run, '--data', missing],
+    ['eval', '--model', run, '--seq-len', '0'],
+    ['eval', '--model', run, '--seq-len', '1e400'],
+    ['eval', '--model', run, '--tokenizer', missing],
+    ['generate', '--model', run, '--steps', 'many'],
+    ['generate', '--model', run, '--temperature', '-1'],
+    ['generate', '--model', run, '--top-p', '0'],
+    ['generate', '--model', run, '--top-k', '-3'],
+    ['generate', '--model', missing],
+    ['distill', '--teacher', missing, '--out', join(dir, 'f6')],
+    ['distill', '--teacher', run, '--out', join(dir, 'f7'), '--bits', '5'],
+    ['distill', '--teacher', run, '--out', join(dir, 'f8'), '--temperature', '0'],
+    ['distill', '--teacher', run, '--out', join(dir, 'f9'), '--lambda', 'NaN'],
+    ['distill', '--teacher', run, '--out', join(dir, 'f10'), '--recipe', 'magic'],
+    ['distill', '--teacher', run, '--out', join(dir, 'f11'), '--batch-size', '0'],
+    ['distill', '--teacher', run, '--out', run],
+    ['audit', missing],
+    ['audit', file],
+    ['audit', run, '--bits', '1'],
+    ['audit', run, '--probes', '0'],
+    ['audit', run, '--group', '-8'],
+    ['audit', run, '--budget', 'Infinity'],
+    ['quantize', missing, '--out', join(dir, 'f12')],
+    ['quantize', run, '--out', join(dir, 'f13'), '--method', 'awq'],
+    ['quantize', run, '--out', join(dir, 'f14'), '--plan', missing],
+    ['quantize', run, '--out', join(dir, 'f15'), '--group', 'x'],
+    ['quantize', run, '--out', join(dir, 'f16'), '--calibration-batches', '0'],
+    ['demo', '--steps', '0'],
+    ['--backend', 'gpu', 'info'],
+    ['no-such-command'],
+  ];
+  it(`${cases.length} bad invocations`, () => {
+    for (const args of cases) {
+      const r = qkd(args, {}, 30_000);
+      const what = `qkd ${args.join(' ')}`;
+      assert.equal(r.timedOut, false, `${what}: hung`);
+      assert.equal(r.code, 1, `${what}: exit ${r.code}\n${r.stderr}`);
+      assert.match(r.stderr, /^qkd: error: \S/m, `${what}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /\n\s+at [^\n]*:\d+:\d+/, `${what}: stack trace\n${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /internal error/, `${what}\n${r.stderr}`);
+    }
+  });
+});
