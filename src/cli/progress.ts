@@ -8,6 +8,7 @@
  * overwritten by a bar.
  */
 import cliProgress from 'cli-progress';
+import type { StepProgress } from '../train/trainer.js';
 
 interface ActiveBar {
   finish(): void;
@@ -93,22 +94,13 @@ function terminalBar(label: string): Bar {
   return self;
 }
 
-export interface StepReport {
-  step: number;
-  steps: number;
-  loss: number;
-  lr: number;
-  tokensPerSecond: number;
-  valLoss?: number;
-}
-
 export interface Progress<T> {
   update(p: T): void;
   stop(): void;
 }
 
 /** Training steps: loss, validation loss, tokens/s and ETA. */
-export function stepProgress(label = 'train'): Progress<StepReport> {
+export function stepProgress(label = 'train'): Progress<StepProgress> {
   const started = performance.now();
   let startStep: number | null = null;
   if (process.stderr.isTTY) {

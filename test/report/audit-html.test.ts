@@ -168,6 +168,21 @@ function scripts(html: string): Array<{ tag: string; body: string }> {
 }
 
 /** /usr/bin/chromium, else chromium or chromium-browser on PATH, else null. */
+/** Runs fn with a Chromium binary and a scratch directory (removed after), or skips the test without Chromium. */
+function withChromium(t: { skip: (message: string) => void }, fn: (chromium: string, dir: string) => void): void {
+  const chromium = findChromium();
+  if (chromium === null) {
+    t.skip('chromium not installed: apt-get install chromium to run this test');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-html-'));
+  try {
+    fn(chromium, dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function findChromium(): string | null {
   if (existsSync('/usr/bin/chromium')) return '/usr/bin/chromium';
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
@@ -350,13 +365,7 @@ describe('renderAuditHtml', () => {
   });
 
   it('renders in headless Chromium', (t) => {
-    const chromium = findChromium();
-    if (chromium === null) {
-      t.skip('chromium not installed: apt-get install chromium to run this test');
-      return;
-    }
-    const dir = mkdtempSync(join(tmpdir(), 'qkd-html-'));
-    try {
+    withChromium(t, (chromium, dir) => {
       const page = join(dir, 'audit.html');
       writeFileSync(page, html);
       const common = chromiumArgs(dir);
@@ -376,19 +385,11 @@ describe('renderAuditHtml', () => {
       // A blank page compresses to a few KB; charts, heat maps and text take far more.
       assert.ok(statSync(png).size > 40_000, `screenshot too small: ${statSync(png).size} bytes`);
       if (process.env.QKD_KEEP_SCREENSHOT) writeFileSync(process.env.QKD_KEEP_SCREENSHOT, bytes);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('fits a 1280 px window and shows the legend and the guide in headless Chromium', (t) => {
-    const chromium = findChromium();
-    if (chromium === null) {
-      t.skip('chromium not installed: apt-get install chromium to run this test');
-      return;
-    }
-    const dir = mkdtempSync(join(tmpdir(), 'qkd-html-'));
-    try {
+    withChromium(t, (chromium, dir) => {
       const page = join(dir, 'wide.html');
       const wide = wideReport();
       const choices: PlanBits[] = [2, 3, 4, 8, 16];
@@ -413,8 +414,6 @@ describe('renderAuditHtml', () => {
         assert.ok(guide.includes(name), `the guide explains ${name}`);
       }
       assert.match(guide, /higher means/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });

@@ -10,8 +10,8 @@ import { PRESETS } from '../../train/config.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
 import { writeBytesAtomic } from '../../io/atomic.js';
 import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '../options.js';
-import { stepProgress } from '../progress.js';
-import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
+import { CommandInterrupted } from '../interrupt.js';
+import { trainingSession } from '../session.js';
 
 interface DistillFlags {
   teacher: string;
@@ -79,8 +79,7 @@ export function registerDistill(program: Command): void {
       if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
       const config = configFromFlags(o);
       const text = loadCorpus(o.data);
-      const progress = stepProgress('distill');
-      const interrupt = gracefulInterrupt('saving a checkpoint…');
+      const session = trainingSession('distill');
       try {
         const result = await distill({
           teacher: o.teacher,
@@ -89,14 +88,11 @@ export function registerDistill(program: Command): void {
           config,
           resume: o.resume,
           force: o.force,
-          onStep: (p) => progress.update(p),
-          shouldStop: interrupt.requested,
-          onNote: (note) => {
-            progress.stop();
-            process.stderr.write(`qkd: ${note}\n`);
-          },
+          onStep: session.onStep,
+          shouldStop: session.shouldStop,
+          onNote: session.onNote,
         });
-        progress.stop();
+        session.stopProgress();
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
         if (result.interrupted) {
           console.log(JSON.stringify(json));
@@ -112,8 +108,7 @@ export function registerDistill(program: Command): void {
         console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
         console.log(JSON.stringify(json));
       } finally {
-        progress.stop();
-        interrupt.dispose();
+        session.close();
       }
     });
 }

@@ -5,8 +5,8 @@ import { loadCorpus } from '../../data/corpus.js';
 import { loadTrainConfig, PRESETS, presetConfig, type TrainConfig } from '../../train/config.js';
 import { readResumePoint, train } from '../../train/trainer.js';
 import { choice, integer, positiveInt } from '../options.js';
-import { stepProgress } from '../progress.js';
-import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
+import { CommandInterrupted } from '../interrupt.js';
+import { trainingSession } from '../session.js';
 import { explicitly } from '../explicit.js';
 
 interface TrainFlags {
@@ -57,8 +57,7 @@ export function registerTrain(program: Command): void {
       if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
       const config = configFromFlags(cmd, o);
       const text = loadCorpus(o.data);
-      const progress = stepProgress('train');
-      const interrupt = gracefulInterrupt('saving a checkpoint…');
+      const session = trainingSession('train');
       try {
         const result = await train({
           text,
@@ -66,14 +65,11 @@ export function registerTrain(program: Command): void {
           config,
           resume: o.resume ?? false,
           force: o.force ?? false,
-          onStep: (p) => progress.update(p),
-          shouldStop: interrupt.requested,
-          onNote: (note) => {
-            progress.stop();
-            process.stderr.write(`qkd: ${note}\n`);
-          },
+          onStep: session.onStep,
+          shouldStop: session.shouldStop,
+          onNote: session.onNote,
         });
-        progress.stop();
+        session.stopProgress();
         const summary = result.recipe_summary;
         if (summary?.state_bytes !== undefined && summary.state_resident_bytes !== undefined) {
           const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
@@ -86,8 +82,7 @@ export function registerTrain(program: Command): void {
         console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra, ...(result.interrupted ? { interrupted: true } : {}) }));
         if (result.interrupted) throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved; continue with: qkd train --out ${o.out} --resume`);
       } finally {
-        progress.stop();
-        interrupt.dispose();
+        session.close();
       }
     });
 }
