@@ -14,7 +14,8 @@ export { loadDefaultCorpus, byteTokens, splitTokens, sampleBatch, sequentialBatc
 export { runDemo, DEMO_CONFIG, type DemoOptions, type DemoResult, type DemoProgress } from './train/demo.js';
 export { openSafetensors, writeSafetensors, SafetensorsFile, type SafetensorsEntry, type TensorToWrite, type TensorData } from './io/safetensors.js';
 export { writeFileAtomic, writeBytesAtomic } from './io/atomic.js';
-export { ensureWritableDirectory, ensureWritableFile, prepareOutputDirectory, prepareRunDirectory, type RunDirectoryOptions } from './io/output-dir.js';
+export { ensureWritableDirectory, ensureWritableFile, prepareOutputDirectory } from './io/output-dir.js';
+export { prepareRunDirectory, type RunDirectory, type RunDirectoryOptions } from './train/run-directory.js';
 export { saveLlama, loadLlama, llamaConfigJson } from './models/llama-io.js';
 export { loadCorpus } from './data/corpus.js';
 export { ByteTokenizer, byteToUnicode, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';

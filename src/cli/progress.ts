@@ -27,16 +27,26 @@ function terminalWidth(): number {
   return process.stderr.columns || 80;
 }
 
-export function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return '--';
-  if (s < 60) return `${Math.round(s)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '--';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** 1234567 → '1.2M', 45600 → '45.6k', 12 → '12'. */
+export function formatCount(n: number): string {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
+  return n.toFixed(0);
 }
 
 /**
- * Seconds left, from the rate since this bar started (not since 0, so a
- * resumed run's ETA is right). Infinity until one unit is done.
+ * Seconds left, from the rate since the first report (not since 0, so a
+ * resumed run's ETA is right, and set-up time before the first unit does not
+ * count). Infinity until a unit is done after the first report.
  */
 export function etaSeconds(startValue: number, value: number, total: number, elapsed: number): number {
   const done = value - startValue;
@@ -101,16 +111,15 @@ export interface Progress<T> {
 
 /** Training steps: loss, validation loss, tokens/s and ETA. */
 export function stepProgress(label = 'train'): Progress<StepProgress> {
-  const started = performance.now();
-  let startStep: number | null = null;
+  let first: { step: number; at: number } | null = null;
   if (process.stderr.isTTY) {
     const bar = terminalBar(label);
     let val = '-';
     return {
       update(p) {
-        startStep ??= p.step - 1;
+        first ??= { step: p.step, at: performance.now() };
         if (p.valLoss !== undefined) val = p.valLoss.toFixed(4);
-        const eta = etaSeconds(startStep, p.step, p.steps, (performance.now() - started) / 1000);
+        const eta = etaSeconds(first.step, p.step, p.steps, (performance.now() - first.at) / 1000);
         bar.update(p.step, p.steps, [`loss ${p.loss.toFixed(4)}`, `ETA ${formatSeconds(eta)}`, `val ${val}`, `${Math.round(p.tokensPerSecond)} tok/s`]);
       },
       stop: () => bar.finish(),
@@ -137,19 +146,22 @@ export interface CountReport {
 
 /** Counting work (tensors): rate, parameters/s when known, ETA. */
 export function countProgress(label: string, unit: string): Progress<CountReport> {
-  const started = performance.now();
+  // Rates count from the first report, so time spent before the work starts (loading, another phase) is not in them.
+  let first: { report: CountReport; at: number } | null = null;
   const rates = (p: CountReport) => {
-    const s = Math.max(1e-9, (performance.now() - started) / 1000);
-    const fields = [`${(p.done / s).toFixed(1)} ${unit}/s`];
-    if (p.params > 0) fields.push(`${(p.params / s / 1e6).toFixed(1)}M params/s`);
-    return { s, fields };
+    first ??= { report: p, at: performance.now() };
+    const s = (performance.now() - first.at) / 1000;
+    const done = p.done - first.report.done;
+    const fields = s > 0 && done > 0 ? [`${(done / s).toFixed(1)} ${unit}/s`] : [];
+    if (s > 0 && p.params > first.report.params) fields.push(`${formatCount((p.params - first.report.params) / s)} params/s`);
+    return { s, fields, eta: etaSeconds(first.report.done, p.done, p.total, s) };
   };
   if (process.stderr.isTTY) {
     const bar = terminalBar(label);
     return {
       update(p) {
-        const { s, fields } = rates(p);
-        bar.update(p.done, p.total, [`ETA ${formatSeconds(etaSeconds(0, p.done, p.total, s))}`, ...fields]);
+        const { fields, eta } = rates(p);
+        bar.update(p.done, p.total, [`ETA ${formatSeconds(eta)}`, ...fields]);
       },
       stop: () => bar.finish(),
     };
@@ -160,8 +172,8 @@ export function countProgress(label: string, unit: string): Progress<CountReport
       const tenth = Math.floor((10 * p.done) / Math.max(1, p.total));
       if (tenth === lastTenth && p.done !== p.total) return;
       lastTenth = tenth;
-      const { s, fields } = rates(p);
-      console.error(`${label} ${p.done}/${p.total} ${unit}, ${fields.join(', ')}, ETA ${formatSeconds(etaSeconds(0, p.done, p.total, s))}`);
+      const { fields, eta } = rates(p);
+      console.error([`${label} ${p.done}/${p.total} ${unit}`, ...fields, `ETA ${formatSeconds(eta)}`].join(', '));
     },
     stop() {},
   };

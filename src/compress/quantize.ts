@@ -4,8 +4,8 @@
  * a user's plan file), quantize with RTN or GPTQ, and write a packed
  * checkpoint that `qkd eval` loads.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -65,6 +65,25 @@ function calibrationTokens(modelPath: string, data: string): Int32Array {
   return data === 'default' ? splitTokens(ids).train : ids;
 }
 
+/**
+ * The packed model must not land on the float model or inside a training
+ * run (a checkpoint directory or a run directory), whatever the spelling of
+ * the paths (symlinks, `..`).
+ */
+function refuseOutputOverModel(modelPath: string, out: string): void {
+  const real = (p: string): string => (existsSync(p) ? realpathSync(p) : resolve(p));
+  const target = real(out);
+  if (existsSync(modelPath) && real(modelDirectory(modelPath)) === target) {
+    throw new QkdError('ARGUMENT', "the output directory is the model's own directory; quantizing there would overwrite the float model", { path: out, field: '--out', hint: 'another directory' });
+  }
+  for (let dir = target; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'latest.json')) || existsSync(join(dir, 'trainer_state.json'))) {
+      throw new QkdError('ARGUMENT', `the output directory lies in a training run (${dir}); writing there would corrupt its checkpoints`, { path: out, field: '--out', hint: 'a directory outside the run' });
+    }
+    if (dirname(dir) === dir) break;
+  }
+}
+
 /** A packed checkpoint (qkd quantize's output) cannot be quantized again: say so, in the user's terms. */
 function refusePackedInput(modelPath: string): void {
   let configPath: string;
@@ -93,9 +112,7 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     throw new QkdError('ARGUMENT', 'give either a uniform width (bits) or a budget (average bits), not both', { field: 'bits/budget' });
   }
   refusePackedInput(modelPath);
-  if (resolve(modelDirectory(modelPath)) === resolve(options.out)) {
-    throw new QkdError('ARGUMENT', 'the output directory is the model\'s own directory; quantizing there would overwrite the float model', { path: options.out, field: '--out', hint: 'another directory' });
-  }
+  refuseOutputOverModel(modelPath, options.out);
   let overrides: Record<string, PlanBits> | undefined;
   // Load first: a model qkd cannot run (e.g. GGUF) fails before the profile pass.
   const model: LlamaModel = loadModelAny(modelPath);

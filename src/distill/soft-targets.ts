@@ -18,7 +18,7 @@
  *    28  id_bytes     u32      2 (u16 ids) when V ≤ 65535, else 4 (u32)
  *    32  temperature  f32      the τ the cache was made for (a note: the data is at τ = 1)
  *    36  tokens_hash  u32      FNV-1a of the W·N + 1 covered tokens (as u32 LE), to catch reuse on other data
- *    40  reserved     8 bytes  zero
+ *    40  teacher      8 bytes  the first 8 bytes of the teacher's fingerprint (zero: unknown), to catch reuse with another teacher
  *   then W windows of N·(k·id_bytes + 2k + 2) bytes, each planar:
  *     ids       [N, k]  u16/u32  the teacher's top-k ids, by descending probability
  *     logp      [N, k]  f16      log p_T(id) at τ = 1 (full-vocabulary softmax)
@@ -61,6 +61,8 @@ export interface SoftTargetCacheHeader {
   /** The KD temperature the cache was made for (the stored data is at τ = 1). */
   temperature: number;
   tokensHash: number;
+  /** 16 hex digits identifying the teacher ('0000000000000000': not recorded). */
+  teacher: string;
 }
 
 export interface SoftTargetCache extends SoftTargetCacheHeader {
@@ -76,6 +78,8 @@ export interface SoftTargetCacheOptions {
   topK: number;
   seqLen: number;
   V: number;
+  /** The teacher's fingerprint (hex; its first 16 digits are recorded). */
+  teacher?: string;
   /** Recorded in the header as the intended KD temperature (default 1). */
   temperature?: number;
 }
@@ -219,7 +223,7 @@ export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptio
   if (!(temperature > 0) || !Number.isFinite(temperature)) throw new QkdError('ARGUMENT', `soft-target cache: temperature ${temperature} is invalid`, { field: 'temperature', hint: 'a positive number' });
   const count = softTargetWindowCount(tokens.length, seqLen);
   if (count === 0) throw new QkdError('ARGUMENT', `soft-target cache: ${tokens.length} tokens hold no window of ${seqLen} + 1`, { field: 'tokens' });
-  const header: SoftTargetCacheHeader = { version: VERSION, V, k, seqLen, count, temperature, tokensHash: tokensHash(tokens, count * seqLen + 1) };
+  const header: SoftTargetCacheHeader = { version: VERSION, V, k, seqLen, count, temperature, tokensHash: tokensHash(tokens, count * seqLen + 1), teacher: teacherTag(options.teacher) };
   writeFileAtomic(path, (fd) => {
     writeAll(fd, encodeHeader(header));
     for (let w = 0; w < count; w++) {
@@ -234,6 +238,13 @@ export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptio
 }
 
 /** FNV-1a (32-bit) over the first n tokens, each as 4 little-endian bytes. */
+/** The 8 header bytes of a teacher fingerprint, as 16 hex digits. */
+export function teacherTag(fingerprint: string | undefined): string {
+  const hex = (fingerprint ?? '').slice(0, 16);
+  if (!/^[0-9a-f]*$/.test(hex)) throw new QkdError('ARGUMENT', `soft-target cache: teacher fingerprint '${fingerprint}' is not hex`, { field: 'teacher' });
+  return hex.padEnd(16, '0');
+}
+
 function tokensHash(tokens: Int32Array, n: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < n; i++) {
@@ -255,6 +266,7 @@ function encodeHeader(h: SoftTargetCacheHeader): Uint8Array {
   view.setUint32(28, idBytesFor(h.V), true);
   view.setFloat32(32, h.temperature, true);
   view.setUint32(36, h.tokensHash, true);
+  bytes.set(Buffer.from(h.teacher, 'hex'), 40);
   return bytes;
 }
 
@@ -334,7 +346,7 @@ function readHeader(fd: number, path: string): SoftTargetCacheHeader {
   if (size !== expected) {
     throw bad('count', `${count} windows of ${seqLen} × ${bytesPerToken(V, k)} bytes need ${expected} bytes but the file has ${size}${size < expected ? ' (truncated)' : ''}`, `${expected} bytes`);
   }
-  return { version, V, k, seqLen, count, temperature, tokensHash: tokensHashValue };
+  return { version, V, k, seqLen, count, temperature, tokensHash: tokensHashValue, teacher: Buffer.from(bytes.subarray(40, 48)).toString('hex') };
 }
 
 function cacheReader(fd: number, path: string, header: SoftTargetCacheHeader): SoftTargetCache {

@@ -87,5 +87,12 @@ export function evaluateModel(modelPath: string, options: EvaluateModelOptions =
   const text = loadCorpus(options.data ?? 'default');
   const split = options.wholeText ? 'all' : 'validation';
   const scored = split === 'all' ? text : splitText(text).validation;
-  return { ...evaluatePerplexity(model, tokenizer, scored, seqLen), split, seq_len: seqLen };
+  try {
+    return { ...evaluatePerplexity(model, tokenizer, scored, seqLen), split, seq_len: seqLen };
+  } catch (err) {
+    if (split === 'validation' && err instanceof QkdError && err.field === 'data') {
+      throw new QkdError('ARGUMENT', `the held-out last 10% of the text is too short to score: ${err.message}`, { path: options.data, field: 'data', hint: 'a longer text, a smaller --seq-len, or --whole-file to score all of it' });
+    }
+    throw err;
+  }
 }

@@ -83,47 +83,8 @@ export function prepareOutputDirectory(path: string, options: { force?: boolean;
   }
 }
 
-function listSome(names: string[]): string {
+export function listSome(names: string[]): string {
   return `${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}`;
-}
-
-/** A reusable cache in a run directory that does not make it "used" (validated before each use). */
-const REUSABLE = new Set(['soft-targets.bin']);
-
-/** Files and directories a run writes; `--force` removes these before a new run starts. */
-const RUN_ENTRIES = /^(latest\.json|checkpoint-\d+|metrics\.jsonl|model\.safetensors|config\.json|tokenizer\.json|trainer_state\.json|quantized|sakd-report\.json|sakd-teacher\.html|sakd-student\.html)$/;
-
-export interface RunDirectoryOptions {
-  /** Continue the run in the directory (it must hold one). */
-  resume?: boolean;
-  /** Start a new run even though the directory is not empty (the old run's files are removed). */
-  force?: boolean;
-  /** The option the path came from, for messages. */
-  flag?: string;
-}
-
-/**
- * Checks the output directory of a training or distillation run before any
- * work: writable, and either empty (a new run), holding a run (--resume), or
- * explicitly reused (--force). A finished run is never replaced silently.
- */
-export function prepareRunDirectory(path: string, options: RunDirectoryOptions = {}): void {
-  const flag = options.flag ?? '--out';
-  ensureWritableDirectory(path, flag);
-  const latest = join(path, 'latest.json');
-  if (options.resume) {
-    if (!existsSync(latest)) throw new QkdError('IO', `nothing to resume: ${path} holds no checkpoint (latest.json)`, { path: latest, hint: 'the --out directory of an earlier qkd train / qkd distill run' });
-    return;
-  }
-  const used = readdirSync(path).filter((name) => !REUSABLE.has(name) && !name.startsWith('.qkd-write-test-'));
-  if (used.length === 0) return;
-  if (!options.force) {
-    const what = existsSync(latest) ? 'holds a run' : `is not empty (${listSome(used)})`;
-    throw new QkdError('IO', `${flag} ${path} ${what}; refusing to overwrite it`, { path, field: flag, hint: '--resume to continue that run, --force to replace it, or a new directory' });
-  }
-  // latest.json first: from here on the directory no longer looks resumable.
-  rmSync(latest, { force: true });
-  for (const name of used) if (RUN_ENTRIES.test(name)) rmSync(join(path, name), { recursive: true, force: true });
 }
 
 /**
@@ -132,7 +93,11 @@ export function prepareRunDirectory(path: string, options: RunDirectoryOptions =
  * directory.
  */
 export function ensureWritableFile(path: string, flag: string): void {
-  ensureWritableDirectory(dirname(resolve(path)), flag);
+  const parent = dirname(resolve(path));
+  if (existsSync(parent) && !statSync(parent).isDirectory()) {
+    throw new QkdError('IO', `cannot write ${flag} ${path}: ${parent} is a file, not a directory`, { path: parent, field: flag, hint: 'a path in a directory' });
+  }
+  ensureWritableDirectory(parent, flag);
   if (existsSync(path) && statSync(path).isDirectory()) {
     throw new QkdError('IO', `${flag} ${path} is a directory, not a file`, { path, field: flag, hint: 'a file path' });
   }

@@ -16,7 +16,8 @@
  * Opening reads headers only; `readFloat32` reads one tensor from disk, so
  * memory is bounded by the largest tensor, never the whole model.
  */
-import { existsSync, closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFileHead } from './file-head.js';
 import { basename, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import type { StorageDType } from '../tensor/dtype.js';
@@ -83,7 +84,7 @@ export function openTensorSource(path: string): TensorSource {
  * (legacy llama2.c checkpoints). null: not a format qkd reads.
  */
 export function modelFileFormat(path: string): TensorSourceFormat | null {
-  const head = readHead(path, 9);
+  const head = readFileHead(path, 9, 'model file');
   const magic = head.length >= 4 ? head.subarray(0, 4).toString('latin1') : '';
   if (magic === 'GGUF') return 'gguf';
   if (magic === 'ak42') return 'llama2c';
@@ -96,22 +97,6 @@ export function modelFileFormat(path: string): TensorSourceFormat | null {
   if (lower.endsWith('.safetensors')) return 'safetensors';
   if (lower.endsWith('.bin')) return 'llama2c';
   return null;
-}
-
-/** Up to the first `n` bytes of a file. */
-function readHead(path: string, n: number): Buffer {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (err) {
-    throw new QkdError('IO', `cannot open model file: ${(err as Error).message}`, { path });
-  }
-  try {
-    const b = Buffer.alloc(n);
-    return b.subarray(0, readSync(fd, b, 0, n, 0));
-  } finally {
-    closeSync(fd);
-  }
 }
 
 // ---------------------------------------------------------------------------

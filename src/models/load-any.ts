@@ -4,7 +4,7 @@
  * dequantized), a qkd training run directory (its latest checkpoint), or a
  * llama2.c checkpoint file.
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { modelFileFormat } from '../io/tensor-source.js';
 import { QkdError } from '../errors.js';
@@ -12,8 +12,7 @@ import { loadLlama } from './llama-io.js';
 import { loadLlama2c } from './llama2c-io.js';
 import type { LlamaModel } from './llama.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
-import { loadTokenizer } from '../data/tokenizer-io.js';
-import { readLlama2cTokenizer } from '../data/llama2c-tokenizer.js';
+import { loadTokenizerFile } from '../data/tokenizer-io.js';
 
 /** The directory holding config.json for a model path (a run directory resolves to its latest checkpoint). */
 export function modelDirectory(path: string): string {
@@ -76,26 +75,9 @@ export function loadModelTokenizer(model: LlamaModel, modelPath: string, tokeniz
     else if (vocab === 256) return new ByteTokenizer();
     else throw new QkdError('IO', `the model has a ${vocab}-token vocabulary and no tokenizer.json beside it`, { path: modelPath, field: '--tokenizer', hint: 'a tokenizer.json or llama2.c tokenizer.bin given with --tokenizer' });
   }
-  const tokenizer = isLlama2cTokenizer(path) ? readLlama2cTokenizer(path, vocab) : loadTokenizer(path);
+  const tokenizer = loadTokenizerFile(path, vocab);
   if (tokenizer.vocabSize !== vocab) {
     throw new QkdError('CONFIG', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${vocab}: they do not belong together`, { path, field: 'vocab_size', hint: `the tokenizer the model was trained with (${vocab} tokens)` });
   }
   return tokenizer;
-}
-
-/** A llama2.c tokenizer.bin is binary; tokenizer.json starts with '{' (after whitespace). */
-function isLlama2cTokenizer(path: string): boolean {
-  let head: Buffer;
-  try {
-    const fd = openSync(path, 'r');
-    try {
-      head = Buffer.alloc(64);
-      head = head.subarray(0, readSync(fd, head, 0, 64, 0));
-    } finally {
-      closeSync(fd);
-    }
-  } catch (err) {
-    throw new QkdError('IO', `cannot read tokenizer: ${(err as Error).message}`, { path, hint: 'a tokenizer.json or a llama2.c tokenizer.bin' });
-  }
-  return !/^\s*\{/.test(head.toString('latin1'));
 }

@@ -20,7 +20,8 @@
  * DIR/quantized/ — the packed checkpoint at the deployment bit width (RTN of
  * the trained weights; after QAT they already sit on the grid).
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -44,13 +45,13 @@ import type { QuantScheme } from '../quant/scheme.js';
 import { FakeQuantController } from '../distill/qat.js';
 import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, logitKd, softTargetEntropy } from '../distill/losses.js';
 import { initStudent } from '../distill/student-init.js';
-import { bytesPerToken, cachedKd, openSoftTargetCache, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
+import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, loopConfig, phaseAt, resolveDistillConfig, swdlTemperature, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, swdlTemperature, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
-import { prepareRunDirectory } from '../io/output-dir.js';
+import { prepareRunDirectory } from './run-directory.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
 
@@ -161,6 +162,17 @@ interface RecipeState {
   sakd?: unknown;
   /** The run's resolved distillation config, so a resume can refuse different settings. */
   config?: ResolvedDistillConfig;
+  /** The teacher's fingerprint (teacherFingerprint), so a resume can refuse another teacher. */
+  teacher?: string;
+}
+
+/** The soft-target cache's file name in a distillation's output directory. */
+const SOFT_TARGET_CACHE = 'soft-targets.bin';
+
+/** SHA-256 of a model's config and weights (hex): the teacher's identity for resume and the cache. */
+export function teacherFingerprint(model: LlamaModel): string {
+  const data = model.arena.data;
+  return createHash('sha256').update(JSON.stringify(model.config)).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex');
 }
 
 /** The KD / QAT / KD+QAT recipe for the training loop. */
@@ -186,6 +198,7 @@ class DistillRecipe implements TrainRecipe {
     private readonly config: ResolvedDistillConfig,
     private readonly teacher: LlamaModel,
     studentShape: LlamaConfig,
+    private readonly teacherId: string,
   ) {
     this.name = config.recipe;
     this.useTeacher = config.recipe !== 'qat';
@@ -340,7 +353,7 @@ class DistillRecipe implements TrainRecipe {
   }
 
   getState(): RecipeState {
-    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState(), config: this.config };
+    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState(), config: this.config, teacher: this.teacherId };
   }
 
   setState(state: unknown): void {
@@ -384,11 +397,11 @@ function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch): { ids: 
 }
 
 /** Builds (or reuses, when it matches the tokens) the soft-target cache of the training split. */
-function prepareSoftTargetCache(path: string, teacher: LlamaModel, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
+function prepareSoftTargetCache(path: string, teacher: LlamaModel, teacherId: string, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
   if (existsSync(path)) {
     try {
       const cache = openSoftTargetCache(path, { tokens: trainTokens });
-      if (cache.k === topK && cache.seqLen === seqLen && cache.V === teacher.config.vocab_size) return cache;
+      if (cache.k === topK && cache.seqLen === seqLen && cache.V === teacher.config.vocab_size && cache.teacher === teacherTag(teacherId)) return cache;
       cache.close();
     } catch {
       // a stale or foreign cache: rebuild it
@@ -397,7 +410,7 @@ function prepareSoftTargetCache(path: string, teacher: LlamaModel, trainTokens: 
   const V = teacher.config.vocab_size;
   const count = softTargetWindowCount(trainTokens.length, seqLen);
   const started = performance.now();
-  writeSoftTargetCache(path, { tokens: trainTokens, topK, seqLen, V, temperature }, (w) => noGrad(() => teacher.forward(softTargetWindow(trainTokens, seqLen, w).inputs, 1, seqLen).data));
+  writeSoftTargetCache(path, { tokens: trainTokens, topK, seqLen, V, temperature, teacher: teacherId }, (w) => noGrad(() => teacher.forward(softTargetWindow(trainTokens, seqLen, w).inputs, 1, seqLen).data));
   note?.(`soft-target cache: ${count} windows × ${seqLen} tokens, top-${topK} of ${V}, ${bytesPerToken(V, topK)} bytes/token, built in ${((performance.now() - started) / 1000).toFixed(1)} s → ${path}`);
   return openSoftTargetCache(path, { tokens: trainTokens });
 }
@@ -433,34 +446,60 @@ function teacherEntropy(teacher: LlamaModel, tokens: Int32Array, B: number, T: n
 
 /** The distillation config a run in `outDir` was started with (null: none saved, e.g. an older qkd). */
 export function savedDistillConfig(outDir: string): ResolvedDistillConfig | null {
+  return savedRecipeState(outDir).config;
+}
+
+/** The saved config (parsed: defaults fill keys an older checkpoint lacks) and teacher fingerprint of a run. */
+function savedRecipeState(outDir: string): { config: ResolvedDistillConfig | null; teacher: string | null } {
   const recipe = readResumePoint(outDir).state.recipe as Partial<RecipeState> | undefined;
-  return recipe?.config ?? null;
+  const saved = recipe?.config;
+  const config = saved && typeof saved.training?.seq_len === 'number' ? (parseDistillConfig(saved, join(outDir, 'trainer_state.json')) as ResolvedDistillConfig) : null;
+  return { config, teacher: typeof recipe?.teacher === 'string' ? recipe.teacher : null };
+}
+
+/** A teacher inside the output directory would be deleted by --force and overwritten by checkpoints. */
+function refuseTeacherInside(teacher: string | LlamaModel, outDir: string): void {
+  if (typeof teacher !== 'string' || !existsSync(teacher) || !existsSync(outDir)) return;
+  const t = realpathSync(teacher);
+  const o = realpathSync(outDir);
+  if (t === o || t.startsWith(o + '/')) {
+    throw new QkdError('ARGUMENT', 'the teacher lies inside the output directory, where the run would overwrite it', { path: teacher, field: '--teacher', hint: 'an output directory outside the teacher' });
+  }
 }
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
-  prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force });
+  refuseTeacherInside(options.teacher, options.outDir);
+  const runDirectory = prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force, ignore: [SOFT_TARGET_CACHE] });
   const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher) : options.teacher;
+  const teacherId = teacherFingerprint(teacher);
   const c = resolveDistillConfig(options.config, teacher.config.max_position_embeddings);
   if (options.resume) {
-    const saved = savedDistillConfig(options.outDir);
+    const saved = savedRecipeState(options.outDir);
     // Nothing may change, not even training.steps: the phase schedule (warm-up, joint, fine-tune) is laid out over them.
-    if (saved) refuseConfigChanges(saved, c, [], 'the given distillation config');
+    if (saved.config) refuseConfigChanges(saved.config, c, [], 'the given distillation config');
+    if (saved.teacher !== null && saved.teacher !== teacherId) {
+      throw new QkdError('CONFIG', `--resume: the teacher differs from the one the run distills (fingerprint ${saved.teacher.slice(0, 12)}…, given ${teacherId.slice(0, 12)}…)`, { path: typeof options.teacher === 'string' ? options.teacher : undefined, field: 'teacher', hint: 'the --teacher the run was started with' });
+    }
   }
   const tokenizer = teacherTokenizer(options.teacher, teacher, options.tokenizer);
   const shape = studentConfig(teacher.config, c);
-  const recipe = new DistillRecipe(c, teacher, shape);
+  const recipe = new DistillRecipe(c, teacher, shape, teacherId);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
   checkSplitFits(split, c.training.batch_size, c.training.seq_len, c.training.validation_fraction);
   const cacheSettings = c.distillation.soft_target_cache;
-  if (cacheSettings !== null && c.recipe !== 'qat') {
+  const useCache = cacheSettings !== null && c.recipe !== 'qat';
+  if (useCache) {
     const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
     if (featureKdOn || c.distillation.attention_weight > 0) {
       throw new QkdError('CONFIG', 'offline KD (distillation.soft_target_cache) caches logits only; feature and attention KD need the live teacher', { field: 'distillation.soft_target_cache', hint: 'set feature_layers: [] and attention_weight: 0, or soft_target_cache: null' });
     }
-    mkdirSync(options.outDir, { recursive: true });
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, 'soft-targets.bin'), teacher, split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+  }
+  // Every check has passed: only now may --force delete the earlier run.
+  runDirectory.clear();
+  if (useCache && cacheSettings !== null) {
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher, teacherId, split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
   const entropy = teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
   options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
@@ -474,6 +513,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     config: loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads }),
     resume: options.resume,
     force: options.force,
+    keepFiles: [SOFT_TARGET_CACHE],
     tokenizer,
     recipe: {
       name: recipe.name,

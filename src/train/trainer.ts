@@ -41,11 +41,11 @@ import { sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
-import { learningRate, type TrainConfig } from './config.js';
+import { learningRate, parseTrainConfig, type TrainConfig } from './config.js';
 import type { TrainRecipe } from './recipe.js';
 import { SatRecipe } from './sat.js';
 import { ParameterArena } from '../tensor/arena.js';
-import { prepareRunDirectory } from '../io/output-dir.js';
+import { prepareRunDirectory } from './run-directory.js';
 
 export interface TrainOptions {
   /** Corpus text. */
@@ -59,8 +59,10 @@ export interface TrainOptions {
   config?: TrainConfig;
   /** Continue from DIR/latest.json. */
   resume?: boolean;
-  /** Start a new run in a non-empty outDir, removing the old run's files (without it, that is refused). */
+  /** Start a new run in an outDir that holds an earlier run, removing that run's files (without it, that is refused). */
   force?: boolean;
+  /** Entries of outDir that belong to the caller and stay (a distillation's soft-target cache). */
+  keepFiles?: readonly string[];
   /** Tokenizer to use (default byte-level; BPE is trained by the caller). */
   tokenizer?: Tokenizer;
   /** Called after every optimiser step. */
@@ -108,7 +110,7 @@ export interface TrainerState {
   rng: { words: number[]; spareNormal: number | null };
   config: TrainConfig;
   last_loss: number;
-  /** The corpus the run trains on (absent in checkpoints of qkd before 0.1.1). */
+  /** The corpus the run trains on (absent in checkpoints written before the corpus check existed). */
   corpus?: CorpusFingerprint;
   /** AdamW step of the recipe's extra parameters, and the recipe's own state. */
   extra_adam_step?: number;
@@ -253,7 +255,10 @@ export function readResumePoint(outDir: string): ResumePoint {
   const latest = readJsonFile<{ dir?: unknown }>(latestPath);
   if (typeof latest.dir !== 'string') throw new QkdError('IO', 'latest.json has no "dir" string', { path: latestPath, field: 'dir' });
   const dir = join(outDir, latest.dir);
-  return { dir, name: latest.dir, state: readJsonFile<TrainerState>(join(dir, 'trainer_state.json')) };
+  const statePath = join(dir, 'trainer_state.json');
+  const state = readJsonFile<TrainerState>(statePath);
+  // Parsed like a config file: defaults fill keys an older checkpoint lacks.
+  return { dir, name: latest.dir, state: { ...state, config: parseTrainConfig(state.config, statePath) } };
 }
 
 /** Leaves of a JSON-like value as dotted paths → JSON text. */
@@ -296,7 +301,7 @@ export function resumeConfig<C extends { steps: number }>(saved: C, given: C | u
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { outDir } = options;
-  prepareRunDirectory(outDir, { resume: options.resume, force: options.force });
+  const runDirectory = prepareRunDirectory(outDir, { resume: options.resume, force: options.force, ignore: options.keepFiles });
   const resumePoint = options.resume ? readResumePoint(outDir) : null;
   let c: TrainConfig;
   if (resumePoint) {
@@ -318,6 +323,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const tokenizer = options.tokenizer ?? chooseTokenizer(c, resumePoint, splitText(options.text, c.validation_fraction).train);
   const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
   checkSplitFits({ train: trainTokens, validation }, c.batch_size, c.seq_len, c.validation_fraction);
+  // Every check has passed: only now may --force delete the earlier run.
+  runDirectory.clear();
   const corpus = corpusFingerprint(options.text);
   const metricsPath = join(outDir, 'metrics.jsonl');
 

@@ -18,7 +18,7 @@ import { loadTrainConfig } from '../../src/train/config.js';
 import { distill } from '../../src/train/distill.js';
 import { QkdError } from '../../src/errors.js';
 import { Rng } from '../../src/tensor/index.js';
-import { etaSeconds, fitLine } from '../../src/cli/progress.js';
+import { etaSeconds, fitLine, formatCount, formatSeconds } from '../../src/cli/progress.js';
 
 interface Run {
   code: number | null;
@@ -63,8 +63,22 @@ describe('a run on disk is never lost', () => {
     const stranger = join(dir, 'stranger');
     mkdirSync(stranger);
     writeFileSync(join(stranger, 'notes.txt'), 'mine');
-    assertUserError(qkd(['train', '--out', stranger, '--data', corpus, '--steps', '3']), /is not empty \(notes\.txt\)/, 'train into a non-empty directory');
+    assertUserError(qkd(['train', '--out', stranger, '--data', corpus, '--steps', '3']), /is not empty \(notes\.txt\) and holds no qkd run/, 'train into a non-empty directory');
+    assertUserError(qkd(['train', '--out', stranger, '--data', corpus, '--steps', '3', '--force']), /holds no qkd run/, '--force never empties a directory that is not a run');
+    assert.equal(readFileSync(join(stranger, 'notes.txt'), 'utf8'), 'mine');
     assertUserError(qkd(['train', '--out', run, '--resume', '--force']), /give one of them/, '--resume with --force');
+    assertUserError(qkd(['train', '--out', join(dir, 'typo'), '--resume']), /nothing to resume/, '--resume into a mistyped path');
+    assert.equal(existsSync(join(dir, 'typo')), false, 'a refused resume creates nothing');
+  });
+
+  it('--force deletes nothing when the new run is refused', () => {
+    const small = join(dir, 'tiny-corpus.txt');
+    writeFileSync(small, 'too short');
+    assertUserError(qkd(['train', '--out', run, '--data', small, '--steps', '3', '--force']), /training split has \d+ tokens/, 'a forced run on a tiny corpus');
+    assertUserError(qkd(['distill', '--teacher', join(dir, 'no-teacher'), '--out', run, '--force']), /no-teacher/, 'a forced distillation from a missing teacher');
+    assertUserError(qkd(['distill', '--teacher', run, '--out', run, '--force']), /the teacher lies inside the output directory/, 'a teacher inside --out');
+    assert.equal(JSON.parse(readFileSync(join(run, 'latest.json'), 'utf8')).step, 12);
+    assert.ok(existsSync(join(run, 'checkpoint-12', 'trainer_state.json')));
   });
 
   it('--force replaces the run (and only the run files)', () => {
@@ -92,6 +106,37 @@ describe('a run on disk is never lost', () => {
     assert.match(r.stderr, /qkd: resuming from .*resumed\/checkpoint-6 \(step 6 of 8\)/);
     assert.equal(lastJson(r).steps, 8);
     assert.ok((lastJson(r).tokens_per_s as number) > 0);
+  });
+
+  it('resumes a checkpoint written before a config key existed (defaults fill it)', () => {
+    const old = join(dir, 'old-run');
+    assert.equal(qkd(['train', '--out', old, '--data', corpus, '--steps', '4']).code, 0);
+    const statePath = join(old, 'checkpoint-4', 'trainer_state.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8'));
+    delete state.config.grad_accum;
+    delete state.config.sat;
+    delete state.corpus;
+    writeFileSync(statePath, JSON.stringify(state));
+    const r = qkd(['train', '--out', old, '--data', corpus, '--resume', '--steps', '6']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = lastJson(r);
+    assert.equal(j.steps, 6);
+    assert.ok(Number.isFinite(j.train_loss as number) && (j.train_loss as number) > 0.5, `loss ${j.train_loss}`);
+    assert.ok((j.tokens_per_s as number) > 0);
+  });
+
+  it('distill --resume refuses another teacher, and the soft-target cache is rebuilt for one', async () => {
+    const otherTeacher = join(dir, 'teacher-2');
+    assert.equal(qkd(['train', '--out', otherTeacher, '--data', corpus, '--steps', '3', '--seed', '9']).code, 0);
+    const out = join(dir, 'distill-teachers');
+    const config = parseDistillConfig({ recipe: 'kd', training: { steps: 3, batch_size: 2, seq_len: 16, eval_every: 3, checkpoint_every: 1 }, distillation: { soft_target_cache: { top_k: 4 } } });
+    const text = readFileSync(corpus, 'utf8');
+    let steps = 0;
+    await distill({ teacher: run, text, outDir: out, config, onStep: () => steps++, shouldStop: () => steps >= 2 });
+    await assert.rejects(distill({ teacher: otherTeacher, text, outDir: out, config, resume: true }), /--resume: the teacher differs from the one the run distills/);
+    const notes: string[] = [];
+    await distill({ teacher: otherTeacher, text, outDir: out, config, force: true, onNote: (n) => notes.push(n) });
+    assert.ok(notes.some((n) => n.startsWith('soft-target cache:')), 'a cache of another teacher is rebuilt, not reused');
   });
 
   it('a corpus too small for one validation batch fails before training, with nothing written', () => {
@@ -159,6 +204,7 @@ describe('output paths are checked before any work', () => {
     assertUserError(qkd(['quantize', q, '--out', join(dir, 'q4-again')]), /this model is already quantized \(4\.\d+ bits per weight\).*the float model it was made from/, 'packed input');
     assertUserError(qkd(['quantize', run, '--out', run]), /the output directory is the model's own directory/, 'quantize into the model');
     assertUserError(qkd(['quantize', run, '--out', q]), /is not empty .*--force/, 'quantize over an output');
+    assertUserError(qkd(['quantize', run, '--out', join(run, 'checkpoint-12'), '--force']), /lies in a training run/, 'quantize into a checkpoint');
   });
 });
 
@@ -206,6 +252,12 @@ describe('generation', () => {
     assert.equal(code, 130);
     assert.match(stdout, /^\d+( \d+)+\n$/);
     assert.match(stderr, /qkd: interrupted: stopped after \d+ tokens/);
+  });
+
+  it('ends quietly when the reader of its output goes away', () => {
+    const r = spawnSync('sh', ['-c', `${process.execPath} bin/qkd.js generate --model ${run} --steps 5000 | head -c 10 > /dev/null; echo "rc=\${PIPESTATUS:-$?}"`], { encoding: 'utf8', timeout: 60_000 });
+    assert.doesNotMatch(r.stderr, /EPIPE|\n\s+at /, r.stderr);
+    assert.equal(r.stderr.trim(), '');
   });
 
   it('stops at the end-of-sequence token, and top-k restricts the candidates', () => {
@@ -265,14 +317,14 @@ describe('progress output', () => {
     if (raw === null) return t.skip('util-linux script is not installed');
     // Each redraw of a bar is the text between "go to column 1" and "clear to end of line".
     const frames = [...raw.matchAll(/\x1b\[1G(.*?)\x1b\[0K/g)].map((m) => m[1]!);
-    assert.ok(frames.some((f) => /^profile .* 21\/21/.test(f)) && frames.some((f) => /^gptq .* 16\/16 .*M params\/s/.test(f)), `bars reach their totals: ${frames.slice(-2).join(' / ')}`);
+    assert.ok(frames.some((f) => /^profile .* 21\/21/.test(f)) && frames.some((f) => /^gptq .* 16\/16 .*[\d.]+[kM]? params\/s/.test(f)), `bars reach their totals: ${frames.slice(-2).join(' / ')}`);
     for (const f of frames) assert.ok([...f].length <= 79, `frame of ${[...f].length} columns: ${f}`);
-    assert.doesNotMatch(raw, /0\.0M params\/s/);
+    assert.doesNotMatch(raw, /\b0\.0M params\/s/);
     assert.match(raw, /\ngptq, 4-bit \(default\): 16 weights/, 'the summary starts its own line');
   });
 
 
-  it('fits the terminal width and gives an ETA from the first step', () => {
+  it('fits the terminal width, gives an ETA once a step is timed, and formats durations and rates', () => {
     for (const width of [40, 79, 120]) {
       const line = fitLine('train', 1, 300, ['loss 5.1234', 'ETA 2m10s', 'val 4.9000', '12345 tok/s'], width);
       assert.ok(line.length <= width, `${line.length} > ${width}: ${line}`);
@@ -281,7 +333,10 @@ describe('progress output', () => {
     assert.match(fitLine('train', 1, 300, ['loss 5.1234', 'ETA 2m10s'], 79), /ETA 2m10s/);
     assert.equal(etaSeconds(0, 1, 300, 0.5), 149.5);
     assert.equal(etaSeconds(120, 121, 300, 2), 358, 'a resumed run counts from its resume step');
-    assert.equal(etaSeconds(5, 5, 300, 0.1), Infinity);
+    assert.equal(etaSeconds(5, 5, 300, 0.1), Infinity, 'no rate yet: shown as --');
+    assert.equal(formatSeconds(Infinity), '--');
+    assert.deepEqual([59.6, 119.6, 3599.9, 7199].map(formatSeconds), ['1m00s', '2m00s', '1h00m', '2h00m']);
+    assert.deepEqual([12, 45_600, 1_234_567].map(formatCount), ['12', '45.6k', '1.2M']);
   });
 });
 

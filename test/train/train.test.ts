@@ -117,7 +117,7 @@ describe('qkd train', () => {
     assert.equal(code, 130, 'the conventional exit code of a run ended by SIGINT');
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8'));
     assert.ok(latest.step >= 5 && latest.step < 5000, `checkpoint at ${latest.step}`);
-    assert.match(stderr, new RegExp(`qkd: interrupted: stopped at step ${latest.step}, checkpoint saved; continue with: qkd train --out ${out} --resume`));
+    assert.match(stderr, new RegExp(`qkd: interrupted: stopped at step ${latest.step}, checkpoint saved; continue with: qkd train --out ${out} --data ${data} --resume`));
     const json = JSON.parse(stdout.trim().split('\n').pop()!);
     assert.equal(json.steps, latest.step);
     assert.equal(json.interrupted, true);

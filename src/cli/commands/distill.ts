@@ -2,7 +2,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { QkdError } from '../../errors.js';
 import { loadCorpus } from '../../data/corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
 import { loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
@@ -12,6 +11,7 @@ import { writeBytesAtomic } from '../../io/atomic.js';
 import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '../options.js';
 import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
+import { commandLine } from '../explicit.js';
 
 interface DistillFlags {
   teacher: string;
@@ -76,7 +76,6 @@ export function registerDistill(program: Command): void {
     .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
     .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
     .action(async (o: DistillFlags) => {
-      if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
       const config = configFromFlags(o);
       const text = loadCorpus(o.data);
       const session = trainingSession('distill');
@@ -96,7 +95,7 @@ export function registerDistill(program: Command): void {
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
         if (result.interrupted) {
           console.log(JSON.stringify(json));
-          throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved, no quantized/ written; continue with: qkd distill --teacher ${o.teacher} --out ${o.out} --resume`);
+          throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved, no quantized/ written; continue with: ${commandLine(['qkd', 'distill', '--teacher', o.teacher, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume'])}`);
         }
         if (result.sakd_report) {
           // The post-distillation audit: both profiles as HTML beside sakd-report.json.

@@ -1,13 +1,12 @@
 /** `qkd train`: a LLaMA-style model on a text corpus, with checkpoints and exact resume. */
 import type { Command } from 'commander';
-import { QkdError } from '../../errors.js';
 import { loadCorpus } from '../../data/corpus.js';
 import { loadTrainConfig, PRESETS, presetConfig, type TrainConfig } from '../../train/config.js';
 import { readResumePoint, train } from '../../train/trainer.js';
 import { choice, integer, positiveInt } from '../options.js';
 import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
-import { explicitly } from '../explicit.js';
+import { commandLine, explicitly } from '../explicit.js';
 
 interface TrainFlags {
   out: string;
@@ -54,7 +53,6 @@ export function registerTrain(program: Command): void {
     .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
     .option('--recipe <name>', "'standard' or 'sat' (sensitivity-aware training; settings in the config's sat section)", choice('--recipe', ['standard', 'sat'] as const))
     .action(async (o: TrainFlags, cmd: Command) => {
-      if (o.resume && o.force) throw new QkdError('ARGUMENT', '--resume continues the run in --out and --force replaces it: give one of them', { field: '--force' });
       const config = configFromFlags(cmd, o);
       const text = loadCorpus(o.data);
       const session = trainingSession('train');
@@ -80,7 +78,7 @@ export function registerTrain(program: Command): void {
         }
         const extra = result.recipe_summary ? { recipe: 'sat', ...result.recipe_summary } : {};
         console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra, ...(result.interrupted ? { interrupted: true } : {}) }));
-        if (result.interrupted) throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved; continue with: qkd train --out ${o.out} --resume`);
+        if (result.interrupted) throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved; continue with: ${commandLine(['qkd', 'train', '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume'])}`);
       } finally {
         session.close();
       }
