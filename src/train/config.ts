@@ -133,13 +133,14 @@ export function presetConfig(name: string): TrainConfig {
 
 /**
  * Reads a YAML config file. The file may be partial: what it leaves out
- * comes from a preset (default `tiny`), merged key by key, so
+ * comes from a preset (default `tiny`) or a given config (a resumed run's),
+ * merged key by key, so
  * `{ steps: 500 }` alone is a complete config. A `model` section is a shape
  * and replaces the preset's whole (a half-merged shape would surprise).
  */
-export function loadTrainConfig(path: string, preset = 'tiny'): TrainConfig {
-  const base = PRESETS[preset];
-  if (base === undefined) throw new QkdError('CONFIG', `unknown preset '${preset}'`, { field: 'preset', hint: Object.keys(PRESETS).join(', ') });
+export function loadTrainConfig(path: string, preset: string | TrainConfigInput = 'tiny'): TrainConfig {
+  const base = typeof preset === 'string' ? PRESETS[preset] : preset;
+  if (base === undefined) throw new QkdError('CONFIG', `unknown preset '${String(preset)}'`, { field: 'preset', hint: Object.keys(PRESETS).join(', ') });
   const file = readYamlFile(path);
   if (file !== null && (typeof file !== 'object' || Array.isArray(file))) {
     throw new QkdError('CONFIG', 'a training config must be a YAML mapping of fields (e.g. `steps: 500`)', { path, hint: 'key: value lines' });

@@ -106,6 +106,12 @@ describe('a run on disk is never lost', () => {
     assert.match(r.stderr, /qkd: resuming from .*resumed\/checkpoint-6 \(step 6 of 8\)/);
     assert.equal(lastJson(r).steps, 8);
     assert.ok((lastJson(r).tokens_per_s as number) > 0);
+    // A partial --config on resume is laid over the checkpoint's settings, not over a preset.
+    const more = join(dir, 'more.yaml');
+    writeFileSync(more, 'steps: 10\n');
+    const r2 = qkd(['train', '--out', resumed, '--data', corpus, '--resume', '--config', more]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(lastJson(r2).steps, 10);
   });
 
   it('resumes a checkpoint written before a config key existed (defaults fill it)', () => {

@@ -28,11 +28,11 @@ interface TrainFlags {
 function configFromFlags(cmd: Command, o: TrainFlags): TrainConfig | undefined {
   const given = explicitly(cmd);
   if (o.resume && !given.has('preset') && !given.has('config') && !given.has('recipe') && !given.has('seed') && !given.has('steps')) return undefined;
+  // On --resume, start from the checkpoint's settings (a --config file is laid over them) so only what was given can differ.
+  const base = o.resume && !given.has('preset') ? readResumePoint(o.out).state.config : o.preset;
   let config: TrainConfig;
-  if (o.resume && !given.has('preset') && !given.has('config')) {
-    // Start from the checkpoint's settings so only the given flags can differ.
-    config = readResumePoint(o.out).state.config;
-  } else config = o.config ? loadTrainConfig(o.config, o.preset) : presetConfig(o.preset);
+  if (o.config) config = loadTrainConfig(o.config, base);
+  else config = typeof base === 'string' ? presetConfig(base) : base;
   if (o.recipe !== undefined) config = { ...config, recipe: o.recipe };
   if (o.steps !== undefined) config = { ...config, steps: o.steps };
   if (o.seed !== undefined) config = { ...config, seed: o.seed };
