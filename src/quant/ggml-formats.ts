@@ -1,0 +1,130 @@
+/**
+ * The one table of ggml element formats: id (as in GGUF files), block size,
+ * bytes per block, and, for the formats qkd implements, the encoder and the
+ * decoder. The GGUF reader and writer, and everything that quantizes to a
+ * ggml grid, go through this table; each format has exactly one definition
+ * (ggml-legacy.ts, ggml-kquants.ts). Ids 4, 5, 31–33 and 36–38 are retired
+ * in ggml.
+ */
+import { QkdError } from '../errors.js';
+import { toBf16, toF16 } from '../tensor/dtype.js';
+import { decodeQ4_0, decodeQ4_1, decodeQ5_0, decodeQ5_1, decodeQ8_0, decodeQ8_1, encodeQ4_0, encodeQ4_1, encodeQ5_0, encodeQ5_1, encodeQ8_0, halfToFloat } from './ggml-legacy.js';
+import { decodeQ2_K, decodeQ3_K, decodeQ4_K, decodeQ5_K, decodeQ6_K, encodeQ2_K, encodeQ3_K, encodeQ4_K, encodeQ5_K, encodeQ6_K } from './ggml-kquants.js';
+
+export interface GgmlFormat {
+  id: number;
+  name: string;
+  /** Elements per block (1 for plain element types). */
+  blockSize: number;
+  /** Bytes per block. */
+  blockBytes: number;
+  /** float32 → the format's bytes (llama.cpp's reference quantizer); absent: qkd cannot write it. */
+  encode?: (x: Float32Array) => Uint8Array;
+  /** The format's bytes → `count` float32 values (ggml's dequantizer); absent: qkd cannot read it. */
+  decode?: (bytes: Uint8Array, count: number) => Float32Array;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function bytesOf(a: Uint16Array | Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function decodeF32(bytes: Uint8Array, count: number): Float32Array {
+  if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, count);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float32Array.from({ length: count }, (_, i) => view.getFloat32(4 * i, true));
+}
+
+function decodeF16(bytes: Uint8Array, count: number): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+  return out;
+}
+
+function decodeBf16(bytes: Uint8Array, count: number): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(count);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+  return out;
+}
+
+function decodeF64(bytes: Uint8Array, count: number): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float32Array.from({ length: count }, (_, i) => view.getFloat64(8 * i, true));
+}
+
+/** Host byte order is little-endian on every platform qkd builds for; GGUF is little-endian. */
+const plain = (fn: (x: Float32Array) => Uint16Array | Float32Array) => (x: Float32Array): Uint8Array => Uint8Array.from(bytesOf(fn(x)));
+
+export const GGML_FORMATS: readonly GgmlFormat[] = [
+  { id: 0, name: 'F32', blockSize: 1, blockBytes: 4, encode: plain((x) => x), decode: decodeF32 },
+  { id: 1, name: 'F16', blockSize: 1, blockBytes: 2, encode: plain(toF16), decode: decodeF16 },
+  { id: 2, name: 'Q4_0', blockSize: 32, blockBytes: 18, encode: encodeQ4_0, decode: decodeQ4_0 },
+  { id: 3, name: 'Q4_1', blockSize: 32, blockBytes: 20, encode: encodeQ4_1, decode: decodeQ4_1 },
+  { id: 6, name: 'Q5_0', blockSize: 32, blockBytes: 22, encode: encodeQ5_0, decode: decodeQ5_0 },
+  { id: 7, name: 'Q5_1', blockSize: 32, blockBytes: 24, encode: encodeQ5_1, decode: decodeQ5_1 },
+  { id: 8, name: 'Q8_0', blockSize: 32, blockBytes: 34, encode: encodeQ8_0, decode: decodeQ8_0 },
+  { id: 9, name: 'Q8_1', blockSize: 32, blockBytes: 36, decode: decodeQ8_1 },
+  { id: 10, name: 'Q2_K', blockSize: 256, blockBytes: 84, encode: encodeQ2_K, decode: decodeQ2_K },
+  { id: 11, name: 'Q3_K', blockSize: 256, blockBytes: 110, encode: encodeQ3_K, decode: decodeQ3_K },
+  { id: 12, name: 'Q4_K', blockSize: 256, blockBytes: 144, encode: encodeQ4_K, decode: decodeQ4_K },
+  { id: 13, name: 'Q5_K', blockSize: 256, blockBytes: 176, encode: encodeQ5_K, decode: decodeQ5_K },
+  { id: 14, name: 'Q6_K', blockSize: 256, blockBytes: 210, encode: encodeQ6_K, decode: decodeQ6_K },
+  { id: 15, name: 'Q8_K', blockSize: 256, blockBytes: 292 },
+  { id: 16, name: 'IQ2_XXS', blockSize: 256, blockBytes: 66 },
+  { id: 17, name: 'IQ2_XS', blockSize: 256, blockBytes: 74 },
+  { id: 18, name: 'IQ3_XXS', blockSize: 256, blockBytes: 98 },
+  { id: 19, name: 'IQ1_S', blockSize: 256, blockBytes: 50 },
+  { id: 20, name: 'IQ4_NL', blockSize: 32, blockBytes: 18 },
+  { id: 21, name: 'IQ3_S', blockSize: 256, blockBytes: 110 },
+  { id: 22, name: 'IQ2_S', blockSize: 256, blockBytes: 82 },
+  { id: 23, name: 'IQ4_XS', blockSize: 256, blockBytes: 136 },
+  { id: 24, name: 'I8', blockSize: 1, blockBytes: 1 },
+  { id: 25, name: 'I16', blockSize: 1, blockBytes: 2 },
+  { id: 26, name: 'I32', blockSize: 1, blockBytes: 4 },
+  { id: 27, name: 'I64', blockSize: 1, blockBytes: 8 },
+  { id: 28, name: 'F64', blockSize: 1, blockBytes: 8, decode: decodeF64 },
+  { id: 29, name: 'IQ1_M', blockSize: 256, blockBytes: 56 },
+  { id: 30, name: 'BF16', blockSize: 1, blockBytes: 2, encode: plain(toBf16), decode: decodeBf16 },
+  { id: 34, name: 'TQ1_0', blockSize: 256, blockBytes: 54 },
+  { id: 35, name: 'TQ2_0', blockSize: 256, blockBytes: 66 },
+  { id: 39, name: 'MXFP4', blockSize: 32, blockBytes: 17 },
+];
+
+const BY_NAME = new Map(GGML_FORMATS.map((t) => [t.name, t]));
+const BY_ID = new Map(GGML_FORMATS.map((t) => [t.id, t]));
+
+/** Names of the formats qkd can write (and read back). */
+export const GGML_WRITABLE: readonly string[] = GGML_FORMATS.filter((t) => t.encode).map((t) => t.name);
+/** Names of the formats qkd can read. */
+export const GGML_READABLE: readonly string[] = GGML_FORMATS.filter((t) => t.decode).map((t) => t.name);
+
+export function ggmlFormatById(id: number): GgmlFormat | undefined {
+  return BY_ID.get(id);
+}
+
+export function ggmlFormat(name: string): GgmlFormat | undefined {
+  return BY_NAME.get(name);
+}
+
+/** A format qkd can encode, or an error listing the ones it can. */
+export function writableFormat(name: string): GgmlFormat & Required<Pick<GgmlFormat, 'encode' | 'decode'>> {
+  const t = BY_NAME.get(name);
+  if (!t?.encode || !t.decode) throw new QkdError('ARGUMENT', `cannot write ggml type "${name}"`, { field: 'type', hint: GGML_WRITABLE.join(', ') });
+  return t as GgmlFormat & Required<Pick<GgmlFormat, 'encode' | 'decode'>>;
+}
+
+/** Bytes of `count` elements of a format (count must be a whole number of blocks). */
+export function formatBytes(t: GgmlFormat, count: number): number {
+  if (count % t.blockSize !== 0) throw new QkdError('SHAPE', `${t.name}: ${count} elements is not a multiple of the block size ${t.blockSize}`, { hint: `a multiple of ${t.blockSize}` });
+  return (count / t.blockSize) * t.blockBytes;
+}
+
+/** x → the format → back: what a reader of the file sees (the round trip a deployment applies). */
+export function roundTrip(name: string, x: Float32Array): Float32Array {
+  const t = writableFormat(name);
+  return t.decode(t.encode(x), x.length);
+}
