@@ -30,7 +30,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { QkdError, fmtShape } from '../errors.js';
-import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../tensor/dtype.js';
+import { GGML_FORMATS, GGML_READABLE, GGML_WRITABLE, ggmlFormat, ggmlFormatById, type GgmlFormat, type GgmlWritableName } from '../quant/ggml-formats.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
 
 // ---------------------------------------------------------------------------
@@ -65,58 +65,15 @@ const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 const MIN_KV_BYTES = 8 + 4 + 1; // empty key, value type, a 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8; // empty name, n_dims = 0, type, offset
 
-/** A ggml element type: `blockSize` elements are stored in `typeSize` bytes. */
-export interface GgmlTypeInfo {
-  id: number;
-  name: string;
-  blockSize: number;
-  typeSize: number;
-}
-
-/** Every ggml type a GGUF file may hold (ids 4, 5, 31–33 and 36–38 are retired). */
-const GGML_TYPE_LIST: readonly GgmlTypeInfo[] = [
-  { id: 0, name: 'F32', blockSize: 1, typeSize: 4 },
-  { id: 1, name: 'F16', blockSize: 1, typeSize: 2 },
-  { id: 2, name: 'Q4_0', blockSize: 32, typeSize: 18 },
-  { id: 3, name: 'Q4_1', blockSize: 32, typeSize: 20 },
-  { id: 6, name: 'Q5_0', blockSize: 32, typeSize: 22 },
-  { id: 7, name: 'Q5_1', blockSize: 32, typeSize: 24 },
-  { id: 8, name: 'Q8_0', blockSize: 32, typeSize: 34 },
-  { id: 9, name: 'Q8_1', blockSize: 32, typeSize: 36 },
-  { id: 10, name: 'Q2_K', blockSize: 256, typeSize: 84 },
-  { id: 11, name: 'Q3_K', blockSize: 256, typeSize: 110 },
-  { id: 12, name: 'Q4_K', blockSize: 256, typeSize: 144 },
-  { id: 13, name: 'Q5_K', blockSize: 256, typeSize: 176 },
-  { id: 14, name: 'Q6_K', blockSize: 256, typeSize: 210 },
-  { id: 15, name: 'Q8_K', blockSize: 256, typeSize: 292 },
-  { id: 16, name: 'IQ2_XXS', blockSize: 256, typeSize: 66 },
-  { id: 17, name: 'IQ2_XS', blockSize: 256, typeSize: 74 },
-  { id: 18, name: 'IQ3_XXS', blockSize: 256, typeSize: 98 },
-  { id: 19, name: 'IQ1_S', blockSize: 256, typeSize: 50 },
-  { id: 20, name: 'IQ4_NL', blockSize: 32, typeSize: 18 },
-  { id: 21, name: 'IQ3_S', blockSize: 256, typeSize: 110 },
-  { id: 22, name: 'IQ2_S', blockSize: 256, typeSize: 82 },
-  { id: 23, name: 'IQ4_XS', blockSize: 256, typeSize: 136 },
-  { id: 24, name: 'I8', blockSize: 1, typeSize: 1 },
-  { id: 25, name: 'I16', blockSize: 1, typeSize: 2 },
-  { id: 26, name: 'I32', blockSize: 1, typeSize: 4 },
-  { id: 27, name: 'I64', blockSize: 1, typeSize: 8 },
-  { id: 28, name: 'F64', blockSize: 1, typeSize: 8 },
-  { id: 29, name: 'IQ1_M', blockSize: 256, typeSize: 56 },
-  { id: 30, name: 'BF16', blockSize: 1, typeSize: 2 },
-  { id: 34, name: 'TQ1_0', blockSize: 256, typeSize: 54 },
-  { id: 35, name: 'TQ2_0', blockSize: 256, typeSize: 66 },
-  { id: 39, name: 'MXFP4', blockSize: 32, typeSize: 17 },
-];
-const GGML_TYPES = new Map(GGML_TYPE_LIST.map((t) => [t.id, t]));
-const GGML_TYPES_BY_NAME = new Map(GGML_TYPE_LIST.map((t) => [t.name, t]));
+/** A ggml element type (the format table lives in quant/ggml-formats.ts). */
+export type GgmlTypeInfo = GgmlFormat;
 
 /** The ggml types readFloat32 decodes. */
-export const GGUF_READABLE_TYPES: readonly string[] = ['F32', 'F16', 'BF16', 'F64', 'Q8_0', 'Q8_1', 'Q4_0', 'Q4_1'];
+export const GGUF_READABLE_TYPES: readonly string[] = GGML_READABLE;
 
 /** The type table entry of a ggml type name ('Q8_0', …), or undefined. */
 export function ggmlTypeInfo(name: string): GgmlTypeInfo | undefined {
-  return GGML_TYPES_BY_NAME.get(name);
+  return ggmlFormat(name);
 }
 
 /** Metadata value types, by their id in the file. */
@@ -406,9 +363,9 @@ function readTensorInfos(r: HeaderReader, count: number): RawTensorInfo[] {
       ne.push(Number(d));
     }
     const typeId = r.u32(`${field}.type`);
-    const type = GGML_TYPES.get(typeId);
+    const type = ggmlFormatById(typeId);
     if (type === undefined) {
-      throw formatError(r.path, `${field}.type`, `tensor '${name}' has unknown ggml type ${typeId}`, `one of ${GGML_TYPE_LIST.map((t) => `${t.id} (${t.name})`).join(', ')}`);
+      throw formatError(r.path, `${field}.type`, `tensor '${name}' has unknown ggml type ${typeId}`, `one of ${GGML_FORMATS.map((t) => `${t.id} (${t.name})`).join(', ')}`);
     }
     const columns = ne[0] ?? 1;
     if (columns % type.blockSize !== 0) {
@@ -416,7 +373,7 @@ function readTensorInfos(r: HeaderReader, count: number): RawTensorInfo[] {
     }
     const offset = r.u64(`${field}.offset`);
     const elements = ne.reduce((a, d) => a * BigInt(d), 1n);
-    tensors.push({ name, ne, type, offset, byteLength: (elements / BigInt(type.blockSize)) * BigInt(type.typeSize) });
+    tensors.push({ name, ne, type, offset, byteLength: (elements / BigInt(type.blockSize)) * BigInt(type.blockBytes) });
   }
   return tensors;
 }
@@ -521,7 +478,7 @@ export class GgufFile {
     }
     const count = t.shape.reduce((a, d) => a * d, 1);
     try {
-      return decodeGgml(t.typeName, this.readBytes(name), count);
+      return ggmlFormat(t.typeName)!.decode!(this.readBytes(name), count);
     } catch (err) {
       // The only RangeError here is an allocation JS refuses (a typed array beyond its maximum length).
       if (err instanceof RangeError) {
@@ -554,189 +511,10 @@ export function openGguf(path: string): GgufFile {
 }
 
 // ---------------------------------------------------------------------------
-// Element decoding and the block quantizers
-
-const QK = 32;
-const Q8_0_BYTES = 34;
-const Q4_0_BYTES = 18;
-
-/** All 65536 f16 values as float32, built on first use (256 KiB): decoding is then a lookup. */
-let f16Table: Float32Array | null = null;
-function f16ToF32(bits: number): number {
-  if (f16Table === null) {
-    f16Table = new Float32Array(65536);
-    for (let b = 0; b < 65536; b++) f16Table[b] = f16BitsToF32(b);
-  }
-  return f16Table[bits]!;
-}
-
-/** Decodes `count` elements of a readable ggml type from little-endian bytes. */
-function decodeGgml(typeName: string, bytes: Uint8Array, count: number): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  switch (typeName) {
-    case 'F32':
-      if (LITTLE_ENDIAN_HOST && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, count);
-      return Float32Array.from({ length: count }, (_, i) => view.getFloat32(4 * i, true));
-    case 'F64':
-      return Float32Array.from({ length: count }, (_, i) => view.getFloat64(8 * i, true));
-    case 'F16': {
-      const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) out[i] = f16ToF32(view.getUint16(2 * i, true));
-      return out;
-    }
-    case 'BF16': {
-      const out = new Float32Array(count);
-      const bits = new Uint32Array(out.buffer);
-      for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
-      return out;
-    }
-    case 'Q8_0':
-      return dequantizeQ8_0(bytes, count);
-    case 'Q8_1':
-      return dequantizeQ8_1(bytes, count);
-    case 'Q4_0':
-      return dequantizeQ4_0(bytes, count);
-    case 'Q4_1':
-      return dequantizeQ4_1(bytes, count);
-    default:
-      throw new QkdError('DTYPE', `cannot decode ggml type ${typeName}`, { hint: GGUF_READABLE_TYPES.join(', ') });
-  }
-}
-
-function checkBlocks(what: string, count: number, bytes: number, blockBytes: number): number {
-  if (!Number.isSafeInteger(count) || count < 0 || count % QK !== 0) {
-    throw new QkdError('SHAPE', `${what}: ${count} elements is not a multiple of the block size ${QK}`, { hint: `a multiple of ${QK}` });
-  }
-  const blocks = count / QK;
-  if (bytes !== blocks * blockBytes) throw new QkdError('SHAPE', `${what}: ${bytes} bytes for ${count} elements, expected ${blocks * blockBytes}`);
-  return blocks;
-}
-
-/** C's roundf: half away from zero. */
-function roundHalfAway(x: number): number {
-  return x < 0 ? -Math.round(-x) : Math.round(x);
-}
-
-/**
- * Q8_0, as ggml's quantize_row_q8_0_ref: per block of 32, d = amax / 127
- * (float32), q = roundf(x · (1/d)) as int8; stored as f16 d, then 32 int8.
- * x.length must be a multiple of 32.
- */
-export function quantizeQ8_0(x: Float32Array): Uint8Array {
-  const blocks = checkBlocks('Q8_0 quantize', x.length, x.length / QK * Q8_0_BYTES, Q8_0_BYTES);
-  const out = new Uint8Array(blocks * Q8_0_BYTES);
-  const view = new DataView(out.buffer);
-  for (let b = 0; b < blocks; b++) {
-    let amax = 0;
-    for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[b * QK + j]!));
-    const d = Math.fround(amax / 127);
-    const id = d !== 0 ? Math.fround(1 / d) : 0;
-    view.setUint16(b * Q8_0_BYTES, f32ToF16Bits(d), true);
-    for (let j = 0; j < QK; j++) view.setInt8(b * Q8_0_BYTES + 2 + j, roundHalfAway(Math.fround(x[b * QK + j]! * id)));
-  }
-  return out;
-}
-
-/** Q8_0 blocks → `count` floats: x = q · d. */
-export function dequantizeQ8_0(bytes: Uint8Array, count: number): Float32Array {
-  const blocks = checkBlocks('Q8_0 dequantize', count, bytes.length, Q8_0_BYTES);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  for (let b = 0; b < blocks; b++) {
-    const d = f16ToF32(view.getUint16(b * Q8_0_BYTES, true));
-    for (let j = 0; j < QK; j++) out[b * QK + j] = view.getInt8(b * Q8_0_BYTES + 2 + j) * d;
-  }
-  return out;
-}
-
-/**
- * Q4_0, as ggml's quantize_row_q4_0_ref: per block of 32, d = m / −8 where
- * m is the element of largest magnitude (the first, on ties), and
- * q = min(15, trunc(x · (1/d) + 8.5)) ∈ 0..15 (so x ≈ (q − 8) · d). Stored as
- * f16 d, then 16 bytes: byte j holds element j in its low nibble and
- * element j + 16 in its high nibble. x.length must be a multiple of 32.
- */
-export function quantizeQ4_0(x: Float32Array): Uint8Array {
-  const blocks = checkBlocks('Q4_0 quantize', x.length, x.length / QK * Q4_0_BYTES, Q4_0_BYTES);
-  const out = new Uint8Array(blocks * Q4_0_BYTES);
-  const view = new DataView(out.buffer);
-  const nibble = (v: number, id: number): number => {
-    const t = Math.trunc(Math.fround(Math.fround(v * id) + 8.5));
-    return t >= 15 ? 15 : t > 0 ? t : 0; // NaN (from ±Inf inputs) → 0
-  };
-  for (let b = 0; b < blocks; b++) {
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < QK; j++) {
-      const v = x[b * QK + j]!;
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = Math.fround(max / -8);
-    const id = d !== 0 ? Math.fround(1 / d) : 0;
-    view.setUint16(b * Q4_0_BYTES, f32ToF16Bits(d), true);
-    for (let j = 0; j < QK / 2; j++) {
-      const lo = nibble(x[b * QK + j]!, id);
-      const hi = nibble(x[b * QK + QK / 2 + j]!, id);
-      out[b * Q4_0_BYTES + 2 + j] = lo | (hi << 4);
-    }
-  }
-  return out;
-}
-
-/** Q4_0 blocks → `count` floats: x = (q − 8) · d. */
-export function dequantizeQ4_0(bytes: Uint8Array, count: number): Float32Array {
-  const blocks = checkBlocks('Q4_0 dequantize', count, bytes.length, Q4_0_BYTES);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  for (let b = 0; b < blocks; b++) {
-    const d = f16ToF32(view.getUint16(b * Q4_0_BYTES, true));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[b * Q4_0_BYTES + 2 + j]!;
-      out[b * QK + j] = ((q & 0x0f) - 8) * d;
-      out[b * QK + QK / 2 + j] = ((q >> 4) - 8) * d;
-    }
-  }
-  return out;
-}
-
-/** Q4_1 blocks (f16 d, f16 m, 16 nibble bytes laid out as Q4_0) → x = q · d + m. */
-function dequantizeQ4_1(bytes: Uint8Array, count: number): Float32Array {
-  const size = 20;
-  const blocks = checkBlocks('Q4_1 dequantize', count, bytes.length, size);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  for (let b = 0; b < blocks; b++) {
-    const d = f16ToF32(view.getUint16(b * size, true));
-    const m = f16ToF32(view.getUint16(b * size + 2, true));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[b * size + 4 + j]!;
-      out[b * QK + j] = Math.fround((q & 0x0f) * d) + m;
-      out[b * QK + QK / 2 + j] = Math.fround((q >> 4) * d) + m;
-    }
-  }
-  return out;
-}
-
-/** Q8_1 blocks (f16 d, f16 sum s, 32 int8) → x = q · d (s is a cached sum, not needed here). */
-function dequantizeQ8_1(bytes: Uint8Array, count: number): Float32Array {
-  const size = 36;
-  const blocks = checkBlocks('Q8_1 dequantize', count, bytes.length, size);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  for (let b = 0; b < blocks; b++) {
-    const d = f16ToF32(view.getUint16(b * size, true));
-    for (let j = 0; j < QK; j++) out[b * QK + j] = view.getInt8(b * size + 4 + j) * d;
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
 // Writing
 
-export type GgufWriteType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+/** The ggml types writeGguf encodes (GGML_WRITABLE). */
+export type GgufWriteType = GgmlWritableName;
 
 export interface GgufTensorToWrite {
   name: string;
@@ -878,9 +656,9 @@ function planTensors(path: string, tensors: readonly GgufTensorToWrite[], alignm
   let offset = 0;
   return tensors.map((t, i) => {
     const field = `tensors[${i}]`;
-    const type = GGML_TYPES_BY_NAME.get(t.type);
-    if (type === undefined || !['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'].includes(t.type)) {
-      throw new QkdError('ARGUMENT', `GGUF tensor '${t.name}': cannot write type ${JSON.stringify(t.type)}`, { path, field: `${field}.type`, hint: 'F32, F16, BF16, Q8_0 or Q4_0' });
+    const type = ggmlFormat(t.type);
+    if (type?.encode === undefined) {
+      throw new QkdError('ARGUMENT', `GGUF tensor '${t.name}': cannot write type ${JSON.stringify(t.type)}`, { path, field: `${field}.type`, hint: GGML_WRITABLE.join(', ') });
     }
     if (typeof t.name !== 'string' || t.name.length === 0 || Buffer.byteLength(t.name) > MAX_NAME_BYTES || names.has(t.name)) {
       throw new QkdError('ARGUMENT', `GGUF tensor name ${JSON.stringify(t.name)} is empty, duplicate or longer than ${MAX_NAME_BYTES} bytes`, { path, field: `${field}.name`, hint: `a unique name of 1..${MAX_NAME_BYTES} bytes (llama.cpp's limit)` });
@@ -894,7 +672,7 @@ function planTensors(path: string, tensors: readonly GgufTensorToWrite[], alignm
       throw new QkdError('SHAPE', `GGUF tensor '${t.name}' of shape ${fmtShape(t.shape)}: ${type.name} needs rows of a multiple of ${type.blockSize} elements`, { path, field: `${field}.shape`, hint: `a last dimension divisible by ${type.blockSize}, or type F32/F16/BF16` });
     }
     const elements = t.shape.reduce((a, d) => a * d, 1);
-    const byteLength = (elements / type.blockSize) * type.typeSize;
+    const byteLength = (elements / type.blockSize) * type.blockBytes;
     const planned = { source: t, type, elements, byteLength, offset };
     offset += alignUp(byteLength, alignment);
     return planned;
@@ -920,29 +698,10 @@ function metadataEntries(path: string, contents: GgufContents): { entries: [stri
   return { entries, alignment };
 }
 
-/** Encodes one tensor's values in its ggml type. */
-function encodeTensor(type: string, data: Float32Array): Uint8Array {
-  switch (type) {
-    case 'F32':
-      if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      return fromView(data.length * 4, (v) => data.forEach((x, i) => v.setFloat32(4 * i, x, true)));
-    case 'F16':
-      return fromView(data.length * 2, (v) => data.forEach((x, i) => v.setUint16(2 * i, f32ToF16Bits(x), true)));
-    case 'BF16':
-      return fromView(data.length * 2, (v) => data.forEach((x, i) => v.setUint16(2 * i, f32ToBf16Bits(x), true)));
-    case 'Q8_0':
-      return quantizeQ8_0(data);
-    case 'Q4_0':
-      return quantizeQ4_0(data);
-    default:
-      throw new QkdError('ARGUMENT', `cannot encode ggml type ${type}`);
-  }
-}
-
-function fromView(bytes: number, fill: (v: DataView) => void): Uint8Array {
-  const out = new Uint8Array(bytes);
-  fill(new DataView(out.buffer));
-  return out;
+/** Encodes one tensor's values in its ggml type (F32 without a copy). */
+function encodeTensor(type: GgmlFormat, data: Float32Array): Uint8Array {
+  if (type.name === 'F32' && LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return type.encode!(data);
 }
 
 /**
@@ -980,7 +739,7 @@ export function writeGguf(path: string, contents: GgufContents): void {
         const got = data instanceof Float32Array ? `${data.length} elements` : 'not a Float32Array';
         throw new QkdError('SHAPE', `GGUF tensor '${p.source.name}' data is ${got}, shape ${fmtShape(p.source.shape)} needs ${p.elements}`, { path, field: p.source.name });
       }
-      writeAll(fd, encodeTensor(p.type.name, data));
+      writeAll(fd, encodeTensor(p.type, data));
       writeAll(fd, new Uint8Array(alignUp(p.byteLength, alignment) - p.byteLength));
     }
   });

@@ -3,19 +3,17 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { decodeQ4_0 as dequantizeQ4_0, decodeQ8_0 as dequantizeQ8_0, encodeQ4_0 as quantizeQ4_0, encodeQ8_0 as quantizeQ8_0 } from '../../src/quant/ggml-legacy.js';
 import {
-  dequantizeQ4_0,
-  dequantizeQ8_0,
   ggufToHfName,
   hfToGgufName,
   openGguf,
-  quantizeQ4_0,
-  quantizeQ8_0,
   writeGguf,
   type GgufValue,
   type GgufWriteType,
 } from '../../src/io/gguf.js';
 import { QkdError } from '../../src/errors.js';
+import { GGML_WRITABLE, roundTrip } from '../../src/quant/ggml-formats.js';
 import { Rng } from '../../src/tensor/random.js';
 import { f16BitsToF32, f32ToF16Bits, fromBf16, fromF16, toBf16, toF16 } from '../../src/tensor/dtype.js';
 
@@ -184,7 +182,7 @@ describe('GGUF reader: a file assembled by hand', () => {
     });
   }
 
-  it('dequantizes Q4_0, Q4_1, Q8_1 and BF16 blocks built by hand; refuses K-quants naming tensor and type', () => {
+  it('dequantizes Q4_0, Q4_1, Q8_1, BF16 and K-quant blocks built by hand; refuses a type it cannot decode, naming tensor and type', () => {
     const b = header(new Bytes(), 7, 0);
     tensorInfo(b, 'q4_0', [32], G.Q4_0, 0);
     tensorInfo(b, 'q4_1', [32], G.Q4_1, 32);
@@ -222,9 +220,10 @@ describe('GGUF reader: a file assembled by hand', () => {
     assert.deepEqual(Array.from(f.readFloat32('q8_1')), Array.from({ length: 32 }, (_, j) => (j - 16) * 0.25));
     assert.deepEqual(Array.from(f.readFloat32('bf16')), [1, -3, 0]);
     assert.equal(f.tensor('k').typeName, 'Q4_K');
-    assert.throws(() => f.readFloat32('k'), (e: unknown) => {
+    assert.deepEqual(Array.from(f.readFloat32('k')), new Array(256).fill(0), 'an all-zero Q4_K block');
+    assert.throws(() => f.readFloat32('i32'), (e: unknown) => {
       assert.ok(e instanceof QkdError);
-      assert.match(e.message, /tensor 'k' has ggml type Q4_K/);
+      assert.match(e.message, /tensor 'i32' has ggml type I32, which qkd cannot dequantize/);
       assert.ok(e.message.includes('blocks.gguf'));
       return true;
     });
@@ -304,42 +303,43 @@ describe('GGUF quantizers (ggml reference behaviour)', () => {
 });
 
 describe('GGUF writer', () => {
-  const types: GgufWriteType[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'];
+  const types = GGML_WRITABLE as GgufWriteType[];
 
   it('round-trips every type; stores ne reversed, offsets aligned; streams tensor data', () => {
     const path = join(dir, 'types.gguf');
-    const data = types.map((_, k) => randomValues(100 + k, 3 * 64));
+    const data = types.map((_, k) => randomValues(100 + k, 3 * 256));
     let calls = 0;
     writeGguf(path, {
       metadata: { 'general.architecture': { type: 'string', value: 'llama' }, 'general.name': { type: 'string', value: 'tiny' } },
-      tensors: types.map((type, k) => ({ name: `t.${type}`, shape: [3, 64], type, data: () => (calls++, data[k]!) })),
+      tensors: types.map((type, k) => ({ name: `t.${type}`, shape: [3, 256], type, data: () => (calls++, data[k]!) })),
     });
     assert.equal(calls, types.length);
     const f = openGguf(path);
     assert.equal(f.version, 3);
     assert.equal(f.alignment, 32);
     assert.deepEqual(f.metadata.get('general.quantization_version'), { type: 'u32', value: 2 });
-    const expected: Record<GgufWriteType, (x: Float32Array) => Float32Array> = {
+    const expected: Partial<Record<GgufWriteType, (x: Float32Array) => Float32Array>> = {
       F32: (x) => x,
       F16: (x) => fromF16(toF16(x)),
       BF16: (x) => fromBf16(toBf16(x)),
       Q8_0: (x) => dequantizeQ8_0(quantizeQ8_0(x), x.length),
       Q4_0: (x) => dequantizeQ4_0(quantizeQ4_0(x), x.length),
     };
+    assert.ok(types.length >= 13, 'every format of the table');
     types.forEach((type, k) => {
       const t = f.tensor(`t.${type}`);
-      assert.deepEqual(t.shape, [3, 64]);
+      assert.deepEqual(t.shape, [3, 256]);
       assert.equal(t.typeName, type);
       assert.equal((t.offset - f.dataOffset) % 32, 0);
-      assert.deepEqual(Array.from(f.readFloat32(t.name)), Array.from(expected[type](data[k]!)), type);
+      assert.deepEqual(Array.from(f.readFloat32(t.name)), Array.from((expected[type] ?? ((x: Float32Array) => roundTrip(type, x)))(data[k]!)), type);
     });
-    assert.deepEqual(Array.from(f.readBytes('t.Q4_0')), Array.from(quantizeQ4_0(data[4]!)));
+    assert.deepEqual(Array.from(f.readBytes('t.Q4_0')), Array.from(quantizeQ4_0(data[types.indexOf('Q4_0')]!)));
     f.close();
-    // ne in the file is the reversed shape: ne[0] = 64 columns.
+    // ne in the file is the reversed shape: ne[0] = 256 columns.
     const raw = readFileSync(path);
     const nameAt = raw.indexOf('t.F32');
     assert.equal(raw.readUInt32LE(nameAt + 5), 2);
-    assert.equal(raw.readBigUInt64LE(nameAt + 9), 64n);
+    assert.equal(raw.readBigUInt64LE(nameAt + 9), 256n);
     assert.equal(raw.readBigUInt64LE(nameAt + 17), 3n);
   });
 
@@ -386,7 +386,7 @@ describe('GGUF writer', () => {
     const path = join(dir, 'refused.gguf');
     const cases: [string, Parameters<typeof writeGguf>[1], RegExp][] = [
       ['row not whole blocks', { tensors: [{ name: 'a', shape: [2, 16], type: 'Q8_0', data: new Float32Array(32) }] }, /multiple of 32/],
-      ['unknown type', { tensors: [{ name: 'a', shape: [4], type: 'Q5_0' as GgufWriteType, data: new Float32Array(4) }] }, /cannot write type "Q5_0"/],
+      ['unknown type', { tensors: [{ name: 'a', shape: [4], type: 'IQ2_XXS' as GgufWriteType, data: new Float32Array(4) }] }, /cannot write type "IQ2_XXS"/],
       ['name too long', { tensors: [{ name: 'n'.repeat(64), shape: [1], type: 'F32', data: new Float32Array(1) }] }, /longer than 63 bytes/],
       ['duplicate name', { tensors: [{ name: 'a', shape: [1], type: 'F32', data: new Float32Array(1) }, { name: 'a', shape: [1], type: 'F32', data: new Float32Array(1) }] }, /duplicate/],
       ['5 dims', { tensors: [{ name: 'a', shape: [1, 1, 1, 1, 1], type: 'F32', data: new Float32Array(1) }] }, /shape \[1,1,1,1,1\]/],
