@@ -1,12 +1,16 @@
 /**
  * Loads a float LLaMA model from any layout qkd writes or reads as a whole
  * model: a Hugging Face / qkd directory (also packed quantized checkpoints,
- * dequantized), a qkd training run directory (its latest checkpoint), or a
- * llama2.c checkpoint file.
+ * dequantized), a qkd training run directory (its latest checkpoint), a
+ * llama.cpp GGUF (any type qkd decodes, K-quants included; its tokenizer is
+ * rebuilt from the metadata), or a llama2.c checkpoint file.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { modelFileFormat } from '../io/tensor-source.js';
+import { openGguf } from '../io/gguf.js';
+import { loadLlamaGguf } from './llama-gguf.js';
+import { tokenizerFromGguf } from '../data/tokenizer-gguf.js';
 import { QkdError } from '../errors.js';
 import { loadLlama } from './llama-io.js';
 import { loadLlama2c } from './llama2c-io.js';
@@ -36,16 +40,11 @@ export function modelDirectory(path: string): string {
  * same detection `qkd audit` uses), never by the extension alone.
  */
 export function loadModelAny(path: string): LlamaModel {
-  let isFile = false;
-  try {
-    isFile = statSync(path).isFile();
-  } catch {
-    // fall through: loadLlama reports the missing directory
-  }
-  if (!isFile) return loadLlama(modelDirectory(path));
+  // Not a file: loadLlama reports a missing directory.
+  if (!isFile(path)) return loadLlama(modelDirectory(path));
   switch (modelFileFormat(path)) {
     case 'gguf':
-      throw new QkdError('IO', 'GGUF files can be audited but not yet loaded as a model', { path, hint: 'a Hugging Face/qkd model directory or a llama2.c .bin' });
+      return loadLlamaGguf(path);
     case 'safetensors': {
       // A safetensors file holds tensors but not the model's shape: that is config.json beside it.
       const dir = dirname(path);
@@ -69,15 +68,34 @@ export function loadModelAny(path: string): LlamaModel {
 export function loadModelTokenizer(model: LlamaModel, modelPath: string, tokenizerPath?: string): Tokenizer {
   const vocab = model.config.vocab_size;
   let path = tokenizerPath;
+  if (path === undefined && isFile(modelPath) && modelFileFormat(modelPath) === 'gguf') {
+    const f = openGguf(modelPath);
+    try {
+      return checkVocab(tokenizerFromGguf(f), vocab, modelPath);
+    } finally {
+      f.close();
+    }
+  }
   if (path === undefined) {
     const beside = join(modelDirectory(modelPath), 'tokenizer.json');
     if (existsSync(beside)) path = beside;
     else if (vocab === 256) return new ByteTokenizer();
     else throw new QkdError('IO', `the model has a ${vocab}-token vocabulary and no tokenizer.json beside it`, { path: modelPath, field: '--tokenizer', hint: 'a tokenizer.json or llama2.c tokenizer.bin given with --tokenizer' });
   }
-  const tokenizer = loadTokenizerFile(path, vocab);
+  return checkVocab(loadTokenizerFile(path, vocab), vocab, path);
+}
+
+function checkVocab(tokenizer: Tokenizer, vocab: number, path: string): Tokenizer {
   if (tokenizer.vocabSize !== vocab) {
     throw new QkdError('CONFIG', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${vocab}: they do not belong together`, { path, field: 'vocab_size', hint: `the tokenizer the model was trained with (${vocab} tokens)` });
   }
   return tokenizer;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }

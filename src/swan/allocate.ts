@@ -75,6 +75,43 @@ export function uniformPlan(tensors: readonly { name: string }[], bits: PlanBits
   return { scheme, bits: Object.fromEntries(tensors.map((t) => [t.name, bits])) };
 }
 
+/**
+ * The greedy of allocateBits on plain numbers: item i at choice l costs
+ * costs[i][l] bytes and does damages[i][l] (choices in ascending cost). Every
+ * item starts at choice 0; the upgrade with the largest damage reduction per
+ * extra byte that fits the budget is applied until none is left, looking
+ * past the next choice too. Returns each item's choice and the bytes used.
+ */
+export function greedyUpgrade(costs: readonly (readonly number[])[], damages: readonly (readonly number[])[], budgetBytes: number): { level: number[]; bytes: number } {
+  const level = costs.map(() => 0);
+  let bytes = costs.reduce((s, c) => s + c[0]!, 0);
+  for (;;) {
+    let best = -1;
+    let bestLevel = -1;
+    let bestRatio = 0;
+    let bestExtra = 0;
+    costs.forEach((c, i) => {
+      const d = damages[i]!;
+      const here = level[i]!;
+      for (let l = here + 1; l < c.length; l++) {
+        const extra = c[l]! - c[here]!;
+        if (bytes + extra > budgetBytes * (1 + 1e-12)) break;
+        const gain = d[here]! - d[l]!;
+        const ratio = extra > 0 ? gain / extra : gain > 0 ? Infinity : 0;
+        if (gain > 0 && ratio > bestRatio) {
+          bestRatio = ratio;
+          best = i;
+          bestLevel = l;
+          bestExtra = extra;
+        }
+      }
+    });
+    if (best < 0) return { level, bytes };
+    level[best] = bestLevel;
+    bytes += bestExtra;
+  }
+}
+
 export function allocateBits(tensors: readonly AllocationTensor[], options: AllocationOptions): Allocation {
   const choices = [...(options.choices ?? PLAN_BITS)].sort((a, b) => a - b);
   if (choices.length === 0 || choices.some((b) => !(PLAN_BITS as readonly number[]).includes(b))) {
@@ -96,38 +133,14 @@ export function allocateBits(tensors: readonly AllocationTensor[], options: Allo
 
   const params = tensors.reduce((s, t) => s + t.rows * t.cols, 0);
   const budgetBytes = (options.budgetBits * params) / 8;
-  const level = tensors.map(() => 0); // index into choices
-  let bytes = tensors.reduce((s, t) => s + cost(t, choices[0]!), 0);
-  if (bytes > budgetBytes * (1 + 1e-12)) {
-    const minBits = params > 0 ? (8 * bytes) / params : 0;
+  const costs = tensors.map((t) => choices.map((b) => cost(t, b)));
+  const damages = tensors.map((t) => choices.map((b) => damage(t, b)));
+  const minBytes = costs.reduce((s, c) => s + c[0]!, 0);
+  if (minBytes > budgetBytes * (1 + 1e-12)) {
+    const minBits = params > 0 ? (8 * minBytes) / params : 0;
     throw new QkdError('ARGUMENT', `budget of ${options.budgetBits} bits per weight is below the smallest plan (${minBits.toFixed(3)} bits at ${choices[0]} bits everywhere)`, { field: 'budget', hint: `at least ${minBits.toFixed(3)}` });
   }
-  for (;;) {
-    let best = -1;
-    let bestLevel = -1;
-    let bestRatio = 0;
-    let bestExtra = 0;
-    tensors.forEach((t, i) => {
-      const here = choices[level[i]!]!;
-      const d0 = damage(t, here);
-      const c0 = cost(t, here);
-      for (let l = level[i]! + 1; l < choices.length; l++) {
-        const extra = cost(t, choices[l]!) - c0;
-        if (bytes + extra > budgetBytes * (1 + 1e-12)) break;
-        const gain = d0 - damage(t, choices[l]!);
-        const ratio = extra > 0 ? gain / extra : gain > 0 ? Infinity : 0;
-        if (gain > 0 && ratio > bestRatio) {
-          bestRatio = ratio;
-          best = i;
-          bestLevel = l;
-          bestExtra = extra;
-        }
-      }
-    });
-    if (best < 0) break;
-    level[best] = bestLevel;
-    bytes += bestExtra;
-  }
+  const { level, bytes } = greedyUpgrade(costs, damages, budgetBytes);
   const plan: QuantPlan = { scheme: options.scheme, bits: {} };
   let predictedDamage = 0;
   tensors.forEach((t, i) => {
