@@ -18,6 +18,7 @@ import { registerAudit } from './commands/audit.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDistill } from './commands/distill.js';
 import { registerEval } from './commands/eval.js';
+import { registerExport } from './commands/export.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerQuantize } from './commands/quantize.js';
 import { registerTrain } from './commands/train.js';
@@ -47,6 +48,7 @@ function buildProgram(): Command {
   registerDistill(program);
   registerAudit(program);
   registerQuantize(program);
+  registerExport(program);
   return program;
 }
 

@@ -4,7 +4,13 @@
  * - byte-level (256 ids, no merges) and qkd's byte-level BPE become
  *   llama.cpp's "gpt2" vocabulary: tokens are the GPT-2 byte-to-unicode
  *   strings of each id's bytes, merges "left right" in rank order, and the
- *   GPT-2 pre-tokenizer ("gpt-2"), the split qkd's BPE also uses;
+ *   GPT-2 pre-tokenizer ("gpt-2"), the split qkd's BPE also uses. These
+ *   vocabularies have no special tokens, but llama.cpp always has an EOS
+ *   (11 by default, a comma in GPT-2's alphabet) and warns when it is not an
+ *   end-of-generation token. So id 0, the NUL byte, which never occurs in
+ *   the UTF-8 text qkd trains on (binary corpora are refused), is written as
+ *   the control token "<|endoftext|>" and made BOS and EOS: generation stops
+ *   if the model ever emits it, and the vocabulary size is unchanged;
  * - the llama2.c (SentencePiece-style) tokenizer becomes "llama": pieces,
  *   scores, token types (unknown, control, byte, normal), BOS 1, EOS 2,
  *   UNK 0.
@@ -18,6 +24,9 @@ import type { GgufFile, GgufValue } from '../io/gguf.js';
 import { ByteTokenizer, byteToUnicode, type Tokenizer } from './tokenizer.js';
 import { BpeTokenizer } from './bpe.js';
 import { Llama2cTokenizer } from './llama2c-tokenizer.js';
+
+/** The control token NUL stands for in byte-level vocabularies (see the file comment). */
+const END_OF_TEXT = '<|endoftext|>';
 
 /** llama.cpp's token types (llama_token_type). */
 const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, byte: 6 } as const;
@@ -63,12 +72,21 @@ export function tokenizerGgufMetadata(t: Tokenizer): Record<string, GgufValue> {
   const table = byteToUnicode();
   const pieces = byteLevelPieces(t);
   const merges = t instanceof BpeTokenizer ? t.merges.map(([a, b]) => `${unicodeOf(pieces[a]!, table)} ${unicodeOf(pieces[b]!, table)}`) : [];
+  const tokens = pieces.map((p) => unicodeOf(p, table));
+  const types: number[] = pieces.map(() => TOKEN_TYPE.normal);
+  // NUL as the end-of-text control token, unless a merge uses it (then llama.cpp's default EOS stays, with its warning).
+  const nulFree = !(t instanceof BpeTokenizer) || t.merges.every(([a, b]) => a !== 0 && b !== 0);
+  if (nulFree) {
+    tokens[0] = END_OF_TEXT;
+    types[0] = TOKEN_TYPE.control;
+  }
   return {
     'tokenizer.ggml.model': { type: 'string', value: 'gpt2' },
     'tokenizer.ggml.pre': { type: 'string', value: 'gpt-2' },
-    'tokenizer.ggml.tokens': strings(pieces.map((p) => unicodeOf(p, table))),
-    'tokenizer.ggml.token_type': { type: 'array', itemType: 'i32', value: pieces.map(() => TOKEN_TYPE.normal) },
+    'tokenizer.ggml.tokens': strings(tokens),
+    'tokenizer.ggml.token_type': { type: 'array', itemType: 'i32', value: types },
     'tokenizer.ggml.merges': strings(merges),
+    ...(nulFree ? { 'tokenizer.ggml.bos_token_id': { type: 'u32', value: 0 } as GgufValue, 'tokenizer.ggml.eos_token_id': { type: 'u32', value: 0 } as GgufValue } : {}),
     'tokenizer.ggml.add_bos_token': { type: 'bool', value: false },
     'tokenizer.ggml.add_eos_token': { type: 'bool', value: false },
   };
@@ -99,11 +117,12 @@ export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   if (kind === 'gpt2') {
     const tokens = stringArray(f, 'tokenizer.ggml.tokens');
     const table = byteToUnicode();
-    const byteLevel = tokens.length >= 256 && table.every((ch, b) => tokens[b] === ch);
+    const byteLevel = tokens.length >= 256 && table.every((ch, b) => tokens[b] === ch || (b === 0 && tokens[b] === END_OF_TEXT));
     if (!byteLevel) throw unsupported(f, 'a byte-level vocabulary whose first 256 tokens are not the bytes in order');
     if (tokens.length === 256) return new ByteTokenizer();
     const merges = f.metadata.has('tokenizer.ggml.merges') ? stringArray(f, 'tokenizer.ggml.merges') : [];
-    const id = new Map(tokens.map((t, i) => [t, i]));
+    const id = new Map(table.map((ch, b) => [ch, b]));
+    tokens.forEach((t, i) => i >= 256 && id.set(t, i));
     const pairs = merges.map((m, k) => {
       const [a, b] = m.split(' ');
       const left = id.get(a ?? '');

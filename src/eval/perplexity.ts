@@ -10,6 +10,8 @@ import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { loadCorpus, sequentialBatches, splitText } from '../data/corpus.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
+import { modelFileFormat } from '../io/tensor-source.js';
+import { llamaCppPerplexity } from './llama-cpp.js';
 import { noGrad } from '../tensor/tape.js';
 
 export interface EvalResult {
@@ -75,9 +77,8 @@ export interface ModelEvalResult extends EvalResult {
   seq_len: number;
 }
 
-/** `qkd eval` as one call: load any model and its tokenizer, score a corpus. */
-export function evaluateModel(modelPath: string, options: EvaluateModelOptions = {}): ModelEvalResult {
-  const model = loadModelAny(modelPath);
+/** The tokens `qkd eval` scores: the held-out tail (or the whole text) of a corpus, in the model's tokenizer. */
+function evalTokens(model: LlamaModel, modelPath: string, options: EvaluateModelOptions): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
   const context = model.config.max_position_embeddings;
   const seqLen = options.seqLen ?? context;
@@ -86,13 +87,45 @@ export function evaluateModel(modelPath: string, options: EvaluateModelOptions =
   }
   const text = loadCorpus(options.data ?? 'default');
   const split = options.wholeText ? 'all' : 'validation';
-  const scored = split === 'all' ? text : splitText(text).validation;
+  return { tokenizer, text: split === 'all' ? text : splitText(text).validation, split, seqLen };
+}
+
+/** Names --whole-file when the held-out part is what is too short. */
+function explainShort(err: unknown, split: 'validation' | 'all', data: string | undefined): unknown {
+  if (split === 'validation' && err instanceof QkdError && err.field === 'data') {
+    return new QkdError('ARGUMENT', `the held-out last 10% of the text is too short to score: ${err.message}`, { path: data, field: 'data', hint: 'a longer text, a smaller --seq-len, or --whole-file to score all of it' });
+  }
+  return err;
+}
+
+/** `qkd eval` as one call: load any model and its tokenizer, score a corpus. */
+export function evaluateModel(modelPath: string, options: EvaluateModelOptions = {}): ModelEvalResult {
+  const model = loadModelAny(modelPath);
+  const { tokenizer, text, split, seqLen } = evalTokens(model, modelPath, options);
   try {
-    return { ...evaluatePerplexity(model, tokenizer, scored, seqLen), split, seq_len: seqLen };
+    return { ...evaluatePerplexity(model, tokenizer, text, seqLen), split, seq_len: seqLen };
   } catch (err) {
-    if (split === 'validation' && err instanceof QkdError && err.field === 'data') {
-      throw new QkdError('ARGUMENT', `the held-out last 10% of the text is too short to score: ${err.message}`, { path: options.data, field: 'data', hint: 'a longer text, a smaller --seq-len, or --whole-file to score all of it' });
-    }
-    throw err;
+    throw explainShort(err, split, options.data);
+  }
+}
+
+/**
+ * `qkd eval --engine llama.cpp`: the same tokens and windows, scored by
+ * llama.cpp itself (node-llama-cpp) on a GGUF file. bits_per_byte counts the
+ * UTF-8 bytes of the predicted tokens, as evaluatePerplexity does.
+ */
+export async function evaluateModelInLlamaCpp(modelPath: string, options: EvaluateModelOptions = {}): Promise<ModelEvalResult & { warnings: string[] }> {
+  if (modelFileFormat(modelPath) !== 'gguf') throw new QkdError('ARGUMENT', 'the llama.cpp engine runs GGUF files', { path: modelPath, field: '--engine', hint: 'a .gguf file (qkd export writes one)' });
+  const model = loadModelAny(modelPath);
+  const { tokenizer, text, split, seqLen } = evalTokens(model, modelPath, options);
+  const tokens = tokenizer.encode(text);
+  try {
+    const r = await llamaCppPerplexity(modelPath, tokens, seqLen);
+    let bytes = 0;
+    const windows = Math.floor((tokens.length - 1) / seqLen);
+    for (let i = 1; i <= windows * seqLen; i++) bytes += tokenizer.kind === 'byte' ? 1 : tokenByteLength(tokenizer, tokens[i]!);
+    return { ppl: r.ppl, loss: r.loss, tokens: r.tokens, bits_per_byte: (r.loss * r.tokens) / Math.LN2 / bytes, split, seq_len: seqLen, warnings: r.warnings };
+  } catch (err) {
+    throw explainShort(err, split, options.data);
   }
 }

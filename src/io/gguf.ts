@@ -684,7 +684,7 @@ function metadataEntries(path: string, contents: GgufContents): { entries: [stri
   const given = contents.metadata ?? new Map<string, GgufValue>();
   const entries: [string, GgufValue][] = given instanceof Map ? [...given.entries()] : Object.entries(given as Record<string, GgufValue>);
   const keys = new Set(entries.map(([k]) => k));
-  const quantized = contents.tensors.some((t) => t.type === 'Q8_0' || t.type === 'Q4_0');
+  const quantized = contents.tensors.some((t) => ggmlFormat(t.type)!.blockSize > 1);
   if (quantized && !keys.has('general.quantization_version')) entries.push(['general.quantization_version', { type: 'u32', value: QUANTIZATION_VERSION }]);
   const alignmentValue = entries.find(([k]) => k === 'general.alignment')?.[1];
   let alignment = DEFAULT_ALIGNMENT;

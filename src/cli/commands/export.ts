@@ -1,0 +1,40 @@
+/** `qkd export`: a GGUF file that llama.cpp (ollama, LM Studio) runs. */
+import type { Command } from 'commander';
+import { exportGguf } from '../../compress/export-gguf.js';
+import { decimal, integer } from '../options.js';
+
+interface ExportFlags {
+  out: string;
+  type?: string;
+  budget?: number;
+  plan?: string;
+  tokenizer?: string;
+  name?: string;
+  force?: boolean;
+  pure?: boolean;
+  seed: number;
+}
+
+export function registerExport(program: Command): void {
+  program
+    .command('export')
+    .description('write a GGUF file for llama.cpp: one ggml type, a llama.cpp mixture (Q4_K_M …), or a sensitivity-guided mix under a size budget')
+    .argument('<model>', 'any model qkd loads: a model or run directory, a distill output, a packed checkpoint, a .gguf, a llama2.c .bin')
+    .requiredOption('--out <file.gguf>', 'the GGUF file to write (an existing file only with --force)')
+    .option('--type <type>', 'Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16, F32, or a llama.cpp file type: Q2_K_S… Q4_K_M, Q5_K_M, … (default Q8_0)')
+    .option('--budget <bits>', 'bits per weight over the 2-D weights, block scales included: K-quant types chosen by sensitivity', decimal('--budget', { min: 0, exclusiveMin: true, max: 16 }))
+    .option('--plan <file.json>', 'per-tensor ggml types (name → type) overriding the chosen ones')
+    .option('--tokenizer <path>', "tokenizer file (default: the model's own)")
+    .option('--name <name>', 'general.name in the file (default: the model path)')
+    .option('--seed <n>', 'seed of the sensitivity profile (--budget)', integer('--seed'), 1234)
+    .option('--pure', "every 2-D weight in the file type's base format, without llama.cpp's per-tensor rules (llama-quantize --pure)")
+    .option('--force', 'replace an existing --out file')
+    .action((model: string, o: ExportFlags) => {
+      const r = exportGguf(model, { out: o.out, type: o.type, budgetBits: o.budget, planFile: o.plan, tokenizer: o.tokenizer, name: o.name, force: o.force, pure: o.pure, seed: o.seed });
+      for (const note of r.fallbacks) process.stderr.write(`qkd: ${note}\n`);
+      const histogram: Record<string, number> = {};
+      for (const t of Object.values(r.types)) histogram[t] = (histogram[t] ?? 0) + 1;
+      console.log(`${Object.keys(r.types).length} tensors (${Object.entries(histogram).map(([t, n]) => `${n}×${t}`).join(', ')}), ${r.bitsPerWeight.toFixed(3)} bits per weight, ${r.bytes} bytes -> ${r.out}`);
+      console.log(JSON.stringify({ out: r.out, bytes: r.bytes, params: r.params, bits_per_weight: r.bitsPerWeight, file_type: r.fileType, types: histogram, fallbacks: r.fallbacks.length }));
+    });
+}

@@ -1,0 +1,208 @@
+/**
+ * `qkd export` as one API call: any model qkd loads → a GGUF file that
+ * llama.cpp runs, its weights encoded by the ggml format table
+ * (quant/ggml-formats.ts), byte for byte what llama.cpp's own quantizer
+ * would write from the same float weights.
+ *
+ * How each tensor's type is chosen:
+ * - a llama.cpp file type (Q4_K_M, Q5_K_S, Q4_0, Q8_0, Q6_K, F16, …):
+ *   llama.cpp's per-tensor rules (compress/ggml-mixtures.ts), exactly the
+ *   types llama-quantize picks; with `pure`, every 2-D weight in the base
+ *   format (llama-quantize --pure);
+ * - a ggml format that is no file type (Q3_K, Q4_K, Q5_K): every 2-D weight
+ *   in it; norms stay F32 always;
+ * - a budget in bits per weight (block scales counted): the data-free
+ *   sensitivity profile's composite scores weight the measured error of each
+ *   candidate format, and a greedy spends the bytes where they cut the most
+ *   weighted error (swan/allocate.ts's greedyUpgrade);
+ * - a plan file: {"tensor name": "Q6_K", …} over the formats.
+ * A row length that is not a multiple of the chosen format's block falls
+ * back as llama.cpp does, and the result lists every fallback.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { QkdError } from '../errors.js';
+import { writeGguf, type GgufValue, type GgufWriteType } from '../io/gguf.js';
+import { ensureWritableFile } from '../io/output-dir.js';
+import { GGML_WRITABLE, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
+import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
+import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
+import type { LlamaModel } from '../models/llama.js';
+import { tokenizerGgufMetadata } from '../data/tokenizer-gguf.js';
+import { greedyUpgrade } from '../swan/allocate.js';
+import { profileModel } from '../swan/profile.js';
+import { FILE_TYPES, PURE_FILE_TYPE, baseType, fallbackType, mixtureType, type MixtureName } from './ggml-mixtures.js';
+
+export interface ExportGgufOptions {
+  /** The .gguf file to write (atomically; an existing file only with `force`). */
+  out: string;
+  /** A ggml format (every 2-D weight) or a llama.cpp file type such as Q4_K_M. */
+  type?: string;
+  /** Every 2-D weight in the file type's base format, without llama.cpp's per-tensor rules (llama-quantize --pure). */
+  pure?: boolean;
+  /** Bits per weight over the 2-D weights, block scales included: a sensitivity-guided mix of ggml formats. */
+  budgetBits?: number;
+  /** JSON file of tensor name → ggml format, overriding the chosen types. */
+  planFile?: string;
+  /** Tokenizer file (default: the model's own). */
+  tokenizer?: string;
+  /** general.name in the file (default: the model path's last part). */
+  name?: string;
+  force?: boolean;
+  seed?: number;
+}
+
+export interface ExportGgufResult {
+  out: string;
+  /** The file's size in bytes. */
+  bytes: number;
+  /** Parameters of the model (every tensor written). */
+  params: number;
+  /** 8 · (bytes of all tensor data) / params. */
+  bitsPerWeight: number;
+  /** llama.cpp tensor name → ggml type. */
+  types: Record<string, GgufWriteType>;
+  /** Tensors that could not take the requested type (row length), with what they got instead. */
+  fallbacks: string[];
+  /** The general.file_type written. */
+  fileType: number;
+}
+
+/** Candidate formats of a budget plan, by increasing size. */
+const BUDGET_CHOICES: readonly GgufWriteType[] = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'F16'];
+
+type TypeRule = (hfName: string, shape: readonly number[]) => GgufWriteType;
+
+function isWeight(shape: readonly number[]): boolean {
+  return shape.length === 2;
+}
+
+/**
+ * The type rule of a --type value. A llama.cpp file type (Q4_K_M, Q4_0,
+ * Q8_0, …) gets llama.cpp's per-tensor rules, unless `pure`; a ggml format
+ * that is no file type (Q3_K, Q4_K, Q5_K) goes to every 2-D weight.
+ */
+function ruleOfType(type: string, model: LlamaModel, pure: boolean): { rule: TypeRule; fileType: number } {
+  const file = FILE_TYPES[type as MixtureName];
+  if (file !== undefined && !pure) return { rule: (name, shape) => (isWeight(shape) ? mixtureType(type as MixtureName, name, model.config) : 'F32'), fileType: file };
+  if (file !== undefined) return { rule: (_name, shape) => (isWeight(shape) ? baseType(type as MixtureName) : 'F32'), fileType: file };
+  if (!(GGML_WRITABLE as readonly string[]).includes(type)) {
+    throw new QkdError('ARGUMENT', `unknown GGUF type '${type}'`, { field: 'type', hint: `a ggml format (${GGML_WRITABLE.join(', ')}) or a llama.cpp file type (${Object.keys(FILE_TYPES).join(', ')})` });
+  }
+  const format = type as GgufWriteType;
+  return { rule: (_name, shape) => (isWeight(shape) ? format : 'F32'), fileType: PURE_FILE_TYPE[format] ?? FILE_TYPES.Q8_0 };
+}
+
+/** Measured relative error ‖decode(encode(W)) − W‖/‖W‖ of a tensor in a format (0 for F16 and wider: below the noise). */
+function relativeError(w: Float32Array, type: GgufWriteType): number {
+  if (type === 'F16' || type === 'BF16' || type === 'F32') return 0;
+  const back = roundTrip(type, w);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < w.length; i++) {
+    const d = back[i]! - w[i]!;
+    num += d * d;
+    den += w[i]! * w[i]!;
+  }
+  return den > 0 ? Math.sqrt(num / den) : 0;
+}
+
+/**
+ * A budget plan over ggml formats: damage of format f on tensor t is
+ * S_t⁴ · e_t(f)² (S the composite sensitivity, floored at 0.02, as the
+ * packed-checkpoint allocator weighs it), cost its bytes.
+ */
+function budgetRule(model: LlamaModel, budgetBits: number, seed: number): TypeRule {
+  const weights = model.arena.entries.filter((e) => isWeight(e.shape));
+  const report = profileModel({ path: 'model', tensors: weights.map((e) => ({ name: e.name, shape: e.shape })), readFloat32: (name) => model.arena.get(name).data as Float32Array }, { seed });
+  const composite = new Map(report.tensors.map((t) => [t.name, t.composite ?? 0]));
+  const costs: number[][] = [];
+  const damages: number[][] = [];
+  const choices = weights.map((e) => BUDGET_CHOICES.filter((t) => e.shape[1]! % writableFormat(t).blockSize === 0));
+  weights.forEach((e, i) => {
+    const w = e.tensor.data as Float32Array;
+    const s = Math.max(0.02, composite.get(e.name) ?? 0) ** 4;
+    costs.push(choices[i]!.map((t) => formatBytes(writableFormat(t), w.length)));
+    damages.push(choices[i]!.map((t) => s * relativeError(w, t) ** 2));
+  });
+  const params = weights.reduce((n, e) => n + e.tensor.size, 0);
+  const budgetBytes = (budgetBits * params) / 8;
+  const minBytes = costs.reduce((n, c) => n + c[0]!, 0);
+  if (minBytes > budgetBytes * (1 + 1e-12)) {
+    throw new QkdError('ARGUMENT', `a budget of ${budgetBits} bits per weight is below the smallest GGUF plan (${((8 * minBytes) / params).toFixed(3)} bits: ${choices[0]![0]} everywhere)`, { field: 'budget', hint: `at least ${((8 * minBytes) / params).toFixed(3)}` });
+  }
+  const { level } = greedyUpgrade(costs, damages, budgetBytes);
+  const chosen = new Map(weights.map((e, i) => [e.name, choices[i]![level[i]!]!]));
+  return (name, shape) => chosen.get(name) ?? (isWeight(shape) ? 'F16' : 'F32');
+}
+
+/** A plan file: { "name": "TYPE" } by Hugging Face or llama.cpp tensor names. */
+function planRule(path: string, model: LlamaModel, base: TypeRule): TypeRule {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new QkdError('IO', `cannot read the plan: ${(err as Error).message}`, { path, hint: '{"model.layers.0.mlp.down_proj.weight": "Q6_K", ...}' });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new QkdError('IO', 'a GGUF plan must be a JSON object of tensor name → ggml type', { path });
+  const known = new Set(model.arena.entries.map((e) => e.name));
+  const table = new Map<string, GgufWriteType>();
+  for (const [name, type] of Object.entries(value)) {
+    if (!known.has(name)) throw new QkdError('IO', `the plan names a tensor the model does not have: '${name}'`, { path, field: name, hint: 'Hugging Face tensor names, as qkd audit lists them' });
+    if (typeof type !== 'string' || ggmlFormat(type)?.encode === undefined) throw new QkdError('IO', `the plan gives '${String(type)}' for '${name}'`, { path, field: name, hint: GGML_WRITABLE.join(', ') });
+    table.set(name, type as GgufWriteType);
+  }
+  return (name, shape) => table.get(name) ?? base(name, shape);
+}
+
+/** The requested type, or llama.cpp's fallback when the row length does not fit its block. */
+function withFallback(rule: TypeRule, fallbacks: string[]): TypeRule {
+  return (name, shape) => {
+    const type = rule(name, shape);
+    const cols = shape[shape.length - 1]!;
+    if (cols % writableFormat(type).blockSize === 0) return type;
+    const instead = fallbackType(type, cols);
+    fallbacks.push(`${name}: ${type} needs rows of a multiple of ${writableFormat(type).blockSize}, the row has ${cols}; ${instead} instead (as llama.cpp)`);
+    return instead;
+  };
+}
+
+export type GgufTypeRequest = Pick<ExportGgufOptions, 'type' | 'budgetBits' | 'planFile' | 'pure' | 'seed'>;
+
+/**
+ * The ggml type of every tensor of `model` (by llama.cpp name) under a
+ * request, with the fallbacks taken and the file type to record.
+ */
+export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { typeOf: TypeRule; types: () => Record<string, GgufWriteType>; fallbacks: string[]; fileType: number } {
+  if (request.type !== undefined && request.budgetBits !== undefined) throw new QkdError('ARGUMENT', 'give either a type or a budget, not both', { field: 'type' });
+  let rule: TypeRule;
+  let fileType: number;
+  if (request.budgetBits !== undefined) {
+    rule = budgetRule(model, request.budgetBits, request.seed ?? 1234);
+    fileType = FILE_TYPES.Q4_K_M;
+  } else ({ rule, fileType } = ruleOfType(request.type ?? 'Q8_0', model, request.pure ?? false));
+  if (request.planFile) rule = planRule(request.planFile, model, rule);
+  const fallbacks: string[] = [];
+  const typeOf = withFallback(rule, fallbacks);
+  const types = (): Record<string, GgufWriteType> => Object.fromEntries(llamaGgufTensors(model, typeOf).map((t) => [t.name, t.type]));
+  return { typeOf, types, fallbacks, fileType };
+}
+
+export function exportGguf(modelPath: string, options: ExportGgufOptions): ExportGgufResult {
+  if (!options.out.toLowerCase().endsWith('.gguf')) throw new QkdError('ARGUMENT', `the output file should end in .gguf: ${options.out}`, { path: options.out, field: '--out', hint: 'model-Q4_K_M.gguf' });
+  ensureWritableFile(options.out, '--out');
+  if (existsSync(options.out) && !options.force) throw new QkdError('IO', `${options.out} exists; refusing to overwrite it`, { path: options.out, field: '--out', hint: '--force to replace it, or another file name' });
+  const model = loadModelAny(modelPath);
+  const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
+  const { typeOf, fallbacks, fileType } = ggufTensorTypes(model, options);
+  const tensors = llamaGgufTensors(model, typeOf);
+  const types: Record<string, GgufWriteType> = Object.fromEntries(tensors.map((t) => [t.name, t.type]));
+  const metadata: Record<string, GgufValue> = {
+    ...llamaGgufMetadata(model.config, options.name ?? modelPath.replace(/\/+$/, '').split('/').pop() ?? 'qkd'),
+    'general.file_type': { type: 'u32', value: fileType },
+    ...tokenizerGgufMetadata(tokenizer),
+  };
+  writeGguf(options.out, { metadata, tensors });
+  const dataBytes = tensors.reduce((n, t) => n + formatBytes(writableFormat(t.type), t.shape.reduce((a, d) => a * d, 1)), 0);
+  const params = model.parameterCount;
+  return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * dataBytes) / params, types, fallbacks, fileType };
+}

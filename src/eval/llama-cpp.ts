@@ -1,0 +1,89 @@
+/**
+ * Perplexity of a GGUF in llama.cpp itself, through node-llama-cpp (its
+ * prebuilt CPU build, never compiled or downloaded here): the same windows
+ * and targets as evaluatePerplexity, so the two engines' figures compare
+ * one to one. node-llama-cpp is optional: qkd declares it as a development
+ * dependency, and a user installs it (`npm install node-llama-cpp`) to
+ * check an export in the runtime people deploy with.
+ */
+import { QkdError } from '../errors.js';
+
+export interface LlamaCppEvalResult {
+  ppl: number;
+  /** Predicted tokens. */
+  tokens: number;
+  /** Mean negative log-likelihood (nats). */
+  loss: number;
+  /** What llama.cpp logged at warning level or above while loading the file (a clean file logs nothing). */
+  warnings: string[];
+}
+
+interface NodeLlamaCpp {
+  getLlama(options: Record<string, unknown>): Promise<{
+    loadModel(o: { modelPath: string }): Promise<{
+      createContext(o: Record<string, unknown>): Promise<{
+        getSequence(): {
+          clearHistory(): Promise<void>;
+          controlledEvaluate(input: unknown[]): Promise<({ next?: { logits?: Map<number, number> } } | undefined)[]>;
+        };
+        dispose(): Promise<void>;
+      }>;
+      dispose(): Promise<void>;
+    }>;
+  }>;
+}
+
+async function loadBinding(): Promise<NodeLlamaCpp> {
+  try {
+    return (await import('node-llama-cpp' as string)) as NodeLlamaCpp;
+  } catch (err) {
+    throw new QkdError('IO', `evaluating in llama.cpp needs the npm package node-llama-cpp: ${(err as Error).message.split('\n')[0]}`, { field: '--engine', hint: 'npm install node-llama-cpp (its prebuilt CPU binaries are used; nothing is compiled)' });
+  }
+}
+
+/**
+ * Mean next-token NLL of `tokens` under the GGUF at `path` in llama.cpp, over
+ * non-overlapping windows of seqLen + 1 tokens (each scored from an empty
+ * context), as evaluatePerplexity does in qkd.
+ */
+export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number } = {}): Promise<LlamaCppEvalResult> {
+  // One thread by default: on the small models qkd makes, node-llama-cpp's default thread count was 50–200x slower here (thread hand-offs dominate a 64-token batch).
+  const { getLlama } = await loadBinding();
+  const warnings: string[] = [];
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => warnings.push(`${level}: ${message.trim()}`) });
+  const model = await llama.loadModel({ modelPath: path });
+  // Only the load's messages describe the file; the context's (e.g. node-llama-cpp's 256-token minimum context exceeding a small model's training context) describe this evaluation.
+  const loadWarnings = [...warnings];
+  const context = await model.createContext({ contextSize: seqLen, batchSize: seqLen, sequences: 1, threads: options.threads ?? 1 });
+  let nll = 0;
+  let count = 0;
+  try {
+    const sequence = context.getSequence();
+    const windows = Math.floor((tokens.length - 1) / seqLen);
+    for (let w = 0; w < windows; w++) {
+      const window = Array.from(tokens.subarray(w * seqLen, w * seqLen + seqLen + 1));
+      await sequence.clearHistory();
+      // Per position: every raw logit, so log p(target) is computed here (node-llama-cpp's
+      // totalLogitWeight is taken after its sampling options and is not the full softmax sum).
+      const input = window.slice(0, seqLen).map((t) => [t, { generateNext: { logits: true } }]);
+      const out = await sequence.controlledEvaluate(input);
+      for (let p = 0; p < seqLen; p++) {
+        const logits = out[p]?.next?.logits;
+        if (logits === undefined) throw new QkdError('STATE', `llama.cpp returned no logits at position ${p}`, { path });
+        const target = logits.get(window[p + 1]!);
+        if (target === undefined) throw new QkdError('STATE', `llama.cpp returned no logit for token ${window[p + 1]}`, { path });
+        let max = -Infinity;
+        for (const v of logits.values()) if (v > max) max = v;
+        let sum = 0;
+        for (const v of logits.values()) sum += Math.exp(v - max);
+        nll -= target - max - Math.log(sum);
+        count++;
+      }
+    }
+  } finally {
+    await context.dispose();
+    await model.dispose();
+  }
+  if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
+  return { ppl: Math.exp(nll / count), tokens: count, loss: nll / count, warnings: loadWarnings };
+}

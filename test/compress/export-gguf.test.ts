@@ -1,0 +1,134 @@
+// qkd export: GGUF files that are what llama.cpp's own tools write and that
+// llama.cpp (node-llama-cpp, a devDependency) runs with the perplexity qkd
+// measures.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLlama, type LlamaModel } from '../../src/models/llama.js';
+import { saveLlama } from '../../src/models/llama-io.js';
+import { loadModelAny, loadModelTokenizer } from '../../src/models/load-any.js';
+import { ByteTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
+import { trainBpe } from '../../src/data/bpe.js';
+import { saveTokenizerJson } from '../../src/data/bpe.js';
+import { loadDefaultCorpus } from '../../src/data/corpus.js';
+import { exportGguf, ggufTensorTypes } from '../../src/compress/export-gguf.js';
+import { useMoreBits } from '../../src/compress/ggml-mixtures.js';
+import { roundTrip } from '../../src/quant/ggml-formats.js';
+import { hfToGgufName } from '../../src/io/gguf.js';
+import { evaluatePerplexity } from '../../src/eval/perplexity.js';
+import { llamaCppPerplexity } from '../../src/eval/llama-cpp.js';
+import { QkdError } from '../../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'qkd-export-'));
+const text = loadDefaultCorpus().slice(0, 200_000);
+
+interface Golden {
+  models: Record<string, { shape: Record<string, number>; types: Record<string, Record<string, string>> }>;
+}
+const golden = JSON.parse(readFileSync('test/fixtures/llama-quantize-types.json', 'utf8')) as Golden;
+
+function modelDir(name: string, model: LlamaModel, tokenizer: Tokenizer): string {
+  const path = join(dir, name);
+  saveLlama(path, model);
+  saveTokenizerJson(join(path, 'tokenizer.json'), tokenizer);
+  return path;
+}
+
+function qkd(...args: string[]) {
+  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, last: () => JSON.parse(r.stdout.trim().split('\n').pop()!) };
+}
+
+describe('qkd export: the types llama-quantize picks', () => {
+  for (const [name, g] of Object.entries(golden.models)) {
+    const model = createLlama({ vocab_size: 256, max_position_embeddings: 64, ...g.shape } as never, 3);
+    for (const [fileType, expected] of Object.entries(g.types)) {
+      it(`${name} (${g.shape.num_hidden_layers} layers, width ${g.shape.hidden_size}) as ${fileType}: every tensor's type equals llama-quantize's`, () => {
+        const { types, fallbacks } = ggufTensorTypes(model, { type: fileType });
+        const ours = Object.fromEntries(Object.entries(types()).filter(([n]) => n in expected));
+        assert.deepEqual(ours, expected);
+        if (g.shape.hidden_size % 256 !== 0 && fileType.includes('K')) assert.ok(fallbacks.length > 0, 'row-length fallbacks are reported');
+      });
+    }
+  }
+
+  it('use_more_bits picks the first and last eighth and every third layer between', () => {
+    assert.deepEqual([...Array(16).keys()].filter((i) => useMoreBits(i, 16)), [0, 1, 4, 7, 10, 13, 14, 15]);
+  });
+});
+
+describe('qkd export: round trip and llama.cpp', () => {
+  const shape = { hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 };
+  const byte = modelDir('byte', createLlama({ vocab_size: 256, ...shape }, 11), new ByteTokenizer());
+  const bpeTokenizer = trainBpe(text, 600);
+  const bpe = modelDir('bpe', createLlama({ vocab_size: 600, ...shape, tie_word_embeddings: true }, 12), bpeTokenizer);
+
+  for (const [label, path, type] of [['byte', byte, 'Q4_K_M'], ['bpe (tied embeddings)', bpe, 'Q4_0'], ['byte', byte, 'Q8_0'], ['byte', byte, 'F32']] as const) {
+    it(`${label} ${type}: qkd reads back exactly the encoded weights and the tokenizer; llama.cpp loads it without a warning and agrees on perplexity`, async () => {
+      const out = join(dir, `${label.split(' ')[0]}-${type}.gguf`);
+      const r = exportGguf(path, { out, type });
+      const original = loadModelAny(path);
+      const back = loadModelAny(out);
+      for (const e of original.arena.entries) {
+        const t = r.types[hfToGgufName(e.name)] ?? r.types['token_embd.weight']!;
+        const expected = e.shape.length === 2 ? roundTrip(t, e.tensor.data as Float32Array) : e.tensor.data;
+        assert.deepEqual(Array.from(back.arena.get(e.name).data), Array.from(expected), `${e.name} (${t})`);
+      }
+      const tokOriginal = loadModelTokenizer(original, path);
+      const tokBack = loadModelTokenizer(back, out);
+      const sample = text.slice(5000, 6000);
+      assert.deepEqual(Array.from(tokBack.encode(sample)), Array.from(tokOriginal.encode(sample)));
+      const tokens = tokOriginal.encode(text.slice(0, 4000)).subarray(0, 4 * 64 + 1);
+      const ours = evaluatePerplexity(back, tokOriginal, tokOriginal.decode(tokens), 64);
+      const theirs = await llamaCppPerplexity(out, tokens, 64);
+      assert.deepEqual(theirs.warnings, [], 'llama.cpp loads the file without a warning');
+      assert.equal(theirs.tokens, 4 * 64);
+      assert.ok(Math.abs(theirs.ppl / ours.ppl - 1) < 0.005, `llama.cpp ppl ${theirs.ppl} vs qkd ${ours.ppl}`);
+    });
+  }
+});
+
+describe('qkd export from the CLI', () => {
+  const small = modelDir('small', createLlama({ vocab_size: 256, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 32 }, 5), new ByteTokenizer());
+
+  it('writes the file, states every fallback, and refuses bad requests by name', () => {
+    const out = join(dir, 'small.gguf');
+    const r = qkd('export', small, '--out', out, '--type', 'Q4_K_M');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Q4_K needs rows of a multiple of 256, the row has 64; Q5_0 instead \(as llama\.cpp\)/);
+    assert.equal(r.last().file_type, 15);
+    assert.match(qkd('export', small, '--out', out, '--type', 'Q4_K_M').stderr, /exists; refusing to overwrite it.*--force/);
+    assert.match(qkd('export', small, '--out', join(dir, 'x.gguf'), '--type', 'Q4_X').stderr, /unknown GGUF type 'Q4_X'.*Q4_K_M/);
+    assert.match(qkd('export', small, '--out', join(dir, 'x.bin'), '--type', 'Q8_0').stderr, /should end in \.gguf/);
+    assert.match(qkd('export', small, '--out', join(out, 'x.gguf')).stderr, /is a file, not a directory/);
+    assert.match(qkd('export', small, '--out', join(dir, 'y.gguf'), '--budget', '1').stderr, /below the smallest GGUF plan/);
+    const evalGguf = qkd('eval', '--model', out, '--data', 'default');
+    assert.equal(evalGguf.code, 0, evalGguf.stderr);
+  });
+
+  it('a budget picks K-quant types by sensitivity within the bits asked for', () => {
+    const model = createLlama({ vocab_size: 256, ...{ hidden_size: 256, intermediate_size: 512, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 } }, 21);
+    // One tensor with heavy outliers: it must not get the smallest type.
+    const w = model.arena.get('model.layers.2.mlp.down_proj.weight').data;
+    for (let i = 0; i < w.length; i += 97) w[i]! *= 40;
+    const path = modelDir('budget', model, new ByteTokenizer());
+    const r = exportGguf(path, { out: join(dir, 'budget.gguf'), budgetBits: 4.5 });
+    const weights = Object.entries(r.types).filter(([n]) => !n.endsWith('norm.weight'));
+    const bytesPerWeight = weights.reduce((s, [n, t]) => s + (t === 'Q2_K' ? 84 : t === 'Q3_K' ? 110 : t === 'Q4_K' ? 144 : t === 'Q5_K' ? 176 : t === 'Q6_K' ? 210 : t === 'Q8_0' ? 8 * 34 : 512) * (sizeOf(model, n) / 256), 0) / weights.reduce((s, [n]) => s + sizeOf(model, n), 0);
+    assert.ok(8 * bytesPerWeight <= 4.5 + 1e-9, `${8 * bytesPerWeight} bits per weight`);
+    assert.ok(new Set(weights.map(([, t]) => t)).size > 1, 'a mix of types');
+    const rank = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'F16'];
+    const median = rank.indexOf(weights.map(([, t]) => t).sort((a, b) => rank.indexOf(a) - rank.indexOf(b))[Math.floor(weights.length / 2)]!);
+    assert.ok(rank.indexOf(r.types['blk.2.ffn_down.weight']!) > median, `the outlier tensor got ${r.types['blk.2.ffn_down.weight']}`);
+    assert.throws(() => exportGguf(path, { out: join(dir, 'both.gguf'), budgetBits: 4, type: 'Q4_0' }), (e: unknown) => e instanceof QkdError && /either a type or a budget/.test(e.message));
+  });
+});
+
+function sizeOf(model: LlamaModel, ggufName: string): number {
+  const e = model.arena.entries.find((x) => hfToGgufName(x.name) === ggufName);
+  return e ? e.tensor.size : 0;
+}
+
