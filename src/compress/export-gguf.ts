@@ -23,14 +23,14 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { writeGguf, type GgufValue, type GgufWriteType } from '../io/gguf.js';
 import { ensureWritableFile } from '../io/output-dir.js';
-import { GGML_WRITABLE, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
+import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
 import type { LlamaModel } from '../models/llama.js';
 import { tokenizerGgufMetadata } from '../data/tokenizer-gguf.js';
 import { greedyUpgrade } from '../swan/allocate.js';
 import { profileModel } from '../swan/profile.js';
-import { FILE_TYPES, PURE_FILE_TYPE, baseType, fallbackType, mixtureType, type MixtureName } from './ggml-mixtures.js';
+import { FILE_TYPES, PURE_FILE_TYPE, baseType, mixtureType, type MixtureName } from './ggml-mixtures.js';
 
 export interface ExportGgufOptions {
   /** The .gguf file to write (atomically; an existing file only with `force`). */
@@ -160,7 +160,7 @@ function withFallback(rule: TypeRule, fallbacks: string[]): TypeRule {
     const type = rule(name, shape);
     const cols = shape[shape.length - 1]!;
     if (cols % writableFormat(type).blockSize === 0) return type;
-    const instead = fallbackType(type, cols);
+    const instead = fallbackFormat(type, cols);
     fallbacks.push(`${name}: ${type} needs rows of a multiple of ${writableFormat(type).blockSize}, the row has ${cols}; ${instead} instead (as llama.cpp)`);
     return instead;
   };

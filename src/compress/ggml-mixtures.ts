@@ -118,14 +118,3 @@ export function baseType(file: MixtureName): GgufWriteType {
       return file;
   }
 }
-
-/**
- * llama.cpp's fallback when a row length is not a multiple of a type's
- * block: K-quants go to a 32-block format of at least their precision, and
- * if that does not fit either, F16.
- */
-export function fallbackType(type: GgufWriteType, cols: number): GgufWriteType {
-  const next: Partial<Record<GgufWriteType, GgufWriteType>> = { Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
-  const instead = next[type];
-  return instead !== undefined && cols % 32 === 0 ? instead : 'F16';
-}

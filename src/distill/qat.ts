@@ -11,11 +11,18 @@
  *
  * A tied lm_head shares the embedding table; it is transformed once per use
  * and penalised once.
+ *
+ * With a ggml format per weight (`formatOf`, e.g. Q4_K), ŵ is that format's
+ * encode-then-decode, the very weights the exported GGUF holds: llama.cpp's
+ * reference quantizer refits every block's scales to the current weights at
+ * each forward (none are learned), and the straight-through gradient is the
+ * identity (block formats clip nothing).
  */
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import { Embedding, Linear } from '../nn/layers.js';
-import { fakeQuantize, quantizeDequantize, type FakeQuantOptions } from '../tensor/ops/quant.js';
+import { blockFakeQuantize, fakeQuantize, quantizeDequantize, type FakeQuantOptions } from '../tensor/ops/quant.js';
+import { roundTrip, type GgmlWritableName } from '../quant/ggml-formats.js';
 import { sub, square } from '../tensor/ops/elementwise.js';
 import { sumAll } from '../tensor/ops/reduce.js';
 import { scale, add } from '../tensor/ops/elementwise.js';
@@ -27,6 +34,8 @@ export interface QatOptions {
   /** 'channel' (per output row, the default deployment target) or 'group'. */
   granularity: 'channel' | 'group';
   groupSize: number;
+  /** A ggml format per weight (arena name, shape); when given, it replaces the uniform b-bit grid. */
+  formatOf?: (name: string, shape: readonly number[]) => GgmlWritableName;
 }
 
 /** Turns fake quantization of a model's 2-D weights on and off, and computes L_quant. */
@@ -37,8 +46,11 @@ export class FakeQuantController {
   readonly weights: ReadonlyMap<string, Tensor>;
   private readonly modules: (Linear | Embedding)[] = [];
 
+  /** The ggml format of each weight under block fake quantization (empty: the uniform grid). */
+  readonly formats = new Map<string, GgmlWritableName>();
+
   constructor(model: LlamaModel, options: QatOptions) {
-    if (!Number.isInteger(options.bits) || options.bits < 2 || options.bits > 8) {
+    if (options.formatOf === undefined && (!Number.isInteger(options.bits) || options.bits < 2 || options.bits > 8)) {
       throw new QkdError('CONFIG', `quantization.bits must be 2..8 for fake quantization, got ${options.bits}`, { field: 'quantization.bits' });
     }
     this.options = { bits: options.bits, symmetric: options.symmetric, granularity: options.granularity, groupSize: options.groupSize };
@@ -51,7 +63,9 @@ export class FakeQuantController {
       const name = byTensor.get(m.weight);
       if (name === undefined) continue;
       weights.set(name, m.weight);
-      m.weightTransform = (w) => (this.enabled ? fakeQuantize(w, this.options) : w);
+      const format = options.formatOf?.(name, m.weight.shape);
+      if (format !== undefined) this.formats.set(name, format);
+      m.weightTransform = (w) => (!this.enabled ? w : format !== undefined ? blockFakeQuantize(w, (x) => roundTrip(format, x)) : fakeQuantize(w, this.options));
       this.modules.push(m);
     }
     this.weights = weights;
@@ -60,10 +74,15 @@ export class FakeQuantController {
   /** L_quant over the quantized weights (a graph scalar; gradient to w only). */
   quantLoss(): Tensor {
     let total: Tensor | null = null;
-    for (const w of this.weights.values()) {
+    for (const [name, w] of this.weights) {
       const rows = w.shape[0]!;
-      const target = new Tensor(w.shape);
-      quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
+      let target: Tensor;
+      const format = this.formats.get(name);
+      if (format !== undefined) target = new Tensor(w.shape, roundTrip(format, w.data as Float32Array));
+      else {
+        target = new Tensor(w.shape);
+        quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
+      }
       let norm2 = 0;
       for (let i = 0; i < w.size; i++) norm2 += w.data[i]! * w.data[i]!;
       if (!(norm2 > 0)) continue;

@@ -131,3 +131,16 @@ export function roundTrip(name: string, x: Float32Array): Float32Array {
   const t = writableFormat(name);
   return t.decode(t.encode(x), x.length);
 }
+
+/**
+ * llama.cpp's fallback when a row length is not a multiple of a format's
+ * block (its quantizer's tensor_type_fallback): Q2_K and Q3_K → Q4_0, Q4_K →
+ * Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and F16 when the row does not fit 32-blocks
+ * either. Returns the format itself when the row fits.
+ */
+export function fallbackFormat(format: GgmlWritableName, cols: number): GgmlWritableName {
+  if (cols % writableFormat(format).blockSize === 0) return format;
+  const next: Partial<Record<GgmlWritableName, GgmlWritableName>> = { Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+  const instead = next[format];
+  return instead !== undefined && cols % 32 === 0 ? instead : 'F16';
+}

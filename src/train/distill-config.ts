@@ -8,6 +8,11 @@
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
 import { PRESETS, firstIssue, readYamlFile, satSchema, type TrainConfig } from './config.js';
+import { GGML_WRITABLE } from '../quant/ggml-formats.js';
+import { FILE_TYPES } from '../compress/ggml-mixtures.js';
+
+/** What quantization.format and --export take: ggml formats and llama.cpp file types. */
+export const GGUF_TYPE_NAMES: readonly string[] = [...new Set([...Object.keys(FILE_TYPES), ...GGML_WRITABLE])];
 
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
@@ -100,6 +105,12 @@ export const distillConfigSchema = z
         group_size: z.number().int().positive().default(128),
         /** Step share where fake quantization starts (default: the end of warm-up). */
         fake_quant_start: z.number().min(0).max(1).nullable().default(null),
+        /**
+         * Train on a llama.cpp grid instead of the uniform b-bit one: a ggml format (Q4_0, Q4_K, Q6_K, …)
+         * or a llama.cpp file type (Q4_K_M, …, with llama-quantize's per-tensor types). The student's GGUF
+         * in that type is written at the end (DIR/model-<format>.gguf): exactly the weights QAT trained on.
+         */
+        format: z.string().nullable().default(null),
         /** LSQ-style learned step size (not implemented yet: must stay false). */
         learned_step_size: z.literal(false).default(false),
       })
@@ -178,6 +189,9 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   const c = result.data;
   if (c.training.warmup_share + c.training.finetune_share >= 1) {
     throw new QkdError('CONFIG', 'invalid distillation config: training.warmup_share + training.finetune_share must be below 1', { path: source, field: 'training.finetune_share' });
+  }
+  if (c.quantization.format !== null && !GGUF_TYPE_NAMES.includes(c.quantization.format)) {
+    throw new QkdError('CONFIG', `invalid distillation config: quantization.format: unknown ggml type '${c.quantization.format}'`, { path: source, field: 'quantization.format', hint: GGUF_TYPE_NAMES.join(', ') });
   }
   if (c.student.preset !== null && !(c.student.preset in PRESETS)) {
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });

@@ -52,6 +52,8 @@ import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
 import { prepareRunDirectory } from './run-directory.js';
+import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
+import { GGUF_TYPE_NAMES } from './distill-config.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
 
@@ -68,6 +70,8 @@ export interface DistillOptions {
   resume?: boolean;
   /** Start a new run in a non-empty outDir, removing the old run's files. */
   force?: boolean;
+  /** Also write the student as DIR/model-<TYPE>.gguf in this ggml type or llama.cpp file type (default: quantization.format, if set). */
+  exportGguf?: string;
   onStep?: (p: StepProgress) => void;
   shouldStop?: () => boolean;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
@@ -98,6 +102,8 @@ export interface DistillResult extends TrainResult {
   quantized_bytes: number;
   /** recipe sakd: the post-distillation audit, also written to DIR/sakd-report.json. */
   sakd_report?: SakdReport;
+  /** The student's GGUF (quantization.format, or DistillOptions.exportGguf), and its size. */
+  gguf?: { path: string; type: string; bytes: number; bits_per_weight: number };
 }
 
 /** A model in memory as a profile source (arena views, no copies). */
@@ -235,7 +241,8 @@ class DistillRecipe implements TrainRecipe {
   attach(student: LlamaModel): void {
     if (this.config.recipe !== 'kd') {
       const q = this.config.quantization;
-      this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size });
+      const formatOf = q.format === null ? undefined : ggufTensorTypes(student, { type: q.format }).typeOf;
+      this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size, formatOf });
     }
     if (this.sakd) {
       this.sakd.attach(student);
@@ -473,6 +480,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher) : options.teacher;
   const teacherId = teacherFingerprint(teacher);
   const c = resolveDistillConfig(options.config, teacher.config.max_position_embeddings);
+  if (options.exportGguf !== undefined && !GGUF_TYPE_NAMES.includes(options.exportGguf)) {
+    throw new QkdError('ARGUMENT', `unknown GGUF type '${options.exportGguf}' to export`, { field: '--export', hint: `gguf:TYPE with TYPE one of ${GGUF_TYPE_NAMES.join(', ')}` });
+  }
   if (options.resume) {
     const saved = savedRecipeState(options.outDir);
     // Nothing may change, not even training.steps: the phase schedule (warm-up, joint, fine-tune) is laid out over them.
@@ -569,5 +579,14 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     };
     writeBytesAtomic(join(options.outDir, 'sakd-report.json'), JSON.stringify(sakdReport, null, 2) + '\n');
   }
-  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport };
+  // The deployable GGUF: with quantization.format, exactly the weights QAT trained on.
+  const ggufType = options.exportGguf ?? c.quantization.format;
+  let gguf: DistillResult['gguf'];
+  if (ggufType) {
+    const path = join(options.outDir, `model-${ggufType}.gguf`);
+    const r = exportGguf(modelDirectory(options.outDir), { out: path, type: ggufType, force: true, name: `qkd ${c.recipe} student` });
+    for (const note of r.fallbacks) options.onNote?.(note);
+    gguf = { path, type: ggufType, bytes: r.bytes, bits_per_weight: r.bitsPerWeight };
+  }
+  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport, gguf };
 }

@@ -16,7 +16,7 @@ import { QkdError } from '../errors.js';
 import { ensureWritableDirectory, listSome } from '../io/output-dir.js';
 
 /** Files a run writes (trainer.ts, distill.ts); `force` deletes these. */
-const RUN_ENTRIES = /^(latest\.json|checkpoint-\d+|metrics\.jsonl|model\.safetensors|config\.json|tokenizer\.json|quantized|sakd-report\.json|sakd-teacher\.html|sakd-student\.html)$/;
+const RUN_ENTRIES = /^(latest\.json|checkpoint-\d+|metrics\.jsonl|model\.safetensors|config\.json|tokenizer\.json|quantized|model-\w+\.gguf|sakd-report\.json|sakd-teacher\.html|sakd-student\.html)$/;
 /** Present in every run directory from its first step on. */
 const RUN_MARKERS = ['latest.json', 'metrics.jsonl'];
 

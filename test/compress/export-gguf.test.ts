@@ -21,6 +21,10 @@ import { hfToGgufName } from '../../src/io/gguf.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { llamaCppPerplexity } from '../../src/eval/llama-cpp.js';
 import { QkdError } from '../../src/errors.js';
+import { distill } from '../../src/train/distill.js';
+import { parseDistillConfig } from '../../src/train/distill-config.js';
+import { FakeQuantController } from '../../src/distill/qat.js';
+import { noGrad } from '../../src/tensor/tape.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-export-'));
 const text = loadDefaultCorpus().slice(0, 200_000);
@@ -132,3 +136,32 @@ function sizeOf(model: LlamaModel, ggufName: string): number {
   return e ? e.tensor.size : 0;
 }
 
+
+describe('QAT on the deployment grid (quantization.format)', () => {
+  it('Q4_K_M: the forward QAT trains is exactly the exported GGUF, and llama.cpp runs it with the same perplexity', async () => {
+    const teacherShape = { vocab_size: 256, hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 };
+    const teacher = modelDir('qat-teacher', createLlama(teacherShape, 31), new ByteTokenizer());
+    const out = join(dir, 'qat-q4km');
+    const config = parseDistillConfig({ recipe: 'kd-qat', training: { steps: 4, batch_size: 2, seq_len: 32, eval_every: 4, checkpoint_every: 4, warmup_share: 0 }, student: { init: 'pruned' }, quantization: { format: 'Q4_K_M' } });
+    const r = await distill({ teacher, text, outDir: out, config });
+    assert.ok(r.gguf !== undefined && r.gguf.type === 'Q4_K_M');
+    const student = loadModelAny(out);
+    const qat = new FakeQuantController(student, { bits: 4, symmetric: false, granularity: 'channel', groupSize: 128, formatOf: ggufTensorTypes(student, { type: 'Q4_K_M' }).typeOf });
+    qat.enabled = true;
+    const deployed = loadModelAny(r.gguf.path);
+    const ids = new ByteTokenizer().encode(text.slice(1000, 1000 + 64 * 3 + 1));
+    const trained = noGrad(() => student.forward(ids.subarray(0, 64), 1, 64).data);
+    const fromFile = noGrad(() => deployed.forward(ids.subarray(0, 64), 1, 64).data);
+    assert.deepEqual(Array.from(fromFile), Array.from(trained), 'the GGUF holds exactly the fake-quantized weights');
+    assert.equal(qat.formats.get('model.layers.0.mlp.down_proj.weight'), 'Q6_K', 'llama.cpp\'s Q4_K_M rule: ffn_down of a use_more_bits layer');
+    const ours = evaluatePerplexity(deployed, new ByteTokenizer(), text.slice(1000, 1000 + 64 * 3 + 1), 64);
+    const theirs = await llamaCppPerplexity(r.gguf.path, ids, 64);
+    assert.deepEqual(theirs.warnings, []);
+    assert.ok(Math.abs(theirs.ppl / ours.ppl - 1) < 0.005, `llama.cpp ${theirs.ppl} vs qkd ${ours.ppl}`);
+    qat.detach();
+  });
+
+  it('refuses an unknown format by name', () => {
+    assert.throws(() => parseDistillConfig({ quantization: { format: 'Q4_Z' } }), (e: unknown) => e instanceof QkdError && e.field === 'quantization.format' && /Q4_K_M/.test(e.message));
+  });
+});

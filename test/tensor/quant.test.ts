@@ -2,6 +2,10 @@
 // straight-through gradients, and argument errors.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { blockFakeQuantize } from '../../src/tensor/ops/quant.js';
+import { mul } from '../../src/tensor/ops/elementwise.js';
+import { sumAll } from '../../src/tensor/ops/reduce.js';
+import { roundTrip } from '../../src/quant/ggml-formats.js';
 import { Rng, Tensor, backward, fakeQuantize, floatFrom, nativeStatus, quantizeDequantize, roundHalfEven, withBackend, type FakeQuantOptions } from '../../src/tensor/index.js';
 
 function weights(rows: number, cols: number, seed: number): Float32Array {
@@ -133,5 +137,15 @@ describe('fake quantization: native against reference', () => {
         }
       }
     }
+  });
+});
+
+describe('blockFakeQuantize', () => {
+  it('forwards the codec round trip and passes the gradient straight through', () => {
+    const w = new Tensor([2, 32], Float32Array.from({ length: 64 }, (_, i) => Math.sin(i) * 0.1), true);
+    const y = blockFakeQuantize(w, (x) => roundTrip('Q4_0', x));
+    assert.deepEqual(Array.from(y.data), Array.from(roundTrip('Q4_0', w.data as Float32Array)));
+    backward(sumAll(mul(y, new Tensor([2, 32], Float32Array.from({ length: 64 }, (_, i) => i)))));
+    assert.deepEqual(Array.from(w.grad!), Array.from({ length: 64 }, (_, i) => i));
   });
 });

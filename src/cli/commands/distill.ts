@@ -1,10 +1,10 @@
 /** `qkd distill`: a teacher into a smaller student, optionally with QAT, in one run. */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { loadCorpus } from '../../data/corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
-import { loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
+import { GGUF_TYPE_NAMES, loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
 import { PRESETS } from '../../train/config.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
 import { writeBytesAtomic } from '../../io/atomic.js';
@@ -28,9 +28,18 @@ interface DistillFlags {
   lambda?: number;
   gamma?: number;
   bits?: number;
+  format?: string;
+  export?: string;
   seed?: number;
   resume?: boolean;
   force?: boolean;
+}
+
+/** `gguf:TYPE` → TYPE (the only export target so far). */
+function ggufExport(value: string): string {
+  const m = /^gguf:(.+)$/.exec(value);
+  if (m === null || !GGUF_TYPE_NAMES.includes(m[1]!)) throw new InvalidArgumentError(`--export takes gguf:TYPE with TYPE one of ${GGUF_TYPE_NAMES.join(', ')}, got '${value}'`);
+  return m[1]!;
 }
 
 /** The base config: the YAML file, or on --resume the run's own, or the defaults. */
@@ -47,7 +56,7 @@ function configFromFlags(o: DistillFlags): DistillConfig {
     ...base,
     recipe: o.recipe ?? base.recipe,
     training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
-    quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits },
+    quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits, format: o.format ?? base.quantization.format },
     distillation: { ...base.distillation, temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
     student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init },
   };
@@ -72,6 +81,8 @@ export function registerDistill(program: Command): void {
     .option('--lambda <l>', 'λ of L_distill, constant over all phases', decimal('--lambda', { min: 0 }))
     .option('--gamma <g>', 'γ of L_quant, constant over all phases', decimal('--gamma', { min: 0 }))
     .option('--bits <b>', 'deployment / fake-quantization bits: 2, 3, 4 or 8', numberChoice('--bits', [2, 3, 4, 8] as const))
+    .option('--format <type>', 'QAT on a llama.cpp grid: a ggml format (Q4_0, Q4_K, …) or file type (Q4_K_M, …); the GGUF is written at the end', choice('--format', GGUF_TYPE_NAMES))
+    .option('--export <gguf:TYPE>', 'also write the student as DIR/model-TYPE.gguf (TYPE: a ggml format or llama.cpp file type)', ggufExport)
     .option('--seed <n>', 'random seed', integer('--seed'))
     .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
     .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
@@ -87,6 +98,7 @@ export function registerDistill(program: Command): void {
           config,
           resume: o.resume,
           force: o.force,
+          exportGguf: o.export,
           onStep: session.onStep,
           shouldStop: session.shouldStop,
           onNote: session.onNote,
@@ -105,7 +117,8 @@ export function registerDistill(program: Command): void {
           console.log(`post-distillation audit: ${join(o.out, 'sakd-report.json')} (+ sakd-teacher.html, sakd-student.html); packed ${q.bits}-bit student val ppl ${q.val_ppl.toFixed(3)} vs FP32 ${result.sakd_report.fp32_student_val_ppl.toFixed(3)}`);
         }
         console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
-        console.log(JSON.stringify(json));
+        if (result.gguf) console.log(`GGUF ${result.gguf.type}: ${result.gguf.path} (${result.gguf.bytes} bytes, ${result.gguf.bits_per_weight.toFixed(3)} bits per weight)`);
+        console.log(JSON.stringify({ ...json, gguf: result.gguf?.path ?? null }));
       } finally {
         session.close();
       }

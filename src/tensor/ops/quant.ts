@@ -81,3 +81,19 @@ export function fakeQuantize(w: Tensor, options: FakeQuantOptions): Tensor {
   quantizeDequantize(w.data, rows, cols, options, out.data, mask);
   return record(out, 'fakeQuantize', [w], (dy) => kernels().fakeQuantBackward(dy, mask, w.ensureGrad(), w.size));
 }
+
+/**
+ * ŵ = roundTrip(w) in the forward pass, for a block format given as its
+ * encode-then-decode function (the ggml formats of quant/ggml-formats.ts),
+ * so training sees exactly the weights a deployment will decode. The block
+ * scales are refit to the current weights at every call, so no weight is
+ * clipped and the straight-through gradient passes everywhere (identity).
+ */
+export function blockFakeQuantize(w: Tensor, roundTrip: (x: Float32Array) => Float32Array): Tensor {
+  if (!(w.data instanceof Float32Array)) throw new QkdError('DTYPE', 'blockFakeQuantize: float32 weights only (the formats are float32 codecs)');
+  const out = new Tensor(w.shape, roundTrip(w.data));
+  return record(out, 'blockFakeQuantize', [w], (dy) => {
+    const g = w.ensureGrad();
+    for (let i = 0; i < g.length; i++) g[i]! += dy[i]!;
+  });
+}
