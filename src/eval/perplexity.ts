@@ -78,7 +78,7 @@ export interface ModelEvalResult extends EvalResult {
 }
 
 /** The tokens `qkd eval` scores: the held-out tail (or the whole text) of a corpus, in the model's tokenizer. */
-function evalTokens(model: LlamaModel, modelPath: string, options: EvaluateModelOptions): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
+export function evalTokens(model: LlamaModel, modelPath: string, options: EvaluateModelOptions): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
   const context = model.config.max_position_embeddings;
   const seqLen = options.seqLen ?? context;

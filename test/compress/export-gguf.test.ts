@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama, type LlamaModel } from '../../src/models/llama.js';
@@ -13,7 +13,8 @@ import { loadModelAny, loadModelTokenizer } from '../../src/models/load-any.js';
 import { ByteTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
 import { trainBpe } from '../../src/data/bpe.js';
 import { saveTokenizerJson } from '../../src/data/bpe.js';
-import { loadDefaultCorpus } from '../../src/data/corpus.js';
+import { loadDefaultCorpus, splitText } from '../../src/data/corpus.js';
+import { compareModels } from '../../src/eval/compare.js';
 import { exportGguf, ggufTensorTypes } from '../../src/compress/export-gguf.js';
 import { useMoreBits } from '../../src/compress/ggml-mixtures.js';
 import { roundTrip } from '../../src/quant/ggml-formats.js';
@@ -163,5 +164,25 @@ describe('QAT on the deployment grid (quantization.format)', () => {
 
   it('refuses an unknown format by name', () => {
     assert.throws(() => parseDistillConfig({ quantization: { format: 'Q4_Z' } }), (e: unknown) => e instanceof QkdError && e.field === 'quantization.format' && /Q4_K_M/.test(e.message));
+  });
+});
+
+describe('qkd eval --reference', () => {
+  it('compares a model with its reference as llama.cpp\'s KL-divergence mode does', () => {
+    const path = join(dir, 'byte');
+    const gguf = join(dir, 'ref-Q4_0.gguf');
+    exportGguf(path, { out: gguf, type: 'Q4_0', pure: true });
+    const data = join(dir, 'compare.txt');
+    writeFileSync(data, text.slice(0, 40_000));
+    const self = compareModels(path, path, { data });
+    assert.equal(self.kld.mean, 0);
+    assert.equal(self.same_top, 1);
+    assert.equal(self.delta_p.rms, 0);
+    const q = compareModels(gguf, path, { data });
+    assert.ok(q.kld.mean > 0 && q.kld.p99 >= q.kld.median && q.kld.max >= q.kld.p999, JSON.stringify(q.kld));
+    assert.ok(q.same_top < 1 && q.same_top > 0.5);
+    const ppl = evaluatePerplexity(loadModelAny(gguf), new ByteTokenizer(), splitText(text.slice(0, 40_000)).validation, 64);
+    assert.ok(Math.abs(q.ppl / ppl.ppl - 1) < 1e-9, `${q.ppl} vs ${ppl.ppl}`);
+    assert.throws(() => compareModels(path, join(dir, 'bpe'), { data }), /600-token vocabulary/);
   });
 });

@@ -1,6 +1,8 @@
 /** `qkd eval`: perplexity and bits per byte of a model on held-out text. */
 import type { Command } from 'commander';
 import { evaluateModel, evaluateModelInLlamaCpp } from '../../eval/perplexity.js';
+import { compareModels } from '../../eval/compare.js';
+import { QkdError } from '../../errors.js';
 import { choice, positiveInt } from '../options.js';
 
 export function registerEval(program: Command): void {
@@ -13,8 +15,19 @@ export function registerEval(program: Command): void {
     .option('--seq-len <n>', "window length, at most the model's context (default: the model's max_position_embeddings)", positiveInt('--seq-len'))
     .option('--whole-file', 'score the whole text, not only its held-out last 10% (the part training does not see)')
     .option('--engine <name>', "'qkd' (default) or 'llama.cpp': run a GGUF in llama.cpp itself (needs the npm package node-llama-cpp)", choice('--engine', ['qkd', 'llama.cpp'] as const), 'qkd')
-    .action(async (o: { model: string; data: string; tokenizer?: string; seqLen?: number; wholeFile?: boolean; engine: 'qkd' | 'llama.cpp' }) => {
+    .option('--reference <path>', 'compare with a reference model (e.g. the FP32 one): both perplexities, KL(reference ‖ model) mean and percentiles, Δp, same-top-token share')
+    .action(async (o: { model: string; data: string; tokenizer?: string; seqLen?: number; wholeFile?: boolean; engine: 'qkd' | 'llama.cpp'; reference?: string }) => {
       const options = { data: o.data, tokenizer: o.tokenizer, seqLen: o.seqLen, wholeText: o.wholeFile ?? false };
+      if (o.reference !== undefined) {
+        if (o.engine !== 'qkd') throw new QkdError('ARGUMENT', '--reference compares in qkd; use --engine llama.cpp on its own to check one GGUF in llama.cpp', { field: '--engine' });
+        const c = compareModels(o.model, o.reference, options);
+        const k = c.kld;
+        console.log(`ppl ${c.ppl.toFixed(4)} vs reference ${c.reference_ppl.toFixed(4)} (${((c.ppl / c.reference_ppl - 1) * 100).toFixed(2)}%) over ${c.tokens} tokens`);
+        console.log(`KL(reference ‖ model): mean ${k.mean.toFixed(6)}, median ${k.median.toFixed(6)}, p90 ${k.p90.toFixed(6)}, p95 ${k.p95.toFixed(6)}, p99 ${k.p99.toFixed(6)}, p99.9 ${k.p999.toFixed(6)}, max ${k.max.toFixed(6)}`);
+        console.log(`Δp: mean ${(100 * c.delta_p.mean).toFixed(3)}%, RMS ${(100 * c.delta_p.rms).toFixed(3)}%; same top token ${(100 * c.same_top).toFixed(2)}%`);
+        console.log(JSON.stringify(c));
+        return;
+      }
       const r = o.engine === 'llama.cpp' ? await evaluateModelInLlamaCpp(o.model, options) : evaluateModel(o.model, options);
       for (const w of 'warnings' in r ? (r.warnings as string[]) : []) process.stderr.write(`qkd: llama.cpp ${w}\n`);
       console.log(`perplexity ${r.ppl.toFixed(3)}, ${r.bits_per_byte.toFixed(4)} bits/byte over ${r.tokens} tokens (${r.split === 'validation' ? 'held-out last 10%' : 'whole text'}, windows of ${r.seq_len}, engine ${o.engine})`);
