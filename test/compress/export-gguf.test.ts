@@ -182,7 +182,7 @@ describe('qkd eval --reference', () => {
     assert.ok(q.kld.mean > 0 && q.kld.p99 >= q.kld.median && q.kld.max >= q.kld.p999, JSON.stringify(q.kld));
     assert.ok(q.same_top < 1 && q.same_top > 0.5);
     const ppl = evaluatePerplexity(loadModelAny(gguf), new ByteTokenizer(), splitText(text.slice(0, 40_000)).validation, 64);
-    assert.ok(Math.abs(q.ppl / ppl.ppl - 1) < 1e-9, `${q.ppl} vs ${ppl.ppl}`);
+    assert.ok(Math.abs(q.ppl / ppl.ppl - 1) < 1e-5, `${q.ppl} vs ${ppl.ppl} (float32 vs float64 log-softmax)`);
     assert.throws(() => compareModels(path, join(dir, 'bpe'), { data }), /600-token vocabulary/);
   });
 });
