@@ -59,6 +59,8 @@ export interface ExportGgufResult {
   params: number;
   /** 8 · (bytes of all tensor data) / params. */
   bitsPerWeight: number;
+  /** The same over the 2-D weights only (what --budget counts). */
+  weightBitsPerWeight: number;
   /** llama.cpp tensor name → ggml type. */
   types: Record<string, GgufWriteType>;
   /** Tensors that could not take the requested type (row length), with what they got instead. */
@@ -202,7 +204,9 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
     ...tokenizerGgufMetadata(tokenizer),
   };
   writeGguf(options.out, { metadata, tensors });
-  const dataBytes = tensors.reduce((n, t) => n + formatBytes(writableFormat(t.type), t.shape.reduce((a, d) => a * d, 1)), 0);
+  const sizes = tensors.map((t) => ({ twoD: t.shape.length === 2, elements: t.shape.reduce((a, d) => a * d, 1), bytes: formatBytes(writableFormat(t.type), t.shape.reduce((a, d) => a * d, 1)) }));
+  const sum = (list: typeof sizes, key: 'elements' | 'bytes') => list.reduce((n, s) => n + s[key], 0);
+  const weights = sizes.filter((s) => s.twoD);
   const params = model.parameterCount;
-  return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * dataBytes) / params, types, fallbacks, fileType };
+  return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * sum(sizes, 'bytes')) / params, weightBitsPerWeight: (8 * sum(weights, 'bytes')) / sum(weights, 'elements'), types, fallbacks, fileType };
 }

@@ -1,0 +1,117 @@
+/**
+ * npm run experiment -- deploy [--data PATH|default] [--budget small|full] [--seed N]
+ *
+ * What a llama.cpp user gets from qkd: one FP32 model, then GGUF files of the
+ * same model at about 4.5–5 bits per weight, each scored in qkd and in
+ * llama.cpp itself (node-llama-cpp) on the held-out 10% of the corpus:
+ *   fp32-teacher   the trained model (qkd only: the reference)
+ *   f16            GGUF F16
+ *   ptq-Q4_0       llama.cpp's Q4_0 file type (our encoder, llama-quantize's types)
+ *   ptq-Q4_K_M     llama.cpp's Q4_K_M mixture
+ *   ptq-plan       qkd's sensitivity plan at the Q4_K_M file's bits per weight
+ *   kdqat-Q4_0     the teacher fine-tuned by KD+QAT on the Q4_0 grid, same shape
+ *   kdqat-Q4_K_M   the same on the Q4_K_M grid
+ * Columns: bits per weight (tensor bytes), ppl in qkd, ppl in llama.cpp,
+ * mean KL(teacher ‖ row) and same-top-token share (qkd). The model's width
+ * is 256 so the K-quants apply without fallbacks. Finished runs are reused.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { train } from '../src/train/trainer.js';
+import { presetConfig } from '../src/train/config.js';
+import { distill } from '../src/train/distill.js';
+import { parseDistillConfig } from '../src/train/distill-config.js';
+import { modelDirectory } from '../src/models/load-any.js';
+import { exportGguf } from '../src/compress/export-gguf.js';
+import { compareModels } from '../src/eval/compare.js';
+import { evaluateModelInLlamaCpp } from '../src/eval/perplexity.js';
+import { setupExperiment } from './_common.js';
+
+const BUDGETS = {
+  small: { teacherSteps: 800, qatSteps: 150, layers: 4 },
+  full: { teacherSteps: 2000, qatSteps: 500, layers: 6 },
+};
+const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/deploy', BUDGETS);
+const SEQ_LEN = 128;
+
+async function teacher(): Promise<string> {
+  const dir = join(root, 'teacher');
+  if (!existsSync(join(dir, 'latest.json'))) {
+    const base = presetConfig('reference');
+    const config = { ...base, model: { ...base.model, num_hidden_layers: budget.layers, intermediate_size: 768, num_key_value_heads: 4 }, seq_len: SEQ_LEN, seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps, eval_every: budget.teacherSteps };
+    log(`training the teacher (width 256, ${budget.layers} layers, ${config.steps} steps)`);
+    await train({ text, outDir: dir, config, force: true });
+  } else log('reusing the teacher');
+  return modelDirectory(dir);
+}
+
+/** KD+QAT of the teacher into a student of its own shape, on a llama.cpp grid; returns its GGUF. */
+async function kdqat(teacherDir: string, format: string): Promise<string> {
+  const dir = join(root, `kdqat-${format}`);
+  const gguf = join(dir, `model-${format}.gguf`);
+  if (existsSync(gguf)) {
+    log(`reusing kdqat-${format}`);
+    return gguf;
+  }
+  const base = presetConfig('reference');
+  const config = parseDistillConfig({
+    recipe: 'kd-qat',
+    training: { seed, steps: budget.qatSteps, batch_size: base.batch_size, seq_len: SEQ_LEN, eval_every: budget.qatSteps, checkpoint_every: budget.qatSteps, warmup_share: 0, finetune_share: 0.2 },
+    optimizer: { lr: 2e-4, min_lr: 2e-5, warmup_steps: 0 },
+    quantization: { format },
+    distillation: { lambda_distill: 0.9, gamma_quant: 0 },
+    student: { model: { hidden_size: 256, intermediate_size: 768, num_hidden_layers: budget.layers, num_attention_heads: 8, num_key_value_heads: 4 }, init: 'pruned' },
+  }, `kdqat-${format}`);
+  log(`KD+QAT on the ${format} grid (${budget.qatSteps} steps)`);
+  await distill({ teacher: teacherDir, text, outDir: dir, config, force: true, onNote: (n) => log(`  kdqat-${format}: ${n}`) });
+  return gguf;
+}
+
+interface Row {
+  method: string;
+  bpw: number;
+  ppl: number;
+  ppl_llamacpp: number | null;
+  kld: number;
+  same_top: number;
+}
+
+async function main(): Promise<void> {
+  const teacherDir = await teacher();
+  const dataPath = data;
+  const files: [string, string, number][] = [];
+  const ptq = (method: string, options: Parameters<typeof exportGguf>[1]): number => {
+    const r = exportGguf(teacherDir, { ...options, out: join(root, `${method}.gguf`), force: true });
+    files.push([method, r.out, r.bitsPerWeight]);
+    return r.weightBitsPerWeight;
+  };
+  ptq('f16', { out: '', type: 'F16' });
+  ptq('ptq-Q4_0', { out: '', type: 'Q4_0' });
+  const q4km = ptq('ptq-Q4_K_M', { out: '', type: 'Q4_K_M' });
+  // The plan gets exactly the 2-D weights' bytes of the Q4_K_M file.
+  ptq('ptq-plan', { out: '', budgetBits: q4km });
+  for (const format of ['Q4_0', 'Q4_K_M']) {
+    const gguf = await kdqat(teacherDir, format);
+    const r = exportGguf(gguf, { out: join(root, `kdqat-${format}.gguf`), type: format, force: true });
+    files.push([`kdqat-${format}`, gguf, r.bitsPerWeight]);
+  }
+  const rows: Row[] = [];
+  const reference = compareModels(teacherDir, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
+  rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1 });
+  for (const [method, path, bpw] of files) {
+    const c = compareModels(path, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
+    const l = await evaluateModelInLlamaCpp(path, { data: dataPath, seqLen: SEQ_LEN });
+    rows.push({ method, bpw, ppl: c.ppl, ppl_llamacpp: l.ppl, kld: c.kld.mean, same_top: c.same_top });
+    log(`${method.padEnd(14)} ${bpw.toFixed(3)} bpw  ppl ${c.ppl.toFixed(4)}  llama.cpp ${l.ppl.toFixed(4)}  KLD ${c.kld.mean.toFixed(5)}  same top ${(100 * c.same_top).toFixed(2)}%`);
+  }
+  const ref = rows[0]!.ppl;
+  console.log('\nmethod          bpw     ppl (qkd)  vs fp32   ppl (llama.cpp)  Δ engines   KLD       same top');
+  for (const r of rows) {
+    const engines = r.ppl_llamacpp === null ? '' : `${(((r.ppl_llamacpp - r.ppl) / r.ppl) * 100).toFixed(3)}%`;
+    console.log(`${r.method.padEnd(15)} ${r.bpw.toFixed(3).padStart(6)}  ${r.ppl.toFixed(4)}  ${(((r.ppl - ref) / ref) * 100).toFixed(2).padStart(6)}%   ${(r.ppl_llamacpp?.toFixed(4) ?? '—').padStart(10)}       ${engines.padStart(7)}   ${r.kld.toFixed(5)}   ${(100 * r.same_top).toFixed(2)}%`);
+  }
+  log('done');
+  console.log(JSON.stringify({ budget: budgetName, data, seed, rows }));
+}
+
+await main();
