@@ -60,3 +60,11 @@ export { PackedParameterStore, restorePackedState, type PackedStoreLayout } from
 export { SatRecipe, type StateBytes } from './train/sat.js';
 export { SakdMechanisms, swdlWeights, layerScores } from './train/sakd.js';
 export { type SakdReport } from './train/distill.js';
+export { GGML_FORMATS, GGML_READABLE, GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat, type GgmlFormat, type GgmlWritableName } from './quant/ggml-formats.js';
+export { exportGguf, ggufTensorTypes, type ExportGgufOptions, type ExportGgufResult, type GgufTypeRequest } from './compress/export-gguf.js';
+export { FILE_TYPES, mixtureType, useMoreBits, type MixtureName } from './compress/ggml-mixtures.js';
+export { llamaConfigFromGguf, llamaGgufMetadata, llamaGgufTensors, loadLlamaGguf } from './models/llama-gguf.js';
+export { tokenizerFromGguf, tokenizerGgufMetadata } from './data/tokenizer-gguf.js';
+export { compareModels, type ModelComparison } from './eval/compare.js';
+export { evaluateModelInLlamaCpp } from './eval/perplexity.js';
+export { llamaCppPerplexity, type LlamaCppEvalResult } from './eval/llama-cpp.js';
