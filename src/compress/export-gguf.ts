@@ -21,7 +21,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { QkdError } from '../errors.js';
-import { writeGguf, type GgufValue, type GgufWriteType } from '../io/gguf.js';
+import { ggufToHfName, writeGguf, type GgufValue, type GgufWriteType } from '../io/gguf.js';
 import { ensureWritableFile } from '../io/output-dir.js';
 import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
@@ -146,10 +146,11 @@ function planRule(path: string, model: LlamaModel, base: TypeRule): TypeRule {
     throw new QkdError('IO', `cannot read the plan: ${(err as Error).message}`, { path, hint: '{"model.layers.0.mlp.down_proj.weight": "Q6_K", ...}' });
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new QkdError('IO', 'a GGUF plan must be a JSON object of tensor name → ggml type', { path });
-  const known = new Set(model.arena.entries.map((e) => e.name));
+  const weights = new Set(model.arena.entries.filter((e) => isWeight(e.shape)).map((e) => e.name));
   const table = new Map<string, GgufWriteType>();
-  for (const [name, type] of Object.entries(value)) {
-    if (!known.has(name)) throw new QkdError('IO', `the plan names a tensor the model does not have: '${name}'`, { path, field: name, hint: 'Hugging Face tensor names, as qkd audit lists them' });
+  for (const [given, type] of Object.entries(value)) {
+    const name = weights.has(given) ? given : ggufToHfName(given);
+    if (!weights.has(name)) throw new QkdError('IO', `the plan names a tensor that is not a 2-D weight of the model: '${given}'`, { path, field: given, hint: 'Hugging Face or llama.cpp names of weight matrices (norms stay F32)' });
     if (typeof type !== 'string' || ggmlFormat(type)?.encode === undefined) throw new QkdError('IO', `the plan gives '${String(type)}' for '${name}'`, { path, field: name, hint: GGML_WRITABLE.join(', ') });
     table.set(name, type as GgufWriteType);
   }
@@ -174,7 +175,7 @@ export type GgufTypeRequest = Pick<ExportGgufOptions, 'type' | 'budgetBits' | 'p
  * The ggml type of every tensor of `model` (by llama.cpp name) under a
  * request, with the fallbacks taken and the file type to record.
  */
-export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { typeOf: TypeRule; types: () => Record<string, GgufWriteType>; fallbacks: string[]; fileType: number } {
+export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { typeOf: TypeRule; types: Record<string, GgufWriteType>; fallbacks: string[]; fileType: number } {
   if (request.type !== undefined && request.budgetBits !== undefined) throw new QkdError('ARGUMENT', 'give either a type or a budget, not both', { field: 'type' });
   let rule: TypeRule;
   let fileType: number;
@@ -184,8 +185,15 @@ export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { 
   } else ({ rule, fileType } = ruleOfType(request.type ?? 'Q8_0', model, request.pure ?? false));
   if (request.planFile) rule = planRule(request.planFile, model, rule);
   const fallbacks: string[] = [];
-  const typeOf = withFallback(rule, fallbacks);
-  const types = (): Record<string, GgufWriteType> => Object.fromEntries(llamaGgufTensors(model, typeOf).map((t) => [t.name, t.type]));
+  const resolved = new Map<string, GgufWriteType>();
+  const withFallbacks = withFallback(rule, fallbacks);
+  // Each tensor is resolved once, so every fallback is listed once however often the rule is asked.
+  const typeOf: TypeRule = (name, shape) => {
+    let t = resolved.get(name);
+    if (t === undefined) resolved.set(name, (t = withFallbacks(name, shape)));
+    return t;
+  };
+  const types = Object.fromEntries(llamaGgufTensors(model, typeOf).map((t) => [t.name, t.type]));
   return { typeOf, types, fallbacks, fileType };
 }
 

@@ -6,6 +6,7 @@
  * (Q2_K_S and the IQ types need an importance matrix and are not offered.)
  */
 import type { GgufWriteType } from '../io/gguf.js';
+import { GGML_WRITABLE } from '../quant/ggml-formats.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 
 /** llama.cpp's LLAMA_FTYPE_* values (include/llama.h). */
@@ -30,6 +31,9 @@ export const FILE_TYPES = {
 } as const;
 
 export type MixtureName = keyof typeof FILE_TYPES;
+
+/** Every name qkd export, quantization.format and --export take: llama.cpp file types, then the other ggml formats. */
+export const GGUF_TYPE_NAMES: readonly string[] = [...new Set([...Object.keys(FILE_TYPES), ...GGML_WRITABLE])];
 
 /** The file type a pure K-quant export reports (llama.cpp has no pure Q3_K/Q4_K/Q5_K file type). */
 export const PURE_FILE_TYPE: Partial<Record<GgufWriteType, number>> = { Q3_K: FILE_TYPES.Q3_K_S, Q4_K: FILE_TYPES.Q4_K_S, Q5_K: FILE_TYPES.Q5_K_S };

@@ -56,7 +56,8 @@ export function tokenizerGgufMetadata(t: Tokenizer): Record<string, GgufValue> {
     return {
       'tokenizer.ggml.model': { type: 'string', value: 'llama' },
       'tokenizer.ggml.pre': { type: 'string', value: 'default' },
-      'tokenizer.ggml.tokens': strings(t.pieces.map((p) => Buffer.from(p).toString('utf8'))),
+      // llama2.c stores SentencePiece's word-boundary mark ▁ as a space; llama.cpp's "llama" vocabulary expects ▁.
+      'tokenizer.ggml.tokens': strings(t.pieces.map((p) => Buffer.from(p).toString('utf8').replaceAll(' ', '\u2581'))),
       'tokenizer.ggml.scores': { type: 'array', itemType: 'f32', value: Array.from(t.scores) },
       'tokenizer.ggml.token_type': { type: 'array', itemType: 'i32', value: types },
       'tokenizer.ggml.bos_token_id': { type: 'u32', value: t.bosId },
@@ -111,7 +112,7 @@ export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   if (kind === 'llama') {
     const tokens = stringArray(f, 'tokenizer.ggml.tokens');
     const scores = numberArray(f, 'tokenizer.ggml.scores');
-    const pieces = tokens.map((s) => Buffer.from(s, 'utf8'));
+    const pieces = tokens.map((s) => Buffer.from(s.replaceAll('\u2581', ' '), 'utf8'));
     return new Llama2cTokenizer(pieces, scores, pieces.reduce((m, p) => Math.max(m, p.length), 1));
   }
   if (kind === 'gpt2') {

@@ -41,6 +41,18 @@ async function loadBinding(): Promise<NodeLlamaCpp> {
   }
 }
 
+/** log p(target) from one position's raw logits (log-softmax in float64). */
+function logProbability(logits: Map<number, number> | undefined, target: number, position: number, path: string): number {
+  if (logits === undefined) throw new QkdError('STATE', `llama.cpp returned no logits at position ${position}`, { path });
+  const t = logits.get(target);
+  if (t === undefined) throw new QkdError('STATE', `llama.cpp returned no logit for token ${target}`, { path });
+  let max = -Infinity;
+  for (const v of logits.values()) if (v > max) max = v;
+  let sum = 0;
+  for (const v of logits.values()) sum += Math.exp(v - max);
+  return t - max - Math.log(sum);
+}
+
 /**
  * Mean next-token NLL of `tokens` under the GGUF at `path` in llama.cpp, over
  * non-overlapping windows of seqLen + 1 tokens (each scored from an empty
@@ -54,34 +66,28 @@ export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLe
   const model = await llama.loadModel({ modelPath: path });
   // Only the load's messages describe the file; the context's (e.g. node-llama-cpp's 256-token minimum context exceeding a small model's training context) describe this evaluation.
   const loadWarnings = [...warnings];
-  const context = await model.createContext({ contextSize: seqLen, batchSize: seqLen, sequences: 1, threads: options.threads ?? 1 });
   let nll = 0;
   let count = 0;
   try {
-    const sequence = context.getSequence();
-    const windows = Math.floor((tokens.length - 1) / seqLen);
-    for (let w = 0; w < windows; w++) {
-      const window = Array.from(tokens.subarray(w * seqLen, w * seqLen + seqLen + 1));
-      await sequence.clearHistory();
-      // Per position: every raw logit, so log p(target) is computed here (node-llama-cpp's
-      // totalLogitWeight is taken after its sampling options and is not the full softmax sum).
-      const input = window.slice(0, seqLen).map((t) => [t, { generateNext: { logits: true } }]);
-      const out = await sequence.controlledEvaluate(input);
-      for (let p = 0; p < seqLen; p++) {
-        const logits = out[p]?.next?.logits;
-        if (logits === undefined) throw new QkdError('STATE', `llama.cpp returned no logits at position ${p}`, { path });
-        const target = logits.get(window[p + 1]!);
-        if (target === undefined) throw new QkdError('STATE', `llama.cpp returned no logit for token ${window[p + 1]}`, { path });
-        let max = -Infinity;
-        for (const v of logits.values()) if (v > max) max = v;
-        let sum = 0;
-        for (const v of logits.values()) sum += Math.exp(v - max);
-        nll -= target - max - Math.log(sum);
-        count++;
+    const context = await model.createContext({ contextSize: seqLen, batchSize: seqLen, sequences: 1, threads: options.threads ?? 1 });
+    try {
+      const sequence = context.getSequence();
+      const windows = Math.floor((tokens.length - 1) / seqLen);
+      for (let w = 0; w < windows; w++) {
+        const window = Array.from(tokens.subarray(w * seqLen, w * seqLen + seqLen + 1));
+        await sequence.clearHistory();
+        // Per position: every raw logit, so log p(target) is computed here (node-llama-cpp's
+        // totalLogitWeight is taken after its sampling options and is not the full softmax sum).
+        const out = await sequence.controlledEvaluate(window.slice(0, seqLen).map((t) => [t, { generateNext: { logits: true } }]));
+        for (let p = 0; p < seqLen; p++) {
+          nll -= logProbability(out[p]?.next?.logits, window[p + 1]!, p, path);
+          count++;
+        }
       }
+    } finally {
+      await context.dispose();
     }
   } finally {
-    await context.dispose();
     await model.dispose();
   }
   if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });

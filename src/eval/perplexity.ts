@@ -12,6 +12,10 @@ import { loadCorpus, sequentialBatches, splitText } from '../data/corpus.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { modelFileFormat } from '../io/tensor-source.js';
 import { llamaCppPerplexity } from './llama-cpp.js';
+import { openGguf } from '../io/gguf.js';
+import { llamaConfigFromGguf } from '../models/llama-gguf.js';
+import { tokenizerFromGguf } from '../data/tokenizer-gguf.js';
+import type { LlamaConfig } from '../models/llama-config.js';
 import { noGrad } from '../tensor/tape.js';
 
 export interface EvalResult {
@@ -78,8 +82,7 @@ export interface ModelEvalResult extends EvalResult {
 }
 
 /** The tokens `qkd eval` scores: the held-out tail (or the whole text) of a corpus, in the model's tokenizer. */
-export function evalTokens(model: LlamaModel, modelPath: string, options: EvaluateModelOptions): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
-  const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
+export function evalTokens(model: Pick<LlamaModel, 'config'>, modelPath: string, options: EvaluateModelOptions, tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer)): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
   const context = model.config.max_position_embeddings;
   const seqLen = options.seqLen ?? context;
   if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > context) {
@@ -116,8 +119,17 @@ export function evaluateModel(modelPath: string, options: EvaluateModelOptions =
  */
 export async function evaluateModelInLlamaCpp(modelPath: string, options: EvaluateModelOptions = {}): Promise<ModelEvalResult & { warnings: string[] }> {
   if (modelFileFormat(modelPath) !== 'gguf') throw new QkdError('ARGUMENT', 'the llama.cpp engine runs GGUF files', { path: modelPath, field: '--engine', hint: 'a .gguf file (qkd export writes one)' });
-  const model = loadModelAny(modelPath);
-  const { tokenizer, text, split, seqLen } = evalTokens(model, modelPath, options);
+  // Only the shape and the tokenizer are needed here: llama.cpp reads the weights itself.
+  const f = openGguf(modelPath);
+  let config: LlamaConfig;
+  let own: Tokenizer | undefined;
+  try {
+    config = llamaConfigFromGguf(f);
+    own = options.tokenizer === undefined ? tokenizerFromGguf(f) : undefined;
+  } finally {
+    f.close();
+  }
+  const { tokenizer, text, split, seqLen } = evalTokens({ config }, modelPath, options, own ?? loadModelTokenizer({ config }, modelPath, options.tokenizer));
   const tokens = tokenizer.encode(text);
   try {
     const r = await llamaCppPerplexity(modelPath, tokens, seqLen);

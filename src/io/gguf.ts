@@ -24,8 +24,9 @@
  *
  * Writing streams one tensor at a time into a temporary file renamed into
  * place, in the layout llama.cpp writes (data section aligned, each tensor
- * padded to the alignment). Q8_0 and Q4_0 are quantized exactly as ggml's
- * reference quantizers (quantize_row_q8_0_ref / quantize_row_q4_0_ref) do.
+ * padded to the alignment). Every format is encoded and decoded through the
+ * one table of ggml formats (quant/ggml-formats.ts), byte for byte as
+ * llama.cpp's reference quantizers and dequantizers.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';

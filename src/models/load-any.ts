@@ -65,7 +65,7 @@ export function loadModelAny(path: string): LlamaModel {
  * tokenizer whose vocabulary does not match the model's is refused: its ids
  * would index the wrong embeddings and the output would be garbage.
  */
-export function loadModelTokenizer(model: LlamaModel, modelPath: string, tokenizerPath?: string): Tokenizer {
+export function loadModelTokenizer(model: Pick<LlamaModel, 'config'>, modelPath: string, tokenizerPath?: string): Tokenizer {
   const vocab = model.config.vocab_size;
   let path = tokenizerPath;
   if (path === undefined && isFile(modelPath) && modelFileFormat(modelPath) === 'gguf') {

@@ -8,11 +8,9 @@
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
 import { PRESETS, firstIssue, readYamlFile, satSchema, type TrainConfig } from './config.js';
-import { GGML_WRITABLE } from '../quant/ggml-formats.js';
-import { FILE_TYPES } from '../compress/ggml-mixtures.js';
+import { GGUF_TYPE_NAMES } from '../compress/ggml-mixtures.js';
 
-/** What quantization.format and --export take: ggml formats and llama.cpp file types. */
-export const GGUF_TYPE_NAMES: readonly string[] = [...new Set([...Object.keys(FILE_TYPES), ...GGML_WRITABLE])];
+export { GGUF_TYPE_NAMES };
 
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>

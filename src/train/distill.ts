@@ -584,9 +584,15 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   let gguf: DistillResult['gguf'];
   if (ggufType) {
     const path = join(options.outDir, `model-${ggufType}.gguf`);
-    const r = exportGguf(modelDirectory(options.outDir), { out: path, type: ggufType, force: true, name: `qkd ${c.recipe} student` });
-    for (const note of r.fallbacks) options.onNote?.(note);
-    gguf = { path, type: ggufType, bytes: r.bytes, bits_per_weight: r.bitsPerWeight };
+    try {
+      const r = exportGguf(modelDirectory(options.outDir), { out: path, type: ggufType, force: true, name: `qkd ${c.recipe} student` });
+      for (const note of r.fallbacks) options.onNote?.(note);
+      gguf = { path, type: ggufType, bytes: r.bytes, bits_per_weight: r.bitsPerWeight };
+    } catch (err) {
+      // The trained student is saved; a failed export must not lose the run's result.
+      if (!(err instanceof QkdError)) throw err;
+      options.onNote?.(`warning: the GGUF export failed (${err.message}); the student is in ${options.outDir}, retry with qkd export`);
+    }
   }
   return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport, gguf };
 }

@@ -4,7 +4,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../../src/data/llama2c-tokenizer.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama, type LlamaModel } from '../../src/models/llama.js';
@@ -53,7 +54,7 @@ describe('qkd export: the types llama-quantize picks', () => {
     for (const [fileType, expected] of Object.entries(g.types)) {
       it(`${name} (${g.shape.num_hidden_layers} layers, width ${g.shape.hidden_size}) as ${fileType}: every tensor's type equals llama-quantize's`, () => {
         const { types, fallbacks } = ggufTensorTypes(model, { type: fileType });
-        const ours = Object.fromEntries(Object.entries(types()).filter(([n]) => n in expected));
+        const ours = Object.fromEntries(Object.entries(types).filter(([n]) => n in expected));
         assert.deepEqual(ours, expected);
         if (g.shape.hidden_size % 256 !== 0 && fileType.includes('K')) assert.ok(fallbacks.length > 0, 'row-length fallbacks are reported');
       });
@@ -184,5 +185,35 @@ describe('qkd eval --reference', () => {
     const ppl = evaluatePerplexity(loadModelAny(gguf), new ByteTokenizer(), splitText(text.slice(0, 40_000)).validation, 64);
     assert.ok(Math.abs(q.ppl / ppl.ppl - 1) < 1e-5, `${q.ppl} vs ${ppl.ppl} (float32 vs float64 log-softmax)`);
     assert.throws(() => compareModels(path, join(dir, 'bpe'), { data }), /600-token vocabulary/);
+  });
+});
+
+describe('SentencePiece (llama2.c) vocabularies in GGUF', () => {
+  it('llama.cpp tokenizes an exported llama2.c vocabulary exactly as qkd does', async () => {
+    const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    // As in real SentencePiece vocabularies, every letter is a piece of its own (merges build on them).
+    const letters = Array.from('abcdefghijklmnopqrstuvwxyz');
+    const words = [' ', ...letters, ' t', 'he', ' the', ' a', 'an', ' and', ' w', 'ha', 'le', ' whale', 'wh', 'ale', ' s', 'ea', ' sea'];
+    const pieces = ['<unk>', '\n<s>\n', '\n</s>\n', ...bytes, ...words];
+    const scores = pieces.map((_, i) => (i < 259 ? 0 : -(i - 259)));
+    const path = join(dir, 'spm');
+    mkdirSync(path, { recursive: true });
+    writeLlama2cTokenizer(join(path, 'tokenizer.bin'), pieces, scores);
+    const model = createLlama({ vocab_size: pieces.length, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 64 }, 8);
+    saveLlama(path, model);
+    const out = join(dir, 'spm.gguf');
+    exportGguf(path, { out, type: 'F32', tokenizer: join(path, 'tokenizer.bin') });
+    const ours = readLlama2cTokenizer(join(path, 'tokenizer.bin'), pieces.length);
+    const back = loadModelTokenizer(loadModelAny(out), out);
+    const sample = 'the whale and the sea\nthe end';
+    assert.deepEqual(Array.from(back.encode(sample)), Array.from(ours.encode(sample)), 'qkd reads the GGUF vocabulary back');
+    const { getLlama } = (await import('node-llama-cpp' as string)) as { getLlama: (o: object) => Promise<{ loadModel(o: object): Promise<{ tokenize(t: string): number[]; dispose(): Promise<void> }> }> };
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+    const m = await llama.loadModel({ modelPath: out });
+    try {
+      assert.deepEqual(m.tokenize(sample), Array.from(ours.encode(sample)), 'llama.cpp splits the text into the same pieces');
+    } finally {
+      await m.dispose();
+    }
   });
 });

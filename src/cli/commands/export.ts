@@ -1,7 +1,8 @@
 /** `qkd export`: a GGUF file that llama.cpp (ollama, LM Studio) runs. */
 import type { Command } from 'commander';
 import { exportGguf } from '../../compress/export-gguf.js';
-import { decimal, integer } from '../options.js';
+import { choice, decimal, integer } from '../options.js';
+import { GGUF_TYPE_NAMES } from '../../compress/ggml-mixtures.js';
 
 interface ExportFlags {
   out: string;
@@ -21,7 +22,7 @@ export function registerExport(program: Command): void {
     .description('write a GGUF file for llama.cpp: one ggml type, a llama.cpp mixture (Q4_K_M …), or a sensitivity-guided mix under a size budget')
     .argument('<model>', 'any model qkd loads: a model or run directory, a distill output, a packed checkpoint, a .gguf, a llama2.c .bin')
     .requiredOption('--out <file.gguf>', 'the GGUF file to write (an existing file only with --force)')
-    .option('--type <type>', 'Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16, F32, or a llama.cpp file type: Q2_K_S… Q4_K_M, Q5_K_M, … (default Q8_0)')
+    .option('--type <type>', `a llama.cpp file type or ggml format: ${GGUF_TYPE_NAMES.join(', ')} (default Q8_0)`, choice('--type', GGUF_TYPE_NAMES))
     .option('--budget <bits>', 'bits per weight over the 2-D weights, block scales included: K-quant types chosen by sensitivity', decimal('--budget', { min: 0, exclusiveMin: true, max: 16 }))
     .option('--plan <file.json>', 'per-tensor ggml types (name → type) overriding the chosen ones')
     .option('--tokenizer <path>', "tokenizer file (default: the model's own)")
