@@ -8,5 +8,6 @@ if (!name || !available.includes(name)) {
   console.error(`usage: npm run experiment -- NAME [options]   (NAME: ${available.join(', ')})`);
   process.exit(name ? 1 : 0);
 }
-const result = spawnSync(process.execPath, [`dist/experiments/${name}.js`, ...rest], { stdio: 'inherit' });
+// The llama.cpp columns use node-llama-cpp: beside qkd, or where the test runner installed it.
+const result = spawnSync(process.execPath, [`dist/experiments/${name}.js`, ...rest], { stdio: 'inherit', env: { QKD_NODE_LLAMA_CPP: '.cache/node-llama-cpp/node_modules/node-llama-cpp', ...process.env } });
 process.exit(result.status ?? 1);

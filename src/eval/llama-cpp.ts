@@ -6,6 +6,9 @@
  * dependency, and a user installs it (`npm install node-llama-cpp`) to
  * check an export in the runtime people deploy with.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { QkdError } from '../errors.js';
 
 export interface LlamaCppEvalResult {
@@ -33,10 +36,17 @@ interface NodeLlamaCpp {
   }>;
 }
 
-async function loadBinding(): Promise<NodeLlamaCpp> {
+/**
+ * The node-llama-cpp module: installed beside qkd (`npm install
+ * node-llama-cpp`), or at the directory QKD_NODE_LLAMA_CPP names (the test
+ * runner installs it into .cache/ there).
+ */
+export async function loadNodeLlamaCpp<T = NodeLlamaCpp>(): Promise<T> {
   try {
-    return (await import('node-llama-cpp' as string)) as NodeLlamaCpp;
+    return (await import('node-llama-cpp' as string)) as T;
   } catch (err) {
+    const dir = process.env.QKD_NODE_LLAMA_CPP;
+    if (dir && existsSync(join(dir, 'dist', 'index.js'))) return (await import(pathToFileURL(join(dir, 'dist', 'index.js')).href)) as T;
     throw new QkdError('IO', `evaluating in llama.cpp needs the npm package node-llama-cpp: ${(err as Error).message.split('\n')[0]}`, { field: '--engine', hint: 'npm install node-llama-cpp (its prebuilt CPU binaries are used; nothing is compiled)' });
   }
 }
@@ -60,7 +70,7 @@ function logProbability(logits: Map<number, number> | undefined, target: number,
  */
 export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number } = {}): Promise<LlamaCppEvalResult> {
   // One thread by default: on the small models qkd makes, node-llama-cpp's default thread count was 50–200x slower here (thread hand-offs dominate a 64-token batch).
-  const { getLlama } = await loadBinding();
+  const { getLlama } = await loadNodeLlamaCpp();
   const warnings: string[] = [];
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => warnings.push(`${level}: ${message.trim()}`) });
   const model = await llama.loadModel({ modelPath: path });

@@ -21,7 +21,7 @@ import { useMoreBits } from '../../src/compress/ggml-mixtures.js';
 import { roundTrip } from '../../src/quant/ggml-formats.js';
 import { hfToGgufName } from '../../src/io/gguf.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
-import { llamaCppPerplexity } from '../../src/eval/llama-cpp.js';
+import { llamaCppPerplexity, loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
 import { QkdError } from '../../src/errors.js';
 import { distill } from '../../src/train/distill.js';
 import { parseDistillConfig } from '../../src/train/distill-config.js';
@@ -107,7 +107,8 @@ describe('qkd export from the CLI', () => {
     assert.match(r.stderr, /Q4_K needs rows of a multiple of 256, the row has 64; Q5_0 instead \(as llama\.cpp\)/);
     assert.equal(r.last().file_type, 15);
     assert.match(qkd('export', small, '--out', out, '--type', 'Q4_K_M').stderr, /exists; refusing to overwrite it.*--force/);
-    assert.match(qkd('export', small, '--out', join(dir, 'x.gguf'), '--type', 'Q4_X').stderr, /unknown GGUF type 'Q4_X'.*Q4_K_M/);
+    assert.match(qkd('export', small, '--out', join(dir, 'x.gguf'), '--type', 'Q4_X').stderr, /--type takes one of .*Q4_K_M.*got 'Q4_X'/);
+    assert.throws(() => exportGguf(small, { out: join(dir, 'x.gguf'), type: 'Q4_X' }), /unknown GGUF type 'Q4_X'.*Q4_K_M/);
     assert.match(qkd('export', small, '--out', join(dir, 'x.bin'), '--type', 'Q8_0').stderr, /should end in \.gguf/);
     assert.match(qkd('export', small, '--out', join(out, 'x.gguf')).stderr, /is a file, not a directory/);
     assert.match(qkd('export', small, '--out', join(dir, 'y.gguf'), '--budget', '1').stderr, /below the smallest GGUF plan/);
@@ -207,7 +208,7 @@ describe('SentencePiece (llama2.c) vocabularies in GGUF', () => {
     const back = loadModelTokenizer(loadModelAny(out), out);
     const sample = 'the whale and the sea\nthe end';
     assert.deepEqual(Array.from(back.encode(sample)), Array.from(ours.encode(sample)), 'qkd reads the GGUF vocabulary back');
-    const { getLlama } = (await import('node-llama-cpp' as string)) as { getLlama: (o: object) => Promise<{ loadModel(o: object): Promise<{ tokenize(t: string): number[]; dispose(): Promise<void> }> }> };
+    const { getLlama } = await loadNodeLlamaCpp<{ getLlama: (o: object) => Promise<{ loadModel(o: object): Promise<{ tokenize(t: string): number[]; dispose(): Promise<void> }> }> }>();
     const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
     const m = await llama.loadModel({ modelPath: out });
     try {
