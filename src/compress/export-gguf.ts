@@ -27,6 +27,7 @@ import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writ
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
 import type { LlamaModel } from '../models/llama.js';
+import { relativeError } from '../models/quantize-model.js';
 import { tokenizerGgufMetadata } from '../data/tokenizer-gguf.js';
 import { greedyUpgrade } from '../swan/allocate.js';
 import { profileModel } from '../swan/profile.js';
@@ -97,15 +98,7 @@ function ruleOfType(type: string, model: LlamaModel, pure: boolean): { rule: Typ
 /** Measured relative error ‖decode(encode(W)) − W‖/‖W‖ of a tensor in a format (0 for F16 and wider: below the noise). */
 function relativeError(w: Float32Array, type: GgufWriteType): number {
   if (type === 'F16' || type === 'BF16' || type === 'F32') return 0;
-  const back = roundTrip(type, w);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < w.length; i++) {
-    const d = back[i]! - w[i]!;
-    num += d * d;
-    den += w[i]! * w[i]!;
-  }
-  return den > 0 ? Math.sqrt(num / den) : 0;
+  return relativeError(roundTrip(type, w), w);
 }
 
 /**

@@ -151,7 +151,8 @@ function checkPlan(model: LlamaModel, plan: QuantPlan): void {
   }
 }
 
-function relativeError(a: Float32Array, b: Float32Array): number {
+/** ‖a − b‖ / ‖b‖ (0 for a zero b): the relative error of an approximation a of b. */
+export function relativeError(a: Float32Array, b: Float32Array): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < a.length; i++) {

@@ -7,7 +7,7 @@
  * rules as ggml-legacy.ts apply (see there); docs/ggml-formats.md has the
  * layouts and the fitting each format does.
  */
-import { blockCount, checkEncoded, f, floatToHalf, halfToFloat } from './ggml-legacy.js';
+import { blockCount, checkEncoded, f, floatToHalf, halfToFloat, signedMax } from './ggml-legacy.js';
 
 /** Weights per super-block. */
 export const QK_K = 256;
@@ -33,46 +33,21 @@ const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > 
  * returns the scale.
  */
 function makeQxQuants(n: number, nmax: number, x: Float32Array, at: number, L: Uint8Array, lAt: number): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[at + i]!);
-    if (ax > amax) {
-      amax = ax;
-      max = x[at + i]!;
-    }
-  }
+  const { amax, max } = signedMax(x, at, n);
   if (amax < GROUP_MAX_EPS) {
     L.fill(0, lAt, lAt + n);
     return 0;
   }
   let iscale = f(-nmax / max);
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const v = x[at + i]!;
-    const l = clamp(nearestInt(f(iscale * v)), -nmax, nmax - 1);
-    L[lAt + i] = l + nmax;
-    const w = f(v * v);
-    sumlx = f(sumlx + f(f(w * v) * l));
-    suml2 = f(suml2 + f(f(w * l) * l));
-  }
+  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax);
   let scale = suml2 !== 0 ? f(sumlx / suml2) : 0;
   let best = f(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = f(-f(nmax + f(f(0.1) * is)) / max);
-    sumlx = 0;
-    suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const v = x[at + i]!;
-      const l = clamp(nearestInt(f(iscale * v)), -nmax, nmax - 1);
-      const w = f(v * v);
-      sumlx = f(sumlx + f(f(w * v) * l));
-      suml2 = f(suml2 + f(f(w * l) * l));
-    }
+    ({ sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, null, 0, 0));
     if (suml2 > 0 && f(sumlx * sumlx) > f(best * suml2)) {
-      for (let i = 0; i < n; i++) L[lAt + i] = nmax + clamp(nearestInt(f(iscale * x[at + i]!)), -nmax, nmax - 1);
+      symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax);
       scale = f(sumlx / suml2);
       best = f(scale * sumlx);
     }
@@ -81,35 +56,36 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, at: number, L: U
 }
 
 /**
- * Q3_K's symmetric fit: start at −nmax/max, then up to 5 passes that move
- * single values to the level that most improves the x²-weighted fit. Writes
- * L + nmax; returns the scale.
+ * Levels round(iscale·x) clamped to [−nmax, nmax−1] and their x²-weighted
+ * sums Σ w·x·l and Σ w·l² (float32, in order); writes l + offset into L
+ * when given.
  */
-function makeQ3Quants(n: number, nmax: number, x: Float32Array, at: number, L: Int8Array, lAt: number): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[at + i]!);
-    if (ax > amax) {
-      amax = ax;
-      max = x[at + i]!;
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
-    L.fill(0, lAt, lAt + n);
-    return 0;
-  }
-  const iscale = f(-nmax / max);
+function symmetricFit(x: Float32Array, at: number, n: number, nmax: number, iscale: number, L: Uint8Array | Int8Array | null, lAt: number, offset: number): { sumlx: number; suml2: number } {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
     const v = x[at + i]!;
     const l = clamp(nearestInt(f(iscale * v)), -nmax, nmax - 1);
-    L[lAt + i] = l;
+    if (L !== null) L[lAt + i] = l + offset;
     const w = f(v * v);
     sumlx = f(sumlx + f(f(w * v) * l));
     suml2 = f(suml2 + f(f(w * l) * l));
   }
+  return { sumlx, suml2 };
+}
+
+/**
+ * Q3_K's symmetric fit: start at −nmax/max, then up to 5 passes that move
+ * single values to the level that most improves the x²-weighted fit. Writes
+ * L + nmax; returns the scale.
+ */
+function makeQ3Quants(n: number, nmax: number, x: Float32Array, at: number, L: Int8Array, lAt: number): number {
+  const { amax, max } = signedMax(x, at, n);
+  if (amax < GROUP_MAX_EPS) {
+    L.fill(0, lAt, lAt + n);
+    return 0;
+  }
+  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, f(-nmax / max), L, lAt, 0);
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0;
     for (let i = 0; i < n; i++) {

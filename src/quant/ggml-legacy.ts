@@ -59,7 +59,7 @@ function truncToInt(x: number): number {
 }
 
 /** The element of largest magnitude (the first on ties) and that magnitude. */
-function signedMax(x: Float32Array, at: number, n: number): { amax: number; max: number } {
+export function signedMax(x: Float32Array, at: number, n: number): { amax: number; max: number } {
   let amax = 0;
   let max = 0;
   for (let j = 0; j < n; j++) {
