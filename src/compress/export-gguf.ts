@@ -96,7 +96,7 @@ function ruleOfType(type: string, model: LlamaModel, pure: boolean): { rule: Typ
 }
 
 /** Measured relative error ‖decode(encode(W)) − W‖/‖W‖ of a tensor in a format (0 for F16 and wider: below the noise). */
-function relativeError(w: Float32Array, type: GgufWriteType): number {
+function formatError(w: Float32Array, type: GgufWriteType): number {
   if (type === 'F16' || type === 'BF16' || type === 'F32') return 0;
   return relativeError(roundTrip(type, w), w);
 }
@@ -117,7 +117,7 @@ function budgetRule(model: LlamaModel, budgetBits: number, seed: number): TypeRu
     const w = e.tensor.data as Float32Array;
     const s = Math.max(0.02, composite.get(e.name) ?? 0) ** 4;
     costs.push(choices[i]!.map((t) => formatBytes(writableFormat(t), w.length)));
-    damages.push(choices[i]!.map((t) => s * relativeError(w, t) ** 2));
+    damages.push(choices[i]!.map((t) => s * formatError(w, t) ** 2));
   });
   const params = weights.reduce((n, e) => n + e.tensor.size, 0);
   const budgetBytes = (budgetBits * params) / 8;
