@@ -11,6 +11,9 @@
  *   ptq-plan       qkd's sensitivity plan at the Q4_K_M file's bits per weight
  *   kdqat-Q4_0     the teacher fine-tuned by KD+QAT on the Q4_0 grid, same shape
  *   kdqat-Q4_K_M   the same on the Q4_K_M grid
+ *   kdft-ptq-Q4_0, kdft-ptq-Q4_K_M
+ *                  the fair baseline of the kdqat rows: the same fine-tuning
+ *                  steps without fake quantization (recipe kd), then PTQ
  * Columns: bits per weight (tensor bytes), ppl in qkd, ppl in llama.cpp,
  * mean KL(teacher ‖ row) and same-top-token share (qkd). The model's width
  * is 256 so the K-quants apply without fallbacks. Finished runs are reused.
@@ -45,26 +48,31 @@ async function teacher(): Promise<string> {
   return modelDirectory(dir);
 }
 
-/** KD+QAT of the teacher into a student of its own shape, on a llama.cpp grid; returns its GGUF. */
-async function kdqat(teacherDir: string, format: string): Promise<string> {
-  const dir = join(root, `kdqat-${format}`);
-  const gguf = join(dir, `model-${format}.gguf`);
-  if (existsSync(gguf)) {
-    log(`reusing kdqat-${format}`);
-    return gguf;
+/**
+ * Fine-tunes the teacher into a student of its own shape: KD+QAT on a
+ * llama.cpp grid (format), or plain KD (format null, the baseline). Returns
+ * the run's GGUF (KD+QAT) or its directory (KD).
+ */
+async function fineTune(teacherDir: string, format: string | null): Promise<string> {
+  const name = format === null ? 'kdft' : `kdqat-${format}`;
+  const dir = join(root, name);
+  const done = format === null ? join(dir, 'quantized', 'config.json') : join(dir, `model-${format}.gguf`);
+  if (existsSync(done)) {
+    log(`reusing ${name}`);
+    return format === null ? modelDirectory(dir) : done;
   }
   const base = presetConfig('reference');
   const config = parseDistillConfig({
-    recipe: 'kd-qat',
+    recipe: format === null ? 'kd' : 'kd-qat',
     training: { seed, steps: budget.qatSteps, batch_size: base.batch_size, seq_len: SEQ_LEN, eval_every: budget.qatSteps, checkpoint_every: budget.qatSteps, warmup_share: 0, finetune_share: 0.2 },
     optimizer: { lr: 2e-4, min_lr: 2e-5, warmup_steps: 0 },
     quantization: { format },
     distillation: { lambda_distill: 0.9, gamma_quant: 0 },
     student: { model: { hidden_size: 256, intermediate_size: 768, num_hidden_layers: budget.layers, num_attention_heads: 8, num_key_value_heads: 4 }, init: 'pruned' },
-  }, `kdqat-${format}`);
-  log(`KD+QAT on the ${format} grid (${budget.qatSteps} steps)`);
-  await distill({ teacher: teacherDir, text, outDir: dir, config, force: true, onNote: (n) => log(`  kdqat-${format}: ${n}`) });
-  return gguf;
+  }, name);
+  log(format === null ? `KD fine-tuning without fake quantization (${budget.qatSteps} steps)` : `KD+QAT on the ${format} grid (${budget.qatSteps} steps)`);
+  await distill({ teacher: teacherDir, text, outDir: dir, config, force: true, onNote: (n) => log(`  ${name}: ${n}`) });
+  return format === null ? modelDirectory(dir) : done;
 }
 
 interface Row {
@@ -90,10 +98,13 @@ async function main(): Promise<void> {
   const q4km = ptq('ptq-Q4_K_M', { out: '', type: 'Q4_K_M' });
   // The plan gets exactly the 2-D weights' bytes of the Q4_K_M file.
   ptq('ptq-plan', { out: '', budgetBits: q4km });
+  const kdft = await fineTune(teacherDir, null);
   for (const format of ['Q4_0', 'Q4_K_M']) {
-    const gguf = await kdqat(teacherDir, format);
+    const gguf = await fineTune(teacherDir, format);
     const r = exportGguf(gguf, { out: join(root, `kdqat-${format}.gguf`), type: format, force: true });
     files.push([`kdqat-${format}`, gguf, r.bitsPerWeight]);
+    const base = exportGguf(kdft, { out: join(root, `kdft-ptq-${format}.gguf`), type: format, force: true });
+    files.push([`kdft-ptq-${format}`, base.out, base.bitsPerWeight]);
   }
   const rows: Row[] = [];
   const reference = compareModels(teacherDir, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
