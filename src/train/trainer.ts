@@ -303,12 +303,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { outDir } = options;
   const runDirectory = prepareRunDirectory(outDir, { resume: options.resume, force: options.force, ignore: options.keepFiles });
   const resumePoint = options.resume ? readResumePoint(outDir) : null;
+  const corpus = corpusFingerprint(options.text);
   let c: TrainConfig;
   if (resumePoint) {
     const r = resumeConfig(resumePoint.state.config, options.config, resumePoint.state.step, 'the options given');
     c = r.config;
     for (const note of r.notes) options.onNote?.(note);
-    const corpus = corpusFingerprint(options.text);
     const saved = resumePoint.state.corpus;
     if (saved && (saved.sha256 !== corpus.sha256 || saved.bytes !== corpus.bytes)) {
       throw new QkdError('CONFIG', `--resume: the corpus differs from the one the run trained on (${saved.bytes} bytes, sha256 ${saved.sha256.slice(0, 12)}…; given ${corpus.bytes} bytes, sha256 ${corpus.sha256.slice(0, 12)}…)`, { path: outDir, field: 'data', hint: 'the --data the run was started with' });
@@ -325,7 +325,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   checkSplitFits({ train: trainTokens, validation }, c.batch_size, c.seq_len, c.validation_fraction);
   // Every check has passed: only now may --force delete the earlier run.
   runDirectory.clear();
-  const corpus = corpusFingerprint(options.text);
   const metricsPath = join(outDir, 'metrics.jsonl');
 
   let model: LlamaModel;
