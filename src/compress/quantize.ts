@@ -4,14 +4,15 @@
  * a user's plan file), quantize with RTN or GPTQ, and write a packed
  * checkpoint that `qkd eval` loads.
  */
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { modelFileFormat } from '../io/tensor-source.js';
 import { dirname, join, resolve } from 'node:path';
 import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
 import { loadTokenizer } from '../data/tokenizer-io.js';
-import { loadModelAny, modelDirectory } from '../models/load-any.js';
+import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
 import { quantizeLlama, type QuantMethod, type QuantizeProgress } from '../models/quantize-model.js';
 import { saveQuantizedLlama } from '../models/quantized-io.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -141,6 +142,11 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
   const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
   const tokenizer = join(modelDirectory(modelPath), 'tokenizer.json');
   if (existsSync(tokenizer)) writeBytesAtomic(join(options.out, 'tokenizer.json'), readFileSync(tokenizer));
+  else if (statSync(modelPath).isFile() && modelFileFormat(modelPath) === 'gguf') {
+    // A GGUF carries its tokenizer in its metadata: the packed checkpoint gets it as tokenizer.json.
+    const t = loadModelTokenizer(model, modelPath);
+    if (t.kind !== 'llama2c') writeBytesAtomic(join(options.out, 'tokenizer.json'), JSON.stringify(t.toTokenizerJson()) + '\n');
+  }
   writeBytesAtomic(join(options.out, 'quantization.json'), JSON.stringify({ source: modelPath, method, scheme, budget_bits: options.budgetBits ?? null, avg_bits: storage.avgBits, bytes: storage.bytes, params: storage.params, bits: plan.bits, profile: planned.report }, null, 2) + '\n');
   return { out: options.out, plan, avgBits: storage.avgBits, bytes: storage.bytes, params: storage.params, method, report: planned.report };
 }

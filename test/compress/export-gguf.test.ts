@@ -114,6 +114,11 @@ describe('qkd export from the CLI', () => {
     assert.match(qkd('export', small, '--out', join(dir, 'y.gguf'), '--budget', '1').stderr, /below the smallest GGUF plan/);
     const evalGguf = qkd('eval', '--model', out, '--data', 'default');
     assert.equal(evalGguf.code, 0, evalGguf.stderr);
+    // A GGUF as the input of quantize: the packed checkpoint gets the GGUF's tokenizer and evaluates.
+    const packed = join(dir, 'from-gguf');
+    assert.equal(qkd('quantize', out, '--out', packed, '--bits', '8').code, 0);
+    const evalPacked = qkd('eval', '--model', packed, '--data', 'default');
+    assert.equal(evalPacked.code, 0, evalPacked.stderr);
   });
 
   it('a budget picks K-quant types by sensitivity within the bits asked for', () => {
