@@ -15,7 +15,8 @@ import { writeBytesAtomic } from '../io/atomic.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
-import { parseQuantizationConfig, readPackedTensor, type PackedTensorSpec } from '../quant/packed.js';
+import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
+import { readPackedTensor } from './packed-tensors.js';
 import { dequantize } from '../quant/rtn.js';
 
 /** config.json contents: our config plus the fields Hugging Face tools expect. */

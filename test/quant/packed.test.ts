@@ -3,7 +3,8 @@
 // agree with packedBytes, and errors.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { packCodes, packedRowBytes, packedTensorsToWrite, parseQuantizationConfig, unpackCodes } from '../../src/quant/packed.js';
+import { packCodes, packedRowBytes, parseQuantizationConfig, unpackCodes } from '../../src/quant/packed.js';
+import { packedTensorsToWrite } from '../../src/models/packed-tensors.js';
 import { rtnQuantize } from '../../src/quant/rtn.js';
 import { packedBytes, type QuantScheme } from '../../src/quant/scheme.js';
 import { QkdError } from '../../src/errors.js';
