@@ -3,7 +3,7 @@
  * few steps and show the training and validation loss falling. Later issues
  * grow this into the full profile → distill → quantize pipeline.
  */
-import { createLlama } from '../models/llama.js';
+import { createLlama, type LlamaModel } from '../models/llama.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 import { AdamW, clipGradNorm } from '../optim/adamw.js';
 import { Rng } from '../tensor/random.js';
@@ -53,6 +53,11 @@ export const DEMO_CONFIG: Partial<LlamaConfig> = {
 };
 
 export function runDemo(options: DemoOptions = {}, onProgress?: (p: DemoProgress) => void): DemoResult {
+  return trainDemoModel(options, onProgress).result;
+}
+
+/** The demo's training, also returning the trained model (for the deployment part of `qkd demo`). */
+export function trainDemoModel(options: DemoOptions = {}, onProgress?: (p: DemoProgress) => void): { result: DemoResult; model: LlamaModel } {
   const steps = options.steps ?? 60;
   const B = options.batchSize ?? 8;
   const T = options.seqLen ?? 64;
@@ -87,7 +92,7 @@ export function runDemo(options: DemoOptions = {}, onProgress?: (p: DemoProgress
     onProgress?.({ step, steps, loss: last, tokensPerSecond: (step * B * T) / seconds });
   }
   const seconds = (performance.now() - started) / 1000;
-  return {
+  const result: DemoResult = {
     steps,
     params: model.parameterCount,
     backend: currentBackend(),
@@ -97,4 +102,5 @@ export function runDemo(options: DemoOptions = {}, onProgress?: (p: DemoProgress
     val_loss_after: validate(),
     tokens_per_s: (steps * B * T) / seconds,
   };
+  return { result, model };
 }

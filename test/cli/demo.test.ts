@@ -20,6 +20,14 @@ describe('qkd demo', () => {
     assert.ok(result.last_loss < result.first_loss - 1.5, `loss ${result.first_loss} → ${result.last_loss}`);
     assert.ok(result.val_loss_after < result.val_loss_before - 1.5, `validation ${result.val_loss_before} → ${result.val_loss_after}`);
     assert.match(r.stdout, /moby-dick/);
+    // The deployment part: the same model as a Q4_0 GGUF by PTQ and by KD+QAT, scored in qkd and llama.cpp.
+    const rows = result.deploy.rows as { method: string; file_bytes: number | null; ppl: number; kld: number; ppl_llamacpp: number | null }[];
+    assert.deepEqual(rows.map((x) => x.method), ['fp32', 'ptq-Q4_0', 'kd-qat-Q4_0']);
+    for (const row of rows.slice(1)) {
+      assert.ok(row.file_bytes! > 100_000 && row.kld > 0 && row.ppl > 1, JSON.stringify(row));
+      assert.ok(row.ppl_llamacpp !== null, 'node-llama-cpp is installed by the test runner');
+      assert.ok(Math.abs(row.ppl_llamacpp! / row.ppl - 1) < 0.005, `llama.cpp ${row.ppl_llamacpp} vs qkd ${row.ppl}`);
+    }
   });
   it('rejects a bad flag value with a clear message and no stack trace', () => {
     const r = qkd('demo', '--steps', 'zero');
