@@ -11,6 +11,8 @@
  *   ptq-plan       qkd's sensitivity plan at the Q4_K_M file's bits per weight
  *   kdqat-Q4_0     the teacher fine-tuned by KD+QAT on the Q4_0 grid, same shape
  *   kdqat-Q4_K_M   the same on the Q4_K_M grid
+ *   ptq-Q3_K_M, kdqat-Q3_K_M, kdft-ptq-Q3_K_M
+ *                  the same at about 3.9 bits per weight
  *   kdft-ptq-Q4_0, kdft-ptq-Q4_K_M
  *                  the fair baseline of the kdqat rows: the same fine-tuning
  *                  steps without fake quantization (recipe kd), then PTQ
@@ -36,6 +38,8 @@ const BUDGETS = {
 };
 const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/deploy', BUDGETS);
 const SEQ_LEN = 128;
+/** The grids the KD+QAT rows train on (Q3_K_M: a grid where PTQ costs more). */
+const FORMATS = ['Q4_0', 'Q4_K_M', 'Q3_K_M'];
 
 async function teacher(): Promise<string> {
   const dir = join(root, 'teacher');
@@ -98,8 +102,9 @@ async function main(): Promise<void> {
   const q4km = ptq('ptq-Q4_K_M', { out: '', type: 'Q4_K_M' });
   // The plan gets exactly the 2-D weights' bytes of the Q4_K_M file.
   ptq('ptq-plan', { out: '', budgetBits: q4km });
+  ptq('ptq-Q3_K_M', { out: '', type: 'Q3_K_M' });
   const kdft = await fineTune(teacherDir, null);
-  for (const format of ['Q4_0', 'Q4_K_M']) {
+  for (const format of FORMATS) {
     const gguf = await fineTune(teacherDir, format);
     const r = exportGguf(gguf, { out: join(root, `kdqat-${format}.gguf`), type: format, force: true });
     files.push([`kdqat-${format}`, gguf, r.bitsPerWeight]);
