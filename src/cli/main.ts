@@ -52,11 +52,26 @@ function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A reader that goes away (`qkd … | head`) ends the command quietly, as for
+ * any Unix filter, instead of an unhandled EPIPE with a stack trace.
+ */
+function quietOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') > 0) continue;
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
+}
+
 /** Runs the CLI; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   program.exitOverride();
   exitOnInterrupt();
+  quietOnClosedPipe();
   try {
     await program.parseAsync(argv, { from: 'user' });
     return EXIT_OK;

@@ -1,6 +1,5 @@
 /** `qkd generate`: sample text from a model, printed token by token. */
 import type { Command } from 'commander';
-import { QkdError } from '../../errors.js';
 import { setImmediate as tick } from 'node:timers/promises';
 import { loadModelAny, loadModelTokenizer } from '../../models/load-any.js';
 import { generateStream } from '../../models/generate.js';
@@ -68,27 +67,19 @@ export function registerGenerate(program: Command): void {
       const interrupt = gracefulInterrupt('stopping');
       const text = new TextStream(tokenizer);
       let count = 0;
-      // A reader that goes away (`| head`) ends generation quietly, as for any Unix filter.
-      let readerGone = false;
-      const onStdoutError = (err: NodeJS.ErrnoException): void => {
-        if (err.code !== 'EPIPE') throw new QkdError('IO', `cannot write the generated text: ${err.message}`, { field: 'stdout' });
-        readerGone = true;
-      };
-      process.stdout.on('error', onStdoutError);
       try {
         if (!o.ids) process.stdout.write(o.prompt);
         const stream = generateStream(model, prompt, { steps: o.steps, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, eosId: o.ignoreEos ? null : tokenizer.eosId });
         for (const id of stream) {
           process.stdout.write(o.ids ? `${count > 0 ? ' ' : ''}${id}` : text.push(id));
           count++;
-          await tick(); // lets Ctrl-C (and a closed pipe) through between tokens
-          if (interrupt.requested() || readerGone) break;
+          await tick(); // lets Ctrl-C (and a closed pipe: the CLI then ends quietly) through between tokens
+          if (interrupt.requested()) break;
         }
-        if (readerGone) return;
         process.stdout.write((o.ids ? '' : text.flush()) + '\n');
         if (interrupt.requested()) throw new CommandInterrupted(`stopped after ${count} tokens`);
       } finally {
-        interrupt.dispose(); // the stdout listener stays: a late EPIPE (the final newline) must not crash the exit
+        interrupt.dispose();
       }
     });
 }
