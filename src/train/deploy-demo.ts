@@ -17,7 +17,7 @@ import { ByteTokenizer } from '../data/tokenizer.js';
 import { splitText } from '../data/corpus.js';
 import { exportGguf } from '../compress/export-gguf.js';
 import { compareModels } from '../eval/compare.js';
-import { evaluateModelInLlamaCpp } from '../eval/perplexity.js';
+import { evaluateModel, evaluateModelInLlamaCpp } from '../eval/perplexity.js';
 import { distill } from './distill.js';
 import { parseDistillConfig } from './distill-config.js';
 
@@ -79,7 +79,7 @@ export async function runDeployDemo(model: LlamaModel, text: string, options: { 
       return null;
     }
   };
-  const fp32 = compareModels(teacherDir, teacherDir, evalOptions);
+  const fp32 = evaluateModel(teacherDir, evalOptions);
   const rows: DeployDemoRow[] = [{ method: 'fp32', file_bytes: null, bits_per_weight: 32, ppl: fp32.ppl, kld: 0, ppl_llamacpp: null }];
   for (const [method, path, bytes, bpw] of [[`ptq-${FORMAT}`, ptq.out, ptq.bytes, ptq.bitsPerWeight], [`kd-qat-${FORMAT}`, qat.gguf.path, qat.gguf.bytes, qat.gguf.bits_per_weight]] as const) {
     const r = compareModels(path, teacherDir, evalOptions);
