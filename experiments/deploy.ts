@@ -29,7 +29,7 @@ import { parseDistillConfig } from '../src/train/distill-config.js';
 import { modelDirectory } from '../src/models/load-any.js';
 import { exportGguf } from '../src/compress/export-gguf.js';
 import { compareModels } from '../src/eval/compare.js';
-import { evaluateModelInLlamaCpp } from '../src/eval/perplexity.js';
+import { evaluateModel, evaluateModelInLlamaCpp } from '../src/eval/perplexity.js';
 import { setupExperiment } from './_common.js';
 
 const BUDGETS = {
@@ -106,13 +106,13 @@ async function main(): Promise<void> {
   const kdft = await fineTune(teacherDir, null);
   for (const format of FORMATS) {
     const gguf = await fineTune(teacherDir, format);
-    const r = exportGguf(gguf, { out: join(root, `kdqat-${format}.gguf`), type: format, force: true });
-    files.push([`kdqat-${format}`, gguf, r.bitsPerWeight]);
     const base = exportGguf(kdft, { out: join(root, `kdft-ptq-${format}.gguf`), type: format, force: true });
+    // Same shape, same file type: the KD+QAT file has the baseline's bits per weight.
+    files.push([`kdqat-${format}`, gguf, base.bitsPerWeight]);
     files.push([`kdft-ptq-${format}`, base.out, base.bitsPerWeight]);
   }
   const rows: Row[] = [];
-  const reference = compareModels(teacherDir, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
+  const reference = evaluateModel(teacherDir, { data: dataPath, seqLen: SEQ_LEN });
   rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1 });
   for (const [method, path, bpw] of files) {
     const c = compareModels(path, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
