@@ -23,6 +23,7 @@
         "native/kernels/weight_stats.cc",
         "native/kernels/sym_eig.cc",
         "native/kernels/dbwa_codec.cc",
+        "native/kernels/ggml_codec.cc",
         "native/kernels/softmax.cc",
         "native/kernels/softmax_avx512.cc",
         "native/kernels/softmax_avx2.cc",

@@ -7,7 +7,7 @@
 // TypeScript side can pass subarrays of one arena.
 //
 // Exports (all numbers are JS numbers; sizes are non-negative integers):
-//   info(): { version: 4, isa: "avx512" | "avx2" | "portable", threads }
+//   info(): { version: 6, isa: "avx512" | "avx2" | "portable", threads }
 //   sgemm(batch, transA, transB, M, N, K, alpha, A, lda, strideA,
 //         B, ldb, strideB, beta, C, ldc, strideC): undefined
 //   softmaxForward(x, y, rows, cols): undefined
@@ -42,6 +42,11 @@
 // Interface version 5 adds DBWA's packed formats (dbwa_codec.h):
 //   dbwaEncode(tier 8|12|16, src: Float32Array, storage: Uint8Array, seed: Uint32Array(4) | null) → −1 or
 //     the index of a non-finite value;  dbwaDecode(tier, storage, dst: Float32Array)
+// Interface version 6 adds ggml's block formats (ggml_codec.h; type is the ggml type id of Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K, and the element count a multiple of its block):
+//   ggmlEncode(type, src: Float32Array, dst: Uint8Array)    dst gets exactly the encoded bytes
+//   ggmlDecode(type, src: Uint8Array, dst: Float32Array)    src holds exactly dst.length elements' blocks
+//   ggmlRoundTrip(type, src: Float32Array, dst: Float32Array)  dst = decode(encode(src)); dst may be src
 // Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
@@ -55,6 +60,7 @@
 #include "kernels/dbwa_codec.h"
 #include "kernels/fused.h"
 #include "kernels/gemm_bf16.h"
+#include "kernels/ggml_codec.h"
 #include "kernels/sgemm.h"
 #include "kernels/softmax.h"
 #include "kernels/sym_eig.h"
@@ -63,7 +69,7 @@
 
 namespace {
 
-constexpr int kInfoVersion = 5;
+constexpr int kInfoVersion = 6;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -1202,6 +1208,85 @@ napi_value DbwaDecode(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+// The ggml type id (argument 0) and the element count: a type the codec knows, a whole number of blocks.
+bool read_ggml_type(napi_env env, napi_value value, const char* fn, int64_t count, int* type, int64_t* bytes) {
+  int64_t t = 0;
+  if (!read_size(env, value, fn, "type", &t)) return false;
+  const int64_t block = t <= 64 ? qkd::ggml_block_size(static_cast<int>(t)) : 0;
+  if (block == 0) return fail(env, fn, "argument type: ggml type id %lld is not one of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K", static_cast<long long>(t));
+  if (count % block != 0) {
+    return fail(env, fn, "%lld elements is not a multiple of the block size %lld", static_cast<long long>(count),
+                static_cast<long long>(block));
+  }
+  *type = static_cast<int>(t);
+  *bytes = count / block * qkd::ggml_block_bytes(*type);
+  return true;
+}
+
+bool check_exact_bytes(napi_env env, const char* fn, const char* name, const ByteView& view, int64_t needed) {
+  if (view.length != needed) {
+    return fail(env, fn, "argument %s (Uint8Array) has %lld bytes, expected exactly %lld", name,
+                static_cast<long long>(view.length), static_cast<long long>(needed));
+  }
+  return true;
+}
+
+// ggmlEncode(type, src: Float32Array, dst: Uint8Array)
+napi_value GgmlEncode(napi_env env, napi_callback_info info) {
+  const char* fn = "ggmlEncode";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  FloatView src;
+  ByteView dst;
+  int type = 0;
+  int64_t bytes = 0;
+  if (!read_float32_array(env, args[1], fn, "src", &src) || !read_uint8_array(env, args[2], fn, "dst", &dst) ||
+      !read_ggml_type(env, args[0], fn, src.length, &type, &bytes) || !check_exact_bytes(env, fn, "dst", dst, bytes)) {
+    return nullptr;
+  }
+  qkd::ggml_encode(type, src.data, src.length, dst.data);
+  return undefined_value(env);
+}
+
+// ggmlDecode(type, src: Uint8Array, dst: Float32Array)
+napi_value GgmlDecode(napi_env env, napi_callback_info info) {
+  const char* fn = "ggmlDecode";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  ByteView src;
+  FloatView dst;
+  int type = 0;
+  int64_t bytes = 0;
+  if (!read_uint8_array(env, args[1], fn, "src", &src) || !read_float32_array(env, args[2], fn, "dst", &dst) ||
+      !read_ggml_type(env, args[0], fn, dst.length, &type, &bytes) || !check_exact_bytes(env, fn, "src", src, bytes)) {
+    return nullptr;
+  }
+  qkd::ggml_decode(type, src.data, dst.length, dst.data);
+  return undefined_value(env);
+}
+
+// ggmlRoundTrip(type, src: Float32Array, dst: Float32Array)
+napi_value GgmlRoundTrip(napi_env env, napi_callback_info info) {
+  const char* fn = "ggmlRoundTrip";
+  napi_value args[3];
+  if (!get_args(env, info, fn, 3, args)) return nullptr;
+  FloatView src, dst;
+  int type = 0;
+  int64_t bytes = 0;
+  if (!read_float32_array(env, args[1], fn, "src", &src) || !read_float32_array(env, args[2], fn, "dst", &dst) ||
+      !read_ggml_type(env, args[0], fn, src.length, &type, &bytes)) {
+    return nullptr;
+  }
+  if (dst.length != src.length) {
+    fail(env, fn, "argument dst has %lld elements, expected %lld (as src)", static_cast<long long>(dst.length),
+         static_cast<long long>(src.length));
+    return nullptr;
+  }
+  if (!check_overlap(env, fn, "src", src, src.length, "dst", dst, dst.length, true, "")) return nullptr;
+  qkd::ggml_round_trip(type, src.data, src.length, dst.data);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -1233,6 +1318,9 @@ NAPI_MODULE_INIT() {
       {"f32ToBf16", nullptr, F32ToBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"dbwaEncode", nullptr, DbwaEncode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"dbwaDecode", nullptr, DbwaDecode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ggmlEncode", nullptr, GgmlEncode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ggmlDecode", nullptr, GgmlDecode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ggmlRoundTrip", nullptr, GgmlRoundTrip, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

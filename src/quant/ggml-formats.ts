@@ -8,7 +8,8 @@
  */
 import { QkdError } from '../errors.js';
 import { toBf16, toF16 } from '../tensor/dtype.js';
-import { decodeQ4_0, decodeQ4_1, decodeQ5_0, decodeQ5_1, decodeQ8_0, decodeQ8_1, encodeQ4_0, encodeQ4_1, encodeQ5_0, encodeQ5_1, encodeQ8_0, halfToFloat } from './ggml-legacy.js';
+import { nativeGgmlCodec } from '../tensor/backend.js';
+import { blockCount, checkEncoded, decodeQ4_0, decodeQ4_1, decodeQ5_0, decodeQ5_1, decodeQ8_0, decodeQ8_1, encodeQ4_0, encodeQ4_1, encodeQ5_0, encodeQ5_1, encodeQ8_0, halfToFloat } from './ggml-legacy.js';
 import { decodeQ2_K, decodeQ3_K, decodeQ4_K, decodeQ5_K, decodeQ6_K, encodeQ2_K, encodeQ3_K, encodeQ4_K, encodeQ5_K, encodeQ6_K } from './ggml-kquants.js';
 
 /** The formats qkd encodes (the writable rows of the table). */
@@ -25,6 +26,12 @@ export interface GgmlFormat {
   encode?: (x: Float32Array) => Uint8Array;
   /** The format's bytes → `count` float32 values (ggml's dequantizer); absent: qkd cannot read it. */
   decode?: (bytes: Uint8Array, count: number) => Float32Array;
+  /**
+   * The TypeScript definitions of encode and decode, for the block formats
+   * whose encode/decode above run in the native addon when it is loaded
+   * (same bytes; the tests hold the two together).
+   */
+  reference?: { encode: (x: Float32Array) => Uint8Array; decode: (bytes: Uint8Array, count: number) => Float32Array };
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -62,20 +69,46 @@ function decodeF64(bytes: Uint8Array, count: number): Float32Array {
 /** Host byte order is little-endian on every platform qkd builds for; GGUF is little-endian. */
 const plain = (fn: (x: Float32Array) => Uint16Array | Float32Array) => (x: Float32Array): Uint8Array => Uint8Array.from(bytesOf(fn(x)));
 
+/**
+ * A block format's row: encode and decode go to the native codec when the
+ * native backend is in use, else to the TypeScript definition. Lengths are
+ * checked here so both paths fail with the same error.
+ */
+function block(id: number, name: string, blockSize: number, blockBytes: number, encode: (x: Float32Array) => Uint8Array, decode: (bytes: Uint8Array, count: number) => Float32Array): GgmlFormat {
+  return {
+    id, name, blockSize, blockBytes, reference: { encode, decode },
+    encode: (x) => {
+      const codec = nativeGgmlCodec();
+      if (codec === null || !(x instanceof Float32Array)) return encode(x);
+      const out = new Uint8Array(blockCount(name, x.length, blockSize) * blockBytes);
+      codec.ggmlEncode(id, x, out);
+      return out;
+    },
+    decode: (bytes, count) => {
+      const codec = nativeGgmlCodec();
+      if (codec === null) return decode(bytes, count);
+      checkEncoded(name, bytes, count, blockSize, blockBytes);
+      const out = new Float32Array(count);
+      codec.ggmlDecode(id, bytes, out);
+      return out;
+    },
+  };
+}
+
 export const GGML_FORMATS: readonly GgmlFormat[] = [
   { id: 0, name: 'F32', blockSize: 1, blockBytes: 4, encode: plain((x) => x), decode: decodeF32 },
   { id: 1, name: 'F16', blockSize: 1, blockBytes: 2, encode: plain(toF16), decode: decodeF16 },
-  { id: 2, name: 'Q4_0', blockSize: 32, blockBytes: 18, encode: encodeQ4_0, decode: decodeQ4_0 },
-  { id: 3, name: 'Q4_1', blockSize: 32, blockBytes: 20, encode: encodeQ4_1, decode: decodeQ4_1 },
-  { id: 6, name: 'Q5_0', blockSize: 32, blockBytes: 22, encode: encodeQ5_0, decode: decodeQ5_0 },
-  { id: 7, name: 'Q5_1', blockSize: 32, blockBytes: 24, encode: encodeQ5_1, decode: decodeQ5_1 },
-  { id: 8, name: 'Q8_0', blockSize: 32, blockBytes: 34, encode: encodeQ8_0, decode: decodeQ8_0 },
+  block(2, 'Q4_0', 32, 18, encodeQ4_0, decodeQ4_0),
+  block(3, 'Q4_1', 32, 20, encodeQ4_1, decodeQ4_1),
+  block(6, 'Q5_0', 32, 22, encodeQ5_0, decodeQ5_0),
+  block(7, 'Q5_1', 32, 24, encodeQ5_1, decodeQ5_1),
+  block(8, 'Q8_0', 32, 34, encodeQ8_0, decodeQ8_0),
   { id: 9, name: 'Q8_1', blockSize: 32, blockBytes: 36, decode: decodeQ8_1 },
-  { id: 10, name: 'Q2_K', blockSize: 256, blockBytes: 84, encode: encodeQ2_K, decode: decodeQ2_K },
-  { id: 11, name: 'Q3_K', blockSize: 256, blockBytes: 110, encode: encodeQ3_K, decode: decodeQ3_K },
-  { id: 12, name: 'Q4_K', blockSize: 256, blockBytes: 144, encode: encodeQ4_K, decode: decodeQ4_K },
-  { id: 13, name: 'Q5_K', blockSize: 256, blockBytes: 176, encode: encodeQ5_K, decode: decodeQ5_K },
-  { id: 14, name: 'Q6_K', blockSize: 256, blockBytes: 210, encode: encodeQ6_K, decode: decodeQ6_K },
+  block(10, 'Q2_K', 256, 84, encodeQ2_K, decodeQ2_K),
+  block(11, 'Q3_K', 256, 110, encodeQ3_K, decodeQ3_K),
+  block(12, 'Q4_K', 256, 144, encodeQ4_K, decodeQ4_K),
+  block(13, 'Q5_K', 256, 176, encodeQ5_K, decodeQ5_K),
+  block(14, 'Q6_K', 256, 210, encodeQ6_K, decodeQ6_K),
   { id: 15, name: 'Q8_K', blockSize: 256, blockBytes: 292 },
   { id: 16, name: 'IQ2_XXS', blockSize: 256, blockBytes: 66 },
   { id: 17, name: 'IQ2_XS', blockSize: 256, blockBytes: 74 },
@@ -129,7 +162,12 @@ export function formatBytes(t: GgmlFormat, count: number): number {
 /** x → the format → back: what a reader of the file sees (the round trip a deployment applies). */
 export function roundTrip(name: string, x: Float32Array): Float32Array {
   const t = writableFormat(name);
-  return t.decode(t.encode(x), x.length);
+  const codec = t.reference !== undefined ? nativeGgmlCodec() : null;
+  if (codec === null) return t.decode(t.encode(x), x.length);
+  blockCount(name, x.length, t.blockSize);
+  const out = new Float32Array(x.length);
+  codec.ggmlRoundTrip(t.id, x, out);
+  return out;
 }
 
 /**

@@ -19,6 +19,7 @@ let nativeKernels: Kernels | null | undefined; // undefined: not tried yet
 /** Kernels on fixed-type arrays (not tensor buffers), exempt from the float64-mode guard. */
 const TYPED_KERNELS = new Set<string>(['weightStats', 'weightStatsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'dbwaEncode', 'dbwaDecode']);
 let nativeStatusCache: NativeStatus | undefined;
+let loadedAddon: NativeAddon | null = null;
 let current: BackendName | undefined;
 let warnedFallback = false;
 
@@ -27,6 +28,7 @@ export function nativeStatus(): NativeStatus {
   if (nativeStatusCache === undefined) {
     const { status, addon } = loadNativeAddon();
     nativeStatusCache = status;
+    loadedAddon = addon;
     nativeKernels = addon === null ? null : makeNativeKernels(addon);
   }
   return nativeStatusCache;
@@ -125,6 +127,24 @@ function defaultBackend(): BackendName {
     process.stderr.write(`qkd: native kernels unavailable (${status.reason}); using the TypeScript reference backend (slower).\n`);
   }
   return 'reference';
+}
+
+/** The addon's codec for ggml's block formats (interface version 6; `type` is the ggml type id). */
+export interface GgmlCodec {
+  ggmlEncode(type: number, src: Float32Array, dst: Uint8Array): void;
+  ggmlDecode(type: number, src: Uint8Array, dst: Float32Array): void;
+  ggmlRoundTrip(type: number, src: Float32Array, dst: Float32Array): void;
+}
+
+/**
+ * The native ggml codec when the native backend is in use and the addon has
+ * it, else null: src/quant/ then runs its TypeScript definitions (the oracle
+ * the native codec is tested against, byte for byte).
+ */
+export function nativeGgmlCodec(): GgmlCodec | null {
+  if (currentBackend() !== 'native') return null;
+  nativeStatus();
+  return loadedAddon !== null && typeof loadedAddon.ggmlEncode === 'function' ? (loadedAddon as unknown as GgmlCodec) : null;
 }
 
 /** Runs fn on a given backend, restoring the previous one afterwards. */

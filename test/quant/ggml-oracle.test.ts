@@ -2,7 +2,8 @@
 // libggml-base.so of @node-llama-cpp/linux-x64 (a devDependency) quantizes
 // and dequantizes the same rows through a small C++ harness compiled here
 // (native/test/ggml_oracle.cc). Encoded bytes must be identical, and our
-// decoder must give ggml's floats bit for bit.
+// decoder must give ggml's floats bit for bit: both the TypeScript
+// definitions and the native codec (when the addon is built).
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { GGML_WRITABLE, formatBytes, ggmlFormat, writableFormat } from '../../src/quant/ggml-formats.js';
 import { Rng } from '../../src/tensor/index.js';
+import { nativeStatus, withBackend } from '../../src/tensor/backend.js';
 
 const require = createRequire(import.meta.url);
 
@@ -78,22 +80,28 @@ describe('ggml formats against llama.cpp (libggml-base from @node-llama-cpp/linu
   const x = testRows();
   const input = new Uint8Array(x.buffer);
 
+  const paths: { label: string; backend: 'reference' | 'native' }[] = [{ label: 'TypeScript', backend: 'reference' }];
+  if (nativeStatus().loaded) paths.push({ label: 'native', backend: 'native' });
   for (const name of GGML_WRITABLE.filter((n) => n !== 'F32')) {
-    it(`${name}: identical bytes from the encoder, identical floats from the decoder`, () => {
+    it(`${name}: identical bytes from the encoder, identical floats from the decoder (${paths.map((p) => p.label).join(' and ')})`, () => {
       const t = writableFormat(name);
       const size = formatBytes(t, x.length);
       const theirs = run('quantize', ORACLE_NAME[name]!, x.length, input).subarray(0, size);
-      const ours = t.encode(x);
-      assert.equal(ours.length, size);
-      const firstDiff = ours.findIndex((b, i) => b !== theirs[i]);
-      assert.equal(firstDiff, -1, `${name}: first differing byte ${firstDiff} (block ${Math.floor(firstDiff / t.blockBytes)}): ours ${ours[firstDiff]}, ggml ${theirs[firstDiff]}`);
       const decodedTheirs = new Float32Array(new Uint8Array(run('dequantize', ORACLE_NAME[name]!, x.length, theirs)).buffer);
-      const decodedOurs = t.decode(theirs, x.length);
-      const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
-      const a = bits(decodedOurs);
-      const b = bits(decodedTheirs);
-      const diff = a.findIndex((v, i) => v !== b[i]);
-      assert.equal(diff, -1, `${name}: decoded element ${diff}: ours ${decodedOurs[diff]}, ggml ${decodedTheirs[diff]}`);
+      for (const path of paths) {
+        withBackend(path.backend, () => {
+          const ours = t.encode(x);
+          assert.equal(ours.length, size);
+          const firstDiff = ours.findIndex((b, i) => b !== theirs[i]);
+          assert.equal(firstDiff, -1, `${name} (${path.label}): first differing byte ${firstDiff} (block ${Math.floor(firstDiff / t.blockBytes)}): ours ${ours[firstDiff]}, ggml ${theirs[firstDiff]}`);
+          const decodedOurs = t.decode(theirs, x.length);
+          const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+          const a = bits(decodedOurs);
+          const b = bits(decodedTheirs);
+          const diff = a.findIndex((v, i) => v !== b[i]);
+          assert.equal(diff, -1, `${name} (${path.label}): decoded element ${diff}: ours ${decodedOurs[diff]}, ggml ${decodedTheirs[diff]}`);
+        });
+      }
     });
   }
 

@@ -38,9 +38,9 @@ export interface NativeStatus {
 /**
  * Interface versions this build understands (1: GEMM + softmax; 2: + fused
  * kernels; 3: + fake quantization; 4: + the profiler's bf16 GEMM, weight
- * statistics and symmetric eigenvalues; 5: + DBWA's packed-format codecs).
+ * statistics and symmetric eigenvalues; 5: + DBWA's packed-format codecs; 6: + ggml's block formats).
  */
-const SUPPORTED_VERSIONS = [1, 2, 3, 4, 5];
+const SUPPORTED_VERSIONS = [1, 2, 3, 4, 5, 6];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
 /** Finds the package root (the directory holding package.json) from this file. */
