@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import { Rng, nativeStatus } from '../src/tensor/index.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { writeBytesAtomic } from '../src/io/atomic.js';
-import { openGguf } from '../src/io/gguf.js';
+import { openGguf } from '../src/io/gguf-reader.js';
 import { llamaConfigJson } from '../src/models/llama-io.js';
 import { llamaConfig, llamaParameterSpecs } from '../src/models/llama-config.js';
 import { writeLlama2cTokenizer } from '../src/data/llama2c-tokenizer.js';

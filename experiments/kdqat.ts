@@ -24,7 +24,7 @@ import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
 import type { LlamaModel } from '../src/models/llama.js';
 import { modelDirectory } from '../src/models/load-any.js';
-import { quantizeLlama } from '../src/models/quantize-model.js';
+import { quantizeLlama } from '../src/compress/quantize-model.js';
 import { uniformPlan } from '../src/swan/allocate.js';
 import { presetConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';

@@ -25,7 +25,7 @@ import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
 import { LlamaModel } from '../src/models/llama.js';
-import { quantizeLlama, type QuantMethod } from '../src/models/quantize-model.js';
+import { quantizeLlama, type QuantMethod } from '../src/compress/quantize-model.js';
 import { presetConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { modelDirectory } from '../src/models/load-any.js';

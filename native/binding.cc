@@ -44,7 +44,8 @@
 //     the index of a non-finite value;  dbwaDecode(tier, storage, dst: Float32Array)
 // Interface version 6 adds ggml's block formats (ggml_codec.h; type is the ggml type id of Q4_0, Q4_1,
 // Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K, and the element count a multiple of its block):
-//   ggmlEncode(type, src: Float32Array, dst: Uint8Array)    dst gets exactly the encoded bytes
+//   ggmlEncode(type, src: Float32Array, dst: Uint8Array, importance: Float32Array | null)
+//     dst gets exactly the encoded bytes; importance: one weight per column (its length the row length)
 //   ggmlDecode(type, src: Uint8Array, dst: Float32Array)    src holds exactly dst.length elements' blocks
 //   ggmlRoundTrip(type, src: Float32Array, dst: Float32Array)  dst = decode(encode(src)); dst may be src
 // Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
@@ -1231,12 +1232,12 @@ bool check_exact_bytes(napi_env env, const char* fn, const char* name, const Byt
   return true;
 }
 
-// ggmlEncode(type, src: Float32Array, dst: Uint8Array)
+// ggmlEncode(type, src: Float32Array, dst: Uint8Array, importance: Float32Array | null)
 napi_value GgmlEncode(napi_env env, napi_callback_info info) {
   const char* fn = "ggmlEncode";
-  napi_value args[3];
-  if (!get_args(env, info, fn, 3, args)) return nullptr;
-  FloatView src;
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  FloatView src, importance;
   ByteView dst;
   int type = 0;
   int64_t bytes = 0;
@@ -1244,7 +1245,19 @@ napi_value GgmlEncode(napi_env env, napi_callback_info info) {
       !read_ggml_type(env, args[0], fn, src.length, &type, &bytes) || !check_exact_bytes(env, fn, "dst", dst, bytes)) {
     return nullptr;
   }
-  qkd::ggml_encode(type, src.data, src.length, dst.data);
+  napi_valuetype kind;
+  napi_typeof(env, args[3], &kind);
+  if (kind != napi_null) {
+    if (!read_float32_array(env, args[3], fn, "importance", &importance)) return nullptr;
+    const int64_t cols = importance.length;
+    if (cols == 0 || cols % qkd::ggml_block_size(type) != 0 || src.length % cols != 0) {
+      fail(env, fn, "argument importance has %lld values: it needs one per column of rows that are a whole number of "
+           "%lld-blocks and divide the %lld elements", static_cast<long long>(cols),
+           static_cast<long long>(qkd::ggml_block_size(type)), static_cast<long long>(src.length));
+      return nullptr;
+    }
+  }
+  qkd::ggml_encode(type, src.data, src.length, dst.data, importance.data, importance.length);
   return undefined_value(env);
 }
 

@@ -29,7 +29,9 @@ export { readLlama2cCheckpoint, readLlama2cHeader, streamLlama2cCheckpoint, writ
 export { loadLlama2c, writeLlama2cCheckpoint } from './models/llama2c-io.js';
 export { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer } from './data/llama2c-tokenizer.js';
 export { openTensorSource, modelFileFormat, type TensorSource, type SourceTensor, type TensorSourceFormat } from './io/tensor-source.js';
-export { openGguf, writeGguf, ggufToHfName } from './io/gguf.js';
+export { openGguf } from './io/gguf-reader.js';
+export { writeGguf } from './io/gguf-writer.js';
+export { ggufToHfName } from './io/gguf-names.js';
 export { auditModel } from './swan/audit.js';
 export { profileModel, profileTensor, profileSettings, tensorLayerAndKind, DEFAULT_PROFILE_SETTINGS, type ProfileSource, type ProfileOptions, type ProfileProgress } from './swan/profile.js';
 export { excessKurtosis, frobeniusSquared, reconstructionError, noiseAmplification, rowSteps, metricScores, compositeScore } from './swan/metrics.js';
@@ -41,8 +43,8 @@ export { PLAN_BITS, packedBytes, groupsPerRow, type PlanBits, type QuantPlan, ty
 export { rtnQuantize, dequantize, quantizationError, type QuantizedTensor } from './quant/rtn.js';
 export { gptqQuantize, HessianAccumulator, type GptqOptions } from './quant/gptq.js';
 export { packCodes, unpackCodes } from './quant/packed.js';
-export { quantizeLlama, QuantizedLlama, type QuantMethod, type QuantizeLlamaOptions } from './models/quantize-model.js';
-export { saveQuantizedLlama, quantizedCheckpointBytes } from './models/quantized-io.js';
+export { quantizeLlama, QuantizedLlama, type QuantMethod, type QuantizeLlamaOptions } from './compress/quantize-model.js';
+export { saveQuantizedLlama, quantizedCheckpointBytes } from './compress/quantized-io.js';
 export { loadModelAny, loadModelTokenizer, modelDirectory } from './models/load-any.js';
 export { quantizeModelFile, type QuantizeFileOptions, type QuantizeFileResult } from './compress/quantize.js';
 export { renderAuditHtml, type AuditHtmlOptions } from './report/audit-html.js';

@@ -208,14 +208,18 @@ void decode_nibbles(const uint8_t* p, float* y, bool with_min, bool fifth_bit) {
 // --- K-quant fitting ----------------------------------------------------------
 
 // Levels round(iscale·x) in [−nmax, nmax−1] with x²-weighted Σ w·x·l and Σ w·l²; writes l + offset to L when given.
+// The fit weight of value v at position i: v², times its importance when given.
+inline float square_weight(float v, const float* imp, int i) { return imp == nullptr ? v * v : imp[i] * (v * v); }
+
 template <typename T>
-void symmetric_fit(const float* x, int n, int nmax, float iscale, T* L, int offset, float* sumlx_out, float* suml2_out) {
+void symmetric_fit(const float* x, int n, int nmax, float iscale, T* L, int offset, const float* imp, float* sumlx_out,
+                   float* suml2_out) {
   float sumlx = 0.f, suml2 = 0.f;
   for (int i = 0; i < n; i++) {
     const float v = x[i];
     const int l = clampi(nearest_int(iscale * v), -nmax, nmax - 1);
     if (L != nullptr) L[i] = static_cast<T>(l + offset);
-    const float w = v * v;
+    const float w = square_weight(v, imp, i);
     sumlx = sumlx + w * v * static_cast<float>(l);
     suml2 = suml2 + w * static_cast<float>(l) * static_cast<float>(l);
   }
@@ -224,7 +228,7 @@ void symmetric_fit(const float* x, int n, int nmax, float iscale, T* L, int offs
 }
 
 // Q3_K's symmetric fit: a start, then up to 5 passes moving single values. Writes L + nmax.
-float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
+float make_q3_quants(int n, int nmax, const float* x, int8_t* L, const float* imp) {
   float amax;
   const float max = signed_max(x, n, &amax);
   if (amax < GROUP_MAX_EPS) {
@@ -232,13 +236,13 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
     return 0.f;
   }
   float sumlx, suml2;
-  symmetric_fit<int8_t>(x, n, nmax, static_cast<float>(-nmax) / max, L, 0, &sumlx, &suml2);
+  symmetric_fit<int8_t>(x, n, nmax, static_cast<float>(-nmax) / max, L, 0, imp, &sumlx, &suml2);
   for (int itry = 0; itry < 5; itry++) {
     int changed = 0;
     for (int i = 0; i < n; i++) {
       const float v = x[i];
       const int li = L[i];
-      const float w = v * v;
+      const float w = square_weight(v, imp, i);
       float slx = sumlx - w * v * static_cast<float>(li);
       if (slx > 0.f) {
         float sl2 = suml2 - w * static_cast<float>(li) * static_cast<float>(li);
@@ -291,10 +295,11 @@ namespace avx2 {
 #endif
 
 // The fits of one instruction set.
+// imp: the block's per-element importance, or nullptr.
 struct Fits {
-  void (*q45_k)(const float* x, bool five, uint8_t* L, float* scales, float* mins);
-  void (*q2_k)(const float* x, uint8_t* L, float* scales, float* mins);
-  void (*q6_k)(const float* x, uint8_t* L, float* scales);
+  void (*q45_k)(const float* x, const float* imp, bool five, uint8_t* L, float* scales, float* mins);
+  void (*q2_k)(const float* x, const float* imp, uint8_t* L, float* scales, float* mins);
+  void (*q6_k)(const float* x, const float* imp, uint8_t* L, float* scales);
 };
 
 const Fits& fits() {
@@ -308,12 +313,12 @@ const Fits& fits() {
 
 // --- Q2_K: scales[16], qs[64], f16 d, f16 dmin (84 bytes) ---------------------
 
-void encode_q2_k(const Fits& fit, const float* x, uint8_t* o) {
+void encode_q2_k(const Fits& fit, const float* x, const float* imp, uint8_t* o) {
   uint8_t L[QK_K];
   float scales[16], mins[16];
   const float q4scale = 15.f;
   float max_scale = 0.f, max_min = 0.f;
-  fit.q2_k(x, L, scales, mins);
+  fit.q2_k(x, imp, L, scales, mins);
   for (int j = 0; j < 16; j++) {
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
@@ -367,13 +372,13 @@ inline int q3_scale(const uint8_t* sc, int j) {
   return (low | (((sc[8 + (j % 4)] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
-void encode_q3_k(const float* x, uint8_t* o) {
+void encode_q3_k(const float* x, const float* imp, uint8_t* o) {
   int8_t L[QK_K];
   float scales[16];
   uint8_t* sc = o + 96;
   float max_scale = 0.f, amax = 0.f;
   for (int j = 0; j < 16; j++) {
-    scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+    scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, imp == nullptr ? nullptr : imp + 16 * j);
     const float s = std::fabs(scales[j]);
     if (s > amax) {
       amax = s;
@@ -439,12 +444,12 @@ inline void scale_min(const uint8_t* q, int j, int* s, int* m) {
   }
 }
 
-void encode_q45_k(const Fits& fit, const float* x, uint8_t* o, bool five) {
+void encode_q45_k(const Fits& fit, const float* x, const float* imp, uint8_t* o, bool five) {
   const int nmax = five ? 31 : 15;
   uint8_t L[QK_K], ls[8], lm[8];
   float scales[8], mins[8];
   float max_scale = 0.f, max_min = 0.f;
-  fit.q45_k(x, five, L, scales, mins);
+  fit.q45_k(x, imp, five, L, scales, mins);
   for (int j = 0; j < 8; j++) {
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
@@ -517,11 +522,11 @@ void decode_q45_k(const uint8_t* p, float* y, bool five) {
 
 // --- Q6_K: ql[128], qh[64], scales[16] (int8), f16 d (210 bytes) ---------------
 
-void encode_q6_k(const Fits& fit, const float* x, uint8_t* o) {
+void encode_q6_k(const Fits& fit, const float* x, const float* imp, uint8_t* o) {
   uint8_t L[QK_K];
   float scales[16];
   float max_scale = 0.f, max_abs_scale = 0.f;
-  fit.q6_k(x, L, scales);
+  fit.q6_k(x, imp, L, scales);
   for (int ib = 0; ib < 16; ib++) {
     const float scale = scales[ib];
     if (std::fabs(scale) > max_abs_scale) {
@@ -579,7 +584,8 @@ void decode_q6_k(const uint8_t* p, float* out) {
 constexpr int kMaxBlockBytes = 210;
 
 // Encodes one block into o (cleared first: the K-quant encoders OR bits in).
-void encode_block(const Fits& fit, int type, const float* x, uint8_t* o, int64_t bytes) {
+// imp: the block's per-element importance (K-quants only), or nullptr.
+void encode_block(const Fits& fit, int type, const float* x, const float* imp, uint8_t* o, int64_t bytes) {
   std::memset(o, 0, static_cast<size_t>(bytes));
   switch (type) {
     case Q8_0: encode_q8_0(x, o); break;
@@ -587,11 +593,11 @@ void encode_block(const Fits& fit, int type, const float* x, uint8_t* o, int64_t
     case Q5_0: encode_symmetric(x, o, 5); break;
     case Q4_1: encode_affine(x, o, 4); break;
     case Q5_1: encode_affine(x, o, 5); break;
-    case Q2_K: encode_q2_k(fit, x, o); break;
-    case Q3_K: encode_q3_k(x, o); break;
-    case Q4_K: encode_q45_k(fit, x, o, false); break;
-    case Q5_K: encode_q45_k(fit, x, o, true); break;
-    case Q6_K: encode_q6_k(fit, x, o); break;
+    case Q2_K: encode_q2_k(fit, x, imp, o); break;
+    case Q3_K: encode_q3_k(x, imp, o); break;
+    case Q4_K: encode_q45_k(fit, x, imp, o, false); break;
+    case Q5_K: encode_q45_k(fit, x, imp, o, true); break;
+    case Q6_K: encode_q6_k(fit, x, imp, o); break;
     default: break;
   }
 }
@@ -620,6 +626,8 @@ struct Job {
   int type;
   int64_t block_size, block_bytes, blocks, per_task;
   const float* x;
+  const float* imp;  // one importance per column of a row of `cols` elements, or nullptr
+  int64_t cols;
   const uint8_t* in;
   uint8_t* out;
   float* y;
@@ -632,21 +640,23 @@ void run_task(void* context, int64_t task, int /*worker*/) {
   uint8_t scratch[kMaxBlockBytes];
   for (int64_t b = first; b < last; b++) {
     const int64_t e = b * job.block_size;
+    const float* imp = job.imp == nullptr ? nullptr : job.imp + e % job.cols;
     switch (job.op) {
-      case Op::Encode: encode_block(*job.fit, job.type, job.x + e, job.out + b * job.block_bytes, job.block_bytes); break;
+      case Op::Encode: encode_block(*job.fit, job.type, job.x + e, imp, job.out + b * job.block_bytes, job.block_bytes); break;
       case Op::Decode: decode_block(job.type, job.in + b * job.block_bytes, job.y + e); break;
       case Op::RoundTrip:
-        encode_block(*job.fit, job.type, job.x + e, scratch, job.block_bytes);
+        encode_block(*job.fit, job.type, job.x + e, imp, scratch, job.block_bytes);
         decode_block(job.type, scratch, job.y + e);
         break;
     }
   }
 }
 
-void run(Op op, int type, const float* x, const uint8_t* in, uint8_t* out, float* y, int64_t n) {
+void run(Op op, int type, const float* x, const float* imp, int64_t cols, const uint8_t* in, uint8_t* out, float* y,
+         int64_t n) {
   const int64_t bs = ggml_block_size(type);
   if (bs == 0 || n <= 0) return;
-  Job job{&fits(), op, type, bs, ggml_block_bytes(type), n / bs, 0, x, in, out, y};
+  Job job{&fits(), op, type, bs, ggml_block_bytes(type), n / bs, 0, x, imp, cols, in, out, y};
   // About 16K elements per task: enough work to amortise a hand-off, small enough to balance.
   job.per_task = std::max<int64_t>(1, 16384 / bs);
   const int64_t tasks = (job.blocks + job.per_task - 1) / job.per_task;
@@ -683,8 +693,12 @@ int64_t ggml_block_bytes(int type) {
   }
 }
 
-void ggml_encode(int type, const float* x, int64_t n, uint8_t* out) { run(Op::Encode, type, x, nullptr, out, nullptr, n); }
-void ggml_decode(int type, const uint8_t* in, int64_t n, float* y) { run(Op::Decode, type, nullptr, in, nullptr, y, n); }
-void ggml_round_trip(int type, const float* x, int64_t n, float* y) { run(Op::RoundTrip, type, x, nullptr, nullptr, y, n); }
+void ggml_encode(int type, const float* x, int64_t n, uint8_t* out, const float* importance, int64_t cols) {
+  run(Op::Encode, type, x, importance, cols, nullptr, out, nullptr, n);
+}
+void ggml_decode(int type, const uint8_t* in, int64_t n, float* y) { run(Op::Decode, type, nullptr, nullptr, 0, in, nullptr, y, n); }
+void ggml_round_trip(int type, const float* x, int64_t n, float* y) {
+  run(Op::RoundTrip, type, x, nullptr, 0, nullptr, nullptr, y, n);
+}
 
 }  // namespace qkd

@@ -20,7 +20,10 @@ int64_t ggml_block_size(int type);
 int64_t ggml_block_bytes(int type);
 
 // x[0, n) → out (n / block_size · block_bytes bytes); n a multiple of the block size.
-void ggml_encode(int type, const float* x, int64_t n, uint8_t* out);
+// importance (or nullptr): one weight per column of rows of `cols` elements
+// (cols a multiple of the block size, n of cols), multiplying each element's
+// weight in the K-quant sub-block fits; the 32-element formats ignore it.
+void ggml_encode(int type, const float* x, int64_t n, uint8_t* out, const float* importance, int64_t cols);
 // Encoded bytes → y[0, n).
 void ggml_decode(int type, const uint8_t* in, int64_t n, float* y);
 // decode(encode(x)) without the intermediate buffer: the fake quantizer of

@@ -115,7 +115,8 @@ inline V fit_qkx2(int n, int nmax, const V* x, const V* w, I* Lt, float rmin, fl
 }
 
 // make_qx_quants per lane (Q6_K: n = 16, nmax = 32): levels + nmax into Lt, returns the scale.
-inline V fit_qx(int n, int nmax, const V* x, I* Lt) {
+// imp: per-element importance multiplying the x² weights, or nullptr.
+inline V fit_qx(int n, int nmax, const V* x, const V* imp, I* Lt) {
   V amax = splat(0.f), max = splat(0.f);
   for (int i = 0; i < n; i++) {
     const V a = vabs(x[i]);
@@ -130,7 +131,7 @@ inline V fit_qx(int n, int nmax, const V* x, I* Lt) {
     for (int i = 0; i < n; i++) {
       laux[i] = clamp_i(nearest(iscale * x[i]), -nmax, nmax - 1);
       const V l = to_float(laux[i]);
-      const V w = x[i] * x[i];
+      const V w = imp == nullptr ? x[i] * x[i] : imp[i] * (x[i] * x[i]);
       sumlx = sumlx + w * x[i] * l;
       suml2 = suml2 + w * l * l;
     }
@@ -155,7 +156,7 @@ inline V fit_qx(int n, int nmax, const V* x, I* Lt) {
 }
 
 // Q4_K / Q5_K: the eight 32-value sub-blocks of a super-block, kLanes per pass.
-inline void fit_q45_k(const float* x, bool five, uint8_t* L, float* scales, float* mins) {
+inline void fit_q45_k(const float* x, const float* imp, bool five, uint8_t* L, float* scales, float* mins) {
   for (int group = 0; group < 8 / kLanes; group++) {
   V xt[32], wt[32];
   I Lt[32];
@@ -166,6 +167,11 @@ inline void fit_q45_k(const float* x, bool five, uint8_t* L, float* scales, floa
   const V mean = sum_x2 / splat(32.f);
   for (int j = 0; j < kLanes; j++) av_x[j] = std::sqrt(mean[j]);
   for (int l = 0; l < 32; l++) wt[l] = av_x + vabs(xt[l]);
+  if (imp != nullptr) {
+    V it[32];
+    gather(imp, 32, kLanes * group, it);
+    for (int l = 0; l < 32; l++) wt[l] = it[l] * wt[l];
+  }
   V neg_min;
   const V scale = five ? fit_qkx2(32, 31, xt, wt, Lt, -0.5f, 0.1f, 15, false, &neg_min)
                        : fit_qkx2(32, 15, xt, wt, Lt, -1.f, 0.1f, 20, false, &neg_min);
@@ -179,12 +185,17 @@ inline void fit_q45_k(const float* x, bool five, uint8_t* L, float* scales, floa
 }
 
 // Q2_K: sixteen 16-value sub-blocks, kLanes per pass, weights |x|, absolute error.
-inline void fit_q2_k(const float* x, uint8_t* L, float* scales, float* mins) {
+inline void fit_q2_k(const float* x, const float* imp, uint8_t* L, float* scales, float* mins) {
   for (int group = 0; group < 16 / kLanes; group++) {
     V xt[16], wt[16];
     I Lt[16];
     gather(x, 16, kLanes * group, xt);
     for (int l = 0; l < 16; l++) wt[l] = vabs(xt[l]);
+    if (imp != nullptr) {
+      V it[16];
+      gather(imp, 16, kLanes * group, it);
+      for (int l = 0; l < 16; l++) wt[l] = it[l] * wt[l];
+    }
     V neg_min;
     const V scale = fit_qkx2(16, 3, xt, wt, Lt, -0.5f, 0.1f, 15, true, &neg_min);
     for (int j = 0; j < kLanes; j++) {
@@ -197,12 +208,14 @@ inline void fit_q2_k(const float* x, uint8_t* L, float* scales, float* mins) {
 }
 
 // Q6_K: sixteen 16-value sub-blocks, kLanes per pass.
-inline void fit_q6_k(const float* x, uint8_t* L, float* scales) {
+inline void fit_q6_k(const float* x, const float* imp, uint8_t* L, float* scales) {
   for (int group = 0; group < 16 / kLanes; group++) {
     V xt[16];
     I Lt[16];
     gather(x, 16, kLanes * group, xt);
-    const V scale = fit_qx(16, 32, xt, Lt);
+    V it[16];
+    if (imp != nullptr) gather(imp, 16, kLanes * group, it);
+    const V scale = fit_qx(16, 32, xt, imp == nullptr ? nullptr : it, Lt);
     for (int j = 0; j < kLanes; j++) {
       const int sub = kLanes * group + j;
       scales[sub] = scale[j];

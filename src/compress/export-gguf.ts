@@ -21,13 +21,15 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { QkdError } from '../errors.js';
-import { ggufToHfName, writeGguf, type GgufValue, type GgufWriteType } from '../io/gguf.js';
+import { writeGguf, type GgufWriteType } from '../io/gguf-writer.js';
+import type { GgufValue } from '../io/gguf-types.js';
+import { ggufToHfName } from '../io/gguf-names.js';
 import { ensureWritableFile } from '../io/output-dir.js';
 import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
 import type { LlamaModel } from '../models/llama.js';
-import { relativeError } from '../models/quantize-model.js';
+import { relativeError } from './quantize-model.js';
 import { tokenizerGgufMetadata } from '../data/tokenizer-gguf.js';
 import { greedyUpgrade } from '../swan/allocate.js';
 import { profileModel } from '../swan/profile.js';

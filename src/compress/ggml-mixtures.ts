@@ -5,7 +5,7 @@
  * people know under that name. docs/ggml-formats.md lists the rules.
  * (Q2_K_S and the IQ types need an importance matrix and are not offered.)
  */
-import type { GgufWriteType } from '../io/gguf.js';
+import type { GgufWriteType } from '../io/gguf-writer.js';
 import { GGML_WRITABLE } from '../quant/ggml-formats.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 

@@ -20,7 +20,8 @@
  * tokenizers.
  */
 import { QkdError } from '../errors.js';
-import type { GgufFile, GgufValue } from '../io/gguf.js';
+import type { GgufFile } from '../io/gguf-reader.js';
+import type { GgufValue } from '../io/gguf-types.js';
 import { ByteTokenizer, byteToUnicode, type Tokenizer } from './tokenizer.js';
 import { BpeTokenizer } from './bpe.js';
 import { Llama2cTokenizer } from './llama2c-tokenizer.js';

@@ -12,7 +12,7 @@ import { loadCorpus, sequentialBatches, splitText } from '../data/corpus.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { modelFileFormat } from '../io/tensor-source.js';
 import { llamaCppPerplexity } from './llama-cpp.js';
-import { openGguf } from '../io/gguf.js';
+import { openGguf } from '../io/gguf-reader.js';
 import { llamaConfigFromGguf } from '../models/llama-gguf.js';
 import { tokenizerFromGguf } from '../data/tokenizer-gguf.js';
 import type { LlamaConfig } from '../models/llama-config.js';

@@ -9,7 +9,7 @@
  *   - a qkd training run directory: latest.json names the newest complete
  *     checkpoint directory (see train/trainer.ts), which is read as above;
  *   - a .gguf file (tensor names mapped to Hugging Face names when
- *     general.architecture is llama; see gguf.ts on the q/k row order);
+ *     general.architecture is llama; see gguf-names.ts on the q/k row order);
  *   - a llama2.c .bin checkpoint (legacy, v1 or v2), under the Hugging Face
  *     names io/llama2c.ts uses.
  *
@@ -21,7 +21,8 @@ import { readFileHead } from './file-head.js';
 import { basename, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import type { StorageDType } from '../tensor/dtype.js';
-import { ggufToHfName, openGguf, type GgufFile } from './gguf.js';
+import { openGguf, type GgufFile } from './gguf-reader.js';
+import { ggufToHfName } from './gguf-names.js';
 import { openLlama2c, type Llama2cReader } from './llama2c.js';
 import { openSafetensors, type SafetensorsFile } from './safetensors.js';
 

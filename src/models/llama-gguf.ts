@@ -1,13 +1,16 @@
 /**
  * A LLaMA model as llama.cpp stores it in GGUF: the `llama.*` hyper-
- * parameters, llama.cpp's tensor names (io/gguf.ts), and the attn_q/attn_k
+ * parameters, llama.cpp's tensor names (io/gguf-names.ts), and the attn_q/attn_k
  * rows of each head permuted from Hugging Face's rotate-half RoPE pairing
  * (i, i + d/2) to llama.cpp's adjacent pairs (2i, 2i + 1), as llama.cpp's
  * own converter does. Reading undoes the permutation, so a model written and
  * read back is the same model, and llama.cpp runs the same function.
  */
 import { QkdError } from '../errors.js';
-import { ggufToHfName, hfToGgufName, openGguf, type GgufFile, type GgufTensorToWrite, type GgufValue, type GgufWriteType } from '../io/gguf.js';
+import { openGguf, type GgufFile } from '../io/gguf-reader.js';
+import type { GgufTensorToWrite, GgufWriteType } from '../io/gguf-writer.js';
+import type { GgufValue } from '../io/gguf-types.js';
+import { ggufToHfName, hfToGgufName } from '../io/gguf-names.js';
 import { halfToInterleavedRows, interleavedToHalfRows } from '../io/llama2c.js';
 import { LlamaModel } from './llama.js';
 import { headDim, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';

@@ -4,7 +4,7 @@
  * tensor names), or a sharded model.safetensors.index.json. F32, F16 and
  * BF16 weights load (widened to float32); qkd writes F32. Every file is
  * written atomically. A config.json with a `quantization_config` section is a
- * packed quantized checkpoint (quant/packed.ts, written by quantized-io.ts):
+ * packed quantized checkpoint (quant/packed.ts, written by compress/quantized-io.ts):
  * its weights are dequantized to float32 at load.
  */
 import { existsSync, readFileSync, mkdirSync } from 'node:fs';

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { modelFileFormat } from '../io/tensor-source.js';
-import { openGguf } from '../io/gguf.js';
+import { openGguf } from '../io/gguf-reader.js';
 import { loadLlamaGguf } from './llama-gguf.js';
 import { tokenizerFromGguf } from '../data/tokenizer-gguf.js';
 import { QkdError } from '../errors.js';

@@ -10,7 +10,7 @@ import { QkdError } from '../errors.js';
 import { toBf16, toF16 } from '../tensor/dtype.js';
 import { nativeGgmlCodec } from '../tensor/backend.js';
 import { blockCount, checkEncoded, decodeQ4_0, decodeQ4_1, decodeQ5_0, decodeQ5_1, decodeQ8_0, decodeQ8_1, encodeQ4_0, encodeQ4_1, encodeQ5_0, encodeQ5_1, encodeQ8_0, halfToFloat } from './ggml-legacy.js';
-import { decodeQ2_K, decodeQ3_K, decodeQ4_K, decodeQ5_K, decodeQ6_K, encodeQ2_K, encodeQ3_K, encodeQ4_K, encodeQ5_K, encodeQ6_K } from './ggml-kquants.js';
+import { blockImportance, decodeQ2_K, decodeQ3_K, decodeQ4_K, decodeQ5_K, decodeQ6_K, encodeQ2_K, encodeQ3_K, encodeQ4_K, encodeQ5_K, encodeQ6_K } from './ggml-kquants.js';
 
 /** The formats qkd encodes (the writable rows of the table). */
 export type GgmlWritableName = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
@@ -22,8 +22,13 @@ export interface GgmlFormat {
   blockSize: number;
   /** Bytes per block. */
   blockBytes: number;
-  /** float32 → the format's bytes (llama.cpp's reference quantizer); absent: qkd cannot write it. */
-  encode?: (x: Float32Array) => Uint8Array;
+  /**
+   * float32 → the format's bytes (llama.cpp's reference quantizer); absent:
+   * qkd cannot write it. `importance` (one weight per column, the row
+   * length; see docs/ggml-formats.md) weights the K-quants' sub-block fits;
+   * the other formats have no fit to weight and ignore it.
+   */
+  encode?: (x: Float32Array, importance?: Float32Array) => Uint8Array;
   /** The format's bytes → `count` float32 values (ggml's dequantizer); absent: qkd cannot read it. */
   decode?: (bytes: Uint8Array, count: number) => Float32Array;
   /**
@@ -31,7 +36,7 @@ export interface GgmlFormat {
    * whose encode/decode above run in the native addon when it is loaded
    * (same bytes; the tests hold the two together).
    */
-  reference?: { encode: (x: Float32Array) => Uint8Array; decode: (bytes: Uint8Array, count: number) => Float32Array };
+  reference?: { encode: (x: Float32Array, importance?: Float32Array) => Uint8Array; decode: (bytes: Uint8Array, count: number) => Float32Array };
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -74,14 +79,15 @@ const plain = (fn: (x: Float32Array) => Uint16Array | Float32Array) => (x: Float
  * native backend is in use, else to the TypeScript definition. Lengths are
  * checked here so both paths fail with the same error.
  */
-function block(id: number, name: string, blockSize: number, blockBytes: number, encode: (x: Float32Array) => Uint8Array, decode: (bytes: Uint8Array, count: number) => Float32Array): GgmlFormat {
+function block(id: number, name: string, blockSize: number, blockBytes: number, encode: (x: Float32Array, importance?: Float32Array) => Uint8Array, decode: (bytes: Uint8Array, count: number) => Float32Array): GgmlFormat {
   return {
     id, name, blockSize, blockBytes, reference: { encode, decode },
-    encode: (x) => {
+    encode: (x, importance) => {
       const codec = nativeGgmlCodec();
-      if (codec === null || !(x instanceof Float32Array)) return encode(x);
+      if (codec === null || !(x instanceof Float32Array)) return encode(x, importance);
       const out = new Uint8Array(blockCount(name, x.length, blockSize) * blockBytes);
-      codec.ggmlEncode(id, x, out);
+      if (importance !== undefined && blockSize === 256) blockImportance(importance, name, x.length, blockSize);
+      codec.ggmlEncode(id, x, out, blockSize === 256 ? importance ?? null : null);
       return out;
     },
     decode: (bytes, count) => {

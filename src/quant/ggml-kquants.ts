@@ -7,6 +7,7 @@
  * rules as ggml-legacy.ts apply (see there); docs/ggml-formats.md has the
  * layouts and the fitting each format does.
  */
+import { QkdError } from '../errors.js';
 import { blockCount, checkEncoded, f, floatToHalf, halfToFloat, signedMax } from './ggml-legacy.js';
 
 /** Weights per super-block. */
@@ -28,26 +29,37 @@ export function nearestInt(x: number): number {
 const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > hi ? hi : v);
 
 /**
- * Symmetric fit of n values to integers in [−nmax, nmax−1] (rmse_type 1:
- * weights x², and 18 trial scales around nmax/max). Writes L + nmax into L;
- * returns the scale.
+ * Per-element importance of a fit: `imp[impAt + i]` multiplies element i's
+ * weight in the fit (importance-weighted quantization); null: all 1.
  */
-function makeQxQuants(n: number, nmax: number, x: Float32Array, at: number, L: Uint8Array, lAt: number): number {
+export interface Importance {
+  imp: Float32Array | null;
+  impAt: number;
+}
+
+const NO_IMPORTANCE: Importance = { imp: null, impAt: 0 };
+
+/**
+ * Symmetric fit of n values to integers in [−nmax, nmax−1] (rmse_type 1:
+ * weights x² (times the importance), and 18 trial scales around nmax/max).
+ * Writes L + nmax into L; returns the scale.
+ */
+function makeQxQuants(n: number, nmax: number, x: Float32Array, at: number, L: Uint8Array, lAt: number, im: Importance): number {
   const { amax, max } = signedMax(x, at, n);
   if (amax < GROUP_MAX_EPS) {
     L.fill(0, lAt, lAt + n);
     return 0;
   }
   let iscale = f(-nmax / max);
-  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax);
+  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax, im);
   let scale = suml2 !== 0 ? f(sumlx / suml2) : 0;
   let best = f(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = f(-f(nmax + f(f(0.1) * is)) / max);
-    ({ sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, null, 0, 0));
+    ({ sumlx, suml2 } = symmetricFit(x, at, n, nmax, iscale, null, 0, 0, im));
     if (suml2 > 0 && f(sumlx * sumlx) > f(best * suml2)) {
-      symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax);
+      symmetricFit(x, at, n, nmax, iscale, L, lAt, nmax, im);
       scale = f(sumlx / suml2);
       best = f(scale * sumlx);
     }
@@ -55,19 +67,24 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, at: number, L: U
   return scale;
 }
 
+/** The fit weight of value v at position i: v², times its importance when given. */
+function squareWeight(v: number, im: Importance, i: number): number {
+  return im.imp === null ? f(v * v) : f(im.imp[im.impAt + i]! * f(v * v));
+}
+
 /**
  * Levels round(iscale·x) clamped to [−nmax, nmax−1] and their x²-weighted
  * sums Σ w·x·l and Σ w·l² (float32, in order); writes l + offset into L
  * when given.
  */
-function symmetricFit(x: Float32Array, at: number, n: number, nmax: number, iscale: number, L: Uint8Array | Int8Array | null, lAt: number, offset: number): { sumlx: number; suml2: number } {
+function symmetricFit(x: Float32Array, at: number, n: number, nmax: number, iscale: number, L: Uint8Array | Int8Array | null, lAt: number, offset: number, im: Importance): { sumlx: number; suml2: number } {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
     const v = x[at + i]!;
     const l = clamp(nearestInt(f(iscale * v)), -nmax, nmax - 1);
     if (L !== null) L[lAt + i] = l + offset;
-    const w = f(v * v);
+    const w = squareWeight(v, im, i);
     sumlx = f(sumlx + f(f(w * v) * l));
     suml2 = f(suml2 + f(f(w * l) * l));
   }
@@ -79,19 +96,19 @@ function symmetricFit(x: Float32Array, at: number, n: number, nmax: number, isca
  * single values to the level that most improves the x²-weighted fit. Writes
  * L + nmax; returns the scale.
  */
-function makeQ3Quants(n: number, nmax: number, x: Float32Array, at: number, L: Int8Array, lAt: number): number {
+function makeQ3Quants(n: number, nmax: number, x: Float32Array, at: number, L: Int8Array, lAt: number, im: Importance): number {
   const { amax, max } = signedMax(x, at, n);
   if (amax < GROUP_MAX_EPS) {
     L.fill(0, lAt, lAt + n);
     return 0;
   }
-  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, f(-nmax / max), L, lAt, 0);
+  let { sumlx, suml2 } = symmetricFit(x, at, n, nmax, f(-nmax / max), L, lAt, 0, im);
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0;
     for (let i = 0; i < n; i++) {
       const v = x[at + i]!;
       const li = L[lAt + i]!;
-      const w = f(v * v);
+      const w = squareWeight(v, im, i);
       let slx = f(sumlx - f(f(w * v) * li));
       if (slx > 0) {
         let sl2 = f(suml2 - f(f(w * li) * li));
@@ -219,7 +236,26 @@ function pack2bit(out: Uint8Array, at: number, L: ArrayLike<number>): void {
 // ---------------------------------------------------------------------------
 // Q2_K: scales[16] (4-bit scale | 4-bit min), qs[64], f16 d, f16 dmin — 84 bytes.
 
-export function encodeQ2_K(x: Float32Array): Uint8Array {
+/**
+ * The importance of a whole tensor's elements: one weight per column (the
+ * mean square of that input feature over calibration text), repeated on
+ * every row. Blocks never straddle rows, so block b's importance starts at
+ * column (b · blockSize) mod cols.
+ */
+export function blockImportance(importance: Float32Array | undefined, format: string, count: number, blockSize: number): (block: number) => Importance {
+  if (importance === undefined) return () => NO_IMPORTANCE;
+  const cols = importance.length;
+  if (cols === 0 || cols % blockSize !== 0 || count % cols !== 0) {
+    throw new QkdError('SHAPE', `${format}: an importance vector of ${cols} values does not fit rows of a ${count}-element tensor in blocks of ${blockSize}`, { field: 'importance', hint: `one value per column; the row length a multiple of ${blockSize}` });
+  }
+  const im: Importance = { imp: importance, impAt: 0 };
+  return (block) => {
+    im.impAt = (block * blockSize) % cols;
+    return im;
+  };
+}
+
+export function encodeQ2_K(x: Float32Array, importance?: Float32Array): Uint8Array {
   const blocks = blockCount('Q2_K', x.length, QK_K);
   const out = new Uint8Array(blocks * 84);
   const view = new DataView(out.buffer);
@@ -229,13 +265,15 @@ export function encodeQ2_K(x: Float32Array): Uint8Array {
   const scales = new Float32Array(16);
   const mins = new Float32Array(16);
   const q4scale = 15;
+  const importanceOf = blockImportance(importance, 'Q2_K', x.length, QK_K);
   for (let b = 0; b < blocks; b++) {
     const xb = b * QK_K;
     const o = b * 84;
+    const { imp, impAt } = importanceOf(b);
     let maxScale = 0;
     let maxMin = 0;
     for (let j = 0; j < 16; j++) {
-      for (let l = 0; l < 16; l++) weights[l] = Math.abs(x[xb + 16 * j + l]!);
+      for (let l = 0; l < 16; l++) weights[l] = imp === null ? Math.abs(x[xb + 16 * j + l]!) : f(imp[impAt + 16 * j + l]! * Math.abs(x[xb + 16 * j + l]!));
       const r = makeQkx2Quants(16, 3, x, xb + 16 * j, weights, L, 16 * j, laux, f(-0.5), f(0.1), 15, true);
       scales[j] = r.scale;
       mins[j] = r.min;
@@ -293,20 +331,25 @@ export function decodeQ2_K(bytes: Uint8Array, count: number): Float32Array {
 // ---------------------------------------------------------------------------
 // Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales), f16 d — 110 bytes.
 
-export function encodeQ3_K(x: Float32Array): Uint8Array {
+export function encodeQ3_K(x: Float32Array, importance?: Float32Array): Uint8Array {
   const blocks = blockCount('Q3_K', x.length, QK_K);
   const out = new Uint8Array(blocks * 110);
   const view = new DataView(out.buffer);
   const L = new Int8Array(QK_K);
   const scales = new Float32Array(16);
+  const importanceOf = blockImportance(importance, 'Q3_K', x.length, QK_K);
+  const sub: Importance = { imp: null, impAt: 0 };
   for (let b = 0; b < blocks; b++) {
     const xb = b * QK_K;
     const o = b * 110;
     const sc = o + 96;
+    const im = importanceOf(b);
     let maxScale = 0;
     let amax = 0;
     for (let j = 0; j < 16; j++) {
-      scales[j] = makeQ3Quants(16, 4, x, xb + 16 * j, L, 16 * j);
+      sub.imp = im.imp;
+      sub.impAt = im.impAt + 16 * j;
+      scales[j] = makeQ3Quants(16, 4, x, xb + 16 * j, L, 16 * j, sub);
       const s = Math.abs(scales[j]!);
       if (s > amax) {
         amax = s;
@@ -380,7 +423,7 @@ export function decodeQ3_K(bytes: Uint8Array, count: number): Float32Array {
 // Q4_K: f16 d, f16 dmin, scales[12] (eight 6-bit scales and mins), qs[128] — 144 bytes.
 // Q5_K: the same plus qh[32] (fifth bits) before qs — 176 bytes.
 
-function encodeQ45K(format: 'Q4_K' | 'Q5_K', x: Float32Array): Uint8Array {
+function encodeQ45K(format: 'Q4_K' | 'Q5_K', x: Float32Array, importance?: Float32Array): Uint8Array {
   const five = format === 'Q5_K';
   const size = five ? 176 : 144;
   const nmax = five ? 31 : 15;
@@ -394,16 +437,21 @@ function encodeQ45K(format: 'Q4_K' | 'Q5_K', x: Float32Array): Uint8Array {
   const mins = new Float32Array(8);
   const ls = new Uint8Array(8);
   const lm = new Uint8Array(8);
+  const importanceOf = blockImportance(importance, format, x.length, QK_K);
   for (let b = 0; b < blocks; b++) {
     const xb = b * QK_K;
     const o = b * size;
+    const { imp, impAt } = importanceOf(b);
     let maxScale = 0;
     let maxMin = 0;
     for (let j = 0; j < 8; j++) {
       let sumX2 = 0;
       for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[xb + 32 * j + l]! * x[xb + 32 * j + l]!));
       const avX = f(Math.sqrt(f(sumX2 / 32)));
-      for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(x[xb + 32 * j + l]!));
+      for (let l = 0; l < 32; l++) {
+        const w = f(avX + Math.abs(x[xb + 32 * j + l]!));
+        weights[l] = imp === null ? w : f(imp[impAt + 32 * j + l]! * w);
+      }
       const r = five
         ? makeQkx2Quants(32, 31, x, xb + 32 * j, weights, L, 32 * j, laux, f(-0.5), f(0.1), 15, false)
         : makeQkx2Quants(32, 15, x, xb + 32 * j, weights, L, 32 * j, laux, -1, f(0.1), 20, false);
@@ -479,27 +527,32 @@ function decodeQ45K(format: 'Q4_K' | 'Q5_K', bytes: Uint8Array, count: number): 
   return out;
 }
 
-export const encodeQ4_K = (x: Float32Array): Uint8Array => encodeQ45K('Q4_K', x);
-export const encodeQ5_K = (x: Float32Array): Uint8Array => encodeQ45K('Q5_K', x);
+export const encodeQ4_K = (x: Float32Array, importance?: Float32Array): Uint8Array => encodeQ45K('Q4_K', x, importance);
+export const encodeQ5_K = (x: Float32Array, importance?: Float32Array): Uint8Array => encodeQ45K('Q5_K', x, importance);
 export const decodeQ4_K = (bytes: Uint8Array, count: number): Float32Array => decodeQ45K('Q4_K', bytes, count);
 export const decodeQ5_K = (bytes: Uint8Array, count: number): Float32Array => decodeQ45K('Q5_K', bytes, count);
 
 // ---------------------------------------------------------------------------
 // Q6_K: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), f16 d — 210 bytes.
 
-export function encodeQ6_K(x: Float32Array): Uint8Array {
+export function encodeQ6_K(x: Float32Array, importance?: Float32Array): Uint8Array {
   const blocks = blockCount('Q6_K', x.length, QK_K);
   const out = new Uint8Array(blocks * 210);
   const view = new DataView(out.buffer);
   const L = new Uint8Array(QK_K);
   const scales = new Float32Array(16);
+  const importanceOf = blockImportance(importance, 'Q6_K', x.length, QK_K);
+  const sub: Importance = { imp: null, impAt: 0 };
   for (let b = 0; b < blocks; b++) {
     const xb = b * QK_K;
     const o = b * 210;
+    const im = importanceOf(b);
     let maxScale = 0;
     let maxAbsScale = 0;
     for (let ib = 0; ib < 16; ib++) {
-      const scale = makeQxQuants(16, 32, x, xb + 16 * ib, L, 16 * ib);
+      sub.imp = im.imp;
+      sub.impAt = im.impAt + 16 * ib;
+      const scale = makeQxQuants(16, 32, x, xb + 16 * ib, L, 16 * ib, sub);
       scales[ib] = scale;
       if (Math.abs(scale) > maxAbsScale) {
         maxAbsScale = Math.abs(scale);

@@ -131,7 +131,7 @@ function defaultBackend(): BackendName {
 
 /** The addon's codec for ggml's block formats (interface version 6; `type` is the ggml type id). */
 export interface GgmlCodec {
-  ggmlEncode(type: number, src: Float32Array, dst: Uint8Array): void;
+  ggmlEncode(type: number, src: Float32Array, dst: Uint8Array, importance: Float32Array | null): void;
   ggmlDecode(type: number, src: Uint8Array, dst: Float32Array): void;
   ggmlRoundTrip(type: number, src: Float32Array, dst: Float32Array): void;
 }

@@ -29,8 +29,8 @@ import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load
 import { LlamaModel } from '../models/llama.js';
 import { llamaConfig, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
-import { quantizeLlama } from '../models/quantize-model.js';
-import { saveQuantizedLlama } from '../models/quantized-io.js';
+import { quantizeLlama } from '../compress/quantize-model.js';
+import { saveQuantizedLlama } from '../compress/quantized-io.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';

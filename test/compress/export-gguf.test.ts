@@ -19,7 +19,7 @@ import { compareModels } from '../../src/eval/compare.js';
 import { exportGguf, ggufTensorTypes } from '../../src/compress/export-gguf.js';
 import { useMoreBits } from '../../src/compress/ggml-mixtures.js';
 import { roundTrip } from '../../src/quant/ggml-formats.js';
-import { hfToGgufName } from '../../src/io/gguf.js';
+import { hfToGgufName } from '../../src/io/gguf-names.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { llamaCppPerplexity, loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
 import { QkdError } from '../../src/errors.js';

@@ -4,14 +4,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeQ4_0 as dequantizeQ4_0, decodeQ8_0 as dequantizeQ8_0, encodeQ4_0 as quantizeQ4_0, encodeQ8_0 as quantizeQ8_0 } from '../../src/quant/ggml-legacy.js';
-import {
-  ggufToHfName,
-  hfToGgufName,
-  openGguf,
-  writeGguf,
-  type GgufValue,
-  type GgufWriteType,
-} from '../../src/io/gguf.js';
+import { openGguf } from '../../src/io/gguf-reader.js';
+import { writeGguf, type GgufWriteType } from '../../src/io/gguf-writer.js';
+import type { GgufValue } from '../../src/io/gguf-types.js';
+import { ggufToHfName, hfToGgufName } from '../../src/io/gguf-names.js';
 import { QkdError } from '../../src/errors.js';
 import { GGML_WRITABLE, roundTrip } from '../../src/quant/ggml-formats.js';
 import { Rng } from '../../src/tensor/random.js';

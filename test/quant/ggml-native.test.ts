@@ -56,22 +56,24 @@ describe('native ggml codec = the TypeScript definitions', { skip }, () => {
     });
   }
 
-  it('every instruction-set path (QKD_ISA=portable: 4 lanes, avx2: 8) gives the same bytes', () => {
-    const formats = ['Q2_K', 'Q4_K', 'Q5_K', 'Q6_K'];
+  it('every instruction-set path (QKD_ISA=portable: 4 lanes, avx2: 8) gives the same bytes, with importance too', () => {
+    const formats = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
     const digest = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+    const importance = Float32Array.from({ length: 512 }, (_, j) => 0.25 + (j % 7));
     const formatsModule = new URL('../../src/quant/ggml-formats.js', import.meta.url).href;
     const script = `
       import { writableFormat } from ${JSON.stringify(formatsModule)};
       import { createHash } from 'node:crypto';
       const x = new Float32Array(Buffer.from(process.argv[1], 'base64').buffer.slice(0));
-      console.log(JSON.stringify(${JSON.stringify(formats)}.map((n) => createHash('sha256').update(writableFormat(n).encode(x)).digest('hex'))));`;
+      const imp = Float32Array.from({ length: 512 }, (_, j) => 0.25 + (j % 7));
+      const h = (b) => createHash('sha256').update(b).digest('hex');
+      console.log(JSON.stringify(${JSON.stringify(formats)}.flatMap((n) => [h(writableFormat(n).encode(x)), h(writableFormat(n).encode(x, imp))])));`;
     const sample = x.subarray(0, 256 * 40);
+    const want = formats.flatMap((name) => [digest(writableFormat(name).reference!.encode(sample)), digest(writableFormat(name).reference!.encode(sample, importance))]);
     for (const isa of ['portable', 'avx2']) {
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, Buffer.from(sample.buffer, sample.byteOffset, sample.byteLength).toString('base64')], { encoding: 'utf8', env: { ...process.env, QKD_ISA: isa, QKD_BACKEND: 'native' } });
       assert.equal(r.status, 0, r.stderr);
-      const got = JSON.parse(r.stdout.trim()) as string[];
-      const want = formats.map((name) => digest(writableFormat(name).reference!.encode(sample)));
-      assert.deepEqual(got, want, `QKD_ISA=${isa}`);
+      assert.deepEqual(JSON.parse(r.stdout.trim()) as string[], want, `QKD_ISA=${isa}`);
     }
   });
 
@@ -97,8 +99,8 @@ describe('native ggml codec = the TypeScript definitions', { skip }, () => {
     assert.equal(native, messageOf(() => t.reference!.encode(odd)));
     assert.match(native, /not a multiple of the block size 256/);
     assert.match(messageOf(() => withBackend('native', () => t.decode(new Uint8Array(209), 256))), /209 bytes for 256 elements, expected 210/);
-    assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlEncode(9, new Float32Array(32), new Uint8Array(36)))), /ggml type id 9 is not one of/);
-    assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlEncode(2, new Float32Array(32), new Uint8Array(17)))), /has 17 bytes, expected exactly 18/);
+    assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlEncode(9, new Float32Array(32), new Uint8Array(36), null))), /ggml type id 9 is not one of/);
+    assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlEncode(2, new Float32Array(32), new Uint8Array(17), null))), /has 17 bytes, expected exactly 18/);
     const a = new Float32Array(64);
     assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlRoundTrip(2, a.subarray(0, 32), a.subarray(16, 48)))), /overlap/);
   });

@@ -27,8 +27,8 @@ import type { Linear } from '../nn/layers.js';
 import { checkScheme, dequantize, rtnQuantize, type QuantizedTensor } from '../quant/rtn.js';
 import { HessianAccumulator, gptqQuantize, type GptqOptions } from '../quant/gptq.js';
 import { PLAN_BITS, packedBytes, type PlanBits, type QuantPlan, type QuantScheme } from '../quant/scheme.js';
-import { LlamaModel, type LlamaDecoderLayer } from './llama.js';
-import type { LlamaConfig } from './llama-config.js';
+import { LlamaModel, type LlamaDecoderLayer } from '../models/llama.js';
+import type { LlamaConfig } from '../models/llama-config.js';
 
 export type QuantMethod = 'rtn' | 'gptq';
 

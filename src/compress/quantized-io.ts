@@ -2,7 +2,7 @@
  * Saving a quantized LLaMA as a packed checkpoint directory: config.json
  * (the float model's fields plus `quantization_config`) and
  * model.safetensors with packed codes, F16 scales and U8 zero points. The
- * layout is documented in quant/packed.ts. `loadLlama` (llama-io.ts) reads
+ * layout is documented in quant/packed.ts. `loadLlama` (models/llama-io.ts) reads
  * these directories back, dequantizing to float32 at load.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -11,9 +11,9 @@ import { QkdError } from '../errors.js';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { QUANT_FORMAT_VERSION, QUANT_METHOD, packedTensorNames, parseQuantizationConfig, type PackedTensorJson } from '../quant/packed.js';
-import { packedTensorsToWrite } from './packed-tensors.js';
-import { llamaConfigJson } from './llama-io.js';
-import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { packedTensorsToWrite } from '../models/packed-tensors.js';
+import { llamaConfigJson } from '../models/llama-io.js';
+import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
 import type { QuantizedLlama, QuantizedStorage } from './quantize-model.js';
 
 /** The safetensors tensors of a quantized model, in checkpoint order. */

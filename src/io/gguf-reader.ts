@@ -1,53 +1,36 @@
 /**
- * GGUF (ggml / llama.cpp), versions 2 and 3, little-endian:
- *
- *   "GGUF" u32 version  u64 tensor_count  u64 metadata_kv_count
- *   metadata_kv_count × { string key, u32 value_type, value }
- *   tensor_count × { string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset }
- *   zero padding to the alignment, then the data section
- *
- * A string is a u64 byte length and UTF-8 bytes; an array value is a u32
- * item type, a u64 item count and the items. ne[0] is the fastest-varying
- * dimension (the number of columns of a matrix), so qkd's row-major shape
- * is ne reversed: [rows, cols]. Tensor offsets are relative to the data
- * section, which starts at the first multiple of the alignment
- * (metadata "general.alignment", a u32 power of two, default 32) after the
- * tensor infos; every offset is itself a multiple of the alignment.
+ * Reading GGUF files (layout in gguf-types.ts).
  *
  * Reading is lazy: `openGguf` parses and validates the header through a
- * bounded window, and `readFloat32` reads one tensor with positional reads.
+ * bounded window, and `readFloat32` reads one tensor with positional reads,
+ * decoded through the one table of ggml formats (quant/ggml-formats.ts).
  * Every count and length in the header is checked against the bytes left
  * in the file before anything is allocated or looped over, so a corrupt or
  * hostile file costs at most its own size in memory and time; every
  * inconsistency is a QkdError naming the file and the field
  * (e.g. `tensor_infos[3].offset`, `metadata["general.alignment"]`).
- *
- * Writing streams one tensor at a time into a temporary file renamed into
- * place, in the layout llama.cpp writes (data section aligned, each tensor
- * padded to the alignment). Every format is encoded and decoded through the
- * one table of ggml formats (quant/ggml-formats.ts), byte for byte as
- * llama.cpp's reference quantizers and dequantizers.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { endianness } from 'node:os';
 import { QkdError, fmtShape } from '../errors.js';
-import { GGML_FORMATS, GGML_READABLE, GGML_WRITABLE, ggmlFormat, ggmlFormatById, type GgmlFormat, type GgmlWritableName } from '../quant/ggml-formats.js';
-import { writeAll, writeFileAtomic } from './atomic.js';
+import { GGML_FORMATS, GGML_READABLE, ggmlFormat, ggmlFormatById } from '../quant/ggml-formats.js';
+import {
+  DEFAULT_ALIGNMENT,
+  FIXED_BYTES,
+  GGUF_MAGIC,
+  MAX_ARRAY_NESTING,
+  MAX_DIMS,
+  VALUE_TYPES,
+  alignUp,
+  type GgmlTypeInfo,
+  type GgufArrayValue,
+  type GgufScalarValue,
+  type GgufValue,
+  type GgufValueType,
+} from './gguf-types.js';
 
 // ---------------------------------------------------------------------------
-// Constants and tables
+// Limits
 
-/** "GGUF" as bytes. */
-const GGUF_MAGIC = Buffer.from('GGUF', 'latin1');
-const DEFAULT_ALIGNMENT = 32;
-/** ggml tensors have at most 4 dimensions (GGML_MAX_DIMS). */
-const MAX_DIMS = 4;
-/** ggml refuses tensor names of 64 bytes or more (GGML_MAX_NAME); the writer keeps to that. */
-const MAX_NAME_BYTES = 63;
-/** The spec allows arrays of arrays; ggml reads none. A small bound keeps recursion shallow. */
-const MAX_ARRAY_NESTING = 4;
-/** ggml's current quantization scheme version (GGML_QNT_VERSION). */
-const QUANTIZATION_VERSION = 2;
 /**
  * Limits on what one metadata value may hold. A file could claim more
  * (its size bounds every count), but JS cannot hold it: V8 strings stop
@@ -60,14 +43,13 @@ const MAX_ARRAY_ITEMS = 1 << 26;
 const WINDOW_BYTES = 1 << 20;
 /** Bytes per readSync call (well under the 2 GiB limit of one read). */
 const READ_CHUNK = 1 << 30;
-const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 
 /** Smallest possible encodings, used to refuse counts the rest of the file cannot hold. */
 const MIN_KV_BYTES = 8 + 4 + 1; // empty key, value type, a 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8; // empty name, n_dims = 0, type, offset
 
-/** A ggml element type (the format table lives in quant/ggml-formats.ts). */
-export type GgmlTypeInfo = GgmlFormat;
+// ---------------------------------------------------------------------------
+// Public types and look-ups
 
 /** The ggml types readFloat32 decodes. */
 export const GGUF_READABLE_TYPES: readonly string[] = GGML_READABLE;
@@ -77,29 +59,7 @@ export function ggmlTypeInfo(name: string): GgmlTypeInfo | undefined {
   return ggmlFormat(name);
 }
 
-/** Metadata value types, by their id in the file. */
-const VALUE_TYPES = ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'bool', 'string', 'array', 'u64', 'i64', 'f64'] as const;
-export type GgufValueType = (typeof VALUE_TYPES)[number];
-/** Bytes of each fixed-size value type. */
-const FIXED_BYTES: Partial<Record<GgufValueType, number>> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, bool: 1, u64: 8, i64: 8, f64: 8 };
-
-// ---------------------------------------------------------------------------
-// Public types
-
-export type GgufNumberType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64';
-export type GgufScalarValue =
-  | { type: GgufNumberType; value: number }
-  | { type: 'u64' | 'i64'; value: bigint }
-  | { type: 'bool'; value: boolean }
-  | { type: 'string'; value: string };
-/** An array: items are plain values of `itemType` (nested arrays are GgufArrayValues). */
-export interface GgufArrayValue {
-  type: 'array';
-  itemType: GgufValueType;
-  value: Array<number | bigint | boolean | string | GgufArrayValue>;
-}
-export type GgufValue = GgufScalarValue | GgufArrayValue;
-
+/** One tensor as the header describes it. */
 export interface GgufTensorInfo {
   name: string;
   /** Row-major shape: ggml's ne reversed, so a matrix is [rows, cols]. */
@@ -114,7 +74,7 @@ export interface GgufTensorInfo {
 }
 
 // ---------------------------------------------------------------------------
-// Reading: a bounded window over the header
+// A bounded window over the header
 
 function formatError(path: string, field: string, message: string, hint?: string): QkdError {
   return new QkdError('IO', `invalid GGUF file: ${message}`, { path, field, ...(hint === undefined ? {} : { hint }) });
@@ -267,7 +227,7 @@ function readArray(r: HeaderReader, field: string, depth: number): GgufArrayValu
 }
 
 // ---------------------------------------------------------------------------
-// Reading: header and tensor infos
+// Header and tensor infos
 
 interface ParsedGguf {
   version: number;
@@ -407,12 +367,8 @@ function placeTensors(path: string, raw: readonly RawTensorInfo[], dataOffset: n
   return tensors;
 }
 
-function alignUp(x: number, alignment: number): number {
-  return Math.ceil(x / alignment) * alignment;
-}
-
 // ---------------------------------------------------------------------------
-// Reading: the file object
+// The file object
 
 export class GgufFile {
   readonly path: string;
@@ -509,296 +465,4 @@ export function openGguf(path: string): GgufFile {
     closeSync(fd);
     throw err;
   }
-}
-
-// ---------------------------------------------------------------------------
-// Writing
-
-/** The ggml types writeGguf encodes (GGML_WRITABLE). */
-export type GgufWriteType = GgmlWritableName;
-
-export interface GgufTensorToWrite {
-  name: string;
-  /** Row-major shape ([rows, cols]); stored as ggml ne (reversed). 1 to 4 dimensions. */
-  shape: readonly number[];
-  type: GgufWriteType;
-  /** The values, or a function producing them when the tensor is written (streaming). */
-  data: Float32Array | (() => Float32Array);
-}
-
-export interface GgufContents {
-  /**
-   * Metadata in the order given. "general.alignment" (u32, power of two)
-   * sets the alignment (default 32); "general.quantization_version" = 2 is
-   * added when a tensor is quantized and the key is absent (the spec requires it).
-   */
-  metadata?: ReadonlyMap<string, GgufValue> | Readonly<Record<string, GgufValue>>;
-  tensors: readonly GgufTensorToWrite[];
-}
-
-/** Little-endian header bytes, collected in parts. */
-class ByteSink {
-  readonly parts: Buffer[] = [];
-  length = 0;
-
-  push(b: Buffer): void {
-    this.parts.push(b);
-    this.length += b.length;
-  }
-  fixed(n: number, write: (b: Buffer) => void): void {
-    const b = Buffer.alloc(n);
-    write(b);
-    this.push(b);
-  }
-  u32(v: number): void {
-    this.fixed(4, (b) => b.writeUInt32LE(v));
-  }
-  u64(v: bigint | number): void {
-    this.fixed(8, (b) => b.writeBigUInt64LE(BigInt(v)));
-  }
-  string(s: string): void {
-    const bytes = Buffer.from(s, 'utf8');
-    this.u64(bytes.length);
-    this.push(bytes);
-  }
-}
-
-const INT_RANGES: Record<'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32', [number, number]> = {
-  u8: [0, 0xff],
-  i8: [-0x80, 0x7f],
-  u16: [0, 0xffff],
-  i16: [-0x8000, 0x7fff],
-  u32: [0, 0xffffffff],
-  i32: [-0x80000000, 0x7fffffff],
-};
-
-/** Appends one value of `type` (validated) to the sink. */
-function writeItem(sink: ByteSink, path: string, field: string, type: GgufValueType, value: unknown, depth: number): void {
-  const wrong = (hint: string): QkdError => new QkdError('ARGUMENT', `GGUF metadata value ${describeValue(value)} is not a valid ${type}`, { path, field, hint });
-  switch (type) {
-    case 'u8':
-    case 'i8':
-    case 'u16':
-    case 'i16':
-    case 'u32':
-    case 'i32': {
-      const [lo, hi] = INT_RANGES[type];
-      if (typeof value !== 'number' || !Number.isInteger(value) || value < lo || value > hi) throw wrong(`an integer in ${lo}..${hi}`);
-      const n = FIXED_BYTES[type]!;
-      sink.fixed(n, (b) => (type.startsWith('u') ? b.writeUIntLE(value, 0, n) : b.writeIntLE(value, 0, n)));
-      return;
-    }
-    case 'f32':
-      if (typeof value !== 'number') throw wrong('a number');
-      sink.fixed(4, (b) => b.writeFloatLE(value));
-      return;
-    case 'f64':
-      if (typeof value !== 'number') throw wrong('a number');
-      sink.fixed(8, (b) => b.writeDoubleLE(value));
-      return;
-    case 'u64':
-      if (typeof value !== 'bigint' || value < 0n || value >= 1n << 64n) throw wrong('a bigint in 0..2^64-1');
-      sink.fixed(8, (b) => b.writeBigUInt64LE(value));
-      return;
-    case 'i64':
-      if (typeof value !== 'bigint' || value < -(1n << 63n) || value >= 1n << 63n) throw wrong('a bigint in -2^63..2^63-1');
-      sink.fixed(8, (b) => b.writeBigInt64LE(value));
-      return;
-    case 'bool':
-      if (typeof value !== 'boolean') throw wrong('a boolean');
-      sink.fixed(1, (b) => b.writeUInt8(value ? 1 : 0));
-      return;
-    case 'string':
-      if (typeof value !== 'string') throw wrong('a string');
-      sink.string(value);
-      return;
-    case 'array': {
-      const arr = value as GgufArrayValue;
-      if (typeof arr !== 'object' || arr === null || arr.type !== 'array' || !Array.isArray(arr.value)) throw wrong('{type: "array", itemType, value: [...]}');
-      if (depth >= MAX_ARRAY_NESTING) throw wrong(`arrays nested at most ${MAX_ARRAY_NESTING} deep`);
-      const itemTypeId = VALUE_TYPES.indexOf(arr.itemType);
-      if (itemTypeId < 0) throw new QkdError('ARGUMENT', `unknown GGUF array item type ${JSON.stringify(arr.itemType)}`, { path, field: `${field}.itemType`, hint: VALUE_TYPES.join(', ') });
-      sink.u32(itemTypeId);
-      sink.u64(arr.value.length);
-      arr.value.forEach((item, i) => writeItem(sink, path, `${field}[${i}]`, arr.itemType, item, depth + 1));
-      return;
-    }
-  }
-}
-
-function describeValue(v: unknown): string {
-  if (typeof v === 'bigint') return `${v}n`;
-  if (typeof v === 'object' && v !== null) return 'object';
-  return JSON.stringify(v) ?? String(v);
-}
-
-/** One metadata entry: key, type id, value. */
-function writeKv(sink: ByteSink, path: string, key: string, value: GgufValue): void {
-  const field = `metadata[${JSON.stringify(key)}]`;
-  const typeId = VALUE_TYPES.indexOf(value?.type as GgufValueType);
-  if (typeId < 0) throw new QkdError('ARGUMENT', `GGUF metadata type ${JSON.stringify(value?.type)} is unknown`, { path, field, hint: VALUE_TYPES.join(', ') });
-  sink.string(key);
-  sink.u32(typeId);
-  writeItem(sink, path, field, value.type, value.type === 'array' ? value : value.value, 0);
-}
-
-interface PlannedTensor {
-  source: GgufTensorToWrite;
-  type: GgmlTypeInfo;
-  elements: number;
-  byteLength: number;
-  /** Relative to the data section. */
-  offset: number;
-}
-
-/** Validates the tensors and assigns their offsets (each padded to the alignment). */
-function planTensors(path: string, tensors: readonly GgufTensorToWrite[], alignment: number): PlannedTensor[] {
-  const names = new Set<string>();
-  let offset = 0;
-  return tensors.map((t, i) => {
-    const field = `tensors[${i}]`;
-    const type = ggmlFormat(t.type);
-    if (type?.encode === undefined) {
-      throw new QkdError('ARGUMENT', `GGUF tensor '${t.name}': cannot write type ${JSON.stringify(t.type)}`, { path, field: `${field}.type`, hint: GGML_WRITABLE.join(', ') });
-    }
-    if (typeof t.name !== 'string' || t.name.length === 0 || Buffer.byteLength(t.name) > MAX_NAME_BYTES || names.has(t.name)) {
-      throw new QkdError('ARGUMENT', `GGUF tensor name ${JSON.stringify(t.name)} is empty, duplicate or longer than ${MAX_NAME_BYTES} bytes`, { path, field: `${field}.name`, hint: `a unique name of 1..${MAX_NAME_BYTES} bytes (llama.cpp's limit)` });
-    }
-    names.add(t.name);
-    if (t.shape.length < 1 || t.shape.length > MAX_DIMS || t.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-      throw new QkdError('SHAPE', `GGUF tensor '${t.name}' has shape ${fmtShape(t.shape)}`, { path, field: `${field}.shape`, hint: `1..${MAX_DIMS} non-negative integer dimensions` });
-    }
-    const columns = t.shape[t.shape.length - 1]!;
-    if (columns % type.blockSize !== 0) {
-      throw new QkdError('SHAPE', `GGUF tensor '${t.name}' of shape ${fmtShape(t.shape)}: ${type.name} needs rows of a multiple of ${type.blockSize} elements`, { path, field: `${field}.shape`, hint: `a last dimension divisible by ${type.blockSize}, or type F32/F16/BF16` });
-    }
-    const elements = t.shape.reduce((a, d) => a * d, 1);
-    const byteLength = (elements / type.blockSize) * type.blockBytes;
-    const planned = { source: t, type, elements, byteLength, offset };
-    offset += alignUp(byteLength, alignment);
-    return planned;
-  });
-}
-
-/** The metadata to write, as entries, with general.quantization_version added when needed. */
-function metadataEntries(path: string, contents: GgufContents): { entries: [string, GgufValue][]; alignment: number } {
-  const given = contents.metadata ?? new Map<string, GgufValue>();
-  const entries: [string, GgufValue][] = given instanceof Map ? [...given.entries()] : Object.entries(given as Record<string, GgufValue>);
-  const keys = new Set(entries.map(([k]) => k));
-  const quantized = contents.tensors.some((t) => ggmlFormat(t.type)!.blockSize > 1);
-  if (quantized && !keys.has('general.quantization_version')) entries.push(['general.quantization_version', { type: 'u32', value: QUANTIZATION_VERSION }]);
-  const alignmentValue = entries.find(([k]) => k === 'general.alignment')?.[1];
-  let alignment = DEFAULT_ALIGNMENT;
-  if (alignmentValue !== undefined) {
-    const a = alignmentValue.value;
-    if (alignmentValue.type !== 'u32' || typeof a !== 'number' || a <= 0 || (a & (a - 1)) !== 0) {
-      throw new QkdError('ARGUMENT', `general.alignment must be a u32 power of two`, { path, field: 'metadata["general.alignment"]', hint: "{type: 'u32', value: 32}" });
-    }
-    alignment = a;
-  }
-  return { entries, alignment };
-}
-
-/** Encodes one tensor's values in its ggml type (F32 without a copy). */
-function encodeTensor(type: GgmlFormat, data: Float32Array): Uint8Array {
-  if (type.name === 'F32' && LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return type.encode!(data);
-}
-
-/**
- * Writes a GGUF v3 file atomically. The header is built first (shapes give
- * every size); then each tensor's data is fetched (when `data` is a
- * function), encoded and written, one tensor in memory at a time.
- */
-export function writeGguf(path: string, contents: GgufContents): void {
-  const { entries, alignment } = metadataEntries(path, contents);
-  const planned = planTensors(path, contents.tensors, alignment);
-  const header = new ByteSink();
-  header.push(Buffer.from(GGUF_MAGIC));
-  header.u32(3);
-  header.u64(planned.length);
-  header.u64(entries.length);
-  const keys = new Set<string>();
-  for (const [key, value] of entries) {
-    if (keys.has(key)) throw new QkdError('ARGUMENT', `duplicate GGUF metadata key ${JSON.stringify(key)}`, { path, field: `metadata[${JSON.stringify(key)}]` });
-    keys.add(key);
-    writeKv(header, path, key, value);
-  }
-  for (const p of planned) {
-    header.string(p.source.name);
-    header.u32(p.source.shape.length);
-    for (const d of [...p.source.shape].reverse()) header.u64(d);
-    header.u32(p.type.id);
-    header.u64(p.offset);
-  }
-  header.push(Buffer.alloc(alignUp(header.length, alignment) - header.length));
-  writeFileAtomic(path, (fd) => {
-    for (const part of header.parts) writeAll(fd, part);
-    for (const p of planned) {
-      const data = typeof p.source.data === 'function' ? p.source.data() : p.source.data;
-      if (!(data instanceof Float32Array) || data.length !== p.elements) {
-        const got = data instanceof Float32Array ? `${data.length} elements` : 'not a Float32Array';
-        throw new QkdError('SHAPE', `GGUF tensor '${p.source.name}' data is ${got}, shape ${fmtShape(p.source.shape)} needs ${p.elements}`, { path, field: p.source.name });
-      }
-      writeAll(fd, encodeTensor(p.type, data));
-      writeAll(fd, new Uint8Array(alignUp(p.byteLength, alignment) - p.byteLength));
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// llama.cpp ↔ Hugging Face tensor names
-
-/** Per-layer tensor names: llama.cpp's blk.N.<part> ↔ Hugging Face model.layers.N.<part>. */
-const LAYER_PARTS: readonly [string, string][] = [
-  ['attn_q', 'self_attn.q_proj'],
-  ['attn_k', 'self_attn.k_proj'],
-  ['attn_v', 'self_attn.v_proj'],
-  ['attn_output', 'self_attn.o_proj'],
-  ['ffn_gate', 'mlp.gate_proj'],
-  ['ffn_up', 'mlp.up_proj'],
-  ['ffn_down', 'mlp.down_proj'],
-  ['attn_norm', 'input_layernorm'],
-  ['ffn_norm', 'post_attention_layernorm'],
-];
-const GLOBAL_PARTS: readonly [string, string][] = [
-  ['token_embd', 'model.embed_tokens'],
-  ['output_norm', 'model.norm'],
-  ['output', 'lm_head'],
-];
-
-function mapName(name: string, from: 0 | 1): string {
-  const to = 1 - from;
-  const layerPattern = from === 0 ? /^blk\.(\d+)\.(.+)\.(weight|bias)$/ : /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/;
-  const layer = layerPattern.exec(name);
-  if (layer !== null) {
-    const part = LAYER_PARTS.find((p) => p[from] === layer[2]);
-    if (part === undefined) return name;
-    return from === 0 ? `model.layers.${layer[1]}.${part[to]}.${layer[3]}` : `blk.${layer[1]}.${part[to]}.${layer[3]}`;
-  }
-  const global = /^(.+)\.(weight|bias)$/.exec(name);
-  const part = global === null ? undefined : GLOBAL_PARTS.find((p) => p[from] === global[1]);
-  return part === undefined ? name : `${part[to]}.${global![2]}`;
-}
-
-/**
- * The Hugging Face name of a llama.cpp tensor of a llama model
- * (token_embd.weight → model.embed_tokens.weight, blk.3.attn_q.weight →
- * model.layers.3.self_attn.q_proj.weight, …); other names are returned as
- * they are.
- *
- * llama.cpp's converter also permutes the rows of each head of attn_q and
- * attn_k (Hugging Face's rotate-half RoPE pairs → adjacent pairs). Names
- * are mapped but the rows are left as stored: a row permutation changes no
- * metric qkd audits (kurtosis, singular values, the per-row quantization
- * error and noise amplification are all invariant under reordering rows).
- * Code that runs the model from a GGUF must undo the permutation.
- */
-export function ggufToHfName(name: string): string {
-  return mapName(name, 0);
-}
-
-/** The llama.cpp name of a Hugging Face llama tensor (inverse of ggufToHfName). */
-export function hfToGgufName(name: string): string {
-  return mapName(name, 1);
 }
