@@ -16,11 +16,22 @@
  *   kdft-ptq-Q4_0, kdft-ptq-Q4_K_M
  *                  the fair baseline of the kdqat rows: the same fine-tuning
  *                  steps without fake quantization (recipe kd), then PTQ
+ *   ptq-Q2_K       llama.cpp's Q2_K mixture (about 3 bits per weight)
+ *   ptq-Q4_K_M-imatrix, ptq-Q3_K_M-imatrix, ptq-Q2_K-imatrix
+ *                  the same files with importance-weighted K-quant fits
+ *                  (qkd export --imatrix, calibrated on the training split)
  * Columns: bits per weight (tensor bytes), ppl in qkd, ppl in llama.cpp,
- * mean KL(teacher ‖ row) and same-top-token share (qkd). The model's width
- * is 256 so the K-quants apply without fallbacks. Finished runs are reused.
+ * mean KL(teacher ‖ row) and same-top-token share (qkd), and for the PTQ
+ * rows the importance-weighted relative error of the 2-D weights,
+ * Σ imp_j (W − Ŵ)² / Σ imp_j W², with the importance measured on the
+ * training split. The model's width is 256 so the K-quants apply without
+ * fallbacks. Finished runs are reused.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { splitText } from '../src/data/corpus.js';
+import { loadModelAny, loadModelTokenizer } from '../src/models/load-any.js';
+import { collectImportance } from '../src/compress/imatrix.js';
+import type { LlamaModel } from '../src/models/llama.js';
 import { join } from 'node:path';
 import { train } from '../src/train/trainer.js';
 import { presetConfig } from '../src/train/config.js';
@@ -86,6 +97,26 @@ interface Row {
   ppl_llamacpp: number | null;
   kld: number;
   same_top: number;
+  /** Importance-weighted relative error of the 2-D weights against the teacher (PTQ rows), else null. */
+  werr: number | null;
+}
+
+/** Σ imp_j (W − Ŵ)² / Σ imp_j W² over every 2-D weight the importance covers. */
+function weightedError(teacher: LlamaModel, importance: Map<string, Float32Array>, path: string): number {
+  const quantized = loadModelAny(path);
+  let err = 0;
+  let norm = 0;
+  for (const [name, imp] of importance) {
+    const w = teacher.arena.get(name).data;
+    const q = quantized.arena.get(name).data;
+    const cols = imp.length;
+    for (let i = 0; i < w.length; i++) {
+      const d = w[i]! - q[i]!;
+      err += imp[i % cols]! * d * d;
+      norm += imp[i % cols]! * w[i]! * w[i]!;
+    }
+  }
+  return err / norm;
 }
 
 async function main(): Promise<void> {
@@ -103,6 +134,11 @@ async function main(): Promise<void> {
   // The plan gets exactly the 2-D weights' bytes of the Q4_K_M file.
   ptq('ptq-plan', { out: '', budgetBits: q4km });
   ptq('ptq-Q3_K_M', { out: '', type: 'Q3_K_M' });
+  ptq('ptq-Q2_K', { out: '', type: 'Q2_K' });
+  // Importance from the training split only: the held-out tail stays unseen.
+  const calibration = join(root, 'calibration.txt');
+  writeFileSync(calibration, splitText(text).train);
+  for (const type of ['Q4_K_M', 'Q3_K_M', 'Q2_K']) ptq(`ptq-${type}-imatrix`, { out: '', type, imatrix: calibration, seed });
   const kdft = await fineTune(teacherDir, null);
   for (const format of FORMATS) {
     const gguf = await fineTune(teacherDir, format);
@@ -113,18 +149,22 @@ async function main(): Promise<void> {
   }
   const rows: Row[] = [];
   const reference = evaluateModel(teacherDir, { data: dataPath, seqLen: SEQ_LEN });
-  rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1 });
+  rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1, werr: 0 });
+  const teacherModel = loadModelAny(teacherDir);
+  const calibrationIds = Int32Array.from(loadModelTokenizer(teacherModel, teacherDir).encode(splitText(text).train));
+  const importance = new Map([...collectImportance(teacherModel, { tokens: calibrationIds, seed })].map(([name, m]) => [name, m.values]));
   for (const [method, path, bpw] of files) {
     const c = compareModels(path, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
     const l = await evaluateModelInLlamaCpp(path, { data: dataPath, seqLen: SEQ_LEN });
-    rows.push({ method, bpw, ppl: c.ppl, ppl_llamacpp: l.ppl, kld: c.kld.mean, same_top: c.same_top });
-    log(`${method.padEnd(14)} ${bpw.toFixed(3)} bpw  ppl ${c.ppl.toFixed(4)}  llama.cpp ${l.ppl.toFixed(4)}  KLD ${c.kld.mean.toFixed(5)}  same top ${(100 * c.same_top).toFixed(2)}%`);
+    const werr = method.startsWith('ptq-') ? weightedError(teacherModel, importance, path) : null;
+    rows.push({ method, bpw, ppl: c.ppl, ppl_llamacpp: l.ppl, kld: c.kld.mean, same_top: c.same_top, werr });
+    log(`${method.padEnd(14)} ${bpw.toFixed(3)} bpw  ppl ${c.ppl.toFixed(4)}  llama.cpp ${l.ppl.toFixed(4)}  KLD ${c.kld.mean.toFixed(5)}  same top ${(100 * c.same_top).toFixed(2)}%${werr === null ? '' : `  weighted error ${werr.toExponential(3)}`}`);
   }
   const ref = rows[0]!.ppl;
-  console.log('\nmethod          bpw     ppl (qkd)  vs fp32   ppl (llama.cpp)  Δ engines   KLD       same top');
+  console.log('\nmethod               bpw     ppl (qkd)  vs fp32   ppl (llama.cpp)  Δ engines   KLD       same top  weighted err');
   for (const r of rows) {
     const engines = r.ppl_llamacpp === null ? '' : `${(((r.ppl_llamacpp - r.ppl) / r.ppl) * 100).toFixed(3)}%`;
-    console.log(`${r.method.padEnd(15)} ${r.bpw.toFixed(3).padStart(6)}  ${r.ppl.toFixed(4)}  ${(((r.ppl - ref) / ref) * 100).toFixed(2).padStart(6)}%   ${(r.ppl_llamacpp?.toFixed(4) ?? '—').padStart(10)}       ${engines.padStart(7)}   ${r.kld.toFixed(5)}   ${(100 * r.same_top).toFixed(2)}%`);
+    console.log(`${r.method.padEnd(20)} ${r.bpw.toFixed(3).padStart(6)}  ${r.ppl.toFixed(4)}  ${(((r.ppl - ref) / ref) * 100).toFixed(2).padStart(6)}%   ${(r.ppl_llamacpp?.toFixed(4) ?? '—').padStart(10)}       ${engines.padStart(7)}   ${r.kld.toFixed(5)}   ${(100 * r.same_top).toFixed(2)}%   ${r.werr === null ? '' : r.werr.toExponential(3)}`);
   }
   log('done');
   console.log(JSON.stringify({ budget: budgetName, data, seed, rows }));

@@ -18,6 +18,10 @@
  * - a plan file: {"tensor name": "Q6_K", …} over the formats.
  * A row length that is not a multiple of the chosen format's block falls
  * back as llama.cpp does, and the result lists every fallback.
+ *
+ * With `imatrix` (calibration text), the K-quant encoders weight their
+ * sub-block fits by each input feature's measured importance
+ * (compress/imatrix.ts, docs/ggml-formats.md).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { QkdError } from '../errors.js';
@@ -28,6 +32,8 @@ import { ensureWritableFile } from '../io/output-dir.js';
 import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
+import { loadCorpus, splitTokens } from '../data/corpus.js';
+import { collectImportance } from './imatrix.js';
 import type { LlamaModel } from '../models/llama.js';
 import { relativeError } from './quantize-model.js';
 import { tokenizerGgufMetadata } from '../data/tokenizer-gguf.js';
@@ -52,6 +58,10 @@ export interface ExportGgufOptions {
   name?: string;
   force?: boolean;
   seed?: number;
+  /** Calibration text for importance-weighted K-quant fitting: a file, a directory, or 'default' (training split of the embedded corpus). */
+  imatrix?: string;
+  /** Forward passes over calibration windows for `imatrix` (default 8, of 4 windows × 128 tokens). */
+  imatrixBatches?: number;
 }
 
 export interface ExportGgufResult {
@@ -70,7 +80,11 @@ export interface ExportGgufResult {
   fallbacks: string[];
   /** The general.file_type written. */
   fileType: number;
+  /** With `imatrix`: calibration tokens seen per weight, and the tensors whose type has no fit to weight (Q4_0 … Q8_0, F16: written as without). */
+  imatrix?: { tokens: number; weighted: string[]; unweighted: string[] };
 }
+
+const K_QUANTS: ReadonlySet<string> = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K']);
 
 /** Candidate formats of a budget plan, by increasing size. */
 const BUDGET_CHOICES: readonly GgufWriteType[] = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'F16'];
@@ -199,7 +213,17 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   const model = loadModelAny(modelPath);
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
   const { typeOf, fallbacks, fileType } = ggufTensorTypes(model, options);
-  const tensors = llamaGgufTensors(model, typeOf);
+  let importance: Map<string, Float32Array> | undefined;
+  let imatrixTokens = 0;
+  if (options.imatrix !== undefined) {
+    const ids = Int32Array.from(tokenizer.encode(loadCorpus(options.imatrix)));
+    // The default corpus calibrates on its training split, so its held-out tail stays unseen.
+    const tokens = options.imatrix === 'default' ? splitTokens(ids).train : ids;
+    const measured = collectImportance(model, { tokens, batches: options.imatrixBatches, seed: options.seed });
+    importance = new Map([...measured].map(([name, m]) => [name, m.values]));
+    imatrixTokens = Math.max(0, ...[...measured.values()].map((m) => m.tokens));
+  }
+  const tensors = llamaGgufTensors(model, typeOf, importance === undefined ? undefined : (name) => importance.get(name));
   const types: Record<string, GgufWriteType> = Object.fromEntries(tensors.map((t) => [t.name, t.type]));
   const metadata: Record<string, GgufValue> = {
     ...llamaGgufMetadata(model.config, options.name ?? modelPath.replace(/\/+$/, '').split('/').pop() ?? 'qkd'),
@@ -211,5 +235,7 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   const sum = (list: typeof sizes, key: 'elements' | 'bytes') => list.reduce((n, s) => n + s[key], 0);
   const weights = sizes.filter((s) => s.twoD);
   const params = model.parameterCount;
-  return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * sum(sizes, 'bytes')) / params, weightBitsPerWeight: (8 * sum(weights, 'bytes')) / sum(weights, 'elements'), types, fallbacks, fileType };
+  const withImportance = tensors.filter((t) => t.importance !== undefined);
+  const imatrix = importance === undefined ? undefined : { tokens: imatrixTokens, weighted: withImportance.filter((t) => K_QUANTS.has(t.type)).map((t) => t.name), unweighted: withImportance.filter((t) => !K_QUANTS.has(t.type)).map((t) => t.name) };
+  return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * sum(sizes, 'bytes')) / params, weightBitsPerWeight: (8 * sum(weights, 'bytes')) / sum(weights, 'elements'), types, fallbacks, fileType, ...(imatrix ? { imatrix } : {}) };
 }

@@ -47,6 +47,8 @@ export interface GgufTensorToWrite {
   type: GgufWriteType;
   /** The values, or a function producing them when the tensor is written (streaming). */
   data: Float32Array | (() => Float32Array);
+  /** One importance weight per column for the K-quant fits (see ggml-formats.ts encode); ignored by other types. */
+  importance?: Float32Array;
 }
 
 export interface GgufContents {
@@ -232,9 +234,9 @@ function metadataEntries(path: string, contents: GgufContents): { entries: [stri
 // Writing
 
 /** Encodes one tensor's values in its ggml type (F32 without a copy). */
-function encodeTensor(type: GgmlFormat, data: Float32Array): Uint8Array {
+function encodeTensor(type: GgmlFormat, data: Float32Array, importance: Float32Array | undefined): Uint8Array {
   if (type.name === 'F32' && LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return type.encode!(data);
+  return type.encode!(data, importance);
 }
 
 /**
@@ -272,7 +274,7 @@ export function writeGguf(path: string, contents: GgufContents): void {
         const got = data instanceof Float32Array ? `${data.length} elements` : 'not a Float32Array';
         throw new QkdError('SHAPE', `GGUF tensor '${p.source.name}' data is ${got}, shape ${fmtShape(p.source.shape)} needs ${p.elements}`, { path, field: p.source.name });
       }
-      writeAll(fd, encodeTensor(p.type, data));
+      writeAll(fd, encodeTensor(p.type, data, p.source.importance));
       writeAll(fd, new Uint8Array(alignUp(p.byteLength, alignment) - p.byteLength));
     }
   });

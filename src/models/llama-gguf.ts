@@ -48,7 +48,7 @@ function permutedHeads(hfName: string, c: LlamaConfig): number {
  * A tied lm_head is not written: llama.cpp reuses token_embd, as it does
  * for the Hugging Face models it converts.
  */
-export function llamaGgufTensors(model: LlamaModel, typeOf: (hfName: string, shape: readonly number[]) => GgufWriteType): GgufTensorToWrite[] {
+export function llamaGgufTensors(model: LlamaModel, typeOf: (hfName: string, shape: readonly number[]) => GgufWriteType, importanceOf?: (hfName: string) => Float32Array | undefined): GgufTensorToWrite[] {
   const c = model.config;
   return llamaParameterSpecs(c)
     .filter((spec) => !(c.tie_word_embeddings && spec.name === 'lm_head.weight'))
@@ -58,6 +58,8 @@ export function llamaGgufTensors(model: LlamaModel, typeOf: (hfName: string, sha
         name: hfToGgufName(spec.name),
         shape: spec.shape,
         type: typeOf(spec.name, spec.shape),
+        // Row permutations keep columns, so the per-column importance applies as it is.
+        ...(importanceOf?.(spec.name) !== undefined ? { importance: importanceOf(spec.name)! } : {}),
         data: () => {
           const w = model.arena.get(spec.name).data as Float32Array;
           return heads > 0 ? halfToInterleavedRows(w, heads, spec.shape[1]!) : w;

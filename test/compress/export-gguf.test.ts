@@ -20,6 +20,7 @@ import { exportGguf, ggufTensorTypes } from '../../src/compress/export-gguf.js';
 import { useMoreBits } from '../../src/compress/ggml-mixtures.js';
 import { roundTrip } from '../../src/quant/ggml-formats.js';
 import { hfToGgufName } from '../../src/io/gguf-names.js';
+import { openGguf } from '../../src/io/gguf-reader.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { llamaCppPerplexity, loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
 import { QkdError } from '../../src/errors.js';
@@ -136,6 +137,41 @@ describe('qkd export from the CLI', () => {
     const median = rank.indexOf(weights.map(([, t]) => t).sort((a, b) => rank.indexOf(a) - rank.indexOf(b))[Math.floor(weights.length / 2)]!);
     assert.ok(rank.indexOf(r.types['blk.2.ffn_down.weight']!) > median, `the outlier tensor got ${r.types['blk.2.ffn_down.weight']}`);
     assert.throws(() => exportGguf(path, { out: join(dir, 'both.gguf'), budgetBits: 4, type: 'Q4_0' }), (e: unknown) => e instanceof QkdError && /either a type or a budget/.test(e.message));
+  });
+
+  it('--imatrix weights the K-quant fits by calibration importance and says which tensors it could not weight', () => {
+    const model = createLlama({ vocab_size: 256, hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 }, 23);
+    const path = modelDir('imatrix', model, new ByteTokenizer());
+    const plainOut = join(dir, 'imatrix-plain.gguf');
+    const weightedOut = join(dir, 'imatrix-weighted.gguf');
+    const plain = exportGguf(path, { out: plainOut, type: 'Q4_K_M' });
+    const r = qkd('export', path, '--out', weightedOut, '--type', 'Q4_K_M', '--imatrix', 'default', '--imatrix-batches', '2');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /importance from \d+ calibration tokens weights the fits of \d+ K-quant tensors/);
+    assert.ok(r.last().imatrix_tensors > 0);
+    const a = openGguf(plainOut);
+    const b = openGguf(weightedOut);
+    try {
+      let changed = 0;
+      for (const t of a.tensors) {
+        assert.equal(b.tensor(t.name).typeName, t.typeName, t.name);
+        const same = Buffer.from(a.readBytes(t.name)).equals(Buffer.from(b.readBytes(t.name)));
+        // Norms (F32) and the embedding lookup have no importance; every K-quant weight is refit.
+        if (t.typeName.endsWith('_K') && t.name !== 'token_embd.weight') assert.ok(!same, `${t.name} (${t.typeName}) unchanged`);
+        else assert.ok(same, `${t.name} (${t.typeName}) changed`);
+        if (!same) changed++;
+      }
+      assert.ok(changed > 0);
+    } finally {
+      a.close();
+      b.close();
+    }
+    assert.equal(r.last().bytes, plain.bytes);
+    // Q4_0 has no fit to weight: the file is the plain one, and the CLI says why.
+    const legacy = qkd('export', path, '--out', join(dir, 'imatrix-q4_0.gguf'), '--type', 'Q4_0', '--imatrix', 'default', '--imatrix-batches', '1');
+    assert.equal(legacy.code, 0, legacy.stderr);
+    assert.match(legacy.stderr, /tensors have types with no fit to weight \(Q4_0.*\); --imatrix leaves them as without/);
+    assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
   });
 });
 

@@ -1,7 +1,7 @@
 /** `qkd export`: a GGUF file that llama.cpp (ollama, LM Studio) runs. */
 import type { Command } from 'commander';
 import { exportGguf } from '../../compress/export-gguf.js';
-import { choice, decimal, integer } from '../options.js';
+import { choice, decimal, integer, positiveInt } from '../options.js';
 import { GGUF_TYPE_NAMES } from '../../compress/ggml-mixtures.js';
 
 interface ExportFlags {
@@ -14,6 +14,8 @@ interface ExportFlags {
   force?: boolean;
   pure?: boolean;
   seed: number;
+  imatrix?: string;
+  imatrixBatches?: number;
 }
 
 export function registerExport(program: Command): void {
@@ -28,14 +30,20 @@ export function registerExport(program: Command): void {
     .option('--tokenizer <path>', "tokenizer file (default: the model's own)")
     .option('--name <name>', 'general.name in the file (default: the model path)')
     .option('--seed <n>', 'seed of the sensitivity profile (--budget)', integer('--seed'), 1234)
+    .option('--imatrix <text>', "calibration text (a file, a directory or 'default'): weight the K-quant fits by each input feature's importance")
+    .option('--imatrix-batches <n>', 'forward passes of 4 windows × 128 tokens for --imatrix', positiveInt('--imatrix-batches'), 8)
     .option('--pure', "every 2-D weight in the file type's base format, without llama.cpp's per-tensor rules (llama-quantize --pure)")
     .option('--force', 'replace an existing --out file')
     .action((model: string, o: ExportFlags) => {
-      const r = exportGguf(model, { out: o.out, type: o.type, budgetBits: o.budget, planFile: o.plan, tokenizer: o.tokenizer, name: o.name, force: o.force, pure: o.pure, seed: o.seed });
+      const r = exportGguf(model, { out: o.out, type: o.type, budgetBits: o.budget, planFile: o.plan, tokenizer: o.tokenizer, name: o.name, force: o.force, pure: o.pure, seed: o.seed, imatrix: o.imatrix, imatrixBatches: o.imatrix === undefined ? undefined : o.imatrixBatches });
       for (const note of r.fallbacks) process.stderr.write(`qkd: ${note}\n`);
+      if (r.imatrix !== undefined) {
+        process.stderr.write(`qkd: importance from ${r.imatrix.tokens} calibration tokens weights the fits of ${r.imatrix.weighted.length} K-quant tensors\n`);
+        if (r.imatrix.unweighted.length > 0) process.stderr.write(`qkd: ${r.imatrix.unweighted.length} tensors have types with no fit to weight (${[...new Set(r.imatrix.unweighted.map((n) => r.types[n]))].join(', ')}); --imatrix leaves them as without\n`);
+      }
       const histogram: Record<string, number> = {};
       for (const t of Object.values(r.types)) histogram[t] = (histogram[t] ?? 0) + 1;
       console.log(`${Object.keys(r.types).length} tensors (${Object.entries(histogram).map(([t, n]) => `${n}×${t}`).join(', ')}), ${r.bitsPerWeight.toFixed(3)} bits per weight, ${r.bytes} bytes -> ${r.out}`);
-      console.log(JSON.stringify({ out: r.out, bytes: r.bytes, params: r.params, bits_per_weight: r.bitsPerWeight, file_type: r.fileType, types: histogram, fallbacks: r.fallbacks.length }));
+      console.log(JSON.stringify({ out: r.out, bytes: r.bytes, params: r.params, bits_per_weight: r.bitsPerWeight, file_type: r.fileType, types: histogram, fallbacks: r.fallbacks.length, ...(r.imatrix ? { imatrix_tokens: r.imatrix.tokens, imatrix_tensors: r.imatrix.weighted.length } : {}) }));
     });
 }
