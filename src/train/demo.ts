@@ -1,8 +1,17 @@
 /**
- * The demo job: train a tiny LLaMA-style model on the embedded corpus for a
- * few steps and show the training and validation loss falling. Later issues
- * grow this into the full profile → distill → quantize pipeline.
+ * The demo job's teacher: train a small LLaMA-style model on the embedded
+ * corpus and show the training and validation loss falling. `qkd demo`
+ * caches it (cachedDemoTeacher), so a second run goes straight to the
+ * deployment half (train/deploy-demo.ts).
  */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { saveLlama, loadLlama } from '../models/llama-io.js';
+import { saveTokenizerJson } from '../data/bpe.js';
+import { ByteTokenizer } from '../data/tokenizer.js';
+import { writeBytesAtomic } from '../io/atomic.js';
 import { createLlama, type LlamaModel } from '../models/llama.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 import { AdamW, clipGradNorm } from '../optim/adamw.js';
@@ -41,12 +50,12 @@ export interface DemoResult {
   tokens_per_s: number;
 }
 
-/** The demo model: byte vocabulary, 2 layers, width 64, grouped-query attention. */
+/** The demo model (the teacher of the deployment half): byte vocabulary, 4 layers, width 128, grouped-query attention. */
 export const DEMO_CONFIG: Partial<LlamaConfig> = {
   vocab_size: 256,
-  hidden_size: 64,
-  intermediate_size: 176,
-  num_hidden_layers: 2,
+  hidden_size: 128,
+  intermediate_size: 352,
+  num_hidden_layers: 4,
   num_attention_heads: 4,
   num_key_value_heads: 2,
   max_position_embeddings: 256,
@@ -103,4 +112,52 @@ export function trainDemoModel(options: DemoOptions = {}, onProgress?: (p: DemoP
     tokens_per_s: (steps * B * T) / seconds,
   };
   return { result, model };
+}
+
+/** Where `qkd demo` keeps its trained teachers: $QKD_CACHE, else $XDG_CACHE_HOME/qkd, else ~/.cache/qkd. */
+export function qkdCacheDirectory(): string {
+  return process.env.QKD_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'qkd');
+}
+
+export interface CachedTeacher {
+  /** The model directory (config.json, model.safetensors, tokenizer.json). */
+  dir: string;
+  model: LlamaModel;
+  result: DemoResult;
+  /** True when it was read from the cache instead of trained. */
+  cached: boolean;
+}
+
+/**
+ * trainDemoModel, or its result from the cache when the same training (model
+ * shape, steps, seed, batch, text) ran before. The cache key hashes all of
+ * those, so a change of any of them trains anew. Written to a temporary
+ * directory and renamed, so an interrupted run never leaves half a teacher.
+ */
+export function cachedDemoTeacher(options: DemoOptions & { cacheDir?: string; refresh?: boolean } = {}, onProgress?: (p: DemoProgress) => void): CachedTeacher {
+  const text = options.text ?? loadDefaultCorpus();
+  const key = createHash('sha256')
+    .update(JSON.stringify({ config: DEMO_CONFIG, steps: options.steps ?? 60, seed: options.seed ?? 1337, batch: options.batchSize ?? 8, seqLen: options.seqLen ?? 64, lr: options.lr ?? 3e-3 }))
+    .update(text)
+    .digest('hex')
+    .slice(0, 16);
+  const dir = join(options.cacheDir ?? qkdCacheDirectory(), `demo-teacher-${key}`);
+  const resultPath = join(dir, 'demo-result.json');
+  if (!options.refresh && existsSync(resultPath)) {
+    try {
+      return { dir, model: loadLlama(dir), result: JSON.parse(readFileSync(resultPath, 'utf8')) as DemoResult, cached: true };
+    } catch {
+      // An unreadable cache entry is trained again below.
+    }
+  }
+  const { result, model } = trainDemoModel({ ...options, text }, onProgress);
+  const staging = `${dir}.tmp-${process.pid}`;
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  saveLlama(staging, model);
+  saveTokenizerJson(join(staging, 'tokenizer.json'), new ByteTokenizer());
+  writeBytesAtomic(join(staging, 'demo-result.json'), JSON.stringify(result, null, 2) + '\n');
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(staging, dir);
+  return { dir, model, result, cached: false };
 }

@@ -3,15 +3,21 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// A cache of its own, so the first demo run below trains and the second reuses.
+const cache = mkdtempSync(join(tmpdir(), 'qkd-demo-cache-'));
 
 function qkd(...args: string[]) {
-  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8', env: { ...process.env, QKD_CACHE: cache } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 describe('qkd demo', () => {
   it('trains on the embedded corpus and the training and validation loss fall', () => {
-    const r = qkd('demo', '--steps', '25');
+    const r = qkd('demo', '--steps', '25', '--student-steps', '10');
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     const result = JSON.parse(lines[lines.length - 1]!);
@@ -20,14 +26,25 @@ describe('qkd demo', () => {
     assert.ok(result.last_loss < result.first_loss - 1.5, `loss ${result.first_loss} → ${result.last_loss}`);
     assert.ok(result.val_loss_after < result.val_loss_before - 1.5, `validation ${result.val_loss_before} → ${result.val_loss_after}`);
     assert.match(r.stdout, /moby-dick/);
-    // The deployment part: the same model as a Q4_0 GGUF by PTQ and by KD+QAT, scored in qkd and llama.cpp.
+    assert.equal(result.teacher_cached, false);
+    // The deployment part: a half-depth student in FP32, its PTQ Q4_0 GGUF and a KD+QAT Q4_0 GGUF, scored in qkd and llama.cpp.
     const rows = result.deploy.rows as { method: string; file_bytes: number | null; ppl: number; kld: number; ppl_llamacpp: number | null }[];
-    assert.deepEqual(rows.map((x) => x.method), ['fp32', 'ptq-Q4_0', 'kd-qat-Q4_0']);
-    for (const row of rows.slice(1)) {
+    assert.deepEqual(rows.map((x) => x.method), ['teacher-fp32', 'student-fp32', 'student-ptq-Q4_0', 'student-kd-qat-Q4_0']);
+    assert.equal(result.deploy.student_layers, 2);
+    assert.ok(rows[1]!.kld > 0 && rows[1]!.file_bytes === null);
+    for (const row of rows.slice(2)) {
       assert.ok(row.file_bytes! > 100_000 && row.kld > 0 && row.ppl > 1, JSON.stringify(row));
       assert.ok(row.ppl_llamacpp !== null, 'node-llama-cpp is installed by the test runner');
       assert.ok(Math.abs(row.ppl_llamacpp! / row.ppl - 1) < 0.005, `llama.cpp ${row.ppl_llamacpp} vs qkd ${row.ppl}`);
     }
+    // A second run with the same settings reuses the cached teacher and reports the same training.
+    const again = qkd('demo', '--steps', '25', '--no-deploy');
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /reusing the teacher trained earlier/);
+    assert.doesNotMatch(again.stdout, /step +1\/25/);
+    const cached = JSON.parse(again.stdout.trim().split('\n').pop()!);
+    assert.equal(cached.teacher_cached, true);
+    assert.equal(cached.val_loss_after, result.val_loss_after);
   });
   it('rejects a bad flag value with a clear message and no stack trace', () => {
     const r = qkd('demo', '--steps', 'zero');
