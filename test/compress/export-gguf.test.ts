@@ -172,6 +172,7 @@ describe('qkd export from the CLI', () => {
     assert.equal(legacy.code, 0, legacy.stderr);
     assert.match(legacy.stderr, /tensors have types with no fit to weight \(Q4_0.*\); --imatrix leaves them as without/);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
+    assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix-batches', '3').stderr, /--imatrix-batches needs --imatrix/);
   });
 });
 
