@@ -14,7 +14,7 @@
  * Usage: npm run bench -- export [LAYERS=8]. Last stdout line: JSON.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -90,8 +90,11 @@ const require = createRequire(import.meta.url);
 let llamaSeconds: number | null = null;
 let note = '';
 try {
-  const lib = join(dirname(dirname(require.resolve('@node-llama-cpp/linux-x64'))), 'bins', 'linux-x64', 'libllama.v0.5.0.so');
-  if (!existsSync(lib)) throw new Error(`${lib} is missing`);
+  const bins = join(dirname(dirname(require.resolve('@node-llama-cpp/linux-x64'))), 'bins', 'linux-x64');
+  // libllama.v<version>.so (the version changes with the package; libllama-common is another library).
+  const name = readdirSync(bins).find((f) => /^libllama(\.v[\d.]+)?\.so$/.test(f));
+  if (name === undefined) throw new Error(`no libllama*.so in ${bins}`);
+  const lib = join(bins, name);
   const harness = join(work, 'llama_quantize');
   const cc = spawnSync('c++', ['-O2', '-o', harness, 'bench/native/llama_quantize.cc', '-ldl'], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`compiling the harness: ${cc.stderr}`);

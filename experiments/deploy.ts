@@ -28,10 +28,11 @@
  * mean KL(teacher ‖ row) and same-top-token share (qkd), and for the PTQ
  * rows the importance-weighted relative error of the 2-D weights,
  * Σ imp_j (W − Ŵ)² / Σ imp_j W², with the importance measured on the
- * training split. The model's width is 256 so the K-quants apply without
+ * held-out text (not the calibration text the -imatrix rows were fitted
+ * on, so the column does not grade them on their own objective). The model's width is 256 so the K-quants apply without
  * fallbacks. Finished runs are reused.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { splitText } from '../src/data/corpus.js';
 import { loadModelAny, loadModelTokenizer } from '../src/models/load-any.js';
 import { collectImportance } from '../src/compress/imatrix.js';
@@ -160,8 +161,8 @@ async function main(): Promise<void> {
   const reference = evaluateModel(teacherDir, scoring);
   rows.push({ method: 'fp32-teacher', bpw: 32, ppl: reference.ppl, ppl_llamacpp: null, kld: 0, same_top: 1, werr: 0 });
   const teacherModel = loadModelAny(teacherDir);
-  const calibrationIds = Int32Array.from(loadModelTokenizer(teacherModel, teacherDir).encode(splitText(text).train));
-  const importance = new Map([...collectImportance(teacherModel, { tokens: calibrationIds, seed })].map(([name, m]) => [name, m.values]));
+  const heldOutIds = Int32Array.from(loadModelTokenizer(teacherModel, teacherDir).encode(readFileSync(heldOut, 'utf8')));
+  const importance = new Map([...collectImportance(teacherModel, { tokens: heldOutIds, seed, batches: 16 })].map(([name, m]) => [name, m.values]));
   for (const [method, path, bpw] of files) {
     const c = compareModels(path, teacherDir, scoring);
     const l = await evaluateModelInLlamaCpp(path, scoring);

@@ -1224,6 +1224,17 @@ bool read_ggml_type(napi_env env, napi_value value, const char* fn, int64_t coun
   return true;
 }
 
+// Two argument ranges of a and b bytes must not share memory (views of one ArrayBuffer may).
+bool check_apart(napi_env env, const char* fn, const char* a_name, const void* a, int64_t a_bytes, const char* b_name,
+                 const void* b, int64_t b_bytes) {
+  if (a == nullptr || b == nullptr || a_bytes == 0 || b_bytes == 0) return true;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+  if (a0 < b0 + static_cast<uintptr_t>(b_bytes) && b0 < a0 + static_cast<uintptr_t>(a_bytes)) {
+    return fail(env, fn, "arguments %s and %s must not overlap", a_name, b_name);
+  }
+  return true;
+}
+
 bool check_exact_bytes(napi_env env, const char* fn, const char* name, const ByteView& view, int64_t needed) {
   if (view.length != needed) {
     return fail(env, fn, "argument %s (Uint8Array) has %lld bytes, expected exactly %lld", name,
@@ -1256,7 +1267,9 @@ napi_value GgmlEncode(napi_env env, napi_callback_info info) {
            static_cast<long long>(qkd::ggml_block_size(type)), static_cast<long long>(src.length));
       return nullptr;
     }
+    if (!check_apart(env, fn, "importance", importance.data, cols * 4, "dst", dst.data, dst.length)) return nullptr;
   }
+  if (!check_apart(env, fn, "src", src.data, src.length * 4, "dst", dst.data, dst.length)) return nullptr;
   qkd::ggml_encode(type, src.data, src.length, dst.data, importance.data, importance.length);
   return undefined_value(env);
 }
@@ -1271,7 +1284,8 @@ napi_value GgmlDecode(napi_env env, napi_callback_info info) {
   int type = 0;
   int64_t bytes = 0;
   if (!read_uint8_array(env, args[1], fn, "src", &src) || !read_float32_array(env, args[2], fn, "dst", &dst) ||
-      !read_ggml_type(env, args[0], fn, dst.length, &type, &bytes) || !check_exact_bytes(env, fn, "src", src, bytes)) {
+      !read_ggml_type(env, args[0], fn, dst.length, &type, &bytes) || !check_exact_bytes(env, fn, "src", src, bytes) ||
+      !check_apart(env, fn, "src", src.data, src.length, "dst", dst.data, dst.length * 4)) {
     return nullptr;
   }
   qkd::ggml_decode(type, src.data, dst.length, dst.data);

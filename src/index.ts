@@ -1,7 +1,7 @@
 /**
  * qkd's typed API. Everything the CLI does is one call of these exports.
  */
-export const VERSION = '0.1.0';
+export { VERSION } from './version.js';
 
 export { QkdError, type QkdErrorCode } from './errors.js';
 export * from './tensor/index.js';
@@ -11,7 +11,8 @@ export { LlamaModel, LlamaAttention, LlamaMlp, LlamaDecoderLayer, createLlama, i
 export { llamaConfig, llamaParameterSpecs, headDim, LLAMA_DEFAULTS, type LlamaConfig } from './models/llama-config.js';
 export { AdamW, clipGradNorm, gradNorm, type AdamWOptions, type AdamWState } from './optim/adamw.js';
 export { loadDefaultCorpus, byteTokens, splitTokens, sampleBatch, sequentialBatches, DEFAULT_CORPUS_NAME } from './data/corpus.js';
-export { runDemo, DEMO_CONFIG, type DemoOptions, type DemoResult, type DemoProgress } from './train/demo.js';
+export { runDemo, trainDemoModel, cachedDemoTeacher, DEMO_CONFIG, DEMO_DEFAULTS, type DemoOptions, type DemoResult, type DemoProgress, type CachedTeacher } from './train/demo.js';
+export { runDeployDemo, type DeployDemoOptions, type DeployDemoResult, type DeployDemoRow } from './train/deploy-demo.js';
 export { openSafetensors, writeSafetensors, SafetensorsFile, type SafetensorsEntry, type TensorToWrite, type TensorData } from './io/safetensors.js';
 export { writeFileAtomic, writeBytesAtomic } from './io/atomic.js';
 export { ensureWritableDirectory, ensureWritableFile, prepareOutputDirectory } from './io/output-dir.js';
@@ -64,6 +65,7 @@ export { SakdMechanisms, swdlWeights, layerScores } from './train/sakd.js';
 export { type SakdReport } from './train/distill.js';
 export { GGML_FORMATS, GGML_READABLE, GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat, type GgmlFormat, type GgmlWritableName } from './quant/ggml-formats.js';
 export { exportGguf, ggufTensorTypes, type ExportGgufOptions, type ExportGgufResult, type GgufTypeRequest } from './compress/export-gguf.js';
+export { collectImportance, IMPORTANCE_FLOOR, type ImportanceOptions, type WeightImportance } from './compress/imatrix.js';
 export { FILE_TYPES, mixtureType, useMoreBits, type MixtureName } from './compress/ggml-mixtures.js';
 export { llamaConfigFromGguf, llamaGgufMetadata, llamaGgufTensors, loadLlamaGguf } from './models/llama-gguf.js';
 export { tokenizerFromGguf, tokenizerGgufMetadata } from './data/tokenizer-gguf.js';

@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
 struct Params {
   int32_t nthread;
@@ -42,9 +41,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (init != nullptr) init();
-  Params p;
-  std::memset(&p, 0, sizeof p);
-  p = defaults();
+  Params p = defaults();
   p.ftype = std::atoi(argv[4]);
   p.nthread = std::atoi(argv[5]);
   const auto t0 = std::chrono::steady_clock::now();

@@ -1,12 +1,16 @@
 // The ggml block formats, one block at a time, then a threaded driver. Each
 // block function mirrors its TypeScript twin in src/quant/ (same names in
 // camelCase, same order of float operations); comments there explain the
-// fitting. The K-quant sub-block fits run eight sub-blocks at a time
+// fitting. The K-quant sub-block fits run several sub-blocks at a time
 // (ggml_codec_lanes.h): four lanes on baseline x86-64 (SSE2), eight with AVX2.
 //
 // No floating-point contraction anywhere in this file: a fused multiply-add
 // rounds once where ggml's C rounds twice, and the bytes would differ.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 #include "ggml_codec.h"
 
@@ -103,6 +107,14 @@ inline int trunc_clamped(float t, int top) {
   return static_cast<int>(t);
 }
 
+// C's (int8_t)roundf(v) for the |v| ≤ 127.5 a finite block gives; NaN (from a non-finite
+// block) → 0 as the TypeScript's setInt8 does, and never an out-of-range conversion.
+inline int8_t round_to_int8(float v) {
+  if (!(v == v)) return 0;
+  const float r = std::roundf(v < -128.f ? -128.f : v > 127.f ? 127.f : v);
+  return static_cast<int8_t>(static_cast<int>(r));
+}
+
 // The element of largest magnitude (the first on ties).
 inline float signed_max(const float* x, int n, float* amax_out) {
   float amax = 0.f, max = 0.f;
@@ -121,11 +133,14 @@ inline float signed_max(const float* x, int n, float* amax_out) {
 
 void encode_q8_0(const float* x, uint8_t* o) {
   float amax = 0.f;
-  for (int j = 0; j < QK; j++) amax = std::max(amax, std::fabs(x[j]));
+  for (int j = 0; j < QK; j++) {
+    const float a = std::fabs(x[j]);
+    amax = amax > a ? amax : a;  // ggml's MAX
+  }
   const float d = amax / 127.f;
   const float id = d != 0.f ? 1.f / d : 0.f;
   store_half(o, d);
-  for (int j = 0; j < QK; j++) o[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
+  for (int j = 0; j < QK; j++) o[2 + j] = static_cast<uint8_t>(round_to_int8(x[j] * id));
 }
 
 void decode_q8_0(const uint8_t* p, float* y) {
@@ -283,7 +298,9 @@ namespace base {
 }  // namespace base
 #undef QKD_LANES
 
-#if QKD_X86
+// GCC only: clang ignores `#pragma GCC target` (it keeps the baseline fits).
+#if QKD_X86 && defined(__GNUC__) && !defined(__clang__)
+#define QKD_GGML_AVX2 1
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define QKD_LANES 8
@@ -303,7 +320,7 @@ struct Fits {
 };
 
 const Fits& fits() {
-#if QKD_X86
+#if defined(QKD_GGML_AVX2)
   static const Fits avx2_fits{avx2::fit_q45_k, avx2::fit_q2_k, avx2::fit_q6_k};
   if (active_isa() != Isa::kPortable) return avx2_fits;
 #endif

@@ -5,9 +5,9 @@
 // in turn equal llama.cpp's reference quantizers (no importance matrix) and
 // dequantizers; test/quant/ggml-oracle.test.ts checks both against it.
 //
-// Exactness needs IEEE float32 arithmetic in source order: this file is built
-// without -ffast-math, for baseline x86-64 (no FMA contraction possible), and
-// with no target attributes.
+// Exactness needs IEEE float32 arithmetic in source order: the .cc is built
+// without -ffast-math and turns floating-point contraction off itself; its
+// AVX2 copy of the K-quant fits (GCC target pragma) keeps that order per lane.
 #pragma once
 
 #include <cstdint>

@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { QkdError } from '../errors.js';
 import { useBackend, type BackendName } from '../tensor/backend.js';
 import { checkNativeEnvironment } from '../tensor/native/binding.js';
-import { VERSION } from '../index.js';
+import { VERSION } from '../version.js';
 import { choice } from './options.js';
 import { stopAllProgress } from './progress.js';
 import { CommandInterrupted, EXIT_INTERRUPTED, exitOnInterrupt } from './interrupt.js';

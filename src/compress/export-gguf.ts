@@ -84,7 +84,7 @@ export interface ExportGgufResult {
   imatrix?: { tokens: number; weighted: string[]; unweighted: string[] };
 }
 
-const K_QUANTS: ReadonlySet<string> = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K']);
+
 
 /** Candidate formats of a budget plan, by increasing size. */
 const BUDGET_CHOICES: readonly GgufWriteType[] = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'F16'];
@@ -206,17 +206,30 @@ export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { 
   return { typeOf, types, fallbacks, fileType };
 }
 
+/** A NaN or infinite weight has no encoding; refused naming the tensor and the element. */
+function refuseNonFinite(model: LlamaModel, modelPath: string): void {
+  for (const e of model.arena.entries) {
+    const w = e.tensor.data;
+    for (let i = 0; i < w.length; i++) {
+      if (!Number.isFinite(w[i]!)) throw new QkdError('IO', `weight ${e.name} holds ${w[i]} at element ${i}: a non-finite weight has no GGUF encoding`, { path: modelPath, field: e.name, hint: 'a model with finite weights (a diverged training run?)' });
+    }
+  }
+}
+
 export function exportGguf(modelPath: string, options: ExportGgufOptions): ExportGgufResult {
   if (!options.out.toLowerCase().endsWith('.gguf')) throw new QkdError('ARGUMENT', `the output file should end in .gguf: ${options.out}`, { path: options.out, field: '--out', hint: 'model-Q4_K_M.gguf' });
   ensureWritableFile(options.out, '--out');
   if (existsSync(options.out) && !options.force) throw new QkdError('IO', `${options.out} exists; refusing to overwrite it`, { path: options.out, field: '--out', hint: '--force to replace it, or another file name' });
   const model = loadModelAny(modelPath);
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
-  const { typeOf, fallbacks, fileType } = ggufTensorTypes(model, options);
+  const { typeOf, types: planned, fallbacks, fileType } = ggufTensorTypes(model, options);
+  refuseNonFinite(model, modelPath);
   let importance: Map<string, Float32Array> | undefined;
   let imatrixTokens = 0;
-  if (options.imatrix !== undefined) {
-    const ids = Int32Array.from(tokenizer.encode(loadCorpus(options.imatrix)));
+  // The calibration text is read (and a bad path refused) either way; without a K-quant tensor there is no fit to weight, so no passes run.
+  const calibrationText = options.imatrix === undefined ? undefined : loadCorpus(options.imatrix);
+  if (options.imatrix !== undefined && calibrationText !== undefined && Object.values(planned).some((t) => writableFormat(t).weighted)) {
+    const ids = Int32Array.from(tokenizer.encode(calibrationText));
     // The default corpus calibrates on its training split, so its held-out tail stays unseen.
     const tokens = options.imatrix === 'default' ? splitTokens(ids).train : ids;
     const measured = collectImportance(model, { tokens, batches: options.imatrixBatches, seed: options.seed });
@@ -235,7 +248,7 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   const sum = (list: typeof sizes, key: 'elements' | 'bytes') => list.reduce((n, s) => n + s[key], 0);
   const weights = sizes.filter((s) => s.twoD);
   const params = model.parameterCount;
-  const withImportance = tensors.filter((t) => t.importance !== undefined);
-  const imatrix = importance === undefined ? undefined : { tokens: imatrixTokens, weighted: withImportance.filter((t) => K_QUANTS.has(t.type)).map((t) => t.name), unweighted: withImportance.filter((t) => !K_QUANTS.has(t.type)).map((t) => t.name) };
+  const withImportance = importance === undefined ? tensors.filter((t) => t.shape.length === 2) : tensors.filter((t) => t.importance !== undefined);
+  const imatrix = options.imatrix === undefined ? undefined : { tokens: imatrixTokens, weighted: withImportance.filter((t) => writableFormat(t.type).weighted).map((t) => t.name), unweighted: withImportance.filter((t) => !writableFormat(t.type).weighted).map((t) => t.name) };
   return { out: options.out, bytes: statSync(options.out).size, params, bitsPerWeight: (8 * sum(sizes, 'bytes')) / params, weightBitsPerWeight: (8 * sum(weights, 'bytes')) / sum(weights, 'elements'), types, fallbacks, fileType, ...(imatrix ? { imatrix } : {}) };
 }

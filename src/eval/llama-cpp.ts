@@ -65,7 +65,7 @@ function logProbability(logits: Map<number, number> | undefined, target: number,
 
 type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
 let llamaInstance: Promise<Llama> | null = null;
-/** Where llama.cpp's log messages go while a model loads (null: dropped). */
+/** Where llama.cpp's log messages go while a model loads (null: dropped). Evaluations are expected one at a time; concurrent loads would share it. */
 let logSink: string[] | null = null;
 
 /**
@@ -73,7 +73,13 @@ let logSink: string[] | null = null;
  * exit handlers, so a new one per evaluation piles them up.
  */
 function sharedLlama(): Promise<Llama> {
-  llamaInstance ??= loadNodeLlamaCpp().then(({ getLlama }) => getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => logSink?.push(`${level}: ${message.trim()}`) }));
+  llamaInstance ??= loadNodeLlamaCpp()
+    .then(({ getLlama }) => getLlama({ gpu: false, build: 'never', logLevel: 'warn', logger: (level: string, message: string) => logSink?.push(`${level}: ${message.trim()}`) }))
+    .catch((err: unknown) => {
+      // Not cached: a later call (after installing node-llama-cpp, say) tries again.
+      llamaInstance = null;
+      throw err;
+    });
   return llamaInstance;
 }
 

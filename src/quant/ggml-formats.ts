@@ -37,6 +37,8 @@ export interface GgmlFormat {
    * (same bytes; the tests hold the two together).
    */
   reference?: { encode: (x: Float32Array, importance?: Float32Array) => Uint8Array; decode: (bytes: Uint8Array, count: number) => Float32Array };
+  /** True when encode fits scales by weighted least squares, so an importance vector changes it (the K-quants). */
+  weighted?: boolean;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -79,15 +81,16 @@ const plain = (fn: (x: Float32Array) => Uint16Array | Float32Array) => (x: Float
  * native backend is in use, else to the TypeScript definition. Lengths are
  * checked here so both paths fail with the same error.
  */
-function block(id: number, name: string, blockSize: number, blockBytes: number, encode: (x: Float32Array, importance?: Float32Array) => Uint8Array, decode: (bytes: Uint8Array, count: number) => Float32Array): GgmlFormat {
+function block(id: number, name: string, blockSize: number, blockBytes: number, encode: (x: Float32Array, importance?: Float32Array) => Uint8Array, decode: (bytes: Uint8Array, count: number) => Float32Array, weighted = false): GgmlFormat {
   return {
-    id, name, blockSize, blockBytes, reference: { encode, decode },
+    id, name, blockSize, blockBytes, weighted, reference: { encode, decode },
     encode: (x, importance) => {
       const codec = nativeGgmlCodec();
       if (codec === null || !(x instanceof Float32Array)) return encode(x, importance);
       const out = new Uint8Array(blockCount(name, x.length, blockSize) * blockBytes);
-      if (importance !== undefined && blockSize === 256) blockImportance(importance, name, x.length, blockSize);
-      codec.ggmlEncode(id, x, out, blockSize === 256 ? importance ?? null : null);
+      // Checked here so both paths refuse a bad vector with the same message.
+      if (importance !== undefined && weighted) blockImportance(importance, name, x.length, blockSize);
+      codec.ggmlEncode(id, x, out, weighted ? importance ?? null : null);
       return out;
     },
     decode: (bytes, count) => {
@@ -110,11 +113,11 @@ export const GGML_FORMATS: readonly GgmlFormat[] = [
   block(7, 'Q5_1', 32, 24, encodeQ5_1, decodeQ5_1),
   block(8, 'Q8_0', 32, 34, encodeQ8_0, decodeQ8_0),
   { id: 9, name: 'Q8_1', blockSize: 32, blockBytes: 36, decode: decodeQ8_1 },
-  block(10, 'Q2_K', 256, 84, encodeQ2_K, decodeQ2_K),
-  block(11, 'Q3_K', 256, 110, encodeQ3_K, decodeQ3_K),
-  block(12, 'Q4_K', 256, 144, encodeQ4_K, decodeQ4_K),
-  block(13, 'Q5_K', 256, 176, encodeQ5_K, decodeQ5_K),
-  block(14, 'Q6_K', 256, 210, encodeQ6_K, decodeQ6_K),
+  block(10, 'Q2_K', 256, 84, encodeQ2_K, decodeQ2_K, true),
+  block(11, 'Q3_K', 256, 110, encodeQ3_K, decodeQ3_K, true),
+  block(12, 'Q4_K', 256, 144, encodeQ4_K, decodeQ4_K, true),
+  block(13, 'Q5_K', 256, 176, encodeQ5_K, decodeQ5_K, true),
+  block(14, 'Q6_K', 256, 210, encodeQ6_K, decodeQ6_K, true),
   { id: 15, name: 'Q8_K', blockSize: 256, blockBytes: 292 },
   { id: 16, name: 'IQ2_XXS', blockSize: 256, blockBytes: 66 },
   { id: 17, name: 'IQ2_XS', blockSize: 256, blockBytes: 74 },

@@ -248,6 +248,9 @@ export function blockImportance(importance: Float32Array | undefined, format: st
   if (cols === 0 || cols % blockSize !== 0 || count % cols !== 0) {
     throw new QkdError('SHAPE', `${format}: an importance vector of ${cols} values does not fit rows of a ${count}-element tensor in blocks of ${blockSize}`, { field: 'importance', hint: `one value per column; the row length a multiple of ${blockSize}` });
   }
+  // A zero weight over a whole sub-block would zero its scale, a negative or NaN one would invert the fit.
+  const bad = importance.findIndex((v) => !(v > 0 && v < Infinity));
+  if (bad >= 0) throw new QkdError('ARGUMENT', `${format}: importance[${bad}] is ${importance[bad]}; every column's importance must be positive and finite`, { field: 'importance', hint: 'floor it (collectImportance floors at 0.001)' });
   const im: Importance = { imp: importance, impAt: 0 };
   return (block) => {
     im.impAt = (block * blockSize) % cols;

@@ -90,7 +90,11 @@ export function encodeQ8_0(x: Float32Array): Uint8Array {
   const view = new DataView(out.buffer);
   for (let b = 0; b < blocks; b++) {
     let amax = 0;
-    for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(x[b * QK + j]!));
+    for (let j = 0; j < QK; j++) {
+      // ggml's MAX(a, b) = a > b ? a : b (a NaN is dropped by the next comparison, unlike Math.max).
+      const a = Math.abs(x[b * QK + j]!);
+      amax = amax > a ? amax : a;
+    }
     const d = f(amax / 127);
     const id = d !== 0 ? f(1 / d) : 0;
     view.setUint16(b * 34, floatToHalf(d), true);

@@ -130,11 +130,7 @@ function defaultBackend(): BackendName {
 }
 
 /** The addon's codec for ggml's block formats (interface version 6; `type` is the ggml type id). */
-export interface GgmlCodec {
-  ggmlEncode(type: number, src: Float32Array, dst: Uint8Array, importance: Float32Array | null): void;
-  ggmlDecode(type: number, src: Uint8Array, dst: Float32Array): void;
-  ggmlRoundTrip(type: number, src: Float32Array, dst: Float32Array): void;
-}
+export type GgmlCodec = Required<Pick<NativeAddon, 'ggmlEncode' | 'ggmlDecode' | 'ggmlRoundTrip'>>;
 
 /**
  * The native ggml codec when the native backend is in use and the addon has
@@ -144,7 +140,8 @@ export interface GgmlCodec {
 export function nativeGgmlCodec(): GgmlCodec | null {
   if (currentBackend() !== 'native') return null;
   nativeStatus();
-  return loadedAddon !== null && typeof loadedAddon.ggmlEncode === 'function' ? (loadedAddon as unknown as GgmlCodec) : null;
+  const a = loadedAddon;
+  return a !== null && a.ggmlEncode !== undefined && a.ggmlDecode !== undefined && a.ggmlRoundTrip !== undefined ? (a as GgmlCodec) : null;
 }
 
 /** Runs fn on a given backend, restoring the previous one afterwards. */

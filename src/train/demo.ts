@@ -5,13 +5,14 @@
  * deployment half (train/deploy-demo.ts).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveLlama, loadLlama } from '../models/llama-io.js';
 import { saveTokenizerJson } from '../data/bpe.js';
 import { ByteTokenizer } from '../data/tokenizer.js';
 import { writeBytesAtomic } from '../io/atomic.js';
+import { VERSION } from '../version.js';
 import { createLlama, type LlamaModel } from '../models/llama.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 import { AdamW, clipGradNorm } from '../optim/adamw.js';
@@ -66,12 +67,15 @@ export function runDemo(options: DemoOptions = {}, onProgress?: (p: DemoProgress
 }
 
 /** The demo's training, also returning the trained model (for the deployment part of `qkd demo`). */
+/** The demo's training settings when not given. */
+export const DEMO_DEFAULTS = { steps: 60, seed: 1337, batchSize: 8, seqLen: 64, lr: 3e-3 } as const;
+
 export function trainDemoModel(options: DemoOptions = {}, onProgress?: (p: DemoProgress) => void): { result: DemoResult; model: LlamaModel } {
-  const steps = options.steps ?? 60;
-  const B = options.batchSize ?? 8;
-  const T = options.seqLen ?? 64;
-  const seed = options.seed ?? 1337;
-  const peakLr = options.lr ?? 3e-3;
+  const steps = options.steps ?? DEMO_DEFAULTS.steps;
+  const B = options.batchSize ?? DEMO_DEFAULTS.batchSize;
+  const T = options.seqLen ?? DEMO_DEFAULTS.seqLen;
+  const seed = options.seed ?? DEMO_DEFAULTS.seed;
+  const peakLr = options.lr ?? DEMO_DEFAULTS.lr;
   const tokens = byteTokens(options.text ?? loadDefaultCorpus());
   const { train, validation } = splitTokens(tokens);
   const model = createLlama(DEMO_CONFIG, seed);
@@ -114,11 +118,6 @@ export function trainDemoModel(options: DemoOptions = {}, onProgress?: (p: DemoP
   return { result, model };
 }
 
-/** Where `qkd demo` keeps its trained teachers: $QKD_CACHE, else $XDG_CACHE_HOME/qkd, else ~/.cache/qkd. */
-export function qkdCacheDirectory(): string {
-  return process.env.QKD_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'qkd');
-}
-
 export interface CachedTeacher {
   /** The model directory (config.json, model.safetensors, tokenizer.json). */
   dir: string;
@@ -126,38 +125,76 @@ export interface CachedTeacher {
   result: DemoResult;
   /** True when it was read from the cache instead of trained. */
   cached: boolean;
+  /** Why a freshly trained teacher could not be cached (it then lives in a temporary directory). */
+  note?: string;
 }
 
 /**
- * trainDemoModel, or its result from the cache when the same training (model
- * shape, steps, seed, batch, text) ran before. The cache key hashes all of
- * those, so a change of any of them trains anew. Written to a temporary
- * directory and renamed, so an interrupted run never leaves half a teacher.
+ * trainDemoModel, or its result from `cacheDir` when the same training
+ * (model shape, every option, text and qkd version) ran before: the cache
+ * key hashes all of them. A teacher is written to a staging directory and
+ * renamed, so an interrupted run never leaves half of one; when another run
+ * finished the same teacher first, its copy is kept. When the cache cannot
+ * be written (cacheDir null, read-only, full), the teacher goes to a
+ * temporary directory and `note` says why. `refresh` trains even when cached.
  */
-export function cachedDemoTeacher(options: DemoOptions & { cacheDir?: string; refresh?: boolean } = {}, onProgress?: (p: DemoProgress) => void): CachedTeacher {
+export function cachedDemoTeacher(options: DemoOptions & { cacheDir: string | null; refresh?: boolean }, onProgress?: (p: DemoProgress) => void): CachedTeacher {
   const text = options.text ?? loadDefaultCorpus();
-  const key = createHash('sha256')
-    .update(JSON.stringify({ config: DEMO_CONFIG, steps: options.steps ?? 60, seed: options.seed ?? 1337, batch: options.batchSize ?? 8, seqLen: options.seqLen ?? 64, lr: options.lr ?? 3e-3 }))
-    .update(text)
-    .digest('hex')
-    .slice(0, 16);
-  const dir = join(options.cacheDir ?? qkdCacheDirectory(), `demo-teacher-${key}`);
-  const resultPath = join(dir, 'demo-result.json');
-  if (!options.refresh && existsSync(resultPath)) {
+  const settings = { ...DEMO_DEFAULTS, ...definedOnly({ steps: options.steps, seed: options.seed, batchSize: options.batchSize, seqLen: options.seqLen, lr: options.lr }) };
+  const key = createHash('sha256').update(JSON.stringify({ version: VERSION, config: DEMO_CONFIG, ...settings })).update(text).digest('hex').slice(0, 16);
+  const dir = options.cacheDir === null ? null : join(options.cacheDir, `demo-teacher-${key}`);
+  const readCached = (at: string): CachedTeacher | null => {
     try {
-      return { dir, model: loadLlama(dir), result: JSON.parse(readFileSync(resultPath, 'utf8')) as DemoResult, cached: true };
+      return { dir: at, model: loadLlama(at), result: JSON.parse(readFileSync(join(at, 'demo-result.json'), 'utf8')) as DemoResult, cached: true };
     } catch {
-      // An unreadable cache entry is trained again below.
+      return null; // absent or unreadable: trained (again) below
+    }
+  };
+  if (dir !== null && !options.refresh && existsSync(join(dir, 'demo-result.json'))) {
+    const hit = readCached(dir);
+    if (hit !== null) return hit;
+  }
+  const { result, model } = trainDemoModel({ ...settings, text }, onProgress);
+  const write = (at: string): void => {
+    mkdirSync(at, { recursive: true });
+    saveLlama(at, model);
+    saveTokenizerJson(join(at, 'tokenizer.json'), new ByteTokenizer());
+    writeBytesAtomic(join(at, 'demo-result.json'), JSON.stringify(result, null, 2) + '\n');
+  };
+  let note: string | undefined;
+  if (dir !== null) {
+    const staging = `${dir}.tmp-${process.pid}`;
+    try {
+      rmSync(staging, { recursive: true, force: true });
+      write(staging);
+      if (options.refresh) rmSync(dir, { recursive: true, force: true });
+      try {
+        renameSync(staging, dir);
+      } catch (err) {
+        // Another run finished the same teacher first: keep its copy.
+        removeQuietly(staging);
+        if (readCached(dir) === null) throw err;
+      }
+      return { dir, model, result, cached: false };
+    } catch (err) {
+      removeQuietly(staging);
+      note = `could not cache the teacher in ${options.cacheDir}: ${(err as Error).message}`;
     }
   }
-  const { result, model } = trainDemoModel({ ...options, text }, onProgress);
-  const staging = `${dir}.tmp-${process.pid}`;
-  rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { recursive: true });
-  saveLlama(staging, model);
-  saveTokenizerJson(join(staging, 'tokenizer.json'), new ByteTokenizer());
-  writeBytesAtomic(join(staging, 'demo-result.json'), JSON.stringify(result, null, 2) + '\n');
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(staging, dir);
-  return { dir, model, result, cached: false };
+  const temporary = mkdtempSync(join(tmpdir(), 'qkd-demo-teacher-'));
+  write(temporary);
+  return { dir: temporary, model, result, cached: false, ...(note !== undefined ? { note } : {}) };
+}
+
+/** Best-effort removal of a staging directory (the path may not even be creatable). */
+function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    // nothing to clean up, or nothing we can clean up
+  }
+}
+
+function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -3,7 +3,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cachedDemoTeacher } from '../../src/train/demo.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -45,6 +46,19 @@ describe('qkd demo', () => {
     const cached = JSON.parse(again.stdout.trim().split('\n').pop()!);
     assert.equal(cached.teacher_cached, true);
     assert.equal(cached.val_loss_after, result.val_loss_after);
+  });
+  it('a cache it cannot write leaves the teacher in a temporary directory and says why', () => {
+    const blocker = join(cache, 'not-a-directory');
+    writeFileSync(blocker, 'x');
+    const t = cachedDemoTeacher({ steps: 2, cacheDir: join(blocker, 'cache') });
+    assert.equal(t.cached, false);
+    assert.match(t.note ?? '', /could not cache the teacher in .*not-a-directory/);
+    assert.ok(existsSync(join(t.dir, 'demo-result.json')), t.dir);
+    assert.ok(!t.dir.startsWith(blocker));
+    // No cache at all (cacheDir null): trained into a temporary directory, no note.
+    const none = cachedDemoTeacher({ steps: 2, cacheDir: null });
+    assert.equal(none.note, undefined);
+    assert.ok(existsSync(join(none.dir, 'config.json')));
   });
   it('rejects a bad flag value with a clear message and no stack trace', () => {
     const r = qkd('demo', '--steps', 'zero');

@@ -167,10 +167,20 @@ describe('qkd export from the CLI', () => {
       b.close();
     }
     assert.equal(r.last().bytes, plain.bytes);
-    // Q4_0 has no fit to weight: the file is the plain one, and the CLI says why.
+    // Q4_0 has no fit to weight (only the Q6_K output layer is weighted), and the CLI says which tensors it left.
     const legacy = qkd('export', path, '--out', join(dir, 'imatrix-q4_0.gguf'), '--type', 'Q4_0', '--imatrix', 'default', '--imatrix-batches', '1');
     assert.equal(legacy.code, 0, legacy.stderr);
-    assert.match(legacy.stderr, /tensors have types with no fit to weight \(Q4_0.*\); --imatrix leaves them as without/);
+    const pure = qkd('export', path, '--out', join(dir, 'imatrix-q8_0.gguf'), '--type', 'Q8_0', '--pure', '--imatrix', 'default');
+    assert.equal(pure.code, 0, pure.stderr);
+    assert.match(pure.stderr, /no tensor has a K-quant type, so --imatrix has nothing to weight \(no calibration was run\)/);
+    assert.match(legacy.stderr, /tensors have types with no fit to weight \(Q4_0.*\), written as without --imatrix: blk\.0\./);
+    // A NaN weight has no encoding: refused by name before anything is written.
+    const broken = createLlama({ vocab_size: 256, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 32 }, 3);
+    broken.arena.get('model.layers.0.mlp.up_proj.weight').data[7] = Number.NaN;
+    const brokenPath = modelDir('nan', broken, new ByteTokenizer());
+    const nan = qkd('export', brokenPath, '--out', join(dir, 'nan.gguf'), '--type', 'Q8_0');
+    assert.equal(nan.code, 1);
+    assert.match(nan.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds NaN at element 7/);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix-batches', '3').stderr, /--imatrix-batches needs --imatrix/);
   });

@@ -57,6 +57,11 @@ describe('importance-weighted K-quant fitting', () => {
   it('refuses an importance vector that does not fit the rows', () => {
     const t = writableFormat('Q4_K');
     assert.throws(() => t.reference!.encode(w, new Float32Array(300)), /importance vector of 300 values does not fit/);
+    for (const v of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const bad = new Float32Array(COLS).fill(1);
+      bad[5] = v;
+      assert.throws(() => t.encode(w, bad), /importance\[5\] is .*must be positive and finite/, String(v));
+    }
     if (nativeStatus().loaded) assert.throws(() => withBackend('native', () => t.encode(w, new Float32Array(300))), /importance vector of 300 values does not fit/);
   });
 });

@@ -1,11 +1,18 @@
 /** `qkd demo` and `qkd info`: the first run on a fresh machine, and what backend it uses. */
 import type { Command } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { DEMO_CONFIG, cachedDemoTeacher } from '../../train/demo.js';
 import { runDeployDemo } from '../../train/deploy-demo.js';
 import { DEFAULT_CORPUS_NAME, loadDefaultCorpus } from '../../data/corpus.js';
 import { currentBackend, nativeStatus } from '../../tensor/backend.js';
-import { VERSION } from '../../index.js';
+import { VERSION } from '../../version.js';
 import { integer, positiveInt } from '../options.js';
+
+/** Where `qkd demo` caches its teachers: $QKD_CACHE, else $XDG_CACHE_HOME/qkd, else ~/.cache/qkd (empty values count as unset). */
+export function qkdCacheDirectory(): string {
+  return process.env.QKD_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'qkd');
+}
 
 export function registerDemo(program: Command): void {
   program
@@ -20,12 +27,13 @@ export function registerDemo(program: Command): void {
       const c = DEMO_CONFIG;
       console.log(`qkd demo: a LLaMA-style teacher (byte vocabulary, ${c.num_hidden_layers} layers, width ${c.hidden_size}) on ${DEFAULT_CORPUS_NAME}, ${o.steps} steps, backend ${currentBackend()}`);
       const every = Math.max(1, Math.floor(o.steps / 10));
-      const teacher = cachedDemoTeacher({ steps: o.steps, seed: o.seed, refresh: o.retrain }, (p) => {
+      const teacher = cachedDemoTeacher({ steps: o.steps, seed: o.seed, refresh: o.retrain, cacheDir: qkdCacheDirectory() }, (p) => {
         if (p.step % every === 0 || p.step === 1 || p.step === p.steps) {
           console.log(`step ${String(p.step).padStart(4)}/${p.steps}  loss ${p.loss.toFixed(4)}  ${Math.round(p.tokensPerSecond)} tok/s`);
         }
       });
       const { result } = teacher;
+      if (teacher.note !== undefined) process.stderr.write(`qkd: ${teacher.note}\n`);
       if (teacher.cached) console.log(`reusing the teacher trained earlier with these settings (${teacher.dir}; --retrain to train it again)`);
       console.log(`validation loss ${result.val_loss_before.toFixed(4)} → ${result.val_loss_after.toFixed(4)} (${result.params} parameters)`);
       if (!o.deploy) {
@@ -34,7 +42,7 @@ export function registerDemo(program: Command): void {
       }
       console.log(`\ndistilling into a ${Math.max(1, Math.floor(c.num_hidden_layers! / 2))}-layer student, ${o.studentSteps} steps each: in FP32 (then PTQ to Q4_0) and by KD+QAT on the Q4_0 grid…`);
       const d = await runDeployDemo(teacher.dir, teacher.model.config, loadDefaultCorpus(), { studentSteps: o.studentSteps, seed: o.seed });
-      console.log(`files in ${d.dir}; scored on 32 KB of held-out text`);
+      console.log(`files in ${d.dir}; scored on 32K characters of held-out text`);
       console.log('model                 file bytes  bits/weight  ppl (qkd)  KL to teacher  ppl (llama.cpp)');
       for (const r of d.rows) {
         console.log(`${r.method.padEnd(21)} ${String(r.file_bytes ?? '—').padStart(10)}  ${r.bits_per_weight.toFixed(3).padStart(11)}  ${r.ppl.toFixed(4).padStart(9)}  ${r.kld.toFixed(5).padStart(13)}  ${(r.ppl_llamacpp?.toFixed(4) ?? '—').padStart(15)}`);

@@ -41,8 +41,9 @@ export function registerExport(program: Command): void {
       const r = exportGguf(model, { out: o.out, type: o.type, budgetBits: o.budget, planFile: o.plan, tokenizer: o.tokenizer, name: o.name, force: o.force, pure: o.pure, seed: o.seed, imatrix: o.imatrix, imatrixBatches: o.imatrix === undefined ? undefined : o.imatrixBatches });
       for (const note of r.fallbacks) process.stderr.write(`qkd: ${note}\n`);
       if (r.imatrix !== undefined) {
-        process.stderr.write(`qkd: importance from ${r.imatrix.tokens} calibration tokens weights the fits of ${r.imatrix.weighted.length} K-quant tensors\n`);
-        if (r.imatrix.unweighted.length > 0) process.stderr.write(`qkd: ${r.imatrix.unweighted.length} tensors have types with no fit to weight (${[...new Set(r.imatrix.unweighted.map((n) => r.types[n]))].join(', ')}); --imatrix leaves them as without\n`);
+        if (r.imatrix.weighted.length > 0) process.stderr.write(`qkd: importance from ${r.imatrix.tokens} calibration tokens weights the fits of ${r.imatrix.weighted.length} K-quant tensors\n`);
+        else process.stderr.write('qkd: no tensor has a K-quant type, so --imatrix has nothing to weight (no calibration was run)\n');
+        if (r.imatrix.unweighted.length > 0) process.stderr.write(`qkd: ${r.imatrix.unweighted.length} tensors have types with no fit to weight (${[...new Set(r.imatrix.unweighted.map((n) => r.types[n]))].join(', ')}), written as without --imatrix: ${r.imatrix.unweighted.join(', ')}\n`);
       }
       const histogram: Record<string, number> = {};
       for (const t of Object.values(r.types)) histogram[t] = (histogram[t] ?? 0) + 1;

@@ -21,6 +21,10 @@ export interface NativeAddon {
   softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
   /** Version 4: C = op(A)·bf16(B) with A raw bf16 bits (see kernel-types.ts Bf16GemmArgs). */
   bf16Gemm?(transA: number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: number): void;
+  /** Version 6: ggml's block formats (type = ggml type id; see native/README.md). */
+  ggmlEncode?(type: number, src: Float32Array, dst: Uint8Array, importance: Float32Array | null): void;
+  ggmlDecode?(type: number, src: Uint8Array, dst: Float32Array): void;
+  ggmlRoundTrip?(type: number, src: Float32Array, dst: Float32Array): void;
   /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names (4 the profiler's, 5 DBWA's codecs). */
   [fused: string]: unknown;
 }
