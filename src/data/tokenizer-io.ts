@@ -1,16 +1,30 @@
 /**
- * The one tokenizer loader: a tokenizer.json (qkd's byte-level or byte-level
- * BPE, as qkd writes next to a model) or a llama2.c tokenizer.bin, told apart
- * by content.
+ * The one tokenizer loader: a tokenizer.json or a llama2.c tokenizer.bin,
+ * told apart by content. A tokenizer.json in the layout qkd writes (byte
+ * level, or qkd's byte-level BPE) loads as qkd's own tokenizer; any other
+ * (the Hugging Face tokenizers of Llama, Qwen, Gemma, Mistral, …) through
+ * `@huggingface/tokenizers` (tokenizer-hf.ts), with the
+ * tokenizer_config.json beside it when there is one.
  */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { readFileHead } from '../io/file-head.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
-import { loadTokenizerJson } from './bpe.js';
+import { BpeTokenizer, loadTokenizerJson } from './bpe.js';
 import { readLlama2cTokenizer } from './llama2c-tokenizer.js';
+import { loadHfTokenizer } from './tokenizer-hf.js';
 
 export function loadTokenizer(path: string): Tokenizer {
-  const bpe = loadTokenizerJson(path);
+  let bpe: BpeTokenizer;
+  try {
+    bpe = loadTokenizerJson(path);
+  } catch (err) {
+    // Not qkd's layout (or not readable): a Hugging Face tokenizer.json, or the reader's error.
+    if (!(err instanceof QkdError) || err.field === undefined) throw err;
+    const config = join(dirname(path), 'tokenizer_config.json');
+    return loadHfTokenizer(path, existsSync(config) ? config : undefined);
+  }
   if (bpe.merges.length === 0) {
     if (bpe.vocabSize !== 256) throw new QkdError('IO', `tokenizer has no merges but ${bpe.vocabSize} tokens`, { path, field: 'model.vocab' });
     return new ByteTokenizer();

@@ -10,7 +10,7 @@ export interface EncodeOptions {
 }
 
 export interface Tokenizer {
-  readonly kind: 'byte' | 'bpe' | 'llama2c';
+  readonly kind: 'byte' | 'bpe' | 'llama2c' | 'hf';
   readonly vocabSize: number;
   readonly bosId: number | null;
   readonly eosId: number | null;
