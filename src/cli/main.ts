@@ -21,6 +21,7 @@ import { registerEval } from './commands/eval.js';
 import { registerExport } from './commands/export.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerQuantize } from './commands/quantize.js';
+import { registerTokenize } from './commands/tokenize.js';
 import { registerTrain } from './commands/train.js';
 
 export const EXIT_OK = 0;
@@ -49,6 +50,7 @@ function buildProgram(): Command {
   registerAudit(program);
   registerQuantize(program);
   registerExport(program);
+  registerTokenize(program);
   return program;
 }
 

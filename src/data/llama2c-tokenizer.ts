@@ -285,6 +285,31 @@ function tokenizerError(path: string, field: string, message: string, hint: stri
   return new QkdError('IO', `invalid llama2.c tokenizer: ${message}`, { path, field, hint });
 }
 
+/**
+ * The number of tokens in a tokenizer.bin, found by walking its entries to
+ * the end of the file (the format does not store it; a model's header does).
+ * Throws when the entries do not end exactly at the end of the file.
+ */
+export function llama2cTokenizerSize(path: string): number {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new QkdError('IO', `cannot read llama2.c tokenizer: ${(err as Error).message}`, { path });
+  }
+  if (bytes.length < 4) throw tokenizerError(path, 'max_token_length', `file is ${bytes.length} bytes, too short for the int32 max_token_length`, 'a tokenizer.bin');
+  let offset = 4;
+  let count = 0;
+  while (offset + 8 <= bytes.length) {
+    const length = bytes.readInt32LE(offset + 4);
+    if (length < 0 || offset + 8 + length > bytes.length) break;
+    offset += 8 + length;
+    count++;
+  }
+  if (offset !== bytes.length) throw tokenizerError(path, `token ${count}`, `the entries do not end at the end of the file (${bytes.length - offset} bytes left)`, 'a complete tokenizer.bin');
+  return count;
+}
+
 /** Reads tokenizer.bin for a model with `vocabSize` tokens. */
 export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cTokenizer {
   if (!Number.isInteger(vocabSize) || vocabSize <= EOS_ID) {

@@ -6,13 +6,15 @@
  * `@huggingface/tokenizers` (tokenizer-hf.ts), with the
  * tokenizer_config.json beside it when there is one.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { readFileHead } from '../io/file-head.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
 import { BpeTokenizer, loadTokenizerJson } from './bpe.js';
-import { readLlama2cTokenizer } from './llama2c-tokenizer.js';
+import { llama2cTokenizerSize, readLlama2cTokenizer } from './llama2c-tokenizer.js';
+import { tokenizerFromGguf } from './tokenizer-gguf.js';
+import { openGguf } from '../io/gguf-reader.js';
 import { loadHfTokenizer } from './tokenizer-hf.js';
 
 export function loadTokenizer(path: string): Tokenizer {
@@ -30,6 +32,38 @@ export function loadTokenizer(path: string): Tokenizer {
     return new ByteTokenizer();
   }
   return bpe;
+}
+
+/**
+ * The tokenizer at `path`, whatever it is: a directory holding a
+ * tokenizer.json (a model directory), a tokenizer.json, a GGUF (its
+ * tokenizer.ggml.* metadata), or a llama2.c tokenizer.bin (its size found
+ * by walking the file). For `qkd tokenize` and anything else that has a
+ * tokenizer but no model.
+ */
+export function loadTokenizerAt(path: string): Tokenizer {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch {
+    throw new QkdError('IO', 'tokenizer not found', { path, hint: 'a tokenizer.json, a model directory, a llama2.c tokenizer.bin or a .gguf' });
+  }
+  if (stat.isDirectory()) {
+    const json = join(path, 'tokenizer.json');
+    if (!existsSync(json)) throw new QkdError('IO', 'the directory holds no tokenizer.json', { path, hint: 'a model directory with its tokenizer.json, or the tokenizer file itself' });
+    return loadTokenizer(json);
+  }
+  const head = readFileHead(path, 64, 'tokenizer');
+  if (head.subarray(0, 4).toString('latin1') === 'GGUF') {
+    const f = openGguf(path);
+    try {
+      return tokenizerFromGguf(f);
+    } finally {
+      f.close();
+    }
+  }
+  if (/^\s*\{/.test(head.toString('latin1'))) return loadTokenizer(path);
+  return readLlama2cTokenizer(path, llama2cTokenizerSize(path));
 }
 
 /**
