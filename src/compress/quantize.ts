@@ -11,7 +11,7 @@ import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
-import { loadTokenizer } from '../data/tokenizer-io.js';
+import { copyTokenizerFiles, saveTokenizerFiles } from '../data/tokenizer-io.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
 import { quantizeLlama, type QuantMethod, type QuantizeProgress } from './quantize-model.js';
 import { saveQuantizedLlama } from './quantized-io.js';
@@ -56,11 +56,9 @@ export interface QuantizeFileResult {
   report: AuditReport;
 }
 
-/** Calibration token ids from text, with the model's tokenizer (tokenizer.json next to the model). */
-function calibrationTokens(modelPath: string, data: string): Int32Array {
-  const tokenizerPath = join(modelDirectory(modelPath), 'tokenizer.json');
-  if (!existsSync(tokenizerPath)) throw new QkdError('IO', 'GPTQ needs the model tokenizer to encode calibration text, and there is no tokenizer.json next to the model', { path: tokenizerPath });
-  const tokenizer = loadTokenizer(tokenizerPath);
+/** Calibration token ids from text, with the model's tokenizer (the one every command loads for it). */
+function calibrationTokens(model: LlamaModel, modelPath: string, data: string): Int32Array {
+  const tokenizer = loadModelTokenizer(model, modelPath);
   const ids = Int32Array.from(tokenizer.encode(loadCorpus(data)));
   // Calibrate on the training split only, so the held-out tail stays unseen.
   return data === 'default' ? splitTokens(ids).train : ids;
@@ -136,16 +134,15 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
   const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
   const calibration =
     method === 'gptq'
-      ? { tokens: calibrationTokens(modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
+      ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
       : undefined;
   const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
   const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
-  const tokenizer = join(modelDirectory(modelPath), 'tokenizer.json');
-  if (existsSync(tokenizer)) writeBytesAtomic(join(options.out, 'tokenizer.json'), readFileSync(tokenizer));
+  if (existsSync(join(modelDirectory(modelPath), 'tokenizer.json'))) copyTokenizerFiles(modelDirectory(modelPath), options.out);
   else if (statSync(modelPath).isFile() && modelFileFormat(modelPath) === 'gguf') {
     // A GGUF carries its tokenizer in its metadata: the packed checkpoint gets it as tokenizer.json.
     const t = loadModelTokenizer(model, modelPath);
-    if (t.kind !== 'llama2c') writeBytesAtomic(join(options.out, 'tokenizer.json'), JSON.stringify(t.toTokenizerJson()) + '\n');
+    if (t.kind !== 'llama2c') saveTokenizerFiles(options.out, t);
   }
   writeBytesAtomic(join(options.out, 'quantization.json'), JSON.stringify({ source: modelPath, method, scheme, budget_bits: options.budgetBits ?? null, avg_bits: storage.avgBits, bytes: storage.bytes, params: storage.params, bits: plan.bits, profile: planned.report }, null, 2) + '\n');
   return { out: options.out, plan, avgBits: storage.avgBits, bytes: storage.bytes, params: storage.params, method, report: planned.report };

@@ -6,7 +6,8 @@
  * `@huggingface/tokenizers` (tokenizer-hf.ts), with the
  * tokenizer_config.json beside it when there is one.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { writeBytesAtomic } from '../io/atomic.js';
 import { dirname, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { readFileHead } from '../io/file-head.js';
@@ -15,7 +16,7 @@ import { BpeTokenizer, loadTokenizerJson } from './bpe.js';
 import { llama2cTokenizerSize, readLlama2cTokenizer } from './llama2c-tokenizer.js';
 import { tokenizerFromGguf } from './tokenizer-gguf.js';
 import { openGguf } from '../io/gguf-reader.js';
-import { loadHfTokenizer } from './tokenizer-hf.js';
+import { HfTokenizer, loadHfTokenizer } from './tokenizer-hf.js';
 
 export function loadTokenizer(path: string): Tokenizer {
   let bpe: BpeTokenizer;
@@ -64,6 +65,25 @@ export function loadTokenizerAt(path: string): Tokenizer {
   }
   if (/^\s*\{/.test(head.toString('latin1'))) return loadTokenizer(path);
   return readLlama2cTokenizer(path, llama2cTokenizerSize(path));
+}
+
+/** The files that describe a tokenizer, by name: tokenizer.json, plus tokenizer_config.json for a Hugging Face tokenizer (BOS rules, chat template). */
+export function tokenizerFiles(tokenizer: Tokenizer): Record<string, string> {
+  const files: Record<string, string> = { 'tokenizer.json': JSON.stringify(tokenizer.toTokenizerJson()) + '\n' };
+  if (tokenizer instanceof HfTokenizer && Object.keys(tokenizer.tokenizerConfig()).length > 0) files['tokenizer_config.json'] = JSON.stringify(tokenizer.tokenizerConfig(), null, 2) + '\n';
+  return files;
+}
+
+/** Writes tokenizerFiles into `dir` (each atomically), so loadTokenizer(dir/tokenizer.json) gives the same tokenizer back. */
+export function saveTokenizerFiles(dir: string, tokenizer: Tokenizer): void {
+  for (const [name, text] of Object.entries(tokenizerFiles(tokenizer))) writeBytesAtomic(join(dir, name), text);
+}
+
+/** Copies the tokenizer files of model directory `from` into `to` (those that exist). */
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const name of ['tokenizer.json', 'tokenizer_config.json']) {
+    if (existsSync(join(from, name))) writeBytesAtomic(join(to, name), readFileSync(join(from, name)));
+  }
 }
 
 /**

@@ -86,7 +86,9 @@ export function loadModelTokenizer(model: Pick<LlamaModel, 'config'>, modelPath:
 }
 
 function checkVocab(tokenizer: Tokenizer, vocab: number, path: string): Tokenizer {
-  if (tokenizer.vocabSize !== vocab) {
+  // Hugging Face models often pad the embedding past the tokenizer (Qwen: 151,936 rows for 151,669 tokens).
+  const fits = tokenizer.kind === 'hf' ? tokenizer.vocabSize <= vocab : tokenizer.vocabSize === vocab;
+  if (!fits) {
     throw new QkdError('CONFIG', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${vocab}: they do not belong together`, { path, field: 'vocab_size', hint: `the tokenizer the model was trained with (${vocab} tokens)` });
   }
   return tokenizer;

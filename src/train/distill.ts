@@ -21,7 +21,8 @@
  * the trained weights; after QAT they already sit on the grid).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
+import { copyTokenizerFiles } from '../data/tokenizer-io.js';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -562,8 +563,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   );
   const quantizedDir = join(options.outDir, 'quantized');
   const storage = saveQuantizedLlama(quantizedDir, quantizeLlama(student, plan, { method: 'rtn' }), { qkd_recipe: c.recipe });
-  const tokenizerJson = join(options.outDir, 'tokenizer.json');
-  if (existsSync(tokenizerJson)) writeBytesAtomic(join(quantizedDir, 'tokenizer.json'), readFileSync(tokenizerJson));
+  copyTokenizerFiles(options.outDir, quantizedDir);
   let sakdReport: SakdReport | undefined;
   if (c.recipe === 'sakd' && c.sakd.report) {
     const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, split.validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches));

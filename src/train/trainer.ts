@@ -39,7 +39,7 @@ import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
-import { loadTokenizer } from '../data/tokenizer-io.js';
+import { loadTokenizer, saveTokenizerFiles } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
 import { learningRate, parseTrainConfig, type TrainConfig } from './config.js';
 import type { TrainRecipe } from './recipe.js';
@@ -141,9 +141,8 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
   const ckpt = join(dir, `checkpoint-${step}`);
   rmSync(ckpt, { recursive: true, force: true });
   mkdirSync(ckpt, { recursive: true });
-  const tokenizerJson = JSON.stringify(tokenizer.toTokenizerJson()) + '\n';
   saveLlama(ckpt, model, { step: String(step) });
-  writeBytesAtomic(join(ckpt, 'tokenizer.json'), tokenizerJson);
+  saveTokenizerFiles(ckpt, tokenizer);
   writeSafetensors(join(ckpt, 'optimizer.safetensors'), [
     { name: 'exp_avg', dtype: 'f32', shape: [opt.m.length], data: opt.m },
     { name: 'exp_avg_sq', dtype: 'f32', shape: [opt.v.length], data: opt.v },
@@ -162,7 +161,7 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
   // The switch: from here on this checkpoint is the one resumed from.
   writeBytesAtomic(join(dir, 'latest.json'), JSON.stringify({ step, dir: `checkpoint-${step}` }) + '\n');
   saveLlama(dir, model, { step: String(step) });
-  writeBytesAtomic(join(dir, 'tokenizer.json'), tokenizerJson);
+  saveTokenizerFiles(dir, tokenizer);
   for (const name of readdirSync(dir)) {
     if (/^checkpoint-\d+$/.test(name) && name !== `checkpoint-${step}`) rmSync(join(dir, name), { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Tokenizer as Official } from '@huggingface/tokenizers';
-import { loadTokenizer } from '../../src/data/tokenizer-io.js';
+import { loadTokenizer, saveTokenizerFiles } from '../../src/data/tokenizer-io.js';
 import { HfTokenizer } from '../../src/data/tokenizer-hf.js';
 import { BpeTokenizer, saveTokenizerJson, trainBpe } from '../../src/data/bpe.js';
 import { loadCorpus, loadDefaultCorpus } from '../../src/data/corpus.js';
@@ -89,6 +89,17 @@ describe('Hugging Face tokenizers (real tokenizer.json files)', () => {
       assert.throws(() => hf.decode([hf.vocabSize]), /token id \d+ at position 0 is out of range/);
     });
   }
+
+  it('saved next to a model (tokenizer.json + tokenizer_config.json) it loads back with the same ids and rules', () => {
+    const gemma = loadTokenizer(join(fixture('gemma3'), 'tokenizer.json')) as HfTokenizer;
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-hf-save-'));
+    saveTokenizerFiles(dir, gemma);
+    const back = loadTokenizer(join(dir, 'tokenizer.json')) as HfTokenizer;
+    assert.ok(back instanceof HfTokenizer);
+    assert.equal(back.addsBos, true);
+    assert.equal(back.chatTemplate, gemma.chatTemplate);
+    assert.deepEqual(back.encodeForModel(moby.slice(0, 3000)), gemma.encodeForModel(moby.slice(0, 3000)));
+  });
 
   it("qkd's own tokenizer.json files still load as qkd's tokenizers", () => {
     const dir = mkdtempSync(join(tmpdir(), 'qkd-hf-'));
