@@ -15,9 +15,17 @@
  *   scores, token types (unknown, control, byte, normal), BOS 1, EOS 2,
  *   UNK 0.
  *
- * Reading accepts exactly these shapes; other GGUF vocabularies (Llama-3,
- * Qwen, Gemma) are refused with a clear error until qkd loads Hugging Face
- * tokenizers.
+ * - a Hugging Face byte-level BPE (Llama-3, Qwen2/3, GPT-2 style) becomes
+ *   "gpt2" with the file's own vocabulary strings, merges and added tokens
+ *   (special ones as control tokens, the others as user-defined), the
+ *   pre-tokenizer llama.cpp knows by name for its split pattern ("llama-bpe"
+ *   for Llama-3's, "qwen2" for Qwen's, "gpt-2"), BOS/EOS from
+ *   tokenizer_config.json, add_bos as the model's post-processor does, and
+ *   the chat template. Other Hugging Face tokenizers (SentencePiece-style
+ *   BPE, Unigram, WordPiece) are refused by name for now.
+ *
+ * Reading accepts qkd's own shapes; other GGUF vocabularies are refused
+ * with a clear error (read their tokenizer.json with --tokenizer).
  */
 import { QkdError } from '../errors.js';
 import type { GgufFile } from '../io/gguf-reader.js';
@@ -25,6 +33,7 @@ import type { GgufValue } from '../io/gguf-types.js';
 import { ByteTokenizer, byteToUnicode, type Tokenizer } from './tokenizer.js';
 import { BpeTokenizer } from './bpe.js';
 import { Llama2cTokenizer } from './llama2c-tokenizer.js';
+import { HfTokenizer } from './tokenizer-hf.js';
 
 /** The control token NUL stands for in byte-level vocabularies (see the file comment). */
 const END_OF_TEXT = '<|endoftext|>';
@@ -46,8 +55,71 @@ function unicodeOf(bytes: Uint8Array, table: string[]): string {
   return s;
 }
 
+/** llama.cpp's token type for unused ids (gaps in a vocabulary). */
+const TOKEN_TYPE_UNUSED = 5;
+const TOKEN_TYPE_USER_DEFINED = 4;
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The Split regexes of a pre_tokenizer (Sequence or single). */
+function splitPatterns(pre: unknown): string[] {
+  if (!isObject(pre)) return [];
+  if (pre.type === 'Sequence' && Array.isArray(pre.pretokenizers)) return pre.pretokenizers.flatMap(splitPatterns);
+  if (pre.type === 'Split' && isObject(pre.pattern) && typeof pre.pattern.Regex === 'string') return [pre.pattern.Regex];
+  return [];
+}
+
+/** llama.cpp's name for a byte-level BPE's pre-tokenizer, recognised by its split pattern; null when it has none for it. */
+function byteLevelPreName(json: Json): string | null {
+  const patterns = splitPatterns(json.pre_tokenizer);
+  const base = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|";
+  const tail = "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  if (patterns.length === 1 && patterns[0] === `${base}\\p{N}{1,3}${tail}`) return 'llama-bpe';
+  if (patterns.length === 1 && patterns[0] === `${base}\\p{N}${tail}`) return 'qwen2';
+  const pre = json.pre_tokenizer;
+  if (patterns.length === 0 && isObject(pre) && pre.type === 'ByteLevel' && pre.use_regex !== false) return 'gpt-2';
+  return null;
+}
+
+/** A Hugging Face byte-level BPE as llama.cpp's "gpt2" vocabulary (see the file comment). */
+function hfByteLevelMetadata(t: HfTokenizer): Record<string, GgufValue> {
+  const json = t.toTokenizerJson() as Json;
+  const model = json.model as Json;
+  const byteLevel = (p: unknown): boolean => isObject(p) && (p.type === 'ByteLevel' || (p.type === 'Sequence' && Array.isArray(p.pretokenizers) && p.pretokenizers.some(byteLevel)));
+  if (model.type !== 'BPE' || model.byte_fallback === true || !byteLevel(json.pre_tokenizer)) {
+    throw new QkdError('ARGUMENT', `qkd cannot yet write this Hugging Face tokenizer into a GGUF (model ${String(model.type)}${model.byte_fallback === true ? ' with byte fallback' : ''}); byte-level BPE tokenizers (Llama-3, Qwen) are supported`, { path: t.source, field: 'tokenizer' });
+  }
+  const pre = byteLevelPreName(json);
+  if (pre === null) throw new QkdError('ARGUMENT', "the tokenizer's pre-tokenizer split pattern is not one llama.cpp knows by name (Llama-3's, Qwen's or GPT-2's)", { path: t.source, field: 'pre_tokenizer' });
+  const tokens: string[] = [];
+  const types: number[] = [];
+  const added = new Map<number, boolean>();
+  for (const a of Array.isArray(json.added_tokens) ? json.added_tokens : []) if (isObject(a) && typeof a.id === 'number') added.set(a.id, a.special === true);
+  for (let id = 0; id < t.vocabSize; id++) {
+    const s = t.tokenString(id);
+    tokens.push(s ?? `[PAD${id}]`);
+    types.push(s === undefined ? TOKEN_TYPE_UNUSED : added.has(id) ? (added.get(id) ? TOKEN_TYPE.control : TOKEN_TYPE_USER_DEFINED) : TOKEN_TYPE.normal);
+  }
+  const merges = (Array.isArray(model.merges) ? model.merges : []).map((m: unknown) => (Array.isArray(m) ? m.join(' ') : String(m)));
+  const out: Record<string, GgufValue> = {
+    'tokenizer.ggml.model': { type: 'string', value: 'gpt2' },
+    'tokenizer.ggml.pre': { type: 'string', value: pre },
+    'tokenizer.ggml.tokens': strings(tokens),
+    'tokenizer.ggml.token_type': { type: 'array', itemType: 'i32', value: types },
+    'tokenizer.ggml.merges': strings(merges),
+    'tokenizer.ggml.add_bos_token': { type: 'bool', value: t.addsBos },
+    'tokenizer.ggml.add_eos_token': { type: 'bool', value: t.addsEos },
+  };
+  if (t.bosId !== null) out['tokenizer.ggml.bos_token_id'] = { type: 'u32', value: t.bosId };
+  if (t.eosId !== null) out['tokenizer.ggml.eos_token_id'] = { type: 'u32', value: t.eosId };
+  if (t.chatTemplate !== null) out['tokenizer.chat_template'] = { type: 'string', value: t.chatTemplate };
+  return out;
+}
+
 /** `tokenizer.ggml.*` metadata describing `t` to llama.cpp. */
 export function tokenizerGgufMetadata(t: Tokenizer): Record<string, GgufValue> {
+  if (t instanceof HfTokenizer) return hfByteLevelMetadata(t);
   if (t instanceof Llama2cTokenizer) {
     const types = t.pieces.map((p, id) => {
       if (id === 0) return TOKEN_TYPE.unknown;

