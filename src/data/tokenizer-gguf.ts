@@ -120,9 +120,69 @@ function hfByteLevelMetadata(t: HfTokenizer): Record<string, GgufValue> {
   return out;
 }
 
+/**
+ * A Hugging Face SentencePiece-style BPE (byte fallback, "▁" for spaces:
+ * Llama-2, Mistral, Gemma) as llama.cpp's "llama" vocabulary. llama.cpp
+ * merges the adjacent pair whose result has the highest score, so each
+ * token's score is minus the rank of the first merge that makes it (the
+ * merges were ordered by the SentencePiece scores they came from); tokens
+ * no merge makes score below every merged one. Byte tokens <0xXX> get the
+ * byte type, special added tokens the control type. The space prefix
+ * follows the normalizer (Llama-2 prepends "▁", Gemma does not).
+ */
+function hfSentencePieceMetadata(t: HfTokenizer): Record<string, GgufValue> {
+  const json = t.toTokenizerJson() as Json;
+  const model = json.model as Json;
+  const vocabJson = isObject(model.vocab) ? model.vocab : {};
+  const rank = new Map<string, number>();
+  (Array.isArray(model.merges) ? model.merges : []).forEach((m: unknown, k: number) => {
+    const [a, b] = Array.isArray(m) ? (m as string[]) : String(m).split(' ');
+    const merged = `${a}${b}`;
+    if (!rank.has(merged)) rank.set(merged, k);
+  });
+  const added = new Map<number, boolean>();
+  for (const a of Array.isArray(json.added_tokens) ? json.added_tokens : []) if (isObject(a) && typeof a.id === 'number') added.set(a.id, a.special === true);
+  const unk = typeof model.unk_token === 'string' ? (vocabJson[model.unk_token] as number | undefined) : undefined;
+  const tokens: string[] = [];
+  const scores: number[] = [];
+  const types: number[] = [];
+  const floor = -(rank.size + 1);
+  for (let id = 0; id < t.vocabSize; id++) {
+    const s = t.tokenString(id);
+    tokens.push(s ?? `[PAD${id}]`);
+    const r = s === undefined ? undefined : rank.get(s);
+    scores.push(r === undefined ? floor : -r);
+    if (s === undefined) types.push(TOKEN_TYPE_UNUSED);
+    else if (id === unk) types.push(TOKEN_TYPE.unknown);
+    else if (added.has(id)) types.push(added.get(id) ? TOKEN_TYPE.control : TOKEN_TYPE_USER_DEFINED);
+    else if (/^<0x[0-9A-F]{2}>$/.test(s)) types.push(TOKEN_TYPE.byte);
+    else types.push(TOKEN_TYPE.normal);
+  }
+  const normalizers = (n: unknown): Json[] => (!isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n]);
+  const prefix = normalizers(json.normalizer).some((n) => n.type === 'Prepend' && n.prepend === '\u2581');
+  const out: Record<string, GgufValue> = {
+    'tokenizer.ggml.model': { type: 'string', value: 'llama' },
+    'tokenizer.ggml.pre': { type: 'string', value: 'default' },
+    'tokenizer.ggml.tokens': strings(tokens),
+    'tokenizer.ggml.scores': { type: 'array', itemType: 'f32', value: scores },
+    'tokenizer.ggml.token_type': { type: 'array', itemType: 'i32', value: types },
+    'tokenizer.ggml.add_bos_token': { type: 'bool', value: t.addsBos },
+    'tokenizer.ggml.add_eos_token': { type: 'bool', value: t.addsEos },
+    'tokenizer.ggml.add_space_prefix': { type: 'bool', value: prefix },
+  };
+  if (t.bosId !== null) out['tokenizer.ggml.bos_token_id'] = { type: 'u32', value: t.bosId };
+  if (t.eosId !== null) out['tokenizer.ggml.eos_token_id'] = { type: 'u32', value: t.eosId };
+  if (unk !== undefined) out['tokenizer.ggml.unknown_token_id'] = { type: 'u32', value: unk };
+  if (t.chatTemplate !== null) out['tokenizer.chat_template'] = { type: 'string', value: t.chatTemplate };
+  return out;
+}
+
 /** `tokenizer.ggml.*` metadata describing `t` to llama.cpp. */
 export function tokenizerGgufMetadata(t: Tokenizer): Record<string, GgufValue> {
-  if (t instanceof HfTokenizer) return hfByteLevelMetadata(t);
+  if (t instanceof HfTokenizer) {
+    const model = (t.toTokenizerJson() as Json).model as Json;
+    return model.type === 'BPE' && model.byte_fallback === true ? hfSentencePieceMetadata(t) : hfByteLevelMetadata(t);
+  }
   if (t instanceof Llama2cTokenizer) {
     const types = t.pieces.map((p, id) => {
       if (id === 0) return TOKEN_TYPE.unknown;
