@@ -1,0 +1,33 @@
+// A Hugging Face config.json that the LLaMA forward pass would compute
+// differently is refused by name, instead of giving wrong logits silently.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLlama } from '../../src/models/llama.js';
+import { loadLlama, saveLlama } from '../../src/models/llama-io.js';
+
+describe('config.json fields qkd cannot honour', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-hf-config-'));
+  saveLlama(dir, createLlama({ vocab_size: 64, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 16 }, 1));
+  const base = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['Llama-3.2 RoPE scaling', { rope_scaling: { rope_type: 'llama3', factor: 32 } }, /rope_scaling/],
+    ['Qwen2', { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' }, /architecture \["Qwen2ForCausalLM"\]/],
+    ['Mistral sliding window', { sliding_window: 4096 }, /sliding_window 4096/],
+    ['attention bias', { attention_bias: true }, /attention_bias true/],
+    ['GELU', { hidden_act: 'gelu_pytorch_tanh' }, /hidden_act 'gelu_pytorch_tanh'/],
+    ['decoupled head_dim', { head_dim: 64 }, /head_dim 64 × 2 heads ≠ hidden_size 32/],
+  ];
+  for (const [name, change, message] of cases) {
+    it(`${name}: refused naming the field`, () => {
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, ...change }));
+      assert.throws(() => loadLlama(dir), (e: Error) => message.test(e.message) && /would give wrong outputs/.test(e.message));
+    });
+  }
+  it('a plain LLaMA config (sliding window off, null rope_scaling) still loads', () => {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, rope_scaling: null, use_sliding_window: false, sliding_window: 4096, attention_bias: false, head_dim: 16 }));
+    assert.equal(loadLlama(dir).config.hidden_size, 32);
+  });
+});
