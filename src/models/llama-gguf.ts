@@ -95,6 +95,16 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (ropeDims !== undefined && ropeDims !== hidden / heads) {
     throw new QkdError('IO', `GGUF rope.dimension_count ${ropeDims} is not the head size ${hidden / heads}: partial RoPE is not supported`, { path: f.path, field: key('rope.dimension_count') });
   }
+  // What the LLaMA forward would silently compute differently: RoPE scaling (Llama-3.1+ ship per-frequency factors as rope_freqs.weight), a decoupled head size, sliding windows.
+  const scaling = f.stringValue(key('rope.scaling.type'));
+  if ((scaling !== undefined && scaling !== 'none') || f.tensors.some((t) => t.name === 'rope_freqs.weight')) {
+    throw new QkdError('IO', `the GGUF uses RoPE scaling (${scaling ?? 'rope_freqs.weight'}), which qkd's LLaMA forward does not compute yet`, { path: f.path, field: scaling !== undefined ? key('rope.scaling.type') : 'rope_freqs.weight', hint: 'a model without RoPE scaling' });
+  }
+  for (const k of ['attention.key_length', 'attention.value_length']) {
+    const v = metaNumber(f, key(k), false);
+    if (v !== undefined && v !== hidden / heads) throw new QkdError('IO', `GGUF ${k} ${v} is not hidden_size / heads = ${hidden / heads}: a decoupled head size is not supported yet`, { path: f.path, field: key(k) });
+  }
+  if (metaNumber(f, key('attention.sliding_window'), false) !== undefined) throw new QkdError('IO', 'the GGUF uses sliding-window attention, which qkd does not compute yet', { path: f.path, field: key('attention.sliding_window') });
   return llamaConfig(
     {
       vocab_size: vocab,
