@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
 import { loadLlama, saveLlama } from '../../src/models/llama-io.js';
+import { llamaGgufMetadata, llamaGgufTensors, loadLlamaGguf } from '../../src/models/llama-gguf.js';
+import { writeGguf } from '../../src/io/gguf-writer.js';
+import type { GgufValue } from '../../src/io/gguf-types.js';
 
 describe('config.json fields qkd cannot honour', () => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-hf-config-'));
@@ -29,5 +32,24 @@ describe('config.json fields qkd cannot honour', () => {
   it('a plain LLaMA config (sliding window off, null rope_scaling) still loads', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, rope_scaling: null, use_sliding_window: false, sliding_window: 4096, attention_bias: false, head_dim: 16 }));
     assert.equal(loadLlama(dir).config.hidden_size, 32);
+  });
+});
+
+describe('GGUF metadata qkd cannot honour', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-gguf-refusal-'));
+  const model = createLlama({ vocab_size: 64, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 16 }, 2);
+  const write = (name: string, extra: Record<string, GgufValue>, withRopeFreqs = false): string => {
+    const path = join(dir, `${name}.gguf`);
+    const tensors = llamaGgufTensors(model, () => 'F32');
+    if (withRopeFreqs) tensors.push({ name: 'rope_freqs.weight', shape: [8], type: 'F32', data: new Float32Array(8).fill(1) });
+    writeGguf(path, { metadata: { ...llamaGgufMetadata(model.config, name), ...extra }, tensors });
+    return path;
+  };
+  it('RoPE scaling (by type or by a rope_freqs tensor), decoupled head size and sliding windows are refused by name', () => {
+    assert.throws(() => loadLlamaGguf(write('linear', { 'llama.rope.scaling.type': { type: 'string', value: 'linear' } })), /uses RoPE scaling \(linear\)/);
+    assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /uses RoPE scaling \(rope_freqs\.weight\)/);
+    assert.throws(() => loadLlamaGguf(write('keylen', { 'llama.attention.key_length': { type: 'u32', value: 64 } })), /key_length 64 is not hidden_size \/ heads = 16/);
+    assert.throws(() => loadLlamaGguf(write('swa', { 'llama.attention.sliding_window': { type: 'u32', value: 8 } })), /sliding-window attention/);
+    assert.equal(loadLlamaGguf(write('plain', { 'llama.rope.scaling.type': { type: 'string', value: 'none' } })).config.hidden_size, 32);
   });
 });
