@@ -22,38 +22,14 @@ import { toBf16 } from '../src/tensor/dtype.js';
 import { openTensorSource } from '../src/io/tensor-source.js';
 import { profileModel } from '../src/swan/profile.js';
 import { llamaConfigJson } from '../src/models/llama-io.js';
-import { llamaConfig, llamaParameterSpecs } from '../src/models/llama-config.js';
-import { runTorch } from './_util.js';
+import { llamaParameterSpecs } from '../src/models/llama-config.js';
+import { runTorch, benchLlamaConfig, trainedLookingWeights } from './_util.js';
 
 const layers = Number(process.argv[2] ?? 8);
-const config = llamaConfig({
-  vocab_size: 32000,
-  hidden_size: 1024,
-  intermediate_size: 2816,
-  num_hidden_layers: layers,
-  num_attention_heads: 16,
-  num_key_value_heads: 4,
-  max_position_embeddings: 2048,
-});
+const config = benchLlamaConfig(layers);
 const dir = join(tmpdir(), `qkd-bench-audit-${layers}`);
 const specs = llamaParameterSpecs(config);
 const totalParams = specs.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
-
-/** Trained-looking weights: Gaussian bulk, a few heavy outlier input columns in some tensors, scaled like 1/√fan_in. */
-function weights(shape: readonly number[], rng: Rng, index: number): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const w = new Float32Array(n);
-  if (shape.length === 1) return w.fill(1);
-  const cols = shape[1]!;
-  const scale = 1 / Math.sqrt(cols);
-  for (let i = 0; i < n; i++) w[i] = rng.normal() * scale;
-  const outlierCols = index % 3 === 0 ? 4 : 0;
-  for (let k = 0; k < outlierCols; k++) {
-    const c = rng.int(cols);
-    for (let r = 0; r < shape[0]!; r++) w[r * cols + c]! *= 12;
-  }
-  return w;
-}
 
 if (!existsSync(join(dir, 'model.safetensors'))) {
   mkdirSync(dir, { recursive: true });
@@ -61,7 +37,7 @@ if (!existsSync(join(dir, 'model.safetensors'))) {
   const rng = new Rng(7);
   writeSafetensors(
     join(dir, 'model.safetensors'),
-    specs.map((s, i) => ({ name: s.name, dtype: 'bf16' as const, shape: [...s.shape], data: () => toBf16(weights(s.shape, rng, i)) })),
+    specs.map((s, i) => ({ name: s.name, dtype: 'bf16' as const, shape: [...s.shape], data: () => toBf16(trainedLookingWeights(s.shape, rng, i)) })),
     { format: 'pt' },
   );
   writeBytesAtomic(join(dir, 'config.json'), JSON.stringify({ ...llamaConfigJson(config), torch_dtype: 'bfloat16' }, null, 2));

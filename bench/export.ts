@@ -23,48 +23,24 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { writeBytesAtomic } from '../src/io/atomic.js';
 import { openGguf } from '../src/io/gguf-reader.js';
 import { llamaConfigJson } from '../src/models/llama-io.js';
-import { llamaConfig, llamaParameterSpecs } from '../src/models/llama-config.js';
+import { llamaParameterSpecs } from '../src/models/llama-config.js';
 import { writeLlama2cTokenizer } from '../src/data/llama2c-tokenizer.js';
 import { exportGguf } from '../src/compress/export-gguf.js';
 import { FILE_TYPES } from '../src/compress/ggml-mixtures.js';
+import { benchLlamaConfig, trainedLookingWeights } from './_util.js';
 
 const layers = Number(process.argv[2] ?? 8);
-const config = llamaConfig({
-  vocab_size: 32000,
-  hidden_size: 1024,
-  intermediate_size: 2816,
-  num_hidden_layers: layers,
-  num_attention_heads: 16,
-  num_key_value_heads: 4,
-  max_position_embeddings: 2048,
-});
+const config = benchLlamaConfig(layers);
 const specs = llamaParameterSpecs(config);
 const totalParams = specs.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
 const dir = join(tmpdir(), `qkd-bench-export-${layers}`);
 const input = join(dir, 'model-F32.gguf');
 
-/** Trained-looking weights: Gaussian, scaled like 1/√fan_in, a few outlier input columns in every third tensor. */
-function weights(shape: readonly number[], rng: Rng, index: number): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const w = new Float32Array(n);
-  if (shape.length === 1) return w.fill(1);
-  const cols = shape[1]!;
-  const scale = 1 / Math.sqrt(cols);
-  for (let i = 0; i < n; i++) w[i] = rng.normal() * scale;
-  if (index % 3 === 0) {
-    for (let k = 0; k < 4; k++) {
-      const c = rng.int(cols);
-      for (let r = 0; r < shape[0]!; r++) w[r * cols + c]! *= 12;
-    }
-  }
-  return w;
-}
-
 if (!existsSync(input)) {
   mkdirSync(dir, { recursive: true });
   console.log(`generating a ${(totalParams / 1e6).toFixed(1)}M-parameter F32 GGUF in ${dir} ...`);
   const rng = new Rng(7);
-  writeSafetensors(join(dir, 'model.safetensors'), specs.map((s, i) => ({ name: s.name, dtype: 'f32' as const, shape: [...s.shape], data: () => weights(s.shape, rng, i) })), { format: 'pt' });
+  writeSafetensors(join(dir, 'model.safetensors'), specs.map((s, i) => ({ name: s.name, dtype: 'f32' as const, shape: [...s.shape], data: () => trainedLookingWeights(s.shape, rng, i) })), { format: 'pt' });
   writeBytesAtomic(join(dir, 'config.json'), JSON.stringify(llamaConfigJson(config), null, 2));
   // A SentencePiece-style vocabulary of the model's size: <unk> <s> </s>, the 256 byte tokens, then pieces.
   const pieces = ['<unk>', '<s>', '</s>', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];

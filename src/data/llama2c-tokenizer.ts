@@ -285,12 +285,8 @@ function tokenizerError(path: string, field: string, message: string, hint: stri
   return new QkdError('IO', `invalid llama2.c tokenizer: ${message}`, { path, field, hint });
 }
 
-/**
- * The number of tokens in a tokenizer.bin, found by walking its entries to
- * the end of the file (the format does not store it; a model's header does).
- * Throws when the entries do not end exactly at the end of the file.
- */
-export function llama2cTokenizerSize(path: string): number {
+/** A tokenizer.bin's bytes, at least its int32 header. */
+function readTokenizerBytes(path: string): Buffer {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -298,6 +294,16 @@ export function llama2cTokenizerSize(path: string): number {
     throw new QkdError('IO', `cannot read llama2.c tokenizer: ${(err as Error).message}`, { path });
   }
   if (bytes.length < 4) throw tokenizerError(path, 'max_token_length', `file is ${bytes.length} bytes, too short for the int32 max_token_length`, 'a tokenizer.bin');
+  return bytes;
+}
+
+/**
+ * The number of tokens in a tokenizer.bin, found by walking its entries to
+ * the end of the file (the format does not store it; a model's header does).
+ * Throws when the entries do not end exactly at the end of the file.
+ */
+export function llama2cTokenizerSize(path: string): number {
+  const bytes = readTokenizerBytes(path);
   let offset = 4;
   let count = 0;
   while (offset + 8 <= bytes.length) {
@@ -315,13 +321,7 @@ export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cTo
   if (!Number.isInteger(vocabSize) || vocabSize <= EOS_ID) {
     throw new QkdError('ARGUMENT', `readLlama2cTokenizer: vocabSize is ${vocabSize}`, { path, field: 'vocabSize', hint: 'an integer ≥ 3 (the model header’s vocab_size)' });
   }
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new QkdError('IO', `cannot read llama2.c tokenizer: ${(err as Error).message}`, { path });
-  }
-  if (bytes.length < 4) throw tokenizerError(path, 'max_token_length', `file is ${bytes.length} bytes, too short for the int32 max_token_length`, 'a tokenizer.bin');
+  const bytes = readTokenizerBytes(path);
   const maxTokenLength = bytes.readInt32LE(0);
   if (maxTokenLength < 1) throw tokenizerError(path, 'max_token_length', `max_token_length is ${maxTokenLength}`, 'a positive int32');
   const pieces: Uint8Array[] = [];
