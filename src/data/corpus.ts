@@ -63,9 +63,38 @@ function readTextFile(path: string): string {
 }
 
 /**
- * Text of a corpus: `default` (the embedded Moby-Dick), a text file, or a
- * directory whose text files (*.txt, *.md, recursively, in sorted order)
- * are joined with blank lines.
+ * The texts of a JSON Lines file of `{"text": "..."}` rows (blank lines
+ * skipped), joined with blank lines. A row that is not such an object is an
+ * error naming the file and line; chat rows (`{"messages": [...]}`) are
+ * refused by name until chat templates are rendered.
+ */
+function readJsonLines(path: string): string {
+  const lines = readTextFile(path).split('\n');
+  const texts: string[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = { path, field: `line ${i + 1}` };
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch (err) {
+      throw new QkdError('IO', `line ${i + 1} is not JSON: ${(err as Error).message}`, { ...where, hint: 'one JSON object per line: {"text": "..."}' });
+    }
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new QkdError('IO', `line ${i + 1} is not a JSON object`, { ...where, hint: '{"text": "..."}' });
+    const r = row as Record<string, unknown>;
+    if (typeof r.text === 'string') texts.push(r.text);
+    else if (Array.isArray(r.messages)) throw new QkdError('IO', `line ${i + 1} is a chat row ("messages"); chat data is not supported yet`, { ...where, hint: '{"text": "..."} rows' });
+    else throw new QkdError('IO', `line ${i + 1} has no string "text" field`, { ...where, hint: '{"text": "..."}' });
+  });
+  if (texts.length === 0) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: 'one {"text": "..."} object per line' });
+  return texts.join('\n\n');
+}
+
+/**
+ * Text of a corpus: `default` (the embedded Moby-Dick), a text file, a JSON
+ * Lines file (*.jsonl) of `{"text"}` rows, or a directory whose text files
+ * (*.txt, *.md, *.jsonl, recursively, in sorted order) are joined with
+ * blank lines.
  */
 export function loadCorpus(source: string): string {
   if (source === 'default') return loadDefaultCorpus();
@@ -75,13 +104,14 @@ export function loadCorpus(source: string): string {
   } catch {
     throw new QkdError('IO', 'corpus not found', { path: source, hint: "a text file, a directory of .txt/.md files, or 'default'" });
   }
-  if (stat.isFile()) return readTextFile(source);
+  const read = (path: string): string => (/\.jsonl$/i.test(path) ? readJsonLines(path) : readTextFile(path));
+  if (stat.isFile()) return read(source);
   const files = (readdirSync(source, { recursive: true }) as string[])
-    .filter((f) => /\.(txt|md)$/i.test(f))
+    .filter((f) => /\.(txt|md|jsonl)$/i.test(f))
     .sort()
     .map((f) => join(source, f));
-  if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt or .md files', { path: source });
-  return files.map(readTextFile).join('\n\n');
+  if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt, .md or .jsonl files', { path: source });
+  return files.map(read).join('\n\n');
 }
 
 /** Byte-level tokens (vocab 256): the UTF-8 bytes of the text. */
