@@ -49,7 +49,7 @@ const FORMAT = 'Q4_0';
 const HELD_OUT_BYTES = 32_768;
 
 export interface DeployDemoOptions {
-  /** Distillation steps of each student (default 150). */
+  /** Distillation steps of each student (default 150; `qkd demo` uses 400). */
   studentSteps?: number;
   seed?: number;
   seqLen?: number;

@@ -18,8 +18,8 @@ export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description(`train a small teacher on the embedded corpus (${DEFAULT_CORPUS_NAME}; cached), distil it into a half-depth student in FP32 and by KD+QAT on llama.cpp's Q4_0 grid, and compare the 4-bit GGUFs (in llama.cpp too when node-llama-cpp is installed)`)
-    .option('--steps <n>', 'teacher training steps', positiveInt('--steps'), 300)
-    .option('--student-steps <n>', 'distillation steps of each student', positiveInt('--student-steps'), 150)
+    .option('--steps <n>', 'teacher training steps', positiveInt('--steps'), 1500)
+    .option('--student-steps <n>', 'distillation steps of each student', positiveInt('--student-steps'), 400)
     .option('--seed <n>', 'random seed', integer('--seed'), 1337)
     .option('--retrain', 'train the teacher even when a cached one exists')
     .option('--no-deploy', 'stop after training the teacher (skip the students and the GGUFs)')
