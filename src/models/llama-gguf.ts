@@ -104,7 +104,9 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const v = metaNumber(f, key(k), false);
     if (v !== undefined && v !== hidden / heads) throw new QkdError('IO', `GGUF ${k} ${v} is not hidden_size / heads = ${hidden / heads}: a decoupled head size is not supported yet`, { path: f.path, field: key(k) });
   }
-  if (metaNumber(f, key('attention.sliding_window'), false) !== undefined) throw new QkdError('IO', 'the GGUF uses sliding-window attention, which qkd does not compute yet', { path: f.path, field: key('attention.sliding_window') });
+  const window = metaNumber(f, key('attention.sliding_window'), false);
+  const context = metaNumber(f, key('context_length'), false) ?? Infinity;
+  if (window !== undefined && window < context) throw new QkdError('IO', `the GGUF uses sliding-window attention (${window} tokens of a ${context}-token context), which qkd does not compute yet`, { path: f.path, field: key('attention.sliding_window') });
   return llamaConfig(
     {
       vocab_size: vocab,

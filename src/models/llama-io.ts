@@ -65,16 +65,19 @@ function readJson(path: string): Record<string, unknown> {
  * Refuses a Hugging Face config.json that describes something the LLaMA
  * forward pass would compute differently, naming the field: another
  * architecture, RoPE scaling, biases, a head dim other than
- * hidden_size / num_attention_heads, another activation, sliding-window
- * attention. (Loading such a model anyway would give wrong logits silently.)
+ * hidden_size / num_attention_heads, another activation, a sliding window
+ * shorter than the context. (Loading such a model anyway would give wrong
+ * logits silently.) Mistral is the LLaMA layout (llama.cpp converts it to
+ * its "llama" architecture too), so MistralForCausalLM passes when its
+ * window, if any, covers the whole context (Mistral 7B v0.2 and later).
  */
 export function refuseUnsupportedLlamaFields(json: Record<string, unknown>, path: string): void {
   const refuse = (field: string, what: string, hint: string): never => {
     throw new QkdError('CONFIG', `${what}: qkd's LLaMA forward pass does not compute this, and loading it anyway would give wrong outputs`, { path, field, hint });
   };
   const archs = json.architectures;
-  if (Array.isArray(archs) && !archs.every((a) => a === 'LlamaForCausalLM')) refuse('architectures', `architecture ${JSON.stringify(archs)}`, 'LlamaForCausalLM (other families: not yet)');
-  if (json.model_type !== undefined && json.model_type !== 'llama') refuse('model_type', `model_type '${String(json.model_type)}'`, "'llama'");
+  if (Array.isArray(archs) && !archs.every((a) => a === 'LlamaForCausalLM' || a === 'MistralForCausalLM')) refuse('architectures', `architecture ${JSON.stringify(archs)}`, 'LlamaForCausalLM or MistralForCausalLM (other families: not yet)');
+  if (json.model_type !== undefined && json.model_type !== 'llama' && json.model_type !== 'mistral') refuse('model_type', `model_type '${String(json.model_type)}'`, "'llama' or 'mistral'");
   if (json.rope_scaling !== undefined && json.rope_scaling !== null) refuse('rope_scaling', `rope_scaling ${JSON.stringify(json.rope_scaling)}`, 'null (RoPE scaling: not yet)');
   for (const field of ['attention_bias', 'mlp_bias']) if (json[field] === true) refuse(field, `${field} true`, 'false');
   const act = json.hidden_act ?? json.hidden_activation;
@@ -83,7 +86,11 @@ export function refuseUnsupportedLlamaFields(json: Record<string, unknown>, path
   if (typeof json.head_dim === 'number' && typeof json.hidden_size === 'number' && typeof heads === 'number' && json.head_dim * heads !== json.hidden_size) {
     refuse('head_dim', `head_dim ${json.head_dim} × ${heads} heads ≠ hidden_size ${json.hidden_size}`, 'head_dim = hidden_size / num_attention_heads');
   }
-  if (json.use_sliding_window === true || (typeof json.sliding_window === 'number' && json.use_sliding_window !== false)) refuse('sliding_window', `sliding_window ${String(json.sliding_window)}`, 'no sliding-window attention');
+  // A window at least as long as the context never masks anything.
+  const context = typeof json.max_position_embeddings === 'number' ? json.max_position_embeddings : Infinity;
+  if (json.use_sliding_window !== false && typeof json.sliding_window === 'number' && json.sliding_window < context) {
+    refuse('sliding_window', `sliding_window ${json.sliding_window} is shorter than the context (${context})`, 'no sliding window, or one at least max_position_embeddings long');
+  }
 }
 
 /** Loads a model directory written by qkd or by Hugging Face tools. */

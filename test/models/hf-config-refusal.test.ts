@@ -18,7 +18,7 @@ describe('config.json fields qkd cannot honour', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
     ['Llama-3.2 RoPE scaling', { rope_scaling: { rope_type: 'llama3', factor: 32 } }, /rope_scaling/],
     ['Qwen2', { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' }, /architecture \["Qwen2ForCausalLM"\]/],
-    ['Mistral sliding window', { sliding_window: 4096 }, /sliding_window 4096/],
+    ['Mistral 7B v0.1 sliding window', { architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 8 }, /sliding_window 8 is shorter than the context \(16\)/],
     ['attention bias', { attention_bias: true }, /attention_bias true/],
     ['GELU', { hidden_act: 'gelu_pytorch_tanh' }, /hidden_act 'gelu_pytorch_tanh'/],
     ['decoupled head_dim', { head_dim: 64 }, /head_dim 64 × 2 heads ≠ hidden_size 32/],
@@ -29,6 +29,12 @@ describe('config.json fields qkd cannot honour', () => {
       assert.throws(() => loadLlama(dir), (e: Error) => message.test(e.message) && /would give wrong outputs/.test(e.message));
     });
   }
+  it('Mistral without a window shorter than the context is the LLaMA layout and loads', () => {
+    for (const window of [null, 16, 4096]) {
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: window }));
+      assert.equal(loadLlama(dir).config.num_hidden_layers, 1);
+    }
+  });
   it('a plain LLaMA config (sliding window off, null rope_scaling) still loads', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, rope_scaling: null, use_sliding_window: false, sliding_window: 4096, attention_bias: false, head_dim: 16 }));
     assert.equal(loadLlama(dir).config.hidden_size, 32);
@@ -51,5 +57,7 @@ describe('GGUF metadata qkd cannot honour', () => {
     assert.throws(() => loadLlamaGguf(write('keylen', { 'llama.attention.key_length': { type: 'u32', value: 64 } })), /key_length 64 is not hidden_size \/ heads = 16/);
     assert.throws(() => loadLlamaGguf(write('swa', { 'llama.attention.sliding_window': { type: 'u32', value: 8 } })), /sliding-window attention/);
     assert.equal(loadLlamaGguf(write('plain', { 'llama.rope.scaling.type': { type: 'string', value: 'none' } })).config.hidden_size, 32);
+    // A window as long as the context masks nothing.
+    assert.equal(loadLlamaGguf(write('swa-full', { 'llama.attention.sliding_window': { type: 'u32', value: 16 } })).config.hidden_size, 32);
   });
 });
