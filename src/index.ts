@@ -20,7 +20,8 @@ export { prepareRunDirectory, type RunDirectory, type RunDirectoryOptions } from
 export { saveLlama, loadLlama, llamaConfigJson } from './models/llama-io.js';
 export { loadCorpus } from './data/corpus.js';
 export { ByteTokenizer, byteToUnicode, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';
-export { loadTokenizer } from './data/tokenizer-io.js';
+export { loadTokenizer, loadTokenizerAt, loadTokenizerFile, saveTokenizerFiles, copyTokenizerFiles, tokenizerFiles } from './data/tokenizer-io.js';
+export { HfTokenizer, loadHfTokenizer } from './data/tokenizer-hf.js';
 export { train, validationLoss, checkSplitFits, corpusFingerprint, resumeConfig, type TrainOptions, type TrainResult, type StepProgress, type CorpusFingerprint } from './train/trainer.js';
 export { PRESETS, presetConfig, loadTrainConfig, parseTrainConfig, learningRate, trainConfigSchema, type TrainConfig, type TrainConfigInput } from './train/config.js';
 export { evaluatePerplexity, evaluateModel, type EvalResult, type EvaluateModelOptions, type ModelEvalResult } from './eval/perplexity.js';
@@ -28,7 +29,7 @@ export { generate, generateStream, sampleToken, type GenerateOptions } from './m
 export { trainBpe, BpeTokenizer, loadTokenizerJson, saveTokenizerJson, preTokenize, type TrainBpeOptions } from './data/bpe.js';
 export { readLlama2cCheckpoint, readLlama2cHeader, streamLlama2cCheckpoint, writeLlama2cTensors, type Llama2cModelShape } from './io/llama2c.js';
 export { loadLlama2c, writeLlama2cCheckpoint } from './models/llama2c-io.js';
-export { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer } from './data/llama2c-tokenizer.js';
+export { Llama2cTokenizer, readLlama2cTokenizer, writeLlama2cTokenizer, llama2cTokenizerSize } from './data/llama2c-tokenizer.js';
 export { openTensorSource, modelFileFormat, type TensorSource, type SourceTensor, type TensorSourceFormat } from './io/tensor-source.js';
 export { openGguf } from './io/gguf-reader.js';
 export { writeGguf } from './io/gguf-writer.js';

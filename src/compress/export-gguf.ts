@@ -241,7 +241,7 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   const metadata: Record<string, GgufValue> = {
     ...llamaGgufMetadata(model.config, options.name ?? modelPath.replace(/\/+$/, '').split('/').pop() ?? 'qkd'),
     'general.file_type': { type: 'u32', value: fileType },
-    ...tokenizerGgufMetadata(tokenizer),
+    ...tokenizerGgufMetadata(tokenizer, model.config.vocab_size),
   };
   writeGguf(options.out, { metadata, tensors });
   const sizes = tensors.map((t) => ({ twoD: t.shape.length === 2, elements: t.shape.reduce((a, d) => a * d, 1), bytes: formatBytes(writableFormat(t.type), t.shape.reduce((a, d) => a * d, 1)) }));

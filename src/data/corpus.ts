@@ -69,7 +69,8 @@ function readTextFile(path: string): string {
  * refused by name until chat templates are rendered.
  */
 function readJsonLines(path: string): string {
-  const lines = readTextFile(path).split('\n');
+  // A UTF-8 byte-order mark some editors write is not part of the first row.
+  const lines = readTextFile(path).replace(/^\uFEFF/, '').split('\n');
   const texts: string[] = [];
   lines.forEach((line, i) => {
     if (line.trim() === '') return;

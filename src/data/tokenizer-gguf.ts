@@ -73,20 +73,31 @@ function splitPatterns(pre: unknown): string[] {
   return [];
 }
 
-/** llama.cpp's name for a byte-level BPE's pre-tokenizer, recognised by its split pattern; null when it has none for it. */
+/**
+ * llama.cpp's name for a byte-level BPE's pre-tokenizer, recognised by its
+ * whole shape: exactly a Split (isolated, not inverted) with Llama-3's or
+ * Qwen's pattern followed by a ByteLevel that adds no prefix space and does
+ * not split again (with the normalizer and ignore_merges llama.cpp assumes
+ * for that name), or GPT-2's plain ByteLevel. Null for anything else.
+ */
 function byteLevelPreName(json: Json): string | null {
-  const patterns = splitPatterns(json.pre_tokenizer);
-  const base = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|";
-  const tail = "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-  if (patterns.length === 1 && patterns[0] === `${base}\\p{N}{1,3}${tail}`) return 'llama-bpe';
-  if (patterns.length === 1 && patterns[0] === `${base}\\p{N}${tail}`) return 'qwen2';
   const pre = json.pre_tokenizer;
-  if (patterns.length === 0 && isObject(pre) && pre.type === 'ByteLevel' && pre.use_regex !== false) return 'gpt-2';
+  const model = json.model as Json;
+  const normalizer = json.normalizer;
+  const noNormalizer = normalizer === null || normalizer === undefined;
+  if (isObject(pre) && pre.type === 'ByteLevel') return pre.add_prefix_space !== true && pre.use_regex !== false && noNormalizer ? 'gpt-2' : null;
+  if (!isObject(pre) || pre.type !== 'Sequence' || !Array.isArray(pre.pretokenizers) || pre.pretokenizers.length !== 2) return null;
+  const [split, byteLevel] = pre.pretokenizers as unknown[];
+  if (!isObject(split) || split.type !== 'Split' || split.behavior !== 'Isolated' || split.invert === true) return null;
+  if (!isObject(byteLevel) || byteLevel.type !== 'ByteLevel' || byteLevel.add_prefix_space === true || byteLevel.use_regex !== false) return null;
+  const [pattern] = splitPatterns(split);
+  if (pattern === PRE_PATTERNS['llama-bpe'] && noNormalizer && model.ignore_merges === true) return 'llama-bpe';
+  if (pattern === PRE_PATTERNS.qwen2 && (noNormalizer || (isObject(normalizer) && normalizer.type === 'NFC')) && model.ignore_merges !== true) return 'qwen2';
   return null;
 }
 
 /** A Hugging Face byte-level BPE as llama.cpp's "gpt2" vocabulary (see the file comment). */
-function hfByteLevelMetadata(t: HfTokenizer): Record<string, GgufValue> {
+function hfByteLevelMetadata(t: HfTokenizer, vocabSize: number): Record<string, GgufValue> {
   const json = t.toTokenizerJson() as Json;
   const model = json.model as Json;
   const byteLevel = (p: unknown): boolean => isObject(p) && (p.type === 'ByteLevel' || (p.type === 'Sequence' && Array.isArray(p.pretokenizers) && p.pretokenizers.some(byteLevel)));
@@ -94,12 +105,13 @@ function hfByteLevelMetadata(t: HfTokenizer): Record<string, GgufValue> {
     throw new QkdError('ARGUMENT', `qkd cannot yet write this Hugging Face tokenizer into a GGUF (model ${String(model.type)}${model.byte_fallback === true ? ' with byte fallback' : ''}); byte-level BPE tokenizers (Llama-3, Qwen) are supported`, { path: t.source, field: 'tokenizer' });
   }
   const pre = byteLevelPreName(json);
-  if (pre === null) throw new QkdError('ARGUMENT', "the tokenizer's pre-tokenizer split pattern is not one llama.cpp knows by name (Llama-3's, Qwen's or GPT-2's)", { path: t.source, field: 'pre_tokenizer' });
+  if (pre === null) throw new QkdError('ARGUMENT', "the tokenizer's pre-tokenizer is not one qkd can name for llama.cpp (Llama-3's, Qwen's or GPT-2's, with their normalizer and ignore_merges)", { path: t.source, field: 'pre_tokenizer' });
   const tokens: string[] = [];
   const types: number[] = [];
   const added = new Map<number, boolean>();
   for (const a of Array.isArray(json.added_tokens) ? json.added_tokens : []) if (isObject(a) && typeof a.id === 'number') added.set(a.id, a.special === true);
-  for (let id = 0; id < t.vocabSize; id++) {
+  // The model's embedding may be padded past the tokenizer (Qwen): llama.cpp needs one token per row, so the rest are unused [PAD] tokens.
+  for (let id = 0; id < vocabSize; id++) {
     const s = t.tokenString(id);
     tokens.push(s ?? `[PAD${id}]`);
     types.push(s === undefined ? TOKEN_TYPE_UNUSED : added.has(id) ? (added.get(id) ? TOKEN_TYPE.control : TOKEN_TYPE_USER_DEFINED) : TOKEN_TYPE.normal);
@@ -130,7 +142,7 @@ function hfByteLevelMetadata(t: HfTokenizer): Record<string, GgufValue> {
  * byte type, special added tokens the control type. The space prefix
  * follows the normalizer (Llama-2 prepends "▁", Gemma does not).
  */
-function hfSentencePieceMetadata(t: HfTokenizer): Record<string, GgufValue> {
+function hfSentencePieceMetadata(t: HfTokenizer, vocabSize: number): Record<string, GgufValue> {
   const json = t.toTokenizerJson() as Json;
   const model = json.model as Json;
   const vocabJson = isObject(model.vocab) ? model.vocab : {};
@@ -147,7 +159,8 @@ function hfSentencePieceMetadata(t: HfTokenizer): Record<string, GgufValue> {
   const scores: number[] = [];
   const types: number[] = [];
   const floor = -(rank.size + 1);
-  for (let id = 0; id < t.vocabSize; id++) {
+  // The model's embedding may be padded past the tokenizer (Qwen): llama.cpp needs one token per row, so the rest are unused [PAD] tokens.
+  for (let id = 0; id < vocabSize; id++) {
     const s = t.tokenString(id);
     tokens.push(s ?? `[PAD${id}]`);
     const r = s === undefined ? undefined : rank.get(s);
@@ -158,8 +171,7 @@ function hfSentencePieceMetadata(t: HfTokenizer): Record<string, GgufValue> {
     else if (/^<0x[0-9A-F]{2}>$/.test(s)) types.push(TOKEN_TYPE.byte);
     else types.push(TOKEN_TYPE.normal);
   }
-  const normalizers = (n: unknown): Json[] => (!isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n]);
-  const prefix = normalizers(json.normalizer).some((n) => n.type === 'Prepend' && n.prepend === '\u2581');
+  const prefix = spacePrefix(json, t.source);
   const out: Record<string, GgufValue> = {
     'tokenizer.ggml.model': { type: 'string', value: 'llama' },
     'tokenizer.ggml.pre': { type: 'string', value: 'default' },
@@ -177,11 +189,34 @@ function hfSentencePieceMetadata(t: HfTokenizer): Record<string, GgufValue> {
   return out;
 }
 
-/** `tokenizer.ggml.*` metadata describing `t` to llama.cpp. */
-export function tokenizerGgufMetadata(t: Tokenizer): Record<string, GgufValue> {
+/**
+ * Whether a SentencePiece-style tokenizer puts "▁" before the text, which
+ * llama.cpp calls add_space_prefix: from a normalizer that replaces spaces
+ * by "▁" (and prepends one, or not: Llama-2 and Gemma), or from a Metaspace
+ * pre-tokenizer with prepend_scheme "first" or "never" (newer files).
+ * Other shapes are refused rather than guessed.
+ */
+function spacePrefix(json: Json, source: string): boolean {
+  const normalizers = (n: unknown): Json[] => (!isObject(n) ? [] : n.type === 'Sequence' && Array.isArray(n.normalizers) ? n.normalizers.flatMap(normalizers) : [n]);
+  const norm = normalizers(json.normalizer);
+  const pre = json.pre_tokenizer;
+  const metaspace = isObject(pre) && pre.type === 'Metaspace' ? pre : null;
+  const replacesSpaces = norm.some((n) => n.type === 'Replace' && isObject(n.pattern) && n.pattern.String === ' ' && n.content === '\u2581');
+  if (metaspace === null && replacesSpaces && norm.every((n) => n.type === 'Replace' || (n.type === 'Prepend' && n.prepend === '\u2581'))) return norm.some((n) => n.type === 'Prepend');
+  if (metaspace !== null && norm.length === 0 && metaspace.replacement === '\u2581' && (metaspace.prepend_scheme === 'first' || metaspace.prepend_scheme === 'never')) return metaspace.prepend_scheme === 'first';
+  throw new QkdError('ARGUMENT', 'the tokenizer marks spaces in a way qkd cannot describe to llama.cpp (a " "→"▁" normalizer, or a Metaspace pre-tokenizer with prepend_scheme first or never)', { path: source, field: 'normalizer' });
+}
+
+/**
+ * `tokenizer.ggml.*` metadata describing `t` to llama.cpp, for a model with
+ * `vocabSize` embedding rows (default: the tokenizer's size; a Hugging Face
+ * tokenizer may be smaller than its model's padded vocabulary).
+ */
+export function tokenizerGgufMetadata(t: Tokenizer, vocabSize = t.vocabSize): Record<string, GgufValue> {
   if (t instanceof HfTokenizer) {
+    if (vocabSize < t.vocabSize) throw new QkdError('ARGUMENT', `the model has ${vocabSize} vocabulary rows, fewer than the tokenizer's ${t.vocabSize} tokens`, { path: t.source, field: 'vocab_size' });
     const model = (t.toTokenizerJson() as Json).model as Json;
-    return model.type === 'BPE' && model.byte_fallback === true ? hfSentencePieceMetadata(t) : hfByteLevelMetadata(t);
+    return model.type === 'BPE' && model.byte_fallback === true ? hfSentencePieceMetadata(t, vocabSize) : hfByteLevelMetadata(t, vocabSize);
   }
   if (t instanceof Llama2cTokenizer) {
     const types = t.pieces.map((p, id) => {
@@ -256,9 +291,13 @@ const PRE_PATTERNS: Record<string, string> = {
  * normalizer too); BOS/EOS, add_bos and the chat template from the metadata.
  */
 function hfByteLevelFromGguf(f: GgufFile, tokens: string[]): HfTokenizer {
-  const pre = f.stringValue('tokenizer.ggml.pre') ?? 'default';
+  const named = f.stringValue('tokenizer.ggml.pre') ?? 'default';
+  // llama.cpp's other names for the Llama-3 pre-tokenizer.
+  const pre = named === 'llama3' || named === 'llama-v3' ? 'llama-bpe' : named;
   if (pre !== 'gpt-2' && PRE_PATTERNS[pre] === undefined) throw unsupported(f, `a byte-level vocabulary with the pre-tokenizer '${pre}' (qkd reads llama-bpe, qwen2 and gpt-2)`);
-  const types = f.metadata.has('tokenizer.ggml.token_type') ? numberArray(f, 'tokenizer.ggml.token_type') : tokens.map(() => TOKEN_TYPE.normal);
+  // Without token types, special tokens could not be told from text: refused.
+  const types = numberArray(f, 'tokenizer.ggml.token_type');
+  if (types.length !== tokens.length) throw unsupported(f, `${types.length} token types for ${tokens.length} tokens`, 'tokenizer.ggml.token_type');
   const vocab: Record<string, number> = {};
   const added: Json[] = [];
   tokens.forEach((content, id) => {
@@ -270,6 +309,9 @@ function hfByteLevelFromGguf(f: GgufFile, tokens: string[]): HfTokenizer {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: pre === 'gpt-2' };
   const bos = f.numberValue('tokenizer.ggml.bos_token_id');
   const eos = f.numberValue('tokenizer.ggml.eos_token_id');
+  for (const [key, id] of [['tokenizer.ggml.bos_token_id', bos], ['tokenizer.ggml.eos_token_id', eos]] as const) {
+    if (id !== undefined && !(Number.isInteger(id) && id >= 0 && id < tokens.length)) throw unsupported(f, `${key} ${id} outside the ${tokens.length} tokens`, key);
+  }
   const addBos = f.metadata.get('tokenizer.ggml.add_bos_token');
   const addsBos = bos !== undefined && (addBos?.type === 'bool' ? addBos.value : pre === 'llama-bpe');
   const json: Json = {
@@ -295,12 +337,41 @@ function hfByteLevelFromGguf(f: GgufFile, tokens: string[]): HfTokenizer {
   return new HfTokenizer(json, config, f.path);
 }
 
+/**
+ * qkd reads a "llama" (SentencePiece) vocabulary with its llama2.c
+ * tokenizer, which is right only for the llama2.c layout: <unk> <s> </s> at
+ * 0..2 as BOS 1 and EOS 2, the 256 byte tokens at 3..258, no other control
+ * or user-defined tokens, and the space prefix on. Anything else (Gemma,
+ * Mistral v0.3, …) is refused naming what differs, rather than tokenized
+ * wrongly.
+ */
+function refuseNonLlama2cShape(f: GgufFile, tokens: string[]): void {
+  const types = f.metadata.has('tokenizer.ggml.token_type') ? numberArray(f, 'tokenizer.ggml.token_type') : null;
+  const fail = (field: string, what: string): never => {
+    throw unsupported(f, `a SentencePiece vocabulary that is not in the llama2.c layout (${what})`, field);
+  };
+  const bos = f.numberValue('tokenizer.ggml.bos_token_id');
+  const eos = f.numberValue('tokenizer.ggml.eos_token_id');
+  if (bos !== undefined && bos !== 1) fail('tokenizer.ggml.bos_token_id', `BOS is ${bos}, not 1`);
+  if (eos !== undefined && eos !== 2) fail('tokenizer.ggml.eos_token_id', `EOS is ${eos}, not 2`);
+  const prefix = f.metadata.get('tokenizer.ggml.add_space_prefix');
+  if (prefix?.type === 'bool' && !prefix.value) fail('tokenizer.ggml.add_space_prefix', 'no space prefix');
+  for (let b = 0; b < 256; b++) {
+    if (tokens[3 + b] !== `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`) fail('tokenizer.ggml.tokens', `token ${3 + b} is not the byte <0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  }
+  if (types !== null) {
+    const extra = types.findIndex((t, id) => id > 2 && (t === TOKEN_TYPE.control || t === TOKEN_TYPE_USER_DEFINED));
+    if (extra >= 0) fail('tokenizer.ggml.token_type', `token ${extra} '${tokens[extra]}' is a control or user-defined token`);
+  }
+}
+
 export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   const model = f.metadata.get('tokenizer.ggml.model');
   const kind = model?.type === 'string' ? model.value : undefined;
   if (kind === 'llama') {
     const tokens = stringArray(f, 'tokenizer.ggml.tokens');
     const scores = numberArray(f, 'tokenizer.ggml.scores');
+    refuseNonLlama2cShape(f, tokens);
     const pieces = tokens.map((s) => Buffer.from(s.replaceAll('\u2581', ' '), 'utf8'));
     return new Llama2cTokenizer(pieces, scores, pieces.reduce((m, p) => Math.max(m, p.length), 1));
   }
@@ -327,6 +398,6 @@ export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   throw unsupported(f, `tokenizer.ggml.model ${kind === undefined ? 'missing' : `'${kind}'`}`);
 }
 
-function unsupported(f: GgufFile, what: string): QkdError {
-  return new QkdError('IO', `the GGUF's tokenizer has ${what}; qkd reads the byte-level, qkd BPE and SentencePiece (llama2.c-style) vocabularies it writes, not yet those of other models`, { path: f.path, field: 'tokenizer.ggml', hint: 'a GGUF written by qkd export, or --tokenizer with the model\'s tokenizer file' });
+function unsupported(f: GgufFile, what: string, field = 'tokenizer.ggml'): QkdError {
+  return new QkdError('IO', `the GGUF's tokenizer has ${what}; qkd reads byte-level vocabularies (qkd's, Llama-3's, Qwen's) and llama2.c-style SentencePiece ones, not yet others`, { path: f.path, field, hint: "--tokenizer with the model's tokenizer.json" });
 }

@@ -45,6 +45,8 @@ export class HfTokenizer implements Tokenizer {
   /** Ids of the added tokens marked special (never produced from plain text unless written out). */
   readonly specialIds: ReadonlySet<number>;
   private readonly library: HfLibraryTokenizer;
+  /** True when tokenizer_config.json states add_bos_token / add_eos_token (they then decide encodeForModel). */
+  private readonly configFlags: boolean;
 
   constructor(
     private readonly json: Json,
@@ -75,11 +77,14 @@ export class HfTokenizer implements Tokenizer {
     };
     this.bosId = idOf('bos_token');
     this.eosId = idOf('eos_token');
-    // What the post-processor adds, observed rather than re-derived from its many forms.
+    // add_bos_token / add_eos_token in tokenizer_config.json decide, as Transformers' Llama and Gemma
+    // tokenizers rebuild their post-processor from them; without them, what the post-processor adds,
+    // observed rather than re-derived from its many forms.
     const probe = this.library.encode('a', { add_special_tokens: true }).ids;
     const bare = this.library.encode('a', { add_special_tokens: false }).ids;
-    this.addsBos = probe.length > bare.length && this.bosId !== null && probe[0] === this.bosId;
-    this.addsEos = probe.length > bare.length && this.eosId !== null && probe[probe.length - 1] === this.eosId;
+    this.configFlags = typeof config.add_bos_token === 'boolean' || typeof config.add_eos_token === 'boolean';
+    this.addsBos = this.bosId !== null && (typeof config.add_bos_token === 'boolean' ? config.add_bos_token : probe.length > bare.length && probe[0] === this.bosId);
+    this.addsEos = this.eosId !== null && (typeof config.add_eos_token === 'boolean' ? config.add_eos_token : probe.length > bare.length && probe[probe.length - 1] === this.eosId);
     const template = config.chat_template;
     this.chatTemplate = typeof template === 'string' ? template : null;
   }
@@ -96,11 +101,17 @@ export class HfTokenizer implements Tokenizer {
     return out;
   }
 
-  /** The text as the model's own tokenizer encodes it (post-processor included: BOS for Llama-2 and Gemma). */
+  /** The text as the model's own tokenizer encodes it (BOS for Llama-2 and Gemma), by addsBos / addsEos. */
   encodeForModel(text: string): Int32Array {
-    return Int32Array.from(this.library.encode(text, { add_special_tokens: true }).ids);
+    if (!this.configFlags) return Int32Array.from(this.library.encode(text, { add_special_tokens: true }).ids);
+    return this.encode(text, { bos: this.addsBos, eos: this.addsEos });
   }
 
+  /**
+   * The text of `ids`, the exact inverse of encode: no clean-up of spaces
+   * before punctuation (Transformers does it when clean_up_tokenization_spaces
+   * is set, which would make decode(encode(x)) differ from x).
+   */
   decode(ids: ArrayLike<number>): string {
     const list = Array.from(ids);
     const bad = list.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= this.vocabSize);
@@ -127,7 +138,8 @@ export class HfTokenizer implements Tokenizer {
   }
 }
 
-function readJson(path: string, what: string): Json {
+/** A JSON file that must hold an object; errors name the file. */
+export function readJsonObject(path: string, what: string): Json {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -146,7 +158,7 @@ function readJson(path: string, what: string): Json {
 
 /** A tokenizer.json and the tokenizer_config.json at `configPath` (omitted: none). */
 export function loadHfTokenizer(tokenizerPath: string, configPath?: string): HfTokenizer {
-  const json = readJson(tokenizerPath, 'tokenizer.json');
-  const config = configPath === undefined ? {} : readJson(configPath, 'tokenizer_config.json');
+  const json = readJsonObject(tokenizerPath, 'tokenizer.json');
+  const config = configPath === undefined ? {} : readJsonObject(configPath, 'tokenizer_config.json');
   return new HfTokenizer(json, config, tokenizerPath);
 }

@@ -12,22 +12,32 @@ import { dirname, join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { readFileHead } from '../io/file-head.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
-import { BpeTokenizer, loadTokenizerJson } from './bpe.js';
+import { BpeTokenizer } from './bpe.js';
 import { llama2cTokenizerSize, readLlama2cTokenizer } from './llama2c-tokenizer.js';
 import { tokenizerFromGguf } from './tokenizer-gguf.js';
 import { openGguf } from '../io/gguf-reader.js';
-import { HfTokenizer, loadHfTokenizer } from './tokenizer-hf.js';
+import { HfTokenizer, readJsonObject } from './tokenizer-hf.js';
+
+/**
+ * True when a tokenizer.json has the shape qkd writes (no added tokens, no
+ * normalizer, a plain ByteLevel pre-tokenizer, a BPE without byte
+ * fallback). Such a file is validated strictly as qkd's own, so a damaged
+ * one is an error rather than a different tokenizer.
+ */
+function isQkdLayout(json: Record<string, unknown>): boolean {
+  const model = json.model as Record<string, unknown> | undefined;
+  const pre = json.pre_tokenizer as Record<string, unknown> | null | undefined;
+  const added = json.added_tokens;
+  return (added === undefined || added === null || (Array.isArray(added) && added.length === 0)) && (json.normalizer === undefined || json.normalizer === null) && pre?.type === 'ByteLevel' && model?.type === 'BPE' && model.byte_fallback !== true;
+}
 
 export function loadTokenizer(path: string): Tokenizer {
-  let bpe: BpeTokenizer;
-  try {
-    bpe = loadTokenizerJson(path);
-  } catch (err) {
-    // Not qkd's layout (or not readable): a Hugging Face tokenizer.json, or the reader's error.
-    if (!(err instanceof QkdError) || err.field === undefined) throw err;
+  const json = readJsonObject(path, 'tokenizer.json');
+  if (!isQkdLayout(json)) {
     const config = join(dirname(path), 'tokenizer_config.json');
-    return loadHfTokenizer(path, existsSync(config) ? config : undefined);
+    return new HfTokenizer(json, existsSync(config) ? readJsonObject(config, 'tokenizer_config.json') : {}, path);
   }
+  const bpe = BpeTokenizer.fromTokenizerJson(json, path);
   if (bpe.merges.length === 0) {
     if (bpe.vocabSize !== 256) throw new QkdError('IO', `tokenizer has no merges but ${bpe.vocabSize} tokens`, { path, field: 'model.vocab' });
     return new ByteTokenizer();

@@ -104,6 +104,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const v = metaNumber(f, key(k), false);
     if (v !== undefined && v !== hidden / heads) throw new QkdError('IO', `GGUF ${k} ${v} is not hidden_size / heads = ${hidden / heads}: a decoupled head size is not supported yet`, { path: f.path, field: key(k) });
   }
+  if ((metaNumber(f, key('expert_count'), false) ?? 0) > 0) throw new QkdError('IO', 'the GGUF is a mixture of experts (Mixtral-style), which qkd does not run', { path: f.path, field: key('expert_count'), hint: 'a dense llama model' });
   const window = metaNumber(f, key('attention.sliding_window'), false);
   const context = metaNumber(f, key('context_length'), false) ?? Infinity;
   if (window !== undefined && window < context) throw new QkdError('IO', `the GGUF uses sliding-window attention (${window} tokens of a ${context}-token context), which qkd does not compute yet`, { path: f.path, field: key('attention.sliding_window') });

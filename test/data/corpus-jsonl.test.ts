@@ -17,6 +17,7 @@ describe('JSON Lines corpora', () => {
 
   it('joins the text rows with blank lines, skipping blank lines, and reads .jsonl files in a directory', () => {
     assert.equal(loadCorpus(file('ok.jsonl', '{"text": "first row"}\n\n{"text": "second\\nrow", "id": 7}\n')), 'first row\n\nsecond\nrow');
+    assert.equal(loadCorpus(file('bom.jsonl', '\uFEFF{"text": "after a byte-order mark"}\n')), 'after a byte-order mark');
     const sub = join(dir, 'mixed');
     mkdirSync(sub);
     writeFileSync(join(sub, 'a.txt'), 'plain');

@@ -14,7 +14,7 @@ import { loadTokenizer, saveTokenizerFiles } from '../../src/data/tokenizer-io.j
 import { HfTokenizer } from '../../src/data/tokenizer-hf.js';
 import { BpeTokenizer, saveTokenizerJson, trainBpe } from '../../src/data/bpe.js';
 import { loadCorpus, loadDefaultCorpus } from '../../src/data/corpus.js';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const require = createRequire(import.meta.url);
@@ -99,6 +99,15 @@ describe('Hugging Face tokenizers (real tokenizer.json files)', () => {
     assert.equal(back.addsBos, true);
     assert.equal(back.chatTemplate, gemma.chatTemplate);
     assert.deepEqual(back.encodeForModel(moby.slice(0, 3000)), gemma.encodeForModel(moby.slice(0, 3000)));
+  });
+
+  it("a damaged file in qkd's own layout is an error, not silently another tokenizer", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-damaged-'));
+    const bpe = trainBpe(loadDefaultCorpus().slice(0, 50_000), 512);
+    const json = bpe.toTokenizerJson() as { model: { merges: string[] } };
+    json.model.merges.pop();
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    assert.throws(() => loadTokenizer(join(dir, 'tokenizer.json')), /tokenizer\.json: has 512 entries for 255 merges/);
   });
 
   it("qkd's own tokenizer.json files still load as qkd's tokenizers", () => {

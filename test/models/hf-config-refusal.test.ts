@@ -56,6 +56,7 @@ describe('GGUF metadata qkd cannot honour', () => {
     assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /uses RoPE scaling \(rope_freqs\.weight\)/);
     assert.throws(() => loadLlamaGguf(write('keylen', { 'llama.attention.key_length': { type: 'u32', value: 64 } })), /key_length 64 is not hidden_size \/ heads = 16/);
     assert.throws(() => loadLlamaGguf(write('swa', { 'llama.attention.sliding_window': { type: 'u32', value: 8 } })), /sliding-window attention/);
+    assert.throws(() => loadLlamaGguf(write('moe', { 'llama.expert_count': { type: 'u32', value: 8 } })), /mixture of experts/);
     assert.equal(loadLlamaGguf(write('plain', { 'llama.rope.scaling.type': { type: 'string', value: 'none' } })).config.hidden_size, 32);
     // A window as long as the context masks nothing.
     assert.equal(loadLlamaGguf(write('swa-full', { 'llama.attention.sliding_window': { type: 'u32', value: 16 } })).config.hidden_size, 32);
