@@ -6,11 +6,13 @@
  * the k most likely tokens (top-k), then to the smallest set of tokens whose
  * probability reaches top_p (nucleus). Generation stops early at the
  * tokenizer's end-of-sequence id when one is given.
- * Without a KV cache each step re-runs the window (at most
- * max_position_embeddings tokens) — fine for the small models qkd trains.
+ * The prompt runs once into a key/value cache (KvCache in llama.ts) and
+ * each new token runs alone against it, while the sequence fits
+ * max_position_embeddings; past that, each step re-runs the last
+ * max_position_embeddings tokens without the cache.
  */
 import { QkdError } from '../errors.js';
-import type { LlamaModel } from './llama.js';
+import { KvCache, type LlamaModel } from './llama.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
 
@@ -85,10 +87,13 @@ export function* generateStream(model: LlamaModel, promptIds: Int32Array, option
   const rng = new Rng(options.seed ?? 0);
   const window = model.config.max_position_embeddings;
   const ids = Array.from(promptIds);
+  // The cache holds the sequence while it fits the context; past that, each step re-runs the last `window` tokens.
+  const cache = ids.length < window ? new KvCache(model.config) : null;
   for (let s = 0; s < options.steps; s++) {
-    const ctx = Int32Array.from(ids.slice(-window));
+    const useCache = cache !== null && ids.length <= window;
+    const ctx = useCache ? Int32Array.from(ids.slice(cache.position)) : Int32Array.from(ids.slice(-window));
     const next = noGrad(() => {
-      const logits = model.forward(ctx, 1, ctx.length).data;
+      const logits = model.forward(ctx, 1, ctx.length, useCache ? { cache } : {}).data;
       return sampleToken(logits.subarray((ctx.length - 1) * V, ctx.length * V), temperature, topP, rng, topK);
     });
     ids.push(next);

@@ -12,7 +12,7 @@ import { Module } from '../nn/module.js';
 import { Embedding, Linear, RMSNorm } from '../nn/layers.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import { add, swiglu } from '../tensor/ops/elementwise.js';
 import { reshape } from '../tensor/ops/shape.js';
 import { rope } from '../tensor/ops/rope.js';
@@ -24,6 +24,45 @@ import { headDim, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './l
 export interface ForwardOptions {
   /** When given, each layer's attention probabilities [B,H,T,T] are pushed here (graph tensors). */
   attentionProbs?: Tensor[];
+  /**
+   * Generation with a key/value cache (noGrad only): the ids continue the
+   * sequence the cache holds; each layer attends to the cached keys and
+   * values plus the new ones, and appends the new ones.
+   */
+  cache?: KvCache;
+}
+
+/**
+ * The keys and values of the tokens seen so far, per layer, for batch 1:
+ * [position, G, D] each, in buffers sized for the model's context. RoPE is
+ * applied to the cached keys already (at their own positions).
+ */
+export class KvCache {
+  /** Tokens held. */
+  position = 0;
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  readonly capacity: number;
+  private readonly rowSize: number;
+
+  constructor(config: LlamaConfig) {
+    this.capacity = config.max_position_embeddings;
+    this.rowSize = config.num_key_value_heads * headDim(config);
+    this.keys = Array.from({ length: config.num_hidden_layers }, () => new Float32Array(this.capacity * this.rowSize));
+    this.values = Array.from({ length: config.num_hidden_layers }, () => new Float32Array(this.capacity * this.rowSize));
+  }
+
+  /** Appends T new rows of layer `layer` and returns all rows held, as [1, position + T, G, D] tensors. */
+  extend(layer: number, k: Tensor, v: Tensor, T: number, G: number, D: number): { k: Tensor; v: Tensor } {
+    const end = this.position + T;
+    if (end > this.capacity) throw new QkdError('ARGUMENT', `the KV cache holds ${this.capacity} tokens (max_position_embeddings); ${end} asked`, { field: 'cache' });
+    this.keys[layer]!.set(k.data as Float32Array, this.position * this.rowSize);
+    this.values[layer]!.set(v.data as Float32Array, this.position * this.rowSize);
+    return {
+      k: new Tensor([1, end, G, D], this.keys[layer]!.slice(0, end * this.rowSize)),
+      v: new Tensor([1, end, G, D], this.values[layer]!.slice(0, end * this.rowSize)),
+    };
+  }
 }
 
 export class LlamaAttention extends Module {
@@ -36,6 +75,8 @@ export class LlamaAttention extends Module {
     name: string,
     arena: ParameterArena,
     private readonly config: LlamaConfig,
+    /** This layer's index (its slot in a KV cache). */
+    private readonly index = 0,
   ) {
     super(name);
     this.q = this.child(new Linear(`${name}.q_proj`, arena.get(`${name}.q_proj.weight`)));
@@ -49,10 +90,13 @@ export class LlamaAttention extends Module {
     const [B, T] = x.shape as [number, number, number];
     const c = this.config;
     const D = headDim(c);
-    const ropeOptions = { theta: c.rope_theta, style: 'half' as const };
+    const cache = options.cache;
+    if (cache !== undefined && B !== 1) throw new QkdError('SHAPE', `a KV cache holds one sequence; the batch has ${B}`, { field: 'cache' });
+    const ropeOptions = { theta: c.rope_theta, style: 'half' as const, startPos: cache?.position ?? 0 };
     const q = rope(reshape(this.q.forward(x), [B, T, c.num_attention_heads, D]), ropeOptions);
-    const k = rope(reshape(this.k.forward(x), [B, T, c.num_key_value_heads, D]), ropeOptions);
-    const v = reshape(this.v.forward(x), [B, T, c.num_key_value_heads, D]);
+    let k = rope(reshape(this.k.forward(x), [B, T, c.num_key_value_heads, D]), ropeOptions);
+    let v = reshape(this.v.forward(x), [B, T, c.num_key_value_heads, D]);
+    if (cache !== undefined) ({ k, v } = cache.extend(this.index, k, v, T, c.num_key_value_heads, D));
     const { out, probs } = attention(q, k, v, { causal: true });
     options.attentionProbs?.push(probs);
     return this.emit(this.o.forward(reshape(out, [B, T, c.num_attention_heads * D])));
@@ -83,10 +127,10 @@ export class LlamaDecoderLayer extends Module {
   readonly postNorm: RMSNorm;
   readonly mlp: LlamaMlp;
 
-  constructor(name: string, arena: ParameterArena, config: LlamaConfig) {
+  constructor(name: string, arena: ParameterArena, config: LlamaConfig, index = 0) {
     super(name);
     this.inputNorm = this.child(new RMSNorm(`${name}.input_layernorm`, arena.get(`${name}.input_layernorm.weight`), config.rms_norm_eps));
-    this.attn = this.child(new LlamaAttention(`${name}.self_attn`, arena, config));
+    this.attn = this.child(new LlamaAttention(`${name}.self_attn`, arena, config, index));
     this.postNorm = this.child(new RMSNorm(`${name}.post_attention_layernorm`, arena.get(`${name}.post_attention_layernorm.weight`), config.rms_norm_eps));
     this.mlp = this.child(new LlamaMlp(`${name}.mlp`, arena));
   }
@@ -113,7 +157,7 @@ export class LlamaModel extends Module {
     this.embed = this.child(new Embedding('model.embed_tokens', this.arena.get('model.embed_tokens.weight')));
     this.layers = [];
     for (let l = 0; l < this.config.num_hidden_layers; l++) {
-      this.layers.push(this.child(new LlamaDecoderLayer(`model.layers.${l}`, this.arena, this.config)));
+      this.layers.push(this.child(new LlamaDecoderLayer(`model.layers.${l}`, this.arena, this.config, l)));
     }
     this.norm = this.child(new RMSNorm('model.norm', this.arena.get('model.norm.weight'), this.config.rms_norm_eps));
     const headWeight = this.config.tie_word_embeddings ? this.arena.get('model.embed_tokens.weight') : this.arena.get('lm_head.weight');
@@ -130,6 +174,7 @@ export class LlamaModel extends Module {
     if (ids.length !== B * T) throw new QkdError('SHAPE', `LlamaModel.forward: ${ids.length} ids for B=${B} × T=${T}`);
     let x = this.embed.forward(ids, [B, T]);
     for (const layer of this.layers) x = layer.forward(x, options);
+    if (options.cache !== undefined) options.cache.position += T;
     return this.emit(this.lmHead.forward(this.norm.forward(x)));
   }
 
