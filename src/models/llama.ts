@@ -52,15 +52,15 @@ export class KvCache {
     this.values = Array.from({ length: config.num_hidden_layers }, () => new Float32Array(this.capacity * this.rowSize));
   }
 
-  /** Appends T new rows of layer `layer` and returns all rows held, as [1, position + T, G, D] tensors. */
+  /** Appends T new rows of layer `layer` and returns all rows held, as [1, position + T, G, D] tensors viewing the cache (no copy). */
   extend(layer: number, k: Tensor, v: Tensor, T: number, G: number, D: number): { k: Tensor; v: Tensor } {
     const end = this.position + T;
     if (end > this.capacity) throw new QkdError('ARGUMENT', `the KV cache holds ${this.capacity} tokens (max_position_embeddings); ${end} asked`, { field: 'cache' });
     this.keys[layer]!.set(k.data as Float32Array, this.position * this.rowSize);
     this.values[layer]!.set(v.data as Float32Array, this.position * this.rowSize);
     return {
-      k: new Tensor([1, end, G, D], this.keys[layer]!.slice(0, end * this.rowSize)),
-      v: new Tensor([1, end, G, D], this.values[layer]!.slice(0, end * this.rowSize)),
+      k: new Tensor([1, end, G, D], this.keys[layer]!.subarray(0, end * this.rowSize)),
+      v: new Tensor([1, end, G, D], this.values[layer]!.subarray(0, end * this.rowSize)),
     };
   }
 }
