@@ -222,13 +222,13 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   if (existsSync(options.out) && !options.force) throw new QkdError('IO', `${options.out} exists; refusing to overwrite it`, { path: options.out, field: '--out', hint: '--force to replace it, or another file name' });
   const model = loadModelAny(modelPath);
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
-  const { typeOf, types: planned, fallbacks, fileType } = ggufTensorTypes(model, options);
+  const { typeOf, types, fallbacks, fileType } = ggufTensorTypes(model, options);
   refuseNonFinite(model, modelPath);
   let importance: Map<string, Float32Array> | undefined;
   let imatrixTokens = 0;
   // The calibration text is read (and a bad path refused) either way; without a K-quant tensor there is no fit to weight, so no passes run.
   const calibrationText = options.imatrix === undefined ? undefined : loadCorpus(options.imatrix);
-  if (options.imatrix !== undefined && calibrationText !== undefined && Object.values(planned).some((t) => writableFormat(t).weighted)) {
+  if (calibrationText !== undefined && Object.values(types).some((t) => writableFormat(t).weighted)) {
     const ids = Int32Array.from(tokenizer.encode(calibrationText));
     // The default corpus calibrates on its training split, so its held-out tail stays unseen.
     const tokens = options.imatrix === 'default' ? splitTokens(ids).train : ids;
@@ -237,7 +237,6 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
     imatrixTokens = Math.max(0, ...[...measured.values()].map((m) => m.tokens));
   }
   const tensors = llamaGgufTensors(model, typeOf, importance === undefined ? undefined : (name) => importance.get(name));
-  const types: Record<string, GgufWriteType> = Object.fromEntries(tensors.map((t) => [t.name, t.type]));
   const metadata: Record<string, GgufValue> = {
     ...llamaGgufMetadata(model.config, options.name ?? modelPath.replace(/\/+$/, '').split('/').pop() ?? 'qkd'),
     'general.file_type': { type: 'u32', value: fileType },
