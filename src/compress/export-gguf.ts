@@ -32,6 +32,7 @@ import { ensureWritableFile } from '../io/output-dir.js';
 import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
+import { familyTraits } from '../models/llama-config.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
 import { collectImportance } from './imatrix.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -158,7 +159,7 @@ function planRule(path: string, model: LlamaModel, base: TypeRule): TypeRule {
   const weights = new Set(model.arena.entries.filter((e) => isWeight(e.shape)).map((e) => e.name));
   const table = new Map<string, GgufWriteType>();
   for (const [given, type] of Object.entries(value)) {
-    const name = weights.has(given) ? given : ggufToHfName(given);
+    const name = weights.has(given) ? given : ggufToHfName(given, familyTraits(model.config.model_type).ggufArch);
     if (!weights.has(name)) throw new QkdError('IO', `the plan names a tensor that is not a 2-D weight of the model: '${given}'`, { path, field: given, hint: 'Hugging Face or llama.cpp names of weight matrices (norms stay F32)' });
     if (typeof type !== 'string' || ggmlFormat(type)?.encode === undefined) throw new QkdError('IO', `the plan gives '${String(type)}' for '${name}'`, { path, field: name, hint: GGML_WRITABLE.join(', ') });
     table.set(name, type as GgufWriteType);

@@ -222,7 +222,7 @@ function collectHessian(linear: Linear, batches: number, run: (b: number) => voi
 
 /** The stages of a decoder layer: Linears that share one input, in data-flow order. */
 function layerStages(layer: LlamaDecoderLayer): Linear[][] {
-  return [[layer.attn.q, layer.attn.k, layer.attn.v], [layer.attn.o], [layer.mlp.gate, layer.mlp.up], [layer.mlp.down]];
+  return [layer.attn.inputProjections, [layer.attn.o], layer.mlp.inputProjections, [layer.mlp.down]];
 }
 
 /** Quantizes `model` by `plan`; see the file comment for the GPTQ order. */

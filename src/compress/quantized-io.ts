@@ -12,8 +12,8 @@ import { openSafetensors, writeSafetensors, type TensorToWrite } from '../io/saf
 import { writeBytesAtomic } from '../io/atomic.js';
 import { QUANT_FORMAT_VERSION, QUANT_METHOD, packedTensorNames, parseQuantizationConfig, type PackedTensorJson } from '../quant/packed.js';
 import { packedTensorsToWrite } from '../models/packed-tensors.js';
-import { llamaConfigJson } from '../models/llama-io.js';
-import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
+import { configFromHfJson, llamaConfigJson } from '../models/llama-io.js';
+import { llamaParameterSpecs } from '../models/llama-config.js';
 import type { QuantizedLlama, QuantizedStorage } from './quantize-model.js';
 
 /** The safetensors tensors of a quantized model, in checkpoint order. */
@@ -79,7 +79,7 @@ export function quantizedCheckpointBytes(dir: string): QuantizedStorage {
   }
   if (json.quantization_config === undefined) throw new QkdError('CONFIG', 'config.json has no quantization_config: not a quantized checkpoint', { path: configPath, field: 'quantization_config' });
   const specs = parseQuantizationConfig(json.quantization_config, configPath);
-  const shapes = new Map(llamaParameterSpecs(llamaConfig(json as Partial<LlamaConfig> & Record<string, unknown>, configPath)).map((s) => [s.name, s.shape]));
+  const shapes = new Map(llamaParameterSpecs(configFromHfJson(json, configPath)).map((s) => [s.name, s.shape]));
   const file = openSafetensors(join(dir, 'model.safetensors'));
   try {
     let bytes = 0;

@@ -46,7 +46,7 @@
  */
 import { QkdError } from '../errors.js';
 import { LlamaModel, createLlama } from '../models/llama.js';
-import { headDim, llamaConfig, type LlamaConfig } from '../models/llama-config.js';
+import { derivedConfig, headDim, type LlamaConfig } from '../models/llama-config.js';
 import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/tape.js';
 import { matmul } from '../tensor/ops/matmul.js';
@@ -65,7 +65,7 @@ export type StudentConfigInput = Partial<LlamaConfig>;
  * The vocabulary must be the teacher's (the caller checks the tokenizers).
  */
 export function resolveStudentConfig(teacher: LlamaConfig, studentConfig: StudentConfigInput): LlamaConfig {
-  const config = llamaConfig({ ...teacher, ...studentConfig } as Partial<LlamaConfig> & Record<string, unknown>);
+  const config = derivedConfig(teacher, studentConfig as Partial<LlamaConfig> & Record<string, unknown>);
   if (config.vocab_size !== teacher.vocab_size) {
     throw new QkdError('CONFIG', `student vocab_size ${config.vocab_size} differs from the teacher's ${teacher.vocab_size}`, {
       field: 'vocab_size',
@@ -119,18 +119,6 @@ function checkTying(method: string, student: LlamaConfig, teacher: LlamaConfig):
 
 // ---- pruned ---------------------------------------------------------------------
 
-const LAYER_TENSORS = [
-  'input_layernorm.weight',
-  'self_attn.q_proj.weight',
-  'self_attn.k_proj.weight',
-  'self_attn.v_proj.weight',
-  'self_attn.o_proj.weight',
-  'post_attention_layernorm.weight',
-  'mlp.gate_proj.weight',
-  'mlp.up_proj.weight',
-  'mlp.down_proj.weight',
-] as const;
-
 /**
  * The teacher layers a depth-pruned student starts from: floor(s·Lt / Ls),
  * i.e. every other layer from the first at half depth (0, 2, 4, ...), as in
@@ -149,7 +137,7 @@ export function prunedLayers(teacherLayers: number, studentLayers: number): numb
 function prunedStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   const t = teacher.config;
   const why = 'layer pruning keeps the width';
-  for (const f of ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads'] as const) requireEqual('pruned', f, config, t, why);
+  for (const f of ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'head_dim', 'model_type'] as const) requireEqual('pruned', f, config, t, why);
   requireEqual('pruned', 'rope_theta', config, t, 'copied attention weights depend on the RoPE frequencies');
   requireAtMost('pruned', 'num_hidden_layers', config.num_hidden_layers, t.num_hidden_layers, 'layers');
   checkTying('pruned', config, t);
@@ -161,8 +149,10 @@ function prunedStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   copy('model.embed_tokens.weight', 'model.embed_tokens.weight');
   copy('model.norm.weight', 'model.norm.weight');
   if (!config.tie_word_embeddings) copy('lm_head.weight', lmHeadName(t));
+  // Every tensor of a kept layer, whatever the family (biases, q/k norms, Gemma's extra norms, fused matrices).
+  const layerTensors = student.arena.entries.map((e) => /^model\.layers\.0\.(.+)$/.exec(e.name)?.[1]).filter((x): x is string => x !== undefined);
   prunedLayers(t.num_hidden_layers, config.num_hidden_layers).forEach((from, l) => {
-    for (const suffix of LAYER_TENSORS) copy(`model.layers.${l}.${suffix}`, `model.layers.${from}.${suffix}`);
+    for (const suffix of layerTensors) copy(`model.layers.${l}.${suffix}`, `model.layers.${from}.${suffix}`);
   });
   return student;
 }
@@ -239,6 +229,10 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
 }
 
 function checkSvdShapes(s: LlamaConfig, t: LlamaConfig): void {
+  // The width map folds plain RMSNorm weights into the matrices and keeps whole SwiGLU neurons and bias-free heads: the LLaMA layout.
+  if (t.model_type !== 'llama' && t.model_type !== 'mistral') {
+    throw new QkdError('CONFIG', `svd student init maps LLaMA-layout widths; the teacher is ${t.model_type}`, { field: 'student.init', hint: 'pruned (every family) or random' });
+  }
   checkTying('svd', s, t);
   requireEqual('svd', 'rope_theta', s, t, 'copied attention weights depend on the RoPE frequencies');
   if (headDim(s) !== headDim(t)) {

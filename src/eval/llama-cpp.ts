@@ -128,3 +128,42 @@ export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLe
   if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
   return { ppl: Math.exp(nll / count), tokens: count, loss: nll / count, warnings: loadWarnings };
 }
+
+/**
+ * llama.cpp's raw logits at every position of one sequence (a fresh
+ * context; one Float32Array of the model's vocabulary per token), and what
+ * it logged at warning level while loading: the check that llama.cpp
+ * computes the same function as qkd for an exported model.
+ */
+export async function llamaCppLogits(path: string, tokens: readonly number[], vocab: number, options: { threads?: number } = {}): Promise<{ logits: Float32Array[]; warnings: string[] }> {
+  const llama = await sharedLlama();
+  const warnings: string[] = [];
+  logSink = warnings;
+  let model;
+  try {
+    model = await llama.loadModel({ modelPath: path });
+  } finally {
+    logSink = null;
+  }
+  const loadWarnings = [...warnings];
+  try {
+    // F32 keys and values and no flash attention (llama.cpp's CPU flash attention rounds queries to F16): its defaults move logits by ~1e-3. Room for one more token than evaluated.
+    const size = tokens.length + 1;
+    const context = await model.createContext({ contextSize: size, batchSize: size, sequences: 1, threads: options.threads ?? 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
+    try {
+      const out = await context.getSequence().controlledEvaluate(tokens.map((t) => [t, { generateNext: { logits: true } }]));
+      const logits = tokens.map((_, p) => {
+        const m = out[p]?.next?.logits;
+        if (m === undefined) throw new QkdError('STATE', `llama.cpp returned no logits at position ${p}`, { path });
+        const row = new Float32Array(vocab);
+        for (const [id, v] of m) if (id < vocab) row[id] = v;
+        return row;
+      });
+      return { logits, warnings: loadWarnings };
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}

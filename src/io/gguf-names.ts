@@ -16,19 +16,40 @@ const LAYER_PARTS: readonly [string, string][] = [
   ['ffn_down', 'mlp.down_proj'],
   ['attn_norm', 'input_layernorm'],
   ['ffn_norm', 'post_attention_layernorm'],
+  ['attn_q_norm', 'self_attn.q_norm'],
+  ['attn_k_norm', 'self_attn.k_norm'],
 ];
+/** Where an architecture names a part differently (looked up before LAYER_PARTS). */
+const ARCH_LAYER_PARTS: Readonly<Record<string, readonly [string, string][]>> = {
+  // Gemma's post_attention_layernorm follows attention; its MLP has a norm before and after.
+  gemma2: [
+    ['post_attention_norm', 'post_attention_layernorm'],
+    ['ffn_norm', 'pre_feedforward_layernorm'],
+    ['post_ffw_norm', 'post_feedforward_layernorm'],
+  ],
+  gemma3: [
+    ['post_attention_norm', 'post_attention_layernorm'],
+    ['ffn_norm', 'pre_feedforward_layernorm'],
+    ['post_ffw_norm', 'post_feedforward_layernorm'],
+  ],
+  // Phi-3's fused matrices; llama.cpp's ffn_up holds gate and up.
+  phi3: [
+    ['attn_qkv', 'self_attn.qkv_proj'],
+    ['ffn_up', 'mlp.gate_up_proj'],
+  ],
+};
 const GLOBAL_PARTS: readonly [string, string][] = [
   ['token_embd', 'model.embed_tokens'],
   ['output_norm', 'model.norm'],
   ['output', 'lm_head'],
 ];
 
-function mapName(name: string, from: 0 | 1): string {
+function mapName(name: string, from: 0 | 1, arch: string): string {
   const to = 1 - from;
   const layerPattern = from === 0 ? /^blk\.(\d+)\.(.+)\.(weight|bias)$/ : /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/;
   const layer = layerPattern.exec(name);
   if (layer !== null) {
-    const part = LAYER_PARTS.find((p) => p[from] === layer[2]);
+    const part = (ARCH_LAYER_PARTS[arch] ?? []).find((p) => p[from] === layer[2]) ?? LAYER_PARTS.find((p) => p[from] === layer[2]);
     if (part === undefined) return name;
     return from === 0 ? `model.layers.${layer[1]}.${part[to]}.${layer[3]}` : `blk.${layer[1]}.${part[to]}.${layer[3]}`;
   }
@@ -50,11 +71,11 @@ function mapName(name: string, from: 0 | 1): string {
  * error and noise amplification are all invariant under reordering rows).
  * Code that runs the model from a GGUF must undo the permutation.
  */
-export function ggufToHfName(name: string): string {
-  return mapName(name, 0);
+export function ggufToHfName(name: string, arch = 'llama'): string {
+  return mapName(name, 0, arch);
 }
 
-/** The llama.cpp name of a Hugging Face llama tensor (inverse of ggufToHfName). */
-export function hfToGgufName(name: string): string {
-  return mapName(name, 1);
+/** The llama.cpp name of a Hugging Face tensor of a model of llama.cpp architecture `arch` (inverse of ggufToHfName). */
+export function hfToGgufName(name: string, arch = 'llama'): string {
+  return mapName(name, 1, arch);
 }

@@ -214,11 +214,12 @@ function missing(path: string, name: string): QkdError {
 function ggufSource(path: string): TensorSource {
   const file: GgufFile = openGguf(path);
   try {
-    const llama = file.architecture === 'llama';
+    // The decoder architectures whose tensor names map to Hugging Face's.
+    const mapped = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3'].includes(file.architecture ?? '');
     const stored = new Map<string, string>(); // exposed name → name in the file
     const tensors: SourceTensor[] = [];
     file.tensors.forEach((t, i) => {
-      const name = llama ? ggufToHfName(t.name) : t.name;
+      const name = mapped ? ggufToHfName(t.name, file.architecture) : t.name;
       if (stored.has(name)) {
         throw new QkdError('IO', `tensors '${stored.get(name)}' and '${t.name}' both map to '${name}'`, { path, field: `tensor_infos[${i}].name`, hint: 'one tensor per Hugging Face name' });
       }

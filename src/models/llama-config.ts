@@ -1,9 +1,28 @@
 /**
- * LLaMA-style decoder configuration, with Hugging Face LlamaConfig field
- * names so config.json files round-trip. Validated at the boundary: every
- * error names the field and what was expected.
+ * Decoder configuration of every model family qkd runs (LLaMA, Mistral,
+ * Qwen2, Qwen3, Gemma 2/3, Phi-3: one layout with a few switches, see
+ * docs/model-families.md), with Hugging Face config.json field names so the
+ * files round-trip. Validated at the boundary: every error names the field
+ * and what was expected. The type keeps its first family's name.
  */
 import { QkdError } from '../errors.js';
+
+/** The families, by Hugging Face model_type. */
+export const MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', 'gemma3_text', 'phi3'] as const;
+export type ModelType = (typeof MODEL_TYPES)[number];
+
+/** RoPE frequency scaling (Hugging Face rope_scaling), see docs/model-families.md. */
+export interface RopeScaling {
+  /** linear: positions / factor; dynamic: NTK base growth past the trained context (inside it: none); llama3: per-frequency factors. */
+  rope_type: 'linear' | 'dynamic' | 'llama3';
+  factor: number;
+  /** llama3 only. */
+  low_freq_factor?: number;
+  high_freq_factor?: number;
+  original_max_position_embeddings?: number;
+}
+
+export type LayerType = 'full_attention' | 'sliding_attention';
 
 export interface LlamaConfig {
   /** Tokens in the vocabulary (byte-level default: 256). */
@@ -25,6 +44,64 @@ export interface LlamaConfig {
   max_position_embeddings: number;
   /** Std of the normal initialisation. */
   initializer_range: number;
+  /** The family (default 'llama'). */
+  model_type: ModelType;
+  /** Per-head width D (default hidden_size / num_attention_heads; Qwen3 and Gemma decouple it). */
+  head_dim: number;
+  /** MLP activation of the gate: 'silu' (SwiGLU) or 'gelu_pytorch_tanh' (Gemma's GeGLU). */
+  hidden_act: 'silu' | 'gelu_pytorch_tanh';
+  rope_scaling: RopeScaling | null;
+  /** Keys older than this many positions are masked in sliding layers (null: no window). */
+  sliding_window: number | null;
+  /** Per layer: full or sliding-window attention (null: every layer full, or every layer sliding when sliding_window is set). */
+  layer_types: LayerType[] | null;
+  /** RoPE base of the sliding layers (Gemma 3; null: rope_theta). */
+  rope_local_base_freq: number | null;
+  /** Attention scores are scaled by query_pre_attn_scalar^-1/2 (Gemma; null: head_dim). */
+  query_pre_attn_scalar: number | null;
+  /** cap·tanh(x/cap) on attention scores / final logits (Gemma 2; null: none). */
+  attn_logit_softcapping: number | null;
+  final_logit_softcapping: number | null;
+}
+
+/** What a family computes differently from LLaMA; derived from model_type alone. */
+export interface FamilyTraits {
+  /** Hugging Face architectures entry. */
+  architecture: string;
+  /** llama.cpp's general.architecture. */
+  ggufArch: string;
+  /** Biases on q_proj, k_proj, v_proj (Qwen2). */
+  qkvBias: boolean;
+  /** RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3). */
+  qkNorm: boolean;
+  /** RMSNorm scales by (1 + w), weights start at 0; embeddings scaled by √hidden_size; norms after attention and MLP too (Gemma). */
+  gemma: boolean;
+  /** One qkv_proj and one gate_up_proj matrix (Phi-3). */
+  fused: boolean;
+}
+
+export function familyTraits(modelType: ModelType): FamilyTraits {
+  switch (modelType) {
+    case 'llama':
+      return { architecture: 'LlamaForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false };
+    case 'mistral':
+      return { architecture: 'MistralForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false };
+    case 'qwen2':
+      return { architecture: 'Qwen2ForCausalLM', ggufArch: 'qwen2', qkvBias: true, qkNorm: false, gemma: false, fused: false };
+    case 'qwen3':
+      return { architecture: 'Qwen3ForCausalLM', ggufArch: 'qwen3', qkvBias: false, qkNorm: true, gemma: false, fused: false };
+    case 'gemma2':
+      return { architecture: 'Gemma2ForCausalLM', ggufArch: 'gemma2', qkvBias: false, qkNorm: false, gemma: true, fused: false };
+    case 'gemma3_text':
+      return { architecture: 'Gemma3ForCausalLM', ggufArch: 'gemma3', qkvBias: false, qkNorm: true, gemma: true, fused: false };
+    case 'phi3':
+      return { architecture: 'Phi3ForCausalLM', ggufArch: 'phi3', qkvBias: false, qkNorm: false, gemma: false, fused: true };
+  }
+}
+
+/** The model_type of a Hugging Face architectures entry, if qkd runs it. */
+export function modelTypeOfArchitecture(architecture: string): ModelType | undefined {
+  return MODEL_TYPES.find((t) => familyTraits(t).architecture === architecture);
 }
 
 /** Defaults for optional fields (as Hugging Face's LlamaConfig, except vocab and sizes). */
@@ -36,6 +113,8 @@ export const LLAMA_DEFAULTS: Pick<LlamaConfig, 'rms_norm_eps' | 'rope_theta' | '
   initializer_range: 0.02,
 };
 
+const OPTIONAL_NULLS = ['rope_scaling', 'sliding_window', 'layer_types', 'rope_local_base_freq', 'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping'] as const;
+
 const POSITIVE_INTS = ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'max_position_embeddings'] as const;
 
 /**
@@ -44,7 +123,9 @@ const POSITIVE_INTS = ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hi
  */
 export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown>, source?: string): LlamaConfig {
   const where = source === undefined ? {} : { path: source };
-  const merged = { ...LLAMA_DEFAULTS, ...input } as Record<string, unknown>;
+  // Family defaults of Hugging Face's config classes where they differ from LLaMA's.
+  const familyDefaults = input.model_type === 'gemma3_text' ? { tie_word_embeddings: true, rms_norm_eps: 1e-6, rope_local_base_freq: 10000 } : input.model_type === 'gemma2' ? { tie_word_embeddings: true, rms_norm_eps: 1e-6 } : input.model_type === 'qwen2' || input.model_type === 'qwen3' ? { rms_norm_eps: 1e-6 } : {};
+  const merged = { ...LLAMA_DEFAULTS, ...familyDefaults, ...input } as Record<string, unknown>;
   if (merged.num_key_value_heads === undefined) merged.num_key_value_heads = merged.num_attention_heads;
   for (const field of POSITIVE_INTS) {
     const v = merged[field];
@@ -61,14 +142,40 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
   if (typeof merged.tie_word_embeddings !== 'boolean') {
     throw new QkdError('CONFIG', `LLaMA config: tie_word_embeddings is ${JSON.stringify(merged.tie_word_embeddings)}`, { ...where, field: 'tie_word_embeddings', hint: 'true or false' });
   }
-  const c = merged as unknown as LlamaConfig;
-  if (c.hidden_size % c.num_attention_heads !== 0 || (c.hidden_size / c.num_attention_heads) % 2 !== 0) {
-    throw new QkdError('CONFIG', `LLaMA config: hidden_size ${c.hidden_size} is not num_attention_heads ${c.num_attention_heads} × an even head dim`, {
-      ...where,
-      field: 'hidden_size',
-      hint: 'hidden_size = num_attention_heads × even head_dim (RoPE rotates pairs)',
-    });
+  const modelType = merged.model_type ?? 'llama';
+  if (!MODEL_TYPES.includes(modelType as ModelType)) {
+    throw new QkdError('CONFIG', `model_type ${JSON.stringify(modelType)} is not a family qkd runs`, { ...where, field: 'model_type', hint: MODEL_TYPES.join(', ') });
   }
+  merged.model_type = modelType;
+  const gemma = familyTraits(modelType as ModelType).gemma;
+  if (merged.hidden_act === undefined) merged.hidden_act = merged.hidden_activation ?? (gemma ? 'gelu_pytorch_tanh' : 'silu');
+  if (merged.hidden_act !== 'silu' && merged.hidden_act !== 'gelu_pytorch_tanh') {
+    throw new QkdError('CONFIG', `hidden_act ${JSON.stringify(merged.hidden_act)} is not an activation qkd computes`, { ...where, field: 'hidden_act', hint: "'silu' (SwiGLU) or 'gelu_pytorch_tanh' (GeGLU)" });
+  }
+  if (merged.head_dim === undefined || merged.head_dim === null) {
+    const h = merged.hidden_size as number;
+    const n = merged.num_attention_heads as number;
+    if (h % n !== 0) {
+      throw new QkdError('CONFIG', `hidden_size ${h} is not a multiple of num_attention_heads ${n}, and no head_dim is given`, { ...where, field: 'hidden_size', hint: 'hidden_size = num_attention_heads × head_dim, or an explicit head_dim' });
+    }
+    merged.head_dim = h / n;
+  }
+  if (typeof merged.head_dim !== 'number' || !Number.isInteger(merged.head_dim) || merged.head_dim < 2 || merged.head_dim % 2 !== 0) {
+    throw new QkdError('CONFIG', `head_dim is ${JSON.stringify(merged.head_dim)}`, { ...where, field: 'head_dim', hint: 'an even positive integer (RoPE rotates pairs)' });
+  }
+  for (const field of OPTIONAL_NULLS) if (merged[field] === undefined) merged[field] = null;
+  for (const field of ['sliding_window', 'rope_local_base_freq', 'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping'] as const) {
+    const v = merged[field];
+    if (v !== null && (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))) {
+      throw new QkdError('CONFIG', `${field} is ${JSON.stringify(v)}`, { ...where, field, hint: 'a positive number or null' });
+    }
+  }
+  merged.layer_types = checkLayerTypes(merged.layer_types, merged.num_hidden_layers as number, where);
+  merged.rope_scaling = checkRopeScaling(merged.rope_scaling, where);
+  if (merged.layer_types !== null && (merged.layer_types as LayerType[]).includes('sliding_attention') && merged.sliding_window === null) {
+    throw new QkdError('CONFIG', 'layer_types has sliding_attention layers but sliding_window is null', { ...where, field: 'sliding_window', hint: 'the window length in tokens' });
+  }
+  const c = merged as unknown as LlamaConfig;
   if (c.num_attention_heads % c.num_key_value_heads !== 0) {
     throw new QkdError('CONFIG', `LLaMA config: num_attention_heads ${c.num_attention_heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`, {
       ...where,
@@ -88,33 +195,115 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
     tie_word_embeddings: c.tie_word_embeddings,
     max_position_embeddings: c.max_position_embeddings,
     initializer_range: c.initializer_range,
+    model_type: c.model_type,
+    head_dim: c.head_dim,
+    hidden_act: c.hidden_act,
+    rope_scaling: c.rope_scaling,
+    sliding_window: c.sliding_window,
+    layer_types: c.layer_types,
+    rope_local_base_freq: c.rope_local_base_freq,
+    query_pre_attn_scalar: c.query_pre_attn_scalar,
+    attn_logit_softcapping: c.attn_logit_softcapping,
+    final_logit_softcapping: c.final_logit_softcapping,
   };
 }
 
+function checkLayerTypes(v: unknown, layers: number, where: { path?: string }): LayerType[] | null {
+  if (v === null) return null;
+  if (!Array.isArray(v) || v.length !== layers || !v.every((t) => t === 'full_attention' || t === 'sliding_attention')) {
+    throw new QkdError('CONFIG', `layer_types is ${JSON.stringify(v)?.slice(0, 120)}`, { ...where, field: 'layer_types', hint: `null, or num_hidden_layers (${layers}) entries each 'full_attention' or 'sliding_attention'` });
+  }
+  return [...(v as LayerType[])];
+}
+
+function checkRopeScaling(v: unknown, where: { path?: string }): RopeScaling | null {
+  if (v === null) return null;
+  const bad = (field: string, hint: string): never => {
+    throw new QkdError('CONFIG', `rope_scaling.${field} is ${JSON.stringify((v as Record<string, unknown>)?.[field])}`, { ...where, field: `rope_scaling.${field}`, hint });
+  };
+  if (typeof v !== 'object' || Array.isArray(v)) bad('', 'an object or null');
+  const r = v as Record<string, unknown>;
+  const type = r.rope_type ?? r.type;
+  if (type === 'default') return null;
+  if (type !== 'linear' && type !== 'dynamic' && type !== 'llama3') bad('rope_type', "'linear', 'dynamic' or 'llama3' (yarn, longrope: not supported)");
+  const positive = (field: string): number => {
+    const x = r[field];
+    if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)) bad(field, 'a positive number');
+    return x as number;
+  };
+  const out: RopeScaling = { rope_type: type as RopeScaling['rope_type'], factor: positive('factor') };
+  if (type === 'llama3') {
+    out.low_freq_factor = positive('low_freq_factor');
+    out.high_freq_factor = positive('high_freq_factor');
+    out.original_max_position_embeddings = positive('original_max_position_embeddings');
+    if (!(out.high_freq_factor > out.low_freq_factor)) bad('high_freq_factor', 'greater than low_freq_factor');
+  }
+  return out;
+}
+
 export function headDim(c: LlamaConfig): number {
-  return c.hidden_size / c.num_attention_heads;
+  return c.head_dim;
+}
+
+/** Whether layer l masks keys older than sliding_window. */
+export function isSlidingLayer(c: LlamaConfig, l: number): boolean {
+  if (c.sliding_window === null) return false;
+  return c.layer_types === null ? true : c.layer_types[l] === 'sliding_attention';
 }
 
 /** Parameter names and shapes in Hugging Face order and naming. */
 export function llamaParameterSpecs(c: LlamaConfig): { name: string; shape: number[] }[] {
   const C = c.hidden_size;
   const D = headDim(c);
+  const H = c.num_attention_heads;
+  const G = c.num_key_value_heads;
+  const I = c.intermediate_size;
+  const f = familyTraits(c.model_type);
   const specs: { name: string; shape: number[] }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocab_size, C] }];
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const p = `model.layers.${l}`;
-    specs.push(
-      { name: `${p}.input_layernorm.weight`, shape: [C] },
-      { name: `${p}.self_attn.q_proj.weight`, shape: [c.num_attention_heads * D, C] },
-      { name: `${p}.self_attn.k_proj.weight`, shape: [c.num_key_value_heads * D, C] },
-      { name: `${p}.self_attn.v_proj.weight`, shape: [c.num_key_value_heads * D, C] },
-      { name: `${p}.self_attn.o_proj.weight`, shape: [C, c.num_attention_heads * D] },
-      { name: `${p}.post_attention_layernorm.weight`, shape: [C] },
-      { name: `${p}.mlp.gate_proj.weight`, shape: [c.intermediate_size, C] },
-      { name: `${p}.mlp.up_proj.weight`, shape: [c.intermediate_size, C] },
-      { name: `${p}.mlp.down_proj.weight`, shape: [C, c.intermediate_size] },
-    );
+    specs.push({ name: `${p}.input_layernorm.weight`, shape: [C] });
+    if (f.fused) specs.push({ name: `${p}.self_attn.qkv_proj.weight`, shape: [(H + 2 * G) * D, C] });
+    else {
+      specs.push({ name: `${p}.self_attn.q_proj.weight`, shape: [H * D, C] });
+      if (f.qkvBias) specs.push({ name: `${p}.self_attn.q_proj.bias`, shape: [H * D] });
+      specs.push({ name: `${p}.self_attn.k_proj.weight`, shape: [G * D, C] });
+      if (f.qkvBias) specs.push({ name: `${p}.self_attn.k_proj.bias`, shape: [G * D] });
+      specs.push({ name: `${p}.self_attn.v_proj.weight`, shape: [G * D, C] });
+      if (f.qkvBias) specs.push({ name: `${p}.self_attn.v_proj.bias`, shape: [G * D] });
+    }
+    specs.push({ name: `${p}.self_attn.o_proj.weight`, shape: [C, H * D] });
+    if (f.qkNorm) specs.push({ name: `${p}.self_attn.q_norm.weight`, shape: [D] }, { name: `${p}.self_attn.k_norm.weight`, shape: [D] });
+    specs.push({ name: `${p}.post_attention_layernorm.weight`, shape: [C] });
+    if (f.gemma) specs.push({ name: `${p}.pre_feedforward_layernorm.weight`, shape: [C] }, { name: `${p}.post_feedforward_layernorm.weight`, shape: [C] });
+    if (f.fused) specs.push({ name: `${p}.mlp.gate_up_proj.weight`, shape: [2 * I, C] });
+    else specs.push({ name: `${p}.mlp.gate_proj.weight`, shape: [I, C] }, { name: `${p}.mlp.up_proj.weight`, shape: [I, C] });
+    specs.push({ name: `${p}.mlp.down_proj.weight`, shape: [C, I] });
   }
   specs.push({ name: 'model.norm.weight', shape: [C] });
   if (!c.tie_word_embeddings) specs.push({ name: 'lm_head.weight', shape: [c.vocab_size, C] });
   return specs;
+}
+
+/**
+ * A config that differs from `base` in `overrides` (a student shape, fewer
+ * layers): a head_dim that followed from hidden_size / heads follows the new
+ * values, and a periodic layer_types pattern (Gemma: every p-th layer full)
+ * is laid out again over the new depth.
+ */
+export function derivedConfig(base: LlamaConfig, overrides: Partial<LlamaConfig> & Record<string, unknown>, source?: string): LlamaConfig {
+  const next: Record<string, unknown> = { ...base, ...overrides };
+  const reshaped = overrides.hidden_size !== undefined || overrides.num_attention_heads !== undefined;
+  if (reshaped && overrides.head_dim === undefined && base.head_dim * base.num_attention_heads === base.hidden_size) delete next.head_dim;
+  const layers = (next.num_hidden_layers as number) ?? base.num_hidden_layers;
+  if (overrides.layer_types === undefined && base.layer_types !== null && layers !== base.layer_types.length) {
+    const firstFull = base.layer_types.indexOf('full_attention');
+    const period = firstFull + 1;
+    const periodic = firstFull >= 0 && base.layer_types.every((t, i) => (t === 'full_attention') === ((i + 1) % period === 0));
+    if (!periodic) {
+      throw new QkdError('CONFIG', `the teacher's layer_types has no period to lay out over ${layers} layers`, { ...(source === undefined ? {} : { path: source }), field: 'layer_types', hint: `the student's layer_types (${layers} entries)` });
+    }
+    next.layer_types = Array.from({ length: layers }, (_, i) => ((i + 1) % period === 0 ? 'full_attention' : 'sliding_attention'));
+  }
+  return llamaConfig(next as Partial<LlamaConfig> & Record<string, unknown>, source);
 }

@@ -14,14 +14,16 @@ import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/s
 import { writeBytesAtomic } from '../io/atomic.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
-import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { MODEL_TYPES, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
 import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
 import { readPackedTensor } from './packed-tensors.js';
 import { dequantize } from '../quant/rtn.js';
 
 /** config.json contents: our config plus the fields Hugging Face tools expect. */
 export function llamaConfigJson(config: LlamaConfig): Record<string, unknown> {
-  return { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', torch_dtype: 'float32', ...config };
+  const traits = familyTraits(config.model_type);
+  // Gemma's config classes name the activation hidden_activation.
+  return { architectures: [traits.architecture], torch_dtype: 'float32', ...config, ...(traits.gemma ? { hidden_activation: config.hidden_act } : {}) };
 }
 
 /** Writes config.json and model.safetensors into `dir` (created if needed). */
@@ -62,43 +64,79 @@ function readJson(path: string): Record<string, unknown> {
 }
 
 /**
- * Refuses a Hugging Face config.json that describes something the LLaMA
- * forward pass would compute differently, naming the field: another
- * architecture, RoPE scaling, biases, a head dim other than
- * hidden_size / num_attention_heads, another activation, a sliding window
- * shorter than the context. (Loading such a model anyway would give wrong
- * logits silently.) Mistral is the LLaMA layout (llama.cpp converts it to
- * its "llama" architecture too), so MistralForCausalLM passes when its
- * window, if any, covers the whole context (Mistral 7B v0.2 and later).
+ * The config of a Hugging Face config.json, for llamaConfig: the family from
+ * architectures / model_type, each family's way of saying which layers use
+ * a sliding window turned into layer_types, and a refusal, naming the field,
+ * of anything the forward pass would compute differently (loading such a
+ * model anyway would give wrong logits silently): unknown architectures,
+ * biases qkd does not place, partial RoPE, bidirectional attention, RoPE
+ * scaling other than linear / dynamic / llama3 (llamaConfig checks that).
  */
-export function refuseUnsupportedLlamaFields(json: Record<string, unknown>, path: string): void {
+export function hfConfigInput(json: Record<string, unknown>, path: string): Partial<LlamaConfig> & Record<string, unknown> {
   const refuse = (field: string, what: string, hint: string): never => {
-    throw new QkdError('CONFIG', `${what}: qkd's LLaMA forward pass does not compute this, and loading it anyway would give wrong outputs`, { path, field, hint });
+    throw new QkdError('CONFIG', `${what}: qkd's forward pass does not compute this, and loading it anyway would give wrong outputs`, { path, field, hint });
   };
+  const known = MODEL_TYPES.map((t) => familyTraits(t).architecture).join(', ');
   const archs = json.architectures;
-  if (Array.isArray(archs) && !archs.every((a) => a === 'LlamaForCausalLM' || a === 'MistralForCausalLM')) refuse('architectures', `architecture ${JSON.stringify(archs)}`, 'LlamaForCausalLM or MistralForCausalLM (other families: not yet)');
-  if (json.model_type !== undefined && json.model_type !== 'llama' && json.model_type !== 'mistral') refuse('model_type', `model_type '${String(json.model_type)}'`, "'llama' or 'mistral'");
-  if (json.rope_scaling !== undefined && json.rope_scaling !== null) refuse('rope_scaling', `rope_scaling ${JSON.stringify(json.rope_scaling)}`, 'null (RoPE scaling: not yet)');
-  for (const field of ['attention_bias', 'mlp_bias']) if (json[field] === true) refuse(field, `${field} true`, 'false');
-  const act = json.hidden_act ?? json.hidden_activation;
-  if (act !== undefined && act !== 'silu') refuse('hidden_act', `hidden_act '${String(act)}'`, "'silu' (SwiGLU)");
-  const heads = json.num_attention_heads;
-  if (typeof json.head_dim === 'number' && typeof json.hidden_size === 'number' && typeof heads === 'number' && json.head_dim * heads !== json.hidden_size) {
-    refuse('head_dim', `head_dim ${json.head_dim} × ${heads} heads ≠ hidden_size ${json.hidden_size}`, 'head_dim = hidden_size / num_attention_heads');
+  let modelType: ModelType | undefined;
+  if (Array.isArray(archs) && archs.length > 0) {
+    const types = archs.map((a) => (typeof a === 'string' ? modelTypeOfArchitecture(a) : undefined));
+    if (types.some((t) => t === undefined) || new Set(types).size !== 1) refuse('architectures', `architecture ${JSON.stringify(archs)}`, known);
+    modelType = types[0];
+  }
+  const declared = json.model_type;
+  if (declared !== undefined) {
+    // Hugging Face calls Gemma 3's text model gemma3_text; 'gemma3' is the multimodal wrapper.
+    if (!MODEL_TYPES.includes(declared as ModelType)) refuse('model_type', `model_type '${String(declared)}'`, `${MODEL_TYPES.join(', ')} (text decoders)`);
+    if (modelType !== undefined && modelType !== declared) refuse('model_type', `model_type '${String(declared)}' does not match architectures ${JSON.stringify(archs)}`, `'${modelType}'`);
+    modelType = declared as ModelType;
+  }
+  modelType ??= 'llama';
+  const input: Record<string, unknown> = { ...json, model_type: modelType };
+  const traits = familyTraits(modelType);
+  if (json.attention_bias === true && !traits.qkvBias) refuse('attention_bias', 'attention_bias true', 'false');
+  if (json.mlp_bias === true) refuse('mlp_bias', 'mlp_bias true', 'false');
+  if (typeof json.partial_rotary_factor === 'number' && json.partial_rotary_factor !== 1) refuse('partial_rotary_factor', `partial_rotary_factor ${json.partial_rotary_factor}`, '1 (RoPE on the whole head)');
+  if (json.use_bidirectional_attention === true) refuse('use_bidirectional_attention', 'use_bidirectional_attention true', 'false (a causal decoder)');
+  const layers = json.num_hidden_layers as number;
+  const window = json.sliding_window;
+  // Which layers slide, in each family's words (recent transformers write layer_types for all of them).
+  if (json.layer_types === undefined || json.layer_types === null) {
+    if (modelType === 'qwen2' || modelType === 'qwen3') {
+      if (json.use_sliding_window === true && typeof window === 'number') {
+        const from = typeof json.max_window_layers === 'number' ? json.max_window_layers : layers;
+        input.layer_types = Array.from({ length: layers }, (_, i) => (i >= from ? 'sliding_attention' : 'full_attention'));
+      } else input.sliding_window = null;
+    } else if (modelType === 'gemma3_text' && typeof window === 'number') {
+      const period = typeof json.sliding_window_pattern === 'number' ? json.sliding_window_pattern : 6;
+      input.layer_types = Array.from({ length: layers }, (_, i) => ((i + 1) % period === 0 ? 'full_attention' : 'sliding_attention'));
+    } else if (modelType === 'gemma2' && typeof window === 'number') {
+      input.layer_types = Array.from({ length: layers }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention'));
+    }
+  } else if ((modelType === 'qwen2' || modelType === 'qwen3') && json.use_sliding_window !== true) {
+    input.layer_types = null;
+    input.sliding_window = null;
   }
   // A window at least as long as the context never masks anything.
-  const context = typeof json.max_position_embeddings === 'number' ? json.max_position_embeddings : Infinity;
-  if (json.use_sliding_window !== false && typeof json.sliding_window === 'number' && json.sliding_window < context) {
-    refuse('sliding_window', `sliding_window ${json.sliding_window} is shorter than the context (${context})`, 'no sliding window, or one at least max_position_embeddings long');
+  if (typeof window === 'number' && typeof json.max_position_embeddings === 'number' && window >= json.max_position_embeddings) {
+    input.sliding_window = null;
+    input.layer_types = null;
   }
+  for (const drop of ['use_sliding_window', 'max_window_layers', 'sliding_window_pattern', 'hidden_activation']) delete input[drop];
+  if (json.hidden_activation !== undefined && json.hidden_act === undefined) input.hidden_act = json.hidden_activation;
+  return input as Partial<LlamaConfig> & Record<string, unknown>;
+}
+
+/** The validated config of a Hugging Face (or qkd) config.json. */
+export function configFromHfJson(json: Record<string, unknown>, path: string): LlamaConfig {
+  return llamaConfig(hfConfigInput(json, path), path);
 }
 
 /** Loads a model directory written by qkd or by Hugging Face tools. */
 export function loadLlama(dir: string): LlamaModel {
   const configPath = join(dir, 'config.json');
   const json = readJson(configPath);
-  refuseUnsupportedLlamaFields(json, configPath);
-  const config = llamaConfig(json as Partial<LlamaConfig> & Record<string, unknown>, configPath);
+  const config = configFromHfJson(json, configPath);
   const specs = llamaParameterSpecs(config);
   const quantized = json.quantization_config === undefined ? null : quantizedSpecs(json.quantization_config, specs, configPath);
   const single = join(dir, 'model.safetensors');

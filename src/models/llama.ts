@@ -1,7 +1,12 @@
 /**
  * LLaMA-style decoder: token embedding → L × (RMSNorm → grouped-query
  * attention with RoPE → residual → RMSNorm → SwiGLU MLP → residual) →
- * RMSNorm → lm_head (optionally tied to the embedding).
+ * RMSNorm → lm_head (optionally tied to the embedding). The other families
+ * are switches on this layout (config.model_type, docs/model-families.md):
+ * q/k/v biases (Qwen2), per-head q/k norms (Qwen3, Gemma 3), fused qkv and
+ * gate_up matrices (Phi-3), and Gemma's (1 + w) norms, √C embedding scale,
+ * norms after attention and MLP, GeGLU, sliding-window layers with their
+ * own RoPE base and soft-capped scores and logits.
  *
  * Legend: B batch, T time, C hidden, H query heads, G kv heads, D head dim,
  * I intermediate, V vocab. Parameters live in one ParameterArena under their
@@ -13,13 +18,13 @@ import { Embedding, Linear, RMSNorm } from '../nn/layers.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
-import { add, swiglu } from '../tensor/ops/elementwise.js';
-import { reshape } from '../tensor/ops/shape.js';
+import { add, geglu, scale, softcap, swiglu } from '../tensor/ops/elementwise.js';
+import { reshape, slice } from '../tensor/ops/shape.js';
 import { rope } from '../tensor/ops/rope.js';
 import { attention } from '../tensor/ops/attention.js';
 import { crossEntropy } from '../tensor/ops/loss.js';
 import { QkdError } from '../errors.js';
-import { headDim, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { familyTraits, headDim, isSlidingLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
 
 export interface ForwardOptions {
   /** When given, each layer's attention probabilities [B,H,T,T] are pushed here (graph tensors). */
@@ -66,23 +71,51 @@ export class KvCache {
 }
 
 export class LlamaAttention extends Module {
-  readonly q: Linear;
-  readonly k: Linear;
-  readonly v: Linear;
+  /** Separate projections (every family but Phi-3) … */
+  readonly q: Linear | null = null;
+  readonly k: Linear | null = null;
+  readonly v: Linear | null = null;
+  /** … or one fused qkv_proj (Phi-3): rows q, then k, then v. */
+  readonly qkv: Linear | null = null;
   readonly o: Linear;
+  /** Per-head RMSNorms of q and k before RoPE (Qwen3, Gemma 3). */
+  readonly qNorm: RMSNorm | null = null;
+  readonly kNorm: RMSNorm | null = null;
+  private readonly rope: { theta: number; invFreq?: Float64Array };
+  private readonly window: number | undefined;
+  private readonly scale: number;
 
   constructor(
     name: string,
     arena: ParameterArena,
     private readonly config: LlamaConfig,
-    /** This layer's index (its slot in a KV cache). */
+    /** This layer's index (its slot in a KV cache, its window and RoPE base). */
     private readonly index = 0,
   ) {
     super(name);
-    this.q = this.child(new Linear(`${name}.q_proj`, arena.get(`${name}.q_proj.weight`)));
-    this.k = this.child(new Linear(`${name}.k_proj`, arena.get(`${name}.k_proj.weight`)));
-    this.v = this.child(new Linear(`${name}.v_proj`, arena.get(`${name}.v_proj.weight`)));
+    const f = familyTraits(config.model_type);
+    const bias = (p: string) => (f.qkvBias ? arena.get(`${name}.${p}.bias`) : undefined);
+    if (f.fused) this.qkv = this.child(new Linear(`${name}.qkv_proj`, arena.get(`${name}.qkv_proj.weight`)));
+    else {
+      this.q = this.child(new Linear(`${name}.q_proj`, arena.get(`${name}.q_proj.weight`), bias('q_proj')));
+      this.k = this.child(new Linear(`${name}.k_proj`, arena.get(`${name}.k_proj.weight`), bias('k_proj')));
+      this.v = this.child(new Linear(`${name}.v_proj`, arena.get(`${name}.v_proj.weight`), bias('v_proj')));
+    }
     this.o = this.child(new Linear(`${name}.o_proj`, arena.get(`${name}.o_proj.weight`)));
+    if (f.qkNorm) {
+      const offset = f.gemma ? 1 : 0;
+      this.qNorm = this.child(new RMSNorm(`${name}.q_norm`, arena.get(`${name}.q_norm.weight`), config.rms_norm_eps, offset));
+      this.kNorm = this.child(new RMSNorm(`${name}.k_norm`, arena.get(`${name}.k_norm.weight`), config.rms_norm_eps, offset));
+    }
+    const sliding = isSlidingLayer(config, index);
+    this.window = sliding ? config.sliding_window! : undefined;
+    this.rope = ropeFrequencies(config, sliding);
+    this.scale = 1 / Math.sqrt(config.query_pre_attn_scalar ?? headDim(config));
+  }
+
+  /** The projections that read the block's input (one GPTQ input group). */
+  get inputProjections(): Linear[] {
+    return this.qkv !== null ? [this.qkv] : [this.q!, this.k!, this.v!];
   }
 
   /** x [B,T,C] → [B,T,C] */
@@ -90,54 +123,151 @@ export class LlamaAttention extends Module {
     const [B, T] = x.shape as [number, number, number];
     const c = this.config;
     const D = headDim(c);
+    const H = c.num_attention_heads;
+    const G = c.num_key_value_heads;
     const cache = options.cache;
     if (cache !== undefined && B !== 1) throw new QkdError('SHAPE', `a KV cache holds one sequence; the batch has ${B}`, { field: 'cache' });
-    const ropeOptions = { theta: c.rope_theta, style: 'half' as const, startPos: cache?.position ?? 0 };
-    const q = rope(reshape(this.q.forward(x), [B, T, c.num_attention_heads, D]), ropeOptions);
-    let k = rope(reshape(this.k.forward(x), [B, T, c.num_key_value_heads, D]), ropeOptions);
-    let v = reshape(this.v.forward(x), [B, T, c.num_key_value_heads, D]);
-    if (cache !== undefined) ({ k, v } = cache.extend(this.index, k, v, T, c.num_key_value_heads, D));
-    const { out, probs } = attention(q, k, v, { causal: true });
+    let qx: Tensor, kx: Tensor, vx: Tensor;
+    if (this.qkv !== null) {
+      const fused = this.qkv.forward(x); // [B,T,(H+2G)D]
+      qx = slice(fused, 2, 0, H * D);
+      kx = slice(fused, 2, H * D, (H + G) * D);
+      vx = slice(fused, 2, (H + G) * D, (H + 2 * G) * D);
+    } else {
+      qx = this.q!.forward(x);
+      kx = this.k!.forward(x);
+      vx = this.v!.forward(x);
+    }
+    let q = reshape(qx, [B, T, H, D]);
+    let k = reshape(kx, [B, T, G, D]);
+    let v = reshape(vx, [B, T, G, D]);
+    if (this.qNorm !== null) {
+      q = this.qNorm.forward(q);
+      k = this.kNorm!.forward(k);
+    }
+    const ropeOptions = { ...this.rope, style: 'half' as const, startPos: cache?.position ?? 0 };
+    q = rope(q, ropeOptions);
+    k = rope(k, ropeOptions);
+    if (cache !== undefined) ({ k, v } = cache.extend(this.index, k, v, T, G, D));
+    const { out, probs } = attention(q, k, v, {
+      causal: true,
+      scale: this.scale,
+      ...(this.window !== undefined ? { window: this.window } : {}),
+      ...(c.attn_logit_softcapping !== null ? { softcap: c.attn_logit_softcapping } : {}),
+    });
     options.attentionProbs?.push(probs);
-    return this.emit(this.o.forward(reshape(out, [B, T, c.num_attention_heads * D])));
+    return this.emit(this.o.forward(reshape(out, [B, T, H * D])));
   }
 }
 
-export class LlamaMlp extends Module {
-  readonly gate: Linear;
-  readonly up: Linear;
-  readonly down: Linear;
+/**
+ * RoPE of a layer: the sliding layers of Gemma 3 use rope_local_base_freq
+ * unscaled; every other layer rope_theta with rope_scaling applied to its
+ * inverse frequencies (docs/model-families.md).
+ */
+export function ropeFrequencies(c: LlamaConfig, sliding: boolean): { theta: number; invFreq?: Float64Array } {
+  if (sliding && c.rope_local_base_freq !== null) return { theta: c.rope_local_base_freq };
+  const s = c.rope_scaling;
+  // dynamic NTK only changes the base past the trained context, which qkd never runs (generation re-runs the last window).
+  if (s === null || s.rope_type === 'dynamic') return { theta: c.rope_theta };
+  const D = headDim(c);
+  const inv = new Float64Array(D / 2);
+  for (let i = 0; i < D / 2; i++) inv[i] = Math.pow(c.rope_theta, (-2 * i) / D);
+  if (s.rope_type === 'linear') {
+    for (let i = 0; i < inv.length; i++) inv[i]! /= s.factor;
+  } else {
+    // llama3: long wavelengths slowed by factor, short ones kept, a smooth blend between.
+    const old = s.original_max_position_embeddings!;
+    const low = s.low_freq_factor!;
+    const high = s.high_freq_factor!;
+    for (let i = 0; i < inv.length; i++) {
+      const wavelen = (2 * Math.PI) / inv[i]!;
+      if (wavelen < old / high) continue;
+      if (wavelen > old / low) inv[i]! /= s.factor;
+      else {
+        const smooth = (old / wavelen - low) / (high - low);
+        inv[i] = ((1 - smooth) * inv[i]!) / s.factor + smooth * inv[i]!;
+      }
+    }
+  }
+  return { theta: c.rope_theta, invFreq: inv };
+}
 
-  constructor(name: string, arena: ParameterArena) {
+export class LlamaMlp extends Module {
+  /** gate_proj and up_proj (every family but Phi-3) … */
+  readonly gate: Linear | null = null;
+  readonly up: Linear | null = null;
+  /** … or one fused gate_up_proj (Phi-3): gate rows first, then up. */
+  readonly gateUp: Linear | null = null;
+  readonly down: Linear;
+  private readonly act: LlamaConfig['hidden_act'];
+
+  constructor(name: string, arena: ParameterArena, config: Pick<LlamaConfig, 'model_type' | 'hidden_act'> = { model_type: 'llama', hidden_act: 'silu' }) {
     super(name);
-    this.gate = this.child(new Linear(`${name}.gate_proj`, arena.get(`${name}.gate_proj.weight`)));
-    this.up = this.child(new Linear(`${name}.up_proj`, arena.get(`${name}.up_proj.weight`)));
+    if (familyTraits(config.model_type).fused) this.gateUp = this.child(new Linear(`${name}.gate_up_proj`, arena.get(`${name}.gate_up_proj.weight`)));
+    else {
+      this.gate = this.child(new Linear(`${name}.gate_proj`, arena.get(`${name}.gate_proj.weight`)));
+      this.up = this.child(new Linear(`${name}.up_proj`, arena.get(`${name}.up_proj.weight`)));
+    }
     this.down = this.child(new Linear(`${name}.down_proj`, arena.get(`${name}.down_proj.weight`)));
+    this.act = config.hidden_act;
   }
 
-  /** SwiGLU: down(silu(gate(x)) ⊙ up(x)) */
+  /** The projections that read the block's input (one GPTQ input group). */
+  get inputProjections(): Linear[] {
+    return this.gateUp !== null ? [this.gateUp] : [this.gate!, this.up!];
+  }
+
+  /** down(act(gate(x)) ⊙ up(x)): SwiGLU (silu) or GeGLU (gelu_pytorch_tanh). */
   forward(x: Tensor): Tensor {
-    return this.emit(this.down.forward(swiglu(this.gate.forward(x), this.up.forward(x))));
+    let g: Tensor, u: Tensor;
+    if (this.gateUp !== null) {
+      const both = this.gateUp.forward(x);
+      const I = both.shape[both.rank - 1]! / 2;
+      g = slice(both, both.rank - 1, 0, I);
+      u = slice(both, both.rank - 1, I, 2 * I);
+    } else {
+      g = this.gate!.forward(x);
+      u = this.up!.forward(x);
+    }
+    return this.emit(this.down.forward(this.act === 'silu' ? swiglu(g, u) : geglu(g, u)));
   }
 }
 
 export class LlamaDecoderLayer extends Module {
   readonly inputNorm: RMSNorm;
   readonly attn: LlamaAttention;
+  /** LLaMA: the norm before the MLP. Gemma: the norm after attention (its pre-MLP norm is preMlpNorm). */
   readonly postNorm: RMSNorm;
   readonly mlp: LlamaMlp;
+  /** Gemma's sandwich norms: before the MLP, and after it. */
+  readonly preMlpNorm: RMSNorm | null = null;
+  readonly postMlpNorm: RMSNorm | null = null;
 
   constructor(name: string, arena: ParameterArena, config: LlamaConfig, index = 0) {
     super(name);
-    this.inputNorm = this.child(new RMSNorm(`${name}.input_layernorm`, arena.get(`${name}.input_layernorm.weight`), config.rms_norm_eps));
+    const gemma = familyTraits(config.model_type).gemma;
+    const norm = (part: string) => new RMSNorm(`${name}.${part}`, arena.get(`${name}.${part}.weight`), config.rms_norm_eps, gemma ? 1 : 0);
+    this.inputNorm = this.child(norm('input_layernorm'));
     this.attn = this.child(new LlamaAttention(`${name}.self_attn`, arena, config, index));
-    this.postNorm = this.child(new RMSNorm(`${name}.post_attention_layernorm`, arena.get(`${name}.post_attention_layernorm.weight`), config.rms_norm_eps));
-    this.mlp = this.child(new LlamaMlp(`${name}.mlp`, arena));
+    this.postNorm = this.child(norm('post_attention_layernorm'));
+    if (gemma) this.preMlpNorm = this.child(norm('pre_feedforward_layernorm'));
+    this.mlp = this.child(new LlamaMlp(`${name}.mlp`, arena, config));
+    if (gemma) this.postMlpNorm = this.child(norm('post_feedforward_layernorm'));
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    if (this.preMlpNorm !== null) {
+      const h = add(x, this.postNorm.forward(this.attn.forward(this.inputNorm.forward(x), options)));
+      return this.emit(add(h, this.postMlpNorm!.forward(this.mlp.forward(this.preMlpNorm.forward(h)))));
+    }
     const h = add(x, this.attn.forward(this.inputNorm.forward(x), options));
     return this.emit(add(h, this.mlp.forward(this.postNorm.forward(h))));
+  }
+
+  /** The norm whose output the MLP reads. */
+  get mlpInputNorm(): RMSNorm {
+    return this.preMlpNorm ?? this.postNorm;
   }
 }
 
@@ -159,7 +289,8 @@ export class LlamaModel extends Module {
     for (let l = 0; l < this.config.num_hidden_layers; l++) {
       this.layers.push(this.child(new LlamaDecoderLayer(`model.layers.${l}`, this.arena, this.config, l)));
     }
-    this.norm = this.child(new RMSNorm('model.norm', this.arena.get('model.norm.weight'), this.config.rms_norm_eps));
+    const gemma = familyTraits(this.config.model_type).gemma;
+    this.norm = this.child(new RMSNorm('model.norm', this.arena.get('model.norm.weight'), this.config.rms_norm_eps, gemma ? 1 : 0));
     const headWeight = this.config.tie_word_embeddings ? this.arena.get('model.embed_tokens.weight') : this.arena.get('lm_head.weight');
     this.lmHead = this.child(new Linear('lm_head', headWeight));
   }
@@ -173,9 +304,13 @@ export class LlamaModel extends Module {
   forward(ids: Int32Array, B: number, T: number, options: ForwardOptions = {}): Tensor {
     if (ids.length !== B * T) throw new QkdError('SHAPE', `LlamaModel.forward: ${ids.length} ids for B=${B} × T=${T}`);
     let x = this.embed.forward(ids, [B, T]);
+    // Gemma scales the embeddings by √hidden_size (the tied lm_head reads the table unscaled).
+    if (familyTraits(this.config.model_type).gemma) x = scale(x, Math.sqrt(this.config.hidden_size));
     for (const layer of this.layers) x = layer.forward(x, options);
     if (options.cache !== undefined) options.cache.position += T;
-    return this.emit(this.lmHead.forward(this.norm.forward(x)));
+    const logits = this.lmHead.forward(this.norm.forward(x));
+    const cap = this.config.final_logit_softcapping;
+    return this.emit(cap === null ? logits : softcap(logits, cap));
   }
 
   /** Mean next-token cross-entropy of logits [B,T,V] against targets [B*T]. */
@@ -186,7 +321,8 @@ export class LlamaModel extends Module {
 
 /**
  * Seeded initialisation: normal(0, initializer_range) for matrices and the
- * embedding, ones for norms; the two residual output projections (o_proj,
+ * embedding, the identity for norms (ones; zeros for Gemma's 1 + w), zero
+ * biases; the two residual output projections (o_proj,
  * down_proj) get std / sqrt(2L) so the residual stream does not grow with
  * depth (GPT-2's choice; Hugging Face uses plain std).
  */
@@ -194,10 +330,12 @@ export function initLlamaParameters(model: LlamaModel, seed: number): void {
   const rng = new Rng(seed);
   const c = model.config;
   const residualStd = c.initializer_range / Math.sqrt(2 * c.num_hidden_layers);
+  // Gemma's norms scale by (1 + w): w = 0 is the identity.
+  const normInit = familyTraits(c.model_type).gemma ? 0 : 1;
   for (const e of model.arena.entries) {
     const data = e.tensor.data;
     if (e.shape.length === 1) {
-      data.fill(1);
+      data.fill(e.name.endsWith('.bias') ? 0 : normInit);
       continue;
     }
     const std = e.name.endsWith('o_proj.weight') || e.name.endsWith('down_proj.weight') ? residualStd : c.initializer_range;

@@ -5,6 +5,7 @@
  */
 import { LlamaModel } from './llama.js';
 import { llamaConfig } from './llama-config.js';
+import { QkdError } from '../errors.js';
 import { streamLlama2cCheckpoint, llama2cModelShape, writeLlama2cTensors, type Llama2cFormat, type ReadLlama2cOptions, type WriteLlama2cOptions } from '../io/llama2c.js';
 
 /** Builds a LlamaModel from a llama2.c checkpoint (rms_norm_eps 1e-5, rope_theta 10000, as run.c). */
@@ -23,5 +24,9 @@ export function loadLlama2c(path: string, options: ReadLlama2cOptions = {}): Lla
  * (run.c hardcodes it); rms_norm_eps is not stored (run.c uses 1e-5).
  */
 export function writeLlama2cCheckpoint(path: string, model: LlamaModel, format: Llama2cFormat, options: WriteLlama2cOptions = {}): void {
+  const c = model.config;
+  // run.c computes plain LLaMA only.
+  const differs = c.model_type !== 'llama' && c.model_type !== 'mistral' ? 'model_type' : c.head_dim * c.num_attention_heads !== c.hidden_size ? 'head_dim' : c.rope_scaling !== null ? 'rope_scaling' : c.sliding_window !== null ? 'sliding_window' : null;
+  if (differs !== null) throw new QkdError('CONFIG', `llama2.c's run.c computes plain LLaMA; this model's ${differs} is ${JSON.stringify(c[differs])}`, { path, field: differs, hint: 'a LLaMA model (or export to GGUF)' });
   writeLlama2cTensors(path, model.config, (name) => model.arena.get(name).data, format, options);
 }

@@ -9,6 +9,7 @@ import type { ParameterArena } from '../tensor/arena.js';
 import { linear } from '../tensor/ops/matmul.js';
 import { embedding } from '../tensor/ops/embedding.js';
 import { rmsNorm } from '../tensor/ops/norm.js';
+import { addScalar } from '../tensor/ops/elementwise.js';
 
 /** Transforms applied to a weight before use (fake quantization, noise). */
 export type WeightTransform = (weight: Tensor, module: Linear | Embedding) => Tensor;
@@ -51,15 +52,19 @@ export class Embedding extends Module {
 export class RMSNorm extends Module {
   readonly weight: Tensor;
   readonly eps: number;
+  /** Added to the weight before scaling: 0, or 1 for Gemma's x̂·(1 + w). */
+  readonly offset: number;
 
-  constructor(name: string, weight: Tensor, eps: number) {
+  constructor(name: string, weight: Tensor, eps: number, offset = 0) {
     super(name);
     this.weight = weight;
     this.eps = eps;
+    this.offset = offset;
   }
 
+  /** Normalises over the last axis (a head's D channels for q/k norms). */
   forward(x: Tensor): Tensor {
-    return this.emit(withLoaded(this.weight, () => rmsNorm(x, this.weight, this.eps)));
+    return this.emit(withLoaded(this.weight, () => rmsNorm(x, this.offset === 0 ? this.weight : addScalar(this.weight, this.offset), this.eps)));
   }
 }
 

@@ -28,7 +28,7 @@ import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
 import { LlamaModel } from '../models/llama.js';
-import { llamaConfig, type LlamaConfig } from '../models/llama-config.js';
+import { derivedConfig, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
 import { quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
@@ -120,11 +120,9 @@ export function deploymentScheme(c: DistillConfig): QuantScheme {
 /** The student's shape: an explicit shape, a preset, or (default) the teacher with half its layers. */
 export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConfig {
   const shape = c.student.model ?? (c.student.preset !== null ? PRESETS[c.student.preset]!.model : null);
-  const base = { vocab_size: teacher.vocab_size, max_position_embeddings: teacher.max_position_embeddings, rope_theta: teacher.rope_theta, rms_norm_eps: teacher.rms_norm_eps, tie_word_embeddings: teacher.tie_word_embeddings };
-  if (shape === null) {
-    return llamaConfig({ ...teacher, num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) } as LlamaConfig & Record<string, unknown>);
-  }
-  return llamaConfig({ ...base, ...shape } as LlamaConfig & Record<string, unknown>);
+  // The student is of the teacher's family (model_type, activation, RoPE, windows), in the shape asked for.
+  if (shape === null) return derivedConfig(teacher, { num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) });
+  return derivedConfig(teacher, shape as Partial<LlamaConfig> & Record<string, unknown>);
 }
 
 function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {

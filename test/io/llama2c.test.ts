@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { readLlama2cCheckpoint, readLlama2cHeader } from '../../src/io/llama2c.js';
 import { loadLlama2c, writeLlama2cCheckpoint } from '../../src/models/llama2c-io.js';
 import { createLlama } from '../../src/models/llama.js';
+import { llamaConfig } from '../../src/models/llama-config.js';
 import { Rng } from '../../src/tensor/random.js';
 import { noGrad } from '../../src/tensor/index.js';
 import { QkdError } from '../../src/errors.js';
@@ -394,7 +395,7 @@ describe('llama2.c checkpoints', () => {
         writeLlama2cCheckpoint(path, model, format);
         const ckpt = readLlama2cCheckpoint(path);
         assert.equal(ckpt.format, format);
-        assert.deepEqual({ ...ckpt.config, initializer_range: model.config.initializer_range }, model.config);
+        assert.deepEqual(llamaConfig({ ...ckpt.config, initializer_range: model.config.initializer_range }), model.config);
         assert.equal(ckpt.tensors.size, model.arena.entries.length);
         for (const e of model.arena.entries) assert.deepEqual(ckpt.tensors.get(e.name)!.data, Float32Array.from(e.tensor.data), e.name);
         const loaded = loadLlama2c(path);

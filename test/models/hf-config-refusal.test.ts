@@ -1,4 +1,4 @@
-// A Hugging Face config.json that the LLaMA forward pass would compute
+// A Hugging Face config.json (or GGUF) that qkd's forward pass would compute
 // differently is refused by name, instead of giving wrong logits silently.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,24 +16,31 @@ describe('config.json fields qkd cannot honour', () => {
   saveLlama(dir, createLlama({ vocab_size: 64, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 16 }, 1));
   const base = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const cases: [string, Record<string, unknown>, RegExp][] = [
-    ['Llama-3.2 RoPE scaling', { rope_scaling: { rope_type: 'llama3', factor: 32 } }, /rope_scaling/],
-    ['Qwen2', { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' }, /architecture \["Qwen2ForCausalLM"\]/],
-    ['Mistral 7B v0.1 sliding window', { architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 8 }, /sliding_window 8 is shorter than the context \(16\)/],
-    ['attention bias', { attention_bias: true }, /attention_bias true/],
-    ['GELU', { hidden_act: 'gelu_pytorch_tanh' }, /hidden_act 'gelu_pytorch_tanh'/],
-    ['decoupled head_dim', { head_dim: 64 }, /head_dim 64 × 2 heads ≠ hidden_size 32/],
+    ['YaRN RoPE scaling', { rope_scaling: { rope_type: 'yarn', factor: 4 } }, /rope_scaling\.rope_type/],
+    ['an architecture qkd does not run', { architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox' }, /architecture \["GPTNeoXForCausalLM"\]/],
+    ['model_type against architectures', { architectures: ['Qwen2ForCausalLM'], model_type: 'llama' }, /model_type 'llama' does not match/],
+    ['attention bias on LLaMA', { attention_bias: true }, /attention_bias true/],
+    ['MLP bias', { mlp_bias: true }, /mlp_bias true/],
+    ['partial RoPE', { partial_rotary_factor: 0.5 }, /partial_rotary_factor 0\.5/],
+    ['bidirectional Gemma', { architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', use_bidirectional_attention: true }, /use_bidirectional_attention/],
   ];
   for (const [name, change, message] of cases) {
     it(`${name}: refused naming the field`, () => {
       writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, ...change }));
-      assert.throws(() => loadLlama(dir), (e: Error) => message.test(e.message) && /would give wrong outputs/.test(e.message));
+      assert.throws(() => loadLlama(dir), (e: Error) => message.test(e.message));
     });
   }
-  it('Mistral without a window shorter than the context is the LLaMA layout and loads', () => {
+  it('an exact-erf GELU is refused by name (Gemma uses the tanh approximation)', () => {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, hidden_act: 'gelu' }));
+    assert.throws(() => loadLlama(dir), /hidden_act "gelu"/);
+  });
+  it('Mistral: a window as long as the context is no window; a shorter one slides on every layer', () => {
     for (const window of [null, 16, 4096]) {
       writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: window }));
-      assert.equal(loadLlama(dir).config.num_hidden_layers, 1);
+      assert.equal(loadLlama(dir).config.sliding_window, null);
     }
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 8 }));
+    assert.equal(loadLlama(dir).config.sliding_window, 8);
   });
   it('a plain LLaMA config (sliding window off, null rope_scaling) still loads', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, rope_scaling: null, use_sliding_window: false, sliding_window: 4096, attention_bias: false, head_dim: 16 }));
@@ -51,13 +58,16 @@ describe('GGUF metadata qkd cannot honour', () => {
     writeGguf(path, { metadata: { ...llamaGgufMetadata(model.config, name), ...extra }, tensors });
     return path;
   };
-  it('RoPE scaling (by type or by a rope_freqs tensor), decoupled head size and sliding windows are refused by name', () => {
-    assert.throws(() => loadLlamaGguf(write('linear', { 'llama.rope.scaling.type': { type: 'string', value: 'linear' } })), /uses RoPE scaling \(linear\)/);
-    assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /uses RoPE scaling \(rope_freqs\.weight\)/);
-    assert.throws(() => loadLlamaGguf(write('keylen', { 'llama.attention.key_length': { type: 'u32', value: 64 } })), /key_length 64 is not hidden_size \/ heads = 16/);
+  it('RoPE scaling qkd does not read back, sliding windows llama.cpp does not apply, and experts are refused by name', () => {
+    assert.throws(() => loadLlamaGguf(write('yarn', { 'llama.rope.scaling.type': { type: 'string', value: 'yarn' } })), /RoPE scaling 'yarn'/);
+    assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /rope_freqs\.weight/);
+    assert.throws(() => loadLlamaGguf(write('vallen', { 'llama.attention.value_length': { type: 'u32', value: 64 } })), /value_length 64 differs from key_length 16/);
     assert.throws(() => loadLlamaGguf(write('swa', { 'llama.attention.sliding_window': { type: 'u32', value: 8 } })), /sliding-window attention/);
     assert.throws(() => loadLlamaGguf(write('moe', { 'llama.expert_count': { type: 'u32', value: 8 } })), /mixture of experts/);
+    assert.throws(() => loadLlamaGguf(write('arch', { 'general.architecture': { type: 'string', value: 'gptneox' } })), /architecture 'gptneox' is not supported/);
     assert.equal(loadLlamaGguf(write('plain', { 'llama.rope.scaling.type': { type: 'string', value: 'none' } })).config.hidden_size, 32);
+    const linear = loadLlamaGguf(write('linear', { 'llama.rope.scaling.type': { type: 'string', value: 'linear' }, 'llama.rope.scaling.factor': { type: 'f32', value: 4 } }));
+    assert.deepEqual(linear.config.rope_scaling, { rope_type: 'linear', factor: 4 });
     // A window as long as the context masks nothing.
     assert.equal(loadLlamaGguf(write('swa-full', { 'llama.attention.sliding_window': { type: 'u32', value: 16 } })).config.hidden_size, 32);
   });

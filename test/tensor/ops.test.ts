@@ -1,6 +1,7 @@
 // Every op: float64 finite-difference gradient check and native-vs-reference
 // agreement, on odd shapes (1, primes, sizes that are not SIMD multiples).
 import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
 import * as T from '../../src/tensor/index.js';
 import { checkOp, type InputSpec } from '../helpers/check-op.js';
 
@@ -56,6 +57,7 @@ describe('elementwise', () => {
     ['sigmoid', { shape: [3, 5], lo: -6, hi: 6 }],
     ['silu', { shape: [3, 5], lo: -6, hi: 6 }],
     ['gelu', { shape: [3, 5], lo: -4, hi: 4 }],
+    ['gelu_tanh', { shape: [3, 5], lo: -4, hi: 4 }],
     ['relu', s(3, 5)],
     ['square', s(3, 5)],
     ['sqrt', positive(3, 5)],
@@ -105,6 +107,25 @@ describe('attention', () => {
   it('attentionProbs causal GQA', () => checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!), [s(B, Tq, H, D), s(B, Tq, G, D)]));
   it('attentionProbs non-causal, custom scale', () => checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!, { causal: false, scale: 0.3 }), [s(B, Tq, H, D), s(B, 7, G, D)]));
   it('attentionProbs with S > T (cached keys)', () => checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!), [s(1, 3, 2, 4), s(1, 7, 1, 4)]));
+  it('attentionProbs with a sliding window (W=2), also with cached keys', () => {
+    checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!, { window: 2 }), [s(B, Tq, H, D), s(B, Tq, G, D)]);
+    checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!, { window: 3 }), [s(1, 3, 2, 4), s(1, 7, 1, 4)]);
+  });
+  it('attentionProbs with soft-capped scores (cap 0.7), with and without a window', () => {
+    checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!, { softcap: 0.7 }), [s(B, Tq, H, D), s(B, Tq, G, D)]);
+    checkOp('attentionProbs', ([q, k]) => T.attentionProbs(q!, k!, { softcap: 0.7, window: 2, scale: 0.9 }), [s(B, Tq, H, D), s(B, Tq, G, D)]);
+  });
+  it('a sliding window masks exactly the keys W or more positions back', () => {
+    const q = T.tensor(Array.from({ length: 10 }, (_, i) => Math.sin(i)), [1, 5, 1, 2]);
+    const k = T.tensor(Array.from({ length: 10 }, (_, i) => Math.cos(i)), [1, 5, 1, 2]);
+    const P = T.attentionProbs(q, k, { window: 2 }).data;
+    for (let t = 0; t < 5; t++) {
+      for (let j = 0; j < 5; j++) {
+        const visible = j <= t && t - j < 2;
+        assert.equal(P[t * 5 + j]! > 0, visible, `query ${t}, key ${j}`);
+      }
+    }
+  });
   it('attentionApply', () => checkOp('attentionApply', ([p, v]) => T.attentionApply(p!, v!), [s(B, H, Tq, Tq), s(B, Tq, G, D)]));
   it('attention end to end, odd sizes (H=3, G=1, D=2, T=7)', () =>
     checkOp('attention', ([q, k, v]) => T.attention(q!, k!, v!).out, [s(1, 7, 3, 2), s(1, 7, 1, 2), s(1, 7, 1, 2)]));

@@ -3,7 +3,12 @@
  * so that the attention probabilities are an ordinary tensor of the graph
  * (attention distillation can put a loss on them):
  *
- *   attentionProbs(q, k)  → P [B, H, T, S] = softmax(scale · Q Kᵀ + causal mask)
+ *   attentionProbs(q, k)  → P [B, H, T, S] = softmax(cap(scale · Q Kᵀ) + mask)
+ *
+ * The mask hides future keys (causal) and, with a window W, keys W or more
+ * positions older than the query (sliding-window attention: query at
+ * position p sees keys p − W + 1 … p). cap(x) = c·tanh(x / c) is Gemma 2's
+ * score soft-capping (identity without softcap).
  *   attentionApply(P, v)  → O [B, T, H, D] = P V
  *
  * Legend: B batch, T query steps, S key steps (S ≥ T; with S > T the queries
@@ -15,13 +20,17 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
 import { record } from '../tape.js';
-import { Tensor, allocFloat } from '../tensor.js';
+import { Tensor, allocFloat, type FloatArray } from '../tensor.js';
 
 export interface AttentionOptions {
   /** Mask keys after each query's position (default true). */
   causal?: boolean;
   /** Score scale (default 1/sqrt(D)). */
   scale?: number;
+  /** Sliding window W: keys at positions ≤ p − W are masked for the query at p (causal only). */
+  window?: number;
+  /** Soft-cap c of the scaled scores: c·tanh(x / c). */
+  softcap?: number;
 }
 
 function dims(op: string, q: Tensor, kv: Tensor) {
@@ -57,6 +66,19 @@ export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions =
       beta: 0, c: P.subarray(h * T * S), ldc: S, strideC: H * T * S,
     });
   }
+  // tanh of the capped scores, kept for the backward (1 − tanh²).
+  const capped = options.softcap === undefined ? null : softcapInPlace(P, options.softcap);
+  // Keys older than the window get −∞ and so probability 0 (each query keeps at least itself).
+  const window = options.window;
+  if (window !== undefined) {
+    if (!causal || !(window >= 1)) throw new QkdError('ARGUMENT', `attentionProbs: window ${window} needs causal attention and W ≥ 1`, { field: 'window' });
+    for (let r = 0; r < B * H; r++) {
+      for (let t = 0; t < T; t++) {
+        const oldest = offset + t - window + 1; // first visible key
+        if (oldest > 0) P.fill(-Infinity, (r * T + t) * S, (r * T + t) * S + Math.min(oldest, S));
+      }
+    }
+  }
   // Causal rows only look at their first offset + t + 1 keys; the masked
   // scores are never read and their probabilities are written as 0.
   if (causal) kern.causalSoftmaxForward(P, P, B * H, T, S, offset);
@@ -71,6 +93,7 @@ export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions =
       dS = allocFloat(B * H * T * S);
       kb.softmaxBackward(P, dP, dS, B * H * T, S);
     }
+    if (capped !== null) for (let i = 0; i < dS.length; i++) dS[i]! *= 1 - capped[i]! * capped[i]!;
     const dq = q.requiresGrad ? q.ensureGrad() : null;
     const dk = k.requiresGrad ? k.ensureGrad() : null;
     for (let h = 0; h < H; h++) {
@@ -82,6 +105,17 @@ export function attentionProbs(q: Tensor, k: Tensor, options: AttentionOptions =
       if (dk) kb.sgemm({ batch: B, transA: true, transB: false, M: S, N: D, K: T, alpha: scale, a: dSh, lda: S, strideA: H * T * S, b: q.data.subarray(h * D), ldb: H * D, strideB: T * H * D, beta: 1, c: dk.subarray(g * D), ldc: G * D, strideC: S * G * D });
     }
   });
+}
+
+/** x ← c·tanh(x / c) in place; returns tanh(x / c) for the backward. */
+function softcapInPlace(x: FloatArray, c: number): FloatArray {
+  if (!(c > 0)) throw new QkdError('ARGUMENT', `attentionProbs: softcap ${c} must be positive`, { field: 'softcap' });
+  const th = allocFloat(x.length);
+  for (let i = 0; i < x.length; i++) {
+    th[i] = Math.tanh(x[i]! / c);
+    x[i] = c * th[i]!;
+  }
+  return th;
 }
 
 /** O [B,T,H,D] = P [B,H,T,S] · v [B,S,G,D] per head. */

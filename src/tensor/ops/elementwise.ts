@@ -210,6 +210,7 @@ export function erf(x: number): number {
 
 const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 interface UnaryRule {
   f(x: number): number;
@@ -234,6 +235,14 @@ export const UNARY = {
   gelu: {
     f: (x) => 0.5 * x * (1 + erf(x * INV_SQRT_2)),
     df: (x) => 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x),
+  },
+  /** GELU's tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (PyTorch's approximate='tanh', Gemma's gelu_pytorch_tanh). */
+  gelu_tanh: {
+    f: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+    df: (x) => {
+      const th = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
+      return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+    },
   },
   relu: { f: (x) => (x > 0 ? x : 0), df: (x) => (x > 0 ? 1 : 0) },
   square: { f: (x) => x * x, df: (x) => 2 * x },
@@ -263,6 +272,17 @@ export const tanh = (x: Tensor): Tensor => unary('tanh', x);
 export const sigmoid = (x: Tensor): Tensor => unary('sigmoid', x);
 export const silu = (x: Tensor): Tensor => unary('silu', x);
 export const gelu = (x: Tensor): Tensor => unary('gelu', x);
+export const geluTanh = (x: Tensor): Tensor => unary('gelu_tanh', x);
+
+/** GeGLU gate (Gemma): gelu_tanh(gate) ⊙ up, composed. */
+export function geglu(gate: Tensor, up: Tensor): Tensor {
+  return mul(geluTanh(gate), up);
+}
+
+/** Soft-capping c·tanh(x / c) (Gemma 2's logits), composed. */
+export function softcap(x: Tensor, c: number): Tensor {
+  return scale(tanh(scale(x, 1 / c)), c);
+}
 export const relu = (x: Tensor): Tensor => unary('relu', x);
 export const square = (x: Tensor): Tensor => unary('square', x);
 export const sqrt = (x: Tensor): Tensor => unary('sqrt', x);
