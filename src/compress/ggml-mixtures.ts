@@ -57,7 +57,7 @@ function layerOf(hfName: string): number {
  * of a LLaMA model (no experts, no importance matrix) under a file type:
  * - lm_head (or the tied embedding table) → Q6_K (Q8_0 for a Q8_0 file, or
  *   when the width is not a multiple of the base type's block);
- * - attn_v, attn_output and ffn_down get more bits in the K mixtures
+ * - attn_v (and a fused attn_qkv), attn_output and ffn_down get more bits in the K mixtures
  *   (use_more_bits layers in _M, the first layers in Q3_K_M / Q4_K_S, a
  *   larger type throughout in Q3_K_L, and Q4_K for attn_v of Q2_K when
  *   there are ≥ 4 query heads per KV head); an 80-layer GQA model (70B) gets
@@ -75,7 +75,8 @@ export function mixtureType(file: MixtureName, hfName: string, c: LlamaConfig): 
     const qk = base.endsWith('_K') ? 256 : 32;
     return c.hidden_size % qk !== 0 || base === 'Q8_0' ? 'Q8_0' : 'Q6_K';
   }
-  if (hfName.endsWith('self_attn.v_proj.weight')) {
+  // llama.cpp treats a fused qkv matrix (Phi-3) as it treats attn_v.
+  if (hfName.endsWith('self_attn.v_proj.weight') || hfName.endsWith('self_attn.qkv_proj.weight')) {
     const gqa = Math.floor(c.num_attention_heads / c.num_key_value_heads);
     let t: GgufWriteType = base;
     if (file === 'Q2_K') t = gqa >= 4 ? 'Q4_K' : 'Q3_K';

@@ -21,25 +21,27 @@ export function realConfigJson(name: FamilyFixture): Record<string, unknown> {
 }
 
 /**
- * The real config with its sizes scaled down: head dim 8, at most 4 query
+ * The real config with its sizes scaled down: head dim 8 ('quant': width
+ * 256, head dim 64 or a decoupled 128, MLP 512), at most 4 query
  * heads (the GQA ratio kept where it divides), a decoupled head_dim kept
  * decoupled, 6 layers where layer types alternate (so a full layer of
  * Gemma 3's 5:1 pattern is in) else 2, windows of 4 tokens when the real
  * window is shorter than the context.
  */
-export function scaledConfigJson(name: FamilyFixture, vocab = 101, context = 64): Record<string, unknown> {
+export function scaledConfigJson(name: FamilyFixture, vocab = 101, context = 64, size: 'tiny' | 'quant' = 'tiny'): Record<string, unknown> {
   const j = realConfigJson(name);
   const H = j.num_attention_heads as number;
   const G = (j.num_key_value_heads as number | undefined) ?? H;
   const Hs = Math.min(H, 4);
   let Gs = Math.max(1, Math.round((G * Hs) / H));
   while (Hs % Gs !== 0) Gs--;
-  const D = 8;
   const decoupled = typeof j.head_dim === 'number' && j.head_dim * H !== j.hidden_size;
-  const hidden = decoupled ? Hs * D + 8 : Hs * D;
+  // 'quant': rows of 256 (and 512) columns, so every K-quant block fits.
+  const D = size === 'tiny' ? 8 : decoupled ? 128 : 256 / Hs;
+  const hidden = size === 'quant' ? 256 : decoupled ? Hs * D + 8 : Hs * D;
   const windowed = j.layer_types !== undefined || name.startsWith('gemma');
   const layers = windowed ? 6 : 2;
-  const out: Record<string, unknown> = { ...j, vocab_size: vocab, hidden_size: hidden, intermediate_size: 48, num_hidden_layers: layers, num_attention_heads: Hs, num_key_value_heads: Gs, max_position_embeddings: context };
+  const out: Record<string, unknown> = { ...j, vocab_size: vocab, hidden_size: hidden, intermediate_size: size === 'tiny' ? 48 : 512, num_hidden_layers: layers, num_attention_heads: Hs, num_key_value_heads: Gs, max_position_embeddings: context };
   if (typeof j.head_dim === 'number') out.head_dim = D;
   if (typeof j.query_pre_attn_scalar === 'number') out.query_pre_attn_scalar = D;
   if (typeof j.sliding_window === 'number') out.sliding_window = j.sliding_window >= (j.max_position_embeddings as number) ? context : 4;
@@ -48,18 +50,18 @@ export function scaledConfigJson(name: FamilyFixture, vocab = 101, context = 64)
   return out;
 }
 
-export function scaledConfig(name: FamilyFixture, vocab = 101, context = 64): LlamaConfig {
-  return configFromHfJson(scaledConfigJson(name, vocab, context), `${name} (scaled)`);
+export function scaledConfig(name: FamilyFixture, vocab = 101, context = 64, size: 'tiny' | 'quant' = 'tiny'): LlamaConfig {
+  return configFromHfJson(scaledConfigJson(name, vocab, context, size), `${name} (scaled)`);
 }
 
-/** Every parameter random: matrices N(0, 0.2²), norm weights around their identity, biases N(0, 0.2²). */
-export function randomizeModel(model: LlamaModel, seed: number): void {
+/** Every parameter random: matrices N(0, std²), norm weights around their identity (± 0.2), biases N(0, std²). */
+export function randomizeModel(model: LlamaModel, seed: number, std = 0.2): void {
   const rng = new Rng(seed);
   const gemma = model.config.model_type.startsWith('gemma');
   for (const e of model.arena.entries) {
     const d = e.tensor.data;
     const norm = e.shape.length === 1 && !e.name.endsWith('.bias');
-    for (let i = 0; i < d.length; i++) d[i] = norm ? (gemma ? 0 : 1) + 0.2 * rng.normal() : 0.2 * rng.normal();
+    for (let i = 0; i < d.length; i++) d[i] = norm ? (gemma ? 0 : 1) + 0.2 * rng.normal() : std * rng.normal();
   }
 }
 
