@@ -179,9 +179,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const scaling = f.stringValue(key('rope.scaling.type'));
   const factor = metaNumber(f, key('rope.scaling.factor'), false) ?? metaNumber(f, key('rope.scale_linear'), false);
   let ropeScaling: LlamaConfig['rope_scaling'] = null;
-  if (f.tensors.some((t) => t.name === 'rope_freqs.weight')) {
-    throw new QkdError('IO', 'the GGUF scales RoPE by per-frequency factors (rope_freqs.weight), which qkd does not read back', { path: f.path, field: 'rope_freqs.weight', hint: 'the Hugging Face checkpoint (its rope_scaling loads)' });
-  }
+  if (f.tensors.some((t) => t.name === 'rope_freqs.weight')) ropeScaling = llama3ScalingOf(f, f.readFloat32('rope_freqs.weight'), metaNumber(f, key('rope.freq_base'), false) ?? 10000, keyLength);
   if (scaling !== undefined && scaling !== 'none' && !(scaling === 'linear' && (factor === undefined || factor === 1))) {
     if (scaling !== 'linear') throw new QkdError('IO', `the GGUF uses RoPE scaling '${scaling}', which qkd does not compute`, { path: f.path, field: key('rope.scaling.type'), hint: "'none' or 'linear'" });
     ropeScaling = { rope_type: 'linear', factor: factor! };
@@ -237,6 +235,25 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     },
     f.path,
   );
+}
+
+/**
+ * The llama3 rope_scaling whose factors a rope_freqs tensor holds. The
+ * tensor alone does not determine the three wavelength parameters, so the
+ * values every Llama-3.x model ships (low 1, high 4, original context
+ * 8192; factor = the largest divisor) are tried and must reproduce every
+ * factor; anything else is refused by name rather than run approximately.
+ */
+function llama3ScalingOf(f: GgufFile, factors: Float32Array, theta: number, D: number): LlamaConfig['rope_scaling'] {
+  const factor = Math.max(...factors);
+  const candidate = { rope_type: 'llama3' as const, factor, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+  const probe = llamaConfig({ vocab_size: 1, hidden_size: D, intermediate_size: 1, num_hidden_layers: 1, num_attention_heads: 1, rope_theta: theta, rope_scaling: candidate });
+  const expected = ropeFreqsTensor(probe)!;
+  const fits = expected.length === factors.length && expected.every((e, i) => Math.abs(e - factors[i]!) <= 1e-5 * e);
+  if (!fits) {
+    throw new QkdError('IO', 'the GGUF scales RoPE by per-frequency factors (rope_freqs.weight) that are not Llama-3\'s (low 1, high 4, original context 8192)', { path: f.path, field: 'rope_freqs.weight', hint: 'the Hugging Face checkpoint (its rope_scaling loads)' });
+  }
+  return candidate;
 }
 
 /** The sliding layers' own RoPE base, or null when it is the global one. */

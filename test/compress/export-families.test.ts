@@ -51,7 +51,6 @@ describe('GGUF export of every family against llama.cpp', () => {
           a.close();
           b.close();
         }
-        if (model.config.rope_scaling?.rope_type === 'llama3') return; // qkd does not read rope_freqs back (see the families test)
         const ids = Array.from({ length: 16 }, (_, i) => (i * 37 + 11) % 256);
         const back = loadModelAny(ours);
         const qkdLogits = noGrad(() => back.forward(Int32Array.from(ids), 1, ids.length)).data;

@@ -54,13 +54,14 @@ describe('GGUF metadata qkd cannot honour', () => {
   const write = (name: string, extra: Record<string, GgufValue>, withRopeFreqs = false): string => {
     const path = join(dir, `${name}.gguf`);
     const tensors = llamaGgufTensors(model, () => 'F32');
-    if (withRopeFreqs) tensors.push({ name: 'rope_freqs.weight', shape: [8], type: 'F32', data: new Float32Array(8).fill(1) });
+    // Per-frequency divisors that are not Llama-3's (1 … 8, rising).
+    if (withRopeFreqs) tensors.push({ name: 'rope_freqs.weight', shape: [8], type: 'F32', data: Float32Array.from({ length: 8 }, (_, i) => i + 1) });
     writeGguf(path, { metadata: { ...llamaGgufMetadata(model.config, name), ...extra }, tensors });
     return path;
   };
   it('RoPE scaling qkd does not read back, sliding windows llama.cpp does not apply, and experts are refused by name', () => {
     assert.throws(() => loadLlamaGguf(write('yarn', { 'llama.rope.scaling.type': { type: 'string', value: 'yarn' } })), /RoPE scaling 'yarn'/);
-    assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /rope_freqs\.weight/);
+    assert.throws(() => loadLlamaGguf(write('freqs', {}, true)), /rope_freqs\.weight\) that are not Llama-3's/);
     assert.throws(() => loadLlamaGguf(write('vallen', { 'llama.attention.value_length': { type: 'u32', value: 64 } })), /value_length 64 differs from key_length 16/);
     assert.throws(() => loadLlamaGguf(write('swa', { 'llama.attention.sliding_window': { type: 'u32', value: 8 } })), /sliding-window attention/);
     assert.throws(() => loadLlamaGguf(write('moe', { 'llama.expert_count': { type: 'u32', value: 8 } })), /mixture of experts/);
