@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { preloadedParquet, type BadRows } from './corpus-parquet.js';
 import { QkdError } from '../errors.js';
 import type { Rng } from '../tensor/random.js';
 
@@ -68,36 +69,63 @@ function readTextFile(path: string): string {
  * error naming the file and line; chat rows (`{"messages": [...]}`) are
  * refused by name until chat templates are rendered.
  */
-function readJsonLines(path: string): string {
+function readJsonLines(path: string, options: CorpusOptions = {}): string {
   // A UTF-8 byte-order mark some editors write is not part of the first row.
   const lines = readTextFile(path).replace(/^\uFEFF/, '').split('\n');
   const texts: string[] = [];
+  let skipped = 0;
+  let first = '';
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
     const where = { path, field: `line ${i + 1}` };
+    // A malformed row stops the read, or (badRows 'skip') is counted and left out.
+    const bad = (message: string, hint: string): void => {
+      if (options.badRows !== 'skip') throw new QkdError('IO', message, { ...where, hint: `${hint}, or skip malformed rows (--skip-bad-rows)` });
+      skipped++;
+      if (first === '') first = `${path}: ${message}`;
+    };
     let row: unknown;
     try {
       row = JSON.parse(line);
     } catch (err) {
-      throw new QkdError('IO', `line ${i + 1} is not JSON: ${(err as Error).message}`, { ...where, hint: 'one JSON object per line: {"text": "..."}' });
+      bad(`line ${i + 1} is not JSON: ${(err as Error).message}`, 'one JSON object per line: {"text": "..."}');
+      return;
     }
-    if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new QkdError('IO', `line ${i + 1} is not a JSON object`, { ...where, hint: '{"text": "..."}' });
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) return bad(`line ${i + 1} is not a JSON object`, '{"text": "..."}');
     const r = row as Record<string, unknown>;
-    if (typeof r.text === 'string') texts.push(r.text);
+    const column = options.column ?? 'text';
+    if (typeof r[column] === 'string') texts.push(r[column] as string);
     else if (Array.isArray(r.messages)) throw new QkdError('IO', `line ${i + 1} is a chat row ("messages"); chat data is not supported yet`, { ...where, hint: '{"text": "..."} rows' });
-    else throw new QkdError('IO', `line ${i + 1} has no string "text" field`, { ...where, hint: '{"text": "..."}' });
+    else bad(`line ${i + 1} has no string "${column}" field`, `{"${column}": "..."}`);
   });
+  if (skipped > 0) options.onSkip?.(`skipped ${skipped} malformed row${skipped === 1 ? '' : 's'} (first: ${first})`);
   if (texts.length === 0) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: 'one {"text": "..."} object per line' });
   return texts.join('\n\n');
 }
 
 /**
  * Text of a corpus: `default` (the embedded Moby-Dick), a text file, a JSON
- * Lines file (*.jsonl) of `{"text"}` rows, or a directory whose text files
- * (*.txt, *.md, *.jsonl, recursively, in sorted order) are joined with
- * blank lines.
+ * Lines file (*.jsonl) of `{"text"}` rows, a Parquet shard (*.parquet, its
+ * `text` column; preloaded by preloadCorpus, data/corpus-parquet.ts), or a
+ * directory whose text files (*.txt, *.md, *.jsonl, *.parquet,
+ * recursively, in sorted order) are joined with blank lines.
  */
-export function loadCorpus(source: string): string {
+function parquetText(path: string, options: CorpusOptions): string {
+  const p = preloadedParquet(path);
+  if (p.skipped > 0) options.onSkip?.(`skipped ${p.skipped} malformed row${p.skipped === 1 ? '' : 's'} (first: ${p.firstSkipped})`);
+  return p.texts.join('\n\n');
+}
+
+export interface CorpusOptions {
+  /** Malformed JSON Lines / Parquet rows: 'refuse' (default: an error naming file and line) or 'skip'. */
+  badRows?: BadRows;
+  /** The text field of JSON Lines rows and column of Parquet files (default "text"). */
+  column?: string;
+  /** Told how many rows were skipped, and the first. */
+  onSkip?: (message: string) => void;
+}
+
+export function loadCorpus(source: string, options: CorpusOptions = {}): string {
   if (source === 'default') return loadDefaultCorpus();
   let stat;
   try {
@@ -105,13 +133,13 @@ export function loadCorpus(source: string): string {
   } catch {
     throw new QkdError('IO', 'corpus not found', { path: source, hint: "a text file, a directory of .txt/.md files, or 'default'" });
   }
-  const read = (path: string): string => (/\.jsonl$/i.test(path) ? readJsonLines(path) : readTextFile(path));
+  const read = (path: string): string => (/\.jsonl$/i.test(path) ? readJsonLines(path, options) : /\.parquet$/i.test(path) ? parquetText(path, options) : readTextFile(path));
   if (stat.isFile()) return read(source);
   const files = (readdirSync(source, { recursive: true }) as string[])
-    .filter((f) => /\.(txt|md|jsonl)$/i.test(f))
+    .filter((f) => /\.(txt|md|jsonl|parquet)$/i.test(f))
     .sort()
     .map((f) => join(source, f));
-  if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt, .md or .jsonl files', { path: source });
+  if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt, .md, .jsonl or .parquet files', { path: source });
   return files.map(read).join('\n\n');
 }
 

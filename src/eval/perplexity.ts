@@ -8,7 +8,7 @@
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
-import { loadCorpus, sequentialBatches, splitText } from '../data/corpus.js';
+import { loadCorpus, sequentialBatches, splitText, type CorpusOptions } from '../data/corpus.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { modelFileFormat } from '../io/tensor-source.js';
 import { llamaCppPerplexity } from './llama-cpp.js';
@@ -74,6 +74,8 @@ export interface EvaluateModelOptions {
    * model is not scored on its own training text.
    */
   wholeText?: boolean;
+  /** Malformed-row handling and text column of JSON Lines / Parquet corpora. */
+  corpus?: CorpusOptions;
 }
 
 export interface ModelEvalResult extends EvalResult {
@@ -88,7 +90,7 @@ export function evalTokens(model: Pick<LlamaModel, 'config'>, modelPath: string,
   if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > context) {
     throw new QkdError('ARGUMENT', `sequence length ${seqLen} is outside the model's context`, { path: modelPath, field: '--seq-len', hint: `1 to ${context} (max_position_embeddings)` });
   }
-  const text = loadCorpus(options.data ?? 'default');
+  const text = loadCorpus(options.data ?? 'default', options.corpus);
   const split = options.wholeText ? 'all' : 'validation';
   return { tokenizer, text: split === 'all' ? text : splitText(text).validation, split, seqLen };
 }

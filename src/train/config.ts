@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { MODEL_TYPES } from '../models/llama-config.js';
 import { QkdError } from '../errors.js';
 
 const modelSchema = z
@@ -19,6 +20,27 @@ const modelSchema = z
     rope_theta: z.number().positive().optional(),
     tie_word_embeddings: z.boolean().optional(),
     initializer_range: z.number().positive().optional(),
+    /** The family and its switches (docs/model-families.md); llamaConfig checks them. Default: LLaMA. */
+    model_type: z.enum(MODEL_TYPES).optional(),
+    head_dim: z.number().int().positive().optional(),
+    hidden_act: z.enum(['silu', 'gelu_pytorch_tanh']).optional(),
+    sliding_window: z.number().int().positive().nullable().optional(),
+    layer_types: z.array(z.enum(['full_attention', 'sliding_attention'])).nullable().optional(),
+    rope_local_base_freq: z.number().positive().nullable().optional(),
+    query_pre_attn_scalar: z.number().positive().nullable().optional(),
+    attn_logit_softcapping: z.number().positive().nullable().optional(),
+    final_logit_softcapping: z.number().positive().nullable().optional(),
+    rope_scaling: z
+      .object({
+        rope_type: z.enum(['linear', 'dynamic', 'llama3']),
+        factor: z.number().positive(),
+        low_freq_factor: z.number().positive().optional(),
+        high_freq_factor: z.number().positive().optional(),
+        original_max_position_embeddings: z.number().int().positive().optional(),
+      })
+      .strict()
+      .nullable()
+      .optional(),
   })
   .strict();
 

@@ -2,7 +2,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { loadCorpus } from '../../data/corpus.js';
+import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
 import { GGUF_TYPE_NAMES, loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
 import { PRESETS } from '../../train/config.js';
@@ -13,7 +13,7 @@ import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine } from '../explicit.js';
 
-interface DistillFlags {
+interface DistillFlags extends CorpusFlags {
   teacher: string;
   out: string;
   data: string;
@@ -69,7 +69,7 @@ export function registerDistill(program: Command): void {
     .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
     .requiredOption('--teacher <path>', 'teacher: model directory, qkd run directory, or llama2.c .bin (frozen)')
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
-    .option('--data <path>', "training text: file, directory or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "training text: file, JSON Lines, Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
     .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
@@ -86,9 +86,11 @@ export function registerDistill(program: Command): void {
     .option('--seed <n>', 'random seed', integer('--seed'))
     .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
     .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
+    .option(...SKIP_BAD_ROWS)
+    .option(...TEXT_COLUMN)
     .action(async (o: DistillFlags) => {
       const config = configFromFlags(o);
-      const text = loadCorpus(o.data);
+      const text = await readCorpus(o.data, o);
       const session = trainingSession('distill');
       try {
         const result = await distill({

@@ -4,20 +4,24 @@ import { evaluateModel, evaluateModelInLlamaCpp } from '../../eval/perplexity.js
 import { compareModels } from '../../eval/compare.js';
 import { QkdError } from '../../errors.js';
 import { choice, positiveInt } from '../options.js';
+import { SKIP_BAD_ROWS, TEXT_COLUMN, corpusOptions, prepareCorpus, type CorpusFlags } from '../corpus.js';
 
 export function registerEval(program: Command): void {
   program
     .command('eval')
     .description('perplexity and bits per byte of a model on a text (by default its held-out last 10%)')
     .requiredOption('--model <path>', 'model directory, qkd run directory, or llama2.c .bin')
-    .option('--data <path>', "text file, directory, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "text file, JSON Lines, Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
+    .option(...SKIP_BAD_ROWS)
+    .option(...TEXT_COLUMN)
     .option('--tokenizer <path>', 'tokenizer.json or llama2.c tokenizer.bin (default: tokenizer.json beside the model)')
     .option('--seq-len <n>', "window length, at most the model's context (default: the model's max_position_embeddings)", positiveInt('--seq-len'))
     .option('--whole-file', 'score the whole text, not only its held-out last 10% (the part training does not see)')
     .option('--engine <name>', "'qkd' (default) or 'llama.cpp': run a GGUF in llama.cpp itself (needs the npm package node-llama-cpp)", choice('--engine', ['qkd', 'llama.cpp'] as const), 'qkd')
     .option('--reference <path>', 'compare with a reference model (e.g. the FP32 one): both perplexities, KL(reference ‖ model) mean and percentiles, Δp, same-top-token share')
-    .action(async (o: { model: string; data: string; tokenizer?: string; seqLen?: number; wholeFile?: boolean; engine: 'qkd' | 'llama.cpp'; reference?: string }) => {
-      const options = { data: o.data, tokenizer: o.tokenizer, seqLen: o.seqLen, wholeText: o.wholeFile ?? false };
+    .action(async (o: { model: string; data: string; tokenizer?: string; seqLen?: number; wholeFile?: boolean; engine: 'qkd' | 'llama.cpp'; reference?: string } & CorpusFlags) => {
+      await prepareCorpus(o.data, o);
+      const options = { data: o.data, tokenizer: o.tokenizer, seqLen: o.seqLen, wholeText: o.wholeFile ?? false, corpus: corpusOptions(o) };
       if (o.reference !== undefined) {
         if (o.engine !== 'qkd') throw new QkdError('ARGUMENT', '--reference compares in qkd; use --engine llama.cpp on its own to check one GGUF in llama.cpp', { field: '--engine' });
         const c = compareModels(o.model, o.reference, options);

@@ -1,4 +1,5 @@
 /** `qkd export`: a GGUF file that llama.cpp (ollama, LM Studio) runs. */
+import { prepareCorpus } from '../corpus.js';
 import type { Command } from 'commander';
 import { QkdError } from '../../errors.js';
 import { explicitly } from '../explicit.js';
@@ -36,8 +37,9 @@ export function registerExport(program: Command): void {
     .option('--imatrix-batches <n>', 'forward passes of 4 windows × 128 tokens for --imatrix', positiveInt('--imatrix-batches'), 8)
     .option('--pure', "every 2-D weight in the file type's base format, without llama.cpp's per-tensor rules (llama-quantize --pure)")
     .option('--force', 'replace an existing --out file')
-    .action((model: string, o: ExportFlags, cmd: Command) => {
+    .action(async (model: string, o: ExportFlags, cmd: Command) => {
       if (o.imatrix === undefined && explicitly(cmd).has('imatrixBatches')) throw new QkdError('ARGUMENT', '--imatrix-batches needs --imatrix (the calibration text)', { field: '--imatrix-batches', hint: '--imatrix default, or a text file or directory' });
+      if (o.imatrix !== undefined) await prepareCorpus(o.imatrix);
       const r = exportGguf(model, { out: o.out, type: o.type, budgetBits: o.budget, planFile: o.plan, tokenizer: o.tokenizer, name: o.name, force: o.force, pure: o.pure, seed: o.seed, imatrix: o.imatrix, imatrixBatches: o.imatrix === undefined ? undefined : o.imatrixBatches });
       for (const note of r.fallbacks) process.stderr.write(`qkd: ${note}\n`);
       if (r.imatrix !== undefined) {

@@ -1,4 +1,5 @@
 /** `qkd quantize`: a packed checkpoint at uniform bits, or a data-free mixed-precision plan under a budget. */
+import { prepareCorpus } from '../corpus.js';
 import type { Command } from 'commander';
 import { QkdError } from '../../errors.js';
 import { quantizeModelFile } from '../../compress/quantize.js';
@@ -39,7 +40,8 @@ export function registerQuantize(program: Command): void {
     .option('--calibration-batches <n>', 'GPTQ calibration batches of 4 sequences', positiveInt('--calibration-batches'), 16)
     .option('--seed <n>', 'random seed', integer('--seed'), 0)
     .option('--force', 'write into a non-empty --out, replacing the files qkd writes there')
-    .action((model: string, o: QuantizeFlags) => {
+    .action(async (model: string, o: QuantizeFlags) => {
+      if (o.calibration !== undefined) await prepareCorpus(o.calibration);
       if (o.bits !== undefined && o.budget !== undefined) throw new QkdError('ARGUMENT', 'give either --bits (one width) or --budget (average bits, mixed precision), not both', { field: '--bits' });
       const bits = o.budget === undefined ? (o.bits ?? DEFAULT_BITS) : undefined;
       const profile = countProgress('profile', 'tensors');

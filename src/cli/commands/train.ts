@@ -1,6 +1,6 @@
 /** `qkd train`: a LLaMA-style model on a text corpus, with checkpoints and exact resume. */
 import type { Command } from 'commander';
-import { loadCorpus } from '../../data/corpus.js';
+import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { loadTrainConfig, PRESETS, presetConfig, type TrainConfig } from '../../train/config.js';
 import { readResumePoint, train } from '../../train/trainer.js';
 import { choice, integer, positiveInt } from '../options.js';
@@ -8,7 +8,7 @@ import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine, explicitly } from '../explicit.js';
 
-interface TrainFlags {
+interface TrainFlags extends CorpusFlags {
   out: string;
   data: string;
   preset: string;
@@ -44,7 +44,7 @@ export function registerTrain(program: Command): void {
     .command('train')
     .description('train a LLaMA-style model on a text corpus, with checkpoints and exact resume')
     .requiredOption('--out <dir>', 'output directory (model, checkpoints, metrics.jsonl); must be empty unless --resume or --force')
-    .option('--data <path>', "text file, directory of .txt/.md files, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "text file, JSON Lines ({\"text\"} rows), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--preset <name>', Object.keys(PRESETS).join(' | '), choice('--preset', Object.keys(PRESETS)), 'tiny')
     .option('--config <file.yaml>', 'YAML training config; fields it leaves out come from --preset')
     .option('--steps <n>', 'total optimiser steps (overrides the config; on --resume, more steps extend the run)', positiveInt('--steps'))
@@ -52,9 +52,11 @@ export function registerTrain(program: Command): void {
     .option('--resume', 'continue the run in --out from its last checkpoint, with its own settings')
     .option('--force', 'start a new run in a non-empty --out, deleting the run that is there')
     .option('--recipe <name>', "'standard' or 'sat' (sensitivity-aware training; settings in the config's sat section)", choice('--recipe', ['standard', 'sat'] as const))
+    .option(...SKIP_BAD_ROWS)
+    .option(...TEXT_COLUMN)
     .action(async (o: TrainFlags, cmd: Command) => {
       const config = configFromFlags(cmd, o);
-      const text = loadCorpus(o.data);
+      const text = await readCorpus(o.data, o);
       const session = trainingSession('train');
       try {
         const result = await train({
