@@ -47,7 +47,7 @@
 import { QkdError } from '../errors.js';
 import { LlamaModel, createLlama } from '../models/llama.js';
 import { derivedConfig, headDim, type LlamaConfig } from '../models/llama-config.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, withLoaded } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/tape.js';
 import { matmul } from '../tensor/ops/matmul.js';
 import { layerMap } from './losses.js';
@@ -144,7 +144,8 @@ function prunedStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   const student = new LlamaModel(config);
   const copy = (to: string, from: string): void => {
     const src = teacher.arena.get(from);
-    student.arena.set(to, src.shape, src.data);
+    // A frozen bf16 teacher's values are widened for the copy.
+    withLoaded(src, () => student.arena.set(to, src.shape, src.data));
   };
   copy('model.embed_tokens.weight', 'model.embed_tokens.weight');
   copy('model.norm.weight', 'model.norm.weight');
@@ -172,7 +173,7 @@ interface Matrix {
 
 function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   const t = teacher.config;
-  checkSvdShapes(config, t);
+  checkSvdShapes(config, t, teacher.arena.released);
   const C = t.hidden_size;
   const c = config.hidden_size;
   const layers = prunedLayers(t.num_hidden_layers, config.num_hidden_layers);
@@ -228,7 +229,8 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   return student;
 }
 
-function checkSvdShapes(s: LlamaConfig, t: LlamaConfig): void {
+function checkSvdShapes(s: LlamaConfig, t: LlamaConfig, released = false): void {
+  if (released) throw new QkdError('CONFIG', 'svd student init reads the teacher in float32; this teacher is held in bf16', { field: 'distillation.teacher_precision', hint: 'float32, or student.init pruned' });
   // The width map folds plain RMSNorm weights into the matrices and keeps whole SwiGLU neurons and bias-free heads: the LLaMA layout.
   if (t.model_type !== 'llama' && t.model_type !== 'mistral') {
     throw new QkdError('CONFIG', `svd student init maps LLaMA-layout widths; the teacher is ${t.model_type}`, { field: 'student.init', hint: 'pruned (every family) or random' });

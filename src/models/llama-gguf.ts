@@ -18,7 +18,8 @@ import type { GgufTensorToWrite, GgufWriteType } from '../io/gguf-writer.js';
 import type { GgufValue } from '../io/gguf-types.js';
 import { ggufToHfName, hfToGgufName } from '../io/gguf-names.js';
 import { halfToInterleavedRows, interleavedToHalfRows } from '../io/llama2c.js';
-import { LlamaModel, ropeFrequencies } from './llama.js';
+import { ropeFrequencies, type LlamaModel } from './llama.js';
+import { newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
 import { MODEL_TYPES, familyTraits, headDim, isSlidingLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig, type ModelType } from './llama-config.js';
 
 /** The llama.cpp architectures qkd reads, and the family each is. */
@@ -262,11 +263,12 @@ function localBase(base: number, global: number): number | null {
 }
 
 /** Loads a GGUF of any family qkd runs (any type qkd decodes, K-quants included) as a float32 model. */
-export function loadLlamaGguf(path: string): LlamaModel {
+export function loadLlamaGguf(path: string, options: { precision?: Precision } = {}): LlamaModel {
   const f = openGguf(path);
   try {
     const c = llamaConfigFromGguf(f);
-    const model = new LlamaModel(c);
+    refuseIfTooBig(c, options.precision ?? 'float32', path);
+    const model = newModel(c, options.precision ?? 'float32');
     const arch = familyTraits(c.model_type).ggufArch;
     const byHf = new Map(f.tensors.map((t) => [ggufToHfName(t.name, arch), t]));
     for (const spec of llamaParameterSpecs(c)) {
@@ -279,7 +281,7 @@ export function loadLlamaGguf(path: string): LlamaModel {
       const offset = storedOffset(spec.name, c);
       const w = f.readFloat32(t.name);
       if (offset !== 0) for (let i = 0; i < w.length; i++) w[i]! -= offset;
-      model.arena.set(spec.name, spec.shape, heads > 0 ? interleavedToHalfRows(w, heads, spec.shape[1]!) : w);
+      putParameter(model, spec.name, spec.shape, heads > 0 ? interleavedToHalfRows(w, heads, spec.shape[1]!) : w);
     }
     return model;
   } finally {

@@ -17,6 +17,7 @@ import { LlamaModel } from './llama.js';
 import { MODEL_TYPES, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
 import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
 import { readPackedTensor } from './packed-tensors.js';
+import { newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
 import { dequantize } from '../quant/rtn.js';
 
 /** config.json contents: our config plus the fields Hugging Face tools expect. */
@@ -132,8 +133,13 @@ export function configFromHfJson(json: Record<string, unknown>, path: string): L
   return llamaConfig(hfConfigInput(json, path), path);
 }
 
-/** Loads a model directory written by qkd or by Hugging Face tools. */
-export function loadLlama(dir: string): LlamaModel {
+/**
+ * Loads a model directory written by qkd or by Hugging Face tools. With
+ * precision 'bf16' the model is frozen and its weights stay bfloat16 in
+ * memory (a teacher: see tensor/bf16-store.ts); bf16 files are read as
+ * stored, others rounded once.
+ */
+export function loadLlama(dir: string, options: { precision?: Precision } = {}): LlamaModel {
   const configPath = join(dir, 'config.json');
   const json = readJson(configPath);
   const config = configFromHfJson(json, configPath);
@@ -162,21 +168,24 @@ export function loadLlama(dir: string): LlamaModel {
     } else {
       throw new QkdError('IO', `no model.safetensors or model.safetensors.index.json in ${dir}`, { path: dir });
     }
-    const model = new LlamaModel(config);
+    refuseIfTooBig(config, options.precision ?? 'float32', dir);
+    const model = newModel(config, options.precision ?? 'float32');
     for (const spec of specs) {
       const packed = quantized?.get(spec.name);
       if (packed !== undefined && packed.bits < 16) {
         const q = readPackedTensor((name) => where.get(name), dir, spec.name, spec.shape[0]!, spec.shape[1]!, packed);
-        model.arena.set(spec.name, spec.shape, dequantize(q));
+        putParameter(model, spec.name, spec.shape, dequantize(q));
         continue;
       }
       const f = where.get(spec.name);
       if (f === undefined) throw new QkdError('IO', `checkpoint lacks tensor '${spec.name}'`, { path: dir, field: spec.name, hint: `shape ${fmtShape(spec.shape)}` });
-      const { shape, data } = f.readFloat32(spec.name);
+      const shape = f.entry(spec.name).shape;
       if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
         throw new QkdError('SHAPE', `tensor '${spec.name}' has shape ${fmtShape(shape)} but config.json implies ${fmtShape(spec.shape)}`, { path: f.path, field: spec.name });
       }
-      model.arena.set(spec.name, shape, data);
+      // A bf16 tensor stays bf16 in a bf16 model: no float32 copy is made.
+      const raw = options.precision === 'bf16' && f.entry(spec.name).dtype === 'bf16' ? { bf16: f.read(spec.name).data as Uint16Array } : null;
+      putParameter(model, spec.name, shape, raw ?? f.readFloat32(spec.name).data);
     }
     return model;
   } finally {

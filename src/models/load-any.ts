@@ -12,7 +12,11 @@ import { openGguf } from '../io/gguf-reader.js';
 import { loadLlamaGguf } from './llama-gguf.js';
 import { tokenizerFromGguf } from '../data/tokenizer-gguf.js';
 import { QkdError } from '../errors.js';
-import { loadLlama } from './llama-io.js';
+import { configFromHfJson, loadLlama } from './llama-io.js';
+import { llamaConfigFromGguf } from './llama-gguf.js';
+import { llamaConfig, type LlamaConfig } from './llama-config.js';
+import { llama2cModelShape, readLlama2cHeader } from '../io/llama2c.js';
+import type { Precision } from './precision.js';
 import { loadLlama2c } from './llama2c-io.js';
 import type { LlamaModel } from './llama.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
@@ -39,22 +43,51 @@ export function modelDirectory(path: string): string {
  * Loads any model file or directory, choosing the reader by content (the
  * same detection `qkd audit` uses), never by the extension alone.
  */
-export function loadModelAny(path: string): LlamaModel {
+export function loadModelAny(path: string, options: { precision?: Precision } = {}): LlamaModel {
   // Not a file: loadLlama reports a missing directory.
-  if (!isFile(path)) return loadLlama(modelDirectory(path));
+  if (!isFile(path)) return loadLlama(modelDirectory(path), options);
   switch (modelFileFormat(path)) {
     case 'gguf':
-      return loadLlamaGguf(path);
+      return loadLlamaGguf(path, options);
     case 'safetensors': {
       // A safetensors file holds tensors but not the model's shape: that is config.json beside it.
       const dir = dirname(path);
-      if (basename(path) === 'model.safetensors' && existsSync(join(dir, 'config.json'))) return loadLlama(dir);
+      if (basename(path) === 'model.safetensors' && existsSync(join(dir, 'config.json'))) return loadLlama(dir, options);
       throw new QkdError('IO', 'a .safetensors file holds tensors but no model configuration', { path, hint: 'the model directory (config.json + model.safetensors)' });
     }
     case 'llama2c':
+      if (options.precision === 'bf16') throw new QkdError('ARGUMENT', 'llama2.c checkpoints load in float32 only', { path, field: 'precision' });
       return loadLlama2c(path);
     default:
       throw new QkdError('IO', 'not a model file qkd reads (no GGUF, safetensors or llama2.c header)', { path, hint: 'a model directory, a llama2.c .bin checkpoint or a .gguf file' });
+  }
+}
+
+/** The config of any model qkd loads, without reading its weights. */
+export function peekConfig(path: string): LlamaConfig {
+  if (!isFile(path)) {
+    const configPath = join(modelDirectory(path), 'config.json');
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(configPath, 'utf8'));
+    } catch (err) {
+      throw new QkdError('IO', `cannot read ${configPath}: ${(err as Error).message}`, { path: configPath });
+    }
+    return configFromHfJson(json as Record<string, unknown>, configPath);
+  }
+  switch (modelFileFormat(path)) {
+    case 'gguf': {
+      const f = openGguf(path);
+      try {
+        return llamaConfigFromGguf(f);
+      } finally {
+        f.close();
+      }
+    }
+    case 'llama2c':
+      return llamaConfig({ ...llama2cModelShape(readLlama2cHeader(path)) }, path);
+    default:
+      return loadModelAny(path).config;
   }
 }
 

@@ -6,8 +6,10 @@
 import { Module } from './module.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import type { ParameterArena } from '../tensor/arena.js';
-import { linear } from '../tensor/ops/matmul.js';
-import { embedding } from '../tensor/ops/embedding.js';
+import { linear, linearBf16 } from '../tensor/ops/matmul.js';
+import { embedding, embeddingBf16 } from '../tensor/ops/embedding.js';
+import { Bf16Store } from '../tensor/bf16-store.js';
+import { gradEnabled } from '../tensor/tape.js';
 import { rmsNorm } from '../tensor/ops/norm.js';
 import { addScalar } from '../tensor/ops/elementwise.js';
 
@@ -28,7 +30,12 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const y = withLoaded(this.weight, () => linear(x, this.weightTransform ? this.weightTransform(this.weight, this) : this.weight, this.bias));
+    // A frozen bf16 weight outside autograd: the bf16 GEMM reads it as stored.
+    const bits = this.weightTransform === null && !gradEnabled() && this.weight.source instanceof Bf16Store ? this.weight.source.bitsOf(this.weight) : undefined;
+    const bias = this.bias;
+    const withBias = <T>(fn: () => T): T => (bias === undefined ? fn() : withLoaded(bias, fn));
+    if (bits !== undefined) return this.emit(withBias(() => linearBf16(x, bits, this.weight.shape[0]!, this.weight.shape[1]!, bias)), x);
+    const y = withLoaded(this.weight, () => withBias(() => linear(x, this.weightTransform ? this.weightTransform(this.weight, this) : this.weight, bias)));
     return this.emit(y, x);
   }
 }
@@ -45,6 +52,8 @@ export class Embedding extends Module {
   }
 
   forward(ids: Int32Array, idsShape: readonly number[]): Tensor {
+    const bits = this.weightTransform === null && !gradEnabled() && this.weight.source instanceof Bf16Store ? this.weight.source.bitsOf(this.weight) : undefined;
+    if (bits !== undefined) return this.emit(embeddingBf16(ids, idsShape, bits, this.weight.shape[0]!, this.weight.shape[1]!));
     return this.emit(withLoaded(this.weight, () => embedding(ids, idsShape, this.weightTransform ? this.weightTransform(this.weight, this) : this.weight)));
   }
 }

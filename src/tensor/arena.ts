@@ -30,7 +30,13 @@ export class ParameterArena {
   private readonly byName: Map<string, ArenaEntry>;
   private readonly total: number;
 
-  constructor(specs: readonly ParameterSpec[]) {
+  /**
+   * allocate false: no float32 buffers at all (values and gradients); every
+   * tensor starts UNLOADED and must be given to a ParameterSource (a frozen
+   * bf16 model) before use.
+   */
+  constructor(specs: readonly ParameterSpec[], options: { allocate?: boolean } = {}) {
+    const allocate = options.allocate ?? true;
     let total = 0;
     const seen = new Set<string>();
     for (const s of specs) {
@@ -39,14 +45,14 @@ export class ParameterArena {
       total += shapeSize(s.shape);
     }
     this.total = total;
-    this.data = allocFloat(total);
-    this.grad = allocFloat(total);
+    this.data = allocate ? allocFloat(total) : UNLOADED;
+    this.grad = allocate ? allocFloat(total) : UNLOADED;
     const entries: ArenaEntry[] = [];
     let offset = 0;
     for (const s of specs) {
       const size = shapeSize(s.shape);
-      const tensor = new Tensor(s.shape, this.data.subarray(offset, offset + size), true);
-      tensor.grad = this.grad.subarray(offset, offset + size);
+      const tensor = allocate ? new Tensor(s.shape, this.data.subarray(offset, offset + size), true) : new Tensor(s.shape, UNLOADED, false);
+      if (allocate) tensor.grad = this.grad.subarray(offset, offset + size);
       tensor.name = s.name;
       entries.push({ name: s.name, shape: [...s.shape], offset, size, tensor });
       offset += size;

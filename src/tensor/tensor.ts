@@ -168,7 +168,8 @@ export class Tensor {
     if (data === undefined) {
       this.data = allocFloat(this.size);
     } else {
-      if (data.length !== this.size) {
+      // UNLOADED: a parameter whose values live in a ParameterSource.
+      if (data.length !== this.size && data !== UNLOADED) {
         throw new QkdError('SHAPE', `tensor: data has ${data.length} elements but shape ${fmtShape(shape)} needs ${this.size}`);
       }
       this.data = data;

@@ -117,6 +117,13 @@ export const distillConfigSchema = z
     distillation: z
       .object({
         temperature: z.number().positive().default(4),
+        /**
+         * How the frozen teacher is held: float32, bf16 (weights as bfloat16 in
+         * memory, half the bytes, run on the bf16 GEMM; activations rounded to
+         * bf16 at each matrix product), or auto: float32 when it fits in the
+         * available memory, else bf16.
+         */
+        teacher_precision: z.enum(['auto', 'float32', 'bf16']).default('auto'),
         lambda_distill: phased(0.9, 0.5, 0.2),
         gamma_quant: phased(0.1, 0.3, 0.1),
         /** Student modules whose outputs are matched to the aligned teacher module ('all' = every decoder layer). */

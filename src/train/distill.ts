@@ -26,7 +26,7 @@ import { copyTokenizerFiles } from '../data/tokenizer-io.js';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
+import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '../models/load-any.js';
 import { LlamaModel } from '../models/llama.js';
 import { derivedConfig, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
@@ -37,6 +37,8 @@ import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
+import { Bf16Store } from '../tensor/bf16-store.js';
+import { availableMemory, parameterBytes, type Precision } from '../models/precision.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
 import { reshape } from '../tensor/ops/shape.js';
@@ -176,8 +178,24 @@ const SOFT_TARGET_CACHE = 'soft-targets.bin';
 
 /** SHA-256 of a model's config and weights (hex): the teacher's identity for resume and the cache. */
 export function teacherFingerprint(model: LlamaModel): string {
-  const data = model.arena.data;
-  return createHash('sha256').update(JSON.stringify(model.config)).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex');
+  const hash = createHash('sha256').update(JSON.stringify(model.config));
+  if (!model.arena.released) {
+    const data = model.arena.data;
+    return hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex');
+  }
+  // A frozen bf16 teacher: its stored bits, tensor by tensor.
+  for (const e of model.arena.entries) {
+    const bits = e.tensor.source instanceof Bf16Store ? e.tensor.source.bitsOf(e.tensor) : undefined;
+    if (bits === undefined) throw new QkdError('STATE', `teacher parameter ${e.name} has no stored values to fingerprint`, { field: e.name });
+    hash.update(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
+  }
+  return hash.digest('hex');
+}
+
+/** The precision the teacher is loaded in: as configured, or (auto) float32 when it fits, else bf16. */
+function teacherPrecision(path: string, setting: 'auto' | 'float32' | 'bf16'): Precision {
+  if (setting !== 'auto') return setting;
+  return parameterBytes(peekConfig(path), 'float32') <= availableMemory() ? 'float32' : 'bf16';
 }
 
 /** The KD / QAT / KD+QAT recipe for the training loop. */
@@ -476,7 +494,7 @@ function refuseTeacherInside(teacher: string | LlamaModel, outDir: string): void
 export async function distill(options: DistillOptions): Promise<DistillResult> {
   refuseTeacherInside(options.teacher, options.outDir);
   const runDirectory = prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force, ignore: [SOFT_TARGET_CACHE] });
-  const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher) : options.teacher;
+  const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : options.teacher;
   const teacherId = teacherFingerprint(teacher);
   const c = resolveDistillConfig(options.config, teacher.config.max_position_embeddings);
   if (options.exportGguf !== undefined && !GGUF_TYPE_NAMES.includes(options.exportGguf)) {

@@ -8,7 +8,7 @@
  */
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
-import { record } from '../tape.js';
+import { gradEnabled, record } from '../tape.js';
 import { Tensor, type FloatArray } from '../tensor.js';
 import { add } from './elementwise.js';
 import { reshape as reshapeView } from './shape.js';
@@ -145,4 +145,31 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   let y = matmul(x2, weight, { transB: true });
   if (bias !== undefined) y = add(y, bias);
   return x.rank === 2 ? y : reshapeView(y, [...x.shape.slice(0, -1), weight.shape[0]!]);
+}
+
+/**
+ * y = x · Wᵀ (+ bias) with W given as bfloat16 bits [out, in], for frozen
+ * weights outside autograd (a teacher's forward; no gradient is recorded):
+ * the bf16 GEMM reads W as stored and rounds x to bf16, so the result
+ * equals the float32 product with x rounded to bf16, up to summation order.
+ * x [..., in] → [..., out].
+ */
+export function linearBf16(x: Tensor, w: Uint16Array, outF: number, inF: number, bias?: Tensor): Tensor {
+  if (gradEnabled()) throw new QkdError('STATE', 'linearBf16 runs frozen weights outside autograd (in noGrad)');
+  if (w.length !== outF * inF || x.shape[x.rank - 1] !== inF) throw new QkdError('SHAPE', `linearBf16: input ${fmtShape(x.shape)} and a [${outF}, ${inF}] weight of ${w.length} values do not fit`);
+  const rows = x.size / inF;
+  // bf16Gemm computes C = A · B with A the bf16 operand: yᵀ [out, rows] = W [out, in] · xᵀ [in, rows].
+  const xT = new Float32Array(inF * rows);
+  const X = x.data;
+  for (let r = 0; r < rows; r++) for (let i = 0; i < inF; i++) xT[i * rows + r] = X[r * inF + i]!;
+  const yT = new Float32Array(outF * rows);
+  kernels().bf16Gemm({ transA: false, M: outF, N: rows, K: inF, a: w, lda: inF, b: xT, ldb: rows, c: yT, ldc: rows });
+  const y = new Tensor([...x.shape.slice(0, -1), outF]);
+  const Y = y.data;
+  const b = bias?.data;
+  for (let o = 0; o < outF; o++) {
+    const add = b === undefined ? 0 : b[o]!;
+    for (let r = 0; r < rows; r++) Y[r * outF + o] = yT[o * rows + r]! + add;
+  }
+  return y;
 }
