@@ -57,3 +57,20 @@ describe('every family through every command', () => {
     });
   }
 });
+
+describe('qkd train with a family config', () => {
+  for (const [family, extra] of [
+    ['qwen3', 'model_type: qwen3\n  head_dim: 16\n'],
+    ['gemma3_text', 'model_type: gemma3_text\n  head_dim: 16\n  sliding_window: 8\n  layer_types: [sliding_attention, full_attention]\n  query_pre_attn_scalar: 16\n'],
+  ] as const) {
+    it(`${family}: trains from a YAML config and writes its family`, () => {
+      const yaml = join(dir, `${family}.yaml`);
+      writeFileSync(yaml, `model:\n  hidden_size: 32\n  intermediate_size: 64\n  num_hidden_layers: 2\n  num_attention_heads: 4\n  num_key_value_heads: 2\n  ${extra}batch_size: 2\nseq_len: 16\nsteps: 3\nlr: 0.001\neval_every: 3\ncheckpoint_every: 3\n`);
+      const out = join(dir, `train-${family}`);
+      qkd('train', '--config', yaml, '--data', text, '--out', out);
+      const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+      assert.equal(config.model_type, family);
+      assert.equal(config.head_dim, 16);
+    });
+  }
+});
