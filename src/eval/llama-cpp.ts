@@ -84,23 +84,31 @@ function sharedLlama(): Promise<Llama> {
 }
 
 /**
+ * Loads a GGUF in llama.cpp and returns what it logged at warning level or
+ * above while loading. Only the load's messages describe the file; a
+ * context's (e.g. node-llama-cpp's 256-token minimum context exceeding a
+ * small model's training context) describe an evaluation.
+ */
+async function loadLogged(path: string) {
+  const llama = await sharedLlama();
+  const warnings: string[] = [];
+  logSink = warnings;
+  try {
+    const model = await llama.loadModel({ modelPath: path });
+    return { model, loadWarnings: [...warnings] };
+  } finally {
+    logSink = null;
+  }
+}
+
+/**
  * Mean next-token NLL of `tokens` under the GGUF at `path` in llama.cpp, over
  * non-overlapping windows of seqLen + 1 tokens (each scored from an empty
  * context), as evaluatePerplexity does in qkd.
  */
 export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number } = {}): Promise<LlamaCppEvalResult> {
   // One thread by default: on the small models qkd makes, node-llama-cpp's default thread count was 50–200x slower here (thread hand-offs dominate a 64-token batch).
-  const llama = await sharedLlama();
-  const warnings: string[] = [];
-  logSink = warnings;
-  let model;
-  try {
-    model = await llama.loadModel({ modelPath: path });
-  } finally {
-    logSink = null;
-  }
-  // Only the load's messages describe the file; the context's (e.g. node-llama-cpp's 256-token minimum context exceeding a small model's training context) describe this evaluation.
-  const loadWarnings = [...warnings];
+  const { model, loadWarnings } = await loadLogged(path);
   let nll = 0;
   let count = 0;
   try {
@@ -136,16 +144,7 @@ export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLe
  * computes the same function as qkd for an exported model.
  */
 export async function llamaCppLogits(path: string, tokens: readonly number[], vocab: number, options: { threads?: number } = {}): Promise<{ logits: Float32Array[]; warnings: string[] }> {
-  const llama = await sharedLlama();
-  const warnings: string[] = [];
-  logSink = warnings;
-  let model;
-  try {
-    model = await llama.loadModel({ modelPath: path });
-  } finally {
-    logSink = null;
-  }
-  const loadWarnings = [...warnings];
+  const { model, loadWarnings } = await loadLogged(path);
   try {
     // F32 keys and values and no flash attention (llama.cpp's CPU flash attention rounds queries to F16): its defaults move logits by ~1e-3. Room for one more token than evaluated.
     const size = tokens.length + 1;
