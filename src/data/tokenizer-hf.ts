@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { Tokenizer as HfLibraryTokenizer } from '@huggingface/tokenizers';
 import { QkdError } from '../errors.js';
-import type { EncodeOptions, Tokenizer } from './tokenizer.js';
+import { byteToUnicode, type EncodeOptions, type Tokenizer } from './tokenizer.js';
 
 type Json = Record<string, unknown>;
 
@@ -122,6 +122,42 @@ export class HfTokenizer implements Tokenizer {
     const kept = list.slice(first, last);
     return kept.length === 0 ? '' : this.library.decode(kept, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
+
+  /**
+   * The bytes of text one token stands for, from its vocabulary spelling:
+   * byte-level BPE (GPT-2, Llama-3, Qwen) maps each character back to its
+   * byte; SentencePiece-style vocabularies (Llama-2, Gemma) spell a space
+   * as ▁ and a fallback byte as <0xAB>. Special tokens stand for no text.
+   * (Decoding one token alone is not this: SentencePiece decoders drop the
+   * leading space of a text, so "▁the" alone decodes to "the".) Bits per
+   * byte sum these over the scored tokens.
+   */
+  tokenBytes(id: number): Uint8Array {
+    if (this.specialIds.has(id)) return new Uint8Array(0);
+    const piece = this.library.id_to_token(id);
+    if (piece === undefined) return new Uint8Array(0);
+    if (this.byteLevel) {
+      this.unicodeToByte ??= new Map(byteToUnicode().map((ch, b) => [ch, b]));
+      const out: number[] = [];
+      for (const ch of piece) {
+        const b = this.unicodeToByte.get(ch);
+        if (b === undefined) return Buffer.from(piece, 'utf8'); // an added token written as plain text
+        out.push(b);
+      }
+      return Uint8Array.from(out);
+    }
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte !== null) return Uint8Array.of(parseInt(byte[1]!, 16));
+    return Buffer.from(piece.replace(/\u2581/g, ' '), 'utf8');
+  }
+
+  /** True when the vocabulary is spelled byte-level (GPT-2's byte-to-character map). */
+  private get byteLevel(): boolean {
+    const has = (p: unknown): boolean => isObject(p) && (p.type === 'ByteLevel' || (Array.isArray(p.pretokenizers) && p.pretokenizers.some(has)) || (Array.isArray(p.decoders) && p.decoders.some(has)));
+    return has(this.json.pre_tokenizer) || has(this.json.decoder);
+  }
+
+  private unicodeToByte: Map<string, number> | undefined;
 
   /** The token's string in the vocabulary (its tokenizer.json spelling), or undefined. */
   tokenString(id: number): string | undefined {

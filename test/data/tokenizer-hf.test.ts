@@ -88,6 +88,17 @@ describe('Hugging Face tokenizers (real tokenizer.json files)', () => {
       }
       assert.throws(() => hf.decode([hf.vocabSize]), /token id \d+ at position 0 is out of range/);
     });
+
+    it(`${m.name}: the bytes each token stands for add up to the text's (bits per byte count them)`, () => {
+      const hf = loadTokenizer(join(fixture(m.name), 'tokenizer.json')) as HfTokenizer;
+      for (const text of [moby.slice(0, 20_000), sotu.slice(0, 20_000), 'naïve café — 🐋\n\n  x', '12345 tabs\there']) {
+        let bytes = 0;
+        for (const id of hf.encode(text)) bytes += hf.tokenBytes(id).length;
+        // Llama-2's normalizer prepends one "▁" to the text, which stands for a space byte; Qwen normalises to NFC.
+        const expected = Buffer.byteLength(m.name === 'qwen3' ? text.normalize('NFC') : text) + (m.name === 'llama2' ? 1 : 0);
+        assert.equal(bytes, expected, `${m.name}: ${JSON.stringify(text.slice(0, 30))}`);
+      }
+    });
   }
 
   it('saved next to a model (tokenizer.json + tokenizer_config.json) it loads back with the same ids and rules', () => {
