@@ -49,6 +49,7 @@ describe('elementwise', () => {
   it('scale and addScalar', () => {
     checkOp('scale', ([x]) => T.scale(x!, -2.5), [s(2, 3)]);
     checkOp('addScalar', ([x]) => T.addScalar(x!, 0.75), [s(2, 3)]);
+    checkOp('softcap', ([x]) => T.softcap(x!, 1.3), [{ shape: [3, 5], lo: -4, hi: 4 }]);
   });
   const unaries: [T.UnaryName, InputSpec][] = [
     ['exp', s(3, 5)],

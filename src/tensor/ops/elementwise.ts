@@ -279,9 +279,24 @@ export function geglu(gate: Tensor, up: Tensor): Tensor {
   return mul(geluTanh(gate), up);
 }
 
-/** Soft-capping c·tanh(x / c) (Gemma 2's logits), composed. */
+/**
+ * Soft-capping c·tanh(x / c) (Gemma 2's logits): one pass forward, one
+ * backward (dx = dy·(1 − tanh²)); on logits of a 256k vocabulary the
+ * composed scale ∘ tanh ∘ scale made three passes and three buffers.
+ */
 export function softcap(x: Tensor, c: number): Tensor {
-  return scale(tanh(scale(x, 1 / c)), c);
+  if (!(c > 0)) throw new QkdError('ARGUMENT', `softcap: cap ${c} must be positive`, { field: 'softcap' });
+  const out = new Tensor(x.shape);
+  const X = x.data;
+  const Y = out.data;
+  for (let i = 0; i < X.length; i++) Y[i] = c * Math.tanh(X[i]! / c);
+  return record(out, 'softcap', [x], (dy) => {
+    const dx = x.ensureGrad();
+    for (let i = 0; i < dy.length; i++) {
+      const t = Y[i]! / c;
+      dx[i]! += dy[i]! * (1 - t * t);
+    }
+  });
 }
 export const relu = (x: Tensor): Tensor => unary('relu', x);
 export const square = (x: Tensor): Tensor => unary('square', x);
