@@ -165,8 +165,10 @@ async function main(): Promise<void> {
     const teacherDir = await teacher(f.family, f.fixture, tokenizer);
     const gguf = await student(f.family, teacherDir);
     const t = evaluateModel(teacherDir, scoring);
-    const s = evaluateModel(gguf, scoring);
-    const l = await evaluateModelInLlamaCpp(gguf, scoring);
+    // The student's GGUF is scored with the tokenizer.json its run saved: qkd does not yet read a SentencePiece vocabulary other than llama2.c's back from a GGUF (Gemma's), and the same file for every family keeps the columns comparable.
+    const studentScoring = { ...scoring, tokenizer: join(dirname(gguf), 'tokenizer.json') };
+    const s = evaluateModel(gguf, studentScoring);
+    const l = await evaluateModelInLlamaCpp(gguf, studentScoring);
     const row: Row = {
       family: f.family,
       fixture: f.fixture,
