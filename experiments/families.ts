@@ -32,7 +32,7 @@
  * {"rows":[{family, params, student_params, teacher_ppl, student_ppl,
  * student_ppl_llamacpp, teacher_bpb, student_bpb, student_bpb_llamacpp}]}.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -48,7 +48,6 @@ import { distill } from '../src/train/distill.js';
 import { parseDistillConfig } from '../src/train/distill-config.js';
 import { evaluateModel, evaluateModelInLlamaCpp } from '../src/eval/perplexity.js';
 import { setupExperiment } from './_common.js';
-import { readFileSync } from 'node:fs';
 
 const FAMILIES = [
   { family: 'llama', fixture: 'llama-3.2-1b', tokenizer: 'llama3' },
