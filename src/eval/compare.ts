@@ -9,7 +9,7 @@
 import { QkdError } from '../errors.js';
 import { loadModelAny } from '../models/load-any.js';
 import type { LlamaModel } from '../models/llama.js';
-import { sequentialBatches } from '../data/corpus.js';
+import { IGNORED_TARGET, sequentialBatches } from '../data/corpus.js';
 import { noGrad } from '../tensor/tape.js';
 import { evalTokens, type EvaluateModelOptions } from './perplexity.js';
 
@@ -58,11 +58,10 @@ export function compareModels(modelPath: string, referencePath: string, options:
   if (reference.config.vocab_size !== V) {
     throw new QkdError('ARGUMENT', `the reference has a ${reference.config.vocab_size}-token vocabulary, the model ${V}: their distributions cannot be compared token by token`, { path: referencePath, field: '--reference', hint: 'a reference with the same tokenizer (the FP32 model a quantized one came from)' });
   }
-  const { tokenizer, text, split, seqLen } = evalTokens(model, modelPath, options);
+  const { tokens, mask, split, seqLen } = evalTokens(model, modelPath, options);
   if (seqLen > reference.config.max_position_embeddings) {
     throw new QkdError('ARGUMENT', `sequence length ${seqLen} exceeds the reference's context ${reference.config.max_position_embeddings}`, { path: referencePath, field: '--seq-len' });
   }
-  const tokens = tokenizer.encode(text);
   const kls: number[] = [];
   let nll = 0;
   let nllRef = 0;
@@ -72,16 +71,17 @@ export function compareModels(modelPath: string, referencePath: string, options:
   const a = new Float64Array(V);
   const b = new Float64Array(V);
   noGrad(() => {
-    for (const batch of sequentialBatches(tokens, 1, seqLen)) {
+    for (const batch of sequentialBatches(tokens, 1, seqLen, Infinity, mask)) {
       const za = model.forward(batch.inputs, 1, seqLen).data as Float32Array;
       const zb = reference.forward(batch.inputs, 1, seqLen).data as Float32Array;
       for (let p = 0; p < seqLen; p++) {
+        const t = batch.targets[p]!;
+        if (t === IGNORED_TARGET) continue; // a position a chat loss mask leaves out
         logSoftmax(za.subarray(p * V, (p + 1) * V), a);
         logSoftmax(zb.subarray(p * V, (p + 1) * V), b);
         let kl = 0;
         for (let i = 0; i < V; i++) kl += Math.exp(b[i]!) * (b[i]! - a[i]!);
         kls.push(Math.max(0, kl));
-        const t = batch.targets[p]!;
         nll -= a[t]!;
         nllRef -= b[t]!;
         const d = Math.exp(a[t]!) - Math.exp(b[t]!);

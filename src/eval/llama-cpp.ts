@@ -106,7 +106,7 @@ async function loadLogged(path: string) {
  * non-overlapping windows of seqLen + 1 tokens (each scored from an empty
  * context), as evaluatePerplexity does in qkd.
  */
-export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number } = {}): Promise<LlamaCppEvalResult> {
+export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLen: number, options: { threads?: number; mask?: Uint8Array } = {}): Promise<LlamaCppEvalResult> {
   // One thread by default: on the small models qkd makes, node-llama-cpp's default thread count was 50–200x slower here (thread hand-offs dominate a 64-token batch).
   const { model, loadWarnings } = await loadLogged(path);
   let nll = 0;
@@ -121,8 +121,11 @@ export async function llamaCppPerplexity(path: string, tokens: Int32Array, seqLe
         await sequence.clearHistory();
         // Per position: every raw logit, so log p(target) is computed here (node-llama-cpp's
         // totalLogitWeight is taken after its sampling options and is not the full softmax sum).
-        const out = await sequence.controlledEvaluate(window.slice(0, seqLen).map((t) => [t, { generateNext: { logits: true } }]));
+        // A loss mask (chat data: the assistant's tokens) scores only the targets it keeps.
+        const scored = (p: number): boolean => options.mask === undefined || options.mask[w * seqLen + p + 1] === 1;
+        const out = await sequence.controlledEvaluate(window.slice(0, seqLen).map((t, p) => (scored(p) ? [t, { generateNext: { logits: true } }] : t)));
         for (let p = 0; p < seqLen; p++) {
+          if (!scored(p)) continue;
           nll -= logProbability(out[p]?.next?.logits, window[p + 1]!, p, path);
           count++;
         }

@@ -3,12 +3,16 @@
  * cut into non-overlapping windows of seq_len + 1 tokens (the last partial
  * window is dropped), and the mean next-token cross-entropy is taken over
  * every predicted token. bits/byte = total nats / ln 2 / UTF-8 bytes of the
- * predicted tokens, which makes tokenizers comparable.
+ * predicted tokens, which makes tokenizers comparable. Chat data (JSON
+ * Lines {"messages"} rows) is rendered with the model tokenizer's chat
+ * template and only the assistant's tokens are scored (data/chat.ts); the
+ * held-out part is then the last 10% of the conversations.
  */
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
-import { loadCorpus, sequentialBatches, splitText, type CorpusOptions } from '../data/corpus.js';
+import { IGNORED_TARGET, loadCorpusData, sequentialBatches, splitText, type CorpusOptions } from '../data/corpus.js';
+import { isChatCorpus, tokenizeChatEval } from '../data/chat.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { modelFileFormat } from '../io/tensor-source.js';
 import { llamaCppPerplexity } from './llama-cpp.js';
@@ -26,7 +30,11 @@ export interface EvalResult {
 }
 
 export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text: string, seqLen: number, batchSize = 8): EvalResult {
-  const tokens = tokenizer.encode(text);
+  return evaluateTokens(model, tokenizer, tokenizer.encode(text), seqLen, batchSize);
+}
+
+/** evaluatePerplexity on tokens; a loss mask (1: scored) leaves the other targets out of the loss and the byte count. */
+export function evaluateTokens(model: LlamaModel, tokenizer: Tokenizer, tokens: Int32Array, seqLen: number, batchSize = 8, mask?: Uint8Array): EvalResult {
   // Bytes each token stands for (byte-level: 1).
   const byteCache = new Map<number, number>();
   const bytesOf = (id: number): number => {
@@ -42,15 +50,20 @@ export function evaluatePerplexity(model: LlamaModel, tokenizer: Tokenizer, text
     // Full batches first, then the remaining windows one by one.
     const full = Math.floor(windows / batchSize) * batchSize;
     const run = (inputs: Int32Array, targets: Int32Array, B: number): void => {
-      const loss = model.loss(model.forward(inputs, B, seqLen), targets).item();
-      nats += loss * targets.length;
-      count += targets.length;
-      for (const t of targets) bytes += bytesOf(t);
+      let scored = 0;
+      for (const t of targets) {
+        if (t === IGNORED_TARGET) continue;
+        scored++;
+        bytes += bytesOf(t);
+      }
+      if (scored === 0) return;
+      nats += model.loss(model.forward(inputs, B, seqLen), targets).item() * scored;
+      count += scored;
     };
-    for (const b of sequentialBatches(tokens.subarray(0, full * seqLen + 1), batchSize, seqLen)) run(b.inputs, b.targets, batchSize);
-    for (const b of sequentialBatches(tokens.subarray(full * seqLen), 1, seqLen)) run(b.inputs, b.targets, 1);
+    for (const b of sequentialBatches(tokens.subarray(0, full * seqLen + 1), batchSize, seqLen, Infinity, mask)) run(b.inputs, b.targets, batchSize);
+    for (const b of sequentialBatches(tokens.subarray(full * seqLen), 1, seqLen, Infinity, mask?.subarray(full * seqLen))) run(b.inputs, b.targets, 1);
   });
-  if (count === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
+  if (count === 0) throw new QkdError('ARGUMENT', mask ? `the conversations' ${tokens.length} tokens hold no scored assistant token in a full window of ${seqLen + 1}` : `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data' });
   const loss = nats / count;
   return { ppl: Math.exp(loss), bits_per_byte: nats / Math.LN2 / bytes, tokens: count, loss };
 }
@@ -83,16 +96,21 @@ export interface ModelEvalResult extends EvalResult {
   seq_len: number;
 }
 
-/** The tokens `qkd eval` scores: the held-out tail (or the whole text) of a corpus, in the model's tokenizer. */
-export function evalTokens(model: Pick<LlamaModel, 'config'>, modelPath: string, options: EvaluateModelOptions, tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer)): { tokenizer: Tokenizer; text: string; split: 'validation' | 'all'; seqLen: number } {
+/**
+ * The tokens `qkd eval` scores: the held-out tail (or the whole text) of a
+ * corpus, in the model's tokenizer; for chat data, the held-out
+ * conversations (or all) and their loss mask.
+ */
+export function evalTokens(model: Pick<LlamaModel, 'config'>, modelPath: string, options: EvaluateModelOptions, tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer)): { tokenizer: Tokenizer; tokens: Int32Array; mask?: Uint8Array; split: 'validation' | 'all'; seqLen: number } {
   const context = model.config.max_position_embeddings;
   const seqLen = options.seqLen ?? context;
   if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > context) {
     throw new QkdError('ARGUMENT', `sequence length ${seqLen} is outside the model's context`, { path: modelPath, field: '--seq-len', hint: `1 to ${context} (max_position_embeddings)` });
   }
-  const text = loadCorpus(options.data ?? 'default', options.corpus);
+  const data = loadCorpusData(options.data ?? 'default', options.corpus);
   const split = options.wholeText ? 'all' : 'validation';
-  return { tokenizer, text: split === 'all' ? text : splitText(text).validation, split, seqLen };
+  if (isChatCorpus(data)) return { tokenizer, ...tokenizeChatEval(tokenizer, data, split), split, seqLen };
+  return { tokenizer, tokens: tokenizer.encode(split === 'all' ? data : splitText(data).validation), split, seqLen };
 }
 
 /** Names --whole-file when the held-out part is what is too short. */
@@ -106,9 +124,9 @@ function explainShort(err: unknown, split: 'validation' | 'all', data: string | 
 /** `qkd eval` as one call: load any model and its tokenizer, score a corpus. */
 export function evaluateModel(modelPath: string, options: EvaluateModelOptions = {}): ModelEvalResult {
   const model = loadModelAny(modelPath);
-  const { tokenizer, text, split, seqLen } = evalTokens(model, modelPath, options);
+  const { tokenizer, tokens, mask, split, seqLen } = evalTokens(model, modelPath, options);
   try {
-    return { ...evaluatePerplexity(model, tokenizer, text, seqLen), split, seq_len: seqLen };
+    return { ...evaluateTokens(model, tokenizer, tokens, seqLen, 8, mask), split, seq_len: seqLen };
   } catch (err) {
     throw explainShort(err, split, options.data);
   }
@@ -131,13 +149,12 @@ export async function evaluateModelInLlamaCpp(modelPath: string, options: Evalua
   } finally {
     f.close();
   }
-  const { tokenizer, text, split, seqLen } = evalTokens({ config }, modelPath, options, own ?? loadModelTokenizer({ config }, modelPath, options.tokenizer));
-  const tokens = tokenizer.encode(text);
+  const { tokenizer, tokens, mask, split, seqLen } = evalTokens({ config }, modelPath, options, own ?? loadModelTokenizer({ config }, modelPath, options.tokenizer));
   try {
-    const r = await llamaCppPerplexity(modelPath, tokens, seqLen);
+    const r = await llamaCppPerplexity(modelPath, tokens, seqLen, mask ? { mask } : {});
     let bytes = 0;
     const windows = Math.floor((tokens.length - 1) / seqLen);
-    for (let i = 1; i <= windows * seqLen; i++) bytes += tokenizer.kind === 'byte' ? 1 : tokenByteLength(tokenizer, tokens[i]!);
+    for (let i = 1; i <= windows * seqLen; i++) if (!mask || mask[i] === 1) bytes += tokenizer.kind === 'byte' ? 1 : tokenByteLength(tokenizer, tokens[i]!);
     return { ppl: r.ppl, loss: r.loss, tokens: r.tokens, bits_per_byte: (r.loss * r.tokens) / Math.LN2 / bytes, split, seq_len: seqLen, warnings: r.warnings };
   } catch (err) {
     throw explainShort(err, split, options.data);

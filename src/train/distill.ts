@@ -33,15 +33,16 @@ import { loadLlama } from '../models/llama-io.js';
 import { quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import type { ChatCorpus } from '../data/chat.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
 import { Bf16Store } from '../tensor/bf16-store.js';
 import { availableMemory, parameterBytes, type Precision } from '../models/precision.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
-import { reshape } from '../tensor/ops/shape.js';
+import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { klDivergence } from '../tensor/ops/loss.js';
 import { uniformPlan } from '../swan/allocate.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -53,7 +54,7 @@ import { PRESETS } from './config.js';
 import { coefficient, fakeQuantActive, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, swdlTemperature, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { checkSplitFits, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { checkSplitFits, countedRows, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
 import { prepareRunDirectory } from './run-directory.js';
 import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
 import { GGUF_TYPE_NAMES } from './distill-config.js';
@@ -65,8 +66,12 @@ export interface DistillOptions {
   teacher: string | LlamaModel;
   /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes). */
   tokenizer?: Tokenizer;
-  /** Training text (the teacher's tokenizer encodes it). */
-  text: string;
+  /**
+   * Training text (the teacher's tokenizer encodes it), or chat
+   * conversations, rendered with the teacher tokenizer's chat template: the
+   * task loss and logit / feature KD then count the assistant's tokens only.
+   */
+  text: string | ChatCorpus;
   outDir: string;
   /** The run's settings; when resuming, they must agree with the checkpoint's (see savedDistillConfig). */
   config: DistillConfig;
@@ -299,16 +304,21 @@ class DistillRecipe implements TrainRecipe {
     const studentProbs: Tensor[] = [];
     const logits = student.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: studentProbs } : {});
     const task = student.loss(logits, batch.targets);
+    // Rows a loss mask leaves out (chat data: not the assistant's) count in no logit or feature term either.
+    const keep = countedRows(batch.targets);
+    const rowsOf = (x: Tensor): Tensor => {
+      const flat = reshape(x, [x.size / x.shape[x.rank - 1]!, x.shape[x.rank - 1]!]);
+      return keep === null ? flat : selectRows(flat, keep);
+    };
     const components: Record<string, number> = { task: task.item(), lambda: this.lambda, gamma: this.gamma, fake_quant: this.qat?.enabled ? 1 : 0 };
     let total = task;
     if (this.useTeacher) {
       const V = student.config.vocab_size;
-      const cached = this.cache ? gatherCachedTargets(this.cache, batch) : null;
+      const cached = this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
       const teacherProbs: Tensor[] = [];
       const teacherLogits = cached ? null : noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
-      const kd = cached
-        ? cachedKd(reshape(logits, [batch.B * batch.T, V]), cached, d.temperature)
-        : logitKd(reshape(teacherLogits!, [batch.B * batch.T, V]), reshape(logits, [batch.B * batch.T, V]), d.temperature);
+      const none = keep !== null && keep.length === 0;
+      const kd = none ? new Tensor([]) : cached ? cachedKd(rowsOf(logits), cached, d.temperature) : logitKd(rowsOf(reshape(teacherLogits!, [-1, V])), rowsOf(logits), d.temperature);
       components.offline_kd = cached ? 1 : 0;
       let distill = kd;
       components.logit_kd = kd.item();
@@ -319,8 +329,7 @@ class DistillRecipe implements TrainRecipe {
         this.pairs.forEach((p, i) => {
           const s = this.studentTap!.outputs.get(p.student)!;
           const t = this.teacherTap!.outputs.get(p.teacher)!;
-          const rows = s.size / s.shape[s.rank - 1]!;
-          const term = scale(featureKd(reshape(s, [rows, s.shape[s.rank - 1]!]), reshape(t, [rows, t.shape[t.rank - 1]!]), d.feature_loss, p.projection ? this.extra!.get(p.projection) : undefined), weights[i]!);
+          const term = none ? new Tensor([]) : scale(featureKd(rowsOf(s), rowsOf(t), d.feature_loss, p.projection ? this.extra!.get(p.projection) : undefined), weights[i]!);
           feat = feat === null ? term : add(feat, term);
         });
         const mean = feat!;
@@ -354,7 +363,7 @@ class DistillRecipe implements TrainRecipe {
     return { loss: total, components };
   }
 
-  afterEval(step: number, averages: Record<string, number>, student: LlamaModel, validation: Int32Array): { metrics?: Record<string, number>; notes?: string[] } {
+  afterEval(step: number, averages: Record<string, number>, student: LlamaModel, validation: Int32Array, validationMask?: Uint8Array): { metrics?: Record<string, number>; notes?: string[] } {
     const c = this.config;
     const notes: string[] = [];
     const metrics: Record<string, number> = {};
@@ -363,7 +372,7 @@ class DistillRecipe implements TrainRecipe {
       if (this.config.sakd.swdl.enabled) metrics.swdl_temperature = swdlTemperature(c, step);
     }
     if (this.useTeacher) {
-      metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, Math.min(4, c.training.eval_batches));
+      metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, Math.min(4, c.training.eval_batches), validationMask);
       const ratio = averages.task! > 0 ? averages.distill! / averages.task! : 0;
       metrics.distill_task_ratio = ratio;
       if (phaseAt(c, step) !== 'warmup' && ratio > c.distillation.ratio_threshold && this.lambda > c.distillation.lambda_floor) {
@@ -395,7 +404,7 @@ class DistillRecipe implements TrainRecipe {
  * teacher produced it with that window as context, which can differ from the
  * student's row (an approximation of offline KD on random windows).
  */
-function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch): { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array } | null {
+function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch, keep: Int32Array | null): { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array } | null {
   const N = cache.seqLen;
   const k = cache.k;
   const rows = batch.B * batch.T;
@@ -417,7 +426,15 @@ function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch): { ids: 
       t += span;
     }
   }
-  return { ids, logp, tailLogp };
+  if (keep === null) return { ids, logp, tailLogp };
+  // Only the rows a loss mask counts, in order.
+  const kept = { ids: new Int32Array(keep.length * k), logp: new Float32Array(keep.length * k), tailLogp: new Float32Array(keep.length) };
+  keep.forEach((r, i) => {
+    kept.ids.set(ids.subarray(r * k, (r + 1) * k), i * k);
+    kept.logp.set(logp.subarray(r * k, (r + 1) * k), i * k);
+    kept.tailLogp[i] = tailLogp[r]!;
+  });
+  return kept;
 }
 
 /** Builds (or reuses, when it matches the tokens) the soft-target cache of the training split. */
@@ -440,16 +457,18 @@ function prepareSoftTargetCache(path: string, teacher: LlamaModel, teacherId: st
 }
 
 /** Mean per-token KL(teacher ‖ student) at τ = 1 over validation batches (the table's kl_to_teacher). */
-export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number): number {
+export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number, mask?: Uint8Array): number {
   let total = 0;
   let n = 0;
   noGrad(() => {
-    for (const b of sequentialBatches(tokens, B, T, maxBatches)) {
+    for (const b of sequentialBatches(tokens, B, T, maxBatches, mask)) {
+      const keep = countedRows(b.targets);
+      const rows = keep === null ? B * T : keep.length;
+      if (rows === 0) continue;
       const V = student.config.vocab_size;
-      const zt = reshape(teacher.forward(b.inputs, B, T), [B * T, V]);
-      const zs = reshape(student.forward(b.inputs, B, T), [B * T, V]);
-      total += klDivergence(zt, zs, { temperature: 1 }).item();
-      n++;
+      const pick = (z: Tensor): Tensor => (keep === null ? reshape(z, [B * T, V]) : selectRows(reshape(z, [B * T, V]), keep));
+      total += klDivergence(pick(teacher.forward(b.inputs, B, T)), pick(student.forward(b.inputs, B, T)), { temperature: 1 }).item() * rows;
+      n += rows;
     }
   });
   return n > 0 ? total / n : NaN;
@@ -554,7 +573,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
         recipe.beginStep(step);
       },
       loss: (model, batch, step) => recipe.loss(model, batch, step),
-      afterEval: (step, averages, model, validation) => recipe.afterEval(step, averages, model, validation),
+      afterEval: (step, averages, model, validation, validationMask) => recipe.afterEval(step, averages, model, validation, validationMask),
       getState: () => recipe.getState(),
       setState: (s) => recipe.setState(s),
     },
@@ -582,7 +601,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   copyTokenizerFiles(options.outDir, quantizedDir);
   let sakdReport: SakdReport | undefined;
   if (c.recipe === 'sakd' && c.sakd.report) {
-    const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, split.validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches));
+    const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, split.validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches, split.validationMask));
     const coefficients = recipe.sakd ? Object.fromEntries([...recipe.sakd.coefficient.entries()].filter(([, v]) => v > 1)) : {};
     sakdReport = {
       teacher: profileModel(modelSource(teacher, typeof options.teacher === 'string' ? options.teacher : 'teacher')),

@@ -62,7 +62,7 @@ export interface TrainRecipe {
    * over the steps since the previous eval. May act (e.g. lower λ) and
    * return extra metrics to log and human-readable notes of what it did.
    */
-  afterEval?(step: number, averages: Record<string, number>, model: LlamaModel, validation: Int32Array): { metrics?: Record<string, number>; notes?: string[] };
+  afterEval?(step: number, averages: Record<string, number>, model: LlamaModel, validation: Int32Array, validationMask?: Uint8Array): { metrics?: Record<string, number>; notes?: string[] };
   /** Notes produced since the last call (polled after every step and logged). */
   takeNotes?(): string[];
   /** Figures added to the run's result at the end (e.g. accounted memory). */

@@ -37,7 +37,8 @@ import { Rng } from '../tensor/random.js';
 import { backward, noGrad } from '../tensor/tape.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
+import { IGNORED_TARGET, sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
+import { isChatCorpus, tokenizeChatSplit, type ChatCorpus } from '../data/chat.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer, saveTokenizerFiles } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
@@ -48,8 +49,12 @@ import { ParameterArena } from '../tensor/arena.js';
 import { prepareRunDirectory } from './run-directory.js';
 
 export interface TrainOptions {
-  /** Corpus text. */
-  text: string;
+  /**
+   * Corpus text, or chat conversations (loadCorpusData reads both): those
+   * are rendered with the tokenizer's chat template and only the assistant's
+   * tokens count in the losses (data/chat.ts).
+   */
+  text: string | ChatCorpus;
   outDir: string;
   /**
    * The run's settings. When resuming it may be left out (the checkpoint's
@@ -117,18 +122,41 @@ export interface TrainerState {
   recipe?: unknown;
 }
 
-/** Mean loss over the first `maxBatches` validation batches. */
-export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize: number, seqLen: number, maxBatches: number): number {
+/** Number of targets a loss counts (those not IGNORED_TARGET). */
+export function countedTargets(targets: Int32Array): number {
+  let n = 0;
+  for (const t of targets) if (t !== IGNORED_TARGET) n++;
+  return n;
+}
+
+/** The rows whose targets a loss counts, or null when it counts them all. */
+export function countedRows(targets: Int32Array): Int32Array | null {
+  const n = countedTargets(targets);
+  if (n === targets.length) return null;
+  const rows = new Int32Array(n);
+  let k = 0;
+  targets.forEach((t, r) => {
+    if (t !== IGNORED_TARGET) rows[k++] = r;
+  });
+  return rows;
+}
+
+/** Mean loss per counted target over the first `maxBatches` validation batches (a loss mask leaves targets out). */
+export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize: number, seqLen: number, maxBatches: number, mask?: Uint8Array): number {
   let total = 0;
+  let counted = 0;
   let n = 0;
   noGrad(() => {
-    for (const b of sequentialBatches(tokens, batchSize, seqLen, maxBatches)) {
-      total += model.loss(model.forward(b.inputs, batchSize, seqLen), b.targets).item();
+    for (const b of sequentialBatches(tokens, batchSize, seqLen, maxBatches, mask)) {
+      const c = countedTargets(b.targets);
+      if (c > 0) total += model.loss(model.forward(b.inputs, batchSize, seqLen), b.targets).item() * c;
+      counted += c;
       n++;
     }
   });
   if (n === 0) throw new QkdError('ARGUMENT', `validation split has ${tokens.length} tokens, fewer than one batch of ${batchSize}×${seqLen + 1}`, { field: 'validation_fraction' });
-  return total / n;
+  if (counted === 0) throw new QkdError('ARGUMENT', `the ${n} validation batch${n === 1 ? '' : 'es'} hold no assistant tokens to score`, { field: 'training.eval_batches', hint: 'more eval_batches, or more held-out conversations (validation_fraction)' });
+  return total / counted;
 }
 
 interface ExtraParameters {
@@ -201,15 +229,32 @@ function truncateMetrics(path: string, step: number): void {
  * tokens (= bytes). BPE: the two parts of the text are encoded separately,
  * so validation text never influences training tokens.
  */
-export function tokenizeSplit(tokenizer: Tokenizer, text: string, fraction: number): { train: Int32Array; validation: Int32Array } {
+export function tokenizeSplit(tokenizer: Tokenizer, text: string | ChatCorpus, fraction: number): TokenizedSplit {
+  if (isChatCorpus(text)) {
+    // Chat: whole conversations are held out, and each part carries its loss mask.
+    const { train, validation } = tokenizeChatSplit(tokenizer, text, fraction);
+    return { train: train.tokens, validation: validation.tokens, trainMask: train.mask, validationMask: validation.mask };
+  }
   if (tokenizer.kind === 'byte') return splitTokens(tokenizer.encode(text), fraction);
   const parts = splitText(text, fraction);
   return { train: tokenizer.encode(parts.train), validation: tokenizer.encode(parts.validation) };
 }
 
+/** The tokens a run trains and validates on; chat data adds each part's loss mask (1: counted). */
+export interface TokenizedSplit {
+  train: Int32Array;
+  validation: Int32Array;
+  trainMask?: Uint8Array;
+  validationMask?: Uint8Array;
+}
+
 /** A resumed run reuses its saved tokenizer; a new run trains BPE on the training part when asked. */
-function chooseTokenizer(c: TrainConfig, resumePoint: ResumePoint | null, trainingText: string): Tokenizer {
+function chooseTokenizer(c: TrainConfig, resumePoint: ResumePoint | null, data: string | ChatCorpus): Tokenizer {
   if (resumePoint) return loadTokenizer(join(resumePoint.dir, 'tokenizer.json'));
+  if (isChatCorpus(data)) {
+    throw new QkdError('CONFIG', `chat rows are rendered with a tokenizer's chat template, and the ${c.tokenizer.kind} tokenizer qkd train builds has none`, { path: data.source, field: 'tokenizer', hint: 'a Hugging Face tokenizer with a chat template (qkd train --tokenizer PATH), or {"text"} rows' });
+  }
+  const trainingText = splitText(data, c.validation_fraction).train;
   if (c.tokenizer.kind === 'bpe') return trainBpe(trainingText, c.tokenizer.vocab_size ?? 4096);
   return new ByteTokenizer();
 }
@@ -235,8 +280,9 @@ export interface CorpusFingerprint {
   sha256: string;
 }
 
-export function corpusFingerprint(text: string): CorpusFingerprint {
-  const bytes = Buffer.from(text, 'utf8');
+export function corpusFingerprint(text: string | ChatCorpus): CorpusFingerprint {
+  // Chat: the conversations themselves (their rendering follows from them and the run's tokenizer).
+  const bytes = Buffer.from(isChatCorpus(text) ? JSON.stringify(text.conversations) : text, 'utf8');
   return { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
@@ -319,8 +365,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (options.config === undefined) throw new QkdError('ARGUMENT', 'a new run needs a config', { field: 'config' });
     c = options.config;
   }
-  const tokenizer = options.tokenizer ?? chooseTokenizer(c, resumePoint, splitText(options.text, c.validation_fraction).train);
-  const { train: trainTokens, validation } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
+  const tokenizer = options.tokenizer ?? chooseTokenizer(c, resumePoint, options.text);
+  const { train: trainTokens, validation, trainMask, validationMask } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
   checkSplitFits({ train: trainTokens, validation }, c.batch_size, c.seq_len, c.validation_fraction);
   // Every check has passed: only now may --force delete the earlier run.
   runDirectory.clear();
@@ -414,7 +460,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     let loss = 0;
     const components: Record<string, number> = {};
     for (let micro = 0; micro < c.grad_accum; micro++) {
-      const batch = sampleBatch(trainTokens, B, T, rng);
+      const batch = sampleBatch(trainTokens, B, T, rng, trainMask);
       let l;
       if (recipe) {
         const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, starts: batch.starts, B, T }, step + 1);
@@ -442,12 +488,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const record: Record<string, number> = { step, loss, ...components, lr, grad_norm: gradNormBefore, tokens_per_s: tokensPerSecond };
     const progress: StepProgress = { step, steps: c.steps, loss, lr, tokensPerSecond, components };
     if (step % c.eval_every === 0 || step === c.steps) {
-      valLoss = validationLoss(model, validation, B, T, c.eval_batches);
+      valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask);
       record.val_loss = valLoss;
       progress.valLoss = valLoss;
       if (recipe?.afterEval) {
         const averages = Object.fromEntries(Object.entries(sinceEval).map(([k, v]) => [k, v / Math.max(1, stepsSinceEval)]));
-        const r = recipe.afterEval(step, averages, model, validation);
+        const r = recipe.afterEval(step, averages, model, validation, validationMask);
         Object.assign(record, r.metrics ?? {});
         for (const note of r.notes ?? []) {
           options.onNote?.(note);
@@ -471,7 +517,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       break;
     }
   }
-  if (Number.isNaN(valLoss)) valLoss = validationLoss(model, validation, B, T, c.eval_batches);
+  if (Number.isNaN(valLoss)) valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask);
   const seconds = (performance.now() - started) / 1000;
   return {
     steps: step,

@@ -1,5 +1,5 @@
 // JSON Lines corpora: {"text"} rows become the corpus; a bad row is an error
-// naming the file and line; chat rows are refused by name (not yet rendered).
+// naming the file and line (chat rows: test/data/chat.test.ts).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -28,8 +28,7 @@ describe('JSON Lines corpora', () => {
   it('names the file and line of a bad row', () => {
     assert.throws(() => loadCorpus(file('bad.jsonl', '{"text": "ok"}\n{"text": oops}\n')), (e: Error & { path?: string; field?: string }) => /line 2 is not JSON/.test(e.message) && e.field === 'line 2' && e.path!.endsWith('bad.jsonl'));
     assert.throws(() => loadCorpus(file('array.jsonl', '["text"]\n')), /line 1 is not a JSON object/);
-    assert.throws(() => loadCorpus(file('notext.jsonl', '{"body": "x"}\n')), /line 1 has no string "text" field/);
-    assert.throws(() => loadCorpus(file('chat.jsonl', '{"messages": [{"role": "user", "content": "hi"}]}\n')), /line 1 is a chat row \("messages"\); chat data is not supported yet/);
+    assert.throws(() => loadCorpus(file('notext.jsonl', '{"body": "x"}\n')), /line 1 has no string "text" field and no "messages"/);
     assert.throws(() => loadCorpus(file('empty.jsonl', '\n\n')), /text file is empty|has no rows/);
   });
 });

@@ -149,6 +149,8 @@ describe('shape ops', () => {
   it('permute [2,3,4] → (2,0,1)', () => checkOp('permute', ([x]) => T.permute(x!, [2, 0, 1]), [s(2, 3, 4)]));
   it('transpose last two', () => checkOp('transpose', ([x]) => T.transpose(x!), [s(2, 3, 5)]));
   it('slice middle axis', () => checkOp('slice', ([x]) => T.slice(x!, 1, 1, 3), [s(2, 4, 3)]));
+  it('selectRows picks, repeats and skips rows', () => checkOp('selectRows', ([x]) => T.selectRows(x!, Int32Array.of(3, 0, 3, 1)), [s(5, 4)]));
+  it('selectRows refuses an index outside the rows', () => assert.throws(() => T.selectRows(new T.Tensor([2, 3]), Int32Array.of(2)), /selectRows: row 2 at position 0 is outside \[0, 2\)/));
   it('concat along axis 1', () => checkOp('concat', ([a, b]) => T.concat([a!, b!], 1), [s(2, 3, 2), s(2, 1, 2)]));
   it('clone', () => checkOp('clone', ([x]) => T.clone(x!), [s(5)]));
 });

@@ -69,7 +69,7 @@ export function registerDistill(program: Command): void {
     .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
     .requiredOption('--teacher <path>', 'teacher: model directory, qkd run directory, or llama2.c .bin (frozen)')
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
-    .option('--data <path>', "training text: file, JSON Lines, Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
     .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))

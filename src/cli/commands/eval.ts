@@ -11,7 +11,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('perplexity and bits per byte of a model on a text (by default its held-out last 10%)')
     .requiredOption('--model <path>', 'model directory, qkd run directory, or llama2.c .bin')
-    .option('--data <path>', "text file, JSON Lines, Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "text file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the assistant's tokens are scored), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option(...SKIP_BAD_ROWS)
     .option(...TEXT_COLUMN)
     .option('--tokenizer <path>', 'tokenizer.json or llama2.c tokenizer.bin (default: tokenizer.json beside the model)')

@@ -1,5 +1,6 @@
 /** `qkd train`: a LLaMA-style model on a text corpus, with checkpoints and exact resume. */
 import type { Command } from 'commander';
+import { loadTokenizerAt } from '../../data/tokenizer-io.js';
 import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { loadTrainConfig, PRESETS, presetConfig, type TrainConfig } from '../../train/config.js';
 import { readResumePoint, train } from '../../train/trainer.js';
@@ -18,6 +19,7 @@ interface TrainFlags extends CorpusFlags {
   resume?: boolean;
   force?: boolean;
   recipe?: 'standard' | 'sat';
+  tokenizer?: string;
 }
 
 /**
@@ -44,7 +46,8 @@ export function registerTrain(program: Command): void {
     .command('train')
     .description('train a LLaMA-style model on a text corpus, with checkpoints and exact resume')
     .requiredOption('--out <dir>', 'output directory (model, checkpoints, metrics.jsonl); must be empty unless --resume or --force')
-    .option('--data <path>', "text file, JSON Lines ({\"text\"} rows), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--data <path>', "text file, JSON Lines ({\"text\"} or chat {\"messages\"} rows), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
+    .option('--tokenizer <path>', "a tokenizer to train with instead of the config's byte/BPE one: tokenizer.json, model directory, llama2.c tokenizer.bin or .gguf (chat rows need one with a chat template)")
     .option('--preset <name>', Object.keys(PRESETS).join(' | '), choice('--preset', Object.keys(PRESETS)), 'tiny')
     .option('--config <file.yaml>', 'YAML training config; fields it leaves out come from --preset')
     .option('--steps <n>', 'total optimiser steps (overrides the config; on --resume, more steps extend the run)', positiveInt('--steps'))
@@ -61,6 +64,7 @@ export function registerTrain(program: Command): void {
       try {
         const result = await train({
           text,
+          ...(o.tokenizer !== undefined ? { tokenizer: loadTokenizerAt(o.tokenizer) } : {}),
           outDir: o.out,
           config,
           resume: o.resume ?? false,

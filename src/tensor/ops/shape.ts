@@ -1,5 +1,6 @@
 /**
- * Shape ops: reshape (a free view), permute / transpose, slice, concat.
+ * Shape ops: reshape (a free view), permute / transpose, slice, concat,
+ * selectRows (a gather of rows, for losses counted on some positions only).
  * Legend: the [outer, n, inner] view splits a shape around one axis.
  */
 import { QkdError, fmtShape } from '../../errors.js';
@@ -152,6 +153,28 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
         const src = o * total * inner + offsets[k]! * inner;
         for (let i = 0; i < n; i++) dx[o * n + i]! += dy[src + i]!;
       }
+    });
+  });
+}
+
+/**
+ * Rows `rows` of a matrix x [R, D] (any leading dims flatten into R): out[i] =
+ * x[rows[i]], shape [rows.length, D]. A row may repeat; the backward pass
+ * adds each output row's gradient into the row it came from.
+ */
+export function selectRows(x: Tensor, rows: Int32Array): Tensor {
+  const D = x.shape[x.rank - 1];
+  if (x.rank < 1 || D === undefined) throw new QkdError('SHAPE', `selectRows: needs at least one axis, got ${fmtShape(x.shape)}`);
+  const R = D === 0 ? 0 : x.size / D;
+  rows.forEach((r, i) => {
+    if (!Number.isInteger(r) || r < 0 || r >= R) throw new QkdError('SHAPE', `selectRows: row ${r} at position ${i} is outside [0, ${R}) of ${fmtShape(x.shape)}`);
+  });
+  const out = new Tensor([rows.length, D]);
+  rows.forEach((r, i) => out.data.set(x.data.subarray(r * D, (r + 1) * D), i * D));
+  return record(out, 'selectRows', [x], (dy) => {
+    const dx = x.ensureGrad();
+    rows.forEach((r, i) => {
+      for (let j = 0; j < D; j++) dx[r * D + j]! += dy[i * D + j]!;
     });
   });
 }
