@@ -26,11 +26,13 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { Linear } from '../nn/layers.js';
 import { checkScheme, dequantize, rtnQuantize, type QuantizedTensor } from '../quant/rtn.js';
 import { HessianAccumulator, gptqQuantize, type GptqOptions } from '../quant/gptq.js';
+import { learnedQuantize, type LearnedScales } from '../quant/lsq.js';
 import { PLAN_BITS, packedBytes, type PlanBits, type QuantPlan, type QuantScheme } from '../quant/scheme.js';
 import { LlamaModel, type LlamaDecoderLayer } from '../models/llama.js';
 import type { LlamaConfig } from '../models/llama-config.js';
 
-export type QuantMethod = 'rtn' | 'gptq';
+/** rtn, gptq, or lsq: codes from step sizes (and zero points) learned in QAT (quant/lsq.ts). */
+export type QuantMethod = 'rtn' | 'gptq' | 'lsq';
 
 export interface CalibrationOptions {
   /** Token ids to draw calibration windows from. */
@@ -281,4 +283,38 @@ function gptqSequential(work: LlamaModel, plan: QuantPlan, batches: Int32Array[]
     const hessian = collectHessian(work.lmHead, hidden.length, (b) => work.lmHead.forward(work.norm.forward(hidden[b]!)));
     quantize(headName, hessian);
   }
+}
+
+/**
+ * The model packed with step sizes learned in QAT (LSQ / LSQ+): every planned
+ * weight that `learned` gives parameters for is encoded with them
+ * (learnedQuantize, exactly the last training forward's ŵ); the others by RTN.
+ */
+export function packLearned(model: LlamaModel, plan: QuantPlan, learned: (name: string) => LearnedScales | null): QuantizedLlama {
+  checkPlan(model, plan);
+  const weights = new Map<string, QuantizedWeight>();
+  const floats = new Map<string, Float32Array>();
+  for (const e of model.arena.entries) {
+    const bits = plan.bits[e.name];
+    if (bits === undefined) {
+      floats.set(e.name, Float32Array.from(e.tensor.data));
+      continue;
+    }
+    const [rows, cols] = e.shape as [number, number];
+    const data = e.tensor.data as Float32Array;
+    const p = bits < 16 ? learned(e.name) : null;
+    if (p === null) {
+      if (bits === 16) {
+        const f16 = toF16(data);
+        weights.set(e.name, { name: e.name, rows, cols, bits, method: 'f16', quantized: null, f16, weightError: relativeError(fromF16(f16), data) });
+      } else {
+        const quantized = rtnQuantize(data, rows, cols, bits, plan.scheme);
+        weights.set(e.name, { name: e.name, rows, cols, bits, method: 'rtn', quantized, f16: null, weightError: relativeError(dequantize(quantized), data) });
+      }
+      continue;
+    }
+    const quantized = learnedQuantize(data, rows, cols, bits, plan.scheme, p);
+    weights.set(e.name, { name: e.name, rows, cols, bits, method: 'lsq', quantized, f16: null, weightError: relativeError(dequantize(quantized), data) });
+  }
+  return new QuantizedLlama(model.config, plan.scheme, 'lsq', weights, floats);
 }

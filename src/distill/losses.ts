@@ -18,7 +18,7 @@ import { Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/random.js';
 import { klDivergence, mse } from '../tensor/ops/loss.js';
 import { linear } from '../tensor/ops/matmul.js';
-import { addScalar, div, mul, scale, sqrt, square } from '../tensor/ops/elementwise.js';
+import { add, addScalar, div, mul, scale, sqrt, square } from '../tensor/ops/elementwise.js';
 import { meanAll, sum } from '../tensor/ops/reduce.js';
 import { detach } from '../tensor/ops/shape.js';
 
@@ -33,6 +33,24 @@ import { detach } from '../tensor/ops/shape.js';
 export function logitKd(teacher: Tensor, student: Tensor, temperature: number): Tensor {
   checkTemperature('logitKd', temperature);
   return klDivergence(detach(teacher), student, { temperature });
+}
+
+/** Reverse KD: τ² · KL(softmax(z_S/τ) ‖ softmax(z_T/τ)), mean over tokens (mode-seeking; the teacher is detached). */
+export function reverseLogitKd(teacher: Tensor, student: Tensor, temperature: number): Tensor {
+  checkTemperature('reverseLogitKd', temperature);
+  return klDivergence(student, detach(teacher), { temperature });
+}
+
+/**
+ * Confidence-aware KD (BitDistiller's CAKLD; docs/qat.md):
+ * c·KL(T ‖ S) + (1 − c)·KL(S ‖ T) at τ, with c ∈ [0, 1] the teacher's
+ * confidence (its mean probability of the next token on the training data):
+ * a confident teacher gets the mean-seeking forward KL, an unsure one the
+ * mode-seeking reverse KL.
+ */
+export function confidenceKd(teacher: Tensor, student: Tensor, temperature: number, confidence: number): Tensor {
+  if (!(confidence >= 0 && confidence <= 1)) throw new QkdError('ARGUMENT', `confidenceKd: confidence must be in [0, 1], got ${confidence}`, { field: 'confidence' });
+  return add(scale(logitKd(teacher, student, temperature), confidence), scale(reverseLogitKd(teacher, student, temperature), 1 - confidence));
 }
 
 function checkTemperature(op: string, temperature: number): void {

@@ -17,11 +17,17 @@
  * reference quantizer refits every block's scales to the current weights at
  * each forward (none are learned), and the straight-through gradient is the
  * identity (block formats clip nothing).
+ *
+ * With learned step sizes (LSQ / LSQ+, docs/qat.md), ŵ is
+ * learnedFakeQuantize with per-group parameters the caller owns (the
+ * recipe's extra parameters, trained and checkpointed with the student), and
+ * L_quant's target is that same ŵ.
  */
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import { Embedding, Linear } from '../nn/layers.js';
-import { blockFakeQuantize, fakeQuantize, quantizeDequantize, type FakeQuantOptions } from '../tensor/ops/quant.js';
+import { blockFakeQuantize, fakeQuantize, learnedFakeQuantize, quantizeDequantize, type FakeQuantOptions } from '../tensor/ops/quant.js';
+import { noGrad } from '../tensor/tape.js';
 import { roundTrip, type GgmlWritableName } from '../quant/ggml-formats.js';
 import { sub, square } from '../tensor/ops/elementwise.js';
 import { sumAll } from '../tensor/ops/reduce.js';
@@ -36,6 +42,27 @@ export interface QatOptions {
   groupSize: number;
   /** A ggml format per weight (arena name, shape); when given, it replaces the uniform b-bit grid. */
   formatOf?: (name: string, shape: readonly number[]) => GgmlWritableName;
+  /** Learned step sizes: each weight's θ = ln s per group and (asymmetric) its offsets. */
+  learned?: LearnedParameters;
+}
+
+/** Where a weight's learned quantizer parameters live (tensors trained with the model). */
+export interface LearnedParameters {
+  logStep(name: string): Tensor;
+  offset(name: string): Tensor | null;
+}
+
+/** The distinct weights fake quantization covers (Linear and Embedding weights), by arena name, in module order. */
+export function fakeQuantizedWeights(model: LlamaModel): Map<string, Tensor> {
+  const byTensor = new Map<Tensor, string>();
+  for (const e of model.arena.entries) byTensor.set(e.tensor, e.name);
+  const out = new Map<string, Tensor>();
+  for (const m of model.namedModules().values()) {
+    if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
+    const name = byTensor.get(m.weight);
+    if (name !== undefined) out.set(name, m.weight);
+  }
+  return out;
 }
 
 /** Turns fake quantization of a model's 2-D weights on and off, and computes L_quant. */
@@ -45,15 +72,22 @@ export class FakeQuantController {
   /** The distinct weight tensors under fake quantization, by arena name. */
   readonly weights: ReadonlyMap<string, Tensor>;
   private readonly modules: (Linear | Embedding)[] = [];
+  private readonly learned: LearnedParameters | undefined;
+  private readonly grid: { bits: number; symmetric: boolean; groupSize: number };
 
   /** The ggml format of each weight under block fake quantization (empty: the uniform grid). */
   readonly formats = new Map<string, GgmlWritableName>();
 
   constructor(model: LlamaModel, options: QatOptions) {
+    if (options.learned !== undefined && options.formatOf !== undefined) {
+      throw new QkdError('CONFIG', 'learned step sizes apply to the uniform b-bit grid; a ggml format refits its own block scales', { field: 'quantization.learned_step_size', hint: 'learned_step_size: false with quantization.format' });
+    }
     if (options.formatOf === undefined && (!Number.isInteger(options.bits) || options.bits < 2 || options.bits > 8)) {
       throw new QkdError('CONFIG', `quantization.bits must be 2..8 for fake quantization, got ${options.bits}`, { field: 'quantization.bits' });
     }
     this.options = { bits: options.bits, symmetric: options.symmetric, granularity: options.granularity, groupSize: options.groupSize };
+    this.learned = options.learned;
+    this.grid = { bits: options.bits, symmetric: options.symmetric, groupSize: options.granularity === 'group' ? options.groupSize : 0 };
     const weights = new Map<string, Tensor>();
     const byTensor = new Map<Tensor, string>();
     for (const e of model.arena.entries) byTensor.set(e.tensor, e.name);
@@ -65,7 +99,16 @@ export class FakeQuantController {
       weights.set(name, m.weight);
       const format = options.formatOf?.(name, m.weight.shape);
       if (format !== undefined) this.formats.set(name, format);
-      m.weightTransform = (w) => (!this.enabled ? w : format !== undefined ? blockFakeQuantize(w, (x) => roundTrip(format, x)) : fakeQuantize(w, this.options));
+      const learned = options.learned;
+      const grid = { bits: options.bits, symmetric: options.symmetric, groupSize: options.granularity === 'group' ? options.groupSize : 0 };
+      m.weightTransform = (w) =>
+        !this.enabled
+          ? w
+          : format !== undefined
+            ? blockFakeQuantize(w, (x) => roundTrip(format, x))
+            : learned !== undefined
+              ? learnedFakeQuantize(w, learned.logStep(name), learned.offset(name), grid)
+              : fakeQuantize(w, this.options);
       this.modules.push(m);
     }
     this.weights = weights;
@@ -79,7 +122,10 @@ export class FakeQuantController {
       let target: Tensor;
       const format = this.formats.get(name);
       if (format !== undefined) target = new Tensor(w.shape, roundTrip(format, w.data as Float32Array));
-      else {
+      else if (this.learned !== undefined) {
+        const learned = this.learned;
+        target = noGrad(() => learnedFakeQuantize(new Tensor(w.shape, w.data), learned.logStep(name), learned.offset(name), this.grid));
+      } else {
         target = new Tensor(w.shape);
         quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
       }

@@ -109,14 +109,31 @@ export const distillConfigSchema = z
          * in that type is written at the end (DIR/model-<format>.gguf): exactly the weights QAT trained on.
          */
         format: z.string().nullable().default(null),
-        /** LSQ-style learned step size (not implemented yet: must stay false). */
-        learned_step_size: z.literal(false).default(false),
+        /**
+         * Learned step sizes: LSQ on a symmetric grid, LSQ+ (a learned zero point as well) on an
+         * asymmetric one, per channel or per group, trained with the student (docs/qat.md).
+         */
+        learned_step_size: z.boolean().default(false),
+        /**
+         * Where learned step sizes start, when fake quantization switches on: rtn (min/max, as RTN
+         * PTQ), clip-search (per group, the clip ratio with the least reconstruction error) or gptq
+         * (GPTQ on calibration windows of the training split; the weights start at GPTQ's ŵ).
+         */
+        scale_init: z.enum(['rtn', 'clip-search', 'gptq']).default('rtn'),
       })
       .strict()
       .default({}),
     distillation: z
       .object({
         temperature: z.number().positive().default(4),
+        /**
+         * The logit-KD divergence: forward KL(teacher ‖ student); reverse KL(student ‖ teacher);
+         * confidence: c·forward + (1 − c)·reverse with c the teacher's mean probability of the
+         * next token on the training split (confidence-aware KL, docs/qat.md).
+         */
+        kl: z.enum(['forward', 'reverse', 'confidence']).default('forward'),
+        /** Weight of the task loss (cross-entropy on the next token); 0: logit-only KD. */
+        task_weight: z.number().nonnegative().default(1),
         /**
          * How the frozen teacher is held: float32, bf16 (weights as bfloat16 in
          * memory, half the bytes, run on the bf16 GEMM; activations rounded to
@@ -157,6 +174,12 @@ export const distillConfigSchema = z
         preset: z.string().nullable().default(null),
         model: modelShape.nullable().default(null),
         init: z.enum(['pruned', 'svd', 'random']).default('pruned'),
+        /**
+         * An existing student to go on from (a model directory, run directory or file qkd loads):
+         * its shape and weights replace preset, model and init. With recipe qat or kd-qat this is
+         * QAT fine-tuning of a trained student.
+         */
+        from: z.string().nullable().default(null),
       })
       .strict()
       .default({}),
@@ -197,6 +220,18 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   }
   if (c.quantization.format !== null && !GGUF_TYPE_NAMES.includes(c.quantization.format)) {
     throw new QkdError('CONFIG', `invalid distillation config: quantization.format: unknown ggml type '${c.quantization.format}'`, { path: source, field: 'quantization.format', hint: GGUF_TYPE_NAMES.join(', ') });
+  }
+  if (c.quantization.learned_step_size && c.quantization.format !== null) {
+    throw new QkdError('CONFIG', 'invalid distillation config: quantization.learned_step_size: learned step sizes apply to the uniform b-bit grid, and quantization.format trains on a llama.cpp grid whose block scales are refit at every step', { path: source, field: 'quantization.learned_step_size', hint: 'learned_step_size: false, or format: null' });
+  }
+  if (c.quantization.scale_init !== 'rtn' && !c.quantization.learned_step_size) {
+    throw new QkdError('CONFIG', `invalid distillation config: quantization.scale_init: '${c.quantization.scale_init}' sets where learned step sizes start, and learned_step_size is false`, { path: source, field: 'quantization.scale_init', hint: 'learned_step_size: true, or scale_init: rtn' });
+  }
+  if (c.recipe === 'qat' && c.distillation.task_weight === 0) {
+    throw new QkdError('CONFIG', 'invalid distillation config: distillation.task_weight: recipe qat has no teacher, so without the task loss nothing is learned', { path: source, field: 'distillation.task_weight', hint: 'a positive task_weight, or recipe kd-qat' });
+  }
+  if (c.student.from !== null && (c.student.preset !== null || c.student.model !== null)) {
+    throw new QkdError('CONFIG', 'invalid distillation config: student.from gives the student (its shape too); student.preset and student.model must be unset', { path: source, field: 'student.from' });
   }
   if (c.student.preset !== null && !(c.student.preset in PRESETS)) {
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });

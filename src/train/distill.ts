@@ -30,7 +30,7 @@ import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '..
 import { LlamaModel } from '../models/llama.js';
 import { derivedConfig, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
-import { quantizeLlama } from '../compress/quantize-model.js';
+import { packLearned, quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import type { ChatCorpus } from '../data/chat.js';
@@ -46,8 +46,9 @@ import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { klDivergence } from '../tensor/ops/loss.js';
 import { uniformPlan } from '../swan/allocate.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import { FakeQuantController } from '../distill/qat.js';
-import { attentionKd, createProjection, entropyWarning, featureKd, layerMap, logitKd, softTargetEntropy } from '../distill/losses.js';
+import { FakeQuantController, fakeQuantizedWeights, type LearnedParameters } from '../distill/qat.js';
+import { initLearnedScales, scalesOf } from '../quant/lsq.js';
+import { attentionKd, confidenceKd, createProjection, entropyWarning, featureKd, layerMap, logitKd, reverseLogitKd, softTargetEntropy } from '../distill/losses.js';
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
@@ -132,6 +133,18 @@ export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConf
   return derivedConfig(teacher, shape as Partial<LlamaConfig> & Record<string, unknown>);
 }
 
+/** The shape of an existing student (student.from), which must share the teacher's vocabulary and family. */
+function existingStudentConfig(path: string, teacher: LlamaConfig): LlamaConfig {
+  const config = peekConfig(path);
+  if (config.vocab_size !== teacher.vocab_size) {
+    throw new QkdError('CONFIG', `the student has ${config.vocab_size} tokens in its vocabulary and the teacher ${teacher.vocab_size}`, { path, field: 'student.from', hint: 'a student distilled from this teacher (same tokenizer)' });
+  }
+  if (config.model_type !== teacher.model_type) {
+    throw new QkdError('CONFIG', `the student is a ${config.model_type} model and the teacher a ${teacher.model_type} model`, { path, field: 'student.from', hint: 'a student of the teacher\'s family' });
+  }
+  return config;
+}
+
 function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {
   if (given) {
     if (given.vocabSize !== teacher.config.vocab_size) {
@@ -176,6 +189,8 @@ interface RecipeState {
   config?: ResolvedDistillConfig;
   /** The teacher's fingerprint (teacherFingerprint), so a resume can refuse another teacher. */
   teacher?: string;
+  /** Learned step sizes: whether they were initialised (at the first fake-quantized step). */
+  lsq_initialized?: boolean;
 }
 
 /** The soft-target cache's file name in a distillation's output directory. */
@@ -221,6 +236,14 @@ class DistillRecipe implements TrainRecipe {
   readonly sakd: SakdMechanisms | null = null;
   private readonly teacherLayerScores: number[] = [];
   private sakdState: unknown = undefined;
+  /** Learned step sizes: parameter names per weight, and whether they hold their start values yet. */
+  private readonly lsq = new Map<string, { logStep: string; offset: string | null; shape: readonly number[] }>();
+  private lsqReady = false;
+  private student: LlamaModel | null = null;
+  /** Training tokens (scale_init gptq draws its calibration windows from them). */
+  trainTokens: Int32Array | null = null;
+  /** The teacher's confidence c for distillation.kl = confidence. */
+  confidence = 1;
 
   constructor(
     private readonly config: ResolvedDistillConfig,
@@ -231,6 +254,7 @@ class DistillRecipe implements TrainRecipe {
     this.name = config.recipe;
     this.useTeacher = config.recipe !== 'qat';
     const d = config.distillation;
+    const specs: { name: string; shape: number[] }[] = [];
     if (config.recipe === 'sakd') {
       this.teacherLayerScores = layerScores(teacher);
       this.sakd = new SakdMechanisms(config, this.teacherLayerScores, layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers));
@@ -241,7 +265,6 @@ class DistillRecipe implements TrainRecipe {
       const names =
         layers === 'all' ? Array.from({ length: studentShape.num_hidden_layers }, (_, i) => `model.layers.${i}`) : layers;
       const map = layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers);
-      const specs: { name: string; shape: number[] }[] = [];
       for (const student of names) {
         const l = layerIndexOf(student);
         if (l === null || l >= studentShape.num_hidden_layers) throw new QkdError('CONFIG', `feature layer '${student}' is not inside a student decoder layer`, { field: 'distillation.feature_layers', hint: `model.layers.0 .. model.layers.${studentShape.num_hidden_layers - 1}[.submodule]` });
@@ -251,20 +274,85 @@ class DistillRecipe implements TrainRecipe {
         if (projection) specs.push({ name: projection, shape: [teacher.config.hidden_size, studentShape.hidden_size] });
         this.pairs.push({ student, teacher: teacherName, projection, teacherLayer: map[l]! });
       }
-      this.extra = specs.length > 0 ? new ParameterArena(specs) : undefined;
-      if (this.extra) {
-        const rng = new Rng(config.training.seed + 17);
-        for (const s of specs) this.extra.set(s.name, s.shape, createProjection(s.shape[1]!, s.shape[0]!, rng).data);
+    }
+    const q = config.quantization;
+    if (config.recipe !== 'kd' && q.learned_step_size) {
+      // One θ = ln s (and, asymmetric, one offset) per group of every fake-quantized weight, as 1-D parameters (no weight decay).
+      for (const [name, w] of fakeQuantizedWeights(new LlamaModel(studentShape))) {
+        const [rows, cols] = w.shape as [number, number];
+        const n = rows * (q.granularity === 'group' ? Math.ceil(cols / q.group_size) : 1);
+        const entry = { logStep: `lsq.${name}.log_step`, offset: q.scheme === 'asymmetric' ? `lsq.${name}.offset` : null, shape: w.shape };
+        specs.push({ name: entry.logStep, shape: [n] });
+        if (entry.offset) specs.push({ name: entry.offset, shape: [n] });
+        this.lsq.set(name, entry);
       }
     }
+    this.extra = specs.length > 0 ? new ParameterArena(specs) : undefined;
+    if (this.extra) {
+      const rng = new Rng(config.training.seed + 17);
+      for (const s of specs) if (s.name.startsWith('proj.')) this.extra.set(s.name, s.shape, createProjection(s.shape[1]!, s.shape[0]!, rng).data);
+    }
+  }
+
+  /** The learned step sizes of the weights (null: not learned). */
+  private learnedParameters(): LearnedParameters | undefined {
+    if (this.lsq.size === 0) return undefined;
+    const extra = this.extra!;
+    const entry = (name: string) => {
+      const e = this.lsq.get(name);
+      if (e === undefined) throw new QkdError('STATE', `no learned step sizes for weight '${name}'`, { field: name });
+      return e;
+    };
+    return { logStep: (name) => extra.get(entry(name).logStep), offset: (name) => (entry(name).offset === null ? null : extra.get(entry(name).offset!)) };
+  }
+
+  /** The learned step sizes of a weight as plain arrays (packing at the end), or null. */
+  learnedScalesOf(name: string): { logStep: Float32Array; zero: Float32Array | null } | null {
+    const e = this.lsq.get(name);
+    if (e === undefined || !this.lsqReady) return null;
+    return { logStep: this.extra!.get(e.logStep).data as Float32Array, zero: e.offset === null ? null : (this.extra!.get(e.offset).data as Float32Array) };
+  }
+
+  /**
+   * Learned step sizes start from the student's weights when fake
+   * quantization switches on (so a late start begins at the trained
+   * weights' PTQ): RTN's scales, the clip search's, or GPTQ's (whose ŵ then
+   * replaces the weights).
+   */
+  private initLearned(student: LlamaModel): void {
+    const q = this.config.quantization;
+    const scheme = deploymentScheme(this.config);
+    const set = (name: string, p: { logStep: Float32Array; zero: Float32Array | null }): void => {
+      const e = this.lsq.get(name)!;
+      this.extra!.set(e.logStep, [p.logStep.length], p.logStep);
+      if (e.offset !== null) this.extra!.set(e.offset, [p.zero!.length], p.zero!);
+    };
+    if (q.scale_init === 'gptq') {
+      if (this.trainTokens === null) throw new QkdError('STATE', 'scale_init gptq needs the training tokens');
+      const t = this.config.training;
+      const plan = uniformPlan([...this.lsq].map(([name, e]) => ({ name, shape: e.shape })), q.bits, scheme);
+      const gptq = noGrad(() => quantizeLlama(student, plan, { method: 'gptq', calibration: { tokens: this.trainTokens!, batch: t.batch_size, seqLen: t.seq_len, batches: Math.max(1, Math.min(16, t.eval_batches * 2)), seed: t.seed } }));
+      for (const [name, w] of gptq.weights) {
+        if (w.quantized === null) continue;
+        student.arena.set(name, student.arena.entry(name).shape, gptq.floatValues(name));
+        set(name, scalesOf(w.quantized));
+      }
+    } else {
+      for (const [name, e] of this.lsq) {
+        const [rows, cols] = e.shape as [number, number];
+        set(name, initLearnedScales(student.arena.get(name).data as Float32Array, rows, cols, q.bits, scheme, q.scale_init));
+      }
+    }
+    this.lsqReady = true;
   }
 
   /** Hooks and fake quantization go on the student the loop trains (created or resumed). */
   attach(student: LlamaModel): void {
+    this.student = student;
     if (this.config.recipe !== 'kd') {
       const q = this.config.quantization;
       const formatOf = q.format === null ? undefined : ggufTensorTypes(student, { type: q.format }).typeOf;
-      this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size, formatOf });
+      this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size, formatOf, learned: this.learnedParameters() });
     }
     if (this.sakd) {
       this.sakd.attach(student);
@@ -289,6 +377,7 @@ class DistillRecipe implements TrainRecipe {
     this.lambda = this.useTeacher ? Math.max(c.distillation.lambda_floor, coefficient(c.distillation.lambda_distill, phase) - this.lambdaDelta) : 0;
     this.gamma = c.recipe === 'kd' ? 0 : coefficient(c.distillation.gamma_quant, phase);
     if (this.qat) this.qat.enabled = fakeQuantActive(c, step);
+    if (this.qat?.enabled && this.lsq.size > 0 && !this.lsqReady && this.student) this.initLearned(this.student);
   }
 
   /** Feature-KD weights of the pairs at a step: SWDL softmax(S/T) for sakd, else uniform 1/n. */
@@ -311,14 +400,16 @@ class DistillRecipe implements TrainRecipe {
       return keep === null ? flat : selectRows(flat, keep);
     };
     const components: Record<string, number> = { task: task.item(), lambda: this.lambda, gamma: this.gamma, fake_quant: this.qat?.enabled ? 1 : 0 };
-    let total = task;
+    // task_weight 0: logit-only KD (the task loss is still logged).
+    let total = d.task_weight === 1 ? task : scale(task, d.task_weight);
     if (this.useTeacher) {
       const V = student.config.vocab_size;
       const cached = this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
       const teacherProbs: Tensor[] = [];
       const teacherLogits = cached ? null : noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
       const none = keep !== null && keep.length === 0;
-      const kd = none ? new Tensor([]) : cached ? cachedKd(rowsOf(logits), cached, d.temperature) : logitKd(rowsOf(reshape(teacherLogits!, [-1, V])), rowsOf(logits), d.temperature);
+      const divergence = (t: Tensor, s: Tensor): Tensor => (d.kl === 'forward' ? logitKd(t, s, d.temperature) : d.kl === 'reverse' ? reverseLogitKd(t, s, d.temperature) : confidenceKd(t, s, d.temperature, this.confidence));
+      const kd = none ? new Tensor([]) : cached ? cachedKd(rowsOf(logits), cached, d.temperature) : divergence(rowsOf(reshape(teacherLogits!, [-1, V])), rowsOf(logits));
       components.offline_kd = cached ? 1 : 0;
       let distill = kd;
       components.logit_kd = kd.item();
@@ -386,12 +477,13 @@ class DistillRecipe implements TrainRecipe {
   }
 
   getState(): RecipeState {
-    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState(), config: this.config, teacher: this.teacherId };
+    return { lambda_delta: this.lambdaDelta, sakd: this.sakd?.getState(), config: this.config, teacher: this.teacherId, lsq_initialized: this.lsqReady };
   }
 
   setState(state: unknown): void {
     const s = state as Partial<RecipeState>;
     if (typeof s?.lambda_delta === 'number') this.lambdaDelta = s.lambda_delta;
+    if (s?.lsq_initialized === true) this.lsqReady = true;
     // Applied when the student is attached (the mechanisms need its modules).
     this.sakdState = s?.sakd;
   }
@@ -474,6 +566,30 @@ export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: I
   return n > 0 ? total / n : NaN;
 }
 
+/** The teacher's mean probability of the next token (τ = 1) over the first training batches (counted targets only): c of confidence-aware KL. */
+function teacherConfidence(teacher: LlamaModel, tokens: Int32Array, B: number, T: number, mask?: Uint8Array): number {
+  const V = teacher.config.vocab_size;
+  let sum = 0;
+  let n = 0;
+  noGrad(() => {
+    for (const b of sequentialBatches(tokens, B, T, 4, mask)) {
+      const z = teacher.forward(b.inputs, B, T).data;
+      for (let r = 0; r < B * T; r++) {
+        const target = b.targets[r]!;
+        if (target < 0) continue;
+        let max = -Infinity;
+        for (let v = 0; v < V; v++) max = Math.max(max, z[r * V + v]!);
+        let denom = 0;
+        for (let v = 0; v < V; v++) denom += Math.exp(z[r * V + v]! - max);
+        sum += Math.exp(z[r * V + target]! - max) / denom;
+        n++;
+      }
+    }
+  });
+  if (n === 0) throw new QkdError('ARGUMENT', 'the training split holds no counted target to measure the teacher\'s confidence on', { field: 'distillation.kl' });
+  return sum / n;
+}
+
 /** Teacher soft-target entropy at τ over the first few training batches. */
 function teacherEntropy(teacher: LlamaModel, tokens: Int32Array, B: number, T: number, temperature: number): ReturnType<typeof softTargetEntropy> {
   const V = teacher.config.vocab_size;
@@ -528,7 +644,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     }
   }
   const tokenizer = teacherTokenizer(options.teacher, teacher, options.tokenizer);
-  const shape = studentConfig(teacher.config, c);
+  const shape = c.student.from !== null ? existingStudentConfig(c.student.from, teacher.config) : studentConfig(teacher.config, c);
   const recipe = new DistillRecipe(c, teacher, shape, teacherId);
 
   // The very token streams the training loop samples and validates on.
@@ -536,6 +652,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   checkSplitFits(split, c.training.batch_size, c.training.seq_len, c.training.validation_fraction);
   const cacheSettings = c.distillation.soft_target_cache;
   const useCache = cacheSettings !== null && c.recipe !== 'qat';
+  if (useCache && c.distillation.kl !== 'forward') {
+    throw new QkdError('CONFIG', `offline KD (distillation.soft_target_cache) keeps the teacher's top-k targets, which give the forward KL only; distillation.kl is '${c.distillation.kl}'`, { field: 'distillation.kl', hint: 'kl: forward, or soft_target_cache: null' });
+  }
   if (useCache) {
     const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
     if (featureKdOn || c.distillation.attention_weight > 0) {
@@ -551,6 +670,11 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
   const warning = entropyWarning(entropy);
   if (warning) options.onNote?.(`warning: ${warning}`);
+  recipe.trainTokens = split.train;
+  if (c.recipe !== 'qat' && c.distillation.kl === 'confidence') {
+    recipe.confidence = teacherConfidence(teacher, split.train, c.training.batch_size, c.training.seq_len, split.trainMask);
+    options.onNote?.(`confidence-aware KL: the teacher's mean probability of the next token is c = ${recipe.confidence.toFixed(4)}; L_kd = c·KL(T‖S) + (1 − c)·KL(S‖T)`);
+  }
 
   let studentModel: LlamaModel | null = null;
   const result = await train({
@@ -577,7 +701,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       getState: () => recipe.getState(),
       setState: (s) => recipe.setState(s),
     },
-    createModel: () => initStudent(teacher, shape, c.student.init, c.training.seed),
+    createModel: () => (c.student.from !== null ? loadModelAny(c.student.from) : initStudent(teacher, shape, c.student.init, c.training.seed)),
     onStep: options.onStep,
     shouldStop: options.shouldStop,
     onNote: options.onNote,
@@ -597,7 +721,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     deploymentScheme(c),
   );
   const quantizedDir = join(options.outDir, 'quantized');
-  const storage = saveQuantizedLlama(quantizedDir, quantizeLlama(student, plan, { method: 'rtn' }), { qkd_recipe: c.recipe });
+  // Learned step sizes pack with their own scales (exactly the last forward's ŵ); otherwise RTN of the trained weights.
+  const packed = c.recipe !== 'kd' && c.quantization.learned_step_size ? packLearned(student, plan, (name) => recipe.learnedScalesOf(name)) : quantizeLlama(student, plan, { method: 'rtn' });
+  const storage = saveQuantizedLlama(quantizedDir, packed, { qkd_recipe: c.recipe });
   copyTokenizerFiles(options.outDir, quantizedDir);
   let sakdReport: SakdReport | undefined;
   if (c.recipe === 'sakd' && c.sakd.report) {

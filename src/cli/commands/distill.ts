@@ -21,6 +21,7 @@ interface DistillFlags extends CorpusFlags {
   recipe?: string;
   studentPreset?: string;
   init?: string;
+  student?: string;
   steps?: number;
   seqLen?: number;
   batchSize?: number;
@@ -58,7 +59,7 @@ function configFromFlags(o: DistillFlags): DistillConfig {
     training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
     quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits, format: o.format ?? base.quantization.format },
     distillation: { ...base.distillation, temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
-    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init },
+    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from },
   };
   return parseDistillConfig(merged, o.config ?? 'command-line flags');
 }
@@ -74,6 +75,7 @@ export function registerDistill(program: Command): void {
     .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
     .option('--init <method>', 'student initialisation: pruned | svd | random', choice('--init', ['pruned', 'svd', 'random'] as const))
+    .option('--student <path>', 'go on from an existing student (its shape and weights; e.g. QAT fine-tuning of a trained FP32 student with --recipe kd-qat)')
     .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
     .option('--seq-len <n>', "tokens per sequence (default: 128, or the teacher's context when shorter)", integerIn('--seq-len', 2))
     .option('--batch-size <n>', 'sequences per micro-batch (default 8)', positiveInt('--batch-size'))

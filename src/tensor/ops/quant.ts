@@ -20,6 +20,8 @@ import { QkdError, fmtShape } from '../../errors.js';
 import { record } from '../tape.js';
 import { Tensor, type FloatArray } from '../tensor.js';
 import { kernels } from '../backend.js';
+import { f16BitsToF32, f32ToF16Bits } from '../dtype.js';
+import { roundHalfEven } from '../reference/kernels.js';
 
 export type QuantGranularity = 'tensor' | 'channel' | 'group';
 
@@ -95,5 +97,120 @@ export function blockFakeQuantize(w: Tensor, roundTrip: (x: Float32Array) => Flo
   return record(out, 'blockFakeQuantize', [w], (dy) => {
     const g = w.ensureGrad();
     for (let i = 0; i < g.length; i++) g[i]! += dy[i]!;
+  });
+}
+
+/** The grid of learnedFakeQuantize: b bits, asymmetric (learned zero point) or symmetric (zero 2^(b−1)), groups of input columns (0: a row). */
+export interface LearnedQuantOptions {
+  bits: number;
+  symmetric: boolean;
+  /** Input columns per group; 0 = one group per output channel (row). */
+  groupSize: number;
+}
+
+const F16_MIN = 2 ** -24;
+
+/**
+ * The step size a log-step parameter θ stands for: s = e^θ rounded to the
+ * nearest f16 (at least the smallest f16 subnormal), exactly the scale the
+ * packed checkpoint stores.
+ */
+export function learnedStep(theta: number): number {
+  const s = f16BitsToF32(f32ToF16Bits(Math.exp(theta)));
+  return s > F16_MIN ? s : F16_MIN;
+}
+
+/** The integer zero point a learned offset z stands for (asymmetric), as the packed checkpoint stores it. */
+export function learnedZero(z: number, bits: number): number {
+  const qmax = 2 ** bits - 1;
+  const r = roundHalfEven(z);
+  return r < 0 ? 0 : r > qmax ? qmax : r;
+}
+
+/**
+ * Fake quantization with a learned step size (LSQ, Esser et al. 2020) and,
+ * for asymmetric grids, a learned offset (LSQ+, Bhalgat et al. 2020), per
+ * group of a weight viewed as [rows, cols] (docs/qat.md):
+ *
+ *   s = f16(e^θ),  z = clamp(round(z_learned), 0, 2^b − 1)   (symmetric: z = 2^(b−1), not learned)
+ *   q = clamp(round(w/s) + z, 0, 2^b − 1),  ŵ = (q − z)·s
+ *
+ * so ŵ is exactly what the packed checkpoint decodes from the same s and z.
+ * Gradients (straight-through for the roundings; g = 1/√(n·Q_P), n the
+ * group's weights, Q_P = 2^b − 1 asymmetric, 2^(b−1) − 1 symmetric):
+ *   ∂ŵ/∂w = 1 inside the range, 0 where clipped
+ *   ∂ŵ/∂s = round(w/s) − w/s inside, q − z where clipped;  ∂L/∂θ = g·s·∂L/∂s
+ *   ∂ŵ/∂z = 0 inside, −s where clipped;                   ∂L/∂z_learned = g·∂L/∂z
+ * The step is learned as its logarithm so that AdamW's step (about lr per
+ * update, whatever the gradient's scale) is a relative change of the step.
+ */
+export function learnedFakeQuantize(w: Tensor, logStep: Tensor, offset: Tensor | null, options: LearnedQuantOptions): Tensor {
+  if (w.rank !== 2) throw new QkdError('SHAPE', `learnedFakeQuantize: needs a 2-D weight, got ${fmtShape(w.shape)}`);
+  const { bits, symmetric, groupSize } = options;
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new QkdError('ARGUMENT', `learnedFakeQuantize: bits must be an integer from 2 to 8, got ${bits}`, { field: 'bits' });
+  if (!Number.isInteger(groupSize) || groupSize < 0) throw new QkdError('ARGUMENT', `learnedFakeQuantize: groupSize must be a non-negative integer, got ${groupSize}`, { field: 'groupSize' });
+  const [rows, cols] = w.shape as [number, number];
+  const span = groupSize > 0 ? groupSize : cols;
+  const groups = groupSize > 0 ? Math.ceil(cols / groupSize) : 1;
+  if (logStep.size !== rows * groups) throw new QkdError('SHAPE', `learnedFakeQuantize: ${logStep.size} step sizes for ${rows}×${groups} groups`, { field: 'logStep' });
+  if (symmetric !== (offset === null)) throw new QkdError('ARGUMENT', `learnedFakeQuantize: ${symmetric ? 'a symmetric grid has no offset' : 'an asymmetric grid needs its offsets'}`, { field: 'offset' });
+  if (offset !== null && offset.size !== rows * groups) throw new QkdError('SHAPE', `learnedFakeQuantize: ${offset.size} offsets for ${rows}×${groups} groups`, { field: 'offset' });
+  const qmax = 2 ** bits - 1;
+  const qp = symmetric ? 2 ** (bits - 1) - 1 : qmax;
+  const out = new Tensor(w.shape);
+  // Per weight: 0 inside, 1 clipped low, 2 clipped high (the backward pass needs no more).
+  const where = new Uint8Array(w.size);
+  const steps = new Float64Array(rows * groups);
+  const zeros = new Float64Array(rows * groups);
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const gi = r * groups + g;
+      const s = learnedStep(logStep.data[gi]!);
+      const z = offset === null ? 2 ** (bits - 1) : learnedZero(offset.data[gi]!, bits);
+      steps[gi] = s;
+      zeros[gi] = z;
+      const end = r * cols + Math.min(cols, (g + 1) * span);
+      for (let i = r * cols + g * span; i < end; i++) {
+        const q = roundHalfEven(w.data[i]! / s) + z;
+        if (q < 0) {
+          where[i] = 1;
+          out.data[i] = (0 - z) * s; // not −z·s: −0 where z = 0
+        } else if (q > qmax) {
+          where[i] = 2;
+          out.data[i] = (qmax - z) * s;
+        } else out.data[i] = (q - z) * s;
+      }
+    }
+  }
+  return record(out, 'learnedFakeQuantize', offset ? [w, logStep, offset] : [w, logStep], (dy) => {
+    const dw = w.requiresGrad ? w.ensureGrad() : null;
+    const dTheta = logStep.requiresGrad ? logStep.ensureGrad() : null;
+    const dZ = offset?.requiresGrad ? offset.ensureGrad() : null;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groups; g++) {
+        const gi = r * groups + g;
+        const s = steps[gi]!;
+        const z = zeros[gi]!;
+        const start = r * cols + g * span;
+        const end = r * cols + Math.min(cols, (g + 1) * span);
+        const gscale = 1 / Math.sqrt((end - start) * qp);
+        let ds = 0;
+        let dz = 0;
+        for (let i = start; i < end; i++) {
+          const d = dy[i]!;
+          const k = where[i]!;
+          if (k === 0) {
+            if (dw) dw[i]! += d;
+            const v = w.data[i]! / s;
+            ds += d * (roundHalfEven(v) - v);
+          } else {
+            ds += d * (k === 1 ? -z : qmax - z);
+            dz -= d * s;
+          }
+        }
+        if (dTheta) dTheta[gi]! += gscale * s * ds;
+        if (dZ) dZ[gi]! += gscale * dz;
+      }
+    }
   });
 }
