@@ -1,22 +1,35 @@
 /**
- * KD+QAT proof (issue: distillation and joint distillation + QAT).
+ * KD+QAT against quantizing afterwards, over bit widths and seeds (issue 14).
  *
- *   npm run experiment -- kdqat [--data PATH|default] [--budget small|full] [--out DIR] [--seed N]
+ *   npm run experiment -- kdqat [--data PATH|default] [--budget small|full] [--out DIR]
+ *                               [--bits 4,3,2] [--seeds N] [--seed S] [--methods a,b,...]
  *
- * One seed (default 1337), one corpus, one token budget for every student. A teacher is
- * trained with qkd's own trainer (or reused from OUT), then a student with
- * half its layers, initialised by layer pruning, is trained three ways with
- * the same steps, batches and data order:
- *   fp32-student-kd  logit KD (kd recipe), evaluated in FP32
- *   qat-int4         QAT without a teacher (task loss + γ·L_quant), packed 4-bit
- *   kd-qat-int4      joint KD + QAT (SPEC section 4 schedule), packed 4-bit
- * and the KD student is post-training quantized (RTN per-channel) to give
- * ptq-int8 and ptq-int4. Every row is evaluated on the same held-out tokens:
- * perplexity and mean per-token KL(teacher ‖ row) at τ = 1. The last stdout
- * line is JSON {"rows":[{"method","bits","ppl","kl_to_teacher"}...]}.
+ * One teacher per corpus and budget (qkd's own trainer, seed S), then per
+ * student seed (S, S+1, …, N of them) a student with half its layers,
+ * initialised by layer pruning, trained by KD in FP32 (`fp32-student-kd`),
+ * and per bit width b:
+ *   ptq-rtn          RTN per channel of fp32-student-kd
+ *   ptq-gptq         GPTQ per channel of fp32-student-kd (calibration: training split)
+ *   qat              QAT without a teacher, from the pruned init, full steps
+ *   kd-qat           the default recipe (SPEC 4: fake quantization after 5% warm-up), full steps
+ *   kd-qat-late-lsq  one run of the same steps: FP32 KD, then KD+QAT with learned step
+ *                    sizes over the last 25% (fake_quant_start 0.75, scales from RTN there)
+ *   kd-qat-ft        QAT fine-tuning of fp32-student-kd: 25% more steps at ¼ of the lr, KD+QAT
+ *                    from the first step (min/max grid); starts at ptq-rtn's model
+ *   kd-qat-ft-lsq    the same with learned step sizes (LSQ+, RTN start)
+ *   kd-qat-ft-lsq-clip, -gptq   … scales starting from the clip search, from GPTQ
+ *   kd-qat-ft-lsq-cakld         … confidence-aware KL instead of forward KL
+ *   kd-qat-ft-lsq-logit         … logit-only KD (task_weight 0)
+ * Every quantized row is evaluated from its packed checkpoint (what is
+ * deployed) on the held-out 10%: perplexity and KL(teacher ‖ row) at τ = 1.
+ * Finished runs and rows are reused (OUT/…/rows.json), so an interrupted
+ * grid resumes. The last stdout line is
+ * {"rows":[{"method","bits","seed","ppl","kl_to_teacher"}]}; the table before
+ * it gives each method's mean ± standard deviation over the seeds.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import type { Tokenizer } from '../src/data/tokenizer.js';
@@ -30,18 +43,55 @@ import { presetConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { distill, validationKl } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
+import { writeBytesAtomic } from '../src/io/atomic.js';
 import { setupExperiment } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
   full: { teacherPreset: 'reference', teacherSteps: 2000, studentSteps: 2000 },
 };
-const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/kdqat', BUDGETS);
+const { values } = parseArgs({ args: process.argv.slice(2), strict: false, options: { bits: { type: 'string', default: '4' }, seeds: { type: 'string', default: '1' }, methods: { type: 'string' } } });
+const bitWidths = String(values.bits).split(',').map(Number);
+if (bitWidths.some((b) => ![2, 3, 4, 8].includes(b))) {
+  console.error(`--bits takes a comma-separated list of 2, 3, 4, 8; got ${String(values.bits)}`);
+  process.exit(1);
+}
+const seedCount = Number(values.seeds);
+if (!Number.isInteger(seedCount) || seedCount < 1) {
+  console.error(`--seeds must be a positive integer, got ${String(values.seeds)}`);
+  process.exit(1);
+}
+process.argv = process.argv.filter((a, i, all) => !['--bits', '--seeds', '--methods'].includes(a) && !['--bits', '--seeds', '--methods'].includes(all[i - 1]!));
+const { budget, budgetName, data, seed: baseSeed, text, root, log } = setupExperiment('runs/kdqat', BUDGETS);
+
+const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
+type QuantizedMethod = (typeof QUANTIZED_METHODS)[number];
+const chosen = values.methods === undefined ? [...QUANTIZED_METHODS] : String(values.methods).split(',');
+for (const m of chosen) {
+  if (!(QUANTIZED_METHODS as readonly string[]).includes(m)) {
+    console.error(`--methods: unknown method '${m}' (${QUANTIZED_METHODS.join(', ')})`);
+    process.exit(1);
+  }
+}
+const methods = chosen as QuantizedMethod[];
+
+interface Row {
+  method: string;
+  bits: number;
+  seed: number;
+  ppl: number;
+  kl_to_teacher: number;
+}
+
+const rowsPath = join(root, 'rows.json');
+const done: Row[] = existsSync(rowsPath) ? (JSON.parse(readFileSync(rowsPath, 'utf8')) as Row[]) : [];
+const keyOf = (method: string, bits: number, seed: number) => `${method}|${bits}|${seed}`;
+const doneKeys = new Map(done.map((r) => [keyOf(r.method, r.bits, r.seed), r]));
 
 async function teacherDir(): Promise<string> {
   const dir = join(root, 'teacher');
   if (!existsSync(join(dir, 'latest.json'))) {
-    const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
+    const config = { ...presetConfig(budget.teacherPreset), seed: baseSeed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
     log(`training the teacher (${budget.teacherPreset}, ${config.steps} steps) into ${dir}`);
     // force: an unfinished run (no latest.json) has nothing worth keeping.
     await train({ text, outDir: dir, config, force: true });
@@ -49,68 +99,137 @@ async function teacherDir(): Promise<string> {
   return modelDirectory(dir);
 }
 
-async function student(name: string, recipe: 'kd' | 'qat' | 'kd-qat', teacher: string): Promise<string> {
-  const dir = join(root, name);
+/** A student run (reused when finished); `input` adds to the shared settings. */
+async function student(name: string, seed: number, input: DistillConfigInput, teacher: string): Promise<string> {
+  const dir = join(root, `seed-${seed}`, name);
   if (existsSync(join(dir, 'quantized', 'config.json'))) {
-    log(`reusing ${name} in ${dir}`);
+    log(`reusing ${name} (seed ${seed})`);
     return dir;
   }
-  const teacherConfig = presetConfig(budget.teacherPreset);
-  const input: DistillConfigInput = {
-    recipe,
-    training: { seed, steps: budget.studentSteps, batch_size: teacherConfig.batch_size, seq_len: teacherConfig.seq_len, eval_every: Math.max(1, Math.floor(budget.studentSteps / 6)), checkpoint_every: budget.studentSteps },
-    optimizer: { lr: teacherConfig.lr, min_lr: teacherConfig.min_lr },
-    student: { init: 'pruned' },
+  const t = presetConfig(budget.teacherPreset);
+  const steps = input.training?.steps ?? budget.studentSteps;
+  const config: DistillConfigInput = {
+    ...input,
+    training: { seed, batch_size: t.batch_size, seq_len: t.seq_len, eval_every: Math.max(1, Math.floor(steps / 6)), checkpoint_every: steps, ...input.training, steps },
+    optimizer: { lr: t.lr, min_lr: t.min_lr, ...input.optimizer },
+    student: { init: 'pruned', ...input.student },
   };
-  log(`training ${name} (${recipe}, ${budget.studentSteps} steps)`);
-  // force: a student without quantized/ is unfinished; it starts over as before.
-  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(input, name), force: true, onNote: (n) => log(`  ${name}: ${n}`) });
+  log(`training ${name} (seed ${seed}, ${config.recipe ?? 'kd-qat'}, ${steps} steps)`);
+  const started = performance.now();
+  // force: a student without quantized/ is unfinished; it starts over.
+  await distill({ teacher, text, outDir: dir, config: parseDistillConfig(config, name), force: true, onNote: (n) => log(`  ${name}: ${n}`) });
+  log(`  ${name}: ${((performance.now() - started) / 1000).toFixed(0)} s`);
   return dir;
 }
 
-interface Row {
-  method: string;
-  bits: number;
-  ppl: number;
-  kl_to_teacher: number;
+/** The distillation settings of each trained method at `bits`, given the FP32 KD student's directory. */
+function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): DistillConfigInput | null {
+  const t = presetConfig(budget.teacherPreset);
+  const ftSteps = Math.round(budget.studentSteps / 4);
+  const quantization = { bits };
+  const ft: DistillConfigInput = {
+    recipe: 'kd-qat',
+    training: { steps: ftSteps, warmup_share: 0 },
+    quantization: { ...quantization, fake_quant_start: 0 },
+    optimizer: { lr: t.lr / 4, min_lr: t.min_lr / 4, warmup_steps: 0 },
+    student: { from: modelDirectory(kdDir) },
+  };
+  const lsq = (extra: Record<string, unknown> = {}, distillation: Record<string, unknown> = {}): DistillConfigInput => ({ ...ft, quantization: { ...ft.quantization, learned_step_size: true, ...extra }, distillation });
+  switch (method) {
+    case 'ptq-rtn':
+    case 'ptq-gptq':
+      return null;
+    case 'qat':
+      return { recipe: 'qat', quantization };
+    case 'kd-qat':
+      return { recipe: 'kd-qat', quantization };
+    case 'kd-qat-late-lsq':
+      return { recipe: 'kd-qat', quantization: { ...quantization, learned_step_size: true, fake_quant_start: 0.75 } };
+    case 'kd-qat-ft':
+      return ft;
+    case 'kd-qat-ft-lsq':
+      return lsq();
+    case 'kd-qat-ft-lsq-clip':
+      return lsq({ scale_init: 'clip-search' });
+    case 'kd-qat-ft-lsq-gptq':
+      return lsq({ scale_init: 'gptq' });
+    case 'kd-qat-ft-lsq-cakld':
+      return lsq({}, { kl: 'confidence' });
+    case 'kd-qat-ft-lsq-logit':
+      return lsq({}, { task_weight: 0 });
+  }
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+function std(xs: number[]): number {
+  if (xs.length < 2) return 0;
+  const m = mean(xs);
+  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
 }
 
 async function main(): Promise<void> {
   const tDir = await teacherDir();
   const teacher = loadLlama(tDir);
   const tokenizer: Tokenizer = loadTokenizer(join(tDir, 'tokenizer.json'));
-  const heldOut = splitText(text).validation;
+  const { train: trainText, validation: heldOut } = splitText(text);
   const heldOutTokens = Int32Array.from(tokenizer.encode(heldOut));
   const seqLen = presetConfig(budget.teacherPreset).seq_len;
-  const evalRow = (method: string, bits: number, model: LlamaModel): Row => {
-    const ppl = evaluatePerplexity(model, tokenizer, heldOut, seqLen).ppl;
-    const kl = model === teacher ? 0 : validationKl(teacher, model, heldOutTokens, 8, seqLen, Infinity);
-    const row = { method, bits, ppl, kl_to_teacher: kl };
-    log(`${method.padEnd(16)} ${String(bits).padStart(2)} bits  ppl ${ppl.toFixed(4)}  KL ${kl.toFixed(5)}`);
-    return row;
+  const rows: Row[] = [];
+  const record = (method: string, bits: number, seed: number, model: () => LlamaModel): void => {
+    const key = keyOf(method, bits, seed);
+    let row = doneKeys.get(key);
+    if (row === undefined) {
+      const m = model();
+      const ppl = evaluatePerplexity(m, tokenizer, heldOut, seqLen).ppl;
+      const kl = m === teacher ? 0 : validationKl(teacher, m, heldOutTokens, 8, seqLen, Infinity);
+      row = { method, bits, seed, ppl, kl_to_teacher: kl };
+      doneKeys.set(key, row);
+      writeBytesAtomic(rowsPath, JSON.stringify([...doneKeys.values()], null, 1) + '\n');
+    }
+    rows.push(row);
+    log(`${method.padEnd(20)} ${String(bits).padStart(2)} bits  seed ${seed}  ppl ${row.ppl.toFixed(4)}  KL ${row.kl_to_teacher.toFixed(5)}`);
   };
 
-  const kdDir = await student('fp32-student-kd', 'kd', tDir);
-  const qatDir = await student('qat-int4', 'qat', tDir);
-  const kdqatDir = await student('kd-qat-int4', 'kd-qat', tDir);
-
-  const rows: Row[] = [];
-  rows.push(evalRow('fp32-teacher', 32, teacher));
-  const kd = loadLlama(modelDirectory(kdDir));
-  rows.push(evalRow('fp32-student-kd', 32, kd));
-  const twoD = kd.arena.entries.filter((e) => e.shape.length === 2);
-  for (const bits of [8, 4] as const) {
-    const q = quantizeLlama(kd, uniformPlan(twoD, bits, { groupSize: 0, symmetric: false }), { method: 'rtn' });
-    rows.push(evalRow(`ptq-int${bits}`, bits, q.toFloatModel()));
+  record('fp32-teacher', 32, baseSeed, () => teacher);
+  for (let k = 0; k < seedCount; k++) {
+    const seed = baseSeed + k;
+    const kdDir = await student('fp32-student-kd', seed, { recipe: 'kd' }, tDir);
+    const kd = loadLlama(modelDirectory(kdDir));
+    record('fp32-student-kd', 32, seed, () => kd);
+    const twoD = kd.arena.entries.filter((e) => e.shape.length === 2);
+    for (const bits of bitWidths as (2 | 3 | 4 | 8)[]) {
+      const plan = uniformPlan(twoD, bits, { groupSize: 0, symmetric: false });
+      for (const method of methods) {
+        if (method === 'ptq-rtn') record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'rtn' }).toFloatModel());
+        else if (method === 'ptq-gptq') {
+          const calibration = { tokens: tokenizer.encode(trainText), batch: 8, seqLen, batches: 16, seed };
+          record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'gptq', calibration }).toFloatModel());
+        } else {
+          const name = `${method}-int${bits}`;
+          if (!doneKeys.has(keyOf(method, bits, seed))) await student(name, seed, recipeOf(method, bits, kdDir)!, tDir);
+          record(method, bits, seed, () => loadLlama(join(root, `seed-${seed}`, name, 'quantized')));
+        }
+      }
+    }
   }
-  rows.push(evalRow('qat-int4', 4, loadLlama(join(qatDir, 'quantized'))));
-  rows.push(evalRow('kd-qat-int4', 4, loadLlama(join(kdqatDir, 'quantized'))));
 
-  const ref = rows.find((r) => r.method === 'fp32-student-kd')!.ppl;
-  console.log('\nmethod            bits   ppl      vs fp32-student-kd   KL(teacher‖·)');
-  for (const r of rows) console.log(`${r.method.padEnd(17)} ${String(r.bits).padStart(3)}  ${r.ppl.toFixed(4)}  ${(((r.ppl - ref) / ref) * 100).toFixed(2).padStart(7)}%           ${r.kl_to_teacher.toFixed(5)}`);
+  // Mean ± standard deviation over the seeds, and the change against fp32-student-kd and ptq-rtn.
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) groups.set(`${r.method}|${r.bits}`, [...(groups.get(`${r.method}|${r.bits}`) ?? []), r]);
+  const kdPpl = mean(rows.filter((r) => r.method === 'fp32-student-kd').map((r) => r.ppl));
+  console.log(`\nmethod                bits  seeds  ppl (mean ± sd)        vs fp32-student-kd  recovered of PTQ loss  KL(teacher‖·)`);
+  for (const [key, rs] of groups) {
+    const [method, bitsText] = key.split('|');
+    const ppls = rs.map((r) => r.ppl);
+    const rtn = groups.get(`ptq-rtn|${bitsText}`);
+    const ptqLoss = rtn ? mean(rtn.map((r) => r.ppl)) - kdPpl : NaN;
+    const recovered = Number.isFinite(ptqLoss) && ptqLoss > 0 && Number(bitsText) < 32 ? `${(((ptqLoss - (mean(ppls) - kdPpl)) / ptqLoss) * 100).toFixed(0)}%` : '';
+    console.log(`${method!.padEnd(21)} ${bitsText!.padStart(4)}  ${String(rs.length).padStart(5)}  ${mean(ppls).toFixed(4)} ± ${std(ppls).toFixed(4)}    ${(((mean(ppls) - kdPpl) / kdPpl) * 100).toFixed(2).padStart(7)}%           ${recovered.padStart(6)}          ${mean(rs.map((r) => r.kl_to_teacher)).toFixed(5)}`);
+  }
   log('done');
-  console.log(JSON.stringify({ budget: budgetName, data, seed, rows }));
+  console.log(JSON.stringify({ budget: budgetName, data, rows }));
 }
 
 await main();
