@@ -1,7 +1,7 @@
 /**
  * SAT / DBWA / SAKD proof (issue: sensitivity-aware training and distillation).
  *
- *   npm run experiment -- sakd [--data PATH|default] [--budget small|full] [--out DIR] [--seed N]
+ *   npm run experiment -- sakd [--data PATH|default] [--budget small|full] [--out DIR] [--seed N] [--bits 4,3,2]
  *
  * One seed (default 1337), one corpus, equal token budgets. Pre-training rows run
  * `qkd train` in a child process each (so every row's peak RSS is its own):
@@ -13,6 +13,8 @@
  * pruned student, evaluated from the packed 4-bit checkpoint:
  *   kd-qat-int4, sakd-int4, one row per SAKD mechanism switched off, and
  *   sakd-int4-feature-0.03 (feature-KD weight 0.03 instead of 1).
+ * With --bits, the PTQ rows and kd-qat / sakd run at each width (rows
+ * …-int3, …-int2; the ablations stay at 4 bits).
  * Every row: held-out perplexity (last 10% of the corpus). Pre-training rows
  * also report peak_train_bytes = accounted bytes of weights + gradients +
  * AdamW moments as stored, resident_train_bytes = the bytes the run held
@@ -34,12 +36,20 @@ import { uniformPlan } from '../src/swan/allocate.js';
 import { PRESETS } from '../src/train/config.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
+import { parseArgs } from 'node:util';
 import { setupExperiment } from './_common.js';
 
 const BUDGETS = {
   small: { preset: 'small', pretrainSteps: 800, distillSteps: 600, reprofile: 200 },
   full: { preset: 'reference', pretrainSteps: 2000, distillSteps: 1500, reprofile: 500 },
 };
+const { values: own } = parseArgs({ args: process.argv.slice(2), strict: false, options: { bits: { type: 'string', default: '4' } } });
+const bitWidths = String(own.bits).split(',').map(Number);
+if (bitWidths.some((b) => ![2, 3, 4, 8].includes(b))) {
+  console.error(`--bits takes a comma-separated list of 2, 3, 4, 8; got ${String(own.bits)}`);
+  process.exit(1);
+}
+process.argv = process.argv.filter((a, i, all) => a !== '--bits' && all[i - 1] !== '--bits');
 const { budget, budgetName, data, seed, text, root, log } = setupExperiment('runs/sakd', BUDGETS);
 
 interface PretrainResult {
@@ -76,7 +86,7 @@ function pretrain(name: string, sat: Record<string, unknown> | null): PretrainRe
   return result;
 }
 
-async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string, sakd: DistillConfigInput['sakd'] = {}, distillation: DistillConfigInput['distillation'] = {}): Promise<string> {
+async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string, sakd: DistillConfigInput['sakd'] = {}, distillation: DistillConfigInput['distillation'] = {}, bits: 2 | 3 | 4 | 8 = 4): Promise<string> {
   const dir = join(root, name);
   if (existsSync(join(dir, 'quantized', 'config.json'))) {
     log(`reusing ${name}`);
@@ -88,6 +98,7 @@ async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string,
     training: { seed, steps: budget.distillSteps, batch_size: preset.batch_size, seq_len: preset.seq_len, eval_every: Math.max(1, Math.floor(budget.distillSteps / 6)), checkpoint_every: budget.distillSteps },
     optimizer: { lr: preset.lr, min_lr: preset.min_lr },
     student: { init: 'pruned' },
+    quantization: { bits },
     sakd,
     distillation,
   };
@@ -122,7 +133,8 @@ async function main(): Promise<void> {
     rows.push({ method, ppl, ...extra });
     log(`${method.padEnd(22)} ppl ${ppl.toFixed(4)}${extra.peak_train_bytes ? `  state ${extra.peak_train_bytes} B` : ''}`);
   };
-  const ptq4 = (m: LlamaModel): LlamaModel => quantizeLlama(m, uniformPlan(m.arena.entries.filter((e) => e.shape.length === 2), 4, { groupSize: 0, symmetric: false }), { method: 'rtn' }).toFloatModel();
+  const ptq = (m: LlamaModel, bits: number): LlamaModel => quantizeLlama(m, uniformPlan(m.arena.entries.filter((e) => e.shape.length === 2), bits as 4, { groupSize: 0, symmetric: false }), { method: 'rtn' }).toFloatModel();
+  const ptq4 = (m: LlamaModel): LlamaModel => ptq(m, 4);
 
   const stdModel = loadLlama(teacherDir);
   add('std-pretrain-fp32', stdModel, { peak_train_bytes: std.state_bytes, resident_train_bytes: std.resident_bytes, peak_rss_bytes: std.peak_rss_bytes });
@@ -145,6 +157,15 @@ async function main(): Promise<void> {
   for (const [name, recipe, sakd, distillation] of students) {
     const dir = await student(name, recipe, teacherDir, sakd, distillation);
     add(name, loadLlama(join(dir, 'quantized')));
+  }
+  // Lower widths, where quantization damage is large enough for SAT's and SAKD's effect to show.
+  for (const bits of bitWidths.filter((b) => b !== 4) as (2 | 3 | 8)[]) {
+    add(`std-pretrain-ptq-int${bits}`, ptq(stdModel, bits));
+    add(`sat-pretrain-ptq-int${bits}`, ptq(satModel, bits));
+    for (const recipe of ['kd-qat', 'sakd'] as const) {
+      const dir = await student(`${recipe}-int${bits}`, recipe, teacherDir, {}, {}, bits);
+      add(`${recipe}-int${bits}`, loadLlama(join(dir, 'quantized')));
+    }
   }
 
   const get = (m: string): number => rows.find((r) => r.method === m)!.ppl;

@@ -133,6 +133,21 @@ export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConf
   return derivedConfig(teacher, shape as Partial<LlamaConfig> & Record<string, unknown>);
 }
 
+/** One line with the run's QAT and loss settings (logged at the start, as metrics.jsonl logs every step's terms). */
+export function describeRun(c: ResolvedDistillConfig): string {
+  const q = c.quantization;
+  const d = c.distillation;
+  const parts = [`recipe ${c.recipe}`, c.student.from !== null ? `student from ${c.student.from}` : `student init ${c.student.init}`];
+  if (c.recipe !== 'kd') {
+    const start = Math.round((q.fake_quant_start ?? c.training.warmup_share) * c.training.steps);
+    const grid = q.format !== null ? `ggml ${q.format}` : `${q.bits}-bit ${q.scheme} per ${q.granularity === 'group' ? `group of ${q.group_size}` : 'channel'}`;
+    parts.push(`fake quantization after step ${start} on ${grid}`, q.learned_step_size ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${q.scale_init}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
+  }
+  if (c.recipe !== 'qat') parts.push(`${d.kl} KL at τ=${d.temperature}`);
+  parts.push(`task weight ${d.task_weight}`);
+  return `settings: ${parts.join('; ')}`;
+}
+
 /** The shape of an existing student (student.from), which must share the teacher's vocabulary and family. */
 function existingStudentConfig(path: string, teacher: LlamaConfig): LlamaConfig {
   const config = peekConfig(path);
@@ -667,6 +682,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher, teacherId, split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
   const entropy = teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
+  options.onNote?.(describeRun(c));
   options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
   const warning = entropyWarning(entropy);
   if (warning) options.onNote?.(`warning: ${warning}`);

@@ -76,6 +76,7 @@ describe('KD+QAT options (issue 14)', () => {
       const rows = metrics(out);
       assert.ok(rows.every((r) => r.fake_quant === 1 && Number.isFinite(r.loss)), `${label}: fake quantization from the first step`);
       if (label === 'clip') assert.ok(notes.some((n) => /confidence-aware KL: .* c = 0\.\d+/.test(n)), notes.join('\n'));
+      if (label === 'clip') assert.ok(notes.some((n) => /^settings: recipe kd-qat; student from .*; fake quantization after step 0 on 2-bit asymmetric per channel; learned step sizes \(LSQ\+\) from clip-search; confidence KL at τ=4; task weight 1$/.test(n)), notes.join('\n'));
       if (label === 'logit') {
         // Logit-only KD: the loss is λ·L_distill + γ·L_quant, the task loss is logged only.
         for (const r of rows) assert.ok(Math.abs(r.loss! - (r.lambda! * r.distill! + r.gamma! * r.quant!)) < 1e-4 * Math.max(1, r.loss!), JSON.stringify(r));
