@@ -46,7 +46,7 @@
  */
 import { QkdError } from '../errors.js';
 import { LlamaModel, createLlama } from '../models/llama.js';
-import { derivedConfig, headDim, type LlamaConfig } from '../models/llama-config.js';
+import { derivedConfig, familyTraits, headDim, type LlamaConfig } from '../models/llama-config.js';
 import { Tensor, withLoaded } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/tape.js';
 import { matmul } from '../tensor/ops/matmul.js';
@@ -197,22 +197,53 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
 
   set('model.embed_tokens.weight', multiply(embed, basis));
   const D = headDim(t);
+  const traits = familyTraits(t.model_type);
+  const H = t.num_attention_heads * D;
+  const G = t.num_key_value_heads * D;
+  const I = t.intermediate_size;
   layers.forEach((from, l) => {
     const p = `model.layers.${from}`;
     const q = `model.layers.${l}`;
     const inNorm = vector(`${p}.input_layernorm.weight`);
-    const heads = selectHeads(param(`${p}.self_attn.v_proj.weight`), param(`${p}.self_attn.o_proj.weight`), inNorm, t, config);
-    set(`${q}.self_attn.q_proj.weight`, reader(takeRows(param(`${p}.self_attn.q_proj.weight`), blocks(heads.query, D)), inNorm));
-    set(`${q}.self_attn.k_proj.weight`, reader(takeRows(param(`${p}.self_attn.k_proj.weight`), blocks(heads.kv, D)), inNorm));
-    set(`${q}.self_attn.v_proj.weight`, reader(takeRows(param(`${p}.self_attn.v_proj.weight`), blocks(heads.kv, D)), inNorm));
+    // Phi-3 fuses q, k, v (rows in that order) and gate, up: split, map, fuse again.
+    const qkv = traits.fused ? param(`${p}.self_attn.qkv_proj.weight`) : null;
+    const attn = (which: 'q' | 'k' | 'v'): Matrix =>
+      qkv === null ? param(`${p}.self_attn.${which}_proj.weight`) : sliceRows(qkv, which === 'q' ? 0 : which === 'k' ? H : H + G, which === 'q' ? H : which === 'k' ? H + G : H + 2 * G);
+    const heads = selectHeads(attn('v'), param(`${p}.self_attn.o_proj.weight`), inNorm, t, config);
+    const qW = reader(takeRows(attn('q'), blocks(heads.query, D)), inNorm);
+    const kW = reader(takeRows(attn('k'), blocks(heads.kv, D)), inNorm);
+    const vW = reader(takeRows(attn('v'), blocks(heads.kv, D)), inNorm);
+    if (qkv !== null) set(`${q}.self_attn.qkv_proj.weight`, concatRows([qW, kW, vW]));
+    else {
+      set(`${q}.self_attn.q_proj.weight`, qW);
+      set(`${q}.self_attn.k_proj.weight`, kW);
+      set(`${q}.self_attn.v_proj.weight`, vW);
+    }
+    if (traits.qkvBias) {
+      // Biases are added after the product: the kept heads' entries, untouched by the basis.
+      const bias = (which: string, kept: number[]): void => student.arena.set(`${q}.self_attn.${which}_proj.bias`, [kept.length * D], takeEntries(vector(`${p}.self_attn.${which}_proj.bias`), blocks(kept, D)));
+      bias('q', heads.query);
+      bias('k', heads.kv);
+      bias('v', heads.kv);
+    }
+    if (traits.qkNorm) {
+      // Per-head norms act within a head (head dim unchanged): copied.
+      for (const n of ['q_norm', 'k_norm']) student.arena.set(`${q}.self_attn.${n}.weight`, [D], vector(`${p}.self_attn.${n}.weight`));
+    }
     set(`${q}.self_attn.o_proj.weight`, writer(takeCols(param(`${p}.self_attn.o_proj.weight`), blocks(heads.query, D))));
     const postNorm = vector(`${p}.post_attention_layernorm.weight`);
-    const gate = param(`${p}.mlp.gate_proj.weight`);
-    const up = param(`${p}.mlp.up_proj.weight`);
+    const gateUp = traits.fused ? param(`${p}.mlp.gate_up_proj.weight`) : null;
+    const gate = gateUp === null ? param(`${p}.mlp.gate_proj.weight`) : sliceRows(gateUp, 0, I);
+    const up = gateUp === null ? param(`${p}.mlp.up_proj.weight`) : sliceRows(gateUp, I, 2 * I);
     const down = param(`${p}.mlp.down_proj.weight`);
     const neurons = selectNeurons(gate, up, down, postNorm, config.intermediate_size);
-    set(`${q}.mlp.gate_proj.weight`, reader(takeRows(gate, neurons), postNorm));
-    set(`${q}.mlp.up_proj.weight`, reader(takeRows(up, neurons), postNorm));
+    const gateW = reader(takeRows(gate, neurons), postNorm);
+    const upW = reader(takeRows(up, neurons), postNorm);
+    if (gateUp !== null) set(`${q}.mlp.gate_up_proj.weight`, concatRows([gateW, upW]));
+    else {
+      set(`${q}.mlp.gate_proj.weight`, gateW);
+      set(`${q}.mlp.up_proj.weight`, upW);
+    }
     set(`${q}.mlp.down_proj.weight`, writer(takeCols(down, neurons)));
     ones(`${q}.input_layernorm.weight`);
     ones(`${q}.post_attention_layernorm.weight`);
@@ -231,9 +262,9 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
 
 function checkSvdShapes(s: LlamaConfig, t: LlamaConfig, released = false): void {
   if (released) throw new QkdError('CONFIG', 'svd student init reads the teacher in float32; this teacher is held in bf16', { field: 'distillation.teacher_precision', hint: 'float32, or student.init pruned' });
-  // The width map folds plain RMSNorm weights into the matrices and keeps whole SwiGLU neurons and bias-free heads: the LLaMA layout.
-  if (t.model_type !== 'llama' && t.model_type !== 'mistral') {
-    throw new QkdError('CONFIG', `svd student init maps LLaMA-layout widths; the teacher is ${t.model_type}`, { field: 'student.init', hint: 'pruned (every family) or random' });
+  // The width map folds plain RMSNorm weights (w, not Gemma's 1 + w) into the matrices that read the residual stream.
+  if (familyTraits(t.model_type).gemma) {
+    throw new QkdError('CONFIG', `svd student init cannot narrow a ${t.model_type} teacher: Gemma's norms after attention and after the MLP normalise in the residual width, and its embeddings are scaled by √hidden_size, which the width map does not carry`, { field: 'student.init', hint: 'pruned or random for Gemma; svd for LLaMA, Mistral, Qwen2, Qwen3 and Phi-3' });
   }
   checkTying('svd', s, t);
   requireEqual('svd', 'rope_theta', s, t, 'copied attention weights depend on the RoPE frequencies');
@@ -370,8 +401,10 @@ function hiddenBasis(teacher: LlamaModel, layers: readonly number[], c: number):
     const p = `model.layers.${l}`;
     const inNorm = get(`${p}.input_layernorm.weight`).data;
     const postNorm = get(`${p}.post_attention_layernorm.weight`).data;
-    for (const n of ['q_proj', 'k_proj', 'v_proj']) add(get(`${p}.self_attn.${n}.weight`), 'in', inNorm);
-    for (const n of ['gate_proj', 'up_proj']) add(get(`${p}.mlp.${n}.weight`), 'in', postNorm);
+    // Phi-3's fused qkv and gate_up count as one reader each (one trace normalisation).
+    const fused = familyTraits(t.model_type).fused;
+    for (const n of fused ? ['qkv_proj'] : ['q_proj', 'k_proj', 'v_proj']) add(get(`${p}.self_attn.${n}.weight`), 'in', inNorm);
+    for (const n of fused ? ['gate_up_proj'] : ['gate_proj', 'up_proj']) add(get(`${p}.mlp.${n}.weight`), 'in', postNorm);
     add(get(`${p}.self_attn.o_proj.weight`), 'out');
     add(get(`${p}.mlp.down_proj.weight`), 'out');
   }
@@ -436,6 +469,25 @@ function foldNorm(m: Matrix, w: Float32Array): Matrix {
   const data = new Float32Array(m.rows * m.cols);
   for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) data[i * m.cols + j] = m.data[i * m.cols + j]! * w[j]!;
   return { rows: m.rows, cols: m.cols, data };
+}
+
+function sliceRows(m: Matrix, r0: number, r1: number): Matrix {
+  return { rows: r1 - r0, cols: m.cols, data: m.data.subarray(r0 * m.cols, r1 * m.cols) };
+}
+
+function concatRows(parts: readonly Matrix[]): Matrix {
+  const rows = parts.reduce((n, m) => n + m.rows, 0);
+  const data = new Float32Array(rows * parts[0]!.cols);
+  let at = 0;
+  for (const m of parts) {
+    data.set(m.data, at);
+    at += m.data.length;
+  }
+  return { rows, cols: parts[0]!.cols, data };
+}
+
+function takeEntries(v: Float32Array, indices: readonly number[]): Float32Array {
+  return Float32Array.from(indices, (i) => v[i]!);
 }
 
 function takeRows(m: Matrix, rows: readonly number[]): Matrix {

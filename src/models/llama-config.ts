@@ -80,23 +80,18 @@ export interface FamilyTraits {
   fused: boolean;
 }
 
+const FAMILY_TRAITS: Readonly<Record<ModelType, FamilyTraits>> = {
+  llama: { architecture: 'LlamaForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false },
+  mistral: { architecture: 'MistralForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false },
+  qwen2: { architecture: 'Qwen2ForCausalLM', ggufArch: 'qwen2', qkvBias: true, qkNorm: false, gemma: false, fused: false },
+  qwen3: { architecture: 'Qwen3ForCausalLM', ggufArch: 'qwen3', qkvBias: false, qkNorm: true, gemma: false, fused: false },
+  gemma2: { architecture: 'Gemma2ForCausalLM', ggufArch: 'gemma2', qkvBias: false, qkNorm: false, gemma: true, fused: false },
+  gemma3_text: { architecture: 'Gemma3ForCausalLM', ggufArch: 'gemma3', qkvBias: false, qkNorm: true, gemma: true, fused: false },
+  phi3: { architecture: 'Phi3ForCausalLM', ggufArch: 'phi3', qkvBias: false, qkNorm: false, gemma: false, fused: true },
+};
+
 export function familyTraits(modelType: ModelType): FamilyTraits {
-  switch (modelType) {
-    case 'llama':
-      return { architecture: 'LlamaForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false };
-    case 'mistral':
-      return { architecture: 'MistralForCausalLM', ggufArch: 'llama', qkvBias: false, qkNorm: false, gemma: false, fused: false };
-    case 'qwen2':
-      return { architecture: 'Qwen2ForCausalLM', ggufArch: 'qwen2', qkvBias: true, qkNorm: false, gemma: false, fused: false };
-    case 'qwen3':
-      return { architecture: 'Qwen3ForCausalLM', ggufArch: 'qwen3', qkvBias: false, qkNorm: true, gemma: false, fused: false };
-    case 'gemma2':
-      return { architecture: 'Gemma2ForCausalLM', ggufArch: 'gemma2', qkvBias: false, qkNorm: false, gemma: true, fused: false };
-    case 'gemma3_text':
-      return { architecture: 'Gemma3ForCausalLM', ggufArch: 'gemma3', qkvBias: false, qkNorm: true, gemma: true, fused: false };
-    case 'phi3':
-      return { architecture: 'Phi3ForCausalLM', ggufArch: 'phi3', qkvBias: false, qkNorm: false, gemma: false, fused: true };
-  }
+  return FAMILY_TRAITS[modelType];
 }
 
 /** The model_type of a Hugging Face architectures entry, if qkd runs it. */

@@ -144,6 +144,26 @@ describe('initStudent: svd', () => {
   });
 });
 
+describe('initStudent: svd across families', () => {
+  for (const model_type of ['qwen2', 'qwen3', 'phi3', 'mistral'] as const) {
+    it(`${model_type}: reproduces the teacher at full width and narrows it (biases, q/k norms, fused matrices)`, () => {
+      const teacher = teacherModel({ ...base, model_type }, 21);
+      const full = initStudent(teacher, {}, 'svd', 1);
+      const x = ids(16, 48, 3);
+      const t = logits(teacher, x, 2, 8);
+      const scale = t.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assert.ok(maxAbsDiff(logits(full, x, 2, 8), t) < 1e-4 * Math.max(scale, 1), 'logits match');
+      const narrow = initStudent(teacher, { hidden_size: 16, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 24, num_hidden_layers: 2 }, 'svd', 1);
+      assert.equal(narrow.config.model_type, model_type);
+      assert.ok(logits(narrow, x, 2, 8).every(Number.isFinite));
+    });
+  }
+  it('refuses to narrow a Gemma teacher, saying why', () => {
+    const teacher = teacherModel({ ...base, model_type: 'gemma2', head_dim: 8 }, 22);
+    assert.throws(() => initStudent(teacher, { hidden_size: 16, num_attention_heads: 2, num_key_value_heads: 1 }, 'svd', 1), configError('student.init', /Gemma's norms after attention/));
+  });
+});
+
 describe('initStudent: svd on a trained teacher', () => {
   // A small byte-level teacher trained for a few seconds on the corpus.
   const teacherShape: Partial<LlamaConfig> = { vocab_size: 256, hidden_size: 32, intermediate_size: 88, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 };
