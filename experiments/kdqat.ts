@@ -21,8 +21,13 @@
  *   kd-qat-ft-lsq-cakld         … confidence-aware KL instead of forward KL
  *   kd-qat-ft-lsq-logit         … logit-only KD (task_weight 0)
  * Every quantized row is evaluated from its packed checkpoint (what is
- * deployed) on the held-out 10%: perplexity and KL(teacher ‖ row) at τ = 1.
- * Finished runs and rows are reused (OUT/…/rows.json), so an interrupted
+ * deployed) on the held-out 10% (its first 131,072 characters, so a large
+ * corpus does not spend most of the grid on evaluation): perplexity and
+ * KL(teacher ‖ row) at τ = 1.
+ * For each trained run, the curves' ends (task loss, logit KD and L_quant
+ * averaged over the first and the last 20 fake-quantized steps, from its
+ * metrics.jsonl) show what QAT did; they are printed and saved in
+ * OUT/…/curves.json. Finished runs and rows are reused (OUT/…/rows.json), so an interrupted
  * grid resumes. The last stdout line is
  * {"rows":[{"method","bits","seed","ppl","kl_to_teacher"}]}; the table before
  * it gives each method's mean ± standard deviation over the seeds.
@@ -63,6 +68,9 @@ if (!Number.isInteger(seedCount) || seedCount < 1) {
 }
 process.argv = process.argv.filter((a, i, all) => !['--bits', '--seeds', '--methods'].includes(a) && !['--bits', '--seeds', '--methods'].includes(all[i - 1]!));
 const { budget, budgetName, data, seed: baseSeed, text, root, log } = setupExperiment('runs/kdqat', BUDGETS);
+
+/** Held-out characters every row is evaluated on (at most). */
+const EVAL_CHARS = 131_072;
 
 const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
 type QuantizedMethod = (typeof QUANTIZED_METHODS)[number];
@@ -160,6 +168,31 @@ function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): 
   }
 }
 
+interface CurveEnds {
+  method: string;
+  bits: number;
+  seed: number;
+  /** First step with fake quantization on. */
+  qat_start: number;
+  first: { task: number; logit_kd: number; quant: number };
+  last: { task: number; logit_kd: number; quant: number };
+}
+
+/** Task loss, logit KD and L_quant over the first and last 20 fake-quantized steps of a run. */
+function curveEnds(dir: string, method: string, bits: number, seed: number): CurveEnds | null {
+  const path = join(dir, 'metrics.jsonl');
+  if (!existsSync(path)) return null;
+  const steps = readFileSync(path, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>)
+    .filter((m) => m.fake_quant === 1 && m.task !== undefined);
+  if (steps.length === 0) return null;
+  const avg = (xs: Record<string, number>[], k: string) => mean(xs.map((m) => m[k] ?? NaN));
+  const ends = (xs: Record<string, number>[]) => ({ task: avg(xs, 'task'), logit_kd: avg(xs, 'logit_kd'), quant: avg(xs, 'quant') });
+  return { method, bits, seed, qat_start: steps[0]!.step!, first: ends(steps.slice(0, 20)), last: ends(steps.slice(-20)) };
+}
+
 function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
@@ -173,10 +206,12 @@ async function main(): Promise<void> {
   const tDir = await teacherDir();
   const teacher = loadLlama(tDir);
   const tokenizer: Tokenizer = loadTokenizer(join(tDir, 'tokenizer.json'));
-  const { train: trainText, validation: heldOut } = splitText(text);
+  const { train: trainText, validation } = splitText(text);
+  const heldOut = validation.slice(0, EVAL_CHARS);
   const heldOutTokens = Int32Array.from(tokenizer.encode(heldOut));
   const seqLen = presetConfig(budget.teacherPreset).seq_len;
   const rows: Row[] = [];
+  const curves: CurveEnds[] = [];
   const record = (method: string, bits: number, seed: number, model: () => LlamaModel): void => {
     const key = keyOf(method, bits, seed);
     let row = doneKeys.get(key);
@@ -210,6 +245,8 @@ async function main(): Promise<void> {
           const name = `${method}-int${bits}`;
           if (!doneKeys.has(keyOf(method, bits, seed))) await student(name, seed, recipeOf(method, bits, kdDir)!, tDir);
           record(method, bits, seed, () => loadLlama(join(root, `seed-${seed}`, name, 'quantized')));
+          const ends = curveEnds(join(root, `seed-${seed}`, name), method, bits, seed);
+          if (ends) curves.push(ends);
         }
       }
     }
@@ -228,6 +265,13 @@ async function main(): Promise<void> {
     const recovered = Number.isFinite(ptqLoss) && ptqLoss > 0 && Number(bitsText) < 32 ? `${(((ptqLoss - (mean(ppls) - kdPpl)) / ptqLoss) * 100).toFixed(0)}%` : '';
     console.log(`${method!.padEnd(21)} ${bitsText!.padStart(4)}  ${String(rs.length).padStart(5)}  ${mean(ppls).toFixed(4)} ± ${std(ppls).toFixed(4)}    ${(((mean(ppls) - kdPpl) / kdPpl) * 100).toFixed(2).padStart(7)}%           ${recovered.padStart(6)}          ${mean(rs.map((r) => r.kl_to_teacher)).toFixed(5)}`);
   }
+  console.log('\nQAT curves (mean of the first / last 20 fake-quantized steps; logit KD at τ, L_quant = Σ relative rounding error)');
+  console.log('method                bits  seed  from step  task first → last   logit KD first → last   L_quant first → last');
+  for (const c of curves) {
+    const f = (a: number, b: number) => `${a.toFixed(4)} → ${b.toFixed(4)}`;
+    console.log(`${c.method.padEnd(21)} ${String(c.bits).padStart(4)}  ${c.seed}  ${String(c.qat_start).padStart(9)}  ${f(c.first.task, c.last.task)}   ${f(c.first.logit_kd, c.last.logit_kd)}       ${f(c.first.quant, c.last.quant)}`);
+  }
+  writeBytesAtomic(join(root, 'curves.json'), JSON.stringify(curves, null, 1) + '\n');
   log('done');
   console.log(JSON.stringify({ budget: budgetName, data, rows }));
 }
