@@ -55,6 +55,10 @@ export { quantizeModelFile, type QuantizeFileOptions, type QuantizeFileResult } 
 export { renderAuditHtml, type AuditHtmlOptions } from './report/audit-html.js';
 export { logitKd, featureKd, attentionKd, createProjection, layerMap, softTargetEntropy, entropyWarning } from './distill/losses.js';
 export { initStudent, resolveStudentConfig, prunedLayers } from './distill/student-init.js';
+export { measureImportance, pruneModel, shapeForParameters, configParameters, type Importance, type PruneShape, type PruneReport, type Aggregation } from './distill/minitron.js';
+export { pruneModelFile, type PruneFileOptions, type PruneFileResult } from './compress/prune.js';
+export { initLearnedScales, learnedQuantize, type LearnedScales, type ScaleInit } from './quant/lsq.js';
+export { confidenceKd, reverseLogitKd } from './distill/losses.js';
 export { writeSoftTargetCache, openSoftTargetCache, cachedKd, bytesPerToken, type SoftTargets, type SoftTargetCache } from './distill/soft-targets.js';
 export { FakeQuantController, type QatOptions } from './distill/qat.js';
 export { distill, savedDistillConfig, validationKl, studentConfig, deploymentScheme, type DistillOptions, type DistillResult } from './train/distill.js';

@@ -20,6 +20,7 @@ import { registerDistill } from './commands/distill.js';
 import { registerEval } from './commands/eval.js';
 import { registerExport } from './commands/export.js';
 import { registerGenerate } from './commands/generate.js';
+import { registerPrune } from './commands/prune.js';
 import { registerQuantize } from './commands/quantize.js';
 import { registerTokenize } from './commands/tokenize.js';
 import { registerTrain } from './commands/train.js';
@@ -49,6 +50,7 @@ function buildProgram(): Command {
   registerDistill(program);
   registerAudit(program);
   registerQuantize(program);
+  registerPrune(program);
   registerExport(program);
   registerTokenize(program);
   return program;

@@ -52,10 +52,23 @@ import { noGrad } from '../tensor/tape.js';
 import { matmul } from '../tensor/ops/matmul.js';
 import { layerMap } from './losses.js';
 import { symmetricEigen } from '../tensor/eigen.js';
+import { keepLayers, measureImportance, pruneModel, type Aggregation } from './minitron.js';
 
 export { symmetricEigen };
 
-export type StudentInitMethod = 'pruned' | 'svd' | 'random';
+export type StudentInitMethod = 'pruned' | 'svd' | 'random' | 'minitron';
+
+/** Calibration for activation-based initialisation (minitron). */
+export interface InitCalibration {
+  /** Token stream (the training split). */
+  tokens: Int32Array;
+  batch: number;
+  seqLen: number;
+  /** Batches of calibration windows (consecutive, from the stream's start). */
+  batches: number;
+  aggregation?: Aggregation;
+  depth?: 'block-influence' | 'ppl';
+}
 
 /** A student config as overrides of the teacher's: every field left out is the teacher's. */
 export type StudentConfigInput = Partial<LlamaConfig>;
@@ -76,9 +89,13 @@ export function resolveStudentConfig(teacher: LlamaConfig, studentConfig: Studen
 }
 
 /** Builds a student LlamaModel from a teacher. Deterministic for a given seed. */
-export function initStudent(teacher: LlamaModel, studentConfig: StudentConfigInput, method: StudentInitMethod, seed: number): LlamaModel {
+export function initStudent(teacher: LlamaModel, studentConfig: StudentConfigInput, method: StudentInitMethod, seed: number, calibration?: InitCalibration): LlamaModel {
   const config = resolveStudentConfig(teacher.config, studentConfig);
   switch (method) {
+    case 'minitron': {
+      if (calibration === undefined) throw new QkdError('ARGUMENT', 'minitron student init measures importance on calibration text, and none was given', { field: 'calibration' });
+      return minitronStudent(teacher, config, calibration);
+    }
     case 'random':
       return createLlama(config as LlamaConfig & Record<string, unknown>, seed);
     case 'pruned':
@@ -86,8 +103,43 @@ export function initStudent(teacher: LlamaModel, studentConfig: StudentConfigInp
     case 'svd':
       return noGrad(() => svdStudent(teacher, config));
     default:
-      throw new QkdError('CONFIG', `unknown student init method '${String(method)}'`, { field: 'student.init', hint: 'pruned, svd or random' });
+      throw new QkdError('CONFIG', `unknown student init method '${String(method)}'`, { field: 'student.init', hint: 'pruned, svd, random or minitron' });
   }
+}
+
+/** Calibration windows of a token stream: consecutive, `batches` batches of `batch` windows of seqLen + 1. */
+export function calibrationWindows(c: InitCalibration): { inputs: Int32Array; targets: Int32Array }[] {
+  const out: { inputs: Int32Array; targets: Int32Array }[] = [];
+  const T = c.seqLen;
+  for (let k = 0; k < c.batches && (k + 1) * c.batch * T + 1 <= c.tokens.length; k++) {
+    const inputs = new Int32Array(c.batch * T);
+    const targets = new Int32Array(c.batch * T);
+    for (let b = 0; b < c.batch; b++) {
+      const start = (k * c.batch + b) * T;
+      inputs.set(c.tokens.subarray(start, start + T), b * T);
+      targets.set(c.tokens.subarray(start + 1, start + T + 1), b * T);
+    }
+    out.push({ inputs, targets });
+  }
+  if (out.length === 0) throw new QkdError('ARGUMENT', `calibration needs ${c.batch * c.seqLen + 1} tokens, the text has ${c.tokens.length}`, { field: 'calibration' });
+  return out;
+}
+
+/** Minitron: importance from the teacher's activations on calibration windows, then structured pruning to the student shape. */
+function minitronStudent(teacher: LlamaModel, config: LlamaConfig, c: InitCalibration): LlamaModel {
+  if (teacher.arena.released) throw new QkdError('CONFIG', 'minitron student init reads the teacher in float32; this teacher is held in bf16', { field: 'distillation.teacher_precision', hint: 'float32' });
+  const windows = calibrationWindows(c);
+  const importance = measureImportance(teacher, windows.map((w) => w.inputs), c.batch, c.seqLen, c.aggregation);
+  const blockLoss = (kept: number[]): number => {
+    const m = keepLayers(teacher, kept);
+    let total = 0;
+    noGrad(() => {
+      for (const w of windows) total += m.loss(m.forward(w.inputs, c.batch, c.seqLen), w.targets).item();
+    });
+    return total / windows.length;
+  };
+  const shape = { hidden_size: config.hidden_size, intermediate_size: config.intermediate_size, num_attention_heads: config.num_attention_heads, num_key_value_heads: config.num_key_value_heads, num_hidden_layers: config.num_hidden_layers };
+  return pruneModel(teacher, importance, shape, { depth: c.depth, blockLoss }).model;
 }
 
 // ---- checks -------------------------------------------------------------------

@@ -132,8 +132,11 @@ export const distillConfigSchema = z
          * next token on the training split (confidence-aware KL, docs/qat.md).
          */
         kl: z.enum(['forward', 'reverse', 'confidence']).default('forward'),
-        /** Weight of the task loss (cross-entropy on the next token); 0: logit-only KD. */
-        task_weight: z.number().nonnegative().default(1),
+        /**
+         * Weight of the task loss (cross-entropy on the next token); 0: logit-only KD. null (default):
+         * 1, or 0 for a minitron-pruned student (logit-only KD is the published best retraining).
+         */
+        task_weight: z.number().nonnegative().nullable().default(null),
         /**
          * How the frozen teacher is held: float32, bf16 (weights as bfloat16 in
          * memory, half the bytes, run on the bf16 GEMM; activations rounded to
@@ -173,7 +176,19 @@ export const distillConfigSchema = z
         /** A preset name (tiny, small, reference) or an explicit shape. */
         preset: z.string().nullable().default(null),
         model: modelShape.nullable().default(null),
-        init: z.enum(['pruned', 'svd', 'random']).default('pruned'),
+        init: z.enum(['pruned', 'svd', 'random', 'minitron']).default('pruned'),
+        /** init minitron: how importance is measured on the training split (docs/minitron.md). */
+        minitron: z
+          .object({
+            /** Per sequence mean (or l2) of the per-position score, then over the batch l2 (or mean). */
+            aggregation: z.object({ sequence: z.enum(['mean', 'l2']).default('mean'), batch: z.enum(['l2', 'mean']).default('l2') }).strict().default({}),
+            /** Layers dropped by lowest block influence, or the contiguous block whose removal costs least loss. */
+            depth: z.enum(['block-influence', 'ppl']).default('block-influence'),
+            /** Calibration batches (training batch size × seq_len tokens each, from the start of the training split). */
+            calibration_batches: z.number().int().positive().default(8),
+          })
+          .strict()
+          .default({}),
         /**
          * An existing student to go on from (a model directory, run directory or file qkd loads):
          * its shape and weights replace preset, model and init. With recipe qat or kd-qat this is
@@ -211,7 +226,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (!result.success) {
     const issue = firstIssue(result.error);
     const field = issue.path.join('.') || '(root)';
-    const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd or random' };
+    const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd, random or minitron' };
     throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field, hint: hints[field] });
   }
   const c = result.data;
@@ -227,7 +242,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (c.quantization.scale_init !== 'rtn' && !c.quantization.learned_step_size) {
     throw new QkdError('CONFIG', `invalid distillation config: quantization.scale_init: '${c.quantization.scale_init}' sets where learned step sizes start, and learned_step_size is false`, { path: source, field: 'quantization.scale_init', hint: 'learned_step_size: true, or scale_init: rtn' });
   }
-  if (c.recipe === 'qat' && c.distillation.task_weight === 0) {
+  if (c.recipe === 'qat' && taskWeight(c) === 0) {
     throw new QkdError('CONFIG', 'invalid distillation config: distillation.task_weight: recipe qat has no teacher, so without the task loss nothing is learned', { path: source, field: 'distillation.task_weight', hint: 'a positive task_weight, or recipe kd-qat' });
   }
   if (c.student.from !== null && (c.student.preset !== null || c.student.model !== null)) {
@@ -237,6 +252,11 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });
   }
   return c;
+}
+
+/** The task loss's weight: as set, else 0 for a minitron student (logit-only KD) and 1 otherwise. */
+export function taskWeight(c: DistillConfig): number {
+  return c.distillation.task_weight ?? (c.student.init === 'minitron' && c.student.from === null && c.recipe !== 'qat' ? 0 : 1);
 }
 
 export function loadDistillConfig(path: string): DistillConfig {

@@ -52,7 +52,7 @@ import { attentionKd, confidenceKd, createProjection, entropyWarning, featureKd,
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, swdlTemperature, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, countedRows, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
@@ -144,7 +144,7 @@ export function describeRun(c: ResolvedDistillConfig): string {
     parts.push(`fake quantization after step ${start} on ${grid}`, q.learned_step_size ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${q.scale_init}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
   }
   if (c.recipe !== 'qat') parts.push(`${d.kl} KL at τ=${d.temperature}`);
-  parts.push(`task weight ${d.task_weight}`);
+  parts.push(`task weight ${taskWeight(c)}`);
   return `settings: ${parts.join('; ')}`;
 }
 
@@ -416,7 +416,8 @@ class DistillRecipe implements TrainRecipe {
     };
     const components: Record<string, number> = { task: task.item(), lambda: this.lambda, gamma: this.gamma, fake_quant: this.qat?.enabled ? 1 : 0 };
     // task_weight 0: logit-only KD (the task loss is still logged).
-    let total = d.task_weight === 1 ? task : scale(task, d.task_weight);
+    const w = taskWeight(this.config);
+    let total = w === 1 ? task : scale(task, w);
     if (this.useTeacher) {
       const V = student.config.vocab_size;
       const cached = this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
@@ -717,7 +718,14 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       getState: () => recipe.getState(),
       setState: (s) => recipe.setState(s),
     },
-    createModel: () => (c.student.from !== null ? loadModelAny(c.student.from) : initStudent(teacher, shape, c.student.init, c.training.seed)),
+    createModel: () => {
+      if (c.student.from !== null) return loadModelAny(c.student.from);
+      const m = c.student.minitron;
+      const calibration = c.student.init === 'minitron' ? { tokens: split.train, batch: c.training.batch_size, seqLen: c.training.seq_len, batches: m.calibration_batches, aggregation: m.aggregation, depth: m.depth } : undefined;
+      const student = initStudent(teacher, shape, c.student.init, c.training.seed, calibration);
+      if (c.student.init === 'minitron') options.onNote?.(`minitron: pruned the teacher to ${student.parameterCount} parameters (importance from ${m.calibration_batches} calibration batches, depth by ${m.depth})`);
+      return student;
+    },
     onStep: options.onStep,
     shouldStop: options.shouldStop,
     onNote: options.onNote,

@@ -183,6 +183,6 @@ describe('distill', () => {
     assert.equal(e.status, 0, e.stderr);
     const bad = spawnSync(process.execPath, ['bin/qkd.js', 'distill', '--teacher', teacherDir, '--out', out, '--config', yaml, '--init', 'magic'], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
-    assert.match(bad.stderr, /--init takes one of pruned, svd, random, got 'magic'/);
+    assert.match(bad.stderr, /--init takes one of pruned, svd, random, minitron, got 'magic'/);
   });
 });

@@ -74,7 +74,7 @@ export function registerDistill(program: Command): void {
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
     .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
-    .option('--init <method>', 'student initialisation: pruned | svd | random', choice('--init', ['pruned', 'svd', 'random'] as const))
+    .option('--init <method>', 'student initialisation: pruned | svd | random | minitron (activation-guided pruning; retrains by logit-only KD unless distillation.task_weight is set)', choice('--init', ['pruned', 'svd', 'random', 'minitron'] as const))
     .option('--student <path>', 'go on from an existing student (its shape and weights; e.g. QAT fine-tuning of a trained FP32 student with --recipe kd-qat)')
     .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
     .option('--seq-len <n>', "tokens per sequence (default: 128, or the teacher's context when shorter)", integerIn('--seq-len', 2))
