@@ -16,6 +16,8 @@
  *                    sizes over the last 25% (fake_quant_start 0.75, scales from RTN there)
  *   kd-qat-ft        QAT fine-tuning of fp32-student-kd: 25% more steps at ¼ of the lr, KD+QAT
  *                    from the first step (min/max grid); starts at ptq-rtn's model
+ *   kd-ft-ptq-rtn, kd-ft-ptq-gptq   the fine-tuning runs' fair baseline: the same extra steps
+ *                    and lr by FP32 KD only (one run per seed), then RTN / GPTQ
  *   kd-qat-ft-lsq    the same with learned step sizes (LSQ+, RTN start)
  *   kd-qat-ft-lsq-clip, -gptq   … scales starting from the clip search, from GPTQ
  *   kd-qat-ft-lsq-cakld         … confidence-aware KL instead of forward KL
@@ -72,7 +74,7 @@ const { budget, budgetName, data, seed: baseSeed, text, root, log } = setupExper
 /** Held-out characters every row is evaluated on (at most). */
 const EVAL_CHARS = 131_072;
 
-const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
+const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'kd-ft-ptq-rtn', 'kd-ft-ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
 type QuantizedMethod = (typeof QUANTIZED_METHODS)[number];
 const chosen = values.methods === undefined ? [...QUANTIZED_METHODS] : String(values.methods).split(',');
 for (const m of chosen) {
@@ -130,6 +132,12 @@ async function student(name: string, seed: number, input: DistillConfigInput, te
   return dir;
 }
 
+/** The extra FP32 KD steps of the fine-tuning rows (kd-ft-ptq-*): the kd-qat-ft settings without fake quantization. */
+function kdFineTune(kdDir: string): DistillConfigInput {
+  const t = presetConfig(budget.teacherPreset);
+  return { recipe: 'kd', training: { steps: Math.round(budget.studentSteps / 4), warmup_share: 0 }, optimizer: { lr: t.lr / 4, min_lr: t.min_lr / 4, warmup_steps: 0 }, student: { from: modelDirectory(kdDir) } };
+}
+
 /** The distillation settings of each trained method at `bits`, given the FP32 KD student's directory. */
 function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): DistillConfigInput | null {
   const t = presetConfig(budget.teacherPreset);
@@ -146,6 +154,8 @@ function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): 
   switch (method) {
     case 'ptq-rtn':
     case 'ptq-gptq':
+    case 'kd-ft-ptq-rtn':
+    case 'kd-ft-ptq-gptq':
       return null;
     case 'qat':
       return { recipe: 'qat', quantization };
@@ -234,13 +244,21 @@ async function main(): Promise<void> {
     const kd = loadLlama(modelDirectory(kdDir));
     record('fp32-student-kd', 32, seed, () => kd);
     const twoD = kd.arena.entries.filter((e) => e.shape.length === 2);
+    const calibration = { tokens: tokenizer.encode(trainText), batch: 8, seqLen, batches: 16, seed };
+    let kdFt: LlamaModel | null = null;
+    const kdFtModel = async (): Promise<LlamaModel> => (kdFt ??= loadLlama(modelDirectory(await student('fp32-student-kd-ft', seed, kdFineTune(kdDir), tDir))));
+    if (methods.some((m) => m.startsWith('kd-ft-ptq'))) {
+      const m = doneKeys.has(keyOf('fp32-student-kd-ft', 32, seed)) ? kd : await kdFtModel();
+      record('fp32-student-kd-ft', 32, seed, () => m);
+    }
     for (const bits of bitWidths as (2 | 3 | 4 | 8)[]) {
       const plan = uniformPlan(twoD, bits, { groupSize: 0, symmetric: false });
       for (const method of methods) {
         if (method === 'ptq-rtn') record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'rtn' }).toFloatModel());
-        else if (method === 'ptq-gptq') {
-          const calibration = { tokens: tokenizer.encode(trainText), batch: 8, seqLen, batches: 16, seed };
-          record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'gptq', calibration }).toFloatModel());
+        else if (method === 'ptq-gptq') record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'gptq', calibration }).toFloatModel());
+        else if (method === 'kd-ft-ptq-rtn' || method === 'kd-ft-ptq-gptq') {
+          const m = doneKeys.has(keyOf(method, bits, seed)) ? kd : await kdFtModel();
+          record(method, bits, seed, () => quantizeLlama(m, plan, method === 'kd-ft-ptq-rtn' ? { method: 'rtn' } : { method: 'gptq', calibration }).toFloatModel());
         } else {
           const name = `${method}-int${bits}`;
           if (!doneKeys.has(keyOf(method, bits, seed))) await student(name, seed, recipeOf(method, bits, kdDir)!, tDir);

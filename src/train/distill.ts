@@ -462,7 +462,8 @@ class DistillRecipe implements TrainRecipe {
       Object.assign(components, r.components);
       if (r.loss) total = add(total, r.loss);
     }
-    if (this.qat && this.gamma > 0) {
+    // Learned step sizes define no grid before they start (at the first fake-quantized step): no L_quant until then.
+    if (this.qat && this.gamma > 0 && (this.lsq.size === 0 || this.lsqReady)) {
       const q = this.qat.quantLoss();
       components.quant = q.item();
       total = add(total, scale(q, this.gamma));

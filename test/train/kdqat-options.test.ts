@@ -60,6 +60,17 @@ describe('KD+QAT options (issue 14)', () => {
     assert.deepEqual(Array.from(loadLlama(join(part, 'quantized')).arena.data), Array.from(packed.arena.data), 'resume restores the step sizes and whether they started');
   });
 
+  it('learned step sizes start with fake quantization: no L_quant on an undefined grid before, a late start begins at the weights of that step', async () => {
+    const out = join(dir, 'lsq-late');
+    await distill({ teacher: teacherDir, text, outDir: out, config: config({ quantization: { bits: 3, learned_step_size: true, fake_quant_start: 0.5 } }) });
+    const rows = metrics(out);
+    assert.ok(rows.filter((r) => r.fake_quant === 0).every((r) => r.quant === undefined), 'no L_quant before the step sizes exist');
+    const on = rows.filter((r) => r.fake_quant === 1);
+    assert.equal(on[0]!.step, 7);
+    // Started from RTN of the step-6 weights: the rounding error is RTN's, far below the 1/‖w‖-scale of an unset step of 1.
+    assert.ok(on.every((r) => r.quant! < 0.5), JSON.stringify(on.map((r) => r.quant)));
+  });
+
   it('QAT fine-tuning of an existing student: its shape and weights, every option switchable', async () => {
     const kd = join(dir, 'kd');
     await distill({ teacher: teacherDir, text, outDir: kd, config: config({ recipe: 'kd', student: { preset: null, model: { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2 }, init: 'random' } }) });
