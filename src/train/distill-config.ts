@@ -151,6 +151,11 @@ export const distillConfigSchema = z
         feature_loss: z.enum(['mse', 'cosine', 'kl']).default('mse'),
         feature_weight: z.number().nonnegative().default(1),
         attention_weight: z.number().nonnegative().default(0),
+        /**
+         * Teacher correction (Minitron): fine-tune the teacher this many steps by the task loss on the
+         * distillation data before distilling (0: off); lr null = a tenth of optimizer.lr.
+         */
+        teacher_correction: z.object({ steps: z.number().int().nonnegative().default(0), lr: z.number().positive().nullable().default(null) }).strict().default({}),
         /** Ratio monitor: after warm-up, when L_distill / L_task > threshold at an eval, λ −= step (floor). */
         ratio_threshold: z.number().positive().default(3),
         lambda_step: z.number().nonnegative().default(0.05),

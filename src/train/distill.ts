@@ -208,6 +208,39 @@ interface RecipeState {
   lsq_initialized?: boolean;
 }
 
+/** Where teacher correction keeps the fine-tuned teacher, in a distillation's output directory. */
+const TEACHER_CORRECTED = 'teacher-corrected';
+
+/**
+ * Teacher correction (Minitron): the teacher fine-tuned for `steps` steps
+ * by the task loss on the distillation data, at a tenth of the learning
+ * rate unless set, written to DIR/teacher-corrected (a run reused when its
+ * steps and learning rate match) and returned frozen.
+ */
+async function correctTeacher(teacher: LlamaModel, tokenizer: Tokenizer, options: DistillOptions, c: ResolvedDistillConfig, steps: number): Promise<LlamaModel> {
+  const dir = join(options.outDir, TEACHER_CORRECTED);
+  const lr = c.distillation.teacher_correction.lr ?? c.optimizer.lr / 10;
+  const t = teacher.config;
+  const base = loopConfig(c, { hidden_size: t.hidden_size, intermediate_size: t.intermediate_size, num_hidden_layers: t.num_hidden_layers, num_attention_heads: t.num_attention_heads, num_key_value_heads: t.num_key_value_heads });
+  const config = { ...base, steps, lr, min_lr: lr / 10, warmup_steps: 0, eval_every: steps, checkpoint_every: steps };
+  let reuse = false;
+  if (existsSync(join(dir, 'latest.json'))) {
+    const saved = readResumePoint(dir).state;
+    reuse = saved.step === steps && saved.config.steps === steps && saved.config.lr === lr;
+  }
+  if (!reuse) {
+    options.onNote?.(`teacher correction: fine-tuning the teacher ${steps} steps at lr ${lr} on the distillation data → ${dir}`);
+    const copy = (): LlamaModel => {
+      const m = new LlamaModel(teacher.config);
+      m.arena.data.set(teacher.arena.data);
+      return m;
+    };
+    const r = await train({ text: options.text, outDir: dir, config, force: true, tokenizer, createModel: copy, onNote: options.onNote });
+    options.onNote?.(`teacher correction: val loss ${r.val_loss.toFixed(4)}`);
+  } else options.onNote?.(`teacher correction: reusing ${dir}`);
+  return loadLlama(modelDirectory(dir));
+}
+
 /** The soft-target cache's file name in a distillation's output directory. */
 const SOFT_TARGET_CACHE = 'soft-targets.bin';
 
@@ -645,10 +678,14 @@ function refuseTeacherInside(teacher: string | LlamaModel, outDir: string): void
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
   refuseTeacherInside(options.teacher, options.outDir);
-  const runDirectory = prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force, ignore: [SOFT_TARGET_CACHE] });
-  const teacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : options.teacher;
-  const teacherId = teacherFingerprint(teacher);
-  const c = resolveDistillConfig(options.config, teacher.config.max_position_embeddings);
+  const runDirectory = prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force, ignore: [SOFT_TARGET_CACHE, TEACHER_CORRECTED] });
+  const givenTeacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : options.teacher;
+  const teacherId = teacherFingerprint(givenTeacher);
+  const c = resolveDistillConfig(options.config, givenTeacher.config.max_position_embeddings);
+  const correction = c.recipe === 'qat' ? 0 : c.distillation.teacher_correction.steps;
+  if (correction > 0 && givenTeacher.arena.released) {
+    throw new QkdError('CONFIG', 'teacher correction fine-tunes the teacher, and this teacher is held in bf16 (frozen)', { field: 'distillation.teacher_correction.steps', hint: 'teacher_precision: float32, or steps: 0' });
+  }
   if (options.exportGguf !== undefined && !GGUF_TYPE_NAMES.includes(options.exportGguf)) {
     throw new QkdError('ARGUMENT', `unknown GGUF type '${options.exportGguf}' to export`, { field: '--export', hint: `gguf:TYPE with TYPE one of ${GGUF_TYPE_NAMES.join(', ')}` });
   }
@@ -660,9 +697,8 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       throw new QkdError('CONFIG', `--resume: the teacher differs from the one the run distills (fingerprint ${saved.teacher.slice(0, 12)}…, given ${teacherId.slice(0, 12)}…)`, { path: typeof options.teacher === 'string' ? options.teacher : undefined, field: 'teacher', hint: 'the --teacher the run was started with' });
     }
   }
-  const tokenizer = teacherTokenizer(options.teacher, teacher, options.tokenizer);
-  const shape = c.student.from !== null ? existingStudentConfig(c.student.from, teacher.config) : studentConfig(teacher.config, c);
-  const recipe = new DistillRecipe(c, teacher, shape, teacherId);
+  const tokenizer = teacherTokenizer(options.teacher, givenTeacher, options.tokenizer);
+  const shape = c.student.from !== null ? existingStudentConfig(c.student.from, givenTeacher.config) : studentConfig(givenTeacher.config, c);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
@@ -680,8 +716,11 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   }
   // Every check has passed: only now may --force delete the earlier run.
   runDirectory.clear();
+  // Teacher correction: a short fine-tune of the teacher on the distillation data before anything reads it.
+  const teacher = correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
+  const recipe = new DistillRecipe(c, teacher, shape, teacherId);
   if (useCache && cacheSettings !== null) {
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher, teacherId, split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
   const entropy = teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
   options.onNote?.(describeRun(c));
@@ -701,7 +740,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     config: loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads }),
     resume: options.resume,
     force: options.force,
-    keepFiles: [SOFT_TARGET_CACHE],
+    keepFiles: [SOFT_TARGET_CACHE, TEACHER_CORRECTED],
     tokenizer,
     recipe: {
       name: recipe.name,

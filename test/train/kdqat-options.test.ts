@@ -98,6 +98,21 @@ describe('KD+QAT options (issue 14)', () => {
     await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'ft-bad'), config: config({ student: { from: other } }) }), (e: unknown) => e instanceof QkdError && e.field === 'student.from' && /300 tokens/.test(e.message));
   });
 
+  it('teacher correction fine-tunes a copy of the teacher first, reuses it on a rerun, and leaves the given teacher alone', async () => {
+    const before = Array.from(loadLlama(teacherDir).arena.data);
+    const out = join(dir, 'corrected');
+    const notes: string[] = [];
+    const c = config({ recipe: 'kd', student: { init: 'minitron' }, distillation: { teacher_correction: { steps: 3 } } });
+    await distill({ teacher: teacherDir, text, outDir: out, config: c, onNote: (n) => notes.push(n) });
+    assert.ok(notes.some((n) => /teacher correction: fine-tuning the teacher 3 steps at lr 0\.0003/.test(n)), notes.join('\n'));
+    const corrected = loadLlama(join(out, 'teacher-corrected'));
+    assert.notDeepEqual(Array.from(corrected.arena.data), before, 'the corrected teacher moved');
+    assert.deepEqual(Array.from(loadLlama(teacherDir).arena.data), before, 'the given teacher is untouched');
+    const again: string[] = [];
+    await distill({ teacher: teacherDir, text, outDir: out, config: c, force: true, onNote: (n) => again.push(n) });
+    assert.ok(again.some((n) => /teacher correction: reusing/.test(n)), again.join('\n'));
+  });
+
   it('refuses contradictory settings by field', async () => {
     const bad = (input: Record<string, unknown>, field: string) => assert.throws(() => parseDistillConfig(input, 'x.yaml'), (e: unknown) => e instanceof QkdError && e.field === field, field);
     bad({ quantization: { learned_step_size: true, format: 'Q4_K_M' } }, 'quantization.learned_step_size');
