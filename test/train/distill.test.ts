@@ -4,34 +4,20 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
-import { saveLlama, loadLlama } from '../../src/models/llama-io.js';
-import { ByteTokenizer } from '../../src/data/tokenizer.js';
-import { loadDefaultCorpus } from '../../src/data/corpus.js';
+import { loadLlama } from '../../src/models/llama-io.js';
 import { parseDistillConfig, phaseAt, fakeQuantActive, coefficient } from '../../src/train/distill-config.js';
 import { distill } from '../../src/train/distill.js';
 import { FakeQuantController } from '../../src/distill/qat.js';
 import { quantizeDequantize } from '../../src/tensor/ops/quant.js';
 import { backward, noGrad } from '../../src/tensor/tape.js';
 import { QkdError } from '../../src/errors.js';
+import { distillFixture, shortConfig, teacherConfig } from '../helpers/distill.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'qkd-distill-'));
-const teacherConfig = { vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32 };
-const teacherDir = join(dir, 'teacher');
-saveLlama(teacherDir, createLlama(teacherConfig, 11));
-writeFileSync(join(teacherDir, 'tokenizer.json'), JSON.stringify(new ByteTokenizer().toTokenizerJson()));
-const text = loadDefaultCorpus().slice(0, 60_000);
-
-function config(extra: Record<string, unknown> = {}) {
-  return parseDistillConfig({
-    training: { steps: 12, batch_size: 2, seq_len: 16, eval_every: 4, eval_batches: 2, checkpoint_every: 6 },
-    optimizer: { lr: 3e-3, min_lr: 3e-4 },
-    ...extra,
-  });
-}
+const { dir, teacherDir, text } = distillFixture('qkd-distill-');
+const config = shortConfig;
 
 describe('distillation config', () => {
   it('defaults follow SPEC section 4', () => {
