@@ -12,6 +12,7 @@
  *   ptq-gptq         GPTQ per channel of fp32-student-kd (calibration: training split)
  *   qat              QAT without a teacher, from the pruned init, full steps
  *   kd-qat           the default recipe (SPEC 4: fake quantization after 5% warm-up), full steps
+ *   kd-qat-late      one run of the same steps: FP32 KD, then KD+QAT (min/max grid) over the last 25%
  *   kd-qat-late-lsq  one run of the same steps: FP32 KD, then KD+QAT with learned step
  *                    sizes over the last 25% (fake_quant_start 0.75, scales from RTN there)
  *   kd-qat-ft        QAT fine-tuning of fp32-student-kd: 25% more steps at ¼ of the lr, KD+QAT
@@ -74,7 +75,7 @@ const { budget, budgetName, data, seed: baseSeed, text, root, log } = setupExper
 /** Held-out characters every row is evaluated on (at most). */
 const EVAL_CHARS = 131_072;
 
-const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'kd-ft-ptq-rtn', 'kd-ft-ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
+const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'kd-ft-ptq-rtn', 'kd-ft-ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
 type QuantizedMethod = (typeof QUANTIZED_METHODS)[number];
 const chosen = values.methods === undefined ? [...QUANTIZED_METHODS] : String(values.methods).split(',');
 for (const m of chosen) {
@@ -161,6 +162,8 @@ function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): 
       return { recipe: 'qat', quantization };
     case 'kd-qat':
       return { recipe: 'kd-qat', quantization };
+    case 'kd-qat-late':
+      return { recipe: 'kd-qat', quantization: { ...quantization, fake_quant_start: 0.75 } };
     case 'kd-qat-late-lsq':
       return { recipe: 'kd-qat', quantization: { ...quantization, learned_step_size: true, fake_quant_start: 0.75 } };
     case 'kd-qat-ft':
