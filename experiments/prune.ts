@@ -73,10 +73,11 @@ async function main(): Promise<void> {
 
   const depthShape: PruneShape = { num_hidden_layers: Math.ceil(t.num_hidden_layers / 2) };
   const target = configParameters(derivedConfig(t, depthShape as Partial<LlamaConfig> & Record<string, unknown>));
-  const widthShape = shapeForParameters(t, target);
+  // Whole heads of the teacher's width in every width-pruned row (random included), so all rows have the same shape.
+  const widthShape = { ...shapeForParameters(t, target), head_dim: t.head_dim };
   log(`teacher ${teacher.parameterCount} parameters; target ${target}: depth ${JSON.stringify(depthShape)}, width ${JSON.stringify(widthShape)}`);
   const calibration = { tokens: trainTokens, batch: p.batch_size, seqLen, batches: 8 };
-  const rowsSpec: { method: string; init: StudentInitMethod; shape: PruneShape; depth?: 'block-influence'; recipe: 'kd' | 'kd-qat' }[] = [
+  const rowsSpec: { method: string; init: StudentInitMethod; shape: PruneShape & { head_dim?: number }; recipe: 'kd' | 'kd-qat' }[] = [
     { method: 'random', init: 'random', shape: widthShape, recipe: 'kd' },
     { method: 'every-other-layer', init: 'pruned', shape: depthShape, recipe: 'kd' },
     { method: 'svd', init: 'svd', shape: widthShape, recipe: 'kd' },
@@ -95,7 +96,7 @@ async function main(): Promise<void> {
         recipe: spec.recipe,
         training: { seed, steps: budget.studentSteps, batch_size: p.batch_size, seq_len: seqLen, eval_every: Math.max(1, Math.floor(budget.studentSteps / 12)), checkpoint_every: budget.studentSteps },
         optimizer: { lr: p.lr, min_lr: p.min_lr },
-        student: { init: spec.init, model: { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads } },
+        student: { init: spec.init, model: { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads, head_dim: shape.head_dim } },
         // The same retraining loss for every row: Minitron's logit-only forward KL.
         distillation: { task_weight: 0 },
       };

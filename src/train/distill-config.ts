@@ -25,6 +25,8 @@ const modelShape = z
     num_hidden_layers: z.number().int().positive(),
     num_attention_heads: z.number().int().positive(),
     num_key_value_heads: z.number().int().positive().optional(),
+    /** Per-head width; default: hidden_size / heads, or the teacher's for svd and minitron (which keep heads whole). */
+    head_dim: z.number().int().positive().optional(),
   })
   .strict();
 

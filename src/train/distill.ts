@@ -130,7 +130,9 @@ export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConf
   const shape = c.student.model ?? (c.student.preset !== null ? PRESETS[c.student.preset]!.model : null);
   // The student is of the teacher's family (model_type, activation, RoPE, windows), in the shape asked for.
   if (shape === null) return derivedConfig(teacher, { num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) });
-  return derivedConfig(teacher, shape as Partial<LlamaConfig> & Record<string, unknown>);
+  // svd and minitron keep whole heads of the teacher's width.
+  const keepHeads = (c.student.init === 'svd' || c.student.init === 'minitron') && (shape as { head_dim?: number }).head_dim === undefined ? { head_dim: teacher.head_dim } : {};
+  return derivedConfig(teacher, { ...shape, ...keepHeads } as Partial<LlamaConfig> & Record<string, unknown>);
 }
 
 /** One line with the run's QAT and loss settings (logged at the start, as metrics.jsonl logs every step's terms). */
