@@ -99,6 +99,16 @@ describe('KD+QAT options (issue 14)', () => {
     assert.ok(again.some((n) => /teacher correction: reusing/.test(n)), again.join('\n'));
   });
 
+  it('a narrower minitron or svd student keeps the teacher\'s head dim, so heads stay whole', async () => {
+    for (const init of ['minitron', 'svd'] as const) {
+      const out = join(dir, `narrow-${init}`);
+      await distill({ teacher: teacherDir, text, outDir: out, config: config({ recipe: 'kd', training: { steps: 2, batch_size: 2, seq_len: 16, eval_every: 2, eval_batches: 1, checkpoint_every: 2 }, student: { init, model: { hidden_size: 24, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1 } } }) });
+      const s = loadLlama(out);
+      assert.equal(s.config.head_dim, 8, init);
+      assert.deepEqual(s.arena.get('model.layers.0.self_attn.q_proj.weight').shape, [16, 24]);
+    }
+  });
+
   it('refuses contradictory settings by field', async () => {
     const bad = (input: Record<string, unknown>, field: string) => assert.throws(() => parseDistillConfig(input, 'x.yaml'), (e: unknown) => e instanceof QkdError && e.field === field, field);
     bad({ quantization: { learned_step_size: true, format: 'Q4_K_M' } }, 'quantization.learned_step_size');
