@@ -86,7 +86,7 @@ async function fineTune(teacherDir: string, format: string | null): Promise<stri
     recipe: format === null ? 'kd' : 'kd-qat',
     training: { seed, steps: budget.qatSteps, batch_size: base.batch_size, seq_len: SEQ_LEN, eval_every: budget.qatSteps, checkpoint_every: budget.qatSteps, warmup_share: 0, finetune_share: 0.2 },
     optimizer: { lr: 2e-4, min_lr: 2e-5, warmup_steps: 0 },
-    quantization: { format },
+    quantization: { format, fake_quant_start: null },
     distillation: { lambda_distill: 0.9, gamma_quant: 0 },
     student: { model: { hidden_size: 256, intermediate_size: 768, num_hidden_layers: budget.layers, num_attention_heads: 8, num_key_value_heads: 4 }, init: 'pruned' },
   }, name);

@@ -131,7 +131,7 @@ async function student(family: string, teacherDir: string): Promise<string> {
     recipe: 'kd-qat',
     training: { seed, steps: budget.studentSteps, batch_size: BATCH, seq_len: SEQ_LEN, eval_every: budget.studentSteps, checkpoint_every: budget.studentSteps },
     optimizer: { lr: 1e-3, min_lr: 1e-4, warmup_steps: 10 },
-    quantization: { format: 'Q4_0' },
+    quantization: { format: 'Q4_0', fake_quant_start: null },
     student: { init: 'pruned' },
   }, `${family} student`);
   log(`${family}: KD+QAT into a half-depth student on the Q4_0 grid (${budget.studentSteps} steps)`);

@@ -2,7 +2,7 @@
  * KD+QAT against quantizing afterwards, over bit widths and seeds (issue 14).
  *
  *   npm run experiment -- kdqat [--data PATH|default] [--budget small|full] [--out DIR]
- *                               [--bits 4,3,2] [--seeds N] [--seed S] [--methods a,b,...]
+ *                               [--bits 4,3,2] [--seeds N] [--seed S] [--methods a,b,...] [--report]
  *
  * One teacher per corpus and budget (qkd's own trainer, seed S), then per
  * student seed (S, S+1, …, N of them) a student with half its layers,
@@ -11,7 +11,10 @@
  *   ptq-rtn          RTN per channel of fp32-student-kd
  *   ptq-gptq         GPTQ per channel of fp32-student-kd (calibration: training split)
  *   qat              QAT without a teacher, from the pruned init, full steps
- *   kd-qat           the default recipe (SPEC 4: fake quantization after 5% warm-up), full steps
+ *   kd-qat           the default recipe, full steps: the tuned defaults (FP32 KD, then KD+QAT with
+ *                    learned step sizes started by the clip search over the last 25%)
+ *   kd-qat-early     SPEC section 4's schedule (the default before): fake quantization after the 5%
+ *                    warm-up, min/max grid, full steps
  *   kd-qat-late      one run of the same steps: FP32 KD, then KD+QAT (min/max grid) over the last 25%
  *   kd-qat-late-lsq  one run of the same steps: FP32 KD, then KD+QAT with learned step
  *                    sizes over the last 25% (fake_quant_start 0.75, scales from RTN there)
@@ -58,7 +61,9 @@ const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
   full: { teacherPreset: 'reference', teacherSteps: 2000, studentSteps: 2000 },
 };
-const { values } = parseArgs({ args: process.argv.slice(2), strict: false, options: { bits: { type: 'string', default: '4' }, seeds: { type: 'string', default: '1' }, methods: { type: 'string' } } });
+const { values } = parseArgs({ args: process.argv.slice(2), strict: false, options: { bits: { type: 'string', default: '4' }, seeds: { type: 'string', default: '1' }, methods: { type: 'string' }, report: { type: 'boolean' } } });
+/** --report: train nothing; print the tables of the rows already measured (a grid run in parts). */
+const reportOnly = values.report === true;
 const bitWidths = String(values.bits).split(',').map(Number);
 if (bitWidths.some((b) => ![2, 3, 4, 8].includes(b))) {
   console.error(`--bits takes a comma-separated list of 2, 3, 4, 8; got ${String(values.bits)}`);
@@ -69,13 +74,13 @@ if (!Number.isInteger(seedCount) || seedCount < 1) {
   console.error(`--seeds must be a positive integer, got ${String(values.seeds)}`);
   process.exit(1);
 }
-process.argv = process.argv.filter((a, i, all) => !['--bits', '--seeds', '--methods'].includes(a) && !['--bits', '--seeds', '--methods'].includes(all[i - 1]!));
+process.argv = process.argv.filter((a, i, all) => !['--bits', '--seeds', '--methods', '--report'].includes(a) && !['--bits', '--seeds', '--methods'].includes(all[i - 1]!));
 const { budget, budgetName, data, seed: baseSeed, text, root, log } = setupExperiment('runs/kdqat', BUDGETS);
 
 /** Held-out characters every row is evaluated on (at most). */
 const EVAL_CHARS = 131_072;
 
-const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'kd-ft-ptq-rtn', 'kd-ft-ptq-gptq', 'qat', 'kd-qat', 'kd-qat-late', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
+const QUANTIZED_METHODS = ['ptq-rtn', 'ptq-gptq', 'kd-ft-ptq-rtn', 'kd-ft-ptq-gptq', 'qat', 'kd-qat', 'kd-qat-early', 'kd-qat-late', 'kd-qat-late-lsq', 'kd-qat-ft', 'kd-qat-ft-lsq', 'kd-qat-ft-lsq-clip', 'kd-qat-ft-lsq-gptq', 'kd-qat-ft-lsq-cakld', 'kd-qat-ft-lsq-logit'] as const;
 type QuantizedMethod = (typeof QUANTIZED_METHODS)[number];
 const chosen = values.methods === undefined ? [...QUANTIZED_METHODS] : String(values.methods).split(',');
 for (const m of chosen) {
@@ -147,11 +152,11 @@ function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): 
   const ft: DistillConfigInput = {
     recipe: 'kd-qat',
     training: { steps: ftSteps, warmup_share: 0 },
-    quantization: { ...quantization, fake_quant_start: 0 },
+    quantization: { ...quantization, fake_quant_start: 0, learned_step_size: false },
     optimizer: { lr: t.lr / 4, min_lr: t.min_lr / 4, warmup_steps: 0 },
     student: { from: modelDirectory(kdDir) },
   };
-  const lsq = (extra: Record<string, unknown> = {}, distillation: Record<string, unknown> = {}): DistillConfigInput => ({ ...ft, quantization: { ...ft.quantization, learned_step_size: true, ...extra }, distillation });
+  const lsq = (extra: Record<string, unknown> = {}, distillation: Record<string, unknown> = {}): DistillConfigInput => ({ ...ft, quantization: { ...ft.quantization, learned_step_size: true, scale_init: 'rtn', ...extra }, distillation });
   switch (method) {
     case 'ptq-rtn':
     case 'ptq-gptq':
@@ -162,10 +167,12 @@ function recipeOf(method: QuantizedMethod, bits: 2 | 3 | 4 | 8, kdDir: string): 
       return { recipe: 'qat', quantization };
     case 'kd-qat':
       return { recipe: 'kd-qat', quantization };
+    case 'kd-qat-early':
+      return { recipe: 'kd-qat', quantization: { ...quantization, fake_quant_start: null, learned_step_size: false } };
     case 'kd-qat-late':
-      return { recipe: 'kd-qat', quantization: { ...quantization, fake_quant_start: 0.75 } };
+      return { recipe: 'kd-qat', quantization: { ...quantization, fake_quant_start: 0.75, learned_step_size: false } };
     case 'kd-qat-late-lsq':
-      return { recipe: 'kd-qat', quantization: { ...quantization, learned_step_size: true, fake_quant_start: 0.75 } };
+      return { recipe: 'kd-qat', quantization: { ...quantization, learned_step_size: true, scale_init: 'rtn', fake_quant_start: 0.75 } };
     case 'kd-qat-ft':
       return ft;
     case 'kd-qat-ft-lsq':
@@ -243,6 +250,7 @@ async function main(): Promise<void> {
   record('fp32-teacher', 32, baseSeed, () => teacher);
   for (let k = 0; k < seedCount; k++) {
     const seed = baseSeed + k;
+    if (reportOnly && !doneKeys.has(keyOf('fp32-student-kd', 32, seed))) continue;
     const kdDir = await student('fp32-student-kd', seed, { recipe: 'kd' }, tDir);
     const kd = loadLlama(modelDirectory(kdDir));
     record('fp32-student-kd', 32, seed, () => kd);
@@ -250,13 +258,14 @@ async function main(): Promise<void> {
     const calibration = { tokens: tokenizer.encode(trainText), batch: 8, seqLen, batches: 16, seed };
     let kdFt: LlamaModel | null = null;
     const kdFtModel = async (): Promise<LlamaModel> => (kdFt ??= loadLlama(modelDirectory(await student('fp32-student-kd-ft', seed, kdFineTune(kdDir), tDir))));
-    if (methods.some((m) => m.startsWith('kd-ft-ptq'))) {
+    if (methods.some((m) => m.startsWith('kd-ft-ptq')) && (!reportOnly || doneKeys.has(keyOf('fp32-student-kd-ft', 32, seed)))) {
       const m = doneKeys.has(keyOf('fp32-student-kd-ft', 32, seed)) ? kd : await kdFtModel();
       record('fp32-student-kd-ft', 32, seed, () => m);
     }
     for (const bits of bitWidths as (2 | 3 | 4 | 8)[]) {
       const plan = uniformPlan(twoD, bits, { groupSize: 0, symmetric: false });
       for (const method of methods) {
+        if (reportOnly && !doneKeys.has(keyOf(method, bits, seed))) continue;
         if (method === 'ptq-rtn') record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'rtn' }).toFloatModel());
         else if (method === 'ptq-gptq') record(method, bits, seed, () => quantizeLlama(kd, plan, { method: 'gptq', calibration }).toFloatModel());
         else if (method === 'kd-ft-ptq-rtn' || method === 'kd-ft-ptq-gptq') {

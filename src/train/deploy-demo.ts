@@ -62,7 +62,7 @@ async function student(teacherDir: string, teacher: LlamaConfig, text: string, o
     recipe: qat ? 'kd-qat' : 'kd',
     training: { steps, batch_size: 8, seq_len: options.seqLen ?? 64, eval_every: steps, checkpoint_every: steps, warmup_share: 0, seed: options.seed ?? 1337 },
     optimizer: { lr: 2e-3, min_lr: 2e-4, warmup_steps: 0 },
-    quantization: { format: qat ? FORMAT : null },
+    quantization: { format: qat ? FORMAT : null, fake_quant_start: null },
     distillation: { gamma_quant: 0 },
     student: {
       model: { hidden_size: teacher.hidden_size, intermediate_size: teacher.intermediate_size, num_hidden_layers: Math.max(1, Math.floor(teacher.num_hidden_layers / 2)), num_attention_heads: teacher.num_attention_heads, num_key_value_heads: teacher.num_key_value_heads },

@@ -12,6 +12,9 @@ import { GGUF_TYPE_NAMES } from '../compress/ggml-mixtures.js';
 
 export { GGUF_TYPE_NAMES };
 
+/** The tuned default of quantization.fake_quant_start (issue 14's experiment). */
+export const TUNED_FAKE_QUANT_START = 0.75;
+
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
   z
@@ -103,8 +106,12 @@ export const distillConfigSchema = z
         scheme: z.enum(['asymmetric', 'symmetric']).default('asymmetric'),
         granularity: z.enum(['channel', 'group']).default('channel'),
         group_size: z.number().int().positive().default(128),
-        /** Step share where fake quantization starts (default: the end of warm-up). */
-        fake_quant_start: z.number().min(0).max(1).nullable().default(null),
+        /**
+         * Step share where fake quantization starts. Tuned default 0.75: FP32 distillation, then
+         * KD+QAT over the last quarter (the kdqat experiment, BENCHMARKS.md); null: the end of warm-up
+         * (SPEC section 4's schedule, the default before issue 14).
+         */
+        fake_quant_start: z.number().min(0).max(1).nullable().default(TUNED_FAKE_QUANT_START),
         /**
          * Train on a llama.cpp grid instead of the uniform b-bit one: a ggml format (Q4_0, Q4_K, Q6_K, …)
          * or a llama.cpp file type (Q4_K_M, …, with llama-quantize's per-tensor types). The student's GGUF
@@ -114,14 +121,16 @@ export const distillConfigSchema = z
         /**
          * Learned step sizes: LSQ on a symmetric grid, LSQ+ (a learned zero point as well) on an
          * asymmetric one, per channel or per group, trained with the student (docs/qat.md).
+         * null (tuned default): on for the uniform grid, off with a ggml format.
          */
-        learned_step_size: z.boolean().default(false),
+        learned_step_size: z.boolean().nullable().default(null),
         /**
          * Where learned step sizes start, when fake quantization switches on: rtn (min/max, as RTN
          * PTQ), clip-search (per group, the clip ratio with the least reconstruction error) or gptq
          * (GPTQ on calibration windows of the training split; the weights start at GPTQ's ŵ).
+         * null (tuned default): clip-search.
          */
-        scale_init: z.enum(['rtn', 'clip-search', 'gptq']).default('rtn'),
+        scale_init: z.enum(['rtn', 'clip-search', 'gptq']).nullable().default(null),
       })
       .strict()
       .default({}),
@@ -243,10 +252,10 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (c.quantization.format !== null && !GGUF_TYPE_NAMES.includes(c.quantization.format)) {
     throw new QkdError('CONFIG', `invalid distillation config: quantization.format: unknown ggml type '${c.quantization.format}'`, { path: source, field: 'quantization.format', hint: GGUF_TYPE_NAMES.join(', ') });
   }
-  if (c.quantization.learned_step_size && c.quantization.format !== null) {
+  if (c.quantization.learned_step_size === true && c.quantization.format !== null) {
     throw new QkdError('CONFIG', 'invalid distillation config: quantization.learned_step_size: learned step sizes apply to the uniform b-bit grid, and quantization.format trains on a llama.cpp grid whose block scales are refit at every step', { path: source, field: 'quantization.learned_step_size', hint: 'learned_step_size: false, or format: null' });
   }
-  if (c.quantization.scale_init !== 'rtn' && !c.quantization.learned_step_size) {
+  if (c.quantization.scale_init !== null && c.quantization.scale_init !== 'rtn' && !learnedStepSizes(c)) {
     throw new QkdError('CONFIG', `invalid distillation config: quantization.scale_init: '${c.quantization.scale_init}' sets where learned step sizes start, and learned_step_size is false`, { path: source, field: 'quantization.scale_init', hint: 'learned_step_size: true, or scale_init: rtn' });
   }
   if (c.recipe === 'qat' && taskWeight(c) === 0) {
@@ -259,6 +268,16 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });
   }
   return c;
+}
+
+/** Whether QAT learns its step sizes: as set, else on for the uniform grid and off with a ggml format (tuned default). */
+export function learnedStepSizes(c: DistillConfig): boolean {
+  return c.recipe !== 'kd' && (c.quantization.learned_step_size ?? c.quantization.format === null);
+}
+
+/** Where learned step sizes start: as set, else the clip search (tuned default). */
+export function scaleInit(c: DistillConfig): 'rtn' | 'clip-search' | 'gptq' {
+  return c.quantization.scale_init ?? 'clip-search';
 }
 
 /** The task loss's weight: as set, else 0 for a minitron student (logit-only KD) and 1 otherwise. */

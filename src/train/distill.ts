@@ -52,7 +52,7 @@ import { attentionKd, confidenceKd, createProjection, entropyWarning, featureKd,
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, countedRows, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
@@ -143,7 +143,7 @@ export function describeRun(c: ResolvedDistillConfig): string {
   if (c.recipe !== 'kd') {
     const start = Math.round((q.fake_quant_start ?? c.training.warmup_share) * c.training.steps);
     const grid = q.format !== null ? `ggml ${q.format}` : `${q.bits}-bit ${q.scheme} per ${q.granularity === 'group' ? `group of ${q.group_size}` : 'channel'}`;
-    parts.push(`fake quantization after step ${start} on ${grid}`, q.learned_step_size ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${q.scale_init}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
+    parts.push(`fake quantization after step ${start} on ${grid}`, learnedStepSizes(c) ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${scaleInit(c)}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
   }
   if (c.recipe !== 'qat') parts.push(`${d.kl} KL at τ=${d.temperature}`);
   parts.push(`task weight ${taskWeight(c)}`);
@@ -326,7 +326,7 @@ class DistillRecipe implements TrainRecipe {
       }
     }
     const q = config.quantization;
-    if (config.recipe !== 'kd' && q.learned_step_size) {
+    if (learnedStepSizes(config)) {
       // One θ = ln s (and, asymmetric, one offset) per group of every fake-quantized weight, as 1-D parameters (no weight decay).
       for (const [name, w] of fakeQuantizedWeights(new LlamaModel(studentShape))) {
         const [rows, cols] = w.shape as [number, number];
@@ -377,7 +377,8 @@ class DistillRecipe implements TrainRecipe {
       this.extra!.set(e.logStep, [p.logStep.length], p.logStep);
       if (e.offset !== null) this.extra!.set(e.offset, [p.zero!.length], p.zero!);
     };
-    if (q.scale_init === 'gptq') {
+    const init = scaleInit(this.config);
+    if (init === 'gptq') {
       if (this.trainTokens === null) throw new QkdError('STATE', 'scale_init gptq needs the training tokens');
       const t = this.config.training;
       const plan = uniformPlan([...this.lsq].map(([name, e]) => ({ name, shape: e.shape })), q.bits, scheme);
@@ -390,7 +391,7 @@ class DistillRecipe implements TrainRecipe {
     } else {
       for (const [name, e] of this.lsq) {
         const [rows, cols] = e.shape as [number, number];
-        set(name, initLearnedScales(student.arena.get(name).data as Float32Array, rows, cols, q.bits, scheme, q.scale_init));
+        set(name, initLearnedScales(student.arena.get(name).data as Float32Array, rows, cols, q.bits, scheme, init));
       }
     }
     this.lsqReady = true;
@@ -788,7 +789,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   );
   const quantizedDir = join(options.outDir, 'quantized');
   // Learned step sizes pack with their own scales (exactly the last forward's ŵ); otherwise RTN of the trained weights.
-  const packed = c.recipe !== 'kd' && c.quantization.learned_step_size ? packLearned(student, plan, (name) => recipe.learnedScalesOf(name)) : quantizeLlama(student, plan, { method: 'rtn' });
+  const packed = learnedStepSizes(c) ? packLearned(student, plan, (name) => recipe.learnedScalesOf(name)) : quantizeLlama(student, plan, { method: 'rtn' });
   const storage = saveQuantizedLlama(quantizedDir, packed, { qkd_recipe: c.recipe });
   copyTokenizerFiles(options.outDir, quantizedDir);
   let sakdReport: SakdReport | undefined;

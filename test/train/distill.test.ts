@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
 import { loadLlama } from '../../src/models/llama-io.js';
-import { parseDistillConfig, phaseAt, fakeQuantActive, coefficient } from '../../src/train/distill-config.js';
+import { parseDistillConfig, phaseAt, fakeQuantActive, coefficient, learnedStepSizes, scaleInit } from '../../src/train/distill-config.js';
 import { distill } from '../../src/train/distill.js';
 import { FakeQuantController } from '../../src/distill/qat.js';
 import { quantizeDequantize } from '../../src/tensor/ops/quant.js';
@@ -33,6 +33,12 @@ describe('distillation config', () => {
     assert.equal(c.quantization.bits, 4);
     assert.equal(c.quantization.granularity, 'channel');
     assert.equal(c.distillation.ratio_threshold, 3);
+    // Tuned by issue 14's experiment: QAT over the last quarter, learned step sizes from the clip search.
+    assert.equal(c.quantization.fake_quant_start, 0.75);
+    assert.equal(learnedStepSizes(c), true);
+    assert.equal(scaleInit(c), 'clip-search');
+    assert.equal(learnedStepSizes(parseDistillConfig({ quantization: { format: 'Q4_K_M' } })), false, 'a ggml grid refits its own scales');
+    assert.equal(learnedStepSizes(parseDistillConfig({ recipe: 'kd' })), false);
   });
 
   it('phases, coefficients and the fake-quantization switch', () => {
@@ -44,8 +50,11 @@ describe('distillation config', () => {
     assert.equal(phaseAt(c, 91), 'finetune');
     assert.equal(coefficient(c.distillation.lambda_distill, 'joint'), 0.5);
     assert.equal(coefficient(0.7, 'finetune'), 0.7);
-    assert.equal(fakeQuantActive(c, 5), false);
-    assert.equal(fakeQuantActive(c, 6), true);
+    assert.equal(fakeQuantActive(c, 75), false);
+    assert.equal(fakeQuantActive(c, 76), true);
+    const spec = parseDistillConfig({ training: { steps: 100 }, quantization: { fake_quant_start: null } });
+    assert.equal(fakeQuantActive(spec, 5), false, "SPEC section 4's schedule: after warm-up");
+    assert.equal(fakeQuantActive(spec, 6), true);
     assert.equal(fakeQuantActive(parseDistillConfig({ recipe: 'kd' }), 50), false);
   });
 
@@ -106,7 +115,8 @@ describe('distill', () => {
     const out = join(dir, 'run');
     const before = loadLlama(teacherDir).arena.data.slice();
     const notes: string[] = [];
-    const r = await distill({ teacher: teacherDir, text, outDir: out, config: config({ distillation: { feature_layers: 'all', attention_weight: 0.5, ratio_threshold: 1e-12 } }), onNote: (n) => notes.push(n) });
+    // SPEC section 4's schedule on the min/max grid, so L_quant is logged from the first step.
+    const r = await distill({ teacher: teacherDir, text, outDir: out, config: config({ quantization: { fake_quant_start: null, learned_step_size: false }, distillation: { feature_layers: 'all', attention_weight: 0.5, ratio_threshold: 1e-12 } }), onNote: (n) => notes.push(n) });
     assert.deepEqual(loadLlama(teacherDir).arena.data, before);
     assert.ok(notes.some((n) => n.startsWith('teacher soft-target entropy at τ=4')), notes.join('\n'));
     assert.ok(notes.some((n) => /λ lowered 0\.500 → 0\.450/.test(n)), `λ monitor: ${notes.join('\n')}`);

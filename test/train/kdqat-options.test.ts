@@ -112,7 +112,7 @@ describe('KD+QAT options (issue 14)', () => {
   it('refuses contradictory settings by field', async () => {
     const bad = (input: Record<string, unknown>, field: string) => assert.throws(() => parseDistillConfig(input, 'x.yaml'), (e: unknown) => e instanceof QkdError && e.field === field, field);
     bad({ quantization: { learned_step_size: true, format: 'Q4_K_M' } }, 'quantization.learned_step_size');
-    bad({ quantization: { scale_init: 'gptq' } }, 'quantization.scale_init');
+    bad({ quantization: { scale_init: 'gptq', learned_step_size: false } }, 'quantization.scale_init');
     bad({ recipe: 'qat', distillation: { task_weight: 0 } }, 'distillation.task_weight');
     bad({ student: { from: 'x', preset: 'tiny' } }, 'student.from');
     bad({ distillation: { kl: 'jensen' } }, 'distillation.kl');
