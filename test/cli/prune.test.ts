@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
 import { loadLlama, saveLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
+import { loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-cli-prune-'));
 const teacher = join(dir, 'teacher');
@@ -31,6 +32,19 @@ describe('qkd prune', () => {
     assert.ok(JSON.parse(readFileSync(join(out, 'prune.json'), 'utf8')).block_influence.length === 4);
     const e = qkd('eval', '--model', out, '--seq-len', '32');
     assert.equal(e.status, 0, e.stderr);
+  });
+
+  it('a width-pruned model (head dim ≠ hidden / heads) exports to a GGUF that llama.cpp scores like qkd', async () => {
+    const out = join(dir, 'pruned');
+    const gguf = join(dir, 'pruned.gguf');
+    const x = qkd('export', out, '--out', gguf, '--type', 'F32');
+    assert.equal(x.status, 0, x.stderr);
+    const ours = last(qkd('eval', '--model', gguf, '--seq-len', '32').stdout) as { ppl: number };
+    if ((await loadNodeLlamaCpp()) === null) return; // llama.cpp is checked where node-llama-cpp installs (CI does)
+    const r = qkd('eval', '--model', gguf, '--seq-len', '32', '--engine', 'llama.cpp');
+    assert.equal(r.status, 0, r.stderr);
+    const theirs = last(r.stdout) as { ppl: number };
+    assert.ok(Math.abs(theirs.ppl / ours.ppl - 1) < 0.005, `llama.cpp ${theirs.ppl} vs qkd ${ours.ppl}`);
   });
 
   it('prunes to a parameter budget, and refuses a missing or doubled target by name', () => {
