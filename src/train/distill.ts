@@ -28,7 +28,7 @@ import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '../models/load-any.js';
 import { LlamaModel } from '../models/llama.js';
-import { derivedConfig, type LlamaConfig } from '../models/llama-config.js';
+import { derivedConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
 import { loadLlama } from '../models/llama-io.js';
 import { packLearned, quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
@@ -328,7 +328,9 @@ class DistillRecipe implements TrainRecipe {
     const q = config.quantization;
     if (learnedStepSizes(config)) {
       // One θ = ln s (and, asymmetric, one offset) per group of every fake-quantized weight, as 1-D parameters (no weight decay).
-      for (const [name, w] of fakeQuantizedWeights(new LlamaModel(studentShape))) {
+      // The 2-D weights are exactly the Linear and Embedding weights fake quantization covers (checked when attached).
+      for (const w of llamaParameterSpecs(studentShape).filter((p) => p.shape.length === 2)) {
+        const name = w.name;
         const [rows, cols] = w.shape as [number, number];
         const n = rows * (q.granularity === 'group' ? Math.ceil(cols / q.group_size) : 1);
         const entry = { logStep: `lsq.${name}.log_step`, offset: q.scheme === 'asymmetric' ? `lsq.${name}.offset` : null, shape: w.shape };
@@ -404,6 +406,11 @@ class DistillRecipe implements TrainRecipe {
       const q = this.config.quantization;
       const formatOf = q.format === null ? undefined : ggufTensorTypes(student, { type: q.format }).typeOf;
       this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size, formatOf, learned: this.learnedParameters() });
+      if (this.lsq.size > 0) {
+        const covered = [...fakeQuantizedWeights(student).keys()];
+        const missing = covered.find((n) => !this.lsq.has(n)) ?? [...this.lsq.keys()].find((n) => !covered.includes(n));
+        if (missing !== undefined) throw new QkdError('STATE', `learned step sizes and fake quantization disagree on weight '${missing}'`, { field: missing });
+      }
     }
     if (this.sakd) {
       this.sakd.attach(student);
