@@ -1,7 +1,9 @@
 /**
  * Parquet shards as corpora (datasets are published that way): the string
- * column `text` of each row (or another column, by name), read with
- * hyparquet. Reading is asynchronous, so a corpus that holds Parquet files
+ * column `text` of each row (or another column, by name), or, in a file
+ * without that column, chat rows in a `messages` column (a list of
+ * {role, content} structs, as Hugging Face datasets store conversations, or
+ * a JSON string of that list), read with hyparquet. Reading is asynchronous, so a corpus that holds Parquet files
  * is read once by preloadCorpus (every command does it before it starts)
  * and then served to the synchronous loadCorpus from memory.
  *
@@ -11,14 +13,17 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
-import { parquetMetadata, parquetReadObjects } from 'hyparquet';
+import { parquetMetadata, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { QkdError } from '../errors.js';
+import { parseChatRow, type Conversation } from './chat.js';
 
 /** What to do with a row whose text is missing or not a string: stop with an error naming it, or skip it (counted). */
 export type BadRows = 'refuse' | 'skip';
 
 export interface ParquetTexts {
   texts: string[];
+  /** Chat rows (a file read through its `messages` column); then `texts` is empty. */
+  conversations?: Conversation[];
   /** Rows skipped as malformed (BadRows 'skip'), with the first one's description. */
   skipped: number;
   firstSkipped?: string;
@@ -63,10 +68,12 @@ export async function readParquetTexts(path: string, options: { column?: string;
   } catch (err) {
     throw new QkdError('IO', `not a Parquet file: ${(err as Error).message}`, { path, hint: 'a .parquet shard (PAR1 magic at both ends)' });
   }
-  const names = metadata.schema.slice(1).map((s) => s.name);
-  if (!names.includes(column)) {
-    const chat = names.includes('messages') ? ' (a "messages" column is chat data, which is not supported yet)' : '';
-    throw new QkdError('IO', `the Parquet file has no "${column}" column${chat}`, { path, field: column, hint: `a string column; the file has ${names.join(', ')}` });
+  const names = parquetSchema(metadata).children.map((c) => c.element.name);
+  // Chat rows: a file without the asked-for text column that has `messages`.
+  const chat = !names.includes(column) && options.column === undefined && names.includes('messages');
+  const read = chat ? 'messages' : column;
+  if (!names.includes(read)) {
+    throw new QkdError('IO', `the Parquet file has no "${column}" column`, { path, field: column, hint: `a string column (or chat rows in a "messages" column); the file has ${names.join(', ')}` });
   }
   for (const rg of metadata.row_groups) {
     for (const chunk of rg.columns) {
@@ -78,10 +85,14 @@ export async function readParquetTexts(path: string, options: { column?: string;
   }
   let rows: Record<string, unknown>[];
   try {
-    rows = (await parquetReadObjects({ file: buffer, metadata, columns: [column], compressors: COMPRESSORS })) as Record<string, unknown>[];
+    rows = (await parquetReadObjects({ file: buffer, metadata, columns: [read], compressors: COMPRESSORS })) as Record<string, unknown>[];
   } catch (err) {
-    throw new QkdError('IO', `cannot decode the Parquet file: ${(err as Error).message}`, { path, field: column });
+    throw new QkdError('IO', `cannot decode the Parquet file: ${(err as Error).message}`, { path, field: read });
   }
+  return chat ? chatRows(path, rows, options.badRows) : textRows(path, rows, column, options.badRows);
+}
+
+function textRows(path: string, rows: Record<string, unknown>[], column: string, badRows: BadRows | undefined): ParquetTexts {
   const out: ParquetTexts = { texts: [], skipped: 0 };
   rows.forEach((row, i) => {
     const v = row[column];
@@ -90,11 +101,38 @@ export async function readParquetTexts(path: string, options: { column?: string;
       return;
     }
     const what = `row ${i} has ${v === null || v === undefined ? 'no value' : `a ${typeof v}`} in "${column}"`;
-    if (options.badRows !== 'skip') throw new QkdError('IO', what, { path, field: `row ${i}`, hint: `a string in every row, or skip malformed rows (--skip-bad-rows)` });
+    if (badRows !== 'skip') throw new QkdError('IO', what, { path, field: `row ${i}`, hint: `a string in every row, or skip malformed rows (--skip-bad-rows)` });
     out.skipped++;
     out.firstSkipped ??= `${path}: ${what}`;
   });
   if (out.texts.length === 0) throw new QkdError('IO', `the Parquet file has no text rows`, { path, field: column });
+  return out;
+}
+
+/** Conversations of a `messages` column: a list of {role, content} structs per row, or its JSON text. */
+function chatRows(path: string, rows: Record<string, unknown>[], badRows: BadRows | undefined): ParquetTexts {
+  const out: ParquetTexts = { texts: [], conversations: [], skipped: 0 };
+  rows.forEach((row, i) => {
+    let messages = row.messages;
+    let problem: string | null = null;
+    if (typeof messages === 'string') {
+      try {
+        messages = JSON.parse(messages);
+      } catch (err) {
+        problem = `"messages" is a string that is not JSON: ${(err as Error).message}`;
+      }
+    }
+    const conversation = problem ?? parseChatRow({ messages });
+    if (typeof conversation !== 'string') {
+      out.conversations!.push(conversation);
+      return;
+    }
+    const what = `row ${i}: ${conversation}`;
+    if (badRows !== 'skip') throw new QkdError('IO', what, { path, field: `row ${i}`, hint: 'a list of {role, content} with at least one assistant message in every row, or skip malformed rows (--skip-bad-rows)' });
+    out.skipped++;
+    out.firstSkipped ??= `${path}: ${what}`;
+  });
+  if (out.conversations!.length === 0) throw new QkdError('IO', 'the Parquet file has no usable chat rows', { path, field: 'messages' });
   return out;
 }
 

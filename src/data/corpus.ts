@@ -116,11 +116,14 @@ function readJsonLines(path: string, options: CorpusOptions = {}): { texts: stri
   return kind === 'chat' ? { kind: 'chat', conversations, source: path } : { texts };
 }
 
-/** The text column of a Parquet shard preloaded by preloadCorpus (data/corpus-parquet.ts), rows joined with blank lines. */
-function parquetText(path: string, options: CorpusOptions): string {
+/**
+ * A Parquet shard preloaded by preloadCorpus (data/corpus-parquet.ts): its
+ * text column's rows joined with blank lines, or its chat rows.
+ */
+function parquetData(path: string, options: CorpusOptions): string | ChatCorpus {
   const p = preloadedParquet(path);
   if (p.skipped > 0) options.onSkip?.(`skipped ${p.skipped} malformed row${p.skipped === 1 ? '' : 's'} (first: ${p.firstSkipped})`);
-  return p.texts.join('\n\n');
+  return p.conversations !== undefined ? { kind: 'chat', conversations: p.conversations, source: path } : p.texts.join('\n\n');
 }
 
 export interface CorpusOptions {
@@ -151,7 +154,7 @@ export function loadCorpusData(source: string, options: CorpusOptions = {}): str
     throw new QkdError('IO', 'corpus not found', { path: source, hint: "a text file, a directory of .txt/.md files, or 'default'" });
   }
   const read = (path: string): string | ChatCorpus => {
-    if (!/\.jsonl$/i.test(path)) return /\.parquet$/i.test(path) ? parquetText(path, options) : readTextFile(path);
+    if (!/\.jsonl$/i.test(path)) return /\.parquet$/i.test(path) ? parquetData(path, options) : readTextFile(path);
     const rows = readJsonLines(path, options);
     return isChatCorpus(rows) ? rows : rows.texts.join('\n\n');
   };

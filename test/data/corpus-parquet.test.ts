@@ -9,8 +9,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parquetWriteFile } from 'hyparquet-writer';
-import { loadCorpus } from '../../src/data/corpus.js';
+import { loadCorpus, loadCorpusData } from '../../src/data/corpus.js';
+import { isChatCorpus, type ChatCorpus } from '../../src/data/chat.js';
 import { preloadCorpus, readParquetTexts } from '../../src/data/corpus-parquet.js';
+
+// Hugging Face datasets store conversations as list<struct<role, content>> (Parquet's three-level LIST).
+const messagesSchema = [
+  { name: 'root', num_children: 2 },
+  { name: 'id', type: 'INT32', repetition_type: 'REQUIRED' },
+  { name: 'messages', repetition_type: 'OPTIONAL', converted_type: 'LIST', num_children: 1 },
+  { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+  { name: 'element', repetition_type: 'OPTIONAL', num_children: 2 },
+  { name: 'role', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' },
+  { name: 'content', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' },
+];
 
 describe('Parquet corpora', () => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-parquet-'));
@@ -39,9 +51,43 @@ describe('Parquet corpora', () => {
     assert.equal(loadCorpus(sub), 'plain\n\nfrom parquet');
   });
 
-  it('refuses a missing column (naming chat data), a null row (naming it), and skips it when asked', async () => {
-    const chat = write('chat.parquet', [{ name: 'messages', data: ['[]'], type: 'STRING' }]);
-    await assert.rejects(readParquetTexts(chat), /no "text" column \(a "messages" column is chat data/);
+  it('reads chat rows from a messages column (list of structs, or JSON text) like the same JSON Lines rows', async () => {
+    const conversations = [
+      [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Who?' }, { role: 'assistant', content: 'Ishmael.' }],
+      [{ role: 'user', content: 'Ünïcode 🐋?' }, { role: 'assistant', content: 'Yes — ✓' }],
+    ];
+    const jsonl = join(dir, 'chat.jsonl');
+    writeFileSync(jsonl, conversations.map((messages) => JSON.stringify({ messages })).join('\n'));
+    const expected = (loadCorpusData(jsonl) as ChatCorpus).conversations;
+    const nested = join(dir, 'chat-nested.parquet');
+    parquetWriteFile({ filename: nested, columnData: [{ name: 'id', data: [1, 2] }, { name: 'messages', data: conversations }] as never, schema: messagesSchema as never });
+    const asJson = write('chat-json.parquet', [{ name: 'messages', data: conversations.map((c) => JSON.stringify(c)), type: 'STRING' }]);
+    for (const path of [nested, asJson]) {
+      await preloadCorpus(path);
+      const data = loadCorpusData(path);
+      assert.ok(isChatCorpus(data), path);
+      assert.deepEqual(data.conversations, expected);
+      assert.throws(() => loadCorpus(path), /this is chat data/);
+    }
+    // An explicit text column is not replaced by the chat column.
+    await assert.rejects(readParquetTexts(nested, { column: 'content' }), /no "content" column/);
+  });
+
+  it('names a malformed chat row, or skips it when asked', async () => {
+    const bad = join(dir, 'chat-bad.parquet');
+    const rows = [[{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }], [{ role: 'user', content: 'no answer' }], null];
+    parquetWriteFile({ filename: bad, columnData: [{ name: 'id', data: [1, 2, 3] }, { name: 'messages', data: rows }] as never, schema: messagesSchema as never });
+    await assert.rejects(readParquetTexts(bad), (e: Error & { field?: string; path?: string }) => /row 1: the conversation has no assistant message/.test(e.message) && e.field === 'row 1' && e.path === bad);
+    const skipped = await readParquetTexts(bad, { badRows: 'skip' });
+    assert.equal(skipped.conversations!.length, 1);
+    assert.equal(skipped.skipped, 2);
+    const notJson = write('chat-notjson.parquet', [{ name: 'messages', data: ['{oops'], type: 'STRING' }]);
+    await assert.rejects(readParquetTexts(notJson), /row 0: "messages" is a string that is not JSON/);
+  });
+
+  it('refuses a missing column (naming what the file has), a null row (naming it), and skips it when asked', async () => {
+    const other = write('other.parquet', [{ name: 'body', data: ['x'], type: 'STRING' }]);
+    await assert.rejects(readParquetTexts(other), (e: Error & { hint?: string }) => /no "text" column/.test(e.message) && /the file has body/.test(e.hint ?? ''));
     const holes = write('holes.parquet', [{ name: 'text', data: ['a', null, 'c'], type: 'STRING' }]);
     await assert.rejects(readParquetTexts(holes), (e: Error & { field?: string; path?: string }) => /row 1 has no value in "text"/.test(e.message) && e.field === 'row 1' && e.path === holes);
     const skipped = await readParquetTexts(holes, { badRows: 'skip' });
