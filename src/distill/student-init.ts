@@ -23,6 +23,12 @@
  *   - a tied student (of a tied teacher) cannot fold the final norm into
  *     lm_head (it is the embedding), so its final norm weight is the
  *     diagonal of Uᵀ diag(w) U (the best diagonal stand-in), times ρ.
+ * Gemma (docs/model-families.md): norms apply 1 + w, so the factor folded
+ * in is 1 + w and the student stores w = 0; the embedding is scaled by
+ * √width, so E_s = E U·√(C/c) (and a tied head's final norm is divided by
+ * √(C/c)); the norms on the attention and MLP outputs act in the residual
+ * width and get diag(Uᵀ diag(1 + w) U)·√(C·f_W/c), f_W = ‖Uᵀ W‖²/‖W‖² of
+ * the writer W they follow. The basis weighs those writers as diag(1 + w) W.
  * U is the top-c right singular vectors of every hidden-side matrix stacked
  * (readers and the embedding as they are, writers transposed), each scaled
  * to unit Frobenius norm so a large vocabulary does not drown out the
@@ -229,34 +235,42 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
   const C = t.hidden_size;
   const c = config.hidden_size;
   const layers = prunedLayers(t.num_hidden_layers, config.num_hidden_layers);
+  const traits = familyTraits(t.model_type);
   const param = (name: string): Matrix => {
     const p = teacher.arena.get(name);
     return { rows: p.shape[0]!, cols: p.shape[1] ?? 1, data: p.data };
   };
   const vector = (name: string): Float32Array => teacher.arena.get(name).data;
+  // Gemma's norms multiply by 1 + w: the maps below work with the factor a norm applies.
+  const offset = traits.gemma ? 1 : 0;
+  const normFactor = (name: string): Float32Array => vector(name).map((w) => w + offset);
 
   const embed = param('model.embed_tokens.weight');
   const basis = c === C ? identity(C) : hiddenBasis(teacher, layers, c);
   const rho = Math.sqrt((C * capturedEnergy(embed, basis)) / c);
+  // Gemma multiplies the embedding by √width: √c·E_s = √C·E U needs E_s = E U·√(C/c).
+  const embedScale = traits.gemma ? Math.sqrt(C / c) : 1;
   const student = new LlamaModel(config);
   const set = (name: string, m: Matrix): void => student.arena.set(name, [m.rows, m.cols], m.data);
-  const ones = (name: string): void => {
-    student.arena.get(name).data.fill(1);
-  };
+  const setFactor = (name: string, factor: Float32Array): void => student.arena.set(name, [factor.length], factor.map((f) => f - offset));
+  const ones = (name: string): void => setFactor(name, new Float32Array(c).fill(1));
   // Readers through an RMSNorm: W diag(w) U ρ. Writers: Uᵀ W.
   const reader = (w: Matrix, norm: Float32Array): Matrix => scaleMatrix(multiply(foldNorm(w, norm), basis), rho);
   const writer = (w: Matrix): Matrix => multiplyTransA(basis, w);
+  // Gemma's norm on a writer's output (residual width): its factor projected,
+  // diag(Uᵀ diag(1+w) U), times rms(Uᵀy)/rms(y) ≈ √(C·f/c), f the share of the writer's energy the basis keeps.
+  const outputNorm = (to: string, from: string, written: Matrix, full: Matrix): void =>
+    setFactor(to, projectedDiagonal(normFactor(from), basis).map((v) => v * Math.sqrt((C * energyRatio(written, full)) / c)));
 
-  set('model.embed_tokens.weight', multiply(embed, basis));
+  set('model.embed_tokens.weight', scaleMatrix(multiply(embed, basis), embedScale));
   const D = headDim(t);
-  const traits = familyTraits(t.model_type);
   const H = t.num_attention_heads * D;
   const G = t.num_key_value_heads * D;
   const I = t.intermediate_size;
   layers.forEach((from, l) => {
     const p = `model.layers.${from}`;
     const q = `model.layers.${l}`;
-    const inNorm = vector(`${p}.input_layernorm.weight`);
+    const inNorm = normFactor(`${p}.input_layernorm.weight`);
     // Phi-3 fuses q, k, v (rows in that order) and gate, up: split, map, fuse again.
     const qkv = traits.fused ? param(`${p}.self_attn.qkv_proj.weight`) : null;
     const attn = (which: 'q' | 'k' | 'v'): Matrix =>
@@ -282,29 +296,38 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
       // Per-head norms act within a head (head dim unchanged): copied.
       for (const n of ['q_norm', 'k_norm']) student.arena.set(`${q}.self_attn.${n}.weight`, [D], vector(`${p}.self_attn.${n}.weight`));
     }
-    set(`${q}.self_attn.o_proj.weight`, writer(takeCols(param(`${p}.self_attn.o_proj.weight`), blocks(heads.query, D))));
-    const postNorm = vector(`${p}.post_attention_layernorm.weight`);
+    const o = takeCols(param(`${p}.self_attn.o_proj.weight`), blocks(heads.query, D));
+    const oW = writer(o);
+    set(`${q}.self_attn.o_proj.weight`, oW);
+    // The MLP reads the residual stream through post_attention_layernorm, or in Gemma through pre_feedforward_layernorm.
+    const mlpNormName = traits.gemma ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
+    const mlpNorm = normFactor(`${p}.${mlpNormName}.weight`);
     const gateUp = traits.fused ? param(`${p}.mlp.gate_up_proj.weight`) : null;
     const gate = gateUp === null ? param(`${p}.mlp.gate_proj.weight`) : sliceRows(gateUp, 0, I);
     const up = gateUp === null ? param(`${p}.mlp.up_proj.weight`) : sliceRows(gateUp, I, 2 * I);
     const down = param(`${p}.mlp.down_proj.weight`);
-    const neurons = selectNeurons(gate, up, down, postNorm, config.intermediate_size);
-    const gateW = reader(takeRows(gate, neurons), postNorm);
-    const upW = reader(takeRows(up, neurons), postNorm);
+    const neurons = selectNeurons(gate, up, down, mlpNorm, config.intermediate_size);
+    const gateW = reader(takeRows(gate, neurons), mlpNorm);
+    const upW = reader(takeRows(up, neurons), mlpNorm);
     if (gateUp !== null) set(`${q}.mlp.gate_up_proj.weight`, concatRows([gateW, upW]));
     else {
       set(`${q}.mlp.gate_proj.weight`, gateW);
       set(`${q}.mlp.up_proj.weight`, upW);
     }
-    set(`${q}.mlp.down_proj.weight`, writer(takeCols(down, neurons)));
+    const keptDown = takeCols(down, neurons);
+    const downW = writer(keptDown);
+    set(`${q}.mlp.down_proj.weight`, downW);
     ones(`${q}.input_layernorm.weight`);
-    ones(`${q}.post_attention_layernorm.weight`);
+    ones(`${q}.${mlpNormName}.weight`);
+    if (traits.gemma) {
+      for (const [n, written, full] of [['post_attention_layernorm', oW, o], ['post_feedforward_layernorm', downW, keptDown]] as const) outputNorm(`${q}.${n}.weight`, `${p}.${n}.weight`, written, full);
+    }
   });
 
-  const finalNorm = vector('model.norm.weight');
+  const finalNorm = normFactor('model.norm.weight');
   if (config.tie_word_embeddings) {
-    // lm_head is the embedding E U; the final norm carries diag(Uᵀ diag(w) U)·ρ.
-    student.arena.set('model.norm.weight', [c], projectedDiagonal(finalNorm, basis).map((v) => v * rho));
+    // lm_head is the embedding E U·embedScale; the final norm carries diag(Uᵀ diag(w) U)·ρ / embedScale.
+    setFactor('model.norm.weight', projectedDiagonal(finalNorm, basis).map((v) => (v * rho) / embedScale));
   } else {
     ones('model.norm.weight');
     set('lm_head.weight', reader(param(lmHeadName(t)), finalNorm));
@@ -314,10 +337,6 @@ function svdStudent(teacher: LlamaModel, config: LlamaConfig): LlamaModel {
 
 function checkSvdShapes(s: LlamaConfig, t: LlamaConfig, released = false): void {
   if (released) throw new QkdError('CONFIG', 'svd student init reads the teacher in float32; this teacher is held in bf16', { field: 'distillation.teacher_precision', hint: 'float32, or student.init pruned' });
-  // The width map folds plain RMSNorm weights (w, not Gemma's 1 + w) into the matrices that read the residual stream.
-  if (familyTraits(t.model_type).gemma) {
-    throw new QkdError('CONFIG', `svd student init cannot narrow a ${t.model_type} teacher: Gemma's norms after attention and after the MLP normalise in the residual width, and its embeddings are scaled by √hidden_size, which the width map does not carry`, { field: 'student.init', hint: 'pruned or random for Gemma; svd for LLaMA, Mistral, Qwen2, Qwen3 and Phi-3' });
-  }
   checkTying('svd', s, t);
   requireEqual('svd', 'rope_theta', s, t, 'copied attention weights depend on the RoPE frequencies');
   if (headDim(s) !== headDim(t)) {
@@ -447,18 +466,24 @@ function hiddenBasis(teacher: LlamaModel, layers: readonly number[], c: number):
     if (trace > 0) for (let i = 0; i < C * C; i++) gram[i]! += a.data[i]! / trace;
   };
   const get = (name: string): Tensor => teacher.arena.get(name);
+  const { fused, gemma } = familyTraits(t.model_type);
+  // The factor a norm applies (Gemma's 1 + w).
+  const factor = (name: string): Float32Array => (gemma ? get(name).data.map((w) => w + 1) : get(name).data);
+  // A writer followed by Gemma's output norm writes diag(1 + w) W.
+  const scaledRows = (w: Tensor, norm: Float32Array): Tensor => new Tensor(w.shape, w.data.map((x, i) => x * norm[Math.floor(i / w.shape[1]!)]!));
   add(get('model.embed_tokens.weight'), 'in');
-  if (!t.tie_word_embeddings) add(get('lm_head.weight'), 'in', get('model.norm.weight').data);
+  if (!t.tie_word_embeddings) add(get('lm_head.weight'), 'in', factor('model.norm.weight'));
   for (const l of layers) {
     const p = `model.layers.${l}`;
-    const inNorm = get(`${p}.input_layernorm.weight`).data;
-    const postNorm = get(`${p}.post_attention_layernorm.weight`).data;
+    const inNorm = factor(`${p}.input_layernorm.weight`);
+    const mlpNorm = factor(`${p}.${gemma ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
     // Phi-3's fused qkv and gate_up count as one reader each (one trace normalisation).
-    const fused = familyTraits(t.model_type).fused;
     for (const n of fused ? ['qkv_proj'] : ['q_proj', 'k_proj', 'v_proj']) add(get(`${p}.self_attn.${n}.weight`), 'in', inNorm);
-    for (const n of fused ? ['gate_up_proj'] : ['gate_proj', 'up_proj']) add(get(`${p}.mlp.${n}.weight`), 'in', postNorm);
-    add(get(`${p}.self_attn.o_proj.weight`), 'out');
-    add(get(`${p}.mlp.down_proj.weight`), 'out');
+    for (const n of fused ? ['gate_up_proj'] : ['gate_proj', 'up_proj']) add(get(`${p}.mlp.${n}.weight`), 'in', mlpNorm);
+    const o = get(`${p}.self_attn.o_proj.weight`);
+    const down = get(`${p}.mlp.down_proj.weight`);
+    add(gemma ? scaledRows(o, factor(`${p}.post_attention_layernorm.weight`)) : o, 'out');
+    add(gemma ? scaledRows(down, factor(`${p}.post_feedforward_layernorm.weight`)) : down, 'out');
   }
   const { vectors } = symmetricEigen(gram, C);
   // vectors holds eigenvectors as columns, sorted by descending eigenvalue.
@@ -469,12 +494,15 @@ function hiddenBasis(teacher: LlamaModel, layers: readonly number[], c: number):
 
 /** f = ‖E U‖²_F / ‖E‖²_F: the share of the embedding energy the basis keeps. */
 function capturedEnergy(embed: Matrix, basis: Matrix): number {
-  if (basis.rows === basis.cols) return 1;
-  const projected = multiply(embed, basis);
+  return basis.rows === basis.cols ? 1 : energyRatio(multiply(embed, basis), embed);
+}
+
+/** ‖part‖²_F / ‖whole‖²_F (1 when whole is zero): the share of a writer's energy Uᵀ W keeps. */
+function energyRatio(part: Matrix, whole: Matrix): number {
   let kept = 0;
   let total = 0;
-  for (const x of projected.data) kept += x * x;
-  for (const x of embed.data) total += x * x;
+  for (const x of part.data) kept += x * x;
+  for (const x of whole.data) total += x * x;
   return total > 0 ? Math.min(1, kept / total) : 1;
 }
 

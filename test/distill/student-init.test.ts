@@ -158,10 +158,20 @@ describe('initStudent: svd across families', () => {
       assert.ok(logits(narrow, x, 2, 8).every(Number.isFinite));
     });
   }
-  it('refuses to narrow a Gemma teacher, saying why', () => {
-    const teacher = teacherModel({ ...base, model_type: 'gemma2', head_dim: 8 }, 22);
-    assert.throws(() => initStudent(teacher, { hidden_size: 16, num_attention_heads: 2, num_key_value_heads: 1 }, 'svd', 1), configError('student.init', /Gemma's norms after attention/));
-  });
+  for (const model_type of ['gemma2', 'gemma3_text'] as const) {
+    it(`${model_type}: reproduces the teacher at full width (1 + w norms, output norms, √width embedding) and narrows it`, () => {
+      const teacher = teacherModel({ ...base, model_type, head_dim: 8 }, 22);
+      const full = initStudent(teacher, {}, 'svd', 1);
+      for (const e of full.arena.entries) if (/(input_layernorm|pre_feedforward_layernorm)\.weight$/.test(e.name)) assert.ok(e.tensor.data.every((v) => v === 0), `${e.name} is 1 + 0`);
+      const x = ids(16, 48, 3);
+      const t = logits(teacher, x, 2, 8);
+      const scale = t.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assert.ok(maxAbsDiff(logits(full, x, 2, 8), t) < 1e-4 * Math.max(scale, 1), 'logits match');
+      const narrow = initStudent(teacher, { hidden_size: 16, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 24, num_hidden_layers: 2 }, 'svd', 1);
+      assert.equal(narrow.config.model_type, model_type);
+      assert.ok(logits(narrow, x, 2, 8).every(Number.isFinite));
+    });
+  }
 });
 
 describe('initStudent: svd on a trained teacher', () => {
@@ -197,6 +207,44 @@ describe('initStudent: svd on a trained teacher', () => {
     const teacherLoss = evalLoss(teacher);
     const svd = evalLoss(initStudent(teacher, shape, 'svd', 3));
     const random = evalLoss(initStudent(teacher, shape, 'random', 3));
+    assert.ok(teacherLoss < 3, `teacher trained (${teacherLoss})`);
+    assert.ok(svd < random - 1, `svd init ${svd.toFixed(3)} vs random ${random.toFixed(3)} (teacher ${teacherLoss.toFixed(3)})`);
+  });
+});
+
+describe('initStudent: svd on a trained Gemma 3 teacher', () => {
+  const teacherShape: Partial<LlamaConfig> = { model_type: 'gemma3_text', vocab_size: 256, hidden_size: 32, intermediate_size: 88, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, sliding_window: 16 };
+  const B = 8;
+  const T = 32;
+  let teacher: LlamaModel;
+  let validation: Int32Array;
+  const evalLoss = (m: LlamaModel): number =>
+    noGrad(() => {
+      const batches = [...sequentialBatches(validation, B, T, 4)];
+      return batches.reduce((s, b) => s + m.loss(m.forward(b.inputs, B, T), b.targets).item(), 0) / batches.length;
+    });
+
+  before(() => {
+    const split = splitTokens(byteTokens(loadDefaultCorpus()));
+    validation = split.validation;
+    teacher = createLlama(teacherShape, 1);
+    const opt = new AdamW(teacher.arena, { lr: 1e-2, weightDecay: 0.01 });
+    const rng = new Rng(2);
+    for (let step = 1; step <= 150; step++) {
+      const batch = sampleBatch(split.train, B, T, rng);
+      teacher.arena.zeroGrad();
+      backward(teacher.loss(teacher.forward(batch.inputs, B, T), batch.targets));
+      clipGradNorm(teacher.arena.grad, 1);
+      opt.update(1e-2 * Math.min(1, step / 10));
+    }
+  });
+
+  it('starts a half-width student far below the random-init loss', (t) => {
+    const shape: StudentConfigInput = { hidden_size: 16, num_attention_heads: 2, num_key_value_heads: 2, intermediate_size: 44 };
+    const teacherLoss = evalLoss(teacher);
+    const svd = evalLoss(initStudent(teacher, shape, 'svd', 3));
+    const random = evalLoss(initStudent(teacher, shape, 'random', 3));
+    t.diagnostic(`val loss: teacher ${teacherLoss.toFixed(3)}, svd ${svd.toFixed(3)}, random ${random.toFixed(3)}`);
     assert.ok(teacherLoss < 3, `teacher trained (${teacherLoss})`);
     assert.ok(svd < random - 1, `svd init ${svd.toFixed(3)} vs random ${random.toFixed(3)} (teacher ${teacherLoss.toFixed(3)})`);
   });
