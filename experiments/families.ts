@@ -164,7 +164,7 @@ async function main(): Promise<void> {
     const teacherDir = await teacher(f.family, f.fixture, tokenizer);
     const gguf = await student(f.family, teacherDir);
     const t = evaluateModel(teacherDir, scoring);
-    // The student's GGUF is scored with the tokenizer.json its run saved: qkd does not yet read a SentencePiece vocabulary other than llama2.c's back from a GGUF (Gemma's), and the same file for every family keeps the columns comparable.
+    // The student's GGUF is scored with the tokenizer.json its run saved (the same file for every family keeps the columns comparable; Llama-2's vocabulary read back from a GGUF is qkd's llama2.c tokenizer).
     const studentScoring = { ...scoring, tokenizer: join(dirname(gguf), 'tokenizer.json') };
     const s = evaluateModel(gguf, studentScoring);
     const l = await evaluateModelInLlamaCpp(gguf, studentScoring);

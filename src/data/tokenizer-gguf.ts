@@ -365,13 +365,107 @@ function refuseNonLlama2cShape(f: GgufFile, tokens: string[]): void {
   }
 }
 
+/**
+ * A llama.cpp "llama" (SentencePiece) vocabulary of any layout (Gemma,
+ * Mistral, Llama-2 as converted from Hugging Face) as a Hugging Face
+ * tokenizer that splits text as llama.cpp does (docs/tokenizers.md):
+ *
+ * llama.cpp starts from the UTF-8 characters of the text (spaces as "▁",
+ * one "▁" in front when add_space_prefix) and repeatedly joins the adjacent
+ * pair whose concatenation is a token with the highest score, leftmost on
+ * ties; symbols that are not tokens become their <0xXX> byte tokens. A BPE
+ * with byte fallback does the same when its merges are every split (a, b)
+ * of every normal or user-defined token t into two tokens, ranked by t's
+ * score, highest first. (It differs only where llama.cpp would join a character that is
+ * not itself a token: neither Gemma-3's nor Llama-2's vocabulary has one.)
+ * Control, unknown and user-defined tokens are the added tokens (special,
+ * special, not), matched in the text before splitting, as llama.cpp does.
+ */
+function hfSentencePieceFromGguf(f: GgufFile, tokens: string[], scores: number[]): HfTokenizer {
+  const types = numberArray(f, 'tokenizer.ggml.token_type');
+  if (types.length !== tokens.length) throw unsupported(f, `${types.length} token types for ${tokens.length} tokens`, 'tokenizer.ggml.token_type');
+  if (scores.length !== tokens.length) throw unsupported(f, `${scores.length} scores for ${tokens.length} tokens`, 'tokenizer.ggml.scores');
+  const vocab: Record<string, number> = {};
+  const ids = new Map<string, number>();
+  const added: Json[] = [];
+  tokens.forEach((content, id) => {
+    const type = types[id]!;
+    // Control and unknown tokens are special (llama.cpp matches them in text only when told to parse specials), user-defined ones are not.
+    if (type === TOKEN_TYPE.control || type === TOKEN_TYPE.unknown || type === TOKEN_TYPE_USER_DEFINED) added.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type !== TOKEN_TYPE_USER_DEFINED });
+    vocab[content] = id;
+    // llama.cpp's text-to-token map keeps the first id of a duplicated string.
+    if (!ids.has(content)) ids.set(content, id);
+  });
+  // Every split of every normal or user-defined token (llama.cpp merges into any token; Gemma's "▁▁" is user-defined) into two tokens, by the token's score.
+  const candidates: { score: number; id: number; left: string; right: string }[] = [];
+  tokens.forEach((t, id) => {
+    if (types[id] !== TOKEN_TYPE.normal && types[id] !== TOKEN_TYPE_USER_DEFINED) return;
+    const chars = Array.from(t);
+    let left = '';
+    for (let k = 1; k < chars.length; k++) {
+      left += chars[k - 1]!;
+      const right = chars.slice(k).join('');
+      if (ids.has(left) && ids.has(right)) candidates.push({ score: Math.fround(scores[id]!), id, left, right });
+    }
+  });
+  candidates.sort((a, b) => b.score - a.score || a.id - b.id || a.left.length - b.left.length);
+  const unk = f.numberValue('tokenizer.ggml.unknown_token_id') ?? types.indexOf(TOKEN_TYPE.unknown);
+  const bos = f.numberValue('tokenizer.ggml.bos_token_id');
+  const eos = f.numberValue('tokenizer.ggml.eos_token_id');
+  for (const [key, id] of [['tokenizer.ggml.bos_token_id', bos], ['tokenizer.ggml.eos_token_id', eos], ['tokenizer.ggml.unknown_token_id', unk >= 0 ? unk : undefined]] as const) {
+    if (id !== undefined && !(Number.isInteger(id) && id >= 0 && id < tokens.length)) throw unsupported(f, `${key} ${id} outside the ${tokens.length} tokens`, key);
+  }
+  const flag = (key: string, fallback: boolean): boolean => {
+    const v = f.metadata.get(key);
+    return v?.type === 'bool' ? v.value : fallback;
+  };
+  // llama.cpp's defaults for a "llama" vocabulary: BOS added, EOS not, a space prefix.
+  const addsBos = bos !== undefined && flag('tokenizer.ggml.add_bos_token', true);
+  const addsEos = eos !== undefined && flag('tokenizer.ggml.add_eos_token', false);
+  const prefix = flag('tokenizer.ggml.add_space_prefix', true);
+  const special = (id: number) => ({ SpecialToken: { id: tokens[id], type_id: 0 } });
+  const single = [...(addsBos ? [special(bos!)] : []), { Sequence: { id: 'A', type_id: 0 } }, ...(addsEos ? [special(eos!)] : [])];
+  const specials = [...(addsBos ? [bos!] : []), ...(addsEos ? [eos!] : [])];
+  const json: Json = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: { type: 'Sequence', normalizers: [...(prefix ? [{ type: 'Prepend', prepend: '\u2581' }] : []), { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    pre_tokenizer: null,
+    post_processor: specials.length > 0 ? { type: 'TemplateProcessing', single, pair: [...single, ...single.map((x) => ('Sequence' in x ? { Sequence: { id: 'B', type_id: 1 } } : x))], special_tokens: Object.fromEntries(specials.map((id) => [tokens[id]!, { id: tokens[id], ids: [id], tokens: [tokens[id]] }])) } : null,
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, ...(prefix ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : [])] },
+    model: { type: 'BPE', dropout: null, unk_token: unk >= 0 ? tokens[unk] : null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: candidates.map((c) => [c.left, c.right]) },
+  };
+  const template = f.stringValue('tokenizer.chat_template');
+  const config: Json = {
+    ...(bos !== undefined ? { bos_token: tokens[bos] } : {}),
+    ...(eos !== undefined ? { eos_token: tokens[eos] } : {}),
+    add_bos_token: addsBos,
+    add_eos_token: addsEos,
+    ...(template !== undefined ? { chat_template: template } : {}),
+  };
+  return new HfTokenizer(json, config, f.path);
+}
+
+/** Whether a "llama" vocabulary has the llama2.c layout refuseNonLlama2cShape checks (then qkd's llama2.c tokenizer reads it). */
+function isLlama2cShape(f: GgufFile, tokens: string[]): boolean {
+  try {
+    refuseNonLlama2cShape(f, tokens);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function tokenizerFromGguf(f: GgufFile): Tokenizer {
   const model = f.metadata.get('tokenizer.ggml.model');
   const kind = model?.type === 'string' ? model.value : undefined;
   if (kind === 'llama') {
     const tokens = stringArray(f, 'tokenizer.ggml.tokens');
     const scores = numberArray(f, 'tokenizer.ggml.scores');
-    refuseNonLlama2cShape(f, tokens);
+    // Other layouts (Gemma, Mistral v0.3, …) as a Hugging Face tokenizer with llama.cpp's splitting.
+    if (!isLlama2cShape(f, tokens)) return hfSentencePieceFromGguf(f, tokens, scores);
     const pieces = tokens.map((s) => Buffer.from(s.replaceAll('\u2581', ' '), 'utf8'));
     return new Llama2cTokenizer(pieces, scores, pieces.reduce((m, p) => Math.max(m, p.length), 1));
   }
