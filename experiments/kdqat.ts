@@ -298,7 +298,8 @@ async function main(): Promise<void> {
   console.log('\nQAT curves (mean of the first / last 20 fake-quantized steps; logit KD at τ, L_quant = Σ relative rounding error)');
   console.log('method                bits  seed  from step  task first → last   logit KD first → last   L_quant first → last');
   for (const c of curves) {
-    const f = (a: number, b: number) => `${a.toFixed(4)} → ${b.toFixed(4)}`;
+    // A recipe without the term (qat has no logit KD) prints a dash.
+    const f = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) ? `${a.toFixed(4)} → ${b.toFixed(4)}` : '—'.padEnd(16));
     console.log(`${c.method.padEnd(21)} ${String(c.bits).padStart(4)}  ${c.seed}  ${String(c.qat_start).padStart(9)}  ${f(c.first.task, c.last.task)}   ${f(c.first.logit_kd, c.last.logit_kd)}       ${f(c.first.quant, c.last.quant)}`);
   }
   writeBytesAtomic(join(root, 'curves.json'), JSON.stringify(curves, null, 1) + '\n');
