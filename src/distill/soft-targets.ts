@@ -35,7 +35,7 @@ import { Tensor } from '../tensor/tensor.js';
 
 const MAGIC = 'QKDSOFT\0';
 const VERSION = 1;
-const HEADER_BYTES = 48;
+export const HEADER_BYTES = 48;
 
 /** Teacher targets for `rows` positions: top-k ids and log-probs, and the tail bucket. */
 export interface SoftTargets {
@@ -144,7 +144,7 @@ export function softTargetsFromLogits(logits: Float32Array, rows: number, V: num
   return out;
 }
 
-function checkTopK(V: number, k: number): void {
+export function checkTopK(V: number, k: number): void {
   if (!Number.isInteger(V) || V < 1 || V > 0xffffffff) throw new QkdError('ARGUMENT', `soft targets: vocab size ${V} is invalid`, { field: 'V', hint: 'a positive integer' });
   if (!Number.isInteger(k) || k < 1 || k > V) throw new QkdError('ARGUMENT', `soft targets: top-k ${k} is outside [1, ${V}]`, { field: 'topK', hint: `1 ≤ k ≤ V = ${V}` });
 }
@@ -216,14 +216,9 @@ class TopK {
  * atomically when complete. Returns the header.
  */
 export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptions, teacherLogitsFor: (windowIndex: number) => Float32Array): SoftTargetCacheHeader {
-  const { tokens, topK: k, seqLen, V } = options;
-  checkTopK(V, k);
-  if (!Number.isInteger(seqLen) || seqLen < 1) throw new QkdError('ARGUMENT', `soft-target cache: seqLen ${seqLen} is invalid`, { field: 'seqLen', hint: 'a positive integer' });
-  const temperature = options.temperature ?? 1;
-  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new QkdError('ARGUMENT', `soft-target cache: temperature ${temperature} is invalid`, { field: 'temperature', hint: 'a positive number' });
-  const count = softTargetWindowCount(tokens.length, seqLen);
-  if (count === 0) throw new QkdError('ARGUMENT', `soft-target cache: ${tokens.length} tokens hold no window of ${seqLen} + 1`, { field: 'tokens' });
-  const header: SoftTargetCacheHeader = { version: VERSION, V, k, seqLen, count, temperature, tokensHash: tokensHash(tokens, count * seqLen + 1), teacher: teacherTag(options.teacher) };
+  const header = softTargetCacheHeader(options);
+  const { topK: k, seqLen, V } = options;
+  const count = header.count;
   writeFileAtomic(path, (fd) => {
     writeAll(fd, encodeHeader(header));
     for (let w = 0; w < count; w++) {
@@ -237,7 +232,18 @@ export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptio
   return header;
 }
 
-/** FNV-1a (32-bit) over the first n tokens, each as 4 little-endian bytes. */
+/** The header of the cache of `options` (its arguments checked). */
+export function softTargetCacheHeader(options: SoftTargetCacheOptions): SoftTargetCacheHeader {
+  const { tokens, topK: k, seqLen, V } = options;
+  checkTopK(V, k);
+  if (!Number.isInteger(seqLen) || seqLen < 1) throw new QkdError('ARGUMENT', `soft-target cache: seqLen ${seqLen} is invalid`, { field: 'seqLen', hint: 'a positive integer' });
+  const temperature = options.temperature ?? 1;
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new QkdError('ARGUMENT', `soft-target cache: temperature ${temperature} is invalid`, { field: 'temperature', hint: 'a positive number' });
+  const count = softTargetWindowCount(tokens.length, seqLen);
+  if (count === 0) throw new QkdError('ARGUMENT', `soft-target cache: ${tokens.length} tokens hold no window of ${seqLen} + 1`, { field: 'tokens' });
+  return { version: VERSION, V, k, seqLen, count, temperature, tokensHash: tokensHash(tokens, count * seqLen + 1), teacher: teacherTag(options.teacher) };
+}
+
 /** The 8 header bytes of a teacher fingerprint, as 16 hex digits. */
 export function teacherTag(fingerprint: string | undefined): string {
   const hex = (fingerprint ?? '').slice(0, 16);
@@ -245,7 +251,8 @@ export function teacherTag(fingerprint: string | undefined): string {
   return hex.padEnd(16, '0');
 }
 
-function tokensHash(tokens: Int32Array, n: number): number {
+/** FNV-1a (32-bit) over the first n tokens, each as 4 little-endian bytes. */
+export function tokensHash(tokens: Int32Array, n: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < n; i++) {
     const t = tokens[i]! >>> 0;
@@ -254,7 +261,7 @@ function tokensHash(tokens: Int32Array, n: number): number {
   return h >>> 0;
 }
 
-function encodeHeader(h: SoftTargetCacheHeader): Uint8Array {
+export function encodeHeader(h: SoftTargetCacheHeader): Uint8Array {
   const bytes = new Uint8Array(HEADER_BYTES);
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < MAGIC.length; i++) bytes[i] = MAGIC.charCodeAt(i);
@@ -270,12 +277,12 @@ function encodeHeader(h: SoftTargetCacheHeader): Uint8Array {
   return bytes;
 }
 
-function windowBytes(h: { V: number; k: number; seqLen: number }): number {
+export function windowBytes(h: { V: number; k: number; seqLen: number }): number {
   return h.seqLen * bytesPerToken(h.V, h.k);
 }
 
 /** One window, planar: ids [N, k], logp [N, k] f16, tail [N] f16. */
-function encodeWindow(t: SoftTargets, seqLen: number, V: number): Uint8Array {
+export function encodeWindow(t: SoftTargets, seqLen: number, V: number): Uint8Array {
   const n = seqLen * t.k;
   const idBytes = idBytesFor(V);
   const bytes = new Uint8Array(windowBytes({ V, k: t.k, seqLen }));
