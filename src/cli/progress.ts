@@ -9,6 +9,7 @@
  */
 import cliProgress from 'cli-progress';
 import type { StepProgress } from '../train/trainer.js';
+import type { FillProgress } from '../distill/cache-job.js';
 
 interface ActiveBar {
   finish(): void;
@@ -132,6 +133,36 @@ export function stepProgress(label = 'train'): Progress<StepProgress> {
       if (p.step % every === 0 || p.valLoss !== undefined || p.step === p.steps) {
         console.error(`${label} step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)}${p.valLoss !== undefined ? ` val_loss ${p.valLoss.toFixed(4)}` : ''} lr ${p.lr.toExponential(2)} ${Math.round(p.tokensPerSecond)} tok/s`);
       }
+    },
+    stop() {},
+  };
+}
+
+/** A soft-target cache filled by a server: windows, prompt tokens/s, retries and ETA. */
+export function cacheFillProgress(label: string): Progress<FillProgress> {
+  let first: { done: number; at: number } | null = null;
+  const fields = (p: FillProgress): string[] => {
+    first ??= { done: p.done, at: performance.now() };
+    const s = (performance.now() - first.at) / 1000;
+    const done = p.done - first.done;
+    const out = [`ETA ${formatSeconds(etaSeconds(first.done, p.done, p.total, s))}`];
+    if (s > 0 && done > 0) out.push(`${formatCount((done * p.windowTokens) / s)} tok/s`);
+    if (p.retries > 0) out.push(`${p.retries} retries`);
+    return out;
+  };
+  if (process.stderr.isTTY) {
+    const bar = terminalBar(label);
+    return { update: (p) => bar.update(p.done, p.total, fields(p)), stop: () => bar.finish() };
+  }
+  let lastTenth = -1;
+  let lastDone = -1;
+  return {
+    update(p) {
+      const tenth = Math.floor((10 * p.done) / Math.max(1, p.total));
+      if ((tenth === lastTenth && p.done !== p.total) || p.done === lastDone) return;
+      lastTenth = tenth;
+      lastDone = p.done;
+      console.error([`${label} ${p.done}/${p.total} windows`, ...fields(p)].join(', '));
     },
     stop() {},
   };

@@ -4,13 +4,16 @@
  * Ctrl-C (checkpoint first, then exit 130).
  */
 import type { StepProgress } from '../train/trainer.js';
-import { stepProgress } from './progress.js';
+import { cacheFillProgress, stepProgress, type Progress } from './progress.js';
+import type { FillProgress } from '../distill/cache-job.js';
 import { gracefulInterrupt } from './interrupt.js';
 
 export interface TrainingSession {
   onStep: (p: StepProgress) => void;
   onNote: (note: string) => void;
   shouldStop: () => boolean;
+  /** Progress of a soft-target cache a server fills (one bar per cache). */
+  onCacheProgress: (what: string, p: FillProgress) => void;
   /** Finishes the bar (before printing results); safe to call more than once. */
   stopProgress: () => void;
   /** Finishes the bar and restores the default Ctrl-C handling. */
@@ -20,16 +23,31 @@ export interface TrainingSession {
 export function trainingSession(label: string): TrainingSession {
   const progress = stepProgress(label);
   const interrupt = gracefulInterrupt('saving a checkpoint…');
+  const caches = new Map<string, Progress<FillProgress>>();
+  const stopCaches = (): void => {
+    for (const bar of caches.values()) bar.stop();
+  };
   return {
+    onCacheProgress: (what, p) => {
+      let bar = caches.get(what);
+      if (bar === undefined) caches.set(what, (bar = cacheFillProgress(what)));
+      bar.update(p);
+      if (p.done === p.total) bar.stop();
+    },
     onStep: (p) => progress.update(p),
     onNote: (note) => {
       progress.stop();
+      stopCaches();
       process.stderr.write(`qkd: ${note}\n`);
     },
     shouldStop: interrupt.requested,
-    stopProgress: () => progress.stop(),
+    stopProgress: () => {
+      progress.stop();
+      stopCaches();
+    },
     close: () => {
       progress.stop();
+      stopCaches();
       interrupt.dispose();
     },
   };

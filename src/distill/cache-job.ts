@@ -15,28 +15,35 @@
  *               crash could lose. A window written but not yet listed is
  *               asked for again after a crash and written to the same place.
  * When every window is done, P.partial is renamed to P and P.progress
- * removed. A partial job for other tokens, teacher, k or window length is
+ * removed. A job asked for some windows only (options.windows: the ones a
+ * training run reads) ends with those on disk and P.partial, P.progress in
+ * place: a sparse cache, opened by openFilledCache, which a later job for
+ * more windows completes. A partial job for other tokens, teacher, k or window length is
  * not resumed: it is discarded (the note says so).
  */
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
-import { HEADER_BYTES, encodeHeader, encodeWindow, softTargetCacheHeader, softTargetWindow, windowBytes, type SoftTargetCacheHeader, type SoftTargetCacheOptions, type SoftTargets } from './soft-targets.js';
+import { HEADER_BYTES, encodeHeader, encodeWindow, openSoftTargetCache, softTargetCacheHeader, softTargetWindow, windowBytes, type SoftTargetCache, type SoftTargetCacheHeader, type SoftTargetCacheOptions, type SoftTargets } from './soft-targets.js';
 
 export interface FillProgress {
-  /** Windows on disk, of `total`. */
+  /** Windows asked for that are on disk, of `total` asked for. */
   done: number;
   total: number;
-  /** Windows that were already done when this run started (a resumed job). */
+  /** Of those, windows that were already done when this run started (a resumed job). */
   resumed: number;
   /** Requests asked again after a failure, so far. */
   retries: number;
+  /** Prompt tokens per window (one request each): seqLen + 1. */
+  windowTokens: number;
   elapsedSeconds: number;
 }
 
 export interface FillOptions extends SoftTargetCacheOptions {
   /** The teacher's soft targets of window w, given its seqLen + 1 tokens (inputs, then the last target). */
   fetchWindow: (w: number, tokens: Int32Array) => Promise<SoftTargets>;
+  /** The windows to ask for (default: every window); others stay unfilled (a sparse cache). */
+  windows?: ArrayLike<number>;
   /** Requests in flight (default 4). */
   concurrency?: number;
   /** Attempts per window before the job stops (default 8). */
@@ -57,8 +64,10 @@ export interface FillOptions extends SoftTargetCacheOptions {
 
 export interface FillResult {
   header: SoftTargetCacheHeader;
-  /** False when shouldStop ended the job before every window was done (the partial files stay for a resume). */
+  /** False when shouldStop ended the job before every window asked for was done (the partial files stay for a resume). */
   complete: boolean;
+  /** True when the cache holds some windows only (options.windows): it stays as P.partial + P.progress. */
+  sparse: boolean;
   fetched: number;
   retries: number;
 }
@@ -68,7 +77,8 @@ interface ProgressFile {
   done: string;
 }
 
-const sameHeader = (a: SoftTargetCacheHeader, b: SoftTargetCacheHeader): boolean => JSON.stringify(a) === JSON.stringify(b);
+const HEADER_FIELDS = ['version', 'V', 'k', 'seqLen', 'count', 'temperature', 'tokensHash', 'teacher'] as const satisfies readonly (keyof SoftTargetCacheHeader)[];
+const sameHeader = (a: SoftTargetCacheHeader, b: SoftTargetCacheHeader): boolean => HEADER_FIELDS.every((f) => a[f] === b[f]);
 
 /** Reads the done-bitmap of a partial job for `header`, or null when there is none to resume. */
 function resumable(path: string, header: SoftTargetCacheHeader, note?: (s: string) => void): Uint8Array | null {
@@ -84,6 +94,30 @@ function resumable(path: string, header: SoftTargetCacheHeader, note?: (s: strin
     note?.(`soft-target cache: discarding an unreadable partial job (${progress})`);
   }
   return null;
+}
+
+/** A finished cache for `header` is at `path`. */
+function completeCacheHere(path: string, header: SoftTargetCacheHeader): boolean {
+  if (!existsSync(path)) return false;
+  try {
+    const cache = openSoftTargetCache(path);
+    try {
+      return sameHeader(cache, header);
+    } finally {
+      cache.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** How many of the windows a fill job for `options` would ask for that are not on disk yet (0: nothing to do). */
+export function windowsToFill(path: string, options: SoftTargetCacheOptions & { windows?: ArrayLike<number> }): number {
+  const header = softTargetCacheHeader(options);
+  if (completeCacheHere(path, header)) return 0;
+  const wanted = wantedWindows(options.windows, header.count, path);
+  const bits = resumable(path, header);
+  return bits === null ? wanted.length : wanted.filter((w) => !isDone(bits, w)).length;
 }
 
 const isDone = (bits: Uint8Array, w: number): boolean => (bits[w >> 3]! & (1 << (w & 7))) !== 0;
@@ -104,6 +138,10 @@ export async function fillSoftTargetCache(path: string, options: FillOptions): P
   if (!Number.isInteger(attempts) || attempts < 1) throw new QkdError('ARGUMENT', `soft-target cache: attempts ${attempts} is invalid`, { field: 'attempts', hint: 'a positive integer' });
   const partial = `${path}.partial`;
   const progressPath = `${path}.progress`;
+  if (completeCacheHere(path, header)) {
+    options.onNote?.(`soft-target cache: reusing ${path} (same data, teacher and settings)`);
+    return { header, complete: true, sparse: false, fetched: 0, retries: 0 };
+  }
   let done = resumable(path, header, options.onNote);
   const fresh = done === null;
   if (done === null) {
@@ -115,9 +153,11 @@ export async function fillSoftTargetCache(path: string, options: FillOptions): P
   const fd = openSync(partial, fresh ? 'w+' : 'r+');
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const started = performance.now();
+  const wanted = wantedWindows(options.windows, count, path);
   let doneCount = 0;
-  for (let w = 0; w < count; w++) if (isDone(bits, w)) doneCount++;
+  for (const w of wanted) if (isDone(bits, w)) doneCount++;
   const resumed = doneCount;
+  const total = wanted.length;
   let fetched = 0;
   let retries = 0;
   let failure: unknown = null;
@@ -127,17 +167,17 @@ export async function fillSoftTargetCache(path: string, options: FillOptions): P
     writeBytesAtomic(progressPath, JSON.stringify({ header, done: Buffer.from(bits).toString('base64') } satisfies ProgressFile));
     lastSaved = performance.now();
   };
-  const report = (): void => options.onProgress?.({ done: doneCount, total: count, resumed, retries, elapsedSeconds: (performance.now() - started) / 1000 });
+  const report = (): void => options.onProgress?.({ done: doneCount, total, resumed, retries, windowTokens: seqLen + 1, elapsedSeconds: (performance.now() - started) / 1000 });
   try {
     if (fresh) {
       ftruncateSync(fd, HEADER_BYTES + count * windowBytes(header));
       writeSync(fd, encodeHeader(header), 0, HEADER_BYTES, 0);
       saveProgress();
     }
-    const todo: number[] = [];
-    for (let w = 0; w < count; w++) if (!isDone(bits, w)) todo.push(w);
+    const todo = wanted.filter((w) => !isDone(bits, w));
+    const of = total === count ? `${count} windows` : `${total} windows the run reads (of ${count} in the split)`;
     options.onNote?.(
-      `soft-target cache: ${todo.length} of ${count} windows to ask for (${todo.length} requests of ${seqLen + 1} tokens, ${todo.length * (seqLen + 1)} prompt tokens, top-${k}), ${Math.min(concurrency, Math.max(todo.length, 1))} in flight${resumed > 0 ? `; ${resumed} done before` : ''}`,
+      `soft-target cache: ${todo.length} of ${of} to ask for (${todo.length} requests of ${seqLen + 1} tokens, ${todo.length * (seqLen + 1)} prompt tokens, top-${k}), ${Math.min(concurrency, Math.max(todo.length, 1))} in flight${resumed > 0 ? `; ${resumed} done before` : ''}`,
     );
     report();
     let next = 0;
@@ -191,12 +231,55 @@ export async function fillSoftTargetCache(path: string, options: FillOptions): P
     await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(todo.length, 1)) }, worker));
     saveProgress();
     if (failure !== null) throw failure;
-    if (doneCount < count) return { header, complete: false, fetched, retries };
+    if (doneCount < total) return { header, complete: false, sparse: false, fetched, retries };
+    let all = true;
+    for (let w = 0; w < count && all; w++) all = isDone(bits, w);
+    if (!all) {
+      report();
+      return { header, complete: true, sparse: true, fetched, retries };
+    }
   } finally {
     closeSync(fd);
   }
   renameSync(partial, path);
   rmSync(progressPath, { force: true });
   report();
-  return { header, complete: true, fetched, retries };
+  return { header, complete: true, sparse: false, fetched, retries };
+}
+
+/** The windows a job asks for: every window, or the given ones (deduplicated, in order, each checked). */
+function wantedWindows(windows: ArrayLike<number> | undefined, count: number, path: string): number[] {
+  if (windows === undefined) return Array.from({ length: count }, (_, w) => w);
+  const seen = new Uint8Array(count);
+  for (let i = 0; i < windows.length; i++) {
+    const w = windows[i]!;
+    if (!Number.isInteger(w) || w < 0 || w >= count) throw new QkdError('ARGUMENT', `soft-target cache: window ${w} is outside 0..${count - 1}`, { path, field: 'windows' });
+    seen[w] = 1;
+  }
+  const out: number[] = [];
+  for (let w = 0; w < count; w++) if (seen[w]) out.push(w);
+  return out;
+}
+
+/**
+ * Opens what a fill job left at `path`: the complete cache P, or a sparse
+ * one (P.partial with the windows P.progress lists; reading another is an
+ * error). options.tokens is checked as by openSoftTargetCache.
+ */
+export function openFilledCache(path: string, options: { tokens?: Int32Array } = {}): SoftTargetCache {
+  if (existsSync(path)) return openSoftTargetCache(path, options);
+  const progress = `${path}.progress`;
+  let saved: ProgressFile;
+  try {
+    saved = JSON.parse(readFileSync(progress, 'utf8')) as ProgressFile;
+  } catch (err) {
+    throw new QkdError('IO', `soft-target cache: neither the cache nor a readable fill job is here (${(err as Error).message})`, { path: progress, field: 'done', hint: 'fill the cache first' });
+  }
+  const present = new Uint8Array(Buffer.from(saved.done, 'base64'));
+  const cache = openSoftTargetCache(`${path}.partial`, { ...options, present });
+  if (!sameHeader(cache, saved.header) || present.length !== Math.ceil(cache.count / 8)) {
+    cache.close();
+    throw new QkdError('IO', 'soft-target cache: the fill job\'s progress file belongs to another cache', { path: progress, field: 'header', hint: 'fill the cache again' });
+  }
+  return cache;
 }

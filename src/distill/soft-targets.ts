@@ -69,6 +69,8 @@ export interface SoftTargetCache extends SoftTargetCacheHeader {
   readonly path: string;
   /** The soft targets of window `index` (seqLen rows). */
   window(index: number): SoftTargets;
+  /** Whether window `index` holds targets (false only for the windows a sparse cache was not filled at). */
+  has(index: number): boolean;
   close(): void;
 }
 
@@ -241,7 +243,7 @@ export function softTargetCacheHeader(options: SoftTargetCacheOptions): SoftTarg
   if (!(temperature > 0) || !Number.isFinite(temperature)) throw new QkdError('ARGUMENT', `soft-target cache: temperature ${temperature} is invalid`, { field: 'temperature', hint: 'a positive number' });
   const count = softTargetWindowCount(tokens.length, seqLen);
   if (count === 0) throw new QkdError('ARGUMENT', `soft-target cache: ${tokens.length} tokens hold no window of ${seqLen} + 1`, { field: 'tokens' });
-  return { version: VERSION, V, k, seqLen, count, temperature, tokensHash: tokensHash(tokens, count * seqLen + 1), teacher: teacherTag(options.teacher) };
+  return { version: VERSION, V, k, seqLen, count, temperature: Math.fround(temperature), tokensHash: tokensHash(tokens, count * seqLen + 1), teacher: teacherTag(options.teacher) };
 }
 
 /** The 8 header bytes of a teacher fingerprint, as 16 hex digits. */
@@ -302,8 +304,10 @@ export function encodeWindow(t: SoftTargets, seqLen: number, V: number): Uint8Ar
  * Opens a cache and checks its header against the file size. With
  * options.tokens, also checks that the cache was made from those tokens.
  * Every problem is a QkdError naming the file and the header field.
+ * options.present: a sparse cache's bitmap of the windows it holds
+ * (cache-job.ts); reading another window is an error.
  */
-export function openSoftTargetCache(path: string, options: { tokens?: Int32Array } = {}): SoftTargetCache {
+export function openSoftTargetCache(path: string, options: { tokens?: Int32Array; present?: Uint8Array } = {}): SoftTargetCache {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -319,7 +323,7 @@ export function openSoftTargetCache(path: string, options: { tokens?: Int32Array
         throw new QkdError('IO', 'soft-target cache was made from other tokens', { path, field: 'tokens_hash', hint: 'the same corpus, tokenizer and split as when the cache was written' });
       }
     }
-    return cacheReader(fd, path, header);
+    return cacheReader(fd, path, header, options.present);
   } catch (err) {
     closeSync(fd);
     throw err;
@@ -356,18 +360,23 @@ function readHeader(fd: number, path: string): SoftTargetCacheHeader {
   return { version, V, k, seqLen, count, temperature, tokensHash: tokensHashValue, teacher: Buffer.from(bytes.subarray(40, 48)).toString('hex') };
 }
 
-function cacheReader(fd: number, path: string, header: SoftTargetCacheHeader): SoftTargetCache {
+function cacheReader(fd: number, path: string, header: SoftTargetCacheHeader, present?: Uint8Array): SoftTargetCache {
   let open = true;
   const { V, k, seqLen, count } = header;
   const idBytes = idBytesFor(V);
   const size = windowBytes(header);
+  const has = (index: number): boolean => Number.isInteger(index) && index >= 0 && index < count && (present === undefined || (present[index >> 3]! & (1 << (index & 7))) !== 0);
   return {
     ...header,
     path,
+    has,
     window(index: number): SoftTargets {
       if (!open) throw new QkdError('STATE', 'soft-target cache is closed', { path });
       if (!Number.isInteger(index) || index < 0 || index >= count) {
         throw new QkdError('ARGUMENT', `soft-target cache has windows 0..${count - 1}, not ${index}`, { path, field: 'window' });
+      }
+      if (!has(index)) {
+        throw new QkdError('STATE', `soft-target cache: window ${index} was never filled (a sparse cache holds only the windows its run reads)`, { path, field: 'window', hint: 'the run the cache was filled for (same steps, batch size, seed and data), or let the job fill the missing windows' });
       }
       const bytes = new Uint8Array(size);
       readSync(fd, bytes, 0, size, HEADER_BYTES + index * size);

@@ -22,7 +22,7 @@
  */
 import { createHash } from 'node:crypto';
 import { QkdError } from '../errors.js';
-import { fillSoftTargetCache, type FillOptions, type FillResult } from './cache-job.js';
+import { fillSoftTargetCache, windowsToFill, type FillOptions, type FillResult } from './cache-job.js';
 import type { SoftTargets } from './soft-targets.js';
 
 export const SERVER_APIS = ['vllm', 'sglang'] as const;
@@ -245,7 +245,9 @@ export async function fillCacheFromServer(path: string, teacher: ServerTeacher, 
   const timeoutMs = options.timeoutMs ?? 120_000;
   const k = options.topK;
   const fetchWindow = (_w: number, tokens: Int32Array) => fetchServerTargets(teacher, tokens, k, options.V, timeoutMs).then((a) => a.targets);
-  if (options.decode !== undefined) {
+  // Nothing left to ask (a finished cache, or a sparse one holding every window asked for): the server need not be up.
+  const pending = windowsToFill(path, { ...options, teacher: serverTeacherId(teacher) });
+  if (options.decode !== undefined && pending > 0) {
     const first = options.tokens.slice(0, options.seqLen + 1);
     let answer: Awaited<ReturnType<typeof fetchServerTargets>> | null = null;
     for (let attempt = 1; answer === null; attempt++) {

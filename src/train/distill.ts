@@ -55,17 +55,23 @@ import { PRESETS } from './config.js';
 import { coefficient, fakeQuantActive, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { checkSplitFits, countedRows, readResumePoint, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { checkSplitFits, countedRows, readResumePoint, sampledStarts, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
 import { prepareRunDirectory } from './run-directory.js';
 import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
 import { GGUF_TYPE_NAMES } from './distill-config.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
+import { cachedValidationKl, windowsTouched, isTeacherServer, prepareServerCaches, refuseForServerTeacher, SERVER_DEFAULT_TOP_K, serverTeacherFingerprint, type TeacherServerSpec } from './server-teacher.js';
+import type { FillProgress } from '../distill/cache-job.js';
 
 export interface DistillOptions {
-  /** Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), or a model in memory. */
-  teacher: string | LlamaModel;
-  /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes). */
+  /**
+   * Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), a
+   * model in memory, or a model on an inference server (vLLM or SGLang,
+   * train/server-teacher.ts: offline KD from caches the server fills).
+   */
+  teacher: string | LlamaModel | TeacherServerSpec;
+  /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes); a server teacher's default is the student's. */
   tokenizer?: Tokenizer;
   /**
    * Training text (the teacher's tokenizer encodes it), or chat
@@ -82,6 +88,8 @@ export interface DistillOptions {
   /** Also write the student as DIR/model-<TYPE>.gguf in this ggml type or llama.cpp file type (default: quantization.format, if set). */
   exportGguf?: string;
   onStep?: (p: StepProgress) => void;
+  /** Progress of filling a server teacher's caches (what: 'training targets' or 'validation targets'). */
+  onCacheProgress?: (what: string, p: FillProgress) => void;
   shouldStop?: () => boolean;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
   onNote?: (note: string) => void;
@@ -160,6 +168,29 @@ function existingStudentConfig(path: string, teacher: LlamaConfig): LlamaConfig 
     throw new QkdError('CONFIG', `the student is a ${config.model_type} model and the teacher a ${teacher.model_type} model`, { path, field: 'student.from', hint: 'a student of the teacher\'s family' });
   }
   return config;
+}
+
+/** A server teacher's student: an existing model (student.from), whose config bounds the run. */
+function serverStudent(config: DistillConfig): { path: string; config: LlamaConfig } {
+  const path = config.student?.from;
+  if (typeof path !== 'string' || path === '') {
+    throw new QkdError('CONFIG', "a teacher on a server has no weights here to build a student from; the student must exist", { field: 'student.from', hint: '--student PATH (a model with the teacher\'s tokenizer)' });
+  }
+  return { path, config: peekConfig(path) };
+}
+
+/** A server teacher's tokenizer: the given one, else the student's (teacher and student share it; the server's ids are checked against it). */
+function serverTokenizer(student: { path: string; config: LlamaConfig }, given: Tokenizer | undefined): Tokenizer {
+  if (given === undefined) return loadModelTokenizer({ config: student.config }, student.path);
+  if (given.vocabSize > student.config.vocab_size) {
+    throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the student's vocab_size is ${student.config.vocab_size}`, { path: student.path, field: 'vocab_size', hint: "the student's own tokenizer" });
+  }
+  return given;
+}
+
+/** The result of a run stopped while its server caches were still filling (nothing trained yet). */
+function interruptedBeforeTraining(): TrainResult {
+  return { steps: 0, train_loss: NaN, val_loss: NaN, val_ppl: NaN, tokens_per_s: 0, interrupted: true, params: 0, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
 }
 
 function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {
@@ -245,6 +276,10 @@ async function correctTeacher(teacher: LlamaModel, tokenizer: Tokenizer, options
 
 /** The soft-target cache's file name in a distillation's output directory. */
 const SOFT_TARGET_CACHE = 'soft-targets.bin';
+/** A server teacher's validation targets. */
+const VALIDATION_CACHE = 'soft-targets.validation.bin';
+/** Files that a distillation keeps across --force and that do not make its directory "used": caches, a half-filled cache job, the corrected teacher. */
+const KEPT_FILES = [SOFT_TARGET_CACHE, VALIDATION_CACHE, ...[SOFT_TARGET_CACHE, VALIDATION_CACHE].flatMap((f) => [`${f}.partial`, `${f}.progress`])];
 
 /** SHA-256 of a model's config and weights (hex): the teacher's identity for resume and the cache. */
 export function teacherFingerprint(model: LlamaModel): string {
@@ -282,6 +317,8 @@ class DistillRecipe implements TrainRecipe {
   private readonly useTeacher: boolean;
   /** Offline KD: the teacher's cached top-k targets over the training tokens (null: run the teacher live). */
   cache: SoftTargetCache | null = null;
+  /** A server teacher's targets on the validation windows validation KL reads. */
+  validationCache: SoftTargetCache | null = null;
   /** SAKD (recipe sakd): teacher layer scores, SGR / TDNI / feedback. */
   readonly sakd: SakdMechanisms | null = null;
   private readonly teacherLayerScores: number[] = [];
@@ -297,7 +334,7 @@ class DistillRecipe implements TrainRecipe {
 
   constructor(
     private readonly config: ResolvedDistillConfig,
-    private readonly teacher: LlamaModel,
+    private readonly teacher: LlamaModel | null,
     studentShape: LlamaConfig,
     private readonly teacherId: string,
   ) {
@@ -306,10 +343,11 @@ class DistillRecipe implements TrainRecipe {
     const d = config.distillation;
     const specs: { name: string; shape: number[] }[] = [];
     if (config.recipe === 'sakd') {
+      if (teacher === null) throw new QkdError('CONFIG', 'recipe sakd scores the teacher\'s layers', { field: 'recipe' });
       this.teacherLayerScores = layerScores(teacher);
       this.sakd = new SakdMechanisms(config, this.teacherLayerScores, layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers));
     }
-    if (this.useTeacher && d.feature_weight > 0) {
+    if (this.useTeacher && d.feature_weight > 0 && teacher !== null) {
       // SAKD weighs every layer's feature term by sensitivity: all layers unless named.
       const layers = config.recipe === 'sakd' && Array.isArray(d.feature_layers) && d.feature_layers.length === 0 ? 'all' : d.feature_layers;
       const names =
@@ -418,7 +456,7 @@ class DistillRecipe implements TrainRecipe {
     }
     if (this.pairs.length > 0) {
       this.studentTap = new FeatureTap(student, this.pairs.map((p) => p.student));
-      this.teacherTap = new FeatureTap(this.teacher, this.pairs.map((p) => p.teacher));
+      this.teacherTap = new FeatureTap(this.teacher!, this.pairs.map((p) => p.teacher));
     }
   }
 
@@ -461,11 +499,13 @@ class DistillRecipe implements TrainRecipe {
     // task_weight 0: logit-only KD (the task loss is still logged).
     const w = taskWeight(this.config);
     let total = w === 1 ? task : scale(task, w);
-    if (this.useTeacher) {
+    const cached = this.useTeacher && this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
+    // A server teacher answers from its cache only: a batch reaching past the cached windows (the stream's last partial window) has no targets.
+    if (this.useTeacher && cached === null && this.teacher === null) components.offline_kd = 0;
+    else if (this.useTeacher) {
       const V = student.config.vocab_size;
-      const cached = this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
       const teacherProbs: Tensor[] = [];
-      const teacherLogits = cached ? null : noGrad(() => this.teacher.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
+      const teacherLogits = cached ? null : noGrad(() => this.teacher!.forward(batch.inputs, batch.B, batch.T, wantAttention ? { attentionProbs: teacherProbs } : {}));
       const none = keep !== null && keep.length === 0;
       const divergence = (t: Tensor, s: Tensor): Tensor => (d.kl === 'forward' ? logitKd(t, s, d.temperature) : d.kl === 'reverse' ? reverseLogitKd(t, s, d.temperature) : confidenceKd(t, s, d.temperature, this.confidence));
       const kd = none ? new Tensor([]) : cached ? cachedKd(rowsOf(logits), cached, d.temperature) : divergence(rowsOf(reshape(teacherLogits!, [-1, V])), rowsOf(logits));
@@ -523,7 +563,9 @@ class DistillRecipe implements TrainRecipe {
       if (this.config.sakd.swdl.enabled) metrics.swdl_temperature = swdlTemperature(c, step);
     }
     if (this.useTeacher) {
-      metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, Math.min(4, c.training.eval_batches), validationMask);
+      const batches = validationKlBatches(c);
+      if (this.teacher !== null) metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
+      else if (this.validationCache !== null) metrics.val_kl = cachedValidationKl(student, this.validationCache, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
       const ratio = averages.task! > 0 ? averages.distill! / averages.task! : 0;
       metrics.distill_task_ratio = ratio;
       if (phaseAt(c, step) !== 'warmup' && ratio > c.distillation.ratio_threshold && this.lambda > c.distillation.lambda_floor) {
@@ -608,6 +650,11 @@ function prepareSoftTargetCache(path: string, teacher: LlamaModel, teacherId: st
   return openSoftTargetCache(path, { tokens: trainTokens });
 }
 
+/** The validation batches KL(teacher ‖ student) is measured on at each evaluation. */
+function validationKlBatches(c: ResolvedDistillConfig): number {
+  return Math.min(4, c.training.eval_batches);
+}
+
 /** Mean per-token KL(teacher ‖ student) at τ = 1 over validation batches (the table's kl_to_teacher). */
 export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number, mask?: Uint8Array): number {
   let total = 0;
@@ -677,7 +724,7 @@ function savedRecipeState(outDir: string): { config: ResolvedDistillConfig | nul
 }
 
 /** A teacher inside the output directory would be deleted by --force and overwritten by checkpoints. */
-function refuseTeacherInside(teacher: string | LlamaModel, outDir: string): void {
+function refuseTeacherInside(teacher: DistillOptions['teacher'], outDir: string): void {
   if (typeof teacher !== 'string' || !existsSync(teacher) || !existsSync(outDir)) return;
   const t = realpathSync(teacher);
   const o = realpathSync(outDir);
@@ -688,18 +735,25 @@ function refuseTeacherInside(teacher: string | LlamaModel, outDir: string): void
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
   refuseTeacherInside(options.teacher, options.outDir);
-  const runDirectory = prepareRunDirectory(options.outDir, { resume: options.resume, force: options.force, ignore: [SOFT_TARGET_CACHE, TEACHER_CORRECTED] });
-  const givenTeacher = typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : options.teacher;
-  const teacherId = teacherFingerprint(givenTeacher);
-  const c = resolveDistillConfig(options.config, givenTeacher.config.max_position_embeddings);
+  // A teacher on a server: no weights here; the student (student.from) bounds the context instead.
+  const server = isTeacherServer(options.teacher) ? options.teacher : null;
+  // Stopped while the server was still filling its cache: no checkpoint yet, and --resume continues the filling.
+  const fillingOnly = server !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
+  const resume = options.resume === true && !fillingOnly;
+  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED] });
+  const givenTeacher = server !== null ? null : typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : (options.teacher as LlamaModel);
+  const teacherId = server !== null ? serverTeacherFingerprint(server) : teacherFingerprint(givenTeacher!);
+  const existingStudent = server !== null ? serverStudent(options.config) : null;
+  const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent!.config).max_position_embeddings);
+  if (server !== null) refuseForServerTeacher(c);
   const correction = c.recipe === 'qat' ? 0 : c.distillation.teacher_correction.steps;
-  if (correction > 0 && givenTeacher.arena.released) {
+  if (correction > 0 && givenTeacher!.arena.released) {
     throw new QkdError('CONFIG', 'teacher correction fine-tunes the teacher, and this teacher is held in bf16 (frozen)', { field: 'distillation.teacher_correction.steps', hint: 'teacher_precision: float32, or steps: 0' });
   }
   if (options.exportGguf !== undefined && !GGUF_TYPE_NAMES.includes(options.exportGguf)) {
     throw new QkdError('ARGUMENT', `unknown GGUF type '${options.exportGguf}' to export`, { field: '--export', hint: `gguf:TYPE with TYPE one of ${GGUF_TYPE_NAMES.join(', ')}` });
   }
-  if (options.resume) {
+  if (resume) {
     const saved = savedRecipeState(options.outDir);
     // Nothing may change, not even training.steps: the phase schedule (warm-up, joint, fine-tune) is laid out over them.
     if (saved.config) refuseConfigChanges(saved.config, c, [], 'the given distillation config');
@@ -707,13 +761,14 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       throw new QkdError('CONFIG', `--resume: the teacher differs from the one the run distills (fingerprint ${saved.teacher.slice(0, 12)}…, given ${teacherId.slice(0, 12)}…)`, { path: typeof options.teacher === 'string' ? options.teacher : undefined, field: 'teacher', hint: 'the --teacher the run was started with' });
     }
   }
-  const tokenizer = teacherTokenizer(options.teacher, givenTeacher, options.tokenizer);
-  const shape = c.student.from !== null ? existingStudentConfig(c.student.from, givenTeacher.config) : studentConfig(givenTeacher.config, c);
+  const tokenizer = existingStudent !== null ? serverTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
+  const shape = existingStudent !== null ? existingStudent.config : c.student.from !== null ? existingStudentConfig(c.student.from, givenTeacher!.config) : studentConfig(givenTeacher!.config, c);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
   checkSplitFits(split, c.training.batch_size, c.training.seq_len, c.training.validation_fraction);
-  const cacheSettings = c.distillation.soft_target_cache;
+  // A server teacher is always read through caches (top_k: vLLM's default --max-logprobs unless set).
+  const cacheSettings = server !== null ? (c.distillation.soft_target_cache ?? { top_k: SERVER_DEFAULT_TOP_K }) : c.distillation.soft_target_cache;
   const useCache = cacheSettings !== null && c.recipe !== 'qat';
   if (useCache && c.distillation.kl !== 'forward') {
     throw new QkdError('CONFIG', `offline KD (distillation.soft_target_cache) keeps the teacher's top-k targets, which give the forward KL only; distillation.kl is '${c.distillation.kl}'`, { field: 'distillation.kl', hint: 'kl: forward, or soft_target_cache: null' });
@@ -727,19 +782,42 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Every check has passed: only now may --force delete the earlier run.
   runDirectory.clear();
   // Teacher correction: a short fine-tune of the teacher on the distillation data before anything reads it.
-  const teacher = correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
+  const loopSettings = loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads });
+  const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
   const recipe = new DistillRecipe(c, teacher, shape, teacherId);
-  if (useCache && cacheSettings !== null) {
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+  if (server !== null && cacheSettings !== null) {
+    const caches = await prepareServerCaches(
+      server,
+      { train: join(options.outDir, SOFT_TARGET_CACHE), validation: join(options.outDir, VALIDATION_CACHE) },
+      split,
+      {
+        seqLen: c.training.seq_len,
+        topK: cacheSettings.top_k,
+        V: shape.vocab_size,
+        temperature: c.distillation.temperature,
+        validationWindows: validationKlBatches(c) * c.training.batch_size,
+        decode: (id) => tokenizer.decode([id]),
+        // Every request costs the server a prompt: only the windows this run's batches read (the loop's sampler replayed).
+        trainWindows: windowsTouched(sampledStarts(split.train, loopSettings), c.training.seq_len, c.training.seq_len, softTargetWindowCount(split.train.length, c.training.seq_len)),
+      },
+      { onNote: options.onNote, onProgress: options.onCacheProgress, shouldStop: options.shouldStop },
+    );
+    if (caches === null) return { ...interruptedBeforeTraining(), recipe: c.recipe, teacher_entropy: NaN, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
+    recipe.cache = caches.train;
+    recipe.validationCache = caches.validation;
+  } else if (useCache && cacheSettings !== null) {
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
-  const entropy = teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature);
+  const entropy = teacher !== null ? teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
   options.onNote?.(describeRun(c));
-  options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
-  const warning = entropyWarning(entropy);
-  if (warning) options.onNote?.(`warning: ${warning}`);
+  if (entropy !== null) {
+    options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
+    const warning = entropyWarning(entropy);
+    if (warning) options.onNote?.(`warning: ${warning}`);
+  }
   recipe.trainTokens = split.train;
   if (c.recipe !== 'qat' && c.distillation.kl === 'confidence') {
-    recipe.confidence = teacherConfidence(teacher, split.train, c.training.batch_size, c.training.seq_len, split.trainMask);
+    recipe.confidence = teacherConfidence(teacher!, split.train, c.training.batch_size, c.training.seq_len, split.trainMask);
     options.onNote?.(`confidence-aware KL: the teacher's mean probability of the next token is c = ${recipe.confidence.toFixed(4)}; L_kd = c·KL(T‖S) + (1 − c)·KL(S‖T)`);
   }
 
@@ -747,10 +825,10 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const result = await train({
     text: options.text,
     outDir: options.outDir,
-    config: loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads }),
-    resume: options.resume,
+    config: loopSettings,
+    resume,
     force: options.force,
-    keepFiles: [SOFT_TARGET_CACHE, TEACHER_CORRECTED],
+    keepFiles: [...KEPT_FILES, TEACHER_CORRECTED],
     tokenizer,
     recipe: {
       name: recipe.name,
@@ -772,7 +850,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       if (c.student.from !== null) return loadModelAny(c.student.from);
       const m = c.student.minitron;
       const calibration = c.student.init === 'minitron' ? { tokens: split.train, batch: c.training.batch_size, seqLen: c.training.seq_len, batches: m.calibration_batches, aggregation: m.aggregation, depth: m.depth } : undefined;
-      const student = initStudent(teacher, shape, c.student.init, c.training.seed, calibration);
+      const student = initStudent(teacher!, shape, c.student.init, c.training.seed, calibration);
       if (c.student.init === 'minitron') options.onNote?.(`minitron: pruned the teacher to ${student.parameterCount} parameters (importance from ${m.calibration_batches} calibration batches, depth by ${m.depth})`);
       return student;
     },
@@ -782,9 +860,10 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   });
   recipe.detach();
   recipe.cache?.close();
+  recipe.validationCache?.close();
   if (result.interrupted) {
     // A half-trained student is not a deployable artefact: no quantized/ and no report until the run ends.
-    return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
+    return { ...result, recipe: c.recipe, teacher_entropy: entropy?.mean ?? NaN, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
   }
 
   // The deployable artefact: the trained student packed at the deployment width.
@@ -804,7 +883,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     const valPpl = (m: LlamaModel) => Math.exp(validationLoss(m, split.validation, c.training.batch_size, c.training.seq_len, c.training.eval_batches, split.validationMask));
     const coefficients = recipe.sakd ? Object.fromEntries([...recipe.sakd.coefficient.entries()].filter(([, v]) => v > 1)) : {};
     sakdReport = {
-      teacher: profileModel(modelSource(teacher, typeof options.teacher === 'string' ? options.teacher : 'teacher')),
+      teacher: profileModel(modelSource(teacher!, typeof options.teacher === 'string' ? options.teacher : 'teacher')),
       student: profileModel(modelSource(student, options.outDir)),
       fp32_student_val_ppl: valPpl(student),
       quantized_student: { bits: c.quantization.bits, avg_bits: storage.avgBits, bytes: storage.bytes, val_ppl: valPpl(loadLlama(quantizedDir)) },
@@ -829,5 +908,5 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       options.onNote?.(`warning: the GGUF export failed (${err.message}); the student is in ${options.outDir}, retry with qkd export`);
     }
   }
-  return { ...result, recipe: c.recipe, teacher_entropy: entropy.mean, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport, gguf };
+  return { ...result, recipe: c.recipe, teacher_entropy: entropy?.mean ?? NaN, quantized_dir: quantizedDir, quantized_avg_bits: storage.avgBits, quantized_bytes: storage.bytes, sakd_report: sakdReport, gguf };
 }

@@ -93,6 +93,25 @@ export interface StepProgress {
   components?: Record<string, number>;
 }
 
+/** The generator the loop samples its batches with: only sampleBatch draws from it. */
+function samplerRng(seed: number): Rng {
+  return new Rng(seed + 1);
+}
+
+/**
+ * The start of every sequence a run samples over its steps, in the order
+ * the loop draws them (a replay of its sampler): the windows an offline
+ * teacher must cover for exactly this run (same tokens, seed, steps, batch
+ * size, accumulation and sequence length).
+ */
+export function sampledStarts(tokens: Int32Array, c: Pick<TrainConfig, 'seed' | 'steps' | 'grad_accum' | 'batch_size' | 'seq_len'>): Int32Array {
+  const rng = samplerRng(c.seed);
+  const B = c.batch_size;
+  const out = new Int32Array(c.steps * c.grad_accum * B);
+  for (let i = 0; i < c.steps * c.grad_accum; i++) out.set(sampleBatch(tokens, B, c.seq_len, rng).starts, i * B);
+  return out;
+}
+
 export interface TrainResult {
   steps: number;
   train_loss: number;
@@ -376,7 +395,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let opt: AdamW;
   const recipe: TrainRecipe | undefined = options.recipe ?? (c.recipe === 'sat' ? new SatRecipe(c.sat, c.seed) : undefined);
   let extraOpt: AdamW | null = null;
-  const rng = new Rng(c.seed + 1);
+  const rng = samplerRng(c.seed);
   let step = 0;
   let lastLoss = NaN;
   const optimOptions = { lr: c.lr, beta1: c.beta1, beta2: c.beta2, weightDecay: c.weight_decay };

@@ -13,8 +13,8 @@ import { createLlama, type LlamaModel } from '../../src/models/llama.js';
 import { byteTokens, loadDefaultCorpus } from '../../src/data/corpus.js';
 import { noGrad } from '../../src/tensor/tape.js';
 import { openSoftTargetCache, softTargetWindow, writeSoftTargetCache } from '../../src/distill/soft-targets.js';
-import { fillSoftTargetCache } from '../../src/distill/cache-job.js';
-import { fillCacheFromServer, parseServerAnswer, ServerAnswerError } from '../../src/distill/teacher-server.js';
+import { fillSoftTargetCache, openFilledCache, windowsToFill } from '../../src/distill/cache-job.js';
+import { fillCacheFromServer, parseServerAnswer, ServerAnswerError, serverTeacherId } from '../../src/distill/teacher-server.js';
 import { startLoopbackTeacher, type Fault, type LoopbackServer } from '../helpers/teacher-server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-server-teacher-'));
@@ -117,6 +117,43 @@ describe('soft targets from an inference server', () => {
       );
       assert.ok(!existsSync(`${path}.partial`));
       assert.equal(server.requests, 1);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('fills only the windows asked for (a sparse cache), and a later job for the rest completes it', async () => {
+    const server = await startLoopbackTeacher(model);
+    try {
+      const path = join(dir, 'sparse.qkdsoft');
+      const teacher = { url: server.url, model: 'loopback', api: 'vllm' as const };
+      const first = await fillCacheFromServer(path, teacher, { tokens, topK, seqLen, V, windows: [7, 2, 2, 30] });
+      assert.ok(first.complete && first.sparse);
+      assert.equal(first.fetched, 3);
+      assert.equal(windowsToFill(path, { tokens, topK, seqLen, V, teacher: serverTeacherId(teacher), windows: [2, 7] }), 0);
+      const asked = server.requests;
+      // Nothing left to ask: the server is not asked at all (a resumed run needs no server).
+      const again = await fillCacheFromServer(path, teacher, { tokens, topK, seqLen, V, windows: [2, 7], decode });
+      assert.ok(again.complete && again.sparse && again.fetched === 0);
+      assert.equal(server.requests, asked);
+      const sparse = openFilledCache(path, { tokens });
+      const full = openSoftTargetCache(reference, { tokens });
+      try {
+        assert.deepEqual([2, 7, 30, 3].map((w) => sparse.has(w)), [true, true, true, false]);
+        assert.deepEqual(sparse.window(7).ids, full.window(7).ids);
+        assert.throws(() => sparse.window(3), (e: Error & { field?: string }) => /window 3 was never filled/.test(e.message) && e.field === 'window');
+      } finally {
+        sparse.close();
+        full.close();
+      }
+      await assert.rejects(fillCacheFromServer(path, teacher, { tokens, topK, seqLen, V, windows: [first.header.count] }), /outside 0\.\./);
+      const rest = await fillCacheFromServer(path, teacher, { tokens, topK, seqLen, V });
+      assert.ok(rest.complete && !rest.sparse);
+      assert.equal(rest.fetched, rest.header.count - 3);
+      sameTargets(path, reference);
+      const reused: string[] = [];
+      const done = await fillCacheFromServer(path, teacher, { tokens, topK, seqLen, V, onNote: (n) => reused.push(n) });
+      assert.ok(done.complete && done.fetched === 0 && reused.some((n) => /reusing/.test(n)));
     } finally {
       await server.close();
     }

@@ -12,9 +12,47 @@ import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '
 import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine } from '../explicit.js';
+import { SERVER_APIS, type ServerApi } from '../../distill/teacher-server.js';
+import type { TeacherServerSpec } from '../../train/server-teacher.js';
+import { QkdError } from '../../errors.js';
+
+/** The environment variable a server teacher's API key is read from (sent as a bearer token, never logged or saved). */
+export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
+
+/** --teacher PATH or --teacher-url URL --teacher-model NAME: exactly one teacher. */
+function teacherOf(o: DistillFlags): string | TeacherServerSpec {
+  if (o.teacher !== undefined && o.teacherUrl !== undefined) throw new QkdError('ARGUMENT', '--teacher (a model here) and --teacher-url (a model on a server) name two teachers', { field: '--teacher-url', hint: 'one of them' });
+  if (o.teacherUrl === undefined) {
+    if (o.teacher === undefined) throw new QkdError('ARGUMENT', 'no teacher given', { field: '--teacher', hint: '--teacher PATH, or --teacher-url URL --teacher-model NAME' });
+    for (const [flag, v] of [['--teacher-model', o.teacherModel], ['--teacher-api', o.teacherApi], ['--teacher-concurrency', o.teacherConcurrency], ['--teacher-timeout', o.teacherTimeout]] as const) {
+      if (v !== undefined) throw new QkdError('ARGUMENT', `${flag} applies to a teacher on a server`, { field: flag, hint: '--teacher-url URL' });
+    }
+    return o.teacher;
+  }
+  let url: URL;
+  try {
+    url = new URL(o.teacherUrl);
+  } catch {
+    throw new QkdError('ARGUMENT', `--teacher-url '${o.teacherUrl}' is not a URL`, { field: '--teacher-url', hint: 'http://host:port of a vLLM or SGLang server' });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new QkdError('ARGUMENT', `--teacher-url '${o.teacherUrl}' is not an http(s) URL`, { field: '--teacher-url', hint: 'http://host:port' });
+  if (o.teacherModel === undefined) throw new QkdError('ARGUMENT', '--teacher-url needs the served model\'s name', { field: '--teacher-model', hint: 'the name the server serves the model under (vLLM: --served-model-name or the model path)' });
+  const apiKey = process.env[TEACHER_API_KEY_ENV];
+  return {
+    server: { url: o.teacherUrl, model: o.teacherModel, api: o.teacherApi ?? 'vllm', ...(apiKey ? { apiKey } : {}) },
+    concurrency: o.teacherConcurrency,
+    timeoutMs: o.teacherTimeout !== undefined ? o.teacherTimeout * 1000 : undefined,
+  };
+}
 
 interface DistillFlags extends CorpusFlags {
-  teacher: string;
+  teacher?: string;
+  teacherUrl?: string;
+  teacherModel?: string;
+  teacherApi?: ServerApi;
+  teacherConcurrency?: number;
+  teacherTimeout?: number;
+  topK?: number;
   out: string;
   data: string;
   config?: string;
@@ -58,7 +96,7 @@ function configFromFlags(o: DistillFlags): DistillConfig {
     recipe: o.recipe ?? base.recipe,
     training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
     quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits, format: o.format ?? base.quantization.format },
-    distillation: { ...base.distillation, temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
+    distillation: { ...base.distillation, ...(o.topK !== undefined ? { soft_target_cache: { top_k: o.topK } } : {}), temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
     student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from },
   };
   return parseDistillConfig(merged, o.config ?? 'command-line flags');
@@ -68,7 +106,13 @@ export function registerDistill(program: Command): void {
   program
     .command('distill')
     .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
-    .requiredOption('--teacher <path>', 'teacher: model directory, qkd run directory, or llama2.c .bin (frozen)')
+    .option('--teacher <path>', 'teacher: model directory, qkd run directory, GGUF or llama2.c .bin (frozen)')
+    .option('--teacher-url <url>', 'teacher on an inference server (vLLM or SGLang): its top-k log-probs fill soft-target caches, then offline KD; needs --student (API key: $' + TEACHER_API_KEY_ENV + ')')
+    .option('--teacher-model <name>', 'the served model\'s name (with --teacher-url)')
+    .option('--teacher-api <api>', `the server's API: ${SERVER_APIS.join(' | ')} (default vllm)`, choice('--teacher-api', SERVER_APIS))
+    .option('--teacher-concurrency <n>', 'requests in flight to the teacher server (default 4)', positiveInt('--teacher-concurrency'))
+    .option('--teacher-timeout <s>', 'seconds per request to the teacher server before it is retried (default 120)', decimal('--teacher-timeout', { min: 0, exclusiveMin: true }))
+    .option('--top-k <k>', "the teacher's top-k log-probs kept per position (offline KD: distillation.soft_target_cache.top_k; a server teacher's default 20)", positiveInt('--top-k'))
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
     .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
@@ -91,12 +135,13 @@ export function registerDistill(program: Command): void {
     .option(...SKIP_BAD_ROWS)
     .option(...TEXT_COLUMN)
     .action(async (o: DistillFlags) => {
+      const teacher = teacherOf(o);
       const config = configFromFlags(o);
       const text = await readCorpus(o.data, o);
       const session = trainingSession('distill');
       try {
         const result = await distill({
-          teacher: o.teacher,
+          teacher,
           text,
           outDir: o.out,
           config,
@@ -106,12 +151,18 @@ export function registerDistill(program: Command): void {
           onStep: session.onStep,
           shouldStop: session.shouldStop,
           onNote: session.onNote,
+          onCacheProgress: session.onCacheProgress,
         });
         session.stopProgress();
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
         if (result.interrupted) {
           console.log(JSON.stringify(json));
-          throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved, no quantized/ written; continue with: ${commandLine(['qkd', 'distill', '--teacher', o.teacher, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume'])}`);
+          const teacherFlags = typeof teacher === 'string' ? ['--teacher', teacher] : ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api];
+          // Stopped while a server filled the caches: no checkpoint yet, so the same command (all its flags) continues the filling.
+          const filling = result.steps === 0 && typeof teacher !== 'string';
+          const again = filling ? commandLine(['qkd', ...process.argv.slice(2)]) : commandLine(['qkd', 'distill', ...teacherFlags, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume']);
+          const what = filling ? 'stopped while the server filled the soft-target cache (the windows done so far are kept)' : `stopped at step ${result.steps}, checkpoint saved, no quantized/ written`;
+          throw new CommandInterrupted(`${what}; continue with: ${again}`);
         }
         if (result.sakd_report) {
           // The post-distillation audit: both profiles as HTML beside sakd-report.json.

@@ -1,0 +1,144 @@
+/**
+ * Distillation from a teacher on an inference server (docs/server-teachers.md):
+ * the teacher's weights are not here, so everything distillation needs
+ * from it comes from soft-target caches filled by the server: the training
+ * split's windows (offline KD) and the windows validation scores
+ * (KL(teacher ‖ student) over the cached top-k and tail).
+ */
+import { QkdError } from '../errors.js';
+import type { LlamaModel } from '../models/llama.js';
+import { sequentialBatches } from '../data/corpus.js';
+import { noGrad } from '../tensor/tape.js';
+import { reshape, selectRows } from '../tensor/ops/shape.js';
+import { cachedKd, softTargetWindowCount, type SoftTargetCache } from '../distill/soft-targets.js';
+import { fillCacheFromServer, serverTeacherId, type ServerTeacher } from '../distill/teacher-server.js';
+import { openFilledCache, type FillProgress } from '../distill/cache-job.js';
+import { countedRows } from './trainer.js';
+import type { ResolvedDistillConfig } from './distill-config.js';
+
+/** A teacher served over HTTP, as DistillOptions.teacher. */
+export interface TeacherServerSpec {
+  server: ServerTeacher;
+  /** Requests in flight (default 4). */
+  concurrency?: number;
+  /** Per request, ms (default 120 000). */
+  timeoutMs?: number;
+}
+
+export function isTeacherServer(x: unknown): x is TeacherServerSpec {
+  return typeof x === 'object' && x !== null && 'server' in x;
+}
+
+/** The top-k a server teacher's cache keeps when the config sets none: vLLM's default --max-logprobs. */
+export const SERVER_DEFAULT_TOP_K = 20;
+
+/**
+ * What a server teacher cannot do, refused by field before anything runs:
+ * whatever reads the teacher's weights or hidden states (student init other
+ * than student.from, feature and attention KD, SAKD, teacher correction) or
+ * its full distribution (reverse and confidence-aware KL).
+ */
+export function refuseForServerTeacher(c: ResolvedDistillConfig): void {
+  const refuse = (field: string, what: string, hint: string): never => {
+    throw new QkdError('CONFIG', `a teacher on a server gives top-k log-probs only; ${what}`, { field, hint });
+  };
+  if (c.recipe === 'qat') refuse('recipe', 'recipe qat uses no teacher at all', 'recipe kd or kd-qat');
+  if (c.recipe === 'sakd') refuse('recipe', "recipe sakd scores the teacher's layers, whose weights are not here", 'recipe kd or kd-qat');
+  if (c.student.from === null) refuse('student.from', `student init '${c.student.init}' builds the student from the teacher's weights, which are not here`, 'an existing student: --student PATH (student.from)');
+  if (c.distillation.kl !== 'forward') refuse('distillation.kl', `distillation.kl '${c.distillation.kl}' needs the full distribution`, 'kl: forward');
+  const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
+  if (featureKdOn) refuse('distillation.feature_layers', "feature KD needs the teacher's hidden states", 'feature_layers: []');
+  if (c.distillation.attention_weight > 0) refuse('distillation.attention_weight', "attention KD needs the teacher's attention maps", 'attention_weight: 0');
+  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', "teacher correction fine-tunes the teacher's weights", 'steps: 0');
+}
+
+export interface ServerCaches {
+  train: SoftTargetCache;
+  validation: SoftTargetCache;
+}
+
+/**
+ * Fills (or finishes, after an interruption) the training cache (the
+ * windows settings.trainWindows lists, by default all) and the validation
+ * cache (the windows validation KL reads: its first batches) from the
+ * server, then opens both. Returns null when shouldStop
+ * ended the job (the partial files stay for the next run).
+ */
+export async function prepareServerCaches(
+  spec: TeacherServerSpec,
+  paths: { train: string; validation: string },
+  split: { train: Int32Array; validation: Int32Array },
+  settings: { seqLen: number; topK: number; V: number; temperature: number; validationWindows: number; decode: (id: number) => string; trainWindows?: ArrayLike<number> },
+  hooks: { onNote?: (s: string) => void; onProgress?: (what: string, p: FillProgress) => void; shouldStop?: () => boolean },
+): Promise<ServerCaches | null> {
+  const { seqLen, topK, V, temperature } = settings;
+  const windows = Math.min(settings.validationWindows, softTargetWindowCount(split.validation.length, seqLen));
+  const validationTokens = split.validation.slice(0, windows * seqLen + 1);
+  const common = { topK, seqLen, V, temperature, concurrency: spec.concurrency, timeoutMs: spec.timeoutMs, onNote: hooks.onNote, shouldStop: hooks.shouldStop };
+  hooks.onNote?.(`teacher server: ${spec.server.api} at ${spec.server.url}, model ${spec.server.model}`);
+  const train = await fillCacheFromServer(paths.train, spec.server, { ...common, tokens: split.train, windows: settings.trainWindows, decode: settings.decode, onProgress: (p) => hooks.onProgress?.('training targets', p) });
+  if (!train.complete) return null;
+  const validation = await fillCacheFromServer(paths.validation, spec.server, { ...common, tokens: validationTokens, onProgress: (p) => hooks.onProgress?.('validation targets', p) });
+  if (!validation.complete) return null;
+  return { train: openFilledCache(paths.train, { tokens: split.train }), validation: openFilledCache(paths.validation, { tokens: validationTokens }) };
+}
+
+/** The identity of a server teacher (resume checks it). */
+export function serverTeacherFingerprint(spec: TeacherServerSpec): string {
+  return serverTeacherId(spec.server);
+}
+
+/**
+ * Mean per-token KL(teacher ‖ student) at τ = 1 over the validation batches
+ * whose windows the cache holds (counted targets only), from the cached
+ * top-k and tail: the teacher's distribution is known only in those k + 1
+ * buckets, so this is the KL between the two bucketed distributions (a
+ * lower bound of the full KL).
+ */
+export function cachedValidationKl(student: LlamaModel, cache: SoftTargetCache, validation: Int32Array, B: number, T: number, maxBatches: number, mask?: Uint8Array): number {
+  if (cache.seqLen !== T) throw new QkdError('STATE', `the validation cache holds windows of ${cache.seqLen} tokens, not ${T}`, { path: cache.path, field: 'seq_len' });
+  const k = cache.k;
+  let total = 0;
+  let n = 0;
+  let batch = 0;
+  noGrad(() => {
+    for (const b of sequentialBatches(validation, B, T, maxBatches, mask)) {
+      if ((batch + 1) * B > cache.count) break;
+      const keep = countedRows(b.targets);
+      const rows = keep === null ? Array.from({ length: B * T }, (_, r) => r) : Array.from(keep);
+      if (rows.length > 0) {
+        const ids = new Int32Array(rows.length * k);
+        const logp = new Float32Array(rows.length * k);
+        const tailLogp = new Float32Array(rows.length);
+        rows.forEach((r, i) => {
+          const w = cache.window(batch * B + Math.floor(r / T));
+          const o = r % T;
+          ids.set(w.ids.subarray(o * k, (o + 1) * k), i * k);
+          logp.set(w.logp.subarray(o * k, (o + 1) * k), i * k);
+          tailLogp[i] = w.tailLogp[o]!;
+        });
+        const V = student.config.vocab_size;
+        const flat = reshape(student.forward(b.inputs, B, T), [B * T, V]);
+        const z = keep === null ? flat : selectRows(flat, keep);
+        total += cachedKd(z, { ids, logp, tailLogp }, 1).item() * rows.length;
+        n += rows.length;
+      }
+      batch++;
+    }
+  });
+  return n > 0 ? total / n : NaN;
+}
+
+/**
+ * The cache windows (of seqLen tokens, tiling the training split) that the
+ * sequences starting at `starts` touch, sorted: a sequence of T tokens from
+ * s spans windows ⌊s/N⌋ … ⌊(s+T−1)/N⌋. Windows past the last whole one
+ * (count) are left out: a batch that reaches there trains by the task loss.
+ */
+export function windowsTouched(starts: Int32Array, T: number, N: number, count: number): Int32Array {
+  const seen = new Uint8Array(count);
+  for (const s of starts) for (let w = Math.floor(s / N); w <= Math.floor((s + T - 1) / N) && w < count; w++) seen[w] = 1;
+  const out: number[] = [];
+  for (let w = 0; w < count; w++) if (seen[w]) out.push(w);
+  return Int32Array.from(out);
+}
