@@ -12,8 +12,13 @@
  *    requests in flight, prompt tokens/s and the ratio to 1;
  * 3. the client alone: parsing one vLLM answer into top-k targets, tokens/s
  *    (the ceiling the client puts on any server), and the answer's bytes
- *    per token (what the network carries).
- * Last stdout line: JSON {"in_process_tokens_per_s","server_tokens_per_s","ratio","client_parse_tokens_per_s","answer_bytes_per_token"}.
+ *    per token (what the network carries);
+ * 4. llama.cpp in process (--teacher-engine llama.cpp): the same model as
+ *    an F32 GGUF, 2 threads, its top-k and softmax sum per position through
+ *    node-llama-cpp (what the cache job asks for), and for comparison the
+ *    full logits on a few windows (skipped when node-llama-cpp is not
+ *    installed).
+ * Last stdout line: JSON {"in_process_tokens_per_s","server_tokens_per_s","ratio","client_parse_tokens_per_s","answer_bytes_per_token","llama_cpp_tokens_per_s","llama_cpp_full_logits_tokens_per_s"}.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -23,7 +28,11 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { noGrad } from '../src/tensor/index.js';
 import { createLlama } from '../src/models/llama.js';
-import { softTargetWindow, writeSoftTargetCache } from '../src/distill/soft-targets.js';
+import { softTargetsFromLogits, softTargetWindow, writeSoftTargetCache } from '../src/distill/soft-targets.js';
+import { saveLlama } from '../src/models/llama-io.js';
+import { exportGguf } from '../src/compress/export-gguf.js';
+import { llamaCppScorer } from '../src/eval/llama-cpp.js';
+import { writeLlama2cTokenizer } from '../src/data/llama2c-tokenizer.js';
 import { fillCacheFromServer, parseServerAnswer } from '../src/distill/teacher-server.js';
 import { startLoopbackTeacher } from '../test/helpers/teacher-server.js';
 import { benchLlamaConfig } from './_util.js';
@@ -79,7 +88,38 @@ if (args[0] === '--serve') {
       const parse = (repeats * (seqLen + 1)) / ((performance.now() - t2) / 1000);
       const bytesPerToken = body.length / (seqLen + 1);
       console.log(`client alone: ${parse.toFixed(0)} tokens/s parsed; ${bytesPerToken.toFixed(0)} bytes of JSON per prompt token at top-${topK}`);
-      console.log(JSON.stringify({ in_process_tokens_per_s: inProcess, server_tokens_per_s: server, ratio: server / inProcess, client_parse_tokens_per_s: parse, answer_bytes_per_token: bytesPerToken }));
+      child.kill();
+
+      let llamaCpp: number | null = null;
+      let llamaCppFull: number | null = null;
+      try {
+        const modelDir = join(dir, 'model');
+        saveLlama(modelDir, model);
+        const gguf = join(dir, 'teacher-F32.gguf');
+        // A SentencePiece-style vocabulary of the model's size (as bench/export.ts): <unk> <s> </s>, the 256 byte tokens, then pieces.
+        const pieces = ['<unk>', '<s>', '</s>', ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)];
+        while (pieces.length < V) pieces.push(` p${pieces.length}`);
+        writeLlama2cTokenizer(join(modelDir, 'tokenizer.bin'), pieces, pieces.map((_, i) => (i < 259 ? 0 : -i)));
+        exportGguf(modelDir, { out: gguf, type: 'F32', force: true, name: 'bench', tokenizer: join(modelDir, 'tokenizer.bin') });
+        const scorer = await llamaCppScorer(gguf, { maxTokens: seqLen, vocab: V, threads: 2 });
+        try {
+          await scorer.topK(tokens.subarray(0, seqLen), topK);
+          const t3 = performance.now();
+          for (let w = 0; w < windows; w++) await scorer.topK(softTargetWindow(tokens, seqLen, w).inputs, topK);
+          llamaCpp = (windows * seqLen) / ((performance.now() - t3) / 1000);
+          console.log(`llama.cpp:    ${llamaCpp.toFixed(0)} prompt tokens/s (F32 GGUF, 2 threads, top-${topK} and the softmax sum through node-llama-cpp) = ${(llamaCpp / inProcess).toFixed(2)}× qkd in process`);
+          const few = Math.min(windows, 4);
+          const t4 = performance.now();
+          for (let w = 0; w < few; w++) softTargetsFromLogits(await scorer.logits(softTargetWindow(tokens, seqLen, w).inputs), seqLen, V, topK);
+          llamaCppFull = (few * seqLen) / ((performance.now() - t4) / 1000);
+          console.log(`              ${llamaCppFull.toFixed(0)} prompt tokens/s with the full logits instead (node-llama-cpp's per-token maps)`);
+        } finally {
+          await scorer.close();
+        }
+      } catch (err) {
+        console.log(`llama.cpp:    skipped (${(err as Error).message.split('\n')[0]})`);
+      }
+      console.log(JSON.stringify({ in_process_tokens_per_s: inProcess, server_tokens_per_s: server, ratio: server / inProcess, client_parse_tokens_per_s: parse, answer_bytes_per_token: bytesPerToken, llama_cpp_tokens_per_s: llamaCpp, llama_cpp_full_logits_tokens_per_s: llamaCppFull }));
     } finally {
       child.kill();
     }

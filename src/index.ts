@@ -63,7 +63,8 @@ export { writeSoftTargetCache, openSoftTargetCache, cachedKd, bytesPerToken, typ
 export { FakeQuantController, type QatOptions } from './distill/qat.js';
 export { fillCacheFromServer, fetchServerTargets, parseServerAnswer, serverTeacherId, ServerAnswerError, SERVER_APIS, type ServerTeacher, type ServerApi } from './distill/teacher-server.js';
 export { fillSoftTargetCache, openFilledCache, windowsToFill, type FillProgress, type FillOptions, type FillResult } from './distill/cache-job.js';
-export { type TeacherServerSpec } from './train/server-teacher.js';
+export { type TeacherServerSpec, type LlamaCppTeacherSpec, type CacheTeacher } from './train/server-teacher.js';
+export { llamaCppScorer, type LlamaCppScorer } from './eval/llama-cpp.js';
 export { distill, savedDistillConfig, validationKl, studentConfig, deploymentScheme, type DistillOptions, type DistillResult } from './train/distill.js';
 export { parseDistillConfig, loadDistillConfig, resolveDistillConfig, distillConfigSchema, phaseAt, coefficient, fakeQuantActive, type DistillConfig, type ResolvedDistillConfig, type DistillConfigInput } from './train/distill-config.js';
 export type { TrainRecipe, MicroBatch, RecipeLoss } from './train/recipe.js';

@@ -196,19 +196,19 @@ export async function fetchServerTargets(teacher: ServerTeacher, ids: ArrayLike<
  * as the text they stand for). Returns the share checked; throws naming
  * examples when more than 1% differ.
  */
-export function checkServerVocabulary(strings: Map<number, string>, decode: (id: number) => string, where: string): { checked: number; differing: number } {
+export function checkServerVocabulary(strings: Map<number, string>, decode: (id: number) => string, where: string, teacher = 'the teacher server'): { checked: number; differing: number } {
   const differ: string[] = [];
   let checked = 0;
   for (const [id, text] of strings) {
     checked++;
     const ours = decode(id);
-    if (normalise(ours) !== normalise(text)) differ.push(`id ${id}: server ${JSON.stringify(text)}, student tokenizer ${JSON.stringify(ours)}`);
+    if (normalise(ours) !== normalise(text)) differ.push(`id ${id}: teacher ${JSON.stringify(text)}, student tokenizer ${JSON.stringify(ours)}`);
   }
   if (checked > 0 && differ.length > Math.max(0, checked * 0.01)) {
-    throw new QkdError('CONFIG', `the teacher server's token ids do not mean the student tokenizer's tokens (${differ.length} of ${checked} returned ids differ; e.g. ${differ.slice(0, 3).join('; ')})`, {
+    throw new QkdError('CONFIG', `${teacher}'s token ids do not mean the student tokenizer's tokens (${differ.length} of ${checked} ids differ; e.g. ${differ.slice(0, 3).join('; ')})`, {
       path: where,
       field: '--tokenizer',
-      hint: "the tokenizer of the served model (same vocabulary and ids); distillation across tokenizers is not supported from servers yet",
+      hint: "the teacher's own tokenizer (same vocabulary and ids); distillation across tokenizers is not supported here yet",
     });
   }
   return { checked, differing: differ.length };

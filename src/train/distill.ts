@@ -61,16 +61,17 @@ import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
 import { GGUF_TYPE_NAMES } from './distill-config.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
-import { cachedValidationKl, windowsTouched, isTeacherServer, prepareServerCaches, refuseForServerTeacher, SERVER_DEFAULT_TOP_K, serverTeacherFingerprint, type TeacherServerSpec } from './server-teacher.js';
+import { cacheTeacherFingerprint, cachedValidationKl, isCacheTeacher, isTeacherServer, LLAMA_CPP_DEFAULT_TOP_K, prepareCaches, refuseForCacheTeacher, SERVER_DEFAULT_TOP_K, windowsTouched, type CacheTeacher } from './server-teacher.js';
 import type { FillProgress } from '../distill/cache-job.js';
 
 export interface DistillOptions {
   /**
    * Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), a
-   * model in memory, or a model on an inference server (vLLM or SGLang,
-   * train/server-teacher.ts: offline KD from caches the server fills).
+   * model in memory, a model on an inference server (vLLM or SGLang), or a
+   * GGUF run by llama.cpp (train/server-teacher.ts: the last two by offline
+   * KD from caches they fill).
    */
-  teacher: string | LlamaModel | TeacherServerSpec;
+  teacher: string | LlamaModel | CacheTeacher;
   /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes); a server teacher's default is the student's. */
   tokenizer?: Tokenizer;
   /**
@@ -88,7 +89,7 @@ export interface DistillOptions {
   /** Also write the student as DIR/model-<TYPE>.gguf in this ggml type or llama.cpp file type (default: quantization.format, if set). */
   exportGguf?: string;
   onStep?: (p: StepProgress) => void;
-  /** Progress of filling a server teacher's caches (what: 'training targets' or 'validation targets'). */
+  /** Progress of filling the caches of a teacher on a server or in llama.cpp (what: 'training targets' or 'validation targets'). */
   onCacheProgress?: (what: string, p: FillProgress) => void;
   shouldStop?: () => boolean;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
@@ -170,17 +171,17 @@ function existingStudentConfig(path: string, teacher: LlamaConfig): LlamaConfig 
   return config;
 }
 
-/** A server teacher's student: an existing model (student.from), whose config bounds the run. */
-function serverStudent(config: DistillConfig): { path: string; config: LlamaConfig } {
+/** The student of a teacher on a server or in llama.cpp: an existing model (student.from), whose config bounds the run. */
+function cacheTeacherStudent(config: DistillConfig): { path: string; config: LlamaConfig } {
   const path = config.student?.from;
   if (typeof path !== 'string' || path === '') {
-    throw new QkdError('CONFIG', "a teacher on a server has no weights here to build a student from; the student must exist", { field: 'student.from', hint: '--student PATH (a model with the teacher\'s tokenizer)' });
+    throw new QkdError('CONFIG', "a teacher on a server or in llama.cpp has no weights in qkd to build a student from; the student must exist", { field: 'student.from', hint: '--student PATH (a model with the teacher\'s tokenizer)' });
   }
   return { path, config: peekConfig(path) };
 }
 
-/** A server teacher's tokenizer: the given one, else the student's (teacher and student share it; the server's ids are checked against it). */
-function serverTokenizer(student: { path: string; config: LlamaConfig }, given: Tokenizer | undefined): Tokenizer {
+/** The tokenizer with a teacher on a server or in llama.cpp: the given one, else the student's (teacher and student share it; the teacher's ids are checked against it). */
+function cacheTeacherTokenizer(student: { path: string; config: LlamaConfig }, given: Tokenizer | undefined): Tokenizer {
   if (given === undefined) return loadModelTokenizer({ config: student.config }, student.path);
   if (given.vocabSize > student.config.vocab_size) {
     throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the student's vocab_size is ${student.config.vocab_size}`, { path: student.path, field: 'vocab_size', hint: "the student's own tokenizer" });
@@ -724,8 +725,9 @@ function savedRecipeState(outDir: string): { config: ResolvedDistillConfig | nul
 }
 
 /** A teacher inside the output directory would be deleted by --force and overwritten by checkpoints. */
-function refuseTeacherInside(teacher: DistillOptions['teacher'], outDir: string): void {
-  if (typeof teacher !== 'string' || !existsSync(teacher) || !existsSync(outDir)) return;
+function refuseTeacherInside(given: DistillOptions['teacher'], outDir: string): void {
+  const teacher = typeof given === 'string' ? given : isCacheTeacher(given) && !isTeacherServer(given) ? given.gguf : null;
+  if (teacher === null || !existsSync(teacher) || !existsSync(outDir)) return;
   const t = realpathSync(teacher);
   const o = realpathSync(outDir);
   if (t === o || t.startsWith(o + '/')) {
@@ -735,17 +737,17 @@ function refuseTeacherInside(teacher: DistillOptions['teacher'], outDir: string)
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
   refuseTeacherInside(options.teacher, options.outDir);
-  // A teacher on a server: no weights here; the student (student.from) bounds the context instead.
-  const server = isTeacherServer(options.teacher) ? options.teacher : null;
-  // Stopped while the server was still filling its cache: no checkpoint yet, and --resume continues the filling.
-  const fillingOnly = server !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
+  // A teacher on a server or in llama.cpp: no weights here; the student (student.from) bounds the context instead.
+  const external = isCacheTeacher(options.teacher) ? options.teacher : null;
+  // Stopped while the teacher was still filling its cache: no checkpoint yet, and --resume continues the filling.
+  const fillingOnly = external !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
   const resume = options.resume === true && !fillingOnly;
   const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED] });
-  const givenTeacher = server !== null ? null : typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : (options.teacher as LlamaModel);
-  const teacherId = server !== null ? serverTeacherFingerprint(server) : teacherFingerprint(givenTeacher!);
-  const existingStudent = server !== null ? serverStudent(options.config) : null;
+  const givenTeacher = external !== null ? null : typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : (options.teacher as LlamaModel);
+  const teacherId = external !== null ? cacheTeacherFingerprint(external) : teacherFingerprint(givenTeacher!);
+  const existingStudent = external !== null ? cacheTeacherStudent(options.config) : null;
   const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent!.config).max_position_embeddings);
-  if (server !== null) refuseForServerTeacher(c);
+  if (external !== null) refuseForCacheTeacher(c, external);
   const correction = c.recipe === 'qat' ? 0 : c.distillation.teacher_correction.steps;
   if (correction > 0 && givenTeacher!.arena.released) {
     throw new QkdError('CONFIG', 'teacher correction fine-tunes the teacher, and this teacher is held in bf16 (frozen)', { field: 'distillation.teacher_correction.steps', hint: 'teacher_precision: float32, or steps: 0' });
@@ -761,14 +763,14 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       throw new QkdError('CONFIG', `--resume: the teacher differs from the one the run distills (fingerprint ${saved.teacher.slice(0, 12)}…, given ${teacherId.slice(0, 12)}…)`, { path: typeof options.teacher === 'string' ? options.teacher : undefined, field: 'teacher', hint: 'the --teacher the run was started with' });
     }
   }
-  const tokenizer = existingStudent !== null ? serverTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
+  const tokenizer = existingStudent !== null ? cacheTeacherTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
   const shape = existingStudent !== null ? existingStudent.config : c.student.from !== null ? existingStudentConfig(c.student.from, givenTeacher!.config) : studentConfig(givenTeacher!.config, c);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
   checkSplitFits(split, c.training.batch_size, c.training.seq_len, c.training.validation_fraction);
-  // A server teacher is always read through caches (top_k: vLLM's default --max-logprobs unless set).
-  const cacheSettings = server !== null ? (c.distillation.soft_target_cache ?? { top_k: SERVER_DEFAULT_TOP_K }) : c.distillation.soft_target_cache;
+  // A server or llama.cpp teacher is always read through caches (top_k unless set: vLLM's default --max-logprobs, or the cache's default).
+  const cacheSettings = external !== null ? (c.distillation.soft_target_cache ?? { top_k: isTeacherServer(external) ? SERVER_DEFAULT_TOP_K : LLAMA_CPP_DEFAULT_TOP_K }) : c.distillation.soft_target_cache;
   const useCache = cacheSettings !== null && c.recipe !== 'qat';
   if (useCache && c.distillation.kl !== 'forward') {
     throw new QkdError('CONFIG', `offline KD (distillation.soft_target_cache) keeps the teacher's top-k targets, which give the forward KL only; distillation.kl is '${c.distillation.kl}'`, { field: 'distillation.kl', hint: 'kl: forward, or soft_target_cache: null' });
@@ -785,9 +787,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const loopSettings = loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads });
   const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
   const recipe = new DistillRecipe(c, teacher, shape, teacherId);
-  if (server !== null && cacheSettings !== null) {
-    const caches = await prepareServerCaches(
-      server,
+  if (external !== null && cacheSettings !== null) {
+    const caches = await prepareCaches(
+      external,
       { train: join(options.outDir, SOFT_TARGET_CACHE), validation: join(options.outDir, VALIDATION_CACHE) },
       split,
       {
@@ -796,7 +798,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
         V: shape.vocab_size,
         temperature: c.distillation.temperature,
         validationWindows: validationKlBatches(c) * c.training.batch_size,
-        decode: (id) => tokenizer.decode([id]),
+        decode: (id: number) => tokenizer.decode([id]),
         // Every request costs the server a prompt: only the windows this run's batches read (the loop's sampler replayed).
         trainWindows: windowsTouched(sampledStarts(split.train, loopSettings), c.training.seq_len, c.training.seq_len, softTargetWindowCount(split.train.length, c.training.seq_len)),
       },

@@ -1,18 +1,24 @@
 /**
- * Distillation from a teacher on an inference server (docs/server-teachers.md):
- * the teacher's weights are not here, so everything distillation needs
- * from it comes from soft-target caches filled by the server: the training
- * split's windows (offline KD) and the windows validation scores
- * (KL(teacher ‖ student) over the cached top-k and tail).
+ * Distillation from a teacher qkd does not run itself (docs/server-teachers.md):
+ * a model on an inference server (vLLM, SGLang) or a GGUF in llama.cpp
+ * (node-llama-cpp, in process). The teacher's weights are not in qkd, so
+ * everything distillation needs from it comes from soft-target caches that
+ * teacher fills: the training windows the run reads (offline KD) and the
+ * windows validation scores (KL(teacher ‖ student) over the cached top-k
+ * and tail).
  */
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { noGrad } from '../tensor/tape.js';
 import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { cachedKd, softTargetWindowCount, type SoftTargetCache } from '../distill/soft-targets.js';
-import { fillCacheFromServer, serverTeacherId, type ServerTeacher } from '../distill/teacher-server.js';
-import { openFilledCache, type FillProgress } from '../distill/cache-job.js';
+import { checkServerVocabulary, fillCacheFromServer, serverTeacherId, type ServerTeacher } from '../distill/teacher-server.js';
+import { fillSoftTargetCache, openFilledCache, windowsToFill, type FillProgress } from '../distill/cache-job.js';
+import { llamaCppScorer } from '../eval/llama-cpp.js';
+import { loadModelTokenizer, peekConfig } from '../models/load-any.js';
 import { countedRows } from './trainer.js';
 import type { ResolvedDistillConfig } from './distill-config.js';
 
@@ -25,12 +31,34 @@ export interface TeacherServerSpec {
   timeoutMs?: number;
 }
 
+/** A GGUF teacher run by llama.cpp in process (node-llama-cpp), as DistillOptions.teacher. */
+export interface LlamaCppTeacherSpec {
+  engine: 'llama.cpp';
+  gguf: string;
+  /** llama.cpp threads (default 1). */
+  threads?: number;
+}
+
+/** A teacher distillation reads through caches only. */
+export type CacheTeacher = TeacherServerSpec | LlamaCppTeacherSpec;
+
 export function isTeacherServer(x: unknown): x is TeacherServerSpec {
   return typeof x === 'object' && x !== null && 'server' in x;
 }
 
+export function isCacheTeacher(x: unknown): x is CacheTeacher {
+  return isTeacherServer(x) || (typeof x === 'object' && x !== null && (x as { engine?: unknown }).engine === 'llama.cpp');
+}
+
+/** How notes and errors name the teacher ('a teacher on a server', 'a teacher in llama.cpp'). */
+function teacherPlace(t: CacheTeacher): string {
+  return isTeacherServer(t) ? 'a teacher on a server' : 'a teacher in llama.cpp';
+}
+
 /** The top-k a server teacher's cache keeps when the config sets none: vLLM's default --max-logprobs. */
 export const SERVER_DEFAULT_TOP_K = 20;
+/** The top-k a llama.cpp teacher's cache keeps when the config sets none (the soft-target cache's default). */
+export const LLAMA_CPP_DEFAULT_TOP_K = 32;
 
 /**
  * What a server teacher cannot do, refused by field before anything runs:
@@ -38,9 +66,9 @@ export const SERVER_DEFAULT_TOP_K = 20;
  * than student.from, feature and attention KD, SAKD, teacher correction) or
  * its full distribution (reverse and confidence-aware KL).
  */
-export function refuseForServerTeacher(c: ResolvedDistillConfig): void {
+export function refuseForCacheTeacher(c: ResolvedDistillConfig, teacher: CacheTeacher): void {
   const refuse = (field: string, what: string, hint: string): never => {
-    throw new QkdError('CONFIG', `a teacher on a server gives top-k log-probs only; ${what}`, { field, hint });
+    throw new QkdError('CONFIG', `${teacherPlace(teacher)} gives top-k log-probs only; ${what}`, { field, hint });
   };
   if (c.recipe === 'qat') refuse('recipe', 'recipe qat uses no teacher at all', 'recipe kd or kd-qat');
   if (c.recipe === 'sakd') refuse('recipe', "recipe sakd scores the teacher's layers, whose weights are not here", 'recipe kd or kd-qat');
@@ -64,8 +92,8 @@ export interface ServerCaches {
  * server, then opens both. Returns null when shouldStop
  * ended the job (the partial files stay for the next run).
  */
-export async function prepareServerCaches(
-  spec: TeacherServerSpec,
+export async function prepareCaches(
+  spec: CacheTeacher,
   paths: { train: string; validation: string },
   split: { train: Int32Array; validation: Int32Array },
   settings: { seqLen: number; topK: number; V: number; temperature: number; validationWindows: number; decode: (id: number) => string; trainWindows?: ArrayLike<number> },
@@ -74,18 +102,74 @@ export async function prepareServerCaches(
   const { seqLen, topK, V, temperature } = settings;
   const windows = Math.min(settings.validationWindows, softTargetWindowCount(split.validation.length, seqLen));
   const validationTokens = split.validation.slice(0, windows * seqLen + 1);
-  const common = { topK, seqLen, V, temperature, concurrency: spec.concurrency, timeoutMs: spec.timeoutMs, onNote: hooks.onNote, shouldStop: hooks.shouldStop };
-  hooks.onNote?.(`teacher server: ${spec.server.api} at ${spec.server.url}, model ${spec.server.model}`);
-  const train = await fillCacheFromServer(paths.train, spec.server, { ...common, tokens: split.train, windows: settings.trainWindows, decode: settings.decode, onProgress: (p) => hooks.onProgress?.('training targets', p) });
-  if (!train.complete) return null;
-  const validation = await fillCacheFromServer(paths.validation, spec.server, { ...common, tokens: validationTokens, onProgress: (p) => hooks.onProgress?.('validation targets', p) });
-  if (!validation.complete) return null;
+  const common = { topK, seqLen, V, temperature, onNote: hooks.onNote, shouldStop: hooks.shouldStop };
+  const trainJob = { ...common, tokens: split.train, windows: settings.trainWindows, onProgress: (p: FillProgress) => hooks.onProgress?.('training targets', p) };
+  const validationJob = { ...common, tokens: validationTokens, onProgress: (p: FillProgress) => hooks.onProgress?.('validation targets', p) };
+  if (isTeacherServer(spec)) {
+    hooks.onNote?.(`teacher server: ${spec.server.api} at ${spec.server.url}, model ${spec.server.model}`);
+    const net = { concurrency: spec.concurrency, timeoutMs: spec.timeoutMs };
+    const train = await fillCacheFromServer(paths.train, spec.server, { ...trainJob, ...net, decode: settings.decode });
+    if (!train.complete) return null;
+    const validation = await fillCacheFromServer(paths.validation, spec.server, { ...validationJob, ...net });
+    if (!validation.complete) return null;
+  } else {
+    const teacher = llamaCppTeacherId(spec);
+    const pending = windowsToFill(paths.train, { ...trainJob, teacher }) + windowsToFill(paths.validation, { ...validationJob, teacher });
+    // Nothing left to compute (a resumed run): llama.cpp is not even loaded.
+    if (pending > 0) {
+      checkGgufVocabulary(spec.gguf, V, settings.decode, hooks.onNote);
+      hooks.onNote?.(`teacher in llama.cpp: ${spec.gguf}, ${spec.threads ?? 1} thread(s)`);
+      const scorer = await llamaCppScorer(spec.gguf, { maxTokens: seqLen, vocab: V, threads: spec.threads });
+      try {
+        for (const w of scorer.warnings) hooks.onNote?.(`llama.cpp: ${w}`);
+        const fetchWindow = async (_w: number, tokens: Int32Array) => ({ k: topK, ...(await scorer.topK(tokens.subarray(0, seqLen), topK)) });
+        // A failure in process is not a flaky network: no retries.
+        const job = { teacher, fetchWindow, concurrency: 1, retryable: () => false };
+        const train = await fillSoftTargetCache(paths.train, { ...trainJob, ...job });
+        if (!train.complete) return null;
+        const validation = await fillSoftTargetCache(paths.validation, { ...validationJob, ...job });
+        if (!validation.complete) return null;
+      } finally {
+        await scorer.close();
+      }
+    }
+  }
   return { train: openFilledCache(paths.train, { tokens: split.train }), validation: openFilledCache(paths.validation, { tokens: validationTokens }) };
 }
 
-/** The identity of a server teacher (resume checks it). */
-export function serverTeacherFingerprint(spec: TeacherServerSpec): string {
-  return serverTeacherId(spec.server);
+/**
+ * The GGUF's own tokenizer against the student's: the same vocabulary size,
+ * and the same text for every id (checkServerVocabulary's rule), before
+ * llama.cpp computes anything.
+ */
+function checkGgufVocabulary(path: string, V: number, decode: (id: number) => string, onNote?: (s: string) => void): void {
+  const config = peekConfig(path);
+  if (config.vocab_size !== V) {
+    throw new QkdError('CONFIG', `the GGUF teacher has ${config.vocab_size} tokens in its vocabulary and the student ${V}`, { path, field: 'vocab_size', hint: "a student with the teacher's tokenizer; distillation across tokenizers is not supported yet" });
+  }
+  const theirs = loadModelTokenizer({ config }, path);
+  const strings = new Map<number, string>();
+  for (let id = 0; id < V; id++) strings.set(id, theirs.decode([id]));
+  const { checked, differing } = checkServerVocabulary(strings, decode, path, 'the GGUF teacher');
+  onNote?.(`teacher in llama.cpp: its tokenizer's ${checked} tokens checked against the student tokenizer (${differing} differ)`);
+}
+
+/** A llama.cpp teacher's identity: the engine and the SHA-256 of the GGUF file (hex). */
+export function llamaCppTeacherId(spec: LlamaCppTeacherSpec): string {
+  const hash = createHash('sha256').update('llama.cpp\n');
+  const fd = openSync(spec.gguf, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(1 << 22);
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hash.update(chunk.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+/** The identity of a teacher read through caches (resume and the cache headers check it). */
+export function cacheTeacherFingerprint(spec: CacheTeacher): string {
+  return isTeacherServer(spec) ? serverTeacherId(spec.server) : llamaCppTeacherId(spec);
 }
 
 /**

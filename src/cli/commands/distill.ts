@@ -1,7 +1,8 @@
 /** `qkd distill`: a teacher into a smaller student, optionally with QAT, in one run. */
 import { InvalidArgumentError, type Command } from 'commander';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
 import { GGUF_TYPE_NAMES, loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
@@ -13,22 +14,29 @@ import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine } from '../explicit.js';
 import { SERVER_APIS, type ServerApi } from '../../distill/teacher-server.js';
-import type { TeacherServerSpec } from '../../train/server-teacher.js';
+import type { CacheTeacher } from '../../train/server-teacher.js';
+import { modelFileFormat } from '../../io/tensor-source.js';
 import { QkdError } from '../../errors.js';
 
 /** The environment variable a server teacher's API key is read from (sent as a bearer token, never logged or saved). */
 export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
 
-/** --teacher PATH or --teacher-url URL --teacher-model NAME: exactly one teacher. */
-function teacherOf(o: DistillFlags): string | TeacherServerSpec {
+/** --teacher PATH [--teacher-engine llama.cpp] or --teacher-url URL --teacher-model NAME: exactly one teacher. */
+function teacherOf(o: DistillFlags): string | CacheTeacher {
   if (o.teacher !== undefined && o.teacherUrl !== undefined) throw new QkdError('ARGUMENT', '--teacher (a model here) and --teacher-url (a model on a server) name two teachers', { field: '--teacher-url', hint: 'one of them' });
   if (o.teacherUrl === undefined) {
     if (o.teacher === undefined) throw new QkdError('ARGUMENT', 'no teacher given', { field: '--teacher', hint: '--teacher PATH, or --teacher-url URL --teacher-model NAME' });
     for (const [flag, v] of [['--teacher-model', o.teacherModel], ['--teacher-api', o.teacherApi], ['--teacher-concurrency', o.teacherConcurrency], ['--teacher-timeout', o.teacherTimeout]] as const) {
       if (v !== undefined) throw new QkdError('ARGUMENT', `${flag} applies to a teacher on a server`, { field: flag, hint: '--teacher-url URL' });
     }
+    if (o.teacherEngine === 'llama.cpp') {
+      if (!existsSync(o.teacher) || !statSync(o.teacher).isFile() || modelFileFormat(o.teacher) !== 'gguf') throw new QkdError('ARGUMENT', `--teacher-engine llama.cpp runs a GGUF file, and ${o.teacher} is not one`, { path: o.teacher, field: '--teacher', hint: 'a .gguf teacher (qkd export writes one)' });
+      return { engine: 'llama.cpp', gguf: o.teacher, threads: o.teacherThreads ?? availableParallelism() };
+    }
+    if (o.teacherThreads !== undefined) throw new QkdError('ARGUMENT', '--teacher-threads applies to a teacher in llama.cpp', { field: '--teacher-threads', hint: '--teacher-engine llama.cpp' });
     return o.teacher;
   }
+  if (o.teacherEngine !== undefined) throw new QkdError('ARGUMENT', '--teacher-engine applies to --teacher (the server runs its own engine)', { field: '--teacher-engine', hint: 'leave it out with --teacher-url' });
   let url: URL;
   try {
     url = new URL(o.teacherUrl);
@@ -48,6 +56,8 @@ function teacherOf(o: DistillFlags): string | TeacherServerSpec {
 interface DistillFlags extends CorpusFlags {
   teacher?: string;
   teacherUrl?: string;
+  teacherEngine?: 'qkd' | 'llama.cpp';
+  teacherThreads?: number;
   teacherModel?: string;
   teacherApi?: ServerApi;
   teacherConcurrency?: number;
@@ -107,6 +117,8 @@ export function registerDistill(program: Command): void {
     .command('distill')
     .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
     .option('--teacher <path>', 'teacher: model directory, qkd run directory, GGUF or llama2.c .bin (frozen)')
+    .option('--teacher-engine <engine>', 'what runs the --teacher: qkd (default) or llama.cpp (a GGUF in process through node-llama-cpp; its top-k fill soft-target caches, then offline KD; needs --student)', choice('--teacher-engine', ['qkd', 'llama.cpp'] as const))
+    .option('--teacher-threads <n>', 'llama.cpp threads for --teacher-engine llama.cpp (default: every core)', positiveInt('--teacher-threads'))
     .option('--teacher-url <url>', 'teacher on an inference server (vLLM or SGLang): its top-k log-probs fill soft-target caches, then offline KD; needs --student (API key: $' + TEACHER_API_KEY_ENV + ')')
     .option('--teacher-model <name>', 'the served model\'s name (with --teacher-url)')
     .option('--teacher-api <api>', `the server's API: ${SERVER_APIS.join(' | ')} (default vllm)`, choice('--teacher-api', SERVER_APIS))
@@ -157,11 +169,11 @@ export function registerDistill(program: Command): void {
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
         if (result.interrupted) {
           console.log(JSON.stringify(json));
-          const teacherFlags = typeof teacher === 'string' ? ['--teacher', teacher] : ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api];
+          const teacherFlags = typeof teacher === 'string' ? ['--teacher', teacher] : 'server' in teacher ? ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api] : ['--teacher', teacher.gguf, '--teacher-engine', 'llama.cpp'];
           // Stopped while a server filled the caches: no checkpoint yet, so the same command (all its flags) continues the filling.
           const filling = result.steps === 0 && typeof teacher !== 'string';
           const again = filling ? commandLine(['qkd', ...process.argv.slice(2)]) : commandLine(['qkd', 'distill', ...teacherFlags, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume']);
-          const what = filling ? 'stopped while the server filled the soft-target cache (the windows done so far are kept)' : `stopped at step ${result.steps}, checkpoint saved, no quantized/ written`;
+          const what = filling ? 'stopped while the teacher filled the soft-target cache (the windows done so far are kept)' : `stopped at step ${result.steps}, checkpoint saved, no quantized/ written`;
           throw new CommandInterrupted(`${what}; continue with: ${again}`);
         }
         if (result.sakd_report) {
