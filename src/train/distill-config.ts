@@ -173,6 +173,18 @@ export const distillConfigSchema = z
         lambda_floor: z.number().nonnegative().default(0.05),
         /** Offline KD from a top-k soft-target cache (null: run the teacher every step). */
         soft_target_cache: z.object({ top_k: z.number().int().positive().default(32) }).strict().nullable().default(null),
+        /**
+         * Distillation across tokenizers (docs/cross-tokenizer.md), when the student's tokenizer is
+         * not the teacher's: at positions where both tokenizations end a token at the same byte,
+         * uld (sorted-probability Wasserstein-1) or aligned (the teacher's top_k mapped into the
+         * student's vocabulary by text: identity, or first-token: the first student token of its
+         * text). null: the tokenizers must be the same.
+         */
+        cross_tokenizer: z
+          .object({ method: z.enum(['uld', 'aligned']).default('aligned'), top_k: z.number().int().positive().default(32), mapping: z.enum(['first-token', 'identity']).default('first-token') })
+          .strict()
+          .nullable()
+          .default(null),
       })
       .strict()
       .default({}),
@@ -211,6 +223,12 @@ export const distillConfigSchema = z
          * QAT fine-tuning of a trained student.
          */
         from: z.string().nullable().default(null),
+        /**
+         * The student's own tokenizer when it is not the teacher's (a tokenizer.json, a model
+         * directory, a GGUF or a llama2.c tokenizer.bin): distillation across tokenizers, with
+         * distillation.cross_tokenizer. null: the teacher's, or student.from's.
+         */
+        tokenizer: z.string().nullable().default(null),
       })
       .strict()
       .default({}),

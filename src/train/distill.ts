@@ -27,8 +27,10 @@ import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '../models/load-any.js';
-import { LlamaModel } from '../models/llama.js';
 import { derivedConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
+import { createLlama, LlamaModel } from '../models/llama.js';
+import { loadTokenizerAt } from '../data/tokenizer-io.js';
+import { CrossTokenizerKd } from './cross-tokenizer.js';
 import { loadLlama } from '../models/llama-io.js';
 import { packLearned, quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
@@ -72,6 +74,8 @@ export interface DistillOptions {
    * KD from caches they fill).
    */
   teacher: string | LlamaModel | CacheTeacher;
+  /** The student's tokenizer when it is not the teacher's (distillation.cross_tokenizer; default: student.tokenizer, else student.from's). */
+  studentTokenizer?: Tokenizer;
   /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes); a server teacher's default is the student's. */
   tokenizer?: Tokenizer;
   /**
@@ -189,6 +193,44 @@ function cacheTeacherTokenizer(student: { path: string; config: LlamaConfig }, g
   return given;
 }
 
+/** What distillation across tokenizers cannot do (yet), refused by field before anything runs. */
+function refuseForCrossTokenizer(c: ResolvedDistillConfig, cacheTeacher: boolean, text: DistillOptions['text']): void {
+  const refuse = (field: string, what: string, hint: string): never => {
+    throw new QkdError('CONFIG', `across tokenizers (distillation.cross_tokenizer), ${what}`, { field, hint });
+  };
+  if (c.recipe === 'qat') refuse('recipe', 'recipe qat has no teacher', 'recipe kd or kd-qat');
+  if (c.recipe === 'sakd') refuse('recipe', 'SAKD is not supported yet', 'recipe kd or kd-qat');
+  if (cacheTeacher) refuse('teacher', 'the teacher must run in qkd (server and llama.cpp caches hold ids of the teacher\'s vocabulary only)', '--teacher PATH');
+  if (c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'offline KD is not supported yet', 'soft_target_cache: null');
+  if (c.distillation.kl !== 'forward') refuse('distillation.kl', `distillation.kl '${c.distillation.kl}' is not supported`, 'kl: forward');
+  const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
+  if (featureKdOn) refuse('distillation.feature_layers', 'feature KD is not supported', 'feature_layers: []');
+  if (c.distillation.attention_weight > 0) refuse('distillation.attention_weight', 'attention KD is not supported', 'attention_weight: 0');
+  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'teacher correction is not supported yet', 'steps: 0');
+  if (c.student.from === null && c.student.init !== 'random') refuse('student.init', `student init '${c.student.init}' copies the teacher's weights, whose vocabulary is not the student's`, 'init: random, or student.from');
+  if (typeof text !== 'string') refuse('data', 'chat data is not supported yet', 'text data');
+}
+
+/** The student's tokenizer across tokenizers: the given one, student.tokenizer, or student.from's own. */
+function crossStudentTokenizer(c: ResolvedDistillConfig, given: Tokenizer | undefined): Tokenizer {
+  if (given !== undefined) return given;
+  if (c.student.tokenizer !== null) return loadTokenizerAt(c.student.tokenizer);
+  if (c.student.from !== null) return loadModelTokenizer({ config: peekConfig(c.student.from) }, c.student.from);
+  throw new QkdError('CONFIG', "distillation across tokenizers needs the student's tokenizer", { field: 'student.tokenizer', hint: '--student-tokenizer PATH (a tokenizer.json, model directory, GGUF or tokenizer.bin)' });
+}
+
+/** The student's shape across tokenizers: student.from's, or the teacher's family in the asked shape with the student tokenizer's vocabulary. */
+function crossStudentConfig(c: ResolvedDistillConfig, teacher: LlamaConfig, tokenizer: Tokenizer): LlamaConfig {
+  if (c.student.from !== null) {
+    const config = peekConfig(c.student.from);
+    if (config.vocab_size < tokenizer.vocabSize) {
+      throw new QkdError('CONFIG', `the student has ${config.vocab_size} tokens in its vocabulary and its tokenizer ${tokenizer.vocabSize}`, { path: c.student.from, field: 'student.tokenizer', hint: "the student's own tokenizer" });
+    }
+    return config;
+  }
+  return derivedConfig(studentConfig(teacher, c), { vocab_size: tokenizer.vocabSize });
+}
+
 /** The result of a run stopped while its server caches were still filling (nothing trained yet). */
 function interruptedBeforeTraining(): TrainResult {
   return { steps: 0, train_loss: NaN, val_loss: NaN, val_ppl: NaN, tokens_per_s: 0, interrupted: true, params: 0, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
@@ -197,7 +239,7 @@ function interruptedBeforeTraining(): TrainResult {
 function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {
   if (given) {
     if (given.vocabSize !== teacher.config.vocab_size) {
-      throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: 'the student uses the teacher tokenizer; cross-tokenizer distillation is not supported' });
+      throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: "the teacher's tokenizer; a student with its own tokenizer: studentTokenizer with distillation.cross_tokenizer" });
     }
     return given;
   }
@@ -320,6 +362,8 @@ class DistillRecipe implements TrainRecipe {
   cache: SoftTargetCache | null = null;
   /** A server teacher's targets on the validation windows validation KL reads. */
   validationCache: SoftTargetCache | null = null;
+  /** Distillation across tokenizers (distillation.cross_tokenizer): the teacher's side. */
+  xtok: CrossTokenizerKd | null = null;
   /** SAKD (recipe sakd): teacher layer scores, SGR / TDNI / feedback. */
   readonly sakd: SakdMechanisms | null = null;
   private readonly teacherLayerScores: number[] = [];
@@ -502,7 +546,16 @@ class DistillRecipe implements TrainRecipe {
     let total = w === 1 ? task : scale(task, w);
     const cached = this.useTeacher && this.cache ? gatherCachedTargets(this.cache, batch, keep) : null;
     // A server teacher answers from its cache only: a batch reaching past the cached windows (the stream's last partial window) has no targets.
-    if (this.useTeacher && cached === null && this.teacher === null) components.offline_kd = 0;
+    if (this.useTeacher && this.xtok !== null) {
+      // Across tokenizers: the logit term at the aligned positions only.
+      const x = this.xtok.loss(logits, batch);
+      components.aligned_share = x.alignedShare;
+      if (!Number.isNaN(x.mappedMass)) components.mapped_mass = x.mappedMass;
+      if (x.kd !== null) {
+        components.logit_kd = components.distill = x.kd.item();
+        total = add(total, scale(x.kd, this.lambda));
+      }
+    } else if (this.useTeacher && cached === null && this.teacher === null) components.offline_kd = 0;
     else if (this.useTeacher) {
       const V = student.config.vocab_size;
       const teacherProbs: Tensor[] = [];
@@ -565,8 +618,9 @@ class DistillRecipe implements TrainRecipe {
     }
     if (this.useTeacher) {
       const batches = validationKlBatches(c);
-      if (this.teacher !== null) metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
-      else if (this.validationCache !== null) metrics.val_kl = cachedValidationKl(student, this.validationCache, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
+      // Across tokenizers the vocabularies differ: no token-by-token KL (aligned_share and mapped_mass are logged per step).
+      if (this.xtok === null && this.teacher !== null) metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
+      else if (this.xtok === null && this.validationCache !== null) metrics.val_kl = cachedValidationKl(student, this.validationCache, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
       const ratio = averages.task! > 0 ? averages.distill! / averages.task! : 0;
       metrics.distill_task_ratio = ratio;
       if (phaseAt(c, step) !== 'warmup' && ratio > c.distillation.ratio_threshold && this.lambda > c.distillation.lambda_floor) {
@@ -763,8 +817,19 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       throw new QkdError('CONFIG', `--resume: the teacher differs from the one the run distills (fingerprint ${saved.teacher.slice(0, 12)}…, given ${teacherId.slice(0, 12)}…)`, { path: typeof options.teacher === 'string' ? options.teacher : undefined, field: 'teacher', hint: 'the --teacher the run was started with' });
     }
   }
-  const tokenizer = existingStudent !== null ? cacheTeacherTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
-  const shape = existingStudent !== null ? existingStudent.config : c.student.from !== null ? existingStudentConfig(c.student.from, givenTeacher!.config) : studentConfig(givenTeacher!.config, c);
+  const xtokSettings = c.distillation.cross_tokenizer;
+  if (xtokSettings !== null) refuseForCrossTokenizer(c, external !== null, options.text);
+  const teacherTok = existingStudent !== null ? cacheTeacherTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
+  // The student's tokenizer: the teacher's, or across tokenizers its own.
+  const tokenizer = xtokSettings !== null ? crossStudentTokenizer(c, options.studentTokenizer) : teacherTok;
+  const shape =
+    xtokSettings !== null
+      ? crossStudentConfig(c, givenTeacher!.config, tokenizer)
+      : existingStudent !== null
+        ? existingStudent.config
+        : c.student.from !== null
+          ? existingStudentConfig(c.student.from, givenTeacher!.config)
+          : studentConfig(givenTeacher!.config, c);
 
   // The very token streams the training loop samples and validates on.
   const split = tokenizeSplit(tokenizer, options.text, c.training.validation_fraction);
@@ -787,6 +852,13 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const loopSettings = loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads });
   const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
   const recipe = new DistillRecipe(c, teacher, shape, teacherId);
+  if (xtokSettings !== null) {
+    recipe.xtok = new CrossTokenizerKd(teacher!, teacherTok, tokenizer, split.train, xtokSettings, c.distillation.temperature);
+    const bytes = recipe.xtok.textBytes();
+    options.onNote?.(
+      `across tokenizers (${xtokSettings.method}${xtokSettings.method === 'aligned' ? `, top-${xtokSettings.top_k}, ${xtokSettings.mapping} mapping: ${(100 * recipe.xtok.mappedVocabularyShare()).toFixed(1)}% of the teacher's vocabulary reaches the student's` : ''}): ${split.train.length} student tokens, ${recipe.xtok.teacherTokens.length} teacher tokens over ${bytes.student} bytes${bytes.teacher !== bytes.student ? ` (the teacher's tokens spell ${bytes.teacher}: positions past the first difference rarely align)` : ''}`,
+    );
+  }
   if (external !== null && cacheSettings !== null) {
     const caches = await prepareCaches(
       external,
@@ -810,7 +882,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   } else if (useCache && cacheSettings !== null) {
     recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
-  const entropy = teacher !== null ? teacherEntropy(teacher, split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
+  const entropy = teacher !== null ? teacherEntropy(teacher, recipe.xtok?.teacherTokens ?? split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
   options.onNote?.(describeRun(c));
   if (entropy !== null) {
     options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
@@ -850,6 +922,8 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     },
     createModel: () => {
       if (c.student.from !== null) return loadModelAny(c.student.from);
+      // Across tokenizers nothing of the teacher's fits the student's vocabulary: a fresh student.
+      if (xtokSettings !== null) return createLlama({ ...shape }, c.training.seed);
       const m = c.student.minitron;
       const calibration = c.student.init === 'minitron' ? { tokens: split.train, batch: c.training.batch_size, seqLen: c.training.seq_len, batches: m.calibration_batches, aggregation: m.aggregation, depth: m.depth } : undefined;
       const student = initStudent(teacher!, shape, c.student.init, c.training.seed, calibration);

@@ -63,6 +63,8 @@ interface DistillFlags extends CorpusFlags {
   teacherConcurrency?: number;
   teacherTimeout?: number;
   topK?: number;
+  studentTokenizer?: string;
+  crossTokenizer?: 'uld' | 'aligned';
   out: string;
   data: string;
   config?: string;
@@ -106,8 +108,15 @@ function configFromFlags(o: DistillFlags): DistillConfig {
     recipe: o.recipe ?? base.recipe,
     training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
     quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits, format: o.format ?? base.quantization.format },
-    distillation: { ...base.distillation, ...(o.topK !== undefined ? { soft_target_cache: { top_k: o.topK } } : {}), temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
-    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from },
+    distillation: {
+      ...base.distillation,
+      ...(o.topK !== undefined && o.crossTokenizer === undefined ? { soft_target_cache: { top_k: o.topK } } : {}),
+      // --cross-tokenizer METHOD (with --top-k for aligned KD); --student-tokenizer alone means aligned KD.
+      ...(o.crossTokenizer !== undefined || (o.studentTokenizer !== undefined && base.distillation.cross_tokenizer === null)
+        ? { cross_tokenizer: { ...(base.distillation.cross_tokenizer ?? {}), method: o.crossTokenizer ?? base.distillation.cross_tokenizer?.method ?? 'aligned', ...(o.topK !== undefined ? { top_k: o.topK } : {}) } }
+        : {}),
+      temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
+    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from, tokenizer: o.studentTokenizer ?? base.student.tokenizer },
   };
   return parseDistillConfig(merged, o.config ?? 'command-line flags');
 }
@@ -124,6 +133,8 @@ export function registerDistill(program: Command): void {
     .option('--teacher-api <api>', `the server's API: ${SERVER_APIS.join(' | ')} (default vllm)`, choice('--teacher-api', SERVER_APIS))
     .option('--teacher-concurrency <n>', 'requests in flight to the teacher server (default 4)', positiveInt('--teacher-concurrency'))
     .option('--teacher-timeout <s>', 'seconds per request to the teacher server before it is retried (default 120)', decimal('--teacher-timeout', { min: 0, exclusiveMin: true }))
+    .option('--student-tokenizer <path>', "the student's own tokenizer (tokenizer.json, model directory, GGUF or tokenizer.bin): distillation across tokenizers (with --init random or --student)")
+    .option('--cross-tokenizer <method>', 'across tokenizers: aligned (the teacher\'s top-k mapped into the student\'s vocabulary by text; default) or uld (sorted-probability Wasserstein-1)', choice('--cross-tokenizer', ['uld', 'aligned'] as const))
     .option('--top-k <k>', "the teacher's top-k log-probs kept per position (offline KD: distillation.soft_target_cache.top_k; a server teacher's default 20)", positiveInt('--top-k'))
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
     .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
