@@ -10,7 +10,11 @@ import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
 import { loadCorpus } from '../src/data/corpus.js';
+import { train } from '../src/train/trainer.js';
+import { modelDirectory } from '../src/models/load-any.js';
+import type { TrainConfig } from '../src/train/config.js';
 
 export interface ExperimentSetup<B> {
   budgetName: string;
@@ -61,4 +65,19 @@ export function setupExperiment<B>(defaultOut: string, budgets: Record<string, B
     root,
     log: (message) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(5)} s] ${message}`),
   };
+}
+
+/**
+ * The experiment's teacher in ROOT/teacher: trained by qkd's trainer with
+ * `config` on `text` when no finished run is there, else reused. Returns
+ * its model directory.
+ */
+export async function trainedTeacher(root: string, text: string, config: TrainConfig, what: string, log: (m: string) => void): Promise<string> {
+  const dir = join(root, 'teacher');
+  if (!existsSync(join(dir, 'latest.json'))) {
+    log(`training the teacher (${what}) into ${dir}`);
+    // force: an unfinished run (no latest.json) has nothing worth keeping.
+    await train({ text, outDir: dir, config, force: true });
+  } else log(`reusing the teacher in ${dir}`);
+  return modelDirectory(dir);
 }

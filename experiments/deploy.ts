@@ -38,7 +38,6 @@ import { loadModelAny, loadModelTokenizer } from '../src/models/load-any.js';
 import { collectImportance } from '../src/compress/imatrix.js';
 import type { LlamaModel } from '../src/models/llama.js';
 import { join } from 'node:path';
-import { train } from '../src/train/trainer.js';
 import { presetConfig } from '../src/train/config.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig } from '../src/train/distill-config.js';
@@ -46,7 +45,7 @@ import { modelDirectory } from '../src/models/load-any.js';
 import { exportGguf } from '../src/compress/export-gguf.js';
 import { compareModels } from '../src/eval/compare.js';
 import { evaluateModel, evaluateModelInLlamaCpp } from '../src/eval/perplexity.js';
-import { setupExperiment } from './_common.js';
+import { setupExperiment, trainedTeacher } from './_common.js';
 
 const BUDGETS = {
   small: { teacherSteps: 800, qatSteps: 150, layers: 4 },
@@ -57,15 +56,10 @@ const SEQ_LEN = 128;
 /** The grids the KD+QAT rows train on (Q3_K_M: a grid where PTQ costs more). */
 const FORMATS = ['Q4_0', 'Q4_K_M', 'Q3_K_M'];
 
-async function teacher(): Promise<string> {
-  const dir = join(root, 'teacher');
-  if (!existsSync(join(dir, 'latest.json'))) {
-    const base = presetConfig('reference');
-    const config = { ...base, model: { ...base.model, num_hidden_layers: budget.layers, intermediate_size: 768, num_key_value_heads: 4 }, seq_len: SEQ_LEN, seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps, eval_every: budget.teacherSteps };
-    log(`training the teacher (width 256, ${budget.layers} layers, ${config.steps} steps)`);
-    await train({ text, outDir: dir, config, force: true });
-  } else log('reusing the teacher');
-  return modelDirectory(dir);
+function teacher(): Promise<string> {
+  const base = presetConfig('reference');
+  const config = { ...base, model: { ...base.model, num_hidden_layers: budget.layers, intermediate_size: 768, num_key_value_heads: 4 }, seq_len: SEQ_LEN, seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps, eval_every: budget.teacherSteps };
+  return trainedTeacher(root, text, config, `width 256, ${budget.layers} layers, ${config.steps} steps`, log);
 }
 
 /**

@@ -51,11 +51,10 @@ import { modelDirectory } from '../src/models/load-any.js';
 import { quantizeLlama } from '../src/compress/quantize-model.js';
 import { uniformPlan } from '../src/swan/allocate.js';
 import { presetConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
 import { distill, validationKl } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
 import { writeBytesAtomic } from '../src/io/atomic.js';
-import { setupExperiment } from './_common.js';
+import { setupExperiment, trainedTeacher } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
@@ -104,15 +103,9 @@ const done: Row[] = existsSync(rowsPath) ? (JSON.parse(readFileSync(rowsPath, 'u
 const keyOf = (method: string, bits: number, seed: number) => `${method}|${bits}|${seed}`;
 const doneKeys = new Map(done.map((r) => [keyOf(r.method, r.bits, r.seed), r]));
 
-async function teacherDir(): Promise<string> {
-  const dir = join(root, 'teacher');
-  if (!existsSync(join(dir, 'latest.json'))) {
-    const config = { ...presetConfig(budget.teacherPreset), seed: baseSeed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
-    log(`training the teacher (${budget.teacherPreset}, ${config.steps} steps) into ${dir}`);
-    // force: an unfinished run (no latest.json) has nothing worth keeping.
-    await train({ text, outDir: dir, config, force: true });
-  } else log(`reusing the teacher in ${dir}`);
-  return modelDirectory(dir);
+function teacherDir(): Promise<string> {
+  const config = { ...presetConfig(budget.teacherPreset), seed: baseSeed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
+  return trainedTeacher(root, text, config, `${budget.teacherPreset}, ${config.steps} steps`, log);
 }
 
 /** A student run (reused when finished); `input` adds to the shared settings. */

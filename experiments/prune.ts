@@ -28,13 +28,12 @@ import { loadLlama } from '../src/models/llama-io.js';
 import type { LlamaModel } from '../src/models/llama.js';
 import { modelDirectory } from '../src/models/load-any.js';
 import { presetConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
 import { initStudent, type StudentInitMethod } from '../src/distill/student-init.js';
 import { configParameters, shapeForParameters, type PruneShape } from '../src/distill/minitron.js';
 import { derivedConfig, type LlamaConfig } from '../src/models/llama-config.js';
-import { setupExperiment } from './_common.js';
+import { setupExperiment, trainedTeacher } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
@@ -50,14 +49,9 @@ interface Row {
   curve: [number, number][];
 }
 
-async function teacherDir(): Promise<string> {
-  const dir = join(root, 'teacher');
-  if (!existsSync(join(dir, 'latest.json'))) {
-    const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
-    log(`training the teacher (${budget.teacherPreset}, ${config.steps} steps) into ${dir}`);
-    await train({ text, outDir: dir, config, force: true });
-  } else log(`reusing the teacher in ${dir}`);
-  return modelDirectory(dir);
+function teacherDir(): Promise<string> {
+  const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
+  return trainedTeacher(root, text, config, `${budget.teacherPreset}, ${config.steps} steps`, log);
 }
 
 async function main(): Promise<void> {

@@ -27,10 +27,9 @@ import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
 import { modelDirectory } from '../src/models/load-any.js';
 import { presetConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
-import { setupExperiment } from './_common.js';
+import { setupExperiment, trainedTeacher } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1000, studentPreset: 'tiny', studentSteps: 600, batch: 8, seqLen: 128 },
@@ -45,15 +44,9 @@ interface Row {
   params: number;
 }
 
-async function teacherDir(): Promise<string> {
-  const dir = join(root, 'teacher');
-  if (!existsSync(join(dir, 'latest.json'))) {
-    const p = presetConfig(budget.teacherPreset);
-    const config = { ...p, seed, steps: budget.teacherSteps, seq_len: budget.seqLen, checkpoint_every: budget.teacherSteps, tokenizer: { kind: 'bpe' as const, vocab_size: 4096 } };
-    log(`training the teacher (${budget.teacherPreset}, BPE 4096, ${config.steps} steps) into ${dir}`);
-    await train({ text, outDir: dir, config, force: true });
-  } else log(`reusing the teacher in ${dir}`);
-  return modelDirectory(dir);
+function teacherDir(): Promise<string> {
+  const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, seq_len: budget.seqLen, checkpoint_every: budget.teacherSteps, tokenizer: { kind: 'bpe' as const, vocab_size: 4096 } };
+  return trainedTeacher(root, text, config, `${budget.teacherPreset}, BPE 4096, ${config.steps} steps`, log);
 }
 
 async function main(): Promise<void> {

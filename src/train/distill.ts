@@ -515,7 +515,9 @@ class DistillRecipe implements TrainRecipe {
   beginStep(step: number): void {
     const c = this.config;
     const phase = phaseAt(c, step);
-    this.lambda = this.useTeacher ? Math.max(c.distillation.lambda_floor, coefficient(c.distillation.lambda_distill, phase) - this.lambdaDelta) : 0;
+    // The floor bounds the monitor's decrements only: a λ set below it (0: the teacher's term off) is kept.
+    const base = coefficient(c.distillation.lambda_distill, phase);
+    this.lambda = this.useTeacher ? Math.max(Math.min(c.distillation.lambda_floor, base), base - this.lambdaDelta) : 0;
     this.gamma = c.recipe === 'kd' ? 0 : coefficient(c.distillation.gamma_quant, phase);
     if (this.qat) this.qat.enabled = fakeQuantActive(c, step);
     if (this.qat?.enabled && this.lsq.size > 0 && !this.lsqReady && this.student) this.initLearned(this.student);

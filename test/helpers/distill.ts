@@ -1,5 +1,5 @@
 /** What the distillation tests share: a small random byte-level teacher on disk, a slice of Moby-Dick, and a short run's config. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
@@ -26,4 +26,17 @@ export function shortConfig(extra: Record<string, unknown> = {}): DistillConfig 
     optimizer: { lr: 3e-3, min_lr: 3e-4 },
     ...extra,
   });
+}
+
+/** Every line of a run's metrics.jsonl (steps and evaluations). */
+export function runMetrics(out: string): Record<string, number>[] {
+  return readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
+}
+
+/** The training steps of a run's metrics.jsonl (lines with a loss). */
+export function stepMetrics(out: string): Record<string, number>[] {
+  return runMetrics(out).filter((m) => 'loss' in m);
 }

@@ -14,7 +14,7 @@ import { trainBpe, type BpeTokenizer } from '../../src/data/bpe.js';
 import { loadTokenizer } from '../../src/data/tokenizer-io.js';
 import { distill } from '../../src/train/distill.js';
 import { QkdError } from '../../src/errors.js';
-import { distillFixture, shortConfig, teacherConfig } from '../helpers/distill.js';
+import { distillFixture, shortConfig, stepMetrics, teacherConfig } from '../helpers/distill.js';
 
 const fixture = distillFixture('qkd-xtok-');
 const { dir, teacherDir: byteTeacherDir } = fixture;
@@ -23,13 +23,6 @@ const bpeTeacherDir = join(dir, 'bpe-teacher');
 let bpe: BpeTokenizer;
 const bpePath = join(dir, 'bpe', 'tokenizer.json');
 
-function lines(out: string): Record<string, number>[] {
-  return readFileSync(join(out, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, number>)
-    .filter((m) => 'loss' in m);
-}
 
 describe('distillation across tokenizers', () => {
   before(() => {
@@ -54,7 +47,7 @@ describe('distillation across tokenizers', () => {
       });
       assert.ok(Number.isFinite(r.val_loss));
       assert.ok(notes.some((n) => /^across tokenizers/.test(n)), notes.join('\n'));
-      const m = lines(out);
+      const m = stepMetrics(out);
       // Every teacher boundary is a byte boundary: about one byte in (bytes per teacher token) aligns.
       const share = m.reduce((a, l) => a + l.aligned_share!, 0) / m.length;
       assert.ok(share > 0.2 && share < 0.8, `aligned share ${share}`);
@@ -70,7 +63,7 @@ describe('distillation across tokenizers', () => {
   it('a byte-level teacher into a BPE student: every student boundary is a teacher boundary', async () => {
     const out = join(dir, 'bytes-to-bpe');
     await distill({ teacher: byteTeacherDir, studentTokenizer: bpe, text, outDir: out, config: shortConfig({ recipe: 'kd', student: { init: 'random' }, distillation: { cross_tokenizer: { method: 'aligned', mapping: 'identity', top_k: 256 } } }) });
-    const m = lines(out);
+    const m = stepMetrics(out);
     // 16 BPE tokens span more bytes than the byte teacher's 32-token context at times: nearly all, not all, align.
     const share = m.reduce((a, l) => a + l.aligned_share!, 0) / m.length;
     assert.ok(share > 0.8, `aligned share ${share}`);

@@ -150,6 +150,13 @@ describe('distill', () => {
     assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data);
   });
 
+  it('λ set below the monitor\'s floor is kept: λ = 0 turns the teacher\'s term off', async () => {
+    const out = join(dir, 'lambda-zero');
+    await distill({ teacher: teacherDir, text, outDir: out, config: config({ recipe: 'kd', distillation: { lambda_distill: 0 } }) });
+    const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'loss' in l);
+    assert.ok(lines.length > 0 && lines.every((l) => l.lambda === 0 && Math.abs(l.loss - l.task) < 1e-6), 'λ 0 at every step and the loss is the task loss');
+  });
+
   it('offline KD trains from a top-k soft-target cache built once and reused', async () => {
     const out = join(dir, 'offline');
     const c = config({ recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 } } });

@@ -5,7 +5,7 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
 import { saveLlama } from '../../src/models/llama-io.js';
@@ -15,7 +15,7 @@ import { distill } from '../../src/train/distill.js';
 import { llamaCppScorer } from '../../src/eval/llama-cpp.js';
 import { softTargetsFromLogits } from '../../src/distill/soft-targets.js';
 import { QkdError } from '../../src/errors.js';
-import { distillFixture, shortConfig, teacherConfig } from '../helpers/distill.js';
+import { distillFixture, shortConfig, stepMetrics, teacherConfig } from '../helpers/distill.js';
 
 const fixture = distillFixture('qkd-llamacpp-teacher-');
 const { dir, teacherDir } = fixture;
@@ -24,13 +24,6 @@ const studentDir = join(dir, 'student');
 const gguf = join(dir, 'teacher-F32.gguf');
 const settings = { recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 } }, student: { from: studentDir } };
 
-function steps(out: string): Record<string, number>[] {
-  return readFileSync(join(out, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, number>)
-    .filter((m) => 'loss' in m);
-}
 
 describe('a GGUF teacher in llama.cpp', () => {
   before(() => {
@@ -70,8 +63,8 @@ describe('a GGUF teacher in llama.cpp', () => {
     assert.ok(!r.interrupted);
     assert.ok(notes.some((n) => /its tokenizer's 256 tokens checked against the student tokenizer \(0 differ\)/.test(n)), notes.join('\n'));
     assert.ok(notes.some((n) => /windows the run reads/.test(n)), notes.join('\n'));
-    const a = steps(local);
-    const b = steps(out);
+    const a = stepMetrics(local);
+    const b = stepMetrics(out);
     assert.equal(b.length, a.length);
     assert.ok(b.every((m) => m.offline_kd === 1));
     // llama.cpp's F32 logits equal qkd's to ~1e-5 here; the cache stores f16 log-probs either way.

@@ -15,7 +15,7 @@ import { loadLlama, saveLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
 import { distill } from '../../src/train/distill.js';
 import { QkdError } from '../../src/errors.js';
-import { distillFixture, shortConfig, teacherConfig } from '../helpers/distill.js';
+import { distillFixture, runMetrics, shortConfig, teacherConfig } from '../helpers/distill.js';
 import { startLoopbackTeacher, type LoopbackServer } from '../helpers/teacher-server.js';
 
 const fixture = distillFixture('qkd-server-distill-');
@@ -26,12 +26,6 @@ const bytes = new ByteTokenizer();
 const tokenText = (id: number) => bytes.decode([id]);
 const settings = { recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 } }, student: { from: studentDir } };
 
-function metrics(out: string): Record<string, number>[] {
-  return readFileSync(join(out, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, number>);
-}
 
 /** Runs the CLI without blocking this process (the loopback server lives here). */
 function qkd(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -79,15 +73,15 @@ describe('distillation from a teacher on a server', () => {
     assert.ok(progress.some((p) => /^training targets (\d+)\/\1$/.test(p)) && progress.some((p) => /^validation targets (\d+)\/\1$/.test(p)), progress.slice(-3).join('\n'));
     // The training cache is sparse (the job's files stay, ready for a longer run); the validation cache is whole.
     for (const f of ['soft-targets.bin.partial', 'soft-targets.bin.progress', 'soft-targets.validation.bin']) assert.ok(existsSync(join(remote, f)), f);
-    const a = metrics(local).filter((m) => 'loss' in m);
-    const b = metrics(remote).filter((m) => 'loss' in m);
+    const a = runMetrics(local).filter((m) => 'loss' in m);
+    const b = runMetrics(remote).filter((m) => 'loss' in m);
     assert.equal(b.length, a.length);
     assert.ok(b.every((m) => m.offline_kd === 1), 'every step reads the cache');
     // The caches agree to float32 rounding of the tail mass: the losses to well within noise.
     for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]!.loss! - b[i]!.loss!) < 1e-3, `step ${i + 1}: ${a[i]!.loss} vs ${b[i]!.loss}`);
-    const evals = metrics(remote).filter((m) => 'val_loss' in m);
+    const evals = runMetrics(remote).filter((m) => 'val_loss' in m);
     assert.ok(evals.length > 0 && evals.every((m) => Number.isFinite(m.val_kl) && m.val_kl! > 0), 'validation KL from the validation cache');
-    const localEvals = metrics(local).filter((m) => 'val_loss' in m);
+    const localEvals = runMetrics(local).filter((m) => 'val_loss' in m);
     // The server's validation KL is over the top-k and tail buckets: a lower bound of the full KL.
     for (let i = 0; i < evals.length; i++) assert.ok(evals[i]!.val_kl! <= localEvals[i]!.val_kl! + 1e-4, `eval ${i}: ${evals[i]!.val_kl} vs full ${localEvals[i]!.val_kl}`);
     assert.ok(Math.abs(r.val_loss - l.val_loss) < 1e-3, `${r.val_loss} vs ${l.val_loss}`);
