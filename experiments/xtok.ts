@@ -8,11 +8,14 @@
  * sequence length (the same token budget), the same data. Rows:
  *   no-kd                 byte-level student, task loss only
  *   uld                   byte-level student, + λ·ULD at aligned positions
- *   aligned-kd            byte-level student, + λ·KL of the teacher's top-32 mapped
- *                         to the student's first byte, at aligned positions
+ *   aligned-kd            byte-level student, + λ·KL of the teacher's distribution
+ *                         carried to the next byte (prefix mapping: at every byte
+ *                         inside the teacher's next token too), top-32 bytes
+ *   aligned-kd-first-token  the same at aligned positions only (first-token
+ *                         mapping of the teacher's top-32)
  *   same-tokenizer-no-kd  student with the teacher's BPE, task loss only
  *   same-tokenizer-kd     student with the teacher's BPE, + λ·KL (the upper reference)
- * Measured on the held-out 10% in bits per byte (comparable across
+ * Every KD row at τ = 1 (see the comment at the config). Measured on the held-out 10% in bits per byte (comparable across
  * tokenizers), with each student's perplexity over its own tokens. The
  * gain of a method is no-kd's bpb minus its bpb (same tokenizer: the
  * same-tokenizer rows'). Last stdout line:
@@ -57,10 +60,11 @@ async function main(): Promise<void> {
   const bytes = new ByteTokenizer();
   const student = presetConfig(budget.studentPreset).model;
   const p = presetConfig(budget.studentPreset);
-  const specs: { method: string; tokenizer: Tokenizer; kd: 'none' | 'uld' | 'aligned' | 'same' }[] = [
+  const specs: { method: string; tokenizer: Tokenizer; kd: 'none' | 'uld' | 'aligned' | 'aligned-first-token' | 'same' }[] = [
     { method: 'no-kd', tokenizer: bytes, kd: 'none' },
     { method: 'uld', tokenizer: bytes, kd: 'uld' },
     { method: 'aligned-kd', tokenizer: bytes, kd: 'aligned' },
+    { method: 'aligned-kd-first-token', tokenizer: bytes, kd: 'aligned-first-token' },
     { method: 'same-tokenizer-no-kd', tokenizer: teacherTok, kd: 'none' },
     { method: 'same-tokenizer-kd', tokenizer: teacherTok, kd: 'same' },
   ];
@@ -77,9 +81,12 @@ async function main(): Promise<void> {
         optimizer: { lr: p.lr, min_lr: p.min_lr },
         student: { init: 'random', model: student },
         distillation: {
+          // τ = 1 for every row: at qkd's default τ = 4, KD across tokenizers lost to no-kd on Moby-Dick
+          // (aligned-kd 2.880 against 2.817 bits/byte), at τ = 1 it gained (2.771); chosen there, checked on SOTU.
+          temperature: 1,
           // no-kd: the same run with λ = 0 (the teacher's term is computed and weighted by nothing).
           ...(spec.kd === 'none' ? { lambda_distill: 0 } : {}),
-          ...(across ? { cross_tokenizer: { method: spec.kd === 'uld' ? 'uld' : 'aligned', top_k: 32, mapping: 'first-token' } } : {}),
+          ...(across ? { cross_tokenizer: { method: spec.kd === 'uld' ? 'uld' : 'aligned', top_k: 32, mapping: spec.kd === 'aligned-first-token' ? 'first-token' : 'prefix' } } : {}),
         },
       };
       log(`training ${spec.method} (${budget.studentSteps} steps of ${budget.batch} × ${budget.seqLen} tokens)`);
@@ -93,11 +100,11 @@ async function main(): Promise<void> {
   }
   const bpb = (m: string) => rows.find((r) => r.method === m)!.bpb;
   const sameGain = bpb('same-tokenizer-no-kd') - bpb('same-tokenizer-kd');
-  const recovered = { uld: (bpb('no-kd') - bpb('uld')) / sameGain, aligned_kd: (bpb('no-kd') - bpb('aligned-kd')) / sameGain };
+  const recovered = { uld: (bpb('no-kd') - bpb('uld')) / sameGain, aligned_kd: (bpb('no-kd') - bpb('aligned-kd')) / sameGain, aligned_kd_first_token: (bpb('no-kd') - bpb('aligned-kd-first-token')) / sameGain };
   console.log(`\nteacher: ${teacherEval.bits_per_byte.toFixed(4)} bits/byte`);
   console.log('method                  params    bits/byte   ppl (own tokens)');
   for (const r of rows) console.log(`${r.method.padEnd(22)} ${String(r.params).padStart(8)}   ${r.bpb.toFixed(4).padStart(9)}   ${r.ppl.toFixed(3)}`);
-  console.log(`same-tokenizer KD gain: ${sameGain.toFixed(4)} bits/byte; recovered across tokenizers: uld ${(100 * recovered.uld).toFixed(0)}%, aligned-kd ${(100 * recovered.aligned_kd).toFixed(0)}%`);
+  console.log(`same-tokenizer KD gain: ${sameGain.toFixed(4)} bits/byte; recovered across tokenizers: uld ${(100 * recovered.uld).toFixed(0)}%, aligned-kd ${(100 * recovered.aligned_kd).toFixed(0)}%, aligned-kd-first-token ${(100 * recovered.aligned_kd_first_token).toFixed(0)}%`);
   log('done');
   console.log(JSON.stringify({ budget: budgetName, data, seed, teacher_bpb: teacherEval.bits_per_byte, rows: rows.map(({ method, bpb, ppl }) => ({ method, bpb, ppl })), same_tokenizer_gain_bpb: sameGain, recovered }));
 }

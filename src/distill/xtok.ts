@@ -110,8 +110,12 @@ export function uldLoss(studentLogits: Tensor, teacherSorted: Float32Array, K: n
   });
 }
 
-/** How teacher tokens reach the student's vocabulary in aligned KD. */
-export type TokenMapping = 'identity' | 'first-token';
+/**
+ * How teacher tokens reach the student's vocabulary in aligned KD:
+ * identity and first-token at aligned positions, prefix also inside the
+ * teacher's next token (prefixTargets).
+ */
+export type TokenMapping = 'identity' | 'first-token' | 'prefix';
 
 /**
  * The student id each teacher id's probability goes to (−1: none), for
@@ -179,4 +183,46 @@ export function mappedTargets(teacherLogp: Float32Array, map: Int32Array, k: num
   }
   out.tailLogp[row] = Math.log((rest * (outside - pads)) / outside);
   return mapped;
+}
+
+/**
+ * Aligned KD inside a teacher token (mapping 'prefix'): the student's
+ * context ends `prefix.length` bytes after the teacher's last boundary,
+ * with those bytes. The teacher's distribution at that boundary, kept to
+ * the tokens whose bytes start with the prefix and go on past it, and
+ * renormalised, is its distribution of how the text goes on; each such
+ * token sends its probability to the student token that follows the
+ * prefix (`next(t)`: for a byte-level student, the byte after the prefix).
+ * At an aligned position (empty prefix) this is first-token mapping over
+ * the whole vocabulary. Writes the `width` most probable student ids and
+ * the rest as the tail (as mappedTargets); returns false when no teacher
+ * token continues the prefix (then the row is not written).
+ */
+export function prefixTargets(teacherLogp: Float32Array, teacherBytes: readonly Uint8Array[], prefix: Uint8Array, next: (t: number) => number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number): boolean {
+  const mass = new Float64Array(Vs);
+  let z = 0;
+  const n = prefix.length;
+  for (let t = 0; t < teacherLogp.length; t++) {
+    const b = teacherBytes[t]!;
+    if (b.length <= n) continue;
+    let match = true;
+    for (let i = 0; i < n && match; i++) match = b[i] === prefix[i];
+    if (!match) continue;
+    const s = next(t);
+    if (s < 0 || s >= Vs) continue;
+    const p = Math.exp(teacherLogp[t]!);
+    mass[s]! += p;
+    z += p;
+  }
+  if (!(z > 1e-12)) return false;
+  const order = Array.from({ length: Vs }, (_, j) => j).sort((a, b) => mass[b]! - mass[a]!);
+  let kept = 0;
+  for (let i = 0; i < width; i++) {
+    const s = order[i]!;
+    out.ids[row * width + i] = s;
+    out.logp[row * width + i] = Math.log(mass[s]! / z);
+    kept += mass[s]! / z;
+  }
+  out.tailLogp[row] = Math.log(Math.max(0, 1 - kept));
+  return true;
 }

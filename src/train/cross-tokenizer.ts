@@ -12,7 +12,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { noGrad } from '../tensor/tape.js';
 import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { cachedKd } from '../distill/soft-targets.js';
-import { lowerBound, mappedTargets, tokenEnds, uldLoss, vocabularyMap, type TokenMapping } from '../distill/xtok.js';
+import { lowerBound, mappedTargets, prefixTargets, tokenBytesOf, tokenEnds, uldLoss, vocabularyMap, type TokenMapping } from '../distill/xtok.js';
 import type { MicroBatch } from './recipe.js';
 
 export interface CrossTokenizerSettings {
@@ -37,6 +37,10 @@ export class CrossTokenizerKd {
   private readonly teacherEnds: Float64Array;
   private readonly map: Int32Array | null;
   private readonly Tt: number;
+  /** mapping 'prefix': the training text's bytes, the teacher's token bytes, and each teacher token's student token after a prefix. */
+  private readonly text: Uint8Array | null = null;
+  private readonly teacherBytes: Uint8Array[] = [];
+  private readonly nextMemo = new Map<string, number>();
 
   constructor(
     private readonly teacher: LlamaModel,
@@ -52,7 +56,34 @@ export class CrossTokenizerKd {
     // The teacher's window may be longer than the student's when its tokens are shorter, up to its context.
     this.Tt = teacher.config.max_position_embeddings;
     if (this.teacherTokens.length < 2) throw new QkdError('ARGUMENT', `the training text is ${this.teacherTokens.length} teacher token(s)`, { field: 'data', hint: 'more text' });
-    this.map = settings.method === 'aligned' ? vocabularyMap(teacherTokenizer, studentTokenizer, settings.mapping) : null;
+    const prefix = settings.method === 'aligned' && settings.mapping === 'prefix';
+    this.map = settings.method === 'aligned' && !prefix ? vocabularyMap(teacherTokenizer, studentTokenizer, settings.mapping) : null;
+    if (prefix) {
+      this.teacherBytes = Array.from({ length: teacherTokenizer.vocabSize }, (_, id) => tokenBytesOf(teacherTokenizer, id));
+      const text = new Uint8Array(this.studentEnds[this.studentEnds.length - 1] ?? 0);
+      for (let i = 0, at = 0; i < studentTrain.length; i++) {
+        const b = tokenBytesOf(studentTokenizer, studentTrain[i]!);
+        text.set(b, at);
+        at += b.length;
+      }
+      this.text = text;
+    }
+    this.studentTokenizer = studentTokenizer;
+  }
+
+  private readonly studentTokenizer: Tokenizer;
+
+  /** The student token that follows `n` bytes of teacher token t (prefix mapping): the byte after them, or the first token of the student's own tokenization of the rest. */
+  private nextStudentToken(t: number, n: number): number {
+    const b = this.teacherBytes[t]!;
+    if (this.studentTokenizer.kind === 'byte') return b[n]!;
+    const key = `${t}:${n}`;
+    let s = this.nextMemo.get(key);
+    if (s === undefined) {
+      const ids = this.studentTokenizer.encode(Buffer.from(b.subarray(n)).toString('utf8'));
+      this.nextMemo.set(key, (s = ids.length > 0 ? ids[0]! : -1));
+    }
+    return s;
   }
 
   /** Teacher ids the map sends somewhere, of the teacher's vocabulary (aligned KD). */
@@ -87,7 +118,8 @@ export class CrossTokenizerKd {
     }
     const Tt = Math.min(need, this.Tt, this.teacherTokens.length);
     const inputs = new Int32Array(B * Tt);
-    const pairs: { student: number; teacher: number }[] = [];
+    const prefix = this.text !== null;
+    const pairs: { student: number; teacher: number; from: number; to: number }[] = [];
     for (let b = 0; b < B; b++) {
       const s0 = batch.starts[b]!;
       // Near the end of the stream the window starts earlier (more context for the teacher, never less).
@@ -99,14 +131,14 @@ export class CrossTokenizerKd {
         const e = sEnds[s0 + i]!;
         while (j < Tt && tEnds[j0 + j]! < e) j++;
         if (j === Tt) break;
-        if (tEnds[j0 + j] === e) pairs.push({ student: b * T + i, teacher: b * Tt + j });
+        if (tEnds[j0 + j] === e) pairs.push({ student: b * T + i, teacher: b * Tt + j, from: e, to: e });
+        // Inside the teacher's next token: from its last boundary in the window (prefix mapping).
+        else if (prefix && j > 0) pairs.push({ student: b * T + i, teacher: b * Tt + j - 1, from: tEnds[j0 + j - 1]!, to: e });
       }
     }
-    const alignedShare = pairs.length / (B * T);
-    if (pairs.length === 0) return { kd: null, alignedShare, mappedMass: NaN };
+    if (pairs.length === 0) return { kd: null, alignedShare: 0, mappedMass: NaN };
     const teacherLogits = noGrad(() => this.teacher.forward(inputs, B, Tt)).data;
-    const rows = selectRows(reshape(logits, [B * T, Vs]), Int32Array.from(pairs, (p) => p.student));
-    const N = pairs.length;
+    let N = pairs.length;
     // Teacher log-probabilities at τ = 1: ULD compares them as published; aligned KD maps them into
     // the student's vocabulary, and cachedKd tempers the mapped buckets as it does cached targets.
     const logp = new Float32Array(Vt);
@@ -120,6 +152,7 @@ export class CrossTokenizerKd {
       for (let v = 0; v < Vt; v++) logp[v] = teacherLogits[o + v]! - lse;
       return logp;
     };
+    const studentRows = (rows: readonly { student: number }[]): Tensor => selectRows(reshape(logits, [B * T, Vs]), Int32Array.from(rows, (p) => p.student));
     if (this.settings.method === 'uld') {
       const sorted = new Float32Array(N * Vt);
       for (let n = 0; n < N; n++) {
@@ -127,12 +160,33 @@ export class CrossTokenizerKd {
         const p = Array.from(row, Math.exp).sort((a, b) => b - a);
         sorted.set(p, n * Vt);
       }
-      return { kd: uldLoss(rows, sorted, Vt), alignedShare, mappedMass: NaN };
+      return { kd: uldLoss(studentRows(pairs), sorted, Vt), alignedShare: N / (B * T), mappedMass: NaN };
     }
     const width = Math.min(this.settings.top_k, Vs);
     const targets = { ids: new Int32Array(N * width), logp: new Float32Array(N * width), tailLogp: new Float32Array(N) };
     let mapped = 0;
+    if (prefix) {
+      // Rows no teacher token continues are dropped.
+      const kept: typeof pairs = [];
+      let lastRow = -1;
+      for (let n = 0; n < N; n++) {
+        const p = pairs[n]!;
+        if (p.teacher !== lastRow) {
+          teacherRow(n);
+          lastRow = p.teacher;
+        }
+        const n0 = p.to - p.from;
+        if (prefixTargets(logp, this.teacherBytes, this.text!.subarray(p.from, p.to), (t) => this.nextStudentToken(t, n0), width, Vs, targets, kept.length)) {
+          mapped += 1 - Math.exp(targets.tailLogp[kept.length]!);
+          kept.push(p);
+        }
+      }
+      N = kept.length;
+      if (N === 0) return { kd: null, alignedShare: 0, mappedMass: NaN };
+      const cut = { ids: targets.ids.subarray(0, N * width), logp: targets.logp.subarray(0, N * width), tailLogp: targets.tailLogp.subarray(0, N) };
+      return { kd: cachedKd(studentRows(kept), cut, this.temperature), alignedShare: N / (B * T), mappedMass: mapped / N };
+    }
     for (let n = 0; n < N; n++) mapped += mappedTargets(teacherRow(n), this.map!, this.settings.top_k, width, Vs, targets, n);
-    return { kd: cachedKd(rows, targets, this.temperature), alignedShare, mappedMass: mapped / N };
+    return { kd: cachedKd(studentRows(pairs), targets, this.temperature), alignedShare: N / (B * T), mappedMass: mapped / N };
   }
 }

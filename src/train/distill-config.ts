@@ -176,12 +176,14 @@ export const distillConfigSchema = z
         /**
          * Distillation across tokenizers (docs/cross-tokenizer.md), when the student's tokenizer is
          * not the teacher's: at positions where both tokenizations end a token at the same byte,
-         * uld (sorted-probability Wasserstein-1) or aligned (the teacher's top_k mapped into the
-         * student's vocabulary by text: identity, or first-token: the first student token of its
-         * text). null: the tokenizers must be the same.
+         * uld (sorted-probability Wasserstein-1) or aligned: the teacher's distribution carried
+         * into the student's vocabulary by text (prefix: also inside the teacher's next token, the
+         * student token that continues the text; first-token: at aligned positions, the first
+         * student token of each teacher token's text, over its top_k; identity: tokens of the same
+         * bytes), top_k student tokens kept. null: the tokenizers must be the same.
          */
         cross_tokenizer: z
-          .object({ method: z.enum(['uld', 'aligned']).default('aligned'), top_k: z.number().int().positive().default(32), mapping: z.enum(['first-token', 'identity']).default('first-token') })
+          .object({ method: z.enum(['uld', 'aligned']).default('aligned'), top_k: z.number().int().positive().default(32), mapping: z.enum(['prefix', 'first-token', 'identity']).default('prefix') })
           .strict()
           .nullable()
           .default(null),

@@ -321,7 +321,7 @@ async function correctTeacher(teacher: LlamaModel, tokenizer: Tokenizer, options
 const SOFT_TARGET_CACHE = 'soft-targets.bin';
 /** A server teacher's validation targets. */
 const VALIDATION_CACHE = 'soft-targets.validation.bin';
-/** Files that a distillation keeps across --force and that do not make its directory "used": caches, a half-filled cache job, the corrected teacher. */
+/** Files that a distillation keeps across --force and that do not make its directory "used": the caches and a half-filled cache job (the corrected teacher is kept beside them). */
 const KEPT_FILES = [SOFT_TARGET_CACHE, VALIDATION_CACHE, ...[SOFT_TARGET_CACHE, VALIDATION_CACHE].flatMap((f) => [`${f}.partial`, `${f}.progress`])];
 
 /** SHA-256 of a model's config and weights (hex): the teacher's identity for resume and the cache. */

@@ -7,7 +7,7 @@ import { ByteTokenizer } from '../../src/data/tokenizer.js';
 import { trainBpe } from '../../src/data/bpe.js';
 import { loadDefaultCorpus } from '../../src/data/corpus.js';
 import { Tensor } from '../../src/tensor/index.js';
-import { lowerBound, mappedTargets, tokenEnds, uldLoss, vocabularyMap } from '../../src/distill/xtok.js';
+import { lowerBound, mappedTargets, prefixTargets, tokenEnds, uldLoss, vocabularyMap } from '../../src/distill/xtok.js';
 import { checkOp } from '../helpers/check-op.js';
 
 const text = loadDefaultCorpus().slice(0, 20_000);
@@ -68,6 +68,25 @@ describe('aligned KD targets', () => {
       }
     }
     assert.ok(multi > 100);
+  });
+
+  it('prefix: the teacher tokens that continue the prefix, renormalised, by the student token after it', () => {
+    // Teacher tokens: "a", "ab", "ac", "b", "abd"; the student is byte-level.
+    const tb = ['a', 'ab', 'ac', 'b', 'abd'].map((t) => new Uint8Array(Buffer.from(t)));
+    const p = [0.1, 0.3, 0.2, 0.25, 0.15];
+    const logp = Float32Array.from(p.map(Math.log));
+    const out = { ids: new Int32Array(2), logp: new Float32Array(2), tailLogp: new Float32Array(1) };
+    // After "a": "ab", "ac", "abd" go on; "a" itself and "b" do not. Next bytes: b (0.3 + 0.15), c (0.2).
+    assert.ok(prefixTargets(logp, tb, Uint8Array.from(Buffer.from('a')), (t) => tb[t]![1]!, 2, 256, out, 0));
+    assert.deepEqual(Array.from(out.ids), [98, 99]);
+    assert.ok(Math.abs(Math.exp(out.logp[0]!) - 0.45 / 0.65) < 1e-6 && Math.abs(Math.exp(out.logp[1]!) - 0.2 / 0.65) < 1e-6);
+    assert.ok(Math.exp(out.tailLogp[0]!) < 1e-6);
+    // Empty prefix: every token, by its first byte.
+    assert.ok(prefixTargets(logp, tb, new Uint8Array(0), (t) => tb[t]![0]!, 2, 256, out, 0));
+    assert.deepEqual(Array.from(out.ids), [97, 98]);
+    assert.ok(Math.abs(Math.exp(out.logp[0]!) - 0.75) < 1e-6 && Math.abs(Math.exp(out.tailLogp[0]!)) < 1e-6);
+    // Nothing continues "abd": no row.
+    assert.equal(prefixTargets(logp, tb, Uint8Array.from(Buffer.from('abd')), () => 0, 2, 256, out, 0), false);
   });
 
   it('sums teacher tokens sharing a student id, keeps the rest as the tail, and pads without changing the targets', () => {

@@ -33,7 +33,7 @@ describe('distillation across tokenizers', () => {
     writeFileSync(bpePath, JSON.stringify(bpe.toTokenizerJson()));
   });
 
-  for (const method of ['aligned', 'uld'] as const) {
+  for (const [method, mapping] of [['aligned', 'first-token'], ['uld', 'prefix']] as const) {
     it(`${method}: a BPE teacher into a byte-level student`, async () => {
       const out = join(dir, `bpe-to-bytes-${method}`);
       const notes: string[] = [];
@@ -42,7 +42,7 @@ describe('distillation across tokenizers', () => {
         studentTokenizer: new ByteTokenizer(),
         text,
         outDir: out,
-        config: shortConfig({ recipe: 'kd', student: { init: 'random' }, distillation: { cross_tokenizer: { method, top_k: 600 } } }),
+        config: shortConfig({ recipe: 'kd', student: { init: 'random' }, distillation: { cross_tokenizer: { method, mapping, top_k: 600 } } }),
         onNote: (n) => notes.push(n),
       });
       assert.ok(Number.isFinite(r.val_loss));
@@ -59,6 +59,15 @@ describe('distillation across tokenizers', () => {
       assert.equal(loadTokenizer(join(out, 'tokenizer.json')).kind, 'byte', "the student keeps its own tokenizer");
     });
   }
+
+  it('aligned with prefix mapping: targets at nearly every byte, inside the teacher\'s tokens too', async () => {
+    const out = join(dir, 'bpe-to-bytes-prefix');
+    await distill({ teacher: bpeTeacherDir, studentTokenizer: new ByteTokenizer(), text, outDir: out, config: shortConfig({ recipe: 'kd', student: { init: 'random' }, distillation: { cross_tokenizer: { method: 'aligned' } } }) });
+    const m = stepMetrics(out);
+    const share = m.reduce((a, l) => a + l.aligned_share!, 0) / m.length;
+    assert.ok(share > 0.8, `positions with targets ${share}`);
+    assert.ok(m.every((l) => l.mapped_mass! > 0.5 && l.mapped_mass! <= 1 + 1e-6 && Number.isFinite(l.logit_kd)), `the top-32 bytes hold most of the conditional: ${m.map((l) => l.mapped_mass)}`);
+  });
 
   it('a byte-level teacher into a BPE student: every student boundary is a teacher boundary', async () => {
     const out = join(dir, 'bytes-to-bpe');

@@ -134,7 +134,7 @@ export function registerDistill(program: Command): void {
     .option('--teacher-concurrency <n>', 'requests in flight to the teacher server (default 4)', positiveInt('--teacher-concurrency'))
     .option('--teacher-timeout <s>', 'seconds per request to the teacher server before it is retried (default 120)', decimal('--teacher-timeout', { min: 0, exclusiveMin: true }))
     .option('--student-tokenizer <path>', "the student's own tokenizer (tokenizer.json, model directory, GGUF or tokenizer.bin): distillation across tokenizers (with --init random or --student)")
-    .option('--cross-tokenizer <method>', 'across tokenizers: aligned (the teacher\'s top-k mapped into the student\'s vocabulary by text; default) or uld (sorted-probability Wasserstein-1)', choice('--cross-tokenizer', ['uld', 'aligned'] as const))
+    .option('--cross-tokenizer <method>', 'across tokenizers: aligned (the teacher\'s distribution carried into the student\'s vocabulary by text; default) or uld (sorted-probability Wasserstein-1); use --temperature 1', choice('--cross-tokenizer', ['uld', 'aligned'] as const))
     .option('--top-k <k>', "the teacher's top-k log-probs kept per position (offline KD: distillation.soft_target_cache.top_k; a server teacher's default 20)", positiveInt('--top-k'))
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
     .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
