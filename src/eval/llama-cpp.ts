@@ -95,6 +95,9 @@ async function loadLogged(path: string) {
   logSink = warnings;
   try {
     const model = await llama.loadModel({ modelPath: path });
+    // llama.cpp's log lines reach JavaScript through a queue of their own: on a busy machine the
+    // load can resolve first. Let the queued lines arrive before the sink closes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
     return { model, loadWarnings: [...warnings] };
   } finally {
     logSink = null;
