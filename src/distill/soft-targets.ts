@@ -152,7 +152,7 @@ export function checkTopK(V: number, k: number): void {
 }
 
 /** Selects the k largest entries of a row with a size-k min-heap (O(V log k)). */
-class TopK {
+export class TopK {
   private readonly ids: Int32Array;
   private readonly values: Float64Array;
   private size = 0;
@@ -163,7 +163,7 @@ class TopK {
   }
 
   /** Ids of the k largest values, descending (ties: lower id first). */
-  select(z: Float32Array): number[] {
+  select(z: ArrayLike<number>): number[] {
     this.size = 0;
     for (let j = 0; j < z.length; j++) {
       const v = z[j]!;

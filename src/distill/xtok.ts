@@ -24,6 +24,7 @@ import { QkdError } from '../errors.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { Tensor } from '../tensor/tensor.js';
 import { record } from '../tensor/tape.js';
+import { TopK } from './soft-targets.js';
 
 /** The bytes of one token as decoding writes them (BPE and Hugging Face tokenizers know them; otherwise the UTF-8 of its decoded text). */
 export function tokenBytesOf(tokenizer: Tokenizer, id: number): Uint8Array {
@@ -151,10 +152,7 @@ export function vocabularyMap(teacher: Tokenizer, student: Tokenizer, mapping: T
  * `width`) and returns the mapped mass.
  */
 export function mappedTargets(teacherLogp: Float32Array, map: Int32Array, k: number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number): number {
-  const Vt = teacherLogp.length;
-  const top = Array.from({ length: Vt }, (_, j) => j)
-    .sort((a, b) => teacherLogp[b]! - teacherLogp[a]!)
-    .slice(0, k);
+  const top = new TopK(Math.min(k, teacherLogp.length)).select(teacherLogp);
   const mass = new Map<number, number>();
   for (const t of top) {
     const s = map[t]!;
@@ -215,7 +213,7 @@ export function prefixTargets(teacherLogp: Float32Array, teacherBytes: readonly 
     z += p;
   }
   if (!(z > 1e-12)) return false;
-  const order = Array.from({ length: Vs }, (_, j) => j).sort((a, b) => mass[b]! - mass[a]!);
+  const order = new TopK(width).select(mass);
   let kept = 0;
   for (let i = 0; i < width; i++) {
     const s = order[i]!;

@@ -45,7 +45,7 @@ export class CrossTokenizerKd {
   constructor(
     private readonly teacher: LlamaModel,
     teacherTokenizer: Tokenizer,
-    studentTokenizer: Tokenizer,
+    private readonly studentTokenizer: Tokenizer,
     studentTrain: Int32Array,
     private readonly settings: CrossTokenizerSettings,
     private readonly temperature: number,
@@ -68,10 +68,7 @@ export class CrossTokenizerKd {
       }
       this.text = text;
     }
-    this.studentTokenizer = studentTokenizer;
   }
-
-  private readonly studentTokenizer: Tokenizer;
 
   /** The student token that follows `n` bytes of teacher token t (prefix mapping): the byte after them, or the first token of the student's own tokenization of the rest. */
   private nextStudentToken(t: number, n: number): number {
@@ -157,7 +154,8 @@ export class CrossTokenizerKd {
       const sorted = new Float32Array(N * Vt);
       for (let n = 0; n < N; n++) {
         const row = teacherRow(n);
-        const p = Array.from(row, Math.exp).sort((a, b) => b - a);
+        // A typed array sorts numerically without a comparator; reversed, it is decreasing.
+        const p = Float32Array.from(row, Math.exp).sort().reverse();
         sorted.set(p, n * Vt);
       }
       return { kd: uldLoss(studentRows(pairs), sorted, Vt), alignedShare: N / (B * T), mappedMass: NaN };
