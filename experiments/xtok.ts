@@ -11,6 +11,9 @@
  *   aligned-kd            byte-level student, + λ·KL of the teacher's distribution
  *                         carried to the next byte (prefix mapping: at every byte
  *                         inside the teacher's next token too), top-32 bytes
+ *   aligned-kd-cache      aligned-kd from a soft-target cache over the teacher's
+ *                         tokens (top-32 per position, the context of the cache's
+ *                         windows): what a server or a GGUF teacher in llama.cpp gives
  *   aligned-kd-first-token  the same at aligned positions only (first-token
  *                         mapping of the teacher's top-32)
  *   same-tokenizer-no-kd  student with the teacher's BPE, task loss only
@@ -60,10 +63,11 @@ async function main(): Promise<void> {
   const bytes = new ByteTokenizer();
   const student = presetConfig(budget.studentPreset).model;
   const p = presetConfig(budget.studentPreset);
-  const specs: { method: string; tokenizer: Tokenizer; kd: 'none' | 'uld' | 'aligned' | 'aligned-first-token' | 'same' }[] = [
+  const specs: { method: string; tokenizer: Tokenizer; kd: 'none' | 'uld' | 'aligned' | 'aligned-cache' | 'aligned-first-token' | 'same' }[] = [
     { method: 'no-kd', tokenizer: bytes, kd: 'none' },
     { method: 'uld', tokenizer: bytes, kd: 'uld' },
     { method: 'aligned-kd', tokenizer: bytes, kd: 'aligned' },
+    { method: 'aligned-kd-cache', tokenizer: bytes, kd: 'aligned-cache' },
     { method: 'aligned-kd-first-token', tokenizer: bytes, kd: 'aligned-first-token' },
     { method: 'same-tokenizer-no-kd', tokenizer: teacherTok, kd: 'none' },
     { method: 'same-tokenizer-kd', tokenizer: teacherTok, kd: 'same' },
@@ -87,6 +91,7 @@ async function main(): Promise<void> {
           // no-kd: the same run with λ = 0 (the teacher's term is computed and weighted by nothing).
           ...(spec.kd === 'none' ? { lambda_distill: 0 } : {}),
           ...(across ? { cross_tokenizer: { method: spec.kd === 'uld' ? 'uld' : 'aligned', top_k: 32, mapping: spec.kd === 'aligned-first-token' ? 'first-token' : 'prefix' } } : {}),
+          ...(spec.kd === 'aligned-cache' ? { soft_target_cache: { top_k: 32 } } : {}),
         },
       };
       log(`training ${spec.method} (${budget.studentSteps} steps of ${budget.batch} × ${budget.seqLen} tokens)`);
@@ -100,11 +105,11 @@ async function main(): Promise<void> {
   }
   const bpb = (m: string) => rows.find((r) => r.method === m)!.bpb;
   const sameGain = bpb('same-tokenizer-no-kd') - bpb('same-tokenizer-kd');
-  const recovered = { uld: (bpb('no-kd') - bpb('uld')) / sameGain, aligned_kd: (bpb('no-kd') - bpb('aligned-kd')) / sameGain, aligned_kd_first_token: (bpb('no-kd') - bpb('aligned-kd-first-token')) / sameGain };
+  const recovered = { uld: (bpb('no-kd') - bpb('uld')) / sameGain, aligned_kd: (bpb('no-kd') - bpb('aligned-kd')) / sameGain, aligned_kd_cache: (bpb('no-kd') - bpb('aligned-kd-cache')) / sameGain, aligned_kd_first_token: (bpb('no-kd') - bpb('aligned-kd-first-token')) / sameGain };
   console.log(`\nteacher: ${teacherEval.bits_per_byte.toFixed(4)} bits/byte`);
   console.log('method                  params    bits/byte   ppl (own tokens)');
   for (const r of rows) console.log(`${r.method.padEnd(22)} ${String(r.params).padStart(8)}   ${r.bpb.toFixed(4).padStart(9)}   ${r.ppl.toFixed(3)}`);
-  console.log(`same-tokenizer KD gain: ${sameGain.toFixed(4)} bits/byte; recovered across tokenizers: uld ${(100 * recovered.uld).toFixed(0)}%, aligned-kd ${(100 * recovered.aligned_kd).toFixed(0)}%, aligned-kd-first-token ${(100 * recovered.aligned_kd_first_token).toFixed(0)}%`);
+  console.log(`same-tokenizer KD gain: ${sameGain.toFixed(4)} bits/byte; recovered across tokenizers: uld ${(100 * recovered.uld).toFixed(0)}%, aligned-kd ${(100 * recovered.aligned_kd).toFixed(0)}%, aligned-kd-cache ${(100 * recovered.aligned_kd_cache).toFixed(0)}%, aligned-kd-first-token ${(100 * recovered.aligned_kd_first_token).toFixed(0)}%`);
   log('done');
   console.log(JSON.stringify({ budget: budgetName, data, seed, teacher_bpb: teacherEval.bits_per_byte, rows: rows.map(({ method, bpb, ppl }) => ({ method, bpb, ppl })), same_tokenizer_gain_bpb: sameGain, recovered }));
 }

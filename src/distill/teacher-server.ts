@@ -205,10 +205,10 @@ export function checkServerVocabulary(strings: Map<number, string>, decode: (id:
     if (normalise(ours) !== normalise(text)) differ.push(`id ${id}: teacher ${JSON.stringify(text)}, student tokenizer ${JSON.stringify(ours)}`);
   }
   if (checked > 0 && differ.length > Math.max(0, checked * 0.01)) {
-    throw new QkdError('CONFIG', `${teacher}'s token ids do not mean the student tokenizer's tokens (${differ.length} of ${checked} ids differ; e.g. ${differ.slice(0, 3).join('; ')})`, {
+    throw new QkdError('CONFIG', `${teacher}'s token ids do not mean the tokens of the tokenizer qkd reads them with (${differ.length} of ${checked} ids differ; e.g. ${differ.slice(0, 3).join('; ')})`, {
       path: where,
-      field: '--tokenizer',
-      hint: "the teacher's own tokenizer (same vocabulary and ids); distillation across tokenizers is not supported here yet",
+      field: '--teacher-tokenizer',
+      hint: "a student with the teacher's tokenizer, or across tokenizers (--student-tokenizer) the teacher's own tokenizer as --teacher-tokenizer",
     });
   }
   return { checked, differing: differ.length };

@@ -149,10 +149,12 @@ export function vocabularyMap(teacher: Tokenizer, student: Tokenizer, mapping: T
  * by `map`, the probabilities of teacher tokens sharing a student id
  * summed; the mass of unmapped tokens and of those outside the top k goes
  * to the tail. Writes the row as cachedKd reads it (k' ≤ k ids, padded to
- * `width`) and returns the mapped mass.
+ * `width`) and returns the mapped mass. `known`: the teacher ids the row
+ * holds, by decreasing probability (a cached row: its top-k, every other
+ * entry −∞); default every id.
  */
-export function mappedTargets(teacherLogp: Float32Array, map: Int32Array, k: number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number): number {
-  const top = new TopK(Math.min(k, teacherLogp.length)).select(teacherLogp);
+export function mappedTargets(teacherLogp: Float32Array, map: Int32Array, k: number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number, known?: ArrayLike<number>): number {
+  const top = known !== undefined ? Array.from(known).slice(0, k) : new TopK(Math.min(k, teacherLogp.length)).select(teacherLogp);
   const mass = new Map<number, number>();
   for (const t of top) {
     const s = map[t]!;
@@ -194,15 +196,21 @@ export function mappedTargets(teacherLogp: Float32Array, map: Int32Array, k: num
  * At an aligned position (empty prefix) this is first-token mapping over
  * the whole vocabulary. Writes the `width` most probable student ids and
  * the rest as the tail (as mappedTargets); returns false when no teacher
- * token continues the prefix (then the row is not written).
+ * token continues the prefix (then the row is not written). `known`: the
+ * teacher ids the row holds (a cached row's top-k; the mass outside them is
+ * unknown, so the renormalisation is over the known continuations);
+ * default every id.
  */
-export function prefixTargets(teacherLogp: Float32Array, teacherBytes: readonly Uint8Array[], prefix: Uint8Array, next: (t: number) => number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number): boolean {
+export function prefixTargets(teacherLogp: Float32Array, teacherBytes: readonly Uint8Array[], prefix: Uint8Array, next: (t: number) => number, width: number, Vs: number, out: { ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }, row: number, known?: ArrayLike<number>): boolean {
   const mass = new Float64Array(Vs);
   let z = 0;
   const n = prefix.length;
-  for (let t = 0; t < teacherLogp.length; t++) {
-    const b = teacherBytes[t]!;
-    if (b.length <= n) continue;
+  const count = known !== undefined ? known.length : teacherLogp.length;
+  for (let i0 = 0; i0 < count; i0++) {
+    const t = known !== undefined ? known[i0]! : i0;
+    // Ids past the tokenizer's (a model's padded vocabulary) have no text.
+    const b = teacherBytes[t];
+    if (b === undefined || b.length <= n) continue;
     let match = true;
     for (let i = 0; i < n && match; i++) match = b[i] === prefix[i];
     if (!match) continue;

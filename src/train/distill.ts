@@ -194,14 +194,12 @@ function cacheTeacherTokenizer(student: { path: string; config: LlamaConfig }, g
 }
 
 /** What distillation across tokenizers cannot do (yet), refused by field before anything runs. */
-function refuseForCrossTokenizer(c: ResolvedDistillConfig, cacheTeacher: boolean, text: DistillOptions['text']): void {
+function refuseForCrossTokenizer(c: ResolvedDistillConfig, text: DistillOptions['text']): void {
   const refuse = (field: string, what: string, hint: string): never => {
     throw new QkdError('CONFIG', `across tokenizers (distillation.cross_tokenizer), ${what}`, { field, hint });
   };
   if (c.recipe === 'qat') refuse('recipe', 'recipe qat has no teacher', 'recipe kd or kd-qat');
   if (c.recipe === 'sakd') refuse('recipe', 'SAKD is not supported yet', 'recipe kd or kd-qat');
-  if (cacheTeacher) refuse('teacher', 'the teacher must run in qkd (server and llama.cpp caches hold ids of the teacher\'s vocabulary only)', '--teacher PATH');
-  if (c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'offline KD is not supported yet', 'soft_target_cache: null');
   if (c.distillation.kl !== 'forward') refuse('distillation.kl', `distillation.kl '${c.distillation.kl}' is not supported`, 'kl: forward');
   const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
   if (featureKdOn) refuse('distillation.feature_layers', 'feature KD is not supported', 'feature_layers: []');
@@ -209,6 +207,17 @@ function refuseForCrossTokenizer(c: ResolvedDistillConfig, cacheTeacher: boolean
   if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'teacher correction is not supported yet', 'steps: 0');
   if (c.student.from === null && c.student.init !== 'random') refuse('student.init', `student init '${c.student.init}' copies the teacher's weights, whose vocabulary is not the student's`, 'init: random, or student.from');
   if (typeof text !== 'string') refuse('data', 'chat data is not supported yet', 'text data');
+}
+
+/**
+ * The teacher's tokenizer across tokenizers when the teacher is read through
+ * caches: the given one (--teacher-tokenizer), else a GGUF teacher's own; a
+ * server's must be given (qkd sends it token ids).
+ */
+function crossCacheTeacherTokenizer(teacher: CacheTeacher, given: Tokenizer | undefined): Tokenizer {
+  if (given !== undefined) return given;
+  if (!isTeacherServer(teacher)) return loadModelTokenizer({ config: peekConfig(teacher.gguf) }, teacher.gguf);
+  throw new QkdError('CONFIG', "across tokenizers, a teacher on a server needs its tokenizer here: qkd sends it the text as the teacher's token ids", { field: '--teacher-tokenizer', hint: "--teacher-tokenizer PATH (the served model's tokenizer.json or model directory)" });
 }
 
 /** The student's tokenizer across tokenizers: the given one, student.tokenizer, or student.from's own. */
@@ -820,13 +829,18 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     }
   }
   const xtokSettings = c.distillation.cross_tokenizer;
-  if (xtokSettings !== null) refuseForCrossTokenizer(c, external !== null, options.text);
-  const teacherTok = existingStudent !== null ? cacheTeacherTokenizer(existingStudent, options.tokenizer) : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
+  if (xtokSettings !== null) refuseForCrossTokenizer(c, options.text);
+  const teacherTok =
+    external !== null
+      ? xtokSettings !== null
+        ? crossCacheTeacherTokenizer(external, options.tokenizer)
+        : cacheTeacherTokenizer(existingStudent!, options.tokenizer)
+      : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
   // The student's tokenizer: the teacher's, or across tokenizers its own.
   const tokenizer = xtokSettings !== null ? crossStudentTokenizer(c, options.studentTokenizer) : teacherTok;
   const shape =
     xtokSettings !== null
-      ? crossStudentConfig(c, givenTeacher!.config, tokenizer)
+      ? crossStudentConfig(c, givenTeacher?.config ?? existingStudent!.config, tokenizer)
       : existingStudent !== null
         ? existingStudent.config
         : c.student.from !== null
@@ -855,32 +869,49 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
   const recipe = new DistillRecipe(c, teacher, shape, teacherId);
   if (xtokSettings !== null) {
-    recipe.xtok = new CrossTokenizerKd(teacher!, teacherTok, tokenizer, split.train, xtokSettings, c.distillation.temperature);
+    recipe.xtok = new CrossTokenizerKd(teacher, teacherTok, tokenizer, split.train, xtokSettings, c.distillation.temperature);
     const bytes = recipe.xtok.textBytes();
     options.onNote?.(
       `across tokenizers (${xtokSettings.method}${xtokSettings.method === 'aligned' ? `, top-${xtokSettings.top_k}, ${xtokSettings.mapping} mapping: ${(100 * recipe.xtok.mappedVocabularyShare()).toFixed(1)}% of the teacher's vocabulary reaches the student's` : ''}): ${split.train.length} student tokens, ${recipe.xtok.teacherTokens.length} teacher tokens over ${bytes.student} bytes${bytes.teacher !== bytes.student ? ` (the teacher's tokens spell ${bytes.teacher}: positions past the first difference rarely align)` : ''}`,
     );
   }
+  // Across tokenizers, a cache holds windows of the teacher's own token stream, in its vocabulary (the training loop's seq_len teacher tokens each).
+  let xtokCache: SoftTargetCache | null = null;
   if (external !== null && cacheSettings !== null) {
+    const xtok = recipe.xtok;
+    const T = c.training.seq_len;
+    const starts = sampledStarts(split.train, loopSettings);
     const caches = await prepareCaches(
       external,
       { train: join(options.outDir, SOFT_TARGET_CACHE), validation: join(options.outDir, VALIDATION_CACHE) },
-      split,
+      xtok !== null ? { train: xtok.teacherTokens, validation: new Int32Array(0) } : split,
       {
-        seqLen: c.training.seq_len,
+        seqLen: T,
         topK: cacheSettings.top_k,
-        V: shape.vocab_size,
+        V: xtok !== null ? xtok.teacherVocab : shape.vocab_size,
         temperature: c.distillation.temperature,
-        validationWindows: validationKlBatches(c) * c.training.batch_size,
-        decode: (id: number) => tokenizer.decode([id]),
+        // Across tokenizers there is no validation KL (the vocabularies differ): no validation cache.
+        validationWindows: xtok !== null ? 0 : validationKlBatches(c) * c.training.batch_size,
+        decode: (id: number) => teacherTok.decode([id]),
         // Every request costs the server a prompt: only the windows this run's batches read (the loop's sampler replayed).
-        trainWindows: windowsTouched(sampledStarts(split.train, loopSettings), c.training.seq_len, c.training.seq_len, softTargetWindowCount(split.train.length, c.training.seq_len)),
+        trainWindows:
+          xtok !== null
+            ? xtok.teacherWindows(starts, T, T, softTargetWindowCount(xtok.teacherTokens.length, T))
+            : windowsTouched(starts, T, T, softTargetWindowCount(split.train.length, T)),
+        ggufTokenizer: xtok !== null ? 'own' : 'check',
       },
       { onNote: options.onNote, onProgress: options.onCacheProgress, shouldStop: options.shouldStop },
     );
     if (caches === null) return { ...interruptedBeforeTraining(), recipe: c.recipe, teacher_entropy: NaN, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
-    recipe.cache = caches.train;
-    recipe.validationCache = caches.validation;
+    if (xtok !== null) {
+      xtok.useCache((xtokCache = caches.train));
+    } else {
+      recipe.cache = caches.train;
+      recipe.validationCache = caches.validation;
+    }
+  } else if (useCache && cacheSettings !== null && recipe.xtok !== null) {
+    const T = Math.min(c.training.seq_len, teacher!.config.max_position_embeddings);
+    recipe.xtok.useCache((xtokCache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), recipe.xtok.teacherTokens, T, cacheSettings.top_k, c.distillation.temperature, options.onNote)));
   } else if (useCache && cacheSettings !== null) {
     recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
@@ -939,6 +970,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   recipe.detach();
   recipe.cache?.close();
   recipe.validationCache?.close();
+  xtokCache?.close();
   if (result.interrupted) {
     // A half-trained student is not a deployable artefact: no quantized/ and no report until the run ends.
     return { ...result, recipe: c.recipe, teacher_entropy: entropy?.mean ?? NaN, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };

@@ -82,26 +82,30 @@ export function refuseForCacheTeacher(c: ResolvedDistillConfig, teacher: CacheTe
 
 export interface ServerCaches {
   train: SoftTargetCache;
-  validation: SoftTargetCache;
+  /** null when no validation window was asked for (across tokenizers: no validation KL). */
+  validation: SoftTargetCache | null;
 }
 
 /**
  * Fills (or finishes, after an interruption) the training cache (the
  * windows settings.trainWindows lists, by default all) and the validation
- * cache (the windows validation KL reads: its first batches) from the
- * server, then opens both. Returns null when shouldStop
+ * cache (the windows validation KL reads: its first batches; none when
+ * settings.validationWindows is 0) from the teacher, then opens both.
+ * Across tokenizers the splits are in the teacher's tokens and V is its
+ * vocabulary. Returns null when shouldStop
  * ended the job (the partial files stay for the next run).
  */
 export async function prepareCaches(
   spec: CacheTeacher,
   paths: { train: string; validation: string },
   split: { train: Int32Array; validation: Int32Array },
-  settings: { seqLen: number; topK: number; V: number; temperature: number; validationWindows: number; decode: (id: number) => string; trainWindows?: ArrayLike<number> },
+  settings: { seqLen: number; topK: number; V: number; temperature: number; validationWindows: number; decode: (id: number) => string; trainWindows?: ArrayLike<number>; ggufTokenizer?: 'check' | 'own' },
   hooks: { onNote?: (s: string) => void; onProgress?: (what: string, p: FillProgress) => void; shouldStop?: () => boolean },
 ): Promise<ServerCaches | null> {
   const { seqLen, topK, V, temperature } = settings;
   const windows = Math.min(settings.validationWindows, softTargetWindowCount(split.validation.length, seqLen));
   const validationTokens = split.validation.slice(0, windows * seqLen + 1);
+  const withValidation = windows > 0;
   const common = { topK, seqLen, V, temperature, onNote: hooks.onNote, shouldStop: hooks.shouldStop };
   const trainJob = { ...common, tokens: split.train, windows: settings.trainWindows, onProgress: (p: FillProgress) => hooks.onProgress?.('training targets', p) };
   const validationJob = { ...common, tokens: validationTokens, onProgress: (p: FillProgress) => hooks.onProgress?.('validation targets', p) };
@@ -110,14 +114,17 @@ export async function prepareCaches(
     const net = { concurrency: spec.concurrency, timeoutMs: spec.timeoutMs };
     const train = await fillCacheFromServer(paths.train, spec.server, { ...trainJob, ...net, decode: settings.decode });
     if (!train.complete) return null;
-    const validation = await fillCacheFromServer(paths.validation, spec.server, { ...validationJob, ...net });
-    if (!validation.complete) return null;
+    if (withValidation) {
+      const validation = await fillCacheFromServer(paths.validation, spec.server, { ...validationJob, ...net });
+      if (!validation.complete) return null;
+    }
   } else {
     const teacher = llamaCppTeacherId(spec);
-    const pending = windowsToFill(paths.train, { ...trainJob, teacher }) + windowsToFill(paths.validation, { ...validationJob, teacher });
+    const pending = windowsToFill(paths.train, { ...trainJob, teacher }) + (withValidation ? windowsToFill(paths.validation, { ...validationJob, teacher }) : 0);
     // Nothing left to compute (a resumed run): llama.cpp is not even loaded.
     if (pending > 0) {
-      checkGgufVocabulary(spec.gguf, V, settings.decode, hooks.onNote);
+      // 'own': the ids are the GGUF tokenizer's own (across tokenizers), nothing to check.
+      if (settings.ggufTokenizer !== 'own') checkGgufVocabulary(spec.gguf, V, settings.decode, hooks.onNote);
       hooks.onNote?.(`teacher in llama.cpp: ${spec.gguf}, ${spec.threads ?? 1} thread(s)`);
       const scorer = await llamaCppScorer(spec.gguf, { maxTokens: seqLen, vocab: V, threads: spec.threads });
       try {
@@ -127,14 +134,16 @@ export async function prepareCaches(
         const job = { teacher, fetchWindow, concurrency: 1, retryable: () => false };
         const train = await fillSoftTargetCache(paths.train, { ...trainJob, ...job });
         if (!train.complete) return null;
-        const validation = await fillSoftTargetCache(paths.validation, { ...validationJob, ...job });
-        if (!validation.complete) return null;
+        if (withValidation) {
+          const validation = await fillSoftTargetCache(paths.validation, { ...validationJob, ...job });
+          if (!validation.complete) return null;
+        }
       } finally {
         await scorer.close();
       }
     }
   }
-  return { train: openFilledCache(paths.train, { tokens: split.train }), validation: openFilledCache(paths.validation, { tokens: validationTokens }) };
+  return { train: openFilledCache(paths.train, { tokens: split.train }), validation: withValidation ? openFilledCache(paths.validation, { tokens: validationTokens }) : null };
 }
 
 /**
@@ -145,7 +154,7 @@ export async function prepareCaches(
 function checkGgufVocabulary(path: string, V: number, decode: (id: number) => string, onNote?: (s: string) => void): void {
   const config = peekConfig(path);
   if (config.vocab_size !== V) {
-    throw new QkdError('CONFIG', `the GGUF teacher has ${config.vocab_size} tokens in its vocabulary and the student ${V}`, { path, field: 'vocab_size', hint: "a student with the teacher's tokenizer; distillation across tokenizers is not supported yet" });
+    throw new QkdError('CONFIG', `the GGUF teacher has ${config.vocab_size} tokens in its vocabulary and the student ${V}`, { path, field: 'vocab_size', hint: "a student with the teacher's tokenizer, or distillation across tokenizers (--student-tokenizer)" });
   }
   const theirs = loadModelTokenizer({ config }, path);
   const strings = new Map<number, string>();

@@ -113,7 +113,7 @@ describe('soft targets from an inference server', () => {
       const path = join(dir, 'foreign.qkdsoft');
       await assert.rejects(
         fillCacheFromServer(path, { url: server.url, model: 'loopback', api: 'vllm' }, { tokens, topK, seqLen, V, decode }),
-        (e: Error & { field?: string }) => /token ids do not mean the student tokenizer's tokens/.test(e.message) && e.field === '--tokenizer',
+        (e: Error & { field?: string }) => /token ids do not mean the tokens of the tokenizer qkd reads them with/.test(e.message) && e.field === '--teacher-tokenizer',
       );
       assert.ok(!existsSync(`${path}.partial`));
       assert.equal(server.requests, 1);

@@ -89,6 +89,28 @@ describe('aligned KD targets', () => {
     assert.equal(prefixTargets(logp, tb, Uint8Array.from(Buffer.from('abd')), () => 0, 2, 256, out, 0), false);
   });
 
+  it('a cached row (its top-k known, the rest −∞) maps as the full row restricted to those ids', () => {
+    const tb = ['a', 'ab', 'ac', 'b', 'abd', 'ba'].map((t) => new Uint8Array(Buffer.from(t)));
+    const full = Float32Array.from([0.1, 0.3, 0.2, 0.2, 0.15, 0.05].map(Math.log));
+    const known = Int32Array.of(1, 2, 3); // as a cache lists them: by probability, ties by id
+    const sparse = new Float32Array(full.length).fill(-Infinity);
+    for (const t of known) sparse[t] = full[t]!;
+    const a = { ids: new Int32Array(3), logp: new Float32Array(3), tailLogp: new Float32Array(1) };
+    const b = { ids: new Int32Array(3), logp: new Float32Array(3), tailLogp: new Float32Array(1) };
+    const next = (t: number) => tb[t]![0]!;
+    assert.ok(prefixTargets(sparse, tb, new Uint8Array(0), next, 3, 256, a, 0));
+    assert.ok(prefixTargets(sparse, tb, new Uint8Array(0), next, 3, 256, b, 0, known));
+    assert.deepEqual([Array.from(a.ids), Array.from(a.logp), Array.from(a.tailLogp)], [Array.from(b.ids), Array.from(b.logp), Array.from(b.tailLogp)]);
+    // By first byte over the known tokens only: a ("ab" 0.3 + "ac" 0.2) and b ("b" 0.2), of 0.7.
+    assert.deepEqual(Array.from(a.ids.slice(0, 2)), [97, 98]);
+    assert.ok(Math.abs(Math.exp(a.logp[0]!) - 0.5 / 0.7) < 1e-6 && Math.abs(Math.exp(a.logp[1]!) - 0.2 / 0.7) < 1e-6);
+    const map = Int32Array.of(0, 1, 2, 3, 4, 5);
+    const m1 = mappedTargets(sparse, map, 2, 3, 8, a, 0);
+    const m2 = mappedTargets(sparse, map, 2, 3, 8, b, 0, known);
+    assert.ok(Math.abs(m1 - m2) < 1e-9 && Math.abs(m2 - 0.5) < 1e-6);
+    assert.deepEqual(Array.from(a.ids), Array.from(b.ids));
+  });
+
   it('sums teacher tokens sharing a student id, keeps the rest as the tail, and pads without changing the targets', () => {
     // Teacher vocabulary of 5: tokens 0 and 1 map to student 2, token 2 to student 0, tokens 3, 4 unmapped.
     const map = Int32Array.of(2, 2, 0, -1, -1);

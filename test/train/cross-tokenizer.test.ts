@@ -87,7 +87,7 @@ describe('distillation across tokenizers', () => {
         (e: unknown) => e instanceof QkdError && e.field === field,
       );
     await bad({ student: { init: 'pruned' } }, 'student.init');
-    await bad({ distillation: { cross_tokenizer: {}, soft_target_cache: { top_k: 8 } } }, 'distillation.soft_target_cache');
+    await bad({ distillation: { cross_tokenizer: {}, kl: 'reverse' } }, 'distillation.kl');
     await bad({ distillation: { cross_tokenizer: {}, feature_layers: 'all' } }, 'distillation.feature_layers');
     await bad({ recipe: 'sakd' }, 'recipe');
     await bad({}, 'student.tokenizer', false);

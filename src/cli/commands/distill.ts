@@ -17,6 +17,7 @@ import { SERVER_APIS, type ServerApi } from '../../distill/teacher-server.js';
 import type { CacheTeacher } from '../../train/server-teacher.js';
 import { modelFileFormat } from '../../io/tensor-source.js';
 import { QkdError } from '../../errors.js';
+import { loadTokenizerAt } from '../../data/tokenizer-io.js';
 
 /** The environment variable a server teacher's API key is read from (sent as a bearer token, never logged or saved). */
 export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
@@ -64,6 +65,7 @@ interface DistillFlags extends CorpusFlags {
   teacherTimeout?: number;
   topK?: number;
   studentTokenizer?: string;
+  teacherTokenizer?: string;
   crossTokenizer?: 'uld' | 'aligned';
   out: string;
   data: string;
@@ -134,6 +136,7 @@ export function registerDistill(program: Command): void {
     .option('--teacher-concurrency <n>', 'requests in flight to the teacher server (default 4)', positiveInt('--teacher-concurrency'))
     .option('--teacher-timeout <s>', 'seconds per request to the teacher server before it is retried (default 120)', decimal('--teacher-timeout', { min: 0, exclusiveMin: true }))
     .option('--student-tokenizer <path>', "the student's own tokenizer (tokenizer.json, model directory, GGUF or tokenizer.bin): distillation across tokenizers (with --init random or --student)")
+    .option('--teacher-tokenizer <path>', "the teacher's tokenizer (default: the teacher's own; a server teacher's across tokenizers must be given: qkd sends it token ids)")
     .option('--cross-tokenizer <method>', 'across tokenizers: aligned (the teacher\'s distribution carried into the student\'s vocabulary by text; default) or uld (sorted-probability Wasserstein-1); use --temperature 1', choice('--cross-tokenizer', ['uld', 'aligned'] as const))
     .option('--top-k <k>', "the teacher's top-k log-probs kept per position (offline KD: distillation.soft_target_cache.top_k; a server teacher's default 20)", positiveInt('--top-k'))
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
@@ -165,6 +168,7 @@ export function registerDistill(program: Command): void {
       try {
         const result = await distill({
           teacher,
+          ...(o.teacherTokenizer !== undefined ? { tokenizer: loadTokenizerAt(o.teacherTokenizer) } : {}),
           text,
           outDir: o.out,
           config,
@@ -180,7 +184,10 @@ export function registerDistill(program: Command): void {
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };
         if (result.interrupted) {
           console.log(JSON.stringify(json));
-          const teacherFlags = typeof teacher === 'string' ? ['--teacher', teacher] : 'server' in teacher ? ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api] : ['--teacher', teacher.gguf, '--teacher-engine', 'llama.cpp'];
+          const teacherFlags = [
+            ...(typeof teacher === 'string' ? ['--teacher', teacher] : 'server' in teacher ? ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api] : ['--teacher', teacher.gguf, '--teacher-engine', 'llama.cpp']),
+            ...(o.teacherTokenizer !== undefined ? ['--teacher-tokenizer', o.teacherTokenizer] : []),
+          ];
           // Stopped while a server filled the caches: no checkpoint yet, so the same command (all its flags) continues the filling.
           const filling = result.steps === 0 && typeof teacher !== 'string';
           const again = filling ? commandLine(['qkd', ...process.argv.slice(2)]) : commandLine(['qkd', 'distill', ...teacherFlags, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume']);
