@@ -5,6 +5,7 @@
 // (whose targets see a window aligned to each batch instead of the cache's).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
@@ -96,6 +97,25 @@ describe('distillation across tokenizers from caches', () => {
       distill({ teacher: { server: { url: server.url, model: 'loopback', api: 'vllm' } }, tokenizer: new ByteTokenizer(), text, outDir: join(dir, 'server-wrong-tokenizer'), config: bpeToBytes() }),
       (e: unknown) => e instanceof QkdError && (e.field === '--teacher-tokenizer' || /outside|vocab/.test(e.message)),
     );
+  });
+
+  it('the CLI takes --teacher-tokenizer for a server teacher across tokenizers', async () => {
+    const data = join(dir, 'data.txt');
+    writeFileSync(data, text);
+    const bpePath = join(bpeTeacherDir, 'tokenizer.json');
+    const args = ['bin/qkd.js', 'distill', '--teacher-url', server.url, '--teacher-model', 'loopback', '--teacher-tokenizer', bpePath, '--student', byteStudentDir, '--student-tokenizer', byteStudentDir, '--data', data, '--out', join(dir, 'cli'), '--recipe', 'kd', '--steps', '3', '--seq-len', '16', '--batch-size', '2', '--temperature', '1'];
+    // Not spawnSync: the loopback server answers from this process.
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, args, { env: { ...process.env, CI: 'true' } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /across tokenizers \(aligned/);
+    assert.ok(Number.isFinite(JSON.parse(r.stdout.trim().split('\n').pop()!).val_loss));
   });
 
   it('ULD from a cache', async () => {
