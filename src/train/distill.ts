@@ -76,7 +76,12 @@ export interface DistillOptions {
   teacher: string | LlamaModel | CacheTeacher;
   /** The student's tokenizer when it is not the teacher's (distillation.cross_tokenizer; default: student.tokenizer, else student.from's). */
   studentTokenizer?: Tokenizer;
-  /** Tokenizer when the teacher is given in memory (default: the teacher dir's tokenizer.json, else bytes); a server teacher's default is the student's. */
+  /**
+   * The teacher's tokenizer (CLI --teacher-tokenizer). Default: the teacher
+   * dir's tokenizer.json (bytes for an in-memory byte-level teacher), a
+   * GGUF's own; a server teacher's is the student's, except across
+   * tokenizers, where a server teacher's must be given.
+   */
   tokenizer?: Tokenizer;
   /**
    * Training text (the teacher's tokenizer encodes it), or chat
