@@ -13,7 +13,7 @@
  *   qat              QAT without a teacher, from the pruned init, full steps
  *   kd-qat           the default recipe, full steps: the tuned defaults (FP32 KD, then KD+QAT with
  *                    learned step sizes started by the clip search over the last 25%)
- *   kd-qat-early     SPEC section 4's schedule (the default before): fake quantization after the 5%
+ *   kd-qat-early     docs/algorithms.md §4's schedule (the default before): fake quantization after the 5%
  *                    warm-up, min/max grid, full steps
  *   kd-qat-late      one run of the same steps: FP32 KD, then KD+QAT (min/max grid) over the last 25%
  *   kd-qat-late-lsq  one run of the same steps: FP32 KD, then KD+QAT with learned step

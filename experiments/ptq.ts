@@ -12,7 +12,7 @@
  *   (data-free) at the same average bits as RTN 4-bit g128 and at 4.5 bits;
  *   plus ablations: the same budgets with error-only weighting and with the
  *   unsharpened composite (p = 1), and 3-bit rows where differences are larger.
- * Then the correlation study of SPEC section 1: each 2-D weight alone is
+ * Then the correlation study of docs/algorithms.md §1: each 2-D weight alone is
  * quantized (RTN 3-bit per-channel, so the damage is measurable), Δ perplexity
  * is measured, and Spearman ρ between every metric and that damage is printed.
  * The last stdout line is JSON {"rows": [...], "correlation": {...}}.

@@ -98,7 +98,7 @@ async function student(name: string, recipe: 'kd-qat' | 'sakd', teacher: string,
     training: { seed, steps: budget.distillSteps, batch_size: preset.batch_size, seq_len: preset.seq_len, eval_every: Math.max(1, Math.floor(budget.distillSteps / 6)), checkpoint_every: budget.distillSteps },
     optimizer: { lr: preset.lr, min_lr: preset.min_lr },
     student: { init: 'pruned' },
-    // SPEC section 4's schedule (fake quantization after warm-up, min/max grid), as these rows were measured.
+    // docs/algorithms.md §4's schedule (fake quantization after warm-up, min/max grid), as these rows were measured.
     quantization: { bits, fake_quant_start: null, learned_step_size: false },
     sakd,
     distillation,

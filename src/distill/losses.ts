@@ -1,5 +1,5 @@
 /**
- * Distillation losses (SPEC §3): logit KD, feature KD, attention KD, the
+ * Distillation losses (docs/algorithms.md §3): logit KD, feature KD, attention KD, the
  * teacher's soft-target entropy report, and the student → teacher layer map.
  *
  * Legend: B batch, T query steps, S key steps, Hs / Ht student / teacher
@@ -72,7 +72,7 @@ export interface SoftTargetEntropy {
 
 /**
  * Entropy of the teacher's soft targets at τ, for the pre-training report
- * (SPEC §3). teacherLogits is [rows, V] row-major; sums run in float64.
+ * (docs/algorithms.md §3). teacherLogits is [rows, V] row-major; sums run in float64.
  */
 export function softTargetEntropy(teacherLogits: Float32Array, rows: number, V: number, temperature: number): SoftTargetEntropy {
   checkTemperature('softTargetEntropy', temperature);

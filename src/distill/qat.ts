@@ -1,5 +1,5 @@
 /**
- * Quantization-aware training (SPEC sections 2 and 4): every quantized
+ * Quantization-aware training (docs/algorithms.md §2 and §4): every quantized
  * weight of a model (the Linear projections, lm_head and the embedding
  * table, i.e. every 2-D weight the packed checkpoint stores at b bits) is
  * used through fakeQuantize in the forward pass once fake quantization is

@@ -1,5 +1,5 @@
 /**
- * Offline KD (SPEC §3, soft-target cache): the teacher's top-k log-probs per
+ * Offline KD (docs/algorithms.md §3, soft-target cache): the teacher's top-k log-probs per
  * token, computed once, stored compactly on disk, and reused across epochs
  * and runs; plus the KD loss against such truncated targets.
  *

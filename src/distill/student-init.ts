@@ -1,5 +1,5 @@
 /**
- * Student initialisation from a teacher (SPEC §3): layer pruning, SVD-style
+ * Student initialisation from a teacher (docs/algorithms.md §3): layer pruning, SVD-style
  * width truncation, or random.
  *
  * Legend: C / c teacher / student hidden width, H / Hs query heads, G / Gs

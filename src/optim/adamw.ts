@@ -6,7 +6,7 @@
  *   w ← w − lr·wd·w − lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + eps)
  *
  * Weight decay applies to matrices (rank ≥ 2) only by default; norms and
- * biases are not decayed. Defaults follow SPEC section 4 (β = 0.9, 0.95,
+ * biases are not decayed. Defaults follow docs/algorithms.md §4 (β = 0.9, 0.95,
  * weight decay 0.01).
  */
 import { QkdError } from '../errors.js';

@@ -1,5 +1,5 @@
 /**
- * Round-to-nearest (RTN) post-training quantization (SPEC section 2) into the
+ * Round-to-nearest (RTN) post-training quantization (docs/algorithms.md §2) into the
  * form a packed checkpoint stores: one unsigned code per weight, an F16 scale
  * per group and, when asymmetric, a U8 zero point per group. Every variant
  * dequantizes as ŵ = (code − zero) · scale.
@@ -8,7 +8,7 @@
  * `groupSize` input columns of one row (the last run of a row may be
  * shorter), a whole row (groupSize 0), or the whole tensor (perTensor).
  *
- * Choices where SPEC is silent. They differ on purpose from the fake
+ * Choices the method leaves open. They differ on purpose from the fake
  * quantizer of tensor/ops/quant.ts, which models training noise, not storage:
  * - Asymmetric: the range is extended to include 0 (lo = min(min w, 0),
  *   hi = max(max w, 0)), as GPTQ and deployed int4 formats do. The zero point

@@ -1,5 +1,5 @@
 /**
- * Dynamic bit-width storage (SPEC 5 DBWA): a float32 array packed at a
+ * Dynamic bit-width storage (docs/algorithms.md §5 DBWA): a float32 array packed at a
  * precision tier, and the tier assignment from sensitivity scores
  * (top 25% → 16 bits, middle 50% → 12, bottom 25% → 8).
  *
@@ -167,7 +167,7 @@ export class PackedArray {
 // ---- tier assignment -------------------------------------------------------------
 
 /**
- * SPEC 5 tiers from sensitivity scores: the top quarter (by score, equal
+ * docs/algorithms.md §5 tiers from sensitivity scores: the top quarter (by score, equal
  * scores in name order) → 16 bits, the bottom quarter → 8, the rest → 12.
  * Both quarters hold Math.round(n/4) names when n ≥ 2, so the average over
  * names is exactly 12 bits; a single name gets 12.

@@ -1,11 +1,11 @@
 /**
- * Targeted quantization-noise injection (SPEC 5 TQNI; SPEC 6 TDNI applies
+ * Targeted quantization-noise injection (docs/algorithms.md §5 TQNI; docs/algorithms.md §6 TDNI applies
  * the same noise to the student layers aligned with the teacher's most
  * sensitive ones, at the deployment bit-width).
  *
  * In training forwards, each targeted weight is used as W + E with E_rc i.i.d.
  * U(−Δ_r/2, Δ_r/2), Δ_r = (max_r − min_r)/(2^b − 1) the b-bit asymmetric step
- * of row r (the per-output-channel grid of SPEC 2, the same Δ_r as the SWAN
+ * of row r (the per-output-channel grid of docs/algorithms.md §2, the same Δ_r as the SWAN
  * noise metric). The gradient is straight-through: ∂(W + E)/∂W = I, E is
  * treated as a constant (its dependence on the row extremes is ignored).
  */

@@ -1,5 +1,5 @@
 /**
- * DBWA's parameter store (SPEC 5): every parameter's weights, gradient and
+ * DBWA's parameter store (docs/algorithms.md §5): every parameter's weights, gradient and
  * AdamW moments live packed at the parameter's precision tier, and float32
  * exists only as scratch while a kernel needs it.
  *

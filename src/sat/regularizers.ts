@@ -1,5 +1,5 @@
 /**
- * The two weight regularisers of sensitivity-aware training (SPEC section 5,
+ * The two weight regularisers of sensitivity-aware training (docs/algorithms.md §5,
  * reused by SAKD's SGR in section 6):
  *
  *  - KDS, kurtosis ceiling: L_kurt = Σ_l c_l · max(0, κ_l − κ_max)², κ_l the
@@ -127,7 +127,7 @@ export function kurtosisPenaltyWithStats(weights: readonly Tensor[], kappaMax: n
   return { loss, kappas };
 }
 
-/** L_kurt = Σ_l max(0, κ_l − κ_max)² (SPEC 5 KDS) as a scalar graph tensor. */
+/** L_kurt = Σ_l max(0, κ_l − κ_max)² (docs/algorithms.md §5 KDS) as a scalar graph tensor. */
 export function kurtosisPenalty(weights: readonly Tensor[], kappaMax: number, options: KurtosisPenaltyOptions = {}): Tensor {
   return kurtosisPenaltyWithStats(weights, kappaMax, options).loss;
 }
@@ -304,7 +304,7 @@ export interface SpectralPenaltyOptions {
 }
 
 /**
- * L_spec = Σ_l σ_max(W_l) / ‖W_l‖_F (SPEC 5 SC). Advances each weight's
+ * L_spec = Σ_l σ_max(W_l) / ‖W_l‖_F (docs/algorithms.md §5 SC). Advances each weight's
  * power iteration, then uses σ = uᵀ W v with u, v held constant, so
  * ∂L/∂W = u vᵀ/‖W‖_F − σ W/‖W‖_F³ (exact at a converged singular pair).
  * An all-zero weight contributes 0.

@@ -1,5 +1,5 @@
 /**
- * Mixed-precision bit allocation under a size budget (SPEC section 1).
+ * Mixed-precision bit allocation under a size budget (docs/algorithms.md §1).
  *
  * Each quantizable tensor t gets bits b_t from a set (default {2,3,4,8,16}).
  * The predicted damage of a choice is w_t · e_t(b)², with e_t(b) the

@@ -1,6 +1,6 @@
 /**
  * `qkd audit` as one API call: open any model file qkd reads, stream its
- * tensors through the profiler, and return the report (SPEC section 1).
+ * tensors through the profiler, and return the report (docs/algorithms.md §1).
  */
 import { openTensorSource } from '../io/tensor-source.js';
 import { profileModel, type ProfileOptions } from './profile.js';

@@ -1,5 +1,5 @@
 /**
- * The four data-free sensitivity metrics of SPEC section 1, on a weight
+ * The four data-free sensitivity metrics of docs/algorithms.md §1, on a weight
  * viewed as [rows, cols] = [out, in], plus their scores and the composite.
  * Reductions that decide a metric accumulate in float64.
  */
@@ -105,7 +105,7 @@ export function rowSteps(w: FloatArray, rows: number, cols: number, bits: number
 /**
  * Reconstruction error proxy e = ‖Q_b(W) − W‖_F / ‖W‖_F with Q_b the b-bit
  * per-output-channel asymmetric round-to-nearest quantizer (the arithmetic
- * of the backend's fake-quant kernel, SPEC section 2, inside the
+ * of the backend's fake-quant kernel, docs/algorithms.md §2, inside the
  * weightStats kernel: no dequantized copy; `scratch` is no longer used).
  */
 export function reconstructionError(w: FloatArray, rows: number, cols: number, bits: number, frobenius2: number, scratch?: Float32Array): number {
@@ -233,7 +233,7 @@ export interface NoiseOptions {
  * Output noise amplification a = mean over K Gaussian probes x of
  * ‖E x‖ / ‖W x‖, E with i.i.d. entries U(−Δ_r/2, Δ_r/2) per row r.
  *
- * Choice (SPEC is silent on the estimator): W x is computed exactly (one GEMM
+ * Choice (the method leaves the estimator open): W x is computed exactly (one GEMM
  * with all K probes), but E x is drawn from its distribution instead of
  * materialising E: (E x)_r = Σ_c E_rc x_c is a sum of `cols` independent
  * zero-mean terms with variance Δ_r²‖x‖²/12, i.e. Gaussian to within the CLT
@@ -264,7 +264,7 @@ export function noiseAmplification(w: Float32Array, rows: number, cols: number, 
   return counted > 0 ? total / counted : 0;
 }
 
-/** The literal SPEC definition with an explicit E per probe (slow; the test oracle). */
+/** The literal definition of docs/algorithms.md §1 with an explicit E per probe (slow; the test oracle). */
 export function noiseAmplificationExplicit(w: Float32Array, rows: number, cols: number, steps: Float64Array, options: NoiseOptions): number {
   let total = 0;
   let counted = 0;
@@ -298,7 +298,7 @@ export interface ScoreReferences {
   errorRef: number;
 }
 
-/** The default scores of SPEC section 1's table. */
+/** The default scores of docs/algorithms.md §1's table. */
 export function metricScores(raw: { kurtosis: number; spectral_concentration: number; noise_amplification: number; reconstruction_error: number }, refs: ScoreReferences): MetricScores {
   return {
     kurtosis: clip01(raw.kurtosis / 10),

@@ -1,6 +1,6 @@
 /**
  * The profile runner: streams a model's tensors one at a time from any
- * tensor source and computes the SPEC section 1 profile of each. Memory is
+ * tensor source and computes the docs/algorithms.md §1 profile of each. Memory is
  * bounded by the largest tensor plus its scratch, so models larger than RAM
  * can be audited; the heavy part (randomised SVD) runs on the threaded GEMM.
  */

@@ -1,6 +1,6 @@
 /**
  * Top singular values of a weight matrix by randomised block Krylov
- * iteration (the randomised SVD of SPEC section 1 with a Krylov subspace in
+ * iteration (the randomised SVD of docs/algorithms.md §1 with a Krylov subspace in
  * place of plain subspace iteration), with every O(m·n·b) product on the
  * backend's GEMM. Used for the spectral-concentration metric.
  *
@@ -32,7 +32,7 @@ import { cholesky, invertLower, pivotedCholesky, symmetricEigenvalues } from './
 import type { ProbeProducts, WeightData } from './weight-data.js';
 
 export interface SpectrumOptions {
-  /** Rank cap k of the estimate (SPEC: k ≤ 256). */
+  /** Rank cap k of the estimate (docs/algorithms.md §1: k ≤ 256). */
   maxRank?: number;
   /**
    * Krylov depth q (default 8): the subspace holds G⁰..G^q applied to the

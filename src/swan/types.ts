@@ -1,5 +1,5 @@
 /**
- * The data-free sensitivity profile (SPEC section 1) as plain data: what
+ * The data-free sensitivity profile (docs/algorithms.md §1) as plain data: what
  * `qkd audit --json` writes and what the HTML report and the bit allocator
  * read. Field names are part of the public JSON format.
  */
@@ -37,7 +37,7 @@ export interface TensorProfile {
   kind: string;
 }
 
-/** Weights α_j of the composite and the score references (SPEC section 1). */
+/** Weights α_j of the composite and the score references (docs/algorithms.md §1). */
 export interface ProfileSettings {
   bits: number;
   probes: number;
@@ -47,7 +47,7 @@ export interface ProfileSettings {
   krylovDepth: number;
   seed: number;
   weights: MetricScores;
-  /** Score references: a_ref and e_ref of SPEC section 1. */
+  /** Score references: a_ref and e_ref of docs/algorithms.md §1. */
   noiseRef: number;
   errorRef: number;
 }

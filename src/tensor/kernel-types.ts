@@ -101,7 +101,7 @@ export interface Kernels {
   /** dS += g·(pS − pT); dT += g·pT·(log pT − log pS − KL_row). Either may be empty. */
   klBackward(zT: FloatArray, zS: FloatArray, lseT: FloatArray, lseS: FloatArray, rowKl: FloatArray, dT: FloatArray, dS: FloatArray, rows: number, V: number, invTau: number, g: number): void;
   /**
-   * Uniform affine fake quantization of w viewed as [rows, cols] (SPEC 2):
+   * Uniform affine fake quantization of w viewed as [rows, cols] (docs/algorithms.md §2):
    * granularity 0 one group, 1 per row, 2 runs of groupSize columns per row.
    * mask[i] = 1 where the straight-through gradient passes (empty: skip).
    * out may equal w.

@@ -45,7 +45,7 @@ const modelSchema = z
   .strict();
 
 /**
- * Sensitivity-aware training (SPEC section 5), used by `recipe: sat`. Every
+ * Sensitivity-aware training (docs/algorithms.md §5), used by `recipe: sat`. Every
  * mechanism switches off on its own, so ablations are one key each.
  */
 export const satSchema = z

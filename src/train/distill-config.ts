@@ -1,9 +1,9 @@
 /**
- * Configuration of `qkd distill` (SPEC sections 3 and 4): a YAML file with
+ * Configuration of `qkd distill` (docs/algorithms.md §3–4): a YAML file with
  * the sections training / quantization / distillation / optimizer / student,
  * validated by one zod schema whose errors name the field
  * (e.g. `distillation.temperature`). Unknown fields are errors. CLI flags
- * override single fields after parsing. Defaults follow SPEC section 4.
+ * override single fields after parsing. Defaults follow docs/algorithms.md §4.
  */
 import { z } from 'zod';
 import { QkdError } from '../errors.js';
@@ -35,9 +35,9 @@ const modelShape = z
 
 export const distillConfigSchema = z
   .object({
-    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (SPEC 4); sakd: kd-qat + the sakd section (SPEC 6). */
+    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (docs/algorithms.md §4); sakd: kd-qat + the sakd section (docs/algorithms.md §6). */
     recipe: z.enum(['kd', 'qat', 'kd-qat', 'sakd']).default('kd-qat'),
-    /** Sensitivity-guided distillation (SPEC 6), used by recipe sakd; each mechanism switches off on its own. */
+    /** Sensitivity-guided distillation (docs/algorithms.md §6), used by recipe sakd; each mechanism switches off on its own. */
     sakd: z
       .object({
         /** SWDL: feature-KD layer weights softmax(S_l / T), T annealed from t0 to t_min (t0: null = ∞, uniform). */
@@ -109,7 +109,7 @@ export const distillConfigSchema = z
         /**
          * Step share where fake quantization starts. Tuned default 0.75: FP32 distillation, then
          * KD+QAT over the last quarter (the kdqat experiment, BENCHMARKS.md); null: the end of warm-up
-         * (SPEC section 4's schedule, the default before issue 14).
+         * (docs/algorithms.md §4's schedule, the default before issue 14).
          */
         fake_quant_start: z.number().min(0).max(1).nullable().default(TUNED_FAKE_QUANT_START),
         /**
@@ -311,7 +311,7 @@ export function loadDistillConfig(path: string): DistillConfig {
 
 export type Phase = 'warmup' | 'joint' | 'finetune';
 
-/** The phase of a step (1-based) under SPEC section 4's schedule. */
+/** The phase of a step (1-based) under docs/algorithms.md §4's schedule. */
 export function phaseAt(c: DistillConfig, step: number): Phase {
   const s = c.training.steps;
   if (step <= Math.round(c.training.warmup_share * s)) return 'warmup';

@@ -1,5 +1,5 @@
 /**
- * `qkd distill` as one API call (SPEC sections 3 and 4): a frozen teacher,
+ * `qkd distill` as one API call (docs/algorithms.md §3–4): a frozen teacher,
  * a student initialised from it (layer pruning, SVD truncation or random),
  * and the KD / QAT / KD+QAT recipe run by the one training loop, so
  * checkpoints, exact resume, metrics.jsonl and progress are those of
@@ -105,7 +105,7 @@ export interface DistillOptions {
   onNote?: (note: string) => void;
 }
 
-/** The post-distillation audit of recipe sakd (SPEC section 6): both profiles and the packed student's perplexity. */
+/** The post-distillation audit of recipe sakd (docs/algorithms.md §6): both profiles and the packed student's perplexity. */
 export interface SakdReport {
   teacher: AuditReport;
   student: AuditReport;

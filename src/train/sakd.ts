@@ -1,8 +1,8 @@
 /**
- * Sensitivity-guided distillation (SPEC section 6): the parts of the SAKD
+ * Sensitivity-guided distillation (docs/algorithms.md §6): the parts of the SAKD
  * recipe that sit on top of KD+QAT (distill.ts).
  *
- * - SWDL: teacher per-layer composite scores S_l (SPEC section 1) weight the
+ * - SWDL: teacher per-layer composite scores S_l (docs/algorithms.md §1) weight the
  *   feature-KD terms, w = softmax(S/T), T annealed from T_0 to T_min. T = ∞
  *   gives w_l = 1/n exactly, i.e. plain uniform feature KD.
  * - SGR: the SAT kurtosis ceiling and spectral penalties on the student, with

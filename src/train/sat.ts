@@ -1,5 +1,5 @@
 /**
- * Sensitivity-aware training (SPEC section 5) as a recipe of the one
+ * Sensitivity-aware training (docs/algorithms.md §5) as a recipe of the one
  * training loop: `qkd train --recipe sat`.
  *
  *   L = L_task + α_κ · Σ_l max(0, κ_l − κ_max)²        (KDS, kurtosis ceiling)
@@ -12,7 +12,7 @@
  * stochastic rounding after every update.
  *
  * Every `reprofile_every` steps (and at step 1) the data-free profile of
- * SPEC section 1 is recomputed from the current weights; it re-chooses the
+ * docs/algorithms.md §1 is recomputed from the current weights; it re-chooses the
  * TQNI targets and the DBWA tiers, and the choice is logged.
  *
  * DBWA memory: at the first step the model's parameters move into a

@@ -1,5 +1,5 @@
 /**
- * Fake quantization (SPEC section 2) with the straight-through estimator.
+ * Fake quantization (docs/algorithms.md §2) with the straight-through estimator.
  *
  * Uniform affine, b bits, on groups of a weight viewed as [rows, cols]
  * (rows = shape[0], the output channels):
@@ -11,7 +11,7 @@
  * `groupSize` input columns within a row (the last run may be shorter).
  * `clipRatio` ≤ 1 shrinks the range (min·r, max·r) so outliers are clipped.
  *
- * Choices where SPEC is silent: rounding is half-to-even (as torch.round);
+ * Choices the method leaves open: rounding is half-to-even (as torch.round);
  * a group whose range is zero (constant) is reproduced exactly; the STE
  * passes the gradient where the unclamped q lies inside the integer range
  * and blocks it where w was clipped.
