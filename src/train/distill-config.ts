@@ -15,6 +15,20 @@ export { GGUF_TYPE_NAMES };
 /** The tuned default of quantization.fake_quant_start (issue 14's experiment). */
 export const TUNED_FAKE_QUANT_START = 0.75;
 
+/** The distillation recipes (docs/algorithms.md §4, §6; docs/synth.md). */
+export const RECIPES = ['kd', 'qat', 'kd-qat', 'sakd', 'seqkd', 'seqkd-qat'] as const;
+export type Recipe = (typeof RECIPES)[number];
+
+/** Whether a recipe trains with fake quantization (QAT). */
+export function recipeQuantizes(recipe: Recipe): boolean {
+  return recipe !== 'kd' && recipe !== 'seqkd';
+}
+
+/** Whether a recipe can run without a teacher: qat, and sequence-level KD on teacher-generated text. */
+export function recipeRunsWithoutTeacher(recipe: Recipe): boolean {
+  return recipe === 'qat' || recipe === 'seqkd' || recipe === 'seqkd-qat';
+}
+
 /** A per-phase coefficient: one number for every phase, or one per phase. */
 const phased = (warmup: number, joint: number, finetune: number) =>
   z
@@ -35,8 +49,23 @@ const modelShape = z
 
 export const distillConfigSchema = z
   .object({
-    /** kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (docs/algorithms.md §4); sakd: kd-qat + the sakd section (docs/algorithms.md §6). */
-    recipe: z.enum(['kd', 'qat', 'kd-qat', 'sakd']).default('kd-qat'),
+    /**
+     * kd: teacher only; qat: fake quantization, no teacher; kd-qat: both (docs/algorithms.md §4);
+     * sakd: kd-qat + the sakd section (docs/algorithms.md §6); seqkd / seqkd-qat: sequence-level KD,
+     * the task loss on teacher-generated text (qkd synth), with logit KD as in kd when a teacher is
+     * given and none needed otherwise (a black-box teacher), without / with QAT (docs/synth.md).
+     */
+    recipe: z.enum(RECIPES).default('kd-qat'),
+    /**
+     * A teaching assistant between a large teacher and a small student: the teacher is first
+     * distilled (recipe kd) into a student of this shape in DIR/assistant, which then teaches the
+     * student (docs/synth.md). steps: the assistant's (default training.steps).
+     */
+    assistant: z
+      .object({ preset: z.string().nullable().default(null), model: modelShape.nullable().default(null), steps: z.number().int().positive().nullable().default(null) })
+      .strict()
+      .nullable()
+      .default(null),
     /** Sensitivity-guided distillation (docs/algorithms.md §6), used by recipe sakd; each mechanism switches off on its own. */
     sakd: z
       .object({
@@ -171,6 +200,16 @@ export const distillConfigSchema = z
         ratio_threshold: z.number().positive().default(3),
         lambda_step: z.number().nonnegative().default(0.05),
         lambda_floor: z.number().nonnegative().default(0.05),
+        /**
+         * Several teachers of one vocabulary (--teacher A --teacher B): mean: their distributions
+         * averaged with fixed weights; confidence: weighted per position by each teacher's top
+         * probability as well; alternate: each batch from one teacher, drawn by the weights
+         * (docs/synth.md). weights: one per teacher (default equal), normalised.
+         */
+        teachers: z
+          .object({ mix: z.enum(['mean', 'confidence', 'alternate']).default('mean'), weights: z.array(z.number().positive()).min(1).nullable().default(null) })
+          .strict()
+          .default({}),
         /** Offline KD from a top-k soft-target cache (null: run the teacher every step). */
         soft_target_cache: z.object({ top_k: z.number().int().positive().default(32) }).strict().nullable().default(null),
         /**
@@ -262,7 +301,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (!result.success) {
     const issue = firstIssue(result.error);
     const field = issue.path.join('.') || '(root)';
-    const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: 'kd, qat, kd-qat or sakd', 'student.init': 'pruned, svd, random or minitron' };
+    const hints: Record<string, string> = { 'quantization.bits': '2, 3, 4 or 8 (the packed widths)', recipe: RECIPES.join(', '), 'student.init': 'pruned, svd, random or minitron' };
     throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field, hint: hints[field] });
   }
   const c = result.data;
@@ -284,6 +323,12 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (c.student.from !== null && (c.student.preset !== null || c.student.model !== null)) {
     throw new QkdError('CONFIG', 'invalid distillation config: student.from gives the student (its shape too); student.preset and student.model must be unset', { path: source, field: 'student.from' });
   }
+  const a = c.assistant;
+  if (a !== null) {
+    if ((a.preset === null) === (a.model === null)) throw new QkdError('CONFIG', 'invalid distillation config: assistant: give its shape as preset or as model (one of them)', { path: source, field: 'assistant.preset', hint: Object.keys(PRESETS).join(', ') });
+    if (a.preset !== null && !(a.preset in PRESETS)) throw new QkdError('CONFIG', `invalid distillation config: assistant.preset: unknown preset '${a.preset}'`, { path: source, field: 'assistant.preset', hint: Object.keys(PRESETS).join(', ') });
+    if (c.recipe === 'qat') throw new QkdError('CONFIG', 'invalid distillation config: assistant: recipe qat has no teacher to pass through an assistant', { path: source, field: 'assistant' });
+  }
   if (c.student.preset !== null && !(c.student.preset in PRESETS)) {
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });
   }
@@ -292,7 +337,7 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
 
 /** Whether QAT learns its step sizes: as set, else on for the uniform grid and off with a ggml format (tuned default). */
 export function learnedStepSizes(c: DistillConfig): boolean {
-  return c.recipe !== 'kd' && (c.quantization.learned_step_size ?? c.quantization.format === null);
+  return recipeQuantizes(c.recipe) && (c.quantization.learned_step_size ?? c.quantization.format === null);
 }
 
 /** Where learned step sizes start: as set, else the clip search (tuned default). */
@@ -300,9 +345,9 @@ export function scaleInit(c: DistillConfig): 'rtn' | 'clip-search' | 'gptq' {
   return c.quantization.scale_init ?? 'clip-search';
 }
 
-/** The task loss's weight: as set, else 0 for a minitron student (logit-only KD) and 1 otherwise. */
+/** The task loss's weight: as set, else 0 for a minitron student (logit-only KD) and 1 otherwise (always 1 for seqkd, whose point is the task loss on teacher text). */
 export function taskWeight(c: DistillConfig): number {
-  return c.distillation.task_weight ?? (c.student.init === 'minitron' && c.student.from === null && c.recipe !== 'qat' ? 0 : 1);
+  return c.distillation.task_weight ?? (c.student.init === 'minitron' && c.student.from === null && c.recipe !== 'qat' && c.recipe !== 'seqkd' && c.recipe !== 'seqkd-qat' ? 0 : 1);
 }
 
 export function loadDistillConfig(path: string): DistillConfig {
@@ -326,7 +371,7 @@ export function coefficient(value: DistillConfig['distillation']['lambda_distill
 
 /** Whether fake quantization is on at a step. */
 export function fakeQuantActive(c: DistillConfig, step: number): boolean {
-  if (c.recipe === 'kd') return false;
+  if (!recipeQuantizes(c.recipe)) return false;
   const start = c.quantization.fake_quant_start ?? c.training.warmup_share;
   return step > Math.round(start * c.training.steps);
 }

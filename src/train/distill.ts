@@ -65,15 +65,20 @@ import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
 import { cacheTeacherFingerprint, cachedValidationKl, isCacheTeacher, isTeacherServer, LLAMA_CPP_DEFAULT_TOP_K, prepareCaches, refuseForCacheTeacher, SERVER_DEFAULT_TOP_K, windowsTouched, type CacheTeacher } from './server-teacher.js';
 import type { FillProgress } from '../distill/cache-job.js';
+import { TeacherEnsemble, type TeacherModel } from '../distill/ensemble.js';
+import { llamaConfig } from '../models/llama-config.js';
+import { recipeQuantizes, recipeRunsWithoutTeacher } from './distill-config.js';
 
 export interface DistillOptions {
   /**
    * Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), a
    * model in memory, a model on an inference server (vLLM or SGLang), or a
    * GGUF run by llama.cpp (train/server-teacher.ts: the last two by offline
-   * KD from caches they fill).
+   * KD from caches they fill). Several teachers of one tokenizer (an array,
+   * mixed by distillation.teachers), or none (null: recipes seqkd and
+   * seqkd-qat, which learn from teacher-generated text alone, and qat).
    */
-  teacher: string | LlamaModel | CacheTeacher;
+  teacher: string | LlamaModel | CacheTeacher | readonly (string | LlamaModel)[] | null;
   /** The student's tokenizer when it is not the teacher's (distillation.cross_tokenizer; default: student.tokenizer, else student.from's). */
   studentTokenizer?: Tokenizer;
   /**
@@ -103,6 +108,8 @@ export interface DistillOptions {
   shouldStop?: () => boolean;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
   onNote?: (note: string) => void;
+  /** Internal: set on the student's run of a chain through a teaching assistant (config.assistant), whose teacher is then the assistant. */
+  viaAssistant?: { dir: string };
 }
 
 /** The post-distillation audit of recipe sakd (docs/algorithms.md §6): both profiles and the packed student's perplexity. */
@@ -131,6 +138,8 @@ export interface DistillResult extends TrainResult {
   sakd_report?: SakdReport;
   /** The student's GGUF (quantization.format, or DistillOptions.exportGguf), and its size. */
   gguf?: { path: string; type: string; bytes: number; bits_per_weight: number };
+  /** With a teaching assistant (config.assistant): its run directory and result. */
+  assistant?: { dir: string; val_loss: number; val_ppl: number; params: number; steps: number };
 }
 
 /** A model in memory as a profile source (arena views, no copies). */
@@ -158,7 +167,7 @@ export function describeRun(c: ResolvedDistillConfig): string {
   const q = c.quantization;
   const d = c.distillation;
   const parts = [`recipe ${c.recipe}`, c.student.from !== null ? `student from ${c.student.from}` : `student init ${c.student.init}`];
-  if (c.recipe !== 'kd') {
+  if (recipeQuantizes(c.recipe)) {
     const start = Math.round((q.fake_quant_start ?? c.training.warmup_share) * c.training.steps);
     const grid = q.format !== null ? `ggml ${q.format}` : `${q.bits}-bit ${q.scheme} per ${q.granularity === 'group' ? `group of ${q.group_size}` : 'channel'}`;
     parts.push(`fake quantization after step ${start} on ${grid}`, learnedStepSizes(c) ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${scaleInit(c)}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
@@ -393,20 +402,22 @@ class DistillRecipe implements TrainRecipe {
 
   constructor(
     private readonly config: ResolvedDistillConfig,
-    private readonly teacher: LlamaModel | null,
+    private readonly teacher: TeacherModel | null,
     studentShape: LlamaConfig,
     private readonly teacherId: string,
+    /** Whether any teacher teaches (false: seqkd from teacher-generated text alone). */
+    hasTeacher = true,
   ) {
     this.name = config.recipe;
-    this.useTeacher = config.recipe !== 'qat';
+    this.useTeacher = config.recipe !== 'qat' && hasTeacher;
     const d = config.distillation;
     const specs: { name: string; shape: number[] }[] = [];
     if (config.recipe === 'sakd') {
-      if (teacher === null) throw new QkdError('CONFIG', 'recipe sakd scores the teacher\'s layers', { field: 'recipe' });
+      if (!(teacher instanceof LlamaModel)) throw new QkdError('CONFIG', 'recipe sakd scores the layers of one teacher whose weights are here', { field: 'recipe', hint: 'one --teacher (a model qkd loads)' });
       this.teacherLayerScores = layerScores(teacher);
       this.sakd = new SakdMechanisms(config, this.teacherLayerScores, layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers));
     }
-    if (this.useTeacher && d.feature_weight > 0 && teacher !== null) {
+    if (this.useTeacher && d.feature_weight > 0 && teacher instanceof LlamaModel) {
       // SAKD weighs every layer's feature term by sensitivity: all layers unless named.
       const layers = config.recipe === 'sakd' && Array.isArray(d.feature_layers) && d.feature_layers.length === 0 ? 'all' : d.feature_layers;
       const names =
@@ -499,7 +510,7 @@ class DistillRecipe implements TrainRecipe {
   /** Hooks and fake quantization go on the student the loop trains (created or resumed). */
   attach(student: LlamaModel): void {
     this.student = student;
-    if (this.config.recipe !== 'kd') {
+    if (recipeQuantizes(this.config.recipe)) {
       const q = this.config.quantization;
       const formatOf = q.format === null ? undefined : ggufTensorTypes(student, { type: q.format }).typeOf;
       this.qat = new FakeQuantController(student, { bits: q.bits, symmetric: q.scheme === 'symmetric', granularity: q.granularity, groupSize: q.group_size, formatOf, learned: this.learnedParameters() });
@@ -515,7 +526,7 @@ class DistillRecipe implements TrainRecipe {
     }
     if (this.pairs.length > 0) {
       this.studentTap = new FeatureTap(student, this.pairs.map((p) => p.student));
-      this.teacherTap = new FeatureTap(this.teacher!, this.pairs.map((p) => p.teacher));
+      this.teacherTap = new FeatureTap(this.teacher as LlamaModel, this.pairs.map((p) => p.teacher));
     }
   }
 
@@ -532,8 +543,10 @@ class DistillRecipe implements TrainRecipe {
     // The floor bounds the monitor's decrements only: a λ set below it (0: the teacher's term off) is kept.
     const base = coefficient(c.distillation.lambda_distill, phase);
     this.lambda = this.useTeacher ? Math.max(Math.min(c.distillation.lambda_floor, base), base - this.lambdaDelta) : 0;
-    this.gamma = c.recipe === 'kd' ? 0 : coefficient(c.distillation.gamma_quant, phase);
+    this.gamma = recipeQuantizes(c.recipe) ? coefficient(c.distillation.gamma_quant, phase) : 0;
     if (this.qat) this.qat.enabled = fakeQuantActive(c, step);
+    // Several teachers taking turns: this step's batch reads one of them.
+    if (this.teacher instanceof TeacherEnsemble && this.teacher.mix === 'alternate') this.teacher.active = this.teacher.select(step);
     if (this.qat?.enabled && this.lsq.size > 0 && !this.lsqReady && this.student) this.initLearned(this.student);
   }
 
@@ -634,6 +647,8 @@ class DistillRecipe implements TrainRecipe {
     }
     if (this.useTeacher) {
       const batches = validationKlBatches(c);
+      // Teachers taking turns are measured against their mean mixture.
+      if (this.teacher instanceof TeacherEnsemble) this.teacher.active = null;
       // Across tokenizers the vocabularies differ: no token-by-token KL (aligned_share and mapped_mass are logged per step).
       if (this.xtok === null && this.teacher !== null) metrics.val_kl = validationKl(this.teacher, student, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
       else if (this.xtok === null && this.validationCache !== null) metrics.val_kl = cachedValidationKl(student, this.validationCache, validation, c.training.batch_size, c.training.seq_len, batches, validationMask);
@@ -703,7 +718,7 @@ function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch, keep: In
 }
 
 /** Builds (or reuses, when it matches the tokens) the soft-target cache of the training split. */
-function prepareSoftTargetCache(path: string, teacher: LlamaModel, teacherId: string, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
+function prepareSoftTargetCache(path: string, teacher: TeacherModel, teacherId: string, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
   if (existsSync(path)) {
     try {
       const cache = openSoftTargetCache(path, { tokens: trainTokens });
@@ -727,7 +742,7 @@ function validationKlBatches(c: ResolvedDistillConfig): number {
 }
 
 /** Mean per-token KL(teacher ‖ student) at τ = 1 over validation batches (the table's kl_to_teacher). */
-export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number, mask?: Uint8Array): number {
+export function validationKl(teacher: TeacherModel, student: LlamaModel, tokens: Int32Array, B: number, T: number, maxBatches: number, mask?: Uint8Array): number {
   let total = 0;
   let n = 0;
   noGrad(() => {
@@ -745,7 +760,7 @@ export function validationKl(teacher: LlamaModel, student: LlamaModel, tokens: I
 }
 
 /** The teacher's mean probability of the next token (τ = 1) over the first training batches (counted targets only): c of confidence-aware KL. */
-function teacherConfidence(teacher: LlamaModel, tokens: Int32Array, B: number, T: number, mask?: Uint8Array): number {
+function teacherConfidence(teacher: TeacherModel, tokens: Int32Array, B: number, T: number, mask?: Uint8Array): number {
   const V = teacher.config.vocab_size;
   let sum = 0;
   let n = 0;
@@ -769,7 +784,7 @@ function teacherConfidence(teacher: LlamaModel, tokens: Int32Array, B: number, T
 }
 
 /** Teacher soft-target entropy at τ over the first few training batches. */
-function teacherEntropy(teacher: LlamaModel, tokens: Int32Array, B: number, T: number, temperature: number): ReturnType<typeof softTargetEntropy> {
+function teacherEntropy(teacher: TeacherModel, tokens: Int32Array, B: number, T: number, temperature: number): ReturnType<typeof softTargetEntropy> {
   const V = teacher.config.vocab_size;
   let stats: ReturnType<typeof softTargetEntropy> | null = null;
   noGrad(() => {
@@ -796,7 +811,12 @@ function savedRecipeState(outDir: string): { config: ResolvedDistillConfig | nul
 
 /** A teacher inside the output directory would be deleted by --force and overwritten by checkpoints. */
 function refuseTeacherInside(given: DistillOptions['teacher'], outDir: string): void {
-  const teacher = typeof given === 'string' ? given : isCacheTeacher(given) && !isTeacherServer(given) ? given.gguf : null;
+  if (Array.isArray(given)) {
+    for (const g of given) refuseTeacherInside(g, outDir);
+    return;
+  }
+  const one = given as Exclude<DistillOptions['teacher'], readonly unknown[]>;
+  const teacher = typeof one === 'string' ? one : one !== null && isCacheTeacher(one) && !isTeacherServer(one) ? one.gguf : null;
   if (teacher === null || !existsSync(teacher) || !existsSync(outDir)) return;
   const t = realpathSync(teacher);
   const o = realpathSync(outDir);
@@ -805,19 +825,129 @@ function refuseTeacherInside(given: DistillOptions['teacher'], outDir: string): 
   }
 }
 
+/** Where a teaching assistant is distilled, in the student's output directory. */
+const ASSISTANT = 'assistant';
+
+/**
+ * A chain through a teaching assistant (config.assistant): the teacher is
+ * distilled by recipe kd into a student of the assistant's shape in
+ * DIR/assistant (a run finished earlier is reused, an interrupted one
+ * resumed), and that assistant then teaches the student in DIR by the
+ * run's own recipe. Each step is a normal distillation run.
+ */
+async function distillThroughAssistant(options: DistillOptions): Promise<DistillResult> {
+  const c = options.config;
+  const a = c.assistant!;
+  const dir = join(options.outDir, ASSISTANT);
+  if (options.teacher === null) throw new QkdError('CONFIG', 'a teaching assistant learns from a teacher, and none is given', { field: 'assistant', hint: '--teacher PATH, or no --assistant' });
+  if (c.distillation.cross_tokenizer !== null) throw new QkdError('CONFIG', 'a teaching assistant across tokenizers is not supported yet', { field: 'assistant', hint: 'no --assistant, or one tokenizer' });
+  // The student's directory is checked first, so a refused run starts no assistant.
+  const started = { student: existsSync(join(options.outDir, 'latest.json')), assistant: existsSync(join(dir, 'latest.json')) };
+  if (options.resume === true && !started.student && !started.assistant) {
+    throw new QkdError('IO', `nothing to resume: neither ${options.outDir} nor ${dir} holds a checkpoint (latest.json)`, { path: options.outDir, field: '--out', hint: 'the output directory of an earlier run with --assistant' });
+  }
+  prepareRunDirectory(options.outDir, { resume: options.resume === true && started.student, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT] });
+  const steps = a.steps ?? c.training.steps;
+  const finished = options.force !== true && existsSync(join(dir, 'quantized')) && existsSync(join(dir, 'latest.json')) && readResumePoint(dir).state.step === steps;
+  let assistantResult: TrainResult | null = null;
+  if (!finished) {
+    const assistantConfig: DistillConfig = {
+      ...c,
+      recipe: 'kd',
+      assistant: null,
+      training: { ...c.training, steps, seq_len: c.training.seq_len },
+      quantization: { ...c.quantization, format: null },
+      student: { ...c.student, preset: a.preset, model: a.model, from: null, tokenizer: null },
+    };
+    options.onNote?.(`teaching assistant: distilling the teacher into a ${a.preset ?? 'custom'}-shaped assistant (${steps} steps) → ${dir}`);
+    const r = await distill({ ...options, outDir: dir, config: assistantConfig, resume: options.resume === true && started.assistant, exportGguf: undefined, viaAssistant: undefined });
+    if (r.interrupted) return { ...r, recipe: c.recipe };
+    assistantResult = r;
+  } else options.onNote?.(`teaching assistant: reusing ${dir}`);
+  const assistant = loadLlama(modelDirectory(dir));
+  const tokenizer = loadModelTokenizer(assistant, dir);
+  const done = assistantResult ?? { val_loss: NaN, val_ppl: NaN };
+  options.onNote?.(`teaching assistant: ${assistant.parameterCount} parameters${Number.isNaN(done.val_loss) ? '' : `, val loss ${done.val_loss.toFixed(4)}`}; it now teaches the student`);
+  const result = await distill({ ...options, teacher: assistant, tokenizer, resume: options.resume === true && existsSync(join(options.outDir, 'latest.json')), viaAssistant: { dir } });
+  return { ...result, assistant: { dir, val_loss: done.val_loss, val_ppl: done.val_ppl, params: assistant.parameterCount, steps } };
+}
+
+/** Loads several teachers and mixes them (distillation.teachers); their tokenizers must agree on the text. */
+function loadEnsemble(given: readonly (string | LlamaModel)[], c: DistillConfig, tokenizer: Tokenizer | undefined, probe: string): { members: LlamaModel[]; ensemble: TeacherEnsemble; tokenizer: Tokenizer; id: string } {
+  const members = given.map((t) => (typeof t === 'string' ? loadModelAny(t, { precision: teacherPrecision(t, c.distillation.teacher_precision) }) : t));
+  const ensemble = new TeacherEnsemble(members, c.distillation.teachers.mix, c.distillation.teachers.weights, c.training.seed);
+  const tokenizers = members.map((m, i) => teacherTokenizer(given[i]!, m, tokenizer));
+  const reference = tokenizers[0]!.encode(probe);
+  tokenizers.forEach((t, i) => {
+    const ids = t.encode(probe);
+    if (ids.length !== reference.length || ids.some((v, j) => v !== reference[j])) {
+      throw new QkdError('CONFIG', `teacher ${i + 1}'s tokenizer encodes the training text differently from teacher 1's; several teachers must share one tokenizer`, { path: typeof given[i] === 'string' ? (given[i] as string) : undefined, field: '--teacher', hint: 'teachers of one tokenizer' });
+    }
+  });
+  const hash = createHash('sha256').update(JSON.stringify({ mix: ensemble.mix, weights: ensemble.weights }));
+  for (const m of members) hash.update(teacherFingerprint(m));
+  return { members, ensemble, tokenizer: tokenizers[0]!, id: hash.digest('hex') };
+}
+
+/** What several teachers cannot do (yet): whatever reads one teacher's hidden states or weights, or offline targets of teachers taking turns. */
+function refuseForEnsemble(c: ResolvedDistillConfig): void {
+  const refuse = (field: string, what: string, hint: string): never => {
+    throw new QkdError('CONFIG', `with several teachers, ${what}`, { field, hint });
+  };
+  const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
+  if (featureKdOn) refuse('distillation.feature_layers', 'feature KD is not supported (whose hidden states?)', 'feature_layers: []');
+  if (c.distillation.attention_weight > 0) refuse('distillation.attention_weight', 'attention KD is not supported', 'attention_weight: 0');
+  if (c.recipe === 'sakd') refuse('recipe', "SAKD scores one teacher's layers", 'recipe kd or kd-qat');
+  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'teacher correction is not supported', 'steps: 0');
+  if (c.distillation.cross_tokenizer !== null) refuse('distillation.cross_tokenizer', 'distillation across tokenizers is not supported', 'one teacher');
+  if (c.distillation.teachers.mix === 'alternate' && c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'teachers taking turns (mix alternate) have no one cache of targets', "mix: mean or confidence, or soft_target_cache: null");
+}
+
+/** What a run without a teacher (seqkd on teacher-generated text) cannot do. */
+function refuseWithoutTeacher(c: ResolvedDistillConfig): void {
+  const refuse = (field: string, what: string, hint: string): never => {
+    throw new QkdError('CONFIG', `without a teacher, ${what}`, { field, hint });
+  };
+  if (!recipeRunsWithoutTeacher(c.recipe)) refuse('--teacher', `recipe ${c.recipe} distills from a teacher`, "--teacher PATH, or recipe seqkd / seqkd-qat on teacher-generated text (qkd synth)");
+  if (c.distillation.cross_tokenizer !== null) refuse('distillation.cross_tokenizer', 'there is no teacher tokenizer to cross', 'cross_tokenizer: null');
+  if (c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'there are no soft targets to cache', 'soft_target_cache: null');
+  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'there is no teacher to correct', 'steps: 0');
+  if (taskWeight(c) === 0) refuse('distillation.task_weight', 'the task loss on the teacher-generated text is all there is to learn', 'a positive task_weight');
+  if (c.student.from === null && c.student.init !== 'random') refuse('student.init', `student init '${c.student.init}' copies a teacher's weights`, '--init random with --student-preset, or --student PATH');
+  if (c.student.from === null && c.student.preset === null && c.student.model === null) refuse('student.preset', "the student's shape comes from no teacher", '--student-preset NAME (or student.model), or --student PATH');
+}
+
+/** The student's tokenizer without a teacher: the given one, student.tokenizer, student.from's own, else qkd's byte-level one (as qkd train). */
+function teacherlessTokenizer(c: DistillConfig, given: Tokenizer | undefined): Tokenizer {
+  if (given !== undefined) return given;
+  if (c.student.tokenizer !== null) return loadTokenizerAt(c.student.tokenizer);
+  if (c.student.from !== null) return loadModelTokenizer({ config: peekConfig(c.student.from) }, c.student.from);
+  return new ByteTokenizer();
+}
+
 export async function distill(options: DistillOptions): Promise<DistillResult> {
+  if (options.config.assistant !== null && options.viaAssistant === undefined) return distillThroughAssistant(options);
   refuseTeacherInside(options.teacher, options.outDir);
+  const teachers = Array.isArray(options.teacher) ? (options.teacher.length === 1 ? null : (options.teacher as readonly (string | LlamaModel)[])) : null;
+  const oneTeacher = (Array.isArray(options.teacher) ? (options.teacher.length === 1 ? options.teacher[0]! : null) : options.teacher) as string | LlamaModel | CacheTeacher | null;
+  const noTeacher = oneTeacher === null && teachers === null;
   // A teacher on a server or in llama.cpp: no weights here; the student (student.from) bounds the context instead.
-  const external = isCacheTeacher(options.teacher) ? options.teacher : null;
+  const external = oneTeacher !== null && isCacheTeacher(oneTeacher) ? oneTeacher : null;
   // Stopped while the teacher was still filling its cache: no checkpoint yet, and --resume continues the filling.
   const fillingOnly = external !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
   const resume = options.resume === true && !fillingOnly;
-  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED] });
-  const givenTeacher = external !== null ? null : typeof options.teacher === 'string' ? loadModelAny(options.teacher, { precision: teacherPrecision(options.teacher, options.config.distillation.teacher_precision) }) : (options.teacher as LlamaModel);
-  const teacherId = external !== null ? cacheTeacherFingerprint(external) : teacherFingerprint(givenTeacher!);
-  const existingStudent = external !== null ? cacheTeacherStudent(options.config) : null;
-  const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent!.config).max_position_embeddings);
+  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT] });
+  // Several teachers: the first initialises the student and bounds the context; the mixture teaches.
+  const ensemble = teachers !== null ? loadEnsemble(teachers, options.config, options.tokenizer, (typeof options.text === 'string' ? options.text : JSON.stringify(options.text.conversations.slice(0, 8))).slice(0, 4096)) : null;
+  const givenTeacher =
+    ensemble !== null ? ensemble.members[0]! : external !== null || noTeacher ? null : typeof oneTeacher === 'string' ? loadModelAny(oneTeacher, { precision: teacherPrecision(oneTeacher, options.config.distillation.teacher_precision) }) : (oneTeacher as LlamaModel);
+  const teacherId = ensemble !== null ? ensemble.id : external !== null ? cacheTeacherFingerprint(external) : noTeacher ? 'none' : teacherFingerprint(givenTeacher!);
+  const existingStudent = external !== null ? cacheTeacherStudent(options.config) : noTeacher && options.config.student.from !== null ? { path: options.config.student.from, config: peekConfig(options.config.student.from) } : null;
+  // Without a teacher a fresh student's context is the run's sequence length.
+  const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent?.config)?.max_position_embeddings ?? Number.MAX_SAFE_INTEGER);
   if (external !== null) refuseForCacheTeacher(c, external);
+  if (ensemble !== null) refuseForEnsemble(c);
+  if (noTeacher) refuseWithoutTeacher(c);
   const correction = c.recipe === 'qat' ? 0 : c.distillation.teacher_correction.steps;
   if (correction > 0 && givenTeacher!.arena.released) {
     throw new QkdError('CONFIG', 'teacher correction fine-tunes the teacher, and this teacher is held in bf16 (frozen)', { field: 'distillation.teacher_correction.steps', hint: 'teacher_precision: float32, or steps: 0' });
@@ -836,15 +966,20 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   const xtokSettings = c.distillation.cross_tokenizer;
   if (xtokSettings !== null) refuseForCrossTokenizer(c, options.text);
   const teacherTok =
-    external !== null
-      ? xtokSettings !== null
-        ? crossCacheTeacherTokenizer(external, options.tokenizer)
-        : cacheTeacherTokenizer(existingStudent!, options.tokenizer)
-      : teacherTokenizer(options.teacher as string | LlamaModel, givenTeacher!, options.tokenizer);
+    ensemble !== null
+      ? ensemble.tokenizer
+      : noTeacher
+        ? teacherlessTokenizer(c, options.studentTokenizer ?? options.tokenizer)
+        : external !== null
+          ? xtokSettings !== null
+            ? crossCacheTeacherTokenizer(external, options.tokenizer)
+            : cacheTeacherTokenizer(existingStudent!, options.tokenizer)
+          : teacherTokenizer(oneTeacher as string | LlamaModel, givenTeacher!, options.tokenizer);
   // The student's tokenizer: the teacher's, or across tokenizers its own.
   const tokenizer = xtokSettings !== null ? crossStudentTokenizer(c, options.studentTokenizer) : teacherTok;
-  const shape =
-    xtokSettings !== null
+  const shape = noTeacher
+    ? (existingStudent?.config ?? llamaConfig({ ...(c.student.model ?? PRESETS[c.student.preset!]!.model), vocab_size: tokenizer.vocabSize, max_position_embeddings: c.training.seq_len }))
+    : xtokSettings !== null
       ? crossStudentConfig(c, givenTeacher?.config ?? existingStudent!.config, tokenizer)
       : existingStudent !== null
         ? existingStudent.config
@@ -872,7 +1007,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Teacher correction: a short fine-tune of the teacher on the distillation data before anything reads it.
   const loopSettings = loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads });
   const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
-  const recipe = new DistillRecipe(c, teacher, shape, teacherId);
+  // What KD reads: the mixture of several teachers, or the one.
+  const kdTeacher: TeacherModel | null = ensemble?.ensemble ?? teacher;
+  const recipe = new DistillRecipe(c, kdTeacher, shape, teacherId, !noTeacher);
   if (xtokSettings !== null) {
     recipe.xtok = new CrossTokenizerKd(teacher, teacherTok, tokenizer, split.train, xtokSettings, c.distillation.temperature);
     const bytes = recipe.xtok.textBytes();
@@ -918,9 +1055,13 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     const T = Math.min(c.training.seq_len, teacher!.config.max_position_embeddings);
     recipe.xtok.useCache((xtokCache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), recipe.xtok.teacherTokens, T, cacheSettings.top_k, c.distillation.temperature, options.onNote)));
   } else if (useCache && cacheSettings !== null) {
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), kdTeacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
   }
-  const entropy = teacher !== null ? teacherEntropy(teacher, recipe.xtok?.teacherTokens ?? split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
+  if (ensemble !== null) {
+    const e = ensemble.ensemble;
+    options.onNote?.(`${e.members.length} teachers, mix ${e.mix}, weights ${e.weights.map((w) => w.toFixed(3)).join(' / ')}${e.mix === 'confidence' ? " (× each teacher's top probability per position)" : ''}`);
+  }
+  const entropy = kdTeacher !== null ? teacherEntropy(kdTeacher, recipe.xtok?.teacherTokens ?? split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
   options.onNote?.(describeRun(c));
   if (entropy !== null) {
     options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
@@ -928,8 +1069,8 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     if (warning) options.onNote?.(`warning: ${warning}`);
   }
   recipe.trainTokens = split.train;
-  if (c.recipe !== 'qat' && c.distillation.kl === 'confidence') {
-    recipe.confidence = teacherConfidence(teacher!, split.train, c.training.batch_size, c.training.seq_len, split.trainMask);
+  if (kdTeacher !== null && c.recipe !== 'qat' && c.distillation.kl === 'confidence') {
+    recipe.confidence = teacherConfidence(kdTeacher, split.train, c.training.batch_size, c.training.seq_len, split.trainMask);
     options.onNote?.(`confidence-aware KL: the teacher's mean probability of the next token is c = ${recipe.confidence.toFixed(4)}; L_kd = c·KL(T‖S) + (1 − c)·KL(S‖T)`);
   }
 
@@ -940,7 +1081,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     config: loopSettings,
     resume,
     force: options.force,
-    keepFiles: [...KEPT_FILES, TEACHER_CORRECTED],
+    keepFiles: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT],
     tokenizer,
     recipe: {
       name: recipe.name,
@@ -960,8 +1101,8 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     },
     createModel: () => {
       if (c.student.from !== null) return loadModelAny(c.student.from);
-      // Across tokenizers nothing of the teacher's fits the student's vocabulary: a fresh student.
-      if (xtokSettings !== null) return createLlama({ ...shape }, c.training.seed);
+      // Across tokenizers nothing of the teacher's fits the student's vocabulary, and without a teacher there is nothing to copy: a fresh student.
+      if (xtokSettings !== null || noTeacher) return createLlama({ ...shape }, c.training.seed);
       const m = c.student.minitron;
       const calibration = c.student.init === 'minitron' ? { tokens: split.train, batch: c.training.batch_size, seqLen: c.training.seq_len, batches: m.calibration_batches, aggregation: m.aggregation, depth: m.depth } : undefined;
       const student = initStudent(teacher!, shape, c.student.init, c.training.seed, calibration);

@@ -38,7 +38,7 @@ import { backward, noGrad } from '../tensor/tape.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { IGNORED_TARGET, sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
-import { isChatCorpus, tokenizeChatSplit, type ChatCorpus } from '../data/chat.js';
+import { isChatCorpus, isCompletionRow, tokenizeChatSplit, type ChatCorpus } from '../data/chat.js';
 import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizer, saveTokenizerFiles } from '../data/tokenizer-io.js';
 import { trainBpe } from '../data/bpe.js';
@@ -270,6 +270,13 @@ export interface TokenizedSplit {
 /** A resumed run reuses its saved tokenizer; a new run trains BPE on the training part when asked. */
 function chooseTokenizer(c: TrainConfig, resumePoint: ResumePoint | null, data: string | ChatCorpus): Tokenizer {
   if (resumePoint) return loadTokenizer(join(resumePoint.dir, 'tokenizer.json'));
+  if (isChatCorpus(data) && isCompletionRow(data.conversations[0]!)) {
+    // Prompt / completion rows need no template: qkd's own vocabularies read them (BPE learns from their text).
+    // The held-out rows (tokenizeChatSplit's) do not shape the vocabulary.
+    const trained = data.conversations.slice(0, data.conversations.length - Math.max(1, Math.ceil(data.conversations.length * c.validation_fraction)));
+    if (c.tokenizer.kind === 'bpe') return trainBpe(trained.map((m) => m[0]!.content + m[1]!.content).join('\n\n'), c.tokenizer.vocab_size ?? 4096);
+    return new ByteTokenizer();
+  }
   if (isChatCorpus(data)) {
     throw new QkdError('CONFIG', `chat rows are rendered with a tokenizer's chat template, and the ${c.tokenizer.kind} tokenizer qkd train builds has none`, { path: data.source, field: 'tokenizer', hint: 'a Hugging Face tokenizer with a chat template (qkd train --tokenizer PATH), or {"text"} rows' });
   }

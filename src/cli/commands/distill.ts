@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
-import { GGUF_TYPE_NAMES, loadDistillConfig, parseDistillConfig, type DistillConfig } from '../../train/distill-config.js';
+import { GGUF_TYPE_NAMES, RECIPES, loadDistillConfig, parseDistillConfig, recipeRunsWithoutTeacher, type DistillConfig } from '../../train/distill-config.js';
 import { PRESETS } from '../../train/config.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
 import { writeBytesAtomic } from '../../io/atomic.js';
@@ -22,20 +22,37 @@ import { loadTokenizerAt } from '../../data/tokenizer-io.js';
 /** The environment variable a server teacher's API key is read from (sent as a bearer token, never logged or saved). */
 export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
 
-/** --teacher PATH [--teacher-engine llama.cpp] or --teacher-url URL --teacher-model NAME: exactly one teacher. */
-function teacherOf(o: DistillFlags): string | CacheTeacher {
-  if (o.teacher !== undefined && o.teacherUrl !== undefined) throw new QkdError('ARGUMENT', '--teacher (a model here) and --teacher-url (a model on a server) name two teachers', { field: '--teacher-url', hint: 'one of them' });
+/**
+ * --teacher PATH [--teacher-engine llama.cpp], --teacher-url URL --teacher-model NAME,
+ * several --teacher PATH (mixed), or none (recipes seqkd / seqkd-qat / qat with --student or a preset).
+ */
+function teacherOf(o: DistillFlags, recipe: DistillConfig['recipe']): string | CacheTeacher | string[] | null {
+  const paths = o.teacher ?? [];
+  if (paths.length > 0 && o.teacherUrl !== undefined) throw new QkdError('ARGUMENT', '--teacher (a model here) and --teacher-url (a model on a server) name two teachers', { field: '--teacher-url', hint: 'one of them' });
+  if (paths.length > 1) {
+    for (const [flag, v] of [['--teacher-engine', o.teacherEngine], ['--teacher-tokenizer', o.teacherTokenizer]] as const) {
+      if (v !== undefined) throw new QkdError('ARGUMENT', `${flag} applies to one teacher, and ${paths.length} are given`, { field: flag, hint: 'several teachers are models qkd loads, of one tokenizer' });
+    }
+    return paths;
+  }
+  if (o.teacherWeights !== undefined || o.teacherMix !== undefined) {
+    throw new QkdError('ARGUMENT', `${o.teacherWeights !== undefined ? '--teacher-weights' : '--teacher-mix'} mixes several teachers, and ${paths.length === 0 && o.teacherUrl === undefined ? 'none is' : 'one is'} given`, { field: o.teacherWeights !== undefined ? '--teacher-weights' : '--teacher-mix', hint: '--teacher A --teacher B' });
+  }
   if (o.teacherUrl === undefined) {
-    if (o.teacher === undefined) throw new QkdError('ARGUMENT', 'no teacher given', { field: '--teacher', hint: '--teacher PATH, or --teacher-url URL --teacher-model NAME' });
+    if (paths.length === 0) {
+      if (recipeRunsWithoutTeacher(recipe)) return null;
+      throw new QkdError('ARGUMENT', 'no teacher given', { field: '--teacher', hint: '--teacher PATH, or --teacher-url URL --teacher-model NAME (or --recipe seqkd on text a teacher wrote: qkd synth)' });
+    }
+    const teacher = paths[0]!;
     for (const [flag, v] of [['--teacher-model', o.teacherModel], ['--teacher-api', o.teacherApi], ['--teacher-concurrency', o.teacherConcurrency], ['--teacher-timeout', o.teacherTimeout]] as const) {
       if (v !== undefined) throw new QkdError('ARGUMENT', `${flag} applies to a teacher on a server`, { field: flag, hint: '--teacher-url URL' });
     }
     if (o.teacherEngine === 'llama.cpp') {
-      if (!existsSync(o.teacher) || !statSync(o.teacher).isFile() || modelFileFormat(o.teacher) !== 'gguf') throw new QkdError('ARGUMENT', `--teacher-engine llama.cpp runs a GGUF file, and ${o.teacher} is not one`, { path: o.teacher, field: '--teacher', hint: 'a .gguf teacher (qkd export writes one)' });
-      return { engine: 'llama.cpp', gguf: o.teacher, threads: o.teacherThreads ?? availableParallelism() };
+      if (!existsSync(teacher) || !statSync(teacher).isFile() || modelFileFormat(teacher) !== 'gguf') throw new QkdError('ARGUMENT', `--teacher-engine llama.cpp runs a GGUF file, and ${teacher} is not one`, { path: teacher, field: '--teacher', hint: 'a .gguf teacher (qkd export writes one)' });
+      return { engine: 'llama.cpp', gguf: teacher, threads: o.teacherThreads ?? availableParallelism() };
     }
     if (o.teacherThreads !== undefined) throw new QkdError('ARGUMENT', '--teacher-threads applies to a teacher in llama.cpp', { field: '--teacher-threads', hint: '--teacher-engine llama.cpp' });
-    return o.teacher;
+    return teacher;
   }
   if (o.teacherEngine !== undefined) throw new QkdError('ARGUMENT', '--teacher-engine applies to --teacher (the server runs its own engine)', { field: '--teacher-engine', hint: 'leave it out with --teacher-url' });
   let url: URL;
@@ -55,7 +72,11 @@ function teacherOf(o: DistillFlags): string | CacheTeacher {
 }
 
 interface DistillFlags extends CorpusFlags {
-  teacher?: string;
+  teacher?: string[];
+  teacherWeights?: number[];
+  teacherMix?: 'mean' | 'confidence' | 'alternate';
+  assistant?: string;
+  assistantSteps?: number;
   teacherUrl?: string;
   teacherEngine?: 'qkd' | 'llama.cpp';
   teacherThreads?: number;
@@ -88,6 +109,14 @@ interface DistillFlags extends CorpusFlags {
   force?: boolean;
 }
 
+/** --teacher-weights 0.7,0.3 → [0.7, 0.3] (positive numbers). */
+function weightList(value: string): number[] {
+  const parts = value.split(',').map((p) => p.trim());
+  const out = parts.map(Number);
+  if (parts.some((p) => p === '') || out.some((w) => !Number.isFinite(w) || w <= 0)) throw new InvalidArgumentError(`--teacher-weights takes positive numbers separated by commas, got '${value}'`);
+  return out;
+}
+
 /** `gguf:TYPE` → TYPE (the only export target so far). */
 function ggufExport(value: string): string {
   const m = /^gguf:(.+)$/.exec(value);
@@ -108,6 +137,7 @@ function configFromFlags(o: DistillFlags): DistillConfig {
   const merged = {
     ...base,
     recipe: o.recipe ?? base.recipe,
+    assistant: o.assistant !== undefined ? { preset: o.assistant, model: null, steps: o.assistantSteps ?? null } : o.assistantSteps !== undefined && base.assistant !== null ? { ...base.assistant, steps: o.assistantSteps } : base.assistant,
     training: { ...base.training, steps: o.steps ?? base.training.steps, seed: o.seed ?? base.training.seed, seq_len: o.seqLen ?? base.training.seq_len, batch_size: o.batchSize ?? base.training.batch_size },
     quantization: { ...base.quantization, bits: o.bits ?? base.quantization.bits, format: o.format ?? base.quantization.format },
     distillation: {
@@ -117,6 +147,7 @@ function configFromFlags(o: DistillFlags): DistillConfig {
       ...(o.crossTokenizer !== undefined || (o.studentTokenizer !== undefined && base.distillation.cross_tokenizer === null)
         ? { cross_tokenizer: { ...(base.distillation.cross_tokenizer ?? {}), method: o.crossTokenizer ?? base.distillation.cross_tokenizer?.method ?? 'aligned', ...(o.topK !== undefined ? { top_k: o.topK } : {}) } }
         : {}),
+      ...(o.teacherMix !== undefined || o.teacherWeights !== undefined ? { teachers: { mix: o.teacherMix ?? base.distillation.teachers.mix, weights: o.teacherWeights ?? base.distillation.teachers.weights } } : {}),
       temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
     student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from, tokenizer: o.studentTokenizer ?? base.student.tokenizer },
   };
@@ -127,7 +158,11 @@ export function registerDistill(program: Command): void {
   program
     .command('distill')
     .description('distill a teacher into a smaller student, optionally with quantization-aware training (KD+QAT), in one run')
-    .option('--teacher <path>', 'teacher: model directory, qkd run directory, GGUF or llama2.c .bin (frozen)')
+    .option('--teacher <path>', 'teacher: model directory, qkd run directory, GGUF or llama2.c .bin (frozen); repeat for several teachers of one tokenizer (mixed by --teacher-mix)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+    .option('--teacher-mix <mix>', 'several teachers: mean (distributions averaged by --teacher-weights; default), confidence (also weighted per position by each one\'s top probability) or alternate (each batch from one, drawn by the weights)', choice('--teacher-mix', ['mean', 'confidence', 'alternate'] as const))
+    .option('--teacher-weights <w,...>', 'several teachers: one positive weight each, comma-separated (default equal)', weightList)
+    .option('--assistant <preset>', 'a teaching assistant of this preset shape: the teacher is first distilled into it (DIR/assistant, recipe kd), and it then teaches the student')
+    .option('--assistant-steps <n>', "the assistant's steps (default --steps)", positiveInt('--assistant-steps'))
     .option('--teacher-engine <engine>', 'what runs the --teacher: qkd (default) or llama.cpp (a GGUF in process through node-llama-cpp; its top-k fill soft-target caches, then offline KD; needs --student)', choice('--teacher-engine', ['qkd', 'llama.cpp'] as const))
     .option('--teacher-threads <n>', 'llama.cpp threads for --teacher-engine llama.cpp (default: every core)', positiveInt('--teacher-threads'))
     .option('--teacher-url <url>', 'teacher on an inference server (vLLM or SGLang): its top-k log-probs fill soft-target caches, then offline KD; needs --student (API key: $' + TEACHER_API_KEY_ENV + ')')
@@ -142,7 +177,7 @@ export function registerDistill(program: Command): void {
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
     .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
-    .option('--recipe <name>', 'kd | qat | kd-qat | sakd', choice('--recipe', ['kd', 'qat', 'kd-qat', 'sakd'] as const))
+    .option('--recipe <name>', `${RECIPES.join(' | ')} (seqkd: the task loss on teacher-generated text from qkd synth, plus logit KD when --teacher is given; no teacher needed)`, choice('--recipe', RECIPES))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
     .option('--init <method>', 'student initialisation: pruned | svd | random | minitron (activation-guided pruning; retrains by logit-only KD unless distillation.task_weight is set)', choice('--init', ['pruned', 'svd', 'random', 'minitron'] as const))
     .option('--student <path>', 'go on from an existing student (its shape and weights; e.g. QAT fine-tuning of a trained FP32 student with --recipe kd-qat)')
@@ -161,8 +196,8 @@ export function registerDistill(program: Command): void {
     .option(...SKIP_BAD_ROWS)
     .option(...TEXT_COLUMN)
     .action(async (o: DistillFlags) => {
-      const teacher = teacherOf(o);
       const config = configFromFlags(o);
+      const teacher = teacherOf(o, config.recipe);
       const text = await readCorpus(o.data, o);
       const session = trainingSession('distill');
       try {
@@ -185,13 +220,13 @@ export function registerDistill(program: Command): void {
         if (result.interrupted) {
           console.log(JSON.stringify(json));
           const teacherFlags = [
-            ...(typeof teacher === 'string' ? ['--teacher', teacher] : 'server' in teacher ? ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api] : ['--teacher', teacher.gguf, '--teacher-engine', 'llama.cpp']),
+            ...(teacher === null ? [] : Array.isArray(teacher) ? teacher.flatMap((t) => ['--teacher', t]) : typeof teacher === 'string' ? ['--teacher', teacher] : 'server' in teacher ? ['--teacher-url', teacher.server.url, '--teacher-model', teacher.server.model, '--teacher-api', teacher.server.api] : ['--teacher', teacher.gguf, '--teacher-engine', 'llama.cpp']),
             ...(o.teacherTokenizer !== undefined ? ['--teacher-tokenizer', o.teacherTokenizer] : []),
           ];
-          // Stopped while a server filled the caches: no checkpoint yet, so the same command (all its flags) continues the filling.
-          const filling = result.steps === 0 && typeof teacher !== 'string';
-          const again = filling ? commandLine(['qkd', ...process.argv.slice(2)]) : commandLine(['qkd', 'distill', ...teacherFlags, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume']);
-          const what = filling ? 'stopped while the teacher filled the soft-target cache (the windows done so far are kept)' : `stopped at step ${result.steps}, checkpoint saved, no quantized/ written`;
+          // Stopped while a server filled the caches, or while the assistant trained: no checkpoint of the student yet, so the same command (all its flags) continues.
+          const filling = (result.steps === 0 && teacher !== null && typeof teacher !== 'string' && !Array.isArray(teacher)) || (config.assistant !== null && !existsSync(join(o.out, 'latest.json')));
+          const again = filling ? commandLine(['qkd', ...process.argv.slice(2).filter((a) => a !== '--resume' && a !== '--force'), ...(config.assistant !== null ? ['--resume'] : [])]) : commandLine(['qkd', 'distill', ...teacherFlags, '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume']);
+          const what = filling && config.assistant !== null ? 'stopped while the teaching assistant trained (its checkpoint is kept)' : filling ? 'stopped while the teacher filled the soft-target cache (the windows done so far are kept)' : `stopped at step ${result.steps}, checkpoint saved, no quantized/ written`;
           throw new CommandInterrupted(`${what}; continue with: ${again}`);
         }
         if (result.sakd_report) {
