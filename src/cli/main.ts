@@ -22,6 +22,7 @@ import { registerExport } from './commands/export.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerPrune } from './commands/prune.js';
 import { registerQuantize } from './commands/quantize.js';
+import { registerSynth } from './commands/synth.js';
 import { registerTokenize } from './commands/tokenize.js';
 import { registerTrain } from './commands/train.js';
 
@@ -48,6 +49,7 @@ function buildProgram(): Command {
   registerEval(program);
   registerGenerate(program);
   registerDistill(program);
+  registerSynth(program);
   registerAudit(program);
   registerQuantize(program);
   registerPrune(program);
