@@ -2,7 +2,7 @@
 // --assistant from the command line.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { createLlama } from '../../src/models/llama.js';
 import { saveLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
 import { startSynthServer } from '../helpers/synth-server.js';
+import { qkdAsync } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-cli-synth-'));
 const teacherConfig = { vocab_size: 256, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 };
@@ -25,18 +26,6 @@ function qkd(...args: string[]) {
 const last = (out: string) => JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
 const short = ['--steps', '6', '--batch-size', '2', '--seq-len', '16'];
 
-/** The CLI in a child process without blocking this one (a loopback server here must answer it). */
-function qkdAsync(env: Record<string, string>, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['bin/qkd.js', ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
 describe('qkd synth and seqkd', () => {
   it('synth --teacher-url: completions of a prompt file with the key from the environment, then seqkd on them', async () => {
     const key = 'sk-test-SECRET-1234';
@@ -45,7 +34,7 @@ describe('qkd synth and seqkd', () => {
       const prompts = join(dir, 'prompts.txt');
       writeFileSync(prompts, Array.from({ length: 30 }, (_, i) => `Prompt number ${i}: tell me about the whale.`).join('\n') + '\n');
       const out = join(dir, 'remote.jsonl');
-      const r = await qkdAsync({ QKD_TEACHER_API_KEY: key }, 'synth', '--teacher-url', server.url, '--teacher-model', 'loop', '--teacher-api', 'completions', '--prompts', prompts, '--n-per-prompt', '2', '--max-tokens', '64', '--seed', '5', '--out', out);
+      const r = await qkdAsync(['synth', '--teacher-url', server.url, '--teacher-model', 'loop', '--teacher-api', 'completions', '--prompts', prompts, '--n-per-prompt', '2', '--max-tokens', '64', '--seed', '5', '--out', out], { QKD_TEACHER_API_KEY: key });
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stderr, /60 requests/);
       const j = last(r.stdout);
@@ -55,7 +44,7 @@ describe('qkd synth and seqkd', () => {
       assert.equal(rows.length, 60);
       assert.ok(rows.every((row) => typeof row.completion === 'string' && row.completion.startsWith('answer ')));
       for (const text of [r.stdout, r.stderr, readFileSync(out, 'utf8')]) assert.ok(!text.includes(key), 'the key is never written');
-      const bad = await qkdAsync({ QKD_TEACHER_API_KEY: 'wrong' }, 'synth', '--teacher-url', server.url, '--teacher-model', 'loop', '--teacher-api', 'completions', '--prompts', prompts, '--out', join(dir, 'denied.jsonl'));
+      const bad = await qkdAsync(['synth', '--teacher-url', server.url, '--teacher-model', 'loop', '--teacher-api', 'completions', '--prompts', prompts, '--out', join(dir, 'denied.jsonl')], { QKD_TEACHER_API_KEY: 'wrong' });
       assert.notEqual(bad.status, 0);
       assert.match(bad.stderr, /401/);
       assert.match(bad.stderr, /QKD_TEACHER_API_KEY/);

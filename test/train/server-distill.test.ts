@@ -7,7 +7,6 @@
 // environment.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLlama, type LlamaModel } from '../../src/models/llama.js';
@@ -17,6 +16,7 @@ import { distill } from '../../src/train/distill.js';
 import { QkdError } from '../../src/errors.js';
 import { distillFixture, runMetrics, shortConfig, teacherConfig } from '../helpers/distill.js';
 import { startLoopbackTeacher, type LoopbackServer } from '../helpers/teacher-server.js';
+import { qkdAsync } from '../helpers/cli.js';
 
 const fixture = distillFixture('qkd-server-distill-');
 const { dir, teacherDir } = fixture;
@@ -28,16 +28,7 @@ const settings = { recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 }
 
 
 /** Runs the CLI without blocking this process (the loopback server lives here). */
-function qkd(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['bin/qkd.js', ...args], { env: { ...process.env, CI: 'true', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const qkd = qkdAsync;
 
 describe('distillation from a teacher on a server', () => {
   let teacher: LlamaModel;

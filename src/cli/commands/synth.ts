@@ -68,11 +68,27 @@ async function remote(o: SynthFlags): Promise<void> {
   const settings = { nPerPrompt: o.nPerPrompt ?? 1, maxTokens: o.maxTokens ?? 256, temperature: o.temperature ?? 1, topP: o.topP, seed: o.seed, concurrency: o.concurrency ?? 4, timeoutMs: o.timeout !== undefined ? o.timeout * 1000 : undefined, force: o.force };
   const e = estimateSynth(prompts, settings);
   process.stderr.write(`qkd: ${prompts.length} prompts × ${settings.nPerPrompt} = ${e.requests} requests to ${o.teacherModel}: about ${formatCount(e.promptTokens)} prompt tokens (estimated at 4 characters per token) and at most ${formatCount(e.maxCompletionTokens)} completion tokens${apiKey ? '' : ` (no API key in $${TEACHER_API_KEY_ENV})`}\n`);
-  const interrupt = gracefulInterrupt('stopping after the requests in flight…');
-  const bar = countProgress('synth', 'rows');
+  const r = await runJob(
+    'rows',
+    'stopping after the requests in flight…',
+    (hooks) => synthesize({ url: o.teacherUrl!, model: o.teacherModel!, api, ...(apiKey ? { apiKey } : {}) }, prompts, o.out, { ...settings, ...hooks }),
+    (r) => `stopped with ${r.rows} rows done (kept)`,
+  );
+  console.log(`${r.rows} rows (${r.resumed} from an earlier run, ${r.retries} retries; ${r.promptTokens} prompt and ${r.completionTokens} completion tokens as the server counted them) → ${o.out}`);
+  console.log(JSON.stringify({ out: resolve(o.out), rows: r.rows, resumed: r.resumed, retries: r.retries, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, interrupted: false }));
+}
+
+/** A long synth job: a progress bar, Ctrl-C asks it to stop (what is done is kept), and how to continue when it did. */
+async function runJob<R extends { rows: number; interrupted: boolean }>(
+  unit: string,
+  notice: string,
+  job: (hooks: { onProgress: (p: { done: number; total: number }) => void; onNote: (s: string) => void; shouldStop: () => boolean }) => Promise<R>,
+  stopped: (r: R) => string,
+): Promise<R> {
+  const interrupt = gracefulInterrupt(notice);
+  const bar = countProgress('synth', unit);
   try {
-    const r = await synthesize({ url: o.teacherUrl!, model: o.teacherModel, api, ...(apiKey ? { apiKey } : {}) }, prompts, o.out, {
-      ...settings,
+    const r = await job({
       onProgress: (p) => bar.update({ done: p.done, total: p.total, params: 0 }),
       onNote: (s) => process.stderr.write(`qkd: ${s}\n`),
       shouldStop: interrupt.requested,
@@ -80,10 +96,9 @@ async function remote(o: SynthFlags): Promise<void> {
     bar.stop();
     if (r.interrupted) {
       console.log(JSON.stringify({ out: null, rows: r.rows, interrupted: true }));
-      throw new CommandInterrupted(`stopped with ${r.rows} rows done (kept); continue with: ${commandLine(['qkd', ...process.argv.slice(2).filter((a) => a !== '--force')])}`);
+      throw new CommandInterrupted(`${stopped(r)}; continue with: ${commandLine(['qkd', ...process.argv.slice(2).filter((a) => a !== '--force')])}`);
     }
-    console.log(`${r.rows} rows (${r.resumed} from an earlier run, ${r.retries} retries; ${r.promptTokens} prompt and ${r.completionTokens} completion tokens as the server counted them) → ${o.out}`);
-    console.log(JSON.stringify({ out: resolve(o.out), rows: r.rows, resumed: r.resumed, retries: r.retries, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, interrupted: false }));
+    return r;
   } finally {
     bar.stop();
     interrupt.dispose();
@@ -112,31 +127,16 @@ async function dataFree(o: SynthFlags): Promise<void> {
     tokenizer = o.tokenizer !== undefined ? loadTokenizerAt(o.tokenizer) : loadModelTokenizer(model, path);
     teacher = modelSequenceTeacher(model);
   }
-  const interrupt = gracefulInterrupt('stopping after this sequence…');
-  const bar = countProgress('synth', 'sequences');
   try {
-    const r = await generateDataFree(teacher, tokenizer, o.out, {
-      sequences,
-      length,
-      greedy: o.greedyTokens,
-      temperature: o.temperature,
-      seed: o.seed,
-      force: o.force,
-      teacherId: `${o.teacherEngine ?? 'qkd'}:${resolve(path)}`,
-      onProgress: (p) => bar.update({ done: p.done, total: p.total, params: 0 }),
-      onNote: (s) => process.stderr.write(`qkd: ${s}\n`),
-      shouldStop: interrupt.requested,
-    });
-    bar.stop();
-    if (r.interrupted) {
-      console.log(JSON.stringify({ out: null, rows: r.rows, interrupted: true }));
-      throw new CommandInterrupted(`stopped with ${r.rows} of ${sequences} sequences done (kept); continue with: ${commandLine(['qkd', ...process.argv.slice(2).filter((a) => a !== '--force')])}`);
-    }
+    const r = await runJob(
+      'sequences',
+      'stopping after this sequence…',
+      (hooks) => generateDataFree(teacher, tokenizer, o.out, { sequences, length, greedy: o.greedyTokens, temperature: o.temperature, seed: o.seed, force: o.force, teacherId: `${o.teacherEngine ?? 'qkd'}:${resolve(path)}`, ...hooks }),
+      (r) => `stopped with ${r.rows} of ${sequences} sequences done (kept)`,
+    );
     console.log(`${r.rows} data-free sequences of ${length + 1} tokens (${r.resumed} from an earlier run) → ${o.out}`);
     console.log(JSON.stringify({ out: resolve(o.out), rows: r.rows, resumed: r.resumed, tokens: r.tokens, interrupted: false }));
   } finally {
-    bar.stop();
-    interrupt.dispose();
     await close();
   }
 }
