@@ -117,32 +117,35 @@ export async function generateDataFree(teacher: SequenceTeacher, tokenizer: Toke
   if (!Number.isInteger(greedy) || greedy < 0) throw new QkdError('ARGUMENT', `greedy tokens must be a whole number ≥ 0, got ${greedy}`, { field: '--greedy-tokens' });
   if (!(temperature > 0)) throw new QkdError('ARGUMENT', `temperature must be > 0, got ${temperature}`, { field: '--temperature' });
   const starts = startOrder(startTokens(tokenizer, teacher.vocabSize), o.sequences, seed);
-  const journal = openJournal<DataFreeRow>(out, {
+  const journal = openJournal(out, {
+    label: 'synth',
     settings: { kind: 'data-free', teacher: o.teacherId, sequences: o.sequences, length: o.length, greedy, temperature, seed },
-    key: (r) => r.sequence,
+    total: o.sequences,
+    keyOf: (r) => (typeof r.sequence === 'number' && typeof r.text === 'string' ? r.sequence : null),
     force: o.force,
     onNote: o.onNote,
   });
-  const resumed = journal.done.size;
+  const resumed = journal.resumed;
   let tokens = 0;
   const started = performance.now();
-  const report = (done: number): void => o.onProgress?.({ done, total: o.sequences, resumed, tokens, elapsedSeconds: (performance.now() - started) / 1000 });
-  let done = resumed;
-  report(done);
+  const report = (): void => o.onProgress?.({ done: journal.count, total: o.sequences, resumed, tokens, elapsedSeconds: (performance.now() - started) / 1000 });
+  report();
   try {
     for (let s = 0; s < o.sequences; s++) {
-      if (journal.done.has(s)) continue;
+      if (journal.has(s)) continue;
       // A turn of the event loop per sequence, so a Ctrl-C handler can run between them.
       await new Promise((resolve) => setImmediate(resolve));
-      if (o.shouldStop?.()) return { rows: done, resumed, tokens, interrupted: true };
+      if (o.shouldStop?.()) return { rows: journal.count, resumed, tokens, interrupted: true };
       // Each sequence's own stream: the row does not depend on which sequences were made before it.
       const rng = new Rng(seed * 1000003 + s);
       const ids = await teacher.continue(starts[s]!, o.length, (logits, p) => sampleToken(logits, p < greedy ? 0 : temperature, 1, rng));
-      journal.append({ text: tokenizer.decode([starts[s]!, ...ids]), sequence: s, start_id: starts[s]! });
+      const row: DataFreeRow = { text: tokenizer.decode([starts[s]!, ...ids]), sequence: s, start_id: starts[s]! };
+      journal.append(s, row);
       tokens += ids.length;
-      report(++done);
+      report();
     }
-    return { rows: journal.finish(), resumed, tokens, interrupted: false };
+    journal.finish();
+    return { rows: o.sequences, resumed, tokens, interrupted: false };
   } finally {
     journal.close();
   }

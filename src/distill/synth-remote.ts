@@ -7,24 +7,17 @@
  * with backoff, rate-limit headers honoured, and resume after kill -9 with
  * no prompt lost or asked for twice.
  *
- * On disk, beside the output path OUT:
- *   OUT.partial       an append-only JSON Lines journal: every finished row,
- *                     appended and flushed (fsync) before it counts as done,
- *                     in the order the answers came;
- *   OUT.partial.json  the job's settings (a SHA-256 of the prompts, url,
- *                     model, api, samples per prompt, sampling settings;
- *                     never the API key). Written before the journal exists.
- * A restart with the same settings reads the journal, cuts a torn last line
- * (a write the kill interrupted: it never counted as done), keeps the first
- * copy of any (prompt, sample) listed twice, and asks only for the others.
- * A partial job with other settings is refused, naming the differing field
- * (force discards it). When every row is done, OUT is written atomically in
- * (prompt, sample) order and the two journal files are removed.
+ * Rows are kept in the job journal of io/jsonl-journal.ts (OUT.partial and
+ * OUT.partial.json beside the output; the settings hold a SHA-256 of the
+ * prompts, the URL, model, API, samples per prompt and sampling settings,
+ * never the API key). Row (prompt i, sample j) has key i·nPerPrompt + j, so a
+ * restart asks only for the keys the journal lacks, and OUT is written in
+ * (prompt, sample) order when every row is done.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { QkdError } from '../errors.js';
-import { writeAll, writeBytesAtomic, writeFileAtomic } from '../io/atomic.js';
+import { openJournal } from '../io/jsonl-journal.js';
 
 export const SYNTH_APIS = ['chat', 'completions'] as const;
 export type SynthApi = (typeof SYNTH_APIS)[number];
@@ -426,9 +419,6 @@ interface JobSettings {
   seed: number | null;
 }
 
-/** Compared in this order; the first that differs is named. */
-const SETTING_FIELDS = ['api', 'url', 'model', 'promptsSha256', 'prompts', 'nPerPrompt', 'maxTokens', 'temperature', 'topP', 'seed'] as const satisfies readonly (keyof JobSettings)[];
-
 /** SHA-256 (hex) of the prompts' content (not their line numbers). */
 export function promptsSha256(prompts: readonly SynthPrompt[]): string {
   const h = createHash('sha256');
@@ -467,116 +457,6 @@ function checkOptions(o: SynthOptions, prompts: number): Required<Pick<SynthOpti
   return v;
 }
 
-/** What the journal holds: a bitmap of done rows and where each row's line is. */
-interface Journal {
-  done: Uint8Array;
-  count: number;
-  offsets: Float64Array;
-  lengths: Uint32Array;
-  /** Bytes of complete lines (the file is cut here). */
-  end: number;
-  duplicates: number;
-  /** Bytes dropped at the tail (a torn last line). */
-  torn: number;
-  /** Rows whose finish_reason is "length". */
-  truncated: number;
-}
-
-const isDone = (bits: Uint8Array, k: number): boolean => (bits[k >> 3]! & (1 << (k & 7))) !== 0;
-
-/**
- * Reads the journal at `path`: every complete row (a line ending in \n whose
- * JSON names a prompt_index and sample of this job), keeping the first of
- * duplicates. Lines after the last good one that are torn or unreadable are
- * a write a kill interrupted: the file is cut before them. An unreadable
- * line followed by a good one is an error naming it.
- */
-function readJournal(path: string, api: SynthApi, prompts: number, n: number): Journal {
-  const total = prompts * n;
-  const j: Journal = { done: new Uint8Array(Math.ceil(total / 8)), count: 0, offsets: new Float64Array(total), lengths: new Uint32Array(total), end: 0, duplicates: 0, torn: 0, truncated: 0 };
-  const fd = openSync(path, 'r+');
-  try {
-    const size = fstatSync(fd).size;
-    const chunk = Buffer.alloc(1 << 22);
-    let pending = Buffer.alloc(0);
-    let pendingAt = 0;
-    let pos = 0;
-    let lineNo = 0;
-    let badLine = 0;
-    const handle = (line: Buffer, at: number): void => {
-      lineNo++;
-      if (line.length === 0 || (line.length === 1 && line[0] === 13)) return;
-      let row: Record<string, unknown> | null = null;
-      try {
-        const r = JSON.parse(line.toString('utf8')) as unknown;
-        if (typeof r === 'object' && r !== null && !Array.isArray(r)) row = r as Record<string, unknown>;
-      } catch {
-        row = null;
-      }
-      const i = row?.prompt_index;
-      const s = row?.sample;
-      const ok =
-        row !== null &&
-        typeof i === 'number' && Number.isInteger(i) && i >= 0 && i < prompts &&
-        typeof s === 'number' && Number.isInteger(s) && s >= 0 && s < n &&
-        (api === 'chat' ? Array.isArray(row.messages) : typeof row.completion === 'string');
-      if (!ok) {
-        if (badLine === 0) badLine = lineNo;
-        return;
-      }
-      if (badLine !== 0) {
-        throw new QkdError('IO', `synth: line ${badLine} of the journal is not a row of this job`, { path: `${path}:${badLine}`, field: 'prompt_index', hint: 'a journal written by qkd synth; --force discards it' });
-      }
-      const k = (i as number) * n + (s as number);
-      j.end = at + line.length + 1;
-      if (isDone(j.done, k)) {
-        j.duplicates++;
-        return;
-      }
-      j.done[k >> 3]! |= 1 << (k & 7);
-      j.offsets[k] = at;
-      j.lengths[k] = line.length + 1;
-      j.count++;
-      if (row!.finish_reason === 'length') j.truncated++;
-    };
-    while (pos < size) {
-      const got = readSync(fd, chunk, 0, Math.min(chunk.length, size - pos), pos);
-      if (got === 0) break;
-      pos += got;
-      const buf = pending.length > 0 ? Buffer.concat([pending, chunk.subarray(0, got)]) : chunk.subarray(0, got);
-      let start = 0;
-      for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
-        handle(buf.subarray(start, nl), pendingAt + start);
-        start = nl + 1;
-      }
-      pending = Buffer.from(buf.subarray(start));
-      pendingAt += start;
-    }
-    // Blank lines after the last row are kept; torn or unreadable ones are cut.
-    if (badLine === 0 && pending.length === 0) j.end = size;
-    j.torn = size - j.end;
-    if (j.torn > 0) {
-      ftruncateSync(fd, j.end);
-      fsyncSync(fd);
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return j;
-}
-
-/** Reads OUT.partial.json, or null when it is missing or unreadable. */
-function readSettings(path: string): JobSettings | null {
-  try {
-    const s = JSON.parse(readFileSync(path, 'utf8')) as JobSettings;
-    return typeof s === 'object' && s !== null && s.format === 'qkd-synth-journal' ? s : null;
-  } catch {
-    return null;
-  }
-}
-
-const show = (v: unknown): string => (typeof v === 'string' && v.length === 64 && /^[0-9a-f]+$/.test(v) ? `sha256 ${v.slice(0, 12)}…` : JSON.stringify(v));
-
 /**
  * Generates nPerPrompt completions of every prompt from the teacher at
  * `endpoint` and writes them to `outPath` as JSON Lines rows, in prompt then
@@ -608,77 +488,44 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
   const n = v.nPerPrompt;
   const total = prompts.length * n;
   const url = synthEndpointUrl(endpoint);
+  // Compared in this order by the journal; the first that differs is named.
   const settings: JobSettings = {
     format: 'qkd-synth-journal',
     version: 1,
-    prompts: prompts.length,
-    promptsSha256: promptsSha256(prompts),
+    api,
     url: baseUrl(endpoint.url),
     model: endpoint.model,
-    api,
+    promptsSha256: promptsSha256(prompts),
+    prompts: prompts.length,
     nPerPrompt: n,
     maxTokens: v.maxTokens,
     temperature: v.temperature,
     topP: o.topP ?? null,
     seed: o.seed ?? null,
   };
-  const journalPath = `${outPath}.partial`;
-  const settingsPath = `${outPath}.partial.json`;
-  const force = o.force ?? false;
-
-  // ---- what is on disk already
-  let journal: Journal | null = null;
-  const haveJournal = existsSync(journalPath);
-  const haveSettings = existsSync(settingsPath);
-  if (haveJournal || haveSettings) {
-    const saved = haveSettings ? readSettings(settingsPath) : null;
-    let why: { field: string; message: string } | null = null;
-    if (saved === null) {
-      why = haveSettings ? { field: 'format', message: `${settingsPath} is unreadable` } : { field: 'settings', message: `${journalPath} has no settings file ${settingsPath}` };
-    } else {
-      const f = SETTING_FIELDS.find((f) => saved[f] !== settings[f]);
-      if (saved.version !== settings.version) why = { field: 'version', message: `the partial job was written by another version of qkd synth (${saved.version})` };
-      else if (f !== undefined) why = { field: f, message: `the partial job beside ${outPath} was made with another ${f} (${show(saved[f])} there, ${show(settings[f])} now)` };
-    }
-    if (!haveJournal || statSync(journalPath).size === 0) {
-      // Settings without a journal, or an empty one: nothing was done; start afresh.
-      rmSync(journalPath, { force: true });
-      rmSync(settingsPath, { force: true });
-    } else if (why !== null) {
-      if (!force) {
-        throw new QkdError('CONFIG', `synth: ${why.message}; its rows would not belong to this job`, {
-          path: settingsPath,
-          field: why.field,
-          hint: `the same settings to continue it, or --force to discard it (or another --out)`,
-        });
-      }
-      note(`synth: discarding a partial job (${why.message})`);
-      rmSync(journalPath, { force: true });
-      rmSync(settingsPath, { force: true });
-    } else {
-      journal = readJournal(journalPath, api, prompts.length, n);
-      if (journal.torn > 0) note(`synth: cut a torn last line (${journal.torn} bytes) from ${journalPath}; its row is asked for again`);
-      if (journal.duplicates > 0) note(`synth: ${journal.duplicates} rows listed twice in ${journalPath}; the first copy of each is kept`);
-    }
-  }
-  if (existsSync(outPath)) {
-    const finishing = journal !== null && journal.count === total;
-    if (!force && !finishing) {
-      throw new QkdError('IO', `synth: the output file already exists`, { path: outPath, field: '--out', hint: 'another --out, or --force to replace it' });
-    }
-    note(finishing ? `synth: the journal holds every row; rewriting ${outPath} from it` : `synth: ${outPath} exists and will be replaced when the job completes (--force)`);
-  }
-  if (journal === null) {
-    writeBytesAtomic(settingsPath, `${JSON.stringify(settings, null, 2)}\n`);
-    closeSync(openSync(journalPath, 'w'));
-    journal = { done: new Uint8Array(Math.ceil(total / 8)), count: 0, offsets: new Float64Array(total), lengths: new Uint32Array(total), end: 0, duplicates: 0, torn: 0, truncated: 0 };
-  }
-  const j = journal;
+  let truncated = 0;
+  const j = openJournal(outPath, {
+    label: 'synth',
+    settings: settings as unknown as Record<string, unknown>,
+    total,
+    force: o.force ?? false,
+    onNote: note,
+    keyOf: (row) => {
+      const i = row.prompt_index;
+      const s = row.sample;
+      const ok = typeof i === 'number' && Number.isInteger(i) && i >= 0 && i < prompts.length && typeof s === 'number' && Number.isInteger(s) && s >= 0 && s < n && (api === 'chat' ? Array.isArray(row.messages) : typeof row.completion === 'string');
+      return ok ? i * n + s : null;
+    },
+    onResumedRow: (_, row) => {
+      if (row.finish_reason === 'length') truncated++;
+    },
+  });
+  const journalPath = j.path;
 
   // ---- the requests
-  const resumed = j.count;
+  const resumed = j.resumed;
   const todo: number[] = [];
-  for (let k = 0; k < total; k++) if (!isDone(j.done, k)) todo.push(k);
+  for (let k = 0; k < total; k++) if (!j.has(k)) todo.push(k);
   const inFlight = Math.min(v.concurrency, Math.max(todo.length, 1));
   {
     const all = estimateSynth(prompts, { nPerPrompt: n, maxTokens: v.maxTokens });
@@ -692,7 +539,6 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
   let retries = 0;
   let promptTokens = 0;
   let completionTokens = 0;
-  let truncated = j.truncated;
   const report = (): void => o.onProgress?.({ done: j.count, total, resumed, retries, promptTokens, completionTokens, elapsedSeconds: (performance.now() - started) / 1000 });
 
   // `fatal` aborts the requests in flight (a failure stops the job at once);
@@ -815,26 +661,12 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
     }
   };
 
-  let jfd: number | null = null;
   const poll = setInterval(pollStop, 50);
   try {
-    jfd = openSync(journalPath, 'a');
-    const fd = jfd;
     report();
     let next = 0;
     const append = (k: number, a: Answer): void => {
-      const line = Buffer.from(`${JSON.stringify(rowOf(k, a))}\n`, 'utf8');
-      try {
-        writeAll(fd, line);
-        fsyncSync(fd);
-      } catch (err) {
-        throw new QkdError('IO', `synth: could not append to the journal: ${(err as Error).message}`, { path: journalPath, hint: 'a writable disk with free space; the same command continues' });
-      }
-      j.offsets[k] = j.end;
-      j.lengths[k] = line.length;
-      j.end += line.length;
-      j.done[k >> 3]! |= 1 << (k & 7);
-      j.count++;
+      j.append(k, rowOf(k, a));
       if (a.finishReason === 'length') truncated++;
     };
     const worker = async (): Promise<void> => {
@@ -858,16 +690,10 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
     await Promise.all(Array.from({ length: inFlight }, worker));
   } finally {
     clearInterval(poll);
-    if (jfd !== null) closeSync(jfd);
+    // A journal with no row (a job that failed at once) is removed.
+    j.close();
   }
-  if (failure !== null) {
-    // Nothing done at all: no journal to keep.
-    if (j.count === 0) {
-      rmSync(journalPath, { force: true });
-      rmSync(settingsPath, { force: true });
-    }
-    throw failure;
-  }
+  if (failure !== null) throw failure;
   const result = (interrupted: boolean): SynthResult => ({ rows: j.count, resumed, retries, promptTokens, completionTokens, interrupted });
   if (j.count < total) {
     report();
@@ -876,34 +702,7 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
   }
 
   // ---- every row is done: OUT in (prompt, sample) order, then the journal goes
-  const rfd = openSync(journalPath, 'r');
-  try {
-    writeFileAtomic(outPath, (out) => {
-      const buf = Buffer.alloc(1 << 20);
-      let used = 0;
-      for (let k = 0; k < total; k++) {
-        const len = j.lengths[k]!;
-        if (used + len > buf.length) {
-          writeAll(out, buf.subarray(0, used));
-          used = 0;
-        }
-        const target = len > buf.length ? Buffer.alloc(len) : buf.subarray(used, used + len);
-        let got = 0;
-        while (got < len) {
-          const r = readSync(rfd, target, got, len - got, j.offsets[k]! + got);
-          if (r === 0) throw new QkdError('IO', 'synth: the journal is shorter than its rows (was it changed while the job ran?)', { path: journalPath, hint: 'run the same command again' });
-          got += r;
-        }
-        if (len > buf.length) writeAll(out, target);
-        else used += len;
-      }
-      writeAll(out, buf.subarray(0, used));
-    });
-  } finally {
-    closeSync(rfd);
-  }
-  rmSync(journalPath, { force: true });
-  rmSync(settingsPath, { force: true });
+  j.finish();
   report();
   note(`synth: wrote ${total} rows to ${outPath}${truncated > 0 ? ` (${truncated} completions stopped at --max-tokens, finish_reason "length")` : ''}`);
   return result(false);

@@ -71,26 +71,33 @@ describe('data-free generation', () => {
     // A finished output is not replaced without force, and other settings do not resume a journal.
     await assert.rejects(generateDataFree(teacher, bytes, b, opts), (e: unknown) => e instanceof QkdError && e.field === '--out');
     const c = join(dir, 'c.jsonl');
-    await generateDataFree(teacher, bytes, c, { ...opts, shouldStop: () => true });
+    let n = 0;
+    await generateDataFree(teacher, bytes, c, { ...opts, shouldStop: () => ++n > 2 });
     await assert.rejects(generateDataFree(teacher, bytes, c, { ...opts, seed: 4 }), (e: unknown) => e instanceof QkdError && e.field === 'seed');
     await generateDataFree(teacher, bytes, c, { ...opts, seed: 4, force: true });
     assert.notEqual(readFileSync(c, 'utf8'), readFileSync(a, 'utf8'));
   });
 
-  it('the journal drops a torn last line and keeps the first copy of a key', () => {
+  it('the journal cuts a torn last line, keeps the first copy of a key, refuses an unreadable line before good ones, and writes OUT in key order', () => {
     const out = join(dir, 'j.jsonl');
-    const j = openJournal<{ k: number; v: string }>(out, { settings: { s: 1 }, key: (r) => r.k });
-    j.append({ k: 2, v: 'b' });
-    j.append({ k: 0, v: 'a' });
+    const options = { label: 'test', settings: { s: 1 }, total: 3, keyOf: (r: Record<string, unknown>) => (typeof r.k === 'number' ? r.k : null) };
+    const j = openJournal(out, options);
+    j.append(2, { k: 2, v: 'b' });
+    j.append(0, { k: 0, v: 'a' });
     j.close();
     appendFileSync(`${out}.partial`, '{"k": 0, "v": "dup"}\n{"k": 1, "v": "tor');
-    const again = openJournal<{ k: number; v: string }>(out, { settings: { s: 1 }, key: (r) => r.k });
-    assert.deepEqual([...again.done.keys()].sort(), [0, 2]);
-    assert.equal(again.done.get(0)!.v, 'a');
-    again.append({ k: 1, v: 'c' });
-    assert.equal(again.finish(), 3);
+    const notes: string[] = [];
+    const again = openJournal(out, { ...options, onNote: (n) => notes.push(n) });
+    assert.deepEqual([again.has(0), again.has(1), again.has(2), again.resumed], [true, false, true, 2]);
+    assert.ok(notes.some((n) => /cut a torn last line \(18 bytes\)/.test(n)) && notes.some((n) => /1 rows listed twice/.test(n)), notes.join('\n'));
+    again.append(1, { k: 1, v: 'c' });
+    again.finish();
     assert.equal(readFileSync(out, 'utf8'), '{"k":0,"v":"a"}\n{"k":1,"v":"c"}\n{"k":2,"v":"b"}\n');
     assert.ok(!existsSync(`${out}.partial`) && !existsSync(`${out}.partial.json`));
+    const bad = join(dir, 'bad.jsonl');
+    openJournal(bad, options).append(0, { k: 0 });
+    appendFileSync(`${bad}.partial`, 'not json\n{"k": 1}\n');
+    assert.throws(() => openJournal(bad, options), (e: unknown) => e instanceof QkdError && e.path === `${bad}.partial:2`);
   });
 
   it('a GGUF teacher in llama.cpp writes the greedy sequences qkd writes', { skip: llamaCpp ? false : 'node-llama-cpp is not installed' }, async () => {
