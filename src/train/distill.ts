@@ -841,6 +841,8 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   const dir = join(options.outDir, ASSISTANT);
   if (options.teacher === null) throw new QkdError('CONFIG', 'a teaching assistant learns from a teacher, and none is given', { field: 'assistant', hint: '--teacher PATH, or no --assistant' });
   if (c.distillation.cross_tokenizer !== null) throw new QkdError('CONFIG', 'a teaching assistant across tokenizers is not supported yet', { field: 'assistant', hint: 'no --assistant, or one tokenizer' });
+  if (!Array.isArray(options.teacher) && isCacheTeacher(options.teacher)) throw new QkdError('CONFIG', 'a teaching assistant is built from the teacher\'s weights, and a teacher on a server or in llama.cpp has none here', { field: 'assistant', hint: 'no --assistant, or a teacher qkd loads' });
+  if (c.distillation.teacher_correction.steps > 0) throw new QkdError('CONFIG', 'teacher correction with a teaching assistant is not supported (which teacher would it correct?)', { field: 'distillation.teacher_correction.steps', hint: 'steps: 0, or no --assistant' });
   // The student's directory is checked first, so a refused run starts no assistant.
   const started = { student: existsSync(join(options.outDir, 'latest.json')), assistant: existsSync(join(dir, 'latest.json')) };
   if (options.resume === true && !started.student && !started.assistant) {

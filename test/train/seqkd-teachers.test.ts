@@ -123,7 +123,8 @@ describe('seqkd, several teachers, teaching assistants', () => {
     assert.equal(resumed.interrupted, false);
     sameCurve(whole, part, 1e-6);
     sameCurve(join(whole, 'assistant'), join(part, 'assistant'), 1e-6);
-    // Run again with --resume once finished: the assistant is reused, not retrained.
+    await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'chain-corrected'), config: shortConfig({ assistant: { preset: 'tiny' }, distillation: { teacher_correction: { steps: 2 } } }) }), (e: unknown) => e instanceof QkdError && e.field === 'distillation.teacher_correction.steps');
+    // A finished chain is not started over without --force.
     await assert.rejects(distill({ teacher: teacherDir, text, outDir: whole, config: cfg }), (e: unknown) => e instanceof QkdError && e.field === '--out');
   });
 });

@@ -238,7 +238,8 @@ export function registerDistill(program: Command): void {
         }
         console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
         if (result.gguf) console.log(`GGUF ${result.gguf.type}: ${result.gguf.path} (${result.gguf.bytes} bytes, ${result.gguf.bits_per_weight.toFixed(3)} bits per weight)`);
-        console.log(JSON.stringify({ ...json, gguf: result.gguf?.path ?? null }));
+        if (result.assistant) console.log(`teaching assistant: ${result.assistant.params} parameters in ${result.assistant.dir}`);
+        console.log(JSON.stringify({ ...json, gguf: result.gguf?.path ?? null, assistant: result.assistant ?? null }));
       } finally {
         session.close();
       }
