@@ -6,8 +6,8 @@
  *
  * One teacher (trained by qkd's trainer on the corpus, or reused from OUT).
  * For each ratio r, a student of the teacher's family with about
- * teacher_params / r parameters (the layer count and width closest to it;
- * every student starts from random weights, so no row inherits the teacher's
+ * teacher_params / r parameters (L / r^⅓ layers and the width closest to
+ * the count; every student starts from random weights, so no row inherits the teacher's
  * weights and the rows differ only in what teaches them). Every student runs
  * the same steps, batch and sequence length (the same token budget). Rows:
  *   no-kd            the task loss on the corpus alone
@@ -37,7 +37,7 @@ import { derivedConfig, type LlamaConfig } from '../src/models/llama-config.js';
 import { configParameters } from '../src/distill/minitron.js';
 import { generateDataFree, modelSequenceTeacher } from '../src/distill/synth-local.js';
 import { presetConfig } from '../src/train/config.js';
-import { distill } from '../src/train/distill.js';
+import { distill, savedDistillConfig } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
 import { setupExperiment, trainedTeacher } from './_common.js';
 
@@ -53,19 +53,21 @@ const { budget, budgetName, data, seed, text, root, log } = setupExperiment('run
 type Shape = { hidden_size: number; intermediate_size: number; num_hidden_layers: number; num_attention_heads: number; num_key_value_heads: number };
 
 /**
- * The shape of about `target` parameters: layers 1..L and widths in steps of
- * 8 (heads of 8–32 wide, MLP 2.75× the width), the closest in log-ratio.
+ * The shape of about teacher_params / ratio parameters: depth shrinks with
+ * the cube root of the ratio (L / r^⅓, at least 1 layer), and the width
+ * (steps of 8, heads 32 wide, MLP 2.75× the width) is the one whose count
+ * comes closest in log-ratio, so depth and width both fall as the ratio grows.
  */
-function shapeFor(t: LlamaConfig, target: number): { shape: Shape; params: number } {
+function shapeFor(t: LlamaConfig, ratio: number): { shape: Shape; params: number } {
+  const target = configParameters(t) / ratio;
+  const layers = Math.max(1, Math.round(t.num_hidden_layers / Math.cbrt(ratio)));
   let best: { shape: Shape; params: number } | null = null;
-  for (let layers = 1; layers <= t.num_hidden_layers; layers++) {
-    for (let hidden = 8; hidden <= t.hidden_size; hidden += 8) {
-      const heads = Math.max(1, Math.round(hidden / 32));
-      if (hidden % heads !== 0) continue;
-      const shape: Shape = { hidden_size: hidden, intermediate_size: Math.max(8, Math.round((2.75 * hidden) / 8) * 8), num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: heads % 2 === 0 ? heads / 2 : heads };
-      const params = configParameters(derivedConfig(t, { ...shape, head_dim: hidden / heads }));
-      if (best === null || Math.abs(Math.log(params / target)) < Math.abs(Math.log(best.params / target))) best = { shape, params };
-    }
+  for (let hidden = 8; hidden <= t.hidden_size; hidden += 8) {
+    const heads = Math.max(1, Math.round(hidden / 32));
+    if (hidden % heads !== 0) continue;
+    const shape: Shape = { hidden_size: hidden, intermediate_size: Math.max(8, Math.round((2.75 * hidden) / 8) * 8), num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: heads % 2 === 0 ? heads / 2 : heads };
+    const params = configParameters(derivedConfig(t, { ...shape, head_dim: hidden / heads }));
+    if (best === null || Math.abs(Math.log(params / target)) < Math.abs(Math.log(best.params / target))) best = { shape, params };
   }
   return best!;
 }
@@ -74,6 +76,8 @@ interface Row {
   method: string;
   ratio: number;
   params: number;
+  layers: number;
+  hidden: number;
   ppl: number;
   retention: number;
   bpb: number;
@@ -104,16 +108,18 @@ async function main(): Promise<void> {
   const synthetic = loadCorpusData(dataFree);
 
   const shapes = new Map<number, { shape: Shape; params: number }>();
-  for (const r of [...RATIOS, ...Object.values(ASSISTANT_RATIO)]) if (!shapes.has(r)) shapes.set(r, shapeFor(t, teacher.parameterCount / r));
+  for (const r of [...RATIOS, ...Object.values(ASSISTANT_RATIO)]) if (!shapes.has(r)) shapes.set(r, shapeFor(t, r));
   const rows: Row[] = [];
   const run = async (method: string, ratio: number, input: DistillConfigInput, corpus: typeof synthetic, teacherGiven: string | null): Promise<void> => {
     const dir = join(root, `${method}-${ratio}x`);
-    if (!existsSync(join(dir, 'quantized', 'config.json'))) {
+    // A finished run is reused when it trained this shape (the shape rule may have changed since).
+    const fresh = !existsSync(join(dir, 'quantized', 'config.json')) || JSON.stringify(savedDistillConfig(dir)?.student.model) !== JSON.stringify(input.student?.model);
+    if (fresh) {
       log(`training ${method} at ${ratio}× (${shapes.get(ratio)!.params} parameters, ${budget.studentSteps} steps)`);
       await distill({ teacher: teacherGiven, text: corpus, outDir: dir, config: parseDistillConfig(input, method), force: true, resume: false, onNote: (n) => log(`  ${method} ${ratio}×: ${n}`) });
     } else log(`reusing ${dir}`);
     const e = measure(modelDirectory(dir));
-    const row = { method, ratio, params: shapes.get(ratio)!.params, ppl: e.ppl, retention: teacherEval.ppl / e.ppl, bpb: e.bits_per_byte, retention_bpb: teacherEval.bits_per_byte / e.bits_per_byte };
+    const row = { method, ratio, params: shapes.get(ratio)!.params, layers: shapes.get(ratio)!.shape.num_hidden_layers, hidden: shapes.get(ratio)!.shape.hidden_size, ppl: e.ppl, retention: teacherEval.ppl / e.ppl, bpb: e.bits_per_byte, retention_bpb: teacherEval.bits_per_byte / e.bits_per_byte };
     rows.push(row);
     log(`${method.padEnd(15)} ${String(ratio).padStart(3)}×  ${String(row.params).padStart(8)} params  ppl ${row.ppl.toFixed(4)}  retention ${(100 * row.retention).toFixed(1)}% (bpb ${row.bpb.toFixed(4)}, ${(100 * row.retention_bpb).toFixed(1)}%)`);
   };

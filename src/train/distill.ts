@@ -422,7 +422,8 @@ class DistillRecipe implements TrainRecipe {
       const layers = config.recipe === 'sakd' && Array.isArray(d.feature_layers) && d.feature_layers.length === 0 ? 'all' : d.feature_layers;
       const names =
         layers === 'all' ? Array.from({ length: studentShape.num_hidden_layers }, (_, i) => `model.layers.${i}`) : layers;
-      const map = layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers);
+      // The layer map only when layers are matched: a student deeper than its teacher is fine without feature KD.
+      const map = names.length > 0 ? layerMap(teacher.config.num_hidden_layers, studentShape.num_hidden_layers) : [];
       for (const student of names) {
         const l = layerIndexOf(student);
         if (l === null || l >= studentShape.num_hidden_layers) throw new QkdError('CONFIG', `feature layer '${student}' is not inside a student decoder layer`, { field: 'distillation.feature_layers', hint: `model.layers.0 .. model.layers.${studentShape.num_hidden_layers - 1}[.submodule]` });

@@ -157,6 +157,13 @@ describe('distill', () => {
     assert.ok(lines.length > 0 && lines.every((l) => l.lambda === 0 && Math.abs(l.loss - l.task) < 1e-6), 'λ 0 at every step and the loss is the task loss');
   });
 
+  it('a student deeper than its teacher distills when no layers are matched (and is refused by name when they are)', async () => {
+    const deep = { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 6, num_attention_heads: 2, num_key_value_heads: 1 };
+    const r = await distill({ teacher: teacherDir, text, outDir: join(dir, 'deeper'), config: config({ recipe: 'kd', student: { init: 'random', model: deep } }) });
+    assert.equal(r.interrupted, false);
+    await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'deeper-feat'), config: config({ recipe: 'kd', student: { init: 'random', model: deep }, distillation: { feature_layers: 'all' } }) }), (e: unknown) => e instanceof QkdError && e.field === 'num_hidden_layers');
+  });
+
   it('offline KD trains from a top-k soft-target cache built once and reused', async () => {
     const out = join(dir, 'offline');
     const c = config({ recipe: 'kd', distillation: { soft_target_cache: { top_k: 8 } } });
