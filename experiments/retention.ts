@@ -9,7 +9,8 @@
  * teacher_params / r parameters (L / r^⅓ layers and the width closest to
  * the count; every student starts from random weights, so no row inherits the teacher's
  * weights and the rows differ only in what teaches them). Every student runs
- * the same steps, batch and sequence length (the same token budget). Rows:
+ * the same steps, batch and sequence length as the teacher (the same token
+ * budget). Rows:
  *   no-kd            the task loss on the corpus alone
  *   kd               + logit KD from the teacher on the corpus (recipe kd)
  *   kd-assistant     (10× and 50×) teacher → assistant → student: an
@@ -26,7 +27,7 @@
  * student bpb). Last stdout line:
  * {"rows":[{"method","ratio","params","ppl","retention","bpb","retention_bpb"}],"teacher":{...}}.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCorpusData, splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
@@ -37,13 +38,13 @@ import { derivedConfig, type LlamaConfig } from '../src/models/llama-config.js';
 import { configParameters } from '../src/distill/minitron.js';
 import { generateDataFree, modelSequenceTeacher } from '../src/distill/synth-local.js';
 import { presetConfig } from '../src/train/config.js';
-import { distill, savedDistillConfig } from '../src/train/distill.js';
+import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
 import { setupExperiment, trainedTeacher } from './_common.js';
 
 const BUDGETS = {
-  small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 600, batch: 8, seqLen: 128, dataFree: { sequences: 1500, length: 127 } },
-  full: { teacherPreset: 'reference', teacherSteps: 2000, studentSteps: 1500, batch: 8, seqLen: 256, dataFree: { sequences: 4000, length: 255 } },
+  small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1500, batch: 8, seqLen: 128, dataFree: { sequences: 1500, length: 127 } },
+  full: { teacherPreset: 'reference', teacherSteps: 2000, studentSteps: 2000, batch: 8, seqLen: 256, dataFree: { sequences: 4000, length: 255 } },
 };
 const RATIOS = [2, 4, 10, 50] as const;
 /** The assistant's ratio for a student's (about the geometric middle). */
@@ -112,11 +113,13 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const run = async (method: string, ratio: number, input: DistillConfigInput, corpus: typeof synthetic, teacherGiven: string | null): Promise<void> => {
     const dir = join(root, `${method}-${ratio}x`);
-    // A finished run is reused when it trained this shape (the shape rule may have changed since).
-    const fresh = !existsSync(join(dir, 'quantized', 'config.json')) || JSON.stringify(savedDistillConfig(dir)?.student.model) !== JSON.stringify(input.student?.model);
+    // A finished run is reused when it ran these settings (the budget or the shape rule may have changed since).
+    const settings = join(dir, 'retention-settings.json');
+    const fresh = !existsSync(join(dir, 'quantized', 'config.json')) || !existsSync(settings) || readFileSync(settings, 'utf8') !== JSON.stringify(input);
     if (fresh) {
       log(`training ${method} at ${ratio}× (${shapes.get(ratio)!.params} parameters, ${budget.studentSteps} steps)`);
       await distill({ teacher: teacherGiven, text: corpus, outDir: dir, config: parseDistillConfig(input, method), force: true, resume: false, onNote: (n) => log(`  ${method} ${ratio}×: ${n}`) });
+      writeFileSync(settings, JSON.stringify(input));
     } else log(`reusing ${dir}`);
     const e = measure(modelDirectory(dir));
     const row = { method, ratio, params: shapes.get(ratio)!.params, layers: shapes.get(ratio)!.shape.num_hidden_layers, hidden: shapes.get(ratio)!.shape.hidden_size, ppl: e.ppl, retention: teacherEval.ppl / e.ppl, bpb: e.bits_per_byte, retention_bpb: teacherEval.bits_per_byte / e.bits_per_byte };
