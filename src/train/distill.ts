@@ -20,28 +20,25 @@
  * DIR/quantized/ — the packed checkpoint at the deployment bit width (RTN of
  * the trained weights; after QAT they already sit on the grid).
  */
-import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
 import { copyTokenizerFiles } from '../data/tokenizer-io.js';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '../models/load-any.js';
-import { derivedConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
+import { derivedConfig, llamaConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
 import { createLlama, LlamaModel } from '../models/llama.js';
 import { loadTokenizerAt } from '../data/tokenizer-io.js';
 import { CrossTokenizerKd } from './cross-tokenizer.js';
 import { loadLlama } from '../models/llama-io.js';
 import { packLearned, quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
-import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
+import type { Tokenizer } from '../data/tokenizer.js';
 import type { ChatCorpus } from '../data/chat.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
-import { Bf16Store } from '../tensor/bf16-store.js';
-import { availableMemory, parameterBytes, type Precision } from '../models/precision.js';
 import { Tensor } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
 import { reshape, selectRows } from '../tensor/ops/shape.js';
@@ -54,20 +51,20 @@ import { attentionKd, confidenceKd, createProjection, entropyWarning, featureKd,
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, resolveDistillConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, GGUF_TYPE_NAMES, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, recipeQuantizes, resolveDistillConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, countedRows, readResumePoint, sampledStarts, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
 import { prepareRunDirectory } from './run-directory.js';
 import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
-import { GGUF_TYPE_NAMES } from './distill-config.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import type { AuditReport } from '../swan/types.js';
 import { cacheTeacherFingerprint, cachedValidationKl, isCacheTeacher, isTeacherServer, LLAMA_CPP_DEFAULT_TOP_K, prepareCaches, refuseForCacheTeacher, SERVER_DEFAULT_TOP_K, windowsTouched, type CacheTeacher } from './server-teacher.js';
 import type { FillProgress } from '../distill/cache-job.js';
 import { TeacherEnsemble, type TeacherModel } from '../distill/ensemble.js';
-import { llamaConfig } from '../models/llama-config.js';
-import { recipeQuantizes, recipeRunsWithoutTeacher } from './distill-config.js';
+import { loadEnsemble, refuseForEnsemble, refuseWithoutTeacher, teacherFingerprint, teacherPrecision, teacherTokenizer, teacherlessTokenizer } from './teachers.js';
+
+export { teacherFingerprint };
 
 export interface DistillOptions {
   /**
@@ -259,18 +256,6 @@ function interruptedBeforeTraining(): TrainResult {
   return { steps: 0, train_loss: NaN, val_loss: NaN, val_ppl: NaN, tokens_per_s: 0, interrupted: true, params: 0, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
 }
 
-function teacherTokenizer(path: string | LlamaModel, teacher: LlamaModel, given: Tokenizer | undefined): Tokenizer {
-  if (given) {
-    if (given.vocabSize !== teacher.config.vocab_size) {
-      throw new QkdError('CONFIG', `the tokenizer has ${given.vocabSize} tokens but the teacher's vocab_size is ${teacher.config.vocab_size}`, { field: 'vocab_size', hint: "the teacher's tokenizer; a student with its own tokenizer: studentTokenizer with distillation.cross_tokenizer" });
-    }
-    return given;
-  }
-  if (typeof path === 'string') return loadModelTokenizer(teacher, path);
-  if (teacher.config.vocab_size === 256) return new ByteTokenizer();
-  throw new QkdError('ARGUMENT', `a teacher given in memory with a ${teacher.config.vocab_size}-token vocabulary needs its tokenizer`, { field: 'tokenizer' });
-}
-
 /** Decoder-layer index in a module name ('model.layers.3.mlp' → 3). */
 function layerIndexOf(name: string): number | null {
   const m = /^model\.layers\.(\d+)(\.|$)/.exec(name);
@@ -346,28 +331,6 @@ const SOFT_TARGET_CACHE = 'soft-targets.bin';
 const VALIDATION_CACHE = 'soft-targets.validation.bin';
 /** Files that a distillation keeps across --force and that do not make its directory "used": the caches and a half-filled cache job (the corrected teacher is kept beside them). */
 const KEPT_FILES = [SOFT_TARGET_CACHE, VALIDATION_CACHE, ...[SOFT_TARGET_CACHE, VALIDATION_CACHE].flatMap((f) => [`${f}.partial`, `${f}.progress`])];
-
-/** SHA-256 of a model's config and weights (hex): the teacher's identity for resume and the cache. */
-export function teacherFingerprint(model: LlamaModel): string {
-  const hash = createHash('sha256').update(JSON.stringify(model.config));
-  if (!model.arena.released) {
-    const data = model.arena.data;
-    return hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex');
-  }
-  // A frozen bf16 teacher: its stored bits, tensor by tensor.
-  for (const e of model.arena.entries) {
-    const bits = e.tensor.source instanceof Bf16Store ? e.tensor.source.bitsOf(e.tensor) : undefined;
-    if (bits === undefined) throw new QkdError('STATE', `teacher parameter ${e.name} has no stored values to fingerprint`, { field: e.name });
-    hash.update(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
-  }
-  return hash.digest('hex');
-}
-
-/** The precision the teacher is loaded in: as configured, or (auto) float32 when it fits, else bf16. */
-function teacherPrecision(path: string, setting: 'auto' | 'float32' | 'bf16'): Precision {
-  if (setting !== 'auto') return setting;
-  return parameterBytes(peekConfig(path), 'float32') <= availableMemory() ? 'float32' : 'bf16';
-}
 
 /** The KD / QAT / KD+QAT recipe for the training loop. */
 class DistillRecipe implements TrainRecipe {
@@ -873,59 +836,6 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   options.onNote?.(`teaching assistant: ${assistant.parameterCount} parameters${Number.isNaN(done.val_loss) ? '' : `, val loss ${done.val_loss.toFixed(4)}`}; it now teaches the student`);
   const result = await distill({ ...options, teacher: assistant, tokenizer, resume: options.resume === true && existsSync(join(options.outDir, 'latest.json')), viaAssistant: { dir } });
   return { ...result, assistant: { dir, val_loss: done.val_loss, val_ppl: done.val_ppl, params: assistant.parameterCount, steps } };
-}
-
-/** Loads several teachers and mixes them (distillation.teachers); their tokenizers must agree on the text. */
-function loadEnsemble(given: readonly (string | LlamaModel)[], c: DistillConfig, tokenizer: Tokenizer | undefined, probe: string): { members: LlamaModel[]; ensemble: TeacherEnsemble; tokenizer: Tokenizer; id: string } {
-  const members = given.map((t) => (typeof t === 'string' ? loadModelAny(t, { precision: teacherPrecision(t, c.distillation.teacher_precision) }) : t));
-  const ensemble = new TeacherEnsemble(members, c.distillation.teachers.mix, c.distillation.teachers.weights, c.training.seed);
-  const tokenizers = members.map((m, i) => teacherTokenizer(given[i]!, m, tokenizer));
-  const reference = tokenizers[0]!.encode(probe);
-  tokenizers.forEach((t, i) => {
-    const ids = t.encode(probe);
-    if (ids.length !== reference.length || ids.some((v, j) => v !== reference[j])) {
-      throw new QkdError('CONFIG', `teacher ${i + 1}'s tokenizer encodes the training text differently from teacher 1's; several teachers must share one tokenizer`, { path: typeof given[i] === 'string' ? (given[i] as string) : undefined, field: '--teacher', hint: 'teachers of one tokenizer' });
-    }
-  });
-  const hash = createHash('sha256').update(JSON.stringify({ mix: ensemble.mix, weights: ensemble.weights }));
-  for (const m of members) hash.update(teacherFingerprint(m));
-  return { members, ensemble, tokenizer: tokenizers[0]!, id: hash.digest('hex') };
-}
-
-/** What several teachers cannot do (yet): whatever reads one teacher's hidden states or weights, or offline targets of teachers taking turns. */
-function refuseForEnsemble(c: ResolvedDistillConfig): void {
-  const refuse = (field: string, what: string, hint: string): never => {
-    throw new QkdError('CONFIG', `with several teachers, ${what}`, { field, hint });
-  };
-  const featureKdOn = c.distillation.feature_weight > 0 && (c.distillation.feature_layers === 'all' || c.distillation.feature_layers.length > 0);
-  if (featureKdOn) refuse('distillation.feature_layers', 'feature KD is not supported (whose hidden states?)', 'feature_layers: []');
-  if (c.distillation.attention_weight > 0) refuse('distillation.attention_weight', 'attention KD is not supported', 'attention_weight: 0');
-  if (c.recipe === 'sakd') refuse('recipe', "SAKD scores one teacher's layers", 'recipe kd or kd-qat');
-  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'teacher correction is not supported', 'steps: 0');
-  if (c.distillation.cross_tokenizer !== null) refuse('distillation.cross_tokenizer', 'distillation across tokenizers is not supported', 'one teacher');
-  if (c.distillation.teachers.mix === 'alternate' && c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'teachers taking turns (mix alternate) have no one cache of targets', "mix: mean or confidence, or soft_target_cache: null");
-}
-
-/** What a run without a teacher (seqkd on teacher-generated text) cannot do. */
-function refuseWithoutTeacher(c: ResolvedDistillConfig): void {
-  const refuse = (field: string, what: string, hint: string): never => {
-    throw new QkdError('CONFIG', `without a teacher, ${what}`, { field, hint });
-  };
-  if (!recipeRunsWithoutTeacher(c.recipe)) refuse('--teacher', `recipe ${c.recipe} distills from a teacher`, "--teacher PATH, or recipe seqkd / seqkd-qat on teacher-generated text (qkd synth)");
-  if (c.distillation.cross_tokenizer !== null) refuse('distillation.cross_tokenizer', 'there is no teacher tokenizer to cross', 'cross_tokenizer: null');
-  if (c.distillation.soft_target_cache !== null) refuse('distillation.soft_target_cache', 'there are no soft targets to cache', 'soft_target_cache: null');
-  if (c.distillation.teacher_correction.steps > 0) refuse('distillation.teacher_correction.steps', 'there is no teacher to correct', 'steps: 0');
-  if (taskWeight(c) === 0) refuse('distillation.task_weight', 'the task loss on the teacher-generated text is all there is to learn', 'a positive task_weight');
-  if (c.student.from === null && c.student.init !== 'random') refuse('student.init', `student init '${c.student.init}' copies a teacher's weights`, '--init random with --student-preset, or --student PATH');
-  if (c.student.from === null && c.student.preset === null && c.student.model === null) refuse('student.preset', "the student's shape comes from no teacher", '--student-preset NAME (or student.model), or --student PATH');
-}
-
-/** The student's tokenizer without a teacher: the given one, student.tokenizer, student.from's own, else qkd's byte-level one (as qkd train). */
-function teacherlessTokenizer(c: DistillConfig, given: Tokenizer | undefined): Tokenizer {
-  if (given !== undefined) return given;
-  if (c.student.tokenizer !== null) return loadTokenizerAt(c.student.tokenizer);
-  if (c.student.from !== null) return loadModelTokenizer({ config: peekConfig(c.student.from) }, c.student.from);
-  return new ByteTokenizer();
 }
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
