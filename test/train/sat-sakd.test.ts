@@ -184,6 +184,9 @@ describe('SAKD', () => {
     // The last step: fake quantization (and L_quant) is on in the last quarter by default.
     const step = metrics(out).filter((l) => 'loss' in l).pop();
     for (const key of ['sgr_spectral', 'feature_kd', 'logit_kd', 'quant']) assert.ok(key in step, key);
+    // Each evaluation logs every penalised weight's κ.
+    const evals = metrics(out).filter((l) => 'val_loss' in l);
+    assert.ok(evals.length > 0 && evals.every((l) => Object.keys(l).filter((k) => k.startsWith('kappa.model.layers.')).length >= 2 && Object.entries(l).every(([k, v]) => !k.startsWith('kappa.') || Number.isFinite(v))));
     const report = r.sakd_report!;
     assert.ok(existsSync(join(out, 'sakd-report.json')));
     assert.equal(report.teacher.tensors.length, loadLlama(teacherDir).arena.entries.length);
