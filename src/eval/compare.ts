@@ -5,9 +5,14 @@
  * perplexities, the per-token KL(B ‖ A) (mean and percentiles), the change
  * Δp = p_A(correct) − p_B(correct) (mean and RMS), and how often both put
  * the same token first. Both models see the same windows as `qkd eval`.
+ * For a student and its teacher as the reference, it also states what the
+ * student keeps and what it saves: retention = reference ppl / model ppl,
+ * and the compression in parameters and in the bytes of the weight files.
  */
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { QkdError } from '../errors.js';
-import { loadModelAny } from '../models/load-any.js';
+import { loadModelAny, modelDirectory } from '../models/load-any.js';
 import type { LlamaModel } from '../models/llama.js';
 import { IGNORED_TARGET, sequentialBatches } from '../data/corpus.js';
 import { noGrad } from '../tensor/tape.js';
@@ -23,8 +28,26 @@ export interface ModelComparison {
   delta_p: { mean: number; rms: number };
   /** Share of positions whose most likely token is the same in both. */
   same_top: number;
+  /** reference_ppl / ppl: the share of the reference's perplexity the model keeps (1: all of it). */
+  retention: number;
+  params: number;
+  reference_params: number;
+  /** Weight-file bytes on disk (safetensors, GGUF or llama2.c files of the model). */
+  bytes: number;
+  reference_bytes: number;
+  /** reference / model, in parameters and in weight-file bytes. */
+  compression: { params: number; bytes: number };
   split: 'validation' | 'all';
   seq_len: number;
+}
+
+/** Bytes of a model's weight files: the file itself, or the safetensors / GGUF / .bin files of its model directory. */
+export function weightFileBytes(path: string): number {
+  if (statSync(path).isFile()) return statSync(path).size;
+  const dir = modelDirectory(path);
+  return readdirSync(dir)
+    .filter((f) => /\.(safetensors|gguf|bin)$/i.test(f))
+    .reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
 /** log-softmax of one row into `out` (float64). */
@@ -94,10 +117,18 @@ export function compareModels(modelPath: string, referencePath: string, options:
   const n = kls.length;
   if (n === 0) throw new QkdError('ARGUMENT', `text has ${tokens.length} tokens, fewer than one window of ${seqLen + 1}`, { field: 'data', hint: options.wholeText ? 'a longer text' : 'a longer text or --whole-file' });
   const sorted = Float64Array.from(kls).sort();
+  const bytes = weightFileBytes(modelPath);
+  const referenceBytes = weightFileBytes(referencePath);
   return {
     tokens: n,
     ppl: Math.exp(nll / n),
     reference_ppl: Math.exp(nllRef / n),
+    retention: Math.exp(nllRef / n) / Math.exp(nll / n),
+    params: model.parameterCount,
+    reference_params: reference.parameterCount,
+    bytes,
+    reference_bytes: referenceBytes,
+    compression: { params: reference.parameterCount / model.parameterCount, bytes: bytes > 0 ? referenceBytes / bytes : NaN },
     kld: { mean: kls.reduce((s, v) => s + v, 0) / n, median: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p95: quantile(sorted, 0.95), p99: quantile(sorted, 0.99), p999: quantile(sorted, 0.999), max: sorted[n - 1]! },
     delta_p: { mean: dp / n, rms: Math.sqrt(dp2 / n) },
     same_top: same / n,

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../../src/data/llama2c-tokenizer.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -237,6 +237,13 @@ describe('qkd eval --reference', () => {
     assert.ok(q.same_top < 1 && q.same_top > 0.5);
     const ppl = evaluatePerplexity(loadModelAny(gguf), new ByteTokenizer(), splitText(text.slice(0, 40_000)).validation, 64);
     assert.ok(Math.abs(q.ppl / ppl.ppl - 1) < 1e-5, `${q.ppl} vs ${ppl.ppl} (float32 vs float64 log-softmax)`);
+    // Retention and compression (an untrained model: its Q4_0 may even score better by chance), in about a sixth of the bytes.
+    assert.equal(self.retention, 1);
+    assert.deepEqual(self.compression, { params: 1, bytes: 1 });
+    assert.ok(Math.abs(q.retention - q.reference_ppl / q.ppl) < 1e-12 && q.retention !== 1 && q.retention > 0.5 && q.retention < 1.5, `${q.retention}`);
+    assert.equal(q.params, q.reference_params);
+    assert.equal(q.bytes, statSync(gguf).size);
+    assert.ok(q.compression.bytes > 4 && q.compression.bytes < 8, `${q.compression.bytes}`);
     assert.throws(() => compareModels(path, join(dir, 'bpe'), { data }), /600-token vocabulary/);
   });
 });

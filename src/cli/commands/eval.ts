@@ -18,7 +18,7 @@ export function registerEval(program: Command): void {
     .option('--seq-len <n>', "window length, at most the model's context (default: the model's max_position_embeddings)", positiveInt('--seq-len'))
     .option('--whole-file', 'score the whole text, not only its held-out last 10% (the part training does not see)')
     .option('--engine <name>', "'qkd' (default) or 'llama.cpp': run a GGUF in llama.cpp itself (needs the npm package node-llama-cpp)", choice('--engine', ['qkd', 'llama.cpp'] as const), 'qkd')
-    .option('--reference <path>', 'compare with a reference model (e.g. the FP32 one): both perplexities, KL(reference ‖ model) mean and percentiles, Δp, same-top-token share')
+    .option('--reference <path>', 'compare with a reference model (the FP32 one, or the teacher): both perplexities, KL(reference ‖ model) mean and percentiles, Δp, same-top-token share, retention (reference ppl / ppl) and compression (parameters, weight bytes)')
     .action(async (o: { model: string; data: string; tokenizer?: string; seqLen?: number; wholeFile?: boolean; engine: 'qkd' | 'llama.cpp'; reference?: string } & CorpusFlags) => {
       await prepareCorpus(o.data, o);
       const options = { data: o.data, tokenizer: o.tokenizer, seqLen: o.seqLen, wholeText: o.wholeFile ?? false, corpus: corpusOptions(o) };
@@ -29,6 +29,7 @@ export function registerEval(program: Command): void {
         console.log(`ppl ${c.ppl.toFixed(4)} vs reference ${c.reference_ppl.toFixed(4)} (${((c.ppl / c.reference_ppl - 1) * 100).toFixed(2)}%) over ${c.tokens} tokens`);
         console.log(`KL(reference ‖ model): mean ${k.mean.toFixed(6)}, median ${k.median.toFixed(6)}, p90 ${k.p90.toFixed(6)}, p95 ${k.p95.toFixed(6)}, p99 ${k.p99.toFixed(6)}, p99.9 ${k.p999.toFixed(6)}, max ${k.max.toFixed(6)}`);
         console.log(`Δp: mean ${(100 * c.delta_p.mean).toFixed(3)}%, RMS ${(100 * c.delta_p.rms).toFixed(3)}%; same top token ${(100 * c.same_top).toFixed(2)}%`);
+        console.log(`retention ${(100 * c.retention).toFixed(1)}% (reference ppl / ppl); ${c.compression.params.toFixed(2)}× fewer parameters (${c.params} vs ${c.reference_params}), ${c.compression.bytes.toFixed(2)}× fewer weight bytes (${c.bytes} vs ${c.reference_bytes})`);
         console.log(JSON.stringify(c));
         return;
       }
