@@ -3,8 +3,9 @@
 # Built for baseline x86-64 on purpose (no -march): the AVX2 and AVX-512
 # kernels are individual functions with target attributes, chosen at run
 # time from cpuid (native/kernels/cpu.cc). No -ffast-math: exp, NaN and
-# Infinity must keep IEEE behaviour. The test and benchmark drivers in
-# native/test and native/bench are built by hand (see native/README.md).
+# Infinity must keep IEEE behaviour. The benchmark drivers in native/bench
+# are built by hand (see native/README.md); the addon is tested from
+# test/ against the TypeScript reference (test/tensor/native-kernels.test.ts).
 {
   "targets": [
     {

@@ -1,7 +1,7 @@
 // qkd's ggml block formats against llama.cpp itself: the prebuilt
 // libggml-base.so of @node-llama-cpp/linux-x64 (a devDependency) quantizes
 // and dequantizes the same rows through a small C++ harness compiled here
-// (native/test/ggml_oracle.cc). Encoded bytes must be identical, and our
+// (test/quant/ggml_oracle.cc). Encoded bytes must be identical, and our
 // decoder must give ggml's floats bit for bit: both the TypeScript
 // definitions and the native codec (when the addon is built).
 import { describe, it, before } from 'node:test';
@@ -73,7 +73,7 @@ describe('ggml formats against llama.cpp (libggml-base from @node-llama-cpp/linu
     lib = ggmlLibrary();
     const dir = mkdtempSync(join(tmpdir(), 'qkd-oracle-'));
     oracle = join(dir, 'ggml_oracle');
-    const cc = spawnSync('c++', ['-O1', '-o', oracle, 'native/test/ggml_oracle.cc', '-ldl'], { encoding: 'utf8' });
+    const cc = spawnSync('c++', ['-O1', '-o', oracle, 'test/quant/ggml_oracle.cc', '-ldl'], { encoding: 'utf8' });
     assert.equal(cc.status, 0, `compiling the oracle: ${cc.stderr}`);
   });
 
