@@ -123,6 +123,14 @@ describe('softmax kernels', () => {
     assert.equal(dx[2 * 37], 0.25);
     assert.equal(y[3 * 37 + 6], 0);
   });
+  it('a NaN propagates, also in a row that is otherwise fully masked', () => {
+    for (const backend of nativeStatus().loaded ? (['reference', 'native'] as const) : (['reference'] as const)) {
+      const x = Float32Array.from([-Infinity, NaN, -Infinity, 1, NaN, 2]);
+      const y = new Float32Array(6);
+      withBackend(backend, () => kernels().softmaxForward(x, y, 2, 3));
+      assert.ok(y.every((v) => Number.isNaN(v)), `${backend}: ${Array.from(y)}`);
+    }
+  });
   it('native matches reference', { skip: !nativeStatus().loaded && 'native addon not loaded' }, () => {
     const ref = run('reference');
     const nat = run('native');

@@ -50,10 +50,15 @@ function softmaxForward(x: FloatArray, y: FloatArray, rows: number, cols: number
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let max = -Infinity;
-    for (let j = 0; j < cols; j++) if (x[o + j]! > max) max = x[o + j]!;
+    let nan = false;
+    for (let j = 0; j < cols; j++) {
+      const v = x[o + j]!;
+      if (v > max) max = v;
+      else if (v !== v) nan = true;
+    }
     if (max === -Infinity) {
-      // Fully masked row: no probability mass anywhere (not NaN).
-      for (let j = 0; j < cols; j++) y[o + j] = 0;
+      // Fully masked row: no probability mass anywhere (not NaN), unless a NaN is in it, which propagates (as in the addon).
+      for (let j = 0; j < cols; j++) y[o + j] = nan ? NaN : 0;
       continue;
     }
     let sum = 0;
