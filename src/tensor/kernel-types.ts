@@ -60,10 +60,10 @@ export interface Bf16GemmArgs {
   accumulate?: boolean;
 }
 
-export interface Kernels {
-  readonly name: BackendName;
+/** The forward and backward passes of the ops (tensor/ops/*) and of fake quantization. */
+export interface TrainingKernels {
   sgemm(p: GemmArgs): void;
-  /** y[r,:] = softmax(x[r,:]); a row of all −Inf gives zeros. x may equal y. */
+  /** y[r,:] = softmax(x[r,:]); a row of all −Inf gives zeros (a NaN in a row makes it NaN). x may equal y. */
   softmaxForward(x: FloatArray, y: FloatArray, rows: number, cols: number): void;
   /** dx[r,c] += y[r,c]·(dy[r,c] − Σ_c' y[r,c']·dy[r,c']). */
   softmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, rows: number, cols: number): void;
@@ -90,8 +90,6 @@ export interface Kernels {
    * tables; style 0 pairs (i, i+D/2), 1 pairs (2i, 2i+1).
    */
   rope(src: FloatArray, dst: FloatArray, cos: FloatArray, sin: FloatArray, B: number, T: number, H: number, D: number, style: 0 | 1, direction: 1 | -1, accumulate: boolean): void;
-  /** AdamW on n parameters: m, v moments; w = w·shrink − lr·(m·c1)/(sqrt(v·c2) + eps). */
-  adamw(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number, lr: number, beta1: number, beta2: number, eps: number, shrink: number, c1: number, c2: number): void;
   /** lse[r] = log Σ exp(z[r,:]) for counted rows; returns Σ (lse − z[target]). */
   crossEntropyForward(logits: FloatArray, targets: Int32Array, lse: FloatArray, rows: number, V: number, ignoreIndex: number): number;
   /** dz[r,:] += scale·softmax(z[r,:]); dz[r,target] −= scale, for counted rows. */
@@ -113,6 +111,16 @@ export interface Kernels {
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
   /** out = a + b (out may alias a or b). */
   add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void;
+}
+
+/** The optimizer step. */
+export interface OptimizerKernels {
+  /** AdamW on n parameters: m, v moments; w = w·shrink − lr·(m·c1)/(sqrt(v·c2) + eps). */
+  adamw(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number, lr: number, beta1: number, beta2: number, eps: number, shrink: number, c1: number, c2: number): void;
+}
+
+/** What data-free profiling (swan/) reads a weight with. */
+export interface ProfilerKernels {
   /** See Bf16GemmArgs. */
   bf16Gemm(p: Bf16GemmArgs): void;
   /**
@@ -131,6 +139,10 @@ export interface Kernels {
    * matrix that is not finite.
    */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
+}
+
+/** Number formats: bfloat16 conversion and DBWA packing (sat/dbwa.ts). */
+export interface CodecKernels {
   /** dst[i] = bfloat16 bits of src[i], i < n (nearest even, NaN stays a quiet NaN, subnormals kept). */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
   /**
@@ -143,4 +155,9 @@ export interface Kernels {
   dbwaEncode(tier: number, src: Float32Array, storage: Uint8Array, seed: Uint32Array | null): number;
   /** Unpacks dbwaEncode's storage at `tier` into dst (dst.length values). */
   dbwaDecode(tier: number, storage: Uint8Array, dst: Float32Array): void;
+}
+
+/** Every kernel a backend implements, by concern. */
+export interface Kernels extends TrainingKernels, OptimizerKernels, ProfilerKernels, CodecKernels {
+  readonly name: BackendName;
 }
