@@ -28,7 +28,7 @@ describe('JSON Lines corpora', () => {
   it('names the file and line of a bad row', () => {
     assert.throws(() => loadCorpus(file('bad.jsonl', '{"text": "ok"}\n{"text": oops}\n')), (e: Error & { path?: string; field?: string }) => /line 2 is not JSON/.test(e.message) && e.field === 'line 2' && e.path!.endsWith('bad.jsonl'));
     assert.throws(() => loadCorpus(file('array.jsonl', '["text"]\n')), /line 1 is not a JSON object/);
-    assert.throws(() => loadCorpus(file('notext.jsonl', '{"body": "x"}\n')), /line 1 has no string "text" field and no "messages"/);
+    assert.throws(() => loadCorpus(file('notext.jsonl', '{"body": "x"}\n')), /line 1 has no string "text" field, no "messages" and no "completion"/);
     assert.throws(() => loadCorpus(file('empty.jsonl', '\n\n')), /text file is empty|has no rows/);
   });
 });
