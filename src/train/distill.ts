@@ -608,8 +608,8 @@ class DistillRecipe implements TrainRecipe {
     if (this.sakd) {
       notes.push(...this.sakd.feedback(step));
       if (this.config.sakd.swdl.enabled) metrics.swdl_temperature = swdlTemperature(c, step);
-      // Each penalised weight's κ at this evaluation (what the feedback monitor watches).
-      for (const [name, kappa] of Object.entries(this.sakd.kurtosisSnapshot())) metrics[`kappa.${name}`] = kappa;
+      // Each penalised weight's κ at this evaluation (what the feedback monitor watches), when SGR penalises them.
+      if (this.config.sakd.sgr.enabled) for (const [name, kappa] of Object.entries(this.sakd.kurtosisSnapshot())) metrics[`kappa.${name}`] = kappa;
     }
     if (this.useTeacher) {
       const batches = validationKlBatches(c);
