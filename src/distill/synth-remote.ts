@@ -18,12 +18,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { openJournal } from '../io/jsonl-journal.js';
+import { TEACHER_API_KEY_ENV } from './teacher-server.js';
 
 export const SYNTH_APIS = ['chat', 'completions'] as const;
 export type SynthApi = (typeof SYNTH_APIS)[number];
 
 /** The environment variable the CLI reads the API key from (named in 401/403 hints). */
-export const SYNTH_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
+export const SYNTH_API_KEY_ENV = TEACHER_API_KEY_ENV;
 
 export interface SynthEndpoint {
   /** Base URL, e.g. https://api.example.com or http://host:8000 (a trailing /v1 is tolerated). */

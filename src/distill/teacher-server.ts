@@ -25,6 +25,9 @@ import { QkdError } from '../errors.js';
 import { fillSoftTargetCache, windowsToFill, type FillOptions, type FillResult } from './cache-job.js';
 import type { SoftTargets } from './soft-targets.js';
 
+/** The environment variable a teacher server's API key is read from (sent as a bearer token; never logged or saved). */
+export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
+
 export const SERVER_APIS = ['vllm', 'sglang'] as const;
 export type ServerApi = (typeof SERVER_APIS)[number];
 

@@ -160,7 +160,7 @@ export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConf
 }
 
 /** One line with the run's QAT and loss settings (logged at the start, as metrics.jsonl logs every step's terms). */
-export function describeRun(c: ResolvedDistillConfig): string {
+export function describeRun(c: ResolvedDistillConfig, hasTeacher = true): string {
   const q = c.quantization;
   const d = c.distillation;
   const parts = [`recipe ${c.recipe}`, c.student.from !== null ? `student from ${c.student.from}` : `student init ${c.student.init}`];
@@ -169,7 +169,8 @@ export function describeRun(c: ResolvedDistillConfig): string {
     const grid = q.format !== null ? `ggml ${q.format}` : `${q.bits}-bit ${q.scheme} per ${q.granularity === 'group' ? `group of ${q.group_size}` : 'channel'}`;
     parts.push(`fake quantization after step ${start} on ${grid}`, learnedStepSizes(c) ? `learned step sizes (${q.scheme === 'asymmetric' ? 'LSQ+' : 'LSQ'}) from ${scaleInit(c)}` : q.format !== null ? 'block scales refit each step' : 'min/max scales');
   }
-  if (c.recipe !== 'qat') parts.push(`${d.kl} KL at τ=${d.temperature}`);
+  if (c.recipe !== 'qat' && hasTeacher) parts.push(`${d.kl} KL at τ=${d.temperature}`);
+  else if (c.recipe !== 'qat') parts.push('no teacher: the task loss on the text alone');
   parts.push(`task weight ${taskWeight(c)}`);
   return `settings: ${parts.join('; ')}`;
 }
@@ -977,7 +978,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     options.onNote?.(`${e.members.length} teachers, mix ${e.mix}, weights ${e.weights.map((w) => w.toFixed(3)).join(' / ')}${e.mix === 'confidence' ? " (× each teacher's top probability per position)" : ''}`);
   }
   const entropy = kdTeacher !== null ? teacherEntropy(kdTeacher, recipe.xtok?.teacherTokens ?? split.train, c.training.batch_size, c.training.seq_len, c.distillation.temperature) : null;
-  options.onNote?.(describeRun(c));
+  options.onNote?.(describeRun(c, !noTeacher));
   if (entropy !== null) {
     options.onNote?.(`teacher soft-target entropy at τ=${c.distillation.temperature}: mean ${entropy.mean.toFixed(3)} nats (min ${entropy.min.toFixed(3)}, max ${entropy.max.toFixed(3)}, log V = ${entropy.logV.toFixed(3)})`);
     const warning = entropyWarning(entropy);

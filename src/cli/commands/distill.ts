@@ -13,14 +13,12 @@ import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '
 import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine } from '../explicit.js';
-import { SERVER_APIS, type ServerApi } from '../../distill/teacher-server.js';
+import { SERVER_APIS, TEACHER_API_KEY_ENV, type ServerApi } from '../../distill/teacher-server.js';
 import type { CacheTeacher } from '../../train/server-teacher.js';
 import { modelFileFormat } from '../../io/tensor-source.js';
 import { QkdError } from '../../errors.js';
 import { loadTokenizerAt } from '../../data/tokenizer-io.js';
 
-/** The environment variable a server teacher's API key is read from (sent as a bearer token, never logged or saved). */
-export const TEACHER_API_KEY_ENV = 'QKD_TEACHER_API_KEY';
 
 /**
  * --teacher PATH [--teacher-engine llama.cpp], --teacher-url URL --teacher-model NAME,

@@ -20,7 +20,7 @@ import { choice, decimal, integer, integerIn, positiveInt } from '../options.js'
 import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
 import { commandLine } from '../explicit.js';
 import { countProgress, formatCount } from '../progress.js';
-import { TEACHER_API_KEY_ENV } from './distill.js';
+import { TEACHER_API_KEY_ENV } from '../../distill/teacher-server.js';
 
 interface SynthFlags {
   out: string;
