@@ -3,12 +3,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
 import { saveLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
+import { trainBpe } from '../../src/data/bpe.js';
 import { startSynthServer } from '../helpers/synth-server.js';
 import { qkdAsync } from '../helpers/cli.js';
 
@@ -69,6 +70,15 @@ describe('qkd synth and seqkd', () => {
     const alone = qkd('distill', '--recipe', 'seqkd-qat', '--init', 'random', '--student-preset', 'tiny', '--data', corpus, '--out', join(dir, 'seqkd-alone'), ...short);
     assert.equal(alone.status, 0, alone.stderr);
     assert.equal(last(alone.stdout).recipe, 'seqkd-qat');
+    // The student's own tokenizer without a teacher: nothing to cross, the text is simply encoded with it.
+    const bpeDir = join(dir, 'bpe');
+    mkdirSync(bpeDir);
+    const bpe = trainBpe(readFileSync(corpus, 'utf8'), 512);
+    writeFileSync(join(bpeDir, 'tokenizer.json'), JSON.stringify(bpe.toTokenizerJson()));
+    const ownTokenizer = qkd('distill', '--recipe', 'seqkd', '--init', 'random', '--student-preset', 'tiny', '--student-tokenizer', bpeDir, '--data', corpus, '--out', join(dir, 'seqkd-bpe'), ...short);
+    assert.equal(ownTokenizer.status, 0, ownTokenizer.stderr);
+    assert.match(ownTokenizer.stderr, /no teacher: the task loss on the text alone/);
+    assert.equal(JSON.parse(readFileSync(join(dir, 'seqkd-bpe', 'config.json'), 'utf8')).vocab_size, bpe.vocabSize);
     const refused = qkd('distill', '--recipe', 'kd', '--init', 'random', '--student-preset', 'tiny', '--data', corpus, '--out', join(dir, 'kd-alone'), ...short);
     assert.notEqual(refused.status, 0);
     assert.match(refused.stderr, /no teacher given/);

@@ -141,8 +141,8 @@ function configFromFlags(o: DistillFlags): DistillConfig {
     distillation: {
       ...base.distillation,
       ...(o.topK !== undefined && o.crossTokenizer === undefined ? { soft_target_cache: { top_k: o.topK } } : {}),
-      // --cross-tokenizer METHOD (with --top-k for aligned KD); --student-tokenizer alone means aligned KD.
-      ...(o.crossTokenizer !== undefined || (o.studentTokenizer !== undefined && base.distillation.cross_tokenizer === null)
+      // --cross-tokenizer METHOD (with --top-k for aligned KD); --student-tokenizer alone means aligned KD, when there is a teacher to cross from.
+      ...(o.crossTokenizer !== undefined || (o.studentTokenizer !== undefined && base.distillation.cross_tokenizer === null && ((o.teacher?.length ?? 0) > 0 || o.teacherUrl !== undefined))
         ? { cross_tokenizer: { ...(base.distillation.cross_tokenizer ?? {}), method: o.crossTokenizer ?? base.distillation.cross_tokenizer?.method ?? 'aligned', ...(o.topK !== undefined ? { top_k: o.topK } : {}) } }
         : {}),
       ...(o.teacherMix !== undefined || o.teacherWeights !== undefined ? { teachers: { mix: o.teacherMix ?? base.distillation.teachers.mix, weights: o.teacherWeights ?? base.distillation.teachers.weights } } : {}),
