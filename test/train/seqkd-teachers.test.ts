@@ -53,6 +53,12 @@ describe('seqkd, several teachers, teaching assistants', () => {
     assert.ok(steps[11]!.loss! < steps[0]!.loss!, `loss ${steps[0]!.loss} → ${steps[11]!.loss}`);
   });
 
+  it('recipe qat runs without a teacher too', async () => {
+    const r = await distill({ teacher: null, text, outDir: join(dir, 'qat-alone'), config: shortConfig({ recipe: 'qat', student: { init: 'random', model: small } }) });
+    assert.equal(r.recipe, 'qat');
+    assert.ok(existsSync(join(dir, 'qat-alone', 'quantized')));
+  });
+
   it('refuses a teacherless run of a recipe that needs a teacher, and a student with no shape', async () => {
     await assert.rejects(distill({ teacher: null, text, outDir: join(dir, 'no-teacher-kd'), config: shortConfig({ recipe: 'kd', student: { init: 'random', model: small } }) }), (e: unknown) => e instanceof QkdError && e.field === '--teacher');
     await assert.rejects(distill({ teacher: null, text, outDir: join(dir, 'no-shape'), config: shortConfig({ recipe: 'seqkd', student: { init: 'random' } }) }), (e: unknown) => e instanceof QkdError && e.field === 'student.preset');
