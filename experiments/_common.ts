@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { loadCorpus } from '../src/data/corpus.js';
 import { train } from '../src/train/trainer.js';
 import { modelDirectory } from '../src/models/load-any.js';
-import type { TrainConfig } from '../src/train/config.js';
+import { presetConfig, type TrainConfig } from '../src/train/config.js';
 
 export interface ExperimentSetup<B> {
   budgetName: string;
@@ -80,4 +80,10 @@ export async function trainedTeacher(root: string, text: string, config: TrainCo
     await train({ text, outDir: dir, config, force: true });
   } else log(`reusing the teacher in ${dir}`);
   return modelDirectory(dir);
+}
+
+/** The experiment's teacher of a preset shape, trained `steps` steps (with `extra` settings) by trainedTeacher. */
+export function presetTeacher(setup: Pick<ExperimentSetup<unknown>, 'root' | 'text' | 'seed' | 'log'>, preset: string, steps: number, extra: Partial<TrainConfig> = {}, what = ''): Promise<string> {
+  const config = { ...presetConfig(preset), seed: setup.seed, steps, checkpoint_every: steps, ...extra };
+  return trainedTeacher(setup.root, setup.text, config, `${preset}${what}, ${steps} steps`, setup.log);
 }

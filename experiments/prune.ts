@@ -33,7 +33,7 @@ import { parseDistillConfig, type DistillConfigInput } from '../src/train/distil
 import { initStudent, type StudentInitMethod } from '../src/distill/student-init.js';
 import { configParameters, shapeForParameters, type PruneShape } from '../src/distill/minitron.js';
 import { derivedConfig, type LlamaConfig } from '../src/models/llama-config.js';
-import { setupExperiment, trainedTeacher } from './_common.js';
+import { presetTeacher, setupExperiment } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1200 },
@@ -49,10 +49,7 @@ interface Row {
   curve: [number, number][];
 }
 
-function teacherDir(): Promise<string> {
-  const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, checkpoint_every: budget.teacherSteps };
-  return trainedTeacher(root, text, config, `${budget.teacherPreset}, ${config.steps} steps`, log);
-}
+const teacherDir = (): Promise<string> => presetTeacher({ root, text, seed, log }, budget.teacherPreset, budget.teacherSteps);
 
 async function main(): Promise<void> {
   const tDir = await teacherDir();

@@ -37,10 +37,9 @@ import { modelDirectory } from '../src/models/load-any.js';
 import { derivedConfig, type LlamaConfig } from '../src/models/llama-config.js';
 import { configParameters } from '../src/distill/minitron.js';
 import { generateDataFree, modelSequenceTeacher } from '../src/distill/synth-local.js';
-import { presetConfig } from '../src/train/config.js';
 import { distill } from '../src/train/distill.js';
 import { parseDistillConfig, type DistillConfigInput } from '../src/train/distill-config.js';
-import { setupExperiment, trainedTeacher } from './_common.js';
+import { presetTeacher, setupExperiment } from './_common.js';
 
 const BUDGETS = {
   small: { teacherPreset: 'small', teacherSteps: 1500, studentSteps: 1500, batch: 8, seqLen: 128, dataFree: { sequences: 1500, length: 127 } },
@@ -85,10 +84,7 @@ interface Row {
   retention_bpb: number;
 }
 
-function teacherDir(): Promise<string> {
-  const config = { ...presetConfig(budget.teacherPreset), seed, steps: budget.teacherSteps, seq_len: budget.seqLen, checkpoint_every: budget.teacherSteps };
-  return trainedTeacher(root, text, config, `${budget.teacherPreset}, ${config.steps} steps`, log);
-}
+const teacherDir = (): Promise<string> => presetTeacher({ root, text, seed, log }, budget.teacherPreset, budget.teacherSteps, { seq_len: budget.seqLen });
 
 async function main(): Promise<void> {
   const tDir = await teacherDir();

@@ -23,9 +23,6 @@ import { TEACHER_API_KEY_ENV } from './teacher-server.js';
 export const SYNTH_APIS = ['chat', 'completions'] as const;
 export type SynthApi = (typeof SYNTH_APIS)[number];
 
-/** The environment variable the CLI reads the API key from (named in 401/403 hints). */
-export const SYNTH_API_KEY_ENV = TEACHER_API_KEY_ENV;
-
 export interface SynthEndpoint {
   /** Base URL, e.g. https://api.example.com or http://host:8000 (a trailing /v1 is tolerated). */
   url: string;
@@ -479,8 +476,8 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
     throw new QkdError('CONFIG', `synth: the teacher URL is not a URL`, { field: '--teacher-url', hint: 'http(s)://host[:port] of an OpenAI-compatible server' });
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new QkdError('CONFIG', `synth: the teacher URL must be http or https, not ${parsed.protocol}`, { field: '--teacher-url', hint: 'http(s)://host[:port]' });
-  if (parsed.username !== '' || parsed.password !== '') throw new QkdError('CONFIG', 'synth: the teacher URL holds a user name or password, which is not sent', { field: '--teacher-url', hint: `the key in the environment variable ${SYNTH_API_KEY_ENV} and a URL without credentials` });
-  if (key !== undefined && /[\u0000-\u001f\u007f]/.test(key)) throw new QkdError('CONFIG', 'synth: the API key holds control characters (a pasted line break?)', { field: SYNTH_API_KEY_ENV, hint: 'the key alone, on one line' });
+  if (parsed.username !== '' || parsed.password !== '') throw new QkdError('CONFIG', 'synth: the teacher URL holds a user name or password, which is not sent', { field: '--teacher-url', hint: `the key in the environment variable ${TEACHER_API_KEY_ENV} and a URL without credentials` });
+  if (key !== undefined && /[\u0000-\u001f\u007f]/.test(key)) throw new QkdError('CONFIG', 'synth: the API key holds control characters (a pasted line break?)', { field: TEACHER_API_KEY_ENV, hint: 'the key alone, on one line' });
   if (typeof endpoint.model !== 'string' || endpoint.model === '') throw new QkdError('CONFIG', 'synth: no teacher model name', { field: '--teacher-model', hint: 'the name the server serves the model under' });
   if (prompts.length === 0) throw new QkdError('ARGUMENT', 'synth: no prompts', { field: '--prompts', hint: 'at least one prompt' });
   prompts.forEach((p, i) => checkPrompt({ messages: p.messages, prompt: p.prompt }, `prompt ${i + 1}${p.line !== undefined ? ` (line ${p.line})` : ''}`));
@@ -632,9 +629,9 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
           fail(
             new QkdError('IO', redact(`synth: the teacher refused the request for ${which}: ${err.message}`), {
               path: url,
-              field: auth ? SYNTH_API_KEY_ENV : status === 404 ? '--teacher-url' : '--teacher-model',
+              field: auth ? TEACHER_API_KEY_ENV : status === 404 ? '--teacher-url' : '--teacher-model',
               hint: auth
-                ? `a key the server accepts in the environment variable ${SYNTH_API_KEY_ENV} (sent as Authorization: Bearer)`
+                ? `a key the server accepts in the environment variable ${TEACHER_API_KEY_ENV} (sent as Authorization: Bearer)`
                 : status === 404
                   ? `a server answering POST ${url} (the base URL, with or without /v1) serving the model ${endpoint.model}`
                   : `a request the server accepts: the model name, --max-tokens, the sampling settings and --teacher-api ${api}`,

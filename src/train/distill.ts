@@ -106,7 +106,7 @@ export interface DistillOptions {
   /** Reports and warnings (teacher entropy, λ monitor actions). */
   onNote?: (note: string) => void;
   /** Internal: set on the student's run of a chain through a teaching assistant (config.assistant), whose teacher is then the assistant. */
-  viaAssistant?: { dir: string };
+  viaAssistant?: boolean;
 }
 
 /** The post-distillation audit of recipe sakd (docs/algorithms.md §6): both profiles and the packed student's perplexity. */
@@ -829,7 +829,7 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
       student: { ...c.student, preset: a.preset, model: a.model, from: null, tokenizer: null },
     };
     options.onNote?.(`teaching assistant: distilling the teacher into a ${a.preset ?? 'custom'}-shaped assistant (${steps} steps) → ${dir}`);
-    const r = await distill({ ...options, outDir: dir, config: assistantConfig, resume: options.resume === true && started.assistant, exportGguf: undefined, viaAssistant: undefined });
+    const r = await distill({ ...options, outDir: dir, config: assistantConfig, resume: options.resume === true && started.assistant, exportGguf: undefined, viaAssistant: false });
     if (r.interrupted) return { ...r, recipe: c.recipe };
     assistantResult = r;
   } else options.onNote?.(`teaching assistant: reusing ${dir}`);
@@ -837,12 +837,12 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   const tokenizer = loadModelTokenizer(assistant, dir);
   const done = assistantResult ?? { val_loss: NaN, val_ppl: NaN };
   options.onNote?.(`teaching assistant: ${assistant.parameterCount} parameters${Number.isNaN(done.val_loss) ? '' : `, val loss ${done.val_loss.toFixed(4)}`}; it now teaches the student`);
-  const result = await distill({ ...options, teacher: assistant, tokenizer, resume: options.resume === true && existsSync(join(options.outDir, 'latest.json')), viaAssistant: { dir } });
+  const result = await distill({ ...options, teacher: assistant, tokenizer, resume: options.resume === true && existsSync(join(options.outDir, 'latest.json')), viaAssistant: true });
   return { ...result, assistant: { dir, val_loss: done.val_loss, val_ppl: done.val_ppl, params: assistant.parameterCount, steps } };
 }
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
-  if (options.config.assistant !== null && options.viaAssistant === undefined) return distillThroughAssistant(options);
+  if (options.config.assistant !== null && options.viaAssistant !== true) return distillThroughAssistant(options);
   refuseTeacherInside(options.teacher, options.outDir);
   const teachers = Array.isArray(options.teacher) ? (options.teacher.length === 1 ? null : (options.teacher as readonly (string | LlamaModel)[])) : null;
   const oneTeacher = (Array.isArray(options.teacher) ? (options.teacher.length === 1 ? options.teacher[0]! : null) : options.teacher) as string | LlamaModel | CacheTeacher | null;
