@@ -25,9 +25,14 @@ import { registerQuantize } from './commands/quantize.js';
 import { registerSynth } from './commands/synth.js';
 import { registerTokenize } from './commands/tokenize.js';
 import { registerTrain } from './commands/train.js';
+import { detectLaunch } from '../parallel/mpi.js';
+import { joinWorld, leaveWorld, type World } from '../parallel/world.js';
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
+
+/** The commands that run data-parallel under an MPI launcher (docs/parallel.md); the rest refuse to run N times over. */
+const DATA_PARALLEL_COMMANDS = new Set(['train', 'distill']);
 
 function buildProgram(): Command {
   const program = new Command();
@@ -39,7 +44,8 @@ function buildProgram(): Command {
     .option('--backend <name>', "kernel backend: 'native' (C++ addon, default when built) or 'reference' (TypeScript)", choice('--backend', ['native', 'reference'] as const))
     .configureOutput({ outputError: (text, write) => write(`qkd: ${text}`) })
     .addHelpText('after', '\nExit codes: 0 done, 1 error, 130 interrupted (Ctrl-C).')
-    .hook('preAction', (cmd) => {
+    .hook('preAction', (cmd, action) => {
+      joinWorldFor(action.name());
       checkNativeEnvironment();
       const backend = cmd.opts().backend as BackendName | undefined;
       if (backend) useBackend(backend);
@@ -72,8 +78,42 @@ function quietOnClosedPipe(): void {
   }
 }
 
+let world: World | null = null;
+
+/**
+ * Under an MPI launcher (mpirun, srun) a training command joins the job;
+ * any other command is refused, since N copies of it would race on the same
+ * outputs. Ranks other than 0 print nothing on stdout (rank 0 prints the
+ * job's result) and only errors on stderr.
+ */
+function joinWorldFor(command: string): void {
+  const launch = detectLaunch();
+  if (launch === null) return;
+  if (!DATA_PARALLEL_COMMANDS.has(command)) {
+    if (launch.size === 1) return;
+    throw new QkdError('ARGUMENT', `qkd ${command} does not run data-parallel, and an MPI launcher started it (${launch.variable} is set)`, { field: launch.variable, hint: `qkd ${command} without mpirun / srun (or QKD_MPI=0); only ${[...DATA_PARALLEL_COMMANDS].join(' and ')} run on several ranks` });
+  }
+  world = joinWorld();
+  if (!world.isRoot) process.stdout.write = (() => true) as typeof process.stdout.write;
+}
+
+/** How a message names this process: "qkd" alone, or with its rank in a job. */
+function who(): string {
+  return world !== null && world.size > 1 ? `qkd[rank ${world.rank}]` : 'qkd';
+}
+
 /** Runs the CLI; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  const code = await runProgram(argv);
+  if (world !== null && world.size > 1 && code === EXIT_ERROR) {
+    // A rank that fails alone would leave the others waiting in a collective: end the whole job.
+    world.abort(EXIT_ERROR);
+  }
+  leaveWorld();
+  return code;
+}
+
+async function runProgram(argv: string[]): Promise<number> {
   const program = buildProgram();
   program.exitOverride();
   exitOnInterrupt();
@@ -84,11 +124,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     stopAllProgress();
     if (err instanceof CommandInterrupted) {
-      process.stderr.write(`qkd: interrupted: ${err.hint}\n`);
+      if (world === null || world.isRoot) process.stderr.write(`qkd: interrupted: ${err.hint}\n`);
       return EXIT_INTERRUPTED;
     }
     if (err instanceof QkdError) {
-      process.stderr.write(`qkd: error: ${err.message}\n`);
+      process.stderr.write(`${who()}: error: ${err.message}\n`);
       return EXIT_ERROR;
     }
     const code = (err as { code?: string; exitCode?: number }).code;
@@ -97,7 +137,7 @@ export async function main(argv: string[]): Promise<number> {
       return (err as { exitCode?: number }).exitCode ?? EXIT_ERROR;
     }
     // Not a user error: a bug in qkd. Keep the stack, it is what a bug report needs.
-    process.stderr.write(`qkd: internal error (please report it): ${(err as Error).stack ?? String(err)}\n`);
+    process.stderr.write(`${who()}: internal error (please report it): ${(err as Error).stack ?? String(err)}\n`);
     return EXIT_ERROR;
   }
 }

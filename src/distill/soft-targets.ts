@@ -32,6 +32,7 @@ import { writeAll, writeFileAtomic } from '../io/atomic.js';
 import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
 import { record } from '../tensor/tape.js';
 import { Tensor } from '../tensor/tensor.js';
+import { SINGLE_PROCESS, type World } from '../parallel/world.js';
 
 const MAGIC = 'QKDSOFT\0';
 const VERSION = 1;
@@ -217,20 +218,41 @@ export class TopK {
  * softTargetWindow). Streams one window at a time; the file appears
  * atomically when complete. Returns the header.
  */
-export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptions, teacherLogitsFor: (windowIndex: number) => Float32Array): SoftTargetCacheHeader {
+export function writeSoftTargetCache(path: string, options: SoftTargetCacheOptions, teacherLogitsFor: (windowIndex: number) => Float32Array, world: World = SINGLE_PROCESS): SoftTargetCacheHeader {
   const header = softTargetCacheHeader(options);
   const { topK: k, seqLen, V } = options;
   const count = header.count;
-  writeFileAtomic(path, (fd) => {
-    writeAll(fd, encodeHeader(header));
-    for (let w = 0; w < count; w++) {
-      const logits = teacherLogitsFor(w);
-      if (logits.length !== seqLen * V) {
-        throw new QkdError('SHAPE', `soft-target cache: teacher logits of window ${w} have ${logits.length} values, not seqLen × V = ${seqLen} × ${V}`, { path });
-      }
-      writeAll(fd, encodeWindow(softTargetsFromLogits(logits, seqLen, V, k), seqLen, V));
+  const encoded = (w: number): Uint8Array => {
+    const logits = teacherLogitsFor(w);
+    if (logits.length !== seqLen * V) {
+      throw new QkdError('SHAPE', `soft-target cache: teacher logits of window ${w} have ${logits.length} values, not seqLen × V = ${seqLen} × ${V}`, { path });
     }
-  });
+    return encodeWindow(softTargetsFromLogits(logits, seqLen, V, k), seqLen, V);
+  };
+  if (world.size === 1) {
+    writeFileAtomic(path, (fd) => {
+      writeAll(fd, encodeHeader(header));
+      for (let w = 0; w < count; w++) writeAll(fd, encoded(w));
+    });
+    return header;
+  }
+  // Several ranks: in each round rank r scores window round·size + r; rank 0 gathers the round's
+  // windows (fixed-size records, in rank order = window order) and writes them.
+  const empty = new Uint8Array(windowBytes(header));
+  const rounds = Math.ceil(count / world.size);
+  const writeRounds = (fd: number | null): void => {
+    for (let round = 0; round < rounds; round++) {
+      const w = round * world.size + world.rank;
+      const all = world.gatherToRoot(w < count ? encoded(w) : empty);
+      if (fd !== null) writeAll(fd, all.subarray(0, Math.min(world.size, count - round * world.size) * empty.length));
+    }
+  };
+  if (world.isRoot) {
+    writeFileAtomic(path, (fd) => {
+      writeAll(fd, encodeHeader(header));
+      writeRounds(fd);
+    });
+  } else writeRounds(null);
   return header;
 }
 

@@ -57,6 +57,8 @@ export function ensureWritableDirectory(path: string, flag = '--out'): void {
     try {
       mkdirSync(dir);
     } catch (err) {
+      // Another process (a rank of the same data-parallel job) made it meanwhile: that is what was wanted.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && statSync(dir).isDirectory()) continue;
       throw new QkdError('IO', `cannot create ${flag} ${path}: ${describeFsError(err)} (at ${dir})`, { path: dir, field: flag, hint: 'a directory you can write to' });
     }
   }

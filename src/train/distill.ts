@@ -25,6 +25,7 @@ import { copyTokenizerFiles } from '../data/tokenizer-io.js';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
+import { SINGLE_PROCESS, type World } from '../parallel/world.js';
 import { loadModelAny, loadModelTokenizer, modelDirectory, peekConfig } from '../models/load-any.js';
 import { derivedConfig, llamaConfig, llamaParameterSpecs, type LlamaConfig } from '../models/llama-config.js';
 import { createLlama, LlamaModel } from '../models/llama.js';
@@ -107,6 +108,14 @@ export interface DistillOptions {
   onNote?: (note: string) => void;
   /** Internal: set on the student's run of a chain through a teaching assistant (config.assistant), whose teacher is then the assistant. */
   viaAssistant?: boolean;
+  /**
+   * The processes the run spans (default one; see TrainOptions.world). Every
+   * rank calls distill() with the same options; rank 0 alone reports and
+   * writes files (the soft-target cache it builds with the others, the
+   * quantized student, reports, the GGUF). The other ranks return when
+   * training ends, with the training figures only.
+   */
+  world?: World;
 }
 
 /** The post-distillation audit of recipe sakd (docs/algorithms.md §6): both profiles and the packed student's perplexity. */
@@ -320,7 +329,7 @@ async function correctTeacher(teacher: LlamaModel, tokenizer: Tokenizer, options
       m.arena.data.set(teacher.arena.data);
       return m;
     };
-    const r = await train({ text: options.text, outDir: dir, config, force: true, tokenizer, createModel: copy, onNote: options.onNote });
+    const r = await train({ text: options.text, outDir: dir, config, force: true, tokenizer, createModel: copy, onNote: options.onNote, world: options.world });
     options.onNote?.(`teacher correction: val loss ${r.val_loss.toFixed(4)}`);
   } else options.onNote?.(`teacher correction: reusing ${dir}`);
   return loadLlama(modelDirectory(dir));
@@ -685,21 +694,29 @@ function gatherCachedTargets(cache: SoftTargetCache, batch: MicroBatch, keep: In
 }
 
 /** Builds (or reuses, when it matches the tokens) the soft-target cache of the training split. */
-function prepareSoftTargetCache(path: string, teacher: TeacherModel, teacherId: string, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, note?: (s: string) => void): SoftTargetCache {
+function prepareSoftTargetCache(path: string, teacher: TeacherModel, teacherId: string, trainTokens: Int32Array, seqLen: number, topK: number, temperature: number, world: World, note?: (s: string) => void): SoftTargetCache {
+  let reused: SoftTargetCache | null = null;
   if (existsSync(path)) {
     try {
       const cache = openSoftTargetCache(path, { tokens: trainTokens });
-      if (cache.k === topK && cache.seqLen === seqLen && cache.V === teacher.config.vocab_size && cache.teacher === teacherTag(teacherId)) return cache;
-      cache.close();
+      if (cache.k === topK && cache.seqLen === seqLen && cache.V === teacher.config.vocab_size && cache.teacher === teacherTag(teacherId)) reused = cache;
+      else cache.close();
     } catch {
       // a stale or foreign cache: rebuild it
     }
   }
+  // The ranks rebuild together or not at all.
+  const stale = Float64Array.of(reused === null ? 1 : 0);
+  world.allreduceMax(stale);
+  if (stale[0] === 0) return reused!;
+  reused?.close();
   const V = teacher.config.vocab_size;
   const count = softTargetWindowCount(trainTokens.length, seqLen);
   const started = performance.now();
-  writeSoftTargetCache(path, { tokens: trainTokens, topK, seqLen, V, temperature, teacher: teacherId }, (w) => noGrad(() => teacher.forward(softTargetWindow(trainTokens, seqLen, w).inputs, 1, seqLen).data));
-  note?.(`soft-target cache: ${count} windows × ${seqLen} tokens, top-${topK} of ${V}, ${bytesPerToken(V, topK)} bytes/token, built in ${((performance.now() - started) / 1000).toFixed(1)} s → ${path}`);
+  // Every rank scores its share of the windows; rank 0 writes them all (writeSoftTargetCache).
+  writeSoftTargetCache(path, { tokens: trainTokens, topK, seqLen, V, temperature, teacher: teacherId }, (w) => noGrad(() => teacher.forward(softTargetWindow(trainTokens, seqLen, w).inputs, 1, seqLen).data), world);
+  world.barrier();
+  note?.(`soft-target cache: ${count} windows × ${seqLen} tokens, top-${topK} of ${V}, ${bytesPerToken(V, topK)} bytes/token, built in ${((performance.now() - started) / 1000).toFixed(1)} s${world.size > 1 ? ` on ${world.size} ranks` : ''} → ${path}`);
   return openSoftTargetCache(path, { tokens: trainTokens });
 }
 
@@ -842,6 +859,9 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
 }
 
 export async function distill(options: DistillOptions): Promise<DistillResult> {
+  const world = options.world ?? SINGLE_PROCESS;
+  // Only rank 0 reports (the others would repeat its every line).
+  if (!world.isRoot) options = { ...options, onNote: undefined, onStep: undefined, onCacheProgress: undefined };
   if (options.config.assistant !== null && options.viaAssistant !== true) return distillThroughAssistant(options);
   refuseTeacherInside(options.teacher, options.outDir);
   const teachers = Array.isArray(options.teacher) ? (options.teacher.length === 1 ? null : (options.teacher as readonly (string | LlamaModel)[])) : null;
@@ -862,6 +882,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Without a teacher a fresh student's context is the run's sequence length.
   const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent?.config)?.max_position_embeddings ?? Number.MAX_SAFE_INTEGER);
   if (external !== null) refuseForCacheTeacher(c, external);
+  if (external !== null && world.size > 1) {
+    throw new QkdError('CONFIG', `a teacher on a server or in llama.cpp is not yet supported in a data-parallel run (${world.size} ranks)`, { field: '--teacher', hint: 'fill its caches in one process first (the same command without mpirun, stopped once training starts), or a qkd / Hugging Face teacher' });
+  }
   if (ensemble !== null) refuseForEnsemble(c);
   if (noTeacher) refuseWithoutTeacher(c);
   const correction = c.recipe === 'qat' ? 0 : c.distillation.teacher_correction.steps;
@@ -918,8 +941,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
       throw new QkdError('CONFIG', 'offline KD (distillation.soft_target_cache) caches logits only; feature and attention KD need the live teacher', { field: 'distillation.soft_target_cache', hint: 'set feature_layers: [] and attention_weight: 0, or soft_target_cache: null' });
     }
   }
-  // Every check has passed: only now may --force delete the earlier run.
-  runDirectory.clear();
+  // Every check has passed: only now may --force delete the earlier run (rank 0's job; the others wait until it is done).
+  if (world.isRoot) runDirectory.clear();
+  world.barrier();
   // Teacher correction: a short fine-tune of the teacher on the distillation data before anything reads it.
   const loopSettings = loopConfig(c, { hidden_size: shape.hidden_size, intermediate_size: shape.intermediate_size, num_hidden_layers: shape.num_hidden_layers, num_attention_heads: shape.num_attention_heads, num_key_value_heads: shape.num_key_value_heads });
   const teacher = givenTeacher === null ? null : correction > 0 ? await correctTeacher(givenTeacher, tokenizer, options, c, correction) : givenTeacher;
@@ -969,9 +993,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     }
   } else if (useCache && cacheSettings !== null && recipe.xtok !== null) {
     const T = Math.min(c.training.seq_len, teacher!.config.max_position_embeddings);
-    recipe.xtok.useCache((xtokCache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), recipe.xtok.teacherTokens, T, cacheSettings.top_k, c.distillation.temperature, options.onNote)));
+    recipe.xtok.useCache((xtokCache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), teacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), recipe.xtok.teacherTokens, T, cacheSettings.top_k, c.distillation.temperature, world, options.onNote)));
   } else if (useCache && cacheSettings !== null) {
-    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), kdTeacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, options.onNote);
+    recipe.cache = prepareSoftTargetCache(join(options.outDir, SOFT_TARGET_CACHE), kdTeacher!, teacher === givenTeacher ? teacherId : teacherFingerprint(teacher!), split.train, c.training.seq_len, cacheSettings.top_k, c.distillation.temperature, world, options.onNote);
   }
   if (ensemble !== null) {
     const e = ensemble.ensemble;
@@ -1028,13 +1052,15 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     onStep: options.onStep,
     shouldStop: options.shouldStop,
     onNote: options.onNote,
+    world,
   });
   recipe.detach();
   recipe.cache?.close();
   recipe.validationCache?.close();
   xtokCache?.close();
-  if (result.interrupted) {
+  if (result.interrupted || !world.isRoot) {
     // A half-trained student is not a deployable artefact: no quantized/ and no report until the run ends.
+    // The artefacts are rank 0's to write.
     return { ...result, recipe: c.recipe, teacher_entropy: entropy?.mean ?? NaN, quantized_dir: '', quantized_avg_bits: NaN, quantized_bytes: 0 };
   }
 

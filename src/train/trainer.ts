@@ -47,6 +47,10 @@ import type { TrainRecipe } from './recipe.js';
 import { SatRecipe } from './sat.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { prepareRunDirectory } from './run-directory.js';
+import { SINGLE_PROCESS, allreduceInBuckets, batchShard, digest, requireAgreement, type BatchShard, type World } from '../parallel/world.js';
+
+/** Gradient elements per all-reduce call (16 MiB of float32): bounds MPI's temporary buffers. */
+const GRADIENT_BUCKET = 1 << 22;
 
 export interface TrainOptions {
   /**
@@ -80,6 +84,14 @@ export interface TrainOptions {
   createModel?: (vocabSize: number) => LlamaModel;
   /** Human-readable notes from the recipe (e.g. the λ monitor acting). */
   onNote?: (note: string) => void;
+  /**
+   * The processes the run spans (default one). In an MPI job every rank
+   * calls train() with the same options: each trains on its share of every
+   * global batch (config batch_size), gradients are summed over the ranks
+   * before one identical update, and only rank 0 writes files and calls
+   * onStep / onNote (docs/parallel.md).
+   */
+  world?: World;
 }
 
 export interface StepProgress {
@@ -160,19 +172,31 @@ export function countedRows(targets: Int32Array): Int32Array | null {
   return rows;
 }
 
-/** Mean loss per counted target over the first `maxBatches` validation batches (a loss mask leaves targets out). */
-export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize: number, seqLen: number, maxBatches: number, mask?: Uint8Array): number {
+/**
+ * Mean loss per counted target over the first `maxBatches` validation
+ * batches (a loss mask leaves targets out). In a data-parallel run batch i
+ * is scored by rank i mod size and the sums are all-reduced, so every rank
+ * returns the same value.
+ */
+export function validationLoss(model: LlamaModel, tokens: Int32Array, batchSize: number, seqLen: number, maxBatches: number, mask?: Uint8Array, world: World = SINGLE_PROCESS): number {
   let total = 0;
   let counted = 0;
   let n = 0;
   noGrad(() => {
     for (const b of sequentialBatches(tokens, batchSize, seqLen, maxBatches, mask)) {
       const c = countedTargets(b.targets);
-      if (c > 0) total += model.loss(model.forward(b.inputs, batchSize, seqLen), b.targets).item() * c;
+      if (n % world.size === world.rank) {
+        if (c > 0) total += model.loss(model.forward(b.inputs, batchSize, seqLen), b.targets).item() * c;
+      }
       counted += c;
       n++;
     }
   });
+  if (world.size > 1) {
+    const sums = Float64Array.of(total);
+    world.allreduceSum(sums);
+    total = sums[0]!;
+  }
   if (n === 0) throw new QkdError('ARGUMENT', `validation split has ${tokens.length} tokens, fewer than one batch of ${batchSize}×${seqLen + 1}`, { field: 'validation_fraction' });
   if (counted === 0) throw new QkdError('ARGUMENT', `the ${n} validation batch${n === 1 ? '' : 'es'} hold no assistant tokens to score`, { field: 'training.eval_batches', hint: 'more eval_batches, or more held-out conversations (validation_fraction)' });
   return total / counted;
@@ -372,6 +396,10 @@ export function resumeConfig<C extends { steps: number }>(saved: C, given: C | u
 
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const { outDir } = options;
+  const world = options.world ?? SINGLE_PROCESS;
+  // Only rank 0 reports: the others would repeat its every line.
+  const onNote = world.isRoot ? options.onNote : undefined;
+  const onStep = world.isRoot ? options.onStep : undefined;
   const runDirectory = prepareRunDirectory(outDir, { resume: options.resume, force: options.force, ignore: options.keepFiles });
   const resumePoint = options.resume ? readResumePoint(outDir) : null;
   const corpus = corpusFingerprint(options.text);
@@ -379,7 +407,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (resumePoint) {
     const r = resumeConfig(resumePoint.state.config, options.config, resumePoint.state.step, 'the options given');
     c = r.config;
-    for (const note of r.notes) options.onNote?.(note);
+    for (const note of r.notes) onNote?.(note);
     const saved = resumePoint.state.corpus;
     if (saved && (saved.sha256 !== corpus.sha256 || saved.bytes !== corpus.bytes)) {
       throw new QkdError('CONFIG', `--resume: the corpus differs from the one the run trained on (${saved.bytes} bytes, sha256 ${saved.sha256.slice(0, 12)}…; given ${corpus.bytes} bytes, sha256 ${corpus.sha256.slice(0, 12)}…)`, { path: outDir, field: 'data', hint: 'the --data the run was started with' });
@@ -394,8 +422,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const tokenizer = options.tokenizer ?? chooseTokenizer(c, resumePoint, options.text);
   const { train: trainTokens, validation, trainMask, validationMask } = tokenizeSplit(tokenizer, options.text, c.validation_fraction);
   checkSplitFits({ train: trainTokens, validation }, c.batch_size, c.seq_len, c.validation_fraction);
-  // Every check has passed: only now may --force delete the earlier run.
-  runDirectory.clear();
+  const shard = batchShard(world, c.batch_size);
+  requireAgreement(world, { config: JSON.stringify(c), corpus: corpus.sha256, tokenizer: tokenizerIdentity(tokenizer), checkpoint: resumePoint ? `${resumePoint.name}:${resumePoint.state.step}` : 'new run' }, "the run's settings");
+  // Every check has passed (on every rank): only now may --force delete the earlier run.
+  if (world.isRoot) runDirectory.clear();
+  world.barrier();
   const metricsPath = join(outDir, 'metrics.jsonl');
 
   let model: LlamaModel;
@@ -409,7 +440,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (resumePoint) {
     const ckpt = resumePoint.dir;
     const state = resumePoint.state;
-    options.onNote?.(`resuming from ${join(outDir, resumePoint.name)} (step ${state.step} of ${c.steps})`);
+    onNote?.(`resuming from ${join(outDir, resumePoint.name)} (step ${state.step} of ${c.steps})${world.size > 1 ? ` on ${world.size} ranks` : ''}`);
     model = loadLlama(ckpt);
     if (model.config.vocab_size !== tokenizer.vocabSize) {
       throw new QkdError('CONFIG', `checkpoint vocab_size ${model.config.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`, { path: ckpt, field: 'vocab_size' });
@@ -456,13 +487,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     rng.setState(state.rng);
     step = state.step;
     lastLoss = state.last_loss;
-    truncateMetrics(metricsPath, step);
+    if (world.isRoot) truncateMetrics(metricsPath, step);
   } else {
     model = options.createModel ? options.createModel(tokenizer.vocabSize) : createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
     opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
     if (recipe?.extra) extraOpt = new AdamW(recipe.extra, optimOptions);
-    rmSync(metricsPath, { force: true });
+    if (world.isRoot) rmSync(metricsPath, { force: true });
   }
+  if (world.size > 1) startInLockstep(world, model, opt, extraOpt, recipe);
   if (recipe?.clipGradients && recipe.extra) {
     throw new QkdError('STATE', `recipe ${recipe.name} clips its own gradients and also has extra parameters, which the loop would leave unclipped`);
   }
@@ -486,19 +518,25 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     let loss = 0;
     const components: Record<string, number> = {};
     for (let micro = 0; micro < c.grad_accum; micro++) {
-      const batch = sampleBatch(trainTokens, B, T, rng, trainMask);
+      // Every rank draws the whole global batch (the data position is global) and trains on its rows.
+      const global = sampleBatch(trainTokens, B, T, rng, trainMask);
+      const batch = world.size === 1 ? global : rowsOf(global, shard, T);
+      // This rank's share of the global mean: its counted targets over all of them (1 for one process).
+      const share = world.size === 1 ? 1 : shareOf(batch.targets, global.targets, world.size);
+      const rows = shard.rows;
       let l;
       if (recipe) {
-        const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, starts: batch.starts, B, T }, step + 1);
+        const r = recipe.loss(model, { inputs: batch.inputs, targets: batch.targets, starts: batch.starts, B: rows, T }, step + 1);
         l = r.loss;
-        for (const [k, v] of Object.entries(r.components)) components[k] = (components[k] ?? 0) + v / c.grad_accum;
+        for (const [k, v] of Object.entries(r.components)) components[k] = (components[k] ?? 0) + (v * share) / c.grad_accum;
       } else {
-        l = model.loss(model.forward(batch.inputs, B, T), batch.targets);
+        l = model.loss(model.forward(batch.inputs, rows, T), batch.targets);
       }
-      loss += l.item() / c.grad_accum;
-      // Each micro-batch contributes 1/grad_accum of the mean gradient.
-      backward(l, Float32Array.of(1 / c.grad_accum));
+      loss += (l.item() * share) / c.grad_accum;
+      // Each micro-batch contributes 1/grad_accum of the mean gradient (and each rank its share of it).
+      backward(l, Float32Array.of(share / c.grad_accum));
     }
+    if (world.size > 1) loss = sumOverRanks(world, model, recipe, loss, components, step === startStep);
     const gradNormBefore = recipe?.clipGradients ? recipe.clipGradients(model, c.grad_clip) : clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
     recipe?.beforeUpdate?.(step + 1, model, opt);
     if (recipe?.update) recipe.update(step + 1, model, opt, lr);
@@ -514,7 +552,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const record: Record<string, number> = { step, loss, ...components, lr, grad_norm: gradNormBefore, tokens_per_s: tokensPerSecond };
     const progress: StepProgress = { step, steps: c.steps, loss, lr, tokensPerSecond, components };
     if (step % c.eval_every === 0 || step === c.steps) {
-      valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask);
+      valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask, world);
       record.val_loss = valLoss;
       progress.valLoss = valLoss;
       if (recipe?.afterEval) {
@@ -522,28 +560,33 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const r = recipe.afterEval(step, averages, model, validation, validationMask);
         Object.assign(record, r.metrics ?? {});
         for (const note of r.notes ?? []) {
-          options.onNote?.(note);
-          appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
+          onNote?.(note);
+          if (world.isRoot) appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
         }
       }
       sinceEval = {};
       stepsSinceEval = 0;
     }
     for (const note of recipe?.takeNotes?.() ?? []) {
-      options.onNote?.(note);
-      appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
+      onNote?.(note);
+      if (world.isRoot) appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
     }
-    appendFileSync(metricsPath, JSON.stringify(record) + '\n');
-    options.onStep?.(progress);
+    if (world.isRoot) appendFileSync(metricsPath, JSON.stringify(record) + '\n');
+    onStep?.(progress);
     await tick(); // lets signal handlers (Ctrl-C) run between steps
-    const stop = options.shouldStop?.() ?? false;
-    if (step % c.checkpoint_every === 0 || step === c.steps || stop) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, corpus, step, lastLoss, extra);
+    const stop = anyRank(world, options.shouldStop?.() ?? false);
+    if (step % c.checkpoint_every === 0 || step === c.steps || stop) {
+      // The ranks must still hold one model; a checkpoint of a diverged job would be rank 0's alone.
+      if (world.size > 1) requireAgreement(world, { weights: digest(model.arena.data), recipe: JSON.stringify(recipe?.getState?.() ?? null) }, `the state at step ${step}`);
+      if (world.isRoot) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, corpus, step, lastLoss, extra);
+      world.barrier();
+    }
     if (stop && step < c.steps) {
       interrupted = true;
       break;
     }
   }
-  if (Number.isNaN(valLoss)) valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask);
+  if (Number.isNaN(valLoss)) valLoss = validationLoss(model, validation, B, T, c.eval_batches, validationMask, world);
   const seconds = (performance.now() - started) / 1000;
   return {
     steps: step,
@@ -556,4 +599,73 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     recipe_summary: recipe?.summary?.(model),
   };
+}
+
+/** What identifies a tokenizer well enough to tell two ranks' apart: kind, size and a probe's ids. */
+function tokenizerIdentity(tokenizer: Tokenizer): string {
+  return `${tokenizer.kind}:${tokenizer.vocabSize}:${tokenizer.encode('The quick brown fox jumps over 13 lazy dogs.\n').join(',')}`;
+}
+
+/** Rows [first, first + rows) of a [B, T] batch. */
+function rowsOf(batch: { inputs: Int32Array; targets: Int32Array; starts: Int32Array }, shard: BatchShard, T: number): { inputs: Int32Array; targets: Int32Array; starts: Int32Array } {
+  const from = shard.first * T;
+  const to = (shard.first + shard.rows) * T;
+  return { inputs: batch.inputs.subarray(from, to), targets: batch.targets.subarray(from, to), starts: batch.starts.subarray(shard.first, shard.first + shard.rows) };
+}
+
+/**
+ * A rank's weight in the global mean loss: its counted targets over the
+ * global batch's (equal shares, 1/size, without a loss mask; when no
+ * target of the batch counts, 1/size).
+ */
+function shareOf(local: Int32Array, global: Int32Array, size: number): number {
+  const all = countedTargets(global);
+  return all === 0 ? 1 / size : countedTargets(local) / all;
+}
+
+/**
+ * Sums over the ranks what each computed on its rows: the gradients (in
+ * buckets) and the logged loss and components, which every rank weighted
+ * by its share. Returns the global loss; `components` is updated in place.
+ * On a run's first step the ranks also check they log the same components.
+ */
+function sumOverRanks(world: World, model: LlamaModel, recipe: TrainRecipe | undefined, loss: number, components: Record<string, number>, first: boolean): number {
+  allreduceInBuckets(world, model.arena.grad, GRADIENT_BUCKET);
+  if (recipe?.extra) allreduceInBuckets(world, recipe.extra.grad, GRADIENT_BUCKET);
+  const keys = Object.keys(components).sort();
+  if (first) requireAgreement(world, { components: keys.join(',') }, 'the logged loss components');
+  const sums = Float64Array.from([loss, ...keys.map((k) => components[k]!)]);
+  world.allreduceSum(sums);
+  keys.forEach((k, i) => (components[k] = sums[i + 1]!));
+  return sums[0]!;
+}
+
+/** True on every rank when it is true on any (a Ctrl-C that reached some ranks stops all at the same step). */
+function anyRank(world: World, flag: boolean): boolean {
+  if (world.size === 1) return flag;
+  const v = Float64Array.of(flag ? 1 : 0);
+  world.allreduceMax(v);
+  return v[0] !== 0;
+}
+
+/**
+ * Puts every rank in rank 0's state before the first step: its weights and
+ * AdamW moments (and the recipe's extra parameters) are broadcast, then the
+ * weights' SHA-256 is compared across ranks.
+ */
+function startInLockstep(world: World, model: LlamaModel, opt: AdamW, extraOpt: AdamW | null, recipe: TrainRecipe | undefined): void {
+  if (recipe?.update !== undefined || recipe?.clipGradients !== undefined) {
+    throw new QkdError('CONFIG', `recipe ${recipe.name} keeps the gradients itself (DBWA's packed store), which a data-parallel run cannot all-reduce yet`, { field: 'sat.dbwa.enabled', hint: 'sat.dbwa.enabled: false on several ranks, or one process' });
+  }
+  world.broadcast(model.arena.data);
+  if (opt.ownsMoments) {
+    world.broadcast(opt.m);
+    world.broadcast(opt.v);
+  }
+  if (recipe?.extra) world.broadcast(recipe.extra.data);
+  if (extraOpt) {
+    world.broadcast(extraOpt.m);
+    world.broadcast(extraOpt.v);
+  }
+  requireAgreement(world, { weights: digest(model.arena.data), ...(recipe?.extra ? { extra: digest(recipe.extra.data) } : {}) }, 'the starting weights');
 }

@@ -18,6 +18,7 @@ import type { CacheTeacher } from '../../train/server-teacher.js';
 import { modelFileFormat } from '../../io/tensor-source.js';
 import { QkdError } from '../../errors.js';
 import { loadTokenizerAt } from '../../data/tokenizer-io.js';
+import { currentWorld } from '../../parallel/world.js';
 
 
 /**
@@ -212,6 +213,7 @@ export function registerDistill(program: Command): void {
           shouldStop: session.shouldStop,
           onNote: session.onNote,
           onCacheProgress: session.onCacheProgress,
+          world: currentWorld(),
         });
         session.stopProgress();
         const json = { recipe: result.recipe, steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, teacher_entropy: result.teacher_entropy, quantized_dir: result.quantized_dir || null, quantized_avg_bits: result.interrupted ? null : result.quantized_avg_bits, quantized_bytes: result.interrupted ? null : result.quantized_bytes, interrupted: result.interrupted };

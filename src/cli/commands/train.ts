@@ -8,6 +8,7 @@ import { choice, integer, positiveInt } from '../options.js';
 import { CommandInterrupted } from '../interrupt.js';
 import { trainingSession } from '../session.js';
 import { commandLine, explicitly } from '../explicit.js';
+import { currentWorld } from '../../parallel/world.js';
 
 interface TrainFlags extends CorpusFlags {
   out: string;
@@ -72,6 +73,7 @@ export function registerTrain(program: Command): void {
           onStep: session.onStep,
           shouldStop: session.shouldStop,
           onNote: session.onNote,
+          world: currentWorld(),
         });
         session.stopProgress();
         const summary = result.recipe_summary;
