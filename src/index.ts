@@ -84,3 +84,5 @@ export { tokenizerFromGguf, tokenizerGgufMetadata } from './data/tokenizer-gguf.
 export { compareModels, type ModelComparison } from './eval/compare.js';
 export { evaluateModelInLlamaCpp } from './eval/perplexity.js';
 export { llamaCppPerplexity, llamaCppLogits, type LlamaCppEvalResult } from './eval/llama-cpp.js';
+export { joinWorld, leaveWorld, currentWorld, SINGLE_PROCESS, requireAgreement, allreduceInBuckets, batchShard, type World, type BatchShard } from './parallel/world.js';
+export { detectLaunch, type Launch } from './parallel/mpi.js';
