@@ -72,7 +72,9 @@ export { kurtosisOf, kurtosisPenalty, kurtosisPenaltyWithStats, SpectralNormTrac
 export { uniformStepNoise, NoiseController, topFraction } from './sat/noise.js';
 export { PackedArray, tierBytes, assignTiers, type PrecisionTier } from './sat/dbwa.js';
 export { PackedParameterStore, restorePackedState, type PackedStoreLayout } from './sat/packed-store.js';
-export { SatRecipe, type StateBytes } from './train/sat.js';
+export { SatRecipe } from './train/sat.js';
+export { Float32Storage, GRADIENT_BUCKET, type ParameterStorage, type StorageBytes, type NamedWeight } from './optim/parameter-storage.js';
+export { DbwaStorage, type DbwaSettings } from './sat/dbwa-storage.js';
 export { SakdMechanisms, swdlWeights, layerScores } from './train/sakd.js';
 export { type SakdReport } from './train/distill.js';
 export { GGML_FORMATS, GGML_READABLE, GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat, type GgmlFormat, type GgmlWritableName } from './quant/ggml-formats.js';

@@ -32,7 +32,7 @@ import { roundTrip, type GgmlWritableName } from '../quant/ggml-formats.js';
 import { sub, square } from '../tensor/ops/elementwise.js';
 import { sumAll } from '../tensor/ops/reduce.js';
 import { scale, add } from '../tensor/ops/elementwise.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, withLoaded } from '../tensor/tensor.js';
 
 export interface QatOptions {
   bits: number;
@@ -114,28 +114,38 @@ export class FakeQuantController {
     this.weights = weights;
   }
 
-  /** L_quant over the quantized weights (a graph scalar; gradient to w only). */
+  /**
+   * L_quant over the quantized weights (a graph scalar; gradient to w only).
+   * Each weight is unpacked just while its term is computed when the
+   * parameters are packed (DBWA storage).
+   */
   quantLoss(): Tensor {
     let total: Tensor | null = null;
     for (const [name, w] of this.weights) {
-      const rows = w.shape[0]!;
-      let target: Tensor;
-      const format = this.formats.get(name);
-      if (format !== undefined) target = new Tensor(w.shape, roundTrip(format, w.data as Float32Array));
-      else if (this.learned !== undefined) {
-        const learned = this.learned;
-        target = noGrad(() => learnedFakeQuantize(new Tensor(w.shape, w.data), learned.logStep(name), learned.offset(name), this.grid));
-      } else {
-        target = new Tensor(w.shape);
-        quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
-      }
-      let norm2 = 0;
-      for (let i = 0; i < w.size; i++) norm2 += w.data[i]! * w.data[i]!;
-      if (!(norm2 > 0)) continue;
-      const term = scale(sumAll(square(sub(w, target))), 1 / norm2);
+      const term = withLoaded(w, () => this.quantTerm(name, w));
+      if (term === null) continue;
       total = total === null ? term : add(total, term);
     }
     return total ?? new Tensor([], Float32Array.of(0));
+  }
+
+  /** ‖w − Q(w)‖² / ‖w‖² of one weight (null for an all-zero weight). */
+  private quantTerm(name: string, w: Tensor): Tensor | null {
+    const rows = w.shape[0]!;
+    let target: Tensor;
+    const format = this.formats.get(name);
+    if (format !== undefined) target = new Tensor(w.shape, roundTrip(format, w.data as Float32Array));
+    else if (this.learned !== undefined) {
+      const learned = this.learned;
+      target = noGrad(() => learnedFakeQuantize(new Tensor(w.shape, w.data), learned.logStep(name), learned.offset(name), this.grid));
+    } else {
+      target = new Tensor(w.shape);
+      quantizeDequantize(w.data, rows, w.size / rows, this.options, target.data, null);
+    }
+    let norm2 = 0;
+    for (let i = 0; i < w.size; i++) norm2 += w.data[i]! * w.data[i]!;
+    if (!(norm2 > 0)) return null;
+    return scale(sumAll(square(sub(w, target))), 1 / norm2);
   }
 
   /** Removes the transforms (the model is plain float again). */

@@ -26,6 +26,7 @@
  */
 import { QkdError } from '../errors.js';
 import type { AdamW } from '../optim/adamw.js';
+import type { World } from '../parallel/world.js';
 import type { ArenaEntry, ParameterArena } from '../tensor/arena.js';
 import { recycle, takeBuffer, UNLOADED, type FloatArray, type ParameterSource, type Tensor } from '../tensor/tensor.js';
 import type { Rng } from '../tensor/random.js';
@@ -164,6 +165,26 @@ export class PackedParameterStore implements ParameterSource {
     const s = this.byName.get(name);
     if (s === undefined) throw new QkdError('ARGUMENT', `no parameter named '${name}'`, { field: name });
     return s.w.tier;
+  }
+
+  /**
+   * Sums every gradient over the ranks of a data-parallel run, tensor by
+   * tensor: unpacked (zeros where nothing was added), all-reduced, packed
+   * again. The packing draws the same rounding noise on every rank (the
+   * same tensors in the same order), so every rank ends with the same
+   * packed sum.
+   */
+  reduceGradients(world: World): void {
+    for (const s of this.slots.values()) {
+      const g = this.scratchFor(s.entry.size).g;
+      if (s.gradLive) s.g!.decodeInto(g);
+      else g.fill(0);
+      world.allreduceSum(g);
+      named(s, 'summed gradient', () => {
+        s.g = repack(s.g, g, s.w.tier, this.rounding());
+        s.gradLive = true;
+      });
+    }
   }
 
   /** L2 norm of all gradients of this step (float64 accumulation). */

@@ -125,6 +125,19 @@ export const distillConfigSchema = z
         checkpoint_every: z.number().int().positive().default(200),
         validation_fraction: z.number().gt(0).lt(1).default(0.1),
         seed: z.number().int().default(1337),
+        /**
+         * DBWA parameter storage for the student (docs/algorithms.md §5): weights, gradients and AdamW moments
+         * packed at 16 / 12 / 8 bits by sensitivity, re-tiered every `reprofile_every` steps. Works with every recipe.
+         */
+        dbwa: z
+          .object({
+            enabled: z.boolean().default(false),
+            uniform_tier: z.union([z.literal(8), z.literal(12), z.literal(16)]).nullable().default(null),
+            stochastic_rounding: z.boolean().default(true),
+            reprofile_every: z.number().int().positive().default(1000),
+          })
+          .strict()
+          .default({}),
       })
       .strict()
       .default({}),
@@ -389,7 +402,8 @@ export function loopConfig(c: ResolvedDistillConfig, model: TrainConfig['model']
   const t = c.training;
   return {
     recipe: 'standard',
-    sat: satSchema.parse({}),
+    // Only DBWA of the SAT settings applies to a distillation's loop: its parameter storage.
+    sat: satSchema.parse({ reprofile_every: t.dbwa.reprofile_every, dbwa: { enabled: t.dbwa.enabled, uniform_tier: t.dbwa.uniform_tier, stochastic_rounding: t.dbwa.stochastic_rounding } }),
     model,
     tokenizer: { kind: 'byte' },
     batch_size: t.batch_size,

@@ -40,7 +40,7 @@ import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
 import { noGrad } from '../tensor/tape.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, withLoaded } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
 import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { klDivergence } from '../tensor/ops/loss.js';
@@ -263,7 +263,8 @@ function crossStudentConfig(c: ResolvedDistillConfig, teacher: LlamaConfig, toke
 
 /** The result of a run stopped while its server caches were still filling (nothing trained yet). */
 function interruptedBeforeTraining(): TrainResult {
-  return { steps: 0, train_loss: NaN, val_loss: NaN, val_ppl: NaN, tokens_per_s: 0, interrupted: true, params: 0, peak_rss_bytes: process.resourceUsage().maxRSS * 1024 };
+  const none = { weights: 0, gradients: 0, moments: 0, total: 0, resident: 0 };
+  return { steps: 0, train_loss: NaN, val_loss: NaN, val_ppl: NaN, tokens_per_s: 0, interrupted: true, params: 0, peak_rss_bytes: process.resourceUsage().maxRSS * 1024, recipe: 'none', state: { storage: 'float32', ...none } };
 }
 
 /** Decoder-layer index in a module name ('model.layers.3.mlp' → 3). */
@@ -316,7 +317,8 @@ async function correctTeacher(teacher: LlamaModel, tokenizer: Tokenizer, options
   const lr = c.distillation.teacher_correction.lr ?? c.optimizer.lr / 10;
   const t = teacher.config;
   const base = loopConfig(c, { hidden_size: t.hidden_size, intermediate_size: t.intermediate_size, num_hidden_layers: t.num_hidden_layers, num_attention_heads: t.num_attention_heads, num_key_value_heads: t.num_key_value_heads });
-  const config = { ...base, steps, lr, min_lr: lr / 10, warmup_steps: 0, eval_every: steps, checkpoint_every: steps };
+  // The teacher's short fine-tune keeps float32 storage (training.dbwa is the student's).
+  const config = { ...base, sat: { ...base.sat, dbwa: { ...base.sat.dbwa, enabled: false } }, steps, lr, min_lr: lr / 10, warmup_steps: 0, eval_every: steps, checkpoint_every: steps };
   let reuse = false;
   if (existsSync(join(dir, 'latest.json'))) {
     const saved = readResumePoint(dir).state;
@@ -475,7 +477,8 @@ class DistillRecipe implements TrainRecipe {
     } else {
       for (const [name, e] of this.lsq) {
         const [rows, cols] = e.shape as [number, number];
-        set(name, initLearnedScales(student.arena.get(name).data as Float32Array, rows, cols, q.bits, scheme, init));
+        const w = student.arena.get(name);
+        set(name, withLoaded(w, () => initLearnedScales(w.data as Float32Array, rows, cols, q.bits, scheme, init)));
       }
     }
     this.lsqReady = true;
@@ -882,6 +885,9 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Without a teacher a fresh student's context is the run's sequence length.
   const c = resolveDistillConfig(options.config, (givenTeacher?.config ?? existingStudent?.config)?.max_position_embeddings ?? Number.MAX_SAFE_INTEGER);
   if (external !== null) refuseForCacheTeacher(c, external);
+  if (c.training.dbwa.enabled && learnedStepSizes(c) && scaleInit(c) === 'gptq') {
+    throw new QkdError('CONFIG', 'scale_init gptq replaces the student\'s weights with GPTQ\'s, which DBWA\'s packed storage does not allow mid-run', { field: 'quantization.scale_init', hint: 'scale_init rtn or clip-search with training.dbwa.enabled, or DBWA off' });
+  }
   if (external !== null && world.size > 1) {
     throw new QkdError('CONFIG', `a teacher on a server or in llama.cpp is not yet supported in a data-parallel run (${world.size} ranks)`, { field: '--teacher', hint: 'fill its caches in one process first (the same command without mpirun, stopped once training starts), or a qkd / Hugging Face teacher' });
   }

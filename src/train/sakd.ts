@@ -17,7 +17,7 @@
 import type { LlamaModel } from '../models/llama.js';
 import { weightModules } from '../nn/layers.js';
 import { Rng } from '../tensor/random.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { add, scale } from '../tensor/ops/elementwise.js';
 import { excessKurtosis } from '../swan/metrics.js';
 import { profileSettings, profileTensor, tensorLayerAndKind } from '../swan/profile.js';
@@ -45,7 +45,7 @@ export function layerScores(model: LlamaModel, seed = 1234): number[] {
     if (e.shape.length !== 2) return;
     const { layer } = tensorLayerAndKind(e.name);
     if (layer === null) return;
-    const p = profileTensor(e.name, e.shape, e.tensor.data as Float32Array, settings, new Rng(seed * 1000003 + i));
+    const p = withLoaded(e.tensor, () => profileTensor(e.name, e.shape, e.tensor.data as Float32Array, settings, new Rng(seed * 1000003 + i)));
     sums[layer]! += p.composite ?? 0;
     counts[layer]!++;
   });
@@ -124,21 +124,36 @@ export class SakdMechanisms {
     let total: Tensor | null = null;
     const components: Record<string, number> = {};
     if (sgr.kurtosis_weight > 0) {
-      const k = kurtosisPenalty(
-        this.weights.map((w) => w.tensor),
+      const k = this.penalty((ws) => kurtosisPenalty(
+        ws.map((w) => w.tensor),
         sgr.kappa_max,
-        { coefficients: this.weights.map((w) => this.coefficient.get(w.name)!) },
-      );
+        { coefficients: ws.map((w) => this.coefficient.get(w.name)!) },
+      ));
       components.sgr_kurtosis = k.item();
       total = scale(k, sgr.kurtosis_weight);
     }
     if (sgr.spectral_weight > 0) {
-      const s = spectralPenalty(this.weights.map((w) => ({ name: w.name, weight: w.tensor })), this.tracker);
+      const s = this.penalty((ws) => spectralPenalty(ws.map((w) => ({ name: w.name, weight: w.tensor })), this.tracker));
       components.sgr_spectral = s.item();
       const term = scale(s, sgr.spectral_weight);
       total = total === null ? term : add(total, term);
     }
     return { loss: total, components };
+  }
+
+  /**
+   * A penalty summed over the weights. When the parameters are packed (DBWA
+   * storage), each weight is its own graph node, unpacked just while it is
+   * computed (the tape unpacks it again for the backward pass).
+   */
+  private penalty(fn: (weights: { name: string; tensor: Tensor }[]) => Tensor): Tensor {
+    if (!this.weights.some((w) => w.tensor.source !== null)) return fn(this.weights);
+    let total: Tensor | null = null;
+    for (const w of this.weights) {
+      const term = withLoaded(w.tensor, () => fn([w]));
+      total = total === null ? term : add(total, term);
+    }
+    return total ?? fn([]);
   }
 
   /** Feedback monitor at an eval: raises the coefficient of weights whose κ keeps rising above the ceiling. */
@@ -148,7 +163,7 @@ export class SakdMechanisms {
     if (!f.enabled || !sgr.enabled || sgr.kurtosis_weight === 0) return [];
     const notes: string[] = [];
     for (const w of this.weights) {
-      const kappa = excessKurtosis(w.tensor.data as Float32Array);
+      const kappa = withLoaded(w.tensor, () => excessKurtosis(w.tensor.data as Float32Array));
       const h = this.history.get(w.name) ?? [];
       h.push(kappa);
       this.history.set(w.name, h);
@@ -169,7 +184,7 @@ export class SakdMechanisms {
 
   /** κ per weight now (for the metrics log). */
   kurtosisSnapshot(): Record<string, number> {
-    return Object.fromEntries(this.weights.map((w) => [w.name, excessKurtosis(w.tensor.data as Float32Array)]));
+    return Object.fromEntries(this.weights.map((w) => [w.name, withLoaded(w.tensor, () => excessKurtosis(w.tensor.data as Float32Array))]));
   }
 
   getState(): unknown {

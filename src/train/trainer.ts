@@ -13,9 +13,9 @@
  *       sampler's RNG state, which is the data position, and the config)
  *       and, when a recipe trains extra parameters (feature projections),
  *       extra.safetensors + extra_optimizer.safetensors; the recipe's own
- *       state (λ, power-iteration vectors, RNG) sits in trainer_state.json
- *       and its tensors (DBWA's packed weights and moments) in
- *       recipe.safetensors
+ *       state (λ, power-iteration vectors, RNG) and the parameter storage's
+ *       (DBWA's tiers and rounding RNG) sit in trainer_state.json, and DBWA's
+ *       packed weights and moments in storage.safetensors
  *   DIR/latest.json — {"step", "dir"}: the newest complete checkpoint
  * A checkpoint directory is written completely before latest.json is
  * atomically switched to it, so a crash (even kill -9) at any moment leaves
@@ -24,6 +24,11 @@
  * Resuming restores weights, moments, AdamW step and RNG state, so the loss
  * curve continues exactly as an uninterrupted run (the kernels are
  * deterministic for a given thread count).
+ *
+ * Where parameters, gradients and moments live is a strategy the loop owns
+ * (optim/parameter-storage.ts): float32 in the model's arena, or DBWA's
+ * packed tiers (sat.dbwa.enabled, under any recipe). Either is summed over
+ * the ranks of a data-parallel run (TrainOptions.world).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, appendFileSync } from 'node:fs';
@@ -32,7 +37,10 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { QkdError } from '../errors.js';
 import { LlamaModel, createLlama } from '../models/llama.js';
 import { loadLlama, saveLlama } from '../models/llama-io.js';
-import { AdamW, clipGradNorm, gradNorm } from '../optim/adamw.js';
+import { AdamW, gradNorm } from '../optim/adamw.js';
+import { Float32Storage, GRADIENT_BUCKET, type ParameterStorage, type StorageBytes } from '../optim/parameter-storage.js';
+import { DbwaStorage } from '../sat/dbwa-storage.js';
+import { weightModules } from '../nn/layers.js';
 import { Rng } from '../tensor/random.js';
 import { backward, noGrad } from '../tensor/tape.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
@@ -48,9 +56,6 @@ import { SatRecipe } from './sat.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { prepareRunDirectory } from './run-directory.js';
 import { SINGLE_PROCESS, allreduceInBuckets, batchShard, digest, requireAgreement, type BatchShard, type World } from '../parallel/world.js';
-
-/** Gradient elements per all-reduce call (16 MiB of float32): bounds MPI's temporary buffers. */
-const GRADIENT_BUCKET = 1 << 22;
 
 export interface TrainOptions {
   /**
@@ -92,6 +97,14 @@ export interface TrainOptions {
    * onStep / onNote (docs/parallel.md).
    */
   world?: World;
+  /** Where parameters, gradients and moments live (default: from the config — DBWA when sat.dbwa.enabled, else float32). */
+  storage?: ParameterStorage;
+}
+
+/** The storage a config asks for: DBWA's packed tiers when sat.dbwa.enabled (any recipe), else float32. */
+export function storageFor(c: TrainConfig): ParameterStorage {
+  if (!c.sat.dbwa.enabled) return new Float32Storage();
+  return new DbwaStorage({ uniform_tier: c.sat.dbwa.uniform_tier, stochastic_rounding: c.sat.dbwa.stochastic_rounding, reprofile_every: c.sat.reprofile_every }, c.seed);
 }
 
 export interface StepProgress {
@@ -136,8 +149,10 @@ export interface TrainResult {
   params: number;
   /** Peak resident set size of the process so far (bytes). */
   peak_rss_bytes: number;
-  /** The recipe's final figures (e.g. SAT's accounted state bytes). */
-  recipe_summary?: Record<string, number>;
+  /** The recipe that ran ('standard': plain cross-entropy). */
+  recipe: string;
+  /** The training state's bytes (weights + gradients + AdamW moments) as the storage accounts and holds them. */
+  state: StorageBytes & { storage: ParameterStorage['kind'] };
 }
 
 export interface TrainerState {
@@ -151,6 +166,8 @@ export interface TrainerState {
   /** AdamW step of the recipe's extra parameters, and the recipe's own state. */
   extra_adam_step?: number;
   recipe?: unknown;
+  /** The parameter storage's state (DBWA: tiers, rounding RNG, packed layout). */
+  storage?: unknown;
 }
 
 /** Number of targets a loss counts (those not IGNORED_TARGET). */
@@ -208,7 +225,7 @@ interface ExtraParameters {
   opt: AdamW | null;
 }
 
-function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, corpus: CorpusFingerprint, step: number, lastLoss: number, extra: ExtraParameters | null): void {
+function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, tokenizer: Tokenizer, config: TrainConfig, corpus: CorpusFingerprint, step: number, lastLoss: number, extra: ExtraParameters | null, storage: ParameterStorage): void {
   const ckpt = join(dir, `checkpoint-${step}`);
   rmSync(ckpt, { recursive: true, force: true });
   mkdirSync(ckpt, { recursive: true });
@@ -225,9 +242,9 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
       { name: 'exp_avg_sq', dtype: 'f32', shape: [extra.opt.v.length], data: extra.opt.v },
     ], { step: String(step) });
   }
-  const recipeTensors = extra?.recipe.checkpointTensors?.();
-  if (recipeTensors) writeSafetensors(join(ckpt, 'recipe.safetensors'), recipeTensors, { step: String(step) });
-  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, corpus, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.() };
+  const storageTensors = storage.checkpointTensors();
+  if (storageTensors.length > 0) writeSafetensors(join(ckpt, 'storage.safetensors'), storageTensors, { step: String(step) });
+  const state: TrainerState = { step, adam_step: opt.step, rng: rng.getState(), config, corpus, last_loss: lastLoss, extra_adam_step: extra?.opt?.step, recipe: extra?.recipe.getState?.(), storage: storage.getState() ?? undefined };
   writeBytesAtomic(join(ckpt, 'trainer_state.json'), JSON.stringify(state, null, 2) + '\n');
   // The switch: from here on this checkpoint is the one resumed from.
   writeBytesAtomic(join(dir, 'latest.json'), JSON.stringify({ step, dir: `checkpoint-${step}` }) + '\n');
@@ -238,14 +255,17 @@ function saveCheckpoint(dir: string, model: LlamaModel, opt: AdamW, rng: Rng, to
   }
 }
 
-/** Clips the model's and the recipe's gradients to one joint global norm; returns the norm before. */
-function clipJointly(a: Float32Array, b: Float32Array | null, maxNorm: number): number {
-  if (b === null || b.length === 0) return clipGradNorm(a, maxNorm);
-  const norm = Math.hypot(gradNorm(a), gradNorm(b));
-  if (norm > maxNorm) {
-    const s = maxNorm / (norm + 1e-6);
-    for (let i = 0; i < a.length; i++) a[i]! *= s;
-    for (let i = 0; i < b.length; i++) b[i]! *= s;
+/**
+ * Clips the model's and the recipe's extra gradients to one joint global
+ * norm and runs both updates; returns the norm before clipping.
+ */
+function clipAndUpdate(storage: ParameterStorage, opt: AdamW, extra: { grad: Float32Array; opt: AdamW } | null, lr: number, maxNorm: number): number {
+  const norm = extra === null || extra.grad.length === 0 ? storage.gradNorm() : Math.hypot(storage.gradNorm(), gradNorm(extra.grad));
+  const s = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+  storage.update(opt, lr, s);
+  if (extra !== null) {
+    if (s !== 1) for (let i = 0; i < extra.grad.length; i++) extra.grad[i]! *= s;
+    extra.opt.update(lr);
   }
   return norm;
 }
@@ -432,6 +452,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let model: LlamaModel;
   let opt: AdamW;
   const recipe: TrainRecipe | undefined = options.recipe ?? (c.recipe === 'sat' ? new SatRecipe(c.sat, c.seed) : undefined);
+  const storage = options.storage ?? storageFor(c);
   let extraOpt: AdamW | null = null;
   const rng = samplerRng(c.seed);
   let step = 0;
@@ -445,15 +466,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (model.config.vocab_size !== tokenizer.vocabSize) {
       throw new QkdError('CONFIG', `checkpoint vocab_size ${model.config.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`, { path: ckpt, field: 'vocab_size' });
     }
-    opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
+    opt = new AdamW(model.arena, { ...optimOptions, moments: storage.float32Moments });
     const moments = openSafetensors(join(ckpt, 'optimizer.safetensors'));
     try {
       const m = moments.readFloat32('exp_avg').data;
       if (opt.ownsMoments && m.length === 0 && model.arena.size > 0) {
-        throw new QkdError('CONFIG', 'the checkpoint keeps its AdamW moments packed (a DBWA run), but this run expects float32 moments', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with recipe: sat and sat.dbwa.enabled: true, as the run was started' });
+        throw new QkdError('CONFIG', 'the checkpoint keeps its AdamW moments packed (a DBWA run), but this run expects float32 moments', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with sat.dbwa.enabled: true, as the run was started' });
       }
       if (!opt.ownsMoments && m.length > 0) {
-        throw new QkdError('CONFIG', 'the checkpoint holds float32 AdamW moments, but this run keeps them packed (DBWA)', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with the recipe and sat.dbwa setting the run was started with (a DBWA checkpoint from an older qkd cannot be resumed)' });
+        throw new QkdError('CONFIG', 'the checkpoint holds float32 AdamW moments, but this run keeps them packed (DBWA)', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with the sat.dbwa setting the run was started with' });
       }
       opt.setState({ step: state.adam_step, m, v: moments.readFloat32('exp_avg_sq').data });
     } finally {
@@ -472,16 +493,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
     }
     if (state.recipe !== undefined) recipe?.setState?.(state.recipe);
-    if (recipe?.restoreTensors) {
-      const path = join(ckpt, 'recipe.safetensors');
-      if (!existsSync(path)) recipe.restoreTensors(null);
-      else {
-        const saved = openSafetensors(path);
-        try {
-          recipe.restoreTensors(saved);
-        } finally {
-          saved.close();
-        }
+    if (storage.kind !== 'float32') {
+      const path = join(ckpt, 'storage.safetensors');
+      const saved = existsSync(path) ? openSafetensors(path) : null;
+      try {
+        storage.restore(state.storage ?? null, saved);
+      } finally {
+        saved?.close();
       }
     }
     rng.setState(state.rng);
@@ -490,14 +508,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (world.isRoot) truncateMetrics(metricsPath, step);
   } else {
     model = options.createModel ? options.createModel(tokenizer.vocabSize) : createLlama({ ...c.model, vocab_size: tokenizer.vocabSize, max_position_embeddings: c.seq_len }, c.seed);
-    opt = new AdamW(model.arena, { ...optimOptions, moments: recipe?.update === undefined });
+    opt = new AdamW(model.arena, { ...optimOptions, moments: storage.float32Moments });
     if (recipe?.extra) extraOpt = new AdamW(recipe.extra, optimOptions);
     if (world.isRoot) rmSync(metricsPath, { force: true });
   }
   if (world.size > 1) startInLockstep(world, model, opt, extraOpt, recipe);
-  if (recipe?.clipGradients && recipe.extra) {
-    throw new QkdError('STATE', `recipe ${recipe.name} clips its own gradients and also has extra parameters, which the loop would leave unclipped`);
-  }
+  // The Linear and Embedding weights, in module order: what DBWA profiles and tiers.
+  const weights = weightModules(model, model.arena).map((w) => ({ name: w.name, tensor: w.tensor }));
   const extra: ExtraParameters | null = recipe ? { recipe, arena: recipe.extra ?? null, opt: extraOpt } : null;
   // Components averaged since the last eval, for the recipe's monitor.
   let sinceEval: Record<string, number> = {};
@@ -511,9 +528,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let valLoss = NaN;
   while (step < c.steps) {
     const lr = learningRate(c, step + 1);
-    // beginStep first: a recipe may move the parameters out of the arena (DBWA), and then there is nothing to zero here.
     recipe?.beginStep?.(step + 1, model);
-    model.arena.zeroGrad();
+    // Zeroes the gradients (DBWA: packs the model at the first step, re-tiers on schedule).
+    storage.beginStep(step + 1, model.arena, weights);
     recipe?.extra?.zeroGrad();
     let loss = 0;
     const components: Record<string, number> = {};
@@ -536,13 +553,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // Each micro-batch contributes 1/grad_accum of the mean gradient (and each rank its share of it).
       backward(l, Float32Array.of(share / c.grad_accum));
     }
-    if (world.size > 1) loss = sumOverRanks(world, model, recipe, loss, components, step === startStep);
-    const gradNormBefore = recipe?.clipGradients ? recipe.clipGradients(model, c.grad_clip) : clipJointly(model.arena.grad, recipe?.extra?.grad ?? null, c.grad_clip);
-    recipe?.beforeUpdate?.(step + 1, model, opt);
-    if (recipe?.update) recipe.update(step + 1, model, opt, lr);
-    else opt.update(lr);
-    extraOpt?.update(lr);
-    recipe?.afterUpdate?.(step + 1, model, opt);
+    if (world.size > 1) {
+      storage.reduceGradients(world);
+      if (recipe?.extra) allreduceInBuckets(world, recipe.extra.grad as Float32Array, GRADIENT_BUCKET);
+      loss = sumOverRanks(world, loss, components, step === startStep);
+    }
+    const gradNormBefore = clipAndUpdate(storage, opt, recipe?.extra && extraOpt ? { grad: recipe.extra.grad as Float32Array, opt: extraOpt } : null, lr, c.grad_clip);
     step++;
     for (const [k, v] of Object.entries(components)) sinceEval[k] = (sinceEval[k] ?? 0) + v;
     stepsSinceEval++;
@@ -567,7 +583,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       sinceEval = {};
       stepsSinceEval = 0;
     }
-    for (const note of recipe?.takeNotes?.() ?? []) {
+    for (const note of [...storage.takeNotes(), ...(recipe?.takeNotes?.() ?? [])]) {
       onNote?.(note);
       if (world.isRoot) appendFileSync(metricsPath, JSON.stringify({ step, note }) + '\n');
     }
@@ -577,8 +593,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const stop = anyRank(world, options.shouldStop?.() ?? false);
     if (step % c.checkpoint_every === 0 || step === c.steps || stop) {
       // The ranks must still hold one model; a checkpoint of a diverged job would be rank 0's alone.
-      if (world.size > 1) requireAgreement(world, { weights: digest(model.arena.data), recipe: JSON.stringify(recipe?.getState?.() ?? null) }, `the state at step ${step}`);
-      if (world.isRoot) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, corpus, step, lastLoss, extra);
+      if (world.size > 1) requireAgreement(world, { weights: digest(storage.weightsForDigest(model.arena)), recipe: JSON.stringify(recipe?.getState?.() ?? null), storage: JSON.stringify(storage.getState()) }, `the state at step ${step}`);
+      if (world.isRoot) saveCheckpoint(outDir, model, opt, rng, tokenizer, c, corpus, step, lastLoss, extra, storage);
       world.barrier();
     }
     if (stop && step < c.steps) {
@@ -597,7 +613,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     interrupted,
     params: model.parameterCount,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
-    recipe_summary: recipe?.summary?.(model),
+    recipe: recipe?.name ?? 'standard',
+    state: { storage: storage.kind, ...storage.bytes(model.arena) },
   };
 }
 
@@ -624,14 +641,11 @@ function shareOf(local: Int32Array, global: Int32Array, size: number): number {
 }
 
 /**
- * Sums over the ranks what each computed on its rows: the gradients (in
- * buckets) and the logged loss and components, which every rank weighted
- * by its share. Returns the global loss; `components` is updated in place.
+ * Sums over the ranks the logged loss and components, which every rank
+ * weighted by its share. Returns the global loss; `components` is updated in place.
  * On a run's first step the ranks also check they log the same components.
  */
-function sumOverRanks(world: World, model: LlamaModel, recipe: TrainRecipe | undefined, loss: number, components: Record<string, number>, first: boolean): number {
-  allreduceInBuckets(world, model.arena.grad, GRADIENT_BUCKET);
-  if (recipe?.extra) allreduceInBuckets(world, recipe.extra.grad, GRADIENT_BUCKET);
+function sumOverRanks(world: World, loss: number, components: Record<string, number>, first: boolean): number {
   const keys = Object.keys(components).sort();
   if (first) requireAgreement(world, { components: keys.join(',') }, 'the logged loss components');
   const sums = Float64Array.from([loss, ...keys.map((k) => components[k]!)]);
@@ -654,9 +668,7 @@ function anyRank(world: World, flag: boolean): boolean {
  * weights' SHA-256 is compared across ranks.
  */
 function startInLockstep(world: World, model: LlamaModel, opt: AdamW, extraOpt: AdamW | null, recipe: TrainRecipe | undefined): void {
-  if (recipe?.update !== undefined || recipe?.clipGradients !== undefined) {
-    throw new QkdError('CONFIG', `recipe ${recipe.name} keeps the gradients itself (DBWA's packed store), which a data-parallel run cannot all-reduce yet`, { field: 'sat.dbwa.enabled', hint: 'sat.dbwa.enabled: false on several ranks, or one process' });
-  }
+  // Before the first step every storage still has the float32 arena (DBWA packs it at step 1, or restores its packed state from the checkpoint all ranks read).
   world.broadcast(model.arena.data);
   if (opt.ownsMoments) {
     world.broadcast(opt.m);

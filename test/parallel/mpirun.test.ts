@@ -91,6 +91,19 @@ describe('data-parallel training under mpirun', { skip }, () => {
     assert.ok(worst < 1e-4, `largest weight difference ${worst}`);
   });
 
+  it('DBWA storage on 2 ranks: packed gradients summed over the ranks, the ranks identical, the 1-rank curve within 1%', () => {
+    const dbwa = join(dir, 'dbwa.yaml');
+    writeFileSync(dbwa, readFileSync(config, 'utf8') + 'sat: {dbwa: {enabled: true}}\n');
+    const a = qkd(['train', '--data', data, '--config', dbwa, '--out', join(dir, 'dbwa1')]);
+    assert.equal(a.code, 0, a.stderr);
+    // The checkpoint check compares the ranks' packed weights; a divergence would fail the run.
+    const b = mpirun(2, ['bin/qkd.js', 'train', '--data', data, '--config', dbwa, '--out', join(dir, 'dbwa2')]);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(JSON.parse(b.stdout.trim().split('\n').pop()!).storage, 'dbwa');
+    // Stochastic rounding packs each rank's partial gradient: the curves agree to rounding noise, not to float32 sums.
+    assertClose(losses(join(dir, 'dbwa1')), losses(join(dir, 'dbwa2')), 1e-2, 'DBWA loss');
+  });
+
   it('resumes a 1-rank checkpoint on 2 ranks (the data position is global)', () => {
     const out = join(dir, 'resumed');
     const a = qkd(['train', '--data', data, '--config', config, '--out', out, '--steps', '5']);

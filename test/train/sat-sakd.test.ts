@@ -47,8 +47,9 @@ describe('SAT', () => {
     assert.ok(step.kurtosis_penalty > 0, 'a tiny κ_max makes the ceiling bind');
     const bf16 = await train({ text, outDir: join(dir, 'bf16'), config: satConfig({ dbwa: { enabled: true, uniform_tier: 16 }, kurtosis: { enabled: false }, spectral: { enabled: false }, noise: { enabled: false } }) });
     const fp32Bytes = 16 * loadLlama(out).arena.size;
-    assert.ok(r.recipe_summary!.state_bytes! < 0.5 * fp32Bytes, 'tiered state is far below float32');
-    assert.ok(bf16.recipe_summary!.state_bytes! < 0.55 * fp32Bytes && bf16.recipe_summary!.state_bytes! > 0.45 * fp32Bytes, 'bf16 ≈ half of float32');
+    assert.equal(r.state.storage, 'dbwa');
+    assert.ok(r.state.total < 0.5 * fp32Bytes, 'tiered state is far below float32');
+    assert.ok(bf16.state.total < 0.55 * fp32Bytes && bf16.state.total > 0.45 * fp32Bytes, 'bf16 ≈ half of float32');
     assert.ok(r.peak_rss_bytes > 0);
   });
 
@@ -81,8 +82,8 @@ describe('SAT', () => {
     const out = join(dir, 'dbwa-packed');
     const r = await train({ text, outDir: out, config: c });
     const ckpt = join(out, 'checkpoint-2');
-    const state = JSON.parse(readFileSync(join(ckpt, 'trainer_state.json'), 'utf8')).recipe;
-    const packed = openSafetensors(join(ckpt, 'recipe.safetensors'));
+    const state = JSON.parse(readFileSync(join(ckpt, 'trainer_state.json'), 'utf8')).storage;
+    const packed = openSafetensors(join(ckpt, 'storage.safetensors'));
     const optimizer = openSafetensors(join(ckpt, 'optimizer.safetensors'));
     const trained = loadLlama(ckpt);
     try {
@@ -105,16 +106,16 @@ describe('SAT', () => {
       optimizer.close();
     }
     const size = trained.arena.size;
-    const s = r.recipe_summary!;
-    assert.ok(s.state_resident_bytes! < 0.5 * 16 * size, `resident ${s.state_resident_bytes} B: packed state + scratch, under half of float32's 16 B/parameter`);
-    assert.ok(s.state_resident_bytes! >= s.state_bytes!, 'the resident bytes include the accounted packed state');
+    const s = r.state;
+    assert.ok(s.resident < 0.5 * 16 * size, `resident ${s.resident} B: packed state + scratch, under half of float32's 16 B/parameter`);
+    assert.ok(s.resident >= s.total, 'the resident bytes include the accounted packed state');
   });
 
   it('refuses a DBWA checkpoint whose packed moments are damaged, naming the file and tensor', async () => {
     const c = satConfig({ dbwa: { enabled: true } }, 2);
     const out = join(dir, 'dbwa-bad');
     await trainUntil(out, c, 1);
-    const path = join(out, 'checkpoint-1', 'recipe.safetensors');
+    const path = join(out, 'checkpoint-1', 'storage.safetensors');
     const f = openSafetensors(path);
     const names = f.names;
     const tensors = names.map((name) => ({ name, dtype: 'u8' as const, shape: f.entry(name).shape, data: f.readBytes(name) }));
@@ -127,18 +128,30 @@ describe('SAT', () => {
     await assert.rejects(train({ text, outDir: out, config: c, resume: true }), (err: Error) => err.message.includes(`'${names[0]!}' is not in the file`) && (err as { path?: string }).path === path);
   });
 
-  it('refuses to resume a DBWA checkpoint without DBWA, and resumes a plain SAT checkpoint without recipe.safetensors', async () => {
+  it('refuses to resume a DBWA checkpoint without DBWA or without its packed state; a plain SAT checkpoint has no storage file', async () => {
     const dbwa = join(dir, 'dbwa-switch');
     await trainUntil(dbwa, satConfig({ dbwa: { enabled: true } }, 4), 2);
     // The config check names the switched setting before any checkpoint file is read.
     await assert.rejects(train({ text, outDir: dbwa, config: satConfig({}, 4), resume: true }), /settings differ from the run's checkpoint: sat\.dbwa\.enabled \(checkpoint true, given false\)/);
     const plain = join(dir, 'sat-no-recipe-file');
     await trainUntil(plain, satConfig({}, 4), 2);
-    rmSync(join(plain, 'checkpoint-2', 'recipe.safetensors'));
+    assert.ok(!existsSync(join(plain, 'checkpoint-2', 'storage.safetensors')), 'float32 storage keeps everything in the model and optimizer files');
     const r = await train({ text, outDir: plain, config: satConfig({}, 4), resume: true });
     assert.equal(r.steps, 4);
-    rmSync(join(dbwa, 'checkpoint-2', 'recipe.safetensors'));
-    await assert.rejects(train({ text, outDir: dbwa, config: satConfig({ dbwa: { enabled: true } }, 4), resume: true }), /no recipe\.safetensors with the packed weights/);
+    rmSync(join(dbwa, 'checkpoint-2', 'storage.safetensors'));
+    await assert.rejects(train({ text, outDir: dbwa, config: satConfig({ dbwa: { enabled: true } }, 4), resume: true }), /no storage\.safetensors with the packed weights/);
+  });
+
+  it('DBWA is the loop\'s storage, not SAT\'s: the standard recipe trains packed too, with the same tiers', async () => {
+    const c = parseTrainConfig({ model, batch_size: 2, seq_len: 16, steps: 3, lr: 3e-3, eval_every: 3, checkpoint_every: 3, sat: { reprofile_every: 5, dbwa: { enabled: true } } });
+    assert.equal(c.recipe, 'standard');
+    const notes: string[] = [];
+    const r = await train({ text, outDir: join(dir, 'dbwa-standard'), config: c, onNote: (n) => notes.push(n) });
+    assert.equal(r.recipe, 'standard');
+    assert.equal(r.state.storage, 'dbwa');
+    assert.ok(notes.some((n) => /step 1: DBWA tiers 16-bit ×8, 12-bit ×14, 8-bit ×8/.test(n)), notes.join('\n'));
+    assert.ok(r.state.total < 0.5 * 16 * r.params);
+    assert.ok(existsSync(join(dir, 'dbwa-standard', 'checkpoint-3', 'storage.safetensors')));
   });
 
   it('qkd train --recipe sat prints the accounted bytes', () => {
@@ -150,7 +163,7 @@ describe('SAT', () => {
     assert.equal(j.recipe, 'sat');
     assert.ok(j.state_bytes > 0 && j.peak_rss_bytes > 0 && j.state_resident_bytes > 0);
     assert.match(r.stderr, /re-profiled/);
-    assert.match(r.stderr, /training state \(weights \+ gradients \+ AdamW moments\): [\d.]+ MB accounted, [\d.]+ MB held, [\d.]+ MB in float32; process peak RSS \d+ MiB/);
+    assert.match(r.stderr, /training state \(weights \+ gradients \+ AdamW moments, dbwa\): [\d.]+ MB accounted, [\d.]+ MB held, [\d.]+ MB in float32; process peak RSS \d+ MiB/);
   });
 });
 
@@ -194,6 +207,27 @@ describe('SAKD', () => {
     assert.ok(report.quantized_student.val_ppl > 1 && report.fp32_student_val_ppl > 1);
     assert.ok(report.tdni_modules.length > 0 && report.tdni_modules.every((m) => /^model\.layers\.[01]\./.test(m)), report.tdni_modules.join(','));
     assert.equal(report.swdl_weights!.first.length, 2);
+  });
+
+  it('sakd on DBWA storage (training.dbwa): the student trains packed, and resumes exactly', async () => {
+    const config = parseDistillConfig({ ...base, recipe: 'sakd', training: { ...base.training, steps: 6, eval_every: 3, checkpoint_every: 3, dbwa: { enabled: true, reprofile_every: 4 } }, sakd: { report: false } });
+    const full = join(dir, 'sakd-dbwa');
+    const notes: string[] = [];
+    const r = await distill({ teacher: teacherDir, text, outDir: full, config, onNote: (n) => notes.push(n) });
+    assert.equal(r.state.storage, 'dbwa');
+    assert.ok(notes.some((n) => /step 1: DBWA tiers/.test(n)) && notes.some((n) => /step 5: DBWA tiers/.test(n)), notes.join('\n'));
+    const step = metrics(full).filter((l) => 'loss' in l).pop();
+    for (const key of ['sgr_kurtosis', 'sgr_spectral', 'quant']) assert.ok(key in step, key);
+    const part = join(dir, 'sakd-dbwa-part');
+    let n = 0;
+    await distill({ teacher: teacherDir, text, outDir: part, config, onStep: () => n++, shouldStop: () => n >= 3 });
+    await distill({ teacher: teacherDir, text, outDir: part, config, resume: true });
+    assert.deepEqual(loadLlama(part).arena.data, loadLlama(full).arena.data, 'resumed = uninterrupted, bit for bit');
+  });
+
+  it('refuses GPTQ-initialised step sizes on DBWA storage, naming the field', async () => {
+    const config = parseDistillConfig({ ...base, recipe: 'kd-qat', quantization: { learned_step_size: true, scale_init: 'gptq' }, training: { ...base.training, dbwa: { enabled: true } } });
+    await assert.rejects(distill({ teacher: teacherDir, text, outDir: join(dir, 'gptq-dbwa'), config }), /field: quantization\.scale_init/);
   });
 
   it('the feedback monitor raises the coefficient of a weight whose κ keeps rising above the ceiling (bounded)', () => {

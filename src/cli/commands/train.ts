@@ -76,15 +76,19 @@ export function registerTrain(program: Command): void {
           world: currentWorld(),
         });
         session.stopProgress();
-        const summary = result.recipe_summary;
-        if (summary?.state_bytes !== undefined && summary.state_resident_bytes !== undefined) {
+        const state = result.state;
+        // SAT runs and DBWA storage report their training state's bytes (the figures DBWA exists for).
+        const reportState = result.recipe === 'sat' || state.storage === 'dbwa';
+        if (reportState) {
           const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`;
           process.stderr.write(
-            `qkd: training state (weights + gradients + AdamW moments): ${mb(summary.state_bytes)} accounted, ${mb(summary.state_resident_bytes)} held, ` +
+            `qkd: training state (weights + gradients + AdamW moments, ${state.storage}): ${mb(state.total)} accounted, ${mb(state.resident)} held, ` +
               `${mb(16 * result.params)} in float32; process peak RSS ${(result.peak_rss_bytes / 2 ** 20).toFixed(0)} MiB\n`,
           );
         }
-        const extra = result.recipe_summary ? { recipe: 'sat', ...result.recipe_summary } : {};
+        const extra = reportState
+          ? { recipe: result.recipe, storage: state.storage, state_bytes: state.total, state_weight_bytes: state.weights, state_gradient_bytes: state.gradients, state_moment_bytes: state.moments, state_resident_bytes: state.resident }
+          : {};
         console.log(JSON.stringify({ steps: result.steps, train_loss: result.train_loss, val_loss: result.val_loss, val_ppl: result.val_ppl, tokens_per_s: result.tokens_per_s, params: result.params, peak_rss_bytes: result.peak_rss_bytes, ...extra, ...(result.interrupted ? { interrupted: true } : {}) }));
         if (result.interrupted) throw new CommandInterrupted(`stopped at step ${result.steps}, checkpoint saved; continue with: ${commandLine(['qkd', 'train', '--out', o.out, ...(o.data !== 'default' ? ['--data', o.data] : []), '--resume'])}`);
       } finally {
