@@ -8,8 +8,10 @@
 //       MPI_Init_thread at MPI_THREAD_SINGLE/FUNNELED/SERIALIZED/MULTIPLE;
 //       errors on MPI_COMM_WORLD return (they become JS errors) instead of
 //       aborting inside MPI.
-//   allreduce(values: Float32Array | Float64Array, op 0 sum | 1 max | 2 min)
-//       in place on every rank; arrays past 2^31 elements go in chunks.
+//   allreduce(values: Float32Array | Float64Array, op 0 sum | 1 max | 2 min
+//             [, chunk]) in place on every rank, in calls of at most `chunk`
+//       elements (default and maximum 2^30: MPI counts are C ints). The
+//       argument exists so tests can check the chunking on small arrays.
 //   broadcast(values: any TypedArray, root): the root's bytes on every rank.
 //   gather(send: Uint8Array, receive: Uint8Array, root): every rank's send
 //       bytes (the same count on each) into the root's receive, in rank
@@ -174,8 +176,11 @@ napi_value Init(napi_env env, napi_callback_info info) {
 constexpr size_t kChunk = size_t(1) << 30;
 
 napi_value Allreduce(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!getArgs(env, info, 2, argv, "allreduce") || !requireInit(env, "allreduce")) return nullptr;
+  napi_value argv[3];
+  size_t argc = 3;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 2) return throwError(env, "allreduce", "expected 2 or 3 arguments");
+  if (!requireInit(env, "allreduce")) return nullptr;
   Typed t;
   if (!getTyped(env, argv[0], "allreduce", "values", &t)) return nullptr;
   MPI_Datatype type;
@@ -185,9 +190,14 @@ napi_value Allreduce(napi_env env, napi_callback_info info) {
   int op = 0;
   if (!getInt(env, argv[1], "allreduce", "op", 0, 2, &op)) return nullptr;
   MPI_Op mpiOp = op == 0 ? MPI_SUM : op == 1 ? MPI_MAX : MPI_MIN;
+  int chunkArg = static_cast<int>(kChunk);
+  napi_valuetype chunkType = napi_undefined;
+  if (argc > 2) napi_typeof(env, argv[2], &chunkType);
+  if (chunkType != napi_undefined && !getInt(env, argv[2], "allreduce", "chunk", 1, static_cast<int>(kChunk), &chunkArg)) return nullptr;
+  const size_t chunk = static_cast<size_t>(chunkArg);
   char* base = static_cast<char*>(t.data);
-  for (size_t done = 0; done < t.length; done += kChunk) {
-    size_t n = t.length - done < kChunk ? t.length - done : kChunk;
+  for (size_t done = 0; done < t.length; done += chunk) {
+    size_t n = t.length - done < chunk ? t.length - done : chunk;
     if (!checkMpi(env, "allreduce", MPI_Allreduce(MPI_IN_PLACE, base + done * t.elementBytes, static_cast<int>(n), type, mpiOp, MPI_COMM_WORLD))) return nullptr;
   }
   return nullptr;

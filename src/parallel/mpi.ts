@@ -19,8 +19,8 @@ export type ThreadLevel = (typeof THREAD_LEVELS)[number];
 
 export interface MpiAddon {
   init(threadLevel: number): { rank: number; size: number; provided: number; library: string };
-  /** In place on every rank; op 0 sum, 1 max, 2 min. */
-  allreduce(values: Float32Array | Float64Array, op: number): void;
+  /** In place on every rank; op 0 sum, 1 max, 2 min; in calls of at most `chunk` elements (default 2^30). */
+  allreduce(values: Float32Array | Float64Array, op: number, chunk?: number): void;
   /** The root's bytes into `values` on every rank. */
   broadcast(values: ArrayBufferView, root: number): void;
   /** Every rank's `send` (equal lengths) into the root's `receive`, in rank order. */

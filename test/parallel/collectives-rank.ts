@@ -2,6 +2,7 @@
 // each collective of the MPI world and prints one JSON line of what it saw.
 import { allreduceInBuckets, batchShard, joinWorld, leaveWorld, requireAgreement } from '../../src/parallel/world.js';
 import { QkdError } from '../../src/errors.js';
+import { detectLaunch, loadMpiAddon } from '../../src/parallel/mpi.js';
 
 const world = joinWorld();
 const r = world.rank;
@@ -27,6 +28,17 @@ out.gathered = Array.from(gathered);
 const bucketed = Float32Array.from({ length: 10 }, (_, i) => i * (r + 1));
 allreduceInBuckets(world, bucketed, 3);
 out.bucketed = Array.from(bucketed);
+
+// The binding's chunking (used past 2^31 elements) on a small array: calls of 3 elements.
+const mpi = loadMpiAddon(detectLaunch()!);
+const chunked = Float64Array.from({ length: 10 }, (_, i) => i + r);
+mpi.allreduce(chunked, 0, 3);
+out.chunked = Array.from(chunked);
+try {
+  mpi.allreduce(chunked, 0, 0);
+} catch (err) {
+  out.badChunk = (err as Error).message;
+}
 
 out.shard = batchShard(world, 8);
 try {

@@ -62,6 +62,8 @@ describe('data-parallel training under mpirun', { skip }, () => {
       assert.deepEqual(o.max, [1, 0, null]); // Infinity prints as null in JSON
       assert.deepEqual(o.broadcast, [9, 8, 7, 6, 5]);
       assert.deepEqual(o.bucketed, Array.from({ length: 10 }, (_, i) => 3 * i));
+      assert.deepEqual(o.chunked, Array.from({ length: 10 }, (_, i) => 2 * i + 1));
+      assert.match(o.badChunk as string, /qkd_mpi\.allreduce: chunk must be an integer in \[1, 1073741824\]/);
       assert.match(o.oddBatch as string, /batch_size 5 does not divide among 2 ranks/);
       assert.match(o.disagreement as string, /the ranks disagree on the test items: mine differs from rank 0's/);
     }
