@@ -11,6 +11,8 @@
  * (torch.linalg.svdvals), what a plain implementation would do.
  *
  * Usage: npm run bench -- audit [LAYERS=8]. Last stdout line: JSON.
+ * `npm run bench -- audit --grid` runs the shape × dtype grid instead
+ * (bench/_audit-grid.ts: whole processes, start-up included).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +26,15 @@ import { profileModel } from '../src/swan/profile.js';
 import { llamaConfigJson } from '../src/models/llama-io.js';
 import { llamaParameterSpecs } from '../src/models/llama-config.js';
 import { runTorch, benchLlamaConfig, trainedLookingWeights } from './_util.js';
+import { runAuditGrid } from './_audit-grid.js';
+
+if (process.argv.includes('--grid')) {
+  const cells = runAuditGrid(process.argv.slice(2));
+  const ratios = cells.map((c) => c.ratio).filter((r): r is number => r !== null);
+  if (ratios.length > 0) console.log(`grid: qkd / PyTorch from ${Math.min(...ratios).toFixed(2)}x to ${Math.max(...ratios).toFixed(2)}x over ${ratios.length} cells`);
+  console.log(JSON.stringify({ cells }));
+  process.exit(0);
+}
 
 const layers = Number(process.argv[2] ?? 8);
 const config = benchLlamaConfig(layers);
