@@ -29,8 +29,9 @@
  *   once per row so all granularities share one layout.
  */
 import { QkdError } from '../errors.js';
-import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
-import { roundHalfEven, type QuantGranularity } from '../tensor/ops/quant.js';
+import { kernels } from '../tensor/backend.js';
+import { rtnGroupParams } from '../tensor/reference/rtn-error.js';
+import type { QuantGranularity } from '../tensor/ops/quant.js';
 import { groupsPerRow, type QuantScheme } from './scheme.js';
 
 export interface QuantizedTensor {
@@ -47,8 +48,6 @@ export interface QuantizedTensor {
   /** [rows, groups] zero points in [0, 2^bits − 1]; null when symmetric (implicit 2^(bits−1)). */
   zeros: Uint8Array | null;
 }
-
-const F16_MIN_SUBNORMAL = 2 ** -24;
 
 /**
  * 1.5·2^52: (x + M) − M rounds x to an integer half-to-even for |x| < 2^51
@@ -88,38 +87,15 @@ export function checkScheme(op: string, scheme: QuantScheme): void {
   }
 }
 
-/** Rounds to the nearest f16 value. */
-function roundToF16(x: number): number {
-  return f16BitsToF32(f32ToF16Bits(x));
-}
-
 /**
  * Scale and zero point of a group spanning [lo, hi], written into
  * out[0] (f16-exact scale) and out[1] (integer zero, 2^(b−1) when symmetric).
+ * The grid is defined once, in tensor/reference/rtn-error.ts.
  */
 export function groupParams(lo: number, hi: number, bits: number, symmetric: boolean, out: Float64Array): void {
-  const qmax = 2 ** bits - 1;
-  let raw: number;
-  if (symmetric) {
-    raw = Math.max(-lo, hi) / (2 ** (bits - 1) - 1);
-  } else {
-    lo = Math.min(lo, 0);
-    hi = Math.max(hi, 0);
-    raw = (hi - lo) / qmax;
+  if (!rtnGroupParams(lo, hi, bits, symmetric, out)) {
+    throw new QkdError('ARGUMENT', `quantization scale of weights spanning [${lo}, ${hi}] exceeds the f16 range`, { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
   }
-  if (!(raw > 0)) {
-    // All-zero group: any scale reproduces it; 1 keeps the file readable.
-    out[0] = 1;
-    out[1] = symmetric ? 2 ** (bits - 1) : 0;
-    return;
-  }
-  let scale = roundToF16(raw);
-  if (!Number.isFinite(scale)) {
-    throw new QkdError('ARGUMENT', `quantization scale ${raw} exceeds the f16 range (weights spanning [${lo}, ${hi}])`, { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
-  }
-  if (scale === 0) scale = F16_MIN_SUBNORMAL;
-  out[0] = scale;
-  out[1] = symmetric ? 2 ** (bits - 1) : Math.min(Math.max(roundHalfEven(-lo / scale), 0), qmax);
 }
 
 /** The code of value v: clamp(round(v/scale) + zero, 0, qmax). */
@@ -196,51 +172,24 @@ export function dequantize(q: QuantizedTensor): Float32Array {
   return out;
 }
 
-const errorScratch = new Float64Array(4);
-
 /**
  * ‖Q(W) − W‖_F / ‖W‖_F of round-to-nearest at `bits` (0 for an all-zero W),
- * equal to what dequantize(rtnQuantize(...)) gives, with float64 sums. The
- * bit allocator calls this for every tensor at every bit width, so it builds
- * no codes and allocates nothing: two passes per group (range, then error).
+ * equal to what dequantize(rtnQuantize(...)) gives, with float64 sums.
  */
 export function quantizationError(w: Float32Array, rows: number, cols: number, bits: number, scheme: QuantScheme): number {
-  checkQuantArgs('quantizationError', w.length, rows, cols, bits, scheme);
-  const qmax = 2 ** bits - 1;
-  const s = errorScratch; // [lo, hi] then [scale, zero]
-  const span = scheme.groupSize > 0 ? scheme.groupSize : cols;
-  let tensorScale = 0;
-  let tensorZero = 0;
-  if (scheme.perTensor) {
-    rangeOf(w, 0, w.length, s);
-    groupParams(s[0]!, s[1]!, bits, scheme.symmetric, s);
-    tensorScale = s[0]!;
-    tensorZero = s[1]!;
-  }
-  let err = 0;
-  let norm = 0;
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c += span) {
-      const start = r * cols + c;
-      const end = start + Math.min(span, cols - c);
-      let scale = tensorScale;
-      let zero = tensorZero;
-      if (!scheme.perTensor) {
-        rangeOf(w, start, end - start, s);
-        groupParams(s[0]!, s[1]!, bits, scheme.symmetric, s);
-        scale = s[0]!;
-        zero = s[1]!;
-      }
-      for (let i = start; i < end; i++) {
-        const v = w[i]!;
-        let q = v / scale + ROUND_MAGIC - ROUND_MAGIC + zero;
-        if (q < 0) q = 0;
-        else if (q > qmax) q = qmax;
-        const d = Math.fround((q - zero) * scale) - v;
-        err += d * d;
-        norm += v * v;
-      }
-    }
-  }
-  return norm > 0 ? Math.sqrt(err / norm) : 0;
+  return quantizationErrors(w, rows, cols, [bits], scheme)[0]!;
+}
+
+/**
+ * quantizationError at several widths in one pass over W (the backend's
+ * rtnErrors kernel: native when built). The bit allocator calls this for
+ * every tensor with every width it may choose.
+ */
+export function quantizationErrors(w: Float32Array, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): number[] {
+  for (const bits of widths) checkQuantArgs('quantizationError', w.length, rows, cols, bits, scheme);
+  const out = new Float64Array(widths.length);
+  const status = kernels().rtnErrors(w, rows, cols, scheme.groupSize, scheme.symmetric, scheme.perTensor === true, Int32Array.from(widths), out);
+  if (status >= 0) throw new QkdError('ARGUMENT', `weight ${status} is NaN`, { field: 'weights', hint: 'finite weights' });
+  if (status === -2) throw new QkdError('ARGUMENT', 'a quantization scale exceeds the f16 range', { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
+  return Array.from(out);
 }

@@ -5,7 +5,7 @@
  * everywhere, and apply a user's per-tensor overrides.
  */
 import { openTensorSource } from '../io/tensor-source.js';
-import { quantizationError } from '../quant/rtn.js';
+import { quantizationErrors } from '../quant/rtn.js';
 import { PLAN_BITS, type PlanBits, type QuantPlan, type QuantScheme } from '../quant/scheme.js';
 import { allocateBits, planCost, uniformPlan, type AllocationTensor } from './allocate.js';
 import { profileModel, type ProfileOptions } from './profile.js';
@@ -44,7 +44,8 @@ export function errorCollector(scheme: QuantScheme, widths: readonly number[] = 
     measured,
     visit(name, w, rows, cols) {
       const errors: Record<number, number> = {};
-      for (const bits of widths) if (bits < 16) errors[bits] = quantizationError(w, rows, cols, bits, scheme);
+      const quantized = widths.filter((b) => b < 16);
+      quantizationErrors(w, rows, cols, quantized, scheme).forEach((e, i) => (errors[quantized[i]!] = e));
       measured.set(name, { rows, cols, errors });
     },
   };

@@ -139,6 +139,13 @@ export interface ProfilerKernels {
    * matrix that is not finite.
    */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
+  /**
+   * ‖Q_b(w) − w‖_F / ‖w‖_F of round-to-nearest quantization of w [rows, cols]
+   * at each width b of `bits` (2..8, at most 16 of them) into out, in one
+   * pass (reference/rtn-error.ts defines the grid). Returns −1, the index of
+   * the first NaN weight, or −2 when a scale exceeds the f16 range.
+   */
+  rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
 }
 
 /** Number formats: bfloat16 conversion and DBWA packing (sat/dbwa.ts). */

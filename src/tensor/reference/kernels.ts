@@ -8,6 +8,7 @@ import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
+import { rtnErrors } from './rtn-error.js';
 
 function sgemm(p: GemmArgs): void {
   const { batch, transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc } = p;
@@ -431,6 +432,7 @@ export const referenceKernels: Kernels = {
   dbwaDecode,
   weightStats,
   weightStatsBf16,
+  rtnErrors,
   symmetricEigenvalues,
   f32ToBf16,
 };

@@ -1,0 +1,257 @@
+// See rtn_error.h. The per-element arithmetic is float64 like the
+// reference's (a division, the round-to-even trick, a float32 rounding), and
+// the sums follow the reference's lane order (8 lanes, a fixed tree), so the
+// AVX-512 path (8 doubles per vector) and the portable one give the
+// reference's values bit for bit. No fused multiply-adds: the AVX-512
+// function turns contraction off, and the portable code is built for
+// baseline x86-64. Rows are split across the thread pool; each row's sums
+// land in their own slot and are added in row order at the end.
+#include "rtn_error.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu.h"
+#include "thread_pool.h"
+
+namespace qkd {
+namespace {
+
+constexpr double kRoundMagic = 6755399441055744.0;  // 1.5·2^52
+constexpr double kF16MinSubnormal = 5.9604644775390625e-8;  // 2^-24
+constexpr int kMaxWidths = 16;
+
+// float32 → binary16 bits, round to nearest even (dtype.ts f32ToF16Bits).
+uint16_t f32_to_f16_bits(float value) {
+  uint32_t x;
+  std::memcpy(&x, &value, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const int exp = static_cast<int>((x >> 23) & 0xffu);
+  uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant != 0 ? 0x200u : 0u));
+  const int e = exp - 127 + 15;
+  if (e >= 0x1f) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - e;
+    const uint32_t half = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u);
+    const uint32_t mid = 1u << (shift - 1);
+    const uint32_t rounded = rem > mid || (rem == mid && (half & 1u) == 1u) ? half + 1u : half;
+    return static_cast<uint16_t>(sign | rounded);
+  }
+  const uint32_t half = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  const uint32_t rounded = rem > 0x1000u || (rem == 0x1000u && (half & 1u) == 1u) ? half + 1u : half;
+  return static_cast<uint16_t>(sign | rounded);
+}
+
+double f16_bits_to_double(uint16_t bits) {
+  const double sign = (bits & 0x8000u) ? -1.0 : 1.0;
+  const int exp = (bits >> 10) & 0x1f;
+  const int mant = bits & 0x3ff;
+  if (exp == 0) return sign * mant * std::ldexp(1.0, -24);
+  if (exp == 0x1f) return mant == 0 ? sign * std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
+  return sign * (1.0 + mant / 1024.0) * std::ldexp(1.0, exp - 15);
+}
+
+double round_half_even(double x) { return std::fabs(x) < 2251799813685248.0 ? (x + kRoundMagic) - kRoundMagic : x; }
+
+// rtnGroupParams of the reference; false when the scale exceeds f16.
+bool group_params(double lo, double hi, int bits, bool symmetric, double* scale, double* zero) {
+  const double qmax = std::ldexp(1.0, bits) - 1.0;
+  double raw;
+  if (symmetric) {
+    raw = std::max(-lo, hi) / (std::ldexp(1.0, bits - 1) - 1.0);
+  } else {
+    lo = std::min(lo, 0.0);
+    hi = std::max(hi, 0.0);
+    raw = (hi - lo) / qmax;
+  }
+  if (!(raw > 0)) {
+    *scale = 1.0;
+    *zero = symmetric ? std::ldexp(1.0, bits - 1) : 0.0;
+    return true;
+  }
+  double s = f16_bits_to_double(f32_to_f16_bits(static_cast<float>(raw)));
+  if (!std::isfinite(s)) return false;
+  if (s == 0) s = kF16MinSubnormal;
+  *scale = s;
+  *zero = symmetric ? std::ldexp(1.0, bits - 1) : std::min(std::max(round_half_even(-lo / s), 0.0), qmax);
+  return true;
+}
+
+struct Params {
+  double scale[kMaxWidths];
+  double zero[kMaxWidths];
+};
+
+// Range of w[start, start + len); the index of a NaN, or −1.
+int64_t range_of(const float* w, int64_t start, int64_t len, double* lo, double* hi) {
+  float mn = std::numeric_limits<float>::infinity();
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = start; i < start + len; ++i) {
+    const float v = w[i];
+    if (v != v) return i;
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  *lo = mn;
+  *hi = mx;
+  return -1;
+}
+
+bool params_for(const RtnErrorArgs& a, double lo, double hi, Params* p) {
+  for (int j = 0; j < a.count; ++j) {
+    if (!group_params(lo, hi, a.bits[j], a.symmetric, &p->scale[j], &p->zero[j])) return false;
+  }
+  return true;
+}
+
+double lane_sum(const double* l) { return l[0] + l[1] + (l[2] + l[3]) + (l[4] + l[5] + (l[6] + l[7])); }
+
+// One group's Σ (ŵ − w)² (and, when norm != nullptr, Σ w²), lane-ordered.
+double group_error_portable(const float* w, int64_t n, double scale, double zero, double qmax, double* norm) {
+  double lanes[8] = {0};
+  if (norm != nullptr) {
+    for (int64_t i = 0; i < n; ++i) lanes[i & 7] += static_cast<double>(w[i]) * w[i];
+    *norm = lane_sum(lanes);
+    for (double& l : lanes) l = 0.0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = w[i];
+    double q = v / scale + kRoundMagic - kRoundMagic + zero;
+    q = q < 0.0 ? 0.0 : (q > qmax ? qmax : q);
+    const double d = static_cast<double>(static_cast<float>((q - zero) * scale)) - v;
+    lanes[i & 7] += d * d;
+  }
+  return lane_sum(lanes);
+}
+
+// GCC 12 reports its own intrinsics' deliberately undefined pass-through
+// operands as maybe-uninitialized under the optimize attribute: a false alarm.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) double group_error_avx512(const float* w, int64_t n, double scale, double zero, double qmax, double* norm) {
+  const __m512d vs = _mm512_set1_pd(scale), vz = _mm512_set1_pd(zero), vq = _mm512_set1_pd(qmax);
+  const __m512d magic = _mm512_set1_pd(kRoundMagic), vzero = _mm512_setzero_pd();
+  __m512d acc = vzero, sq = vzero;
+  // The last partial vector is padded with zeros, which add exactly 0 to both sums (0 quantizes to 0).
+  alignas(32) float tail[8] = {0};
+  for (int64_t i = 0; i < n; i += 8) {
+    const float* src = w + i;
+    if (n - i < 8) {
+      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(float));
+      src = tail;
+    }
+    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(src));
+    if (norm != nullptr) sq = _mm512_add_pd(sq, _mm512_mul_pd(v, v));
+    __m512d q = _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(_mm512_div_pd(v, vs), magic), magic), vz);
+    q = _mm512_min_pd(_mm512_max_pd(q, vzero), vq);
+    const __m512d what = _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(q, vz), vs)));
+    const __m512d d = _mm512_sub_pd(what, v);
+    acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
+  }
+  alignas(64) double lanes[8];
+  if (norm != nullptr) {
+    _mm512_store_pd(lanes, sq);
+    *norm = lane_sum(lanes);
+  }
+  _mm512_store_pd(lanes, acc);
+  return lane_sum(lanes);
+}
+#pragma GCC diagnostic pop
+
+struct Job {
+  const RtnErrorArgs* a;
+  const Params* tensor_params;  // per_tensor only
+  int64_t rows_per_task;
+  double* row_sums;     // rows × (count + 1): the errors, then ‖row‖²
+  int64_t* status;      // per task: −1, a NaN index, or −2
+  bool avx512;
+};
+
+void run_task(void* context, int64_t task, int /*worker*/) {
+  const Job& job = *static_cast<const Job*>(context);
+  const RtnErrorArgs& a = *job.a;
+  const int64_t r0 = task * job.rows_per_task;
+  const int64_t r1 = std::min(a.rows, r0 + job.rows_per_task);
+  const int64_t span = a.per_tensor || a.group_size <= 0 ? a.cols : a.group_size;
+  const int n = a.count;
+  Params local;
+  job.status[task] = -1;
+  for (int64_t r = r0; r < r1; ++r) {
+    double* sums = job.row_sums + r * (n + 1);
+    for (int j = 0; j <= n; ++j) sums[j] = 0.0;
+    for (int64_t c = 0; c < a.cols; c += span) {
+      const int64_t start = r * a.cols + c;
+      const int64_t end = start + std::min(span, a.cols - c);
+      const Params* p = job.tensor_params;
+      if (p == nullptr) {
+        double lo = 0.0, hi = 0.0;
+        const int64_t nan = range_of(a.w, start, end - start, &lo, &hi);
+        if (nan >= 0) {
+          job.status[task] = nan;
+          return;
+        }
+        if (!params_for(a, lo, hi, &local)) {
+          job.status[task] = -2;
+          return;
+        }
+        p = &local;
+      }
+      double group_norm = 0.0;
+      for (int j = 0; j < n; ++j) {
+        const double qmax = std::ldexp(1.0, a.bits[j]) - 1.0;
+        double* norm = j == 0 ? &group_norm : nullptr;
+        sums[j] += job.avx512 ? group_error_avx512(a.w + start, end - start, p->scale[j], p->zero[j], qmax, norm)
+                              : group_error_portable(a.w + start, end - start, p->scale[j], p->zero[j], qmax, norm);
+      }
+      sums[n] += group_norm;
+    }
+  }
+}
+
+}  // namespace
+
+int64_t rtn_errors(const RtnErrorArgs& a, double* out) {
+  const int n = a.count;
+  for (int j = 0; j < n; ++j) out[j] = 0.0;
+  if (a.rows <= 0 || a.cols <= 0 || n == 0) return -1;
+  Params tensor;
+  if (a.per_tensor) {
+    double lo = 0.0, hi = 0.0;
+    const int64_t nan = range_of(a.w, 0, a.rows * a.cols, &lo, &hi);
+    if (nan >= 0) return nan;
+    if (!params_for(a, lo, hi, &tensor)) return -2;
+  }
+  std::vector<double> row_sums(static_cast<size_t>(a.rows) * (n + 1));
+  // About 64k values per task: enough to amortise the hand-off, small enough to balance.
+  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 16) / a.cols);
+  const int64_t tasks = (a.rows + rows_per_task - 1) / rows_per_task;
+  std::vector<int64_t> status(static_cast<size_t>(tasks), -1);
+  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512};
+  if (tasks > 1 && ThreadPool::shared().size() > 1) ThreadPool::shared().run(tasks, run_task, &job);
+  else for (int64_t t = 0; t < tasks; ++t) run_task(&job, t, 0);
+  // The first failure in row order is what the reference (which stops there) reports.
+  for (int64_t s : status) {
+    if (s != -1) return s;
+  }
+  double err[kMaxWidths] = {0};
+  double norm = 0.0;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const double* sums = row_sums.data() + r * (n + 1);
+    norm += sums[n];
+    for (int j = 0; j < n; ++j) err[j] += sums[j];
+  }
+  for (int j = 0; j < n; ++j) out[j] = norm > 0 ? std::sqrt(err[j] / norm) : 0.0;
+  return -1;
+}
+
+}  // namespace qkd

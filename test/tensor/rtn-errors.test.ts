@@ -1,0 +1,92 @@
+// The rtnErrors kernel (the bit allocator's RTN error at several widths in
+// one pass): native against the TypeScript reference bit for bit, on odd
+// shapes, every granularity, threaded sizes and the failure codes; and the
+// reference against the quantizer's own dequantize(rtnQuantize(...)).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Rng, kernels, nativeStatus, withBackend } from '../../src/tensor/index.js';
+import { rtnErrors as reference } from '../../src/tensor/reference/rtn-error.js';
+import { dequantize, quantizationErrors, rtnQuantize } from '../../src/quant/rtn.js';
+
+function weights(rows: number, cols: number, seed: number): Float32Array {
+  const rng = new Rng(seed);
+  const w = new Float32Array(rows * cols);
+  for (let i = 0; i < w.length; i++) w[i] = rng.normal() * (i % 97 === 0 ? 9 : 0.05);
+  // An all-zero row and a constant row: the special groups.
+  if (rows > 3) {
+    w.fill(0, cols, 2 * cols);
+    w.fill(0.25, 2 * cols, 3 * cols);
+  }
+  return w;
+}
+
+const BITS = Int32Array.of(2, 3, 4, 8);
+const CASES = [
+  { rows: 1, cols: 1, group: 0 },
+  { rows: 5, cols: 7, group: 3 },
+  { rows: 9, cols: 130, group: 128 },
+  { rows: 33, cols: 64, group: 0 },
+  { rows: 300, cols: 1000, group: 128 }, // threaded: more than one task of 64k values
+  { rows: 257, cols: 513, group: 32 },
+];
+
+describe('rtnErrors', () => {
+  const loaded = nativeStatus().loaded;
+  for (const c of CASES) {
+    for (const [symmetric, perTensor] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      const name = `${c.rows}×${c.cols} group ${c.group}${symmetric ? ' symmetric' : ''}${perTensor ? ' per tensor' : ''}`;
+      it(`native = reference bit for bit: ${name}`, { skip: !loaded && 'native addon not built' }, () => {
+        const w = weights(c.rows, c.cols, c.rows * 31 + c.cols);
+        const group = perTensor ? 0 : c.group;
+        const expected = new Float64Array(BITS.length);
+        assert.equal(reference(w, c.rows, c.cols, group, symmetric, perTensor, BITS, expected), -1);
+        const got = new Float64Array(BITS.length);
+        assert.equal(withBackend('native', () => kernels().rtnErrors(w, c.rows, c.cols, group, symmetric, perTensor, BITS, got)), -1);
+        assert.deepEqual(Array.from(got), Array.from(expected));
+      });
+    }
+  }
+
+  it('the reference is the quantizer: dequantize(rtnQuantize(w)) has exactly its error', () => {
+    const w = weights(17, 200, 5);
+    for (const groupSize of [0, 64]) {
+      for (const symmetric of [false, true]) {
+        const errors = quantizationErrors(w, 17, 200, [2, 3, 4, 8], { groupSize, symmetric });
+        [2, 3, 4, 8].forEach((bits, j) => {
+          const q = dequantize(rtnQuantize(w, 17, 200, bits, { groupSize, symmetric }));
+          let err = 0;
+          let norm = 0;
+          for (let i = 0; i < w.length; i++) {
+            err += (q[i]! - w[i]!) ** 2;
+            norm += w[i]! * w[i]!;
+          }
+          assert.ok(Math.abs(errors[j]! - Math.sqrt(err / norm)) <= 1e-12 * errors[j]!, `bits ${bits} group ${groupSize} symmetric ${symmetric}: ${errors[j]} vs ${Math.sqrt(err / norm)}`);
+        });
+      }
+    }
+  });
+
+  it('reports the first NaN by index and a scale beyond f16 as −2, native and reference alike', () => {
+    const w = weights(300, 1000, 9);
+    w[250 * 1000 + 17] = NaN;
+    w[120 * 1000 + 3] = NaN;
+    const out = new Float64Array(BITS.length);
+    const backends = loaded ? (['reference', 'native'] as const) : (['reference'] as const);
+    for (const backend of backends) {
+      assert.equal(withBackend(backend, () => kernels().rtnErrors(w, 300, 1000, 128, false, false, BITS, out)), 120 * 1000 + 3, backend);
+      const big = Float32Array.of(1, 2, 3e38, 4);
+      assert.equal(withBackend(backend, () => kernels().rtnErrors(big, 1, 4, 0, false, false, BITS, out)), -2, backend);
+    }
+    assert.throws(() => quantizationErrors(w, 300, 1000, [4], { groupSize: 128, symmetric: false }), /weight 120003 is NaN/);
+  });
+
+  it('native argument errors name the argument', { skip: !loaded && 'native addon not built' }, () => {
+    const w = new Float32Array(12);
+    const out = new Float64Array(1);
+    withBackend('native', () => {
+      assert.throws(() => kernels().rtnErrors(w, 3, 5, 0, false, false, Int32Array.of(4), out), /w/);
+      assert.throws(() => kernels().rtnErrors(w, 3, 4, 0, false, false, Int32Array.of(9), out), /bits\[0\] must be an integer from 2 to 8, got 9/);
+      assert.throws(() => kernels().rtnErrors(w, 3, 4, 0, false, false, Int32Array.of(4, 8), out), /out/);
+    });
+  });
+});
