@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/random.js';
 import { symmetricEigenvalues, cholesky, invertLower, pivotedCholesky } from '../../src/swan/linalg.js';
-import { krylovShape, spectralSummary, topSingularValues } from '../../src/swan/spectrum.js';
+import { GRAM_MAX_SIDE, krylovShape, spectralSummary, spectrumRoute, topSingularValues } from '../../src/swan/spectrum.js';
 import { frobeniusSquared } from '../../src/swan/metrics.js';
 import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
 
@@ -146,10 +146,15 @@ describe('randomised SVD spectral concentration', () => {
       const rng = new Rng(rows * 7 + cols);
       const w = makeMatrix(kind, rows, cols, rng);
       const exact = exactConcentration(w, rows, cols);
-      const got = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(5) });
+      const got = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(5), route: 'krylov' });
       assert.ok(Math.abs(got.concentration - exact.c) < 0.02, `concentration ${got.concentration} vs exact ${exact.c}`);
       assert.ok(Math.abs(got.sigmaMaxOverFro - exact.smax) < 0.01, `σmax/‖W‖ ${got.sigmaMaxOverFro} vs ${exact.smax}`);
       assert.equal(got.estimatedTail, false);
+      // The exact route (the Gram matrix's eigenvalues, float32 products): exact to float32 rounding.
+      const gram = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(5), route: 'gram' });
+      assert.ok(Math.abs(gram.concentration - exact.c) < 1e-4, `gram concentration ${gram.concentration} vs exact ${exact.c}`);
+      assert.ok(Math.abs(gram.sigmaMaxOverFro - exact.smax) < 1e-4, `gram σmax/‖W‖ ${gram.sigmaMaxOverFro} vs ${exact.smax}`);
+      assert.equal(spectrumRoute(rows, cols), Math.min(rows, cols) <= GRAM_MAX_SIDE ? 'gram' : 'krylov');
     });
   }
 
