@@ -42,6 +42,7 @@
 // Without a version bump (the TypeScript side uses it when exported; rtn_error.h):
 //   rtnErrors(w, rows, cols, groupSize, symmetric, perTensor, bits: Int32Array, out: Float64Array)
 //     → −1, the index of a NaN weight, or −2 (a scale beyond f16); out[j] the RTN error at bits[j]
+//   rtnErrorsBf16(w: bf16, ...)   the same for raw bfloat16 bits
 // Interface version 5 adds DBWA's packed formats (dbwa_codec.h):
 //   dbwaEncode(tier 8|12|16, src: Float32Array, storage: Uint8Array, seed: Uint32Array(4) | null) → −1 or
 //     the index of a non-finite value;  dbwaDecode(tier, storage, dst: Float32Array)
@@ -1109,24 +1110,29 @@ napi_value WeightStats(napi_env env, napi_callback_info info, bool bf16) {
 napi_value WeightStatsF32(napi_env env, napi_callback_info info) { return WeightStats(env, info, false); }
 napi_value WeightStatsBf16(napi_env env, napi_callback_info info) { return WeightStats(env, info, true); }
 
-// rtnErrors(w, rows, cols, groupSize, symmetric, perTensor, bits: Int32Array, out: Float64Array): −1, a NaN index or −2
-napi_value RtnErrors(napi_env env, napi_callback_info info) {
-  const char* fn = "rtnErrors";
+// rtnErrors(w, rows, cols, groupSize, symmetric, perTensor, bits: Int32Array, out: Float64Array): −1, a NaN index or −2;
+// w a Float32Array (bf16 false) or a Uint16Array of bf16 bits (rtnErrorsBf16).
+napi_value RtnErrors(napi_env env, napi_callback_info info, bool bf16) {
+  const char* fn = bf16 ? "rtnErrorsBf16" : "rtnErrors";
   napi_value args[8];
   if (!get_args(env, info, fn, 8, args)) return nullptr;
   qkd::RtnErrorArgs a;
   FloatView w;
+  TypedView<uint16_t> w16;
   Int32View bits;
   TypedView<double> out;
   int64_t count = 0;
-  if (!read_float32_array(env, args[0], fn, "w", &w) || !read_size(env, args[1], fn, "rows", &a.rows) ||
+  const bool read_w = bf16 ? read_typed_array(env, args[0], fn, "w", napi_uint16_array, "Uint16Array", &w16)
+                           : read_float32_array(env, args[0], fn, "w", &w);
+  if (!read_w || !read_size(env, args[1], fn, "rows", &a.rows) ||
       !read_size(env, args[2], fn, "cols", &a.cols) || !read_size(env, args[3], fn, "groupSize", &a.group_size) ||
       !read_flag(env, args[4], fn, "symmetric", &a.symmetric) || !read_flag(env, args[5], fn, "perTensor", &a.per_tensor) ||
       !read_int32_array(env, args[6], fn, "bits", &bits) ||
       !read_typed_array(env, args[7], fn, "out", napi_float64_array, "Float64Array", &out) ||
-      !multiply(env, fn, "w (rows×cols)", {a.rows, a.cols}, &count) || !check_elements(env, fn, "w", w, count)) {
+      !multiply(env, fn, "w (rows×cols)", {a.rows, a.cols}, &count)) {
     return nullptr;
   }
+  if (bf16 ? !check_typed_length(env, fn, "w", "Uint16Array", w16, count, false) : !check_elements(env, fn, "w", w, count)) return nullptr;
   if (bits.length > 16) {
     fail(env, fn, "at most 16 bit widths per call, got %lld", static_cast<long long>(bits.length));
     return nullptr;
@@ -1138,11 +1144,15 @@ napi_value RtnErrors(napi_env env, napi_callback_info info) {
     }
   }
   if (!check_typed_length(env, fn, "out", "Float64Array", out, bits.length, false)) return nullptr;
-  a.w = w.data;
+  a.w = bf16 ? nullptr : w.data;
+  a.w16 = bf16 ? w16.data : nullptr;
   a.bits = bits.data;
   a.count = static_cast<int>(bits.length);
   return number_value(env, static_cast<double>(qkd::rtn_errors(a, out.data)));
 }
+
+napi_value RtnErrorsF32(napi_env env, napi_callback_info info) { return RtnErrors(env, info, false); }
+napi_value RtnErrorsBf16(napi_env env, napi_callback_info info) { return RtnErrors(env, info, true); }
 
 // symmetricEigenvalues(a: Float64Array, n, count, out: Float64Array)
 napi_value SymmetricEigenvalues(napi_env env, napi_callback_info info) {
@@ -1379,7 +1389,8 @@ NAPI_MODULE_INIT() {
       {"fakeQuantBackward", nullptr, FakeQuantBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"bf16Gemm", nullptr, Bf16Gemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"weightStats", nullptr, WeightStatsF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"rtnErrors", nullptr, RtnErrors, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rtnErrors", nullptr, RtnErrorsF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rtnErrorsBf16", nullptr, RtnErrorsBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"weightStatsBf16", nullptr, WeightStatsBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"symmetricEigenvalues", nullptr, SymmetricEigenvalues, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"f32ToBf16", nullptr, F32ToBf16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -92,12 +92,21 @@ struct Params {
   double zero[kMaxWidths];
 };
 
+float value(const float* w, int64_t i) { return w[i]; }
+float value(const uint16_t* w, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
 // Range of w[start, start + len); the index of a NaN, or −1.
-int64_t range_of(const float* w, int64_t start, int64_t len, double* lo, double* hi) {
+template <typename T>
+int64_t range_of(const T* w, int64_t start, int64_t len, double* lo, double* hi) {
   float mn = std::numeric_limits<float>::infinity();
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = start; i < start + len; ++i) {
-    const float v = w[i];
+    const float v = value(w, i);
     if (v != v) return i;
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
@@ -117,15 +126,19 @@ bool params_for(const RtnErrorArgs& a, double lo, double hi, Params* p) {
 double lane_sum(const double* l) { return l[0] + l[1] + (l[2] + l[3]) + (l[4] + l[5] + (l[6] + l[7])); }
 
 // One group's Σ (ŵ − w)² (and, when norm != nullptr, Σ w²), lane-ordered.
-double group_error_portable(const float* w, int64_t n, double scale, double zero, double qmax, double* norm) {
+template <typename T>
+double group_error_portable(const T* w, int64_t n, double scale, double zero, double qmax, double* norm) {
   double lanes[8] = {0};
   if (norm != nullptr) {
-    for (int64_t i = 0; i < n; ++i) lanes[i & 7] += static_cast<double>(w[i]) * w[i];
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = value(w, i);
+      lanes[i & 7] += v * v;
+    }
     *norm = lane_sum(lanes);
     for (double& l : lanes) l = 0.0;
   }
   for (int64_t i = 0; i < n; ++i) {
-    const double v = w[i];
+    const double v = value(w, i);
     double q = v / scale + kRoundMagic - kRoundMagic + zero;
     q = q < 0.0 ? 0.0 : (q > qmax ? qmax : q);
     const double d = static_cast<double>(static_cast<float>((q - zero) * scale)) - v;
@@ -138,19 +151,27 @@ double group_error_portable(const float* w, int64_t n, double scale, double zero
 // operands as maybe-uninitialized under the optimize attribute: a false alarm.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) double group_error_avx512(const float* w, int64_t n, double scale, double zero, double qmax, double* norm) {
+// Eight values as float32 (bf16 widened by a shift).
+__attribute__((target("avx512f"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m256 load8(const uint16_t* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+template <typename T>
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) double group_error_avx512(const T* w, int64_t n, double scale, double zero, double qmax, double* norm) {
   const __m512d vs = _mm512_set1_pd(scale), vz = _mm512_set1_pd(zero), vq = _mm512_set1_pd(qmax);
   const __m512d magic = _mm512_set1_pd(kRoundMagic), vzero = _mm512_setzero_pd();
   __m512d acc = vzero, sq = vzero;
   // The last partial vector is padded with zeros, which add exactly 0 to both sums (0 quantizes to 0).
-  alignas(32) float tail[8] = {0};
+  alignas(32) T tail[8] = {};
   for (int64_t i = 0; i < n; i += 8) {
-    const float* src = w + i;
+    const T* src = w + i;
     if (n - i < 8) {
-      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(float));
+      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(T));
       src = tail;
     }
-    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(src));
+    const __m512d v = _mm512_cvtps_pd(load8(src));
     if (norm != nullptr) sq = _mm512_add_pd(sq, _mm512_mul_pd(v, v));
     __m512d q = _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(_mm512_div_pd(v, vs), magic), magic), vz);
     q = _mm512_min_pd(_mm512_max_pd(q, vzero), vq);
@@ -177,8 +198,8 @@ struct Job {
   bool avx512;
 };
 
-void run_task(void* context, int64_t task, int /*worker*/) {
-  const Job& job = *static_cast<const Job*>(context);
+template <typename T>
+void run_rows(const Job& job, const T* w, int64_t task) {
   const RtnErrorArgs& a = *job.a;
   const int64_t r0 = task * job.rows_per_task;
   const int64_t r1 = std::min(a.rows, r0 + job.rows_per_task);
@@ -195,7 +216,7 @@ void run_task(void* context, int64_t task, int /*worker*/) {
       const Params* p = job.tensor_params;
       if (p == nullptr) {
         double lo = 0.0, hi = 0.0;
-        const int64_t nan = range_of(a.w, start, end - start, &lo, &hi);
+        const int64_t nan = range_of(w, start, end - start, &lo, &hi);
         if (nan >= 0) {
           job.status[task] = nan;
           return;
@@ -210,12 +231,18 @@ void run_task(void* context, int64_t task, int /*worker*/) {
       for (int j = 0; j < n; ++j) {
         const double qmax = std::ldexp(1.0, a.bits[j]) - 1.0;
         double* norm = j == 0 ? &group_norm : nullptr;
-        sums[j] += job.avx512 ? group_error_avx512(a.w + start, end - start, p->scale[j], p->zero[j], qmax, norm)
-                              : group_error_portable(a.w + start, end - start, p->scale[j], p->zero[j], qmax, norm);
+        sums[j] += job.avx512 ? group_error_avx512(w + start, end - start, p->scale[j], p->zero[j], qmax, norm)
+                              : group_error_portable(w + start, end - start, p->scale[j], p->zero[j], qmax, norm);
       }
       sums[n] += group_norm;
     }
   }
+}
+
+void run_task(void* context, int64_t task, int /*worker*/) {
+  const Job& job = *static_cast<const Job*>(context);
+  if (job.a->w != nullptr) run_rows(job, job.a->w, task);
+  else run_rows(job, job.a->w16, task);
 }
 
 }  // namespace
@@ -227,7 +254,7 @@ int64_t rtn_errors(const RtnErrorArgs& a, double* out) {
   Params tensor;
   if (a.per_tensor) {
     double lo = 0.0, hi = 0.0;
-    const int64_t nan = range_of(a.w, 0, a.rows * a.cols, &lo, &hi);
+    const int64_t nan = a.w != nullptr ? range_of(a.w, 0, a.rows * a.cols, &lo, &hi) : range_of(a.w16, 0, a.rows * a.cols, &lo, &hi);
     if (nan >= 0) return nan;
     if (!params_for(a, lo, hi, &tensor)) return -2;
   }

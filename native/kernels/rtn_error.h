@@ -10,7 +10,8 @@
 namespace qkd {
 
 struct RtnErrorArgs {
-  const float* w = nullptr;  // rows × cols, row-major
+  const float* w = nullptr;      // rows × cols, row-major: exactly one of w and w16 (bf16 bits)
+  const uint16_t* w16 = nullptr;
   int64_t rows = 0, cols = 0;
   int64_t group_size = 0;    // columns per group; 0: a whole row
   bool symmetric = false;

@@ -185,10 +185,12 @@ export function quantizationError(w: Float32Array, rows: number, cols: number, b
  * rtnErrors kernel: native when built). The bit allocator calls this for
  * every tensor with every width it may choose.
  */
-export function quantizationErrors(w: Float32Array, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): number[] {
-  for (const bits of widths) checkQuantArgs('quantizationError', w.length, rows, cols, bits, scheme);
+export function quantizationErrors(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): number[] {
+  const length = w instanceof Float32Array ? w.length : w.bf16.length;
+  for (const bits of widths) checkQuantArgs('quantizationError', length, rows, cols, bits, scheme);
   const out = new Float64Array(widths.length);
-  const status = kernels().rtnErrors(w, rows, cols, scheme.groupSize, scheme.symmetric, scheme.perTensor === true, Int32Array.from(widths), out);
+  const args = [rows, cols, scheme.groupSize, scheme.symmetric, scheme.perTensor === true, Int32Array.from(widths), out] as const;
+  const status = w instanceof Float32Array ? kernels().rtnErrors(w, ...args) : kernels().rtnErrorsBf16(w.bf16, ...args);
   if (status >= 0) throw new QkdError('ARGUMENT', `weight ${status} is NaN`, { field: 'weights', hint: 'finite weights' });
   if (status === -2) throw new QkdError('ARGUMENT', 'a quantization scale exceeds the f16 range', { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
   return Array.from(out);

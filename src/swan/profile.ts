@@ -6,7 +6,6 @@
  */
 import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
-import { fromBf16 } from '../tensor/dtype.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
 import { spectralSummary } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
@@ -53,7 +52,7 @@ export interface ProfileOptions extends Partial<Omit<ProfileSettings, 'weights'>
    * measure quantization error at several bit widths for the allocator),
    * so the model is read once.
    */
-  visit?: (name: string, w: Float32Array, rows: number, cols: number) => void;
+  visit?: (name: string, w: WeightData, rows: number, cols: number) => void;
 }
 
 export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
@@ -134,7 +133,8 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
     const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name);
     const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
     const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index));
-    if (t.shape.length >= 2 && n > 0 && options.visit) options.visit(t.name, bf16 !== null ? fromBf16(bf16) : (w as Float32Array), t.shape[0]!, n / t.shape[0]!);
+    // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
+    if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
     tensors.push(profile);
     params += n;
     options.onTensor?.({ done: index + 1, total: chosen.length, name: t.name, params });

@@ -146,6 +146,8 @@ export interface ProfilerKernels {
    * the first NaN weight, or −2 when a scale exceeds the f16 range.
    */
   rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
+  /** rtnErrors of a weight given as raw bfloat16 bits. */
+  rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
 }
 
 /** Number formats: bfloat16 conversion and DBWA packing (sat/dbwa.ts). */

@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, kernels, nativeStatus, withBackend } from '../../src/tensor/index.js';
-import { rtnErrors as reference } from '../../src/tensor/reference/rtn-error.js';
+import { rtnErrors as reference, rtnErrorsBf16 } from '../../src/tensor/reference/rtn-error.js';
+import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
 import { dequantize, quantizationErrors, rtnQuantize } from '../../src/quant/rtn.js';
 
 function weights(rows: number, cols: number, seed: number): Float32Array {
@@ -43,6 +44,16 @@ describe('rtnErrors', () => {
         const got = new Float64Array(BITS.length);
         assert.equal(withBackend('native', () => kernels().rtnErrors(w, c.rows, c.cols, group, symmetric, perTensor, BITS, got)), -1);
         assert.deepEqual(Array.from(got), Array.from(expected));
+        // bf16 bits: the kernel on the raw bits = the reference on their float32 widening.
+        const bits16 = toBf16(w);
+        const widenedExpected = new Float64Array(BITS.length);
+        assert.equal(reference(fromBf16(bits16), c.rows, c.cols, group, symmetric, perTensor, BITS, widenedExpected), -1);
+        const got16 = new Float64Array(BITS.length);
+        assert.equal(withBackend('native', () => kernels().rtnErrorsBf16(bits16, c.rows, c.cols, group, symmetric, perTensor, BITS, got16)), -1);
+        assert.deepEqual(Array.from(got16), Array.from(widenedExpected));
+        const ref16 = new Float64Array(BITS.length);
+        assert.equal(rtnErrorsBf16(bits16, c.rows, c.cols, group, symmetric, perTensor, BITS, ref16), -1);
+        assert.deepEqual(Array.from(ref16), Array.from(widenedExpected));
       });
     }
   }

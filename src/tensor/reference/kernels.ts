@@ -8,7 +8,7 @@ import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
-import { rtnErrors } from './rtn-error.js';
+import { rtnErrors, rtnErrorsBf16 } from './rtn-error.js';
 
 function sgemm(p: GemmArgs): void {
   const { batch, transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc } = p;
@@ -433,6 +433,7 @@ export const referenceKernels: Kernels = {
   weightStats,
   weightStatsBf16,
   rtnErrors,
+  rtnErrorsBf16,
   symmetricEigenvalues,
   f32ToBf16,
 };

@@ -67,6 +67,17 @@ function laneSum(l: Float64Array): number {
 }
 
 export function rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number {
+  return rtnErrorsOf(w, rows, cols, groupSize, symmetric, perTensor, bits, out);
+}
+
+/** rtnErrors of a weight given as raw bfloat16 bits (its float32 widening). */
+export function rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number {
+  const widened = new Float32Array(w.length);
+  new Uint32Array(widened.buffer).set(Uint32Array.from(w, (b) => b << 16));
+  return rtnErrorsOf(widened, rows, cols, groupSize, symmetric, perTensor, bits, out);
+}
+
+function rtnErrorsOf(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number {
   const span = perTensor || groupSize <= 0 ? cols : groupSize;
   const err = new Float64Array(bits.length);
   const scales = new Float64Array(bits.length);
