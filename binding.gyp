@@ -23,6 +23,7 @@
         "native/kernels/gemm_bf16_avx512.cc",
         "native/kernels/weight_stats.cc",
         "native/kernels/rtn_error.cc",
+        "native/kernels/transpose.cc",
         "native/kernels/sym_eig.cc",
         "native/kernels/dbwa_codec.cc",
         "native/kernels/ggml_codec.cc",

@@ -43,6 +43,7 @@
 //   rtnErrors(w, rows, cols, groupSize, symmetric, perTensor, bits: Int32Array, out: Float64Array)
 //     → −1, the index of a NaN weight, or −2 (a scale beyond f16); out[j] the RTN error at bits[j]
 //   rtnErrorsBf16(w: bf16, ...)   the same for raw bfloat16 bits
+//   transpose(src, dst, rows, cols)   dst [cols, rows] = srcᵀ (transpose.h; src and dst disjoint)
 // Interface version 5 adds DBWA's packed formats (dbwa_codec.h):
 //   dbwaEncode(tier 8|12|16, src: Float32Array, storage: Uint8Array, seed: Uint32Array(4) | null) → −1 or
 //     the index of a non-finite value;  dbwaDecode(tier, storage, dst: Float32Array)
@@ -72,6 +73,7 @@
 #include "kernels/thread_pool.h"
 #include "kernels/weight_stats.h"
 #include "kernels/rtn_error.h"
+#include "kernels/transpose.h"
 
 namespace {
 
@@ -835,6 +837,23 @@ napi_value AddInto(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+// transpose(src, dst, rows, cols): dst [cols, rows] = srcᵀ (transpose.h)
+napi_value Transpose(napi_env env, napi_callback_info info) {
+  const char* fn = "transpose";
+  napi_value args[4];
+  if (!get_args(env, info, fn, 4, args)) return nullptr;
+  FloatView src, dst;
+  int64_t rows, cols, count = 0;
+  if (!read_float32_array(env, args[0], fn, "src", &src) || !read_float32_array(env, args[1], fn, "dst", &dst) ||
+      !read_size(env, args[2], fn, "rows", &rows) || !read_size(env, args[3], fn, "cols", &cols) ||
+      !multiply(env, fn, "src (rows×cols)", {rows, cols}, &count) || !check_elements(env, fn, "src", src, count) ||
+      !check_elements(env, fn, "dst", dst, count) || !check_disjoint(env, fn, "src", src, count, "dst", dst, count, " (a transpose cannot run in place)")) {
+    return nullptr;
+  }
+  qkd::transpose(src.data, dst.data, rows, cols);
+  return undefined_value(env);
+}
+
 // add(a, b, out, n)
 napi_value Add(napi_env env, napi_callback_info info) {
   const char* fn = "add";
@@ -1384,6 +1403,7 @@ NAPI_MODULE_INIT() {
       {"causalSoftmaxForward", nullptr, CausalSoftmaxForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"causalSoftmaxBackward", nullptr, CausalSoftmaxBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fakeQuantForward", nullptr, FakeQuantForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fakeQuantBackward", nullptr, FakeQuantBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -109,6 +109,8 @@ export interface TrainingKernels {
   fakeQuantBackward(dy: FloatArray, mask: Uint8Array, dw: FloatArray, n: number): void;
   /** dst += src. */
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
+  /** dst [cols, rows] = srcᵀ of src [rows, cols] (row-major; src and dst disjoint). */
+  transpose(src: FloatArray, dst: FloatArray, rows: number, cols: number): void;
   /** out = a + b (out may alias a or b). */
   add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void;
 }

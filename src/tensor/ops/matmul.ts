@@ -9,7 +9,7 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
 import { gradEnabled, record } from '../tape.js';
-import { Tensor, type FloatArray } from '../tensor.js';
+import { Tensor, recycle, takeBuffer, type FloatArray } from '../tensor.js';
 import { add } from './elementwise.js';
 import { reshape as reshapeView } from './shape.js';
 
@@ -159,17 +159,19 @@ export function linearBf16(x: Tensor, w: Uint16Array, outF: number, inF: number,
   if (w.length !== outF * inF || x.shape[x.rank - 1] !== inF) throw new QkdError('SHAPE', `linearBf16: input ${fmtShape(x.shape)} and a [${outF}, ${inF}] weight of ${w.length} values do not fit`);
   const rows = x.size / inF;
   // bf16Gemm computes C = A · B with A the bf16 operand: yᵀ [out, rows] = W [out, in] · xᵀ [in, rows].
-  const xT = new Float32Array(inF * rows);
-  const X = x.data;
-  for (let r = 0; r < rows; r++) for (let i = 0; i < inF; i++) xT[i * rows + r] = X[r * inF + i]!;
-  const yT = new Float32Array(outF * rows);
-  kernels().bf16Gemm({ transA: false, M: outF, N: rows, K: inF, a: w, lda: inF, b: xT, ldb: rows, c: yT, ldc: rows });
+  const k = kernels();
+  const xT = takeBuffer(inF * rows);
+  k.transpose(x.data, xT, rows, inF);
+  const yT = takeBuffer(outF * rows);
+  k.bf16Gemm({ transA: false, M: outF, N: rows, K: inF, a: w, lda: inF, b: xT as Float32Array, ldb: rows, c: yT as Float32Array, ldc: rows });
+  recycle(xT);
   const y = new Tensor([...x.shape.slice(0, -1), outF]);
-  const Y = y.data;
+  k.transpose(yT, y.data, outF, rows);
+  recycle(yT);
   const b = bias?.data;
-  for (let o = 0; o < outF; o++) {
-    const add = b === undefined ? 0 : b[o]!;
-    for (let r = 0; r < rows; r++) Y[r * outF + o] = yT[o * rows + r]! + add;
+  if (b !== undefined) {
+    const Y = y.data;
+    for (let r = 0; r < rows; r++) for (let o = 0; o < outF; o++) Y[r * outF + o]! += b[o]!;
   }
   return y;
 }
