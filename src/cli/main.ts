@@ -14,27 +14,53 @@ import { VERSION } from '../version.js';
 import { choice } from './options.js';
 import { stopAllProgress } from './progress.js';
 import { CommandInterrupted, EXIT_INTERRUPTED, exitOnInterrupt } from './interrupt.js';
-import { registerAudit } from './commands/audit.js';
-import { registerDemo } from './commands/demo.js';
-import { registerDistill } from './commands/distill.js';
-import { registerEval } from './commands/eval.js';
-import { registerExport } from './commands/export.js';
-import { registerGenerate } from './commands/generate.js';
-import { registerPrune } from './commands/prune.js';
-import { registerQuantize } from './commands/quantize.js';
-import { registerSynth } from './commands/synth.js';
-import { registerTokenize } from './commands/tokenize.js';
-import { registerTrain } from './commands/train.js';
 import { detectLaunch } from '../parallel/mpi.js';
 import { joinWorld, leaveWorld, type World } from '../parallel/world.js';
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
 
+/**
+ * Every command, in help order, loaded on demand: a run imports only its own
+ * command's modules (a `qkd audit` never loads the trainer, the tokenizers'
+ * libraries or the Parquet reader), which keeps start-up short. Help and
+ * an unknown command load them all.
+ */
+const COMMANDS: Record<string, () => Promise<(program: Command) => void>> = {
+  demo: async () => (await import('./commands/demo.js')).registerDemo,
+  train: async () => (await import('./commands/train.js')).registerTrain,
+  eval: async () => (await import('./commands/eval.js')).registerEval,
+  generate: async () => (await import('./commands/generate.js')).registerGenerate,
+  distill: async () => (await import('./commands/distill.js')).registerDistill,
+  synth: async () => (await import('./commands/synth.js')).registerSynth,
+  audit: async () => (await import('./commands/audit.js')).registerAudit,
+  quantize: async () => (await import('./commands/quantize.js')).registerQuantize,
+  prune: async () => (await import('./commands/prune.js')).registerPrune,
+  export: async () => (await import('./commands/export.js')).registerExport,
+  tokenize: async () => (await import('./commands/tokenize.js')).registerTokenize,
+};
+
+/** Global options that take a value (their value is not the command's name). */
+const GLOBAL_OPTIONS_WITH_VALUE = new Set(['--backend']);
+
+/** The command argv names, or null (help, version, a typo: every command is registered). */
+function commandName(argv: readonly string[]): string | null {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (GLOBAL_OPTIONS_WITH_VALUE.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return a in COMMANDS ? a : null;
+  }
+  return null;
+}
+
 /** The commands that run data-parallel under an MPI launcher (docs/parallel.md); the rest refuse to run N times over. */
 const DATA_PARALLEL_COMMANDS = new Set(['train', 'distill']);
 
-function buildProgram(): Command {
+async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command();
   program
     .name('qkd')
@@ -50,17 +76,8 @@ function buildProgram(): Command {
       const backend = cmd.opts().backend as BackendName | undefined;
       if (backend) useBackend(backend);
     });
-  registerDemo(program);
-  registerTrain(program);
-  registerEval(program);
-  registerGenerate(program);
-  registerDistill(program);
-  registerSynth(program);
-  registerAudit(program);
-  registerQuantize(program);
-  registerPrune(program);
-  registerExport(program);
-  registerTokenize(program);
+  const wanted = commandName(argv);
+  for (const name of wanted !== null ? [wanted] : Object.keys(COMMANDS)) (await COMMANDS[name]!())(program);
   return program;
 }
 
@@ -114,7 +131,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runProgram(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   program.exitOverride();
   exitOnInterrupt();
   quietOnClosedPipe();
