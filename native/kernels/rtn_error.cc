@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu.h"
+#include "half.h"
 #include "thread_pool.h"
 
 namespace qkd {
@@ -25,41 +26,6 @@ namespace {
 constexpr double kRoundMagic = 6755399441055744.0;  // 1.5·2^52
 constexpr double kF16MinSubnormal = 5.9604644775390625e-8;  // 2^-24
 constexpr int kMaxWidths = 16;
-
-// float32 → binary16 bits, round to nearest even (dtype.ts f32ToF16Bits).
-uint16_t f32_to_f16_bits(float value) {
-  uint32_t x;
-  std::memcpy(&x, &value, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const int exp = static_cast<int>((x >> 23) & 0xffu);
-  uint32_t mant = x & 0x7fffffu;
-  if (exp == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant != 0 ? 0x200u : 0u));
-  const int e = exp - 127 + 15;
-  if (e >= 0x1f) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return static_cast<uint16_t>(sign);
-    mant |= 0x800000u;
-    const int shift = 14 - e;
-    const uint32_t half = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1u);
-    const uint32_t mid = 1u << (shift - 1);
-    const uint32_t rounded = rem > mid || (rem == mid && (half & 1u) == 1u) ? half + 1u : half;
-    return static_cast<uint16_t>(sign | rounded);
-  }
-  const uint32_t half = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
-  const uint32_t rem = mant & 0x1fffu;
-  const uint32_t rounded = rem > 0x1000u || (rem == 0x1000u && (half & 1u) == 1u) ? half + 1u : half;
-  return static_cast<uint16_t>(sign | rounded);
-}
-
-double f16_bits_to_double(uint16_t bits) {
-  const double sign = (bits & 0x8000u) ? -1.0 : 1.0;
-  const int exp = (bits >> 10) & 0x1f;
-  const int mant = bits & 0x3ff;
-  if (exp == 0) return sign * mant * std::ldexp(1.0, -24);
-  if (exp == 0x1f) return mant == 0 ? sign * std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
-  return sign * (1.0 + mant / 1024.0) * std::ldexp(1.0, exp - 15);
-}
 
 double round_half_even(double x) { return std::fabs(x) < 2251799813685248.0 ? (x + kRoundMagic) - kRoundMagic : x; }
 
@@ -79,7 +45,7 @@ bool group_params(double lo, double hi, int bits, bool symmetric, double* scale,
     *zero = symmetric ? std::ldexp(1.0, bits - 1) : 0.0;
     return true;
   }
-  double s = f16_bits_to_double(f32_to_f16_bits(static_cast<float>(raw)));
+  double s = half_bits_to_float(to_half(static_cast<float>(raw)));
   if (!std::isfinite(s)) return false;
   if (s == 0) s = kF16MinSubnormal;
   *scale = s;

@@ -9,9 +9,9 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { QkdError } from '../errors.js';
+import { packageRoot } from '../package-root.js';
 
 /** MPI's thread levels, in the binding's numbering. qkd calls MPI from the main thread only (FUNNELED). */
 export const THREAD_LEVELS = ['single', 'funneled', 'serialized', 'multiple'] as const;
@@ -68,15 +68,6 @@ export function detectLaunch(env: NodeJS.ProcessEnv = process.env): Launch | nul
   return null;
 }
 
-/** Finds the package root (the directory holding package.json) from this file. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'src'))) return dir;
-    dir = dirname(dir);
-  }
-  return process.cwd();
-}
 
 /** Where the binding is built (QKD_MPI_PATH overrides). */
 export function mpiAddonPath(env: NodeJS.ProcessEnv = process.env): string {

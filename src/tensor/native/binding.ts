@@ -6,8 +6,8 @@
 import { createRequire } from 'node:module';
 import { QkdError } from '../../errors.js';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { packageRoot } from '../../package-root.js';
 
 export interface NativeAddon {
   info(): { version: number; isa: string; threads: number };
@@ -47,15 +47,6 @@ export interface NativeStatus {
 const SUPPORTED_VERSIONS = [1, 2, 3, 4, 5, 6];
 const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
 
-/** Finds the package root (the directory holding package.json) from this file. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'src'))) return dir;
-    dir = dirname(dir);
-  }
-  return process.cwd();
-}
 
 /** The addon's thread limit (it caps larger values at 1024). */
 const MAX_THREADS = 1024;
