@@ -7,6 +7,7 @@
  * shell convention for "ended by SIGINT".
  */
 import { stopAllProgress } from './progress.js';
+import { currentWorld } from '../parallel/world.js';
 
 export const EXIT_INTERRUPTED = 130;
 
@@ -41,10 +42,20 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; d
   const hadDefault = process.listeners('SIGINT').includes(exitNow);
   process.removeListener('SIGINT', exitNow);
   process.on('SIGINT', onSigint);
+  // SIGUSR1 asks for the same graceful stop, once: it is what an MPI launcher forwards to every rank
+  // (Open MPI's mpirun passes SIGUSR1 on; a Ctrl-C to mpirun kills the job instead). See docs/parallel.md.
+  const onUsr1 = (): void => {
+    if (requested) return;
+    requested = true;
+    stopAllProgress();
+    if (currentWorld().isRoot) process.stderr.write(`\nqkd: SIGUSR1, ${notice}\n`);
+  };
+  process.on('SIGUSR1', onUsr1);
   return {
     requested: () => requested,
     dispose: () => {
       process.removeListener('SIGINT', onSigint);
+      process.removeListener('SIGUSR1', onUsr1);
       if (hadDefault) exitOnInterrupt();
     },
   };

@@ -141,6 +141,26 @@ describe('data-parallel training under mpirun', { skip }, () => {
     assert.equal(JSON.parse(r.stdout.trim().split('\n').pop()!).steps, latest.step + 2);
   });
 
+  it('SIGUSR1 to mpirun stops every rank after the same step, with a checkpoint (exit 130)', async () => {
+    const out = join(dir, 'usr1');
+    const long = join(dir, 'long-usr1.yaml');
+    writeFileSync(long, 'steps: 100000\ncheckpoint_every: 100000\neval_every: 100000\n');
+    const job = spawn('mpirun', ['-np', '2', process.execPath, 'bin/qkd.js', 'train', '--data', data, '--config', long, '--out', out], { env: { ...process.env, ...MPI_ENV } });
+    let stderr = '';
+    let stdout = '';
+    job.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    job.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => job.on('close', (code) => resolve(code)));
+    const deadline = Date.now() + 60_000;
+    while (!/step \d+/.test(stdout + stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    job.kill('SIGUSR1');
+    assert.equal(await exited, 130, stderr);
+    assert.equal((stderr.match(/qkd: SIGUSR1, saving a checkpoint/g) ?? []).length, 1, 'rank 0 alone says it');
+    const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number };
+    assert.ok(latest.step > 0);
+    assert.equal(losses(out).length, latest.step, 'the metrics end at the checkpoint');
+  });
+
   it('refuses what cannot run on several ranks, naming the field', () => {
     const e = mpirun(2, ['bin/qkd.js', 'eval', '--model', one]);
     assert.notEqual(e.code, 0);
