@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- audit --grid [--shapes a,b] [--dtypes f32,...] [--keep]`:
+ * `npm run bench -- audit --grid [--shapes a,b] [--dtypes f32,...] [--keep] [--no-torch]`:
  * `qkd audit` against a plain PyTorch implementation of the same metrics
  * (bench/torch_audit.py) on a grid of model shapes and file dtypes, both
  * timed as a user runs them: one process each, start-up and file reading
@@ -93,7 +93,7 @@ export function runAuditGrid(args: string[]): GridCell[] {
   const shapes = listFlag(args, '--shapes', Object.keys(SHAPES));
   const dtypes = listFlag(args, '--dtypes', DTYPES) as Dtype[];
   const keep = args.includes('--keep');
-  const python = torchPython();
+  const python = args.includes('--no-torch') ? null : torchPython();
   if (python === null) console.log('torch not installed: no reference column (apt-get install python3-torch libopenblas0-pthread)');
   const env = { ...process.env, QKD_THREADS: '2', CI: 'true' };
   const cells: GridCell[] = [];
