@@ -14,21 +14,16 @@
  *   zero, roundf rounds half away from zero.
  */
 import { QkdError } from '../errors.js';
-import { f16BitsToF32, f32ToF16Bits } from '../tensor/dtype.js';
+import { f16Table32, f32ToF16Bits } from '../tensor/dtype.js';
 
 export const f = Math.fround;
 
 /** Elements per block of the legacy formats. */
 export const QK = 32;
 
-let f16Table: Float32Array | null = null;
-/** Half-precision bits → float32, through a 65536-entry table built on first use. */
+/** Half-precision bits → float32, through dtype.ts's 65536-entry table. */
 export function halfToFloat(bits: number): number {
-  if (f16Table === null) {
-    f16Table = new Float32Array(65536);
-    for (let b = 0; b < 65536; b++) f16Table[b] = f16BitsToF32(b);
-  }
-  return f16Table[bits]!;
+  return f16Table32()[bits]!;
 }
 
 export const floatToHalf = f32ToF16Bits;

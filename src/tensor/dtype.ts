@@ -138,8 +138,20 @@ export function toF16(src: ArrayLike<number>): Uint16Array {
   return out;
 }
 
+let f16Table: Float32Array | null = null;
+
+/** Every half-precision bit pattern as float32 (256 KiB, built on first use): a lookup instead of arithmetic per value. */
+export function f16Table32(): Float32Array {
+  if (f16Table === null) {
+    f16Table = new Float32Array(65536);
+    for (let b = 0; b < 65536; b++) f16Table[b] = f16BitsToF32(b);
+  }
+  return f16Table;
+}
+
 export function fromF16(src: Uint16Array): Float32Array {
   const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f16BitsToF32(src[i]!);
+  const table = f16Table32();
+  for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
   return out;
 }
