@@ -954,7 +954,7 @@ function checkBf16Gemm(c: Bf16Case, seed: number): void {
   worst.check(1e-5, what);
 }
 
-kernelCase('bf16Gemm: whole and edge tiles (14x32), odd K (half a k-pair), K = 0, accumulating', () => {
+kernelCase('bf16Gemm: whole and edge tiles (14x32), odd K (half a k-pair), K = 0, accumulating, 16 and 17 columns', () => {
   const cases: Bf16Case[] = [
     { transA: false, M: 1, N: 1, K: 1, pad: 0 }, { transA: true, M: 1, N: 1, K: 1, pad: 0 },
     { transA: false, M: 14, N: 32, K: 2, pad: 0 }, { transA: true, M: 14, N: 32, K: 2, pad: 0 },
@@ -962,6 +962,9 @@ kernelCase('bf16Gemm: whole and edge tiles (14x32), odd K (half a k-pair), K = 0
     { transA: false, M: 29, N: 7, K: 255, pad: 3 }, { transA: true, M: 29, N: 7, K: 255, pad: 3 },
     { transA: false, M: 100, N: 64, K: 257, pad: 0, accumulate: true }, { transA: true, M: 100, N: 64, K: 257, pad: 0 },
     { transA: false, M: 29, N: 7, K: 0, pad: 3, accumulate: true },
+    // 16 columns and fewer take the half-width tile loop; 17 the full one.
+    { transA: false, M: 29, N: 16, K: 65, pad: 1, accumulate: true }, { transA: true, M: 29, N: 16, K: 65, pad: 0 },
+    { transA: false, M: 15, N: 17, K: 64, pad: 0 }, { transA: true, M: 15, N: 17, K: 64, pad: 2, accumulate: true },
   ];
   cases.forEach((c, i) => checkBf16Gemm(c, 500 + i));
 });
