@@ -28,6 +28,7 @@
         "native/kernels/dbwa_codec.cc",
         "native/kernels/ggml_codec.cc",
         "native/kernels/softmax.cc",
+        "native/kernels/ssm.cc",
         "native/kernels/softmax_avx512.cc",
         "native/kernels/softmax_avx2.cc",
         "native/kernels/fused.cc",

@@ -53,6 +53,14 @@
 //     dst gets exactly the encoded bytes; importance: one weight per column (its length the row length)
 //   ggmlDecode(type, src: Uint8Array, dst: Float32Array)    src holds exactly dst.length elements' blocks
 //   ggmlRoundTrip(type, src: Float32Array, dst: Float32Array)  dst = decode(encode(src)); dst may be src
+// The state-space mixer's kernels (ssm.h; docs/mohawk.md), without an interface version bump: the TypeScript
+// side uses each kernel the addon exports and the reference for the rest. EMPTY skips a gradient:
+//   ssmScanForward(x, b, c, logit, y, states, B, T, H, P, N, L)
+//   ssmScanBackward(x, b, c, logit, states, dy, dx|EMPTY, db|EMPTY, dc|EMPTY, dlogit|EMPTY, B, T, H, P, N, L)
+//   ssmMatrixForward(b, c, logit, m, B, T, H, N)
+//   ssmMatrixBackward(b, c, logit, m, dm, db|EMPTY, dc|EMPTY, dlogit|EMPTY, B, T, H, N)
+//   causalConvForward(x, w, bias|EMPTY, y, B, T, C, K)
+//   causalConvBackward(x, w, dy, dx|EMPTY, dw|EMPTY, dbias|EMPTY, B, T, C, K)
 // Flags (accumulate, symmetric) are booleans or 0/1, like the transpose flags of sgemm.
 #include <node_api.h>
 
@@ -69,6 +77,7 @@
 #include "kernels/ggml_codec.h"
 #include "kernels/sgemm.h"
 #include "kernels/softmax.h"
+#include "kernels/ssm.h"
 #include "kernels/sym_eig.h"
 #include "kernels/thread_pool.h"
 #include "kernels/weight_stats.h"
@@ -1382,6 +1391,168 @@ napi_value GgmlRoundTrip(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+// ---- The state-space mixer (kernels/ssm.h) ---------------------------------------
+
+// A sized view to check: name, view, elements needed; optional views with data == nullptr are skipped.
+struct Needed {
+  const char* name;
+  FloatView* view;
+  int64_t count;
+  bool optional;
+};
+
+// Reads the Float32Array arguments args[0..n) into `views` (optional ones may be EMPTY), checks their
+// lengths, and that every written view (written[i]) shares no memory with any other view.
+bool read_views(napi_env env, const char* fn, napi_value* args, std::initializer_list<Needed> views,
+                std::initializer_list<bool> written) {
+  int i = 0;
+  for (const Needed& v : views) {
+    if (v.optional ? !read_optional_float32_array(env, args[i], fn, v.name, v.count, v.view)
+                   : (!read_float32_array(env, args[i], fn, v.name, v.view) || !check_elements(env, fn, v.name, *v.view, v.count))) {
+      return false;
+    }
+    i++;
+  }
+  const Needed* all = views.begin();
+  const bool* out = written.begin();
+  const int n = static_cast<int>(views.size());
+  for (int a = 0; a < n; a++) {
+    if (!out[a]) continue;
+    for (int b = 0; b < n; b++) {
+      if (b == a) continue;
+      if (!check_overlap(env, fn, all[a].name, *all[a].view, all[a].count, all[b].name, *all[b].view, all[b].count, false, "")) return false;
+    }
+  }
+  return true;
+}
+
+bool read_scan_dims(napi_env env, const char* fn, napi_value* args, qkd::ScanDims* d, int64_t* xs, int64_t* bs,
+                    int64_t* ls, int64_t* ss) {
+  if (!read_size(env, args[0], fn, "B", &d->B) || !read_size(env, args[1], fn, "T", &d->T) ||
+      !read_size(env, args[2], fn, "H", &d->H) || !read_size(env, args[3], fn, "P", &d->P) ||
+      !read_size(env, args[4], fn, "N", &d->N) || !read_size(env, args[5], fn, "L", &d->L)) {
+    return false;
+  }
+  if (d->L < 1) return fail(env, fn, "argument L must be at least 1");
+  const int64_t chunks = (d->T + d->L - 1) / d->L;
+  return multiply(env, fn, "x (B×T×H×P)", {d->B, d->T, d->H, d->P}, xs) && multiply(env, fn, "b (B×T×H×N)", {d->B, d->T, d->H, d->N}, bs) &&
+         multiply(env, fn, "logit (B×T×H)", {d->B, d->T, d->H}, ls) && multiply(env, fn, "states", {d->B, d->H, chunks, d->N, d->P}, ss);
+}
+
+// ssmScanForward(x, b, c, logit, y, states, B, T, H, P, N, L)
+napi_value SsmScanForward(napi_env env, napi_callback_info info) {
+  const char* fn = "ssmScanForward";
+  napi_value args[12];
+  if (!get_args(env, info, fn, 12, args)) return nullptr;
+  qkd::ScanDims d{};
+  int64_t xs = 0, bs = 0, ls = 0, ss = 0;
+  FloatView x, b, c, logit, y, states;
+  if (!read_scan_dims(env, fn, args + 6, &d, &xs, &bs, &ls, &ss) ||
+      !read_views(env, fn, args, {{"x", &x, xs, false}, {"b", &b, bs, false}, {"c", &c, bs, false}, {"logit", &logit, ls, false}, {"y", &y, xs, false}, {"states", &states, ss, false}},
+                  {false, false, false, false, true, true})) {
+    return nullptr;
+  }
+  qkd::ssm_scan_forward(x.data, b.data, c.data, logit.data, y.data, states.data, d);
+  return undefined_value(env);
+}
+
+// ssmScanBackward(x, b, c, logit, states, dy, dx|EMPTY, db|EMPTY, dc|EMPTY, dlogit|EMPTY, B, T, H, P, N, L)
+napi_value SsmScanBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "ssmScanBackward";
+  napi_value args[16];
+  if (!get_args(env, info, fn, 16, args)) return nullptr;
+  qkd::ScanDims d{};
+  int64_t xs = 0, bs = 0, ls = 0, ss = 0;
+  FloatView x, b, c, logit, states, dy, dx, db, dc, dlogit;
+  if (!read_scan_dims(env, fn, args + 10, &d, &xs, &bs, &ls, &ss) ||
+      !read_views(env, fn, args,
+                  {{"x", &x, xs, false}, {"b", &b, bs, false}, {"c", &c, bs, false}, {"logit", &logit, ls, false}, {"states", &states, ss, false}, {"dy", &dy, xs, false},
+                   {"dx", &dx, xs, true}, {"db", &db, bs, true}, {"dc", &dc, bs, true}, {"dlogit", &dlogit, ls, true}},
+                  {false, false, false, false, false, false, true, true, true, true})) {
+    return nullptr;
+  }
+  qkd::ssm_scan_backward(x.data, b.data, c.data, logit.data, states.data, dy.data, dx.data, db.data, dc.data, dlogit.data, d);
+  return undefined_value(env);
+}
+
+bool read_matrix_dims(napi_env env, const char* fn, napi_value* args, int64_t* B, int64_t* T, int64_t* H, int64_t* N,
+                      int64_t* bs, int64_t* ls, int64_t* ms) {
+  return read_size(env, args[0], fn, "B", B) && read_size(env, args[1], fn, "T", T) && read_size(env, args[2], fn, "H", H) &&
+         read_size(env, args[3], fn, "N", N) && multiply(env, fn, "b (B×T×H×N)", {*B, *T, *H, *N}, bs) &&
+         multiply(env, fn, "logit (B×T×H)", {*B, *T, *H}, ls) && multiply(env, fn, "m (B×H×T×T)", {*B, *H, *T, *T}, ms);
+}
+
+// ssmMatrixForward(b, c, logit, m, B, T, H, N)
+napi_value SsmMatrixForward(napi_env env, napi_callback_info info) {
+  const char* fn = "ssmMatrixForward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  int64_t B = 0, T = 0, H = 0, N = 0, bs = 0, ls = 0, ms = 0;
+  FloatView b, c, logit, m;
+  if (!read_matrix_dims(env, fn, args + 4, &B, &T, &H, &N, &bs, &ls, &ms) ||
+      !read_views(env, fn, args, {{"b", &b, bs, false}, {"c", &c, bs, false}, {"logit", &logit, ls, false}, {"m", &m, ms, false}}, {false, false, false, true})) {
+    return nullptr;
+  }
+  qkd::ssm_matrix_forward(b.data, c.data, logit.data, m.data, B, T, H, N);
+  return undefined_value(env);
+}
+
+// ssmMatrixBackward(b, c, logit, m, dm, db|EMPTY, dc|EMPTY, dlogit|EMPTY, B, T, H, N)
+napi_value SsmMatrixBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "ssmMatrixBackward";
+  napi_value args[12];
+  if (!get_args(env, info, fn, 12, args)) return nullptr;
+  int64_t B = 0, T = 0, H = 0, N = 0, bs = 0, ls = 0, ms = 0;
+  FloatView b, c, logit, m, dm, db, dc, dlogit;
+  if (!read_matrix_dims(env, fn, args + 8, &B, &T, &H, &N, &bs, &ls, &ms) ||
+      !read_views(env, fn, args,
+                  {{"b", &b, bs, false}, {"c", &c, bs, false}, {"logit", &logit, ls, false}, {"m", &m, ms, false}, {"dm", &dm, ms, false},
+                   {"db", &db, bs, true}, {"dc", &dc, bs, true}, {"dlogit", &dlogit, ls, true}},
+                  {false, false, false, false, false, true, true, true})) {
+    return nullptr;
+  }
+  qkd::ssm_matrix_backward(b.data, c.data, logit.data, m.data, dm.data, db.data, dc.data, dlogit.data, B, T, H, N);
+  return undefined_value(env);
+}
+
+bool read_conv_dims(napi_env env, const char* fn, napi_value* args, int64_t* B, int64_t* T, int64_t* C, int64_t* K,
+                    int64_t* xs, int64_t* ws) {
+  return read_size(env, args[0], fn, "B", B) && read_size(env, args[1], fn, "T", T) && read_size(env, args[2], fn, "C", C) &&
+         read_size(env, args[3], fn, "K", K) && multiply(env, fn, "x (B×T×C)", {*B, *T, *C}, xs) && multiply(env, fn, "w (C×K)", {*C, *K}, ws);
+}
+
+// causalConvForward(x, w, bias|EMPTY, y, B, T, C, K)
+napi_value CausalConvForward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalConvForward";
+  napi_value args[8];
+  if (!get_args(env, info, fn, 8, args)) return nullptr;
+  int64_t B = 0, T = 0, C = 0, K = 0, xs = 0, ws = 0;
+  FloatView x, w, bias, y;
+  if (!read_conv_dims(env, fn, args + 4, &B, &T, &C, &K, &xs, &ws) ||
+      !read_views(env, fn, args, {{"x", &x, xs, false}, {"w", &w, ws, false}, {"bias", &bias, C, true}, {"y", &y, xs, false}}, {false, false, false, true})) {
+    return nullptr;
+  }
+  qkd::causal_conv_forward(x.data, w.data, bias.data, y.data, B, T, C, K);
+  return undefined_value(env);
+}
+
+// causalConvBackward(x, w, dy, dx|EMPTY, dw|EMPTY, dbias|EMPTY, B, T, C, K)
+napi_value CausalConvBackward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalConvBackward";
+  napi_value args[10];
+  if (!get_args(env, info, fn, 10, args)) return nullptr;
+  int64_t B = 0, T = 0, C = 0, K = 0, xs = 0, ws = 0;
+  FloatView x, w, dy, dx, dw, dbias;
+  if (!read_conv_dims(env, fn, args + 6, &B, &T, &C, &K, &xs, &ws) ||
+      !read_views(env, fn, args,
+                  {{"x", &x, xs, false}, {"w", &w, ws, false}, {"dy", &dy, xs, false}, {"dx", &dx, xs, true}, {"dw", &dw, ws, true}, {"dbias", &dbias, C, true}},
+                  {false, false, false, true, true, true})) {
+    return nullptr;
+  }
+  qkd::causal_conv_backward(x.data, w.data, dy.data, dx.data, dw.data, dbias.data, B, T, C, K);
+  return undefined_value(env);
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -1419,6 +1590,12 @@ NAPI_MODULE_INIT() {
       {"ggmlEncode", nullptr, GgmlEncode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"ggmlDecode", nullptr, GgmlDecode, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"ggmlRoundTrip", nullptr, GgmlRoundTrip, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ssmScanForward", nullptr, SsmScanForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ssmScanBackward", nullptr, SsmScanBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ssmMatrixForward", nullptr, SsmMatrixForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"ssmMatrixBackward", nullptr, SsmMatrixBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"causalConvForward", nullptr, CausalConvForward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"causalConvBackward", nullptr, CausalConvBackward, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

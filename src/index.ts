@@ -88,3 +88,8 @@ export { evaluateModelInLlamaCpp } from './eval/perplexity.js';
 export { llamaCppPerplexity, llamaCppLogits, type LlamaCppEvalResult } from './eval/llama-cpp.js';
 export { joinWorld, leaveWorld, currentWorld, SINGLE_PROCESS, requireAgreement, allreduceInBuckets, batchShard, type World, type BatchShard } from './parallel/world.js';
 export { detectLaunch, type Launch } from './parallel/mpi.js';
+// State-space students and recipe mohawk (docs/mohawk.md).
+export { Mamba2Mixer, SsmState, initMixerNeutral, type SsmMixerDims } from './nn/ssm-mixer.js';
+export { isSsmLayer, ssmMixerSpecs, MOHAWK_ARCHITECTURE, type SsmSettings } from './models/llama-config.js';
+export { mohawkStudent, ssmStudentConfig, mostSensitiveLayers } from './distill/mohawk-init.js';
+export { distillMohawk, mohawkStageSteps, attentionSensitivity, savedMohawkConfig, AlignmentRecipe, MOHAWK_DIR, type MohawkResult, type MohawkReport, type MohawkStageReport } from './train/mohawk.js';

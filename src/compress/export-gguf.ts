@@ -222,6 +222,9 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   ensureWritableFile(options.out, '--out');
   if (existsSync(options.out) && !options.force) throw new QkdError('IO', `${options.out} exists; refusing to overwrite it`, { path: options.out, field: '--out', hint: '--force to replace it, or another file name' });
   const model = loadModelAny(modelPath);
+  if (model.config.ssm !== null) {
+    throw new QkdError('ARGUMENT', "a state-space (MOHAWK) student has mixers llama.cpp's LLaMA-family graphs do not compute", { path: modelPath, field: 'ssm', hint: 'keep the qkd checkpoint (qkd quantize packs it at 4 bits), see docs/mohawk.md' });
+  }
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
   const { typeOf, types, fallbacks, fileType } = ggufTensorTypes(model, options);
   refuseNonFinite(model, modelPath);

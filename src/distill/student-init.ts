@@ -97,6 +97,11 @@ export function resolveStudentConfig(teacher: LlamaConfig, studentConfig: Studen
 /** Builds a student LlamaModel from a teacher. Deterministic for a given seed. */
 export function initStudent(teacher: LlamaModel, studentConfig: StudentConfigInput, method: StudentInitMethod, seed: number, calibration?: InitCalibration): LlamaModel {
   const config = resolveStudentConfig(teacher.config, studentConfig);
+  // A state-space teacher (docs/mohawk.md): its layers are copied whole only when every layer has the same kind.
+  const ssm = teacher.config.ssm;
+  if (ssm !== null && method !== 'random' && (method !== 'pruned' || ssm.attention_layers.length > 0)) {
+    throw new QkdError('CONFIG', `student init '${method}' of a state-space${ssm.attention_layers.length > 0 ? ' hybrid' : ''} teacher is not supported`, { field: 'student.init', hint: ssm.attention_layers.length > 0 ? 'random, or student.from' : 'pruned or random, or student.from' });
+  }
   switch (method) {
     case 'minitron': {
       if (calibration === undefined) throw new QkdError('ARGUMENT', 'minitron student init measures importance on calibration text, and none was given', { field: 'calibration' });

@@ -9,7 +9,8 @@
  * The prompt runs once into a key/value cache (KvCache in llama.ts) and
  * each new token runs alone against it, while the sequence fits
  * max_position_embeddings; past that, each step re-runs the last
- * max_position_embeddings tokens without the cache.
+ * max_position_embeddings tokens without the cache. A state-space model
+ * (config.ssm without attention layers) keeps its cache for any length.
  */
 import { QkdError } from '../errors.js';
 import { KvCache, type LlamaModel } from './llama.js';
@@ -85,7 +86,9 @@ export function* generateStream(model: LlamaModel, promptIds: Int32Array, option
   const bad = promptIds.findIndex((id) => id < 0 || id >= V);
   if (bad >= 0) throw new QkdError('ARGUMENT', `prompt token ${promptIds[bad]} at position ${bad} is outside the model's vocabulary [0, ${V})`, { field: 'prompt' });
   const rng = new Rng(options.seed ?? 0);
-  const window = model.config.max_position_embeddings;
+  // A model of state-space layers only carries a fixed-size state: no context bound for the cache (docs/mohawk.md).
+  const ssm = model.config.ssm;
+  const window = ssm !== null && ssm.attention_layers.length === 0 ? Infinity : model.config.max_position_embeddings;
   const ids = Array.from(promptIds);
   // The cache holds the sequence while it fits the context; past that, each step re-runs the last `window` tokens.
   const cache = ids.length < window ? new KvCache(model.config) : null;

@@ -24,6 +24,25 @@ export interface RopeScaling {
 
 export type LayerType = 'full_attention' | 'sliding_attention';
 
+/**
+ * A state-space student (docs/mohawk.md): every layer not listed in
+ * attention_layers has a Mamba-2-style mixer (model.layers.N.mixer.*) in
+ * place of self-attention; MLPs, norms, embeddings and head are the
+ * family's. A config.json with an `ssm` section names the architecture
+ * QkdMohawkForCausalLM, so other tools refuse it instead of misreading it.
+ */
+export interface SsmSettings {
+  /** State width N per head (default head_dim: B and C start as the teacher's K and Q). */
+  state_size: number;
+  /** Length of the depthwise causal convolution over x, B and C (default 4). */
+  conv_kernel: number;
+  /** Layers (0-based, ascending) that keep attention: a hybrid; [] is an all-SSM model. */
+  attention_layers: number[];
+}
+
+/** The architectures entry of a model with an `ssm` section. */
+export const MOHAWK_ARCHITECTURE = 'QkdMohawkForCausalLM';
+
 export interface LlamaConfig {
   /** Tokens in the vocabulary (byte-level default: 256). */
   vocab_size: number;
@@ -62,6 +81,8 @@ export interface LlamaConfig {
   /** cap·tanh(x/cap) on attention scores / final logits (Gemma 2; null: none). */
   attn_logit_softcapping: number | null;
   final_logit_softcapping: number | null;
+  /** State-space mixers in place of attention (null: a Transformer). */
+  ssm: SsmSettings | null;
 }
 
 /** What a family computes differently from LLaMA; derived from model_type alone. */
@@ -108,7 +129,7 @@ export const LLAMA_DEFAULTS: Pick<LlamaConfig, 'rms_norm_eps' | 'rope_theta' | '
   initializer_range: 0.02,
 };
 
-const OPTIONAL_NULLS = ['rope_scaling', 'sliding_window', 'layer_types', 'rope_local_base_freq', 'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping'] as const;
+const OPTIONAL_NULLS = ['ssm', 'rope_scaling', 'sliding_window', 'layer_types', 'rope_local_base_freq', 'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping'] as const;
 
 const POSITIVE_INTS = ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'max_position_embeddings'] as const;
 
@@ -167,6 +188,7 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
   }
   merged.layer_types = checkLayerTypes(merged.layer_types, merged.num_hidden_layers as number, where);
   merged.rope_scaling = checkRopeScaling(merged.rope_scaling, where);
+  merged.ssm = checkSsm(merged.ssm, merged.num_hidden_layers as number, merged.head_dim as number, where);
   if (merged.layer_types !== null && (merged.layer_types as LayerType[]).includes('sliding_attention') && merged.sliding_window === null) {
     throw new QkdError('CONFIG', 'layer_types has sliding_attention layers but sliding_window is null', { ...where, field: 'sliding_window', hint: 'the window length in tokens' });
   }
@@ -200,7 +222,65 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
     query_pre_attn_scalar: c.query_pre_attn_scalar,
     attn_logit_softcapping: c.attn_logit_softcapping,
     final_logit_softcapping: c.final_logit_softcapping,
+    ssm: c.ssm,
   };
+}
+
+function checkSsm(v: unknown, layers: number, headDimension: number, where: { path?: string }): SsmSettings | null {
+  if (v === null) return null;
+  const bad = (field: string, hint: string): never => {
+    const value = field === '' ? v : (v as Record<string, unknown>)?.[field];
+    throw new QkdError('CONFIG', `ssm${field === '' ? '' : '.' + field} is ${JSON.stringify(value)?.slice(0, 120)}`, { ...where, field: field === '' ? 'ssm' : `ssm.${field}`, hint });
+  };
+  if (typeof v !== 'object' || Array.isArray(v)) bad('', 'an object { state_size, conv_kernel, attention_layers } or null');
+  const r = v as Record<string, unknown>;
+  for (const k of Object.keys(r)) if (!['state_size', 'conv_kernel', 'attention_layers'].includes(k)) bad(k, 'no such field (state_size, conv_kernel, attention_layers)');
+  const positive = (field: string, fallback: number): number => {
+    const x = r[field] ?? fallback;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 1) bad(field, 'a positive integer');
+    return x as number;
+  };
+  const list = r.attention_layers ?? [];
+  if (!Array.isArray(list) || !list.every((l, i) => Number.isInteger(l) && l >= 0 && l < layers && (i === 0 || l > list[i - 1]))) {
+    bad('attention_layers', `ascending distinct layer indices in [0, ${layers})`);
+  }
+  return { state_size: positive('state_size', headDimension), conv_kernel: positive('conv_kernel', 4), attention_layers: [...(list as number[])] };
+}
+
+/** Whether layer l has a state-space mixer (an SSM model's layer outside attention_layers). */
+export function isSsmLayer(c: LlamaConfig, l: number): boolean {
+  return c.ssm !== null && !c.ssm.attention_layers.includes(l);
+}
+
+/**
+ * Names and shapes of one layer's mixer tensors (prefix: model.layers.N.mixer), docs/mohawk.md.
+ * The convolution kernels are [channels, 1, K], Mamba's depthwise conv1d layout: not 2-D, so
+ * quantization (which packs the 2-D weights) leaves them in float, like norms.
+ */
+export function ssmMixerSpecs(c: LlamaConfig, prefix: string): { name: string; shape: number[] }[] {
+  const s = c.ssm!;
+  const C = c.hidden_size;
+  const H = c.num_attention_heads;
+  const P = headDim(c);
+  const N = s.state_size;
+  const K = s.conv_kernel;
+  return [
+    { name: `${prefix}.x_proj.weight`, shape: [H * P, C] },
+    { name: `${prefix}.B_proj.weight`, shape: [H * N, C] },
+    { name: `${prefix}.C_proj.weight`, shape: [H * N, C] },
+    { name: `${prefix}.z_proj.weight`, shape: [H * P, C] },
+    { name: `${prefix}.z_proj.bias`, shape: [H * P] },
+    { name: `${prefix}.dt_proj.weight`, shape: [H, C] },
+    { name: `${prefix}.dt_proj.bias`, shape: [H] },
+    { name: `${prefix}.conv_x.weight`, shape: [H * P, 1, K] },
+    { name: `${prefix}.conv_x.bias`, shape: [H * P] },
+    { name: `${prefix}.conv_B.weight`, shape: [H * N, 1, K] },
+    { name: `${prefix}.conv_B.bias`, shape: [H * N] },
+    { name: `${prefix}.conv_C.weight`, shape: [H * N, 1, K] },
+    { name: `${prefix}.conv_C.bias`, shape: [H * N] },
+    { name: `${prefix}.D`, shape: [H] },
+    { name: `${prefix}.out_proj.weight`, shape: [C, H * P] },
+  ];
 }
 
 function checkLayerTypes(v: unknown, layers: number, where: { path?: string }): LayerType[] | null {
@@ -258,7 +338,8 @@ export function llamaParameterSpecs(c: LlamaConfig): { name: string; shape: numb
   for (let l = 0; l < c.num_hidden_layers; l++) {
     const p = `model.layers.${l}`;
     specs.push({ name: `${p}.input_layernorm.weight`, shape: [C] });
-    if (f.fused) specs.push({ name: `${p}.self_attn.qkv_proj.weight`, shape: [(H + 2 * G) * D, C] });
+    if (isSsmLayer(c, l)) specs.push(...ssmMixerSpecs(c, `${p}.mixer`));
+    else if (f.fused) specs.push({ name: `${p}.self_attn.qkv_proj.weight`, shape: [(H + 2 * G) * D, C] });
     else {
       specs.push({ name: `${p}.self_attn.q_proj.weight`, shape: [H * D, C] });
       if (f.qkvBias) specs.push({ name: `${p}.self_attn.q_proj.bias`, shape: [H * D] });
@@ -267,8 +348,8 @@ export function llamaParameterSpecs(c: LlamaConfig): { name: string; shape: numb
       specs.push({ name: `${p}.self_attn.v_proj.weight`, shape: [G * D, C] });
       if (f.qkvBias) specs.push({ name: `${p}.self_attn.v_proj.bias`, shape: [G * D] });
     }
-    specs.push({ name: `${p}.self_attn.o_proj.weight`, shape: [C, H * D] });
-    if (f.qkNorm) specs.push({ name: `${p}.self_attn.q_norm.weight`, shape: [D] }, { name: `${p}.self_attn.k_norm.weight`, shape: [D] });
+    if (!isSsmLayer(c, l)) specs.push({ name: `${p}.self_attn.o_proj.weight`, shape: [C, H * D] });
+    if (f.qkNorm && !isSsmLayer(c, l)) specs.push({ name: `${p}.self_attn.q_norm.weight`, shape: [D] }, { name: `${p}.self_attn.k_norm.weight`, shape: [D] });
     specs.push({ name: `${p}.post_attention_layernorm.weight`, shape: [C] });
     if (f.gemma) specs.push({ name: `${p}.pre_feedforward_layernorm.weight`, shape: [C] }, { name: `${p}.post_feedforward_layernorm.weight`, shape: [C] });
     if (f.fused) specs.push({ name: `${p}.mlp.gate_up_proj.weight`, shape: [2 * I, C] });

@@ -14,7 +14,7 @@ import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/s
 import { writeBytesAtomic } from '../io/atomic.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
-import { MODEL_TYPES, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
+import { MODEL_TYPES, MOHAWK_ARCHITECTURE, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
 import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
 import { readPackedTensor } from './packed-tensors.js';
 import { newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
@@ -24,7 +24,10 @@ import { dequantize } from '../quant/rtn.js';
 export function llamaConfigJson(config: LlamaConfig): Record<string, unknown> {
   const traits = familyTraits(config.model_type);
   // Gemma's config classes name the activation hidden_activation.
-  return { architectures: [traits.architecture], torch_dtype: 'float32', ...config, ...(traits.gemma ? { hidden_activation: config.hidden_act } : {}) };
+  // A state-space student is no longer the family's architecture: its own name makes other tools refuse it (docs/mohawk.md).
+  const architecture = config.ssm !== null ? MOHAWK_ARCHITECTURE : traits.architecture;
+  const { ssm, ...rest } = config;
+  return { architectures: [architecture], torch_dtype: 'float32', ...rest, ...(ssm !== null ? { ssm } : {}), ...(traits.gemma ? { hidden_activation: config.hidden_act } : {}) };
 }
 
 /** Writes config.json and model.safetensors into `dir` (created if needed). */
@@ -80,7 +83,11 @@ export function hfConfigInput(json: Record<string, unknown>, path: string): Part
   const known = MODEL_TYPES.map((t) => familyTraits(t).architecture).join(', ');
   const archs = json.architectures;
   let modelType: ModelType | undefined;
-  if (Array.isArray(archs) && archs.length > 0) {
+  // qkd's state-space students: the family is model_type, the mixers are the ssm section.
+  const mohawk = Array.isArray(archs) && archs.length === 1 && archs[0] === MOHAWK_ARCHITECTURE;
+  if (mohawk && (typeof json.ssm !== 'object' || json.ssm === null)) refuse('ssm', `architecture ${MOHAWK_ARCHITECTURE} without an ssm section`, 'the ssm section qkd writes (state_size, conv_kernel, attention_layers)');
+  if (!mohawk && json.ssm !== undefined && json.ssm !== null) refuse('architectures', `an ssm section under architectures ${JSON.stringify(archs)}`, `["${MOHAWK_ARCHITECTURE}"]`);
+  if (Array.isArray(archs) && archs.length > 0 && !mohawk) {
     const types = archs.map((a) => (typeof a === 'string' ? modelTypeOfArchitecture(a) : undefined));
     if (types.some((t) => t === undefined) || new Set(types).size !== 1) refuse('architectures', `architecture ${JSON.stringify(archs)}`, known);
     modelType = types[0];

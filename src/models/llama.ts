@@ -24,7 +24,8 @@ import { rope } from '../tensor/ops/rope.js';
 import { attention } from '../tensor/ops/attention.js';
 import { crossEntropy } from '../tensor/ops/loss.js';
 import { QkdError } from '../errors.js';
-import { familyTraits, headDim, isSlidingLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { familyTraits, headDim, isSlidingLayer, isSsmLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
+import { Mamba2Mixer, SsmState, initMixerNeutral, type SsmMixerDims } from '../nn/ssm-mixer.js';
 
 export interface ForwardOptions {
   /** When given, each layer's attention probabilities [B,H,T,T] are pushed here (graph tensors). */
@@ -47,14 +48,29 @@ export class KvCache {
   position = 0;
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
+  /** Per layer: the recurrent state of a state-space layer (docs/mohawk.md), null for an attention layer. */
+  readonly ssmStates: (SsmState | null)[];
   readonly capacity: number;
   private readonly rowSize: number;
 
   constructor(config: LlamaConfig) {
     this.capacity = config.max_position_embeddings;
     this.rowSize = config.num_key_value_heads * headDim(config);
-    this.keys = Array.from({ length: config.num_hidden_layers }, () => new Float32Array(this.capacity * this.rowSize));
-    this.values = Array.from({ length: config.num_hidden_layers }, () => new Float32Array(this.capacity * this.rowSize));
+    const layers = Array.from({ length: config.num_hidden_layers }, (_, l) => l);
+    // A state-space layer keeps a fixed-size state instead of keys and values.
+    this.keys = layers.map((l) => new Float32Array(isSsmLayer(config, l) ? 0 : this.capacity * this.rowSize));
+    this.values = layers.map((l) => new Float32Array(isSsmLayer(config, l) ? 0 : this.capacity * this.rowSize));
+    this.ssmStates = layers.map((l) => (isSsmLayer(config, l) ? new SsmState(mixerDims(config)) : null));
+  }
+
+  /** Bytes the cache holds for the tokens seen so far: keys and values of the attention layers, plus the fixed recurrent states. */
+  get bytesInUse(): number {
+    let bytes = 0;
+    for (let l = 0; l < this.keys.length; l++) {
+      const state = this.ssmStates[l];
+      bytes += state ? state.bytes : 2 * this.position * this.rowSize * 4;
+    }
+    return bytes;
   }
 
   /** Appends T new rows of layer `layer` and returns all rows held, as [1, position + T, G, D] tensors viewing the cache (no copy). */
@@ -234,9 +250,16 @@ export class LlamaMlp extends Module {
   }
 }
 
+/** The dimensions of a config's state-space mixers. */
+export function mixerDims(c: LlamaConfig): SsmMixerDims {
+  if (c.ssm === null) throw new QkdError('CONFIG', 'this model has no state-space layers', { field: 'ssm' });
+  return { heads: c.num_attention_heads, headDim: headDim(c), stateSize: c.ssm.state_size, convKernel: c.ssm.conv_kernel };
+}
+
 export class LlamaDecoderLayer extends Module {
   readonly inputNorm: RMSNorm;
-  readonly attn: LlamaAttention;
+  /** The sequence mixer: attention, or a state-space mixer in an SSM layer (config.ssm). */
+  readonly attn: LlamaAttention | Mamba2Mixer;
   /** LLaMA: the norm before the MLP. Gemma: the norm after attention (its pre-MLP norm is preMlpNorm). */
   readonly postNorm: RMSNorm;
   readonly mlp: LlamaMlp;
@@ -244,24 +267,33 @@ export class LlamaDecoderLayer extends Module {
   readonly preMlpNorm: RMSNorm | null = null;
   readonly postMlpNorm: RMSNorm | null = null;
 
-  constructor(name: string, arena: ParameterArena, config: LlamaConfig, index = 0) {
+  constructor(name: string, arena: ParameterArena, config: LlamaConfig, private readonly index = 0) {
     super(name);
     const gemma = familyTraits(config.model_type).gemma;
     const norm = (part: string) => new RMSNorm(`${name}.${part}`, arena.get(`${name}.${part}.weight`), config.rms_norm_eps, gemma ? 1 : 0);
     this.inputNorm = this.child(norm('input_layernorm'));
-    this.attn = this.child(new LlamaAttention(`${name}.self_attn`, arena, config, index));
+    this.attn = this.child(isSsmLayer(config, index) ? new Mamba2Mixer(`${name}.mixer`, arena, mixerDims(config)) : new LlamaAttention(`${name}.self_attn`, arena, config, index));
     this.postNorm = this.child(norm('post_attention_layernorm'));
     if (gemma) this.preMlpNorm = this.child(norm('pre_feedforward_layernorm'));
     this.mlp = this.child(new LlamaMlp(`${name}.mlp`, arena, config));
     if (gemma) this.postMlpNorm = this.child(norm('post_feedforward_layernorm'));
   }
 
+  /** The sequence mixer's output on the normed input u. */
+  mix(u: Tensor, options: ForwardOptions = {}): Tensor {
+    if (this.attn instanceof Mamba2Mixer) {
+      const state = options.cache?.ssmStates[this.index] ?? undefined;
+      return this.attn.forward(u, state);
+    }
+    return this.attn.forward(u, options);
+  }
+
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     if (this.preMlpNorm !== null) {
-      const h = add(x, this.postNorm.forward(this.attn.forward(this.inputNorm.forward(x), options)));
+      const h = add(x, this.postNorm.forward(this.mix(this.inputNorm.forward(x), options)));
       return this.emit(add(h, this.postMlpNorm!.forward(this.mlp.forward(this.preMlpNorm.forward(h)))));
     }
-    const h = add(x, this.attn.forward(this.inputNorm.forward(x), options));
+    const h = add(x, this.mix(this.inputNorm.forward(x), options));
     return this.emit(add(h, this.mlp.forward(this.postNorm.forward(h))));
   }
 
@@ -338,9 +370,11 @@ export function initLlamaParameters(model: LlamaModel, seed: number): void {
       data.fill(e.name.endsWith('.bias') ? 0 : normInit);
       continue;
     }
-    const std = e.name.endsWith('o_proj.weight') || e.name.endsWith('down_proj.weight') ? residualStd : c.initializer_range;
+    const std = e.name.endsWith('o_proj.weight') || e.name.endsWith('out_proj.weight') || e.name.endsWith('down_proj.weight') ? residualStd : c.initializer_range;
     for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std;
   }
+  // State-space mixers: identity convolutions, unit gate, slow decays, no skip (docs/mohawk.md).
+  for (const layer of model.layers) if (layer.attn instanceof Mamba2Mixer) initMixerNeutral(layer.attn);
 }
 
 /** A new model with seeded random weights. */

@@ -15,3 +15,4 @@ export * from './ops/rope.js';
 export * from './ops/attention.js';
 export * from './ops/loss.js';
 export * from './ops/quant.js';
+export * from './ops/ssm.js';

@@ -107,6 +107,22 @@ export interface TrainingKernels {
   fakeQuantForward(w: FloatArray, out: FloatArray, mask: Uint8Array, rows: number, cols: number, bits: number, symmetric: boolean, granularity: 0 | 1 | 2, groupSize: number, clipRatio: number): void;
   /** dw[i] += mask[i] ? dy[i] : 0. */
   fakeQuantBackward(dy: FloatArray, mask: Uint8Array, dw: FloatArray, n: number): void;
+  /**
+   * Selective scan of the state-space mixer (reference/ssm.ts, docs/mohawk.md):
+   * x [B,T,H,P], b and c [B,T,H,N], logit [B,T,H] (decay a = σ(−logit)) → y
+   * [B,T,H,P]; states [B,H,ceil(T/L),N,P] gets the state entering each chunk of L steps.
+   */
+  ssmScanForward(x: FloatArray, b: FloatArray, c: FloatArray, logit: FloatArray, y: FloatArray, states: FloatArray, B: number, T: number, H: number, P: number, N: number, L: number): void;
+  /** Backward of ssmScanForward from dy, adding into dx, db, dc, dlogit (any may be empty). */
+  ssmScanBackward(x: FloatArray, b: FloatArray, c: FloatArray, logit: FloatArray, states: FloatArray, dy: FloatArray, dx: FloatArray, db: FloatArray, dc: FloatArray, dlogit: FloatArray, B: number, T: number, H: number, P: number, N: number, L: number): void;
+  /** The scan's mixing matrix m [B,H,T,T]: m[t,s] = (c_t·b_s)·∏_{k=s+1..t} a_k for s ≤ t, else 0. */
+  ssmMatrixForward(b: FloatArray, c: FloatArray, logit: FloatArray, m: FloatArray, B: number, T: number, H: number, N: number): void;
+  /** Backward of ssmMatrixForward from dm, adding into db, dc, dlogit (any may be empty). */
+  ssmMatrixBackward(b: FloatArray, c: FloatArray, logit: FloatArray, m: FloatArray, dm: FloatArray, db: FloatArray, dc: FloatArray, dlogit: FloatArray, B: number, T: number, H: number, N: number): void;
+  /** Depthwise causal convolution: y[t,ch] = bias[ch] + Σ_j w[ch,j]·x[t−K+1+j, ch]; x, y [B,T,C], w [C,K], bias [C] or empty. */
+  causalConvForward(x: FloatArray, w: FloatArray, bias: FloatArray, y: FloatArray, B: number, T: number, C: number, K: number): void;
+  /** Backward of causalConvForward, adding into dx, dw, dbias (any may be empty). */
+  causalConvBackward(x: FloatArray, w: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, dbias: FloatArray, B: number, T: number, C: number, K: number): void;
   /** dst += src. */
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
   /** dst [cols, rows] = srcᵀ of src [rows, cols] (row-major; src and dst disjoint). */

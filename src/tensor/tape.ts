@@ -17,6 +17,7 @@
 import { QkdError } from '../errors.js';
 import { Tensor, recycle, type FloatArray, type GradNode } from './tensor.js';
 import { kernels } from './backend.js';
+import type { OpName } from './gradients.js';
 
 let tape: Tensor[] = [];
 let noGradDepth = 0;
@@ -40,7 +41,7 @@ export function noGrad<T>(fn: () => T): T {
  * Attaches `backward` to `output` if any input requires a gradient and
  * recording is on. Returns the output for chaining.
  */
-export function record(output: Tensor, op: string, inputs: readonly Tensor[], backward: (outGrad: FloatArray) => void): Tensor {
+export function record(output: Tensor, op: OpName, inputs: readonly Tensor[], backward: (outGrad: FloatArray) => void): Tensor {
   if (noGradDepth > 0) return output;
   let needed = false;
   for (const t of inputs) if (t.requiresGrad) needed = true;

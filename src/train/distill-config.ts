@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { QkdError } from '../errors.js';
 import { PRESETS, firstIssue, readYamlFile, satSchema, type TrainConfig } from './config.js';
 import { GGUF_TYPE_NAMES } from '../compress/ggml-mixtures.js';
+import { derivedConfig, type LlamaConfig } from '../models/llama-config.js';
 
 export { GGUF_TYPE_NAMES };
 
@@ -16,12 +17,12 @@ export { GGUF_TYPE_NAMES };
 export const TUNED_FAKE_QUANT_START = 0.75;
 
 /** The distillation recipes (docs/algorithms.md §4, §6; docs/synth.md). */
-export const RECIPES = ['kd', 'qat', 'kd-qat', 'sakd', 'seqkd', 'seqkd-qat'] as const;
+export const RECIPES = ['kd', 'qat', 'kd-qat', 'sakd', 'seqkd', 'seqkd-qat', 'mohawk'] as const;
 export type Recipe = (typeof RECIPES)[number];
 
-/** Whether a recipe trains with fake quantization (QAT). */
+/** Whether a recipe trains with fake quantization (QAT); mohawk's third stage says for itself (mohawk.stage3). */
 export function recipeQuantizes(recipe: Recipe): boolean {
-  return recipe !== 'kd' && recipe !== 'seqkd';
+  return recipe !== 'kd' && recipe !== 'seqkd' && recipe !== 'mohawk';
 }
 
 /** Whether a recipe can run without a teacher: qat, and sequence-level KD on teacher-generated text. */
@@ -66,6 +67,32 @@ export const distillConfigSchema = z
       .strict()
       .nullable()
       .default(null),
+    /**
+     * MOHAWK (docs/mohawk.md), used by recipe mohawk: attention distilled into a state-space
+     * student in three stages, each a resumable run of its own in DIR/mohawk/ (stages 1, 2) and DIR (3).
+     */
+    mohawk: z
+      .object({
+        /** Which stages run, ascending; stage 3 always (the ablations: [3], [2, 3], [1, 2, 3]). */
+        stages: z.array(z.union([z.literal(1), z.literal(2), z.literal(3)])).min(1).default([1, 2, 3]),
+        /**
+         * Shares of training.steps for stage 1 (matrix orientation) and stage 2 (hidden-state
+         * alignment); stage 3 gets the rest, so every stage selection trains on the same tokens.
+         * Default: the published split, about 3% / 5% / 92%.
+         */
+        matrix_share: z.number().min(0).lt(1).default(0.03),
+        hidden_share: z.number().min(0).lt(1).default(0.05),
+        /** Stage 3: end-to-end logit KD, with QAT (kd-qat: a 4-bit SSM student) or without (kd). */
+        stage3: z.enum(['kd', 'kd-qat']).default('kd'),
+        /** Learning rate of stages 1 and 2 (null: optimizer.lr). */
+        align_lr: z.number().positive().nullable().default(null),
+        /** State width N per head (null: the head width, so B and C start as the teacher's K and Q). */
+        state_size: z.number().int().positive().nullable().default(null),
+        /** Depthwise causal convolution length over x, B, C. */
+        conv_kernel: z.number().int().positive().default(4),
+      })
+      .strict()
+      .default({}),
     /** Sensitivity-guided distillation (docs/algorithms.md §6), used by recipe sakd; each mechanism switches off on its own. */
     sakd: z
       .object({
@@ -283,6 +310,14 @@ export const distillConfigSchema = z
          * distillation.cross_tokenizer. null: the teacher's, or student.from's.
          */
         tokenizer: z.string().nullable().default(null),
+        /**
+         * recipe mohawk: student layers that keep the teacher's attention (a hybrid): a list of
+         * layer indices, or { most_sensitive: k }: the k layers whose teacher attention weights
+         * score highest in the data-free sensitivity profile (docs/algorithms.md §1). []: all SSM.
+         */
+        attention_layers: z
+          .union([z.array(z.number().int().nonnegative()), z.object({ most_sensitive: z.number().int().nonnegative() }).strict()])
+          .default([]),
       })
       .strict()
       .default({}),
@@ -336,6 +371,10 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
   if (c.student.from !== null && (c.student.preset !== null || c.student.model !== null)) {
     throw new QkdError('CONFIG', 'invalid distillation config: student.from gives the student (its shape too); student.preset and student.model must be unset', { path: source, field: 'student.from' });
   }
+  if (c.recipe === 'mohawk') checkMohawk(c, source);
+  else if (c.mohawk.stages.join() !== '1,2,3' || !(Array.isArray(c.student.attention_layers) && c.student.attention_layers.length === 0)) {
+    throw new QkdError('CONFIG', 'invalid distillation config: mohawk.stages and student.attention_layers belong to recipe mohawk', { path: source, field: 'recipe', hint: 'recipe: mohawk' });
+  }
   const a = c.assistant;
   if (a !== null) {
     if ((a.preset === null) === (a.model === null)) throw new QkdError('CONFIG', 'invalid distillation config: assistant: give its shape as preset or as model (one of them)', { path: source, field: 'assistant.preset', hint: Object.keys(PRESETS).join(', ') });
@@ -346,6 +385,21 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
     throw new QkdError('CONFIG', `invalid distillation config: student.preset: unknown preset '${c.student.preset}'`, { path: source, field: 'student.preset', hint: Object.keys(PRESETS).join(', ') });
   }
   return c;
+}
+
+/** What recipe mohawk needs of the rest of the config (docs/mohawk.md). */
+function checkMohawk(c: DistillConfig, source: string): void {
+  const m = c.mohawk;
+  const bad = (field: string, what: string, hint: string): never => {
+    throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${what}`, { path: source, field, hint });
+  };
+  if (!m.stages.every((s, i) => i === 0 || s > m.stages[i - 1]!) || m.stages[m.stages.length - 1] !== 3) bad('mohawk.stages', `${JSON.stringify(m.stages)} is not an ascending selection ending in stage 3`, '[3], [2, 3], [1, 3] or [1, 2, 3]');
+  if (m.matrix_share + m.hidden_share >= 1) bad('mohawk.hidden_share', 'stages 1 and 2 take all the steps', 'matrix_share + hidden_share below 1');
+  if (c.assistant !== null) bad('assistant', 'a teaching assistant with recipe mohawk is not supported', 'no assistant');
+  if (c.student.from !== null) bad('student.from', 'recipe mohawk builds its student from the teacher', 'no student.from (stage 3 resumes from DIR/mohawk/ itself)');
+  if (c.student.init !== 'pruned') bad('student.init', `recipe mohawk keeps the teacher's widths and copies its layers; init '${c.student.init}' does not`, 'pruned');
+  if (c.distillation.cross_tokenizer !== null) bad('distillation.cross_tokenizer', 'recipe mohawk compares attention per token of one tokenizer', 'null');
+  if (c.distillation.soft_target_cache !== null) bad('distillation.soft_target_cache', 'stages 1 and 2 read the live teacher (its layer inputs and attention)', 'null');
 }
 
 /** Whether QAT learns its step sizes: as set, else on for the uniform grid and off with a ggml format (tuned default). */
@@ -423,4 +477,14 @@ export function loopConfig(c: ResolvedDistillConfig, model: TrainConfig['model']
     validation_fraction: t.validation_fraction,
     seed: t.seed,
   };
+}
+
+/** The student's shape: an explicit shape, a preset, or (default) the teacher with half its layers. */
+export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConfig {
+  const shape = c.student.model ?? (c.student.preset !== null ? PRESETS[c.student.preset]!.model : null);
+  // The student is of the teacher's family (model_type, activation, RoPE, windows), in the shape asked for.
+  if (shape === null) return derivedConfig(teacher, { num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) });
+  // svd and minitron keep whole heads of the teacher's width.
+  const keepHeads = (c.student.init === 'svd' || c.student.init === 'minitron') && (shape as { head_dim?: number }).head_dim === undefined ? { head_dim: teacher.head_dim } : {};
+  return derivedConfig(teacher, { ...shape, ...keepHeads } as Partial<LlamaConfig> & Record<string, unknown>);
 }

@@ -35,7 +35,6 @@ import { loadLlama } from '../models/llama-io.js';
 import { packLearned, quantizeLlama } from '../compress/quantize-model.js';
 import { saveQuantizedLlama } from '../compress/quantized-io.js';
 import type { Tokenizer } from '../data/tokenizer.js';
-import type { ChatCorpus } from '../data/chat.js';
 import { sequentialBatches } from '../data/corpus.js';
 import { ParameterArena } from '../tensor/arena.js';
 import { Rng } from '../tensor/random.js';
@@ -52,101 +51,23 @@ import { attentionKd, confidenceKd, createProjection, entropyWarning, featureKd,
 import { initStudent } from '../distill/student-init.js';
 import { bytesPerToken, cachedKd, openSoftTargetCache, teacherTag, softTargetWindow, softTargetWindowCount, writeSoftTargetCache, type SoftTargetCache } from '../distill/soft-targets.js';
 import { PRESETS } from './config.js';
-import { coefficient, fakeQuantActive, GGUF_TYPE_NAMES, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, recipeQuantizes, resolveDistillConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
+import { coefficient, fakeQuantActive, GGUF_TYPE_NAMES, learnedStepSizes, loopConfig, parseDistillConfig, phaseAt, recipeQuantizes, resolveDistillConfig, studentConfig, scaleInit, swdlTemperature, taskWeight, type DistillConfig, type ResolvedDistillConfig } from './distill-config.js';
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
-import { checkSplitFits, countedRows, readResumePoint, sampledStarts, refuseConfigChanges, tokenizeSplit, train, validationLoss, type StepProgress, type TrainResult } from './trainer.js';
+import { checkSplitFits, countedRows, readResumePoint, sampledStarts, refuseConfigChanges, tokenizeSplit, train, validationLoss, type TrainResult } from './trainer.js';
 import { prepareRunDirectory } from './run-directory.js';
 import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
-import type { AuditReport } from '../swan/types.js';
 import { cacheTeacherFingerprint, cachedValidationKl, isCacheTeacher, isTeacherServer, LLAMA_CPP_DEFAULT_TOP_K, prepareCaches, refuseForCacheTeacher, SERVER_DEFAULT_TOP_K, windowsTouched, type CacheTeacher } from './server-teacher.js';
-import type { FillProgress } from '../distill/cache-job.js';
 import { TeacherEnsemble, type TeacherModel } from '../distill/ensemble.js';
+import { distillMohawk, MOHAWK_DIR } from './mohawk.js';
 import { loadEnsemble, refuseForEnsemble, refuseWithoutTeacher, teacherFingerprint, teacherPrecision, teacherTokenizer, teacherlessTokenizer } from './teachers.js';
 
 export { teacherFingerprint };
 
-export interface DistillOptions {
-  /**
-   * Teacher: any model qkd loads (model dir, run dir, llama2.c .bin), a
-   * model in memory, a model on an inference server (vLLM or SGLang), or a
-   * GGUF run by llama.cpp (train/server-teacher.ts: the last two by offline
-   * KD from caches they fill). Several teachers of one tokenizer (an array,
-   * mixed by distillation.teachers), or none (null: recipes seqkd and
-   * seqkd-qat, which learn from teacher-generated text alone, and qat).
-   */
-  teacher: string | LlamaModel | CacheTeacher | readonly (string | LlamaModel)[] | null;
-  /** The student's tokenizer when it is not the teacher's (distillation.cross_tokenizer; default: student.tokenizer, else student.from's). */
-  studentTokenizer?: Tokenizer;
-  /**
-   * The teacher's tokenizer (CLI --teacher-tokenizer). Default: the teacher
-   * dir's tokenizer.json (bytes for an in-memory byte-level teacher), a
-   * GGUF's own; a server teacher's is the student's, except across
-   * tokenizers, where a server teacher's must be given.
-   */
-  tokenizer?: Tokenizer;
-  /**
-   * Training text (the teacher's tokenizer encodes it), or chat
-   * conversations, rendered with the teacher tokenizer's chat template: the
-   * task loss and logit / feature KD then count the assistant's tokens only.
-   */
-  text: string | ChatCorpus;
-  outDir: string;
-  /** The run's settings; when resuming, they must agree with the checkpoint's (see savedDistillConfig). */
-  config: DistillConfig;
-  resume?: boolean;
-  /** Start a new run in a non-empty outDir, removing the old run's files. */
-  force?: boolean;
-  /** Also write the student as DIR/model-<TYPE>.gguf in this ggml type or llama.cpp file type (default: quantization.format, if set). */
-  exportGguf?: string;
-  onStep?: (p: StepProgress) => void;
-  /** Progress of filling the caches of a teacher on a server or in llama.cpp (what: 'training targets' or 'validation targets'). */
-  onCacheProgress?: (what: string, p: FillProgress) => void;
-  shouldStop?: () => boolean;
-  /** Reports and warnings (teacher entropy, λ monitor actions). */
-  onNote?: (note: string) => void;
-  /** Internal: set on the student's run of a chain through a teaching assistant (config.assistant), whose teacher is then the assistant. */
-  viaAssistant?: boolean;
-  /**
-   * The processes the run spans (default one; see TrainOptions.world). Every
-   * rank calls distill() with the same options; rank 0 alone reports and
-   * writes files (the soft-target cache it builds with the others, the
-   * quantized student, reports, the GGUF). The other ranks return when
-   * training ends, with the training figures only.
-   */
-  world?: World;
-}
+import type { DistillOptions, DistillResult, SakdReport } from './distill-types.js';
 
-/** The post-distillation audit of recipe sakd (docs/algorithms.md §6): both profiles and the packed student's perplexity. */
-export interface SakdReport {
-  teacher: AuditReport;
-  student: AuditReport;
-  fp32_student_val_ppl: number;
-  quantized_student: { bits: number; avg_bits: number; bytes: number; val_ppl: number };
-  /** SWDL weights per student feature layer at the first and the last step. */
-  swdl_weights: { first: number[]; last: number[] } | null;
-  /** TDNI: student modules that trained with noise. */
-  tdni_modules: string[];
-  /** SGR coefficients raised by the feedback monitor (name → multiplier > 1). */
-  feedback_coefficients: Record<string, number>;
-}
-
-export interface DistillResult extends TrainResult {
-  recipe: DistillConfig['recipe'];
-  /** Mean teacher soft-target entropy at τ (nats) over the first training batches. */
-  teacher_entropy: number;
-  /** Packed checkpoint of the student at the deployment width ('' when interrupted: not written). */
-  quantized_dir: string;
-  quantized_avg_bits: number;
-  quantized_bytes: number;
-  /** recipe sakd: the post-distillation audit, also written to DIR/sakd-report.json. */
-  sakd_report?: SakdReport;
-  /** The student's GGUF (quantization.format, or DistillOptions.exportGguf), and its size. */
-  gguf?: { path: string; type: string; bytes: number; bits_per_weight: number };
-  /** With a teaching assistant (config.assistant): its run directory and result. */
-  assistant?: { dir: string; val_loss: number; val_ppl: number; params: number; steps: number };
-}
+export type { DistillOptions, DistillResult, SakdReport };
 
 /** A model in memory as a profile source (arena views, no copies). */
 function modelSource(model: LlamaModel, label: string): ProfileSource {
@@ -156,16 +77,6 @@ function modelSource(model: LlamaModel, label: string): ProfileSource {
 /** The deployment scheme of a config (what QAT simulates and the packed checkpoint stores). */
 export function deploymentScheme(c: DistillConfig): QuantScheme {
   return { groupSize: c.quantization.granularity === 'group' ? c.quantization.group_size : 0, symmetric: c.quantization.scheme === 'symmetric' };
-}
-
-/** The student's shape: an explicit shape, a preset, or (default) the teacher with half its layers. */
-export function studentConfig(teacher: LlamaConfig, c: DistillConfig): LlamaConfig {
-  const shape = c.student.model ?? (c.student.preset !== null ? PRESETS[c.student.preset]!.model : null);
-  // The student is of the teacher's family (model_type, activation, RoPE, windows), in the shape asked for.
-  if (shape === null) return derivedConfig(teacher, { num_hidden_layers: Math.max(1, Math.ceil(teacher.num_hidden_layers / 2)) });
-  // svd and minitron keep whole heads of the teacher's width.
-  const keepHeads = (c.student.init === 'svd' || c.student.init === 'minitron') && (shape as { head_dim?: number }).head_dim === undefined ? { head_dim: teacher.head_dim } : {};
-  return derivedConfig(teacher, { ...shape, ...keepHeads } as Partial<LlamaConfig> & Record<string, unknown>);
 }
 
 /** One line with the run's QAT and loss settings (logged at the start, as metrics.jsonl logs every step's terms). */
@@ -835,7 +746,7 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   if (options.resume === true && !started.student && !started.assistant) {
     throw new QkdError('IO', `nothing to resume: neither ${options.outDir} nor ${dir} holds a checkpoint (latest.json)`, { path: options.outDir, field: '--out', hint: 'the output directory of an earlier run with --assistant' });
   }
-  prepareRunDirectory(options.outDir, { resume: options.resume === true && started.student, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT] });
+  prepareRunDirectory(options.outDir, { resume: options.resume === true && started.student, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR] });
   const steps = a.steps ?? c.training.steps;
   const finished = options.force !== true && existsSync(join(dir, 'quantized')) && existsSync(join(dir, 'latest.json')) && readResumePoint(dir).state.step === steps;
   let assistantResult: TrainResult | null = null;
@@ -861,7 +772,11 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   return { ...result, assistant: { dir, val_loss: done.val_loss, val_ppl: done.val_ppl, params: assistant.parameterCount, steps } };
 }
 
+export { studentConfig };
+
 export async function distill(options: DistillOptions): Promise<DistillResult> {
+  // Recipe mohawk chains its own stages (train/mohawk.ts); its third stage comes back here as kd / kd-qat.
+  if (options.config.recipe === 'mohawk') return distillMohawk(options, distill);
   const world = options.world ?? SINGLE_PROCESS;
   // Only rank 0 reports (the others would repeat its every line).
   if (!world.isRoot) options = { ...options, onNote: undefined, onStep: undefined, onCacheProgress: undefined };
@@ -875,7 +790,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Stopped while the teacher was still filling its cache: no checkpoint yet, and --resume continues the filling.
   const fillingOnly = external !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
   const resume = options.resume === true && !fillingOnly;
-  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT] });
+  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR] });
   // Several teachers: the first initialises the student and bounds the context; the mixture teaches.
   const ensemble = teachers !== null ? loadEnsemble(teachers, options.config, options.tokenizer, (typeof options.text === 'string' ? options.text : JSON.stringify(options.text.conversations.slice(0, 8))).slice(0, 4096)) : null;
   const givenTeacher =
@@ -1027,7 +942,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     config: loopSettings,
     resume,
     force: options.force,
-    keepFiles: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT],
+    keepFiles: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR],
     tokenizer,
     recipe: {
       name: recipe.name,

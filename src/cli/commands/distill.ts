@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { SKIP_BAD_ROWS, TEXT_COLUMN, readCorpus, type CorpusFlags } from '../corpus.js';
 import { distill, savedDistillConfig } from '../../train/distill.js';
+import { savedMohawkConfig, type MohawkResult } from '../../train/mohawk.js';
 import { GGUF_TYPE_NAMES, RECIPES, loadDistillConfig, parseDistillConfig, recipeRunsWithoutTeacher, type DistillConfig } from '../../train/distill-config.js';
 import { PRESETS } from '../../train/config.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
@@ -106,6 +107,26 @@ interface DistillFlags extends CorpusFlags {
   seed?: number;
   resume?: boolean;
   force?: boolean;
+  attentionLayers?: number[] | { most_sensitive: number };
+  mohawkStages?: (1 | 2 | 3)[];
+  mohawkStage3?: 'kd' | 'kd-qat';
+}
+
+/** --attention-layers 0,3 → [0, 3]; top:2 → the 2 most sensitive (recipe mohawk). */
+function attentionLayerList(value: string): number[] | { most_sensitive: number } {
+  const top = /^top:(\d+)$/.exec(value.trim());
+  if (top !== null) return { most_sensitive: Number(top[1]) };
+  if (value.trim() === '') return [];
+  const parts = value.split(',').map((p) => p.trim());
+  if (!parts.every((p) => /^\d+$/.test(p))) throw new InvalidArgumentError(`--attention-layers takes layer indices separated by commas (0,3) or top:K, got '${value}'`);
+  return parts.map(Number);
+}
+
+/** --mohawk-stages 2,3 → [2, 3]. */
+function stageList(value: string): (1 | 2 | 3)[] {
+  const parts = value.split(',').map((p) => p.trim());
+  if (!parts.every((p) => p === '1' || p === '2' || p === '3')) throw new InvalidArgumentError(`--mohawk-stages takes stages 1, 2, 3 separated by commas (e.g. 2,3), got '${value}'`);
+  return parts.map((p) => Number(p) as 1 | 2 | 3);
 }
 
 /** --teacher-weights 0.7,0.3 → [0.7, 0.3] (positive numbers). */
@@ -126,6 +147,11 @@ function ggufExport(value: string): string {
 /** The base config: the YAML file, or on --resume the run's own, or the defaults. */
 function baseConfig(o: DistillFlags): DistillConfig {
   if (o.config) return loadDistillConfig(o.config);
+  // A mohawk run keeps its own config (its stage 3's checkpoint holds the stage's kd config).
+  if (o.resume) {
+    const mohawk = savedMohawkConfig(o.out);
+    if (mohawk !== null) return mohawk;
+  }
   if (o.resume && existsSync(join(o.out, 'latest.json'))) return savedDistillConfig(o.out) ?? parseDistillConfig({});
   return parseDistillConfig({});
 }
@@ -148,7 +174,8 @@ function configFromFlags(o: DistillFlags): DistillConfig {
         : {}),
       ...(o.teacherMix !== undefined || o.teacherWeights !== undefined ? { teachers: { mix: o.teacherMix ?? base.distillation.teachers.mix, weights: o.teacherWeights ?? base.distillation.teachers.weights } } : {}),
       temperature: o.temperature ?? base.distillation.temperature, lambda_distill: o.lambda ?? base.distillation.lambda_distill, gamma_quant: o.gamma ?? base.distillation.gamma_quant },
-    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from, tokenizer: o.studentTokenizer ?? base.student.tokenizer },
+    student: { ...base.student, preset: o.studentPreset ?? base.student.preset, init: o.init ?? base.student.init, from: o.student ?? base.student.from, tokenizer: o.studentTokenizer ?? base.student.tokenizer, attention_layers: o.attentionLayers ?? base.student.attention_layers },
+    mohawk: { ...base.mohawk, stages: o.mohawkStages ?? base.mohawk.stages, stage3: o.mohawkStage3 ?? base.mohawk.stage3 },
   };
   return parseDistillConfig(merged, o.config ?? 'command-line flags');
 }
@@ -176,10 +203,13 @@ export function registerDistill(program: Command): void {
     .requiredOption('--out <dir>', 'output directory (FP32 student, checkpoints, metrics.jsonl, quantized/); must be empty unless --resume or --force')
     .option('--data <path>', "training text: file, JSON Lines ({\"text\"} or chat {\"messages\"} rows: the loss counts the assistant's tokens), Parquet shard, a directory of them, or 'default' (embedded Moby-Dick)", 'default')
     .option('--config <file.yaml>', 'YAML config with sections training / quantization / distillation / optimizer / student (missing fields take defaults)')
-    .option('--recipe <name>', `${RECIPES.join(' | ')} (seqkd: the task loss on teacher-generated text from qkd synth, plus logit KD when --teacher is given; no teacher needed)`, choice('--recipe', RECIPES))
+    .option('--recipe <name>', `${RECIPES.join(' | ')} (seqkd: the task loss on teacher-generated text from qkd synth, plus logit KD when --teacher is given; no teacher needed; mohawk: a state-space student in three stages, docs/mohawk.md)`, choice('--recipe', RECIPES))
     .option('--student-preset <name>', `student shape: ${Object.keys(PRESETS).join(' | ')} (default: the teacher with half its layers)`, choice('--student-preset', Object.keys(PRESETS)))
     .option('--init <method>', 'student initialisation: pruned | svd | random | minitron (activation-guided pruning; retrains by logit-only KD unless distillation.task_weight is set)', choice('--init', ['pruned', 'svd', 'random', 'minitron'] as const))
     .option('--student <path>', 'go on from an existing student (its shape and weights; e.g. QAT fine-tuning of a trained FP32 student with --recipe kd-qat)')
+    .option('--attention-layers <list>', 'recipe mohawk: student layers that keep attention (a hybrid), e.g. 0,3, or top:K for the K most sensitive by the teacher\'s profile (default none: all state-space)', attentionLayerList)
+    .option('--mohawk-stages <list>', 'recipe mohawk: the stages to run, ending in 3 (default 1,2,3; the skipped stages\' steps go to stage 3)', stageList)
+    .option('--mohawk-stage3 <recipe>', 'recipe mohawk: stage 3 by kd (default) or kd-qat (a quantized state-space student)', choice('--mohawk-stage3', ['kd', 'kd-qat'] as const))
     .option('--steps <n>', 'total optimiser steps', positiveInt('--steps'))
     .option('--seq-len <n>', "tokens per sequence (default: 128, or the teacher's context when shorter)", integerIn('--seq-len', 2))
     .option('--batch-size <n>', 'sequences per micro-batch (default 8)', positiveInt('--batch-size'))
@@ -239,7 +269,8 @@ export function registerDistill(program: Command): void {
         console.log(`${result.recipe}: val loss ${result.val_loss.toFixed(4)} (ppl ${result.val_ppl.toFixed(3)}); packed ${config.quantization.bits}-bit student (${result.quantized_avg_bits.toFixed(3)} avg bits, ${result.quantized_bytes} bytes) in ${result.quantized_dir}`);
         if (result.gguf) console.log(`GGUF ${result.gguf.type}: ${result.gguf.path} (${result.gguf.bytes} bytes, ${result.gguf.bits_per_weight.toFixed(3)} bits per weight)`);
         if (result.assistant) console.log(`teaching assistant: ${result.assistant.params} parameters in ${result.assistant.dir}`);
-        console.log(JSON.stringify({ ...json, gguf: result.gguf?.path ?? null, assistant: result.assistant ?? null }));
+        if ('mohawk' in result) console.log(`mohawk stages: ${(result as MohawkResult).mohawk.stages.map((s) => `${s.stage} (${s.objective}, ${s.steps} steps${s.reused ? ', reused' : ''})`).join(', ')}; report in ${join(o.out, 'mohawk', 'report.json')}`);
+        console.log(JSON.stringify({ ...json, gguf: result.gguf?.path ?? null, assistant: result.assistant ?? null, ...('mohawk' in result ? { mohawk: (result as MohawkResult).mohawk } : {}) }));
       } finally {
         session.close();
       }

@@ -8,6 +8,7 @@ import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
+import { causalConvBackward, causalConvForward, ssmMatrixBackward, ssmMatrixForward, ssmScanBackward, ssmScanForward } from './ssm.js';
 import { rtnErrors, rtnErrorsBf16 } from './rtn-error.js';
 
 function sgemm(p: GemmArgs): void {
@@ -429,6 +430,12 @@ export const referenceKernels: Kernels = {
   klBackward,
   fakeQuantForward,
   fakeQuantBackward,
+  ssmScanForward,
+  ssmScanBackward,
+  ssmMatrixForward,
+  ssmMatrixBackward,
+  causalConvForward,
+  causalConvBackward,
   addInto,
   transpose,
   add,

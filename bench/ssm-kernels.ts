@@ -1,0 +1,98 @@
+/**
+ * The state-space mixer's kernels (docs/mohawk.md) at the experiment's
+ * training size: B = 8, T = 128, H = 4 heads of P = N = 16 (the mohawk
+ * experiment's students), conv over 8·128 rows of 64 channels, K = 4.
+ * Kernel versions: v0 = TypeScript reference, v1 = native. Every v1 is
+ * validated against v0 on the same inputs before either is timed. Last
+ * stdout line: one JSON object with ms per call for each version.
+ *
+ *   npm run bench -- ssm-kernels
+ */
+import { Rng, kernels, nativeKernelNames, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
+import { timeMedian } from './_util.js';
+
+const rng = new Rng(1);
+const rand = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
+const B = 8, T = 128, H = 4, P = 16, N = 16, L = 64, C = H * P, K = 4;
+const chunks = Math.ceil(T / L);
+
+interface Case {
+  name: string;
+  /** The kernels the case calls (all must be native for a v1 timing). */
+  uses: string[];
+  setup(): { run(k: Kernels): void; outputs: Float32Array[] };
+}
+
+const scanInputs = () => ({ x: rand(B * T * H * P), b: rand(B * T * H * N), c: rand(B * T * H * N), l: rand(B * T * H, -3, 2) });
+
+const cases: Case[] = [
+  {
+    name: 'ssmScanForward', uses: ['ssmScanForward'],
+    setup() { const { x, b, c, l } = scanInputs(), y = new Float32Array(B * T * H * P), s = new Float32Array(B * H * chunks * N * P); return { run: (k) => k.ssmScanForward(x, b, c, l, y, s, B, T, H, P, N, L), outputs: [y, s] }; },
+  },
+  {
+    name: 'ssmScanBackward', uses: ['ssmScanForward', 'ssmScanBackward'],
+    setup() {
+      const { x, b, c, l } = scanInputs(), y = new Float32Array(B * T * H * P), s = new Float32Array(B * H * chunks * N * P), dy = rand(B * T * H * P);
+      const dx = new Float32Array(x.length), db = new Float32Array(b.length), dc = new Float32Array(c.length), dl = new Float32Array(l.length);
+      // The states come from the same backend's forward, outside the timing of interest but inside run (a backward never runs alone).
+      return { run: (k) => { k.ssmScanForward(x, b, c, l, y, s, B, T, H, P, N, L); k.ssmScanBackward(x, b, c, l, s, dy, dx, db, dc, dl, B, T, H, P, N, L); }, outputs: [dx, db, dc, dl] };
+    },
+  },
+  {
+    name: 'ssmMatrixForward', uses: ['ssmMatrixForward'],
+    setup() { const { b, c, l } = scanInputs(), m = new Float32Array(B * H * T * T); return { run: (k) => k.ssmMatrixForward(b, c, l, m, B, T, H, N), outputs: [m] }; },
+  },
+  {
+    name: 'ssmMatrixBackward', uses: ['ssmMatrixForward', 'ssmMatrixBackward'],
+    setup() {
+      const { b, c, l } = scanInputs(), m = new Float32Array(B * H * T * T), dm = rand(B * H * T * T);
+      const db = new Float32Array(b.length), dc = new Float32Array(c.length), dl = new Float32Array(l.length);
+      return { run: (k) => { k.ssmMatrixForward(b, c, l, m, B, T, H, N); k.ssmMatrixBackward(b, c, l, m, dm, db, dc, dl, B, T, H, N); }, outputs: [db, dc, dl] };
+    },
+  },
+  {
+    name: 'causalConvForward', uses: ['causalConvForward'],
+    setup() { const x = rand(B * T * C), w = rand(C * K), bias = rand(C), y = new Float32Array(B * T * C); return { run: (k) => k.causalConvForward(x, w, bias, y, B, T, C, K), outputs: [y] }; },
+  },
+  {
+    name: 'causalConvBackward', uses: ['causalConvBackward'],
+    setup() { const x = rand(B * T * C), w = rand(C * K), dy = rand(B * T * C), dx = new Float32Array(x.length), dw = new Float32Array(w.length), db = new Float32Array(C); return { run: (k) => k.causalConvBackward(x, w, dy, dx, dw, db, B, T, C, K), outputs: [dx, dw, db] }; },
+  },
+];
+
+const status = nativeStatus();
+if (!status.loaded) {
+  console.error(`native addon not loaded: ${status.reason}`);
+  process.exit(1);
+}
+const nativeNames = new Set(nativeKernelNames());
+const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null }> = {};
+console.log(`kernel                v0 ref ms   v1 native ms   speed-up   max |Δ|/max|ref|`);
+for (const c of cases) {
+  const isNative = c.uses.every((n) => nativeNames.has(n));
+  let maxRel: number | null = null;
+  if (isNative) {
+    // Validate v1 against v0 on identical fresh inputs (one call each; backward kernels add into zeroed buffers).
+    const saved = rng.getState();
+    const a = c.setup();
+    rng.setState(saved);
+    const b = c.setup();
+    withBackend('reference', () => a.run(kernels()));
+    withBackend('native', () => b.run(kernels()));
+    maxRel = 0;
+    a.outputs.forEach((o, k) => {
+      let scale = 1e-30;
+      for (let i = 0; i < o.length; i++) scale = Math.max(scale, Math.abs(o[i]!));
+      for (let i = 0; i < o.length; i++) maxRel = Math.max(maxRel!, Math.abs(o[i]! - b.outputs[k]![i]!) / scale);
+    });
+    if (maxRel > 1e-5) throw new Error(`${c.name}: native disagrees with reference (max relative difference ${maxRel})`);
+  }
+  const s0 = c.setup();
+  const v0 = withBackend('reference', () => timeMedian(() => s0.run(kernels()), 3)) * 1000;
+  const s1 = c.setup();
+  const v1 = isNative ? withBackend('native', () => timeMedian(() => s1.run(kernels()), 7)) * 1000 : null;
+  results[c.name] = { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel };
+  console.log(`${c.name.padEnd(20)} ${v0.toFixed(2).padStart(10)}   ${v1 === null ? '(not native)'.padStart(12) : v1.toFixed(3).padStart(12)}   ${v1 === null ? '' : (v0 / v1).toFixed(1).padStart(7) + 'x'}   ${maxRel === null ? '' : (maxRel as number).toExponential(1)}`);
+}
+console.log(JSON.stringify({ name: 'ssm-kernels', isa: status.isa, threads: status.threads, shape: { B, T, H, P, N, L, C, K }, kernels: results }));
