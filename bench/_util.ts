@@ -1,6 +1,6 @@
 /** Shared helpers for benchmarks: timing with warm-up, a python3+torch probe, and the synthetic ~156M-parameter model. */
 import { spawnSync } from 'node:child_process';
-import { Rng } from '../src/tensor/index.js';
+import { Rng, kernels, withBackend, type Kernels } from '../src/tensor/index.js';
 import { llamaConfig, type LlamaConfig } from '../src/models/llama-config.js';
 
 /** The benchmarks' LLaMA shape: width 1024, 16 heads (4 KV), 32k vocabulary; 8 layers is about 156M parameters. */
@@ -60,4 +60,43 @@ export function runTorch(script: string): Record<string, unknown> | null {
   }
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+/** A kernel benchmark case: fresh inputs and outputs from the seeded generator, and the call to time. */
+export interface KernelBenchCase {
+  name: string;
+  setup(): { run(k: Kernels): void; outputs: Float32Array[] };
+}
+
+/**
+ * v0 (reference) against v1 (native) for one case: first the native outputs
+ * are checked against the reference on identical fresh inputs (the largest
+ * difference relative to each output's largest magnitude, since elementwise
+ * relative error means nothing where results cancel to ~0; above 1e-5
+ * throws), then each is timed (median of 3 and 7 runs). v1 is null when the
+ * addon does not run the case's kernels.
+ */
+export function referenceAgainstNative(c: KernelBenchCase, rng: Rng, isNative: boolean): { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null } {
+  let maxRel: number | null = null;
+  if (isNative) {
+    const saved = rng.getState();
+    const a = c.setup();
+    rng.setState(saved);
+    const b = c.setup();
+    withBackend('reference', () => a.run(kernels()));
+    withBackend('native', () => b.run(kernels()));
+    let worst = 0;
+    a.outputs.forEach((o, k) => {
+      let scale = 1e-30;
+      for (let i = 0; i < o.length; i++) scale = Math.max(scale, Math.abs(o[i]!));
+      for (let i = 0; i < o.length; i++) worst = Math.max(worst, Math.abs(o[i]! - b.outputs[k]![i]!) / scale);
+    });
+    if (worst > 1e-5) throw new Error(`${c.name}: native disagrees with reference (max relative difference ${worst})`);
+    maxRel = worst;
+  }
+  const s0 = c.setup();
+  const v0 = withBackend('reference', () => timeMedian(() => s0.run(kernels()), 3)) * 1000;
+  const s1 = c.setup();
+  const v1 = isNative ? withBackend('native', () => timeMedian(() => s1.run(kernels()), 7)) * 1000 : null;
+  return { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel };
 }

@@ -5,8 +5,8 @@
  * against v0 on the same inputs before either is timed. Last stdout line:
  * one JSON object with ms per call for each version.
  */
-import { Rng, kernels, nativeKernelNames, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
-import { timeMedian } from './_util.js';
+import { Rng, nativeKernelNames, nativeStatus, type Kernels } from '../src/tensor/index.js';
+import { referenceAgainstNative } from './_util.js';
 import { tierBytes } from '../src/sat/dbwa.js';
 
 const rng = new Rng(1);
@@ -88,30 +88,9 @@ console.log(`kernel                         v0 ref ms   v1 native ms   speed-up 
 for (const c of cases) {
   const kernelNames = c.name.split(' ')[0]!.split('+').map((n, i, all) => (i > 0 ? all[0]!.replace(/(Forward|Encode)$/, '') + n : n));
   const isNative = kernelNames.every((n) => nativeNames.has(n));
-  // Validate v1 against v0 on identical fresh inputs.
-  let maxRel: number | null = null;
-  if (isNative) {
-    const saved = rng.getState();
-    const a = c.setup();
-    rng.setState(saved);
-    const b = c.setup();
-    withBackend('reference', () => a.run(kernels()));
-    withBackend('native', () => b.run(kernels()));
-    // Largest difference relative to the largest magnitude of that output
-    // (elementwise relative error is meaningless where results cancel to ~0).
-    maxRel = 0;
-    a.outputs.forEach((o, k) => {
-      let scale = 1e-30;
-      for (let i = 0; i < o.length; i++) scale = Math.max(scale, Math.abs(o[i]!));
-      for (let i = 0; i < o.length; i++) maxRel = Math.max(maxRel!, Math.abs(o[i]! - b.outputs[k]![i]!) / scale);
-    });
-    if (maxRel > 1e-5) throw new Error(`${c.name}: native disagrees with reference (max relative difference ${maxRel})`);
-  }
-  const s0 = c.setup();
-  const v0 = withBackend('reference', () => timeMedian(() => s0.run(kernels()), 3)) * 1000;
-  const s1 = c.setup();
-  const v1 = isNative ? withBackend('native', () => timeMedian(() => s1.run(kernels()), 7)) * 1000 : null;
-  results[c.name] = { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel };
+  const r = referenceAgainstNative(c, rng, isNative);
+  const { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel } = r;
+  results[c.name] = r;
   console.log(
     `${c.name.padEnd(30)} ${v0.toFixed(2).padStart(9)}   ${v1 === null ? '(not native)'.padStart(12) : v1.toFixed(3).padStart(12)}   ${v1 === null ? '' : (v0 / v1).toFixed(1).padStart(7) + 'x'}   ${v1 === null ? '' : (c.bytes / (v1 / 1000) / 1e9).toFixed(1).padStart(7)}   ${maxRel === null ? '' : maxRel.toExponential(1)}`,
   );

@@ -8,8 +8,8 @@
  *
  *   npm run bench -- ssm-kernels
  */
-import { Rng, kernels, nativeKernelNames, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
-import { timeMedian } from './_util.js';
+import { Rng, nativeKernelNames, nativeStatus, type Kernels } from '../src/tensor/index.js';
+import { referenceAgainstNative } from './_util.js';
 
 const rng = new Rng(1);
 const rand = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
@@ -71,28 +71,9 @@ const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_dif
 console.log(`kernel                v0 ref ms   v1 native ms   speed-up   max |Δ|/max|ref|`);
 for (const c of cases) {
   const isNative = c.uses.every((n) => nativeNames.has(n));
-  let maxRel: number | null = null;
-  if (isNative) {
-    // Validate v1 against v0 on identical fresh inputs (one call each; backward kernels add into zeroed buffers).
-    const saved = rng.getState();
-    const a = c.setup();
-    rng.setState(saved);
-    const b = c.setup();
-    withBackend('reference', () => a.run(kernels()));
-    withBackend('native', () => b.run(kernels()));
-    maxRel = 0;
-    a.outputs.forEach((o, k) => {
-      let scale = 1e-30;
-      for (let i = 0; i < o.length; i++) scale = Math.max(scale, Math.abs(o[i]!));
-      for (let i = 0; i < o.length; i++) maxRel = Math.max(maxRel!, Math.abs(o[i]! - b.outputs[k]![i]!) / scale);
-    });
-    if (maxRel > 1e-5) throw new Error(`${c.name}: native disagrees with reference (max relative difference ${maxRel})`);
-  }
-  const s0 = c.setup();
-  const v0 = withBackend('reference', () => timeMedian(() => s0.run(kernels()), 3)) * 1000;
-  const s1 = c.setup();
-  const v1 = isNative ? withBackend('native', () => timeMedian(() => s1.run(kernels()), 7)) * 1000 : null;
-  results[c.name] = { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel };
+  const r = referenceAgainstNative(c, rng, isNative);
+  const { v0_ms: v0, v1_ms: v1, max_rel_diff: maxRel } = r;
+  results[c.name] = r;
   console.log(`${c.name.padEnd(20)} ${v0.toFixed(2).padStart(10)}   ${v1 === null ? '(not native)'.padStart(12) : v1.toFixed(3).padStart(12)}   ${v1 === null ? '' : (v0 / v1).toFixed(1).padStart(7) + 'x'}   ${maxRel === null ? '' : (maxRel as number).toExponential(1)}`);
 }
 console.log(JSON.stringify({ name: 'ssm-kernels', isa: status.isa, threads: status.threads, shape: { B, T, H, P, N, L, C, K }, kernels: results }));

@@ -115,25 +115,35 @@ describe('data-parallel training under mpirun', { skip }, () => {
     assertClose(losses(one), losses(out), RTOL, 'loss');
   });
 
-  it('a killed rank ends the job non-zero and leaves the last checkpoint whole', async () => {
-    const out = join(dir, 'killed');
-    const long = join(dir, 'long.yaml');
-    writeFileSync(long, 'steps: 100000\ncheckpoint_every: 3\neval_every: 1000\n');
-    const job = spawn('mpirun', ['-np', '2', process.execPath, 'bin/qkd.js', 'train', '--data', data, '--config', long, '--out', out], { env: { ...process.env, ...MPI_ENV } });
-    let stderr = '';
-    job.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  /** A 2-rank run that would go on for hours, in the background; `until` polls (up to 60 s) for a state of its output. */
+  function longRun(name: string, yaml: string) {
+    const out = join(dir, name);
+    const config = join(dir, `${name}.yaml`);
+    writeFileSync(config, yaml);
+    const job = spawn('mpirun', ['-np', '2', process.execPath, 'bin/qkd.js', 'train', '--data', data, '--config', config, '--out', out], { env: { ...process.env, ...MPI_ENV } });
+    const log = { stdout: '', stderr: '' };
+    job.stdout.on('data', (d: Buffer) => (log.stdout += d.toString()));
+    job.stderr.on('data', (d: Buffer) => (log.stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => job.on('close', (code) => resolve(code)));
+    const until = async (ready: () => boolean): Promise<boolean> => {
+      const deadline = Date.now() + 60_000;
+      while (!ready() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      return ready();
+    };
+    return { out, job, log, exited, until };
+  }
+
+  it('a killed rank ends the job non-zero and leaves the last checkpoint whole', async () => {
+    const { out, job, log, exited, until } = longRun('killed', 'steps: 100000\ncheckpoint_every: 3\neval_every: 1000\n');
     // Wait for a checkpoint, then kill rank 1 (a child of mpirun whose environment says so).
-    const deadline = Date.now() + 60_000;
-    while (!existsSync(join(out, 'latest.json')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-    assert.ok(existsSync(join(out, 'latest.json')), 'no checkpoint within 60 s');
+    assert.ok(await until(() => existsSync(join(out, 'latest.json'))), 'no checkpoint within 60 s');
     const children = spawnSync('pgrep', ['-P', String(job.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
     const rank1 = children.find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('OMPI_COMM_WORLD_RANK=1'));
     assert.ok(rank1 !== undefined, `rank 1 not among mpirun's children ${children.join(', ')}`);
     process.kill(Number(rank1), 'SIGKILL');
     const code = await exited;
     assert.notEqual(code, 0, 'mpirun must fail when a rank dies');
-    assert.match(stderr, /rank 1 .*exited on signal 9|signal 9/i, stderr);
+    assert.match(log.stderr, /rank 1 .*exited on signal 9|signal 9/i, log.stderr);
     // The checkpoint latest.json names is complete: one process resumes it.
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number };
     const r = qkd(['train', '--data', data, '--out', out, '--resume', '--steps', String(latest.step + 2)]);
@@ -142,20 +152,11 @@ describe('data-parallel training under mpirun', { skip }, () => {
   });
 
   it('SIGUSR1 to mpirun stops every rank after the same step, with a checkpoint (exit 130)', async () => {
-    const out = join(dir, 'usr1');
-    const long = join(dir, 'long-usr1.yaml');
-    writeFileSync(long, 'steps: 100000\ncheckpoint_every: 100000\neval_every: 100000\n');
-    const job = spawn('mpirun', ['-np', '2', process.execPath, 'bin/qkd.js', 'train', '--data', data, '--config', long, '--out', out], { env: { ...process.env, ...MPI_ENV } });
-    let stderr = '';
-    let stdout = '';
-    job.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    job.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    const exited = new Promise<number | null>((resolve) => job.on('close', (code) => resolve(code)));
-    const deadline = Date.now() + 60_000;
-    while (!/step \d+/.test(stdout + stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    const { out, job, log, exited, until } = longRun('usr1', 'steps: 100000\ncheckpoint_every: 100000\neval_every: 100000\n');
+    assert.ok(await until(() => /step \d+/.test(log.stdout + log.stderr)), 'no step within 60 s');
     job.kill('SIGUSR1');
-    assert.equal(await exited, 130, stderr);
-    assert.equal((stderr.match(/qkd: SIGUSR1, saving a checkpoint/g) ?? []).length, 1, 'rank 0 alone says it');
+    assert.equal(await exited, 130, log.stderr);
+    assert.equal((log.stderr.match(/qkd: SIGUSR1, saving a checkpoint/g) ?? []).length, 1, 'rank 0 alone says it');
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number };
     assert.ok(latest.step > 0);
     assert.equal(losses(out).length, latest.step, 'the metrics end at the checkpoint');
