@@ -7,7 +7,12 @@
  * One teacher (trained by qkd's trainer on the corpus, or reused from OUT),
  * with twice the students' depth. Every student has the teacher's width and
  * half its layers, starts from the teacher's layers (layer pruning) and runs
- * the same steps, batch and sequence length (the same token budget):
+ * the same steps, batch and sequence length (the same token budget).
+ * Parameters are matched: a mixer holds more than the GQA attention it
+ * replaces (its gate z, decay and convolutions; x and B are shared per
+ * key/value group as the teacher shares V and K), so the state-space
+ * students keep fewer MLP neurons (the largest by weight norm), as many as
+ * bring their parameter count closest to the Transformer student's:
  *   transformer-kd   recipe kd
  *   mohawk           recipe mohawk, stages 1 + 2 + 3 (3% / 5% / 92% of the steps)
  *   mohawk-hybrid    the same with a quarter of the layers kept as attention
@@ -25,7 +30,7 @@
  * Last stdout line:
  * {"rows":[{"method","params","ppl","kl_to_teacher","gen_tokens_per_s":{"256","1024","4096"},"cache_bytes":{…}}],"teacher":{…}}.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { splitText } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
@@ -38,6 +43,8 @@ import { parseDistillConfig, type DistillConfigInput } from '../src/train/distil
 import { Rng } from '../src/tensor/random.js';
 import { noGrad } from '../src/tensor/tape.js';
 import { parseTrainConfig } from '../src/train/config.js';
+import { llamaConfig, llamaParameterSpecs, type LlamaConfig } from '../src/models/llama-config.js';
+import { ssmStudentConfig } from '../src/distill/mohawk-init.js';
 import { setupExperiment, trainedTeacher } from './_common.js';
 
 const SHAPE = { hidden_size: 64, intermediate_size: 176, num_attention_heads: 4, num_key_value_heads: 2 };
@@ -111,6 +118,11 @@ function decodeRound(d: Decoder, steps: number): number {
   return steps / ((performance.now() - started) / 1000);
 }
 
+/** Parameters of a model of this config (without building it). */
+function parameterCount(c: LlamaConfig): number {
+  return llamaParameterSpecs(c).reduce((n, spec) => n + spec.shape.reduce((a, b) => a * b, 1), 0);
+}
+
 function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
@@ -138,11 +150,26 @@ async function main(): Promise<void> {
   const teacherEval = evaluatePerplexity(teacher, tokenizer, heldOut, budget.seqLen);
   log(`teacher: ${teacher.parameterCount} parameters, held-out ppl ${teacherEval.ppl.toFixed(4)}`);
 
-  const quarter = Math.max(1, Math.round(budget.teacherLayers / 2 / 4));
+  const layers = budget.teacherLayers / 2;
+  const quarter = Math.max(1, Math.round(layers / 4));
+  const transformerShape = llamaConfig({ ...teacher.config, num_hidden_layers: layers });
+  const target = parameterCount(transformerShape);
+  // The state-space students' MLP width: the count closest to the Transformer student's (ties: the wider).
+  const matched = (attentionLayers: number): number => {
+    const kept = Array.from({ length: attentionLayers }, (_, l) => l);
+    const gap = (i: number) => Math.abs(parameterCount(ssmStudentConfig(llamaConfig({ ...transformerShape, intermediate_size: i }), { attention_layers: kept })) - target);
+    let best = SHAPE.intermediate_size;
+    for (let i = best - 1; i >= 1; i--) if (gap(i) < gap(best)) best = i;
+    return best;
+  };
+  const studentShape = (intermediate: number) => ({ ...SHAPE, intermediate_size: intermediate, num_hidden_layers: layers });
+  const ssmShape = studentShape(matched(0));
+  const hybridShape = studentShape(matched(quarter));
+  log(`parameters matched to the Transformer student's ${target}: MLP width ${ssmShape.intermediate_size} (state space), ${hybridShape.intermediate_size} (hybrid), of ${SHAPE.intermediate_size}`);
   const base = (recipe: 'kd' | 'mohawk', extra: Partial<DistillConfigInput> = {}): DistillConfigInput => ({
     recipe,
     training: { seed, steps: budget.studentSteps, batch_size: budget.batch, seq_len: budget.seqLen, eval_every: budget.studentSteps, checkpoint_every: budget.studentSteps },
-    student: { init: 'pruned', model: { ...SHAPE, num_hidden_layers: budget.teacherLayers / 2 } },
+    student: { init: 'pruned', model: recipe === 'kd' ? studentShape(SHAPE.intermediate_size) : ssmShape },
     // τ = 1 (as the retention experiment) and the default λ schedule.
     distillation: { temperature: 1 },
     ...extra,
@@ -150,7 +177,7 @@ async function main(): Promise<void> {
   const runs: [string, DistillConfigInput][] = [
     ['transformer-kd', base('kd')],
     ['mohawk', base('mohawk')],
-    ['mohawk-hybrid', base('mohawk', { student: { init: 'pruned', model: { ...SHAPE, num_hidden_layers: budget.teacherLayers / 2 }, attention_layers: { most_sensitive: quarter } } })],
+    ['mohawk-hybrid', base('mohawk', { student: { init: 'pruned', model: hybridShape, attention_layers: { most_sensitive: quarter } } })],
     ['stage3-only', base('mohawk', { mohawk: { stages: [3] } })],
     ['stages23', base('mohawk', { mohawk: { stages: [2, 3] } })],
   ];
@@ -163,6 +190,7 @@ async function main(): Promise<void> {
     const fresh = !existsSync(join(dir, 'quantized', 'config.json')) || !existsSync(settings) || readFileSync(settings, 'utf8') !== JSON.stringify(input);
     if (fresh) {
       log(`training ${method} (${budget.studentSteps} steps)`);
+      rmSync(settings, { force: true }); // a stale record would make the directory look like no qkd run
       await distill({ teacher: tDir, text, outDir: dir, config: parseDistillConfig(input, method), force: true, resume: false, onNote: (n) => log(`  ${method}: ${n}`) });
       writeFileSync(settings, JSON.stringify(input));
     } else log(`reusing ${dir}`);

@@ -5,8 +5,11 @@
  * norms, MLPs, head, and the attention of the layers a hybrid keeps); each
  * state-space mixer starts from its layer's attention weights:
  *
- *   C_proj ← Q/√d,   B_proj ← K,   x_proj ← V   (kv heads repeated per query head)
- *   out_proj ← O
+ *   C_proj ← Q/√d,   B_proj ← K,   x_proj ← V,   out_proj ← O
+ *
+ * x and B are per group of heads (ssm.groups, default the teacher's
+ * key/value head count, so they are exactly K and V); group g takes kv head
+ * ⌊g·G/Gs⌋ (with Gs = H, each head its own kv head's copy)
  *
  * (the teacher's score scale 1/√d folded into C, so c_t·b_s starts as the
  * teacher's scaled score without RoPE)
@@ -36,7 +39,13 @@ export function mostSensitiveLayers(scores: readonly number[], k: number): numbe
 
 /** The SSM config of a Transformer student's config. */
 export function ssmStudentConfig(transformer: LlamaConfig, ssm: Partial<SsmSettings>): LlamaConfig {
-  return llamaConfig({ ...transformer, ssm: { state_size: ssm.state_size ?? headDim(transformer), conv_kernel: ssm.conv_kernel ?? 4, attention_layers: ssm.attention_layers ?? [] } } as LlamaConfig & Record<string, unknown>);
+  const settings: SsmSettings = {
+    state_size: ssm.state_size ?? headDim(transformer),
+    conv_kernel: ssm.conv_kernel ?? 4,
+    groups: ssm.groups ?? transformer.num_key_value_heads,
+    attention_layers: ssm.attention_layers ?? [],
+  };
+  return llamaConfig({ ...transformer, ssm: settings } as LlamaConfig & Record<string, unknown>);
 }
 
 /** The state-space student of a Transformer student (see the file comment). */
@@ -54,6 +63,7 @@ export function mohawkStudent(transformer: LlamaModel, ssm: Partial<SsmSettings>
   const G = config.num_key_value_heads;
   const D = headDim(config);
   const N = config.ssm!.state_size;
+  const Gs = config.ssm!.groups;
   const C = config.hidden_size;
   const fused = familyTraits(config.model_type).fused;
   for (let l = 0; l < config.num_hidden_layers; l++) {
@@ -61,19 +71,20 @@ export function mohawkStudent(transformer: LlamaModel, ssm: Partial<SsmSettings>
     const mixer = student.layers[l]!.attn as Mamba2Mixer;
     initMixerNeutral(mixer);
     const p = `model.layers.${l}.self_attn`;
-    // Rows of the teacher-side projection of query head h (or its kv head).
-    const rows = (which: 'q' | 'k' | 'v'): ((head: number, r: number) => Float32Array) => {
+    // Row r of the teacher-side projection of query head i, or of the kv head of the student's group i.
+    const rows = (which: 'q' | 'k' | 'v'): ((i: number, r: number) => Float32Array) => {
       const w = fused ? source.get(`${p}.qkv_proj.weight`)! : source.get(`${p}.${which}_proj.weight`)!;
       const offset = !fused ? 0 : which === 'q' ? 0 : which === 'k' ? H * D : (H + G) * D;
       const perKv = which !== 'q';
-      return (head, r) => {
-        const src = offset + ((perKv ? Math.floor(head / (H / G)) : head) * D + r) * C;
+      return (i, r) => {
+        const src = offset + ((perKv ? Math.floor((i * G) / Gs) : i) * D + r) * C;
         return w.data.subarray(src, src + C) as Float32Array;
       };
     };
     const fill = (target: Float32Array, width: number, which: 'q' | 'k' | 'v'): void => {
       const row = rows(which);
-      for (let h = 0; h < H; h++) {
+      const count = which === 'q' ? H : Gs;
+      for (let h = 0; h < count; h++) {
         for (let r = 0; r < width; r++) {
           const dst = (h * width + r) * C;
           if (r < D) target.set(row(h, r), dst);

@@ -36,6 +36,14 @@ export interface SsmSettings {
   state_size: number;
   /** Length of the depthwise causal convolution over x, B and C (default 4). */
   conv_kernel: number;
+  /**
+   * Groups of heads that share x and B, as grouped-query attention's query
+   * heads share V and K (head h reads group ⌊h·groups/heads⌋); C and the
+   * decay stay per head. Divides the head count; default the head count
+   * (no sharing). MOHAWK students take the teacher's key/value head count,
+   * so x and B start as exactly its V and K.
+   */
+  groups: number;
   /** Layers (0-based, ascending) that keep attention: a hybrid; [] is an all-SSM model. */
   attention_layers: number[];
 }
@@ -188,7 +196,7 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
   }
   merged.layer_types = checkLayerTypes(merged.layer_types, merged.num_hidden_layers as number, where);
   merged.rope_scaling = checkRopeScaling(merged.rope_scaling, where);
-  merged.ssm = checkSsm(merged.ssm, merged.num_hidden_layers as number, merged.head_dim as number, where);
+  merged.ssm = checkSsm(merged.ssm, merged.num_hidden_layers as number, merged.head_dim as number, merged.num_attention_heads as number, where);
   if (merged.layer_types !== null && (merged.layer_types as LayerType[]).includes('sliding_attention') && merged.sliding_window === null) {
     throw new QkdError('CONFIG', 'layer_types has sliding_attention layers but sliding_window is null', { ...where, field: 'sliding_window', hint: 'the window length in tokens' });
   }
@@ -226,15 +234,15 @@ export function llamaConfig(input: Partial<LlamaConfig> & Record<string, unknown
   };
 }
 
-function checkSsm(v: unknown, layers: number, headDimension: number, where: { path?: string }): SsmSettings | null {
+function checkSsm(v: unknown, layers: number, headDimension: number, heads: number, where: { path?: string }): SsmSettings | null {
   if (v === null) return null;
   const bad = (field: string, hint: string): never => {
     const value = field === '' ? v : (v as Record<string, unknown>)?.[field];
     throw new QkdError('CONFIG', `ssm${field === '' ? '' : '.' + field} is ${JSON.stringify(value)?.slice(0, 120)}`, { ...where, field: field === '' ? 'ssm' : `ssm.${field}`, hint });
   };
-  if (typeof v !== 'object' || Array.isArray(v)) bad('', 'an object { state_size, conv_kernel, attention_layers } or null');
+  if (typeof v !== 'object' || Array.isArray(v)) bad('', 'an object { state_size, conv_kernel, groups, attention_layers } or null');
   const r = v as Record<string, unknown>;
-  for (const k of Object.keys(r)) if (!['state_size', 'conv_kernel', 'attention_layers'].includes(k)) bad(k, 'no such field (state_size, conv_kernel, attention_layers)');
+  for (const k of Object.keys(r)) if (!['state_size', 'conv_kernel', 'groups', 'attention_layers'].includes(k)) bad(k, 'no such field (state_size, conv_kernel, groups, attention_layers)');
   const positive = (field: string, fallback: number): number => {
     const x = r[field] ?? fallback;
     if (typeof x !== 'number' || !Number.isInteger(x) || x < 1) bad(field, 'a positive integer');
@@ -244,7 +252,9 @@ function checkSsm(v: unknown, layers: number, headDimension: number, where: { pa
   if (!Array.isArray(list) || !list.every((l, i) => Number.isInteger(l) && l >= 0 && l < layers && (i === 0 || l > list[i - 1]))) {
     bad('attention_layers', `ascending distinct layer indices in [0, ${layers})`);
   }
-  return { state_size: positive('state_size', headDimension), conv_kernel: positive('conv_kernel', 4), attention_layers: [...(list as number[])] };
+  const groups = positive('groups', heads);
+  if (heads % groups !== 0) bad('groups', `a divisor of num_attention_heads (${heads})`);
+  return { state_size: positive('state_size', headDimension), conv_kernel: positive('conv_kernel', 4), groups, attention_layers: [...(list as number[])] };
 }
 
 /** Whether layer l has a state-space mixer (an SSM model's layer outside attention_layers). */
@@ -264,18 +274,19 @@ export function ssmMixerSpecs(c: LlamaConfig, prefix: string): { name: string; s
   const P = headDim(c);
   const N = s.state_size;
   const K = s.conv_kernel;
+  const G = s.groups;
   return [
-    { name: `${prefix}.x_proj.weight`, shape: [H * P, C] },
-    { name: `${prefix}.B_proj.weight`, shape: [H * N, C] },
+    { name: `${prefix}.x_proj.weight`, shape: [G * P, C] },
+    { name: `${prefix}.B_proj.weight`, shape: [G * N, C] },
     { name: `${prefix}.C_proj.weight`, shape: [H * N, C] },
     { name: `${prefix}.z_proj.weight`, shape: [H * P, C] },
     { name: `${prefix}.z_proj.bias`, shape: [H * P] },
     { name: `${prefix}.dt_proj.weight`, shape: [H, C] },
     { name: `${prefix}.dt_proj.bias`, shape: [H] },
-    { name: `${prefix}.conv_x.weight`, shape: [H * P, 1, K] },
-    { name: `${prefix}.conv_x.bias`, shape: [H * P] },
-    { name: `${prefix}.conv_B.weight`, shape: [H * N, 1, K] },
-    { name: `${prefix}.conv_B.bias`, shape: [H * N] },
+    { name: `${prefix}.conv_x.weight`, shape: [G * P, 1, K] },
+    { name: `${prefix}.conv_x.bias`, shape: [G * P] },
+    { name: `${prefix}.conv_B.weight`, shape: [G * N, 1, K] },
+    { name: `${prefix}.conv_B.bias`, shape: [G * N] },
     { name: `${prefix}.conv_C.weight`, shape: [H * N, 1, K] },
     { name: `${prefix}.conv_C.bias`, shape: [H * N] },
     { name: `${prefix}.D`, shape: [H] },

@@ -253,7 +253,7 @@ export class LlamaMlp extends Module {
 /** The dimensions of a config's state-space mixers. */
 export function mixerDims(c: LlamaConfig): SsmMixerDims {
   if (c.ssm === null) throw new QkdError('CONFIG', 'this model has no state-space layers', { field: 'ssm' });
-  return { heads: c.num_attention_heads, headDim: headDim(c), stateSize: c.ssm.state_size, convKernel: c.ssm.conv_kernel };
+  return { heads: c.num_attention_heads, headDim: headDim(c), stateSize: c.ssm.state_size, convKernel: c.ssm.conv_kernel, groups: c.ssm.groups };
 }
 
 export class LlamaDecoderLayer extends Module {

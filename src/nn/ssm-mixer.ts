@@ -2,7 +2,8 @@
  * The Mamba-2-style sequence mixer of a state-space student (docs/mohawk.md),
  * in place of attention. Per token of the normed input u:
  *
- *   x = conv_x(x_proj u)   b = conv_B(B_proj u)   c = conv_C(C_proj u)   (per head)
+ *   x = conv_x(x_proj u)   b = conv_B(B_proj u)   (per group of heads)
+ *   c = conv_C(C_proj u)                                    (per head)
  *   z = z_proj u           logit = dt_proj u      a = σ(−logit)          (per head)
  *   h_t = a_t·h_{t−1} + b_t x_tᵀ,   y_t = h_tᵀ c_t + D·x_t
  *   out = out_proj(y ⊙ silu(z))
@@ -15,8 +16,11 @@
  * the scan (y = M·x + D·x), which MOHAWK's first stage fits to the
  * teacher's attention probabilities.
  *
- * Legend: B batch, T time, C model width, H heads, P head width, N state
- * width, K convolution length.
+ * Head h reads the x and b of group ⌊h·G/H⌋ (as grouped-query attention's
+ * heads share V and K); with G = H every head has its own.
+ *
+ * Legend: B batch, T time, C model width, H heads, G groups, P head width,
+ * N state width, K convolution length.
  */
 import { Module } from './module.js';
 import { Linear } from './layers.js';
@@ -24,7 +28,7 @@ import type { ParameterArena } from '../tensor/arena.js';
 import { Tensor, withLoaded } from '../tensor/tensor.js';
 import { gradEnabled } from '../tensor/tape.js';
 import { add, mul, swiglu } from '../tensor/ops/elementwise.js';
-import { reshape } from '../tensor/ops/shape.js';
+import { reshape, selectRows } from '../tensor/ops/shape.js';
 import { causalConv1d, ssmMixerMatrix, ssmScan } from '../tensor/ops/ssm.js';
 import { logDecay } from '../tensor/reference/ssm.js';
 import { QkdError } from '../errors.js';
@@ -38,6 +42,8 @@ export interface SsmMixerDims {
   stateSize: number;
   /** Convolution length K. */
   convKernel: number;
+  /** Groups G of heads sharing x and b (divides H; H: none shared). */
+  groups: number;
 }
 
 /**
@@ -52,9 +58,10 @@ export class SsmState {
   readonly h: Float32Array;
 
   constructor(readonly dims: SsmMixerDims) {
-    const { heads: H, headDim: P, stateSize: N, convKernel: K } = dims;
-    this.convX = new Float32Array((K - 1) * H * P);
-    this.convB = new Float32Array((K - 1) * H * N);
+    const { headDim: P, stateSize: N, convKernel: K, groups: G } = dims;
+    const H = dims.heads;
+    this.convX = new Float32Array((K - 1) * G * P);
+    this.convB = new Float32Array((K - 1) * G * N);
     this.convC = new Float32Array((K - 1) * H * N);
     this.h = new Float32Array(H * N * P);
   }
@@ -131,13 +138,13 @@ export class Mamba2Mixer extends Module {
 
   private scanInputs(u: Tensor): ScanInputs {
     const [B, T] = u.shape as [number, number, number];
-    const { heads: H, headDim: P, stateSize: N } = this.dims;
+    const { heads: H, headDim: P, stateSize: N, groups: G } = this.dims;
     // Kernels are stored [channels, 1, K] (Mamba's conv1d layout); the op reads them as [channels, K].
     const conv = (lin: Linear, k: { weight: Tensor; bias: Tensor }) =>
       withLoaded(k.weight, () => withLoaded(k.bias, () => causalConv1d(lin.forward(u), reshape(k.weight, [k.weight.shape[0]!, k.weight.shape[2]!]), k.bias)));
     return {
-      x: reshape(conv(this.xProj, this.convX), [B, T, H, P]),
-      b: reshape(conv(this.bProj, this.convB), [B, T, H, N]),
+      x: perHead(conv(this.xProj, this.convX), B * T, G, H, P),
+      b: perHead(conv(this.bProj, this.convB), B * T, G, H, N),
       c: reshape(conv(this.cProj, this.convC), [B, T, H, N]),
       logit: reshape(this.dtProj.forward(u), [B, T, H]),
     };
@@ -152,36 +159,37 @@ export class Mamba2Mixer extends Module {
     const [B, T] = u.shape as [number, number, number];
     if (B !== 1) throw new QkdError('SHAPE', `a recurrent state holds one sequence; the batch has ${B}`, { field: 'cache' });
     if (gradEnabled() && u.requiresGrad) throw new QkdError('STATE', 'the recurrent form of the mixer runs without gradients (generation)', { hint: 'run it inside noGrad' });
-    const { heads: H, headDim: P, stateSize: N, convKernel: K } = this.dims;
+    const { heads: H, headDim: P, stateSize: N, convKernel: K, groups: G } = this.dims;
     const xs = this.xProj.forward(u).data;
     const bs = this.bProj.forward(u).data;
     const cs = this.cProj.forward(u).data;
     const logit = this.dtProj.forward(u).data;
     const z = this.zProj.forward(u);
     const y = new Tensor([1, T, H * P]);
-    const xt = new Float32Array(H * P);
-    const bt = new Float32Array(H * N);
+    const xt = new Float32Array(G * P);
+    const bt = new Float32Array(G * N);
     const ct = new Float32Array(H * N);
     withLoaded(this.D, () =>
       loadedAll([this.convX.weight, this.convX.bias, this.convB.weight, this.convB.bias, this.convC.weight, this.convC.bias], () => {
         const D = this.D.data;
         const h = state.h;
         for (let t = 0; t < T; t++) {
-          convStep(xs.subarray(t * H * P, (t + 1) * H * P), state.convX, this.convX.weight.data, this.convX.bias.data, xt, K);
-          convStep(bs.subarray(t * H * N, (t + 1) * H * N), state.convB, this.convB.weight.data, this.convB.bias.data, bt, K);
+          convStep(xs.subarray(t * G * P, (t + 1) * G * P), state.convX, this.convX.weight.data, this.convX.bias.data, xt, K);
+          convStep(bs.subarray(t * G * N, (t + 1) * G * N), state.convB, this.convB.weight.data, this.convB.bias.data, bt, K);
           convStep(cs.subarray(t * H * N, (t + 1) * H * N), state.convC, this.convC.weight.data, this.convC.bias.data, ct, K);
           const yo = t * H * P;
           for (let hd = 0; hd < H; hd++) {
             const a = Math.exp(logDecay(logit[t * H + hd]!));
             const ho = hd * N * P;
+            const g = Math.floor((hd * G) / H);
             for (let n = 0; n < N; n++) {
-              const bn = bt[hd * N + n]!;
-              for (let p = 0; p < P; p++) h[ho + n * P + p] = a * h[ho + n * P + p]! + bn * xt[hd * P + p]!;
+              const bn = bt[g * N + n]!;
+              for (let p = 0; p < P; p++) h[ho + n * P + p] = a * h[ho + n * P + p]! + bn * xt[g * P + p]!;
             }
             for (let p = 0; p < P; p++) {
               let s = 0;
               for (let n = 0; n < N; n++) s += ct[hd * N + n]! * h[ho + n * P + p]!;
-              y.data[yo + hd * P + p] = s + D[hd]! * xt[hd * P + p]!;
+              y.data[yo + hd * P + p] = s + D[hd]! * xt[g * P + p]!;
             }
           }
         }
@@ -189,6 +197,18 @@ export class Mamba2Mixer extends Module {
     );
     return this.outProj.forward(swiglu(z, y));
   }
+}
+
+/**
+ * x [B, T, G·W] (rows = B·T) → [B, T, H, W]: head h gets group ⌊h·G/H⌋'s
+ * W values; the backward pass sums the heads of a group.
+ */
+function perHead(x: Tensor, rows: number, G: number, H: number, W: number): Tensor {
+  const shape = [...x.shape.slice(0, -1), H, W];
+  if (G === H) return reshape(x, shape);
+  const index = new Int32Array(rows * H);
+  for (let r = 0; r < rows; r++) for (let h = 0; h < H; h++) index[r * H + h] = r * G + Math.floor((h * G) / H);
+  return reshape(selectRows(reshape(x, [rows * G, W]), index), shape);
 }
 
 /**

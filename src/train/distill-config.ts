@@ -90,6 +90,8 @@ export const distillConfigSchema = z
         state_size: z.number().int().positive().nullable().default(null),
         /** Depthwise causal convolution length over x, B, C. */
         conv_kernel: z.number().int().positive().default(4),
+        /** Groups of heads sharing x and B (null: the teacher's key/value heads, so x and B start as exactly V and K; the head count: every head its own). */
+        groups: z.number().int().positive().nullable().default(null),
       })
       .strict()
       .default({}),

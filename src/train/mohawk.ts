@@ -256,10 +256,13 @@ export async function distillMohawk(options: DistillOptions, distill: (options: 
   const steps = mohawkStageSteps(c);
   // The student's shape and kept attention layers, checked before anything is written.
   const transformerShape = c.student.preset === null && c.student.model === null ? teacher.config : studentConfig(teacher.config, c);
-  for (const f of ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_key_value_heads', 'head_dim'] as const) {
+  for (const f of ['hidden_size', 'num_attention_heads', 'num_key_value_heads', 'head_dim'] as const) {
     if (transformerShape[f] !== teacher.config[f]) {
-      throw new QkdError('CONFIG', `recipe mohawk copies the teacher's layers, so the student keeps its ${f} (${teacher.config[f]}), not ${transformerShape[f]}`, { field: c.student.model !== null ? 'student.model' : 'student.preset', hint: `student.model with the teacher's widths and at most ${teacher.config.num_hidden_layers} layers, or neither (the teacher's shape)` });
+      throw new QkdError('CONFIG', `recipe mohawk copies the teacher's layers, so the student keeps its ${f} (${teacher.config[f]}), not ${transformerShape[f]}`, { field: c.student.model !== null ? 'student.model' : 'student.preset', hint: `student.model with the teacher's widths (a smaller intermediate_size is allowed) and at most ${teacher.config.num_hidden_layers} layers, or neither (the teacher's shape)` });
     }
+  }
+  if (transformerShape.intermediate_size > teacher.config.intermediate_size) {
+    throw new QkdError('CONFIG', `recipe mohawk keeps MLP neurons of the teacher; intermediate_size ${transformerShape.intermediate_size} exceeds its ${teacher.config.intermediate_size}`, { field: 'student.model.intermediate_size', hint: `at most ${teacher.config.intermediate_size}` });
   }
   const teacherOf = prunedLayers(teacher.config.num_hidden_layers, transformerShape.num_hidden_layers);
   const wanted = c.student.attention_layers;
@@ -300,8 +303,10 @@ export async function distillMohawk(options: DistillOptions, distill: (options: 
   // The student before training: the teacher's layers (pruned to the student's depth), attention → mixers.
   const initDir = join(root, 'init');
   if (!existsSync(join(initDir, 'config.json'))) {
-    const transformer = initStudent(teacher, transformerShape, 'pruned', c.training.seed);
-    const student = noGrad(() => mohawkStudent(transformer, { state_size: c.mohawk.state_size ?? headDim(transformerShape), conv_kernel: c.mohawk.conv_kernel, attention_layers: attentionLayers }, c.training.seed));
+    // A narrower MLP keeps the neurons with the largest weight norms (the svd init at the teacher's width: every head, no change of basis that matters).
+    const narrower = transformerShape.intermediate_size < teacher.config.intermediate_size;
+    const transformer = initStudent(teacher, transformerShape, narrower ? 'svd' : 'pruned', c.training.seed);
+    const student = noGrad(() => mohawkStudent(transformer, { state_size: c.mohawk.state_size ?? headDim(transformerShape), conv_kernel: c.mohawk.conv_kernel, groups: c.mohawk.groups ?? transformerShape.num_key_value_heads, attention_layers: attentionLayers }, c.training.seed));
     saveLlama(initDir, student);
   }
   const init = loadLlama(initDir);

@@ -19,8 +19,10 @@ import { uniformPlan } from '../../src/swan/allocate.js';
 import { QkdError } from '../../src/errors.js';
 
 const base = { vocab_size: 48, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 16 };
-const ssmConfig = { ...base, ssm: { state_size: 6, conv_kernel: 4, attention_layers: [] as number[] } };
-const hybridConfig = { ...base, ssm: { state_size: 8, conv_kernel: 3, attention_layers: [1] } };
+const ssmConfig = { ...base, ssm: { state_size: 6, conv_kernel: 4, groups: 4, attention_layers: [] as number[] } };
+const hybridConfig = { ...base, ssm: { state_size: 8, conv_kernel: 3, groups: 4, attention_layers: [1] } };
+/** x and B shared by pairs of heads (as the base's two key/value heads). */
+const groupedConfig = { ...base, ssm: { state_size: 6, conv_kernel: 4, groups: 2, attention_layers: [] as number[] } };
 
 function perturbMixers(model: ReturnType<typeof createLlama>): void {
   // Away from the neutral start, so convolutions, gate, decay and D all matter.
@@ -33,7 +35,7 @@ function perturbMixers(model: ReturnType<typeof createLlama>): void {
 describe('SSM config', () => {
   it('defaults state_size to head_dim and conv_kernel to 4, and names the mixer tensors', () => {
     const c = llamaConfig({ ...base, ssm: {} as never });
-    assert.deepEqual(c.ssm, { state_size: 8, conv_kernel: 4, attention_layers: [] });
+    assert.deepEqual(c.ssm, { state_size: 8, conv_kernel: 4, groups: 4, attention_layers: [] });
     const names = llamaParameterSpecs(c).map((s) => s.name);
     assert.ok(names.includes('model.layers.0.mixer.x_proj.weight') && names.includes('model.layers.2.mixer.D'));
     assert.ok(!names.some((n) => n.includes('self_attn')));
@@ -48,6 +50,8 @@ describe('SSM config', () => {
       [{ attention_layers: [3] }, 'ssm.attention_layers'],
       [{ attention_layers: [1, 1] }, 'ssm.attention_layers'],
       [{ state_size: 0 }, 'ssm.state_size'],
+      [{ groups: 3 }, 'ssm.groups'],
+      [{ groups: 0 }, 'ssm.groups'],
       [{ kernel: 4 }, 'ssm.kernel'],
       [[1], 'ssm'],
     ];
@@ -62,12 +66,12 @@ describe('SSM config.json', () => {
     const json = { ...base, architectures: ['LlamaForCausalLM'], ssm: { attention_layers: [] } };
     assert.throws(() => configFromHfJson(json, 'config.json'), (e: unknown) => e instanceof QkdError && e.field === 'architectures');
     assert.throws(() => configFromHfJson({ ...base, architectures: ['QkdMohawkForCausalLM'] }, 'config.json'), (e: unknown) => e instanceof QkdError && e.field === 'ssm');
-    assert.deepEqual(configFromHfJson({ ...base, architectures: ['QkdMohawkForCausalLM'], ssm: { attention_layers: [2] } }, 'config.json').ssm, { state_size: 8, conv_kernel: 4, attention_layers: [2] });
+    assert.deepEqual(configFromHfJson({ ...base, architectures: ['QkdMohawkForCausalLM'], ssm: { attention_layers: [2] } }, 'config.json').ssm, { state_size: 8, conv_kernel: 4, groups: 4, attention_layers: [2] });
   });
 });
 
 describe('SSM model', () => {
-  for (const [label, config] of [['all-SSM', ssmConfig], ['hybrid', hybridConfig]] as const) {
+  for (const [label, config] of [['all-SSM', ssmConfig], ['hybrid', hybridConfig], ['grouped', groupedConfig]] as const) {
     it(`${label}: save → load gives the same logits, under its own architecture name`, () => {
       const model = createLlama(config, 3);
       perturbMixers(model);
@@ -116,8 +120,38 @@ describe('SSM model', () => {
     assert.equal(out.length, 24);
   });
 
-  it('gradients reach every mixer tensor', () => {
-    const model = createLlama(ssmConfig, 7);
+  it('grouped x and B: the same function as every head holding its group\'s copy', () => {
+    const grouped = createLlama(groupedConfig, 9);
+    perturbMixers(grouped);
+    const wide = createLlama(ssmConfig, 9);
+    const H = 4;
+    const G = 2;
+    for (const e of wide.arena.entries) {
+      const from = grouped.arena.get(e.name);
+      const perGroup = /\.(x_proj\.weight|B_proj\.weight|conv_x\.weight|conv_x\.bias|conv_B\.weight|conv_B\.bias)$/.test(e.name);
+      if (!perGroup) {
+        e.tensor.data.set(from.data);
+        continue;
+      }
+      // Rows of head h = rows of group ⌊h·G/H⌋.
+      const rowLen = from.data.length / from.shape[0]!;
+      const rowsPerHead = e.tensor.shape[0]! / H;
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor((h * G) / H);
+        e.tensor.data.set(from.data.subarray(g * rowsPerHead * rowLen, (g + 1) * rowsPerHead * rowLen), h * rowsPerHead * rowLen);
+      }
+    }
+    assert.ok(grouped.parameterCount < wide.parameterCount);
+    const ids = Int32Array.from({ length: 2 * 9 }, (_, i) => (i * 7 + 3) % 48);
+    const a = noGrad(() => grouped.forward(ids, 2, 9).data);
+    const b = noGrad(() => wide.forward(ids, 2, 9).data);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    assert.ok(worst < 1e-5, `largest logit difference ${worst}`);
+  });
+
+  for (const [label, config] of [['per-head', ssmConfig], ['grouped', groupedConfig]] as const) it(`${label}: gradients reach every mixer tensor`, () => {
+    const model = createLlama(config, 7);
     perturbMixers(model);
     const ids = Int32Array.from({ length: 2 * 6 }, (_, i) => (i * 3) % 48);
     const loss = model.loss(model.forward(ids, 2, 6), Int32Array.from(ids, (v) => (v + 1) % 48));

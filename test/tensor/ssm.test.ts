@@ -17,6 +17,12 @@ describe('ssmScan', () => {
     it(`gradients, B=2 T=7 H=3 P=2 N=3, chunk ${chunk}`, () =>
       checkOp(`ssmScan chunk ${chunk}`, ([x, b, c, l]) => T.ssmScan(x!, b!, c!, l!, chunk), [s(2, 7, 3, 2), s(2, 7, 3, 3), s(2, 7, 3, 3), logits(2, 7, 3)]));
   }
+  it('gradients with x and b shared by groups of heads (H=4, G=2: rows repeated by selectRows)', () => {
+    // The mixer's grouped form: head h reads group ⌊h/2⌋'s x and b.
+    const rows = Int32Array.from({ length: 2 * 5 * 4 }, (_, i) => Math.floor(i / 4) * 2 + Math.floor((i % 4) / 2));
+    const perHead = (t: T.Tensor, w: number) => T.reshape(T.selectRows(T.reshape(t, [2 * 5 * 2, w]), rows), [2, 5, 4, w]);
+    return checkOp('ssmScan grouped', ([x, b, c, l]) => T.ssmScan(perHead(x!, 2), perHead(b!, 3), c!, l!, 2), [s(2, 5, 2, 2), s(2, 5, 2, 3), s(2, 5, 4, 3), logits(2, 5, 4)]);
+  });
   it('gradients with T=1', () => checkOp('ssmScan T=1', ([x, b, c, l]) => T.ssmScan(x!, b!, c!, l!), [s(1, 1, 2, 3), s(1, 1, 2, 2), s(1, 1, 2, 2), logits(1, 1, 2)]));
 
   it('equals the mixing matrix applied to x, for every chunk length', () => {

@@ -28,7 +28,7 @@ const shape = { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 4, nu
 
 describe('mohawk student init', () => {
   const teacher = createLlama(teacherConfig, 3);
-  it('copies Q/√d → C, K → B, V → x (kv heads repeated), O → out, and every other tensor', () => {
+  it('copies Q/√d → C, K → B, V → x (per key/value group by default), O → out, and every other tensor', () => {
     const student = mohawkStudent(teacher, { attention_layers: [2] }, 1);
     const t = (n: string) => teacher.arena.get(n).data;
     const s = (n: string) => student.arena.get(n).data;
@@ -37,12 +37,26 @@ describe('mohawk student init', () => {
     const q = t('model.layers.0.self_attn.q_proj.weight');
     s('model.layers.0.mixer.C_proj.weight').forEach((v, i) => assert.ok(Math.abs(v - q[i]! / Math.sqrt(D)) <= 1e-7 * Math.abs(q[i]!) + 1e-12));
     assert.deepEqual(s('model.layers.0.mixer.out_proj.weight'), t('model.layers.0.self_attn.o_proj.weight'));
-    // query head 3 reads kv head 1 (4 heads over 2 kv heads)
-    assert.deepEqual(s('model.layers.0.mixer.B_proj.weight').subarray(3 * D * C, 4 * D * C), t('model.layers.0.self_attn.k_proj.weight').subarray(1 * D * C, 2 * D * C));
-    assert.deepEqual(s('model.layers.0.mixer.x_proj.weight').subarray(2 * D * C, 3 * D * C), t('model.layers.0.self_attn.v_proj.weight').subarray(1 * D * C, 2 * D * C));
+    // two groups, as the teacher's two kv heads: B and x are exactly K and V
+    assert.equal(student.config.ssm!.groups, 2);
+    assert.deepEqual(s('model.layers.0.mixer.B_proj.weight'), t('model.layers.0.self_attn.k_proj.weight'));
+    assert.deepEqual(s('model.layers.0.mixer.x_proj.weight'), t('model.layers.0.self_attn.v_proj.weight'));
     assert.deepEqual(s('model.layers.2.self_attn.q_proj.weight'), t('model.layers.2.self_attn.q_proj.weight'));
     assert.deepEqual(s('model.layers.1.mlp.down_proj.weight'), t('model.layers.1.mlp.down_proj.weight'));
     assert.ok(student.layers[0]!.attn instanceof Mamba2Mixer && !(student.layers[2]!.attn instanceof Mamba2Mixer));
+    // one group per head: query head 3 reads kv head 1 (4 heads over 2 kv heads)
+    const perHead = mohawkStudent(teacher, { groups: 4 }, 1);
+    const p = (n: string) => perHead.arena.get(n).data;
+    assert.deepEqual(p('model.layers.0.mixer.B_proj.weight').subarray(3 * D * C, 4 * D * C), t('model.layers.0.self_attn.k_proj.weight').subarray(1 * D * C, 2 * D * C));
+    assert.deepEqual(p('model.layers.0.mixer.x_proj.weight').subarray(2 * D * C, 3 * D * C), t('model.layers.0.self_attn.v_proj.weight').subarray(1 * D * C, 2 * D * C));
+    // the grouped student starts as the per-head one (the same function, fewer parameters)
+    assert.ok(student.parameterCount < mohawkStudent(teacher, { groups: 4, attention_layers: [2] }, 1).parameterCount);
+    const ids = Int32Array.from({ length: 12 }, (_, i) => (i * 5 + 1) % 40);
+    const a = noGrad(() => student.forward(ids, 1, 12).data);
+    const b = noGrad(() => mohawkStudent(teacher, { groups: 4, attention_layers: [2] }, 1).forward(ids, 1, 12).data);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    assert.ok(worst < 1e-5, `largest logit difference ${worst}`);
   });
   it('picks the most sensitive layers in ascending order', () => {
     assert.deepEqual(mostSensitiveLayers([0.1, 0.9, 0.3, 0.8], 2), [1, 3]);
@@ -93,7 +107,7 @@ describe('recipe mohawk end to end', () => {
       assert.equal(moved, e.name.includes('.mixer.'), `${e.name} ${moved ? 'moved' : 'stayed'}`);
     }
     const student = loadLlama(modelDirectory(straight));
-    assert.deepEqual(student.config.ssm, { state_size: 8, conv_kernel: 4, attention_layers: [] });
+    assert.deepEqual(student.config.ssm, { state_size: 8, conv_kernel: 4, groups: 2, attention_layers: [] });
     const packed = loadLlama(join(straight, 'quantized'));
     assert.deepEqual(packed.config.ssm, student.config.ssm);
     assert.ok(existsSync(join(straight, 'mohawk', 'report.json')));
@@ -125,7 +139,24 @@ describe('recipe mohawk end to end', () => {
     await assert.rejects(distill({ teacher: fixture.teacherDir, text: fixture.text, outDir: none, config: mohawkConfig({ student: { model: { ...shape, num_hidden_layers: 2 }, attention_layers: [0, 1] } }) }), (e: unknown) => e instanceof QkdError && e.field === 'student.attention_layers');
     assert.equal(existsSync(join(none, 'mohawk')), false);
     await assert.rejects(distill({ teacher: fixture.teacherDir, text: fixture.text, outDir: none, config: mohawkConfig({ student: { model: { ...shape, hidden_size: 48, num_hidden_layers: 2 } } }) }), (e: unknown) => e instanceof QkdError && e.field === 'student.model');
+    await assert.rejects(distill({ teacher: fixture.teacherDir, text: fixture.text, outDir: none, config: mohawkConfig({ student: { model: { ...shape, intermediate_size: 80, num_hidden_layers: 2 } } }) }), (e: unknown) => e instanceof QkdError && e.field === 'student.model.intermediate_size');
     assert.equal(existsSync(join(none, 'mohawk')), false);
+  });
+
+  it('a narrower MLP (parameter matching) keeps the teacher\'s neurons with the largest weight norms', async () => {
+    const out = join(fixture.dir, 'narrow');
+    await distill({ teacher: fixture.teacherDir, text: fixture.text, outDir: out, config: mohawkConfig({ student: { model: { ...shape, intermediate_size: 48, num_hidden_layers: 2 } }, mohawk: { stages: [3] }, training: { steps: 2, batch_size: 2, seq_len: 16, eval_every: 2, eval_batches: 1, checkpoint_every: 2 } }) });
+    const init = loadLlama(join(out, 'mohawk', 'init'));
+    const teacher = loadLlama(fixture.teacherDir);
+    assert.equal(init.config.intermediate_size, 48);
+    // Every kept down_proj column is one of the teacher layer's (times the folded norm: none on the down side).
+    const tDown = teacher.arena.get('model.layers.2.mlp.down_proj.weight');
+    const sDown = init.arena.get('model.layers.1.mlp.down_proj.weight');
+    const C = 32;
+    const column = (m: typeof tDown, I: number, i: number) => Array.from({ length: C }, (_, r) => m.data[r * I + i]!);
+    const teacherColumns = Array.from({ length: 64 }, (_, i) => column(tDown, 64, i).join(','));
+    for (let i = 0; i < 48; i++) assert.ok(teacherColumns.includes(column(sDown, 48, i).join(',')), `column ${i} is not a teacher neuron`);
+    assert.equal(init.config.ssm!.groups, 2);
   });
 
   it('stage 3 by kd-qat trains the state-space student with fake quantization', async () => {
