@@ -26,6 +26,9 @@ const addon = 'build/Release/qkd_native.node';
 if (process.env.QKD_FORCE_NATIVE_BUILD !== '1' && existsSync(addon) && statSync(addon).mtimeMs > newestSourceTime('native')) {
   console.log('qkd: native addon is up to date.');
 } else {
+  // The entry points are generated from the kernels' declaration (native/kernels.mjs) first.
+  const generated = spawnSync(process.execPath, ['scripts/gen-kernels.mjs'], { encoding: 'utf8' });
+  if (generated.status !== 0) console.warn(`qkd: could not generate the kernel bindings: ${generated.stderr}`);
   const result = spawnSync('node-gyp', ['rebuild'], { encoding: 'utf8', shell: process.platform === 'win32' });
   const log = `${result.stdout ?? ''}\n${result.stderr ?? ''}\n${result.error ? String(result.error) : ''}`;
   mkdirSync('build', { recursive: true });

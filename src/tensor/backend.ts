@@ -12,6 +12,7 @@ import { referenceKernels } from './reference/kernels.js';
 import { loadNativeAddon, type NativeAddon, type NativeStatus } from './native/binding.js';
 import { isFloat64Mode } from './tensor.js';
 import type { BackendName, Kernels } from './kernel-types.js';
+import type { FloatArray } from './tensor.js';
 
 export type { BackendName, Bf16GemmArgs, GemmArgs, Kernels } from './kernel-types.js';
 
@@ -35,8 +36,22 @@ export function nativeStatus(): NativeStatus {
 }
 
 /**
- * The native kernel set: every kernel the addon exports replaces the
- * reference one (booleans become 0/1); the rest stay on the reference.
+ * Kernels the native backend passes straight to the addon: their positional
+ * arguments are the addon's (booleans become 0/1). sgemm and bf16Gemm take
+ * an argument object in TypeScript and are adapted below.
+ */
+type Passthrough = Exclude<keyof Kernels & keyof NativeAddon, 'name' | 'sgemm' | 'bf16Gemm'>;
+/** A Kernels signature's arguments as the addon receives them (float32 buffers in native mode). */
+type AsPassed<P> = { [I in keyof P]: P[I] extends FloatArray ? Float32Array : P[I] };
+/** The pass-through kernels whose TypeScript arguments the addon's declaration does not accept. */
+type Mismatched = { [K in Passthrough]: AsPassed<Parameters<Kernels[K]>> extends Parameters<NativeAddon[K]> ? never : K }[Passthrough];
+/** Compile-time check: a kernel named here has drifted from native/kernels.mjs. */
+const declarationsAgree: [Mismatched] extends [never] ? true : { drifted: Mismatched } = true;
+void declarationsAgree;
+
+/**
+ * The native kernel set: every Kernels member the addon declares runs
+ * natively; the rest (kernels with no native version) stay on the reference.
  */
 function makeNativeKernels(addon: NativeAddon): Kernels {
   const guard = (name: string): void => {
@@ -49,8 +64,8 @@ function makeNativeKernels(addon: NativeAddon): Kernels {
   const kernels: Record<string, unknown> = { ...referenceKernels, name: 'native' };
   const table = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
   for (const key of Object.keys(referenceKernels) as (keyof Kernels)[]) {
-    if (key === 'name' || key === 'sgemm' || key === 'bf16Gemm' || typeof table[key] !== 'function') continue;
-    const fn = table[key]!;
+    if (key === 'name' || key === 'sgemm' || key === 'bf16Gemm' || !(key in addon)) continue;
+    const fn = table[key]!.bind(addon);
     // The profiler's kernels take typed arrays of fixed types, never float64 tensors.
     const guarded = !TYPED_KERNELS.has(key);
     kernels[key] = (...args: unknown[]) => {
@@ -58,13 +73,10 @@ function makeNativeKernels(addon: NativeAddon): Kernels {
       return fn(...args.map((a) => (typeof a === 'boolean' ? (a ? 1 : 0) : a)));
     };
   }
-  if (typeof addon.bf16Gemm === 'function') {
-    const bf16Gemm = addon.bf16Gemm.bind(addon);
-    kernels.bf16Gemm = (p: Parameters<Kernels['bf16Gemm']>[0]) => bf16Gemm(p.transA ? 1 : 0, p.M, p.N, p.K, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.accumulate ? 1 : 0);
-  }
+  kernels.bf16Gemm = (p: Parameters<Kernels['bf16Gemm']>[0]) => addon.bf16Gemm(p.transA, p.M, p.N, p.K, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.accumulate ?? false);
   kernels.sgemm = (p: Parameters<Kernels['sgemm']>[0]) => {
     guard('sgemm');
-    addon.sgemm(p.batch, p.transA ? 1 : 0, p.transB ? 1 : 0, p.M, p.N, p.K, p.alpha, p.a, p.lda, p.strideA, p.b, p.ldb, p.strideB, p.beta, p.c, p.ldc, p.strideC);
+    addon.sgemm(p.batch, p.transA, p.transB, p.M, p.N, p.K, p.alpha, p.a as Float32Array, p.lda, p.strideA, p.b as Float32Array, p.ldb, p.strideB, p.beta, p.c as Float32Array, p.ldc, p.strideC);
   };
   return kernels as unknown as Kernels;
 }
@@ -129,19 +141,18 @@ function defaultBackend(): BackendName {
   return 'reference';
 }
 
-/** The addon's codec for ggml's block formats (interface version 6; `type` is the ggml type id). */
-export type GgmlCodec = Required<Pick<NativeAddon, 'ggmlEncode' | 'ggmlDecode' | 'ggmlRoundTrip'>>;
+/** The addon's codec for ggml's block formats (`type` is the ggml type id). */
+export type GgmlCodec = Pick<NativeAddon, 'ggmlEncode' | 'ggmlDecode' | 'ggmlRoundTrip'>;
 
 /**
- * The native ggml codec when the native backend is in use and the addon has
- * it, else null: src/quant/ then runs its TypeScript definitions (the oracle
- * the native codec is tested against, byte for byte).
+ * The native ggml codec when the native backend is in use, else null:
+ * src/quant/ then runs its TypeScript definitions (the oracle the native
+ * codec is tested against, byte for byte).
  */
 export function nativeGgmlCodec(): GgmlCodec | null {
   if (currentBackend() !== 'native') return null;
   nativeStatus();
-  const a = loadedAddon;
-  return a !== null && a.ggmlEncode !== undefined && a.ggmlDecode !== undefined && a.ggmlRoundTrip !== undefined ? (a as GgmlCodec) : null;
+  return loadedAddon;
 }
 
 /** Runs fn on a given backend, restoring the previous one afterwards. */

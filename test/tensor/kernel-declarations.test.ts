@@ -1,42 +1,50 @@
-// The native kernels are declared in four places: the C++ registration table
-// (native/binding.cc), the TypeScript Kernels interface with its reference
-// implementation (src/tensor/kernel-types.ts, reference/kernels.ts), the
-// addon's exports at run time, and native/README.md. Until one declaration
-// generates the rest, this test makes any drift between them a failure that
-// names the kernel and the place.
+// The native kernels are declared once (native/kernels.mjs); the C++ entry
+// points, the addon's TypeScript type and native/README.md's table are
+// generated from it (scripts/gen-kernels.mjs). Drift in the bodies or the
+// TypeScript callers is a compile error; this test covers the rest: a
+// generated file older than the declaration, a built addon that exports
+// something else, and a Kernels member with no reference.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { referenceKernels } from '../../src/tensor/reference/kernels.js';
 import { loadNativeAddon } from '../../src/tensor/native/binding.js';
+import { KERNEL_CONCERNS, KERNEL_NAMES } from '../../src/tensor/native/addon.generated.js';
 
-/** Names in binding.cc's napi_property_descriptor table: {"name", nullptr, Fn, ...}. */
-function registered(): string[] {
-  const text = readFileSync('native/binding.cc', 'utf8');
-  return [...text.matchAll(/\{"([A-Za-z0-9]+)", nullptr, [A-Za-z0-9]+, nullptr, nullptr, nullptr, napi_enumerable, nullptr\}/g)].map((m) => m[1]!);
-}
+describe('native kernel declarations', () => {
+  it('the generated files are those of the declaration (npm run gen:kernels)', () => {
+    const r = spawnSync(process.execPath, ['scripts/gen-kernels.mjs', '--check'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  });
 
-describe('native kernel declarations agree', () => {
-  const names = registered();
-  it('binding.cc registers kernels (the parse works)', () => {
-    assert.ok(names.length > 30, `${names.length} names parsed`);
-    assert.ok(names.includes('sgemm') && names.includes('info'));
+  it('the generator refuses a malformed declaration, naming the kernel and the argument', async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync, copyFileSync, readFileSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-gen-'));
+    try {
+      mkdirSync(join(dir, 'scripts'));
+      mkdirSync(join(dir, 'native'));
+      copyFileSync('scripts/gen-kernels.mjs', join(dir, 'scripts', 'gen-kernels.mjs'));
+      const bad = readFileSync('native/kernels.mjs', 'utf8').replace("args: 'dst: f32, src: f32, n: size'", "args: 'dst: f32, src: float32, n: size'");
+      writeFileSync(join(dir, 'native', 'kernels.mjs'), bad);
+      const r = spawnSync(process.execPath, [join(dir, 'scripts', 'gen-kernels.mjs'), '--check'], { encoding: 'utf8' });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /kernel "addInto": argument src has kind float32/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
-  it('every registered kernel is typed in TypeScript: the Kernels interface (with a reference), or the addon type itself', () => {
-    const typed = new Set(Object.keys(referenceKernels));
-    // The ggml codecs are reached through nativeGgmlCodec(), typed as members of NativeAddon (binding.ts).
-    const addonType = readFileSync('src/tensor/native/binding.ts', 'utf8');
-    const missing = names.filter((n) => n !== 'info' && !typed.has(n) && !new RegExp(`\\b${n}\\??\\(`).test(addonType));
-    assert.deepEqual(missing, [], 'registered in binding.cc but typed neither in kernel-types.ts / reference/kernels.ts nor in native/binding.ts');
+
+  it('every kernel belongs to a concern, and every Kernels member has a TypeScript reference', () => {
+    assert.ok(KERNEL_NAMES.length > 30 && KERNEL_NAMES.includes('sgemm'));
+    for (const name of KERNEL_NAMES) assert.ok(KERNEL_CONCERNS[name] !== undefined, name);
+    for (const [name, fn] of Object.entries(referenceKernels)) if (name !== 'name') assert.equal(typeof fn, 'function', name);
   });
-  it('native/README.md documents every registered kernel', () => {
-    const readme = readFileSync('native/README.md', 'utf8');
-    const undocumented = names.filter((n) => !readme.includes(`\`${n}(`) && !readme.includes(`${n}(`));
-    assert.deepEqual(undocumented, [], 'registered but not in native/README.md');
-  });
-  it('the built addon exports exactly the registered kernels', { skip: loadNativeAddon().addon === null && 'native addon not built' }, () => {
+
+  it('the built addon exports exactly the declared kernels', { skip: loadNativeAddon().addon === null && 'native addon not built' }, () => {
     const addon = loadNativeAddon().addon as unknown as Record<string, unknown>;
     const exported = Object.keys(addon).filter((k) => typeof addon[k] === 'function').sort();
-    assert.deepEqual(exported, [...names].sort());
+    assert.deepEqual(exported, [...KERNEL_NAMES].sort());
   });
 });

@@ -8,26 +8,9 @@ import { QkdError } from '../../errors.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../package-root.js';
+import { KERNEL_NAMES, type NativeAddon } from './addon.generated.js';
 
-export interface NativeAddon {
-  info(): { version: number; isa: string; threads: number };
-  sgemm(
-    batch: number, transA: number, transB: number, M: number, N: number, K: number, alpha: number,
-    A: Float32Array, lda: number, strideA: number,
-    B: Float32Array, ldb: number, strideB: number,
-    beta: number, C: Float32Array, ldc: number, strideC: number,
-  ): void;
-  softmaxForward(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
-  softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
-  /** Version 4: C = op(A)·bf16(B) with A raw bf16 bits (see kernel-types.ts Bf16GemmArgs). */
-  bf16Gemm?(transA: number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: number): void;
-  /** Version 6: ggml's block formats (type = ggml type id; see native/README.md). */
-  ggmlEncode?(type: number, src: Float32Array, dst: Uint8Array, importance: Float32Array | null): void;
-  ggmlDecode?(type: number, src: Uint8Array, dst: Float32Array): void;
-  ggmlRoundTrip?(type: number, src: Float32Array, dst: Float32Array): void;
-  /** Interface version 2 adds the fused kernels of kernel-types.ts under the same names (4 the profiler's, 5 DBWA's codecs). */
-  [fused: string]: unknown;
-}
+export type { AddonInfo, NativeAddon } from './addon.generated.js';
 
 export interface NativeStatus {
   loaded: boolean;
@@ -40,12 +23,11 @@ export interface NativeStatus {
 }
 
 /**
- * Interface versions this build understands (1: GEMM + softmax; 2: + fused
- * kernels; 3: + fake quantization; 4: + the profiler's bf16 GEMM, weight
- * statistics and symmetric eigenvalues; 5: + DBWA's packed-format codecs; 6: + ggml's block formats).
+ * The interface version this build understands. Versions 1–6 added kernels
+ * one group at a time; 7 generates every kernel from native/kernels.mjs, and
+ * an addon must export all of them.
  */
-const SUPPORTED_VERSIONS = [1, 2, 3, 4, 5, 6];
-const REQUIRED = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward'] as const;
+const INTERFACE_VERSION = 7;
 
 
 /** The addon's thread limit (it caps larger values at 1024). */
@@ -79,12 +61,12 @@ export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | 
   } catch (err) {
     return fail(`could not load ${path}: ${(err as Error).message}`);
   }
-  for (const fn of REQUIRED) {
-    if (typeof addon[fn] !== 'function') return fail(`${path} lacks the function '${fn}' (stale build? run \`npm run build:native\`)`);
-  }
+  // Built from the same declaration (native/kernels.mjs) as this type: anything missing is a stale build.
+  const missing = KERNEL_NAMES.filter((fn) => typeof (addon as unknown as Record<string, unknown>)[fn] !== 'function');
+  if (missing.length > 0) return fail(`${path} lacks ${missing.map((fn) => `'${fn}'`).join(', ')} (a stale build: run \`npm run build:native\`)`);
   const info = addon.info();
-  if (!SUPPORTED_VERSIONS.includes(info.version)) {
-    return fail(`${path} has interface version ${info.version}, expected one of ${SUPPORTED_VERSIONS.join(', ')} (run \`npm run build:native\`)`);
+  if (info.version !== INTERFACE_VERSION) {
+    return fail(`${path} has interface version ${info.version}, expected ${INTERFACE_VERSION} (run \`npm run build:native\`)`);
   }
   return { status: { loaded: true, reason: '', path, isa: info.isa, threads: info.threads, version: info.version }, addon };
 }

@@ -1,0 +1,100 @@
+// The one declaration of the native kernels: name, arguments (in call
+// order, each `name: kind`), result and a line of documentation.
+// scripts/gen-kernels.mjs derives from it
+//   native/generated/kernels.inc           the N-API entry points: argument count, reading and
+//                                          type checks into a <Name>Args struct, the registration
+//                                          table; binding.cc holds only each <Name>Body (the
+//                                          length rules and the call), which takes that struct,
+//                                          so a changed declaration no longer compiles there;
+//   src/tensor/native/addon.generated.ts   the addon's TypeScript type, which the backend's
+//                                          calls and a compile-time check against the Kernels
+//                                          interface (backend.ts) are typed by;
+//   native/README.md                       the table of kernels between its generated markers.
+// `npm run gen:kernels` rewrites them (the native build runs it too);
+// test/tensor/kernel-declarations.test.ts fails when a committed copy is stale.
+//
+// Kinds (C++ view ← JavaScript value):
+//   f32      FloatView ← Float32Array (used in place from its byteOffset)
+//   f32?     the same; a zero-length array (EMPTY) skips an optional output
+//   f32|null FloatView ← Float32Array or null (data nullptr)
+//   u8       ByteView ← Uint8Array;  u16 TypedView<uint16_t> ← Uint16Array (raw bfloat16 bits)
+//   u32|null TypedView<uint32_t> ← Uint32Array or null;  i32 Int32View ← Int32Array
+//   f64      TypedView<double> ← Float64Array
+//   size     int64_t ← a non-negative integer number;  int32 int32_t ← an integer in the int32 range
+//   float    float ← a number finite as float32;  number double ← any number
+//   flag     bool ← a boolean or the number 0 / 1
+// Results: void (undefined), number, or info (the object of info()).
+
+/** @typedef {{ name: string, concern: string, args: string, returns: 'void' | 'number' | 'info', doc: string }} KernelDeclaration */
+
+/** Concerns, in the order the docs list them. */
+export const CONCERNS = {
+  meta: 'The addon',
+  training: 'Training ops (forward and backward passes of tensor/ops)',
+  optimizer: 'Optimizer',
+  quantization: 'Fake quantization (QAT)',
+  profiler: 'Data-free profiler',
+  codecs: 'Storage codecs (DBWA, ggml blocks)',
+  ssm: 'State-space mixer (docs/mohawk.md)',
+};
+
+/** @type {KernelDeclaration[]} */
+export const KERNELS = [
+  { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 7, isa: "avx512" | "avx2" | "portable", threads }' },
+
+  { name: 'sgemm', concern: 'training', returns: 'void',
+    args: 'batch: size, transA: flag, transB: flag, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size',
+    doc: 'C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C)' },
+  { name: 'softmaxForward', concern: 'training', returns: 'void', args: 'x: f32, y: f32, rows: size, cols: size', doc: 'y = softmax of each row of x (y may be x)' },
+  { name: 'softmaxBackward', concern: 'training', returns: 'void', args: 'y: f32, dy: f32, dx: f32, rows: size, cols: size', doc: 'dx += y ⊙ (dy − Σ y·dy) per row' },
+  { name: 'causalSoftmaxForward', concern: 'training', returns: 'void', args: 'x: f32, y: f32, BH: size, T: size, S: size, offset: size', doc: 'softmax of [BH, T, S] scores keeping columns ≤ offset + t in row t (y may be x)' },
+  { name: 'causalSoftmaxBackward', concern: 'training', returns: 'void', args: 'y: f32, dy: f32, dx: f32, BH: size, T: size, S: size, offset: size, accumulate: flag', doc: 'its backward; accumulate adds into dx, else writes it (masked columns 0)' },
+  { name: 'rmsnormForward', concern: 'training', returns: 'void', args: 'x: f32, w: f32, y: f32, rstd: f32, rows: size, cols: size, eps: number', doc: 'y = x / rms(x) · w per row, rstd = 1 / rms' },
+  { name: 'rmsnormBackward', concern: 'training', returns: 'void', args: 'x: f32, w: f32, rstd: f32, dy: f32, dx: f32?, dw: f32?, rows: size, cols: size', doc: 'its backward into dx and dw (each may be EMPTY)' },
+  { name: 'swigluForward', concern: 'training', returns: 'void', args: 'gate: f32, up: f32, y: f32, n: size', doc: 'y = silu(gate) ⊙ up' },
+  { name: 'swigluBackward', concern: 'training', returns: 'void', args: 'gate: f32, up: f32, dy: f32, dgate: f32?, dup: f32?, n: size', doc: 'its backward into dgate and dup (each may be EMPTY)' },
+  { name: 'rope', concern: 'training', returns: 'void',
+    args: 'src: f32, dst: f32, cos: f32, sin: f32, B: size, T: size, H: size, D: size, style: number, direction: number, accumulate: flag',
+    doc: 'rotary embedding of [B, T, H, D] by the [T, D/2] tables; style 0 half / 1 interleaved, direction 1 or −1 (the backward)' },
+  { name: 'crossEntropyForward', concern: 'training', returns: 'number', args: 'logits: f32, targets: i32, lse: f32, rows: size, V: size, ignoreIndex: int32', doc: 'Σ over counted rows of lse − logit[target]; lse per row' },
+  { name: 'crossEntropyBackward', concern: 'training', returns: 'void', args: 'logits: f32, targets: i32, lse: f32, dz: f32, rows: size, V: size, ignoreIndex: int32, scale: float', doc: 'dz += scale·(softmax − onehot) for counted rows' },
+  { name: 'klForward', concern: 'training', returns: 'number', args: 'zT: f32, zS: f32, lseT: f32, lseS: f32, rowKl: f32, rows: size, V: size, invTau: float', doc: 'Σ rows KL(softmax(zT/τ) ‖ softmax(zS/τ)), per row in rowKl' },
+  { name: 'klBackward', concern: 'training', returns: 'void', args: 'zT: f32, zS: f32, lseT: f32, lseS: f32, rowKl: f32, dT: f32?, dS: f32?, rows: size, V: size, invTau: float, g: float', doc: 'its backward, times g, into dT and dS (each may be EMPTY)' },
+  { name: 'addInto', concern: 'training', returns: 'void', args: 'dst: f32, src: f32, n: size', doc: 'dst += src' },
+  { name: 'add', concern: 'training', returns: 'void', args: 'a: f32, b: f32, out: f32, n: size', doc: 'out = a + b (out may be a or b)' },
+  { name: 'transpose', concern: 'training', returns: 'void', args: 'src: f32, dst: f32, rows: size, cols: size', doc: 'dst [cols, rows] = srcᵀ (disjoint)' },
+
+  { name: 'adamw', concern: 'optimizer', returns: 'void',
+    args: 'w: f32, g: f32, m: f32, v: f32, n: size, lr: float, beta1: float, beta2: float, eps: float, shrink: float, c1: float, c2: float',
+    doc: 'one AdamW step in place (shrink = 1 − lr·weight decay, c1 / c2 the bias corrections)' },
+
+  { name: 'fakeQuantForward', concern: 'quantization', returns: 'void',
+    args: 'w: f32, out: f32, mask: u8, rows: size, cols: size, bits: int32, symmetric: flag, granularity: size, groupSize: size, clipRatio: number',
+    doc: 'out = dequant(quant(w)) at 2–8 bits, granularity 0 tensor / 1 channel / 2 group; mask (or an empty Uint8Array) marks the unclipped weights' },
+  { name: 'fakeQuantBackward', concern: 'quantization', returns: 'void', args: 'dy: f32, mask: u8, dw: f32, n: size', doc: 'dw += dy where mask (straight-through)' },
+
+  { name: 'bf16Gemm', concern: 'profiler', returns: 'void',
+    args: 'transA: flag, M: size, N: size, K: size, A: u16, lda: size, B: f32, ldb: size, C: f32, ldc: size, accumulate: flag',
+    doc: 'C (+)= op(A)·bf16(B) with A raw bfloat16 bits' },
+  { name: 'weightStats', concern: 'profiler', returns: 'void', args: 'w: f32, rows: size, cols: size, bits: int32, shift: number, rowMin: f32, rowMax: f32, totals: f64', doc: 'moments about shift, Σw², row extremes and the RTN error at bits (0: none) in one pass; totals[6]' },
+  { name: 'weightStatsBf16', concern: 'profiler', returns: 'void', args: 'w: u16, rows: size, cols: size, bits: int32, shift: number, rowMin: f32, rowMax: f32, totals: f64', doc: 'the same for raw bfloat16 bits' },
+  { name: 'rtnErrors', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'out[j] = the RTN error at bits[j] (at most 16); −1, the index of a NaN weight, or −2 (a scale beyond f16)' },
+  { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
+  { name: 'symmetricEigenvalues', concern: 'profiler', returns: 'void', args: 'a: f64, n: size, count: size, out: f64', doc: 'the count largest eigenvalues of the symmetric n×n a, descending' },
+  { name: 'f32ToBf16', concern: 'profiler', returns: 'void', args: 'src: f32, dst: u16, n: size', doc: 'round to nearest even (NaN stays a quiet NaN)' },
+
+  { name: 'dbwaEncode', concern: 'codecs', returns: 'number', args: 'tier: size, src: f32, storage: u8, seed: u32|null', doc: 'pack src at tier 8, 12 or 16 bits (stochastic rounding with a 4-word seed, or nearest); −1 or the index of a non-finite value' },
+  { name: 'dbwaDecode', concern: 'codecs', returns: 'void', args: 'tier: size, storage: u8, dst: f32', doc: 'unpack into dst' },
+  { name: 'ggmlEncode', concern: 'codecs', returns: 'void', args: 'type: size, src: f32, dst: u8, importance: f32|null', doc: 'ggml blocks of type id Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K; dst exactly the encoded bytes; importance one weight per column' },
+  { name: 'ggmlDecode', concern: 'codecs', returns: 'void', args: 'type: size, src: u8, dst: f32', doc: 'src holds exactly dst.length elements\' blocks' },
+  { name: 'ggmlRoundTrip', concern: 'codecs', returns: 'void', args: 'type: size, src: f32, dst: f32', doc: 'dst = decode(encode(src)); dst may be src' },
+
+  { name: 'ssmScanForward', concern: 'ssm', returns: 'void', args: 'x: f32, b: f32, c: f32, logit: f32, y: f32, states: f32, B: size, T: size, H: size, P: size, N: size, L: size', doc: 'the scan, keeping the state entering each chunk of L steps' },
+  { name: 'ssmScanBackward', concern: 'ssm', returns: 'void',
+    args: 'x: f32, b: f32, c: f32, logit: f32, states: f32, dy: f32, dx: f32?, db: f32?, dc: f32?, dlogit: f32?, B: size, T: size, H: size, P: size, N: size, L: size',
+    doc: 'its backward (each gradient may be EMPTY)' },
+  { name: 'ssmMatrixForward', concern: 'ssm', returns: 'void', args: 'b: f32, c: f32, logit: f32, m: f32, B: size, T: size, H: size, N: size', doc: 'the materialised mixer matrix M [B, H, T, T]' },
+  { name: 'ssmMatrixBackward', concern: 'ssm', returns: 'void', args: 'b: f32, c: f32, logit: f32, m: f32, dm: f32, db: f32?, dc: f32?, dlogit: f32?, B: size, T: size, H: size, N: size', doc: 'its backward (each gradient may be EMPTY)' },
+  { name: 'causalConvForward', concern: 'ssm', returns: 'void', args: 'x: f32, w: f32, bias: f32?, y: f32, B: size, T: size, C: size, K: size', doc: 'depthwise causal convolution of [B, T, C] by w [C, K] (bias may be EMPTY)' },
+  { name: 'causalConvBackward', concern: 'ssm', returns: 'void', args: 'x: f32, w: f32, dy: f32, dx: f32?, dw: f32?, dbias: f32?, B: size, T: size, C: size, K: size', doc: 'its backward (each gradient may be EMPTY)' },
+];
