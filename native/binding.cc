@@ -1017,6 +1017,16 @@ napi_value F32ToBf16Body(napi_env env, const char* fn, F32ToBf16Args& args) {
   return undefined_value(env);
 }
 
+napi_value F16ToF32Body(napi_env env, const char* fn, F16ToF32Args& args) {
+  auto& [src, dst, n] = args;
+  if (!check_typed_length(env, fn, "src", "Uint16Array", src, n, false) || !check_elements(env, fn, "dst", dst, n) ||
+      !check_apart(env, fn, "src", src.data, n * 2, "dst", dst.data, n * 4)) {
+    return nullptr;
+  }
+  qkd::half_to_float(src.data, dst.data, n);
+  return undefined_value(env);
+}
+
 // ---- Storage codecs -----------------------------------------------------------------
 
 bool check_tier(napi_env env, const char* fn, int64_t tier) {

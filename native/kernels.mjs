@@ -34,7 +34,7 @@ export const CONCERNS = {
   optimizer: 'Optimizer',
   quantization: 'Fake quantization (QAT)',
   profiler: 'Data-free profiler',
-  codecs: 'Storage codecs (DBWA, ggml blocks)',
+  codecs: 'Number formats and storage codecs (bfloat16, half, DBWA, ggml blocks)',
   ssm: 'State-space mixer (docs/mohawk.md)',
 };
 
@@ -81,8 +81,9 @@ export const KERNELS = [
   { name: 'rtnErrors', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'out[j] = the RTN error at bits[j] (at most 16); −1, the index of a NaN weight, or −2 (a scale beyond f16)' },
   { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'symmetricEigenvalues', concern: 'profiler', returns: 'void', args: 'a: f64, n: size, count: size, out: f64', doc: 'the count largest eigenvalues of the symmetric n×n a, descending' },
-  { name: 'f32ToBf16', concern: 'profiler', returns: 'void', args: 'src: f32, dst: u16, n: size', doc: 'round to nearest even (NaN stays a quiet NaN)' },
 
+  { name: 'f32ToBf16', concern: 'codecs', returns: 'void', args: 'src: f32, dst: u16, n: size', doc: 'round to nearest even (NaN stays a quiet NaN)' },
+  { name: 'f16ToF32', concern: 'codecs', returns: 'void', args: 'src: u16, dst: f32, n: size', doc: 'IEEE half bits widened to float32, exactly (a signalling NaN comes out quiet)' },
   { name: 'dbwaEncode', concern: 'codecs', returns: 'number', args: 'tier: size, src: f32, storage: u8, seed: u32|null', doc: 'pack src at tier 8, 12 or 16 bits (stochastic rounding with a 4-word seed, or nearest); −1 or the index of a non-finite value' },
   { name: 'dbwaDecode', concern: 'codecs', returns: 'void', args: 'tier: size, storage: u8, dst: f32', doc: 'unpack into dst' },
   { name: 'ggmlEncode', concern: 'codecs', returns: 'void', args: 'type: size, src: f32, dst: u8, importance: f32|null', doc: 'ggml blocks of type id Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K; dst exactly the encoded bytes; importance one weight per column' },

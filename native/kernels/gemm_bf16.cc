@@ -15,6 +15,7 @@
 // Fallback path: K is cut into blocks; each block of A is widened to float32
 // and of B rounded to bf16 values, and the float32 SGEMM accumulates.
 #include "gemm_bf16.h"
+#include "half.h"
 
 #include <algorithm>
 #include <atomic>
@@ -325,6 +326,37 @@ QKD_TARGET_AVX512 void convert_avx512(const float* src, uint16_t* dst, int64_t n
 }
 #endif
 
+#if QKD_X86
+// 16 halves → 16 floats with vcvtph2ps (exact).
+QKD_TARGET_AVX512 void widen_half_avx512(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m256i halves = _mm256_maskz_loadu_epi16(m, src + i);
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(halves));
+  }
+}
+#endif
+
+struct WidenJob {
+  const uint16_t* src;
+  float* dst;
+  int64_t n;
+  Isa isa;
+};
+
+void widen_task(void* context, int64_t task, int /*worker*/) {
+  const WidenJob& job = *static_cast<const WidenJob*>(context);
+  const int64_t first = task * kConvertChunk, count = std::min(kConvertChunk, job.n - first);
+#if QKD_X86
+  if (job.isa == Isa::kAvx512) {
+    widen_half_avx512(job.src + first, job.dst + first, count);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < count; ++i) job.dst[first + i] = half_bits_to_float(job.src[first + i]);
+}
+
 void convert_portable(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16_bits(src[i]);
 }
@@ -356,6 +388,17 @@ void float_to_bf16_with(const float* src, uint16_t* dst, int64_t n, Isa isa, int
   ConvertJob job{src, dst, n, isa};
   const int64_t tasks = ceil_div(n, kConvertChunk);
   run_tasks(max_threads > 1 ? max_threads : 1, tasks, convert_task, &job);
+}
+
+void half_to_float_with(const uint16_t* src, float* dst, int64_t n, Isa isa, int max_threads) {
+  if (n <= 0) return;
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
+  WidenJob job{src, dst, n, isa};
+  run_tasks(max_threads > 1 ? max_threads : 1, ceil_div(n, kConvertChunk), widen_task, &job);
+}
+
+void half_to_float(const uint16_t* src, float* dst, int64_t n) {
+  half_to_float_with(src, dst, n, active_isa(), ThreadPool::shared().size());
 }
 
 void float_to_bf16(const float* src, uint16_t* dst, int64_t n) {

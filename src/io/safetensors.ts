@@ -15,6 +15,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { BYTES_PER_ELEMENT, fromBf16, fromF16, type StorageArrayMap, type StorageDType } from '../tensor/dtype.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
+import { kernels } from '../tensor/backend.js';
 
 /** safetensors dtype names ↔ qkd storage dtypes (the ones qkd reads and writes). */
 const DTYPE_FROM_FILE: Record<string, StorageDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I8: 'i8', U8: 'u8', I32: 'i32' };
@@ -43,6 +44,8 @@ export class SafetensorsFile {
   readonly metadata: Record<string, string>;
   readonly entries: ReadonlyMap<string, SafetensorsEntry>;
   private fd: number | null;
+  /** Where F16 tensors are read before widening into a caller's scratch (readFloat32). */
+  private halves: Uint8Array | null = null;
 
   constructor(path: string, fd: number, metadata: Record<string, string>, entries: Map<string, SafetensorsEntry>) {
     this.path = path;
@@ -90,8 +93,26 @@ export class SafetensorsFile {
     return { dtype: e.dtype, shape: [...e.shape], data };
   }
 
-  /** The tensor as float32 (f16 and bf16 widened; integer dtypes refused). */
-  readFloat32(name: string): { shape: number[]; data: Float32Array } {
+  /**
+   * The tensor as float32 (f16 and bf16 widened; integer dtypes refused).
+   * With `scratch` big enough, an f32 or f16 tensor lands in it (the result
+   * is then a view of it, valid until the next read into the same scratch),
+   * and an f16 one is widened by the native kernel when it is loaded.
+   */
+  readFloat32(name: string, scratch?: Float32Array): { shape: number[]; data: Float32Array } {
+    const e = this.entry(name);
+    const count = e.shape.reduce((a, b) => a * b, 1);
+    if (scratch !== undefined && scratch.length >= count && (e.dtype === 'f32' || e.dtype === 'f16')) {
+      const out = scratch.subarray(0, count);
+      if (e.dtype === 'f32') this.readBytes(name, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+      else {
+        // The halves are read into a buffer this file keeps for the purpose (grown, never shrunk), then widened.
+        if (this.halves === null || this.halves.length < count * 2) this.halves = new Uint8Array(new ArrayBuffer(count * 2));
+        const halves = this.readBytes(name, this.halves);
+        kernels().f16ToF32(new Uint16Array(halves.buffer, halves.byteOffset, count), out, count);
+      }
+      return { shape: [...e.shape], data: out };
+    }
     const t = this.read(name);
     switch (t.dtype) {
       case 'f32':
@@ -108,6 +129,7 @@ export class SafetensorsFile {
   close(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
+    this.halves = null;
   }
 }
 

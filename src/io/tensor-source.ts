@@ -42,8 +42,12 @@ export interface TensorSource {
   readonly format: TensorSourceFormat;
   /** In file order (for shards: shard by shard). */
   readonly tensors: readonly SourceTensor[];
-  /** Reads one tensor from disk as float32 (widening / dequantizing). */
-  readFloat32(name: string): Float32Array;
+  /**
+   * Reads one tensor from disk as float32 (widening / dequantizing). A
+   * source may read into `scratch` when it is big enough (the result is then
+   * a view of it, valid until the next read into the same scratch).
+   */
+  readFloat32(name: string, scratch?: Float32Array): Float32Array;
   /**
    * The raw bfloat16 bits of a tensor stored as BF16, else null (optional).
    * With `scratch` big enough the bits are read into it (the result is a
@@ -186,10 +190,10 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
     path,
     format: 'safetensors',
     tensors,
-    readFloat32(name: string): Float32Array {
+    readFloat32(name: string, scratch?: Float32Array): Float32Array {
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
-      return f.readFloat32(name).data;
+      return f.readFloat32(name, scratch).data;
     },
     readBf16(name: string, scratch?: Uint16Array): Uint16Array | null {
       const f = where.get(name);

@@ -14,7 +14,8 @@ import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from '
 export interface ProfileSource {
   readonly path: string;
   readonly tensors: readonly { name: string; shape: readonly number[] }[];
-  readFloat32(name: string): Float32Array;
+  /** The tensor as float32; a source may read into `scratch` (then valid until the next read into it). */
+  readFloat32(name: string, scratch?: Float32Array): Float32Array;
   /**
    * The tensor's raw bfloat16 bits when it is stored as bf16, else null
    * (optional): the profiler then multiplies the weight as stored, with no
@@ -125,12 +126,15 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const chosen = source.tensors.filter((t) => (options.filter ? options.filter(t.name) : true));
   let params = 0;
   const tensors: TensorProfile[] = [];
-  // One read buffer for all bf16 tensors (the largest one's size).
+  // One read buffer for all bf16 tensors and one for the float ones (the largest tensor's size), allocated on first use:
+  // reading into them spares a fresh buffer (and its page faults) per tensor. Nothing keeps a tensor past its turn.
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
-  const scratch = source.readBf16 ? new Uint16Array(largest) : undefined;
+  const scratch16 = source.readBf16 ? new Uint16Array(largest) : undefined;
+  let scratch32: Float32Array | undefined;
   chosen.forEach((t, index) => {
-    const bf16 = source.readBf16?.(t.name, scratch) ?? null;
-    const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name);
+    const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
+    if (bf16 === null) scratch32 ??= new Float32Array(largest);
+    const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
     const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
     const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index));
     // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).

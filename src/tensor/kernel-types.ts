@@ -172,6 +172,8 @@ export interface ProfilerKernels {
 export interface CodecKernels {
   /** dst[i] = bfloat16 bits of src[i], i < n (nearest even, NaN stays a quiet NaN, subnormals kept). */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /** dst[i] = the IEEE half src[i] as float32, i < n (exact; src and dst disjoint). */
+  f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /**
    * DBWA packing (formats in sat/dbwa.ts, algorithm in
    * reference/dbwa-codec.ts): src at tier 8, 12 or 16 into storage (codes,

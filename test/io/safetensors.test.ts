@@ -82,6 +82,33 @@ describe('safetensors', () => {
     });
   }
 
+  it('readFloat32 into a scratch (f32 read in place, f16 widened natively) gives the values of a plain read, tensor after tensor', () => {
+    const path = join(dir, 'scratch.safetensors');
+    const rng = new Rng(5);
+    const values = (n: number) => Float32Array.from({ length: n }, () => rng.normal() * 3);
+    const big = values(700);
+    writeSafetensors(path, [
+      { name: 'a', dtype: 'f16', shape: [20, 35], data: toF16(big) },
+      { name: 'b', dtype: 'f32', shape: [3, 7], data: values(21) },
+      { name: 'c', dtype: 'f16', shape: [9], data: toF16(values(9)) },
+      { name: 'd', dtype: 'bf16', shape: [4], data: toBf16(values(4)) },
+    ]);
+    const f = openSafetensors(path);
+    try {
+      const scratch = new Float32Array(700).fill(Number.NaN);
+      for (const name of ['a', 'b', 'c', 'd', 'a']) {
+        const plain = f.readFloat32(name).data;
+        const viaScratch = f.readFloat32(name, scratch).data;
+        assert.deepEqual(Array.from(viaScratch), Array.from(plain), name);
+        // f32 and f16 land in the scratch; bf16 is read the plain way.
+        assert.equal(viaScratch.buffer === scratch.buffer, name !== 'd', name);
+      }
+      assert.deepEqual(f.readFloat32('b', new Float32Array(3)).data.length, 21, 'a scratch too small is not used');
+    } finally {
+      f.close();
+    }
+  });
+
   it('survives random mutations of a valid header: opens or throws QkdError, nothing else', () => {
     const path = join(dir, 'fuzz-src.safetensors');
     writeSafetensors(path, [

@@ -229,3 +229,26 @@ describe('f32ToBf16', () => {
     assert.ok((want[109]! & 0x7fc0) === 0x7fc0, 'NaN stays a quiet NaN');
   });
 });
+
+describe('f16ToF32 (half bits → float32 for F16 checkpoints)', skipNative, () => {
+  it('every one of the 65536 halves widens as the reference (the vector path ends on a partial block)', () => {
+    // 65536 + 5 elements: the vector path's last block is partial.
+    const src = Uint16Array.from({ length: 65541 }, (_, i) => i & 0xffff);
+    const want = new Float32Array(src.length);
+    withBackend('reference', () => kernels().f16ToF32(src, want, src.length));
+    const got = new Float32Array(src.length + 1).fill(7);
+    withBackend('native', () => kernels().f16ToF32(src, got, src.length));
+    for (let i = 0; i < src.length; i++) {
+      if (Number.isNaN(want[i]!)) assert.ok(Number.isNaN(got[i]!), `half ${i}`);
+      else assert.ok(Object.is(got[i], want[i]), `half ${i}: ${got[i]} vs ${want[i]}`);
+    }
+    assert.equal(got[src.length], 7, 'nothing past n is written');
+    assert.equal(want[0x3c00], 1);
+    assert.equal(want[0x0001], 2 ** -24);
+  });
+  it('refuses a short destination and overlapping arrays', () => {
+    const buffer = new ArrayBuffer(64);
+    assert.throws(() => withBackend('native', () => kernels().f16ToF32(new Uint16Array(8), new Float32Array(4), 8)), /dst/);
+    assert.throws(() => withBackend('native', () => kernels().f16ToF32(new Uint16Array(buffer, 0, 8), new Float32Array(buffer, 8, 8), 8)), /overlap/);
+  });
+});

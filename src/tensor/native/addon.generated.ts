@@ -65,6 +65,8 @@ export interface NativeAddon {
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /** round to nearest even (NaN stays a quiet NaN) */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /** IEEE half bits widened to float32, exactly (a signalling NaN comes out quiet) */
+  f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /** pack src at tier 8, 12 or 16 bits (stochastic rounding with a 4-word seed, or nearest); −1 or the index of a non-finite value */
   dbwaEncode(tier: number, src: Float32Array, storage: Uint8Array, seed: Uint32Array | null): number;
   /** unpack into dst */
@@ -90,7 +92,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward'] as const;
+export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm'> = {
@@ -121,7 +123,8 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   rtnErrors: 'profiler',
   rtnErrorsBf16: 'profiler',
   symmetricEigenvalues: 'profiler',
-  f32ToBf16: 'profiler',
+  f32ToBf16: 'codecs',
+  f16ToF32: 'codecs',
   dbwaEncode: 'codecs',
   dbwaDecode: 'codecs',
   ggmlEncode: 'codecs',

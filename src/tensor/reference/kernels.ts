@@ -4,7 +4,7 @@
  * accumulated in float64 (JS numbers).
  */
 import { symmetricEigenvaluesOnly } from '../eigen.js';
-import { bf16BitsToF32, f32ToBf16Bits } from '../dtype.js';
+import { bf16BitsToF32, f16Table32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
@@ -411,6 +411,11 @@ function f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void {
   for (let i = 0; i < n; i++) dst[i] = f32ToBf16Bits(src[i]!);
 }
 
+function f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void {
+  const table = f16Table32();
+  for (let i = 0; i < n; i++) dst[i] = table[src[i]!]!;
+}
+
 export const referenceKernels: Kernels = {
   name: 'reference',
   sgemm,
@@ -448,4 +453,5 @@ export const referenceKernels: Kernels = {
   rtnErrorsBf16,
   symmetricEigenvalues,
   f32ToBf16,
+  f16ToF32,
 };
