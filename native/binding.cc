@@ -571,6 +571,27 @@ napi_value RmsnormForwardBody(napi_env env, const char* fn, RmsnormForwardArgs& 
   return undefined_value(env);
 }
 
+napi_value AddRmsnormForwardBody(napi_env env, const char* fn, AddRmsnormForwardArgs& args) {
+  auto& [x, delta, s, w, y, rstd, rows, cols, eps] = args;
+  int64_t total = 0;
+  if (!multiply(env, fn, "x (rows×cols)", {rows, cols}, &total)) return nullptr;
+  if (!(eps >= 0.0 && std::isfinite(eps))) {
+    fail(env, fn, "argument eps must be a finite number >= 0");
+    return nullptr;
+  }
+  if (total == 0) return undefined_value(env);  // nothing is touched
+  if (!check_elements(env, fn, "x", x, total) || !check_elements(env, fn, "delta", delta, total) ||
+      !check_elements(env, fn, "s", s, total) || !check_elements(env, fn, "w", w, cols) ||
+      !check_elements(env, fn, "y", y, total) || !check_elements(env, fn, "rstd", rstd, rows) ||
+      !check_same_or_disjoint(env, fn, "x", x, "s", s, total) || !check_same_or_disjoint(env, fn, "delta", delta, "s", s, total) ||
+      !check_disjoint(env, fn, "y", y, total, "x", x, total, "") || !check_disjoint(env, fn, "y", y, total, "delta", delta, total, "") ||
+      !check_disjoint(env, fn, "y", y, total, "s", s, total, "")) {
+    return nullptr;
+  }
+  qkd::add_rmsnorm_forward(x.data, delta.data, s.data, w.data, y.data, rstd.data, rows, cols, static_cast<float>(eps));
+  return undefined_value(env);
+}
+
 napi_value RmsnormBackwardBody(napi_env env, const char* fn, RmsnormBackwardArgs& args) {
   auto& [x, w, rstd, dy, dx, dw, rows, cols] = args;
   int64_t total = 0;

@@ -50,6 +50,7 @@ export const KERNELS = [
   { name: 'causalSoftmaxForward', concern: 'training', returns: 'void', args: 'x: f32, y: f32, BH: size, T: size, S: size, offset: size', doc: 'softmax of [BH, T, S] scores keeping columns ≤ offset + t in row t (y may be x)' },
   { name: 'causalSoftmaxBackward', concern: 'training', returns: 'void', args: 'y: f32, dy: f32, dx: f32, BH: size, T: size, S: size, offset: size, accumulate: flag', doc: 'its backward; accumulate adds into dx, else writes it (masked columns 0)' },
   { name: 'rmsnormForward', concern: 'training', returns: 'void', args: 'x: f32, w: f32, y: f32, rstd: f32, rows: size, cols: size, eps: number', doc: 'y = x / rms(x) · w per row, rstd = 1 / rms' },
+  { name: 'addRmsnormForward', concern: 'training', returns: 'void', args: 'x: f32, delta: f32, s: f32, w: f32, y: f32, rstd: f32, rows: size, cols: size, eps: number', doc: 's = x + delta, then rmsnormForward(s) into y and rstd, in one pass (s may be x or delta; y apart from all three)' },
   { name: 'rmsnormBackward', concern: 'training', returns: 'void', args: 'x: f32, w: f32, rstd: f32, dy: f32, dx: f32?, dw: f32?, rows: size, cols: size', doc: 'its backward into dx and dw (each may be EMPTY)' },
   { name: 'swigluForward', concern: 'training', returns: 'void', args: 'gate: f32, up: f32, y: f32, n: size', doc: 'y = silu(gate) ⊙ up' },
   { name: 'swigluBackward', concern: 'training', returns: 'void', args: 'gate: f32, up: f32, dy: f32, dgate: f32?, dup: f32?, n: size', doc: 'its backward into dgate and dup (each may be EMPTY)' },

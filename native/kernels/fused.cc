@@ -125,6 +125,16 @@ void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int6
   });
 }
 
+void add_rmsnorm_forward(const float* x, const float* delta, float* s, const float* w, float* y, float* rstd,
+                         int64_t rows, int64_t cols, float eps, Exec exec) {
+  if (cols <= 0) return;
+  const FusedKernels& k = kernels_for(exec.isa);
+  for_rows(rows, cols, exec, [&](int64_t first, int64_t last) {
+    k.add_rmsnorm_forward(x + first * cols, delta + first * cols, s + first * cols, w, y + first * cols, rstd + first,
+                          last - first, cols, eps);
+  });
+}
+
 bool rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw,
                       int64_t rows, int64_t cols, Exec exec) {
   if (rows <= 0 || cols <= 0 || (dx == nullptr && dw == nullptr)) return true;

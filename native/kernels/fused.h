@@ -47,6 +47,13 @@ struct Exec {
 void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t cols,
                      float eps, Exec exec = Exec::active());
 
+// The residual add fused with the norm that reads its result: s = x + delta
+// (stored: the residual stream goes on), then rmsnorm_forward(s) into y and
+// rstd, in one pass over each row. s may be x or delta; y must not overlap
+// x, delta or s. Bit-identical to add, then rmsnorm_forward.
+void add_rmsnorm_forward(const float* x, const float* delta, float* s, const float* w, float* y, float* rstd,
+                         int64_t rows, int64_t cols, float eps, Exec exec = Exec::active());
+
 // With g = dy⊙w and s = rstd[r]:
 //   dx[r,c] += s·g[c] − s³·x[r,c]·(Σ_c' g[c']·x[r,c'])/C
 //   dw[c]   += Σ_r dy[r,c]·x[r,c]·s_r

@@ -19,6 +19,9 @@ struct FusedKernels {
   // Rows [0, rows) of the given pointers.
   void (*rmsnorm_forward)(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t cols,
                           float eps);
+  // s = x + delta (stored), then rmsnorm_forward of s.
+  void (*add_rmsnorm_forward)(const float* x, const float* delta, float* s, const float* w, float* y, float* rstd,
+                              int64_t rows, int64_t cols, float eps);
   // dw_partial: C doubles this range of rows adds into (nullptr: skip dw).
   void (*rmsnorm_backward)(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
                            double* dw_partial, int64_t rows, int64_t cols);

@@ -50,6 +50,35 @@ void rmsnorm_forward_rows(const float* x, const float* w, float* y, float* rstd,
   }
 }
 
+// The residual add and the next norm in one pass over the row: s = x + δ is
+// rounded to float and stored, its squares summed (in double) as it is
+// written; then y from s, still in L1. The same numbers as add, then
+// rmsnorm_forward_rows.
+template <class V>
+void add_rmsnorm_forward_rows(const float* x, const float* delta, float* s, const float* w, float* y, float* rstd,
+                              int64_t rows, int64_t cols, float eps) {
+  using F = typename V::F;
+  using D = typename V::D;
+  for (int64_t r = 0; r < rows; ++r, x += cols, delta += cols, s += cols, y += cols) {
+    D squares = V::dzero();
+    for (int64_t c = 0; c < cols; c += V::kWidth) {
+      const int64_t left = cols - c;
+      const F sum = V::add(V::loadn(x + c, left), V::loadn(delta + c, left));
+      V::storen(s + c, left, sum);
+      const D sd = V::to_double(V::loadn(s + c, left));
+      squares = V::dfma(sd, sd, squares);
+    }
+    const double mean = V::dsum(squares) / static_cast<double>(cols);
+    const float inv = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
+    rstd[r] = inv;
+    const F sv = V::set1(inv);
+    for (int64_t c = 0; c < cols; c += V::kWidth) {
+      const int64_t left = cols - c;
+      V::storen(y + c, left, V::mul(V::mul(V::loadn(s + c, left), sv), V::loadn(w + c, left)));
+    }
+  }
+}
+
 // One pass over x and dy for dw and the row's Σ g·x, a second for dx (the
 // row is then in L1).
 template <class V>
@@ -545,6 +574,7 @@ template <class V>
 constexpr FusedKernels make_fused_kernels() {
   return FusedKernels{
       rmsnorm_forward_rows<V>,
+      add_rmsnorm_forward_rows<V>,
       rmsnorm_backward_rows<V>,
       swiglu_forward_range<V>,
       swiglu_backward_range<V>,

@@ -289,12 +289,13 @@ export class LlamaDecoderLayer extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    // The residual add and the norm the MLP reads run as one pass (addRmsNorm).
     if (this.preMlpNorm !== null) {
-      const h = add(x, this.postNorm.forward(this.mix(this.inputNorm.forward(x), options)));
-      return this.emit(add(h, this.postMlpNorm!.forward(this.mlp.forward(this.preMlpNorm.forward(h)))));
+      const { sum: h, normed } = this.preMlpNorm.forwardAfterAdd(x, this.postNorm.forward(this.mix(this.inputNorm.forward(x), options)));
+      return this.emit(add(h, this.postMlpNorm!.forward(this.mlp.forward(normed))));
     }
-    const h = add(x, this.mix(this.inputNorm.forward(x), options));
-    return this.emit(add(h, this.mlp.forward(this.postNorm.forward(h))));
+    const { sum: h, normed } = this.postNorm.forwardAfterAdd(x, this.mix(this.inputNorm.forward(x), options));
+    return this.emit(add(h, this.mlp.forward(normed)));
   }
 
   /** The norm whose output the MLP reads. */

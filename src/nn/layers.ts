@@ -10,7 +10,7 @@ import { linear, linearBf16 } from '../tensor/ops/matmul.js';
 import { embedding, embeddingBf16 } from '../tensor/ops/embedding.js';
 import { Bf16Store } from '../tensor/bf16-store.js';
 import { gradEnabled } from '../tensor/tape.js';
-import { rmsNorm } from '../tensor/ops/norm.js';
+import { addRmsNorm, rmsNorm } from '../tensor/ops/norm.js';
 import { addScalar } from '../tensor/ops/elementwise.js';
 
 /** Transforms applied to a weight before use (fake quantization, noise). */
@@ -74,6 +74,12 @@ export class RMSNorm extends Module {
   /** Normalises over the last axis (a head's D channels for q/k norms). */
   forward(x: Tensor): Tensor {
     return this.emit(withLoaded(this.weight, () => rmsNorm(x, this.offset === 0 ? this.weight : addScalar(this.weight, this.offset), this.eps)));
+  }
+
+  /** x + delta (the residual stream) and this norm of it, in one pass: { sum, normed }, normed emitted as forward's output. */
+  forwardAfterAdd(x: Tensor, delta: Tensor): { sum: Tensor; normed: Tensor } {
+    const r = withLoaded(this.weight, () => addRmsNorm(x, delta, this.offset === 0 ? this.weight : addScalar(this.weight, this.offset), this.eps));
+    return { sum: r.sum, normed: this.emit(r.normed) };
   }
 }
 

@@ -79,6 +79,8 @@ export interface TrainingKernels {
   causalSoftmaxBackward(y: FloatArray, dy: FloatArray, dx: FloatArray, BH: number, T: number, S: number, offset: number, accumulate: boolean): void;
   /** y = x / sqrt(mean(x²) + eps) · w per row; rstd[r] = 1/rms. */
   rmsnormForward(x: FloatArray, w: FloatArray, y: FloatArray, rstd: FloatArray, rows: number, cols: number, eps: number): void;
+  /** s = x + delta (stored; s may be x or delta), then rmsnormForward(s, w, y, rstd): the residual add and the next norm in one pass. */
+  addRmsnormForward(x: FloatArray, delta: FloatArray, s: FloatArray, w: FloatArray, y: FloatArray, rstd: FloatArray, rows: number, cols: number, eps: number): void;
   /** dx += s·g − s³·x·(g·x)/cols with g = dy⊙w; dw += Σ_rows dy·x·s. dx or dw may be empty. */
   rmsnormBackward(x: FloatArray, w: FloatArray, rstd: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, rows: number, cols: number): void;
   /** y = silu(gate)·up. */

@@ -457,6 +457,49 @@ kernelCase('rmsnorm: rows 1, 3, 37 × columns 1 … 1000, in place, either gradi
   for (const cols of COLS) for (const rows of [1, 3, 37]) checkRmsnorm(rows, cols, rng);
 });
 
+// The fused residual add + norm: the same bits as the native add, then the native rmsnorm, on every path
+// (the sum rounds to float before the norm reads it), in place into x or delta; near the reference.
+function checkAddRmsnorm(rows: number, cols: number, rng: Rng): void {
+  const x = randoms(rows * cols, rng, -3, 3);
+  const delta = randoms(rows * cols, rng, -3, 3);
+  const w = randoms(cols, rng, -2, 2);
+  const eps = 1e-5;
+  const fused = (k: Kernels) => {
+    const s = floats(rows * cols, NaN);
+    const y = floats(rows * cols, NaN);
+    const rstd = floats(rows, NaN);
+    k.addRmsnormForward(x, delta, s, w, y, rstd, rows, cols, eps);
+    return { s, y, rstd };
+  };
+  const got = fused(native());
+  const apart = { s: floats(rows * cols), y: floats(rows * cols), rstd: floats(rows) };
+  native().add(x, delta, apart.s, rows * cols);
+  native().rmsnormForward(apart.s, w, apart.y, apart.rstd, rows, cols, eps);
+  const what = `addRmsnorm ${rows}x${cols}`;
+  sameBits(got.s, apart.s, `${what} sum`);
+  sameBits(got.y, apart.y, `${what} y`);
+  sameBits(got.rstd, apart.rstd, `${what} rstd`);
+  const want = fused(R);
+  const fw = new Worst();
+  for (let i = 0; i < rows * cols; i++) fw.add(got.y[i]!, want.y[i]!, Math.abs(want.y[i]!), 0, 'y', i);
+  fw.check(1e-6, `${what} against the reference`);
+  for (const into of ['x', 'delta'] as const) {
+    const xs = copy(x);
+    const ds = copy(delta);
+    const y = floats(rows * cols);
+    const rstd = floats(rows);
+    native().addRmsnormForward(xs, ds, into === 'x' ? xs : ds, w, y, rstd, rows, cols, eps);
+    sameBits(into === 'x' ? xs : ds, got.s, `${what} sum in place into ${into}`);
+    sameBits(y, got.y, `${what} y with the sum in place into ${into}`);
+  }
+}
+
+kernelCase('addRmsnorm: rows 1, 3, 37 × columns 1 … 1000, threaded 256x704; equal to add then rmsnorm', () => {
+  const rng = new Rng(35);
+  for (const cols of COLS) for (const rows of [1, 3, 37]) checkAddRmsnorm(rows, cols, rng);
+  checkAddRmsnorm(256, 704, rng);
+});
+
 kernelCase('rmsnorm: threaded 300x257 and 256x704', () => {
   const rng = new Rng(32);
   checkRmsnorm(300, 257, rng);

@@ -92,6 +92,21 @@ describe('reductions and softmax', () => {
 describe('normalisation, embedding, rope', () => {
   it('rmsNorm C=13', () => checkOp('rmsNorm', ([x, w]) => T.rmsNorm(x!, w!, 1e-5), [s(2, 3, 13), s(13)]));
   it('rmsNorm C=1', () => checkOp('rmsNorm', ([x, w]) => T.rmsNorm(x!, w!, 1e-5), [s(4, 1), s(1)]));
+  it('addRmsNorm: gradients through the sum and the norm (sum + normed checked together)', () =>
+    checkOp('addRmsNorm', ([x, d, w]) => {
+      const r = T.addRmsNorm(x!, d!, w!, 1e-5);
+      return T.add(T.mul(r.sum, r.sum), r.normed);
+    }, [s(2, 3, 13), s(2, 3, 13), s(13)]));
+  it('addRmsNorm gives add(x, δ) and rmsNorm of it, bit for bit', () => {
+    const rng = new T.Rng(4);
+    const mk = (...shape: number[]) => new T.Tensor(shape, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()));
+    const [x, d, w] = [mk(3, 5, 24), mk(3, 5, 24), mk(24)];
+    const r = T.addRmsNorm(x, d, w, 1e-6);
+    const sum = T.add(x, d);
+    assert.deepEqual(Array.from(r.sum.data), Array.from(sum.data));
+    assert.deepEqual(Array.from(r.normed.data), Array.from(T.rmsNorm(sum, w, 1e-6).data));
+    assert.throws(() => T.addRmsNorm(x, mk(3, 5, 23), w), /addRmsNorm/);
+  });
   it('layerNorm C=13', () => checkOp('layerNorm', ([x, w, b]) => T.layerNorm(x!, w!, b!, 1e-5), [s(2, 3, 13), s(13), s(13)]));
   it('embedding with repeated ids', () => {
     const ids = Int32Array.from([3, 0, 3, 6, 1, 3]);

@@ -30,6 +30,35 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-5): Tensor {
   });
 }
 
+/**
+ * The residual add and the norm that reads its result, in one pass:
+ * sum = x + delta (the residual stream, which goes on) and normed =
+ * rmsNorm(sum, weight). The graph holds the two ops as if they ran apart
+ * (an add, then an rmsNorm of the sum), so gradients reach x and delta both
+ * through the residual stream and through the norm.
+ */
+export function addRmsNorm(x: Tensor, delta: Tensor, weight: Tensor, eps = 1e-5): { sum: Tensor; normed: Tensor } {
+  if (x.rank !== delta.rank || x.shape.some((d, i) => d !== delta.shape[i])) {
+    throw new QkdError('SHAPE', `addRmsNorm: x ${fmtShape(x.shape)} and delta ${fmtShape(delta.shape)} differ`);
+  }
+  const { rows, C } = checkNorm('addRmsNorm', x, weight);
+  const sum = new Tensor(x.shape);
+  const out = new Tensor(x.shape);
+  const rstd = allocFloat(rows);
+  kernels().addRmsnormForward(x.data, delta.data, sum.data, weight.data, out.data, rstd, rows, C, eps);
+  const s = record(sum, 'add', [x, delta], (dy) => {
+    if (x.requiresGrad) kernels().addInto(x.ensureGrad(), dy, dy.length);
+    if (delta.requiresGrad) kernels().addInto(delta.ensureGrad(), dy, dy.length);
+  });
+  const normed = record(out, 'rmsNorm', [s, weight], (dy) => {
+    const empty = s.data.subarray(0, 0);
+    const dx = s.requiresGrad ? s.ensureGrad() : empty;
+    const dw = weight.requiresGrad ? weight.ensureGrad() : empty;
+    kernels().rmsnormBackward(s.data, weight.data, rstd, dy, dx, dw, rows, C);
+  });
+  return { sum: s, normed };
+}
+
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
   const { rows, C } = checkNorm('layerNorm', x, weight, bias);
   const out = new Tensor(x.shape);

@@ -130,6 +130,11 @@ function rmsnormForward(x: FloatArray, w: FloatArray, y: FloatArray, rstd: Float
   }
 }
 
+function addRmsnormForward(x: FloatArray, delta: FloatArray, s: FloatArray, w: FloatArray, y: FloatArray, rstd: FloatArray, rows: number, cols: number, eps: number): void {
+  for (let i = 0; i < rows * cols; i++) s[i] = x[i]! + delta[i]!;
+  rmsnormForward(s, w, y, rstd, rows, cols, eps);
+}
+
 function rmsnormBackward(x: FloatArray, w: FloatArray, rstd: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, rows: number, cols: number): void {
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
@@ -424,6 +429,7 @@ export const referenceKernels: Kernels = {
   causalSoftmaxForward,
   causalSoftmaxBackward,
   rmsnormForward,
+  addRmsnormForward,
   rmsnormBackward,
   swigluForward,
   swigluBackward,
