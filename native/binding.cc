@@ -130,27 +130,6 @@ bool read_float32_array(napi_env env, napi_value value, const char* fn, const ch
   return true;
 }
 
-struct Int32View {
-  const int32_t* data = nullptr;
-  int64_t length = 0;
-};
-
-bool read_int32_array(napi_env env, napi_value value, const char* fn, const char* name, Int32View* out) {
-  bool is_typed_array = false;
-  napi_is_typedarray(env, value, &is_typed_array);
-  if (!is_typed_array) return fail(env, fn, "argument %s must be an Int32Array", name);
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
-    return fail(env, fn, "could not read argument %s", name);
-  }
-  if (type != napi_int32_array) return fail(env, fn, "argument %s must be an Int32Array", name);
-  out->data = static_cast<const int32_t*>(data);
-  out->length = static_cast<int64_t>(length);
-  return true;
-}
-
 // An integer in the int32 range (may be negative: ignore indices).
 bool read_int32(napi_env env, napi_value value, const char* fn, const char* name, int32_t* out) {
   double number;
@@ -173,27 +152,6 @@ bool read_float(napi_env env, napi_value value, const char* fn, const char* name
   return true;
 }
 
-struct ByteView {
-  uint8_t* data = nullptr;
-  int64_t length = 0;
-};
-
-bool read_uint8_array(napi_env env, napi_value value, const char* fn, const char* name, ByteView* out) {
-  bool is_typed_array = false;
-  napi_is_typedarray(env, value, &is_typed_array);
-  if (!is_typed_array) return fail(env, fn, "argument %s must be a Uint8Array", name);
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
-    return fail(env, fn, "could not read argument %s", name);
-  }
-  if (type != napi_uint8_array) return fail(env, fn, "argument %s must be a Uint8Array", name);
-  out->data = static_cast<uint8_t*>(data);
-  out->length = static_cast<int64_t>(length);
-  return true;
-}
-
 // A typed array of one element type (data at its byteOffset, length in elements).
 template <typename T>
 struct TypedView {
@@ -204,20 +162,24 @@ struct TypedView {
 template <typename T>
 bool read_typed_array(napi_env env, napi_value value, const char* fn, const char* name, napi_typedarray_type want,
                       const char* type_name, TypedView<T>* out) {
+  const char* article = type_name[0] == 'I' ? "an" : "a";  // an Int32Array, a Uint8Array
   bool is_typed_array = false;
   napi_is_typedarray(env, value, &is_typed_array);
-  if (!is_typed_array) return fail(env, fn, "argument %s must be a %s", name, type_name);
+  if (!is_typed_array) return fail(env, fn, "argument %s must be %s %s", name, article, type_name);
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
   if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) {
     return fail(env, fn, "could not read argument %s", name);
   }
-  if (type != want) return fail(env, fn, "argument %s must be a %s", name, type_name);
+  if (type != want) return fail(env, fn, "argument %s must be %s %s", name, article, type_name);
   out->data = static_cast<T*>(data);
   out->length = static_cast<int64_t>(length);
   return true;
 }
+
+using Int32View = TypedView<const int32_t>;  // kind i32
+using ByteView = TypedView<uint8_t>;         // kind u8
 
 
 // null, or a Float32Array (an optional input given as null: data nullptr, length 0).

@@ -28,10 +28,21 @@ constexpr float kInfinity = __builtin_inff();
 
 // ---- RMSNorm ------------------------------------------------------------------
 
+// y = x·s·w for one row, s = 1/sqrt(mean + eps) (returned, as rstd).
+template <class V>
+float normalise_row(const float* x, const float* w, float* y, int64_t cols, double mean, float eps) {
+  const float s = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
+  const typename V::F sv = V::set1(s);
+  for (int64_t c = 0; c < cols; c += V::kWidth) {
+    const int64_t left = cols - c;
+    V::storen(y + c, left, V::mul(V::mul(V::loadn(x + c, left), sv), V::loadn(w + c, left)));
+  }
+  return s;
+}
+
 template <class V>
 void rmsnorm_forward_rows(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t cols,
                           float eps) {
-  using F = typename V::F;
   using D = typename V::D;
   for (int64_t r = 0; r < rows; ++r, x += cols, y += cols) {
     D squares = V::dzero();
@@ -40,13 +51,7 @@ void rmsnorm_forward_rows(const float* x, const float* w, float* y, float* rstd,
       squares = V::dfma(xd, xd, squares);
     }
     const double mean = V::dsum(squares) / static_cast<double>(cols);
-    const float s = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
-    rstd[r] = s;
-    const F sv = V::set1(s);
-    for (int64_t c = 0; c < cols; c += V::kWidth) {
-      const int64_t left = cols - c;
-      V::storen(y + c, left, V::mul(V::mul(V::loadn(x + c, left), sv), V::loadn(w + c, left)));
-    }
+    rstd[r] = normalise_row<V>(x, w, y, cols, mean, eps);
   }
 }
 
@@ -68,14 +73,7 @@ void add_rmsnorm_forward_rows(const float* x, const float* delta, float* s, cons
       const D sd = V::to_double(V::loadn(s + c, left));
       squares = V::dfma(sd, sd, squares);
     }
-    const double mean = V::dsum(squares) / static_cast<double>(cols);
-    const float inv = static_cast<float>(1.0 / std::sqrt(mean + static_cast<double>(eps)));
-    rstd[r] = inv;
-    const F sv = V::set1(inv);
-    for (int64_t c = 0; c < cols; c += V::kWidth) {
-      const int64_t left = cols - c;
-      V::storen(y + c, left, V::mul(V::mul(V::loadn(s + c, left), sv), V::loadn(w + c, left)));
-    }
+    rstd[r] = normalise_row<V>(s, w, y, cols, V::dsum(squares) / static_cast<double>(cols), eps);
   }
 }
 
