@@ -49,8 +49,10 @@ export function attentionFusedForward(q: FloatArray, k: FloatArray, v: FloatArra
           for (let d = 0; d < D; d++) dot += q[qo + d]! * k[ko + d]!;
           const x = scale * dot;
           scores[j] = softcap > 0 ? softcap * Math.tanh(x / softcap) : x;
-          if (scores[j]! > max) max = scores[j]!;
+          max = Math.max(max, scores[j]!); // NaN stays NaN
         }
+        // No visible key (or scores of −∞ only, as softmax takes a row of −∞): o = 0.
+        const none = max === -Infinity;
         acc.fill(0);
         let sum = 0;
         for (let j = lo; j < hi; j++) {
@@ -59,8 +61,8 @@ export function attentionFusedForward(q: FloatArray, k: FloatArray, v: FloatArra
           const vo = ((b * S + j) * G + g) * D;
           for (let d = 0; d < D; d++) acc[d]! += e * v[vo + d]!;
         }
-        for (let d = 0; d < D; d++) o[qo + d] = sum > 0 ? acc[d]! / sum : 0;
-        lse[(b * H + h) * T + t] = sum > 0 ? max + Math.log(sum) : -Infinity;
+        for (let d = 0; d < D; d++) o[qo + d] = none ? 0 : acc[d]! / sum;
+        lse[(b * H + h) * T + t] = none ? -Infinity : max + Math.log(sum);
       }
     }
   }
@@ -84,7 +86,7 @@ export function attentionFusedBackward(q: FloatArray, k: FloatArray, v: FloatArr
       const g = Math.floor(h / group);
       for (let t = 0; t < T; t++) {
         const L = lse[(b * H + h) * T + t]!;
-        if (!(L > -Infinity)) continue; // a row that saw no key
+        if (L === -Infinity) continue; // a row that saw no key
         const qo = ((b * T + t) * H + h) * D;
         let delta = 0;
         for (let d = 0; d < D; d++) delta += dO[qo + d]! * o[qo + d]!;
