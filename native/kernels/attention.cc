@@ -21,22 +21,30 @@ const AttentionKernels& kernels_for(Isa isa) {
 // Below this many score multiply-adds (B·H·T·S·D) a call stays on the calling thread.
 constexpr double kMinParallelWork = 1 << 16;
 
+int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 struct Job {
   const AttentionKernels* kernels;
   AttentionBuffers io;
   AttentionArgs args;
   float* scratch;
   int64_t per_worker;  // floats of scratch per worker
-  int64_t tiles;       // query tiles per head (forward)
+  // Forward tiling (attention_kernels.h): heads and steps per tile, head chunks per group, step tiles.
+  int64_t tile_heads, tile_steps, chunks, step_tiles;
 };
 
+// Task = ((b·G + g)·chunks + chunk)·step_tiles + step tile.
 void forward_task(void* context, int64_t task, int worker) {
   const Job& job = *static_cast<const Job*>(context);
   const AttentionArgs& a = job.args;
-  const int64_t head = task / job.tiles;  // b·H + h
-  const int64_t t0 = (task % job.tiles) * kAttentionQueryTile;
-  const int64_t rows = a.T - t0 < kAttentionQueryTile ? a.T - t0 : kAttentionQueryTile;
-  job.kernels->forward(job.io, a, head / a.H, head % a.H, t0, rows, job.scratch + worker * job.per_worker);
+  const int64_t step_tile = task % job.step_tiles;
+  const int64_t chunk = task / job.step_tiles % job.chunks;
+  const int64_t bg = task / job.step_tiles / job.chunks;
+  const int64_t group = a.H / a.G;
+  const int64_t h0 = bg % a.G * group + chunk * job.tile_heads;
+  const int64_t t0 = step_tile * job.tile_steps;
+  const AttentionTile tile{bg / a.G, t0, min64(job.tile_steps, a.T - t0), h0, min64(job.tile_heads, (bg % a.G + 1) * group - h0)};
+  job.kernels->forward(job.io, a, tile, job.scratch + worker * job.per_worker);
 }
 
 void backward_task(void* context, int64_t task, int worker) {
@@ -68,8 +76,11 @@ bool run(Job& job, int64_t tasks, TaskFn fn) {
 bool attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, const AttentionArgs& a) {
   if (a.B == 0 || a.H == 0 || a.T == 0) return true;
   Job job{&kernels_for(active_isa()), AttentionBuffers{q, k, v, nullptr, nullptr, nullptr, o, lse, nullptr, nullptr, nullptr}, a, nullptr,
-          attention_forward_scratch(a.D), (a.T + kAttentionQueryTile - 1) / kAttentionQueryTile};
-  return run(job, a.B * a.H * job.tiles, forward_task);
+          attention_forward_scratch(a.D), 0, 0, 0, 0};
+  attention_tiling(a, &job.tile_heads, &job.tile_steps);
+  job.chunks = (a.H / a.G + job.tile_heads - 1) / job.tile_heads;
+  job.step_tiles = (a.T + job.tile_steps - 1) / job.tile_steps;
+  return run(job, a.B * a.G * job.chunks * job.step_tiles, forward_task);
 }
 
 bool attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
@@ -81,7 +92,7 @@ bool attention_backward(const float* q, const float* k, const float* v, const fl
           a,
           nullptr,
           attention_backward_scratch(a.D, a.H / a.G, a.T),
-          0};
+          0, 0, 0, 0};
   return run(job, a.B * a.G, backward_task);
 }
 

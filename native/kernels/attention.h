@@ -13,10 +13,12 @@
 // = c·tanh(x/c) for softcap c > 0, else x. A row that sees no key (S < T
 // only) gets o = 0, lse = −∞ and adds nothing to any gradient.
 //
-// Work split: the forward runs one (b, h, tile of kQueryTile rows) per task,
-// the backward one (b, kv head g) per task (the heads of g add into the same
-// dk and dv rows). Every output element is computed by one task in an order
-// fixed by the sizes, so results are the same bits for any thread count.
+// Work split: the forward runs one tile of query rows per task (up to
+// kAttentionQueryTile rows: a run of steps × the query heads of one kv head,
+// which share each transposed key tile), the backward one (b, kv head g) per
+// task (the heads of g add into the same dk and dv rows). Every output
+// element is computed by one task in an order fixed by the sizes, so results
+// are the same bits for any thread count.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,7 @@ struct AttentionArgs {
   float softcap;   // 0: no soft-capping
 };
 
-// Query rows per forward task and per backward query tile; keys per tile.
+// Query rows (steps × heads) per tile; keys per tile.
 constexpr int64_t kAttentionQueryTile = 64;
 constexpr int64_t kAttentionKeyTile = 64;
 

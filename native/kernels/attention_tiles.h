@@ -204,38 +204,46 @@ double exp_row(float* p, int64_t ca, int64_t cb, int64_t n, float shift) {
   return V::dsum(sum);
 }
 
+// Offset of row i of a tile in q, o, dO, dq ([B,T,H,D]), and of its lse.
+inline int64_t row_offset(const AttentionArgs& a, const AttentionTile& r, int64_t i) {
+  return ((r.b * a.T + r.t0 + i / r.heads) * a.H + r.h0 + i % r.heads) * a.D;
+}
+inline int64_t lse_index(const AttentionArgs& a, const AttentionTile& r, int64_t i) {
+  return (r.b * a.H + r.h0 + i % r.heads) * a.T + r.t0 + i / r.heads;
+}
+
 // ---- Forward ----------------------------------------------------------------------
 
-// One task: query rows [t0, t0 + rows) of head h, batch row b. An online
-// softmax over tiles of keys: per row the running maximum m, the running sum
-// l of exp(s − m) (double) and the unnormalised output acc; a tile that
-// raises m rescales l and acc by exp(m_old − m_new).
+// One task: the rows of one tile. An online softmax over tiles of keys: per
+// row the running maximum m, the running sum l of exp(s − m) (double) and the
+// unnormalised output acc; a key tile that raises m rescales l and acc by
+// exp(m_old − m_new). At the end o = acc / l and lse = m + log l.
 template <class V>
-void forward_tile(const AttentionBuffers& io, const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int64_t rows,
-                  float* scratch) {
+void forward_tile(const AttentionBuffers& io, const AttentionArgs& a, const AttentionTile& r, float* scratch) {
   using F = typename V::F;
   constexpr int64_t W = V::kWidth;
-  const int64_t D = a.D, T = a.T, S = a.S, H = a.H, G = a.G;
-  const int64_t g = h / (H / G);
-  float* qs = scratch;                                             // [Br][D] scale·q
-  float* acc = qs + attention_region(kBr * D);                     // [Br][D]
-  float* kt = acc + attention_region(kBr * D);                     // [D][Bc]
-  float* sc = kt + attention_region(D * kBc);                      // [Br][Bc]
+  const int64_t D = a.D, S = a.S, G = a.G;
+  const int64_t g = r.h0 / (a.H / G);
+  const int64_t rows = r.steps * r.heads;
+  float* qs = scratch;                          // [Br][D] scale·q
+  float* acc = qs + attention_region(kBr * D);  // [Br][D]
+  float* kt = acc + attention_region(kBr * D);  // [D][Bc]
+  float* sc = kt + attention_region(D * kBc);   // [Br][Bc]
   float m[kBr];
   double l[kBr];
   int64_t lo[kBr], hi[kBr];
   for (int64_t i = 0; i < rows; ++i) {
-    const float* qrow = io.q + ((b * T + t0 + i) * H + h) * D;
+    const float* qrow = io.q + row_offset(a, r, i);
     for (int64_t d = 0; d < D; ++d) qs[i * D + d] = a.scale * qrow[d];
     zero_floats(acc + i * D, D);
-    visible_keys(a, t0 + i, &lo[i], &hi[i]);
+    visible_keys(a, r.t0 + i / r.heads, &lo[i], &hi[i]);
     m[i] = -kAttnInfinity;
     l[i] = 0.0;
   }
-  // The keys any row of the tile sees (lo and hi grow with t).
+  // The keys any row of the tile sees (lo and hi grow with the step).
   const int64_t first = lo[0], last = hi[rows - 1];
-  const float* kbase = io.k + (b * S * G + g) * D;
-  const float* vbase = io.v + (b * S * G + g) * D;
+  const float* kbase = io.k + (r.b * S * G + g) * D;
+  const float* vbase = io.v + (r.b * S * G + g) * D;
   for (int64_t j0 = first; j0 < last; j0 += kBc) {
     const int64_t n = attn_min(kBc, last - j0);
     const int64_t ncols = (n + W - 1) / W * W;
@@ -271,15 +279,14 @@ void forward_tile(const AttentionBuffers& io, const AttentionArgs& a, int64_t b,
     accumulate_rows<V>(sc, kBc, 1, rows, n, vbase + j0 * G * D, G * D, D, acc, D, 1.0f);
   }
   for (int64_t i = 0; i < rows; ++i) {
-    const int64_t t = t0 + i;
-    float* orow = io.o_out + ((b * T + t) * H + h) * D;
+    float* orow = io.o_out + row_offset(a, r, i);
     if (l[i] != 0.0) {  // 0: the row saw no key (NaN takes this branch and stays NaN)
       const F inv = V::set1(static_cast<float>(1.0 / l[i]));
       for (int64_t d = 0; d < D; d += W) V::storen(orow + d, D - d, V::mul(V::loadn(acc + i * D + d, D - d), inv));
-      io.lse_out[(b * H + h) * T + t] = static_cast<float>(static_cast<double>(m[i]) + std::log(l[i]));
+      io.lse_out[lse_index(a, r, i)] = static_cast<float>(static_cast<double>(m[i]) + std::log(l[i]));
     } else {
       zero_floats(orow, D);
-      io.lse_out[(b * H + h) * T + t] = -kAttnInfinity;
+      io.lse_out[lse_index(a, r, i)] = -kAttnInfinity;
     }
   }
 }
@@ -288,8 +295,8 @@ void forward_tile(const AttentionBuffers& io, const AttentionArgs& a, int64_t b,
 
 // One task: kv head g of batch row b, i.e. g's dk and dv rows and the dq rows
 // of its query heads, which no other task touches. Outer loop over key
-// tiles (their dk and dv accumulate in scratch across the query heads and
-// tiles), inner over the query tiles that see the key tile; per pair
+// tiles (their dk and dv accumulate in scratch across the query tiles),
+// inner over the tiles of query rows that see the key tile; per pair
 // P = exp(s − lse) is recomputed, then dv += Pᵀ·dO, dP = dO·vᵀ,
 // dS = P ⊙ (dP − Δ) ⊙ cap′, dq += scale·dS·k, dk += scale·dSᵀ·q.
 template <class V>
@@ -299,15 +306,17 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
   const int64_t D = a.D, T = a.T, S = a.S, H = a.H, G = a.G, group = H / G;
   const bool want_q = io.dq != nullptr, want_k = io.dk != nullptr, want_v = io.dv != nullptr;
   const bool want_ds = want_q || want_k;
-  float* kt = scratch;                                        // [D][Bc] keys, transposed
-  float* vt = kt + attention_region(D * kBc);                 // [D][Bc] values, transposed
-  float* dk_acc = vt + attention_region(D * kBc);             // [Bc][D]
-  float* dv_acc = dk_acc + attention_region(kBc * D);         // [Bc][D]
-  float* qs = dv_acc + attention_region(kBc * D);             // [Br][D] scale·q
-  float* p = qs + attention_region(kBr * D);                  // [Br][Bc] probabilities
-  float* ds = p + attention_region(kBr * kBc);                // [Br][Bc] dP, then dS
-  float* slope = ds + attention_region(kBr * kBc);            // [Br][Bc] cap′ (softcap only)
-  float* delta = slope + attention_region(kBr * kBc);         // [group][T] Δ = Σ_d dO·o
+  float* kt = scratch;                                 // [D][Bc] keys, transposed
+  float* vt = kt + attention_region(D * kBc);          // [D][Bc] values, transposed
+  float* dk_acc = vt + attention_region(D * kBc);      // [Bc][D]
+  float* dv_acc = dk_acc + attention_region(kBc * D);  // [Bc][D]
+  float* qs = dv_acc + attention_region(kBc * D);      // [Br][D] scale·q of the rows
+  float* dos = qs + attention_region(kBr * D);         // [Br][D] dO of the rows
+  float* dqs = dos + attention_region(kBr * D);        // [Br][D] the pair's share of dq
+  float* p = dqs + attention_region(kBr * D);          // [Br][Bc] probabilities
+  float* ds = p + attention_region(kBr * kBc);         // [Br][Bc] dP, then dS
+  float* slope = ds + attention_region(kBr * kBc);     // [Br][Bc] cap′ (softcap only)
+  float* delta = slope + attention_region(kBr * kBc);  // [group][T] Δ = Σ_d dO·o
   if (want_ds) {
     for (int64_t hh = 0; hh < group; ++hh) {
       const int64_t h = g * group + hh;
@@ -320,6 +329,8 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
       }
     }
   }
+  int64_t tile_heads = 0, tile_steps = 0;
+  attention_tiling(a, &tile_heads, &tile_steps);
   const float* kbase = io.k + (b * S * G + g) * D;
   const float* vbase = io.v + (b * S * G + g) * D;
   int64_t lo[kBr], hi[kBr];
@@ -333,20 +344,23 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
     if (want_ds) transpose_tile(vbase + j0 * G * D, G * D, n, ncols, D, vt);
     zero_floats(dk_acc, n * D);
     zero_floats(dv_acc, n * D);
-    for (int64_t hh = 0; hh < group; ++hh) {
-      const int64_t h = g * group + hh;
-      for (int64_t i0 = t_lo; i0 < t_hi; i0 += kBr) {
-        const int64_t rows = attn_min(kBr, t_hi - i0);
+    for (int64_t h0 = g * group; h0 < (g + 1) * group; h0 += tile_heads) {
+      for (int64_t t0 = t_lo; t0 < t_hi; t0 += tile_steps) {
+        const AttentionTile r{b, t0, attn_min(tile_steps, t_hi - t0), h0, attn_min(tile_heads, (g + 1) * group - h0)};
+        const int64_t rows = r.steps * r.heads;
         for (int64_t i = 0; i < rows; ++i) {
-          const float* qrow = io.q + ((b * T + i0 + i) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) qs[i * D + d] = a.scale * qrow[d];
-          visible_keys(a, i0 + i, &lo[i], &hi[i]);
+          const int64_t at = row_offset(a, r, i);
+          for (int64_t d = 0; d < D; ++d) {
+            qs[i * D + d] = a.scale * io.q[at + d];
+            dos[i * D + d] = io.dO[at + d];
+          }
         }
         panel_product<V>(qs, D, rows, kt, D, ncols, p);
         for (int64_t i = 0; i < rows; ++i) {
           float* pi = p + i * kBc;
+          visible_keys(a, r.t0 + i / r.heads, &lo[i], &hi[i]);
           const int64_t ca = attn_clamp(lo[i] - j0, 0, n), cb = attn_clamp(hi[i] - j0, 0, n);
-          const float L = io.lse[(b * H + h) * T + i0 + i];
+          const float L = io.lse[lse_index(a, r, i)];
           if (ca >= cb || L == -kAttnInfinity) {
             lo[i] = hi[i] = 0;  // dS of this row: all 0
             zero_floats(pi, n);
@@ -357,17 +371,16 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
           lo[i] = ca;
           hi[i] = cb;
         }
-        const float* dorows = io.dO + ((b * T + i0) * H + h) * D;
-        if (want_v) accumulate_rows<V>(p, 1, kBc, n, rows, dorows, H * D, D, dv_acc, D, 1.0f);
+        if (want_v) accumulate_rows<V>(p, 1, kBc, n, rows, dos, D, D, dv_acc, D, 1.0f);
         if (!want_ds) continue;
-        panel_product<V>(dorows, H * D, rows, vt, D, ncols, ds);
+        panel_product<V>(dos, D, rows, vt, D, ncols, ds);
         for (int64_t i = 0; i < rows; ++i) {
           float* dsi = ds + i * kBc;
           const float* pi = p + i * kBc;
           const int64_t ca = lo[i], cb = hi[i];
           zero_floats(dsi, ca);
           zero_floats(dsi + cb, n - cb);
-          const F dv = V::set1(delta[hh * T + i0 + i]);
+          const F dv = V::set1(delta[(r.h0 + i % r.heads - g * group) * T + r.t0 + i / r.heads]);
           for (int64_t c = ca; c < cb; c += W) {
             const int64_t left = cb - c;
             F x = V::mul(V::loadn(pi + c, left), V::sub(V::loadn(dsi + c, left), dv));
@@ -375,7 +388,15 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
             V::storen(dsi + c, left, x);
           }
         }
-        if (want_q) accumulate_rows<V>(ds, kBc, 1, rows, n, kbase + j0 * G * D, G * D, D, io.dq + ((b * T + i0) * H + h) * D, H * D, a.scale);
+        if (want_q) {
+          // dq rows of the tile += scale·dS·k (summed over the key tile first, then added).
+          zero_floats(dqs, rows * D);
+          accumulate_rows<V>(ds, kBc, 1, rows, n, kbase + j0 * G * D, G * D, D, dqs, D, a.scale);
+          for (int64_t i = 0; i < rows; ++i) {
+            float* dqrow = io.dq + row_offset(a, r, i);
+            for (int64_t d = 0; d < D; d += W) V::storen(dqrow + d, D - d, V::add(V::loadn(dqrow + d, D - d), V::loadn(dqs + i * D + d, D - d)));
+          }
+        }
         if (want_k) accumulate_rows<V>(ds, 1, kBc, n, rows, qs, D, D, dk_acc, D, 1.0f);
       }
     }
