@@ -1123,7 +1123,7 @@ function checkAttention(c: AttentionCase, skipK: boolean, rng: Rng, tol = 2e-5):
   if (skipK) sameBits(got.dk, start[1]!, `${what}: dk skipped`);
 }
 
-kernelCase('attentionFused: tiles cut unevenly (T, S around 64), D with vector tails, GQA, causal / window / softcap / not causal, a decode step', () => {
+kernelCase('attentionFused: tiles cut unevenly (T, S around 64), D with vector tails, GQA (3 and 130 heads per kv head), causal / window / softcap / not causal, a decode step', () => {
   const rng = new Rng(31);
   const base = { B: 1, causal: true, scale: 0.35, window: 0, softcap: 0 };
   checkAttention({ ...base, T: 1, S: 1, H: 1, G: 1, D: 1 }, false, rng);
@@ -1133,6 +1133,9 @@ kernelCase('attentionFused: tiles cut unevenly (T, S around 64), D with vector t
   checkAttention({ ...base, T: 70, S: 70, H: 2, G: 2, D: 8, softcap: 2, window: 64 }, false, rng);
   checkAttention({ ...base, T: 20, S: 67, H: 4, G: 1, D: 16, causal: false }, false, rng);
   checkAttention({ ...base, T: 1, S: 150, H: 4, G: 2, D: 64 }, true, rng);
+  // Tiles of query steps × the heads of a group: 3 heads (21 steps per tile), and 130 heads (chunks of 64 heads).
+  checkAttention({ ...base, T: 70, S: 75, H: 6, G: 2, D: 5, window: 30 }, false, rng);
+  checkAttention({ ...base, T: 3, S: 5, H: 130, G: 1, D: 3 }, false, rng);
 });
 
 export const CASES: readonly NativeCase[] = CASE_LIST;
