@@ -9,10 +9,11 @@
 // namespace and nothing instantiates a template outside it (no std
 // templates; the standard headers are included before the pragma).
 //
-// A tile pairs up to kAttentionQueryTile (Br) query rows of one head with up
-// to kAttentionKeyTile (Bc) keys of its kv head. Scores and probabilities of
-// a tile live in [Br][Bc] scratch; a key tile is transposed into [D][Bc] so
-// that the score product runs along keys, a vector of keys at a time.
+// A tile pairs up to kAttentionQueryTile (Br) query rows (steps × query
+// heads of one kv head, AttentionTile) with up to kAttentionKeyTile (Bc)
+// keys of that kv head. Scores and probabilities of a tile live in [Br][Bc]
+// scratch; a key tile is transposed into [D][Bc] so that the score product
+// runs along keys, a vector of keys at a time.
 #pragma once
 
 #include <cmath>
@@ -39,8 +40,8 @@ inline void visible_keys(const AttentionArgs& a, int64_t t, int64_t* lo, int64_t
 }
 
 // Queries [*lo, *hi) that see at least one key of [j0, j1): the rows of the
-// backward that a key tile touches (visibility only grows with t at the
-// bottom and shrinks at the top).
+// backward that a key tile touches (both ends of visible_keys grow with t,
+// so they form one run of steps).
 inline void seeing_queries(const AttentionArgs& a, int64_t j0, int64_t j1, int64_t* lo, int64_t* hi) {
   const int64_t offset = a.S - a.T;
   *lo = a.causal ? attn_clamp(j0 - offset, 0, a.T) : 0;
