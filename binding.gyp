@@ -34,7 +34,11 @@
         "native/kernels/fused.cc",
         "native/kernels/fused_avx512.cc",
         "native/kernels/fused_avx2.cc",
-        "native/kernels/fused_portable.cc"
+        "native/kernels/fused_portable.cc",
+        "native/kernels/attention.cc",
+        "native/kernels/attention_avx512.cc",
+        "native/kernels/attention_avx2.cc",
+        "native/kernels/attention_portable.cc"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O3", "-fno-math-errno", "-pthread"],

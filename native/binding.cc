@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <initializer_list>
 
+#include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/dbwa_codec.h"
 #include "kernels/fused.h"
@@ -1212,6 +1213,56 @@ napi_value CausalConvBackwardBody(napi_env env, const char* fn, CausalConvBackwa
     return nullptr;
   }
   qkd::causal_conv_backward(x.data, w.data, dy.data, dx.data, dw.data, dbias.data, B, T, C, K);
+  return undefined_value(env);
+}
+
+// ---- Fused attention (kernels/attention.h, docs/attention.md) --------------------
+//
+// attentionFusedForward and attentionFusedBackward, in one block: the sizes
+// and options are checked here (with the shared helpers above: fail,
+// multiply, check_views), then kernels/attention.h runs. Layouts: q, o, dO
+// [B,T,H,D]; k, v [B,S,G,D]; lse [B,H,T]. S < T is accepted (the first T − S
+// causal rows see no key: o = 0, lse = −∞); the TypeScript op refuses it.
+
+// The options (H a multiple of G, a window only with causal, softcap 0 or
+// positive) and the element counts of q and o, k and v, and lse.
+bool attention_sizes(napi_env env, const char* fn, const qkd::AttentionArgs& a, int64_t* qs, int64_t* ks, int64_t* ls) {
+  if (a.H > 0 && (a.G == 0 || a.H % a.G != 0)) {
+    return fail(env, fn, "argument H (%lld query heads) must be a multiple of G (%lld kv heads)", static_cast<long long>(a.H),
+                static_cast<long long>(a.G));
+  }
+  if (a.window > 0 && !a.causal) return fail(env, fn, "argument window (%lld) needs causal attention", static_cast<long long>(a.window));
+  if (!(a.softcap >= 0.0f)) return fail(env, fn, "argument softcap (%g) must be 0 (none) or positive", static_cast<double>(a.softcap));
+  return multiply(env, fn, "q (B×T×H×D)", {a.B, a.T, a.H, a.D}, qs) && multiply(env, fn, "k (B×S×G×D)", {a.B, a.S, a.G, a.D}, ks) &&
+         multiply(env, fn, "lse (B×H×T)", {a.B, a.H, a.T}, ls);
+}
+
+napi_value AttentionFusedForwardBody(napi_env env, const char* fn, AttentionFusedForwardArgs& args) {
+  auto& [q, k, v, o, lse, B, T, S, H, G, D, causal, scale, window, softcap] = args;
+  const qkd::AttentionArgs a{B, T, S, H, G, D, causal, scale, window, softcap};
+  int64_t qs = 0, ks = 0, ls = 0;
+  if (!attention_sizes(env, fn, a, &qs, &ks, &ls) ||
+      !check_views(env, fn, {{"q", &q, qs, false, false}, {"k", &k, ks, false, false}, {"v", &v, ks, false, false}, {"o", &o, qs, false, true},
+                             {"lse", &lse, ls, false, true}})) {
+    return nullptr;
+  }
+  if (!qkd::attention_forward(q.data, k.data, v.data, o.data, lse.data, a)) return out_of_memory(env, fn);
+  return undefined_value(env);
+}
+
+napi_value AttentionFusedBackwardBody(napi_env env, const char* fn, AttentionFusedBackwardArgs& args) {
+  auto& [q, k, v, o, lse, dO, dq, dk, dv, B, T, S, H, G, D, causal, scale, window, softcap] = args;
+  const qkd::AttentionArgs a{B, T, S, H, G, D, causal, scale, window, softcap};
+  int64_t qs = 0, ks = 0, ls = 0;
+  if (!attention_sizes(env, fn, a, &qs, &ks, &ls) ||
+      !check_views(env, fn, {{"q", &q, qs, false, false}, {"k", &k, ks, false, false}, {"v", &v, ks, false, false}, {"o", &o, qs, false, false},
+                             {"lse", &lse, ls, false, false}, {"dO", &dO, qs, false, false}, {"dq", &dq, qs, true, true}, {"dk", &dk, ks, true, true},
+                             {"dv", &dv, ks, true, true}})) {
+    return nullptr;
+  }
+  if (!qkd::attention_backward(q.data, k.data, v.data, o.data, lse.data, dO.data, dq.data, dk.data, dv.data, a)) {
+    return out_of_memory(env, fn);
+  }
   return undefined_value(env);
 }
 

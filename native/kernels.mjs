@@ -36,6 +36,7 @@ export const CONCERNS = {
   profiler: 'Data-free profiler',
   codecs: 'Number formats and storage codecs (bfloat16, half, DBWA, ggml blocks)',
   ssm: 'State-space mixer (docs/mohawk.md)',
+  attention: 'Fused attention (docs/attention.md)',
 };
 
 /** @type {KernelDeclaration[]} */
@@ -99,4 +100,11 @@ export const KERNELS = [
   { name: 'ssmMatrixBackward', concern: 'ssm', returns: 'void', args: 'b: f32, c: f32, logit: f32, m: f32, dm: f32, db: f32?, dc: f32?, dlogit: f32?, B: size, T: size, H: size, N: size', doc: 'its backward (each gradient may be EMPTY)' },
   { name: 'causalConvForward', concern: 'ssm', returns: 'void', args: 'x: f32, w: f32, bias: f32?, y: f32, B: size, T: size, C: size, K: size', doc: 'depthwise causal convolution of [B, T, C] by w [C, K] (bias may be EMPTY)' },
   { name: 'causalConvBackward', concern: 'ssm', returns: 'void', args: 'x: f32, w: f32, dy: f32, dx: f32?, dw: f32?, dbias: f32?, B: size, T: size, C: size, K: size', doc: 'its backward (each gradient may be EMPTY)' },
+
+  { name: 'attentionFusedForward', concern: 'attention', returns: 'void',
+    args: 'q: f32, k: f32, v: f32, o: f32, lse: f32, B: size, T: size, S: size, H: size, G: size, D: size, causal: flag, scale: float, window: size, softcap: float',
+    doc: 'o [B, T, H, D] = softmax(cap(scale·q·kᵀ) + mask)·v for k, v [B, S, G, D] without the [B, H, T, S] maps; lse [B, H, T] each row\'s log-sum-exp (window, softcap 0: none)' },
+  { name: 'attentionFusedBackward', concern: 'attention', returns: 'void',
+    args: 'q: f32, k: f32, v: f32, o: f32, lse: f32, dO: f32, dq: f32?, dk: f32?, dv: f32?, B: size, T: size, S: size, H: size, G: size, D: size, causal: flag, scale: float, window: size, softcap: float',
+    doc: 'its backward from o and lse (each gradient may be EMPTY)' },
 ];

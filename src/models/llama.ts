@@ -21,14 +21,18 @@ import { Tensor } from '../tensor/tensor.js';
 import { add, geglu, scale, softcap, swiglu } from '../tensor/ops/elementwise.js';
 import { reshape, slice } from '../tensor/ops/shape.js';
 import { rope } from '../tensor/ops/rope.js';
-import { attention } from '../tensor/ops/attention.js';
+import { attention, attentionFused, type AttentionOptions } from '../tensor/ops/attention.js';
 import { crossEntropy } from '../tensor/ops/loss.js';
 import { QkdError } from '../errors.js';
 import { familyTraits, headDim, isSlidingLayer, isSsmLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig } from './llama-config.js';
 import { Mamba2Mixer, SsmState, initMixerNeutral, type SsmMixerDims } from '../nn/ssm-mixer.js';
 
 export interface ForwardOptions {
-  /** When given, each layer's attention probabilities [B,H,T,T] are pushed here (graph tensors). */
+  /**
+   * When given, each layer's attention probabilities [B,H,T,T] are pushed
+   * here (graph tensors); the attention then runs as two ops that hold
+   * them. Without it, the fused op (no [B,H,T,T] maps).
+   */
   attentionProbs?: Tensor[];
   /**
    * Generation with a key/value cache (noGrad only): the ids continue the
@@ -165,13 +169,21 @@ export class LlamaAttention extends Module {
     q = rope(q, ropeOptions);
     k = rope(k, ropeOptions);
     if (cache !== undefined) ({ k, v } = cache.extend(this.index, k, v, T, G, D));
-    const { out, probs } = attention(q, k, v, {
+    const attentionOptions: AttentionOptions = {
       causal: true,
       scale: this.scale,
       ...(this.window !== undefined ? { window: this.window } : {}),
       ...(c.attn_logit_softcapping !== null ? { softcap: c.attn_logit_softcapping } : {}),
-    });
-    options.attentionProbs?.push(probs);
+    };
+    // The maps P [B,H,T,S] exist only when a caller asks for them (attention
+    // KD, MOHAWK's stage 1): then the two ops, whose P is a graph tensor;
+    // otherwise the fused op, which never holds P (docs/attention.md).
+    let out: Tensor;
+    if (options.attentionProbs !== undefined) {
+      const both = attention(q, k, v, attentionOptions);
+      options.attentionProbs.push(both.probs);
+      out = both.out;
+    } else out = attentionFused(q, k, v, attentionOptions);
     return this.emit(this.o.forward(reshape(out, [B, T, H * D])));
   }
 }

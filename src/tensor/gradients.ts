@@ -39,6 +39,7 @@ export const BACKWARD_RULES = {
   matmul: 'C = op(A)·op(B):  dA += dC·op(B)ᵀ;  dB += op(A)ᵀ·dC  (stored as A and B are; summed over a shared operand\'s batch)',
   attentionProbs: 'P = softmax(cap(scale·QKᵀ) + mask):  dS = P ⊙ (dP − rowsum(dP ⊙ P)) (0 where masked), ⊙ cap′;  dQ += scale·dS·K;  dK += scale·dSᵀ·Q  (each kv head sums its query heads)',
   attentionApply: 'O = P·V:  dP += dO·Vᵀ;  dV += Pᵀ·dO',
+  attentionFused: 'O = softmax(cap(scale·QKᵀ) + mask)·V with only L = rowwise log-sum-exp kept:  per tile P = exp(s − L), Δ = rowsum(dO ⊙ O), dS = P ⊙ (dO·Vᵀ − Δ) ⊙ cap′;  dQ += scale·dS·K;  dK += scale·dSᵀ·Q;  dV += Pᵀ·dO  (each kv head sums its query heads; docs/attention.md)',
   // ---- reductions and normalisation (ops/reduce.ts, ops/norm.ts) ----------
   sum: 'dx += dy broadcast along the reduced axis',
   mean: 'dx += dy / n broadcast along the reduced axis',

@@ -125,6 +125,18 @@ export interface TrainingKernels {
   causalConvForward(x: FloatArray, w: FloatArray, bias: FloatArray, y: FloatArray, B: number, T: number, C: number, K: number): void;
   /** Backward of causalConvForward, adding into dx, dw, dbias (any may be empty). */
   causalConvBackward(x: FloatArray, w: FloatArray, dy: FloatArray, dx: FloatArray, dw: FloatArray, dbias: FloatArray, B: number, T: number, C: number, K: number): void;
+  /**
+   * Fused attention (reference/attention.ts, docs/attention.md): o [B,T,H,D]
+   * = softmax(cap(scale·q·kᵀ) + mask)·v for q [B,T,H,D], k and v [B,S,G,D]
+   * (query head h reads kv head h / (H/G)) without the [B,H,T,S] maps; lse
+   * [B,H,T] gets each row's log-sum-exp for the backward. Query t sits at
+   * position S − T + t; causal hides later keys, window W > 0 (causal only)
+   * keys W or more positions back; softcap c > 0 caps the scaled scores at
+   * c·tanh(x/c), 0 disables it. A row that sees no key gets o = 0, lse = −∞.
+   */
+  attentionFusedForward(q: FloatArray, k: FloatArray, v: FloatArray, o: FloatArray, lse: FloatArray, B: number, T: number, S: number, H: number, G: number, D: number, causal: boolean, scale: number, window: number, softcap: number): void;
+  /** Backward of attentionFusedForward from dO (o and lse its outputs), adding into dq, dk, dv (any may be empty). */
+  attentionFusedBackward(q: FloatArray, k: FloatArray, v: FloatArray, o: FloatArray, lse: FloatArray, dO: FloatArray, dq: FloatArray, dk: FloatArray, dv: FloatArray, B: number, T: number, S: number, H: number, G: number, D: number, causal: boolean, scale: number, window: number, softcap: number): void;
   /** dst += src. */
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
   /** dst [cols, rows] = srcᵀ of src [rows, cols] (row-major; src and dst disjoint). */

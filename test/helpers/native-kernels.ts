@@ -1128,13 +1128,66 @@ kernelCase('symmetricEigenvalues: known spectra with a repeated eigenvalue (n 1 
   assert.deepEqual([...out.subarray(0, 2)], [0, 0], 'the zero matrix');
 });
 
+// ---- fused attention ----------------------------------------------------------------------------------------------------
+
+interface AttentionCase { B: number; T: number; S: number; H: number; G: number; D: number; causal: boolean; scale: number; window: number; softcap: number }
+
+/**
+ * attentionFusedForward and attentionFusedBackward against the reference:
+ * o, lse and the gradients (added into non-zero buffers; dk skipped with
+ * EMPTY when `skipK`), each within `tol` of its largest reference magnitude.
+ */
+function checkAttention(c: AttentionCase, skipK: boolean, rng: Rng, tol = 2e-5): void {
+  const { B, T, S, H, G, D, causal, scale, window, softcap } = c;
+  const what = `attentionFused ${JSON.stringify(c)}`;
+  const q = randoms(B * T * H * D, rng, -2, 2);
+  const k = randoms(B * S * G * D, rng, -2, 2);
+  const v = randoms(B * S * G * D, rng, -1, 1);
+  const dO = randoms(B * T * H * D, rng, -1, 1);
+  const start = [randoms(q.length, rng, -1, 1), randoms(k.length, rng, -1, 1), randoms(v.length, rng, -1, 1)];
+  const run = (kern: Kernels) => {
+    const o = floats(q.length, NaN);
+    const lse = floats(B * H * T, NaN);
+    kern.attentionFusedForward(q, k, v, o, lse, B, T, S, H, G, D, causal, scale, window, softcap);
+    const [dq, dk, dv] = start.map(copy) as [Float32Array, Float32Array, Float32Array];
+    kern.attentionFusedBackward(q, k, v, o, lse, dO, dq, skipK ? EMPTY : dk, dv, B, T, S, H, G, D, causal, scale, window, softcap);
+    return { o, lse, dq, dk, dv };
+  };
+  const got = run(native());
+  const want = run(R);
+  for (const key of ['o', 'lse', 'dq', 'dk', 'dv'] as const) {
+    const g = got[key], w = want[key];
+    let largest = 0;
+    for (let i = 0; i < w.length; i++) largest = Math.max(largest, Math.abs(w[i]!));
+    const worst = new Worst();
+    for (let i = 0; i < w.length; i++) worst.add(g[i]!, w[i]!, largest, 0, key, i);
+    worst.check(tol, what);
+  }
+  if (skipK) sameBits(got.dk, start[1]!, `${what}: dk skipped`);
+}
+
+kernelCase('attentionFused: tiles cut unevenly (T, S around 64), D with vector tails, GQA (3 and 130 heads per kv head), causal / window / softcap / not causal, a decode step', () => {
+  const rng = new Rng(31);
+  const base = { B: 1, causal: true, scale: 0.35, window: 0, softcap: 0 };
+  checkAttention({ ...base, T: 1, S: 1, H: 1, G: 1, D: 1 }, false, rng);
+  checkAttention({ ...base, B: 2, T: 5, S: 5, H: 4, G: 2, D: 3 }, false, rng);
+  checkAttention({ ...base, T: 63, S: 63, H: 2, G: 1, D: 17 }, true, rng);
+  checkAttention({ ...base, T: 65, S: 129, H: 3, G: 3, D: 33, window: 40 }, false, rng);
+  checkAttention({ ...base, T: 70, S: 70, H: 2, G: 2, D: 8, softcap: 2, window: 64 }, false, rng);
+  checkAttention({ ...base, T: 20, S: 67, H: 4, G: 1, D: 16, causal: false }, false, rng);
+  checkAttention({ ...base, T: 1, S: 150, H: 4, G: 2, D: 64 }, true, rng);
+  // Tiles of query steps × the heads of a group: 3 heads (21 steps per tile), and 130 heads (chunks of 64 heads).
+  checkAttention({ ...base, T: 70, S: 75, H: 6, G: 2, D: 5, window: 30 }, false, rng);
+  checkAttention({ ...base, T: 3, S: 5, H: 130, G: 1, D: 3 }, false, rng);
+});
+
 export const CASES: readonly NativeCase[] = CASE_LIST;
 
 // ---- determinism ---------------------------------------------------------------------------------------------------------
 
 /**
- * SHA-256 of every output of the fused kernels, the fake quantizer and the
- * weight statistics at threaded sizes (≥ 32k elements of work), on the
+ * SHA-256 of every output of the fused kernels, fused attention, the fake
+ * quantizer and the weight statistics at threaded sizes (≥ 32k elements of work), on the
  * native backend: the README promises the same bits run to run and for any
  * QKD_THREADS.
  */
@@ -1215,6 +1268,13 @@ export function threadedDigest(): string {
   const totals = new Float64Array(6);
   k.weightStats(x.subarray(0, 5 * 70000), 5, 70000, 3, 0.1, lo, hi, totals);
   put(lo, hi, totals);
+  // Fused attention: forward one task per 64-row query tile, backward one per kv head.
+  const [aB, aT, aH, aG, aD] = [2, 100, 4, 2, 20];
+  const aq = x.subarray(0, aB * aT * aH * aD), ak = x.subarray(aq.length, aq.length + aB * aT * aG * aD), av = dy.subarray(0, ak.length);
+  const ao = floats(aq.length), alse = floats(aB * aH * aT), adq = floats(aq.length), adk = floats(ak.length), adv = floats(av.length);
+  k.attentionFusedForward(aq, ak, av, ao, alse, aB, aT, aT, aH, aG, aD, true, 0.3, 0, 0);
+  k.attentionFusedBackward(aq, ak, av, ao, alse, dy.subarray(aq.length, 2 * aq.length), adq, adk, adv, aB, aT, aT, aH, aG, aD, true, 0.3, 0, 0);
+  put(ao, alse, adq, adk, adv);
   const w16 = new Uint16Array(n);
   k.f32ToBf16(x, w16, n);
   k.weightStatsBf16(w16, rows, cols, 4, 0, rstd, y.subarray(0, rows), totals);

@@ -97,6 +97,32 @@ describe('LlamaModel', () => {
     }
   });
 
+  it('runs the fused attention unless the maps are asked for; both give the same logits and gradients', () => {
+    // Also with a sliding window and soft-capped scores (Gemma 2's options).
+    for (const extra of [{}, { sliding_window: 3, attn_logit_softcapping: 4 }]) {
+      const model = createLlama({ ...tiny, ...extra }, 10);
+      const ids = randomIds(2 * 7, 32, 11);
+      const targets = randomIds(2 * 7, 32, 12);
+      const ops: string[] = [];
+      const remove = model.namedModules().get('model.layers.0.self_attn.o_proj')!.registerForwardHook(({ input }) => ops.push(input!.node!.inputs[0]!.node!.op));
+      const run = (probs?: import('../../src/tensor/index.js').Tensor[]) => {
+        model.arena.zeroGrad();
+        const logits = model.forward(ids, 2, 7, probs ? { attentionProbs: probs } : {});
+        backward(model.loss(logits, targets));
+        return { logits: Array.from(logits.data), grad: Float32Array.from(model.arena.grad) };
+      };
+      const fused = run();
+      const probs: import('../../src/tensor/index.js').Tensor[] = [];
+      const twoOps = run(probs);
+      remove();
+      assert.deepEqual(ops, ['attentionFused', 'attentionApply'], 'fused without a request, the two ops with one');
+      assert.equal(probs.length, 2);
+      for (let i = 0; i < fused.logits.length; i++) assert.ok(Math.abs(fused.logits[i]! - twoOps.logits[i]!) < 1e-5, `logit ${i}: ${fused.logits[i]} vs ${twoOps.logits[i]}`);
+      const largest = twoOps.grad.reduce((m, g) => Math.max(m, Math.abs(g)), 0);
+      for (let i = 0; i < fused.grad.length; i++) assert.ok(Math.abs(fused.grad[i]! - twoOps.grad[i]!) <= 1e-5 * largest, `gradient ${i}: ${fused.grad[i]} vs ${twoOps.grad[i]}`);
+    }
+  });
+
   it('fires hooks on named submodules', () => {
     const model = createLlama(tiny, 8);
     const seen = new Map<string, readonly number[]>();

@@ -91,13 +91,17 @@ export interface NativeAddon {
   causalConvForward(x: Float32Array, w: Float32Array, bias: Float32Array, y: Float32Array, B: number, T: number, C: number, K: number): void;
   /** its backward (each gradient may be EMPTY) */
   causalConvBackward(x: Float32Array, w: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, dbias: Float32Array, B: number, T: number, C: number, K: number): void;
+  /** o [B, T, H, D] = softmax(cap(scale·q·kᵀ) + mask)·v for k, v [B, S, G, D] without the [B, H, T, S] maps; lse [B, H, T] each row's log-sum-exp (window, softcap 0: none) */
+  attentionFusedForward(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, B: number, T: number, S: number, H: number, G: number, D: number, causal: boolean | number, scale: number, window: number, softcap: number): void;
+  /** its backward from o and lse (each gradient may be EMPTY) */
+  attentionFusedBackward(q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, lse: Float32Array, dO: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array, B: number, T: number, S: number, H: number, G: number, D: number, causal: boolean | number, scale: number, window: number, softcap: number): void;
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward'] as const;
+export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
-export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm'> = {
+export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
   info: 'meta',
   sgemm: 'training',
   softmaxForward: 'training',
@@ -139,4 +143,6 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   ssmMatrixBackward: 'ssm',
   causalConvForward: 'ssm',
   causalConvBackward: 'ssm',
+  attentionFusedForward: 'attention',
+  attentionFusedBackward: 'attention',
 };

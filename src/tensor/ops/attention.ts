@@ -11,6 +11,12 @@
  * score soft-capping (identity without softcap).
  *   attentionApply(P, v)  → O [B, T, H, D] = P V
  *
+ * and, for when nobody needs P, one fused op with the same result that never
+ * holds the [B, H, T, S] maps (docs/attention.md):
+ *
+ *   attentionFused(q, k, v) → O [B, T, H, D], keeping only each row's
+ *                             log-sum-exp L [B, H, T] for the backward
+ *
  * Legend: B batch, T query steps, S key steps (S ≥ T; with S > T the queries
  * are the last T positions, as in generation with a KV cache), H query heads,
  * G key/value heads (H divisible by G; query head h reads kv head h / (H/G)),
@@ -19,7 +25,7 @@
  */
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
-import { record } from '../tape.js';
+import { gradOf, record } from '../tape.js';
 import { Tensor, allocFloat, type FloatArray } from '../tensor.js';
 
 export interface AttentionOptions {
@@ -151,6 +157,51 @@ export function attentionApply(probs: Tensor, v: Tensor): Tensor {
       // dv[s,g,:] += Σ_t P[t,s] dO[t,h,:]
       if (dv) kb.sgemm({ batch: B, transA: true, transB: false, M: S, N: D, K: T, alpha: 1, a: probs.data.subarray(h * T * S), lda: S, strideA: H * T * S, b: dO.subarray(h * D), ldb: H * D, strideB: T * H * D, beta: 1, c: dv.subarray(g * D), ldc: G * D, strideC: S * G * D });
     }
+  });
+}
+
+const EMPTY = new Float32Array(0) as FloatArray;
+
+/**
+ * O [B,T,H,D] = softmax(cap(scale·QKᵀ) + mask)·V in one op: the result of
+ * attentionApply(attentionProbs(q, k, options), v), same options, without
+ * materialising P. The forward runs an online softmax over tiles of keys and
+ * keeps the log-sum-exp L of every row; the backward recomputes P tile by
+ * tile from L (FlashAttention-2's scheme; docs/attention.md). q [B,T,H,D],
+ * k and v [B,S,G,D].
+ */
+export function attentionFused(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const { B, T, H, D, S, G } = dims('attentionFused', q, k);
+  if (v.rank !== 4 || !v.shape.every((d, i) => d === k.shape[i])) {
+    throw new QkdError('SHAPE', `attentionFused: k ${fmtShape(k.shape)} and v ${fmtShape(v.shape)} differ`, { hint: 'k and v of one shape [B,S,G,D]' });
+  }
+  const causal = options.causal ?? true;
+  const scale = options.scale ?? 1 / Math.sqrt(D);
+  const { window, softcap } = options;
+  if (window !== undefined && (!causal || !(window >= 1))) throw new QkdError('ARGUMENT', `attentionFused: window ${window} needs causal attention and W ≥ 1`, { field: 'window' });
+  if (softcap !== undefined && !(softcap > 0)) throw new QkdError('ARGUMENT', `attentionFused: softcap ${softcap} must be positive`, { field: 'softcap' });
+  // The kernels take a whole window, 0 for none. attentionProbs masks keys
+  // before ⌊p − W + 1⌋, i.e. a window of ⌈W⌉; one of S or more masks nothing.
+  const keys = window === undefined || window >= S ? 0 : Math.ceil(window);
+  const cap = softcap ?? 0;
+  const out = new Tensor([B, T, H, D]);
+  const lse = allocFloat(B * H * T);
+  kernels().attentionFusedForward(q.data, k.data, v.data, out.data, lse, B, T, S, H, G, D, causal, scale, keys, cap);
+  return record(out, 'attentionFused', [q, k, v], (dO) => {
+    // The kernels add into three distinct buffers: an input passed twice (k
+    // as v, say) gets its second share through a scratch buffer.
+    const grads: FloatArray[] = [];
+    const scratch: [FloatArray, FloatArray][] = [];
+    for (const x of [q, k, v]) {
+      const g = gradOf(x) ?? EMPTY;
+      if (g.length > 0 && grads.includes(g)) {
+        const own = allocFloat(g.length);
+        scratch.push([g, own]);
+        grads.push(own);
+      } else grads.push(g);
+    }
+    kernels().attentionFusedBackward(q.data, k.data, v.data, out.data, lse, dO, grads[0]!, grads[1]!, grads[2]!, B, T, S, H, G, D, causal, scale, keys, cap);
+    for (const [g, own] of scratch) kernels().addInto(g, own, g.length);
   });
 }
 

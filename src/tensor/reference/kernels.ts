@@ -9,6 +9,7 @@ import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
 import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
 import { causalConvBackward, causalConvForward, ssmMatrixBackward, ssmMatrixForward, ssmScanBackward, ssmScanForward } from './ssm.js';
+import { attentionFusedBackward, attentionFusedForward } from './attention.js';
 import { rtnErrors, rtnErrorsBf16 } from './rtn-error.js';
 
 function sgemm(p: GemmArgs): void {
@@ -447,6 +448,8 @@ export const referenceKernels: Kernels = {
   ssmMatrixBackward,
   causalConvForward,
   causalConvBackward,
+  attentionFusedForward,
+  attentionFusedBackward,
   addInto,
   transpose,
   add,

@@ -1,0 +1,49 @@
+// Fused attention (docs/attention.md): softmax attention's output without
+// the [B,H,T,S] probability maps, and its backward from each row's
+// log-sum-exp (FlashAttention-2's scheme on the CPU). The TypeScript
+// definitions in src/tensor/reference/attention.ts are the oracle.
+//
+// Legend: B batch, T query steps, S key steps, H query heads, G key/value
+// heads (query head h reads kv head h / (H/G)), D head width.
+// Layouts: q, o, dO [B,T,H,D]; k, v [B,S,G,D]; lse [B,H,T].
+//
+// Query t sits at absolute position p = S − T + t and sees keys j with
+// lo ≤ j < hi: hi = min(S, p + 1) when causal, else S; lo = max(0, p − W + 1)
+// with a window W > 0, else 0. Its scores are s_j = cap(scale·q·k_j), cap(x)
+// = c·tanh(x/c) for softcap c > 0, else x. A row that sees no key (S < T
+// only) gets o = 0, lse = −∞ and adds nothing to any gradient.
+//
+// Work split: the forward runs one tile of query rows per task (up to
+// kAttentionQueryTile rows: a run of steps × the query heads of one kv head,
+// which share each transposed key tile), the backward one (b, kv head g) per
+// task (the heads of g add into the same dk and dv rows). Every output
+// element is computed by one task in an order fixed by the sizes, so results
+// are the same bits for any thread count.
+#pragma once
+
+#include <cstdint>
+
+namespace qkd {
+
+struct AttentionArgs {
+  int64_t B, T, S, H, G, D;
+  bool causal;
+  float scale;
+  int64_t window;  // 0: no window
+  float softcap;   // 0: no soft-capping
+};
+
+// Query rows (steps × heads) per tile; keys per tile.
+constexpr int64_t kAttentionQueryTile = 64;
+constexpr int64_t kAttentionKeyTile = 64;
+
+// o = softmax(s)·v per row (overwritten), lse = log Σ exp(s) per row.
+// False when the scratch memory could not be allocated (nothing written then).
+bool attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, const AttentionArgs& a);
+
+// The backward from dO, adding into dq, dk and dv; a nullptr gradient is
+// skipped. o and lse are the forward's outputs. False when out of memory.
+bool attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                        const float* dO, float* dq, float* dk, float* dv, const AttentionArgs& a);
+
+}  // namespace qkd
