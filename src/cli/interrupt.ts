@@ -28,6 +28,15 @@ function exitNow(): void {
 /** From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point). */
 export function exitOnInterrupt(): void {
   if (!process.listeners('SIGINT').includes(exitNow)) process.on('SIGINT', exitNow);
+  // Node's own SIGUSR1 action opens the inspector. For qkd SIGUSR1 is a stop request (what an MPI launcher
+  // forwards): one that arrives before a command can stop gracefully is kept for it, not lost to the inspector.
+  if (!process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);
+}
+
+/** A SIGUSR1 that came before any graceful stop was set up. */
+let earlyUsr1 = false;
+function keepEarlyUsr1(): void {
+  earlyUsr1 = true;
 }
 
 /** A graceful stop request: `requested()` turns true at the first Ctrl-C; the second exits at once. */
@@ -40,6 +49,7 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; d
     process.stderr.write(`\nqkd: interrupted, ${notice} (Ctrl-C again to quit at once)\n`);
   };
   const hadDefault = process.listeners('SIGINT').includes(exitNow);
+  const keptEarly = process.listeners('SIGUSR1').includes(keepEarlyUsr1);
   process.removeListener('SIGINT', exitNow);
   process.on('SIGINT', onSigint);
   // SIGUSR1 asks for the same graceful stop, once: it is what an MPI launcher forwards to every rank
@@ -51,12 +61,18 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; d
     if (currentWorld().isRoot) process.stderr.write(`\nqkd: SIGUSR1, ${notice}\n`);
   };
   process.on('SIGUSR1', onUsr1);
+  process.removeListener('SIGUSR1', keepEarlyUsr1);
+  if (earlyUsr1) {
+    earlyUsr1 = false;
+    onUsr1();
+  }
   return {
     requested: () => requested,
     dispose: () => {
       process.removeListener('SIGINT', onSigint);
       process.removeListener('SIGUSR1', onUsr1);
       if (hadDefault) exitOnInterrupt();
+      if (keptEarly && !process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);
     },
   };
 }

@@ -154,8 +154,12 @@ describe('data-parallel training under mpirun', { skip }, () => {
   it('SIGUSR1 to mpirun stops every rank after the same step, with a checkpoint (exit 130)', async () => {
     const { out, job, log, exited, until } = longRun('usr1', 'steps: 100000\ncheckpoint_every: 100000\neval_every: 100000\n');
     assert.ok(await until(() => /step \d+/.test(log.stdout + log.stderr)), 'no step within 60 s');
+    // Sent again every 2 s until the job ends: a loaded machine has been seen to lose the first one on its way
+    // through mpirun (a repeat is ignored by a rank that already stops).
     job.kill('SIGUSR1');
-    assert.equal(await exited, 130, log.stderr);
+    const again = setInterval(() => job.kill('SIGUSR1'), 2000);
+    const code = await exited.finally(() => clearInterval(again));
+    assert.equal(code, 130, log.stderr);
     assert.equal((log.stderr.match(/qkd: SIGUSR1, saving a checkpoint/g) ?? []).length, 1, 'rank 0 alone says it');
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number };
     assert.ok(latest.step > 0);

@@ -1,0 +1,25 @@
+// SIGUSR1 is qkd's stop request (what an MPI launcher forwards to every
+// rank). One that arrives before a command has set up its graceful stop
+// must be kept for it: Node's own action for SIGUSR1 would open the
+// inspector and the request would be lost.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { exitOnInterrupt, gracefulInterrupt } from '../../src/cli/interrupt.js';
+
+describe('SIGUSR1 before and during a graceful stop', () => {
+  it('an early SIGUSR1 becomes the next graceful stop request; a later one too, once', () => {
+    exitOnInterrupt();
+    const before = process.listeners('SIGUSR1').length;
+    assert.ok(before >= 1, 'the CLI holds SIGUSR1 from the start');
+    process.emit('SIGUSR1', 'SIGUSR1');
+    const first = gracefulInterrupt('stopping');
+    assert.equal(first.requested(), true, 'the early request is kept');
+    first.dispose();
+    assert.equal(process.listeners('SIGUSR1').length, before, 'dispose restores the early handler');
+    const second = gracefulInterrupt('stopping');
+    assert.equal(second.requested(), false, 'an early request is used once');
+    process.emit('SIGUSR1', 'SIGUSR1');
+    assert.equal(second.requested(), true);
+    second.dispose();
+  });
+});
