@@ -493,7 +493,7 @@ function gramSingularValues(weight: WeightData, rows: number, cols: number, k: n
   // Tall: G = WᵀW [cols, cols]; wide: G = W·Wᵀ [rows, rows] (same non-zero eigenvalues).
   kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N, N, K: Math.max(rows, cols), alpha: 1, a: w, lda: cols, strideA: 0, b: w, ldb: cols, strideB: 0, beta: 0, c: g, ldc: N, strideC: 0 });
   const g64 = workspace.float64(2, N * N);
-  for (let i = 0; i < N * N; i++) g64[i] = g[i]!;
+  g64.set(g.subarray(0, N * N)); // widened exactly, in one native copy
   const theta = symmetricEigenvalues(g64, N, k);
   const sigma = new Float64Array(k);
   for (let i = 0; i < k; i++) sigma[i] = Math.sqrt(Math.max(0, theta[i]!));
