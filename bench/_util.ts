@@ -1,6 +1,6 @@
 /** Shared helpers for benchmarks: timing with warm-up, a python3+torch probe, and the synthetic ~156M-parameter model. */
 import { spawnSync } from 'node:child_process';
-import { Rng, kernels, withBackend, type Kernels } from '../src/tensor/index.js';
+import { Rng, kernels, nativeStatus, withBackend, type Kernels } from '../src/tensor/index.js';
 import { llamaConfig, type LlamaConfig } from '../src/models/llama-config.js';
 
 /** The benchmarks' LLaMA shape: width 1024, 16 heads (4 KV), 32k vocabulary; 8 layers is about 156M parameters. */
@@ -25,6 +25,16 @@ export function trainedLookingWeights(shape: readonly number[], rng: Rng, index:
 }
 
 /** Median seconds per call of fn over `repeats` timed runs after `warmup` runs. */
+/** The native addon's status; the process exits with a message when the bench needs the addon and it did not load. */
+export function requireNative(): ReturnType<typeof nativeStatus> {
+  const status = nativeStatus();
+  if (!status.loaded) {
+    console.error(`native addon not loaded: ${status.reason}`);
+    process.exit(1);
+  }
+  return status;
+}
+
 export function timeMedian(fn: () => void, repeats = 5, warmup = 1): number {
   for (let i = 0; i < warmup; i++) fn();
   const times: number[] = [];

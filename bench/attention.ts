@@ -17,8 +17,8 @@
  *
  *   npm run bench -- attention [--shapes 0,1]
  */
-import { Rng, Tensor, attentionApply, attentionFused, attentionProbs, backward, floatFrom, nativeStatus, noGrad, useBackend } from '../src/tensor/index.js';
-import { timeMedian } from './_util.js';
+import { Rng, Tensor, attentionApply, attentionFused, attentionProbs, backward, floatFrom, noGrad, useBackend } from '../src/tensor/index.js';
+import { timeMedian, requireNative } from './_util.js';
 
 interface Shape { B: number; T: number; H: number; G: number; D: number }
 const SHAPES: Shape[] = [
@@ -27,11 +27,7 @@ const SHAPES: Shape[] = [
   { B: 1, T: 2048, H: 16, G: 4, D: 64 },
 ];
 
-const status = nativeStatus();
-if (!status.loaded) {
-  console.error(`native addon not loaded: ${status.reason}`);
-  process.exit(1);
-}
+const status = requireNative();
 useBackend('native');
 const only = process.argv.indexOf('--shapes');
 const chosen = only < 0 ? SHAPES : process.argv[only + 1]!.split(',').map((i) => SHAPES[Number(i)]!);

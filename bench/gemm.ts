@@ -4,8 +4,8 @@
  * torch.mm (OpenBLAS) in the same run. Each kernel is validated against the
  * reference before it is timed. Last stdout line: one JSON object.
  */
-import { Rng, kernels, nativeStatus, withBackend, type GemmArgs } from '../src/tensor/index.js';
-import { runTorch, timeMedian } from './_util.js';
+import { Rng, kernels, withBackend, type GemmArgs } from '../src/tensor/index.js';
+import { runTorch, timeMedian, requireNative } from './_util.js';
 
 const sizes = [256, 512, 1024, 2048];
 
@@ -26,11 +26,7 @@ function validate(n: number): void {
   if (worst > 1e-3) throw new Error(`native sgemm disagrees with reference at n=${n}: max |Δ| = ${worst}`);
 }
 
-const status = nativeStatus();
-if (!status.loaded) {
-  console.error(`native addon not loaded: ${status.reason}`);
-  process.exit(1);
-}
+const status = requireNative();
 validate(128);
 validate(257);
 

@@ -5,8 +5,8 @@
  * against v0 on the same inputs before either is timed. Last stdout line:
  * one JSON object with ms per call for each version.
  */
-import { Rng, nativeKernelNames, nativeStatus, type Kernels } from '../src/tensor/index.js';
-import { referenceAgainstNative } from './_util.js';
+import { Rng, nativeKernelNames, type Kernels } from '../src/tensor/index.js';
+import { referenceAgainstNative, requireNative } from './_util.js';
 import { tierBytes } from '../src/sat/dbwa.js';
 
 const rng = new Rng(1);
@@ -77,11 +77,7 @@ const cases: Case[] = [
   },
 ];
 
-const status = nativeStatus();
-if (!status.loaded) {
-  console.error(`native addon not loaded: ${status.reason}`);
-  process.exit(1);
-}
+const status = requireNative();
 const nativeNames = new Set(nativeKernelNames());
 const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null }> = {};
 console.log(`kernel                         v0 ref ms   v1 native ms   speed-up   v1 GB/s   max |Δ|/max|ref|`);

@@ -8,8 +8,8 @@
  *
  *   npm run bench -- ssm-kernels
  */
-import { Rng, nativeKernelNames, nativeStatus, type Kernels } from '../src/tensor/index.js';
-import { referenceAgainstNative } from './_util.js';
+import { Rng, nativeKernelNames, type Kernels } from '../src/tensor/index.js';
+import { referenceAgainstNative, requireNative } from './_util.js';
 
 const rng = new Rng(1);
 const rand = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.uniform());
@@ -61,11 +61,7 @@ const cases: Case[] = [
   },
 ];
 
-const status = nativeStatus();
-if (!status.loaded) {
-  console.error(`native addon not loaded: ${status.reason}`);
-  process.exit(1);
-}
+const status = requireNative();
 const nativeNames = new Set(nativeKernelNames());
 const results: Record<string, { v0_ms: number; v1_ms: number | null; max_rel_diff: number | null }> = {};
 console.log(`kernel                v0 ref ms   v1 native ms   speed-up   max |Δ|/max|ref|`);

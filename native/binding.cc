@@ -516,14 +516,17 @@ napi_value CausalSoftmaxBackwardBody(napi_env env, const char* fn, CausalSoftmax
   return undefined_value(env);
 }
 
+// rows × cols of an RMSNorm in `total`, and a usable eps.
+bool norm_sizes(napi_env env, const char* fn, int64_t rows, int64_t cols, double eps, int64_t* total) {
+  if (!multiply(env, fn, "x (rows×cols)", {rows, cols}, total)) return false;
+  if (!(eps >= 0.0 && std::isfinite(eps))) return fail(env, fn, "argument eps must be a finite number >= 0");
+  return true;
+}
+
 napi_value RmsnormForwardBody(napi_env env, const char* fn, RmsnormForwardArgs& args) {
   auto& [x, w, y, rstd, rows, cols, eps] = args;
   int64_t total = 0;
-  if (!multiply(env, fn, "x (rows×cols)", {rows, cols}, &total)) return nullptr;
-  if (!(eps >= 0.0 && std::isfinite(eps))) {
-    fail(env, fn, "argument eps must be a finite number >= 0");
-    return nullptr;
-  }
+  if (!norm_sizes(env, fn, rows, cols, eps, &total)) return nullptr;
   if (total == 0) return undefined_value(env);  // nothing is touched
   if (!check_elements(env, fn, "x", x, total) || !check_elements(env, fn, "w", w, cols) ||
       !check_elements(env, fn, "y", y, total) || !check_elements(env, fn, "rstd", rstd, rows) ||
@@ -537,11 +540,7 @@ napi_value RmsnormForwardBody(napi_env env, const char* fn, RmsnormForwardArgs& 
 napi_value AddRmsnormForwardBody(napi_env env, const char* fn, AddRmsnormForwardArgs& args) {
   auto& [x, delta, s, w, y, rstd, rows, cols, eps] = args;
   int64_t total = 0;
-  if (!multiply(env, fn, "x (rows×cols)", {rows, cols}, &total)) return nullptr;
-  if (!(eps >= 0.0 && std::isfinite(eps))) {
-    fail(env, fn, "argument eps must be a finite number >= 0");
-    return nullptr;
-  }
+  if (!norm_sizes(env, fn, rows, cols, eps, &total)) return nullptr;
   if (total == 0) return undefined_value(env);  // nothing is touched
   if (!check_elements(env, fn, "x", x, total) || !check_elements(env, fn, "delta", delta, total) ||
       !check_elements(env, fn, "s", s, total) || !check_elements(env, fn, "w", w, cols) ||
