@@ -25,6 +25,7 @@
         "native/kernels/rtn_error.cc",
         "native/kernels/transpose.cc",
         "native/kernels/sym_eig.cc",
+        "native/kernels/normal_fill.cc",
         "native/kernels/dbwa_codec.cc",
         "native/kernels/ggml_codec.cc",
         "native/kernels/softmax.cc",

@@ -26,6 +26,7 @@
 #include "kernels/fused.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/ggml_codec.h"
+#include "kernels/normal_fill.h"
 #include "kernels/sgemm.h"
 #include "kernels/softmax.h"
 #include "kernels/ssm.h"
@@ -991,12 +992,68 @@ napi_value SymmetricEigenvaluesBody(napi_env env, const char* fn, SymmetricEigen
   return undefined_value(env);
 }
 
+napi_value NormalFillBody(napi_env env, const char* fn, NormalFillArgs& args) {
+  auto& [state, spare, out, n] = args;
+  if (state.data == nullptr) {
+    fail(env, fn, "argument state must be the generator's Uint32Array of 4 words, got null");
+    return nullptr;
+  }
+  if (!check_typed_length(env, fn, "state", "Uint32Array", state, 4, false) ||
+      !check_typed_length(env, fn, "spare", "Float64Array", spare, 2, false) ||
+      !check_typed_length(env, fn, "out", "Float64Array", out, n, false)) {
+    return nullptr;
+  }
+  qkd::normal_fill(state.data, spare.data, out.data, n);
+  return undefined_value(env);
+}
+
+napi_value SymmetricEigenvaluesBatchBody(napi_env env, const char* fn, SymmetricEigenvaluesBatchArgs& args) {
+  auto& [a, sizes, counts, out] = args;
+  if (sizes.length != counts.length) {
+    fail(env, fn, "arguments sizes (%lld) and counts (%lld) must have one entry per matrix",
+         static_cast<long long>(sizes.length), static_cast<long long>(counts.length));
+    return nullptr;
+  }
+  int64_t values = 0, results = 0;
+  for (int64_t i = 0; i < sizes.length; ++i) {
+    const int64_t n = sizes.data[i], count = counts.data[i];
+    if (n < 0 || count < 0 || count > n) {
+      fail(env, fn, "matrix %lld: sizes[i] (%lld) and counts[i] (%lld) must satisfy 0 <= count <= size",
+           static_cast<long long>(i), static_cast<long long>(n), static_cast<long long>(count));
+      return nullptr;
+    }
+    values += n * n;
+    results += count;
+  }
+  if (!check_typed_length(env, fn, "a", "Float64Array", a, values, false) ||
+      !check_typed_length(env, fn, "out", "Float64Array", out, results, false)) {
+    return nullptr;
+  }
+  const int64_t failed = qkd::symmetric_eigenvalues_batch(a.data, sizes.data, counts.data, sizes.length, out.data);
+  if (failed >= 0) {
+    fail(env, fn, "matrix %lld: no eigenvalues for a matrix that is not finite (or out of memory)",
+         static_cast<long long>(failed));
+    return nullptr;
+  }
+  return undefined_value(env);
+}
+
 napi_value F32ToBf16Body(napi_env env, const char* fn, F32ToBf16Args& args) {
   auto& [src, dst, n] = args;
   if (!check_elements(env, fn, "src", src, n) || !check_typed_length(env, fn, "dst", "Uint16Array", dst, n, false)) {
     return nullptr;
   }
   qkd::float_to_bf16(src.data, dst.data, n);
+  return undefined_value(env);
+}
+
+napi_value Bf16ToF32Body(napi_env env, const char* fn, Bf16ToF32Args& args) {
+  auto& [src, dst, n] = args;
+  if (!check_typed_length(env, fn, "src", "Uint16Array", src, n, false) || !check_elements(env, fn, "dst", dst, n) ||
+      !check_apart(env, fn, "src", src.data, n * 2, "dst", dst.data, n * 4)) {
+    return nullptr;
+  }
+  qkd::bf16_to_float(src.data, dst.data, n);
   return undefined_value(env);
 }
 

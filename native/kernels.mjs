@@ -83,8 +83,11 @@ export const KERNELS = [
   { name: 'rtnErrors', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'out[j] = the RTN error at bits[j] (at most 16); −1, the index of a NaN weight, or −2 (a scale beyond f16)' },
   { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'symmetricEigenvalues', concern: 'profiler', returns: 'void', args: 'a: f64, n: size, count: size, out: f64', doc: 'the count largest eigenvalues of the symmetric n×n a, descending' },
+  { name: 'normalFill', concern: 'profiler', returns: 'void', args: 'state: u32|null, spare: f64, out: f64, n: size', doc: 'n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls' },
+  { name: 'symmetricEigenvaluesBatch', concern: 'profiler', returns: 'void', args: 'a: f64, sizes: i32, counts: i32, out: f64', doc: 'symmetricEigenvalues of each matrix packed in a (sizes[i]² values each; counts[i] results each packed in out), one matrix per thread' },
 
   { name: 'f32ToBf16', concern: 'codecs', returns: 'void', args: 'src: f32, dst: u16, n: size', doc: 'round to nearest even (NaN stays a quiet NaN)' },
+  { name: 'bf16ToF32', concern: 'codecs', returns: 'void', args: 'src: u16, dst: f32, n: size', doc: 'bfloat16 bits widened to float32 (a shift, exact)' },
   { name: 'f16ToF32', concern: 'codecs', returns: 'void', args: 'src: u16, dst: f32, n: size', doc: 'IEEE half bits widened to float32, exactly (a signalling NaN comes out quiet)' },
   { name: 'dbwaEncode', concern: 'codecs', returns: 'number', args: 'tier: size, src: f32, storage: u8, seed: u32|null', doc: 'pack src at tier 8, 12 or 16 bits (stochastic rounding with a 4-word seed, or nearest); −1 or the index of a non-finite value' },
   { name: 'dbwaDecode', concern: 'codecs', returns: 'void', args: 'tier: size, storage: u8, dst: f32', doc: 'unpack into dst' },

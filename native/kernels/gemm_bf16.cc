@@ -397,6 +397,11 @@ void half_to_float_with(const uint16_t* src, float* dst, int64_t n, Isa isa, int
   run_tasks(max_threads > 1 ? max_threads : 1, ceil_div(n, kConvertChunk), widen_task, &job);
 }
 
+void bf16_to_float(const uint16_t* src, float* dst, int64_t n) {
+  uint32_t* to = reinterpret_cast<uint32_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) to[i] = static_cast<uint32_t>(src[i]) << 16;
+}
+
 void half_to_float(const uint16_t* src, float* dst, int64_t n) {
   half_to_float_with(src, dst, n, active_isa(), ThreadPool::shared().size());
 }

@@ -45,6 +45,8 @@ bool bf16_gemm_with(const Bf16GemmArgs& args, Isa isa, int max_threads, bool use
 // quiet, subnormals kept): a float32 weight rounded once so that it can go
 // through the bf16 GEMM. Threaded for large n.
 void float_to_bf16(const float* src, uint16_t* dst, int64_t n);
+// bfloat16 bits → float32 (the bits shifted up, exact).
+void bf16_to_float(const uint16_t* src, float* dst, int64_t n);
 // IEEE half bits → float32, exact (a signalling NaN comes out quiet), threaded in chunks.
 void half_to_float(const uint16_t* src, float* dst, int64_t n);
 void half_to_float_with(const uint16_t* src, float* dst, int64_t n, Isa isa, int max_threads);

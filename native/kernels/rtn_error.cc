@@ -31,10 +31,10 @@ double round_half_even(double x) { return std::fabs(x) < 2251799813685248.0 ? (x
 
 // rtnGroupParams of the reference; false when the scale exceeds f16.
 bool group_params(double lo, double hi, int bits, bool symmetric, double* scale, double* zero) {
-  const double qmax = std::ldexp(1.0, bits) - 1.0;
+  const double qmax = static_cast<double>((1 << bits) - 1);
   double raw;
   if (symmetric) {
-    raw = std::max(-lo, hi) / (std::ldexp(1.0, bits - 1) - 1.0);
+    raw = std::max(-lo, hi) / static_cast<double>((1 << (bits - 1)) - 1);
   } else {
     lo = std::min(lo, 0.0);
     hi = std::max(hi, 0.0);
@@ -42,14 +42,14 @@ bool group_params(double lo, double hi, int bits, bool symmetric, double* scale,
   }
   if (!(raw > 0)) {
     *scale = 1.0;
-    *zero = symmetric ? std::ldexp(1.0, bits - 1) : 0.0;
+    *zero = symmetric ? static_cast<double>(1 << (bits - 1)) : 0.0;
     return true;
   }
   double s = half_bits_to_float(to_half(static_cast<float>(raw)));
   if (!std::isfinite(s)) return false;
   if (s == 0) s = kF16MinSubnormal;
   *scale = s;
-  *zero = symmetric ? std::ldexp(1.0, bits - 1) : std::min(std::max(round_half_even(-lo / s), 0.0), qmax);
+  *zero = symmetric ? static_cast<double>(1 << (bits - 1)) : std::min(std::max(round_half_even(-lo / s), 0.0), qmax);
   return true;
 }
 
@@ -153,6 +153,107 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) double group_err
   _mm512_store_pd(lanes, acc);
   return lane_sum(lanes);
 }
+
+// Every width's error of one group in a single pass: each value is loaded
+// and widened once, and width j's lanes sum exactly as group_error_avx512's
+// would (the same vector order), so the results are the same bits.
+template <int kCount, typename T>
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_errors_fixed(const T* w, int64_t n, const Params& p, const double* qmax, double* sums, double* norm) {
+  constexpr int count = kCount;
+  const __m512d magic = _mm512_set1_pd(kRoundMagic), vzero = _mm512_setzero_pd();
+  __m512d acc[kMaxWidths], vs[kMaxWidths], vz[kMaxWidths], vq[kMaxWidths];
+  for (int j = 0; j < count; ++j) {
+    acc[j] = vzero;
+    vs[j] = _mm512_set1_pd(p.scale[j]);
+    vz[j] = _mm512_set1_pd(p.zero[j]);
+    vq[j] = _mm512_set1_pd(qmax[j]);
+  }
+  __m512d sq = vzero;
+  alignas(32) T tail[8] = {};
+  for (int64_t i = 0; i < n; i += 8) {
+    const T* src = w + i;
+    if (n - i < 8) {
+      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(T));
+      src = tail;
+    }
+    const __m512d v = _mm512_cvtps_pd(load8(src));
+    sq = _mm512_add_pd(sq, _mm512_mul_pd(v, v));
+#pragma GCC unroll 16
+    for (int j = 0; j < count; ++j) {
+      __m512d q = _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(_mm512_div_pd(v, vs[j]), magic), magic), vz[j]);
+      q = _mm512_min_pd(_mm512_max_pd(q, vzero), vq[j]);
+      const __m512d what = _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(q, vz[j]), vs[j])));
+      const __m512d d = _mm512_sub_pd(what, v);
+      acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(d, d));
+    }
+  }
+  alignas(64) double lanes[8];
+  _mm512_store_pd(lanes, sq);
+  *norm = lane_sum(lanes);
+  for (int j = 0; j < count; ++j) {
+    _mm512_store_pd(lanes, acc[j]);
+    sums[j] += lane_sum(lanes);
+  }
+}
+
+// group_errors_fixed for a width count known at compile time (so the
+// accumulators stay in registers).
+template <typename T>
+void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* qmax, int count, double* sums, double* norm) {
+  switch (count) {
+    case 1: return group_errors_fixed<1>(w, n, p, qmax, sums, norm);
+    case 2: return group_errors_fixed<2>(w, n, p, qmax, sums, norm);
+    case 3: return group_errors_fixed<3>(w, n, p, qmax, sums, norm);
+    case 4: return group_errors_fixed<4>(w, n, p, qmax, sums, norm);
+    case 5: return group_errors_fixed<5>(w, n, p, qmax, sums, norm);
+    case 6: return group_errors_fixed<6>(w, n, p, qmax, sums, norm);
+    default: {
+      // More widths: six at a time (the first call also gives the norm).
+      double ignored = 0.0;
+      for (int first = 0; first < count; first += 6) {
+        Params part;
+        const int take = std::min(6, count - first);
+        for (int j = 0; j < take; ++j) {
+          part.scale[j] = p.scale[first + j];
+          part.zero[j] = p.zero[first + j];
+        }
+        group_errors_avx512(w, n, part, qmax + first, take, sums + first, first == 0 ? norm : &ignored);
+      }
+    }
+  }
+}
+
+// range_of with 16 values per step; a NaN sends it to range_of for the index.
+template <typename T>
+__attribute__((target("avx512f"))) int64_t range_avx512(const T* w, int64_t start, int64_t len, double* lo, double* hi) {
+  __m512 mn = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __mmask16 nan = 0;
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    __m512 v;
+    if constexpr (sizeof(T) == 4) {
+      v = _mm512_loadu_ps(reinterpret_cast<const float*>(w) + start + i);
+    } else {
+      const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + start + i)));
+      v = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    }
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    mn = _mm512_min_ps(mn, v);
+    mx = _mm512_max_ps(mx, v);
+  }
+  if (nan != 0) return range_of(w, start, len, lo, hi);
+  float a = _mm512_reduce_min_ps(mn), b = _mm512_reduce_max_ps(mx);
+  for (; i < len; ++i) {
+    const float v = value(w, start + i);
+    if (v != v) return range_of(w, start, len, lo, hi);
+    a = v < a ? v : a;
+    b = v > b ? v : b;
+  }
+  *lo = a;
+  *hi = b;
+  return -1;
+}
 #pragma GCC diagnostic pop
 
 struct Job {
@@ -162,6 +263,7 @@ struct Job {
   double* row_sums;     // rows × (count + 1): the errors, then ‖row‖²
   int64_t* status;      // per task: −1, a NaN index, or −2
   bool avx512;
+  double qmax[kMaxWidths];  // 2^bits − 1 per width
 };
 
 template <typename T>
@@ -182,7 +284,7 @@ void run_rows(const Job& job, const T* w, int64_t task) {
       const Params* p = job.tensor_params;
       if (p == nullptr) {
         double lo = 0.0, hi = 0.0;
-        const int64_t nan = range_of(w, start, end - start, &lo, &hi);
+        const int64_t nan = job.avx512 ? range_avx512(w, start, end - start, &lo, &hi) : range_of(w, start, end - start, &lo, &hi);
         if (nan >= 0) {
           job.status[task] = nan;
           return;
@@ -194,6 +296,11 @@ void run_rows(const Job& job, const T* w, int64_t task) {
         p = &local;
       }
       double group_norm = 0.0;
+      if (job.avx512) {
+        group_errors_avx512(w + start, end - start, *p, job.qmax, n, sums, &group_norm);
+        sums[n] += group_norm;
+        continue;
+      }
       for (int j = 0; j < n; ++j) {
         const double qmax = std::ldexp(1.0, a.bits[j]) - 1.0;
         double* norm = j == 0 ? &group_norm : nullptr;
@@ -225,11 +332,13 @@ int64_t rtn_errors(const RtnErrorArgs& a, double* out) {
     if (!params_for(a, lo, hi, &tensor)) return -2;
   }
   std::vector<double> row_sums(static_cast<size_t>(a.rows) * (n + 1));
-  // About 64k values per task: enough to amortise the hand-off, small enough to balance.
-  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 16) / a.cols);
+  // About 16k values per task: enough to amortise the hand-off, small enough that a
+  // 256×256 weight still splits across threads.
+  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 14) / a.cols);
   const int64_t tasks = (a.rows + rows_per_task - 1) / rows_per_task;
   std::vector<int64_t> status(static_cast<size_t>(tasks), -1);
-  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512};
+  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512, {}};
+  for (int j = 0; j < n; ++j) job.qmax[j] = std::ldexp(1.0, a.bits[j]) - 1.0;
   if (tasks > 1 && ThreadPool::shared().size() > 1) ThreadPool::shared().run(tasks, run_task, &job);
   else for (int64_t t = 0; t < tasks; ++t) run_task(&job, t, 0);
   // The first failure in row order is what the reference (which stops there) reports.

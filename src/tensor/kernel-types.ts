@@ -172,6 +172,21 @@ export interface ProfilerKernels {
    */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /**
+   * symmetricEigenvalues of several matrices in one call: matrix i is the
+   * next sizes[i]² values of `a`, its counts[i] results the next ones of
+   * `out`. The native kernel solves one matrix per thread (the results are
+   * those of single calls).
+   */
+  /**
+   * n standard normals into out[0, n), advancing the generator state (the
+   * four words of an Rng) and its cached second value (spare[0] 1 or 0,
+   * spare[1]) exactly as n calls of Rng.normal() would (Rng.fillNormal).
+   * The native kernel's log, sin and cos are the C library's, so a value
+   * may differ from the reference's in the last bit.
+   */
+  normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, n: number): void;
+  symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void;
+  /**
    * ‖Q_b(w) − w‖_F / ‖w‖_F of round-to-nearest quantization of w [rows, cols]
    * at each width b of `bits` (2..8, at most 16 of them) into out, in one
    * pass (reference/rtn-error.ts defines the grid). Returns −1, the index of
@@ -186,6 +201,8 @@ export interface ProfilerKernels {
 export interface CodecKernels {
   /** dst[i] = bfloat16 bits of src[i], i < n (nearest even, NaN stays a quiet NaN, subnormals kept). */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /** dst[i] = the bfloat16 bits src[i] as float32, i < n (a shift; src and dst disjoint). */
+  bf16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /** dst[i] = the IEEE half src[i] as float32, i < n (exact; src and dst disjoint). */
   f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /**

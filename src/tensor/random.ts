@@ -64,6 +64,22 @@ export class Rng {
     return r * Math.cos(2 * Math.PI * v);
   }
 
+  /**
+   * Fills `out` with the values out.length calls of normal() would return,
+   * leaving the generator where they would. `fill` (a backend's normalFill
+   * kernel) does it in bulk on the raw state; the default is the loop.
+   */
+  fillNormal(out: Float64Array, fill?: (state: Uint32Array, spare: Float64Array, out: Float64Array, n: number) => void): Float64Array {
+    if (fill === undefined) {
+      for (let i = 0; i < out.length; i++) out[i] = this.normal();
+      return out;
+    }
+    const spare = new Float64Array([this.spareNormal === null ? 0 : 1, this.spareNormal ?? 0]);
+    fill(this.s, spare, out, out.length);
+    this.spareNormal = spare[0] !== 0 ? spare[1]! : null;
+    return out;
+  }
+
   /** Serialisable state (for checkpoints). */
   getState(): { words: number[]; spareNormal: number | null } {
     return { words: Array.from(this.s), spareNormal: this.spareNormal };

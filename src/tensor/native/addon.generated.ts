@@ -65,8 +65,14 @@ export interface NativeAddon {
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
   /** the count largest eigenvalues of the symmetric n×n a, descending */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
+  /** n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls */
+  normalFill(state: Uint32Array | null, spare: Float64Array, out: Float64Array, n: number): void;
+  /** symmetricEigenvalues of each matrix packed in a (sizes[i]² values each; counts[i] results each packed in out), one matrix per thread */
+  symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void;
   /** round to nearest even (NaN stays a quiet NaN) */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  /** bfloat16 bits widened to float32 (a shift, exact) */
+  bf16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /** IEEE half bits widened to float32, exactly (a signalling NaN comes out quiet) */
   f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void;
   /** pack src at tier 8, 12 or 16 bits (stochastic rounding with a 4-word seed, or nearest); −1 or the index of a non-finite value */
@@ -98,7 +104,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'f32ToBf16', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'symmetricEigenvaluesBatch', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -130,7 +136,10 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   rtnErrors: 'profiler',
   rtnErrorsBf16: 'profiler',
   symmetricEigenvalues: 'profiler',
+  normalFill: 'profiler',
+  symmetricEigenvaluesBatch: 'profiler',
   f32ToBf16: 'codecs',
+  bf16ToF32: 'codecs',
   f16ToF32: 'codecs',
   dbwaEncode: 'codecs',
   dbwaDecode: 'codecs',

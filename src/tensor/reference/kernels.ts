@@ -4,6 +4,7 @@
  * accumulated in float64 (JS numbers).
  */
 import { symmetricEigenvaluesOnly } from '../eigen.js';
+import { Rng } from '../random.js';
 import { bf16BitsToF32, f16Table32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
 import type { FloatArray } from '../tensor.js';
@@ -413,8 +414,35 @@ function symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Fl
   out.set(symmetricEigenvaluesOnly(a, n).subarray(0, count));
 }
 
+function normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, n: number): void {
+  const rng = new Rng(0);
+  rng.setState({ words: Array.from(state.subarray(0, 4)), spareNormal: spare[0] !== 0 ? spare[1]! : null });
+  for (let i = 0; i < n; i++) out[i] = rng.normal();
+  const after = rng.getState();
+  state.set(after.words);
+  spare[0] = after.spareNormal === null ? 0 : 1;
+  spare[1] = after.spareNormal ?? 0;
+}
+
+function symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void {
+  let at = 0;
+  let to = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    const n = sizes[i]!;
+    const count = counts[i]!;
+    symmetricEigenvalues(a.subarray(at, at + n * n), n, count, out.subarray(to, to + count));
+    at += n * n;
+    to += count;
+  }
+}
+
 function f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void {
   for (let i = 0; i < n; i++) dst[i] = f32ToBf16Bits(src[i]!);
+}
+
+function bf16ToF32(src: Uint16Array, dst: Float32Array, n: number): void {
+  const to = new Uint32Array(dst.buffer, dst.byteOffset, n);
+  for (let i = 0; i < n; i++) to[i] = src[i]! << 16;
 }
 
 function f16ToF32(src: Uint16Array, dst: Float32Array, n: number): void {
@@ -461,6 +489,9 @@ export const referenceKernels: Kernels = {
   rtnErrors,
   rtnErrorsBf16,
   symmetricEigenvalues,
+  symmetricEigenvaluesBatch,
+  normalFill,
   f32ToBf16,
+  bf16ToF32,
   f16ToF32,
 };
