@@ -1007,14 +1007,14 @@ napi_value NormalFillBody(napi_env env, const char* fn, NormalFillArgs& args) {
   return undefined_value(env);
 }
 
-napi_value SymmetricEigenvaluesBatchBody(napi_env env, const char* fn, SymmetricEigenvaluesBatchArgs& args) {
-  auto& [a, sizes, counts, out] = args;
+napi_value EigenBatchStartBody(napi_env env, const char* fn, EigenBatchStartArgs& args) {
+  auto& [a, sizes, counts] = args;
   if (sizes.length != counts.length) {
     fail(env, fn, "arguments sizes (%lld) and counts (%lld) must have one entry per matrix",
          static_cast<long long>(sizes.length), static_cast<long long>(counts.length));
     return nullptr;
   }
-  int64_t values = 0, results = 0;
+  int64_t values = 0;
   for (int64_t i = 0; i < sizes.length; ++i) {
     const int64_t n = sizes.data[i], count = counts.data[i];
     if (n < 0 || count < 0 || count > n) {
@@ -1023,13 +1023,22 @@ napi_value SymmetricEigenvaluesBatchBody(napi_env env, const char* fn, Symmetric
       return nullptr;
     }
     values += n * n;
-    results += count;
   }
-  if (!check_typed_length(env, fn, "a", "Float64Array", a, values, false) ||
-      !check_typed_length(env, fn, "out", "Float64Array", out, results, false)) {
+  if (!check_elements(env, fn, "a", a, values)) return nullptr;
+  return number_value(env, static_cast<double>(qkd::eigen_batch_start(a.data, sizes.data, counts.data, sizes.length)));
+}
+
+napi_value EigenBatchWaitBody(napi_env env, const char* fn, EigenBatchWaitArgs& args) {
+  const int64_t failed = qkd::eigen_batch_wait(args.handle, args.out.data, args.out.length);
+  if (failed == -2) {
+    fail(env, fn, "no job %lld in flight (each handle is waited for once)", static_cast<long long>(args.handle));
     return nullptr;
   }
-  const int64_t failed = qkd::symmetric_eigenvalues_batch(a.data, sizes.data, counts.data, sizes.length, out.data);
+  if (failed == -3) {
+    fail(env, fn, "argument out (Float64Array) has %lld elements, fewer than the job's results",
+         static_cast<long long>(args.out.length));
+    return nullptr;
+  }
   if (failed >= 0) {
     fail(env, fn, "matrix %lld: no eigenvalues for a matrix that is not finite (or out of memory)",
          static_cast<long long>(failed));

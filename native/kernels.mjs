@@ -84,7 +84,8 @@ export const KERNELS = [
   { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'symmetricEigenvalues', concern: 'profiler', returns: 'void', args: 'a: f64, n: size, count: size, out: f64', doc: 'the count largest eigenvalues of the symmetric n×n a, descending' },
   { name: 'normalFill', concern: 'profiler', returns: 'void', args: 'state: u32|null, spare: f64, out: f64, n: size', doc: 'n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls' },
-  { name: 'symmetricEigenvaluesBatch', concern: 'profiler', returns: 'void', args: 'a: f64, sizes: i32, counts: i32, out: f64', doc: 'symmetricEigenvalues of each matrix packed in a (sizes[i]² values each; counts[i] results each packed in out), one matrix per thread' },
+  { name: 'eigenBatchStart', concern: 'profiler', returns: 'number', args: 'a: f32, sizes: i32, counts: i32', doc: 'starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread; returns the handle' },
+  { name: 'eigenBatchWait', concern: 'profiler', returns: 'void', args: 'handle: size, out: f64', doc: 'waits for the job and writes its results (packed, descending per matrix) to out' },
 
   { name: 'f32ToBf16', concern: 'codecs', returns: 'void', args: 'src: f32, dst: u16, n: size', doc: 'round to nearest even (NaN stays a quiet NaN)' },
   { name: 'bf16ToF32', concern: 'codecs', returns: 'void', args: 'src: u16, dst: f32, n: size', doc: 'bfloat16 bits widened to float32 (a shift, exact)' },

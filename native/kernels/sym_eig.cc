@@ -7,6 +7,10 @@
 #include <cfloat>
 #include <cmath>
 #include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "aligned_buffer.h"
@@ -23,7 +27,9 @@ namespace {
 // (stride apart) onto a multiple of its first axis: v goes to v[0, m),
 // e_out gets the new subdiagonal entry, the result is τ (0 and v = 0 when
 // x is already reduced).
-inline double householder(const double* x, int64_t stride, int64_t m, double* v, double* e_out) {
+// Computed in double for either storage type T.
+template <typename T>
+inline double householder(const T* x, int64_t stride, int64_t m, T* v, double* e_out) {
   double scale = 0.0, tail = 0.0;
   for (int64_t i = 0; i < m; ++i) {
     const double a = std::fabs(x[i * stride]);
@@ -37,24 +43,27 @@ inline double householder(const double* x, int64_t stride, int64_t m, double* v,
   }
   double norm2 = 0.0;
   for (int64_t i = 0; i < m; ++i) {
-    v[i] = x[i * stride] / scale;
-    norm2 += v[i] * v[i];
+    const double vi = x[i * stride] / scale;
+    v[i] = static_cast<T>(vi);
+    norm2 += vi * vi;
   }
   const double norm = std::sqrt(norm2);
-  const double alpha = v[0] > 0.0 ? -norm : norm;
+  const double v0 = x[0] / scale;
+  const double alpha = v0 > 0.0 ? -norm : norm;
   *e_out = alpha * scale;
-  const double vtv = 2.0 * (norm2 - v[0] * alpha);
-  v[0] -= alpha;
+  const double vtv = 2.0 * (norm2 - v0 * alpha);
+  v[0] = static_cast<T>(v0 - alpha);
   return 2.0 / vtv;
 }
 
 // One row of the fused sweep, columns [0, count): b = row − vi·w − wi·v
 // (stored), dot += b·v2 and p2 += b·v2i. Returns dot.
-inline double sweep_row_portable(double* row, const double* w, const double* v, const double* v2, double* p2,
-                                 int64_t count, double vi, double wi, double v2i) {
-  double dot = 0.0;
+template <typename T>
+inline double sweep_row_portable(T* row, const T* w, const T* v, const T* v2, T* p2, int64_t count, T vi, T wi,
+                                 T v2i) {
+  T dot = 0;
   for (int64_t j = 0; j < count; ++j) {
-    const double b = row[j] - vi * w[j] - wi * v[j];
+    const T b = row[j] - vi * w[j] - wi * v[j];
     row[j] = b;
     dot += b * v2[j];
     p2[j] += b * v2i;
@@ -127,6 +136,53 @@ QKD_TARGET_AVX512 inline void sweep_rows_avx512(double* const* rows, const doubl
   }
   for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_pd(dot[r]);
 }
+
+// The same two sweeps on float storage, 16 lanes.
+QKD_TARGET_AVX512 inline double sweep_row_avx512(float* row, const float* w, const float* v, const float* v2,
+                                                 float* p2, int64_t count, float vi, float wi, float v2i) {
+  const __m512 nvi = _mm512_set1_ps(-vi), nwi = _mm512_set1_ps(-wi), bv2i = _mm512_set1_ps(v2i);
+  __m512 dot = _mm512_setzero_ps();
+  for (int64_t j = 0; j < count; j += 16) {
+    const int64_t left = count - j;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    __m512 b = _mm512_maskz_loadu_ps(m, row + j);
+    b = _mm512_fmadd_ps(nwi, _mm512_maskz_loadu_ps(m, v + j), _mm512_fmadd_ps(nvi, _mm512_maskz_loadu_ps(m, w + j), b));
+    _mm512_mask_storeu_ps(row + j, m, b);
+    dot = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(m, v2 + j), dot);
+    _mm512_mask_storeu_ps(p2 + j, m, _mm512_fmadd_ps(b, bv2i, _mm512_maskz_loadu_ps(m, p2 + j)));
+  }
+  return _mm512_reduce_add_ps(dot);
+}
+
+QKD_TARGET_AVX512 inline void sweep_rows_avx512(float* const* rows, const float* w, const float* v, const float* v2,
+                                                float* p2, int64_t count, const float* vi, const float* wi,
+                                                const float* v2i, double* dots) {
+  constexpr int R = kSweepRows;
+  __m512 nvi[R], nwi[R], bv2i[R], dot[R];
+  for (int r = 0; r < R; ++r) {
+    nvi[r] = _mm512_set1_ps(-vi[r]);
+    nwi[r] = _mm512_set1_ps(-wi[r]);
+    bv2i[r] = _mm512_set1_ps(v2i[r]);
+    dot[r] = _mm512_setzero_ps();
+  }
+  for (int64_t j = 0; j < count; j += 16) {
+    const int64_t left = count - j;
+    const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512 wv = _mm512_maskz_loadu_ps(mask, w + j), vv = _mm512_maskz_loadu_ps(mask, v + j);
+    const __m512 v2v = _mm512_maskz_loadu_ps(mask, v2 + j);
+    __m512 acc = _mm512_maskz_loadu_ps(mask, p2 + j);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512 b = _mm512_maskz_loadu_ps(mask, rows[r] + j);
+      b = _mm512_fmadd_ps(nwi[r], vv, _mm512_fmadd_ps(nvi[r], wv, b));
+      _mm512_mask_storeu_ps(rows[r] + j, mask, b);
+      dot[r] = _mm512_fmadd_ps(b, v2v, dot[r]);
+      acc = _mm512_fmadd_ps(b, bv2i[r], acc);
+    }
+    _mm512_mask_storeu_ps(p2 + j, mask, acc);
+  }
+  for (int r = 0; r < R; ++r) dots[r] = _mm512_reduce_add_ps(dot[r]);
+}
 #endif
 
 // Householder reduction of the symmetric n×n matrix in `a` (row-major, lower
@@ -141,10 +197,9 @@ QKD_TARGET_AVX512 inline void sweep_rows_avx512(double* const* rows, const doubl
 // row adds its part of the next product (a dot product along the row and,
 // by symmetry, an axpy along the same entries). One read and one write of
 // half the matrix per step.
-template <bool kAvx512>
-__attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_t n, double* d, double* e,
-                                                               double* v, double* w, double* v2, double* p,
-                                                               double* p2, double* pd) {
+template <typename T, bool kAvx512>
+__attribute__((always_inline)) inline void tridiagonalize_body(T* a, int64_t n, double* d, double* e, T* v, T* w,
+                                                               T* v2, T* p, T* p2, T* pd) {
   d[0] = a[0];
   if (n == 1) return;
   if (n == 2) {
@@ -156,31 +211,31 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
   double tau = householder(a + n, n, n - 1, v, &e[0]);
   {
     const int64_t m = n - 1;
-    double* base = a + n + 1;
-    for (int64_t j = 0; j < m; ++j) p[j] = 0.0;
+    T* base = a + n + 1;
+    for (int64_t j = 0; j < m; ++j) p[j] = 0;
     for (int64_t i = 0; i < m; ++i) {
-      const double* row = base + i * n;
-      double dot = 0.0;
+      const T* row = base + i * n;
+      T dot = 0;
       for (int64_t j = 0; j < i; ++j) {
         dot += row[j] * v[j];
         p[j] += row[j] * v[i];
       }
       p[i] += dot + row[i] * v[i];
     }
-    for (int64_t j = 0; j < m; ++j) p[j] *= tau;
+    for (int64_t j = 0; j < m; ++j) p[j] = static_cast<T>(p[j] * tau);
   }
   for (int64_t k = 0; k + 2 < n; ++k) {
     const int64_t m = n - k - 1;  // size of B
-    double* base = a + (k + 1) * n + (k + 1);
+    T* base = a + (k + 1) * n + (k + 1);
     double pv = 0.0;
-    for (int64_t i = 0; i < m; ++i) pv += p[i] * v[i];
+    for (int64_t i = 0; i < m; ++i) pv += static_cast<double>(p[i]) * v[i];
     const double half = 0.5 * tau * pv;
-    for (int64_t i = 0; i < m; ++i) w[i] = p[i] - half * v[i];
+    for (int64_t i = 0; i < m; ++i) w[i] = static_cast<T>(p[i] - half * v[i]);
     // Column 0 of B (its diagonal entry included), updated first.
     for (int64_t i = 0; i < m; ++i) base[i * n] -= v[i] * w[0] + w[i] * v[0];
     d[k + 1] = base[0];
     if (m == 2) {  // the last 2×2 block
-      base[n + 1] -= 2.0 * v[1] * w[1];
+      base[n + 1] -= 2 * v[1] * w[1];
       e[k + 1] = base[n];
       d[k + 2] = base[n + 1];
       break;
@@ -188,19 +243,20 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
     // The next reflector, from the updated column; then the fused sweep over
     // rows 1.. of B (columns 1..), whose entries form the next block.
     const double tau2 = householder(base + n, n, m - 1, v2, &e[k + 1]);
-    for (int64_t j = 0; j < m - 1; ++j) p2[j] = 0.0;
+    for (int64_t j = 0; j < m - 1; ++j) p2[j] = 0;
     int64_t first_row = 1;
 #if QKD_X86
     if (kAvx512) {
       // kSweepRows rows at a time. Their contributions from the small
       // triangle they form (and their diagonals) go to pd, so the vector
-      // stream over p2 never reloads an entry a scalar store just wrote.
+      // stream over p2 never reloads an entry a scalar store just wrote;
+      // pd[j] is set for j < first_row − 1 once the groups are done.
       constexpr int R = kSweepRows;
-      for (int64_t j = 0; j < m - 1; ++j) pd[j] = 0.0;
       for (; first_row + R <= m; first_row += R) {
         const int64_t i0 = first_row;
-        double* rows[R];
-        double vi[R], wi[R], v2i[R], dots[R];
+        T* rows[R];
+        T vi[R], wi[R], v2i[R];
+        double dots[R];
         for (int r = 0; r < R; ++r) {
           rows[r] = base + (i0 + r) * n + 1;
           vi[r] = v[i0 + r];
@@ -208,26 +264,32 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
           v2i[r] = v2[i0 + r - 1];
         }
         sweep_rows_avx512(rows, w + 1, v + 1, v2, p2, i0 - 1, vi, wi, v2i, dots);
+        // The triangle adds only to pd[i0−1 .. i0+R−2], which no other
+        // group touches: summed in registers, stored once.
+        double own[R] = {};
+#pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
-          double* row = base + (i0 + r) * n;
-          for (int64_t c = i0; c < i0 + r; ++c) {
-            const double b = row[c] - vi[r] * w[c] - wi[r] * v[c];
-            row[c] = b;
-            dots[r] += b * v2[c - 1];
-            pd[c - 1] += b * v2i[r];
+          T* row = base + (i0 + r) * n;
+#pragma GCC unroll 4
+          for (int c = 0; c < r; ++c) {
+            const T b = row[i0 + c] - vi[r] * w[i0 + c] - wi[r] * v[i0 + c];
+            row[i0 + c] = b;
+            dots[r] += b * v2[i0 + c - 1];
+            own[c] += b * v2i[r];
           }
           const int64_t i = i0 + r;
-          const double diagonal = row[i] - 2.0 * vi[r] * wi[r];
+          const T diagonal = row[i] - 2 * vi[r] * wi[r];
           row[i] = diagonal;
-          pd[i - 1] += dots[r] + diagonal * v2i[r];
+          own[r] += dots[r] + diagonal * v2i[r];
         }
+        for (int r = 0; r < R; ++r) pd[i0 - 1 + r] = static_cast<T>(own[r]);
       }
-      for (int64_t j = 0; j < m - 1; ++j) p2[j] += pd[j];
+      for (int64_t j = 0; j < first_row - 1; ++j) p2[j] += pd[j];
     }
 #endif
     for (int64_t i = first_row; i < m; ++i) {
-      double* row = base + i * n;
-      const double vi = v[i], wi = w[i], v2i = v2[i - 1];
+      T* row = base + i * n;
+      const T vi = v[i], wi = w[i], v2i = v2[i - 1];
       double dot;
 #if QKD_X86
       if (kAvx512) {
@@ -237,27 +299,30 @@ __attribute__((always_inline)) inline void tridiagonalize_body(double* a, int64_
       {
         dot = sweep_row_portable(row + 1, w + 1, v + 1, v2, p2, i - 1, vi, wi, v2i);
       }
-      const double diagonal = row[i] - 2.0 * vi * wi;
+      const T diagonal = row[i] - 2 * vi * wi;
       row[i] = diagonal;
-      p2[i - 1] += dot + diagonal * v2i;
+      p2[i - 1] += static_cast<T>(dot + diagonal * v2i);
     }
-    for (int64_t j = 0; j < m - 1; ++j) p2[j] *= tau2;
+    for (int64_t j = 0; j < m - 1; ++j) p2[j] = static_cast<T>(p2[j] * tau2);
     std::swap(v, v2);
     std::swap(p, p2);
     tau = tau2;
   }
 }
 
+// scratch: 6n values of T.
 #if QKD_X86
-QKD_TARGET_AVX512 void tridiagonalize_avx512(double* a, int64_t n, double* d, double* e, double* scratch) {
-  tridiagonalize_body<true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
-                            scratch + 5 * n);
+template <typename T>
+QKD_TARGET_AVX512 void tridiagonalize_avx512(T* a, int64_t n, double* d, double* e, T* scratch) {
+  tridiagonalize_body<T, true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
+                               scratch + 5 * n);
 }
 #endif
 
-void tridiagonalize_baseline(double* a, int64_t n, double* d, double* e, double* scratch) {
-  tridiagonalize_body<false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
-                            scratch + 5 * n);
+template <typename T>
+void tridiagonalize_baseline(T* a, int64_t n, double* d, double* e, T* scratch) {
+  tridiagonalize_body<T, false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
+                                scratch + 5 * n);
 }
 
 // hypot without glibc's overflow guards where they cannot matter (the
@@ -385,7 +450,10 @@ QKD_TARGET_AVX512 void sturm_counts_avx512(const double* d, const double* e2, in
 #endif
 
 // The `count` largest eigenvalues of (d, e) into out, descending.
-void largest_by_bisection(const double* d, const double* e, int64_t n, int64_t count, double* out, Isa isa) {
+// `relative`: the bracket width (times ‖T‖) at which an eigenvalue counts as
+// found.
+void largest_by_bisection(const double* d, const double* e, int64_t n, int64_t count, double* out, Isa isa,
+                          double relative) {
   thread_local AlignedBuffer scratch;
   double* e2 = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * n)));
   double lower = d[0], upper = d[0], norm = 0.0, max_e2 = 0.0;
@@ -400,9 +468,9 @@ void largest_by_bisection(const double* d, const double* e, int64_t n, int64_t c
     }
   }
   const double pivmin = DBL_MIN * std::max(1.0, max_e2);
-  // Converged when the bracket is within a few ulps of the norm (the
-  // accuracy the reduction to tridiagonal form already has).
-  const double tolerance = 4.0 * DBL_EPSILON * norm + 2.0 * pivmin;
+  // Converged when the bracket is within `relative` of the norm (chosen to
+  // match the accuracy the reduction to tridiagonal form already has).
+  const double tolerance = relative * norm + 2.0 * pivmin;
   lower -= tolerance;
   upper += tolerance;
   for (int64_t first = 0; first < count; first += kLanes) {
@@ -444,31 +512,42 @@ void largest_by_bisection(const double* d, const double* e, int64_t n, int64_t c
 
 }  // namespace
 
-bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, double* out, Isa isa) {
+namespace {
+
+// The eigen-solve on storage of type T (float or double): the reduction in T,
+// the tridiagonal matrix and its eigenvalues in double.
+template <typename T>
+bool eigenvalues_of(const T* a, int64_t n, int64_t count, double* out, Isa isa) {
   if (n <= 0 || count <= 0) return true;
   count = std::min(count, n);
-  thread_local AlignedBuffer scratch;  // floats: two per double
-  double* m = reinterpret_cast<double*>(scratch.reserve(static_cast<size_t>(2 * (n * n + 8 * n))));
-  if (m == nullptr) return false;
-  double* d = m + n * n;
+  thread_local AlignedBuffer scratch;  // counted in floats
+  constexpr int64_t kFloatsPerT = sizeof(T) / sizeof(float);
+  const int64_t reduced = (kFloatsPerT * (n * n + 6 * n) + 1) / 2 * 2;  // d and e start 8-byte aligned
+  float* base = scratch.reserve(static_cast<size_t>(reduced + 4 * n));
+  if (base == nullptr) return false;
+  T* m = reinterpret_cast<T*>(base);
+  T* work = m + n * n;  // 6n
+  double* d = reinterpret_cast<double*>(base + reduced);
   double* e = d + n;
-  double* work = e + n;  // 6n
   for (int64_t i = 0; i < n; ++i) std::copy(a + i * n, a + i * n + i + 1, m + i * n);
   if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
 #if QKD_X86
   if (isa == Isa::kAvx512) {
-    tridiagonalize_avx512(m, n, d, e, work);
+    tridiagonalize_avx512<T>(m, n, d, e, work);
   } else
 #endif
   {
-    tridiagonalize_baseline(m, n, d, e, work);
+    tridiagonalize_baseline<T>(m, n, d, e, work);
   }
   e[n - 1] = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(d[i]) || !std::isfinite(e[i])) return false;
   }
   if (count * kBisectionCost <= n) {
-    largest_by_bisection(d, e, n, count, out, isa);
+    // A double reduction is good to a few ulps of ‖T‖, a float one to about
+    // 1e-7·‖T‖: bisecting to 2⁻³² of ‖T‖ then is 400 times finer than that
+    // error and takes about 20 halvings fewer.
+    largest_by_bisection(d, e, n, count, out, isa, sizeof(T) == sizeof(double) ? 4.0 * DBL_EPSILON : 0x1p-32);
     return true;
   }
   if (!tridiagonal_eigenvalues(d, e, n)) return false;
@@ -477,14 +556,24 @@ bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, doubl
   return true;
 }
 
+}  // namespace
+
+bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, double* out, Isa isa) {
+  return eigenvalues_of(a, n, count, out, isa);
+}
+
+bool symmetric_eigenvalues_f32_with(const float* a, int64_t n, int64_t count, double* out, Isa isa) {
+  return eigenvalues_of(a, n, count, out, isa);
+}
+
 bool symmetric_eigenvalues(const double* a, int64_t n, int64_t count, double* out) {
   return symmetric_eigenvalues_with(a, n, count, out, active_isa());
 }
 
-int64_t symmetric_eigenvalues_batch(const double* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
+int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
                                     double* out) {
   struct Job {
-    const double* a;
+    const float* a;
     const int32_t* sizes;
     const int32_t* counts;
     double* out;
@@ -508,13 +597,73 @@ int64_t symmetric_eigenvalues_batch(const double* a, const int32_t* sizes, const
       batch,
       [](void* context, int64_t i, int) {
         Job& j = *static_cast<Job*>(context);
-        if (!symmetric_eigenvalues(j.a + j.input[i], j.sizes[i], j.counts[i], j.out + j.output[i])) {
+        if (!symmetric_eigenvalues_f32_with(j.a + j.input[i], j.sizes[i], j.counts[i], j.out + j.output[i],
+                                            active_isa())) {
           int64_t none = -1;
           j.failed.compare_exchange_strong(none, i);
         }
       },
       &job);
   return job.failed.load();
+}
+
+namespace {
+
+struct BackgroundBatch {
+  std::vector<float> a;
+  std::vector<int32_t> sizes, counts;
+  std::vector<double> out;
+  std::future<int64_t> failed;
+};
+
+// The jobs in flight, by handle. Deliberately leaked (a job still running at
+// exit must not find its registry destroyed).
+std::mutex& registry_mutex() {
+  static std::mutex* m = new std::mutex;
+  return *m;
+}
+std::map<int64_t, std::unique_ptr<BackgroundBatch>>& registry() {
+  static auto* jobs = new std::map<int64_t, std::unique_ptr<BackgroundBatch>>;
+  return *jobs;
+}
+
+}  // namespace
+
+int64_t eigen_batch_start(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch) {
+  auto job = std::make_unique<BackgroundBatch>();
+  int64_t values = 0, results = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    values += static_cast<int64_t>(sizes[i]) * sizes[i];
+    results += counts[i];
+  }
+  job->a.assign(a, a + values);
+  job->sizes.assign(sizes, sizes + batch);
+  job->counts.assign(counts, counts + batch);
+  job->out.assign(static_cast<size_t>(results), 0.0);
+  BackgroundBatch* raw = job.get();
+  job->failed = std::async(std::launch::async, [raw, batch] {
+    return symmetric_eigenvalues_batch(raw->a.data(), raw->sizes.data(), raw->counts.data(), batch, raw->out.data());
+  });
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  static int64_t next = 0;
+  const int64_t handle = ++next;
+  registry()[handle] = std::move(job);
+  return handle;
+}
+
+int64_t eigen_batch_wait(int64_t handle, double* out, int64_t capacity) {
+  std::unique_ptr<BackgroundBatch> job;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto it = registry().find(handle);
+    if (it == registry().end()) return -2;
+    job = std::move(it->second);
+    registry().erase(it);
+  }
+  const int64_t failed = job->failed.get();
+  if (static_cast<int64_t>(job->out.size()) > capacity) return -3;
+  std::copy(job->out.begin(), job->out.end(), out);
+  return failed;
 }
 
 }  // namespace qkd

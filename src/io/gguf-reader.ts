@@ -381,6 +381,8 @@ export class GgufFile {
   readonly dataOffset: number;
   private readonly byName: Map<string, GgufTensorInfo>;
   private fd: number | null;
+  /** The stored bytes of the last tensor read with a scratch (readFloat32). */
+  private byteScratch = new Uint8Array(0);
 
   constructor(path: string, fd: number, parsed: ParsedGguf) {
     this.path = path;
@@ -427,15 +429,27 @@ export class GgufFile {
     return bytes;
   }
 
-  /** One tensor as float32, widened or dequantized (types in GGUF_READABLE_TYPES). */
-  readFloat32(name: string): Float32Array {
+  /**
+   * One tensor as float32, widened or dequantized (types in
+   * GGUF_READABLE_TYPES). With `scratch` the stored bytes go to a buffer the
+   * reader keeps and the values to `scratch` when it is long enough (or, for
+   * F32, stay in that buffer): the result is then valid until the next read
+   * with a scratch. Without it the result is the caller's own.
+   */
+  readFloat32(name: string, scratch?: Float32Array): Float32Array {
     const t = this.tensor(name);
     if (!GGUF_READABLE_TYPES.includes(t.typeName)) {
       throw new QkdError('DTYPE', `tensor '${name}' has ggml type ${t.typeName}, which qkd cannot dequantize`, { path: this.path, field: `${name}.type`, hint: GGUF_READABLE_TYPES.join(', ') });
     }
     const count = t.shape.reduce((a, d) => a * d, 1);
     try {
-      return ggmlFormat(t.typeName)!.decode!(this.readBytes(name), count);
+      if (scratch === undefined) return ggmlFormat(t.typeName)!.decode!(this.readBytes(name), count);
+      // Reused buffers spare the page faults of fresh ones (about a third of the time of a 67M-value Q8_0 tensor).
+      if (this.byteScratch.length < t.byteLength) this.byteScratch = new Uint8Array(t.byteLength);
+      const bytes = this.byteScratch.subarray(0, t.byteLength);
+      if (this.fd === null) throw new QkdError('STATE', 'GGUF file already closed', { path: this.path });
+      readFully(this.path, this.fd, bytes, 0, t.byteLength, t.offset, name);
+      return ggmlFormat(t.typeName)!.decode!(bytes, count, scratch);
     } catch (err) {
       // The only RangeError here is an allocation JS refuses (a typed array beyond its maximum length).
       if (err instanceof RangeError) {

@@ -44,8 +44,8 @@ export interface TensorSource {
   readonly tensors: readonly SourceTensor[];
   /**
    * Reads one tensor from disk as float32 (widening / dequantizing). A
-   * source may read into `scratch` when it is big enough (the result is then
-   * a view of it, valid until the next read into the same scratch).
+   * source may read into `scratch` when it is big enough, or into a buffer
+   * of its own (the result is then valid until the next read with a scratch).
    */
   readFloat32(name: string, scratch?: Float32Array): Float32Array;
   /**
@@ -234,10 +234,10 @@ function ggufSource(path: string): TensorSource {
       path,
       format: 'gguf',
       tensors,
-      readFloat32(name: string): Float32Array {
+      readFloat32(name: string, scratch?: Float32Array): Float32Array {
         const original = stored.get(name);
         if (original === undefined) throw missing(path, name);
-        return file.readFloat32(original);
+        return file.readFloat32(original, scratch);
       },
       close: () => file.close(),
     };

@@ -29,8 +29,13 @@ export interface GgmlFormat {
    * the other formats have no fit to weight and ignore it.
    */
   encode?: (x: Float32Array, importance?: Float32Array) => Uint8Array;
-  /** The format's bytes → `count` float32 values (ggml's dequantizer); absent: qkd cannot read it. */
-  decode?: (bytes: Uint8Array, count: number) => Float32Array;
+  /**
+   * The format's bytes → `count` float32 values (ggml's dequantizer); absent:
+   * qkd cannot read it. With `into` (at least `count` long) a block format
+   * decodes into it and returns its first `count` values, sparing a fresh
+   * array; F32 may return a view of `bytes` itself.
+   */
+  decode?: (bytes: Uint8Array, count: number, into?: Float32Array) => Float32Array;
   /**
    * The TypeScript definitions of encode and decode, for the block formats
    * whose encode/decode above run in the native addon when it is loaded
@@ -93,11 +98,11 @@ function block(id: number, name: string, blockSize: number, blockBytes: number, 
       codec.ggmlEncode(id, x, out, weighted ? importance ?? null : null);
       return out;
     },
-    decode: (bytes, count) => {
+    decode: (bytes, count, into) => {
       const codec = nativeGgmlCodec();
       if (codec === null) return decode(bytes, count);
       checkEncoded(name, bytes, count, blockSize, blockBytes);
-      const out = new Float32Array(count);
+      const out = into !== undefined && into.length >= count ? into.subarray(0, count) : new Float32Array(count);
       codec.ggmlDecode(id, bytes, out);
       return out;
     },

@@ -8,8 +8,7 @@ import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
 import { kernels } from '../tensor/backend.js';
-import { symmetricEigenvalues } from './linalg.js';
-import { deferredSpectralSummary, type DeferredSpectrum } from './spectrum.js';
+import { deferredSpectralSummary, gramEigenvalues, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 
 /** What the runner needs from a model reader (io/tensor-source.ts provides it). */
@@ -93,7 +92,7 @@ export function tensorLayerAndKind(name: string): { layer: number | null; kind: 
 export function profileTensor(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng): TensorProfile {
   const pending = beginProfile(name, shape, w, settings, rng);
   const solve = pending.solve;
-  return pending.finish(solve === null ? null : symmetricEigenvalues(solve.gram, solve.n, solve.count));
+  return pending.finish(solve === null ? null : gramEigenvalues(solve.gram, solve.n, solve.count));
 }
 
 /** A tensor's profile with its spectrum's eigen-solve still to do (DeferredSpectrum). */
@@ -107,7 +106,7 @@ interface PendingProfile {
  * (the solve only needs the Gram matrix, and uses no random numbers, so the
  * result is the same whenever it runs). `place` as in deferredSpectralSummary.
  */
-function beginProfile(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng, place?: (values: number) => Float64Array): PendingProfile {
+function beginProfile(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng, place?: (values: number) => Float32Array): PendingProfile {
   const { layer, kind } = tensorLayerAndKind(name);
   const n = w instanceof Float32Array ? w.length : w.bf16.length;
   const matrix = shape.length >= 2 && n > 0;
@@ -142,23 +141,27 @@ function beginProfile(name: string, shape: readonly number[], w: WeightData, set
 }
 
 /**
- * Collects pending profiles and runs their eigen-solves together, one
- * matrix per thread (kernels().symmetricEigenvaluesBatch), finishing them
- * in the order they came. The Gram matrices are packed into one buffer
- * of SOLVE_BATCH_VALUES float64s (or one larger solve alone).
+ * Collects pending profiles and runs their eigen-solves a batch at a time in
+ * the background (kernels().eigenBatchStart: one matrix per pool thread, on
+ * a thread of its own), finishing them in the order they came. While one
+ * batch is solved the caller reads and measures the next tensors; a batch's
+ * profiles are finished when the next batch is sent (or at the end). The
+ * Gram matrices are packed into one buffer of SOLVE_BATCH_VALUES floats
+ * (or one larger solve alone), which the kernel copies.
  */
 class SolveBatch {
   private readonly pending: PendingProfile[] = [];
-  private buffer = new Float64Array(0);
+  private buffer = new Float32Array(0);
   private used = 0;
+  private inFlight: { handle: number; profiles: PendingProfile[]; results: number } | null = null;
 
   constructor(private readonly done: (profile: TensorProfile) => void) {}
 
-  /** Where the next tensor's Gram matrix goes; flushes first when it would not fit. */
-  readonly place = (values: number): Float64Array => {
+  /** Where the next tensor's Gram matrix goes; sends the batch first when it would not fit. */
+  readonly place = (values: number): Float32Array => {
     if (this.used + values > this.buffer.length) {
-      this.flush();
-      if (values > this.buffer.length) this.buffer = new Float64Array(Math.max(values, Math.min(SOLVE_BATCH_VALUES, 8 * values)));
+      this.send();
+      if (values > this.buffer.length) this.buffer = new Float32Array(Math.max(values, Math.min(SOLVE_BATCH_VALUES, 8 * values)));
     }
     const region = this.buffer.subarray(this.used, this.used + values);
     this.used += values;
@@ -167,29 +170,53 @@ class SolveBatch {
 
   add(profile: PendingProfile): void {
     this.pending.push(profile);
-    if (this.pending.length >= SOLVE_BATCH_TENSORS) this.flush();
+    if (this.pending.length >= SOLVE_BATCH_TENSORS) this.send();
   }
 
-  flush(): void {
+  /** Sends what is pending and finishes everything. */
+  finish(): void {
+    this.send();
+    this.collect();
+  }
+
+  /** Waits for a batch in flight without finishing it (after an error elsewhere). */
+  abandon(): void {
+    const job = this.inFlight;
+    this.inFlight = null;
+    if (job !== null && job.handle > 0) kernels().eigenBatchWait(job.handle, new Float64Array(job.results));
+  }
+
+  /** Starts the pending batch's solves, then finishes the batch sent before it. */
+  private send(): void {
+    if (this.pending.length === 0) return;
     const solves = this.pending.filter((p) => p.solve !== null).map((p) => p.solve!);
-    const out = new Float64Array(solves.reduce((s, x) => s + x.count, 0));
-    if (solves.length > 0) {
-      kernels().symmetricEigenvaluesBatch(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count), out);
-    }
+    const results = solves.reduce((s, x) => s + x.count, 0);
+    const handle = solves.length > 0 ? kernels().eigenBatchStart(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count)) : 0;
+    const profiles = this.pending.splice(0);
+    this.used = 0;
+    this.collect();
+    this.inFlight = { handle, profiles, results };
+  }
+
+  /** Waits for the batch in flight and finishes its profiles in order. */
+  private collect(): void {
+    const job = this.inFlight;
+    if (job === null) return;
+    this.inFlight = null;
+    const out = new Float64Array(job.results);
+    if (job.handle > 0) kernels().eigenBatchWait(job.handle, out);
     let at = 0;
-    for (const p of this.pending) {
+    for (const p of job.profiles) {
       const count = p.solve?.count ?? 0;
       this.done(p.finish(p.solve === null ? null : out.subarray(at, at + count)));
       at += count;
     }
-    this.pending.length = 0;
-    this.used = 0;
   }
 }
 
 /** At most this many tensors wait for a batched solve (a few per thread balances the pool). */
 const SOLVE_BATCH_TENSORS = 8;
-/** The packed Gram matrices of one batch: 8 of the largest exact-route size (384², 9.4 MB). */
+/** The packed Gram matrices of one batch: 8 of the largest exact-route size (384², 4.7 MB). */
 const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**
@@ -208,22 +235,28 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
   const scratch16 = source.readBf16 ? new Uint16Array(largest) : undefined;
   let scratch32: Float32Array | undefined;
-  // The tensors' eigen-solves run a batch at a time, one matrix per thread: a small tensor's solve is serial
-  // work that would otherwise leave the other threads idle (993 width-256 tensors: most of the audit's time).
+  // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
+  // solve is serial work that would otherwise leave the other threads idle (993 width-256 tensors: most of the
+  // audit's time), and meanwhile the next tensors are read and measured.
   const batch = new SolveBatch((profile) => {
     tensors.push(profile);
     params += profile.shape.reduce((a, b) => a * b, 1);
     options.onTensor?.({ done: tensors.length, total: chosen.length, name: profile.name, params });
   });
-  chosen.forEach((t, index) => {
-    const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
-    if (bf16 === null) scratch32 ??= new Float32Array(largest);
-    const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
-    const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
-    batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
-    // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
-    if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
-  });
-  batch.flush();
+  try {
+    chosen.forEach((t, index) => {
+      const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
+      if (bf16 === null) scratch32 ??= new Float32Array(largest);
+      const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
+      const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
+      batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
+      // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
+      if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
+    });
+    batch.finish();
+  } catch (error) {
+    batch.abandon();
+    throw error;
+  }
   return { model: source.path, params, seconds: (performance.now() - start) / 1000, settings, tensors };
 }

@@ -486,23 +486,33 @@ export const GRAM_MAX_SIDE = 384;
  */
 function gramSingularValues(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): RitzResult {
   const N = Math.min(rows, cols);
-  const g64 = workspace.float64(2, N * N);
-  const probes = gramAndProbes(weight, rows, cols, g64, options);
-  return { sigma: sigmaFromEigenvalues(symmetricEigenvalues(g64, N, k), k), probes };
+  const g = workspace.float32(6, N * N);
+  const probes = gramAndProbes(weight, rows, cols, g, options);
+  return { sigma: sigmaFromEigenvalues(gramEigenvalues(g, N, k), k), probes };
+}
+
+/**
+ * The `count` largest eigenvalues of the float32 Gram matrix g [n, n]: the
+ * batch kernel with one matrix, waited for at once (the same solve
+ * profileModel runs in batches in the background).
+ */
+export function gramEigenvalues(g: Float32Array, n: number, count: number): Float64Array {
+  const out = new Float64Array(count);
+  if (count > 0) kernels().eigenBatchWait(kernels().eigenBatchStart(g, Int32Array.of(n), Int32Array.of(count)), out);
+  return out;
 }
 
 /**
  * The exact route up to its eigen-solve: the Gram matrix AᵀA into
- * g64[0, N²) (float64), and the probe products when asked for.
+ * g[0, N²) (float32, as the SGEMM sums it), and the probe products when
+ * asked for.
  */
-function gramAndProbes(weight: WeightData, rows: number, cols: number, g64: Float64Array, options: SpectrumOptions): ProbeProducts | null {
+function gramAndProbes(weight: WeightData, rows: number, cols: number, g: Float32Array, options: SpectrumOptions): ProbeProducts | null {
   const w = weight instanceof Float32Array ? weight : widened(weight.bf16);
   const tall = rows >= cols;
   const N = Math.min(rows, cols);
-  const g = workspace.float32(6, N * N);
   // Tall: G = WᵀW [cols, cols]; wide: G = W·Wᵀ [rows, rows] (same non-zero eigenvalues).
   kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N, N, K: Math.max(rows, cols), alpha: 1, a: w, lda: cols, strideA: 0, b: w, ldb: cols, strideB: 0, beta: 0, c: g, ldc: N, strideC: 0 });
-  g64.set(g.subarray(0, N * N)); // widened exactly, in one native copy
   const wantProbes = options.probes ?? 0;
   return wantProbes > 0 ? separateProbes(new WeightOperator(multiplied(weight, options), rows, cols), wantProbes, options.rng) : null;
 }
@@ -542,7 +552,7 @@ export function topSingularValues(w: WeightData, rows: number, cols: number, k: 
 export function spectralSummary(w: WeightData, rows: number, cols: number, frobenius2: number, options: SpectrumOptions): SpectrumSummary {
   const deferred = deferredSpectralSummary(w, rows, cols, frobenius2, options);
   const solve = deferred.solve;
-  return deferred.finish(solve === null ? null : symmetricEigenvalues(solve.gram, solve.n, solve.count));
+  return deferred.finish(solve === null ? null : gramEigenvalues(solve.gram, solve.n, solve.count));
 }
 
 /**
@@ -556,7 +566,7 @@ export interface DeferredSpectrum {
    * symmetric n×n `gram`; null when the summary needs none (the Krylov
    * route solved its small projected matrix already, or W is zero).
    */
-  readonly solve: { readonly gram: Float64Array; readonly n: number; readonly count: number } | null;
+  readonly solve: { readonly gram: Float32Array; readonly n: number; readonly count: number } | null;
   /** The probe products, known before the solve. */
   readonly probes: ProbeProducts | null;
   /** The summary, given the solve's eigenvalues (descending; null when solve is null). */
@@ -575,7 +585,7 @@ export function deferredSpectralSummary(
   cols: number,
   frobenius2: number,
   options: SpectrumOptions,
-  place: (values: number) => Float64Array = (values) => new Float64Array(values),
+  place: (values: number) => Float32Array = (values) => new Float32Array(values),
 ): DeferredSpectrum {
   const p = Math.min(rows, cols);
   const r = Math.max(1, Math.ceil(0.1 * p));

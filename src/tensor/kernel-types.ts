@@ -172,12 +172,6 @@ export interface ProfilerKernels {
    */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /**
-   * symmetricEigenvalues of several matrices in one call: matrix i is the
-   * next sizes[i]² values of `a`, its counts[i] results the next ones of
-   * `out`. The native kernel solves one matrix per thread (the results are
-   * those of single calls).
-   */
-  /**
    * n standard normals into out[0, n), advancing the generator state (the
    * four words of an Rng) and its cached second value (spare[0] 1 or 0,
    * spare[1]) exactly as n calls of Rng.normal() would (Rng.fillNormal).
@@ -185,7 +179,23 @@ export interface ProfilerKernels {
    * may differ from the reference's in the last bit.
    */
   normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, n: number): void;
-  symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void;
+  /**
+   * Starts the eigen-solves of several symmetric float32 matrices and
+   * returns a handle for eigenBatchWait: matrix i is the next sizes[i]²
+   * values of `a` (copied, so `a` may be reused at once), its counts[i]
+   * largest eigenvalues are wanted. The native kernel runs the job on a
+   * thread of its own, one matrix per pool thread, each reduced to
+   * tridiagonal form in float32 (the rounding a Gram matrix summed in
+   * float32 already has), while the caller goes on; the reference solves
+   * at once in float64.
+   */
+  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number;
+  /**
+   * Waits for a job of eigenBatchStart and writes its results to out:
+   * matrix after matrix, each descending. Throws for an unknown handle and
+   * for a matrix that is not finite. Every handle must be waited for once.
+   */
+  eigenBatchWait(handle: number, out: Float64Array): void;
   /**
    * ‖Q_b(w) − w‖_F / ‖w‖_F of round-to-nearest quantization of w [rows, cols]
    * at each width b of `bits` (2..8, at most 16 of them) into out, in one

@@ -67,8 +67,10 @@ export interface NativeAddon {
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /** n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls */
   normalFill(state: Uint32Array | null, spare: Float64Array, out: Float64Array, n: number): void;
-  /** symmetricEigenvalues of each matrix packed in a (sizes[i]² values each; counts[i] results each packed in out), one matrix per thread */
-  symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void;
+  /** starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread; returns the handle */
+  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number;
+  /** waits for the job and writes its results (packed, descending per matrix) to out */
+  eigenBatchWait(handle: number, out: Float64Array): void;
   /** round to nearest even (NaN stays a quiet NaN) */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;
   /** bfloat16 bits widened to float32 (a shift, exact) */
@@ -104,7 +106,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'symmetricEigenvaluesBatch', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -137,7 +139,8 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   rtnErrorsBf16: 'profiler',
   symmetricEigenvalues: 'profiler',
   normalFill: 'profiler',
-  symmetricEigenvaluesBatch: 'profiler',
+  eigenBatchStart: 'profiler',
+  eigenBatchWait: 'profiler',
   f32ToBf16: 'codecs',
   bf16ToF32: 'codecs',
   f16ToF32: 'codecs',

@@ -424,16 +424,31 @@ function normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, 
   spare[1] = after.spareNormal ?? 0;
 }
 
-function symmetricEigenvaluesBatch(a: Float64Array, sizes: Int32Array, counts: Int32Array, out: Float64Array): void {
+/** Results of eigenBatchStart jobs not yet waited for, by handle. */
+const eigenJobs = new Map<number, Float64Array>();
+let lastEigenJob = 0;
+
+function eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number {
+  const out = new Float64Array(counts.reduce((s, c) => s + c, 0));
   let at = 0;
   let to = 0;
   for (let i = 0; i < sizes.length; i++) {
     const n = sizes[i]!;
     const count = counts[i]!;
-    symmetricEigenvalues(a.subarray(at, at + n * n), n, count, out.subarray(to, to + count));
+    symmetricEigenvalues(Float64Array.from(a.subarray(at, at + n * n)), n, count, out.subarray(to, to + count));
     at += n * n;
     to += count;
   }
+  eigenJobs.set(++lastEigenJob, out);
+  return lastEigenJob;
+}
+
+function eigenBatchWait(handle: number, out: Float64Array): void {
+  const results = eigenJobs.get(handle);
+  if (results === undefined) throw new Error(`eigenBatchWait: no job ${handle} in flight (each handle is waited for once)`);
+  eigenJobs.delete(handle);
+  if (out.length < results.length) throw new Error(`eigenBatchWait: argument out (Float64Array) has ${out.length} elements, fewer than the job's ${results.length} results`);
+  out.set(results);
 }
 
 function f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void {
@@ -489,7 +504,8 @@ export const referenceKernels: Kernels = {
   rtnErrors,
   rtnErrorsBf16,
   symmetricEigenvalues,
-  symmetricEigenvaluesBatch,
+  eigenBatchStart,
+  eigenBatchWait,
   normalFill,
   f32ToBf16,
   bf16ToF32,
