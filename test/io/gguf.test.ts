@@ -11,6 +11,7 @@ import { ggufToHfName, hfToGgufName } from '../../src/io/gguf-names.js';
 import { QkdError } from '../../src/errors.js';
 import { GGML_WRITABLE, roundTrip } from '../../src/quant/ggml-formats.js';
 import { Rng } from '../../src/tensor/random.js';
+import { nativeStatus } from '../../src/tensor/backend.js';
 import { f16BitsToF32, f32ToF16Bits, fromBf16, fromF16, toBf16, toF16 } from '../../src/tensor/dtype.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-gguf-'));
@@ -172,6 +173,13 @@ describe('GGUF reader: a file assembled by hand', () => {
       assert.deepEqual(Array.from(q.subarray(0, 32)), Array.from({ length: 32 }, (_, j) => j - 16));
       assert.deepEqual(Array.from(q.subarray(32)), Array.from({ length: 32 }, (_, j) => (2 * j - 31) * 0.5));
       assert.deepEqual(Array.from(f.readFloat32('output_norm.weight')), [1, -2, 0.5, 65504]);
+      // With a scratch (the profiler's read path): the same values, decoded into it when it is long enough.
+      const scratch = new Float32Array(70).fill(9);
+      const viaScratch = f.readFloat32('blk.0.attn_q.weight', scratch);
+      assert.deepEqual(Array.from(viaScratch), Array.from(q));
+      if (nativeStatus().loaded) assert.equal(viaScratch.buffer, scratch.buffer, 'a block format decodes into the scratch');
+      assert.deepEqual(Array.from(f.readFloat32('token_embd.weight', scratch)), Array.from({ length: 12 }, (_, i) => i - 5.5));
+      assert.deepEqual(Array.from(f.readFloat32('output_norm.weight', new Float32Array(2))), [1, -2, 0.5, 65504], 'a short scratch: a fresh array');
       assert.throws(() => f.readFloat32('nope'), /tensor 'nope' is not in the file/);
       f.close();
       assert.throws(() => f.readFloat32('token_embd.weight'), (e: unknown) => e instanceof QkdError && e.code === 'STATE');

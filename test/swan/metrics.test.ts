@@ -208,4 +208,53 @@ describe('profile runner', () => {
     const repeat = profileTensor(tensors[0]!.name, tensors[0]!.shape, source.readFloat32(tensors[0]!.name), report.settings, new Rng(report.settings.seed * 1000003));
     assert.equal(repeat.spectral_concentration, q!.spectral_concentration);
   });
+
+  // profileModel solves the Gram eigenvalues a batch of tensors at a time in the background; each result must be the
+  // tensor's own profileTensor, in order, across batch boundaries, routes and 1-D tensors, with a reused read buffer.
+  it('batched solves give each tensor its own profile, in order (many tensors, both routes, a reused read buffer)', () => {
+    const tensors = Array.from({ length: 21 }, (_, i) => ({
+      name: `model.layers.${i}.w`,
+      shape: i % 7 === 3 ? [48] : i === 11 ? [400, 420] : [16 + 8 * (i % 5), 40 + i],
+    }));
+    const data = new Map(tensors.map((t, i) => [t.name, sample(t.shape.reduce((a, b) => a * b, 1), (r) => r.normal() * (1 + (i % 3)), 100 + i)]));
+    let buffers = 0;
+    const source: ProfileSource = {
+      path: 'mem',
+      tensors,
+      // Like the file sources: the values go to the caller's scratch, which the next read overwrites.
+      readFloat32(name, scratch) {
+        const w = data.get(name)!;
+        if (scratch === undefined || scratch.length < w.length) {
+          buffers++;
+          return Float32Array.from(w);
+        }
+        scratch.set(w);
+        return scratch.subarray(0, w.length);
+      },
+    };
+    const seen: string[] = [];
+    const report = profileModel(source, { onTensor: (p) => seen.push(p.name) });
+    assert.deepEqual(seen, tensors.map((t) => t.name));
+    assert.equal(buffers, 0, 'every tensor read into the scratch');
+    report.tensors.forEach((got, i) => {
+      const want = profileTensor(tensors[i]!.name, tensors[i]!.shape, Float32Array.from(data.get(tensors[i]!.name)!), report.settings, new Rng(report.settings.seed * 1000003 + i));
+      assert.deepEqual(got, want, tensors[i]!.name);
+    });
+    assert.ok(report.tensors[11]!.spectral_concentration! > 0, 'the 400×420 weight (the Krylov route) is profiled');
+  });
+
+  it('a read that fails mid-way leaves no solve running, and the next audit works', () => {
+    const tensors = Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, shape: [32, 40] }));
+    const failing: ProfileSource = {
+      path: 'mem',
+      tensors,
+      readFloat32(name) {
+        if (name === 't10') throw new QkdError('IO', 'disk gone', { path: 'mem' });
+        return sample(32 * 40, (r) => r.normal(), name.length);
+      },
+    };
+    assert.throws(() => profileModel(failing), /disk gone/);
+    const ok = profileModel({ ...failing, readFloat32: (name) => sample(32 * 40, (r) => r.normal(), name.length) });
+    assert.equal(ok.tensors.length, 12);
+  });
 });

@@ -215,6 +215,114 @@ describe('symmetricEigenvalues', () => {
   });
 });
 
+describe('eigenBatchStart / eigenBatchWait (the profiler\'s Gram eigenvalues, float32, in the background)', () => {
+  /** A Gram matrix XXᵀ of n rows of x [n, k] as float32 (upper triangle left 0: only the lower is read). */
+  function gram(n: number, k: number, rng: Rng): Float32Array {
+    const x = gaussian(n * k, rng);
+    const g = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) { let s = 0; for (let c = 0; c < k; c++) s += x[i * k + c]! * x[j * k + c]!; g[i * n + j] = s; }
+    return g;
+  }
+  // Sizes that reach the 4-row groups and their remainders, counts with bisection (few) and QL (many), n = 1 and 2.
+  const sizes = [1, 2, 3, 5, 17, 64, 131, 200];
+  const counts = [1, 2, 1, 5, 4, 7, 131, 20];
+
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend}: packed results match each matrix's float64 solve to float32 accuracy`, backend === 'native' ? skipNative : {}, () => {
+      const rng = new Rng(12);
+      const mats = sizes.map((n) => gram(n, n + 9, rng));
+      const packed = new Float32Array(mats.reduce((s, m) => s + m.length, 0));
+      let at = 0;
+      for (const m of mats) { packed.set(m, at); at += m.length; }
+      const out = new Float64Array(counts.reduce((s, c) => s + c, 0) + 1).fill(-7);
+      withBackend(backend, () => {
+        const handle = kernels().eigenBatchStart(packed, Int32Array.from(sizes), Int32Array.from(counts));
+        packed.fill(NaN); // the job copied its input
+        kernels().eigenBatchWait(handle, out);
+      });
+      let to = 0;
+      mats.forEach((m, i) => {
+        const want = new Float64Array(sizes[i]!);
+        withBackend('reference', () => kernels().symmetricEigenvalues(Float64Array.from(m), sizes[i]!, sizes[i]!, want));
+        for (let j = 0; j < counts[i]!; j++) {
+          assert.ok(Math.abs(out[to + j]! - want[j]!) <= 2e-6 * want[0]!, `matrix ${i} (n ${sizes[i]}), eigenvalue ${j}: ${out[to + j]} vs ${want[j]}`);
+        }
+        to += counts[i]!;
+      });
+      assert.equal(out[to], -7, 'nothing past the results is written');
+    });
+  }
+
+  it('native: jobs in flight at once finish independently; results do not depend on the thread count', skipNative, () => {
+    const rng = new Rng(5);
+    const a = gram(150, 160, rng);
+    const b = gram(97, 100, rng);
+    withBackend('native', () => {
+      const ha = kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15));
+      const hb = kernels().eigenBatchStart(b, Int32Array.of(97), Int32Array.of(10));
+      const outB = new Float64Array(10);
+      const outA = new Float64Array(15);
+      kernels().eigenBatchWait(hb, outB);
+      kernels().eigenBatchWait(ha, outA);
+      const alone = new Float64Array(15);
+      kernels().eigenBatchWait(kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15)), alone);
+      assert.deepEqual(outA, alone);
+      assert.ok(outB[0]! > outB[9]!);
+    });
+  });
+
+  it('native: a matrix that is not finite is named; a handle is waited for once; bad sizes are refused', skipNative, () => {
+    withBackend('native', () => {
+      const bad = Float32Array.of(1, 0, 0, 1, NaN, 0, 0, 1);
+      const handle = kernels().eigenBatchStart(bad, Int32Array.of(2, 2), Int32Array.of(1, 1));
+      assert.throws(() => kernels().eigenBatchWait(handle, new Float64Array(2)), /matrix 1: no eigenvalues for a matrix that is not finite/);
+      assert.throws(() => kernels().eigenBatchWait(handle, new Float64Array(2)), /no job \d+ in flight/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(3)), /count <= size/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(3), Int32Array.of(2), Int32Array.of(1)), /argument a/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(1, 1)), /one entry per matrix/);
+      const short = kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(2));
+      assert.throws(() => kernels().eigenBatchWait(short, new Float64Array(1)), /fewer than the job's results/);
+    });
+  });
+});
+
+describe('normalFill (bulk Rng.normal)', () => {
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend}: the values and the generator state of one-by-one normal() calls, odd counts and a cached value`, backend === 'native' ? skipNative : {}, () => {
+      for (const [seed, first, n] of [[1, 0, 1], [2, 1, 7], [3, 3, 1000], [4, 0, 0], [5, 2, 4096]] as const) {
+        const a = new Rng(seed);
+        const b = new Rng(seed);
+        for (let i = 0; i < first; i++) assert.equal(b.normal(), a.normal());
+        const want = Float64Array.from({ length: n }, () => a.normal());
+        const got = withBackend(backend, () => b.fillNormal(new Float64Array(n), kernels().normalFill));
+        got.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= 1e-15 * Math.max(1, Math.abs(want[i]!)), `seed ${seed}, value ${i}: ${v} vs ${want[i]}`));
+        assert.deepEqual(b.getState(), a.getState(), `seed ${seed}: the generator is where ${n} calls leave it`);
+        assert.equal(b.normal(), a.normal());
+      }
+    });
+  }
+  it('native refuses a null state and a short output', skipNative, () => {
+    withBackend('native', () => {
+      assert.throws(() => kernels().normalFill(null as unknown as Uint32Array, new Float64Array(2), new Float64Array(1), 1), /state/);
+      assert.throws(() => kernels().normalFill(new Uint32Array(4), new Float64Array(2), new Float64Array(1), 2), /out/);
+    });
+  });
+});
+
+describe('bf16ToF32', () => {
+  it('native widens every bf16 pattern exactly as the reference', skipNative, () => {
+    const src = Uint16Array.from({ length: 65541 }, (_, i) => i & 0xffff);
+    const want = new Float32Array(src.length);
+    withBackend('reference', () => kernels().bf16ToF32(src, want, src.length));
+    const got = new Float32Array(src.length + 1).fill(7);
+    withBackend('native', () => kernels().bf16ToF32(src, got, src.length));
+    assert.deepEqual(new Uint32Array(got.buffer, 0, src.length), new Uint32Array(want.buffer));
+    assert.equal(got[src.length], 7);
+    assert.equal(want[0x3f80], 1);
+    assert.throws(() => withBackend('native', () => kernels().bf16ToF32(new Uint16Array(8), new Float32Array(4), 8)), /dst/);
+  });
+});
+
 describe('f32ToBf16', () => {
   it('native matches the reference rounding on normal values, ties, subnormals, ±Inf and NaN', skipNative, () => {
     const src = gaussian(70001, new Rng(3), 5);

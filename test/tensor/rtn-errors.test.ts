@@ -77,6 +77,30 @@ describe('rtnErrors', () => {
     }
   });
 
+  it('native = reference bit for bit for 1, 2 and 7 widths (more than the fused pass holds at once)', { skip: !loaded && 'native addon not built' }, () => {
+    const w = weights(67, 333, 5);
+    for (const bits of [Int32Array.of(3), Int32Array.of(8, 2), Int32Array.of(2, 3, 4, 5, 6, 7, 8)]) {
+      for (const group of [0, 32, 100]) {
+        const expected = new Float64Array(bits.length);
+        assert.equal(reference(w, 67, 333, group, false, false, bits, expected), -1);
+        const got = new Float64Array(bits.length);
+        assert.equal(withBackend('native', () => kernels().rtnErrors(w, 67, 333, group, false, false, bits, got)), -1);
+        assert.deepEqual(Array.from(got), Array.from(expected), `widths ${bits.join(',')}, group ${group}`);
+      }
+    }
+  });
+
+  it('finds a NaN past the vector part of a group (the scalar tail)', () => {
+    const w = weights(9, 130, 2);
+    w[4 * 130 + 129] = NaN; // group 128: the tail group of row 4 holds columns 128..129
+    const out = new Float64Array(BITS.length);
+    const backends = loaded ? (['reference', 'native'] as const) : (['reference'] as const);
+    for (const backend of backends) assert.equal(withBackend(backend, () => kernels().rtnErrors(w, 9, 130, 128, false, false, BITS, out)), 4 * 130 + 129, backend);
+    w[4 * 130 + 129] = 0;
+    w[6 * 130 + 17] = NaN; // inside the 16-wide vector part of a group
+    for (const backend of backends) assert.equal(withBackend(backend, () => kernels().rtnErrors(w, 9, 130, 0, false, false, BITS, out)), 6 * 130 + 17, backend);
+  });
+
   it('reports the first NaN by index and a scale beyond f16 as −2, native and reference alike', () => {
     const w = weights(300, 1000, 9);
     w[250 * 1000 + 17] = NaN;
