@@ -93,8 +93,9 @@ export function runAuditGrid(args: string[]): GridCell[] {
   const shapes = listFlag(args, '--shapes', Object.keys(SHAPES));
   const dtypes = listFlag(args, '--dtypes', DTYPES) as Dtype[];
   const keep = args.includes('--keep');
-  const python = args.includes('--no-torch') ? null : torchPython();
-  if (python === null) console.log('torch not installed: no reference column (apt-get install python3-torch libopenblas0-pthread)');
+  const noTorch = args.includes('--no-torch');
+  const python = noTorch ? null : torchPython();
+  if (python === null && !noTorch) console.log('torch not installed: no reference column (apt-get install python3-torch libopenblas0-pthread)');
   const env = { ...process.env, QKD_THREADS: '2', CI: 'true' };
   const cells: GridCell[] = [];
   for (const shape of shapes) {
