@@ -19,6 +19,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
+#if defined(__GLIBC__)  // set by the C++ headers above on glibc systems
+#include <malloc.h>
+#endif
 
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
@@ -39,7 +42,7 @@
 namespace {
 
 // 1–6 added kernels group by group; 7: every kernel generated from native/kernels.mjs.
-constexpr int kInfoVersion = 7;
+constexpr int kInfoVersion = 8;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -403,6 +406,22 @@ napi_value InfoBody(napi_env env, const char* /*fn*/, InfoArgs& /*args*/) {
   napi_set_named_property(env, result, "isa", isa);
   napi_set_named_property(env, result, "threads", threads);
   return result;
+}
+
+napi_value RetainFreedMemoryBody(napi_env env, const char* fn, RetainFreedMemoryArgs& args) {
+  constexpr int64_t kIntMax = 2147483647;
+  if (args.mmapThreshold > kIntMax || args.trimThreshold > kIntMax) {
+    fail(env, fn, "mmapThreshold (%lld) and trimThreshold (%lld) must be at most 2^31 - 1",
+         static_cast<long long>(args.mmapThreshold), static_cast<long long>(args.trimThreshold));
+    return nullptr;
+  }
+#if defined(__GLIBC__)
+  const bool ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(args.mmapThreshold)) == 1 &&
+                  mallopt(M_TRIM_THRESHOLD, static_cast<int>(args.trimThreshold)) == 1;
+  return number_value(env, ok ? 1 : 0);
+#else
+  return number_value(env, 0);
+#endif
 }
 
 // ---- Training ops -----------------------------------------------------------------

@@ -41,7 +41,8 @@ export const CONCERNS = {
 
 /** @type {KernelDeclaration[]} */
 export const KERNELS = [
-  { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 7, isa: "avx512" | "avx2" | "portable", threads }' },
+  { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 8, isa: "avx512" | "avx2" | "portable", threads }' },
+  { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mmapThreshold: size, trimThreshold: size', doc: 'glibc malloc serves blocks below mmapThreshold from its heap and gives free heap back to the OS only above trimThreshold (mallopt, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',
     args: 'batch: size, transA: flag, transB: flag, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size',

@@ -27,7 +27,7 @@ export interface NativeStatus {
  * one group at a time; 7 generates every kernel from native/kernels.mjs, and
  * an addon must export all of them.
  */
-const INTERFACE_VERSION = 7;
+const INTERFACE_VERSION = 8;
 
 
 /** The addon's thread limit (it caps larger values at 1024). */
@@ -50,6 +50,23 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env): vo
   }
 }
 
+/**
+ * Keeps freed buffers in the C library's heap instead of handing them back
+ * to the OS. A training step allocates and frees the same activation and
+ * gradient buffers every step (typed arrays, which Node allocates with
+ * malloc); by default glibc maps each large one fresh and unmaps it when it
+ * is freed, so every step page-faults its memory in again. On this machine
+ * that was a fifth to a third of a step (docs/architecture.md, "Memory").
+ * Blocks up to 32 MiB (glibc's largest setting) then come from the heap,
+ * and free heap is returned to the OS only beyond 2 GiB. The heap keeps
+ * its peak size until the process ends. QKD_MALLOC=system leaves malloc
+ * as it is.
+ */
+function retainFreedMemory(addon: NativeAddon): void {
+  if (process.env.QKD_MALLOC === 'system') return;
+  addon.retainFreedMemory(32 << 20, 2 ** 31 - 1);
+}
+
 export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | null } {
   checkNativeEnvironment();
   const path = process.env.QKD_NATIVE_PATH ?? join(packageRoot(), 'build', 'Release', 'qkd_native.node');
@@ -68,5 +85,6 @@ export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | 
   if (info.version !== INTERFACE_VERSION) {
     return fail(`${path} has interface version ${info.version}, expected ${INTERFACE_VERSION} (run \`npm run build:native\`)`);
   }
+  retainFreedMemory(addon);
   return { status: { loaded: true, reason: '', path, isa: info.isa, threads: info.threads, version: info.version }, addon };
 }
