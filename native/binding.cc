@@ -22,6 +22,9 @@
 #if defined(__GLIBC__)  // set by the C++ headers above on glibc systems
 #include <malloc.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
@@ -406,6 +409,18 @@ napi_value InfoBody(napi_env env, const char* /*fn*/, InfoArgs& /*args*/) {
   napi_set_named_property(env, result, "isa", isa);
   napi_set_named_property(env, result, "threads", threads);
   return result;
+}
+
+napi_value AdviseHugePagesBody(napi_env env, const char* /*fn*/, AdviseHugePagesArgs& args) {
+#if defined(__linux__)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(args.buffer.data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(args.buffer.data) + static_cast<uintptr_t>(args.buffer.length)) & ~(kHuge - 1);
+  if (end > begin && madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE) == 0) {
+    return number_value(env, static_cast<double>(end - begin));
+  }
+#endif
+  return number_value(env, 0);
 }
 
 napi_value RetainFreedMemoryBody(napi_env env, const char* fn, RetainFreedMemoryArgs& args) {

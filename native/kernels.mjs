@@ -42,6 +42,7 @@ export const CONCERNS = {
 /** @type {KernelDeclaration[]} */
 export const KERNELS = [
   { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 8, isa: "avx512" | "avx2" | "portable", threads }' },
+  { name: 'adviseHugePages', concern: 'meta', returns: 'number', args: 'buffer: u8', doc: 'madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mmapThreshold: size, trimThreshold: size', doc: 'glibc malloc serves blocks below mmapThreshold from its heap and gives free heap back to the OS only above trimThreshold (mallopt, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',

@@ -15,7 +15,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { BYTES_PER_ELEMENT, fromBf16, fromF16, type StorageArrayMap, type StorageDType } from '../tensor/dtype.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
-import { kernels } from '../tensor/backend.js';
+import { adviseHugePages, kernels } from '../tensor/backend.js';
 
 /** safetensors dtype names ↔ qkd storage dtypes (the ones qkd reads and writes). */
 const DTYPE_FROM_FILE: Record<string, StorageDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I8: 'i8', U8: 'u8', I32: 'i32' };
@@ -107,7 +107,7 @@ export class SafetensorsFile {
       if (e.dtype === 'f32') this.readBytes(name, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
       else {
         // The halves are read into a buffer this file keeps for the purpose (grown, never shrunk), then widened.
-        if (this.halves === null || this.halves.length < count * 2) this.halves = new Uint8Array(new ArrayBuffer(count * 2));
+        if (this.halves === null || this.halves.length < count * 2) this.halves = adviseHugePages(new Uint8Array(new ArrayBuffer(count * 2)));
         const halves = this.readBytes(name, this.halves);
         kernels().f16ToF32(new Uint16Array(halves.buffer, halves.byteOffset, count), out, count);
       }

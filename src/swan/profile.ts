@@ -7,7 +7,7 @@
 import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
-import { kernels } from '../tensor/backend.js';
+import { adviseHugePages, kernels } from '../tensor/backend.js';
 import { deferredSpectralSummary, gramEigenvalues, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 
@@ -233,7 +233,7 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   // One read buffer for all bf16 tensors and one for the float ones (the largest tensor's size), allocated on first use:
   // reading into them spares a fresh buffer (and its page faults) per tensor. Nothing keeps a tensor past its turn.
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
-  const scratch16 = source.readBf16 ? new Uint16Array(largest) : undefined;
+  const scratch16 = source.readBf16 ? adviseHugePages(new Uint16Array(largest)) : undefined;
   let scratch32: Float32Array | undefined;
   // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
   // solve is serial work that would otherwise leave the other threads idle (993 width-256 tensors: most of the
@@ -246,7 +246,7 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   try {
     chosen.forEach((t, index) => {
       const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
-      if (bf16 === null) scratch32 ??= new Float32Array(largest);
+      if (bf16 === null) scratch32 ??= adviseHugePages(new Float32Array(largest));
       const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
       const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
       batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));

@@ -27,7 +27,7 @@
  * estimates by ~1e-4 relative, far below the method's own error.
  */
 import { QkdError } from '../errors.js';
-import { kernels } from '../tensor/backend.js';
+import { adviseHugePages, kernels } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import { cholesky, invertLower, pivotedCholesky, symmetricEigenvalues } from './linalg.js';
 import type { ProbeProducts, WeightData } from './weight-data.js';
@@ -198,13 +198,13 @@ class Workspace {
 
   /** n bf16 words (one slot). */
   uint16(n: number): Uint16Array {
-    if (this.u16.length < n) this.u16 = new Uint16Array(n);
+    if (this.u16.length < n) this.u16 = adviseHugePages(new Uint16Array(n));
     return this.u16.subarray(0, n);
   }
 
   /** Buffer `slot` (0, 1, …) as n floats. */
   float32(slot: number, n: number): Float32Array {
-    if ((this.f32[slot]?.length ?? -1) < n) this.f32[slot] = new Float32Array(n);
+    if ((this.f32[slot]?.length ?? -1) < n) this.f32[slot] = adviseHugePages(new Float32Array(n));
     return this.f32[slot]!.subarray(0, n);
   }
 

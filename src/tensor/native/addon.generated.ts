@@ -11,6 +11,8 @@ export interface AddonInfo {
 export interface NativeAddon {
   /** { version: 8, isa: "avx512" | "avx2" | "portable", threads } */
   info(): AddonInfo;
+  /** madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised */
+  adviseHugePages(buffer: Uint8Array): number;
   /** glibc malloc serves blocks below mmapThreshold from its heap and gives free heap back to the OS only above trimThreshold (mallopt, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
   retainFreedMemory(mmapThreshold: number, trimThreshold: number): number;
   /** C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C) */
@@ -108,11 +110,12 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
   info: 'meta',
+  adviseHugePages: 'meta',
   retainFreedMemory: 'meta',
   sgemm: 'training',
   softmaxForward: 'training',
