@@ -1,5 +1,5 @@
 // Standard normal numbers in bulk from the generator of src/tensor/random.ts
-// (xoshiro128** and Box–Muller, docs/architecture.md "Random numbers"), so a
+// (xoshiro128** and Box–Muller; docs/architecture.md, "Random numbers"), so a
 // caller that needs thousands at once does not pay a JavaScript call each.
 #pragma once
 
