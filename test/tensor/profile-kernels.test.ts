@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { Rng, nativeStatus, withBackend, kernels } from '../../src/tensor/index.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../../src/tensor/dtype.js';
 import type { Bf16GemmArgs } from '../../src/tensor/backend.js';
+import { adviseHugePages } from '../../src/tensor/backend.js';
+import { loadNativeAddon } from '../../src/tensor/native/binding.js';
 
 const skipNative = { skip: !nativeStatus().loaded && 'native addon not loaded' };
 
@@ -320,6 +322,24 @@ describe('bf16ToF32', () => {
     assert.equal(got[src.length], 7);
     assert.equal(want[0x3f80], 1);
     assert.throws(() => withBackend('native', () => kernels().bf16ToF32(new Uint16Array(8), new Float32Array(4), 8)), /dst/);
+  });
+});
+
+describe('memory hints (docs/architecture.md, "Memory")', () => {
+  it('retainFreedMemory applies on glibc and refuses values mallopt cannot take', skipNative, () => {
+    const addon = loadNativeAddon().addon!;
+    const glibc = (process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime !== undefined;
+    assert.equal(addon.retainFreedMemory(32 << 20, 2 ** 31 - 1), glibc ? 1 : 0);
+    assert.throws(() => addon.retainFreedMemory(2 ** 31, 1 << 20), /at most 2\^31 - 1/);
+  });
+  it('adviseHugePages advises only whole 2 MiB pages inside the buffer', skipNative, () => {
+    const addon = loadNativeAddon().addon!;
+    const big = new Uint8Array(9 << 20);
+    const advised = addon.adviseHugePages(big.subarray(1));
+    assert.ok(advised % (2 << 20) === 0 && advised <= big.length - 1, `${advised} bytes`);
+    assert.equal(addon.adviseHugePages(new Uint8Array(1 << 20)), 0, 'a 1 MiB buffer holds no whole 2 MiB page');
+    const small = new Float32Array(1000);
+    assert.equal(adviseHugePages(small), small, 'the TypeScript helper returns its argument');
   });
 });
 

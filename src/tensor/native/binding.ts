@@ -35,7 +35,8 @@ const MAX_THREADS = 1024;
 const ISA_NAMES = ['portable', 'avx2', 'avx512'] as const;
 
 /**
- * Checks the environment variables the addon reads (QKD_THREADS, QKD_ISA).
+ * Checks the environment variables the addon reads (QKD_THREADS, QKD_ISA)
+ * and QKD_MALLOC (retainFreedMemory).
  * The C++ side ignores a value it cannot parse, so a typo would silently
  * run with the defaults; here it is an error that names the variable.
  */
@@ -47,6 +48,10 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env): vo
   const isa = env.QKD_ISA;
   if (isa !== undefined && !(ISA_NAMES as readonly string[]).includes(isa)) {
     throw new QkdError('CONFIG', `QKD_ISA='${isa}' is not an instruction-set path`, { field: 'QKD_ISA', hint: `${ISA_NAMES.join(', ')} (a path above what the CPU has falls back), or unset` });
+  }
+  const malloc = env.QKD_MALLOC;
+  if (malloc !== undefined && malloc !== 'system' && malloc !== 'retain') {
+    throw new QkdError('CONFIG', `QKD_MALLOC='${malloc}' is not a malloc setting`, { field: 'QKD_MALLOC', hint: "retain (keep freed memory in the heap, the default), system (leave malloc as it is), or unset" });
   }
 }
 
