@@ -1090,24 +1090,24 @@ napi_value F32ToBf16Body(napi_env env, const char* fn, F32ToBf16Args& args) {
   return undefined_value(env);
 }
 
-napi_value Bf16ToF32Body(napi_env env, const char* fn, Bf16ToF32Args& args) {
+// 16-bit values widened to float32 by `widen` (bf16 or IEEE half).
+template <typename Args>
+napi_value widen_body(napi_env env, const char* fn, Args& args, void (*widen)(const uint16_t*, float*, int64_t)) {
   auto& [src, dst, n] = args;
   if (!check_typed_length(env, fn, "src", "Uint16Array", src, n, false) || !check_elements(env, fn, "dst", dst, n) ||
       !check_apart(env, fn, "src", src.data, n * 2, "dst", dst.data, n * 4)) {
     return nullptr;
   }
-  qkd::bf16_to_float(src.data, dst.data, n);
+  widen(src.data, dst.data, n);
   return undefined_value(env);
 }
 
+napi_value Bf16ToF32Body(napi_env env, const char* fn, Bf16ToF32Args& args) {
+  return widen_body(env, fn, args, qkd::bf16_to_float);
+}
+
 napi_value F16ToF32Body(napi_env env, const char* fn, F16ToF32Args& args) {
-  auto& [src, dst, n] = args;
-  if (!check_typed_length(env, fn, "src", "Uint16Array", src, n, false) || !check_elements(env, fn, "dst", dst, n) ||
-      !check_apart(env, fn, "src", src.data, n * 2, "dst", dst.data, n * 4)) {
-    return nullptr;
-  }
-  qkd::half_to_float(src.data, dst.data, n);
-  return undefined_value(env);
+  return widen_body(env, fn, args, qkd::half_to_float);
 }
 
 // ---- Storage codecs -----------------------------------------------------------------

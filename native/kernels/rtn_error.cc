@@ -124,39 +124,11 @@ __attribute__((target("avx512f"))) inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-template <typename T>
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) double group_error_avx512(const T* w, int64_t n, double scale, double zero, double qmax, double* norm) {
-  const __m512d vs = _mm512_set1_pd(scale), vz = _mm512_set1_pd(zero), vq = _mm512_set1_pd(qmax);
-  const __m512d magic = _mm512_set1_pd(kRoundMagic), vzero = _mm512_setzero_pd();
-  __m512d acc = vzero, sq = vzero;
-  // The last partial vector is padded with zeros, which add exactly 0 to both sums (0 quantizes to 0).
-  alignas(32) T tail[8] = {};
-  for (int64_t i = 0; i < n; i += 8) {
-    const T* src = w + i;
-    if (n - i < 8) {
-      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(T));
-      src = tail;
-    }
-    const __m512d v = _mm512_cvtps_pd(load8(src));
-    if (norm != nullptr) sq = _mm512_add_pd(sq, _mm512_mul_pd(v, v));
-    __m512d q = _mm512_add_pd(_mm512_sub_pd(_mm512_add_pd(_mm512_div_pd(v, vs), magic), magic), vz);
-    q = _mm512_min_pd(_mm512_max_pd(q, vzero), vq);
-    const __m512d what = _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(q, vz), vs)));
-    const __m512d d = _mm512_sub_pd(what, v);
-    acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
-  }
-  alignas(64) double lanes[8];
-  if (norm != nullptr) {
-    _mm512_store_pd(lanes, sq);
-    *norm = lane_sum(lanes);
-  }
-  _mm512_store_pd(lanes, acc);
-  return lane_sum(lanes);
-}
-
 // Every width's error of one group in a single pass: each value is loaded
-// and widened once, and width j's lanes sum exactly as group_error_avx512's
-// would (the same vector order), so the results are the same bits.
+// and widened once; width j's 8 lanes take the values in the order
+// group_error_portable's lanes do (lane i & 7), so the sums are the same bits.
+// The last partial vector is padded with zeros, which add exactly 0 to both
+// sums (0 quantizes to 0).
 template <int kCount, typename T>
 __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_errors_fixed(const T* w, int64_t n, const Params& p, const double* qmax, double* sums, double* norm) {
   constexpr int count = kCount;
@@ -304,8 +276,7 @@ void run_rows(const Job& job, const T* w, int64_t task) {
       for (int j = 0; j < n; ++j) {
         const double qmax = std::ldexp(1.0, a.bits[j]) - 1.0;
         double* norm = j == 0 ? &group_norm : nullptr;
-        sums[j] += job.avx512 ? group_error_avx512(w + start, end - start, p->scale[j], p->zero[j], qmax, norm)
-                              : group_error_portable(w + start, end - start, p->scale[j], p->zero[j], qmax, norm);
+        sums[j] += group_error_portable(w + start, end - start, p->scale[j], p->zero[j], qmax, norm);
       }
       sums[n] += group_norm;
     }
