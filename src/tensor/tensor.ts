@@ -24,6 +24,22 @@ export function allocFloat(size: number): FloatArray {
 }
 
 /**
+ * A float buffer whose contents are arbitrary, for outputs a kernel writes
+ * in full (a GEMM with beta 0). Large buffers skip the zero fill that typed
+ * arrays get (Buffer.allocUnsafeSlow: malloc without memset; with the
+ * addon's malloc setting the memory is usually a block the previous step
+ * freed). Float64 mode and small sizes allocate as allocFloat does.
+ */
+export function allocUninitialized(size: number): FloatArray {
+  if (float64Mode || size < UNINITIALIZED_MIN) return allocFloat(size);
+  const bytes = Buffer.allocUnsafeSlow(size * 4);
+  return new Float32Array(bytes.buffer, bytes.byteOffset, size);
+}
+
+/** Below this many values a zeroed allocation costs next to nothing. */
+const UNINITIALIZED_MIN = 16384;
+
+/**
  * Recycled gradient buffers, by length. Gradients of intermediate tensors
  * live only during one backward pass; reusing their memory avoids mapping
  * and page-faulting fresh memory every step (tens of MB per layer for

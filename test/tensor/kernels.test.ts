@@ -82,6 +82,8 @@ for (const [M, N, K] of sizes) {
 cases.push({ batch: 3, M: 9, N: 11, K: 5, transA: false, transB: true, alpha: 0.5, beta: 1, shareB: true });
 cases.push({ batch: 4, M: 17, N: 8, K: 40, transA: true, transB: false, alpha: -2, beta: 0.5, pad: 3 });
 cases.push({ batch: 2, M: 5, N: 6, K: 0, transA: false, transB: false, alpha: 1, beta: 0.5 });
+// K = 0 with beta 0 must still write every element (matmul hands the GEMM an uninitialised output).
+cases.push({ batch: 2, M: 5, N: 6, K: 0, transA: true, transB: false, alpha: 1, beta: 0 });
 cases.push({ batch: 2, M: 40, N: 33, K: 19, transA: true, transB: true, alpha: 1, beta: -1, pad: 5 });
 
 describe('sgemm', () => {

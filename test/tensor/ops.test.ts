@@ -169,3 +169,23 @@ describe('shape ops', () => {
   it('concat along axis 1', () => checkOp('concat', ([a, b]) => T.concat([a!, b!], 1), [s(2, 3, 2), s(2, 1, 2)]));
   it('clone', () => checkOp('clone', ([x]) => T.clone(x!), [s(5)]));
 });
+
+describe('uninitialised outputs (allocUninitialized)', () => {
+  it('gives float32 buffers of the size asked, zeroed float64 ones in float64 mode, and matmul results that do not depend on what the memory held', async () => {
+    const { allocUninitialized, withFloat64 } = await import('../../src/tensor/tensor.js');
+    for (const n of [0, 10, 16384, 100_000]) {
+      const b = allocUninitialized(n);
+      assert.ok(b instanceof Float32Array);
+      assert.equal(b.length, n);
+    }
+    const f64 = withFloat64(() => allocUninitialized(20000));
+    assert.ok((f64 as unknown) instanceof Float64Array);
+    assert.ok(f64.every((v) => v === 0));
+    // Large products (outputs above the threshold) twice in a row: the second lands on memory the first freed.
+    const rng = new T.Rng(3);
+    const a = T.randn([300, 70], rng);
+    const w = T.randn([200, 70], rng);
+    const first = T.matmul(a, w, { transB: true }).toArray();
+    for (let i = 0; i < 3; i++) assert.deepEqual(T.matmul(a, w, { transB: true }).toArray(), first);
+  });
+});

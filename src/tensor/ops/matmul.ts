@@ -9,7 +9,7 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
 import { gradEnabled, record } from '../tape.js';
-import { Tensor, recycle, takeBuffer, type FloatArray } from '../tensor.js';
+import { Tensor, allocUninitialized, recycle, takeBuffer, type FloatArray } from '../tensor.js';
 import { add } from './elementwise.js';
 import { reshape as reshapeView } from './shape.js';
 
@@ -52,7 +52,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   }
   const batchShape = aBatched ? A.batchShape : B.batchShape;
   const batch = aBatched ? A.batch : B.batch;
-  const out = new Tensor([...batchShape, M, N]);
+  // Every element is written by the GEMM (beta 0), so the buffer need not be zeroed first.
+  const out = new Tensor([...batchShape, M, N], allocUninitialized(batch * M * N));
   const sA = aBatched ? A.rows * A.cols : 0;
   const sB = bBatched ? B.rows * B.cols : 0;
   const k = kernels();
