@@ -176,7 +176,9 @@ class SolveBatch {
   /** Sends what is pending and finishes everything. */
   finish(): void {
     this.send();
-    this.collect();
+    const job = this.inFlight;
+    this.inFlight = null;
+    this.collect(job);
   }
 
   /** Waits for a batch in flight without finishing it (after an error elsewhere). */
@@ -194,15 +196,16 @@ class SolveBatch {
     const handle = solves.length > 0 ? kernels().eigenBatchStart(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count)) : 0;
     const profiles = this.pending.splice(0);
     this.used = 0;
-    this.collect();
+    // The new job is in flight before the previous one is collected, so that abandon() still waits for it
+    // when collecting throws.
+    const previous = this.inFlight;
     this.inFlight = { handle, profiles, results };
+    this.collect(previous);
   }
 
-  /** Waits for the batch in flight and finishes its profiles in order. */
-  private collect(): void {
-    const job = this.inFlight;
+  /** Waits for a batch and finishes its profiles in order. */
+  private collect(job: { handle: number; profiles: PendingProfile[]; results: number } | null): void {
     if (job === null) return;
-    this.inFlight = null;
     const out = new Float64Array(job.results);
     if (job.handle > 0) kernels().eigenBatchWait(job.handle, out);
     let at = 0;
