@@ -558,7 +558,7 @@ export function spectralSummary(w: WeightData, rows: number, cols: number, frobe
 /**
  * A spectral summary whose one eigen-solve is left to the caller, so that a
  * caller profiling many tensors can solve several at once
- * (kernels().symmetricEigenvaluesBatch: one matrix per thread).
+ * (kernels().eigenBatchStart: one matrix per pool thread, in the background).
  */
 export interface DeferredSpectrum {
   /**
