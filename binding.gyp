@@ -26,6 +26,7 @@
         "native/kernels/transpose.cc",
         "native/kernels/sym_eig.cc",
         "native/kernels/normal_fill.cc",
+        "native/kernels/vector_ops.cc",
         "native/kernels/dbwa_codec.cc",
         "native/kernels/ggml_codec.cc",
         "native/kernels/softmax.cc",

@@ -41,6 +41,7 @@
 #include "kernels/weight_stats.h"
 #include "kernels/rtn_error.h"
 #include "kernels/transpose.h"
+#include "kernels/vector_ops.h"
 
 namespace {
 
@@ -803,6 +804,17 @@ napi_value TransposeBody(napi_env env, const char* fn, TransposeArgs& args) {
 }
 
 // ---- Optimizer ------------------------------------------------------------------
+
+napi_value SumSquaresBody(napi_env env, const char* fn, SumSquaresArgs& args) {
+  if (!check_elements(env, fn, "x", args.x, args.n)) return nullptr;
+  return number_value(env, qkd::sum_squares(args.x.data, args.n));
+}
+
+napi_value ScaleInPlaceBody(napi_env env, const char* fn, ScaleInPlaceArgs& args) {
+  if (!check_elements(env, fn, "x", args.x, args.n)) return nullptr;
+  qkd::scale_in_place(args.x.data, args.n, args.s);
+  return undefined_value(env);
+}
 
 napi_value AdamwBody(napi_env env, const char* fn, AdamwArgs& args) {
   qkd::AdamwArgs a;

@@ -68,6 +68,8 @@ export const KERNELS = [
   { name: 'add', concern: 'training', returns: 'void', args: 'a: f32, b: f32, out: f32, n: size', doc: 'out = a + b (out may be a or b)' },
   { name: 'transpose', concern: 'training', returns: 'void', args: 'src: f32, dst: f32, rows: size, cols: size', doc: 'dst [cols, rows] = srcᵀ (disjoint)' },
 
+  { name: 'sumSquares', concern: 'optimizer', returns: 'number', args: 'x: f32, n: size', doc: 'Σ x² in float64 over fixed chunks added in order (the same for any thread count): the global gradient norm²' },
+  { name: 'scaleInPlace', concern: 'optimizer', returns: 'void', args: 'x: f32, n: size, s: float', doc: 'x *= s (gradient clipping)' },
   { name: 'adamw', concern: 'optimizer', returns: 'void',
     args: 'w: f32, g: f32, m: f32, v: f32, n: size, lr: float, beta1: float, beta2: float, eps: float, shrink: float, c1: float, c2: float',
     doc: 'one AdamW step in place (shrink = 1 − lr·weight decay, c1 / c2 the bias corrections)' },

@@ -145,9 +145,7 @@ export class AdamW {
 
 /** Global L2 norm of a gradient buffer (float64 accumulation). */
 export function gradNorm(grad: FloatArray): number {
-  let s = 0;
-  for (let i = 0; i < grad.length; i++) s += grad[i]! * grad[i]!;
-  return Math.sqrt(s);
+  return Math.sqrt(kernels().sumSquares(grad, grad.length));
 }
 
 /**
@@ -158,8 +156,7 @@ export function clipGradNorm(grad: FloatArray, maxNorm: number): number {
   if (!(maxNorm > 0)) throw new QkdError('ARGUMENT', `clipGradNorm: maxNorm must be > 0, got ${maxNorm}`, { field: 'maxNorm' });
   const norm = gradNorm(grad);
   if (norm > maxNorm) {
-    const s = maxNorm / (norm + 1e-6);
-    for (let i = 0; i < grad.length; i++) grad[i]! *= s;
+    kernels().scaleInPlace(grad, grad.length, maxNorm / (norm + 1e-6));
   }
   return norm;
 }

@@ -15,6 +15,7 @@ import { QkdError } from '../errors.js';
 import type { SafetensorsFile, TensorToWrite } from '../io/safetensors.js';
 import type { ParameterArena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { kernels } from '../tensor/backend.js';
 import { allreduceInBuckets, type World } from '../parallel/world.js';
 import { gradNorm, type AdamW } from './adamw.js';
 
@@ -81,7 +82,7 @@ export class Float32Storage implements ParameterStorage {
   update(optimizer: AdamW, lr: number, gradScale: number): void {
     if (gradScale !== 1) {
       const g = this.requireArena().grad;
-      for (let i = 0; i < g.length; i++) g[i]! *= gradScale;
+      kernels().scaleInPlace(g, g.length, gradScale);
     }
     optimizer.update(lr);
   }

@@ -147,6 +147,10 @@ export interface TrainingKernels {
 
 /** The optimizer step. */
 export interface OptimizerKernels {
+  /** Σ x² over x[0, n) in float64 (the native kernel sums fixed chunks in order: the same for any thread count). */
+  sumSquares(x: FloatArray, n: number): number;
+  /** x[i] *= s for i < n, s rounded to float32 first. */
+  scaleInPlace(x: FloatArray, n: number, s: number): void;
   /** AdamW on n parameters: m, v moments; w = w·shrink − lr·(m·c1)/(sqrt(v·c2) + eps). */
   adamw(w: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number, lr: number, beta1: number, beta2: number, eps: number, shrink: number, c1: number, c2: number): void;
 }

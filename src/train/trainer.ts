@@ -43,6 +43,7 @@ import { DbwaStorage } from '../sat/dbwa-storage.js';
 import { weightModules } from '../nn/layers.js';
 import { Rng } from '../tensor/random.js';
 import { backward, noGrad } from '../tensor/tape.js';
+import { kernels } from '../tensor/backend.js';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { IGNORED_TARGET, sampleBatch, sequentialBatches, splitText, splitTokens } from '../data/corpus.js';
@@ -264,7 +265,7 @@ function clipAndUpdate(storage: ParameterStorage, opt: AdamW, extra: { grad: Flo
   const s = norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
   storage.update(opt, lr, s);
   if (extra !== null) {
-    if (s !== 1) for (let i = 0; i < extra.grad.length; i++) extra.grad[i]! *= s;
+    if (s !== 1) kernels().scaleInPlace(extra.grad, extra.grad.length, s);
     extra.opt.update(lr);
   }
   return norm;

@@ -325,6 +325,23 @@ describe('bf16ToF32', () => {
   });
 });
 
+describe('sumSquares / scaleInPlace (the global gradient norm and clipping)', () => {
+  it('native matches the reference: sums within 1e-12 relative for any length, scaling bit for bit', skipNative, () => {
+    for (const n of [0, 1, 15, 17, 65536, 65537, 300001]) {
+      const x = gaussian(n, new Rng(n + 1), 3);
+      const want = withBackend('reference', () => kernels().sumSquares(x, n));
+      const got = withBackend('native', () => kernels().sumSquares(x, n));
+      assert.ok(Math.abs(got - want) <= 1e-12 * Math.max(1, want), `n ${n}: ${got} vs ${want}`);
+      const a = Float32Array.from(x);
+      const b = Float32Array.from(x);
+      withBackend('reference', () => kernels().scaleInPlace(a, n, 0.3));
+      withBackend('native', () => kernels().scaleInPlace(b, n, 0.3));
+      assert.deepEqual(b, a, `n ${n}`);
+    }
+    assert.throws(() => withBackend('native', () => kernels().sumSquares(new Float32Array(3), 4)), /x/);
+  });
+});
+
 describe('memory hints (docs/architecture.md, "Memory")', () => {
   it('retainFreedMemory applies on glibc and refuses values mallopt cannot take', skipNative, () => {
     const addon = loadNativeAddon().addon!;

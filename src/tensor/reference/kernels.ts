@@ -410,6 +410,18 @@ function weightStatsBf16(w: Uint16Array, rows: number, cols: number, bits: numbe
  * The largest eigenvalues of a symmetric matrix (only the lower triangle is
  * read), in float64: Householder tridiagonalisation and implicit QL.
  */
+function sumSquares(x: FloatArray, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
+function scaleInPlace(x: FloatArray, n: number, s: number): void {
+  // s rounded to float32 first, as the native kernel takes it: x·s is then the float32 product exactly.
+  const f = Math.fround(s);
+  for (let i = 0; i < n; i++) x[i]! *= f;
+}
+
 function symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void {
   out.set(symmetricEigenvaluesOnly(a, n).subarray(0, count));
 }
@@ -504,6 +516,8 @@ export const referenceKernels: Kernels = {
   rtnErrors,
   rtnErrorsBf16,
   symmetricEigenvalues,
+  sumSquares,
+  scaleInPlace,
   eigenBatchStart,
   eigenBatchWait,
   normalFill,
