@@ -185,10 +185,11 @@ QKD_TARGET_AVX512 inline void sweep_rows_avx512(float* const* rows, const float*
 }
 #endif
 
-// Householder reduction of the symmetric n×n matrix in `a` (row-major, lower
-// triangle used and destroyed) to tridiagonal form: diagonal d[0, n),
-// off-diagonal e[0, n−1) (e[i] couples i and i+1). v, w, v2, p, p2, pd:
-// scratch of n doubles each.
+// Householder reduction of the symmetric n×n matrix in `a` (float or
+// double T; row-major, lower triangle used and destroyed) to tridiagonal
+// form: diagonal d[0, n),
+// off-diagonal e[0, n−1) (e[i] couples i and i+1), both double whatever
+// the storage type T. v, w, v2, p, p2, pd: scratch of n values of T each.
 //
 // Step k reflects the trailing block B (rows and columns k+1..) with
 // p = τ·B·v, w = p − ½τ(pᵀv)·v, B −= v·wᵀ + w·vᵀ. The update of step k and
