@@ -426,13 +426,15 @@ napi_value AdviseHugePagesBody(napi_env env, const char* /*fn*/, AdviseHugePages
 
 napi_value RetainFreedMemoryBody(napi_env env, const char* fn, RetainFreedMemoryArgs& args) {
   constexpr int64_t kIntMax = 2147483647;
-  if (args.mmapThreshold > kIntMax || args.trimThreshold > kIntMax) {
-    fail(env, fn, "mmapThreshold (%lld) and trimThreshold (%lld) must be at most 2^31 - 1",
-         static_cast<long long>(args.mmapThreshold), static_cast<long long>(args.trimThreshold));
+  if (args.mappedBlocks > kIntMax || args.trimThreshold > kIntMax) {
+    fail(env, fn, "mappedBlocks (%lld) and trimThreshold (%lld) must be at most 2^31 - 1",
+         static_cast<long long>(args.mappedBlocks), static_cast<long long>(args.trimThreshold));
     return nullptr;
   }
 #if defined(__GLIBC__)
-  const bool ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(args.mmapThreshold)) == 1 &&
+  // With no block mapped on its own, a freed block of any size goes back to the heap and the next allocation
+  // reuses its pages; glibc still maps memory when the heap cannot grow, and threads' arenas map their heaps.
+  const bool ok = mallopt(M_MMAP_MAX, static_cast<int>(args.mappedBlocks)) == 1 &&
                   mallopt(M_TRIM_THRESHOLD, static_cast<int>(args.trimThreshold)) == 1;
   return number_value(env, ok ? 1 : 0);
 #else

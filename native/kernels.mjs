@@ -43,7 +43,7 @@ export const CONCERNS = {
 export const KERNELS = [
   { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 8, isa: "avx512" | "avx2" | "portable", threads }' },
   { name: 'adviseHugePages', concern: 'meta', returns: 'number', args: 'buffer: u8', doc: 'madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised' },
-  { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mmapThreshold: size, trimThreshold: size', doc: 'glibc malloc serves blocks below mmapThreshold from its heap and gives free heap back to the OS only above trimThreshold (mallopt, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
+  { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',
     args: 'batch: size, transA: flag, transB: flag, M: size, N: size, K: size, alpha: number, A: f32, lda: size, strideA: size, B: f32, ldb: size, strideB: size, beta: number, C: f32, ldc: size, strideC: size',

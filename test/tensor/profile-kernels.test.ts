@@ -4,6 +4,7 @@
 // leading dimensions, float32 and bf16 weights.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { Rng, nativeStatus, withBackend, kernels } from '../../src/tensor/index.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../../src/tensor/dtype.js';
 import type { Bf16GemmArgs } from '../../src/tensor/backend.js';
@@ -346,8 +347,32 @@ describe('memory hints (docs/architecture.md, "Memory")', () => {
   it('retainFreedMemory applies on glibc and refuses values mallopt cannot take', skipNative, () => {
     const addon = loadNativeAddon().addon!;
     const glibc = (process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime !== undefined;
-    assert.equal(addon.retainFreedMemory(32 << 20, 2 ** 31 - 1), glibc ? 1 : 0);
+    assert.equal(addon.retainFreedMemory(0, 2 ** 31 - 1), glibc ? 1 : 0);
     assert.throws(() => addon.retainFreedMemory(2 ** 31, 1 << 20), /at most 2\^31 - 1/);
+  });
+  it('with retainFreedMemory a freed 64 MiB array comes back without page faults; without it, it does not', skipNative, () => {
+    if ((process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime === undefined) return;
+    // A child loads the addon (which applies the setting), then allocates, touches, drops and collects a buffer
+    // above glibc's largest mmap threshold (32 MiB) twice; the second touch counts its page faults.
+    const index = new URL('../../src/tensor/index.js', import.meta.url).href;
+    const script = `
+      const { nativeStatus } = await import(${JSON.stringify(index)});
+      if (!nativeStatus().loaded) throw new Error('no addon');
+      const touch = () => { const a = new Float32Array(16 << 20); a.fill(1); return a.length; };
+      touch(); globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); globalThis.gc();
+      const before = process.resourceUsage().minorPageFault;
+      touch();
+      console.log(process.resourceUsage().minorPageFault - before);`;
+    const faults = (env: Record<string, string>): number => {
+      const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+      assert.equal(r.status, 0, r.stderr);
+      return Number(r.stdout.trim());
+    };
+    // 64 MiB is 16,384 pages of 4 KiB (or 32 huge pages): fresh memory faults at least 32 times.
+    const retained = faults({});
+    const system = faults({ QKD_MALLOC: 'system' });
+    assert.ok(retained < 16, `${retained} faults with the setting`);
+    assert.ok(system >= 32, `${system} faults without it`);
   });
   it('adviseHugePages advises only whole 2 MiB pages inside the buffer', skipNative, () => {
     const addon = loadNativeAddon().addon!;

@@ -13,8 +13,8 @@ export interface NativeAddon {
   info(): AddonInfo;
   /** madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised */
   adviseHugePages(buffer: Uint8Array): number;
-  /** glibc malloc serves blocks below mmapThreshold from its heap and gives free heap back to the OS only above trimThreshold (mallopt, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
-  retainFreedMemory(mmapThreshold: number, trimThreshold: number): number;
+  /** glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
+  retainFreedMemory(mappedBlocks: number, trimThreshold: number): number;
   /** C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C) */
   sgemm(batch: number, transA: boolean | number, transB: boolean | number, M: number, N: number, K: number, alpha: number, A: Float32Array, lda: number, strideA: number, B: Float32Array, ldb: number, strideB: number, beta: number, C: Float32Array, ldc: number, strideC: number): void;
   /** y = softmax of each row of x (y may be x) */

@@ -61,15 +61,15 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env): vo
  * gradient buffers every step (typed arrays, which Node allocates with
  * malloc); by default glibc maps each large one fresh and unmaps it when it
  * is freed, so every step page-faults its memory in again. On this machine
- * that was a fifth to a third of a step (docs/architecture.md, "Memory").
- * Blocks up to 32 MiB (glibc's largest setting) then come from the heap,
- * and free heap is returned to the OS only beyond 2 GiB. The heap keeps
- * its peak size until the process ends. QKD_MALLOC=system leaves malloc
- * as it is.
+ * that was a fifth to a third of a step, and half of a teacher's forward
+ * (docs/architecture.md, "Memory"). Every block then comes from the heap,
+ * whatever its size (no block is mapped on its own), and free heap is
+ * returned to the OS only beyond 2 GiB. The heap keeps its peak size until
+ * the process ends. QKD_MALLOC=system leaves malloc as it is.
  */
 function retainFreedMemory(addon: NativeAddon): void {
   if (process.env.QKD_MALLOC === 'system') return;
-  addon.retainFreedMemory(32 << 20, 2 ** 31 - 1);
+  addon.retainFreedMemory(0, 2 ** 31 - 1);
 }
 
 export function loadNativeAddon(): { status: NativeStatus; addon: NativeAddon | null } {
