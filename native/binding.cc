@@ -907,6 +907,8 @@ napi_value FakeQuantBackwardBody(napi_env env, const char* fn, FakeQuantBackward
 napi_value Bf16GemmBody(napi_env env, const char* fn, Bf16GemmArgs& args) {
   qkd::Bf16GemmArgs g;
   g.trans_a = args.transA;
+  g.trans_b = args.transB;
+  g.trans_c = args.transC;
   g.m = args.M;
   g.n = args.N;
   g.k = args.K;
@@ -916,18 +918,20 @@ napi_value Bf16GemmBody(napi_env env, const char* fn, Bf16GemmArgs& args) {
   g.accumulate = args.accumulate;
   if (g.m == 0 || g.n == 0) return undefined_value(env);  // nothing is touched
   const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+  const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
+  const int64_t c_rows = g.trans_c ? g.n : g.m, c_cols = g.trans_c ? g.m : g.n;
   int64_t needed = 0;
-  if (!check_leading_dimension(env, fn, "ldc", g.ldc, g.n, "C (M×N)")) return nullptr;
-  bool ok = extent(1, g.m, g.n, g.ldc, 0, &needed);
+  if (!check_leading_dimension(env, fn, "ldc", g.ldc, c_cols, g.trans_c ? "C (N×M, transC)" : "C (M×N)")) return nullptr;
+  bool ok = extent(1, c_rows, c_cols, g.ldc, 0, &needed);
   if (!check_length(env, fn, "C", args.C, needed, !ok)) return nullptr;
   if (g.k > 0) {  // with K == 0 the call only zeroes C (or leaves it)
     if (!check_leading_dimension(env, fn, "lda", g.lda, a_cols, g.trans_a ? "A (K×M, transA)" : "A (M×K)") ||
-        !check_leading_dimension(env, fn, "ldb", g.ldb, g.n, "B (K×N)")) {
+        !check_leading_dimension(env, fn, "ldb", g.ldb, b_cols, g.trans_b ? "B (N×K, transB)" : "B (K×N)")) {
       return nullptr;
     }
     ok = extent(1, a_rows, a_cols, g.lda, 0, &needed);
     if (!check_typed_length(env, fn, "A", "Uint16Array", args.A, needed, !ok)) return nullptr;
-    ok = extent(1, g.k, g.n, g.ldb, 0, &needed);
+    ok = extent(1, b_rows, b_cols, g.ldb, 0, &needed);
     if (!check_length(env, fn, "B", args.B, needed, !ok)) return nullptr;
   }
   g.a = args.A.data;

@@ -80,8 +80,8 @@ export const KERNELS = [
   { name: 'fakeQuantBackward', concern: 'quantization', returns: 'void', args: 'dy: f32, mask: u8, dw: f32, n: size', doc: 'dw += dy where mask (straight-through)' },
 
   { name: 'bf16Gemm', concern: 'profiler', returns: 'void',
-    args: 'transA: flag, M: size, N: size, K: size, A: u16, lda: size, B: f32, ldb: size, C: f32, ldc: size, accumulate: flag',
-    doc: 'C (+)= op(A)·bf16(B) with A raw bfloat16 bits' },
+    args: 'transA: flag, transB: flag, transC: flag, M: size, N: size, K: size, A: u16, lda: size, B: f32, ldb: size, C: f32, ldc: size, accumulate: flag',
+    doc: 'C (+)= op(A)·bf16(op(B)) with A raw bfloat16 bits; transC stores the M×N result transposed (N×M)' },
   { name: 'weightStats', concern: 'profiler', returns: 'void', args: 'w: f32, rows: size, cols: size, bits: int32, shift: number, rowMin: f32, rowMax: f32, totals: f64', doc: 'moments about shift, Σw², row extremes and the RTN error at bits (0: none) in one pass; totals[6]' },
   { name: 'weightStatsBf16', concern: 'profiler', returns: 'void', args: 'w: u16, rows: size, cols: size, bits: int32, shift: number, rowMin: f32, rowMax: f32, totals: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'rtnErrors', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'out[j] = the RTN error at bits[j] (at most 16); −1, the index of a NaN weight, or −2 (a scale beyond f16)' },

@@ -45,7 +45,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void zero_c(const Bf16GemmArgs& g) {
   if (g.accumulate) return;
-  for (int64_t i = 0; i < g.m; ++i) std::fill(g.c + i * g.ldc, g.c + i * g.ldc + g.n, 0.0f);
+  const int64_t rows = g.trans_c ? g.n : g.m, cols = g.trans_c ? g.m : g.n;
+  for (int64_t i = 0; i < rows; ++i) std::fill(g.c + i * g.ldc, g.c + i * g.ldc + cols, 0.0f);
 }
 
 struct DotJob {
@@ -69,7 +70,7 @@ void pack_b_task(void* context, int64_t task, int /*worker*/) {
   const int64_t panel = task / chunks, p0 = (task % chunks) * kPackBPairs;
   const int64_t pairs = std::min(kPackBPairs, job.pairs - p0);
   const int64_t col = panel * job.uk->nr;
-  job.uk->pack_b(g.b, g.ldb, g.k, 2 * p0, pairs, col, std::min<int64_t>(job.uk->nr, g.n - col),
+  job.uk->pack_b(g.b, g.ldb, g.trans_b, g.k, 2 * p0, pairs, col, std::min<int64_t>(job.uk->nr, g.n - col),
                  job.bp + (panel * job.pairs + p0) * job.uk->nr);
 }
 
@@ -79,6 +80,9 @@ struct Output {
   int64_t ldc;
   int64_t first_pair;  // the k range's start: the chunk there overwrites ...
   bool accumulate;     // ... unless this is C and the call accumulates
+  bool transposed;     // (m, n) at c[n*ldc + m] (C with trans_c; partial buffers never)
+
+  float* at(int64_t row, int64_t col) const { return transposed ? c + col * ldc + row : c + row * ldc + col; }
 };
 
 // The part of A that packing tiles [t0, t1) × k-pairs [p0, p0+pairs) reads:
@@ -145,8 +149,8 @@ void tiles_chunk(const DotJob& job, const Output& out, uint32_t* ap, int64_t t0,
       prefetch.slice(per_call);
       const int64_t col = panel * uk.nr;
       const int n_valid = static_cast<int>(std::min<int64_t>(uk.nr, g.n - col));
-      uk.compute(pairs, panel_a, job.bp + (panel * job.pairs + p0) * uk.nr, out.c + row * out.ldc + col,
-                 out.ldc, out.accumulate || p0 > out.first_pair, m_valid, n_valid);
+      uk.compute(pairs, panel_a, job.bp + (panel * job.pairs + p0) * uk.nr, out.at(row, col), out.ldc,
+                 out.accumulate || p0 > out.first_pair, m_valid, n_valid, out.transposed);
     }
   }
 }
@@ -164,8 +168,8 @@ void rectangle_task(void* context, int64_t task, int /*worker*/) {
   const int64_t p_begin = std::min(job.pairs, range * chunks / job.k_parts * kChunkPairs);
   const int64_t p_end = std::min(job.pairs, (range + 1) * chunks / job.k_parts * kChunkPairs);
   if (t0 >= t1 || p_begin >= p_end) return;
-  const Output out = range == 0 ? Output{g.c, g.ldc, p_begin, g.accumulate}
-                                : Output{job.partial + (range - 1) * g.m * g.n, g.n, p_begin, false};
+  const Output out = range == 0 ? Output{g.c, g.ldc, p_begin, g.accumulate, g.trans_c}
+                                : Output{job.partial + (range - 1) * g.m * g.n, g.n, p_begin, false, false};
   const int64_t block_tiles = job.chunk_outer ? t1 - t0 : 1;
   uint32_t* ap = reinterpret_cast<uint32_t*>(a_block.reserve(static_cast<size_t>(block_tiles * mr * kChunkPairs)));
   if (ap == nullptr) {
@@ -241,8 +245,9 @@ bool dot_path(const Bf16DotKernel& uk, const Bf16GemmArgs& g, int max_threads) {
   const int64_t threads = thread_count(g, max_threads);
   // A transposed and much longer than wide (an embedding's Wᵀ·U): threads
   // split K, so each streams whole rows of A instead of a narrow strip of
-  // every row (strided, a new page every row or two).
-  const bool split_k = threads > 1 && g.trans_a && g.k >= kSplitKRatio * g.m &&
+  // every row (strided, a new page every row or two). (Not with a transposed
+  // C, which the reduction does not write.)
+  const bool split_k = threads > 1 && g.trans_a && !g.trans_c && g.k >= kSplitKRatio * g.m &&
                        ceil_div(job.pairs, kChunkPairs) >= threads;
   job.k_parts = split_k ? threads : 1;
   job.row_parts = threads > 1 && !split_k ? std::min(job.tiles, threads * kTasksPerThread) : 1;
@@ -282,19 +287,34 @@ bool fallback_path(const Bf16GemmArgs& g, Isa isa, int max_threads) {
         for (int64_t k = 0; k < kb; ++k) a32[m * kb + k] = bf16_bits_to_float(src[k]);
       }
     }
+    // Rounded block of op(B), compact [kb, N].
     for (int64_t k = 0; k < kb; ++k) {
-      const float* src = g.b + (k0 + k) * g.ldb;
-      for (int64_t n = 0; n < g.n; ++n) b32[k * g.n + n] = bf16_bits_to_float(float_to_bf16_bits(src[n]));
+      for (int64_t n = 0; n < g.n; ++n) {
+        const float v = g.trans_b ? g.b[n * g.ldb + k0 + k] : g.b[(k0 + k) * g.ldb + n];
+        b32[k * g.n + n] = bf16_bits_to_float(float_to_bf16_bits(v));
+      }
     }
     SgemmArgs s;
-    s.trans_a = g.trans_a;
-    s.m = g.m;
-    s.n = g.n;
+    if (g.trans_c) {
+      // Cᵀ [N, M] = op(B)ᵀ · op(A)ᵀ: b32 [kb, N] transposed, then the widened A block.
+      s.trans_a = true;
+      s.m = g.n;
+      s.n = g.m;
+      s.a = b32;
+      s.lda = g.n;
+      s.trans_b = !g.trans_a;  // a32 is [M, kb] (op(A)ᵀ is its transpose) or [kb, M] (already op(A)ᵀ)
+      s.b = a32;
+      s.ldb = g.trans_a ? g.m : kb;
+    } else {
+      s.trans_a = g.trans_a;
+      s.m = g.m;
+      s.n = g.n;
+      s.a = a32;
+      s.lda = g.trans_a ? g.m : kb;
+      s.b = b32;
+      s.ldb = g.n;
+    }
     s.k = kb;
-    s.a = a32;
-    s.lda = g.trans_a ? g.m : kb;
-    s.b = b32;
-    s.ldb = g.n;
     s.beta = k0 == 0 && !g.accumulate ? 0.0f : 1.0f;
     s.c = g.c;
     s.ldc = g.ldc;

@@ -1,4 +1,5 @@
-// GEMM with a bfloat16 left operand: C = op(A) · bf16(B), row-major.
+// GEMM with a bfloat16 left operand: C = op(A) · bf16(op(B)), row-major,
+// C optionally stored transposed.
 //
 // Made for the data-free profiler, whose weights are stored as bf16 in most
 // checkpoints: the big operand A (a weight matrix) is read as it is stored,
@@ -12,6 +13,10 @@
 // products per lane and instruction, twice the FMA rate); elsewhere (or when
 // QKD_ISA lowers the path) A is widened and B rounded block by block and the
 // float32 SGEMM does the work.
+//
+// A frozen Linear y = x·Wᵀ (x [rows, in], W [out, in] in bf16) is
+// yᵀ = W·xᵀ: A = W, B = x given as stored (trans_b) and C = y written as
+// stored (trans_c), with no transpose of either in memory.
 #pragma once
 
 #include <cstdint>
@@ -25,14 +30,17 @@ struct Bf16GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   const uint16_t* a = nullptr;  // bf16 bits: M×K (K×M if trans_a), leading dimension lda
   int64_t lda = 0;
-  const float* b = nullptr;  // K×N float32, leading dimension ldb; rounded to bf16
+  bool trans_b = false;  // op(B)[k,n] = trans_b ? B[n*ldb + k] : B[k*ldb + n]
+  const float* b = nullptr;  // K×N (N×K if trans_b) float32, leading dimension ldb; rounded to bf16
   int64_t ldb = 0;
-  float* c = nullptr;  // M×N float32, leading dimension ldc
+  bool trans_c = false;  // element (m, n) of the result at C[n*ldc + m] instead of C[m*ldc + n]
+  float* c = nullptr;    // M×N (N×M if trans_c) float32, leading dimension ldc
   int64_t ldc = 0;
   bool accumulate = false;  // C += op(A)·bf16(B); else C is overwritten, never read
 };
 
-// C (+)= op(A) · bf16(B). K == 0 gives zeros (or leaves C when accumulating).
+// C (+)= op(A) · bf16(op(B)) (transposed when trans_c). K == 0 gives zeros
+// (or leaves C when accumulating).
 // C must not overlap A or B.
 // Returns false only if scratch memory could not be allocated.
 bool bf16_gemm(const Bf16GemmArgs& args);
@@ -74,18 +82,19 @@ inline float bf16_bits_to_float(uint16_t bits) {
 struct Bf16DotKernel {
   int mr;       // rows of C per tile
   int nr;       // columns of C per tile (a multiple of 16)
-  // C[0:m_valid, 0:n_valid] (=|+=) ap · bp over `pairs` k-pairs.
+  // C[0:m_valid, 0:n_valid] (=|+=) ap · bp over `pairs` k-pairs; with
+  // `transposed` element (r, j) is at c[j*ldc + r] instead of c[r*ldc + j].
   // ap: pairs × mr dwords (each the bf16 pair A[r, 2p], A[r, 2p+1]);
   // bp: pairs × nr dwords (the bf16 pair B[2p, j], B[2p+1, j]).
   void (*compute)(int64_t pairs, const uint32_t* ap, const uint32_t* bp, float* c, int64_t ldc,
-                  bool accumulate, int m_valid, int n_valid);
+                  bool accumulate, int m_valid, int n_valid, bool transposed);
   // Packs rows [row, row+rows) × k in [k0, k0 + 2·pairs) ∩ [0, K) of op(A)
   // into ceil(rows/mr) micro-panels, panel t at ap + t·mr·pairs (zero padded).
   void (*pack_a)(const uint16_t* a, int64_t lda, bool trans, int64_t k_total, int64_t row,
                  int64_t rows, int64_t k0, int64_t pairs, uint32_t* ap);
   // Packs k in [k0, k0 + 2·pairs) ∩ [0, K) × columns [col, col+cols) (cols ≤ nr)
-  // of B into one micro-panel (rounded, zero padded).
-  void (*pack_b)(const float* b, int64_t ldb, int64_t k_total, int64_t k0, int64_t pairs,
+  // of op(B) into one micro-panel (rounded, zero padded).
+  void (*pack_b)(const float* b, int64_t ldb, bool trans, int64_t k_total, int64_t k0, int64_t pairs,
                  int64_t col, int64_t cols, uint32_t* bp);
 };
 const Bf16DotKernel* avx512_bf16_dot_kernel();

@@ -14,7 +14,12 @@
 //   A transposed (op(A) row m is column m of A): the two source rows k, k+1
 //     are interleaved word by word (vpermw);
 //   B: two float32 rows k, k+1 are rounded to bf16 (vcvtne2ps2bf16, nearest
-//     even) and interleaved the same way.
+//     even) and interleaved the same way; B transposed (op(B) column j is
+//     row j of B, contiguous along k): 32 floats of a row rounded into 16
+//     k-pairs, 16 rows at a time, then a 16×16 dword transpose.
+// A transposed C (trans_c) gets each tile through two 16×16 register
+// transposes: the accumulators of one column half become 16 columns of 14
+// rows, stored as 14-float runs.
 #include "cpu.h"
 #include "gemm_bf16.h"
 
@@ -54,7 +59,7 @@ QKD_TARGET_AVX512_BF16 inline __m512i interleave_index() {
 
 QKD_TARGET_AVX512_BF16 void compute_tile(int64_t pairs, const uint32_t* __restrict ap,
                                          const uint32_t* __restrict bp, float* __restrict c, int64_t ldc,
-                                         bool accumulate, int m_valid, int n_valid) {
+                                         bool accumulate, int m_valid, int n_valid, bool transposed) {
   __m512 acc[kRows][2];
 #pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
@@ -87,6 +92,28 @@ QKD_TARGET_AVX512_BF16 void compute_tile(int64_t pairs, const uint32_t* __restri
       ap += kRows;
       bp += kCols;
     }
+  }
+  if (transposed) {
+    // Column j of the tile (14 rows) goes to c + j·ldc.
+    const __mmask16 rows = lanes16(m_valid);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const int cols = n_valid - 16 * half;
+      if (cols <= 0) break;
+      __m512 t[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) t[r] = r < kRows ? acc[r < kRows ? r : 0][half] : _mm512_setzero_ps();
+      transpose16x16(t);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) {
+        if (j >= cols) break;
+        float* column = c + (16 * half + j) * ldc;
+        __m512 v = t[j];
+        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rows, column));
+        _mm512_mask_storeu_ps(column, rows, v);
+      }
+    }
+    return;
   }
   const __mmask16 mask0 = lanes16(n_valid), mask1 = lanes16(n_valid - 16);
 #pragma GCC unroll 16
@@ -175,8 +202,47 @@ QKD_TARGET_AVX512_BF16 void pack_a(const uint16_t* a, int64_t lda, bool trans, i
   }
 }
 
-QKD_TARGET_AVX512_BF16 void pack_b(const float* b, int64_t ldb, int64_t k_total, int64_t k0, int64_t pairs,
+// Columns [col, col+cols) of op(B) = Bᵀ (rows of B, contiguous along k):
+// 16 rows × 32 floats are rounded into 16 rows × 16 k-pairs, transposed so
+// that each vector holds one k-pair of 16 columns. The rounding instruction
+// is the one of the untransposed packer, so the packed bits are the same.
+QKD_TARGET_AVX512_BF16 void pack_b_rows(const float* b, int64_t ldb, int64_t k_total, int64_t k0, int64_t pairs,
+                                        int64_t col, int64_t cols, uint32_t* bp) {
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t k = k0 + 2 * p0;
+    const __mmask16 lo_mask = lanes16(k_total - k), hi_mask = lanes16(k_total - k - 16);
+    const int64_t steps = pairs - p0 < 16 ? pairs - p0 : 16;
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        const int64_t j = 16 * half + i;
+        if (j < cols && k < k_total) {
+          const float* src = b + (col + j) * ldb + k;
+          const __m512 lo = _mm512_maskz_loadu_ps(lo_mask, src);
+          const __m512 hi = _mm512_maskz_loadu_ps(hi_mask, src + 16);
+          // cvtne2ps(x, y): words 0..15 = bf16(y), 16..31 = bf16(x): the 32 values in order, dword i the pair 2i, 2i+1.
+          r[i] = _mm512_castsi512_ps(reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+        } else {
+          r[i] = _mm512_setzero_ps();
+        }
+      }
+      transpose16x16(r);
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) {
+        if (p < steps) _mm512_store_si512(bp + (p0 + p) * kCols + 16 * half, _mm512_castps_si512(r[p]));
+      }
+    }
+  }
+}
+
+QKD_TARGET_AVX512_BF16 void pack_b(const float* b, int64_t ldb, bool trans, int64_t k_total, int64_t k0, int64_t pairs,
                                    int64_t col, int64_t cols, uint32_t* bp) {
+  if (trans) {
+    pack_b_rows(b, ldb, k_total, k0, pairs, col, cols, bp);
+    return;
+  }
   const __m512i index = interleave_index();
   const __mmask16 mask0 = lanes16(cols), mask1 = lanes16(cols - 16);
   for (int64_t p = 0; p < pairs; ++p, bp += kCols) {

@@ -73,7 +73,7 @@ function makeNativeKernels(addon: NativeAddon): Kernels {
       return fn(...args.map((a) => (typeof a === 'boolean' ? (a ? 1 : 0) : a)));
     };
   }
-  kernels.bf16Gemm = (p: Parameters<Kernels['bf16Gemm']>[0]) => addon.bf16Gemm(p.transA, p.M, p.N, p.K, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.accumulate ?? false);
+  kernels.bf16Gemm = (p: Parameters<Kernels['bf16Gemm']>[0]) => addon.bf16Gemm(p.transA, p.transB ?? false, p.transC ?? false, p.M, p.N, p.K, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.accumulate ?? false);
   kernels.sgemm = (p: Parameters<Kernels['sgemm']>[0]) => {
     guard('sgemm');
     addon.sgemm(p.batch, p.transA, p.transB, p.M, p.N, p.K, p.alpha, p.a as Float32Array, p.lda, p.strideA, p.b as Float32Array, p.ldb, p.strideB, p.beta, p.c as Float32Array, p.ldc, p.strideC);

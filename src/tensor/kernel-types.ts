@@ -39,12 +39,13 @@ export interface GemmArgs {
 }
 
 /**
- * C (+)= op(A) · bf16(B) for the profiler: A holds raw bfloat16 bits (a
- * weight as most checkpoints store it), op(A)[m,k] = transA ? A[k·lda + m] :
- * A[m·lda + k]; B is K×N float32 (ldb), rounded to bf16 (nearest even)
- * before multiplying; C is M×N float32 (ldc), overwritten (never read) or,
- * with `accumulate`, added to. The products are exact in float32 and summed
- * in float32 (the reference sums in float64).
+ * C (+)= op(A) · bf16(op(B)) for the profiler and frozen bf16 Linears: A
+ * holds raw bfloat16 bits (a weight as most checkpoints store it),
+ * op(A)[m,k] = transA ? A[k·lda + m] : A[m·lda + k]; op(B) is K×N float32
+ * (B itself N×K with transB; ldb), rounded to bf16 (nearest even) before
+ * multiplying; C is M×N float32 (ldc; N×M with transC), overwritten (never
+ * read) or, with `accumulate`, added to. The products are exact in float32
+ * and summed in float32 (the reference sums in float64).
  */
 export interface Bf16GemmArgs {
   transA: boolean;
@@ -58,6 +59,10 @@ export interface Bf16GemmArgs {
   c: Float32Array;
   ldc: number;
   accumulate?: boolean;
+  /** op(B) = Bᵀ: b holds N×K (default false: K×N). */
+  transB?: boolean;
+  /** The M×N result is stored transposed, N×M with leading dimension ldc (default false). */
+  transC?: boolean;
 }
 
 /** The forward and backward passes of the ops (tensor/ops/*) and of fake quantization. */

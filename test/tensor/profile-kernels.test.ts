@@ -80,6 +80,40 @@ describe('bf16Gemm', () => {
     });
   }
 
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend}: B given N×K (transB) and C stored N×M (transC) give the bits of the plain layout, padding untouched`, backend === 'native' ? skipNative : {}, () => {
+      GEMM_CASES.forEach((c, i) => {
+        const p = gemmArgs(c, new Rng(40 + i));
+        if (p.accumulate) for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) p.c[m * p.ldc + n] = Math.sin(m + 3 * n);
+        const plain = { ...p, c: Float32Array.from(p.c) };
+        withBackend(backend, () => kernels().bf16Gemm(plain));
+        const ldbT = p.K + c.pad;
+        const bT = new Float32Array(p.N * ldbT).fill(NaN);
+        for (let k = 0; k < p.K; k++) for (let n = 0; n < p.N; n++) bT[n * ldbT + k] = p.b[k * p.ldb + n]!;
+        const ldcT = p.M + c.pad;
+        for (const [transB, transC] of [[true, false], [false, true], [true, true]] as const) {
+          const cT = new Float32Array(transC ? p.N * ldcT : p.c.length).fill(7);
+          for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) cT[transC ? n * ldcT + m : m * p.ldc + n] = p.c[m * p.ldc + n]!;
+          const q = { ...p, transB, transC, b: transB ? bT : p.b, ldb: transB ? ldbT : p.ldb, c: cT, ldc: transC ? ldcT : p.ldc };
+          withBackend(backend, () => kernels().bf16Gemm(q));
+          const label = `${JSON.stringify(c)} transB ${transB} transC ${transC}`;
+          for (let m = 0; m < p.M; m++) {
+            for (let n = 0; n < p.N; n++) assert.equal(cT[transC ? n * ldcT + m : m * p.ldc + n], plain.c[m * p.ldc + n], `${label}: C[${m}, ${n}]`);
+          }
+          if (transC) for (let n = 0; n < p.N; n++) for (let m = p.M; m < ldcT && n * ldcT + m < cT.length; m++) assert.equal(cT[n * ldcT + m], 7, `${label}: padding`);
+        }
+      });
+    });
+  }
+
+  it('native names B and C by their transposed shapes when they are short', skipNative, () => {
+    const p = gemmArgs({ transA: false, M: 4, N: 3, K: 5, pad: 0 }, new Rng(1));
+    assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, transB: true, b: new Float32Array(14), ldb: 5 })), /bf16Gemm.*\bB\b/);
+    assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, transB: true, ldb: 4 })), /ldb.*B \(N×K, transB\)/);
+    assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, transC: true, ldc: 3 })), /ldc.*C \(N×M, transC\)/);
+    assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, transC: true, c: new Float32Array(11), ldc: 4 })), /bf16Gemm.*\bC\b/);
+  });
+
   it('native rejects a short A and names it', skipNative, () => {
     const p = gemmArgs({ transA: false, M: 4, N: 4, K: 4, pad: 0 }, new Rng(1));
     assert.throws(() => withBackend('native', () => kernels().bf16Gemm({ ...p, a: p.a.subarray(0, 10) })), /bf16Gemm.*\bA\b.*Uint16Array/);

@@ -1,5 +1,6 @@
 // The transpose kernel: native = reference on odd sizes (16×16 tiles and
-// their edges, the threaded bands), and the frozen bf16 Linear that uses it.
+// their edges, the threaded bands), and the frozen bf16 Linear (the bf16 GEMM reading x and writing y in
+// their own layouts).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, Tensor, kernels, nativeStatus, noGrad, withBackend } from '../../src/tensor/index.js';

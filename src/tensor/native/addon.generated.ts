@@ -61,8 +61,8 @@ export interface NativeAddon {
   fakeQuantForward(w: Float32Array, out: Float32Array, mask: Uint8Array, rows: number, cols: number, bits: number, symmetric: boolean | number, granularity: number, groupSize: number, clipRatio: number): void;
   /** dw += dy where mask (straight-through) */
   fakeQuantBackward(dy: Float32Array, mask: Uint8Array, dw: Float32Array, n: number): void;
-  /** C (+)= op(A)·bf16(B) with A raw bfloat16 bits */
-  bf16Gemm(transA: boolean | number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: boolean | number): void;
+  /** C (+)= op(A)·bf16(op(B)) with A raw bfloat16 bits; transC stores the M×N result transposed (N×M) */
+  bf16Gemm(transA: boolean | number, transB: boolean | number, transC: boolean | number, M: number, N: number, K: number, A: Uint16Array, lda: number, B: Float32Array, ldb: number, C: Float32Array, ldc: number, accumulate: boolean | number): void;
   /** moments about shift, Σw², row extremes and the RTN error at bits (0: none) in one pass; totals[6] */
   weightStats(w: Float32Array, rows: number, cols: number, bits: number, shift: number, rowMin: Float32Array, rowMax: Float32Array, totals: Float64Array): void;
   /** the same for raw bfloat16 bits */

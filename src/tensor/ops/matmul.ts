@@ -9,7 +9,7 @@
 import { QkdError, fmtShape } from '../../errors.js';
 import { kernels } from '../backend.js';
 import { gradEnabled, record } from '../tape.js';
-import { Tensor, allocUninitialized, recycle, takeBuffer, type FloatArray } from '../tensor.js';
+import { Tensor, allocUninitialized, type FloatArray } from '../tensor.js';
 import { add } from './elementwise.js';
 import { reshape as reshapeView } from './shape.js';
 
@@ -159,16 +159,10 @@ export function linearBf16(x: Tensor, w: Uint16Array, outF: number, inF: number,
   if (gradEnabled()) throw new QkdError('STATE', 'linearBf16 runs frozen weights outside autograd (in noGrad)');
   if (w.length !== outF * inF || x.shape[x.rank - 1] !== inF) throw new QkdError('SHAPE', `linearBf16: input ${fmtShape(x.shape)} and a [${outF}, ${inF}] weight of ${w.length} values do not fit`);
   const rows = x.size / inF;
-  // bf16Gemm computes C = A · B with A the bf16 operand: yᵀ [out, rows] = W [out, in] · xᵀ [in, rows].
-  const k = kernels();
-  const xT = takeBuffer(inF * rows);
-  k.transpose(x.data, xT, rows, inF);
-  const yT = takeBuffer(outF * rows);
-  k.bf16Gemm({ transA: false, M: outF, N: rows, K: inF, a: w, lda: inF, b: xT as Float32Array, ldb: rows, c: yT as Float32Array, ldc: rows });
-  recycle(xT);
-  const y = new Tensor([...x.shape.slice(0, -1), outF]);
-  k.transpose(yT, y.data, outF, rows);
-  recycle(yT);
+  // bf16Gemm computes C = A · op(B) with A the bf16 operand: yᵀ [out, rows] = W [out, in] · xᵀ [in, rows], reading x
+  // as stored (transB) and writing yᵀ transposed, that is y as stored (transC); the GEMM writes every element of y.
+  const y = new Tensor([...x.shape.slice(0, -1), outF], allocUninitialized(rows * outF));
+  kernels().bf16Gemm({ transA: false, transB: true, transC: true, M: outF, N: rows, K: inF, a: w, lda: inF, b: x.data as Float32Array, ldb: inF, c: y.data as Float32Array, ldc: outF });
   const b = bias?.data;
   if (b !== undefined) {
     const Y = y.data;

@@ -342,14 +342,15 @@ function bf16Gemm(p: Bf16GemmArgs): void {
   const { transA, M, N, K, a, lda, b, ldb, c, ldc } = p;
   const keep = p.accumulate === true;
   const rounded = new Float64Array(K * N);
-  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) rounded[k * N + n] = bf16BitsToF32(f32ToBf16Bits(b[k * ldb + n]!));
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) rounded[k * N + n] = bf16BitsToF32(f32ToBf16Bits(p.transB ? b[n * ldb + k]! : b[k * ldb + n]!));
   const row = new Float64Array(K);
   for (let m = 0; m < M; m++) {
     for (let k = 0; k < K; k++) row[k] = bf16BitsToF32(transA ? a[k * lda + m]! : a[m * lda + k]!);
     for (let n = 0; n < N; n++) {
-      let sum = keep ? c[m * ldc + n]! : 0;
+      const at = p.transC ? n * ldc + m : m * ldc + n;
+      let sum = keep ? c[at]! : 0;
       for (let k = 0; k < K; k++) sum += row[k]! * rounded[k * N + n]!;
-      c[m * ldc + n] = sum;
+      c[at] = sum;
     }
   }
 }
