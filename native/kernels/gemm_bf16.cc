@@ -10,7 +10,9 @@
 //      so each row of A is read once, from L1); otherwise each tile packs
 //      its A micro-panel right before use and runs through all of K, its C
 //      tile staying in L1. A micro-panel is used once per 32-column panel
-//      of B, usually just once: B is a thin block of vectors.
+//      of B, usually just once: B is a thin block of vectors. With a
+//      transposed C (a frozen Linear's y) each tile takes all of K in one
+//      chunk, so its transposed store happens once.
 //
 // Fallback path: K is cut into blocks; each block of A is widened to float32
 // and of B rounded to bf16 values, and the float32 SGEMM accumulates.
@@ -60,6 +62,7 @@ struct DotJob {
   int64_t k_parts;      // ... and the k-pairs into this many ranges
   float* partial;       // k_parts − 1 partial results (M×N each) for k ranges 1..
   bool chunk_outer;
+  int64_t chunk_pairs;  // k-pairs per packed A micro-panel (kChunkPairs, or all of K for a transposed C)
   std::atomic<bool> failed{false};
 };
 
@@ -164,33 +167,33 @@ void rectangle_task(void* context, int64_t task, int /*worker*/) {
   const int64_t run = task % job.row_parts, range = task / job.row_parts;
   const int64_t t0 = run * job.tiles / job.row_parts, t1 = (run + 1) * job.tiles / job.row_parts;
   // k ranges start on chunk boundaries, so the chunks are those of one range.
-  const int64_t chunks = ceil_div(job.pairs, kChunkPairs);
-  const int64_t p_begin = std::min(job.pairs, range * chunks / job.k_parts * kChunkPairs);
-  const int64_t p_end = std::min(job.pairs, (range + 1) * chunks / job.k_parts * kChunkPairs);
+  const int64_t chunks = ceil_div(job.pairs, job.chunk_pairs);
+  const int64_t p_begin = std::min(job.pairs, range * chunks / job.k_parts * job.chunk_pairs);
+  const int64_t p_end = std::min(job.pairs, (range + 1) * chunks / job.k_parts * job.chunk_pairs);
   if (t0 >= t1 || p_begin >= p_end) return;
   const Output out = range == 0 ? Output{g.c, g.ldc, p_begin, g.accumulate, g.trans_c}
                                 : Output{job.partial + (range - 1) * g.m * g.n, g.n, p_begin, false, false};
   const int64_t block_tiles = job.chunk_outer ? t1 - t0 : 1;
-  uint32_t* ap = reinterpret_cast<uint32_t*>(a_block.reserve(static_cast<size_t>(block_tiles * mr * kChunkPairs)));
+  uint32_t* ap = reinterpret_cast<uint32_t*>(a_block.reserve(static_cast<size_t>(block_tiles * mr * job.chunk_pairs)));
   if (ap == nullptr) {
     job.failed.store(true, std::memory_order_relaxed);
     return;
   }
   if (job.chunk_outer) {
-    for (int64_t p0 = p_begin; p0 < p_end; p0 += kChunkPairs) {
-      const int64_t p1 = std::min(p0 + kChunkPairs, p_end);
-      const Region next = p1 < p_end ? region_of(job, t0, t1, p1, std::min(kChunkPairs, p_end - p1)) : Region{};
+    for (int64_t p0 = p_begin; p0 < p_end; p0 += job.chunk_pairs) {
+      const int64_t p1 = std::min(p0 + job.chunk_pairs, p_end);
+      const Region next = p1 < p_end ? region_of(job, t0, t1, p1, std::min(job.chunk_pairs, p_end - p1)) : Region{};
       tiles_chunk(job, out, ap, t0, t1, p0, p1 - p0, next);
     }
   } else {
     for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t p0 = p_begin; p0 < p_end; p0 += kChunkPairs) {
-        const int64_t p1 = std::min(p0 + kChunkPairs, p_end);
+      for (int64_t p0 = p_begin; p0 < p_end; p0 += job.chunk_pairs) {
+        const int64_t p1 = std::min(p0 + job.chunk_pairs, p_end);
         Region next;
         if (p1 < p_end) {
-          next = region_of(job, t, t + 1, p1, std::min(kChunkPairs, p_end - p1));
+          next = region_of(job, t, t + 1, p1, std::min(job.chunk_pairs, p_end - p1));
         } else if (t + 1 < t1) {
-          next = region_of(job, t + 1, t + 2, p_begin, std::min(kChunkPairs, p_end - p_begin));
+          next = region_of(job, t + 1, t + 2, p_begin, std::min(job.chunk_pairs, p_end - p_begin));
         }
         tiles_chunk(job, out, ap, t, t + 1, p0, p1 - p0, next);
       }
@@ -241,7 +244,12 @@ bool dot_path(const Bf16DotKernel& uk, const Bf16GemmArgs& g, int max_threads) {
   const int64_t b_dwords = job.n_panels * job.pairs * uk.nr;
   job.bp = reinterpret_cast<uint32_t*>(b_packed.reserve(static_cast<size_t>(b_dwords)));
   if (job.bp == nullptr) return false;
-  job.chunk_outer = g.trans_a || b_dwords * 4 > kL2Bytes;
+  // A transposed C is written with transposes in registers and scattered
+  // 14-float stores, so each tile runs through all of K in one call (its A
+  // micro-panel then streams from L2, which the 28 dot products per k-pair
+  // step easily hide) and its store happens once instead of once per chunk.
+  job.chunk_outer = !g.trans_c && (g.trans_a || b_dwords * 4 > kL2Bytes);
+  job.chunk_pairs = g.trans_c ? job.pairs : kChunkPairs;
   const int64_t threads = thread_count(g, max_threads);
   // A transposed and much longer than wide (an embedding's Wᵀ·U): threads
   // split K, so each streams whole rows of A instead of a narrow strip of

@@ -81,10 +81,11 @@ describe('bf16Gemm', () => {
   }
 
   for (const backend of ['reference', 'native'] as const) {
-    it(`${backend}: B given N×K (transB) and C stored N×M (transC) give the bits of the plain layout, padding untouched`, backend === 'native' ? skipNative : {}, () => {
+    it(`${backend}: B given N×K (transB) gives the plain layout's bits, and C stored N×M (transC) its values, padding untouched`, backend === 'native' ? skipNative : {}, () => {
       GEMM_CASES.forEach((c, i) => {
         const p = gemmArgs(c, new Rng(40 + i));
         if (p.accumulate) for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) p.c[m * p.ldc + n] = Math.sin(m + 3 * n);
+        const c0 = Float32Array.from(p.c);
         const plain = { ...p, c: Float32Array.from(p.c) };
         withBackend(backend, () => kernels().bf16Gemm(plain));
         const ldbT = p.K + c.pad;
@@ -93,14 +94,20 @@ describe('bf16Gemm', () => {
         const ldcT = p.M + c.pad;
         for (const [transB, transC] of [[true, false], [false, true], [true, true]] as const) {
           const cT = new Float32Array(transC ? p.N * ldcT : p.c.length).fill(7);
-          for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) cT[transC ? n * ldcT + m : m * p.ldc + n] = p.c[m * p.ldc + n]!;
+          for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) cT[transC ? n * ldcT + m : m * p.ldc + n] = c0[m * p.ldc + n]!;
           const q = { ...p, transB, transC, b: transB ? bT : p.b, ldb: transB ? ldbT : p.ldb, c: cT, ldc: transC ? ldcT : p.ldc };
           withBackend(backend, () => kernels().bf16Gemm(q));
           const label = `${JSON.stringify(c)} transB ${transB} transC ${transC}`;
-          for (let m = 0; m < p.M; m++) {
-            for (let n = 0; n < p.N; n++) assert.equal(cT[transC ? n * ldcT + m : m * p.ldc + n], plain.c[m * p.ldc + n], `${label}: C[${m}, ${n}]`);
+          const back = { ...p, c: Float32Array.from(c0) };
+          for (let m = 0; m < p.M; m++) for (let n = 0; n < p.N; n++) back.c[m * p.ldc + n] = cT[transC ? n * ldcT + m : m * p.ldc + n]!;
+          if (transC) {
+            // A transposed C runs each tile through all of K at once: the same products, summed in another order.
+            const err = gemmError(back, c0);
+            assert.ok(err < (backend === 'native' ? 1e-5 : 1e-7), `${label}: relative error ${err}`);
+            for (let n = 0; n < p.N; n++) for (let m = p.M; m < ldcT && n * ldcT + m < cT.length; m++) assert.equal(cT[n * ldcT + m], 7, `${label}: padding`);
+          } else {
+            assert.deepEqual(back.c, plain.c, `${label}: the plain layout's bits`);
           }
-          if (transC) for (let n = 0; n < p.N; n++) for (let m = p.M; m < ldcT && n * ldcT + m < cT.length; m++) assert.equal(cT[n * ldcT + m], 7, `${label}: padding`);
         }
       });
     });
