@@ -23,7 +23,6 @@
         "native/kernels/gemm_bf16_avx512.cc",
         "native/kernels/weight_stats.cc",
         "native/kernels/rtn_error.cc",
-        "native/kernels/transpose.cc",
         "native/kernels/sym_eig.cc",
         "native/kernels/normal_fill.cc",
         "native/kernels/vector_ops.cc",

@@ -40,13 +40,12 @@
 #include "kernels/thread_pool.h"
 #include "kernels/weight_stats.h"
 #include "kernels/rtn_error.h"
-#include "kernels/transpose.h"
 #include "kernels/vector_ops.h"
 
 namespace {
 
 // 1–6 added kernels group by group; 7: every kernel generated from native/kernels.mjs.
-constexpr int kInfoVersion = 8;
+constexpr int kInfoVersion = 9;
 // Largest integer a double holds exactly: sizes beyond it are rejected.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
@@ -791,17 +790,6 @@ napi_value AddBody(napi_env env, const char* fn, AddArgs& args) {
     return nullptr;
   }
   qkd::add(a.data, b.data, out.data, n);
-  return undefined_value(env);
-}
-
-napi_value TransposeBody(napi_env env, const char* fn, TransposeArgs& args) {
-  auto& [src, dst, rows, cols] = args;
-  int64_t count = 0;
-  if (!multiply(env, fn, "src (rows×cols)", {rows, cols}, &count) || !check_elements(env, fn, "src", src, count) ||
-      !check_elements(env, fn, "dst", dst, count) || !check_disjoint(env, fn, "src", src, count, "dst", dst, count, " (a transpose cannot run in place)")) {
-    return nullptr;
-  }
-  qkd::transpose(src.data, dst.data, rows, cols);
   return undefined_value(env);
 }
 

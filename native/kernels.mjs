@@ -41,7 +41,7 @@ export const CONCERNS = {
 
 /** @type {KernelDeclaration[]} */
 export const KERNELS = [
-  { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 8, isa: "avx512" | "avx2" | "portable", threads }' },
+  { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 9, isa: "avx512" | "avx2" | "portable", threads }' },
   { name: 'adviseHugePages', concern: 'meta', returns: 'number', args: 'buffer: u8', doc: 'madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
@@ -66,7 +66,6 @@ export const KERNELS = [
   { name: 'klBackward', concern: 'training', returns: 'void', args: 'zT: f32, zS: f32, lseT: f32, lseS: f32, rowKl: f32, dT: f32?, dS: f32?, rows: size, V: size, invTau: float, g: float', doc: 'its backward, times g, into dT and dS (each may be EMPTY)' },
   { name: 'addInto', concern: 'training', returns: 'void', args: 'dst: f32, src: f32, n: size', doc: 'dst += src' },
   { name: 'add', concern: 'training', returns: 'void', args: 'a: f32, b: f32, out: f32, n: size', doc: 'out = a + b (out may be a or b)' },
-  { name: 'transpose', concern: 'training', returns: 'void', args: 'src: f32, dst: f32, rows: size, cols: size', doc: 'dst [cols, rows] = srcᵀ (disjoint)' },
 
   { name: 'sumSquares', concern: 'optimizer', returns: 'number', args: 'x: f32, n: size', doc: 'Σ x² in float64 over fixed chunks added in order (the same for any thread count): the global gradient norm²' },
   { name: 'scaleInPlace', concern: 'optimizer', returns: 'void', args: 'x: f32, n: size, s: float', doc: 'x *= s (gradient clipping)' },

@@ -102,7 +102,8 @@ QKD_TARGET_AVX512_BF16 void compute_tile(int64_t pairs, const uint32_t* __restri
       if (cols <= 0) break;
       __m512 t[16];
 #pragma GCC unroll 16
-      for (int r = 0; r < 16; ++r) t[r] = r < kRows ? acc[r < kRows ? r : 0][half] : _mm512_setzero_ps();
+      for (int r = 0; r < kRows; ++r) t[r] = acc[r][half];
+      for (int r = kRows; r < 16; ++r) t[r] = _mm512_setzero_ps();
       transpose16x16(t);
 #pragma GCC unroll 16
       for (int j = 0; j < 16; ++j) {

@@ -13,12 +13,11 @@ import { QkdError, fmtShape } from '../errors.js';
 import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/safetensors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
-import { adviseHugePages } from '../tensor/backend.js';
 import { LlamaModel } from './llama.js';
 import { MODEL_TYPES, MOHAWK_ARCHITECTURE, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
 import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
 import { readPackedTensor } from './packed-tensors.js';
-import { newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
+import { bf16Bits, newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
 import { dequantize } from '../quant/rtn.js';
 
 /** config.json contents: our config plus the fields Hugging Face tools expect. */
@@ -191,22 +190,15 @@ export function loadLlama(dir: string, options: { precision?: Precision } = {}):
       if (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i])) {
         throw new QkdError('SHAPE', `tensor '${spec.name}' has shape ${fmtShape(shape)} but config.json implies ${fmtShape(spec.shape)}`, { path: f.path, field: spec.name });
       }
-      // A bf16 tensor stays bf16 in a bf16 model: no float32 copy is made. It is read straight into the buffer the
-      // model keeps, which gets huge pages first (a 1B model's 2.3 GiB is then faulted in 2 MiB at a time).
-      const raw = options.precision === 'bf16' && f.entry(spec.name).dtype === 'bf16' ? { bf16: readBf16Kept(f, spec.name, spec.shape) } : null;
-      putParameter(model, spec.name, shape, raw ?? f.readFloat32(spec.name).data);
+      // A bf16 tensor stays bf16 in a bf16 model: it is read straight into the buffer the model keeps, no float32 copy.
+      const kept = f.entry(spec.name).dtype === 'bf16' ? bf16Bits(model, spec.name) : null;
+      if (kept !== null) f.readBytes(spec.name, new Uint8Array(kept.buffer, kept.byteOffset, kept.byteLength));
+      else putParameter(model, spec.name, shape, f.readFloat32(spec.name).data);
     }
     return model;
   } finally {
     for (const f of files.values()) f.close();
   }
-}
-
-/** A bf16 tensor's bits in a buffer of their own, meant to be kept (huge pages advised before it is written). */
-function readBf16Kept(f: SafetensorsFile, name: string, shape: readonly number[]): Uint16Array {
-  const bits = adviseHugePages(new Uint16Array(shape.reduce((a, b) => a * b, 1)));
-  f.readBytes(name, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
-  return bits;
 }
 
 /** The per-weight specs of a quantized checkpoint, checked against the model's 2-D weights. */

@@ -144,8 +144,6 @@ export interface TrainingKernels {
   attentionFusedBackward(q: FloatArray, k: FloatArray, v: FloatArray, o: FloatArray, lse: FloatArray, dO: FloatArray, dq: FloatArray, dk: FloatArray, dv: FloatArray, B: number, T: number, S: number, H: number, G: number, D: number, causal: boolean, scale: number, window: number, softcap: number): void;
   /** dst += src. */
   addInto(dst: FloatArray, src: FloatArray, n: number): void;
-  /** dst [cols, rows] = srcᵀ of src [rows, cols] (row-major; src and dst disjoint). */
-  transpose(src: FloatArray, dst: FloatArray, rows: number, cols: number): void;
   /** out = a + b (out may alias a or b). */
   add(a: FloatArray, b: FloatArray, out: FloatArray, n: number): void;
 }

@@ -384,15 +384,19 @@ describe('sumSquares / scaleInPlace (the global gradient norm and clipping)', ()
   });
 });
 
+/** True when this process runs on glibc (whose malloc retainFreedMemory configures). */
+function isGlibc(): boolean {
+  return (process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime !== undefined;
+}
+
 describe('memory hints (docs/architecture.md, "Memory")', () => {
   it('retainFreedMemory applies on glibc and refuses values mallopt cannot take', skipNative, () => {
     const addon = loadNativeAddon().addon!;
-    const glibc = (process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime !== undefined;
-    assert.equal(addon.retainFreedMemory(0, 2 ** 31 - 1), glibc ? 1 : 0);
+    assert.equal(addon.retainFreedMemory(0, 2 ** 31 - 1), isGlibc() ? 1 : 0);
     assert.throws(() => addon.retainFreedMemory(2 ** 31, 1 << 20), /at most 2\^31 - 1/);
   });
   it('with retainFreedMemory a freed 64 MiB array comes back without page faults; without it, it does not', skipNative, () => {
-    if ((process.report.getReport() as unknown as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime === undefined) return;
+    if (!isGlibc()) return;
     // A child loads the addon (which applies the setting), then allocates, touches, drops and collects a buffer
     // above glibc's largest mmap threshold (32 MiB) twice; the second touch counts its page faults.
     const index = new URL('../../src/tensor/index.js', import.meta.url).href;

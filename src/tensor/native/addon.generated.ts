@@ -9,7 +9,7 @@ export interface AddonInfo {
 
 /** The C++ addon (native/binding.cc), one member per declared kernel; see native/README.md for the length rules. */
 export interface NativeAddon {
-  /** { version: 8, isa: "avx512" | "avx2" | "portable", threads } */
+  /** { version: 9, isa: "avx512" | "avx2" | "portable", threads } */
   info(): AddonInfo;
   /** madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised */
   adviseHugePages(buffer: Uint8Array): number;
@@ -49,8 +49,6 @@ export interface NativeAddon {
   addInto(dst: Float32Array, src: Float32Array, n: number): void;
   /** out = a + b (out may be a or b) */
   add(a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;
-  /** dst [cols, rows] = srcᵀ (disjoint) */
-  transpose(src: Float32Array, dst: Float32Array, rows: number, cols: number): void;
   /** Σ x² in float64 over fixed chunks added in order (the same for any thread count): the global gradient norm² */
   sumSquares(x: Float32Array, n: number): number;
   /** x *= s (gradient clipping) */
@@ -114,7 +112,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'transpose', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -138,7 +136,6 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   klBackward: 'training',
   addInto: 'training',
   add: 'training',
-  transpose: 'training',
   sumSquares: 'optimizer',
   scaleInPlace: 'optimizer',
   adamw: 'optimizer',

@@ -25,9 +25,11 @@ export interface NativeStatus {
 /**
  * The interface version this build understands. Versions 1–6 added kernels
  * one group at a time; 7 generates every kernel from native/kernels.mjs, and
- * an addon must export all of them.
+ * an addon must export all of them. 9: bf16Gemm takes transB and transC, and
+ * the transpose kernel is gone (a build of 8 would take the new bf16Gemm
+ * arguments in the old order).
  */
-const INTERFACE_VERSION = 8;
+const INTERFACE_VERSION = 9;
 
 
 /** The addon's thread limit (it caps larger values at 1024). */

@@ -326,10 +326,6 @@ function fakeQuantBackward(dy: FloatArray, mask: Uint8Array, dw: FloatArray, n: 
   for (let i = 0; i < n; i++) if (mask[i]) dw[i]! += dy[i]!;
 }
 
-function transpose(src: FloatArray, dst: FloatArray, rows: number, cols: number): void {
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
-}
-
 function addInto(dst: FloatArray, src: FloatArray, n: number): void {
   for (let i = 0; i < n; i++) dst[i]! += src[i]!;
 }
@@ -507,7 +503,6 @@ export const referenceKernels: Kernels = {
   attentionFusedForward,
   attentionFusedBackward,
   addInto,
-  transpose,
   add,
   bf16Gemm,
   dbwaEncode,
