@@ -3,8 +3,9 @@
  * when nobody needs the maps: attentionFused(q, k, v) vs
  * attentionApply(attentionProbs(q, k), v), both on the native backend,
  * causal, grouped-query, at the mohawk experiment's training shape, a
- * mid-size one and a long sequence. Versions: v0 = the two ops (SGEMM +
- * causal softmax over the materialised [B,H,T,S] maps), v1 = the fused op.
+ * mid-size one, a long sequence and one sequence with a single kv head.
+ * Versions: v0 = the two ops (SGEMM + causal softmax over the materialised
+ * [B,H,T,S] maps), v1 = the fused op.
  * Before timing, each shape's fused output and q/k/v gradients are checked
  * against the two-op path (largest difference relative to each tensor's
  * largest magnitude, ≤ 1e-4). Times are medians of whole op calls through
@@ -25,6 +26,8 @@ const SHAPES: Shape[] = [
   { B: 8, T: 128, H: 4, G: 2, D: 16 },
   { B: 4, T: 512, H: 8, G: 2, D: 64 },
   { B: 1, T: 2048, H: 16, G: 4, D: 64 },
+  // One sequence, one kv head (multi-query): the backward's key-tile chunks are its only parallelism.
+  { B: 1, T: 1024, H: 8, G: 1, D: 64 },
 ];
 
 const status = requireNative();

@@ -16,9 +16,14 @@
 // Work split: the forward runs one tile of query rows per task (up to
 // kAttentionQueryTile rows: a run of steps × the query heads of one kv head,
 // which share each transposed key tile), the backward one (b, kv head g) per
-// task (the heads of g add into the same dk and dv rows). Every output
-// element is computed by one task in an order fixed by the sizes, so results
-// are the same bits for any thread count.
+// task (the heads of g add into the same dk and dv rows). When B·G is below
+// kAttentionBackwardTasks, each (b, g) is cut further into
+// attention_backward_chunks interleaved sets of key tiles (chunk c takes
+// tiles c, c + chunks, …, so a causal mask leaves them about equal work):
+// each chunk owns its tiles' dk and dv rows and adds its share of dq into a
+// partial buffer of its own, and the partials are added into dq in chunk
+// order afterwards. Every output element is computed in an order fixed by
+// the sizes, so results are the same bits for any thread count.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +45,16 @@ constexpr int64_t kAttentionKeyTile = 64;
 // o = softmax(s)·v per row (overwritten), lse = log Σ exp(s) per row.
 // False when the scratch memory could not be allocated (nothing written then).
 bool attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, const AttentionArgs& a);
+
+// Below this many (b, kv head) tasks the backward splits each one's key
+// tiles into chunks (up to this many tasks in all), and the partial dq
+// buffers that takes hold at most kAttentionPartialFloats floats.
+constexpr int64_t kAttentionBackwardTasks = 4;
+constexpr int64_t kAttentionPartialFloats = int64_t{1} << 25;
+
+// Key-tile chunks per (b, kv head) of a backward (1: no split). A function
+// of the sizes only (not of the thread count).
+int64_t attention_backward_chunks(const AttentionArgs& a, bool with_dq);
 
 // The backward from dO, adding into dq, dk and dv; a nullptr gradient is
 // skipped. o and lse are the forward's outputs. False when out of memory.

@@ -58,8 +58,12 @@ constexpr int64_t attention_backward_scratch(int64_t D, int64_t group, int64_t T
 struct AttentionKernels {
   // The rows of one tile (at most kAttentionQueryTile).
   void (*forward)(const AttentionBuffers& io, const AttentionArgs& a, const AttentionTile& tile, float* scratch);
-  // Every query head of kv head g of batch row b: their dq rows, and g's dk and dv rows.
-  void (*backward)(const AttentionBuffers& io, const AttentionArgs& a, int64_t b, int64_t g, float* scratch);
+  // Every query head of kv head g of batch row b, over the key tiles j with
+  // j ≡ chunk (mod chunks): those tiles' dk and dv rows, and their share of
+  // the group's dq rows (added into io.dq, which the driver points at a
+  // partial buffer when chunks > 1).
+  void (*backward)(const AttentionBuffers& io, const AttentionArgs& a, int64_t b, int64_t g, int64_t chunk, int64_t chunks,
+                   float* scratch);
 };
 
 // nullptr when the path is not compiled in (non-x86 builds).

@@ -294,14 +294,18 @@ void forward_tile(const AttentionBuffers& io, const AttentionArgs& a, const Atte
 
 // ---- Backward ---------------------------------------------------------------------
 
-// One task: kv head g of batch row b, i.e. g's dk and dv rows and the dq rows
-// of its query heads, which no other task touches. Outer loop over key
-// tiles (their dk and dv accumulate in scratch across the query tiles),
-// inner over the tiles of query rows that see the key tile; per pair
+// One task: kv head g of batch row b over every chunks-th key tile from
+// tile `chunk` on, i.e. those tiles' dk and dv rows, which no other task
+// touches, and their share of the dq rows of g's query heads (no other task
+// adds into io.dq's rows: with chunks > 1 it is this chunk's partial
+// buffer). Outer loop over the key tiles (their dk and dv accumulate in
+// scratch across the query tiles), inner over the tiles of query rows that
+// see the key tile; per pair
 // P = exp(s − lse) is recomputed, then dv += Pᵀ·dO, dP = dO·vᵀ,
 // dS = P ⊙ (dP − Δ) ⊙ cap′, dq += scale·dS·k, dk += scale·dSᵀ·q.
 template <class V>
-void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t b, int64_t g, float* scratch) {
+void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t b, int64_t g, int64_t chunk, int64_t chunks,
+                    float* scratch) {
   using F = typename V::F;
   constexpr int64_t W = V::kWidth;
   const int64_t D = a.D, T = a.T, S = a.S, H = a.H, G = a.G, group = H / G;
@@ -335,7 +339,7 @@ void backward_group(const AttentionBuffers& io, const AttentionArgs& a, int64_t 
   const float* kbase = io.k + (b * S * G + g) * D;
   const float* vbase = io.v + (b * S * G + g) * D;
   int64_t lo[kBr], hi[kBr];
-  for (int64_t j0 = 0; j0 < S; j0 += kBc) {
+  for (int64_t j0 = chunk * kBc; j0 < S; j0 += chunks * kBc) {
     const int64_t n = attn_min(kBc, S - j0);
     const int64_t ncols = (n + W - 1) / W * W;
     int64_t t_lo = 0, t_hi = 0;
