@@ -30,9 +30,16 @@ function step(): void {
   opt.update();
 }
 
-const seconds = timeMedian(step, steps, 1);
+for (let i = 0; i < 3; i++) step(); // warm-up outside the counters below: the first steps map the process's working memory
+// Page faults and kernel time per timed step: what an activation pool would
+// save, given what malloc keeps (QKD_MALLOC; docs/architecture.md, "Memory").
+const before = process.resourceUsage();
+const seconds = timeMedian(step, steps, 0);
+const after = process.resourceUsage();
+const faultsPerStep = (after.minorPageFault - before.minorPageFault) / steps;
+const systemMsPerStep = (after.systemCPUTime - before.systemCPUTime) / 1000 / steps;
 const tokensPerSecond = (B * T) / seconds;
-console.log(`train-step (${currentBackend()}): ${model.parameterCount} params, ${(seconds * 1000).toFixed(1)} ms/step, ${Math.round(tokensPerSecond)} tokens/s`);
+console.log(`train-step (${currentBackend()}): ${model.parameterCount} params, ${(seconds * 1000).toFixed(1)} ms/step, ${Math.round(tokensPerSecond)} tokens/s; per step ${Math.round(faultsPerStep)} page faults, ${systemMsPerStep.toFixed(1)} ms system time`);
 const torch = process.env.QKD_BENCH_NO_TORCH ? null : runTorch(`import runpy, sys\nsys.argv = ['torch_llama.py', 'train-step', '${steps}']\nrunpy.run_path('bench/torch_llama.py', run_name='__main__')`);
 if (torch) console.log(`PyTorch ${torch.torch} (${torch.threads} threads): ${Math.round(torch.tokens_per_s as number)} tokens/s → qkd/PyTorch = ${(tokensPerSecond / (torch.tokens_per_s as number)).toFixed(2)}x`);
-console.log(JSON.stringify({ name: 'train-step', params: model.parameterCount, tokens_per_s: tokensPerSecond, ms_per_step: seconds * 1000, torch_tokens_per_s: torch?.tokens_per_s ?? null }));
+console.log(JSON.stringify({ name: 'train-step', params: model.parameterCount, tokens_per_s: tokensPerSecond, ms_per_step: seconds * 1000, page_faults_per_step: faultsPerStep, system_ms_per_step: systemMsPerStep, torch_tokens_per_s: torch?.tokens_per_s ?? null }));
