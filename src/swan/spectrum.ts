@@ -369,6 +369,31 @@ function multiplied(w: WeightData, options: SpectrumOptions): WeightData {
 
 /** The block Krylov estimate (see the file comment), with probe products if asked for. */
 function krylovSingularValues(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): RitzResult {
+  const { h, width, wanted, probes } = krylovProjection(weight, rows, cols, k, options);
+  return { sigma: sigmaFromEigenvalues(padded(symmetricEigenvalues(h, width, wanted), k), k), probes };
+}
+
+/** theta followed by zeros up to k values (the Ritz values an exhausted subspace does not have). */
+function padded(theta: Float64Array, k: number): Float64Array {
+  if (theta.length >= k) return theta;
+  const out = new Float64Array(k);
+  out.set(theta);
+  return out;
+}
+
+/**
+ * The Krylov pass up to its Ritz values: H = Qᵀ G Q on the basis it built
+ * (width × width, lower triangle, float64), how many of its eigenvalues are
+ * wanted, and the probe products.
+ */
+interface KrylovProjection {
+  h: Float64Array;
+  width: number;
+  wanted: number;
+  probes: ProbeProducts | null;
+}
+
+function krylovProjection(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): KrylovProjection {
   const w = multiplied(weight, options);
   const op = new WeightOperator(w, rows, cols);
   const { M, N } = op;
@@ -445,11 +470,7 @@ function krylovSingularValues(weight: WeightData, rows: number, cols: number, k:
     h = workspace.float64(1, width * width);
     for (let i = 0; i < width; i++) h.set(H.subarray(i * D, i * D + i + 1), i * width);
   }
-  const wanted = Math.min(k, width);
-  const theta = symmetricEigenvalues(h, width, wanted);
-  const sigma = new Float64Array(k);
-  for (let i = 0; i < wanted; i++) sigma[i] = Math.sqrt(Math.max(0, theta[i]!));
-  return { sigma, probes };
+  return { h, width, wanted: Math.min(k, width), probes };
 }
 
 /**
@@ -563,8 +584,9 @@ export function spectralSummary(w: WeightData, rows: number, cols: number, frobe
 export interface DeferredSpectrum {
   /**
    * The eigen-solve still to do: the `count` largest eigenvalues of the
-   * symmetric n×n `gram`; null when the summary needs none (the Krylov
-   * route solved its small projected matrix already, or W is zero).
+   * symmetric n×n `gram` (float32: the Gram matrix AᵀA on the exact route,
+   * the projected H = QᵀGQ on the Krylov route); null when the summary needs
+   * none (W is zero, or the Krylov subspace came out empty).
    */
   readonly solve: { readonly gram: Float32Array; readonly n: number; readonly count: number } | null;
   /** The probe products, known before the solve. */
@@ -607,9 +629,22 @@ export function deferredSpectralSummary(
       },
     };
   }
-  const { sigma, probes } = krylovSingularValues(w, rows, cols, k, options);
-  const summary = summarize(sigma, probes, r, k, p, frobenius2);
-  return { solve: null, probes, finish: () => summary };
+  // The Ritz values' solve is deferred like the exact route's: H in float32
+  // (both triangles), reduced in float32 by the batch kernel.
+  const { h, width, wanted, probes } = krylovProjection(w, rows, cols, k, options);
+  const gram = place(width * width);
+  for (let i = 0; i < width; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = h[i * width + j]!;
+      gram[i * width + j] = v;
+      gram[j * width + i] = v;
+    }
+  }
+  return {
+    solve: wanted > 0 ? { gram, n: width, count: wanted } : null,
+    probes,
+    finish: (theta) => summarize(sigmaFromEigenvalues(padded(theta ?? new Float64Array(0), k), k), probes, r, k, p, frobenius2),
+  };
 }
 
 /** The summary from the top-k σ estimates (r wanted, short side p). */
