@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/random.js';
 import { symmetricEigenvalues, cholesky, invertLower, pivotedCholesky } from '../../src/swan/linalg.js';
-import { GRAM_MAX_SIDE, krylovShape, spectralSummary, spectrumRoute, topSingularValues } from '../../src/swan/spectrum.js';
+import { GRAM_MAX_SIDE, deferredSpectralSummary, gramEigenvalues, krylovShape, spectralSummary, spectrumRoute, topSingularValues } from '../../src/swan/spectrum.js';
 import { frobeniusSquared } from '../../src/swan/metrics.js';
 import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
 
@@ -195,6 +195,29 @@ describe('randomised SVD spectral concentration', () => {
     assert.ok(Math.abs(exactProducts.concentration - bf16.concentration) < 0.005, `${exactProducts.concentration} vs ${bf16.concentration}`);
     const exact = exactConcentration(w32, rows, cols);
     assert.ok(Math.abs(bf16.concentration - exact.c) < 0.02, `${bf16.concentration} vs exact ${exact.c}`);
+  });
+
+  it('the Krylov route defers its Ritz solve: H in float32 gives the float64 solve\'s values within 1e-6', () => {
+    // A 640 × 512 weight with k = 52: the subspace has about 2.75·k columns; its projected H
+    // goes to the caller (profileModel's background batches) instead of being solved at once.
+    const [rows, cols] = [640, 512];
+    const w = makeMatrix('outlier-columns', rows, cols, new Rng(21));
+    const fro2 = frobeniusSquared(w);
+    const deferred = deferredSpectralSummary(w, rows, cols, fro2, { rng: new Rng(9), route: 'krylov' });
+    const solve = deferred.solve;
+    assert.ok(solve !== null, 'a Krylov summary leaves a solve');
+    const k = Math.ceil(0.1 * cols);
+    assert.equal(solve.count, k);
+    assert.ok(solve.n >= 2 * k && solve.n <= cols, `H has ${solve.n} rows`);
+    for (let i = 0; i < solve.n; i++) for (let j = 0; j < i; j++) assert.equal(solve.gram[i * solve.n + j], solve.gram[j * solve.n + i]);
+    const summary = deferred.finish(gramEigenvalues(solve.gram, solve.n, solve.count));
+    // The same run's Ritz values from the float64 solve (topSingularValues: same seed, same subspace).
+    const sigma = topSingularValues(w, rows, cols, k, { rng: new Rng(9), route: 'krylov' });
+    let top = 0;
+    for (const s of sigma) top += s * s;
+    assert.ok(Math.abs(summary.concentration - top / fro2) < 1e-6, `${summary.concentration} vs ${top / fro2}`);
+    assert.ok(Math.abs(summary.sigmaMaxOverFro - sigma[0]! / Math.sqrt(fro2)) < 1e-6);
+    assert.deepEqual(spectralSummary(w, rows, cols, fro2, { rng: new Rng(9), route: 'krylov' }), summary);
   });
 
   it('within 0.02 of an exact SVD on a flat 1024x1024 Gaussian, the slowest case', () => {
