@@ -7,6 +7,9 @@
  *
  * Shapes (synthetic LLaMA-family weights, Gaussian with outlier columns):
  *   w256-990t    width 256, 110 layers: 993 small tensors (per-tensor overhead)
+ *   w512-42m     width 512, 8 layers, 42M parameters: the size of the float32
+ *                model the speed issue first measured (short side 512: the
+ *                Krylov route at its smallest)
  *   smollm2-135m SmolLM2-135M's shape (width 576, 30 layers, tied embeddings)
  *   qwen2.5-0.5b Qwen2.5-0.5B's shape (width 896, 24 layers, q/k/v biases, tied)
  *   w8192-1l     width 8192, one layer: 12 tensors of up to 67M values
@@ -29,6 +32,7 @@ import { torchPython, trainedLookingWeights } from './_util.js';
 
 const SHAPES: Record<string, Partial<LlamaConfig> & Record<string, unknown>> = {
   'w256-990t': { vocab_size: 8192, hidden_size: 256, intermediate_size: 768, num_hidden_layers: 110, num_attention_heads: 4, num_key_value_heads: 4 },
+  'w512-42m': { vocab_size: 16000, hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 8 },
   'smollm2-135m': { vocab_size: 49152, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, tie_word_embeddings: true },
   'qwen2.5-0.5b': { model_type: 'qwen2', vocab_size: 151936, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, tie_word_embeddings: true },
   'w8192-1l': { vocab_size: 1024, hidden_size: 8192, intermediate_size: 8192, num_hidden_layers: 1, num_attention_heads: 64, num_key_value_heads: 8 },

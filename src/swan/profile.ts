@@ -219,7 +219,12 @@ class SolveBatch {
 
 /** At most this many tensors wait for a batched solve (a few per thread balances the pool). */
 const SOLVE_BATCH_TENSORS = 8;
-/** The packed Gram matrices of one batch: 8 of the largest exact-route size (384², 4.7 MB). */
+/**
+ * The packed Gram matrices of one batch (4.7 MB: 8 matrices of 384², 4 of
+ * the largest exact-route size, 512²). The kernel copies them into fresh
+ * memory at first, so a larger batch costs more page faults than it saves
+ * (8 × 512² was no faster on a width-512 model).
+ */
 const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**

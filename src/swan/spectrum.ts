@@ -488,17 +488,21 @@ function storeColumnBlock(H: Float64Array, ld: number, c: Float32Array, r: numbe
  * Gram matrix AᵀA (one SGEMM) and solves its top eigenvalues; the block
  * Krylov pass makes 2(q+1) passes over W plus the basis upkeep, about five
  * GEMM calls per block. For a short side up to GRAM_MAX_SIDE the exact route
- * is both faster (the Krylov pass is dominated by its many small calls) and
- * exact; above it the Krylov pass wins (measured on this machine's 2 cores:
- * 768×256 7.4 ms exact against 19.7 ms Krylov; 512×512 10.3 against 6.3;
- * 2048×2048 731 against 39).
+ * is both faster (the Krylov pass is dominated by its many small calls: at
+ * N = 512 its block is 8 columns wide, 18 blocks deep) and exact; above it
+ * the Krylov pass wins (measured on this machine's 2 cores: 768×256 7.4 ms
+ * exact against 19.7 ms Krylov; 2048×2048 731 against 39). At N = 512 the
+ * two are close with the eigen-solve counted in; in `qkd audit`, where the
+ * exact route's solve runs in the background, a width-512 model of 42M
+ * parameters took 0.77–0.80 s against 0.88–0.95 s with the Krylov pass
+ * there (BENCHMARKS.md, the audit grid).
  */
 export function spectrumRoute(rows: number, cols: number): 'gram' | 'krylov' {
   return Math.min(rows, cols) <= GRAM_MAX_SIDE ? 'gram' : 'krylov';
 }
 
 /** The largest short side that takes the exact Gram route. */
-export const GRAM_MAX_SIDE = 384;
+export const GRAM_MAX_SIDE = 512;
 
 /**
  * The exact route: the top-k eigenvalues of the Gram matrix AᵀA (A = W
@@ -524,19 +528,31 @@ export function gramEigenvalues(g: Float32Array, n: number, count: number): Floa
 }
 
 /**
- * The exact route up to its eigen-solve: the Gram matrix AᵀA into
- * g[0, N²) (float32, as the SGEMM sums it), and the probe products when
+ * The exact route up to its eigen-solve: the lower triangle of the Gram
+ * matrix AᵀA into g[0, N²) (float32, as the SGEMM sums it; the entries
+ * above the diagonal are left as they were), and the probe products when
  * asked for.
  */
 function gramAndProbes(weight: WeightData, rows: number, cols: number, g: Float32Array, options: SpectrumOptions): ProbeProducts | null {
   const w = weight instanceof Float32Array ? weight : widened(weight.bf16);
   const tall = rows >= cols;
   const N = Math.min(rows, cols);
+  const K = Math.max(rows, cols);
   // Tall: G = WᵀW [cols, cols]; wide: G = W·Wᵀ [rows, rows] (same non-zero eigenvalues).
-  kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N, N, K: Math.max(rows, cols), alpha: 1, a: w, lda: cols, strideA: 0, b: w, ldb: cols, strideB: 0, beta: 0, c: g, ldc: N, strideC: 0 });
+  // Only the lower triangle, which is all the eigen-solve reads: column panels
+  // [j0, j0 + P) from row j0 down (for N = 512, 56% of the full product's flops).
+  // Column j0 of W (tall) or row j0 (wide) starts at element j0 or j0·cols.
+  for (let j0 = 0; j0 < N; j0 += GRAM_PANEL) {
+    const at = tall ? j0 : j0 * cols;
+    const part = w.subarray(at);
+    kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N - j0, N: Math.min(GRAM_PANEL, N - j0), K, alpha: 1, a: part, lda: cols, strideA: 0, b: part, ldb: cols, strideB: 0, beta: 0, c: g.subarray(j0 * N + j0), ldc: N, strideC: 0 });
+  }
   const wantProbes = options.probes ?? 0;
   return wantProbes > 0 ? separateProbes(new WeightOperator(multiplied(weight, options), rows, cols), wantProbes, options.rng) : null;
 }
+
+/** Columns of the Gram matrix per product (see gramAndProbes). */
+const GRAM_PANEL = 64;
 
 /** σᵢ = √max(0, θᵢ) for the first k eigenvalues. */
 function sigmaFromEigenvalues(theta: Float64Array, k: number): Float64Array {
@@ -585,8 +601,9 @@ export interface DeferredSpectrum {
   /**
    * The eigen-solve still to do: the `count` largest eigenvalues of the
    * symmetric n×n `gram` (float32: the Gram matrix AᵀA on the exact route,
-   * the projected H = QᵀGQ on the Krylov route); null when the summary needs
-   * none (W is zero, or the Krylov subspace came out empty).
+   * the projected H = QᵀGQ on the Krylov route; only the lower triangle is
+   * read, and on the exact route only it is set); null when the summary
+   * needs none (W is zero, or the Krylov subspace came out empty).
    */
   readonly solve: { readonly gram: Float32Array; readonly n: number; readonly count: number } | null;
   /** The probe products, known before the solve. */
