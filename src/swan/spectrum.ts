@@ -492,10 +492,11 @@ function storeColumnBlock(H: Float64Array, ld: number, c: Float32Array, r: numbe
  * N = 512 its block is 8 columns wide, 18 blocks deep) and exact; above it
  * the Krylov pass wins (measured on this machine's 2 cores: 768×256 7.4 ms
  * exact against 19.7 ms Krylov; 2048×2048 731 against 39). At N = 512 the
- * two are close with the eigen-solve counted in; in `qkd audit`, where the
- * exact route's solve runs in the background, a width-512 model of 42M
- * parameters took 0.77–0.80 s against 0.88–0.95 s with the Krylov pass
- * there (BENCHMARKS.md, the audit grid).
+ * two are close with the eigen-solve counted in, but in `qkd audit` the
+ * exact route's solve runs in the background: there a width-512 model of
+ * 42M parameters took 0.78–0.86 s with this limit at 512 and the
+ * lower-triangle Gram matrix, against 0.94–1.01 s before (BENCHMARKS.md,
+ * the audit grid).
  */
 export function spectrumRoute(rows: number, cols: number): 'gram' | 'krylov' {
   return Math.min(rows, cols) <= GRAM_MAX_SIDE ? 'gram' : 'krylov';
