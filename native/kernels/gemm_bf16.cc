@@ -120,14 +120,18 @@ Region region_of(const DotJob& job, int64_t t0, int64_t t1, int64_t p0, int64_t 
 // tiles compute, so that reading A from memory overlaps the dot products
 // (packing alone would otherwise wait on DRAM: an embedding's rows are far
 // beyond L3).
+// The position is kept as (row, line) and stepped: deriving it from a
+// running count took a 64-bit division per line.
 struct Prefetcher {
   Region region;
-  int64_t done = 0;  // lines issued
+  int64_t row = 0, line = 0;  // the next line to issue
   void slice(int64_t lines) {
-    const int64_t total = region.count * region.lines_per_row;
-    for (int64_t end = std::min(total, done + lines); done < end; ++done) {
-      const int64_t row = done / region.lines_per_row, line = done % region.lines_per_row;
+    for (; lines > 0 && row < region.count; --lines) {
       __builtin_prefetch(region.first + row * region.row_bytes + line * 64, 0, 2);
+      if (++line == region.lines_per_row) {
+        line = 0;
+        ++row;
+      }
     }
   }
 };
