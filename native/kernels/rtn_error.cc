@@ -168,10 +168,98 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_error
   }
 }
 
+// bfloat16 weights: the same sums with the quantizer in float32, 16 values
+// per vector, bit-identical to the float64 arithmetic (docs/algorithms.md,
+// "The bit plan's errors"):
+// - ŵ = (q − zero)·s is exact in float32: |q − zero| ≤ 255 (8 bits) times
+//   an f16 scale (11 bits, at least 2⁻²⁴);
+// - d = ŵ − v is exact in float32: ŵ = 0 gives −v, else |v − ŵ| ≤ |ŵ|
+//   (Sterbenz), or a clamped edge value a multiple of ŵ's ulp within 2·|ŵ|;
+// - round(v·RN(1/s)) in float32 equals round(v/s) unless v/s is exactly a
+//   half-integer h: v has 8 significant bits and s 11, so a v/s that is not
+//   h lies at least min(|v/s|·2⁻⁸, 2⁻¹²) from it, while the float32 product
+//   is within 2⁻²³·|v/s| ≤ 2⁻¹⁴ of v/s (|v/s| ≤ 2⁹ for every value the
+//   group's own range quantizes). At a tie the two may round to different
+//   neighbours, h − ½ or h + ½, but both are s/2 from v, and at the grid's
+//   ends both clamp to the same end point: d² is the same bits either way.
+// Only d² and the sums are float64: lane j takes the values at j and j + 8
+// of each 16, in order, as the 8-lane sums do.
+constexpr float kRoundMagic32 = 12582912.0f;  // 1.5·2^23
+
+template <int kCount>
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_errors_bf16(const uint16_t* w, int64_t n, const Params& p, const double* qmax, double* sums, double* norm) {
+  const __m512 magic = _mm512_set1_ps(kRoundMagic32), zero32 = _mm512_setzero_ps();
+  __m512d acc[kCount];
+  __m512 vs[kCount], vinv[kCount], vz[kCount], vq[kCount];
+  for (int j = 0; j < kCount; ++j) {
+    acc[j] = _mm512_setzero_pd();
+    const float scale = static_cast<float>(p.scale[j]);
+    vs[j] = _mm512_set1_ps(scale);
+    vinv[j] = _mm512_set1_ps(1.0f / scale);
+    vz[j] = _mm512_set1_ps(static_cast<float>(p.zero[j]));
+    vq[j] = _mm512_set1_ps(static_cast<float>(qmax[j]));
+  }
+  __m512d sq = _mm512_setzero_pd();
+  alignas(64) uint16_t tail[16] = {};
+  for (int64_t i = 0; i < n; i += 16) {
+    const uint16_t* src = w + i;
+    if (n - i < 16) {
+      std::memset(tail, 0, sizeof tail);
+      std::memcpy(tail, src, static_cast<size_t>(n - i) * sizeof(uint16_t));
+      src = tail;
+    }
+    const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))), 16));
+    const __m512d v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d v_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    sq = _mm512_add_pd(sq, _mm512_mul_pd(v_lo, v_lo));
+    sq = _mm512_add_pd(sq, _mm512_mul_pd(v_hi, v_hi));
+#pragma GCC unroll 4
+    for (int j = 0; j < kCount; ++j) {
+      const __m512 t = _mm512_mul_ps(v, vinv[j]);
+      const __m512 r = _mm512_sub_ps(_mm512_add_ps(t, magic), magic);
+      const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vz[j]), zero32), vq[j]);
+      const __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(q, vz[j]), vs[j]), v);
+      const __m512d d_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+      const __m512d d_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+      acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(d_lo, d_lo));
+      acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(d_hi, d_hi));
+    }
+  }
+  alignas(64) double lanes[8];
+  _mm512_store_pd(lanes, sq);
+  *norm = lane_sum(lanes);
+  for (int j = 0; j < kCount; ++j) {
+    _mm512_store_pd(lanes, acc[j]);
+    sums[j] += lane_sum(lanes);
+  }
+}
+
 // group_errors_fixed for a width count known at compile time (so the
 // accumulators stay in registers).
 template <typename T>
 void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* qmax, int count, double* sums, double* norm) {
+  if constexpr (sizeof(T) == 2) {
+    switch (count) {
+      case 1: return group_errors_bf16<1>(w, n, p, qmax, sums, norm);
+      case 2: return group_errors_bf16<2>(w, n, p, qmax, sums, norm);
+      case 3: return group_errors_bf16<3>(w, n, p, qmax, sums, norm);
+      case 4: return group_errors_bf16<4>(w, n, p, qmax, sums, norm);
+      default: {
+        // More widths: four at a time (the first call also gives the norm).
+        double ignored = 0.0;
+        for (int first = 0; first < count; first += 4) {
+          Params part;
+          const int take = std::min(4, count - first);
+          for (int j = 0; j < take; ++j) {
+            part.scale[j] = p.scale[first + j];
+            part.zero[j] = p.zero[first + j];
+          }
+          group_errors_avx512(w, n, part, qmax + first, take, sums + first, first == 0 ? norm : &ignored);
+        }
+        return;
+      }
+    }
+  }
   switch (count) {
     case 1: return group_errors_fixed<1>(w, n, p, qmax, sums, norm);
     case 2: return group_errors_fixed<2>(w, n, p, qmax, sums, norm);
@@ -193,6 +281,58 @@ void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* q
       }
     }
   }
+}
+
+// params_for with the widths as the lanes of one vector (8 at a time): the
+// same float64 divisions, float32 rounding and f16 rounding (vcvtps2ph,
+// nearest even, as to_half), so the same scales and zero points; one
+// dependency chain for all widths instead of one per width.
+__attribute__((target("avx512f"))) bool params_avx512(const RtnErrorArgs& a, const double* qmax_all, const double* half_all, double lo, double hi, Params* p) {
+  for (int first = 0; first < a.count; first += 8) {
+    const int take = std::min(8, a.count - first);
+    const __mmask8 lanes = static_cast<__mmask8>((1u << take) - 1u);
+    const __m512d one = _mm512_set1_pd(1.0);
+    const __m512d qmax = _mm512_mask_loadu_pd(one, lanes, qmax_all + first);
+    const __m512d half_range = _mm512_mask_loadu_pd(_mm512_set1_pd(2.0), lanes, half_all + first);  // 2^(bits−1)
+    __m512d raw;
+    double lo_used = lo, hi_used = hi;
+    if (a.symmetric) {
+      raw = _mm512_div_pd(_mm512_set1_pd(std::max(-lo, hi)), _mm512_sub_pd(half_range, one));
+    } else {
+      lo_used = std::min(lo, 0.0);
+      hi_used = std::max(hi, 0.0);
+      raw = _mm512_div_pd(_mm512_set1_pd(hi_used - lo_used), qmax);
+    }
+    // f16(float32(raw)) back to float64: exact widenings around the two roundings.
+    const __m256 raw32 = _mm512_cvtpd_ps(raw);
+    const __m256i halves = _mm512_cvtps_ph(_mm512_castps256_ps512(raw32), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d scale = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_cvtph_ps(halves)));
+    const __mmask8 positive = _mm512_cmp_pd_mask(raw, _mm512_setzero_pd(), _CMP_GT_OQ) & lanes;
+    // A scale beyond f16 (raw > 0 rounded to Inf) fails the tensor.
+    if (_mm512_mask_cmp_pd_mask(positive, _mm512_abs_pd(scale), _mm512_set1_pd(std::numeric_limits<double>::infinity()), _CMP_EQ_OQ) != 0) return false;
+    scale = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(scale, _mm512_setzero_pd(), _CMP_EQ_OQ), scale, _mm512_set1_pd(kF16MinSubnormal));
+    scale = _mm512_mask_blend_pd(positive, one, scale);
+    __m512d zero;
+    if (a.symmetric) {
+      zero = half_range;
+    } else {
+      const __m512d magic = _mm512_set1_pd(kRoundMagic);
+      const __m512d q = _mm512_div_pd(_mm512_set1_pd(-lo_used), scale);
+      // round_half_even's |x| < 2^51 guard: a larger quotient is an integer already.
+      const __mmask8 small = _mm512_cmp_pd_mask(_mm512_abs_pd(q), _mm512_set1_pd(2251799813685248.0), _CMP_LT_OQ);
+      const __m512d rounded = _mm512_mask_blend_pd(small, q, _mm512_sub_pd(_mm512_add_pd(q, magic), magic));
+      zero = _mm512_min_pd(_mm512_max_pd(rounded, _mm512_setzero_pd()), qmax);
+      zero = _mm512_mask_blend_pd(positive, _mm512_setzero_pd(), zero);
+    }
+    alignas(64) double s_out[8], z_out[8];
+    _mm512_store_pd(s_out, scale);
+    _mm512_store_pd(z_out, zero);
+    for (int j = 0; j < take; ++j) {
+      p->scale[first + j] = s_out[j];
+      p->zero[first + j] = z_out[j];
+    }
+  }
+  return true;
 }
 
 // range_of with 16 values per step; a NaN sends it to range_of for the index.
@@ -236,6 +376,7 @@ struct Job {
   int64_t* status;      // per task: −1, a NaN index, or −2
   bool avx512;
   double qmax[kMaxWidths];  // 2^bits − 1 per width
+  double half[kMaxWidths];  // 2^(bits − 1) per width
 };
 
 template <typename T>
@@ -261,7 +402,7 @@ void run_rows(const Job& job, const T* w, int64_t task) {
           job.status[task] = nan;
           return;
         }
-        if (!params_for(a, lo, hi, &local)) {
+        if (!(job.avx512 ? params_avx512(a, job.qmax, job.half, lo, hi, &local) : params_for(a, lo, hi, &local))) {
           job.status[task] = -2;
           return;
         }
@@ -308,8 +449,11 @@ int64_t rtn_errors(const RtnErrorArgs& a, double* out) {
   const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 14) / a.cols);
   const int64_t tasks = (a.rows + rows_per_task - 1) / rows_per_task;
   std::vector<int64_t> status(static_cast<size_t>(tasks), -1);
-  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512, {}};
-  for (int j = 0; j < n; ++j) job.qmax[j] = std::ldexp(1.0, a.bits[j]) - 1.0;
+  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512, {}, {}};
+  for (int j = 0; j < n; ++j) {
+    job.qmax[j] = std::ldexp(1.0, a.bits[j]) - 1.0;
+    job.half[j] = std::ldexp(1.0, a.bits[j] - 1);
+  }
   if (tasks > 1 && ThreadPool::shared().size() > 1) ThreadPool::shared().run(tasks, run_task, &job);
   else for (int64_t t = 0; t < tasks; ++t) run_task(&job, t, 0);
   // The first failure in row order is what the reference (which stops there) reports.

@@ -90,6 +90,46 @@ describe('rtnErrors', () => {
     }
   });
 
+  // The bf16 pass quantizes in float32 (multiplying by 1/s) and must still equal the float64 reference bit for bit.
+  function sameAsReference16(bits16: Uint16Array, rows: number, cols: number, group: number, symmetric: boolean, widths: Int32Array, label: string): void {
+    const expected = new Float64Array(widths.length);
+    const status = reference(fromBf16(bits16), rows, cols, group, symmetric, false, widths, expected);
+    const got = new Float64Array(widths.length);
+    assert.equal(withBackend('native', () => kernels().rtnErrorsBf16(bits16, rows, cols, group, symmetric, false, widths, got)), status, label);
+    assert.deepEqual(Array.from(got), Array.from(expected), label);
+  }
+
+  it('bf16: exact ties v = (k + ½)·s, where v·(1/s) rounds off the half', { skip: !loaded && 'native addon not built' }, () => {
+    // At 2 bits (qmax 3) a group of range [0, 3s] with s = 15·2⁻¹⁰ (an f16; 1/s inexact) has scale s,
+    // and (k + ½)·s are bf16 values: ties that the division rounds to even. In float32,
+    // 2.5s·RN(1/s) = 2.5000002, which alone would round to 3.
+    const s = 15 * 2 ** -10;
+    const row = [0, 3 * s, 0.5 * s, 1.5 * s, 2.5 * s, 0.5 * s, 1.5 * s, 2.5 * s];
+    const rows = 5;
+    const cols = 48;
+    const w = new Float32Array(rows * cols);
+    for (let i = 0; i < w.length; i++) w[i] = (i % 2 === 0 ? 1 : -1) ** Math.floor(i / cols) * row[i % row.length]!;
+    for (const symmetric of [false, true]) {
+      for (const group of [16, 0]) sameAsReference16(toBf16(w), rows, cols, group, symmetric, Int32Array.of(2, 3, 4, 8), `ties, group ${group}${symmetric ? ' symmetric' : ''}`);
+    }
+    // The ties are really there: v·(1/s) in float32 misses the exact half for some of them.
+    const inverse = Math.fround(1 / s);
+    assert.ok(row.slice(2).some((v) => Math.fround(v * inverse) !== v / s), 'no tie is off by the multiplication');
+  });
+
+  it('bf16: tiny weights (the f16 scale underflows to its smallest subnormal), huge ones (−2), 7 widths, edges', { skip: !loaded && 'native addon not built' }, () => {
+    const rng = new Rng(17);
+    const tiny = new Float32Array(6 * 40).map(() => rng.normal() * 1e-9);
+    for (const symmetric of [false, true]) sameAsReference16(toBf16(tiny), 6, 40, 8, symmetric, Int32Array.of(2, 3, 4, 8), `tiny${symmetric ? ' symmetric' : ''}`);
+    const huge = Float32Array.of(1, 2, 1e6, 4);
+    sameAsReference16(toBf16(huge), 1, 4, 0, false, Int32Array.of(2, 8), 'scale beyond f16');
+    const w = weights(67, 333, 6);
+    for (const group of [0, 32, 100]) sameAsReference16(toBf16(w), 67, 333, group, false, Int32Array.of(2, 3, 4, 5, 6, 7, 8), `7 widths, group ${group}`);
+    // One-sided groups (all positive, all negative): the zero point sits at an end and edge values clamp.
+    const side = new Float32Array(20 * 64).map((_, i) => (Math.floor(i / 64) % 2 === 0 ? 1 : -1) * (0.5 + Math.abs(rng.normal())));
+    for (const symmetric of [false, true]) sameAsReference16(toBf16(side), 20, 64, 16, symmetric, Int32Array.of(2, 3, 4, 8), `one-sided${symmetric ? ' symmetric' : ''}`);
+  });
+
   it('finds a NaN past the vector part of a group (the scalar tail)', () => {
     const w = weights(9, 130, 2);
     w[4 * 130 + 129] = NaN; // group 128: the tail group of row 4 holds columns 128..129
