@@ -543,10 +543,20 @@ function gramAndProbes(weight: WeightData, rows: number, cols: number, g: Float3
   // Only the lower triangle, which is all the eigen-solve reads: column panels
   // [j0, j0 + P) from row j0 down (for N = 512, 56% of the full product's flops).
   // Column j0 of W (tall) or row j0 (wide) starts at element j0 or j0·cols.
+  // A bf16 weight goes through the bf16 GEMM (twice the multiply-adds per instruction of the SGEMM): its products
+  // are exact in float32 either way, and the panel it is multiplied by is the widened copy, which the GEMM's
+  // rounding of B leaves as it is. Only the order of the float32 sums differs. A float32 weight keeps the SGEMM
+  // and its exact products (the Krylov route rounds it to bf16; this route does not).
   for (let j0 = 0; j0 < N; j0 += GRAM_PANEL) {
     const at = tall ? j0 : j0 * cols;
     const part = w.subarray(at);
-    kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N - j0, N: Math.min(GRAM_PANEL, N - j0), K, alpha: 1, a: part, lda: cols, strideA: 0, b: part, ldb: cols, strideB: 0, beta: 0, c: g.subarray(j0 * N + j0), ldc: N, strideC: 0 });
+    const c = g.subarray(j0 * N + j0);
+    const width = Math.min(GRAM_PANEL, N - j0);
+    if (weight instanceof Float32Array) {
+      kernels().sgemm({ batch: 1, transA: tall, transB: !tall, M: N - j0, N: width, K, alpha: 1, a: part, lda: cols, strideA: 0, b: part, ldb: cols, strideB: 0, beta: 0, c, ldc: N, strideC: 0 });
+    } else {
+      kernels().bf16Gemm({ transA: tall, transB: !tall, M: N - j0, N: width, K, a: weight.bf16.subarray(at), lda: cols, b: part, ldb: cols, c, ldc: N });
+    }
   }
   const wantProbes = options.probes ?? 0;
   return wantProbes > 0 ? separateProbes(new WeightOperator(multiplied(weight, options), rows, cols), wantProbes, options.rng) : null;
