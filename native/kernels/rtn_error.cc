@@ -234,8 +234,28 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_error
   }
 }
 
-// group_errors_fixed for a width count known at compile time (so the
-// accumulators stay in registers).
+template <typename T>
+void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* qmax, int count, double* sums, double* norm);
+
+// More widths than one fused pass holds: `chunk` at a time (the first call
+// also gives the norm).
+template <typename T>
+void group_errors_chunked(const T* w, int64_t n, const Params& p, const double* qmax, int count, int chunk, double* sums, double* norm) {
+  double ignored = 0.0;
+  for (int first = 0; first < count; first += chunk) {
+    Params part;
+    const int take = std::min(chunk, count - first);
+    for (int j = 0; j < take; ++j) {
+      part.scale[j] = p.scale[first + j];
+      part.zero[j] = p.zero[first + j];
+    }
+    group_errors_avx512(w, n, part, qmax + first, take, sums + first, first == 0 ? norm : &ignored);
+  }
+}
+
+// The fused passes for a width count known at compile time (so the
+// accumulators stay in registers): up to 4 for bf16 weights (float32
+// quantizer), up to 6 for float32 ones.
 template <typename T>
 void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* qmax, int count, double* sums, double* norm) {
   if constexpr (sizeof(T) == 2) {
@@ -244,41 +264,17 @@ void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* q
       case 2: return group_errors_bf16<2>(w, n, p, qmax, sums, norm);
       case 3: return group_errors_bf16<3>(w, n, p, qmax, sums, norm);
       case 4: return group_errors_bf16<4>(w, n, p, qmax, sums, norm);
-      default: {
-        // More widths: four at a time (the first call also gives the norm).
-        double ignored = 0.0;
-        for (int first = 0; first < count; first += 4) {
-          Params part;
-          const int take = std::min(4, count - first);
-          for (int j = 0; j < take; ++j) {
-            part.scale[j] = p.scale[first + j];
-            part.zero[j] = p.zero[first + j];
-          }
-          group_errors_avx512(w, n, part, qmax + first, take, sums + first, first == 0 ? norm : &ignored);
-        }
-        return;
-      }
+      default: return group_errors_chunked(w, n, p, qmax, count, 4, sums, norm);
     }
-  }
-  switch (count) {
-    case 1: return group_errors_fixed<1>(w, n, p, qmax, sums, norm);
-    case 2: return group_errors_fixed<2>(w, n, p, qmax, sums, norm);
-    case 3: return group_errors_fixed<3>(w, n, p, qmax, sums, norm);
-    case 4: return group_errors_fixed<4>(w, n, p, qmax, sums, norm);
-    case 5: return group_errors_fixed<5>(w, n, p, qmax, sums, norm);
-    case 6: return group_errors_fixed<6>(w, n, p, qmax, sums, norm);
-    default: {
-      // More widths: six at a time (the first call also gives the norm).
-      double ignored = 0.0;
-      for (int first = 0; first < count; first += 6) {
-        Params part;
-        const int take = std::min(6, count - first);
-        for (int j = 0; j < take; ++j) {
-          part.scale[j] = p.scale[first + j];
-          part.zero[j] = p.zero[first + j];
-        }
-        group_errors_avx512(w, n, part, qmax + first, take, sums + first, first == 0 ? norm : &ignored);
-      }
+  } else {
+    switch (count) {
+      case 1: return group_errors_fixed<1>(w, n, p, qmax, sums, norm);
+      case 2: return group_errors_fixed<2>(w, n, p, qmax, sums, norm);
+      case 3: return group_errors_fixed<3>(w, n, p, qmax, sums, norm);
+      case 4: return group_errors_fixed<4>(w, n, p, qmax, sums, norm);
+      case 5: return group_errors_fixed<5>(w, n, p, qmax, sums, norm);
+      case 6: return group_errors_fixed<6>(w, n, p, qmax, sums, norm);
+      default: return group_errors_chunked(w, n, p, qmax, count, 6, sums, norm);
     }
   }
 }
