@@ -21,6 +21,7 @@
         "native/kernels/gemm_skinny.cc",
         "native/kernels/gemm_bf16.cc",
         "native/kernels/gemm_bf16_avx512.cc",
+        "native/kernels/gemm_int8.cc",
         "native/kernels/weight_stats.cc",
         "native/kernels/rtn_error.cc",
         "native/kernels/sym_eig.cc",

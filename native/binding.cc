@@ -31,6 +31,7 @@
 #include "kernels/dbwa_codec.h"
 #include "kernels/fused.h"
 #include "kernels/gemm_bf16.h"
+#include "kernels/gemm_int8.h"
 #include "kernels/ggml_codec.h"
 #include "kernels/normal_fill.h"
 #include "kernels/sgemm.h"
@@ -930,6 +931,84 @@ napi_value Bf16GemmBody(napi_env env, const char* fn, Bf16GemmArgs& args) {
     return nullptr;
   }
   return undefined_value(env);
+}
+
+napi_value Int8QuantizeBody(napi_env env, const char* fn, Int8QuantizeArgs& args) {
+  qkd::Int8QuantizeArgs a;
+  a.rows = args.rows;
+  a.cols = args.cols;
+  a.per_row = args.perRow;
+  if (a.rows % 4 != 0 || a.cols % 4 != 0) {
+    fail(env, fn, "rows (%lld) and cols (%lld) must be multiples of 4", static_cast<long long>(a.rows),
+         static_cast<long long>(a.cols));
+    return nullptr;
+  }
+  int64_t count = 0, by_rows = 0, by_cols = 0;
+  if (!multiply(env, fn, "w (rows×cols)", {a.rows, a.cols}, &count) ||
+      !multiply(env, fn, "byRows", {a.rows, (a.cols + 15) / 16 * 16}, &by_rows) ||
+      !multiply(env, fn, "byCols", {a.cols, (a.rows + 15) / 16 * 16}, &by_cols) ||
+      !check_typed_length(env, fn, "w", "Uint16Array", args.w, count, false) ||
+      !check_bytes(env, fn, "byRows", args.byRows, by_rows) || !check_bytes(env, fn, "byCols", args.byCols, by_cols) ||
+      !check_elements(env, fn, "scales", args.scales, a.per_row ? a.rows : a.cols)) {
+    return nullptr;
+  }
+  if (count == 0) return number_value(env, 0);
+  a.w = args.w.data;
+  a.by_rows = args.byRows.data;
+  a.by_cols = args.byCols.data;
+  a.scales = args.scales.data;
+  return number_value(env, qkd::int8_quantize(a));
+}
+
+napi_value Int8GemmBody(napi_env env, const char* fn, Int8GemmArgs& args) {
+  qkd::Int8GemmArgs g;
+  g.stride = args.stride;
+  g.m = args.m;
+  g.n = args.n;
+  g.k = args.k;
+  g.ldb = args.ldb;
+  g.ldc = args.ldc;
+  if (g.k % 4 != 0) {
+    fail(env, fn, "argument k (%lld) must be a multiple of 4", static_cast<long long>(g.k));
+    return nullptr;
+  }
+  if (g.stride % 16 != 0 || g.stride < g.m) {
+    fail(env, fn, "argument stride (%lld) must be a multiple of 16 and at least m (%lld)",
+         static_cast<long long>(g.stride), static_cast<long long>(g.m));
+    return nullptr;
+  }
+  if (g.m == 0 || g.n == 0) return number_value(env, 0);
+  int64_t needed = 0;
+  if (!check_leading_dimension(env, fn, "ldc", g.ldc, g.n, "C (m×n)") ||
+      !check_leading_dimension(env, fn, "ldb", g.ldb, g.n, "B (k×n)")) {
+    return nullptr;
+  }
+  bool ok = extent(1, g.m, g.n, g.ldc, 0, &needed);
+  if (!check_length(env, fn, "c", args.c, needed, !ok)) return nullptr;
+  if (g.k > 0) {
+    ok = extent(1, g.k, g.n, g.ldb, 0, &needed);
+    if (!check_length(env, fn, "b", args.b, needed, !ok)) return nullptr;
+  }
+  if (!multiply(env, fn, "a (k × stride)", {g.k, g.stride}, &needed) || !check_bytes(env, fn, "a", args.a, needed)) {
+    return nullptr;
+  }
+  if (args.fold.data != nullptr && !check_elements(env, fn, "fold", args.fold, g.k)) return nullptr;
+  if (args.rowScale.data != nullptr && !check_elements(env, fn, "rowScale", args.rowScale, g.m)) return nullptr;
+  g.a = args.a.data;
+  g.fold = args.fold.data;
+  g.b = args.b.data;
+  g.row_scale = args.rowScale.data;
+  g.c = args.c.data;
+  const int64_t result = qkd::int8_gemm(g);
+  if (result == -2) {
+    fail(env, fn, "out of memory for the packing buffers");
+    return nullptr;
+  }
+  return number_value(env, static_cast<double>(result));
+}
+
+napi_value Int8GemmFastBody(napi_env env, const char* /*fn*/, Int8GemmFastArgs& /*args*/) {
+  return number_value(env, qkd::int8_gemm_fast() ? 1 : 0);
 }
 
 bool check_length_of(napi_env env, const char* fn, const char* name, const FloatView& w, int64_t count) {

@@ -212,6 +212,16 @@ export interface ProfilerKernels {
   rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
   /** rtnErrors of a weight given as raw bfloat16 bits. */
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
+  /**
+   * A bf16 weight [rows, cols] (multiples of 4) to int8, one scale per row
+   * or column, in the two quad layouts of the Krylov pass's int8 products
+   * (reference/int8-gemm.ts). Returns the relative squared error, or −1.
+   */
+  int8Quantize(w: Uint16Array, rows: number, cols: number, perRow: boolean, byRows: Uint8Array, byCols: Uint8Array, scales: Float32Array): number;
+  /** C = rowScale ⊙ (A · (fold ⊙ B)) for a quad layout of int8Quantize (reference/int8-gemm.ts); the outlier count, or −1. */
+  int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k: number, fold: Float32Array | null, b: Float32Array, ldb: number, rowScale: Float32Array | null, c: Float32Array, ldc: number): number;
+  /** 1 when int8Gemm runs on a vector unit made for it (AVX-512 VNNI), else 0 (the reference: 0). */
+  int8GemmFast(): number;
 }
 
 /** Number formats: bfloat16 conversion and DBWA packing (sat/dbwa.ts). */

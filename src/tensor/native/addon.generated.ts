@@ -69,6 +69,12 @@ export interface NativeAddon {
   rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
   /** the same for raw bfloat16 bits */
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
+  /** bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][ceil16(cols)][4] and byCols [cols/4][ceil16(rows)][4]; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite */
+  int8Quantize(w: Uint16Array, rows: number, cols: number, perRow: boolean | number, byRows: Uint8Array, byCols: Uint8Array, scales: Float32Array): number;
+  /** C [m, n] = rowScale ⊙ (A · (fold ⊙ B)) for a quad layout a [k/4][stride][4] of int8Quantize, B [k, n] quantized per column to int8 (values beyond 6 rms in float32); returns that outlier count, or −1 when fold ⊙ B is not finite */
+  int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k: number, fold: Float32Array | null, b: Float32Array, ldb: number, rowScale: Float32Array | null, c: Float32Array, ldc: number): number;
+  /** 1 when int8Gemm runs on AVX-512 VNNI, 0 on its portable loop */
+  int8GemmFast(): number;
   /** the count largest eigenvalues of the symmetric n×n a, descending */
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /** n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls */
@@ -112,7 +118,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -146,6 +152,9 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   weightStatsBf16: 'profiler',
   rtnErrors: 'profiler',
   rtnErrorsBf16: 'profiler',
+  int8Quantize: 'profiler',
+  int8Gemm: 'profiler',
+  int8GemmFast: 'profiler',
   symmetricEigenvalues: 'profiler',
   normalFill: 'profiler',
   eigenBatchStart: 'profiler',

@@ -12,6 +12,7 @@ import { dbwaDecode, dbwaEncode } from './dbwa-codec.js';
 import { causalConvBackward, causalConvForward, ssmMatrixBackward, ssmMatrixForward, ssmScanBackward, ssmScanForward } from './ssm.js';
 import { attentionFusedBackward, attentionFusedForward } from './attention.js';
 import { rtnErrors, rtnErrorsBf16 } from './rtn-error.js';
+import { int8Gemm, int8GemmFast, int8Quantize } from './int8-gemm.js';
 
 function sgemm(p: GemmArgs): void {
   const { batch, transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc } = p;
@@ -511,6 +512,9 @@ export const referenceKernels: Kernels = {
   weightStatsBf16,
   rtnErrors,
   rtnErrorsBf16,
+  int8Quantize,
+  int8Gemm,
+  int8GemmFast,
   symmetricEigenvalues,
   sumSquares,
   scaleInPlace,
