@@ -216,13 +216,101 @@ struct GemmJob {
   const Outlier* outliers;
   int64_t outlier_count;
   bool vnni;
+  bool avx512;
   std::atomic<bool> not_finite{false};
+  std::atomic<bool> failed{false};
 };
 
 float folded(const Int8GemmArgs& g, int64_t t, int64_t c) {
   const float v = g.b[t * g.ldb + c];
   return g.fold != nullptr ? v * g.fold[t] : v;
 }
+
+#if QKD_X86
+// stats_task's rows t0..t1 on AVX-512, 64 columns at a time (the same float32 products and per-column
+// float64 sums in row order as the scalar loop). Returns false when a value is not finite.
+QKD_TARGET_AVX512 bool stats_avx512(const Int8GemmArgs& g, int64_t t0, int64_t t1, float* mx, double* ss) {
+  const __m512 inf = _mm512_set1_ps(INFINITY);
+  __mmask16 bad = 0;
+  for (int64_t c0 = 0; c0 < g.n; c0 += 64) {
+    __m512 m[4];
+    __m512d s[8];
+    __mmask16 lanes[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = g.n - c0 - 16 * v;
+      lanes[v] = left >= 16 ? static_cast<__mmask16>(0xffff) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u);
+      m[v] = _mm512_setzero_ps();
+      s[2 * v] = _mm512_setzero_pd();
+      s[2 * v + 1] = _mm512_setzero_pd();
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* row = g.b + t * g.ldb + c0;
+      const __m512 f = _mm512_set1_ps(g.fold != nullptr ? g.fold[t] : 1.0f);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        __m512 x = _mm512_maskz_loadu_ps(lanes[v], row + 16 * v);
+        if (g.fold != nullptr) x = _mm512_mul_ps(x, f);
+        const __m512 ax = _mm512_abs_ps(x);
+        bad |= _mm512_cmp_ps_mask(ax, inf, _CMP_NLT_UQ);
+        m[v] = _mm512_max_ps(m[v], ax);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
+        s[2 * v] = _mm512_fmadd_pd(lo, lo, s[2 * v]);
+        s[2 * v + 1] = _mm512_fmadd_pd(hi, hi, s[2 * v + 1]);
+      }
+    }
+    alignas(64) float mbuf[64];
+    alignas(64) double sbuf[64];
+    for (int v = 0; v < 4; ++v) {
+      _mm512_store_ps(mbuf + 16 * v, m[v]);
+      _mm512_store_pd(sbuf + 16 * v, s[2 * v]);
+      _mm512_store_pd(sbuf + 16 * v + 8, s[2 * v + 1]);
+    }
+    for (int64_t c = c0; c < std::min(g.n, c0 + 64); ++c) {
+      mx[c] = mbuf[c - c0];
+      ss[c] = sbuf[c - c0];
+    }
+  }
+  return bad == 0;
+}
+
+// pack_task's rows t0..t1 (a multiple of 4 apart) on AVX-512: 4 rows × 16 columns per step, their
+// int8 values joined into the 16 dwords of one quad; the outliers (rare) are listed by a scalar pass.
+QKD_TARGET_AVX512 void pack_avx512(const GemmJob& job, int64_t t0, int64_t t1, int32_t* sum, std::vector<Outlier>& out) {
+  const Int8GemmArgs& g = *job.g;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), byte = _mm512_set1_epi32(0xff);
+  for (int64_t c0 = 0; c0 < job.n_pad; c0 += 16) {
+    const int64_t left = g.n - c0;
+    const __mmask16 lanes = left >= 16 ? static_cast<__mmask16>(0xffff) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512 limit = _mm512_maskz_loadu_ps(lanes, job.threshold + c0);
+    const __m512 inv = _mm512_maskz_loadu_ps(lanes, job.inv + c0);
+    __m512i total = _mm512_setzero_si512();
+    for (int64_t t = t0; t < t1; t += 4) {
+      __m512i word = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        __m512 x = _mm512_maskz_loadu_ps(lanes, g.b + (t + r) * g.ldb + c0);
+        if (g.fold != nullptr) x = _mm512_mul_ps(x, _mm512_set1_ps(g.fold[t + r]));
+        const __mmask16 outlier = _mm512_cmp_ps_mask(_mm512_abs_ps(x), limit, _CMP_GT_OQ);
+        const __m512i q = _mm512_maskz_max_epi32(static_cast<__mmask16>(~outlier), lo,
+                                                 _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(x, inv))));
+        total = _mm512_add_epi32(total, q);
+        word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, byte), 8 * r));
+        if (outlier != 0) {
+          alignas(64) float values[16];
+          _mm512_store_ps(values, x);
+          for (int j = 0; j < 16; ++j) {
+            if (outlier & (1u << j)) out.push_back({t + r, c0 + j, values[j]});
+          }
+        }
+      }
+      _mm512_storeu_si512(job.bp + ((t / 4) * job.n_pad + c0) * 4, word);
+    }
+    _mm512_storeu_si512(sum + c0, _mm512_add_epi32(_mm512_loadu_si512(sum + c0), total));
+  }
+}
+#endif
 
 void stats_task(void* context, int64_t block, int /*worker*/) {
   GemmJob& job = *static_cast<GemmJob*>(context);
@@ -232,6 +320,12 @@ void stats_task(void* context, int64_t block, int /*worker*/) {
   std::fill(mx, mx + g.n, 0.0f);
   std::fill(ss, ss + g.n, 0.0);
   const int64_t t0 = block * kBlock, t1 = std::min(g.k, t0 + kBlock);
+#if QKD_X86
+  if (job.avx512) {
+    if (!stats_avx512(g, t0, t1, mx, ss)) job.not_finite.store(true, std::memory_order_relaxed);
+    return;
+  }
+#endif
   bool finite = true;
   for (int64_t t = t0; t < t1; ++t) {
     for (int64_t c = 0; c < g.n; ++c) {
@@ -252,6 +346,12 @@ void pack_task(void* context, int64_t block, int /*worker*/) {
   std::vector<Outlier>& out = job.block_outliers[block];
   out.clear();
   const int64_t t0 = block * kBlock, t1 = std::min(g.k, t0 + kBlock);
+#if QKD_X86
+  if (job.avx512) {
+    pack_avx512(job, t0, t1, sum, out);
+    return;
+  }
+#endif
   for (int64_t t = t0; t < t1; ++t) {
     int8_t* row = job.bp + (t / 4) * job.n_pad * 4 + (t % 4);
     for (int64_t c = 0; c < job.n_pad; ++c) {
@@ -270,7 +370,7 @@ void pack_task(void* context, int64_t block, int /*worker*/) {
   }
 }
 
-// acc[c * 16·vectors + lane]: the int32 sums of a tile's rows for its 8 columns.
+// acc[c * 16·vectors + lane] += the int32 sums of a tile's rows for its 8 columns over `quads` quads.
 void kernel_portable(const uint8_t* a, int64_t a_step, const int8_t* b, int64_t b_step, int64_t quads, int64_t vectors,
                      int32_t* acc) {
   const int64_t rows = 16 * vectors;
@@ -292,81 +392,107 @@ template <int V>
 QKD_TARGET_AVX512_VNNI void kernel_vnni(const uint8_t* a, int64_t a_step, const int8_t* b, int64_t b_step, int64_t quads,
                                         int32_t* acc) {
   __m512i sum[V][kPanel];
-  for (int v = 0; v < V; ++v)
-    for (int c = 0; c < kPanel; ++c) sum[v][c] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+#pragma GCC unroll 8
+    for (int c = 0; c < kPanel; ++c) sum[v][c] = _mm512_load_si512(acc + c * 16 * V + v * 16);
+  }
   for (int64_t q = 0; q < quads; ++q) {
     __m512i av[V];
+#pragma GCC unroll 4
     for (int v = 0; v < V; ++v) av[v] = _mm512_loadu_si512(a + v * 64);
     _mm_prefetch(reinterpret_cast<const char*>(a + 8 * a_step), _MM_HINT_T0);
     if (V > 1) _mm_prefetch(reinterpret_cast<const char*>(a + 8 * a_step + 64), _MM_HINT_T0);
     if (V > 2) _mm_prefetch(reinterpret_cast<const char*>(a + 8 * a_step + 128), _MM_HINT_T0);
+    const int32_t* words = reinterpret_cast<const int32_t*>(b);
+#pragma GCC unroll 8
     for (int c = 0; c < kPanel; ++c) {
-      int32_t word;
-      std::memcpy(&word, b + c * 4, 4);
-      const __m512i bc = _mm512_set1_epi32(word);
+      const __m512i bc = _mm512_set1_epi32(words[c]);
+#pragma GCC unroll 4
       for (int v = 0; v < V; ++v) sum[v][c] = _mm512_dpbusd_epi32(sum[v][c], av[v], bc);
     }
     a += a_step;
     b += b_step;
   }
-  for (int c = 0; c < kPanel; ++c)
-    for (int v = 0; v < V; ++v) _mm512_storeu_si512(acc + c * 16 * V + v * 16, sum[v][c]);
+#pragma GCC unroll 8
+  for (int c = 0; c < kPanel; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) _mm512_store_si512(acc + c * 16 * V + v * 16, sum[v][c]);
+  }
 }
 #endif
 
+// A tile's quads are taken this many at a time through every column panel, so the tile's slice of A
+// (kSubQuads · 64 · vectors bytes, rows of A a whole stride apart) is read from memory once and then
+// from L1, instead of once per panel.
+constexpr int64_t kSubQuads = 128;
+
 void tile_task(void* context, int64_t tile, int /*worker*/) {
+  thread_local AlignedBuffer acc_buffer, out_buffer;
   GemmJob& job = *static_cast<GemmJob*>(context);
   const Int8GemmArgs& g = *job.g;
   const int64_t i0 = tile * kTileRows;
   const int64_t rows = std::min(kTileRows, g.m - i0);
   const int64_t vectors = ceil_div(rows, 16);
+  const int64_t lanes = 16 * vectors;
   const int64_t quads = g.k / 4;
-  alignas(64) int32_t acc[kPanel * kTileRows];
-  alignas(64) float out[kPanel * kTileRows];
-  for (int64_t p = 0; p < job.n_pad; p += kPanel) {
-    const int64_t valid_cols = std::min(kPanel, g.n - p);
-    for (int64_t q0 = 0, chunk = 0; q0 < quads; q0 += kChunk / 4, ++chunk) {
-      const int64_t count = std::min(kChunk / 4, quads - q0);
-      const uint8_t* a = g.a + (q0 * g.stride + i0) * 4;
-      const int8_t* b = job.bp + (q0 * job.n_pad + p) * 4;
-      const int64_t a_step = g.stride * 4, b_step = job.n_pad * 4;
-      bool done = false;
+  const int64_t panels = job.n_pad / kPanel;
+  const int64_t panel_size = kPanel * kTileRows;  // int32 / float slots per panel
+  int32_t* acc = reinterpret_cast<int32_t*>(acc_buffer.reserve(static_cast<size_t>(panels * panel_size)));
+  float* out = out_buffer.reserve(static_cast<size_t>(panels * panel_size));
+  if (acc == nullptr || out == nullptr) {
+    job.failed.store(true, std::memory_order_relaxed);
+    return;
+  }
+  const int64_t a_step = g.stride * 4, b_step = job.n_pad * 4;
+  for (int64_t q0 = 0, chunk = 0; q0 < quads; q0 += kChunk / 4, ++chunk) {
+    const int64_t q_end = std::min(quads, q0 + kChunk / 4);
+    std::fill(acc, acc + panels * panel_size, 0);
+    for (int64_t s0 = q0; s0 < q_end; s0 += kSubQuads) {
+      const int64_t count = std::min(kSubQuads, q_end - s0);
+      const uint8_t* a = g.a + (s0 * g.stride + i0) * 4;
+      for (int64_t p = 0; p < panels; ++p) {
+        const int8_t* b = job.bp + (s0 * job.n_pad + p * kPanel) * 4;
+        int32_t* pa = acc + p * panel_size;
 #if QKD_X86
-      if (job.vnni) {
-        if (vectors == 3) kernel_vnni<3>(a, a_step, b, b_step, count, acc);
-        else if (vectors == 2) kernel_vnni<2>(a, a_step, b, b_step, count, acc);
-        else kernel_vnni<1>(a, a_step, b, b_step, count, acc);
-        done = true;
-      }
+        if (job.vnni) {
+          if (vectors == 3) kernel_vnni<3>(a, a_step, b, b_step, count, pa);
+          else if (vectors == 2) kernel_vnni<2>(a, a_step, b, b_step, count, pa);
+          else kernel_vnni<1>(a, a_step, b, b_step, count, pa);
+          continue;
+        }
 #endif
-      if (!done) {
-        std::fill(acc, acc + kPanel * 16 * vectors, 0);
-        kernel_portable(a, a_step, b, b_step, count, vectors, acc);
+        kernel_portable(a, a_step, b, b_step, count, vectors, pa);
       }
-      const int32_t* sums = job.chunk_sum + chunk * job.n_pad + p;
-      const int64_t lanes = 16 * vectors;
+    }
+    // This chunk's sums, corrected for the u8 offset and scaled per column, into out.
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t col0 = p * kPanel;
+      const int64_t valid_cols = std::min(kPanel, g.n - col0);
+      const int32_t* sums = job.chunk_sum + chunk * job.n_pad + col0;
       for (int64_t c = 0; c < valid_cols; ++c) {
         const int32_t correction = 128 * sums[c];
-        const float s = job.scale[p + c];
+        const float s = job.scale[col0 + c];
+        const int32_t* from = acc + p * panel_size + c * lanes;
+        float* to = out + p * panel_size + c * kTileRows;
         for (int64_t i = 0; i < rows; ++i) {
-          const float v = static_cast<float>(acc[c * lanes + i] - correction) * s;
-          out[c * kTileRows + i] = chunk == 0 ? v : out[c * kTileRows + i] + v;
+          const float v = static_cast<float>(from[i] - correction) * s;
+          to[i] = chunk == 0 ? v : to[i] + v;
         }
       }
     }
-    // The outliers of these columns, in float32.
-    for (int64_t o = 0; o < job.outlier_count; ++o) {
-      const Outlier& x = job.outliers[o];
-      if (x.c < p || x.c >= p + valid_cols) continue;
-      const uint8_t* a = g.a + ((x.t / 4) * g.stride + i0) * 4 + (x.t % 4);
-      float* column = out + (x.c - p) * kTileRows;
-      for (int64_t i = 0; i < rows; ++i) column[i] += static_cast<float>(static_cast<int32_t>(a[i * 4]) - 128) * x.value;
-    }
-    for (int64_t i = 0; i < rows; ++i) {
-      const float rs = g.row_scale != nullptr ? g.row_scale[i0 + i] : 1.0f;
-      float* dst = g.c + (i0 + i) * g.ldc + p;
-      for (int64_t c = 0; c < valid_cols; ++c) dst[c] = out[c * kTileRows + i] * rs;
-    }
+  }
+  // The outliers, in float32.
+  for (int64_t o = 0; o < job.outlier_count; ++o) {
+    const Outlier& x = job.outliers[o];
+    const uint8_t* a = g.a + ((x.t / 4) * g.stride + i0) * 4 + (x.t % 4);
+    float* column = out + (x.c / kPanel) * panel_size + (x.c % kPanel) * kTileRows;
+    for (int64_t i = 0; i < rows; ++i) column[i] += static_cast<float>(static_cast<int32_t>(a[i * 4]) - 128) * x.value;
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const float rs = g.row_scale != nullptr ? g.row_scale[i0 + i] : 1.0f;
+    float* dst = g.c + (i0 + i) * g.ldc;
+    for (int64_t c = 0; c < g.n; ++c) dst[c] = out[(c / kPanel) * panel_size + (c % kPanel) * kTileRows + i] * rs;
   }
 }
 
@@ -439,6 +565,11 @@ int64_t int8_gemm(const Int8GemmArgs& g) {
   job.n_pad = ceil_div(g.n, kPanel) * kPanel;
   job.blocks = ceil_div(g.k, kBlock);
   job.vnni = int8_gemm_fast();
+#if QKD_X86
+  job.avx512 = active_isa() == Isa::kAvx512;
+#else
+  job.avx512 = false;
+#endif
   const int64_t chunks = std::max<int64_t>(1, ceil_div(g.k, kChunk));
   // Packed B (int8) and the per-block and per-column arrays, in float-sized slots.
   job.bp = reinterpret_cast<int8_t*>(packed.reserve(static_cast<size_t>(std::max<int64_t>(1, g.k * job.n_pad / 4))));
@@ -484,6 +615,7 @@ int64_t int8_gemm(const Int8GemmArgs& g) {
   job.outliers = merged.data();
   job.outlier_count = static_cast<int64_t>(merged.size());
   run(ceil_div(g.m, kTileRows), tile_task, &job, parallel);
+  if (job.failed.load()) return -2;
   return job.outlier_count;
 }
 

@@ -53,6 +53,15 @@ export interface SpectrumOptions {
    * and weights read from bf16 checkpoints round back exactly.
    */
   exactProducts?: boolean;
+  /**
+   * Multiply the Krylov steps' Aᵀ(A·x) on int8 (kernels().int8Gemm): the
+   * weight quantized once per tensor (one scale per row of A), each block
+   * per column with its values beyond 6 rms kept in float32. Default: where
+   * the kernel has its fast path (AVX-512 VNNI), unless exactProducts; a
+   * weight whose int8 copy is further than INT8_MAX_ERROR from it (relative
+   * squared error) stays on bf16. docs/algorithms.md §1 gives the accuracy.
+   */
+  int8?: boolean;
   /** Seeded generator for the random start block (and probes). */
   rng: Rng;
   /** Force a route (default: spectrumRoute's choice by cost). */
@@ -186,6 +195,67 @@ class WeightOperator {
 }
 
 /**
+ * The int8 copy of a bf16 weight (kernels().int8Quantize), one scale per row
+ * of A: per row of W when it is tall, per column when it is wide. Its
+ * applyGram runs both products of a Krylov step on kernels().int8Gemm: first
+ * u = A·x with the scales applied to u's rows, then Aᵀ·u with the scales
+ * folded into u's rows (the sum runs over A's rows). The two quad layouts
+ * give each product its summed index in the vector lanes.
+ */
+class Int8Weight {
+  private constructor(
+    private readonly rows: number,
+    private readonly cols: number,
+    private readonly byRows: Uint8Array,
+    private readonly byCols: Uint8Array,
+    private readonly scales: Float32Array,
+  ) {}
+
+  /** The int8 copy, or null when it is further than INT8_MAX_ERROR from W. */
+  static of(w: Uint16Array, rows: number, cols: number): Int8Weight | null {
+    const tall = rows >= cols;
+    const byRows = workspace.uint8(0, rows * ceil16(cols));
+    const byCols = workspace.uint8(1, cols * ceil16(rows));
+    const scales = new Float32Array(tall ? rows : cols);
+    const error = kernels().int8Quantize(w, rows, cols, tall, byRows, byCols, scales);
+    if (!(error >= 0 && error <= INT8_MAX_ERROR)) return null;
+    return new Int8Weight(rows, cols, byRows, byCols, scales);
+  }
+
+  /** out [N, width] = Aᵀ(A·x) with u [M, width] as scratch; ‖(A·x)_i‖² of the first probeCount columns. */
+  applyGram(x: Float32Array, xLd: number, width: number, out: Float32Array, outLd: number, u: Float32Array, probeCount: number): Float64Array {
+    const { rows, cols, scales } = this;
+    const tall = rows >= cols;
+    const k = kernels();
+    // A·x: a tall W sums over its columns (byCols), a wide one over its rows (byRows).
+    const M = tall ? rows : cols;
+    const first = tall ? k.int8Gemm(this.byCols, ceil16(rows), rows, width, cols, null, x, xLd, scales, u, width) : k.int8Gemm(this.byRows, ceil16(cols), cols, width, rows, null, x, xLd, scales, u, width);
+    const norms = new Float64Array(probeCount);
+    for (let i = 0; i < M; i++) for (let j = 0; j < probeCount; j++) norms[j]! += u[i * width + j]! ** 2;
+    const second = tall ? k.int8Gemm(this.byRows, ceil16(cols), cols, width, rows, scales, u, width, null, out, outLd) : k.int8Gemm(this.byCols, ceil16(rows), rows, width, cols, scales, u, width, null, out, outLd);
+    if (first < 0 || second < 0) throw new QkdError('STATE', `int8 Krylov product of a ${rows}×${cols} weight met a value that is not finite`);
+    return norms;
+  }
+}
+
+const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
+
+/**
+ * The largest relative squared error ‖W − s·q‖²/‖W‖² at which a weight's
+ * Krylov products run on its int8 copy. Gaussian weights quantize to about
+ * 1e-4; a few columns 12× the rest (the audit grid's outliers) to about
+ * 1.5e-3, where the concentration still moved by under 1e-3 (docs/algorithms.md §1).
+ */
+const INT8_MAX_ERROR = 2e-3;
+
+/** Whether a weight's Krylov products take the int8 route (see SpectrumOptions.int8). */
+function wantsInt8(w: WeightData, rows: number, cols: number, options: SpectrumOptions): boolean {
+  if (w instanceof Float32Array || rows % 4 !== 0 || cols % 4 !== 0) return false;
+  if (options.int8 !== undefined) return options.int8;
+  return options.exactProducts !== true && kernels().int8GemmFast() === 1;
+}
+
+/**
  * Grow-only scratch shared by successive calls (the profiler runs one
  * matrix after another): fresh multi-megabyte arrays cost a page fault per
  * 4 KB on first touch, a noticeable share of a small matrix's time. Every
@@ -195,11 +265,18 @@ class Workspace {
   private f32: Float32Array[] = [];
   private f64: Float64Array[] = [];
   private u16 = new Uint16Array(0);
+  private u8: Uint8Array[] = [];
 
   /** n bf16 words (one slot). */
   uint16(n: number): Uint16Array {
     if (this.u16.length < n) this.u16 = adviseHugePages(new Uint16Array(n));
     return this.u16.subarray(0, n);
+  }
+
+  /** Byte buffer `slot` (0, 1) of n bytes. */
+  uint8(slot: number, n: number): Uint8Array {
+    if ((this.u8[slot]?.length ?? -1) < n) this.u8[slot] = adviseHugePages(new Uint8Array(n));
+    return this.u8[slot]!.subarray(0, n);
   }
 
   /** Buffer `slot` (0, 1, …) as n floats. */
@@ -396,6 +473,7 @@ interface KrylovProjection {
 function krylovProjection(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): KrylovProjection {
   const w = multiplied(weight, options);
   const op = new WeightOperator(w, rows, cols);
+  const int8 = !(w instanceof Float32Array) && wantsInt8(w, rows, cols, options) ? Int8Weight.of(w.bf16, rows, cols) : null;
   const { M, N } = op;
   const { blockSize: b, depth } = krylovShape(k, N, options.depth ?? DEFAULT_DEPTH);
   const D = Math.min(N, b * (depth + 1));
@@ -438,7 +516,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     // columns are the probe products.
     const slot = Q.subarray(width);
     const probeCount = j === 0 && op.tall && gaussian > 0 && gaussian <= r ? gaussian : 0;
-    const wx2 = op.applyGram(Q.subarray(first), ld, r, slot, ld, u, probeCount);
+    const wx2 = (int8 ?? op).applyGram(Q.subarray(first), ld, r, slot, ld, u, probeCount);
     if (probeCount > 0) {
       const x = new Float32Array(N * gaussian);
       for (let i = 0; i < N; i++) x.set(Q.subarray(i * ld, i * ld + gaussian), i * gaussian);
