@@ -101,14 +101,18 @@ void quantize_quad_scalar(const QuantizeJob& job, int64_t i0, double* error, dou
 }
 
 #if QKD_X86
-QKD_TARGET_AVX512 void quantize_quad_avx512(const QuantizeJob& job, int64_t i0, double* error, double* total) {
+// Columns [j_begin, j_end) (multiples of 16) of one row quad.
+QKD_TARGET_AVX512 void quantize_quad_avx512(const QuantizeJob& job, int64_t i0, int64_t j_begin, int64_t j_end,
+                                            double* error, double* total) {
   const Int8QuantizeArgs& g = *job.g;
   const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), offset = _mm512_set1_epi32(128);
-  __m512d err = _mm512_setzero_pd(), tot = _mm512_setzero_pd();
-  for (int64_t j0 = 0; j0 < job.s_rows; j0 += 16) {
+  // d = w − s·v and the squares summed in float32 per quad (a gate's figure, not a result), then in float64.
+  __m512 err = _mm512_setzero_ps(), tot = _mm512_setzero_ps();
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += 16) {
     const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(16, g.cols - j0));
     const __mmask16 m = valid >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << valid) - 1u);
     __m128i bytes[4];
+#pragma GCC unroll 4
     for (int64_t r = 0; r < 4; ++r) {
       const int64_t i = i0 + r;
       const __m256i bits = _mm256_maskz_loadu_epi16(m, g.w + i * g.cols + j0);
@@ -117,16 +121,9 @@ QKD_TARGET_AVX512 void quantize_quad_avx512(const QuantizeJob& job, int64_t i0, 
       const __m512 scale = g.per_row ? _mm512_set1_ps(job.scale[i]) : _mm512_maskz_loadu_ps(m, job.scale + j0);
       const __m512i v = _mm512_max_epi32(lo, _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(w, inv))));
       bytes[r] = _mm512_cvtepi32_epi8(_mm512_add_epi32(v, offset));
-      // d = w − s·v in float64 (both exact there), squared and summed per lane.
-      const __m512 vf = _mm512_cvtepi32_ps(v);
-      for (int half = 0; half < 2; ++half) {
-        const __m512d wd = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(w, 1) : _mm512_castps512_ps256(w));
-        const __m512d sd = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(scale, 1) : _mm512_castps512_ps256(scale));
-        const __m512d vd = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(vf, 1) : _mm512_castps512_ps256(vf));
-        const __m512d d = _mm512_fnmadd_pd(sd, vd, wd);
-        err = _mm512_fmadd_pd(d, d, err);
-        tot = _mm512_fmadd_pd(wd, wd, tot);
-      }
+      const __m512 d = _mm512_fnmadd_ps(scale, _mm512_cvtepi32_ps(v), w);
+      err = _mm512_fmadd_ps(d, d, err);
+      tot = _mm512_fmadd_ps(w, w, tot);
     }
     // by_rows: the 4 rows' bytes interleaved per column (64 bytes, the pad columns' bytes are 128).
     const __m128i p01l = _mm_unpacklo_epi8(bytes[0], bytes[1]), p01h = _mm_unpackhi_epi8(bytes[0], bytes[1]);
@@ -145,8 +142,8 @@ QKD_TARGET_AVX512 void quantize_quad_avx512(const QuantizeJob& job, int64_t i0, 
       _mm_storeu_ps(reinterpret_cast<float*>(g.by_cols + ((j0 / 4 + q) * job.s_cols + i0) * 4), quads[q]);
     }
   }
-  *error += _mm512_reduce_add_pd(err);
-  *total += _mm512_reduce_add_pd(tot);
+  *error += _mm512_reduce_add_ps(err);
+  *total += _mm512_reduce_add_ps(tot);
 }
 #endif
 
@@ -178,15 +175,19 @@ void quantize_task(void* context, int64_t task, int /*worker*/) {
   const int64_t quads = job.g->rows / 4;
   const int64_t q0 = task * kQuantRowQuads, q1 = std::min(quads, q0 + kQuantRowQuads);
   double error = 0, total = 0;
-  for (int64_t q = q0; q < q1; ++q) {
 #if QKD_X86
-    if (job.avx512) {
-      quantize_quad_avx512(job, q * 4, &error, &total);
-      continue;
+  if (job.avx512) {
+    // 64 columns of every row quad of the task at a time: the by_cols layout then receives whole
+    // cache lines (the task's 64 rows of a column quad are 256 contiguous bytes).
+    for (int64_t j0 = 0; j0 < job.s_rows; j0 += 64) {
+      for (int64_t q = q0; q < q1; ++q) quantize_quad_avx512(job, q * 4, j0, std::min(job.s_rows, j0 + 64), &error, &total);
     }
-#endif
-    quantize_quad_scalar(job, q * 4, &error, &total);
+    job.error[task] = error;
+    job.total[task] = total;
+    return;
   }
+#endif
+  for (int64_t q = q0; q < q1; ++q) quantize_quad_scalar(job, q * 4, &error, &total);
   job.error[task] = error;
   job.total[task] = total;
 }

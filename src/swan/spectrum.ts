@@ -248,9 +248,19 @@ const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
  */
 const INT8_MAX_ERROR = 2e-3;
 
+/**
+ * Weights with more values than this stay on bf16: the int8 copy is fresh
+ * memory of the weight's bf16 size (2 bytes per value, both layouts), and
+ * on the Llama-3.2-1B shape its embedding (263M values) gained nothing from
+ * int8 (the copy's page faults cost what the faster products saved) while
+ * the audit's peak memory went from 0.67 to 1.19 GB.
+ */
+const INT8_MAX_VALUES = 1 << 26;
+
 /** Whether a weight's Krylov products take the int8 route (see SpectrumOptions.int8). */
 function wantsInt8(w: WeightData, rows: number, cols: number, options: SpectrumOptions): boolean {
   if (w instanceof Float32Array || rows % 4 !== 0 || cols % 4 !== 0) return false;
+  if (rows * cols > INT8_MAX_VALUES) return false;
   if (options.int8 !== undefined) return options.int8;
   return options.exactProducts !== true && kernels().int8GemmFast() === 1;
 }
