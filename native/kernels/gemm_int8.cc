@@ -209,6 +209,7 @@ struct GemmJob {
   double* block_ss;    // [blocks][n]
   int32_t* block_sum;  // [blocks][n_pad]: Σ of the packed values
   float* threshold;    // [n_pad]
+  const float* trim;   // the statistics' second pass: Σ b² only of |b| ≤ trim (else nullptr)
   float* inv;          // [n_pad]
   float* scale;        // [n_pad]
   int8_t* bp;          // [k/4][n_pad][4]
@@ -230,17 +231,21 @@ float folded(const Int8GemmArgs& g, int64_t t, int64_t c) {
 #if QKD_X86
 // stats_task's rows t0..t1 on AVX-512, 64 columns at a time (the same float32 products and per-column
 // float64 sums in row order as the scalar loop). Returns false when a value is not finite.
-QKD_TARGET_AVX512 bool stats_avx512(const Int8GemmArgs& g, int64_t t0, int64_t t1, float* mx, double* ss) {
+// With `trim` (the first pass's thresholds) only Σ b² of the values within them is taken.
+QKD_TARGET_AVX512 bool stats_avx512(const Int8GemmArgs& g, int64_t t0, int64_t t1, float* mx, double* ss,
+                                    const float* trim) {
   const __m512 inf = _mm512_set1_ps(INFINITY);
   __mmask16 bad = 0;
   for (int64_t c0 = 0; c0 < g.n; c0 += 64) {
     __m512 m[4];
     __m512d s[8];
     __mmask16 lanes[4];
+    __m512 limit[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) {
       const int64_t left = g.n - c0 - 16 * v;
       lanes[v] = left >= 16 ? static_cast<__mmask16>(0xffff) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u);
+      limit[v] = trim != nullptr ? _mm512_maskz_loadu_ps(lanes[v], trim + c0 + 16 * v) : inf;
       m[v] = _mm512_setzero_ps();
       s[2 * v] = _mm512_setzero_pd();
       s[2 * v + 1] = _mm512_setzero_pd();
@@ -255,6 +260,7 @@ QKD_TARGET_AVX512 bool stats_avx512(const Int8GemmArgs& g, int64_t t0, int64_t t
         const __m512 ax = _mm512_abs_ps(x);
         bad |= _mm512_cmp_ps_mask(ax, inf, _CMP_NLT_UQ);
         m[v] = _mm512_max_ps(m[v], ax);
+        if (trim != nullptr) x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(ax, limit[v], _CMP_LE_OQ), x);
         const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
         const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
         s[2 * v] = _mm512_fmadd_pd(lo, lo, s[2 * v]);
@@ -269,7 +275,7 @@ QKD_TARGET_AVX512 bool stats_avx512(const Int8GemmArgs& g, int64_t t0, int64_t t
       _mm512_store_pd(sbuf + 16 * v + 8, s[2 * v + 1]);
     }
     for (int64_t c = c0; c < std::min(g.n, c0 + 64); ++c) {
-      mx[c] = mbuf[c - c0];
+      if (trim == nullptr) mx[c] = mbuf[c - c0];
       ss[c] = sbuf[c - c0];
     }
   }
@@ -286,6 +292,8 @@ QKD_TARGET_AVX512 void pack_avx512(const GemmJob& job, int64_t t0, int64_t t1, i
     const __mmask16 lanes = left >= 16 ? static_cast<__mmask16>(0xffff) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u);
     const __m512 limit = _mm512_maskz_loadu_ps(lanes, job.threshold + c0);
     const __m512 inv = _mm512_maskz_loadu_ps(lanes, job.inv + c0);
+    // n_pad is a multiple of 8: the last group may hold 8 columns of packed B, not 16.
+    const __mmask16 store = job.n_pad - c0 >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>(0xff);
     __m512i total = _mm512_setzero_si512();
     for (int64_t t = t0; t < t1; t += 4) {
       __m512i word = _mm512_setzero_si512();
@@ -306,9 +314,9 @@ QKD_TARGET_AVX512 void pack_avx512(const GemmJob& job, int64_t t0, int64_t t1, i
           }
         }
       }
-      _mm512_storeu_si512(job.bp + ((t / 4) * job.n_pad + c0) * 4, word);
+      _mm512_mask_storeu_epi32(job.bp + ((t / 4) * job.n_pad + c0) * 4, store, word);
     }
-    _mm512_storeu_si512(sum + c0, _mm512_add_epi32(_mm512_loadu_si512(sum + c0), total));
+    _mm512_mask_storeu_epi32(sum + c0, store, _mm512_add_epi32(_mm512_maskz_loadu_epi32(store, sum + c0), total));
   }
 }
 #endif
@@ -318,12 +326,13 @@ void stats_task(void* context, int64_t block, int /*worker*/) {
   const Int8GemmArgs& g = *job.g;
   float* mx = job.block_max + block * g.n;
   double* ss = job.block_ss + block * g.n;
-  std::fill(mx, mx + g.n, 0.0f);
+  const float* trim = job.trim;
+  if (trim == nullptr) std::fill(mx, mx + g.n, 0.0f);
   std::fill(ss, ss + g.n, 0.0);
   const int64_t t0 = block * kBlock, t1 = std::min(g.k, t0 + kBlock);
 #if QKD_X86
   if (job.avx512) {
-    if (!stats_avx512(g, t0, t1, mx, ss)) job.not_finite.store(true, std::memory_order_relaxed);
+    if (!stats_avx512(g, t0, t1, mx, ss, trim)) job.not_finite.store(true, std::memory_order_relaxed);
     return;
   }
 #endif
@@ -332,8 +341,8 @@ void stats_task(void* context, int64_t block, int /*worker*/) {
     for (int64_t c = 0; c < g.n; ++c) {
       const float v = folded(g, t, c);
       finite = finite && std::isfinite(v);
-      mx[c] = std::max(mx[c], std::fabs(v));
-      ss[c] += static_cast<double>(v) * v;
+      if (trim == nullptr) mx[c] = std::max(mx[c], std::fabs(v));
+      if (trim == nullptr || std::fabs(v) <= trim[c]) ss[c] += static_cast<double>(v) * v;
     }
   }
   if (!finite) job.not_finite.store(true, std::memory_order_relaxed);
@@ -588,20 +597,31 @@ int64_t int8_gemm(const Int8GemmArgs& g) {
   job.block_outliers = lists.data();
   const bool parallel = static_cast<double>(g.m) * g.n * g.k >= (1 << 20);
 
+  // Thresholds in two passes: 6 rms of the column, then 6 rms of its values within that (a few rows
+  // 100× the rest would otherwise lift the rms, and the scale, far above the bulk of the column).
+  job.trim = nullptr;
   run(job.blocks, stats_task, &job, parallel);
   if (job.not_finite.load()) return -1;
-  for (int64_t c = 0; c < job.n_pad; ++c) {
-    float mx = 0;
-    double ss = 0;
-    if (c < g.n) {
-      for (int64_t b = 0; b < job.blocks; ++b) {
-        mx = std::max(mx, job.block_max[b * g.n + c]);
-        ss += job.block_ss[b * g.n + c];
-      }
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) {
+      job.trim = job.threshold;
+      run(job.blocks, stats_task, &job, parallel);
     }
-    const float limit = static_cast<float>(kOutlierRms * std::sqrt(ss / static_cast<double>(g.k)));
-    const float t = std::min(mx, limit);
-    job.threshold[c] = t;
+    for (int64_t c = 0; c < job.n_pad; ++c) {
+      float mx = 0;
+      double ss = 0;
+      if (c < g.n) {
+        for (int64_t b = 0; b < job.blocks; ++b) {
+          mx = std::max(mx, job.block_max[b * g.n + c]);
+          ss += job.block_ss[b * g.n + c];
+        }
+      }
+      const float limit = static_cast<float>(kOutlierRms * std::sqrt(ss / static_cast<double>(g.k)));
+      job.threshold[c] = std::min(pass == 0 ? mx : job.threshold[c], limit);
+    }
+  }
+  for (int64_t c = 0; c < job.n_pad; ++c) {
+    const float t = job.threshold[c];
     job.scale[c] = t / 127.0f;
     job.inv[c] = t > 0 ? 127.0f / t : 0.0f;
   }

@@ -526,10 +526,17 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     // columns are the probe products.
     const slot = Q.subarray(width);
     const probeCount = j === 0 && op.tall && gaussian > 0 && gaussian <= r ? gaussian : 0;
-    const wx2 = (int8 ?? op).applyGram(Q.subarray(first), ld, r, slot, ld, u, probeCount);
+    let wx2 = (int8 ?? op).applyGram(Q.subarray(first), ld, r, slot, ld, u, int8 === null ? probeCount : 0);
     if (probeCount > 0) {
       const x = new Float32Array(N * gaussian);
       for (let i = 0; i < N; i++) x.set(Q.subarray(i * ld, i * ld + gaussian), i * gaussian);
+      if (int8 !== null) {
+        // The noise metric's products stay on the bf16 GEMM (a product `gaussian` columns wide):
+        // the int8 rounding of x and W would move ‖W x‖² by ~1e-3.
+        const y = new Float32Array(M * gaussian);
+        op.apply(x, gaussian, gaussian, y, gaussian);
+        wx2 = columnNorms2(y, gaussian, M, gaussian);
+      }
       probes = { wx2, x2: columnNorms2(asMultiplied(x, op.bf16), gaussian, N, gaussian) };
     }
     // c = [Q≤ⱼ, Yⱼ]ᵀ Yⱼ: column block j of H (rows 0..width), the

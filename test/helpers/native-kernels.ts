@@ -1036,6 +1036,113 @@ kernelCase('f32ToBf16: n 0, 1, 17 and 1010 (ties, subnormals, ±0, ±Inf, NaN), 
   }
 });
 
+// ---- int8 products of the Krylov pass ------------------------------------------------------------------------------
+
+const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
+
+/** A bf16 weight [rows, cols]: normal values, a few columns 12× (outliers), ±0 and a zero row. */
+function int8Weight(rows: number, cols: number, rng: Rng): Uint16Array {
+  const w = new Uint16Array(rows * cols);
+  const loud = new Set([rng.int(cols), rng.int(cols)]);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const v = i === 1 && rows > 4 ? 0 : rng.normal() * (loud.has(j) ? 12 : 1) * 0.02;
+      w[i * cols + j] = f32ToBf16Bits(j === 3 && i === 0 ? -0 : v);
+    }
+  }
+  return w;
+}
+
+function quantizeBoth(k: Kernels, w: Uint16Array, rows: number, cols: number, perRow: boolean) {
+  const byRows = new Uint8Array(rows * ceil16(cols) + 3).fill(7);
+  const byCols = new Uint8Array(cols * ceil16(rows) + 3).fill(7);
+  const scales = new Float32Array((perRow ? rows : cols) + 1).fill(5);
+  const error = k.int8Quantize(w, rows, cols, perRow, byRows, byCols, scales);
+  return { byRows, byCols, scales, error };
+}
+
+kernelCase('int8Quantize: per row and per column, 4×4 … 68×100 and threaded 512×704 (padding, ±0, a zero row, outlier columns); bytes and scales bit-identical, nothing past them written, non-finite → −1', () => {
+  const rng = new Rng(811);
+  for (const [rows, cols] of [[4, 4], [8, 20], [68, 100], [20, 36], [512, 704]] as const) {
+    const w = int8Weight(rows, cols, rng);
+    for (const perRow of [true, false]) {
+      const got = quantizeBoth(native(), w, rows, cols, perRow);
+      const want = quantizeBoth(R, w, rows, cols, perRow);
+      const what = `int8Quantize ${rows}x${cols} ${perRow ? 'per row' : 'per column'}`;
+      assert.deepEqual(got.byRows, want.byRows, `${what}: byRows`);
+      assert.deepEqual(got.byCols, want.byCols, `${what}: byCols`);
+      assert.deepEqual(got.scales, want.scales, `${what}: scales`);
+      assert.ok(Math.abs(got.error - want.error) <= 1e-5 * want.error, `${what}: error ${got.error} vs ${want.error}`);
+    }
+  }
+  for (const bad of [Infinity, NaN]) {
+    const w = int8Weight(8, 8, rng);
+    w[13] = f32ToBf16Bits(bad);
+    assert.equal(quantizeBoth(native(), w, 8, 8, true).error, -1, `int8Quantize ${bad}`);
+    assert.equal(quantizeBoth(R, w, 8, 8, false).error, -1, `int8Quantize reference ${bad}`);
+  }
+});
+
+interface Int8Case { rows: number; cols: number; n: number; fold: boolean; rowScale: boolean; ldb: number }
+
+/** Both products of int8Gemm on one weight (sum over columns with byCols, over rows with byRows) against the reference. */
+function checkInt8Gemm(c: Int8Case, rng: Rng): void {
+  const w = int8Weight(c.rows, c.cols, rng);
+  const q = quantizeBoth(R, w, c.rows, c.cols, true);
+  for (const sumOverRows of [false, true]) {
+    const m = sumOverRows ? c.cols : c.rows;
+    const k = sumOverRows ? c.rows : c.cols;
+    const layout = sumOverRows ? q.byRows : q.byCols;
+    const stride = ceil16(m);
+    const ldb = c.n + c.ldb;
+    const b = new Float32Array(k * ldb);
+    for (let t = 0; t < k; t++) for (let j = 0; j < c.n; j++) b[t * ldb + j] = rng.normal();
+    // Outliers: a few values far beyond 6 rms in some columns.
+    for (let o = 0; o < 3; o++) b[rng.int(k) * ldb + rng.int(c.n)] = (rng.normal() > 0 ? 1 : -1) * 60;
+    const fold = c.fold ? Float32Array.from({ length: k }, () => 0.25 + rng.uniform()) : null;
+    const rowScale = c.rowScale ? Float32Array.from({ length: m }, () => 0.25 + rng.uniform()) : null;
+    const got = new Float32Array(m * c.n + 5).fill(3);
+    const want = new Float32Array(m * c.n + 5).fill(3);
+    const what = `int8Gemm ${c.rows}x${c.cols} ${sumOverRows ? 'byRows' : 'byCols'} n ${c.n}`;
+    const outliers = native().int8Gemm(layout, stride, m, c.n, k, fold, b, ldb, rowScale, got, c.n);
+    assert.equal(outliers, R.int8Gemm(layout, stride, m, c.n, k, fold, b, ldb, rowScale, want, c.n), `${what}: outlier count`);
+    if (k >= 64) assert.ok(outliers >= 1, `${what}: the planted outliers are counted`);
+    // The error bound: float32 rounding of each term's magnitude (|a|·|b'| summed), a few ulps.
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < c.n; j++) {
+        let magnitude = 0;
+        for (let t = 0; t < k; t++) magnitude += Math.abs((layout[(Math.floor(t / 4) * stride + i) * 4 + (t % 4)]! - 128) * b[t * ldb + j]! * (fold?.[t] ?? 1));
+        magnitude *= rowScale?.[i] ?? 1;
+        const e = Math.abs(got[i * c.n + j]! - want[i * c.n + j]!);
+        if (!(e <= 8 * ULP * magnitude + 1e-30)) assert.fail(`${what}: C[${i}, ${j}] = ${got[i * c.n + j]}, want ${want[i * c.n + j]} (error ${e}, magnitude ${magnitude})`);
+      }
+    }
+    assert.deepEqual(got.subarray(m * c.n), want.subarray(m * c.n), `${what}: nothing past C written`);
+  }
+}
+
+kernelCase('int8Gemm: both layouts, n 1 … 70 (panel tails), row tails, fold and row scales, ldb > n, outliers; NaN → −1', () => {
+  const rng = new Rng(821);
+  const cases: Int8Case[] = [
+    { rows: 4, cols: 4, n: 1, fold: false, rowScale: false, ldb: 0 },
+    { rows: 52, cols: 20, n: 9, fold: true, rowScale: true, ldb: 3 },
+    { rows: 20, cols: 100, n: 16, fold: true, rowScale: false, ldb: 0 },
+    { rows: 100, cols: 36, n: 70, fold: false, rowScale: true, ldb: 1 },
+  ];
+  for (const c of cases) checkInt8Gemm(c, rng);
+  const b = Float32Array.from({ length: 8 * 3 }, () => rng.normal());
+  b[5] = NaN;
+  const q = quantizeBoth(R, int8Weight(8, 8, rng), 8, 8, true);
+  assert.equal(native().int8Gemm(q.byCols, 16, 8, 3, 8, null, b, 3, null, new Float32Array(24), 3), -1);
+  assert.equal(R.int8Gemm(q.byCols, 16, 8, 3, 8, null, b, 3, null, new Float32Array(24), 3), -1);
+});
+
+kernelCase('int8Gemm: threaded 1000 rows × 96 columns, and k = 65540 (two int32 chunks)', () => {
+  const rng = new Rng(831);
+  checkInt8Gemm({ rows: 1000, cols: 200, n: 96, fold: true, rowScale: true, ldb: 0 }, rng);
+  checkInt8Gemm({ rows: 65540, cols: 16, n: 3, fold: true, rowScale: false, ldb: 0 }, rng);
+}, false);
+
 function checkWeightStats(shapes: (readonly [number, number, number])[], rng: Rng): void {
   for (const [rows, cols, bits] of shapes) {
     const n = rows * cols;
@@ -1288,5 +1395,12 @@ export function threadedDigest(): string {
   k.f32ToBf16(x, w16, n);
   k.weightStatsBf16(w16, rows, cols, 4, 0, rstd, y.subarray(0, rows), totals);
   put(w16, rstd, y.subarray(0, rows), totals);
+  // The int8 Krylov products: the weight's two layouts, then both products of a block of 40 columns.
+  const q8 = quantizeBoth(k, w16, rows, cols, true);
+  const p8 = floats(rows * 40);
+  const y8 = floats(cols * 40);
+  const o1 = k.int8Gemm(q8.byCols, ceil16(rows), rows, 40, cols, null, x, 40, q8.scales, p8, 40);
+  const o2 = k.int8Gemm(q8.byRows, ceil16(cols), cols, 40, rows, q8.scales, p8, 40, null, y8, 40);
+  put(q8.byRows, q8.byCols, q8.scales, p8, y8, Float64Array.of(q8.error, o1, o2));
   return hash.digest('hex');
 }

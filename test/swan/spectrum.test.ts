@@ -47,7 +47,7 @@ function exactConcentration(w: Float32Array, rows: number, cols: number): { c: n
   return { c: top / all, smax: s[0]! / Math.sqrt(all) };
 }
 
-type Kind = 'gaussian' | 'lowrank+noise' | 'heavy-tailed' | 'decaying' | 'outlier-columns';
+type Kind = 'gaussian' | 'lowrank+noise' | 'heavy-tailed' | 'decaying' | 'outlier-columns' | 'outlier-rows';
 
 function makeMatrix(kind: Kind, rows: number, cols: number, rng: Rng): Float32Array {
   const w = new Float32Array(rows * cols);
@@ -77,6 +77,10 @@ function makeMatrix(kind: Kind, rows: number, cols: number, rng: Rng): Float32Ar
     case 'outlier-columns':
       for (let i = 0; i < w.length; i++) w[i] = rng.normal();
       for (let r = 0; r < rows; r++) for (const c of [3, 17, 40]) w[r * cols + c]! *= 20;
+      break;
+    case 'outlier-rows':
+      for (let i = 0; i < w.length; i++) w[i] = rng.normal();
+      for (const r of [5, 50, 99]) for (let c = 0; c < cols; c++) w[r * cols + c]! *= 12;
       break;
   }
   return w;
@@ -204,6 +208,43 @@ describe('randomised SVD spectral concentration', () => {
     // (This shape takes the exact route: as exact with the bf16 GEMM as with the SGEMM.)
     assert.ok(Math.abs(bf16.concentration - exact.c) < 1e-4, `${bf16.concentration} vs exact ${exact.c}`);
     assert.ok(Math.abs(bf16.sigmaMaxOverFro - exact.smax) < 1e-4, `${bf16.sigmaMaxOverFro} vs exact ${exact.smax}`);
+  });
+
+  it('int8 products: within 2e-3 of the bf16 route and 0.02 of an exact SVD (flat, heavy-tailed, decaying, outlier rows and columns; tall and wide)', () => {
+    const cases: [Kind, number, number][] = [
+      ['gaussian', 768, 576], ['heavy-tailed', 576, 768], ['outlier-columns', 768, 576], ['outlier-rows', 576, 768],
+      ['outlier-rows', 768, 576], ['decaying', 560, 600], ['lowrank+noise', 600, 580],
+    ];
+    for (const [kind, rows, cols] of cases) {
+      const w = { bf16: toBf16(makeMatrix(kind, rows, cols, new Rng(rows + 3 * cols))) };
+      const w32 = fromBf16(w.bf16);
+      const fro2 = frobeniusSquared(w32);
+      const exact = exactConcentration(w32, rows, cols);
+      const bf16 = spectralSummary(w, rows, cols, fro2, { rng: new Rng(9), probes: 8, route: 'krylov', int8: false });
+      const int8 = spectralSummary(w, rows, cols, fro2, { rng: new Rng(9), probes: 8, route: 'krylov', int8: true });
+      const what = `${kind} ${rows}x${cols}`;
+      assert.notEqual(int8.concentration, bf16.concentration, `${what}: the int8 route was taken`);
+      assert.ok(Math.abs(int8.concentration - bf16.concentration) < 2e-3, `${what}: int8 ${int8.concentration} vs bf16 ${bf16.concentration}`);
+      assert.ok(Math.abs(int8.sigmaMaxOverFro - bf16.sigmaMaxOverFro) < 2e-3 * bf16.sigmaMaxOverFro, `${what}: σmax/‖W‖ ${int8.sigmaMaxOverFro} vs ${bf16.sigmaMaxOverFro}`);
+      assert.ok(Math.abs(int8.concentration - exact.c) < 0.02, `${what}: int8 ${int8.concentration} vs exact ${exact.c}`);
+      for (let i = 0; i < 8; i++) {
+        const a = int8.probes!.wx2[i]! / int8.probes!.x2[i]!;
+        const b = bf16.probes!.wx2[i]! / bf16.probes!.x2[i]!;
+        assert.equal(a, b, `${what}: probe ${i} (the noise metric's products stay on bf16)`);
+      }
+    }
+  });
+
+  it('int8 products: a weight whose int8 copy is too coarse (relative squared error above 2e-3) stays on bf16, bit for bit', () => {
+    // Rows of ±1 with one entry at ±80: the scale 80/127 turns every ±1 into ±2 (relative squared error ~1e-2).
+    const rows = 640;
+    const cols = 576;
+    const rng = new Rng(31);
+    const w32 = Float32Array.from({ length: rows * cols }, (_, i) => (rng.normal() > 0 ? 1 : -1) * (i % cols === (i * 7) % 13 ? 80 : 1));
+    const w = { bf16: toBf16(w32) };
+    const fro2 = frobeniusSquared(w32);
+    const options = { probes: 4, route: 'krylov' as const };
+    assert.deepEqual(spectralSummary(w, rows, cols, fro2, { ...options, rng: new Rng(2), int8: true }), spectralSummary(w, rows, cols, fro2, { ...options, rng: new Rng(2), int8: false }));
   });
 
   it('the Krylov route defers its Ritz solve: H in float32 gives the float64 solve\'s values within 1e-6', () => {

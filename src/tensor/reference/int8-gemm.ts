@@ -16,8 +16,11 @@
  * int8Gemm: for a layout a [k/4][stride][4] (either of the above), output
  * rows i < m and the summed index t < k,
  *   C[i, c] = rowScale_i · Σ_t A(i, t) · B'(t, c),   B' = fold ⊙ B (float32 products),
- * where B' is quantized per column: T_c = min(max_t |b'|, float32(6·rms_t b'))
- * (rms in float64 over blocks of 1024 rows, blocks added in order),
+ * where B' is quantized per column: T_c = min(max_t |b'|, float32(6·rms_t b'),
+ * float32(6·rms'_t b')), rms' taking only the values within the first two
+ * (a few rows far above the rest would otherwise lift the rms, and with it
+ * the scale, far above the bulk of the column); Σ b² in float64 over
+ * blocks of 1024 rows, blocks added in order (in both, the mean is over k);
  * scale_c = float32(T_c / 127); |b'| ≤ T_c becomes scale_c·rint(b'·127/T_c)
  * and |b'| > T_c (an outlier) is used as it is. Here the sum is exact
  * (float64); the native kernel sums int8 products exactly in int32 and the
@@ -87,18 +90,25 @@ export function int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k:
   const sums = new Float64Array(m * n);
   for (let col = 0; col < n; col++) {
     let max = 0;
-    let ss = 0;
-    for (let t0 = 0; t0 < k; t0 += BLOCK) {
-      let block = 0;
-      for (let t = t0; t < Math.min(k, t0 + BLOCK); t++) {
-        const v = folded(t, col);
-        if (!Number.isFinite(v)) return -1;
-        max = Math.max(max, Math.abs(v));
-        block += v * v;
-      }
-      ss += block;
+    for (let t = 0; t < k; t++) {
+      const v = folded(t, col);
+      if (!Number.isFinite(v)) return -1;
+      max = Math.max(max, Math.abs(v));
     }
-    const threshold = Math.min(max, f32(OUTLIER_RMS * Math.sqrt(ss / k)));
+    // Two passes: 6 rms of the column, then 6 rms of its values within that.
+    let threshold = max;
+    for (let pass = 0; pass < 2; pass++) {
+      let ss = 0;
+      for (let t0 = 0; t0 < k; t0 += BLOCK) {
+        let block = 0;
+        for (let t = t0; t < Math.min(k, t0 + BLOCK); t++) {
+          const v = folded(t, col);
+          if (pass === 0 || Math.abs(v) <= threshold) block += v * v;
+        }
+        ss += block;
+      }
+      threshold = Math.min(threshold, f32(OUTLIER_RMS * Math.sqrt(ss / k)));
+    }
     const scale = f32(threshold / 127);
     const inv = threshold > 0 ? f32(127 / threshold) : 0;
     for (let t = 0; t < k; t++) {
