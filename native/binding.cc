@@ -945,8 +945,8 @@ napi_value Int8QuantizeBody(napi_env env, const char* fn, Int8QuantizeArgs& args
   }
   int64_t count = 0, by_rows = 0, by_cols = 0;
   if (!multiply(env, fn, "w (rows×cols)", {a.rows, a.cols}, &count) ||
-      !multiply(env, fn, "byRows", {a.rows, (a.cols + 15) / 16 * 16}, &by_rows) ||
-      !multiply(env, fn, "byCols", {a.cols, (a.rows + 15) / 16 * 16}, &by_cols) ||
+      !multiply(env, fn, "byRows", {a.rows, qkd::int8_stride(a.cols)}, &by_rows) ||
+      !multiply(env, fn, "byCols", {a.cols, qkd::int8_stride(a.rows)}, &by_cols) ||
       !check_typed_length(env, fn, "w", "Uint16Array", args.w, count, false) ||
       !check_bytes(env, fn, "byRows", args.byRows, by_rows) || !check_bytes(env, fn, "byCols", args.byCols, by_cols) ||
       !check_elements(env, fn, "scales", args.scales, a.per_row ? a.rows : a.cols)) {

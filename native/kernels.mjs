@@ -87,7 +87,7 @@ export const KERNELS = [
   { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'int8Quantize', concern: 'profiler', returns: 'number',
     args: 'w: u16, rows: size, cols: size, perRow: flag, byRows: u8, byCols: u8, scales: f32',
-    doc: 'bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][ceil16(cols)][4] and byCols [cols/4][ceil16(rows)][4]; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite' },
+    doc: 'bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][S(cols)][4] and byCols [cols/4][S(rows)][4], S(m) = ceil16(m) + 16; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite' },
   { name: 'int8Gemm', concern: 'profiler', returns: 'number',
     args: 'a: u8, stride: size, m: size, n: size, k: size, fold: f32|null, b: f32, ldb: size, rowScale: f32|null, c: f32, ldc: size',
     doc: 'C [m, n] = rowScale ⊙ (A · (fold ⊙ B)) for a quad layout a [k/4][stride][4] of int8Quantize, B [k, n] quantized per column to int8 (values beyond 6 rms in float32); returns that outlier count, or −1 when fold ⊙ B is not finite' },

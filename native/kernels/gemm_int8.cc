@@ -43,7 +43,6 @@ constexpr int64_t kPanel = 8;            // columns per micro-kernel call
 constexpr int64_t kQuantRowQuads = 16;   // row quads per quantization task
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t ceil16(int64_t v) { return ceil_div(v, 16) * 16; }
 
 float bf16_to_float(uint16_t bits) {
   const uint32_t u = static_cast<uint32_t>(bits) << 16;
@@ -73,8 +72,8 @@ struct QuantizeJob {
   const Int8QuantizeArgs* g;
   const float* inv;    // per row or per column
   const float* scale;  // the same
-  int64_t s_rows;      // ceil16(cols): the by_rows layout's row stride
-  int64_t s_cols;      // ceil16(rows): the by_cols layout's
+  int64_t s_rows;      // int8_stride(cols): the by_rows layout's stride
+  int64_t s_cols;      // int8_stride(rows): the by_cols layout's
   double* error;       // per task
   double* total;
   bool avx512;
@@ -541,8 +540,8 @@ double int8_quantize(const Int8QuantizeArgs& g) {
   job.g = &g;
   job.inv = inv.data();
   job.scale = g.scales;
-  job.s_rows = ceil16(g.cols);
-  job.s_cols = ceil16(g.rows);
+  job.s_rows = int8_stride(g.cols);
+  job.s_cols = int8_stride(g.rows);
   // The by_cols layout's pad rows hold the value 0.
   for (int64_t q = 0; q < g.cols / 4; ++q) {
     std::memset(g.by_cols + (q * job.s_cols + g.rows) * 4, 128, static_cast<size_t>((job.s_cols - g.rows) * 4));

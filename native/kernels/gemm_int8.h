@@ -5,11 +5,14 @@
 // per row or per column, s = max|w| / 127, and q = rint(w / s) in [−127,
 // 127], stored as the byte q + 128 in two layouts of "quads" (4 consecutive
 // values of the reduction index in one 32-bit lane):
-//   by_rows [rows/4][ceil16(cols)][4]: byte (i, j) at ((i/4)·S + j)·4 + i%4
-//                                      (S = ceil16(cols); the sum runs over rows)
-//   by_cols [cols/4][ceil16(rows)][4]: byte (i, j) at ((j/4)·S + i)·4 + j%4
-//                                      (S = ceil16(rows); the sum runs over columns)
-// Padding bytes are 128 (the value 0).
+//   by_rows [rows/4][S][4], S = int8_stride(cols): byte (i, j) at ((i/4)·S + j)·4 + i%4
+//                                                 (the sum runs over rows)
+//   by_cols [cols/4][S][4], S = int8_stride(rows): byte (i, j) at ((j/4)·S + i)·4 + j%4
+//                                                 (the sum runs over columns)
+// Padding bytes are 128 (the value 0). The stride is 16 rows more than a
+// multiple of 16: successive quads of a row are then 64 bytes off a multiple
+// of 4 KiB apart and do not all fall into the same cache sets (with a stride
+// of 2048 or 8192 rows they did, and a tile's slice of A thrashed L1 and L2).
 //
 // int8_gemm then computes, for such a layout A [quads][S][4] with output
 // rows i < m and reduction index t < k:
@@ -31,10 +34,13 @@ struct Int8QuantizeArgs {
   const uint16_t* w = nullptr;  // bf16 bits [rows, cols]
   int64_t rows = 0, cols = 0;   // both multiples of 4
   bool per_row = true;          // scales per row (length rows), else per column (length cols)
-  uint8_t* by_rows = nullptr;   // rows/4 · ceil16(cols) · 4 bytes
-  uint8_t* by_cols = nullptr;   // cols/4 · ceil16(rows) · 4 bytes
+  uint8_t* by_rows = nullptr;   // rows · int8_stride(cols) bytes
+  uint8_t* by_cols = nullptr;   // cols · int8_stride(rows) bytes
   float* scales = nullptr;
 };
+
+// The quad layouts' stride for m output rows: ceil16(m) + 16.
+inline int64_t int8_stride(int64_t m) { return (m + 15) / 16 * 16 + 16; }
 
 // Fills both layouts and the scales. Returns ‖W − s·q‖² / ‖W‖² (0 for a zero
 // W), or −1 when W holds a value that is not finite.

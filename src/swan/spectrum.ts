@@ -29,6 +29,7 @@
 import { QkdError } from '../errors.js';
 import { adviseHugePages, kernels } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
+import { int8Stride } from '../tensor/reference/int8-gemm.js';
 import { cholesky, invertLower, pivotedCholesky, symmetricEigenvalues } from './linalg.js';
 import type { ProbeProducts, WeightData } from './weight-data.js';
 
@@ -214,8 +215,8 @@ class Int8Weight {
   /** The int8 copy, or null when it is further than INT8_MAX_ERROR from W. */
   static of(w: Uint16Array, rows: number, cols: number): Int8Weight | null {
     const tall = rows >= cols;
-    const byRows = workspace.uint8(0, rows * ceil16(cols));
-    const byCols = workspace.uint8(1, cols * ceil16(rows));
+    const byRows = workspace.uint8(0, rows * int8Stride(cols));
+    const byCols = workspace.uint8(1, cols * int8Stride(rows));
     const scales = new Float32Array(tall ? rows : cols);
     const error = kernels().int8Quantize(w, rows, cols, tall, byRows, byCols, scales);
     if (!(error >= 0 && error <= INT8_MAX_ERROR)) return null;
@@ -229,16 +230,14 @@ class Int8Weight {
     const k = kernels();
     // A·x: a tall W sums over its columns (byCols), a wide one over its rows (byRows).
     const M = tall ? rows : cols;
-    const first = tall ? k.int8Gemm(this.byCols, ceil16(rows), rows, width, cols, null, x, xLd, scales, u, width) : k.int8Gemm(this.byRows, ceil16(cols), cols, width, rows, null, x, xLd, scales, u, width);
+    const first = tall ? k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, null, x, xLd, scales, u, width) : k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, null, x, xLd, scales, u, width);
     const norms = new Float64Array(probeCount);
     for (let i = 0; i < M; i++) for (let j = 0; j < probeCount; j++) norms[j]! += u[i * width + j]! ** 2;
-    const second = tall ? k.int8Gemm(this.byRows, ceil16(cols), cols, width, rows, scales, u, width, null, out, outLd) : k.int8Gemm(this.byCols, ceil16(rows), rows, width, cols, scales, u, width, null, out, outLd);
+    const second = tall ? k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, scales, u, width, null, out, outLd) : k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, scales, u, width, null, out, outLd);
     if (first < 0 || second < 0) throw new QkdError('STATE', `int8 Krylov product of a ${rows}×${cols} weight met a value that is not finite`);
     return norms;
   }
 }
-
-const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
 
 /**
  * The largest relative squared error ‖W − s·q‖²/‖W‖² at which a weight's

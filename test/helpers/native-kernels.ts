@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Rng, kernels, withBackend, type GemmArgs, type Kernels } from '../../src/tensor/index.js';
 import { referenceKernels as R } from '../../src/tensor/reference/kernels.js';
+import { int8Stride } from '../../src/tensor/reference/int8-gemm.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../../src/tensor/dtype.js';
 import type { Bf16GemmArgs } from '../../src/tensor/kernel-types.js';
 
@@ -1038,7 +1039,6 @@ kernelCase('f32ToBf16: n 0, 1, 17 and 1010 (ties, subnormals, ±0, ±Inf, NaN), 
 
 // ---- int8 products of the Krylov pass ------------------------------------------------------------------------------
 
-const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
 
 /** A bf16 weight [rows, cols]: normal values, a few columns 12× (outliers), ±0 and a zero row. */
 function int8Weight(rows: number, cols: number, rng: Rng): Uint16Array {
@@ -1054,8 +1054,8 @@ function int8Weight(rows: number, cols: number, rng: Rng): Uint16Array {
 }
 
 function quantizeBoth(k: Kernels, w: Uint16Array, rows: number, cols: number, perRow: boolean) {
-  const byRows = new Uint8Array(rows * ceil16(cols) + 3).fill(7);
-  const byCols = new Uint8Array(cols * ceil16(rows) + 3).fill(7);
+  const byRows = new Uint8Array(rows * int8Stride(cols) + 3).fill(7);
+  const byCols = new Uint8Array(cols * int8Stride(rows) + 3).fill(7);
   const scales = new Float32Array((perRow ? rows : cols) + 1).fill(5);
   const error = k.int8Quantize(w, rows, cols, perRow, byRows, byCols, scales);
   return { byRows, byCols, scales, error };
@@ -1093,7 +1093,7 @@ function checkInt8Gemm(c: Int8Case, rng: Rng): void {
     const m = sumOverRows ? c.cols : c.rows;
     const k = sumOverRows ? c.rows : c.cols;
     const layout = sumOverRows ? q.byRows : q.byCols;
-    const stride = ceil16(m);
+    const stride = int8Stride(m);
     const ldb = c.n + c.ldb;
     const b = new Float32Array(k * ldb);
     for (let t = 0; t < k; t++) for (let j = 0; j < c.n; j++) b[t * ldb + j] = rng.normal();
@@ -1399,8 +1399,8 @@ export function threadedDigest(): string {
   const q8 = quantizeBoth(k, w16, rows, cols, true);
   const p8 = floats(rows * 40);
   const y8 = floats(cols * 40);
-  const o1 = k.int8Gemm(q8.byCols, ceil16(rows), rows, 40, cols, null, x, 40, q8.scales, p8, 40);
-  const o2 = k.int8Gemm(q8.byRows, ceil16(cols), cols, 40, rows, q8.scales, p8, 40, null, y8, 40);
+  const o1 = k.int8Gemm(q8.byCols, int8Stride(rows), rows, 40, cols, null, x, 40, q8.scales, p8, 40);
+  const o2 = k.int8Gemm(q8.byRows, int8Stride(cols), cols, 40, rows, q8.scales, p8, 40, null, y8, 40);
   put(q8.byRows, q8.byCols, q8.scales, p8, y8, Float64Array.of(q8.error, o1, o2));
   return hash.digest('hex');
 }

@@ -69,7 +69,7 @@ export interface NativeAddon {
   rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
   /** the same for raw bfloat16 bits */
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
-  /** bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][ceil16(cols)][4] and byCols [cols/4][ceil16(rows)][4]; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite */
+  /** bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][S(cols)][4] and byCols [cols/4][S(rows)][4], S(m) = ceil16(m) + 16; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite */
   int8Quantize(w: Uint16Array, rows: number, cols: number, perRow: boolean | number, byRows: Uint8Array, byCols: Uint8Array, scales: Float32Array): number;
   /** C [m, n] = rowScale ⊙ (A · (fold ⊙ B)) for a quad layout a [k/4][stride][4] of int8Quantize, B [k, n] quantized per column to int8 (values beyond 6 rms in float32); returns that outlier count, or −1 when fold ⊙ B is not finite */
   int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k: number, fold: Float32Array | null, b: Float32Array, ldb: number, rowScale: Float32Array | null, c: Float32Array, ldc: number): number;

@@ -8,9 +8,10 @@
  * q = clamp(rint(float32(w · float32(127 / max|w|))), −127, 127) with ties to
  * even, stored as the byte q + 128 in two "quad" layouts, 4 consecutive
  * values of the summed index side by side:
- *   byRows [rows/4][ceil16(cols)][4]: (i, j) at ((⌊i/4⌋·S + j)·4 + i mod 4), S = ceil16(cols)
- *   byCols [cols/4][ceil16(rows)][4]: (i, j) at ((⌊j/4⌋·S + i)·4 + j mod 4), S = ceil16(rows)
- * with 128 (the value 0) in the padding. Returns ‖W − s·q‖² / ‖W‖² (float64),
+ *   byRows [rows/4][S][4]: (i, j) at ((⌊i/4⌋·S + j)·4 + i mod 4), S = int8Stride(cols)
+ *   byCols [cols/4][S][4]: (i, j) at ((⌊j/4⌋·S + i)·4 + j mod 4), S = int8Stride(rows)
+ * with 128 (the value 0) in the padding. The stride, ceil16(m) + 16, keeps
+ * a row's successive quads off the same cache sets (native/kernels/gemm_int8.h). Returns ‖W − s·q‖² / ‖W‖² (float64),
  * or −1 when W holds a value that is not finite.
  *
  * int8Gemm: for a layout a [k/4][stride][4] (either of the above), output
@@ -33,7 +34,10 @@ const OUTLIER_RMS = 6;
 const ROUND_MAGIC = 6755399441055744;
 
 const f32 = Math.fround;
-const ceil16 = (v: number): number => Math.ceil(v / 16) * 16;
+/** The quad layouts' stride for m output rows (16 rows more than a multiple of 16). */
+export function int8Stride(m: number): number {
+  return Math.ceil(m / 16) * 16 + 16;
+}
 
 function bf16(bits: number): number {
   const u = new Uint32Array([bits << 16]);
@@ -61,8 +65,8 @@ export function int8Quantize(w: Uint16Array, rows: number, cols: number, perRow:
     scales[s] = f32(m / 127);
     inv[s] = m > 0 ? f32(127 / m) : 0;
   }
-  const sRows = ceil16(cols);
-  const sCols = ceil16(rows);
+  const sRows = int8Stride(cols);
+  const sCols = int8Stride(rows);
   byRows.fill(128, 0, rows * sRows);
   byCols.fill(128, 0, cols * sCols);
   let error = 0;
