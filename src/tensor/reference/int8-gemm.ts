@@ -39,9 +39,12 @@ export function int8Stride(m: number): number {
   return Math.ceil(m / 16) * 16 + 16;
 }
 
+const word = new Uint32Array(1);
+const wordAsFloat = new Float32Array(word.buffer);
+
 function bf16(bits: number): number {
-  const u = new Uint32Array([bits << 16]);
-  return new Float32Array(u.buffer)[0]!;
+  word[0] = bits << 16;
+  return wordAsFloat[0]!;
 }
 
 function rintClamped(x: number): number {
@@ -89,7 +92,6 @@ export function int8Quantize(w: Uint16Array, rows: number, cols: number, perRow:
 export function int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k: number, fold: Float32Array | null, b: Float32Array, ldb: number, rowScale: Float32Array | null, c: Float32Array, ldc: number): number {
   if (m === 0 || n === 0) return 0;
   const folded = (t: number, col: number): number => (fold === null ? b[t * ldb + col]! : f32(b[t * ldb + col]! * fold[t]!));
-  const at = (i: number, t: number): number => a[(Math.floor(t / 4) * stride + i) * 4 + (t % 4)]! - 128;
   let outliers = 0;
   const sums = new Float64Array(m * n);
   for (let col = 0; col < n; col++) {
@@ -125,7 +127,8 @@ export function int8Gemm(a: Uint8Array, stride: number, m: number, n: number, k:
         used = scale * rintClamped(f32(v * inv));
       }
       if (used === 0) continue;
-      for (let i = 0; i < m; i++) sums[i * n + col]! += at(i, t) * used;
+      const base = Math.floor(t / 4) * stride * 4 + (t % 4);
+      for (let i = 0; i < m; i++) sums[i * n + col]! += (a[base + i * 4]! - 128) * used;
     }
   }
   for (let i = 0; i < m; i++) {
