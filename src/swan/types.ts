@@ -45,6 +45,12 @@ export interface ProfileSettings {
   maxRank: number;
   /** Block-Krylov depth of the randomised SVD (passes ≈ 2·depth + 2). */
   krylovDepth: number;
+  /**
+   * What the Krylov products run on: 'int8' (docs/algorithms.md §1, "Int8
+   * products"), 'bf16' (the bf16 GEMM), or 'auto' (int8 where the CPU has
+   * AVX-512 VNNI, else bf16).
+   */
+  products: 'auto' | 'int8' | 'bf16';
   seed: number;
   weights: MetricScores;
   /** Score references: a_ref and e_ref of docs/algorithms.md §1. */

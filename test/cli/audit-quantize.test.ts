@@ -12,7 +12,7 @@ import { saveLlama, loadLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
 import { auditModel } from '../../src/swan/audit.js';
 import { quantizeModelFile } from '../../src/compress/quantize.js';
-import { Rng } from '../../src/tensor/index.js';
+import { Rng, kernels } from '../../src/tensor/index.js';
 
 function qkd(...args: string[]) {
   const r = spawnSync(process.execPath, ['bin/qkd.js', ...args], { encoding: 'utf8' });
@@ -61,6 +61,28 @@ describe('qkd audit', () => {
     const b = qkd('audit', bad);
     assert.equal(b.code, 1);
     assert.match(b.stderr, /qkd: error: /);
+  });
+
+  it('--products picks what the Krylov products run on (int8, bf16, auto), recorded in the report; a bad kind is refused', () => {
+    // Width 576: the square projections take the Krylov route (short side above 512).
+    const wide = join(dir, 'wide');
+    saveLlama(wide, createLlama({ vocab_size: 64, hidden_size: 576, intermediate_size: 640, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: 16 }, 9));
+    const run = (products: string) => {
+      const out = join(dir, `products-${products}.json`);
+      const r = qkd('audit', wide, '--json', out, '--products', products);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(readFileSync(out, 'utf8'));
+    };
+    const [int8, bf16, auto] = [run('int8'), run('bf16'), run('auto')];
+    assert.equal(int8.settings.products, 'int8');
+    assert.equal(auto.settings.products, 'auto');
+    const q = (report: { tensors: { name: string; spectral_concentration: number }[] }) => report.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight')!.spectral_concentration;
+    assert.notEqual(q(int8), q(bf16), 'the int8 route ran');
+    assert.ok(Math.abs(q(int8) - q(bf16)) < 2e-3);
+    assert.equal(q(auto), kernels().int8GemmFast() === 1 ? q(int8) : q(bf16));
+    const api = auditModel(wide, { products: 'bf16' });
+    assert.deepEqual(api.tensors.map((t) => t.spectral_concentration), bf16.tensors.map((t: { spectral_concentration: number | null }) => t.spectral_concentration));
+    assert.match(qkd('audit', wide, '--products', 'int4').stderr, /--products.*int4.*(auto|choices)/s);
   });
 
   it('the API gives the same profile as the CLI for the same seed', () => {

@@ -1,5 +1,5 @@
 /** `qkd audit`: the data-free sensitivity profile of every weight, with a mixed-precision bit plan. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { auditAndPlan } from '../../swan/plan.js';
 import type { AuditReport } from '../../swan/types.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
@@ -16,6 +16,7 @@ interface AuditFlags {
   budget: number;
   group: number;
   seed: number;
+  products: 'auto' | 'int8' | 'bf16';
 }
 
 export function registerAudit(program: Command): void {
@@ -30,13 +31,14 @@ export function registerAudit(program: Command): void {
     .option('--budget <bits>', 'average bits per weight of the bit plan shown in the report', decimal('--budget', { min: 0, exclusiveMin: true, max: 16 }), 4.5)
     .option('--group <g>', 'group size of the bit plan (0 = per channel)', integerIn('--group', 0), 128)
     .option('--seed <n>', 'random seed of the sketches and probes', integer('--seed'), 1234)
+    .addOption(new Option('--products <kind>', "what the SVD's products run on: int8, bf16, or auto (int8 where the CPU has AVX-512 VNNI)").choices(['auto', 'int8', 'bf16']).default('auto'))
     .action((model: string, o: AuditFlags) => {
       if (o.json !== undefined && o.json !== '-') ensureWritableFile(o.json, '--json');
       if (o.html !== undefined) ensureWritableFile(o.html, '--html');
       const progress = countProgress('audit', 'tensors');
       let planned;
       try {
-        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget }, { bits: o.bits, probes: o.probes, seed: o.seed, onTensor: (p) => progress.update(p) });
+        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget }, { bits: o.bits, probes: o.probes, seed: o.seed, products: o.products, onTensor: (p) => progress.update(p) });
       } finally {
         progress.stop();
       }
