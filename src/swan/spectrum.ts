@@ -58,9 +58,11 @@ export interface SpectrumOptions {
    * Multiply the Krylov steps' Aᵀ(A·x) on int8 (kernels().int8Gemm): the
    * weight quantized once per tensor (one scale per row of A), each block
    * per column with its values beyond 6 rms kept in float32. Default: where
-   * the kernel has its fast path (AVX-512 VNNI), unless exactProducts; a
-   * weight whose int8 copy is further than INT8_MAX_ERROR from it (relative
-   * squared error) stays on bf16. docs/algorithms.md §1 gives the accuracy.
+   * the kernel has its fast path (AVX-512 VNNI), unless exactProducts.
+   * Either way a weight whose int8 copy is further than INT8_MAX_ERROR from
+   * it (relative squared error), or larger than INT8_MAX_VALUES, or with a
+   * side that is not a multiple of 4, stays on bf16. docs/algorithms.md §1
+   * gives the accuracy.
    */
   int8?: boolean;
   /** Seeded generator for the random start block (and probes). */
@@ -223,19 +225,14 @@ class Int8Weight {
     return new Int8Weight(rows, cols, byRows, byCols, scales);
   }
 
-  /** out [N, width] = Aᵀ(A·x) with u [M, width] as scratch; ‖(A·x)_i‖² of the first probeCount columns. */
-  applyGram(x: Float32Array, xLd: number, width: number, out: Float32Array, outLd: number, u: Float32Array, probeCount: number): Float64Array {
+  /** out [N, width] = Aᵀ(A·x), with u [M, width] as scratch. */
+  applyGram(x: Float32Array, xLd: number, width: number, out: Float32Array, outLd: number, u: Float32Array): void {
     const { rows, cols, scales } = this;
-    const tall = rows >= cols;
     const k = kernels();
-    // A·x: a tall W sums over its columns (byCols), a wide one over its rows (byRows).
-    const M = tall ? rows : cols;
-    const first = tall ? k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, null, x, xLd, scales, u, width) : k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, null, x, xLd, scales, u, width);
-    const norms = new Float64Array(probeCount);
-    for (let i = 0; i < M; i++) for (let j = 0; j < probeCount; j++) norms[j]! += u[i * width + j]! ** 2;
-    const second = tall ? k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, scales, u, width, null, out, outLd) : k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, scales, u, width, null, out, outLd);
+    // A·x: a tall W sums over its columns (byCols), a wide one over its rows (byRows); Aᵀ·u the other way.
+    const first = rows >= cols ? k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, null, x, xLd, scales, u, width) : k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, null, x, xLd, scales, u, width);
+    const second = rows >= cols ? k.int8Gemm(this.byRows, int8Stride(cols), cols, width, rows, scales, u, width, null, out, outLd) : k.int8Gemm(this.byCols, int8Stride(rows), rows, width, cols, scales, u, width, null, out, outLd);
     if (first < 0 || second < 0) throw new QkdError('STATE', `int8 Krylov product of a ${rows}×${cols} weight met a value that is not finite`);
-    return norms;
   }
 }
 
@@ -525,13 +522,15 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     // columns are the probe products.
     const slot = Q.subarray(width);
     const probeCount = j === 0 && op.tall && gaussian > 0 && gaussian <= r ? gaussian : 0;
-    let wx2 = (int8 ?? op).applyGram(Q.subarray(first), ld, r, slot, ld, u, int8 === null ? probeCount : 0);
+    let wx2: Float64Array | null = null;
+    if (int8 === null) wx2 = op.applyGram(Q.subarray(first), ld, r, slot, ld, u, probeCount);
+    else int8.applyGram(Q.subarray(first), ld, r, slot, ld, u);
     if (probeCount > 0) {
       const x = new Float32Array(N * gaussian);
       for (let i = 0; i < N; i++) x.set(Q.subarray(i * ld, i * ld + gaussian), i * gaussian);
-      if (int8 !== null) {
-        // The noise metric's products stay on the bf16 GEMM (a product `gaussian` columns wide):
-        // the int8 rounding of x and W would move ‖W x‖² by ~1e-3.
+      if (wx2 === null) {
+        // On the int8 route the noise metric's products stay on the bf16 GEMM (one product
+        // `gaussian` columns wide): the int8 rounding of x and W would move ‖W x‖² by ~1e-3.
         const y = new Float32Array(M * gaussian);
         op.apply(x, gaussian, gaussian, y, gaussian);
         wx2 = columnNorms2(y, gaussian, M, gaussian);
