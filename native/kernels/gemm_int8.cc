@@ -2,7 +2,9 @@
 //
 // int8_gemm in three parallel phases:
 //   1. per block of 1024 rows of B: each column's max |b| and Σ b² (float64,
-//      in row order, so the thresholds do not depend on the thread count);
+//      in row order, so the thresholds do not depend on the thread count),
+//      then, when some column has values beyond 6 rms, Σ b² once more of the
+//      values within it (the threshold's second pass, gemm_int8.h);
 //   2. per block: B quantized and packed [k/4][nPad][4] (int8), each
 //      column's sum per block (the u8 offset's correction), outliers listed;
 //   3. per tile of 48 output rows: for each panel of 8 columns and chunk of

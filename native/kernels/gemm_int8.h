@@ -17,8 +17,9 @@
 // int8_gemm then computes, for such a layout A [quads][S][4] with output
 // rows i < m and reduction index t < k:
 //   C[i, c] = rowScale_i · Σ_t A(i, t) · B(t, c)
-// where B = fold ⊙ B is quantized per column c: outside |b| ≤ T_c =
-// min(max_t |b|, 6·rms_t b) it is rint(b·127/T_c) (int8) and multiplied by
+// where B = fold ⊙ B is quantized per column c: within |b| ≤ T_c =
+// min(max_t |b|, 6·rms_t b, 6·rms'_t b), rms' over the values within the
+// first two bounds, it is rint(b·127/T_c) (int8) and multiplied by
 // vpdpbusd (u8 × s8 → int32, 4 products per lane) in chunks of 65536 values
 // of t (the int32 sums cannot overflow); the few values beyond T_c (a
 // vector's outliers) are multiplied in float32 instead. fold (length k) and
