@@ -12,6 +12,9 @@
 // The AVX-512 path plus the BF16 dot product (vdpbf16ps, vcvtne2ps2bf16).
 #define QKD_TARGET_AVX512_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma")))
+// The AVX-512 path plus the int8 dot product (vpdpbusd).
+#define QKD_TARGET_AVX512_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,fma")))
 #else
 #define QKD_X86 0
 #endif
@@ -34,5 +37,9 @@ const char* isa_name(Isa isa);
 // avx512 path the bf16 GEMM then runs on its own micro-kernel instead of
 // widening to float32.
 bool cpu_has_avx512_bf16();
+
+// True when the CPU has AVX-512 VNNI (vpdpbusd): on the avx512 path the
+// profiler's int8 GEMM then runs on its own micro-kernel.
+bool cpu_has_avx512_vnni();
 
 }  // namespace qkd

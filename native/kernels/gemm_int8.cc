@@ -26,12 +26,12 @@
 
 #include "aligned_buffer.h"
 #include "cpu.h"
+#include "gemm_bf16.h"
 #include "thread_pool.h"
 #include "transpose_avx512.h"
 
 #if QKD_X86
 #include <immintrin.h>
-#define QKD_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,fma")))
 #endif
 
 namespace qkd {
@@ -47,13 +47,6 @@ constexpr int64_t kQuantRowQuads = 16;   // row quads per quantization task
 constexpr int64_t kQuantCols = 1024;     // columns of a task's row quads quantized at a time
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-float bf16_to_float(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 int32_t quantize_one(float v, float inv) {
   const float t = v * inv;
@@ -89,7 +82,7 @@ void quantize_quad_scalar(const QuantizeJob& job, int64_t i0, double* error, dou
   for (int64_t r = 0; r < 4; ++r) {
     const int64_t i = i0 + r;
     for (int64_t j = 0; j < g.cols; ++j) {
-      const float w = bf16_to_float(g.w[i * g.cols + j]);
+      const float w = bf16_bits_to_float(g.w[i * g.cols + j]);
       const int64_t s = g.per_row ? i : j;
       const int32_t v = quantize_one(w, job.inv[s]);
       const uint8_t byte = static_cast<uint8_t>(v + 128);
@@ -561,15 +554,7 @@ void tile_task(void* context, int64_t tile, int /*worker*/) {
 
 }  // namespace
 
-bool int8_gemm_fast() {
-#if QKD_X86
-  __builtin_cpu_init();
-  static const bool available = active_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni");
-  return available;
-#else
-  return false;
-#endif
-}
+bool int8_gemm_fast() { return active_isa() == Isa::kAvx512 && cpu_has_avx512_vnni(); }
 
 double int8_quantize(const Int8QuantizeArgs& g) {
   const int64_t count = g.per_row ? g.rows : g.cols;
@@ -586,7 +571,7 @@ double int8_quantize(const Int8QuantizeArgs& g) {
   }
   for (int64_t s = 0; s < count; ++s) {
     if (top[s] >= 0x7f80) return -1.0;  // Inf or NaN
-    const float m = bf16_to_float(static_cast<uint16_t>(top[s]));
+    const float m = bf16_bits_to_float(static_cast<uint16_t>(top[s]));
     g.scales[s] = m / 127.0f;
     inv[s] = m > 0 ? 127.0f / m : 0.0f;
   }
