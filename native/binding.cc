@@ -22,8 +22,9 @@
 #if defined(__GLIBC__)  // set by the C++ headers above on glibc systems
 #include <malloc.h>
 #endif
-#if defined(__linux__)
+#if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "kernels/attention.h"
@@ -420,6 +421,78 @@ napi_value AdviseHugePagesBody(napi_env env, const char* /*fn*/, AdviseHugePages
   if (end > begin && madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE) == 0) {
     return number_value(env, static_cast<double>(end - begin));
   }
+#endif
+  return number_value(env, 0);
+}
+
+// The mapping behind a mapFile buffer: what munmap needs when the buffer is collected.
+struct FileMapping {
+  void* base;
+  size_t length;
+};
+
+// V8 is told of each mapping's size, so that its collector weighs the buffers. Node runs their finalizers
+// (and so munmap) only between event-loop turns, so a long synchronous pass drops the pages it is done with
+// by releaseMapped.
+napi_value MapFileBody(napi_env env, const char* fn, MapFileArgs& args) {
+  napi_value result;
+  napi_get_null(env, &result);
+#if defined(__unix__) || defined(__APPLE__)
+  if (args.fd < 0) {
+    fail(env, fn, "fd (%d) must be an open file descriptor", args.fd);
+    return nullptr;
+  }
+  const long page = sysconf(_SC_PAGESIZE);
+  if (args.length == 0 || page <= 0) return result;
+  // mmap takes a page-aligned offset: map from the page holding `offset` and hand out the bytes from there.
+  const int64_t lead = args.offset % page;
+  const size_t length = static_cast<size_t>(args.length + lead);
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, args.fd, static_cast<off_t>(args.offset - lead));
+  if (base == MAP_FAILED) return result;
+  auto* mapping = new FileMapping{base, length};
+  napi_value buffer;
+  const napi_status status = napi_create_external_arraybuffer(
+      env, static_cast<uint8_t*>(base) + lead, static_cast<size_t>(args.length),
+      [](napi_env finalizing, void*, void* hint) {
+        auto* m = static_cast<FileMapping*>(hint);
+        munmap(m->base, m->length);
+        int64_t ignored;
+        napi_adjust_external_memory(finalizing, -static_cast<int64_t>(m->length), &ignored);
+        delete m;
+      },
+      mapping, &buffer);
+  if (status != napi_ok) {
+    // Runtimes that refuse external buffers (a V8 sandbox): the caller reads the file instead.
+    munmap(base, length);
+    delete mapping;
+    bool pending = false;
+    napi_value ignored;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &ignored);
+    return result;
+  }
+  int64_t ignored;
+  napi_adjust_external_memory(env, static_cast<int64_t>(length), &ignored);
+  return buffer;
+#else
+  (void)fn;
+  (void)args;
+  return result;
+#endif
+}
+
+napi_value ReleaseMappedBody(napi_env env, const char* /*fn*/, ReleaseMappedArgs& args) {
+#if defined(__unix__) || defined(__APPLE__)
+  const long page = sysconf(_SC_PAGESIZE);
+  if (page > 0 && args.buffer.length > 0) {
+    const uintptr_t mask = static_cast<uintptr_t>(page) - 1;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(args.buffer.data) & ~mask;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(args.buffer.data) + static_cast<uintptr_t>(args.buffer.length) + mask) & ~mask;
+    // The whole pages at both ends belong to the same mapping: mapFile maps from the page holding the first
+    // byte, and mmap maps whole pages.
+    if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED) == 0) return number_value(env, static_cast<double>(end - begin));
+  }
+#else
+  (void)args;
 #endif
   return number_value(env, 0);
 }

@@ -23,9 +23,9 @@
 //   size     int64_t ← a non-negative integer number;  int32 int32_t ← an integer in the int32 range
 //   float    float ← a number finite as float32;  number double ← any number
 //   flag     bool ← a boolean or the number 0 / 1
-// Results: void (undefined), number, or info (the object of info()).
+// Results: void (undefined), number, info (the object of info()), or buffer (an ArrayBuffer or null).
 
-/** @typedef {{ name: string, concern: string, args: string, returns: 'void' | 'number' | 'info', doc: string }} KernelDeclaration */
+/** @typedef {{ name: string, concern: string, args: string, returns: 'void' | 'number' | 'info' | 'buffer', doc: string }} KernelDeclaration */
 
 /** Concerns, in the order the docs list them. */
 export const CONCERNS = {
@@ -43,6 +43,10 @@ export const CONCERNS = {
 export const KERNELS = [
   { name: 'info', concern: 'meta', args: '', returns: 'info', doc: '{ version: 9, isa: "avx512" | "avx2" | "portable", threads }' },
   { name: 'adviseHugePages', concern: 'meta', returns: 'number', args: 'buffer: u8', doc: 'madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside buffer (Linux); the bytes advised' },
+  { name: 'mapFile', concern: 'meta', returns: 'buffer', args: 'fd: int32, offset: size, length: size',
+    doc: 'bytes [offset, offset + length) of the open file fd as an ArrayBuffer over a private copy-on-write mapping (mmap, POSIX; writes never reach the file), unmapped when the buffer is collected; null when the file cannot be mapped, or elsewhere' },
+  { name: 'releaseMapped', concern: 'meta', returns: 'number', args: 'buffer: u8',
+    doc: 'drops the pages of a mapFile buffer from this process (madvise MADV_DONTNEED on the pages it spans; a later read maps the file again); only for mapFile buffers. The bytes released' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',

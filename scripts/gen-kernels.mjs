@@ -27,7 +27,7 @@ const KINDS = {
   flag: ['bool', (v, n, o) => `read_flag(env, ${v}, fn, "${n}", ${o})`, 'boolean | number'],
 };
 const INITIAL = { int64_t: ' = 0', int32_t: ' = 0', float: ' = 0', double: ' = 0', bool: ' = false' };
-const RESULTS = { void: 'void', number: 'number', info: 'AddonInfo' };
+const RESULTS = { void: 'void', number: 'number', info: 'AddonInfo', buffer: 'ArrayBuffer | null' };
 
 function fail(message) {
   console.error(`gen-kernels: ${message}`);

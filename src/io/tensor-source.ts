@@ -51,7 +51,9 @@ export interface TensorSource {
   /**
    * The raw bfloat16 bits of a tensor stored as BF16, else null (optional).
    * With `scratch` big enough the bits are read into it (the result is a
-   * view of it, valid until the next read into the same scratch).
+   * view of it, valid until the next read into the same scratch); else a
+   * safetensors source returns a view of the file's memory mapping when it
+   * can map it. Either way the result must not be written.
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
   close(): void;
@@ -198,7 +200,12 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
     readBf16(name: string, scratch?: Uint16Array): Uint16Array | null {
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
-      if (f.entry(name).dtype !== 'bf16') return null;
+      const e = f.entry(name);
+      if (e.dtype !== 'bf16') return null;
+      if (scratch === undefined || scratch.length * 2 < e.end - e.begin) {
+        const map = f.mapped(name);
+        if (map !== null) return new Uint16Array(map.buffer, map.byteOffset, map.length / 2);
+      }
       const bytes = f.readBytes(name, scratch && new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
       return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
     },

@@ -7,7 +7,7 @@
 import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
-import { adviseHugePages, kernels } from '../tensor/backend.js';
+import { adviseHugePages, kernels, releaseMapped } from '../tensor/backend.js';
 import { deferredSpectralSummary, gramEigenvalues, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 
@@ -56,6 +56,12 @@ export interface ProfileOptions extends Partial<Omit<ProfileSettings, 'weights'>
    * so the model is read once.
    */
   visit?: (name: string, w: WeightData, rows: number, cols: number) => void;
+  /**
+   * Tensors with more values than this are not read into the reused read
+   * buffer (sized for the largest of the rest); a safetensors source maps
+   * them instead (default MAPPED_ABOVE, 2²⁶).
+   */
+  mapAbove?: number;
 }
 
 export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
@@ -230,6 +236,16 @@ const SOLVE_BATCH_TENSORS = 8;
 const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**
+ * Tensors with more values than this are not read into the profiler's
+ * reused read buffer, which is sized for the largest of the rest: a
+ * safetensors source maps them instead (backend.mapFileRange). The buffer is
+ * fresh memory, touched once; on the Llama-3.2-1B shape the embedding alone
+ * made it 525 MB, whose first touch (page zeroing) was about 0.4 s during
+ * which no other thread had work.
+ */
+const MAPPED_ABOVE = 1 << 26;
+
+/**
  * Profiles every tensor of a source, one at a time. Each tensor gets its own
  * generator (seed, index) so a tensor's result does not depend on which
  * other tensors were profiled.
@@ -242,8 +258,10 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const tensors: TensorProfile[] = [];
   // One read buffer for all bf16 tensors and one for the float ones (the largest tensor's size), allocated on first use:
   // reading into them spares a fresh buffer (and its page faults) per tensor. Nothing keeps a tensor past its turn.
-  const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
-  const scratch16 = source.readBf16 ? adviseHugePages(new Uint16Array(largest)) : undefined;
+  const sizes = chosen.map((t) => t.shape.reduce((a, b) => a * b, 1));
+  const mapAbove = options.mapAbove ?? MAPPED_ABOVE;
+  const largest = Math.max(0, ...sizes.filter((n) => n <= mapAbove));
+  const scratch16 = source.readBf16 && largest > 0 ? adviseHugePages(new Uint16Array(largest)) : undefined;
   let scratch32: Float32Array | undefined;
   // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
   // solve is serial work that would otherwise leave the other threads idle (993 width-256 tensors: most of the
@@ -262,6 +280,8 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
       // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
       if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
+      // Nothing reads the tensor after this: a mapped one gives its pages back now.
+      releaseMapped(bf16 ?? (w as Float32Array));
     });
     batch.finish();
   } catch (error) {

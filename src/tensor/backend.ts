@@ -168,6 +168,37 @@ export function adviseHugePages<T extends ArrayBufferView>(array: T): T {
   return array;
 }
 
+/**
+ * Bytes [offset, offset + length) of an open file, as a view of a private
+ * memory mapping: no copy and no fresh memory (the pages are the OS's file
+ * cache), undone when the view is collected. Writes to the view stay in
+ * this process (copy-on-write). Null without the addon, where the OS has
+ * no mmap, for an empty range, or with QKD_MMAP=off: the caller then reads
+ * the file. docs/architecture.md, "Memory".
+ */
+export function mapFileRange(fd: number, offset: number, length: number): Uint8Array | null {
+  if (length === 0 || process.env.QKD_MMAP === 'off' || !nativeStatus().loaded) return null;
+  const buffer = loadedAddon!.mapFile(fd, offset, length);
+  if (buffer === null) return null;
+  mappedBuffers.add(buffer);
+  return new Uint8Array(buffer);
+}
+
+/** The buffers mapFileRange made (releaseMapped touches no other memory). */
+const mappedBuffers = new WeakSet<ArrayBuffer>();
+
+/**
+ * Drops the pages of a view of mapFileRange's from this process's memory (a
+ * later read of it maps the file again). A mapping is undone only when its
+ * buffer is collected, which Node does between event-loop turns, so a long
+ * synchronous pass over a model (the profiler) releases each tensor when it
+ * is done with it; otherwise every page it touched would count as the
+ * process's memory until the pass ends. A no-op for any other array.
+ */
+export function releaseMapped(array: ArrayBufferView): void {
+  if (mappedBuffers.has(array.buffer as ArrayBuffer)) loadedAddon!.releaseMapped(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+}
+
 /** Runs fn on a given backend, restoring the previous one afterwards. */
 export function withBackend<T>(name: BackendName, fn: () => T): T {
   const previous = currentBackend();

@@ -174,12 +174,13 @@ describe('numbers and environment variables are parsed strictly', () => {
     assert.equal(existsSync(join(dir, 'q-abc')), false, 'nothing created for a refused command');
   });
 
-  it('refuses QKD_THREADS, QKD_ISA and QKD_MALLOC values the addon would silently ignore', () => {
+  it('refuses QKD_THREADS, QKD_ISA, QKD_MALLOC and QKD_MMAP values the addon would silently ignore', () => {
     assertUserError(qkd(['info'], { QKD_THREADS: 'abc' }), /QKD_THREADS='abc' is not a thread count.*1 to 1024/, 'QKD_THREADS=abc');
     assertUserError(qkd(['info'], { QKD_THREADS: '0' }), /QKD_THREADS='0'/, 'QKD_THREADS=0');
     assertUserError(qkd(['info'], { QKD_ISA: 'avx9' }), /QKD_ISA='avx9' is not an instruction-set path.*portable, avx2, avx512/, 'QKD_ISA=avx9');
     assertUserError(qkd(['info'], { QKD_MALLOC: 'keep' }), /QKD_MALLOC='keep' is not a malloc setting.*retain.*system/, 'QKD_MALLOC=keep');
-    const ok = qkd(['info'], { QKD_THREADS: '1', QKD_ISA: 'avx2', QKD_MALLOC: 'system' });
+    assertUserError(qkd(['info'], { QKD_MMAP: 'yes' }), /QKD_MMAP='yes' is not a mapping setting.*on.*off/, 'QKD_MMAP=yes');
+    const ok = qkd(['info'], { QKD_THREADS: '1', QKD_ISA: 'avx2', QKD_MALLOC: 'system', QKD_MMAP: 'off' });
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((lastJson(ok).native as { threads: number }).threads, 1);
   });

@@ -38,7 +38,7 @@ const ISA_NAMES = ['portable', 'avx2', 'avx512'] as const;
 
 /**
  * Checks the environment variables the addon reads (QKD_THREADS, QKD_ISA)
- * and QKD_MALLOC (retainFreedMemory).
+ * QKD_MALLOC (retainFreedMemory) and QKD_MMAP (backend.mapFileRange).
  * The C++ side ignores a value it cannot parse, so a typo would silently
  * run with the defaults; here it is an error that names the variable.
  */
@@ -50,6 +50,10 @@ export function checkNativeEnvironment(env: NodeJS.ProcessEnv = process.env): vo
   const isa = env.QKD_ISA;
   if (isa !== undefined && !(ISA_NAMES as readonly string[]).includes(isa)) {
     throw new QkdError('CONFIG', `QKD_ISA='${isa}' is not an instruction-set path`, { field: 'QKD_ISA', hint: `${ISA_NAMES.join(', ')} (a path above what the CPU has falls back), or unset` });
+  }
+  const mmap = env.QKD_MMAP;
+  if (mmap !== undefined && mmap !== 'on' && mmap !== 'off') {
+    throw new QkdError('CONFIG', `QKD_MMAP='${mmap}' is not a mapping setting`, { field: 'QKD_MMAP', hint: 'on (map the largest tensors of a model file when profiling it, the default), off (read them), or unset' });
   }
   const malloc = env.QKD_MALLOC;
   if (malloc !== undefined && malloc !== 'system' && malloc !== 'retain') {

@@ -1,0 +1,152 @@
+// Reading tensors through a memory mapping of the file (backend.mapFileRange): the bytes are the file's at
+// any offset, writes never reach the file, released pages read the file again, and every reader that maps
+// (safetensors bf16 / f32 / f16 beyond the caller's scratch, the profiler's large tensors) gives what a plain
+// read gives.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { openSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mapFileRange, nativeStatus, releaseMapped } from '../../src/tensor/backend.js';
+import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
+import { openTensorSource } from '../../src/io/tensor-source.js';
+import { profileModel } from '../../src/swan/profile.js';
+import { toBf16, toF16 } from '../../src/tensor/dtype.js';
+import { Rng } from '../../src/tensor/random.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'qkd-mapped-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const native = nativeStatus().loaded;
+
+function gaussian(n: number, seed: number): Float32Array {
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => rng.normal() * 0.05);
+}
+
+/** Runs fn with QKD_MMAP set (or unset), restoring it after. */
+function withMmap<T>(value: string | undefined, fn: () => T): T {
+  const before = process.env.QKD_MMAP;
+  if (value === undefined) delete process.env.QKD_MMAP;
+  else process.env.QKD_MMAP = value;
+  try {
+    return fn();
+  } finally {
+    if (before === undefined) delete process.env.QKD_MMAP;
+    else process.env.QKD_MMAP = before;
+  }
+}
+
+describe('mapFileRange', { skip: native ? false : 'needs the native addon' }, () => {
+  const path = join(dir, 'bytes.bin');
+  const bytes = Uint8Array.from({ length: 3 * 4096 + 100 }, (_, i) => (i * 131 + 7) & 255);
+  writeFileSync(path, bytes);
+
+  it('gives the file bytes at any offset, page-aligned or not, and null for an empty range', () => {
+    const fd = openSync(path, 'r');
+    try {
+      for (const [offset, length] of [[0, bytes.length], [1, 10], [4095, 2], [4096, 4096], [5000, 7388], [12287, 101]] as const) {
+        const view = mapFileRange(fd, offset, length);
+        assert.ok(view !== null, `mapped ${offset}+${length}`);
+        assert.equal(view.length, length);
+        assert.deepEqual(view, bytes.subarray(offset, offset + length), `${offset}+${length}`);
+      }
+      assert.equal(mapFileRange(fd, 10, 0), null);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('keeps writes to the view out of the file; a released page reads the file again; other arrays are left alone', () => {
+    const fd = openSync(path, 'r');
+    const view = mapFileRange(fd, 4000, 300)!;
+    closeSync(fd);
+    view[150] = view[150]! ^ 0xff;
+    assert.deepEqual(new Uint8Array(readFileSync(path)), bytes, 'the file is unchanged');
+    assert.notEqual(view[150], bytes[4150]);
+    releaseMapped(view);
+    assert.deepEqual(view, bytes.subarray(4000, 4300), 'after release the view reads the file');
+    const plain = Uint8Array.from([1, 2, 3]);
+    releaseMapped(plain);
+    assert.deepEqual(plain, Uint8Array.from([1, 2, 3]));
+  });
+
+  it('QKD_MMAP=off reads instead (null)', () => {
+    const fd = openSync(path, 'r');
+    try {
+      assert.equal(withMmap('off', () => mapFileRange(fd, 0, 10)), null);
+      assert.ok(withMmap('on', () => mapFileRange(fd, 0, 10)) !== null);
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
+
+describe('mapped tensor reads equal plain reads', () => {
+  const w = gaussian(48 * 40, 3);
+  const path = join(dir, 'mixed.safetensors');
+  // The 3-byte u8 tensor puts the bf16 one after it at an odd offset: that one cannot be mapped and is read.
+  writeSafetensors(path, [
+    { name: 'a.f32', dtype: 'f32', shape: [48, 40], data: w },
+    { name: 'b.f16', dtype: 'f16', shape: [48, 40], data: toF16(w) },
+    { name: 'c.bf16', dtype: 'bf16', shape: [48, 40], data: toBf16(w) },
+    { name: 'd.u8', dtype: 'u8', shape: [3], data: Uint8Array.from([1, 2, 3]) },
+    { name: 'e.bf16', dtype: 'bf16', shape: [48, 40], data: toBf16(w) },
+  ]);
+
+  it('safetensors: f32 and f16 beyond the scratch, bf16 without one, an odd offset, and with QKD_MMAP=off', () => {
+    for (const mode of ['on', 'off']) {
+      withMmap(mode, () => {
+        const f = openSafetensors(path);
+        const source = openTensorSource(path);
+        try {
+          const small = new Float32Array(10);
+          const big = new Float32Array(48 * 40);
+          for (const name of ['a.f32', 'b.f16']) {
+            const plain = Array.from(f.readFloat32(name).data);
+            assert.deepEqual(Array.from(f.readFloat32(name, small).data), plain, `${name} beyond the scratch (${mode})`);
+            assert.deepEqual(Array.from(f.readFloat32(name, big).data), plain, `${name} into the scratch (${mode})`);
+          }
+          for (const name of ['c.bf16', 'e.bf16']) {
+            const plain = Array.from(f.read(name).data);
+            assert.deepEqual(Array.from(source.readBf16!(name)!), plain, `${name} without a scratch (${mode})`);
+            assert.deepEqual(Array.from(source.readBf16!(name, new Uint16Array(4))!), plain, `${name} beyond the scratch (${mode})`);
+            assert.deepEqual(Array.from(source.readBf16!(name, new Uint16Array(48 * 40))!), plain, `${name} into the scratch (${mode})`);
+          }
+          if (native && mode === 'on') {
+            assert.ok(f.mapped('c.bf16') !== null, 'an aligned tensor is mapped');
+            assert.equal(f.mapped('e.bf16'), null, 'the odd offset is not');
+          } else assert.equal(f.mapped('c.bf16'), null);
+        } finally {
+          f.close();
+          source.close();
+        }
+      });
+    }
+  });
+
+  it('profileModel: every tensor mapped (mapAbove 0) gives the report of every tensor read', () => {
+    for (const dtype of ['bf16', 'f32', 'f16'] as const) {
+      const file = join(dir, `model-${dtype}.safetensors`);
+      const tensors = [
+        { name: 'model.embed_tokens.weight', shape: [96, 64] },
+        { name: 'model.layers.0.self_attn.q_proj.weight', shape: [64, 64] },
+        { name: 'model.layers.0.input_layernorm.weight', shape: [64] },
+        { name: 'model.layers.0.mlp.down_proj.weight', shape: [64, 160] },
+      ];
+      writeSafetensors(file, tensors.map((t, i) => {
+        const v = gaussian(t.shape.reduce((a, b) => a * b, 1), 10 + i);
+        return { name: t.name, dtype, shape: t.shape, data: dtype === 'bf16' ? toBf16(v) : dtype === 'f16' ? toF16(v) : v };
+      }));
+      const profile = (mapAbove?: number) => {
+        const source = openTensorSource(file);
+        try {
+          return profileModel(source, { mapAbove }).tensors;
+        } finally {
+          source.close();
+        }
+      };
+      assert.deepEqual(profile(0), profile(), dtype);
+    }
+  });
+});
