@@ -184,20 +184,26 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_error
 //   ends both clamp to the same end point: d² is the same bits either way.
 // Only d² and the sums are float64: lane j takes the values at j and j + 8
 // of each 16, in order, as the 8-lane sums do.
-constexpr float kRoundMagic32 = 12582912.0f;  // 1.5·2^23
-
+// Three rewrites that change no bit of the result:
+// - round(t) + zero clamped to [0, qmax], minus zero, is round(t) clamped
+//   to [−zero, qmax − zero] (integers, exact in float32);
+// - round(t) by vrndscaleps (nearest even) instead of the 1.5·2^23 trick:
+//   they agree for |t| < 2^22, and beyond it both are far outside the clamp
+//   range (|q − zero| ≤ 255), on the same side;
+// - d² is exact in float64 (d has at most 24 significant bits), so
+//   acc + d·d rounded once (a fused multiply-add) is acc + d² rounded, the
+//   reference's sum; likewise for v² in the norm.
 template <int kCount>
 __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_errors_bf16(const uint16_t* w, int64_t n, const Params& p, const double* qmax, double* sums, double* norm) {
-  const __m512 magic = _mm512_set1_ps(kRoundMagic32), zero32 = _mm512_setzero_ps();
   __m512d acc[kCount];
-  __m512 vs[kCount], vinv[kCount], vz[kCount], vq[kCount];
+  __m512 vs[kCount], vinv[kCount], vlo[kCount], vhi[kCount];
   for (int j = 0; j < kCount; ++j) {
     acc[j] = _mm512_setzero_pd();
     const float scale = static_cast<float>(p.scale[j]);
     vs[j] = _mm512_set1_ps(scale);
     vinv[j] = _mm512_set1_ps(1.0f / scale);
-    vz[j] = _mm512_set1_ps(static_cast<float>(p.zero[j]));
-    vq[j] = _mm512_set1_ps(static_cast<float>(qmax[j]));
+    vlo[j] = _mm512_set1_ps(static_cast<float>(-p.zero[j]));
+    vhi[j] = _mm512_set1_ps(static_cast<float>(qmax[j] - p.zero[j]));
   }
   __m512d sq = _mm512_setzero_pd();
   alignas(64) uint16_t tail[16] = {};
@@ -211,18 +217,17 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void group_error
     const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))), 16));
     const __m512d v_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
     const __m512d v_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    sq = _mm512_add_pd(sq, _mm512_mul_pd(v_lo, v_lo));
-    sq = _mm512_add_pd(sq, _mm512_mul_pd(v_hi, v_hi));
+    sq = _mm512_fmadd_pd(v_lo, v_lo, sq);
+    sq = _mm512_fmadd_pd(v_hi, v_hi, sq);
 #pragma GCC unroll 4
     for (int j = 0; j < kCount; ++j) {
-      const __m512 t = _mm512_mul_ps(v, vinv[j]);
-      const __m512 r = _mm512_sub_ps(_mm512_add_ps(t, magic), magic);
-      const __m512 q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vz[j]), zero32), vq[j]);
-      const __m512 d = _mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(q, vz[j]), vs[j]), v);
+      const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv[j]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512 code = _mm512_min_ps(_mm512_max_ps(r, vlo[j]), vhi[j]);  // q − zero
+      const __m512 d = _mm512_sub_ps(_mm512_mul_ps(code, vs[j]), v);
       const __m512d d_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
       const __m512d d_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
-      acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(d_lo, d_lo));
-      acc[j] = _mm512_add_pd(acc[j], _mm512_mul_pd(d_hi, d_hi));
+      acc[j] = _mm512_fmadd_pd(d_lo, d_lo, acc[j]);
+      acc[j] = _mm512_fmadd_pd(d_hi, d_hi, acc[j]);
     }
   }
   alignas(64) double lanes[8];
