@@ -15,7 +15,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { BYTES_PER_ELEMENT, fromBf16, fromF16, type StorageArrayMap, type StorageDType } from '../tensor/dtype.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
-import { adviseHugePages, kernels, mapFileRange, releaseMapped } from '../tensor/backend.js';
+import { adviseHugePages, kernels, mapFileRange } from '../tensor/backend.js';
 
 /** safetensors dtype names ↔ qkd storage dtypes (the ones qkd reads and writes). */
 const DTYPE_FROM_FILE: Record<string, StorageDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I8: 'i8', U8: 'u8', I32: 'i32' };
@@ -110,10 +110,7 @@ export class SafetensorsFile {
    * The tensor as float32 (f16 and bf16 widened; integer dtypes refused).
    * With `scratch` big enough, an f32 or f16 tensor lands in it (the result
    * is then a view of it, valid until the next read into the same scratch),
-   * and an f16 one is widened by the native kernel when it is loaded. An f32
-   * tensor too large for a given scratch is a view of the file's mapping
-   * when it can be mapped (see mapped()), which must not be written; an f16
-   * one is then widened from the mapping into a new array.
+   * and an f16 one is widened by the native kernel when it is loaded.
    */
   readFloat32(name: string, scratch?: Float32Array): { shape: number[]; data: Float32Array } {
     const e = this.entry(name);
@@ -128,18 +125,6 @@ export class SafetensorsFile {
         kernels().f16ToF32(new Uint16Array(halves.buffer, halves.byteOffset, count), out, count);
       }
       return { shape: [...e.shape], data: out };
-    }
-    if (scratch !== undefined && (e.dtype === 'f32' || e.dtype === 'f16')) {
-      // Too large for the caller's scratch: an f32 tensor is used where it lies in the file's mapping, and f16
-      // halves are widened from there (no copy of them), when the file can be mapped.
-      const map = this.mapped(name);
-      if (map !== null && e.dtype === 'f32') return { shape: [...e.shape], data: new Float32Array(map.buffer, map.byteOffset, count) };
-      if (map !== null) {
-        const out = new Float32Array(count);
-        kernels().f16ToF32(new Uint16Array(map.buffer, map.byteOffset, count), out, count);
-        releaseMapped(map);
-        return { shape: [...e.shape], data: out };
-      }
     }
     const t = this.read(name);
     switch (t.dtype) {

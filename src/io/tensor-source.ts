@@ -51,13 +51,21 @@ export interface TensorSource {
   /**
    * The raw bfloat16 bits of a tensor stored as BF16, else null (optional).
    * With `scratch` big enough the bits are read into it (the result is a
-   * view of it, valid until the next read into the same scratch); else a
-   * safetensors source returns a view of the file's memory mapping when it
-   * can map it. Either way the result must not be written.
+   * view of it, valid until the next read into the same scratch).
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
+  /**
+   * A BF16 or F32 tensor where it lies in a memory mapping of the file
+   * (backend.mapFileRange: no copy, no fresh memory), else null: another
+   * dtype, a source that does not map (GGUF, llama2.c), or a file that
+   * cannot be mapped (optional). The view must not be written.
+   */
+  mapped?(name: string): MappedTensor | null;
   close(): void;
 }
+
+/** A tensor as TensorSource.mapped gives it: raw bfloat16 bits or float32 values. */
+export type MappedTensor = { dtype: 'bf16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array };
 
 const ACCEPTED =
   'a .safetensors file, a .gguf file, a llama2.c .bin checkpoint, a Hugging Face model directory (model.safetensors or model.safetensors.index.json), or a qkd training run directory (latest.json)';
@@ -200,14 +208,18 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
     readBf16(name: string, scratch?: Uint16Array): Uint16Array | null {
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
-      const e = f.entry(name);
-      if (e.dtype !== 'bf16') return null;
-      if (scratch === undefined || scratch.length * 2 < e.end - e.begin) {
-        const map = f.mapped(name);
-        if (map !== null) return new Uint16Array(map.buffer, map.byteOffset, map.length / 2);
-      }
+      if (f.entry(name).dtype !== 'bf16') return null;
       const bytes = f.readBytes(name, scratch && new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
       return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
+    },
+    mapped(name: string): MappedTensor | null {
+      const f = where.get(name);
+      if (f === undefined) throw missing(path, name);
+      const dtype = f.entry(name).dtype;
+      if (dtype !== 'bf16' && dtype !== 'f32') return null;
+      const map = f.mapped(name);
+      if (map === null) return null;
+      return dtype === 'bf16' ? { dtype, data: new Uint16Array(map.buffer, map.byteOffset, map.length / 2) } : { dtype, data: new Float32Array(map.buffer, map.byteOffset, map.length / 4) };
     },
     close(): void {
       for (const f of files) f.close();

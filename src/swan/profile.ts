@@ -24,6 +24,8 @@ export interface ProfileSource {
    * it (a view of it is returned).
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
+  /** The tensor where it lies in a mapping of the file, when the source can map it (optional; see mapAbove). */
+  mapped?(name: string): { dtype: 'bf16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array } | null;
 }
 
 export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
@@ -57,9 +59,9 @@ export interface ProfileOptions extends Partial<Omit<ProfileSettings, 'weights'>
    */
   visit?: (name: string, w: WeightData, rows: number, cols: number) => void;
   /**
-   * Tensors with more values than this are not read into the reused read
-   * buffer (sized for the largest of the rest); a safetensors source maps
-   * them instead (default MAPPED_ABOVE, 2²⁶).
+   * Tensors with more values than this are used where they lie in a
+   * mapping of the file when the source can map them (ProfileSource.mapped;
+   * default MAPPED_ABOVE, 2²⁶); the rest are read into the reused buffers.
    */
   mapAbove?: number;
 }
@@ -236,12 +238,14 @@ const SOLVE_BATCH_TENSORS = 8;
 const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**
- * Tensors with more values than this are not read into the profiler's
- * reused read buffer, which is sized for the largest of the rest: a
- * safetensors source maps them instead (backend.mapFileRange). The buffer is
- * fresh memory, touched once; on the Llama-3.2-1B shape the embedding alone
- * made it 525 MB, whose first touch (page zeroing) was about 0.4 s during
- * which no other thread had work.
+ * Tensors with more values than this are used where they lie in a mapping
+ * of the file when the source can map them (safetensors, BF16 and F32), not
+ * read into the reused read buffers. Those are sized for the largest
+ * tensor, but a page costs only when first touched: on the Llama-3.2-1B
+ * shape the embedding alone had touched 525 MB of the bf16 buffer, about
+ * 0.4 s of page zeroing during which no other thread had work. Smaller
+ * tensors are still read: mapping every tensor was a tie (docs/architecture.md,
+ * "Memory").
  */
 const MAPPED_ABOVE = 1 << 26;
 
@@ -258,10 +262,10 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const tensors: TensorProfile[] = [];
   // One read buffer for all bf16 tensors and one for the float ones (the largest tensor's size), allocated on first use:
   // reading into them spares a fresh buffer (and its page faults) per tensor. Nothing keeps a tensor past its turn.
-  const sizes = chosen.map((t) => t.shape.reduce((a, b) => a * b, 1));
+  // Untouched pages of them cost nothing, so a mapped largest tensor leaves most of them alone.
   const mapAbove = options.mapAbove ?? MAPPED_ABOVE;
-  const largest = Math.max(0, ...sizes.filter((n) => n <= mapAbove));
-  const scratch16 = source.readBf16 && largest > 0 ? adviseHugePages(new Uint16Array(largest)) : undefined;
+  const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
+  const scratch16 = source.readBf16 ? adviseHugePages(new Uint16Array(largest)) : undefined;
   let scratch32: Float32Array | undefined;
   // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
   // solve is serial work that would otherwise leave the other threads idle (993 width-256 tensors: most of the
@@ -273,15 +277,21 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   });
   try {
     chosen.forEach((t, index) => {
-      const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
-      if (bf16 === null) scratch32 ??= adviseHugePages(new Float32Array(largest));
-      const w: WeightData = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
-      const n = bf16 !== null ? bf16.length : (w as Float32Array).length;
+      const size = t.shape.reduce((a, b) => a * b, 1);
+      const map = size > mapAbove ? (source.mapped?.(t.name) ?? null) : null;
+      let w: WeightData;
+      if (map !== null) w = map.dtype === 'bf16' ? { bf16: map.data } : map.data;
+      else {
+        const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
+        if (bf16 === null) scratch32 ??= adviseHugePages(new Float32Array(largest));
+        w = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
+      }
+      const n = w instanceof Float32Array ? w.length : w.bf16.length;
       batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
       // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
       if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
       // Nothing reads the tensor after this: a mapped one gives its pages back now.
-      releaseMapped(bf16 ?? (w as Float32Array));
+      if (map !== null) releaseMapped(map.data);
     });
     batch.finish();
   } catch (error) {
