@@ -55,7 +55,7 @@ export interface TensorSource {
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
   /**
-   * A BF16 or F32 tensor where it lies in a memory mapping of the file
+   * A BF16, F16 or F32 tensor where it lies in a memory mapping of the file
    * (backend.mapFileRange: no copy, no fresh memory), else null: another
    * dtype, a source that does not map (GGUF, llama2.c), or a file that
    * cannot be mapped (optional). The view must not be written.
@@ -64,8 +64,8 @@ export interface TensorSource {
   close(): void;
 }
 
-/** A tensor as TensorSource.mapped gives it: raw bfloat16 bits or float32 values. */
-export type MappedTensor = { dtype: 'bf16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array };
+/** A tensor as TensorSource.mapped gives it: raw bfloat16 or half bits, or float32 values. */
+export type MappedTensor = { dtype: 'bf16' | 'f16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array };
 
 const ACCEPTED =
   'a .safetensors file, a .gguf file, a llama2.c .bin checkpoint, a Hugging Face model directory (model.safetensors or model.safetensors.index.json), or a qkd training run directory (latest.json)';
@@ -216,10 +216,10 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
       const dtype = f.entry(name).dtype;
-      if (dtype !== 'bf16' && dtype !== 'f32') return null;
+      if (dtype !== 'bf16' && dtype !== 'f16' && dtype !== 'f32') return null;
       const map = f.mapped(name);
       if (map === null) return null;
-      return dtype === 'bf16' ? { dtype, data: new Uint16Array(map.buffer, map.byteOffset, map.length / 2) } : { dtype, data: new Float32Array(map.buffer, map.byteOffset, map.length / 4) };
+      return dtype === 'f32' ? { dtype, data: new Float32Array(map.buffer, map.byteOffset, map.length / 4) } : { dtype, data: new Uint16Array(map.buffer, map.byteOffset, map.length / 2) };
     },
     close(): void {
       for (const f of files) f.close();

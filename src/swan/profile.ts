@@ -24,8 +24,11 @@ export interface ProfileSource {
    * it (a view of it is returned).
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
-  /** The tensor where it lies in a mapping of the file, when the source can map it (optional; see mapAbove). */
-  mapped?(name: string): { dtype: 'bf16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array } | null;
+  /**
+   * The tensor where it lies in a mapping of the file, when the source can
+   * map it (optional; see mapAbove): bfloat16 or half bits, or float32.
+   */
+  mapped?(name: string): { dtype: 'bf16' | 'f16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array } | null;
 }
 
 export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
@@ -239,8 +242,8 @@ const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
 /**
  * Tensors with more values than this are used where they lie in a mapping
- * of the file when the source can map them (safetensors, BF16 and F32), not
- * read into the reused read buffers. Those are sized for the largest
+ * of the file when the source can map them (safetensors: BF16 and F32 as
+ * they are, F16 widened from there), not read into the reused read buffers. Those are sized for the largest
  * tensor, but a page costs only when first touched: on the Llama-3.2-1B
  * shape the embedding alone had touched 525 MB of the bf16 buffer, about
  * 0.4 s of page zeroing during which no other thread had work. Smaller
@@ -280,7 +283,14 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       const size = t.shape.reduce((a, b) => a * b, 1);
       const map = size > mapAbove ? (source.mapped?.(t.name) ?? null) : null;
       let w: WeightData;
-      if (map !== null) w = map.dtype === 'bf16' ? { bf16: map.data } : map.data;
+      if (map?.dtype === 'f16') {
+        // Halves are widened from the mapping into the float32 buffer (no copy of them on the way).
+        scratch32 ??= adviseHugePages(new Float32Array(largest));
+        w = scratch32.subarray(0, size);
+        kernels().f16ToF32(map.data, w, size);
+        releaseMapped(map.data);
+      } else if (map?.dtype === 'bf16') w = { bf16: map.data };
+      else if (map?.dtype === 'f32') w = map.data;
       else {
         const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
         if (bf16 === null) scratch32 ??= adviseHugePages(new Float32Array(largest));
@@ -291,7 +301,7 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
       if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
       // Nothing reads the tensor after this: a mapped one gives its pages back now.
-      if (map !== null) releaseMapped(map.data);
+      if (map !== null && map.dtype !== 'f16') releaseMapped(map.data);
     });
     batch.finish();
   } catch (error) {
