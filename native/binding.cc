@@ -23,6 +23,7 @@
 #include <malloc.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #endif
@@ -493,6 +494,19 @@ napi_value ReleaseMappedBody(napi_env env, const char* /*fn*/, ReleaseMappedArgs
   }
 #else
   (void)args;
+#endif
+  return number_value(env, 0);
+}
+
+napi_value AdviseWillNeedBody(napi_env env, const char* fn, AdviseWillNeedArgs& args) {
+  if (args.fd < 0) {
+    fail(env, fn, "fd (%d) must be an open file descriptor", args.fd);
+    return nullptr;
+  }
+#if defined(__linux__)
+  if (args.length > 0 && posix_fadvise(args.fd, static_cast<off_t>(args.offset), static_cast<off_t>(args.length), POSIX_FADV_WILLNEED) == 0) {
+    return number_value(env, 1);
+  }
 #endif
   return number_value(env, 0);
 }

@@ -47,6 +47,8 @@ export const KERNELS = [
     doc: 'bytes [offset, offset + length) of the open file fd as an ArrayBuffer over a private copy-on-write mapping (mmap, POSIX; writes never reach the file), unmapped when the buffer is collected; null when the file cannot be mapped, or elsewhere' },
   { name: 'releaseMapped', concern: 'meta', returns: 'number', args: 'buffer: u8',
     doc: 'drops the pages of a mapFile buffer from this process (madvise MADV_DONTNEED on the pages it spans; a later read maps the file again); only for mapFile buffers. The bytes released' },
+  { name: 'adviseWillNeed', concern: 'meta', returns: 'number', args: 'fd: int32, offset: size, length: size',
+    doc: 'asks the OS to start reading bytes [offset, offset + length) of the open file fd into its cache in the background (posix_fadvise POSIX_FADV_WILLNEED); 1 when asked, 0 elsewhere or when refused' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',

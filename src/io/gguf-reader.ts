@@ -13,7 +13,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError, fmtShape } from '../errors.js';
 import { GGML_FORMATS, GGML_READABLE, ggmlFormat, ggmlFormatById } from '../quant/ggml-formats.js';
-import { adviseHugePages } from '../tensor/backend.js';
+import { adviseHugePages, prefetchFileRange } from '../tensor/backend.js';
 import {
   DEFAULT_ALIGNMENT,
   FIXED_BYTES,
@@ -419,6 +419,12 @@ export class GgufFile {
     const t = this.byName.get(name);
     if (t === undefined) throw new QkdError('IO', `tensor '${name}' is not in the file`, { path: this.path, field: name });
     return t;
+  }
+
+  /** Starts reading the tensor's stored bytes into the OS's cache in the background (backend.prefetchFileRange). */
+  prefetch(name: string): void {
+    const t = this.tensor(name);
+    if (this.fd !== null) prefetchFileRange(this.fd, t.offset, t.byteLength);
   }
 
   /** The tensor's stored bytes (an aligned copy of its own). */

@@ -15,7 +15,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { BYTES_PER_ELEMENT, fromBf16, fromF16, type StorageArrayMap, type StorageDType } from '../tensor/dtype.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
-import { adviseHugePages, kernels, mapFileRange } from '../tensor/backend.js';
+import { adviseHugePages, kernels, mapFileRange, prefetchFileRange } from '../tensor/backend.js';
 
 /** safetensors dtype names ↔ qkd storage dtypes (the ones qkd reads and writes). */
 const DTYPE_FROM_FILE: Record<string, StorageDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I8: 'i8', U8: 'u8', I32: 'i32' };
@@ -95,6 +95,12 @@ export class SafetensorsFile {
     if (this.fd === null) throw new QkdError('STATE', `safetensors file already closed`, { path: this.path });
     if (e.begin % BYTES_PER_ELEMENT[e.dtype] !== 0) return null;
     return mapFileRange(this.fd, e.begin, e.end - e.begin);
+  }
+
+  /** Starts reading the tensor's bytes into the OS's cache in the background (backend.prefetchFileRange). */
+  prefetch(name: string): void {
+    const e = this.entry(name);
+    if (this.fd !== null) prefetchFileRange(this.fd, e.begin, e.end - e.begin);
   }
 
   /** The tensor's raw data in its stored dtype. */

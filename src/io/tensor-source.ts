@@ -61,6 +61,11 @@ export interface TensorSource {
    * cannot be mapped (optional). The view must not be written.
    */
   mapped?(name: string): MappedTensor | null;
+  /**
+   * Starts reading a tensor into the OS's file cache in the background, for
+   * a read that comes later (optional; safetensors and GGUF).
+   */
+  prefetch?(name: string): void;
   close(): void;
 }
 
@@ -212,6 +217,11 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
       const bytes = f.readBytes(name, scratch && new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
       return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
     },
+    prefetch(name: string): void {
+      const f = where.get(name);
+      if (f === undefined) throw missing(path, name);
+      f.prefetch(name);
+    },
     mapped(name: string): MappedTensor | null {
       const f = where.get(name);
       if (f === undefined) throw missing(path, name);
@@ -257,6 +267,11 @@ function ggufSource(path: string): TensorSource {
         const original = stored.get(name);
         if (original === undefined) throw missing(path, name);
         return file.readFloat32(original, scratch);
+      },
+      prefetch(name: string): void {
+        const original = stored.get(name);
+        if (original === undefined) throw missing(path, name);
+        file.prefetch(original);
       },
       close: () => file.close(),
     };

@@ -29,6 +29,8 @@ export interface ProfileSource {
    * map it (optional; see mapAbove): bfloat16 or half bits, or float32.
    */
   mapped?(name: string): { dtype: 'bf16' | 'f16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array } | null;
+  /** Starts reading a tensor into the OS's file cache in the background (optional): the next one, while this one is profiled. */
+  prefetch?(name: string): void;
 }
 
 export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
@@ -280,6 +282,8 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   });
   try {
     chosen.forEach((t, index) => {
+      // A file not yet in memory then comes off the disk while this tensor is profiled.
+      if (index + 1 < chosen.length) source.prefetch?.(chosen[index + 1]!.name);
       const size = t.shape.reduce((a, b) => a * b, 1);
       const map = size > mapAbove ? (source.mapped?.(t.name) ?? null) : null;
       let w: WeightData;

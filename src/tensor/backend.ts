@@ -184,6 +184,18 @@ export function mapFileRange(fd: number, offset: number, length: number): Uint8A
   return new Uint8Array(buffer);
 }
 
+/**
+ * Asks the OS to start reading bytes [offset, offset + length) of an open
+ * file into its cache in the background (Linux; a no-op elsewhere and
+ * without the addon). A reader that knows what it will read next (the
+ * profiler: the next tensor) asks for it before working on the current
+ * one, so that a file not yet in memory comes off the disk while the CPU
+ * works, instead of in the read that needs it.
+ */
+export function prefetchFileRange(fd: number, offset: number, length: number): void {
+  if (length > 0 && nativeStatus().loaded) loadedAddon!.adviseWillNeed(fd, offset, length);
+}
+
 /** The buffers mapFileRange made (releaseMapped touches no other memory). */
 const mappedBuffers = new WeakSet<ArrayBuffer>();
 

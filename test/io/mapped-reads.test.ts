@@ -120,6 +120,30 @@ describe('mapped tensor reads equal plain reads', () => {
     }
   });
 
+  it('prefetch: asks for the next tensor before each read, and reads stay the same', () => {
+    const f = openSafetensors(path);
+    try {
+      f.prefetch('c.bf16');
+      assert.deepEqual(Array.from(f.read('c.bf16').data), Array.from(toBf16(w)));
+    } finally {
+      f.close();
+    }
+    const events: string[] = [];
+    const source = openTensorSource(path);
+    try {
+      const spy = {
+        path,
+        tensors: source.tensors.filter((t) => t.name !== 'd.u8'),
+        readFloat32: (name: string, scratch?: Float32Array) => (events.push(`read ${name}`), source.readFloat32(name, scratch)),
+        prefetch: (name: string) => (events.push(`prefetch ${name}`), source.prefetch!(name)),
+      };
+      profileModel(spy);
+      assert.deepEqual(events, ['prefetch b.f16', 'read a.f32', 'prefetch c.bf16', 'read b.f16', 'prefetch e.bf16', 'read c.bf16', 'read e.bf16']);
+    } finally {
+      source.close();
+    }
+  });
+
   it('profileModel: every tensor mapped (mapAbove 0) gives the report of every tensor read', () => {
     for (const dtype of ['bf16', 'f32', 'f16'] as const) {
       const file = join(dir, `model-${dtype}.safetensors`);
