@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mapFileRange, nativeStatus, releaseMapped } from '../../src/tensor/backend.js';
 import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
+import { openGguf } from '../../src/io/gguf-reader.js';
+import { writeGguf } from '../../src/io/gguf-writer.js';
 import { openTensorSource } from '../../src/io/tensor-source.js';
 import { profileModel } from '../../src/swan/profile.js';
 import { toBf16, toF16 } from '../../src/tensor/dtype.js';
@@ -141,6 +143,21 @@ describe('mapped tensor reads equal plain reads', () => {
       assert.deepEqual(events, ['prefetch b.f16', 'read a.f32', 'prefetch c.bf16', 'read b.f16', 'prefetch e.bf16', 'read c.bf16', 'read e.bf16']);
     } finally {
       source.close();
+    }
+  });
+
+  it('GGUF: a block-format tensor decoded from a mapping equals the one decoded from a read', () => {
+    const file = join(dir, 'q8.gguf');
+    const v = gaussian(64 * 96, 7);
+    writeGguf(file, { metadata: { 'general.architecture': { type: 'string', value: 'other' } }, tensors: [{ name: 'w', shape: [64, 96], type: 'Q8_0', data: () => v }] });
+    const g = openGguf(file);
+    try {
+      const read = Array.from(g.readFloat32('w', new Float32Array(64 * 96)));
+      g.mapStoredAbove = 0;
+      assert.deepEqual(Array.from(g.readFloat32('w', new Float32Array(64 * 96))), read);
+      assert.deepEqual(read, Array.from(g.readFloat32('w')));
+    } finally {
+      g.close();
     }
   });
 
