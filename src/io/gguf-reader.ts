@@ -53,9 +53,10 @@ const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8; // empty name, n_dims = 0, type, of
 // Public types and look-ups
 
 /**
- * Block-format tensors whose stored bytes exceed this (64 MiB) are decoded
- * from a mapping of the file when readFloat32 has a scratch (an embedding;
- * docs/architecture.md, "Memory"); smaller ones are read into a reused buffer.
+ * Tensors of any type but F32 whose stored bytes exceed this (64 MiB) are
+ * decoded from a mapping of the file when readFloat32 has a scratch (an
+ * embedding; docs/architecture.md, "Memory"); smaller ones are read into a
+ * reused buffer.
  */
 const MAP_STORED_ABOVE = 1 << 26;
 
@@ -391,7 +392,7 @@ export class GgufFile {
   private fd: number | null;
   /** The stored bytes of the last tensor read with a scratch (readFloat32). */
   private byteScratch = new Uint8Array(0);
-  /** Block-format tensors with more stored bytes than this are decoded from a mapping (MAP_STORED_ABOVE). */
+  /** Tensors (not F32) with more stored bytes than this are decoded from a mapping (MAP_STORED_ABOVE). */
   mapStoredAbove = MAP_STORED_ABOVE;
 
   constructor(path: string, fd: number, parsed: ParsedGguf) {
@@ -461,10 +462,10 @@ export class GgufFile {
     try {
       if (scratch === undefined) return ggmlFormat(t.typeName)!.decode!(this.readBytes(name), count);
       if (this.fd === null) throw new QkdError('STATE', 'GGUF file already closed', { path: this.path });
-      // A large block-format tensor is decoded from a mapping of the file: its stored bytes are neither copied nor
+      // A large tensor (not F32) is decoded from a mapping of the file: its stored bytes are neither copied nor
       // make the reused byte buffer grow to their size (fresh memory, touched once).
-      const blocks = (ggmlFormat(t.typeName)?.blockSize ?? 1) > 1; // decoded into scratch, never a view of the bytes
-      const map = blocks && t.byteLength > this.mapStoredAbove && scratch.length >= count ? mapFileRange(this.fd, t.offset, t.byteLength) : null;
+      const widened = t.typeName !== 'F32'; // decoded into scratch, never a view of the bytes
+      const map = widened && t.byteLength > this.mapStoredAbove && scratch.length >= count ? mapFileRange(this.fd, t.offset, t.byteLength) : null;
       if (map !== null) {
         try {
           return ggmlFormat(t.typeName)!.decode!(map, count, scratch);

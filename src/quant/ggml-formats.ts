@@ -8,7 +8,7 @@
  */
 import { QkdError } from '../errors.js';
 import { toBf16, toF16 } from '../tensor/dtype.js';
-import { nativeGgmlCodec } from '../tensor/backend.js';
+import { kernels, nativeGgmlCodec } from '../tensor/backend.js';
 import { blockCount, checkEncoded, decodeQ4_0, decodeQ4_1, decodeQ5_0, decodeQ5_1, decodeQ8_0, decodeQ8_1, encodeQ4_0, encodeQ4_1, encodeQ5_0, encodeQ5_1, encodeQ8_0, halfToFloat } from './ggml-legacy.js';
 import { blockImportance, decodeQ2_K, decodeQ3_K, decodeQ4_K, decodeQ5_K, decodeQ6_K, encodeQ2_K, encodeQ3_K, encodeQ4_K, encodeQ5_K, encodeQ6_K } from './ggml-kquants.js';
 
@@ -33,7 +33,7 @@ export interface GgmlFormat {
    * The format's bytes → `count` float32 values (ggml's dequantizer); absent:
    * qkd cannot read it. With `into` (at least `count` long) a block format
    * decodes into it and returns its first `count` values, sparing a fresh
-   * array; F32 may return a view of `bytes` itself.
+   * array (so do F16 and BF16); F32 may return a view of `bytes` itself.
    */
   decode?: (bytes: Uint8Array, count: number, into?: Float32Array) => Float32Array;
   /**
@@ -58,19 +58,35 @@ function decodeF32(bytes: Uint8Array, count: number): Float32Array {
   return Float32Array.from({ length: count }, (_, i) => view.getFloat32(4 * i, true));
 }
 
-function decodeF16(bytes: Uint8Array, count: number): Float32Array {
+/**
+ * F16 / BF16 bytes widened by the backend's kernel (into `into` when it is
+ * long enough) where they can be viewed as 16-bit words in place; else the
+ * loop, which reads them little-endian at any offset.
+ */
+function decodeHalves(name: 'F16' | 'BF16', bytes: Uint8Array, count: number, into?: Float32Array): Float32Array {
+  checkEncoded(name, bytes, count, 1, 2);
+  const out = into !== undefined && into.length >= count ? into.subarray(0, count) : new Float32Array(count);
+  if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+    const words = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
+    if (name === 'F16') kernels().f16ToF32(words, out, count);
+    else kernels().bf16ToF32(words, out, count);
+    return out;
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+  if (name === 'F16') for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true));
+  else {
+    const bits = new Uint32Array(out.buffer, out.byteOffset, count);
+    for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+  }
   return out;
 }
 
-function decodeBf16(bytes: Uint8Array, count: number): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
-  return out;
+function decodeF16(bytes: Uint8Array, count: number, into?: Float32Array): Float32Array {
+  return decodeHalves('F16', bytes, count, into);
+}
+
+function decodeBf16(bytes: Uint8Array, count: number, into?: Float32Array): Float32Array {
+  return decodeHalves('BF16', bytes, count, into);
 }
 
 function decodeF64(bytes: Uint8Array, count: number): Float32Array {

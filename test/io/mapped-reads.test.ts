@@ -146,18 +146,20 @@ describe('mapped tensor reads equal plain reads', () => {
     }
   });
 
-  it('GGUF: a block-format tensor decoded from a mapping equals the one decoded from a read', () => {
-    const file = join(dir, 'q8.gguf');
+  it('GGUF: a tensor decoded from a mapping (Q8_0, F16, BF16) equals the one decoded from a read', () => {
     const v = gaussian(64 * 96, 7);
-    writeGguf(file, { metadata: { 'general.architecture': { type: 'string', value: 'other' } }, tensors: [{ name: 'w', shape: [64, 96], type: 'Q8_0', data: () => v }] });
-    const g = openGguf(file);
-    try {
-      const read = Array.from(g.readFloat32('w', new Float32Array(64 * 96)));
-      g.mapStoredAbove = 0;
-      assert.deepEqual(Array.from(g.readFloat32('w', new Float32Array(64 * 96))), read);
-      assert.deepEqual(read, Array.from(g.readFloat32('w')));
-    } finally {
-      g.close();
+    for (const type of ['Q8_0', 'F16', 'BF16'] as const) {
+      const file = join(dir, `w-${type}.gguf`);
+      writeGguf(file, { metadata: { 'general.architecture': { type: 'string', value: 'other' } }, tensors: [{ name: 'w', shape: [64, 96], type, data: () => v }] });
+      const g = openGguf(file);
+      try {
+        const read = Array.from(g.readFloat32('w', new Float32Array(64 * 96)));
+        g.mapStoredAbove = 0;
+        assert.deepEqual(Array.from(g.readFloat32('w', new Float32Array(64 * 96))), read, type);
+        assert.deepEqual(read, Array.from(g.readFloat32('w')), type);
+      } finally {
+        g.close();
+      }
     }
   });
 

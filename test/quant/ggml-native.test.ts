@@ -105,3 +105,30 @@ describe('native ggml codec = the TypeScript definitions', { skip }, () => {
     assert.match(messageOf(() => withBackend('native', () => nativeGgmlCodec()!.ggmlRoundTrip(2, a.subarray(0, 32), a.subarray(16, 48)))), /overlap/);
   });
 });
+
+// F16 and BF16 decode through the backend's widening kernel when the bytes can be viewed as 16-bit words in
+// place (into `into` when given), and through a little-endian loop otherwise: the same floats either way,
+// specials included (compared as values: a NaN is a NaN, whatever payload each path keeps; ±0 stay apart).
+describe('F16 and BF16 decode: the kernel path equals the loop', () => {
+  const words = Uint16Array.from([0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0xfc00, 0x3555, 0x7f80, 0xff80, 0x3f80, 0x0080, 0x1234]);
+  for (const name of ['F16', 'BF16'] as const) {
+    it(name, () => {
+      const format = GGML_FORMATS.find((t) => t.name === name)!;
+      const bytes = new Uint8Array(words.buffer.slice(0));
+      // At an odd offset the bytes cannot be viewed as words: the loop decodes them.
+      const odd = new Uint8Array(bytes.length + 1);
+      odd.set(bytes, 1);
+      const loop = format.decode!(odd.subarray(1), words.length);
+      for (const backend of nativeStatus().loaded ? (['reference', 'native'] as const) : (['reference'] as const)) {
+        withBackend(backend, () => {
+          assert.deepEqual(Array.from(format.decode!(bytes, words.length)), Array.from(loop), `${name} ${backend}`);
+          const into = new Float32Array(words.length + 3);
+          const got = format.decode!(bytes, words.length, into);
+          assert.equal(got.buffer, into.buffer, 'decoded into `into`');
+          assert.deepEqual(Array.from(got), Array.from(loop), `${name} ${backend} into`);
+        });
+      }
+      assert.throws(() => format.decode!(bytes.subarray(2), words.length), /expected 32/);
+    });
+  }
+});
