@@ -10,6 +10,7 @@ import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type W
 import { adviseHugePages, kernels, releaseMapped } from '../tensor/backend.js';
 import { deferredSpectralSummary, gramEigenvalues, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
+import type { MappedTensor } from '../io/tensor-source.js';
 
 /** What the runner needs from a model reader (io/tensor-source.ts provides it). */
 export interface ProfileSource {
@@ -28,7 +29,7 @@ export interface ProfileSource {
    * The tensor where it lies in a mapping of the file, when the source can
    * map it (optional; see mapAbove): bfloat16 or half bits, or float32.
    */
-  mapped?(name: string): { dtype: 'bf16' | 'f16'; data: Uint16Array } | { dtype: 'f32'; data: Float32Array } | null;
+  mapped?(name: string): MappedTensor | null;
   /** Starts reading a tensor into the OS's file cache in the background (optional): the next one, while this one is profiled. */
   prefetch?(name: string): void;
 }
@@ -245,12 +246,12 @@ const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 /**
  * Tensors with more values than this are used where they lie in a mapping
  * of the file when the source can map them (safetensors: BF16 and F32 as
- * they are, F16 widened from there), not read into the reused read buffers. Those are sized for the largest
- * tensor, but a page costs only when first touched: on the Llama-3.2-1B
- * shape the embedding alone had touched 525 MB of the bf16 buffer, about
- * 0.4 s of page zeroing during which no other thread had work. Smaller
- * tensors are still read: mapping every tensor was a tie (docs/architecture.md,
- * "Memory").
+ * they are, F16 widened from there), not read into the reused read
+ * buffers. Those are sized for the largest tensor, but a page costs only
+ * when first touched: on the Llama-3.2-1B shape the embedding alone had
+ * touched 525 MB of the bf16 buffer, about 0.4 s of page zeroing during
+ * which no other thread had work. Smaller tensors are still read: mapping
+ * every tensor was a tie (docs/architecture.md, "Memory").
  */
 const MAPPED_ABOVE = 1 << 26;
 
