@@ -273,6 +273,7 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
   const scratch16 = source.readBf16 ? adviseHugePages(new Uint16Array(largest)) : undefined;
   let scratch32: Float32Array | undefined;
+  const float32Buffer = (): Float32Array => (scratch32 ??= adviseHugePages(new Float32Array(largest)));
   // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
   // solve is serial work that would otherwise leave the other threads idle (993 width-256 tensors: most of the
   // audit's time), and meanwhile the next tensors are read and measured.
@@ -290,16 +291,14 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       let w: WeightData;
       if (map?.dtype === 'f16') {
         // Halves are widened from the mapping into the float32 buffer (no copy of them on the way).
-        scratch32 ??= adviseHugePages(new Float32Array(largest));
-        w = scratch32.subarray(0, size);
+        w = float32Buffer().subarray(0, size);
         kernels().f16ToF32(map.data, w, size);
         releaseMapped(map.data);
       } else if (map?.dtype === 'bf16') w = { bf16: map.data };
       else if (map?.dtype === 'f32') w = map.data;
       else {
         const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
-        if (bf16 === null) scratch32 ??= adviseHugePages(new Float32Array(largest));
-        w = bf16 !== null ? { bf16 } : source.readFloat32(t.name, scratch32);
+        w = bf16 !== null ? { bf16 } : source.readFloat32(t.name, float32Buffer());
       }
       const n = w instanceof Float32Array ? w.length : w.bf16.length;
       batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
