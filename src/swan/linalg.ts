@@ -26,15 +26,17 @@ export function symmetricEigenvalues(a: Float64Array, n: number, count = n): Flo
 export function cholesky(a: Float64Array, n: number): Float64Array | null {
   const L = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
-    let s = a[j * n + j]!;
-    for (let k = 0; k < j; k++) s -= L[j * n + k]! * L[j * n + k]!;
+    const rj = j * n;
+    let s = a[rj + j]!;
+    for (let k = 0; k < j; k++) s -= L[rj + k]! * L[rj + k]!;
     if (!(s > 0)) return null;
     const djj = Math.sqrt(s);
-    L[j * n + j] = djj;
+    L[rj + j] = djj;
     for (let i = j + 1; i < n; i++) {
-      let t = a[i * n + j]!;
-      for (let k = 0; k < j; k++) t -= L[i * n + k]! * L[j * n + k]!;
-      L[i * n + j] = t / djj;
+      const ri = i * n;
+      let t = a[ri + j]!;
+      for (let k = 0; k < j; k++) t -= L[ri + k]! * L[rj + k]!;
+      L[ri + j] = t / djj;
     }
   }
   return L;
@@ -43,13 +45,19 @@ export function cholesky(a: Float64Array, n: number): Float64Array | null {
 /** Inverse of a lower-triangular n×n matrix (also lower triangular). */
 export function invertLower(L: Float64Array, n: number): Float64Array {
   const inv = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    inv[j * n + j] = 1 / L[j * n + j]!;
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += L[i * n + k]! * inv[k * n + j]!;
-      inv[i * n + j] = -s / L[i * n + i]!;
+  // Row i from the rows above it: inv[i, j] = −Σ_{k=j..i−1} L[i, k]·inv[k, j] / L[i, i].
+  // The sums run over k in ascending order for every j (as a column-by-column
+  // loop would), but along rows, so the inner loop reads contiguous memory.
+  for (let i = 0; i < n; i++) {
+    const row = i * n;
+    for (let k = 0; k < i; k++) {
+      const l = L[row + k]!;
+      const from = k * n;
+      for (let j = 0; j <= k; j++) inv[row + j]! += l * inv[from + j]!;
     }
+    const d = L[row + i]!;
+    for (let j = 0; j < i; j++) inv[row + j] = -inv[row + j]! / d;
+    inv[row + i] = 1 / d;
   }
   return inv;
 }
@@ -89,13 +97,15 @@ export function pivotedCholesky(a: Float64Array, n: number, scale: Float64Array,
     const pivot = Math.sqrt(rest[best]!);
     taken[best] = 1;
     order.push(best);
-    factor[best * n + t] = pivot;
+    const rb = best * n;
+    factor[rb + t] = pivot;
     for (let i = 0; i < n; i++) {
       if (taken[i]) continue;
-      let s = i > best ? a[i * n + best]! : a[best * n + i]!;
-      for (let u = 0; u < t; u++) s -= factor[i * n + u]! * factor[best * n + u]!;
+      const ri = i * n;
+      let s = i > best ? a[ri + best]! : a[rb + i]!;
+      for (let u = 0; u < t; u++) s -= factor[ri + u]! * factor[rb + u]!;
       const l = s / pivot;
-      factor[i * n + t] = l;
+      factor[ri + t] = l;
       rest[i]! -= l * l;
     }
   }

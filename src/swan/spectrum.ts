@@ -360,8 +360,12 @@ function orthonormalize(z: Float32Array, zLd: number, n: number, width: number, 
   const s = new Float32Array(width * r);
   for (let i = 0; i < r; i++) for (let j = i; j < r; j++) s[order[i]! * r + j] = inv[j * r + i]!;
   if (!twoPasses) {
+    if (out !== z) {
+      gemm(false, n, r, width, z, zLd, s, r, out, outLd);
+      return r;
+    }
     gemm(false, n, r, width, z, zLd, s, r, scratch, r);
-    for (let i = 0; i < n; i++) for (let j = 0; j < r; j++) out[i * outLd + j] = scratch[i * r + j]!;
+    for (let i = 0; i < n; i++) out.set(scratch.subarray(i * r, i * r + r), i * outLd);
     return r;
   }
   gemm(false, n, r, width, z, zLd, s, r, scratch, r);
@@ -753,16 +757,10 @@ export function deferredSpectralSummary(
     };
   }
   // The Ritz values' solve is deferred like the exact route's: H in float32
-  // (both triangles), reduced in float32 by the batch kernel.
+  // (the lower triangle, all the solve reads), reduced in float32 by the batch kernel.
   const { h, width, wanted, probes } = krylovProjection(w, rows, cols, k, options);
   const gram = place(width * width);
-  for (let i = 0; i < width; i++) {
-    for (let j = 0; j <= i; j++) {
-      const v = h[i * width + j]!;
-      gram[i * width + j] = v;
-      gram[j * width + i] = v;
-    }
-  }
+  for (let i = 0; i < width; i++) gram.set(h.subarray(i * width, i * width + i + 1), i * width);
   return {
     solve: wanted > 0 ? { gram, n: width, count: wanted } : null,
     probes,
