@@ -14,6 +14,7 @@
         "native/binding.cc",
         "native/kernels/cpu.cc",
         "native/kernels/thread_pool.cc",
+        "native/kernels/background.cc",
         "native/kernels/sgemm.cc",
         "native/kernels/gemm_avx512.cc",
         "native/kernels/gemm_avx2.cc",

@@ -42,6 +42,7 @@
 #include "kernels/sym_eig.h"
 #include "kernels/thread_pool.h"
 #include "kernels/weight_stats.h"
+#include "kernels/background.h"
 #include "kernels/rtn_error.h"
 #include "kernels/vector_ops.h"
 
@@ -1146,7 +1147,7 @@ napi_value WeightStatsBf16Body(napi_env env, const char* fn, WeightStatsBf16Args
 
 // rtnErrors and rtnErrorsBf16: −1, a NaN index or −2.
 template <typename Args>
-napi_value rtn_errors_body(napi_env env, const char* fn, Args& args) {
+napi_value rtn_errors_body(napi_env env, const char* fn, Args& args, bool background = false) {
   qkd::RtnErrorArgs a;
   a.rows = args.rows;
   a.cols = args.cols;
@@ -1172,11 +1173,23 @@ napi_value rtn_errors_body(napi_env env, const char* fn, Args& args) {
   set_weight(a, args.w);
   a.bits = bits.data;
   a.count = static_cast<int>(bits.length);
-  return number_value(env, static_cast<double>(qkd::rtn_errors(a, args.out.data)));
+  const int64_t result = background ? qkd::rtn_errors_start(a, args.out.data) : qkd::rtn_errors(a, args.out.data);
+  return number_value(env, static_cast<double>(result));
 }
 
 napi_value RtnErrorsBody(napi_env env, const char* fn, RtnErrorsArgs& args) { return rtn_errors_body(env, fn, args); }
 napi_value RtnErrorsBf16Body(napi_env env, const char* fn, RtnErrorsBf16Args& args) { return rtn_errors_body(env, fn, args); }
+napi_value RtnErrorsStartBody(napi_env env, const char* fn, RtnErrorsStartArgs& args) { return rtn_errors_body(env, fn, args, true); }
+napi_value RtnErrorsBf16StartBody(napi_env env, const char* fn, RtnErrorsBf16StartArgs& args) { return rtn_errors_body(env, fn, args, true); }
+
+napi_value BackgroundWaitBody(napi_env env, const char* fn, BackgroundWaitArgs& args) {
+  int64_t result = 0;
+  if (!qkd::background_wait(args.handle, &result)) {
+    fail(env, fn, "no background job %lld in flight (each handle is waited for once)", static_cast<long long>(args.handle));
+    return nullptr;
+  }
+  return number_value(env, static_cast<double>(result));
+}
 
 napi_value SymmetricEigenvaluesBody(napi_env env, const char* fn, SymmetricEigenvaluesArgs& args) {
   auto& [a, n, count, out] = args;

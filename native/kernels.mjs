@@ -49,6 +49,8 @@ export const KERNELS = [
     doc: 'drops the pages of a mapFile buffer from this process (madvise MADV_DONTNEED on the pages it spans; a later read maps the file again); only for mapFile buffers. The bytes released' },
   { name: 'adviseWillNeed', concern: 'meta', returns: 'number', args: 'fd: int32, offset: size, length: size',
     doc: 'asks the OS to start reading bytes [offset, offset + length) of the open file fd into its cache in the background (posix_fadvise POSIX_FADV_WILLNEED); 1 when asked, 0 elsewhere or when refused' },
+  { name: 'backgroundWait', concern: 'meta', returns: 'number', args: 'handle: size',
+    doc: 'completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',
@@ -91,6 +93,9 @@ export const KERNELS = [
   { name: 'weightStatsBf16', concern: 'profiler', returns: 'void', args: 'w: u16, rows: size, cols: size, bits: int32, shift: number, rowMin: f32, rowMax: f32, totals: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'rtnErrors', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'out[j] = the RTN error at bits[j] (at most 16); −1, the index of a NaN weight, or −2 (a scale beyond f16)' },
   { name: 'rtnErrorsBf16', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
+  { name: 'rtnErrorsStart', concern: 'profiler', returns: 'number', args: 'w: f32, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64',
+    doc: 'rtnErrors as an idle-priority background job (backgroundWait gives its result and fills out; w and out must stay alive and unchanged until then); returns the handle' },
+  { name: 'rtnErrorsBf16Start', concern: 'profiler', returns: 'number', args: 'w: u16, rows: size, cols: size, groupSize: size, symmetric: flag, perTensor: flag, bits: i32, out: f64', doc: 'the same for raw bfloat16 bits' },
   { name: 'int8Quantize', concern: 'profiler', returns: 'number',
     args: 'w: u16, rows: size, cols: size, perRow: flag, byRows: u8, byCols: u8, scales: f32',
     doc: 'bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][S(cols)][4] and byCols [cols/4][S(rows)][4], S(m) = ceil16(m) + 16; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite' },

@@ -14,10 +14,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "cpu.h"
 #include "half.h"
+#include "background.h"
 #include "thread_pool.h"
 
 namespace qkd {
@@ -431,45 +433,87 @@ void run_task(void* context, int64_t task, int /*worker*/) {
   else run_rows(job, job.a->w16, task);
 }
 
+// One rtn_errors call as a job of row tasks (background.h): the setup in the
+// constructor, the rows in run(), the sums in finish(). The widths are copied,
+// so only w and out must outlive the job.
+class RtnErrorsJob final : public BackgroundJob {
+ public:
+  RtnErrorsJob(const RtnErrorArgs& args, double* out) : a_(args), bits_(args.bits, args.bits + args.count), out_(out) {
+    a_.bits = bits_.data();
+    const int n = a_.count;
+    for (int j = 0; j < n; ++j) out_[j] = 0.0;
+    if (a_.rows <= 0 || a_.cols <= 0 || n == 0) return;
+    if (a_.per_tensor) {
+      double lo = 0.0, hi = 0.0;
+      const int64_t nan = a_.w != nullptr ? range_of(a_.w, 0, a_.rows * a_.cols, &lo, &hi) : range_of(a_.w16, 0, a_.rows * a_.cols, &lo, &hi);
+      if (nan >= 0) {
+        early_ = nan;
+        return;
+      }
+      if (!params_for(a_, lo, hi, &tensor_)) {
+        early_ = -2;
+        return;
+      }
+    }
+    row_sums_.resize(static_cast<size_t>(a_.rows) * (n + 1));
+    // About 16k values per task: enough to amortise the hand-off, small enough that a
+    // 256×256 weight still splits across threads.
+    const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 14) / a_.cols);
+    tasks_ = (a_.rows + rows_per_task - 1) / rows_per_task;
+    status_.assign(static_cast<size_t>(tasks_), -1);
+    job_ = Job{&a_, a_.per_tensor ? &tensor_ : nullptr, rows_per_task, row_sums_.data(), status_.data(), active_isa() == Isa::kAvx512, {}, {}};
+    for (int j = 0; j < n; ++j) {
+      job_.qmax[j] = std::ldexp(1.0, a_.bits[j]) - 1.0;
+      job_.half[j] = std::ldexp(1.0, a_.bits[j] - 1);
+    }
+  }
+
+  int64_t tasks() const override { return tasks_; }
+  void run(int64_t task) override { run_task(&job_, task, 0); }
+
+  int64_t finish() override {
+    if (tasks_ == 0) return early_;
+    // The first failure in row order is what the reference (which stops there) reports.
+    for (int64_t s : status_) {
+      if (s != -1) return s;
+    }
+    const int n = a_.count;
+    double err[kMaxWidths] = {0};
+    double norm = 0.0;
+    for (int64_t r = 0; r < a_.rows; ++r) {
+      const double* sums = row_sums_.data() + r * (n + 1);
+      norm += sums[n];
+      for (int j = 0; j < n; ++j) err[j] += sums[j];
+    }
+    for (int j = 0; j < n; ++j) out_[j] = norm > 0 ? std::sqrt(err[j] / norm) : 0.0;
+    return -1;
+  }
+
+ private:
+  RtnErrorArgs a_;
+  std::vector<int32_t> bits_;
+  double* out_;
+  Params tensor_{};
+  std::vector<double> row_sums_;
+  std::vector<int64_t> status_;
+  Job job_{};
+  int64_t tasks_ = 0;
+  int64_t early_ = -1;
+};
+
 }  // namespace
 
 int64_t rtn_errors(const RtnErrorArgs& a, double* out) {
-  const int n = a.count;
-  for (int j = 0; j < n; ++j) out[j] = 0.0;
-  if (a.rows <= 0 || a.cols <= 0 || n == 0) return -1;
-  Params tensor;
-  if (a.per_tensor) {
-    double lo = 0.0, hi = 0.0;
-    const int64_t nan = a.w != nullptr ? range_of(a.w, 0, a.rows * a.cols, &lo, &hi) : range_of(a.w16, 0, a.rows * a.cols, &lo, &hi);
-    if (nan >= 0) return nan;
-    if (!params_for(a, lo, hi, &tensor)) return -2;
+  RtnErrorsJob job(a, out);
+  const int64_t tasks = job.tasks();
+  if (tasks > 1 && ThreadPool::shared().size() > 1) {
+    ThreadPool::shared().run(tasks, [](void* context, int64_t task, int) { static_cast<RtnErrorsJob*>(context)->run(task); }, &job);
+  } else {
+    for (int64_t t = 0; t < tasks; ++t) job.run(t);
   }
-  std::vector<double> row_sums(static_cast<size_t>(a.rows) * (n + 1));
-  // About 16k values per task: enough to amortise the hand-off, small enough that a
-  // 256×256 weight still splits across threads.
-  const int64_t rows_per_task = std::max<int64_t>(1, (int64_t(1) << 14) / a.cols);
-  const int64_t tasks = (a.rows + rows_per_task - 1) / rows_per_task;
-  std::vector<int64_t> status(static_cast<size_t>(tasks), -1);
-  Job job{&a, a.per_tensor ? &tensor : nullptr, rows_per_task, row_sums.data(), status.data(), active_isa() == Isa::kAvx512, {}, {}};
-  for (int j = 0; j < n; ++j) {
-    job.qmax[j] = std::ldexp(1.0, a.bits[j]) - 1.0;
-    job.half[j] = std::ldexp(1.0, a.bits[j] - 1);
-  }
-  if (tasks > 1 && ThreadPool::shared().size() > 1) ThreadPool::shared().run(tasks, run_task, &job);
-  else for (int64_t t = 0; t < tasks; ++t) run_task(&job, t, 0);
-  // The first failure in row order is what the reference (which stops there) reports.
-  for (int64_t s : status) {
-    if (s != -1) return s;
-  }
-  double err[kMaxWidths] = {0};
-  double norm = 0.0;
-  for (int64_t r = 0; r < a.rows; ++r) {
-    const double* sums = row_sums.data() + r * (n + 1);
-    norm += sums[n];
-    for (int j = 0; j < n; ++j) err[j] += sums[j];
-  }
-  for (int j = 0; j < n; ++j) out[j] = norm > 0 ? std::sqrt(err[j] / norm) : 0.0;
-  return -1;
+  return job.finish();
 }
+
+int64_t rtn_errors_start(const RtnErrorArgs& a, double* out) { return background_start(std::make_unique<RtnErrorsJob>(a, out)); }
 
 }  // namespace qkd

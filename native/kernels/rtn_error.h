@@ -24,4 +24,9 @@ struct RtnErrorArgs {
 // index of the first NaN weight, or −2 when a scale exceeds the f16 range.
 int64_t rtn_errors(const RtnErrorArgs& args, double* out);
 
+// The same as an idle-priority background job (background.h): returns its
+// handle; background_wait gives the result above and fills `out`. args.bits
+// is copied; w and out must stay alive and unchanged until then.
+int64_t rtn_errors_start(const RtnErrorArgs& args, double* out);
+
 }  // namespace qkd

@@ -186,12 +186,38 @@ export function quantizationError(w: Float32Array, rows: number, cols: number, b
  * every tensor with every width it may choose.
  */
 export function quantizationErrors(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): number[] {
+  return rtnErrorsCall(w, rows, cols, widths, scheme, false)();
+}
+
+/**
+ * quantizationErrors as a background job (kernels().rtnErrorsStart): the
+ * native kernel works on it while a core is idle, and the returned function
+ * completes it (on the pool, for what is left) and gives the errors. `w`
+ * must stay unchanged until that function has been called, and it must be
+ * called once. The results equal quantizationErrors'.
+ */
+export function quantizationErrorsStart(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): () => number[] {
+  return rtnErrorsCall(w, rows, cols, widths, scheme, true);
+}
+
+function rtnErrorsCall(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme, background: boolean): () => number[] {
   const length = w instanceof Float32Array ? w.length : w.bf16.length;
   for (const bits of widths) checkQuantArgs('quantizationError', length, rows, cols, bits, scheme);
   const out = new Float64Array(widths.length);
   const args = [rows, cols, scheme.groupSize, scheme.symmetric, scheme.perTensor === true, Int32Array.from(widths), out] as const;
-  const status = w instanceof Float32Array ? kernels().rtnErrors(w, ...args) : kernels().rtnErrorsBf16(w.bf16, ...args);
-  if (status >= 0) throw new QkdError('ARGUMENT', `weight ${status} is NaN`, { field: 'weights', hint: 'finite weights' });
-  if (status === -2) throw new QkdError('ARGUMENT', 'a quantization scale exceeds the f16 range', { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
-  return Array.from(out);
+  const k = kernels();
+  let wait: () => number;
+  if (background) {
+    const handle = w instanceof Float32Array ? k.rtnErrorsStart(w, ...args) : k.rtnErrorsBf16Start(w.bf16, ...args);
+    wait = () => k.backgroundWait(handle);
+  } else {
+    const status = w instanceof Float32Array ? k.rtnErrors(w, ...args) : k.rtnErrorsBf16(w.bf16, ...args);
+    wait = () => status;
+  }
+  return () => {
+    const status = wait();
+    if (status >= 0) throw new QkdError('ARGUMENT', `weight ${status} is NaN`, { field: 'weights', hint: 'finite weights' });
+    if (status === -2) throw new QkdError('ARGUMENT', 'a quantization scale exceeds the f16 range', { field: 'weights', hint: 'weights with |w| below ~65504·2^(b−1)' });
+    return Array.from(out);
+  };
 }

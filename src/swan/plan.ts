@@ -5,7 +5,7 @@
  * everywhere, and apply a user's per-tensor overrides.
  */
 import { openTensorSource } from '../io/tensor-source.js';
-import { quantizationErrors } from '../quant/rtn.js';
+import { quantizationErrorsStart } from '../quant/rtn.js';
 import { PLAN_BITS, type PlanBits, type QuantPlan, type QuantScheme } from '../quant/scheme.js';
 import { allocateBits, planCost, uniformPlan, type AllocationTensor } from './allocate.js';
 import { profileModel, type ProfileOptions } from './profile.js';
@@ -42,11 +42,16 @@ export function errorCollector(scheme: QuantScheme, widths: readonly number[] = 
   const measured = new Map<string, { rows: number; cols: number; errors: Record<number, number> }>();
   return {
     measured,
+    // The errors are measured in the background while the profiler works on the same weight (profileModel
+    // completes the job before the weight's buffer is reused).
     visit(name, w, rows, cols) {
-      const errors: Record<number, number> = {};
       const quantized = widths.filter((b) => b < 16);
-      quantizationErrors(w, rows, cols, quantized, scheme).forEach((e, i) => (errors[quantized[i]!] = e));
-      measured.set(name, { rows, cols, errors });
+      const done = quantizationErrorsStart(w, rows, cols, quantized, scheme);
+      return () => {
+        const errors: Record<number, number> = {};
+        done().forEach((e, i) => (errors[quantized[i]!] = e));
+        measured.set(name, { rows, cols, errors });
+      };
     },
   };
 }

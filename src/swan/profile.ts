@@ -61,9 +61,12 @@ export interface ProfileOptions extends Partial<Omit<ProfileSettings, 'weights'>
   /**
    * Called with each 2-D weight while it is in memory (for example to
    * measure quantization error at several bit widths for the allocator),
-   * so the model is read once.
+   * so the model is read once. It is called before the weight is profiled;
+   * a function it returns is called once the profile has read the weight,
+   * before the weight's memory is reused (so a visitor can measure in the
+   * background meanwhile: plan.ts errorCollector).
    */
-  visit?: (name: string, w: WeightData, rows: number, cols: number) => void;
+  visit?: (name: string, w: WeightData, rows: number, cols: number) => void | (() => void);
   /**
    * Tensors with more values than this are used where they lie in a
    * mapping of the file when the source can map them (ProfileSource.mapped;
@@ -301,9 +304,23 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
         w = bf16 !== null ? { bf16 } : source.readFloat32(t.name, float32Buffer());
       }
       const n = w instanceof Float32Array ? w.length : w.bf16.length;
-      batch.add(beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place));
       // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
-      if (t.shape.length === 2 && n > 0 && options.visit) options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!);
+      const visited = t.shape.length === 2 && n > 0 && options.visit ? options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!) : undefined;
+      let profile: PendingProfile;
+      try {
+        profile = beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place);
+      } catch (error) {
+        // A visitor's background work on w must end before w is let go, even when profiling failed;
+        // the profiling error is the one reported.
+        try {
+          if (typeof visited === 'function') visited();
+        } catch {
+          // reported below instead
+        }
+        throw error;
+      }
+      if (typeof visited === 'function') visited();
+      batch.add(profile);
       // Nothing reads the tensor after this: a mapped one gives its pages back now.
       if (map !== null && map.dtype !== 'f16') releaseMapped(map.data);
     });

@@ -213,6 +213,19 @@ export interface ProfilerKernels {
   /** rtnErrors of a weight given as raw bfloat16 bits. */
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
   /**
+   * rtnErrors as a background job: returns a handle for backgroundWait,
+   * which returns what rtnErrors would and fills `out`. The native kernel
+   * queues the job for its idle-priority background thread, which works on
+   * it while a core is idle; backgroundWait runs what is left on the pool.
+   * `w` and `out` must stay alive and unchanged until then. The reference
+   * computes at once.
+   */
+  rtnErrorsStart(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
+  /** rtnErrorsStart of a weight given as raw bfloat16 bits. */
+  rtnErrorsBf16Start(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number;
+  /** Completes a background job and returns its result. Throws for an unknown handle; every handle must be waited for once. */
+  backgroundWait(handle: number): number;
+  /**
    * A bf16 weight [rows, cols] (multiples of 4) to int8, one scale per row
    * or column, in the two quad layouts of the Krylov pass's int8 products
    * (reference/int8-gemm.ts). Returns the relative squared error, or −1.

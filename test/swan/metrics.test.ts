@@ -209,6 +209,30 @@ describe('profile runner', () => {
     assert.equal(repeat.spectral_concentration, q!.spectral_concentration);
   });
 
+  it('visit: called before each 2-D weight is profiled, and the function it returns once the profile has read the weight', () => {
+    const tensors = [
+      { name: 'a', shape: [32, 40] },
+      { name: 'norm', shape: [40] },
+      { name: 'b', shape: [48, 40] },
+    ];
+    const events: string[] = [];
+    const data = new Map(tensors.map((t, i) => [t.name, sample(t.shape.reduce((x, y) => x * y, 1), (r) => r.normal(), 50 + i)]));
+    const source: ProfileSource = {
+      path: 'mem',
+      tensors,
+      readFloat32(name) {
+        events.push(`read ${name}`);
+        return data.get(name)!;
+      },
+    };
+    const visit = (name: string) => {
+      events.push(`visit ${name}`);
+      return () => events.push(`done ${name}`);
+    };
+    profileModel(source, { visit, onTensor: (p) => events.push(`profiled ${p.name}`) });
+    assert.deepEqual(events, ['read a', 'visit a', 'done a', 'read norm', 'read b', 'visit b', 'done b', 'profiled a', 'profiled norm', 'profiled b']);
+  });
+
   // profileModel solves the Gram eigenvalues a batch of tensors at a time in the background; each result must be the
   // tensor's own profileTensor, in order, across batch boundaries, routes and 1-D tensors, with a reused read buffer.
   it('batched solves give each tensor its own profile, in order (many tensors, both routes, a reused read buffer)', () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { Rng, kernels, nativeStatus, withBackend } from '../../src/tensor/index.js';
 import { rtnErrors as reference, rtnErrorsBf16 } from '../../src/tensor/reference/rtn-error.js';
 import { fromBf16, toBf16 } from '../../src/tensor/dtype.js';
-import { dequantize, quantizationErrors, rtnQuantize } from '../../src/quant/rtn.js';
+import { dequantize, quantizationErrors, quantizationErrorsStart, rtnQuantize } from '../../src/quant/rtn.js';
 
 function weights(rows: number, cols: number, seed: number): Float32Array {
   const rng = new Rng(seed);
@@ -163,5 +163,51 @@ describe('rtnErrors', () => {
       assert.throws(() => kernels().rtnErrors(w, 3, 4, 0, false, false, Int32Array.of(9), out), /bits\[0\] must be an integer from 2 to 8, got 9/);
       assert.throws(() => kernels().rtnErrors(w, 3, 4, 0, false, false, Int32Array.of(4, 8), out), /out/);
     });
+  });
+  it('as a background job (rtnErrorsStart, backgroundWait): the same bits and codes, several jobs in flight, waited in any order', () => {
+    const backends = loaded ? (['reference', 'native'] as const) : (['reference'] as const);
+    for (const backend of backends) {
+      withBackend(backend, () => {
+        const k = kernels();
+        const jobs = [
+          { w: weights(300, 1000, 3), rows: 300, cols: 1000, group: 128, perTensor: false },
+          { w: weights(257, 513, 4), rows: 257, cols: 513, group: 32, perTensor: false },
+          { w: weights(64, 640, 5), rows: 64, cols: 640, group: 0, perTensor: true },
+        ];
+        const bad = weights(300, 1000, 6);
+        bad[200 * 1000 + 5] = NaN;
+        jobs.push({ w: bad, rows: 300, cols: 1000, group: 128, perTensor: false });
+        const started = jobs.map((j) => {
+          const out = new Float64Array(BITS.length);
+          const bits = toBf16(j.w);
+          const out16 = new Float64Array(BITS.length);
+          return {
+            j, out, bits, out16,
+            handle: k.rtnErrorsStart(j.w, j.rows, j.cols, j.group, false, j.perTensor, BITS, out),
+            handle16: k.rtnErrorsBf16Start(bits, j.rows, j.cols, j.group, true, j.perTensor, BITS, out16),
+          };
+        });
+        // Waited for in reverse order, the bf16 ones first.
+        for (const s of [...started].reverse()) {
+          const expected16 = new Float64Array(BITS.length);
+          const status16 = k.rtnErrorsBf16(s.bits, s.j.rows, s.j.cols, s.j.group, true, s.j.perTensor, BITS, expected16);
+          assert.equal(k.backgroundWait(s.handle16), status16, backend);
+          assert.deepEqual(s.out16, expected16, backend);
+        }
+        for (const s of started) {
+          const expected = new Float64Array(BITS.length);
+          const status = k.rtnErrors(s.j.w, s.j.rows, s.j.cols, s.j.group, false, s.j.perTensor, BITS, expected);
+          assert.equal(k.backgroundWait(s.handle), status, backend);
+          assert.deepEqual(s.out, expected, backend);
+        }
+        assert.equal(started[3]!.out[0], 0, 'a failed job leaves out at zero');
+        assert.throws(() => k.backgroundWait(started[0]!.handle), /no background job \d+ in flight/, `${backend}: a handle is waited for once`);
+      });
+    }
+    const w = weights(300, 1000, 7);
+    assert.deepEqual(quantizationErrorsStart(w, 300, 1000, [2, 4], { groupSize: 128, symmetric: false })(), quantizationErrors(w, 300, 1000, [2, 4], { groupSize: 128, symmetric: false }));
+    w[17] = NaN;
+    const done = quantizationErrorsStart(w, 300, 1000, [4], { groupSize: 128, symmetric: false });
+    assert.throws(done, /weight 17 is NaN/, 'the error comes when the job is completed');
   });
 });

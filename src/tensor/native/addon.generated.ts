@@ -19,6 +19,8 @@ export interface NativeAddon {
   releaseMapped(buffer: Uint8Array): number;
   /** asks the OS to start reading bytes [offset, offset + length) of the open file fd into its cache in the background (posix_fadvise POSIX_FADV_WILLNEED); 1 when asked, 0 elsewhere or when refused */
   adviseWillNeed(fd: number, offset: number, length: number): number;
+  /** completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once */
+  backgroundWait(handle: number): number;
   /** glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
   retainFreedMemory(mappedBlocks: number, trimThreshold: number): number;
   /** C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C) */
@@ -75,6 +77,10 @@ export interface NativeAddon {
   rtnErrors(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
   /** the same for raw bfloat16 bits */
   rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
+  /** rtnErrors as an idle-priority background job (backgroundWait gives its result and fills out; w and out must stay alive and unchanged until then); returns the handle */
+  rtnErrorsStart(w: Float32Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
+  /** the same for raw bfloat16 bits */
+  rtnErrorsBf16Start(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean | number, perTensor: boolean | number, bits: Int32Array, out: Float64Array): number;
   /** bf16 w (rows, cols multiples of 4) to int8 with one scale max|w|/127 per row (perRow) or column, as bytes q + 128 in the quad layouts byRows [rows/4][S(cols)][4] and byCols [cols/4][S(rows)][4], S(m) = ceil16(m) + 16; returns ‖w − s·q‖²/‖w‖², or −1 for a weight that is not finite */
   int8Quantize(w: Uint16Array, rows: number, cols: number, perRow: boolean | number, byRows: Uint8Array, byCols: Uint8Array, scales: Float32Array): number;
   /** C [m, n] = rowScale ⊙ (A · (fold ⊙ B)) for a quad layout a [k/4][stride][4] of int8Quantize, B [k, n] quantized per column to int8 (values beyond 6 rms in float32); returns that outlier count, or −1 when fold ⊙ B is not finite */
@@ -124,7 +130,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -133,6 +139,7 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   mapFile: 'meta',
   releaseMapped: 'meta',
   adviseWillNeed: 'meta',
+  backgroundWait: 'meta',
   retainFreedMemory: 'meta',
   sgemm: 'training',
   softmaxForward: 'training',
@@ -161,6 +168,8 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   weightStatsBf16: 'profiler',
   rtnErrors: 'profiler',
   rtnErrorsBf16: 'profiler',
+  rtnErrorsStart: 'profiler',
+  rtnErrorsBf16Start: 'profiler',
   int8Quantize: 'profiler',
   int8Gemm: 'profiler',
   int8GemmFast: 'profiler',

@@ -434,6 +434,22 @@ function normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, 
   spare[1] = after.spareNormal ?? 0;
 }
 
+/** Results of background jobs (rtnErrorsStart) not yet waited for, by handle: the reference runs them at once. */
+const backgroundJobs = new Map<number, number>();
+let lastBackgroundJob = 0;
+
+function background(result: number): number {
+  backgroundJobs.set(++lastBackgroundJob, result);
+  return lastBackgroundJob;
+}
+
+function backgroundWait(handle: number): number {
+  const result = backgroundJobs.get(handle);
+  if (result === undefined) throw new Error(`backgroundWait: no background job ${handle} in flight (each handle is waited for once)`);
+  backgroundJobs.delete(handle);
+  return result;
+}
+
 /** Results of eigenBatchStart jobs not yet waited for, by handle. */
 const eigenJobs = new Map<number, Float64Array>();
 let lastEigenJob = 0;
@@ -512,6 +528,9 @@ export const referenceKernels: Kernels = {
   weightStatsBf16,
   rtnErrors,
   rtnErrorsBf16,
+  rtnErrorsStart: (...args: Parameters<typeof rtnErrors>) => background(rtnErrors(...args)),
+  rtnErrorsBf16Start: (...args: Parameters<typeof rtnErrorsBf16>) => background(rtnErrorsBf16(...args)),
+  backgroundWait,
   int8Quantize,
   int8Gemm,
   int8GemmFast,
