@@ -113,6 +113,9 @@ bool background_wait(int64_t handle, int64_t* result) {
     e->finished.wait(lock, [&] { return e->done.load(std::memory_order_acquire) == e->count; });
   }
   *result = e->job->finish();
+  // Every task has ended, so nothing touches the job again (the background thread may still hold the entry
+  // in its queue, but only to find no task left): its memory goes now.
+  e->job.reset();
   return true;
 }
 
