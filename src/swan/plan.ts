@@ -37,7 +37,12 @@ export interface PlannedAudit {
   params: number;
 }
 
-/** A visitor for profileModel that records the RTN error of each 2-D weight at each width. */
+/**
+ * A visitor for profileModel that records the RTN error of each 2-D weight
+ * at each width. Its visit starts the measurement in the background and
+ * returns the function that completes it and records the errors (profileModel
+ * calls it; a caller visiting by hand must too, before changing the weight).
+ */
 export function errorCollector(scheme: QuantScheme, widths: readonly number[] = PLAN_BITS): { visit: NonNullable<ProfileOptions['visit']>; measured: Map<string, { rows: number; cols: number; errors: Record<number, number> }> } {
   const measured = new Map<string, { rows: number; cols: number; errors: Record<number, number> }>();
   return {
