@@ -338,6 +338,60 @@ __attribute__((target("avx512f"))) bool params_avx512(const RtnErrorArgs& a, con
   return true;
 }
 
+// params_avx512 for several groups of one width at a time, the groups as the
+// lanes (8 per vector): the same float64 operations per (group, width), so the
+// same scales and zero points, but the divisions of 8 groups share one
+// instruction instead of each group waiting for its own chain. Returns the
+// first group whose scale exceeds f16, or −1.
+__attribute__((target("avx512f"))) int64_t params_groups_avx512(const RtnErrorArgs& a, const double* qmax_all, const double* half_all, const double* lo, const double* hi, int64_t groups, Params* p) {
+  const __m512d one = _mm512_set1_pd(1.0), vzero = _mm512_setzero_pd();
+  const __m512d inf = _mm512_set1_pd(std::numeric_limits<double>::infinity());
+  for (int64_t g0 = 0; g0 < groups; g0 += 8) {
+    const int take = static_cast<int>(std::min<int64_t>(8, groups - g0));
+    const __mmask8 lanes = static_cast<__mmask8>((1u << take) - 1u);
+    const __m512d vlo = _mm512_mask_loadu_pd(vzero, lanes, lo + g0), vhi = _mm512_mask_loadu_pd(vzero, lanes, hi + g0);
+    const __m512d lo_used = a.symmetric ? vlo : _mm512_min_pd(vlo, vzero);
+    const __m512d hi_used = a.symmetric ? vhi : _mm512_max_pd(vhi, vzero);
+    int64_t failed = -1;
+    for (int j = 0; j < a.count; ++j) {
+      const __m512d qmax = _mm512_set1_pd(qmax_all[j]), half_range = _mm512_set1_pd(half_all[j]);
+      // The operands in params_avx512's order: max(−lo, hi) and hi − lo, then the division.
+      const __m512d raw = a.symmetric ? _mm512_div_pd(_mm512_max_pd(_mm512_sub_pd(vzero, vlo), vhi), _mm512_sub_pd(half_range, one))
+                                      : _mm512_div_pd(_mm512_sub_pd(hi_used, lo_used), qmax);
+      const __m256 raw32 = _mm512_cvtpd_ps(raw);
+      const __m256i halves = _mm512_cvtps_ph(_mm512_castps256_ps512(raw32), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m512d scale = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_cvtph_ps(halves)));
+      const __mmask8 positive = _mm512_cmp_pd_mask(raw, vzero, _CMP_GT_OQ) & lanes;
+      const __mmask8 beyond = _mm512_mask_cmp_pd_mask(positive, _mm512_abs_pd(scale), inf, _CMP_EQ_OQ);
+      if (beyond != 0) {
+        const int64_t g = g0 + __builtin_ctz(beyond);
+        if (failed < 0 || g < failed) failed = g;
+      }
+      scale = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(scale, vzero, _CMP_EQ_OQ), scale, _mm512_set1_pd(kF16MinSubnormal));
+      scale = _mm512_mask_blend_pd(positive, one, scale);
+      __m512d zero;
+      if (a.symmetric) {
+        zero = half_range;
+      } else {
+        const __m512d magic = _mm512_set1_pd(kRoundMagic);
+        const __m512d q = _mm512_div_pd(_mm512_sub_pd(vzero, lo_used), scale);
+        const __mmask8 small = _mm512_cmp_pd_mask(_mm512_abs_pd(q), _mm512_set1_pd(2251799813685248.0), _CMP_LT_OQ);
+        const __m512d rounded = _mm512_mask_blend_pd(small, q, _mm512_sub_pd(_mm512_add_pd(q, magic), magic));
+        zero = _mm512_mask_blend_pd(positive, vzero, _mm512_min_pd(_mm512_max_pd(rounded, vzero), qmax));
+      }
+      alignas(64) double s_out[8], z_out[8];
+      _mm512_store_pd(s_out, scale);
+      _mm512_store_pd(z_out, zero);
+      for (int t = 0; t < take; ++t) {
+        p[g0 + t].scale[j] = s_out[t];
+        p[g0 + t].zero[j] = z_out[t];
+      }
+    }
+    if (failed >= 0) return failed;
+  }
+  return -1;
+}
+
 // range_of with 16 values per step; a NaN sends it to range_of for the index.
 template <typename T>
 __attribute__((target("avx512f"))) int64_t range_avx512(const T* w, int64_t start, int64_t len, double* lo, double* hi) {
@@ -391,9 +445,39 @@ void run_rows(const Job& job, const T* w, int64_t task) {
   const int n = a.count;
   Params local;
   job.status[task] = -1;
+  // AVX-512 with groups of their own: a row's ranges first, then the parameters of all its groups
+  // with the groups as vector lanes (params_groups_avx512), then the errors. The first NaN or
+  // out-of-range scale in row order is reported, as the group-by-group loop below would.
+  const bool batched = job.avx512 && job.tensor_params == nullptr;
+  const int64_t row_groups = (a.cols + span - 1) / span;
+  std::vector<double> los(batched ? row_groups : 0), his(batched ? row_groups : 0);
+  std::vector<Params> row_params(batched ? row_groups : 0);
   for (int64_t r = r0; r < r1; ++r) {
     double* sums = job.row_sums + r * (n + 1);
     for (int j = 0; j <= n; ++j) sums[j] = 0.0;
+    if (batched) {
+      int64_t nan = -1, ranged = 0;
+      for (; ranged < row_groups; ++ranged) {
+        const int64_t start = r * a.cols + ranged * span;
+        nan = range_avx512(w, start, std::min(span, a.cols - ranged * span), &los[ranged], &his[ranged]);
+        if (nan >= 0) break;
+      }
+      if (params_groups_avx512(a, job.qmax, job.half, los.data(), his.data(), ranged, row_params.data()) >= 0) {
+        job.status[task] = -2;
+        return;
+      }
+      if (nan >= 0) {
+        job.status[task] = nan;
+        return;
+      }
+      for (int64_t g = 0; g < row_groups; ++g) {
+        const int64_t start = r * a.cols + g * span;
+        double group_norm = 0.0;
+        group_errors_avx512(w + start, std::min(span, a.cols - g * span), row_params[g], job.qmax, n, sums, &group_norm);
+        sums[n] += group_norm;
+      }
+      continue;
+    }
     for (int64_t c = 0; c < a.cols; c += span) {
       const int64_t start = r * a.cols + c;
       const int64_t end = start + std::min(span, a.cols - c);

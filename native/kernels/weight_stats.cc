@@ -147,7 +147,14 @@ QKD_TARGET_AVX512 WeightStatsTotals rows_avx512(const T* w, const WeightStatsArg
     if (s.skip) continue;
     const __m512d scale = _mm512_set1_pd(s.scale), zero = _mm512_set1_pd(s.zero);
     const __m512d qmax = _mm512_set1_pd(s.qmax), qmin = _mm512_setzero_pd();
+    // The next row is asked for while this one's error is computed from L1: a row is
+    // often a 4 KiB page, which the hardware prefetchers do not cross, so the first
+    // pass over it would otherwise start with a cache miss after a stretch with no loads.
+    const char* next = r + 1 < a.rows ? reinterpret_cast<const char*>(row + a.cols) : nullptr;
+    const int64_t next_bytes = next != nullptr ? a.cols * static_cast<int64_t>(sizeof(T)) : 0;
     for (int64_t c = 0; c < a.cols; c += 16) {
+      const int64_t ahead = c * static_cast<int64_t>(sizeof(T));  // the same place in the next row
+      if (ahead < next_bytes) _mm_prefetch(next + ahead, _MM_HINT_T0);
       const int64_t left = a.cols - c;
       const __mmask16 m = lanes(left);
       const Lanes x = widen(load16(row + c, left));
