@@ -155,6 +155,18 @@ describe('rtnErrors', () => {
     assert.throws(() => quantizationErrors(w, 300, 1000, [4], { groupSize: 128, symmetric: false }), /weight 120003 is NaN/);
   });
 
+  it('a row with both a scale beyond f16 and a NaN reports the one in the earlier group, native and reference alike', () => {
+    const backends = loaded ? (['reference', 'native'] as const) : (['reference'] as const);
+    const out = new Float64Array(BITS.length);
+    for (const [huge, nan, expected] of [[3, 200, -2], [200, 3, 2 * 256 + 3]] as const) {
+      // 4 rows of 256 in groups of 64; row 2 has 3e38 (a scale beyond f16) and a NaN in different groups.
+      const w = weights(4, 256, 11);
+      w[2 * 256 + huge] = 3e38;
+      w[2 * 256 + nan] = NaN;
+      for (const backend of backends) assert.equal(withBackend(backend, () => kernels().rtnErrors(w, 4, 256, 64, false, false, BITS, out)), expected, `${backend}: huge at ${huge}, NaN at ${nan}`);
+    }
+  });
+
   it('native argument errors name the argument', { skip: !loaded && 'native addon not built' }, () => {
     const w = new Float32Array(12);
     const out = new Float64Array(1);
