@@ -286,63 +286,12 @@ void group_errors_avx512(const T* w, int64_t n, const Params& p, const double* q
   }
 }
 
-// params_for with the widths as the lanes of one vector (8 at a time): the
-// same float64 divisions, float32 rounding and f16 rounding (vcvtps2ph,
-// nearest even, as to_half), so the same scales and zero points; one
-// dependency chain for all widths instead of one per width.
-__attribute__((target("avx512f"))) bool params_avx512(const RtnErrorArgs& a, const double* qmax_all, const double* half_all, double lo, double hi, Params* p) {
-  for (int first = 0; first < a.count; first += 8) {
-    const int take = std::min(8, a.count - first);
-    const __mmask8 lanes = static_cast<__mmask8>((1u << take) - 1u);
-    const __m512d one = _mm512_set1_pd(1.0);
-    const __m512d qmax = _mm512_mask_loadu_pd(one, lanes, qmax_all + first);
-    const __m512d half_range = _mm512_mask_loadu_pd(_mm512_set1_pd(2.0), lanes, half_all + first);  // 2^(bits−1)
-    __m512d raw;
-    double lo_used = lo, hi_used = hi;
-    if (a.symmetric) {
-      raw = _mm512_div_pd(_mm512_set1_pd(std::max(-lo, hi)), _mm512_sub_pd(half_range, one));
-    } else {
-      lo_used = std::min(lo, 0.0);
-      hi_used = std::max(hi, 0.0);
-      raw = _mm512_div_pd(_mm512_set1_pd(hi_used - lo_used), qmax);
-    }
-    // f16(float32(raw)) back to float64: exact widenings around the two roundings.
-    const __m256 raw32 = _mm512_cvtpd_ps(raw);
-    const __m256i halves = _mm512_cvtps_ph(_mm512_castps256_ps512(raw32), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512d scale = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_cvtph_ps(halves)));
-    const __mmask8 positive = _mm512_cmp_pd_mask(raw, _mm512_setzero_pd(), _CMP_GT_OQ) & lanes;
-    // A scale beyond f16 (raw > 0 rounded to Inf) fails the tensor.
-    if (_mm512_mask_cmp_pd_mask(positive, _mm512_abs_pd(scale), _mm512_set1_pd(std::numeric_limits<double>::infinity()), _CMP_EQ_OQ) != 0) return false;
-    scale = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(scale, _mm512_setzero_pd(), _CMP_EQ_OQ), scale, _mm512_set1_pd(kF16MinSubnormal));
-    scale = _mm512_mask_blend_pd(positive, one, scale);
-    __m512d zero;
-    if (a.symmetric) {
-      zero = half_range;
-    } else {
-      const __m512d magic = _mm512_set1_pd(kRoundMagic);
-      const __m512d q = _mm512_div_pd(_mm512_set1_pd(-lo_used), scale);
-      // round_half_even's |x| < 2^51 guard: a larger quotient is an integer already.
-      const __mmask8 small = _mm512_cmp_pd_mask(_mm512_abs_pd(q), _mm512_set1_pd(2251799813685248.0), _CMP_LT_OQ);
-      const __m512d rounded = _mm512_mask_blend_pd(small, q, _mm512_sub_pd(_mm512_add_pd(q, magic), magic));
-      zero = _mm512_min_pd(_mm512_max_pd(rounded, _mm512_setzero_pd()), qmax);
-      zero = _mm512_mask_blend_pd(positive, _mm512_setzero_pd(), zero);
-    }
-    alignas(64) double s_out[8], z_out[8];
-    _mm512_store_pd(s_out, scale);
-    _mm512_store_pd(z_out, zero);
-    for (int j = 0; j < take; ++j) {
-      p->scale[first + j] = s_out[j];
-      p->zero[first + j] = z_out[j];
-    }
-  }
-  return true;
-}
-
-// params_avx512 for several groups of one width at a time, the groups as the
-// lanes (8 per vector): the same float64 operations per (group, width), so the
-// same scales and zero points, but the divisions of 8 groups share one
-// instruction instead of each group waiting for its own chain. Returns the
-// first group whose scale exceeds f16, or −1.
+// group_params for the groups of one row, 8 at a time as the lanes of a
+// vector, one width after another: the same float64 divisions, float32
+// rounding and f16 rounding (vcvtps2ph, nearest even, as to_half) per group
+// and width, so the same scales and zero points, while 8 groups share each
+// instruction instead of every group waiting on its own chain of divisions.
+// Returns the first group whose scale exceeds f16, or −1.
 __attribute__((target("avx512f"))) int64_t params_groups_avx512(const RtnErrorArgs& a, const double* qmax_all, const double* half_all, const double* lo, const double* hi, int64_t groups, Params* p) {
   const __m512d one = _mm512_set1_pd(1.0), vzero = _mm512_setzero_pd();
   const __m512d inf = _mm512_set1_pd(std::numeric_limits<double>::infinity());
@@ -355,7 +304,7 @@ __attribute__((target("avx512f"))) int64_t params_groups_avx512(const RtnErrorAr
     int64_t failed = -1;
     for (int j = 0; j < a.count; ++j) {
       const __m512d qmax = _mm512_set1_pd(qmax_all[j]), half_range = _mm512_set1_pd(half_all[j]);
-      // The operands in params_avx512's order: max(−lo, hi) and hi − lo, then the division.
+      // group_params' operands: max(−lo, hi) or hi − lo (with lo ≤ 0 ≤ hi), then the division.
       const __m512d raw = a.symmetric ? _mm512_div_pd(_mm512_max_pd(_mm512_sub_pd(vzero, vlo), vhi), _mm512_sub_pd(half_range, one))
                                       : _mm512_div_pd(_mm512_sub_pd(hi_used, lo_used), qmax);
       const __m256 raw32 = _mm512_cvtpd_ps(raw);
@@ -484,12 +433,12 @@ void run_rows(const Job& job, const T* w, int64_t task) {
       const Params* p = job.tensor_params;
       if (p == nullptr) {
         double lo = 0.0, hi = 0.0;
-        const int64_t nan = job.avx512 ? range_avx512(w, start, end - start, &lo, &hi) : range_of(w, start, end - start, &lo, &hi);
+        const int64_t nan = range_of(w, start, end - start, &lo, &hi);
         if (nan >= 0) {
           job.status[task] = nan;
           return;
         }
-        if (!(job.avx512 ? params_avx512(a, job.qmax, job.half, lo, hi, &local) : params_for(a, lo, hi, &local))) {
+        if (!params_for(a, lo, hi, &local)) {
           job.status[task] = -2;
           return;
         }
