@@ -194,11 +194,15 @@ export function quantizationErrors(w: Float32Array | { bf16: Uint16Array }, rows
  * native kernel works on it while a core is idle, and the returned function
  * completes it (on the pool, for what is left) and gives the errors. `w`
  * must stay unchanged until that function has been called, and it must be
- * called once. The results equal quantizationErrors'.
+ * called once (until then the job's arrays are kept from the garbage
+ * collector). The results equal quantizationErrors'.
  */
 export function quantizationErrorsStart(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme): () => number[] {
   return rtnErrorsCall(w, rows, cols, widths, scheme, true);
 }
+
+/** The arrays of background jobs not yet waited for (see rtnErrorsCall). */
+const inFlight = new Set<object>();
 
 function rtnErrorsCall(w: Float32Array | { bf16: Uint16Array }, rows: number, cols: number, widths: readonly number[], scheme: QuantScheme, background: boolean): () => number[] {
   const length = w instanceof Float32Array ? w.length : w.bf16.length;
@@ -209,7 +213,17 @@ function rtnErrorsCall(w: Float32Array | { bf16: Uint16Array }, rows: number, co
   let wait: () => number;
   if (background) {
     const handle = w instanceof Float32Array ? k.rtnErrorsStart(w, ...args) : k.rtnErrorsBf16Start(w.bf16, ...args);
-    wait = () => k.backgroundWait(handle);
+    // The job reads w and writes out on other threads until it is waited for: both stay reachable until
+    // then (forever, if it never is) so that the collector cannot free them under it.
+    const held = { w, out };
+    inFlight.add(held);
+    wait = () => {
+      try {
+        return k.backgroundWait(handle);
+      } finally {
+        inFlight.delete(held);
+      }
+    };
   } else {
     const status = w instanceof Float32Array ? k.rtnErrors(w, ...args) : k.rtnErrorsBf16(w.bf16, ...args);
     wait = () => status;
