@@ -253,7 +253,7 @@ const INT8_MAX_ERROR = 2e-3;
  * embedding was mapped instead of read (its copy then replacing the read
  * buffer it no longer touches): still a tie, 0.61 → 1.17 GB.
  */
-const INT8_MAX_VALUES = 1 << 26;
+const INT8_MAX_VALUES = Number(process.env.QKD_INT8_MAX ?? 1 << 26);
 
 /** Whether a weight's Krylov products take the int8 route (see SpectrumOptions.int8). */
 function wantsInt8(w: WeightData, rows: number, cols: number, options: SpectrumOptions): boolean {
@@ -491,14 +491,16 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
   const D = Math.min(N, b * (depth + 1));
   const rng = options.rng;
   const wantProbes = options.probes ?? 0;
-  // Q [N, D + b]: the orthonormal basis in block columns, then a slot where
-  // Yⱼ = Aᵀ A Qⱼ lands, is orthogonalised, and becomes the next block.
+  // Q [N, D + b]: the orthonormal basis in block columns (a block may run up
+  // to b columns past D before the last one is cut to D).
   const ld = D + b;
   const Q = workspace.float32(0, N * ld);
   const H = workspace.float64(0, D * D); // Qᵀ G Q, lower triangle
   const u = workspace.float32(1, M * b);
   const scratch = workspace.float32(2, Math.max(N, M) * b);
-  const c = workspace.float32(3, (D + b) * b);
+  const c = workspace.float32(3, D * b);
+  // Yⱼ = Aᵀ A Qⱼ [N, b], orthogonalised there before its orthonormal part joins Q.
+  const Y = workspace.float32(8, N * b);
   let probes: ProbeProducts | null = null;
 
   // Start block. A tall W starts from random directions on its input side,
@@ -526,11 +528,10 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     // Yⱼ = Aᵀ(A Qⱼ) into the slot after the basis (the bf16 GEMM multiplies
     // Qⱼ rounded to bf16). For a tall W, ‖A qᵢ‖ = ‖W qᵢ‖ of the first
     // columns are the probe products.
-    const slot = Q.subarray(width);
     const probeCount = j === 0 && op.tall && gaussian > 0 && gaussian <= r ? gaussian : 0;
     let wx2: Float64Array | null = null;
-    if (int8 === null) wx2 = op.applyGram(Q.subarray(first), ld, r, slot, ld, u, probeCount);
-    else int8.applyGram(Q.subarray(first), ld, r, slot, ld, u);
+    if (int8 === null) wx2 = op.applyGram(Q.subarray(first), ld, r, Y, r, u, probeCount);
+    else int8.applyGram(Q.subarray(first), ld, r, Y, r, u);
     if (probeCount > 0) {
       const x = new Float32Array(N * gaussian);
       for (let i = 0; i < N; i++) x.set(Q.subarray(i * ld, i * ld + gaussian), i * gaussian);
@@ -543,21 +544,21 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
       }
       probes = { wx2, x2: columnNorms2(asMultiplied(x, op.bf16), gaussian, N, gaussian) };
     }
-    // c = [Q≤ⱼ, Yⱼ]ᵀ Yⱼ: column block j of H (rows 0..width), the
-    // coefficients that orthogonalise Yⱼ against the basis, and YⱼᵀYⱼ.
-    gemm(true, width + r, r, N, Q, ld, slot, ld, c, r);
+    // c = Q≤ⱼᵀ Yⱼ: column block j of H (rows 0..width) and the
+    // coefficients that orthogonalise Yⱼ against the basis.
+    gemm(true, width, r, N, Q, ld, Y, r, c, r);
     storeColumnBlock(H, D, c, r, first);
     if (j === depth || width >= D) break;
-    const norms = new Float64Array(r);
-    for (let i = 0; i < r; i++) norms[i] = c[(width + i) * r + i]!;
-    gemm(false, N, r, width, Q, ld, c, r, slot, ld, -1, 1);
-    let g = gram(slot, ld, N, r);
+    const norms = diagonal(gram(Y, r, N, r), r);
+    gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
+    let g = gram(Y, r, N, r);
     if (norms.some((v, i) => g[i * r + i]! < REORTHOGONALIZE * v)) {
-      gemm(true, width, r, N, Q, ld, slot, ld, c, r);
-      gemm(false, N, r, width, Q, ld, c, r, slot, ld, -1, 1);
-      g = gram(slot, ld, N, r);
+      gemm(true, width, r, N, Q, ld, Y, r, c, r);
+      gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
+      g = gram(Y, r, N, r);
     }
-    r = orthonormalize(slot, ld, N, r, g, norms, slot, ld, scratch);
+    // The orthonormal columns go straight into the basis, after its first `width`.
+    r = orthonormalize(Y, r, N, r, g, norms, Q.subarray(width), ld, scratch);
   }
   if (probes === null && wantProbes > 0) probes = separateProbes(op, wantProbes, rng);
 
