@@ -15,6 +15,7 @@
         "native/kernels/cpu.cc",
         "native/kernels/thread_pool.cc",
         "native/kernels/background.cc",
+        "native/kernels/file_read.cc",
         "native/kernels/sgemm.cc",
         "native/kernels/gemm_avx512.cc",
         "native/kernels/gemm_avx2.cc",

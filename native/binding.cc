@@ -43,6 +43,7 @@
 #include "kernels/thread_pool.h"
 #include "kernels/weight_stats.h"
 #include "kernels/background.h"
+#include "kernels/file_read.h"
 #include "kernels/rtn_error.h"
 #include "kernels/vector_ops.h"
 
@@ -510,6 +511,15 @@ napi_value AdviseWillNeedBody(napi_env env, const char* fn, AdviseWillNeedArgs& 
   }
 #endif
   return number_value(env, 0);
+}
+
+napi_value ReadFileStartBody(napi_env env, const char* fn, ReadFileStartArgs& args) {
+  if (args.fd < 0) {
+    fail(env, fn, "fd (%d) must be an open file descriptor", args.fd);
+    return nullptr;
+  }
+  if (args.buffer.length == 0) return number_value(env, 0);
+  return number_value(env, static_cast<double>(qkd::file_read_start(args.fd, args.offset, args.buffer.length, args.buffer.data)));
 }
 
 napi_value RetainFreedMemoryBody(napi_env env, const char* fn, RetainFreedMemoryArgs& args) {

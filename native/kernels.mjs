@@ -49,6 +49,8 @@ export const KERNELS = [
     doc: 'drops the pages of a mapFile buffer from this process (madvise MADV_DONTNEED on the pages it spans; a later read maps the file again); only for mapFile buffers. The bytes released' },
   { name: 'adviseWillNeed', concern: 'meta', returns: 'number', args: 'fd: int32, offset: size, length: size',
     doc: 'asks the OS to start reading bytes [offset, offset + length) of the open file fd into its cache in the background (posix_fadvise POSIX_FADV_WILLNEED); 1 when asked, 0 elsewhere or when refused' },
+  { name: 'readFileStart', concern: 'meta', returns: 'number', args: 'fd: int32, offset: size, buffer: u8',
+    doc: 'starts reading buffer.length bytes at offset of the open file fd into buffer as a background job (pread in 1 MiB chunks; buffer must stay alive and untouched until backgroundWait, whose result is the bytes read, fewer when the file ends first, or −errno); returns the handle, or 0 where the OS has no pread' },
   { name: 'backgroundWait', concern: 'meta', returns: 'number', args: 'handle: size',
     doc: 'completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },

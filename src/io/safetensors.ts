@@ -15,7 +15,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import { BYTES_PER_ELEMENT, fromBf16, fromF16, type StorageArrayMap, type StorageDType } from '../tensor/dtype.js';
 import { writeAll, writeFileAtomic } from './atomic.js';
-import { adviseHugePages, kernels, mapFileRange, prefetchFileRange } from '../tensor/backend.js';
+import { adviseHugePages, kernels, mapFileRange, prefetchFileRange, readFileRangeStart } from '../tensor/backend.js';
 
 /** safetensors dtype names ↔ qkd storage dtypes (the ones qkd reads and writes). */
 const DTYPE_FROM_FILE: Record<string, StorageDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I8: 'i8', U8: 'u8', I32: 'i32' };
@@ -82,6 +82,34 @@ export class SafetensorsFile {
       done += n;
     }
     return bytes;
+  }
+
+  /**
+   * Starts reading the tensor's raw bytes into `scratch` (which must hold
+   * them) on the addon's background thread (backend.readFileRangeStart):
+   * returns the function that completes the read and gives the bytes (a
+   * view of scratch), or null when no background read is available (the
+   * caller then reads with readBytes). scratch must not be touched until
+   * then.
+   */
+  readBytesStart(name: string, scratch: Uint8Array): (() => Uint8Array) | null {
+    const e = this.entry(name);
+    if (this.fd === null) throw new QkdError('STATE', `safetensors file already closed`, { path: this.path });
+    const size = e.end - e.begin;
+    if (scratch.length < size) return null;
+    const bytes = scratch.subarray(0, size);
+    const finish = readFileRangeStart(this.fd, e.begin, bytes);
+    if (finish === null) return null;
+    return () => {
+      let n: number;
+      try {
+        n = finish();
+      } catch (error) {
+        throw new QkdError('IO', `could not read tensor '${name}': ${(error as Error).message}`, { path: this.path, field: name });
+      }
+      if (n < size) throw new QkdError('IO', `file ended while reading tensor '${name}'`, { path: this.path, field: name });
+      return bytes;
+    };
   }
 
   /**

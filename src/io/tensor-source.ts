@@ -55,6 +55,14 @@ export interface TensorSource {
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
   /**
+   * Starts reading a tensor stored as BF16 into `scratch` (which must hold
+   * it) in the background (optional; safetensors with the addon): returns
+   * the function that completes the read and gives its bits (a view of
+   * scratch), or null when the tensor is another dtype or the source cannot
+   * (readBf16 then). scratch must not be touched until the read completes.
+   */
+  readBf16Start?(name: string, scratch: Uint16Array): (() => Uint16Array) | null;
+  /**
    * A BF16, F16 or F32 tensor where it lies in a memory mapping of the file
    * (backend.mapFileRange: no copy, no fresh memory), else null: another
    * dtype, a source that does not map (GGUF, llama2.c), or a file that
@@ -216,6 +224,17 @@ function safetensorsSource(path: string, files: SafetensorsFile[], listed?: (f: 
       if (f.entry(name).dtype !== 'bf16') return null;
       const bytes = f.readBytes(name, scratch && new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
       return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
+    },
+    readBf16Start(name: string, scratch: Uint16Array): (() => Uint16Array) | null {
+      const f = where.get(name);
+      if (f === undefined) throw missing(path, name);
+      if (f.entry(name).dtype !== 'bf16') return null;
+      const finish = f.readBytesStart(name, new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength));
+      if (finish === null) return null;
+      return () => {
+        const bytes = finish();
+        return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
+      };
     },
     prefetch(name: string): void {
       const f = where.get(name);

@@ -26,6 +26,13 @@ export interface ProfileSource {
    */
   readBf16?(name: string, scratch?: Uint16Array): Uint16Array | null;
   /**
+   * Starts reading a bf16 tensor's bits into `scratch` in the background
+   * (optional): the function it returns completes the read; null when the
+   * source cannot (readBf16 then). The profiler reads the next tensor so
+   * while it profiles this one.
+   */
+  readBf16Start?(name: string, scratch: Uint16Array): (() => Uint16Array) | null;
+  /**
    * The tensor where it lies in a mapping of the file, when the source can
    * map it (optional; see mapAbove): bfloat16 or half bits, or float32.
    */
@@ -246,6 +253,13 @@ const SOLVE_BATCH_TENSORS = 8;
  */
 const SOLVE_BATCH_VALUES = 8 * 384 * 384;
 
+/** A tensor being read in the background (ProfileSource.readBf16Start) into one of the profiler's bf16 buffers. */
+interface PendingRead {
+  index: number;
+  buffer: Uint16Array;
+  finish: () => Uint16Array;
+}
+
 /**
  * Tensors with more values than this are used where they lie in a mapping
  * of the file when the source can map them (safetensors: BF16 and F32 as
@@ -275,6 +289,10 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
   const mapAbove = options.mapAbove ?? MAPPED_ABOVE;
   const largest = Math.max(0, ...chosen.map((t) => t.shape.reduce((a, b) => a * b, 1)));
   const scratch16 = source.readBf16 ? adviseHugePages(new Uint16Array(largest)) : undefined;
+  // A second bf16 buffer for reading the next tensor in the background while this one is profiled (allocated when
+  // such a read is first started): the read's copy then runs on a core the profile leaves idle, not between them.
+  let spare16: Uint16Array | undefined;
+  let pending: PendingRead | null = null;
   let scratch32: Float32Array | undefined;
   const float32Buffer = (): Float32Array => (scratch32 ??= adviseHugePages(new Float32Array(largest)));
   // The tensors' eigen-solves run a batch at a time in the background, one matrix per thread: a small tensor's
@@ -285,14 +303,31 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
     params += profile.shape.reduce((a, b) => a * b, 1);
     options.onTensor?.({ done: tensors.length, total: chosen.length, name: profile.name, params });
   });
+  // Starts the background read of tensor `next` (bf16 and not to be mapped) into the bf16 buffer the current
+  // tensor is not in (inUse: its buffer, or undefined when it is in neither).
+  const startNextRead = (next: number, inUse: Uint16Array | undefined): PendingRead | null => {
+    const t = chosen[next];
+    if (t === undefined || !source.readBf16Start || scratch16 === undefined) return null;
+    const size = t.shape.reduce((a, b) => a * b, 1);
+    if (size > mapAbove && source.mapped) return null;
+    const buffer = inUse === scratch16 ? (spare16 ??= adviseHugePages(new Uint16Array(largest))) : scratch16;
+    const finish = source.readBf16Start(t.name, buffer);
+    return finish === null ? null : { index: next, buffer, finish };
+  };
   try {
     chosen.forEach((t, index) => {
       // A file not yet in memory then comes off the disk while this tensor is profiled.
       if (index + 1 < chosen.length) source.prefetch?.(chosen[index + 1]!.name);
       const size = t.shape.reduce((a, b) => a * b, 1);
-      const map = size > mapAbove ? (source.mapped?.(t.name) ?? null) : null;
+      const read = pending?.index === index ? pending : null;
+      pending = null;
+      const map = read === null && size > mapAbove ? (source.mapped?.(t.name) ?? null) : null;
       let w: WeightData;
-      if (map?.dtype === 'f16') {
+      let inUse: Uint16Array | undefined;
+      if (read !== null) {
+        w = { bf16: read.finish() };
+        inUse = read.buffer;
+      } else if (map?.dtype === 'f16') {
         // Halves are widened from the mapping into the float32 buffer (no copy of them on the way).
         w = float32Buffer().subarray(0, size);
         kernels().f16ToF32(map.data, w, size);
@@ -301,8 +336,10 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       else if (map?.dtype === 'f32') w = map.data;
       else {
         const bf16 = source.readBf16?.(t.name, scratch16) ?? null;
+        if (bf16 !== null && bf16.buffer === scratch16?.buffer) inUse = scratch16;
         w = bf16 !== null ? { bf16 } : source.readFloat32(t.name, float32Buffer());
       }
+      pending = startNextRead(index + 1, inUse);
       const n = w instanceof Float32Array ? w.length : w.bf16.length;
       // Visitors build quantization plans, and only 2-D weights are quantized (a convolution kernel is not).
       const visited = t.shape.length === 2 && n > 0 && options.visit ? options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!) : undefined;
@@ -327,6 +364,12 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
     batch.finish();
   } catch (error) {
     batch.abandon();
+    // A read still in flight writes into a buffer this function owns: it ends before the error leaves.
+    try {
+      (pending as PendingRead | null)?.finish();
+    } catch {
+      // the first error is the one reported
+    }
     throw error;
   }
   return { model: source.path, params, seconds: (performance.now() - start) / 1000, settings, tensors };

@@ -196,6 +196,38 @@ export function prefetchFileRange(fd: number, offset: number, length: number): v
   if (length > 0 && nativeStatus().loaded) loadedAddon!.adviseWillNeed(fd, offset, length);
 }
 
+/**
+ * Starts reading bytes [offset, offset + into.length) of an open file into
+ * `into` on the addon's idle-priority background thread (1 MiB chunks; a
+ * chunk nobody has started when the result is wanted is read by the thread
+ * pool then). Returns the function that completes the read and gives the
+ * number of bytes read (fewer when the file ends first; it throws the OS's
+ * error), or null without the addon or pread: the caller then reads the
+ * bytes itself. `into` is kept alive, and must not be touched, until then.
+ * docs/architecture.md, "Threads".
+ */
+export function readFileRangeStart(fd: number, offset: number, into: Uint8Array): (() => number) | null {
+  if (into.length === 0 || !nativeStatus().loaded) return null;
+  const handle = loadedAddon!.readFileStart(fd, offset, into);
+  if (handle === 0) return null;
+  readsInFlight.add(into);
+  let result: number | null = null;
+  return () => {
+    if (result === null) {
+      try {
+        result = loadedAddon!.backgroundWait(handle);
+      } finally {
+        readsInFlight.delete(into);
+      }
+    }
+    if (result < 0) throw new Error(`read of ${into.length} bytes at ${offset} failed (errno ${-result})`);
+    return result;
+  };
+}
+
+/** Buffers a background read writes into (kept reachable until it is waited for). */
+const readsInFlight = new Set<Uint8Array>();
+
 /** The buffers mapFileRange made (releaseMapped touches no other memory). */
 const mappedBuffers = new WeakSet<ArrayBuffer>();
 

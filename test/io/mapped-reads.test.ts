@@ -3,11 +3,11 @@
 // source's BF16 and F32 tensors, the profiler's large tensors) gives what a plain read gives.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mapFileRange, nativeStatus, releaseMapped } from '../../src/tensor/backend.js';
+import { mapFileRange, nativeStatus, readFileRangeStart, releaseMapped } from '../../src/tensor/backend.js';
 import { openSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { openGguf } from '../../src/io/gguf-reader.js';
 import { writeGguf } from '../../src/io/gguf-writer.js';
@@ -79,6 +79,87 @@ describe('mapFileRange', { skip: native ? false : 'needs the native addon' }, ()
       assert.ok(withMmap('on', () => mapFileRange(fd, 0, 10)) !== null);
     } finally {
       closeSync(fd);
+    }
+  });
+});
+
+describe('readFileRangeStart (background reads)', { skip: native ? false : 'needs the native addon' }, () => {
+  const path = join(dir, 'read-bytes.bin');
+  // Several 1 MiB chunks and a partial one, so the job has tasks for both the background thread and the pool.
+  const bytes = Uint8Array.from({ length: 3 * (1 << 20) + 4099 }, (_, i) => (i * 7919 + (i >>> 11)) & 255);
+  writeFileSync(path, bytes);
+
+  it('reads the bytes at any offset and length; several reads may be in flight, waited for in any order', () => {
+    const fd = openSync(path, 'r');
+    try {
+      const ranges = [[0, bytes.length], [1, 10], [4095, (1 << 20) + 3], [(1 << 20) - 1, 2 * (1 << 20) + 5]] as const;
+      const reads = ranges.map(([offset, length]) => {
+        const into = new Uint8Array(length).fill(0xa5);
+        return { offset, length, into, finish: readFileRangeStart(fd, offset, into)! };
+      });
+      for (const r of reads.reverse()) {
+        assert.equal(r.finish(), r.length, `${r.offset}+${r.length}`);
+        assert.equal(r.finish(), r.length, 'a second call gives the same result');
+        assert.deepEqual(r.into, bytes.subarray(r.offset, r.offset + r.length), `${r.offset}+${r.length}`);
+      }
+      assert.equal(readFileRangeStart(fd, 0, new Uint8Array(0)), null, 'nothing to read');
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('says how many bytes it got when the file ends first, and throws the OS error of a bad descriptor', () => {
+    const fd = openSync(path, 'r');
+    try {
+      const into = new Uint8Array(2 * (1 << 20));
+      const offset = bytes.length - 5000;
+      assert.equal(readFileRangeStart(fd, offset, into)!(), 5000);
+      assert.deepEqual(into.subarray(0, 5000), bytes.subarray(offset));
+    } finally {
+      closeSync(fd);
+    }
+    const closed = openSync(path, 'r');
+    closeSync(closed);
+    const finish = readFileRangeStart(closed, 0, new Uint8Array(10));
+    assert.ok(finish !== null);
+    assert.throws(() => finish(), /errno 9\b/);
+    assert.throws(() => readFileRangeStart(-1, 0, new Uint8Array(10)), /fd \(-1\) must be an open file descriptor/);
+  });
+
+  it('safetensors readBytesStart gives what readBytes gives, and names the tensor of a truncated file', () => {
+    const file = join(dir, 'background.safetensors');
+    const w = gaussian(300 * 40, 11);
+    writeSafetensors(file, [
+      { name: 'a', dtype: 'bf16', shape: [300, 40], data: toBf16(w) },
+      { name: 'b', dtype: 'f32', shape: [300, 40], data: w },
+    ]);
+    const f = openSafetensors(file);
+    try {
+      for (const name of ['a', 'b']) {
+        const scratch = new Uint8Array(300 * 40 * 4 + 16);
+        assert.deepEqual(f.readBytesStart(name, scratch)!(), f.readBytes(name), name);
+      }
+      assert.equal(f.readBytesStart('b', new Uint8Array(10)), null, 'a scratch too small: read it instead');
+    } finally {
+      f.close();
+    }
+    const source = openTensorSource(file);
+    try {
+      assert.deepEqual(Array.from(source.readBf16Start!('a', new Uint16Array(300 * 40))!()), Array.from(toBf16(w)));
+      assert.equal(source.readBf16Start!('b', new Uint16Array(300 * 40 * 2)), null, 'not bf16');
+    } finally {
+      source.close();
+    }
+    // A file cut short after it was opened (its header promised more).
+    const whole = readFileSync(file);
+    const cut = join(dir, 'cut.safetensors');
+    writeFileSync(cut, whole);
+    const g = openSafetensors(cut);
+    truncateSync(cut, whole.length - 100);
+    try {
+      assert.throws(() => g.readBytesStart('b', new Uint8Array(300 * 40 * 4))!(), (e: Error) => /file ended while reading tensor 'b'/.test(e.message));
+    } finally {
+      g.close();
     }
   });
 });
@@ -160,6 +241,41 @@ describe('mapped tensor reads equal plain reads', () => {
       } finally {
         g.close();
       }
+    }
+  });
+
+  it('profileModel: tensors read in the background while the one before is profiled give the report of plain reads', () => {
+    const file = join(dir, 'model-background.safetensors');
+    const shapes = [[96, 64], [64], [64, 64], [64, 160], [32, 64]];
+    writeSafetensors(file, shapes.map((shape, i) => ({ name: `t${i}`, dtype: 'bf16' as const, shape, data: toBf16(gaussian(shape.reduce((a, b) => a * b, 1), 20 + i)) })));
+    const source = openTensorSource(file);
+    try {
+      const events: string[] = [];
+      const plain = { path: file, tensors: source.tensors, readFloat32: source.readFloat32.bind(source), readBf16: source.readBf16!.bind(source) };
+      const spy = {
+        ...plain,
+        readBf16: (name: string, scratch?: Uint16Array) => (events.push(`read ${name}`), source.readBf16!(name, scratch)),
+        readBf16Start: (name: string, scratch: Uint16Array) => {
+          events.push(`start ${name}`);
+          const finish = source.readBf16Start!(name, scratch);
+          return finish && (() => (events.push(`finish ${name}`), finish()));
+        },
+      };
+      const expected = profileModel(plain).tensors;
+      assert.deepEqual(profileModel(spy).tensors, expected);
+      if (native) assert.deepEqual(events, ['read t0', 'start t1', 'finish t1', 'start t2', 'finish t2', 'start t3', 'finish t3', 'start t4', 'finish t4']);
+      // A read that fails is reported; one in flight when profiling fails is waited for before the error leaves.
+      const failing = { ...spy, readBf16Start: (name: string, scratch: Uint16Array) => (name === 't3' ? () => { throw new Error('disk gone'); } : spy.readBf16Start(name, scratch)) };
+      assert.throws(() => profileModel(failing), /disk gone/);
+      const waited: string[] = [];
+      const counting = { ...plain, readBf16Start: (name: string, scratch: Uint16Array) => { const finish = source.readBf16Start!(name, scratch)!; return () => (waited.push(name), finish()); } };
+      const visit = (name: string) => {
+        if (name === 't2') throw new Error('visitor failed');
+      };
+      assert.throws(() => profileModel(counting, { visit }), /visitor failed/);
+      assert.deepEqual(waited, ['t1', 't2', 't3'], 't3, in flight when t2 failed, was waited for');
+    } finally {
+      source.close();
     }
   });
 

@@ -19,6 +19,8 @@ export interface NativeAddon {
   releaseMapped(buffer: Uint8Array): number;
   /** asks the OS to start reading bytes [offset, offset + length) of the open file fd into its cache in the background (posix_fadvise POSIX_FADV_WILLNEED); 1 when asked, 0 elsewhere or when refused */
   adviseWillNeed(fd: number, offset: number, length: number): number;
+  /** starts reading buffer.length bytes at offset of the open file fd into buffer as a background job (pread in 1 MiB chunks; buffer must stay alive and untouched until backgroundWait, whose result is the bytes read, fewer when the file ends first, or −errno); returns the handle, or 0 where the OS has no pread */
+  readFileStart(fd: number, offset: number, buffer: Uint8Array): number;
   /** completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once */
   backgroundWait(handle: number): number;
   /** glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
@@ -130,7 +132,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -139,6 +141,7 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   mapFile: 'meta',
   releaseMapped: 'meta',
   adviseWillNeed: 'meta',
+  readFileStart: 'meta',
   backgroundWait: 'meta',
   retainFreedMemory: 'meta',
   sgemm: 'training',
