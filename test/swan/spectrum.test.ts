@@ -210,7 +210,7 @@ describe('randomised SVD spectral concentration', () => {
     assert.ok(Math.abs(bf16.sigmaMaxOverFro - exact.smax) < 1e-4, `${bf16.sigmaMaxOverFro} vs exact ${exact.smax}`);
   });
 
-  it('int8 products: within 2e-3 of the bf16 route and 0.02 of an exact SVD (flat, heavy-tailed, decaying, outlier rows and columns; tall and wide)', () => {
+  it('int8 products: within 2e-3 of the bf16 route (σ_max: 5e-3 relative) and 0.02 of an exact SVD (flat, heavy-tailed, decaying, outlier rows and columns; tall and wide)', () => {
     const cases: [Kind, number, number][] = [
       ['gaussian', 768, 576], ['heavy-tailed', 576, 768], ['outlier-columns', 768, 576], ['outlier-rows', 576, 768],
       ['outlier-rows', 768, 576], ['decaying', 560, 600], ['lowrank+noise', 600, 580],
@@ -225,13 +225,26 @@ describe('randomised SVD spectral concentration', () => {
       const what = `${kind} ${rows}x${cols}`;
       assert.notEqual(int8.concentration, bf16.concentration, `${what}: the int8 route was taken`);
       assert.ok(Math.abs(int8.concentration - bf16.concentration) < 2e-3, `${what}: int8 ${int8.concentration} vs bf16 ${bf16.concentration}`);
-      assert.ok(Math.abs(int8.sigmaMaxOverFro - bf16.sigmaMaxOverFro) < 2e-3 * bf16.sigmaMaxOverFro, `${what}: σmax/‖W‖ ${int8.sigmaMaxOverFro} vs ${bf16.sigmaMaxOverFro}`);
+      assert.ok(Math.abs(int8.sigmaMaxOverFro - bf16.sigmaMaxOverFro) < 5e-3 * bf16.sigmaMaxOverFro, `${what}: σmax/‖W‖ ${int8.sigmaMaxOverFro} vs ${bf16.sigmaMaxOverFro}`);
       assert.ok(Math.abs(int8.concentration - exact.c) < 0.02, `${what}: int8 ${int8.concentration} vs exact ${exact.c}`);
       for (let i = 0; i < 8; i++) {
         const a = int8.probes!.wx2[i]! / int8.probes!.x2[i]!;
         const b = bf16.probes!.wx2[i]! / bf16.probes!.x2[i]!;
         assert.equal(a, b, `${what}: probe ${i} (the noise metric's products stay on bf16)`);
       }
+    }
+  });
+
+  it('int8 products: over five start seeds of a heavy-tailed weight, within 2e-3 of the bf16 route (σ_max: 5e-3 relative)', () => {
+    // σ_max moves more than the concentration: on these starts up to 2.5e-3 (relative) against 5e-4.
+    const [rows, cols] = [576, 768];
+    const w = { bf16: toBf16(makeMatrix('heavy-tailed', rows, cols, new Rng(1))) };
+    const fro2 = frobeniusSquared(fromBf16(w.bf16));
+    for (let seed = 9; seed < 14; seed++) {
+      const bf16 = spectralSummary(w, rows, cols, fro2, { rng: new Rng(seed), probes: 8, route: 'krylov', int8: false });
+      const int8 = spectralSummary(w, rows, cols, fro2, { rng: new Rng(seed), probes: 8, route: 'krylov', int8: true });
+      assert.ok(Math.abs(int8.concentration - bf16.concentration) < 2e-3, `seed ${seed}: int8 ${int8.concentration} vs bf16 ${bf16.concentration}`);
+      assert.ok(Math.abs(int8.sigmaMaxOverFro - bf16.sigmaMaxOverFro) < 5e-3 * bf16.sigmaMaxOverFro, `seed ${seed}: σmax/‖W‖ ${int8.sigmaMaxOverFro} vs ${bf16.sigmaMaxOverFro}`);
     }
   });
 
