@@ -1236,6 +1236,27 @@ napi_value NormalFillBody(napi_env env, const char* fn, NormalFillArgs& args) {
   return undefined_value(env);
 }
 
+napi_value StartBlockFillBody(napi_env env, const char* fn, StartBlockFillArgs& args) {
+  auto& [state, spare, out, n, width, gaussian] = args;
+  if (state.data == nullptr) {
+    fail(env, fn, "argument state must be the generator's Uint32Array of 4 words, got null");
+    return nullptr;
+  }
+  int64_t count = 0;
+  if (gaussian > width) {
+    fail(env, fn, "argument gaussian (%lld) must be at most width (%lld)", static_cast<long long>(gaussian), static_cast<long long>(width));
+    return nullptr;
+  }
+  if (!multiply(env, fn, "out (n×width)", {n, width}, &count) ||
+      !check_typed_length(env, fn, "state", "Uint32Array", state, 4, false) ||
+      !check_typed_length(env, fn, "spare", "Float64Array", spare, 2, false) ||
+      !check_elements(env, fn, "out", out, count)) {
+    return nullptr;
+  }
+  qkd::start_block_fill(state.data, spare.data, out.data, n, width, gaussian);
+  return undefined_value(env);
+}
+
 napi_value EigenBatchStartBody(napi_env env, const char* fn, EigenBatchStartArgs& args) {
   auto& [a, sizes, counts] = args;
   if (sizes.length != counts.length) {

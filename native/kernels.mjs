@@ -107,6 +107,8 @@ export const KERNELS = [
   { name: 'int8GemmFast', concern: 'profiler', returns: 'number', args: '', doc: '1 when int8Gemm runs on AVX-512 VNNI, 0 on its portable loop' },
   { name: 'symmetricEigenvalues', concern: 'profiler', returns: 'void', args: 'a: f64, n: size, count: size, out: f64', doc: 'the count largest eigenvalues of the symmetric n×n a, descending' },
   { name: 'normalFill', concern: 'profiler', returns: 'void', args: 'state: u32|null, spare: f64, out: f64, n: size', doc: 'n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls' },
+  { name: 'startBlockFill', concern: 'profiler', returns: 'void', args: 'state: u32|null, spare: f64, out: f32, n: size, width: size, gaussian: size',
+    doc: 'the Krylov start block out [n, width]: in each row `gaussian` standard normals, then random signs ±1 (bit k of the generator word, a new word every 32 signs, none left over from a call before), advancing the Rng state and cached normal as that loop of Rng.normal() and Rng.nextUint32() calls' },
   { name: 'eigenBatchStart', concern: 'profiler', returns: 'number', args: 'a: f32, sizes: i32, counts: i32', doc: 'starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread; returns the handle' },
   { name: 'eigenBatchWait', concern: 'profiler', returns: 'void', args: 'handle: size, out: f64', doc: 'waits for the job and writes its results (packed, descending per matrix) to out' },
 

@@ -32,35 +32,66 @@ struct Xoshiro128 {
 
 constexpr double kTwoPi = 6.283185307179586;  // 2·Math.PI, as JavaScript rounds it
 
-}  // namespace
-
-void normal_fill(uint32_t* state, double* spare, double* out, int64_t n) {
-  Xoshiro128 g{state[0], state[1], state[2], state[3]};
-  int64_t i = 0;
-  if (n > 0 && spare[0] != 0.0) {
-    out[i++] = spare[1];
-    spare[0] = 0.0;
-    spare[1] = 0.0;
-  }
-  while (i < n) {
+// Rng.normal() on a generator and its cached value.
+struct Normals {
+  Xoshiro128 g;
+  bool cached;
+  double spare;
+  double next() {
+    if (cached) {
+      cached = false;
+      return spare;
+    }
     double u = 0.0;
     while (u == 0.0) u = g.uniform();
     const double v = g.uniform();
     const double r = std::sqrt(-2.0 * std::log(u));
     const double angle = kTwoPi * v;
-    out[i++] = r * std::cos(angle);
-    const double second = r * std::sin(angle);
-    if (i < n) {
-      out[i++] = second;
-    } else {
-      spare[0] = 1.0;
-      spare[1] = second;
+    cached = true;
+    spare = r * std::sin(angle);
+    return r * std::cos(angle);
+  }
+  Normals(const uint32_t* state, const double* cache)
+      : g{state[0], state[1], state[2], state[3]}, cached(cache[0] != 0.0), spare(cached ? cache[1] : 0.0) {}
+  void store(uint32_t* state, double* cache) const {
+    state[0] = g.s0;
+    state[1] = g.s1;
+    state[2] = g.s2;
+    state[3] = g.s3;
+    cache[0] = cached ? 1.0 : 0.0;
+    cache[1] = cached ? spare : 0.0;
+  }
+};
+
+}  // namespace
+
+void normal_fill(uint32_t* state, double* spare, double* out, int64_t n) {
+  Normals normals(state, spare);
+  for (int64_t i = 0; i < n; ++i) out[i] = normals.next();
+  normals.store(state, spare);
+}
+
+void start_block_fill(uint32_t* state, double* spare, float* out, int64_t n, int64_t width, int64_t gaussian) {
+  Normals normals(state, spare);
+  uint32_t bits = 0;
+  int left = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = out + i * width;
+    for (int64_t j = 0; j < width; ++j) {
+      if (j < gaussian) {
+        row[j] = static_cast<float>(normals.next());
+        continue;
+      }
+      if (left == 0) {
+        bits = normals.g.next();
+        left = 32;
+      }
+      row[j] = (bits & 1u) != 0 ? 1.0f : -1.0f;
+      bits >>= 1;
+      --left;
     }
   }
-  state[0] = g.s0;
-  state[1] = g.s1;
-  state[2] = g.s2;
-  state[3] = g.s3;
+  normals.store(state, spare);
 }
 
 }  // namespace qkd

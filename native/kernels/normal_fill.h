@@ -14,4 +14,10 @@ namespace qkd {
 // JavaScript's in the last bit.
 void normal_fill(uint32_t* state, double* spare, double* out, int64_t n);
 
+// The profiler's Krylov start block (src/swan/spectrum.ts startBlock): out
+// [n, width] row by row, in each row `gaussian` normals (as above), then
+// width − gaussian signs ±1, one generator word per 32 signs (bit 0 first),
+// the signs' bits not carried over from an earlier call.
+void start_block_fill(uint32_t* state, double* spare, float* out, int64_t n, int64_t width, int64_t gaussian);
+
 }  // namespace qkd

@@ -395,6 +395,14 @@ function inOrder(g: Float64Array, width: number): { order: number[]; L: Float64A
   return { order: Array.from({ length: width }, (_, i) => i), L };
 }
 
+/** columnNorms2 of the first `width` columns as the bf16 GEMM multiplies them (asMultiplied), without rounding the rest. */
+function multipliedColumnNorms2(z: Float32Array, ld: number, n: number, width: number, bf16: boolean): Float64Array {
+  if (!bf16) return columnNorms2(z, ld, n, width);
+  const part = new Float32Array(n * width);
+  for (let i = 0; i < n; i++) for (let j = 0; j < width; j++) part[i * width + j] = z[i * ld + j]!;
+  return columnNorms2(asMultiplied(part, true), width, n, width);
+}
+
 function columnNorms2(z: Float32Array, ld: number, n: number, width: number): Float64Array {
   const out = new Float64Array(width);
   for (let i = 0; i < n; i++) for (let j = 0; j < width; j++) out[j]! += z[i * ld + j]! ** 2;
@@ -409,27 +417,12 @@ function gaussianBlock(n: number, width: number, rng: Rng): Float32Array {
  * A random start block [n, width]: the first `gaussian` columns standard
  * normal (they become the noise probes, which must be isotropic), the rest
  * random signs — as good a start for the Krylov space, at 1/32 of a
- * generator call each instead of a Box–Muller half.
+ * generator call each instead of a Box–Muller half. Drawn row by row
+ * (normals, then signs) by kernels().startBlockFill.
  */
 function startBlock(n: number, width: number, gaussian: number, rng: Rng): Float32Array {
   const out = workspace.float32(5, n * width);
-  let bits = 0;
-  let left = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < width; j++) {
-      if (j < gaussian) {
-        out[i * width + j] = rng.normal();
-        continue;
-      }
-      if (left === 0) {
-        bits = rng.nextUint32();
-        left = 32;
-      }
-      out[i * width + j] = bits & 1 ? 1 : -1;
-      bits >>>= 1;
-      left--;
-    }
-  }
+  rng.advanceWith((state, spare) => kernels().startBlockFill(state, spare, out, n, width, gaussian));
   return out;
 }
 
@@ -517,7 +510,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     const u0 = workspace.float32(4, M * b);
     const width0 = orthonormalize(start, b, M, b, gram(start, b, M, b), null, u0, b, scratch);
     op.applyTransposed(u0, b, width0, Q, ld);
-    if (gaussian > 0 && gaussian <= width0) probes = { wx2: columnNorms2(Q, ld, N, gaussian), x2: columnNorms2(asMultiplied(u0, op.bf16), b, M, gaussian) };
+    if (gaussian > 0 && gaussian <= width0) probes = { wx2: columnNorms2(Q, ld, N, gaussian), x2: multipliedColumnNorms2(u0, b, M, gaussian, op.bf16) };
     r = orthonormalize(Q, ld, N, width0, gram(Q, ld, N, width0), null, Q, ld, scratch);
   }
   let width = 0;

@@ -187,6 +187,16 @@ export interface ProfilerKernels {
    */
   normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, n: number): void;
   /**
+   * The profiler's Krylov start block out [n, width] (row-major): in each
+   * row `gaussian` standard normals, then width − gaussian signs ±1, one
+   * Rng.nextUint32() word per 32 signs, bit 0 first (no bits carried over
+   * from an earlier call); the generator state and cached normal advance as
+   * that loop of Rng.normal() and Rng.nextUint32() calls would move them.
+   * Normals as in normalFill (rounded to float32, so a last-bit difference
+   * of the C library's log, sin or cos almost never shows).
+   */
+  startBlockFill(state: Uint32Array, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void;
+  /**
    * Starts the eigen-solves of several symmetric float32 matrices and
    * returns a handle for eigenBatchWait: matrix i is the next sizes[i]²
    * values of `a` (copied, so `a` may be reused at once), its counts[i]

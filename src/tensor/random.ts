@@ -74,10 +74,21 @@ export class Rng {
       for (let i = 0; i < out.length; i++) out[i] = this.normal();
       return out;
     }
-    const spare = new Float64Array([this.spareNormal === null ? 0 : 1, this.spareNormal ?? 0]);
-    fill(this.s, spare, out, out.length);
-    this.spareNormal = spare[0] !== 0 ? spare[1]! : null;
+    this.advanceWith((state, spare) => fill(state, spare, out, out.length));
     return out;
+  }
+
+  /**
+   * Lets a bulk kernel draw from this generator: `draw` gets the raw state
+   * (four words, advanced in place) and the cached normal as [1 or 0,
+   * value] (updated in place), and must move them exactly as the same
+   * draws through normal() and nextUint32() would (kernels().normalFill,
+   * kernels().startBlockFill).
+   */
+  advanceWith(draw: (state: Uint32Array, spare: Float64Array) => void): void {
+    const spare = new Float64Array([this.spareNormal === null ? 0 : 1, this.spareNormal ?? 0]);
+    draw(this.s, spare);
+    this.spareNormal = spare[0] !== 0 ? spare[1]! : null;
   }
 
   /** Serialisable state (for checkpoints). */

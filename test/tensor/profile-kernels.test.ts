@@ -353,6 +353,52 @@ describe('normalFill (bulk Rng.normal)', () => {
   });
 });
 
+describe('startBlockFill (the Krylov start block)', () => {
+  /** The block as a loop of Rng.normal() and Rng.nextUint32() calls gives it (spectrum.ts's start block). */
+  function byCalls(rng: Rng, n: number, width: number, gaussian: number): Float32Array {
+    const out = new Float32Array(n * width);
+    let bits = 0;
+    let left = 0;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < width; j++) {
+        if (j < gaussian) out[i * width + j] = rng.normal();
+        else {
+          if (left === 0) {
+            bits = rng.nextUint32();
+            left = 32;
+          }
+          out[i * width + j] = bits & 1 ? 1 : -1;
+          bits >>>= 1;
+          left--;
+        }
+      }
+    }
+    return out;
+  }
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend}: the values and generator state of the call loop (odd normal counts, a cached normal, no normals, no signs)`, backend === 'native' ? skipNative : {}, () => {
+      for (const [seed, first, n, width, gaussian] of [[1, 0, 2048, 64, 8], [2, 1, 37, 13, 3], [3, 0, 50, 9, 0], [4, 3, 40, 5, 5], [5, 0, 0, 8, 2], [6, 1, 3, 100, 1]] as const) {
+        const a = new Rng(seed);
+        const b = new Rng(seed);
+        for (let i = 0; i < first; i++) assert.equal(b.normal(), a.normal());
+        const want = byCalls(a, n, width, gaussian);
+        const got = new Float32Array(n * width);
+        withBackend(backend, () => b.advanceWith((state, spare) => kernels().startBlockFill(state, spare, got, n, width, gaussian)));
+        assert.deepEqual(got, want, `seed ${seed}`);
+        assert.deepEqual(b.getState(), a.getState(), `seed ${seed}: the generator is where the loop leaves it`);
+        assert.equal(b.nextUint32(), a.nextUint32());
+      }
+    });
+  }
+  it('native refuses a null state, a short output and more normals than columns', skipNative, () => {
+    withBackend('native', () => {
+      assert.throws(() => kernels().startBlockFill(null as unknown as Uint32Array, new Float64Array(2), new Float32Array(4), 2, 2, 1), /state/);
+      assert.throws(() => kernels().startBlockFill(new Uint32Array(4), new Float64Array(2), new Float32Array(3), 2, 2, 1), /out/);
+      assert.throws(() => kernels().startBlockFill(new Uint32Array(4), new Float64Array(2), new Float32Array(4), 2, 2, 3), /gaussian \(3\) must be at most width \(2\)/);
+    });
+  });
+});
+
 describe('bf16ToF32', () => {
   it('native widens every bf16 pattern exactly as the reference', skipNative, () => {
     const src = Uint16Array.from({ length: 65541 }, (_, i) => i & 0xffff);

@@ -434,6 +434,32 @@ function normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, 
   spare[1] = after.spareNormal ?? 0;
 }
 
+function startBlockFill(state: Uint32Array, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void {
+  const rng = new Rng(0);
+  rng.setState({ words: Array.from(state.subarray(0, 4)), spareNormal: spare[0] !== 0 ? spare[1]! : null });
+  let bits = 0;
+  let left = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < width; j++) {
+      if (j < gaussian) {
+        out[i * width + j] = rng.normal();
+        continue;
+      }
+      if (left === 0) {
+        bits = rng.nextUint32();
+        left = 32;
+      }
+      out[i * width + j] = bits & 1 ? 1 : -1;
+      bits >>>= 1;
+      left--;
+    }
+  }
+  const after = rng.getState();
+  state.set(after.words);
+  spare[0] = after.spareNormal === null ? 0 : 1;
+  spare[1] = after.spareNormal ?? 0;
+}
+
 /** Results of background jobs (rtnErrorsStart) not yet waited for, by handle: the reference runs them at once. */
 const backgroundJobs = new Map<number, number>();
 let lastBackgroundJob = 0;
@@ -540,6 +566,7 @@ export const referenceKernels: Kernels = {
   eigenBatchStart,
   eigenBatchWait,
   normalFill,
+  startBlockFill,
   f32ToBf16,
   bf16ToF32,
   f16ToF32,
