@@ -253,7 +253,7 @@ const INT8_MAX_ERROR = 2e-3;
  * embedding was mapped instead of read (its copy then replacing the read
  * buffer it no longer touches): still a tie, 0.61 → 1.17 GB.
  */
-const INT8_MAX_VALUES = Number(process.env.QKD_INT8_MAX ?? 1 << 26);
+const INT8_MAX_VALUES = 1 << 26;
 
 /** Whether a weight's Krylov products take the int8 route (see SpectrumOptions.int8). */
 function wantsInt8(w: WeightData, rows: number, cols: number, options: SpectrumOptions): boolean {
@@ -518,9 +518,9 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     r = Math.min(r, D - width);
     const first = width;
     width += r;
-    // Yⱼ = Aᵀ(A Qⱼ) into the slot after the basis (the bf16 GEMM multiplies
-    // Qⱼ rounded to bf16). For a tall W, ‖A qᵢ‖ = ‖W qᵢ‖ of the first
-    // columns are the probe products.
+    // Yⱼ = Aᵀ(A Qⱼ) into Y (the bf16 GEMM multiplies Qⱼ rounded to bf16).
+    // For a tall W, ‖A qᵢ‖ = ‖W qᵢ‖ of the first columns are the probe
+    // products.
     const probeCount = j === 0 && op.tall && gaussian > 0 && gaussian <= r ? gaussian : 0;
     let wx2: Float64Array | null = null;
     if (int8 === null) wx2 = op.applyGram(Q.subarray(first), ld, r, Y, r, u, probeCount);
