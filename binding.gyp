@@ -16,6 +16,7 @@
         "native/kernels/thread_pool.cc",
         "native/kernels/background.cc",
         "native/kernels/file_read.cc",
+        "native/kernels/factor.cc",
         "native/kernels/sgemm.cc",
         "native/kernels/gemm_avx512.cc",
         "native/kernels/gemm_avx2.cc",

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
+#include <vector>
 #if defined(__GLIBC__)  // set by the C++ headers above on glibc systems
 #include <malloc.h>
 #endif
@@ -44,6 +45,7 @@
 #include "kernels/weight_stats.h"
 #include "kernels/background.h"
 #include "kernels/file_read.h"
+#include "kernels/factor.h"
 #include "kernels/rtn_error.h"
 #include "kernels/vector_ops.h"
 
@@ -1234,6 +1236,22 @@ napi_value NormalFillBody(napi_env env, const char* fn, NormalFillArgs& args) {
   }
   qkd::normal_fill(state.data, spare.data, out.data, n);
   return undefined_value(env);
+}
+
+napi_value PivotedCholeskyInverseBody(napi_env env, const char* fn, PivotedCholeskyInverseArgs& args) {
+  auto& [a, n, scale, tolerance, order, diag, inverse] = args;
+  int64_t elements = 0;
+  if (!multiply(env, fn, "a (n×n)", {n, n}, &elements) ||
+      !check_typed_length(env, fn, "a", "Float64Array", a, elements, false) ||
+      !check_typed_length(env, fn, "scale", "Float64Array", scale, n, false) ||
+      !check_typed_length(env, fn, "order", "Float64Array", order, n, false) ||
+      !check_typed_length(env, fn, "diag", "Float64Array", diag, n, false) ||
+      !check_typed_length(env, fn, "inverse", "Float64Array", inverse, elements, false)) {
+    return nullptr;
+  }
+  std::vector<double> work(static_cast<size_t>(elements + n));
+  const int64_t r = qkd::pivoted_cholesky_inverse(a.data, n, scale.data, tolerance, order.data, diag.data, inverse.data, work.data());
+  return number_value(env, static_cast<double>(r));
 }
 
 napi_value StartBlockFillBody(napi_env env, const char* fn, StartBlockFillArgs& args) {

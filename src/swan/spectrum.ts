@@ -30,7 +30,7 @@ import { QkdError } from '../errors.js';
 import { adviseHugePages, kernels } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import { int8Stride } from '../tensor/reference/int8-gemm.js';
-import { cholesky, invertLower, pivotedCholesky, symmetricEigenvalues } from './linalg.js';
+import { cholesky, invertLower, symmetricEigenvalues } from './linalg.js';
 import type { ProbeProducts, WeightData } from './weight-data.js';
 
 export interface SpectrumOptions {
@@ -343,20 +343,35 @@ const ONE_PASS_CONDITION = 30;
  * their order (a random start block, whose first columns are the probes).
  */
 function orthonormalize(z: Float32Array, zLd: number, n: number, width: number, g: Float64Array, norm2: Float64Array | null, out: Float32Array, outLd: number, scratch: Float32Array): number {
-  let factor = norm2 === null ? inOrder(g, width) : null;
-  if (factor === null) factor = pivotedCholesky(g, width, norm2 ?? diagonal(g, width), DROP_TOLERANCE);
-  const { order, L } = factor;
-  const r = order.length;
+  // The columns kept (in pivot order), the factor's diagonal and its inverse L⁻¹ (r×r): in order when the
+  // plain Cholesky of a start block succeeds, else by the pivoted Cholesky kernel (tensor/factor.ts's bits).
+  const plain = norm2 === null ? inOrder(g, width) : null;
+  let r: number;
+  let order: ArrayLike<number>;
+  let diag: ArrayLike<number>;
+  let inv: Float64Array;
+  if (plain !== null) {
+    order = plain.order;
+    r = plain.order.length;
+    diag = Float64Array.from({ length: r }, (_, i) => plain.L[i * r + i]!);
+    inv = invertLower(plain.L, r);
+  } else {
+    const pivots = new Float64Array(width);
+    const d = new Float64Array(width);
+    inv = new Float64Array(width * width);
+    r = kernels().pivotedCholeskyInverse(g, width, norm2 ?? diagonal(g, width), DROP_TOLERANCE, pivots, d, inv);
+    order = pivots;
+    diag = d;
+  }
   if (r === 0) return 0;
   let smallest = Infinity;
   let largest = 0;
   for (let i = 0; i < r; i++) {
-    smallest = Math.min(smallest, L[i * r + i]!);
-    largest = Math.max(largest, L[i * r + i]!);
+    smallest = Math.min(smallest, diag[i]!);
+    largest = Math.max(largest, diag[i]!);
   }
   const twoPasses = largest > ONE_PASS_CONDITION * smallest;
   // (z[:, order] · L⁻ᵀ) = z · S with S[order[i], j] = L⁻¹[j, i].
-  const inv = invertLower(L, r);
   const s = new Float32Array(width * r);
   for (let i = 0; i < r; i++) for (let j = i; j < r; j++) s[order[i]! * r + j] = inv[j * r + i]!;
   if (!twoPasses) {

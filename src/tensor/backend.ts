@@ -18,7 +18,7 @@ export type { BackendName, Bf16GemmArgs, GemmArgs, Kernels } from './kernel-type
 
 let nativeKernels: Kernels | null | undefined; // undefined: not tried yet
 /** Kernels on fixed-type arrays (not tensor buffers), exempt from the float64-mode guard. */
-const TYPED_KERNELS = new Set<string>(['weightStats', 'weightStatsBf16', 'symmetricEigenvalues', 'eigenBatchStart', 'eigenBatchWait', 'normalFill', 'startBlockFill', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'backgroundWait', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode']);
+const TYPED_KERNELS = new Set<string>(['weightStats', 'weightStatsBf16', 'symmetricEigenvalues', 'eigenBatchStart', 'eigenBatchWait', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'backgroundWait', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode']);
 let nativeStatusCache: NativeStatus | undefined;
 let loadedAddon: NativeAddon | null = null;
 let current: BackendName | undefined;

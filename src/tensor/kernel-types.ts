@@ -195,6 +195,15 @@ export interface ProfilerKernels {
    * Normals as in normalFill (rounded to float32, so a last-bit difference
    * of the C library's log, sin or cos almost never shows).
    */
+  /**
+   * Pivoted Cholesky of the symmetric positive semi-definite n×n `a`
+   * (lower triangle read) and the inverse of its factor, as
+   * tensor/factor.ts's pivotedCholesky then invertLower compute them (the
+   * native kernel does the same float64 operations in the same order):
+   * returns r, the number of columns taken; order[0, r) gets them (in pivot
+   * order), diag[0, r) the factor's diagonal, inverse[0, r²) L⁻¹ (r×r).
+   */
+  pivotedCholeskyInverse(a: Float64Array, n: number, scale: Float64Array, tolerance: number, order: Float64Array, diag: Float64Array, inverse: Float64Array): number;
   startBlockFill(state: Uint32Array, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void;
   /**
    * Starts the eigen-solves of several symmetric float32 matrices and

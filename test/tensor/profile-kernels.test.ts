@@ -353,6 +353,62 @@ describe('normalFill (bulk Rng.normal)', () => {
   });
 });
 
+describe('pivotedCholeskyInverse (the Krylov block orthonormalisation)', () => {
+  /** Gram matrix of `cols` random vectors of length 300, the last `dependent` of them combinations of the others. */
+  function gramOf(cols: number, dependent: number, seed: number): { g: Float64Array; norms: Float64Array } {
+    const rng = new Rng(seed);
+    const m = 300;
+    const z = new Float64Array(m * cols);
+    for (let j = 0; j < cols; j++) {
+      for (let i = 0; i < m; i++) {
+        z[i * cols + j] = j < cols - dependent ? rng.normal() * (1 + j) : 0.5 * z[i * cols + (j % (cols - dependent))]! - 0.25 * z[i * cols + ((j + 1) % (cols - dependent))]!;
+      }
+    }
+    const g = new Float64Array(cols * cols);
+    for (let a = 0; a < cols; a++) for (let b = 0; b < cols; b++) { let t = 0; for (let i = 0; i < m; i++) t += z[i * cols + a]! * z[i * cols + b]!; g[a * cols + b] = t; }
+    const norms = Float64Array.from({ length: cols }, (_, j) => g[j * cols + j]! * (1 + 0.1 * j));
+    return { g, norms };
+  }
+  const run = (backend: 'reference' | 'native', g: Float64Array, n: number, norms: Float64Array) => withBackend(backend, () => {
+    const order = new Float64Array(n);
+    const diag = new Float64Array(n);
+    const inverse = new Float64Array(n * n);
+    const r = kernels().pivotedCholeskyInverse(g, n, norms, 1e-6, order, diag, inverse);
+    return { r, order: Array.from(order.subarray(0, r)), diag: Array.from(diag.subarray(0, r)), inverse: Array.from(inverse.subarray(0, r * r)) };
+  });
+  it('native gives the reference bits: full rank, dependent columns, one column, none kept', skipNative, () => {
+    for (const [cols, dependent, seed] of [[64, 0, 1], [48, 5, 2], [1, 0, 3], [17, 3, 4]] as const) {
+      const { g, norms } = gramOf(cols, dependent, seed);
+      const want = run('reference', g, cols, norms);
+      assert.equal(want.r, cols - dependent, `${cols}/${dependent}: the dependent columns are dropped`);
+      assert.deepEqual(run('native', g, cols, norms), want, `${cols} columns, ${dependent} dependent`);
+    }
+    const zero = new Float64Array(9);
+    assert.deepEqual(run('native', zero, 3, Float64Array.of(1, 1, 1)), run('reference', zero, 3, Float64Array.of(1, 1, 1)));
+    assert.equal(run('native', zero, 3, Float64Array.of(1, 1, 1)).r, 0);
+  });
+  it('reference: L⁻¹ times the pivoted factor is the identity', () => {
+    const { g, norms } = gramOf(12, 0, 5);
+    const { r, order, inverse } = run('reference', g, 12, norms);
+    // (L⁻¹ a[order][order] L⁻ᵀ) = I.
+    for (let i = 0; i < r; i++) {
+      for (let j = 0; j < r; j++) {
+        let t = 0;
+        for (let k = 0; k < r; k++) for (let l = 0; l < r; l++) t += inverse[i * r + k]! * g[order[k]! * 12 + order[l]!]! * inverse[j * r + l]!;
+        assert.ok(Math.abs(t - (i === j ? 1 : 0)) < 1e-9, `(${i}, ${j}): ${t}`);
+      }
+    }
+  });
+  it('native refuses arrays shorter than n or n²', skipNative, () => {
+    withBackend('native', () => {
+      const n = 3;
+      assert.throws(() => kernels().pivotedCholeskyInverse(new Float64Array(8), n, new Float64Array(n), 1e-6, new Float64Array(n), new Float64Array(n), new Float64Array(9)), /argument a/);
+      assert.throws(() => kernels().pivotedCholeskyInverse(new Float64Array(9), n, new Float64Array(n), 1e-6, new Float64Array(2), new Float64Array(n), new Float64Array(9)), /order/);
+      assert.throws(() => kernels().pivotedCholeskyInverse(new Float64Array(9), n, new Float64Array(n), 1e-6, new Float64Array(n), new Float64Array(n), new Float64Array(8)), /inverse/);
+    });
+  });
+});
+
 describe('startBlockFill (the Krylov start block)', () => {
   /** The block as a loop of Rng.normal() and Rng.nextUint32() calls gives it (spectrum.ts's start block). */
   function byCalls(rng: Rng, n: number, width: number, gaussian: number): Float32Array {

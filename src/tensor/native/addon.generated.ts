@@ -93,6 +93,8 @@ export interface NativeAddon {
   symmetricEigenvalues(a: Float64Array, n: number, count: number, out: Float64Array): void;
   /** n standard normals from the Rng state (4 words) and its cached value (spare[0] 1/0, spare[1]), advancing both as n Rng.normal() calls */
   normalFill(state: Uint32Array | null, spare: Float64Array, out: Float64Array, n: number): void;
+  /** pivoted Cholesky of the symmetric positive semi-definite n×n a (lower triangle read): each step takes the column whose remaining diagonal over scale[i] is largest, stopping once that ratio is at most tolerance; returns r, with order[0, r) the columns taken (as doubles), diag[0, r) the factor L's diagonal and inverse[0, r²) L⁻¹ (r×r, row-major); float64 in the order of src/tensor/factor.ts, the same bits */
+  pivotedCholeskyInverse(a: Float64Array, n: number, scale: Float64Array, tolerance: number, order: Float64Array, diag: Float64Array, inverse: Float64Array): number;
   /** the Krylov start block out [n, width]: in each row `gaussian` standard normals, then random signs ±1 (bit k of the generator word, a new word every 32 signs, none left over from a call before), advancing the Rng state and cached normal as that loop of Rng.normal() and Rng.nextUint32() calls */
   startBlockFill(state: Uint32Array | null, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void;
   /** starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread; returns the handle */
@@ -134,7 +136,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -180,6 +182,7 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   int8GemmFast: 'profiler',
   symmetricEigenvalues: 'profiler',
   normalFill: 'profiler',
+  pivotedCholeskyInverse: 'profiler',
   startBlockFill: 'profiler',
   eigenBatchStart: 'profiler',
   eigenBatchWait: 'profiler',

@@ -4,6 +4,7 @@
  * accumulated in float64 (JS numbers).
  */
 import { symmetricEigenvaluesOnly } from '../eigen.js';
+import { invertLower, pivotedCholesky } from '../factor.js';
 import { Rng } from '../random.js';
 import { bf16BitsToF32, f16Table32, f32ToBf16Bits } from '../dtype.js';
 import type { Bf16GemmArgs, GemmArgs, Kernels } from '../kernel-types.js';
@@ -434,6 +435,18 @@ function normalFill(state: Uint32Array, spare: Float64Array, out: Float64Array, 
   spare[1] = after.spareNormal ?? 0;
 }
 
+function pivotedCholeskyInverse(a: Float64Array, n: number, scale: Float64Array, tolerance: number, order: Float64Array, diag: Float64Array, inverse: Float64Array): number {
+  const factor = pivotedCholesky(a, n, scale, tolerance);
+  const r = factor.order.length;
+  const inv = invertLower(factor.L, r);
+  for (let i = 0; i < r; i++) {
+    order[i] = factor.order[i]!;
+    diag[i] = factor.L[i * r + i]!;
+  }
+  inverse.set(inv);
+  return r;
+}
+
 function startBlockFill(state: Uint32Array, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void {
   const rng = new Rng(0);
   rng.setState({ words: Array.from(state.subarray(0, 4)), spareNormal: spare[0] !== 0 ? spare[1]! : null });
@@ -566,6 +579,7 @@ export const referenceKernels: Kernels = {
   eigenBatchStart,
   eigenBatchWait,
   normalFill,
+  pivotedCholeskyInverse,
   startBlockFill,
   f32ToBf16,
   bf16ToF32,
