@@ -1,7 +1,13 @@
-// See factor.h. Plain float64 arithmetic, no fused multiply-adds (the file
-// is built for baseline x86-64, and each product is rounded before it is
-// added, as in JavaScript), in src/tensor/factor.ts's order.
+// See factor.h. Plain float64 arithmetic in src/tensor/factor.ts's order.
 #include "factor.h"
+
+// No contraction into fused multiply-adds on any target (JavaScript rounds
+// each product before the sum).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 #include <cmath>
 #include <vector>
