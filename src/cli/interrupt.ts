@@ -40,7 +40,7 @@ function keepEarlyUsr1(): void {
 }
 
 /** A graceful stop request: `requested()` turns true at the first Ctrl-C; the second exits at once. */
-export function gracefulInterrupt(notice: string): { requested: () => boolean; dispose: () => void } {
+export function gracefulInterrupt(notice: string): { requested: () => boolean; stopAgreed: () => void; dispose: () => void } {
   let requested = false;
   const onSigint = (): void => {
     if (requested) return exitNow();
@@ -68,6 +68,10 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; d
   }
   return {
     requested: () => requested,
+    // The ranks agreed to stop on another rank's request before this rank's own SIGUSR1 ran (mpirun forwards
+    // the signal to one rank after the other). Only a launcher's SIGUSR1 reaches a running rank, so the job
+    // was asked to stop by one: rank 0 says so once, and its own copy of the signal, when it comes, is quiet.
+    stopAgreed: () => onUsr1(),
     dispose: () => {
       process.removeListener('SIGINT', onSigint);
       process.removeListener('SIGUSR1', onUsr1);

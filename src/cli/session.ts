@@ -12,6 +12,8 @@ export interface TrainingSession {
   onStep: (p: StepProgress) => void;
   onNote: (note: string) => void;
   shouldStop: () => boolean;
+  /** The ranks stop because another rank was asked to (see interrupt.ts stopAgreed). */
+  stopAgreed: () => void;
   /** Progress of a soft-target cache a server fills (one bar per cache). */
   onCacheProgress: (what: string, p: FillProgress) => void;
   /** Finishes the bar (before printing results); safe to call more than once. */
@@ -41,6 +43,7 @@ export function trainingSession(label: string): TrainingSession {
       process.stderr.write(`qkd: ${note}\n`);
     },
     shouldStop: interrupt.requested,
+    stopAgreed: interrupt.stopAgreed,
     stopProgress: () => {
       progress.stop();
       stopCaches();

@@ -50,6 +50,8 @@ export interface DistillOptions {
   /** Progress of filling the caches of a teacher on a server or in llama.cpp (what: 'training targets' or 'validation targets'). */
   onCacheProgress?: (what: string, p: FillProgress) => void;
   shouldStop?: () => boolean;
+  /** Called when the ranks stop on another rank's request (see TrainOptions.onStopAgreed). */
+  onStopAgreed?: () => void;
   /** Reports and warnings (teacher entropy, λ monitor actions). */
   onNote?: (note: string) => void;
   /** Internal: set on the student's run of a chain through a teaching assistant (config.assistant), whose teacher is then the assistant. */

@@ -972,6 +972,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
     },
     onStep: options.onStep,
     shouldStop: options.shouldStop,
+    onStopAgreed: options.onStopAgreed,
     onNote: options.onNote,
     world,
   });

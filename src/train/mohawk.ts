@@ -339,6 +339,7 @@ export async function distillMohawk(options: DistillOptions, distill: (options: 
       createModel: () => loadLlama(modelDirectory(from)),
       onStep: options.onStep,
       shouldStop: options.shouldStop,
+      onStopAgreed: options.onStopAgreed,
       onNote: options.onNote,
     });
     stages.push({ stage, objective, dir, steps: steps[stage], tokens: steps[stage] * tokensPerStep, final_loss: r.train_loss, reused: false });

@@ -84,6 +84,11 @@ export interface TrainOptions {
   onStep?: (p: StepProgress) => void;
   /** Polled after every step; when it returns true, a checkpoint is written and training stops. */
   shouldStop?: () => boolean;
+  /**
+   * Called on a rank whose own shouldStop was false when another rank asked to stop (the ranks stop
+   * together): a launcher's signal can reach one rank a step before the other.
+   */
+  onStopAgreed?: () => void;
   /** What to compute per micro-batch beyond cross-entropy (distillation, QAT, ...). */
   recipe?: TrainRecipe;
   /** Builds the starting model of a new run (default: a seeded random model of config.model). */
@@ -591,7 +596,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (world.isRoot) appendFileSync(metricsPath, JSON.stringify(record) + '\n');
     onStep?.(progress);
     await tick(); // lets signal handlers (Ctrl-C) run between steps
-    const stop = anyRank(world, options.shouldStop?.() ?? false);
+    const askedHere = options.shouldStop?.() ?? false;
+    const stop = anyRank(world, askedHere);
+    if (stop && !askedHere) options.onStopAgreed?.();
     if (step % c.checkpoint_every === 0 || step === c.steps || stop) {
       // The ranks must still hold one model; a checkpoint of a diverged job would be rank 0's alone.
       if (world.size > 1) requireAgreement(world, { weights: digest(storage.weightsForDigest(model.arena)), recipe: JSON.stringify(recipe?.getState?.() ?? null), storage: JSON.stringify(storage.getState()) }, `the state at step ${step}`);

@@ -22,4 +22,23 @@ describe('SIGUSR1 before and during a graceful stop', () => {
     assert.equal(second.requested(), true);
     second.dispose();
   });
+
+  it('a stop the ranks agreed on is announced once on rank 0, and a late SIGUSR1 stays quiet', () => {
+    exitOnInterrupt();
+    const said: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (said.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      const g = gracefulInterrupt('saving a checkpoint');
+      assert.equal(g.requested(), false);
+      g.stopAgreed();
+      assert.equal(g.requested(), true);
+      process.emit('SIGUSR1', 'SIGUSR1');
+      g.stopAgreed();
+      g.dispose();
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(said.filter((s) => s.includes('SIGUSR1')), ['\nqkd: SIGUSR1, saving a checkpoint\n']);
+  });
 });

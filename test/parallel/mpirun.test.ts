@@ -172,6 +172,26 @@ describe('data-parallel training under mpirun', { skip }, () => {
     assert.equal(losses(out).length, latest.step, 'the metrics end at the checkpoint');
   });
 
+  it('SIGUSR1 to one rank alone stops them all after the same step; rank 0 says so once (exit 130)', async () => {
+    // mpirun forwards a signal to one rank after the other, so one rank can agree to stop before its own copy
+    // of the signal has run: here rank 0 never gets one, and still says why the job stopped.
+    const { out, job, log, exited, until } = longRun('usr1-rank1', 'steps: 100000\ncheckpoint_every: 100000\neval_every: 100000\n');
+    try {
+      const metrics = join(out, 'metrics.jsonl');
+      assert.ok(await until(() => existsSync(metrics) && readFileSync(metrics, 'utf8').includes('"step"')), 'no step within 60 s');
+      const children = spawnSync('pgrep', ['-P', String(job.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+      const rank1 = children.find((pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('OMPI_COMM_WORLD_RANK=1'));
+      assert.ok(rank1 !== undefined, `rank 1 not among mpirun's children ${children.join(', ')}`);
+      process.kill(Number(rank1), 'SIGUSR1');
+      assert.equal(await exited, 130, log.stderr);
+    } finally {
+      job.kill('SIGKILL');
+    }
+    assert.equal((log.stderr.match(/qkd: SIGUSR1, saving a checkpoint/g) ?? []).length, 1, log.stderr);
+    const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { step: number };
+    assert.equal(losses(out).length, latest.step, 'the metrics end at the checkpoint');
+  });
+
   it('refuses what cannot run on several ranks, naming the field', () => {
     const e = mpirun(2, ['bin/qkd.js', 'eval', '--model', one]);
     assert.notEqual(e.code, 0);

@@ -241,6 +241,7 @@ export function registerDistill(program: Command): void {
           exportGguf: o.export,
           onStep: session.onStep,
           shouldStop: session.shouldStop,
+          onStopAgreed: session.stopAgreed,
           onNote: session.onNote,
           onCacheProgress: session.onCacheProgress,
           world: currentWorld(),

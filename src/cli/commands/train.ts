@@ -72,6 +72,7 @@ export function registerTrain(program: Command): void {
           force: o.force ?? false,
           onStep: session.onStep,
           shouldStop: session.shouldStop,
+          onStopAgreed: session.stopAgreed,
           onNote: session.onNote,
           world: currentWorld(),
         });
