@@ -1,7 +1,7 @@
 /**
  * PTQ proof (issue: data-free profiling and mixed precision).
  *
- *   npm run experiment -- ptq [--model DIR] [--steps N] [--out DIR] [--eval-tokens N]
+ *   npm run experiment -- ptq [--model DIR] [--steps N] [--out DIR] [--eval-tokens N] [--seeds N]
  *
  * On a model trained with qkd's own trainer on the embedded corpus (trained
  * once into OUT/model and reused), every row quantizes the same FP32 weights
@@ -15,7 +15,14 @@
  * Then the correlation study of docs/algorithms.md §1: each 2-D weight alone is
  * quantized (RTN 3-bit per-channel, so the damage is measurable), Δ perplexity
  * is measured, and Spearman ρ between every metric and that damage is printed.
- * The last stdout line is JSON {"rows": [...], "correlation": {...}}.
+ * With --seeds N (N > 1) the profile is also taken with the seeds 1 … N−1
+ * (the default is 1234): the probes and Krylov starts change, the RTN
+ * errors do not. For each seed and each budget of the sensitivity plans
+ * (4.5 bits and the rtn-int3-g128 size), it prints how many widths differ
+ * from the seed-1234 plan, how much worse that plan scores under the
+ * seed-1234 metrics (planDamage, the allocator's own objective), and its
+ * measured perplexity: are the plans of different seeds ties?
+ * The last stdout line is JSON {"rows": [...], "correlation": {...}, "seeds": [...]}.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -32,7 +39,7 @@ import { modelDirectory } from '../src/models/load-any.js';
 import { openTensorSource } from '../src/io/tensor-source.js';
 import { profileModel } from '../src/swan/profile.js';
 import { errorCollector, planFromProfile } from '../src/swan/plan.js';
-import { uniformPlan } from '../src/swan/allocate.js';
+import { planDamage, uniformPlan } from '../src/swan/allocate.js';
 import { PLAN_BITS, type QuantPlan, type QuantScheme } from '../src/quant/scheme.js';
 import { rtnQuantize, dequantize } from '../src/quant/rtn.js';
 import type { Tokenizer } from '../src/data/tokenizer.js';
@@ -46,8 +53,15 @@ const { values } = parseArgs({
     out: { type: 'string', default: 'runs/ptq' },
     'eval-tokens': { type: 'string', default: '0' },
     'study-tokens': { type: 'string', default: '32768' },
+    seeds: { type: 'string', default: '1' },
   },
 });
+
+const seeds = Number(values.seeds);
+if (!Number.isInteger(seeds) || seeds < 1) {
+  console.error(`ptq: --seeds must be a whole number ≥ 1, got '${values.seeds}'`);
+  process.exit(1);
+}
 
 async function teacherDir(): Promise<string> {
   if (values.model) return modelDirectory(values.model);
@@ -158,6 +172,30 @@ async function main(): Promise<void> {
   run(`mixed-error-only@${rtn3.avg_bits.toFixed(3)}`, mixed(rtn3.avg_bits, 'uniform'));
   run(`mixed-sensitivity-p1@${rtn3.avg_bits.toFixed(3)}`, mixed(rtn3.avg_bits, 'composite', 1));
 
+  // The plans' dependence on the profile's seed (the probes and Krylov starts; the RTN errors are the same).
+  const seedRows: { seed: number; budget: number; widths_changed: number; predicted_damage_vs_default: number; avg_bits: number; ppl: number }[] = [];
+  if (seeds > 1) {
+    const budgets = [4.5, rtn3.avg_bits];
+    const defaults = budgets.map((budget) => planFromProfile(report, collect128.measured, { scheme: g128, budgetBits: budget }));
+    const defaultMetrics = defaults[0]!.tensors; // the seed-1234 metrics (the same for every budget)
+    console.log(`\nplans by profile seed (1234 is the default; damage: planDamage under the seed-1234 metrics, relative to the seed-1234 plan)`);
+    for (let seed = 1; seed < seeds; seed++) {
+      const other = openTensorSource(dir);
+      const profile = profileModel(other, { seed });
+      other.close();
+      for (const [i, budget] of budgets.entries()) {
+        const own = defaults[i]!;
+        const plan = planFromProfile(profile, collect128.measured, { scheme: g128, budgetBits: budget });
+        const changed = Object.keys(own.plan.bits).filter((n) => own.plan.bits[n] !== plan.plan.bits[n]).length;
+        const damage = planDamage(defaultMetrics, plan.plan) / planDamage(defaultMetrics, own.plan) - 1;
+        const row = run(`mixed-sensitivity@${budget.toFixed(3)} seed ${seed}`, plan.plan);
+        rows.pop(); // reported in `seeds`, not in the main table
+        seedRows.push({ seed, budget, widths_changed: changed, predicted_damage_vs_default: damage, avg_bits: row.avg_bits, ppl: row.ppl });
+        console.log(`  seed ${seed} @${budget.toFixed(3)}: ${changed} of ${own.tensors.length} widths differ, predicted damage ${damage >= 0 ? '+' : '−'}${Math.abs(100 * damage).toFixed(2)}% against the seed-1234 plan's`);
+      }
+    }
+  }
+
   // Correlation study: damage of quantizing one tensor alone.
   const studyText = heldOut.slice(0, Number(values['study-tokens']));
   const base = ppl(model, studyText);
@@ -180,7 +218,7 @@ async function main(): Promise<void> {
   }
   const byDamage = quantizable.map((t, i) => ({ name: t.name, damage: damage[i]!, composite: t.composite! })).sort((a, b) => b.damage - a.damage);
   console.log('most damaging alone:', byDamage.slice(0, 5).map((d) => `${d.name} (+${d.damage.toFixed(4)})`).join(', '));
-  console.log(JSON.stringify({ model: dir, rows, correlation, study: { quantizer: 'rtn-int3-per-channel', tensors: quantizable.length, damage: byDamage } }));
+  console.log(JSON.stringify({ model: dir, rows, correlation, seeds: seedRows, study: { quantizer: 'rtn-int3-per-channel', tensors: quantizable.length, damage: byDamage } }));
 }
 
 await main();

@@ -41,7 +41,7 @@ export { auditModel } from './swan/audit.js';
 export { profileModel, profileTensor, profileSettings, tensorLayerAndKind, DEFAULT_PROFILE_SETTINGS, type ProfileSource, type ProfileOptions, type ProfileProgress } from './swan/profile.js';
 export { excessKurtosis, frobeniusSquared, reconstructionError, noiseAmplification, rowSteps, metricScores, compositeScore } from './swan/metrics.js';
 export { spectralSummary, topSingularValues, type SpectrumSummary } from './swan/spectrum.js';
-export { allocateBits, planCost, uniformPlan, parsePlanJson, type Allocation, type AllocationTensor, type AllocationOptions } from './swan/allocate.js';
+export { allocateBits, planCost, planDamage, uniformPlan, parsePlanJson, type Allocation, type AllocationTensor, type AllocationOptions } from './swan/allocate.js';
 export { auditAndPlan, planFromProfile, errorCollector, type PlanRequest, type PlannedAudit } from './swan/plan.js';
 export type { AuditReport, TensorProfile, MetricScores, ProfileSettings } from './swan/types.js';
 export { PLAN_BITS, packedBytes, groupsPerRow, type PlanBits, type QuantPlan, type QuantScheme } from './quant/scheme.js';

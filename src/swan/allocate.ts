@@ -117,18 +117,7 @@ export function allocateBits(tensors: readonly AllocationTensor[], options: Allo
   if (choices.length === 0 || choices.some((b) => !(PLAN_BITS as readonly number[]).includes(b))) {
     throw new QkdError('ARGUMENT', `allocateBits: choices must be a non-empty subset of {${PLAN_BITS.join(', ')}}, got {${choices.join(', ')}}`, { field: 'choices' });
   }
-  const floor = options.weightFloor ?? 0.02;
-  const power = options.weightPower ?? 4;
-  const weight = (t: AllocationTensor): number => (options.weighting === 'uniform' ? 1 : Math.max(floor, t.composite) ** power);
-  const errorAt = (t: AllocationTensor, bits: number): number => {
-    const e = t.errors[bits];
-    if (e === undefined) {
-      if (bits >= 16) return 0;
-      throw new QkdError('ARGUMENT', `allocateBits: no measured error for '${t.name}' at ${bits} bits`, { field: `${t.name}.errors.${bits}` });
-    }
-    return e;
-  };
-  const damage = (t: AllocationTensor, bits: number): number => weight(t) * errorAt(t, bits) ** 2;
+  const damage = damageModel(options);
   const cost = (t: AllocationTensor, bits: number): number => packedBytes(t.rows, t.cols, bits, options.scheme);
 
   const params = tensors.reduce((s, t) => s + t.rows * t.cols, 0);
@@ -149,6 +138,38 @@ export function allocateBits(tensors: readonly AllocationTensor[], options: Allo
     predictedDamage += damage(t, bits);
   });
   return { plan, avgBits: params > 0 ? (8 * bytes) / params : 0, bytes, params, predictedDamage };
+}
+
+/** The allocator's predicted damage of one tensor at a width: w_t · e_t(b)² (see the file comment). */
+function damageModel(options: Pick<AllocationOptions, 'weighting' | 'weightFloor' | 'weightPower'>): (t: AllocationTensor, bits: number) => number {
+  const floor = options.weightFloor ?? 0.02;
+  const power = options.weightPower ?? 4;
+  const weight = (t: AllocationTensor): number => (options.weighting === 'uniform' ? 1 : Math.max(floor, t.composite) ** power);
+  const errorAt = (t: AllocationTensor, bits: number): number => {
+    const e = t.errors[bits];
+    if (e === undefined) {
+      if (bits >= 16) return 0;
+      throw new QkdError('ARGUMENT', `allocateBits: no measured error for '${t.name}' at ${bits} bits`, { field: `${t.name}.errors.${bits}` });
+    }
+    return e;
+  };
+  return (t, bits) => weight(t) * errorAt(t, bits) ** 2;
+}
+
+/**
+ * Σ w_t e_t(b_t)² of any plan over these tensors, as allocateBits predicts
+ * it: how a plan made from one profile (another seed, a user's plan file)
+ * scores under the metrics of another. Every tensor must be in the plan.
+ */
+export function planDamage(tensors: readonly AllocationTensor[], plan: QuantPlan, options: Pick<AllocationOptions, 'weighting' | 'weightFloor' | 'weightPower'> = {}): number {
+  const damage = damageModel(options);
+  let total = 0;
+  for (const t of tensors) {
+    const bits = plan.bits[t.name];
+    if (bits === undefined) throw new QkdError('ARGUMENT', `planDamage: the plan has no width for '${t.name}'`, { field: t.name });
+    total += damage(t, bits);
+  }
+  return total;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { allocateBits, parsePlanJson, planCost, uniformPlan, type AllocationTensor } from '../../src/swan/allocate.js';
+import { allocateBits, parsePlanJson, planCost, planDamage, uniformPlan, type AllocationTensor } from '../../src/swan/allocate.js';
 import { packedBytes } from '../../src/quant/scheme.js';
 import { QkdError } from '../../src/errors.js';
 
@@ -40,6 +40,20 @@ describe('bit allocation', () => {
     const four = uniformPlan(ts, 4, scheme);
     const damage4 = ts.reduce((s, t) => s + Math.max(0.02, t.composite) ** 4 * t.errors[four.bits[t.name]!]! ** 2, 0);
     assert.ok(a.predictedDamage < damage4);
+  });
+
+  it('planDamage scores any plan as the allocator does: its own plan at the predicted damage, a uniform one by hand', () => {
+    const ts = Array.from({ length: 9 }, (_, i) => tensor(`t${i}`, 256, 256 + 128 * (i % 2), (i % 4) / 4, 1 + (i % 3)));
+    for (const weighting of ['composite', 'uniform'] as const) {
+      const a = allocateBits(ts, { budgetBits: 4.5, scheme, weighting, weightPower: 2 });
+      assert.equal(planDamage(ts, a.plan, { weighting, weightPower: 2 }), a.predictedDamage);
+    }
+    const four = uniformPlan(ts, 4, scheme);
+    const byHand = ts.reduce((s, t) => s + Math.max(0.02, t.composite) ** 4 * t.errors[4]! ** 2, 0);
+    assert.ok(Math.abs(planDamage(ts, four) - byHand) <= 1e-15 * byHand);
+    // The allocator's plan is no worse than uniform 4 bits at a budget that allows it.
+    assert.ok(allocateBits(ts, { budgetBits: 4.5, scheme }).predictedDamage <= planDamage(ts, four));
+    assert.throws(() => planDamage(ts, { scheme, bits: { t0: 4 } }), (e: unknown) => e instanceof QkdError && e.field === 't1');
   });
 
   it('refuses a budget below the smallest plan and unknown widths', () => {
