@@ -1,7 +1,10 @@
 /**
  * PTQ proof (issue: data-free profiling and mixed precision).
  *
- *   npm run experiment -- ptq [--model DIR] [--steps N] [--out DIR] [--eval-tokens N] [--seeds N]
+ *   npm run experiment -- ptq [--model DIR] [--data PATH] [--steps N] [--out DIR] [--eval-tokens N] [--seeds N]
+ *
+ * --data trains and evaluates on another corpus (a text file or a directory
+ * of them, as `qkd train --data`; default: the embedded Moby-Dick).
  *
  * On a model trained with qkd's own trainer on the embedded corpus (trained
  * once into OUT/model and reused), every row quantizes the same FP32 weights
@@ -25,9 +28,10 @@
  * The last stdout line is JSON {"rows": [...], "correlation": {...}, "seeds": [...]}.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadDefaultCorpus, splitText, splitTokens } from '../src/data/corpus.js';
+import { loadCorpus, splitText, splitTokens } from '../src/data/corpus.js';
 import { loadTokenizer } from '../src/data/tokenizer-io.js';
 import { evaluatePerplexity } from '../src/eval/perplexity.js';
 import { loadLlama } from '../src/models/llama-io.js';
@@ -54,6 +58,7 @@ const { values } = parseArgs({
     'eval-tokens': { type: 'string', default: '0' },
     'study-tokens': { type: 'string', default: '32768' },
     seeds: { type: 'string', default: '1' },
+    data: { type: 'string', default: 'default' },
   },
 });
 
@@ -63,15 +68,19 @@ if (!Number.isInteger(seeds) || seeds < 1) {
   process.exit(1);
 }
 
+const corpusText = loadCorpus(values.data!);
+/** The corpus in the model directory's name: none for the embedded one, else the path's last part and a hash of the whole path. */
+const corpusTag = values.data === 'default' ? '' : `-${basename(resolve(values.data!)).replace(/[^A-Za-z0-9._-]/g, '_')}-${createHash('sha256').update(resolve(values.data!)).digest('hex').slice(0, 8)}`;
+
 async function teacherDir(): Promise<string> {
   if (values.model) return modelDirectory(values.model);
-  const dir = join(values.out!, `model-${values.preset}-${values.steps}`);
+  const dir = join(values.out!, `model-${values.preset}-${values.steps}${corpusTag}`);
   if (!existsSync(join(dir, 'latest.json'))) {
     const config = { ...presetConfig(values.preset!), steps: Number(values.steps), checkpoint_every: Number(values.steps) };
-    console.log(`training a ${values.preset} model for ${config.steps} steps on the embedded corpus into ${dir} ...`);
+    console.log(`training a ${values.preset} model for ${config.steps} steps on ${values.data === 'default' ? 'the embedded corpus' : values.data} into ${dir} ...`);
     let last = 0;
     await train({
-      text: loadDefaultCorpus(),
+      text: corpusText,
       outDir: dir,
       config,
       force: true, // no latest.json: an unfinished run, nothing worth keeping
@@ -125,7 +134,7 @@ async function main(): Promise<void> {
   const dir = await teacherDir();
   const model = loadLlama(dir);
   const tokenizer: Tokenizer = loadTokenizer(join(dir, 'tokenizer.json'));
-  const corpus = loadDefaultCorpus();
+  const corpus = corpusText;
   let heldOut = splitText(corpus).validation;
   const evalTokens = Number(values['eval-tokens']);
   if (evalTokens > 0) heldOut = heldOut.slice(0, evalTokens);
