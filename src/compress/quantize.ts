@@ -41,6 +41,10 @@ export interface QuantizeFileOptions {
   calibration?: string;
   calibrationBatches?: number;
   calibrationSeqLen?: number;
+  /**
+   * Seed of the sensitivity profile (--budget; default 1234, as `qkd audit`, so both plan alike) and of
+   * GPTQ's calibration batches (default 0).
+   */
   seed?: number;
   onProfile?: (p: ProfileProgress) => void;
   onQuantize?: (p: QuantizeProgress) => void;

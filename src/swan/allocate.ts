@@ -173,8 +173,8 @@ export function planDamage(tensors: readonly AllocationTensor[], plan: QuantPlan
 }
 
 /**
- * Reads a user plan file's contents: a JSON object name → bits, or
- * { "bits": { name → bits } }. Every width must be one of PLAN_BITS and
+ * Reads a user plan file's contents: a JSON object name → bits,
+ * { "bits": { name → bits } }, or a `qkd audit --json` report (its plan.bits). Every width must be one of PLAN_BITS and
  * every name a known tensor.
  */
 export function parsePlanJson(text: string, known: ReadonlySet<string>, scheme: QuantScheme, path: string): QuantPlan {
@@ -185,7 +185,9 @@ export function parsePlanJson(text: string, known: ReadonlySet<string>, scheme: 
     throw new QkdError('IO', `plan file is not valid JSON: ${(err as Error).message}`, { path });
   }
   const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  const table = isObject(value) && isObject(value.bits) ? value.bits : value;
+  // A `qkd audit --json` report holds its plan as { plan: { bits } }.
+  const planned = isObject(value) && isObject(value.plan) && isObject(value.plan.bits) ? value.plan : value;
+  const table = isObject(planned) && isObject(planned.bits) ? planned.bits : planned;
   if (!isObject(table)) throw new QkdError('IO', 'plan file must be a JSON object of tensor name → bits', { path, hint: '{"model.layers.0.mlp.down_proj.weight": 8, ...}' });
   const plan: QuantPlan = { scheme, bits: {} };
   for (const [name, bits] of Object.entries(table)) {

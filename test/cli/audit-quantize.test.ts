@@ -11,6 +11,7 @@ import { createLlama } from '../../src/models/llama.js';
 import { saveLlama, loadLlama } from '../../src/models/llama-io.js';
 import { ByteTokenizer } from '../../src/data/tokenizer.js';
 import { auditModel } from '../../src/swan/audit.js';
+import { auditAndPlan } from '../../src/swan/plan.js';
 import { quantizeModelFile } from '../../src/compress/quantize.js';
 import { Rng, kernels } from '../../src/tensor/index.js';
 
@@ -125,6 +126,35 @@ describe('qkd quantize', () => {
     assert.ok(result.plan.bits['model.layers.1.mlp.down_proj.weight']! >= 4, 'the outlier tensor is not starved');
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
     assert.equal(config.quantization_config.tensors['model.layers.0.mlp.up_proj.weight'].bits, 2);
+  });
+
+  it('plans as qkd audit does: the same default seed, and an audit report as the plan file', () => {
+    // A uniform-weighted, p = 1 plan from the audit, at a budget where widths differ.
+    const report = join(dir, 'audit-uniform.json');
+    const a = qkd('audit', modelDir, '--json', report, '--budget', '3.6', '--group', '32', '--weighting', 'uniform');
+    assert.equal(a.code, 0, a.stderr);
+    const audited = JSON.parse(readFileSync(report, 'utf8')).plan;
+    assert.equal(audited.weighting, 'uniform');
+    assert.equal(audited.weight_power, null);
+    const byDefault = JSON.parse(readFileSync(join(dir, 'audit.json'), 'utf8')).plan;
+    assert.equal(byDefault.weighting, 'composite');
+    assert.equal(byDefault.weight_power, 4);
+    const api = auditAndPlan(modelDir, { scheme: { groupSize: 32, symmetric: false }, budgetBits: 3.6, weighting: 'uniform' });
+    assert.deepEqual(audited.bits, api.plan.bits);
+    const p1 = qkd('audit', modelDir, '--json', '-', '--budget', '3.6', '--group', '32', '--weight-power', '1');
+    assert.deepEqual(JSON.parse(p1.stdout).plan.bits, auditAndPlan(modelDir, { scheme: { groupSize: 32, symmetric: false }, budgetBits: 3.6, weightPower: 1 }).plan.bits);
+    // quantize --plan takes the audit report as it is.
+    const fromReport = qkd('quantize', modelDir, '--out', join(dir, 'from-report'), '--group', '32', '--bits', '4', '--plan', report);
+    assert.equal(fromReport.code, 0, fromReport.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'from-report', 'quantization.json'), 'utf8')).bits, audited.bits);
+    // Without --seed, quantize --budget profiles with audit's seed, so both give one plan (here seed 0,
+    // quantize's default before, gives 2 other widths).
+    const composite = qkd('audit', modelDir, '--json', '-', '--budget', '4.3', '--group', '64');
+    const q = qkd('quantize', modelDir, '--out', join(dir, 'same-plan'), '--budget', '4.3', '--group', '64');
+    assert.equal(q.code, 0, q.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'same-plan', 'quantization.json'), 'utf8')).bits, JSON.parse(composite.stdout).plan.bits);
+    assert.match(qkd('audit', modelDir, '--weighting', 'flat').stderr, /--weighting.*flat/s);
+    assert.match(qkd('audit', modelDir, '--weight-power', '-1').stderr, /--weight-power/);
   });
 
   it('refuses bad flags with clear errors', () => {

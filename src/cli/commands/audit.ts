@@ -17,6 +17,8 @@ interface AuditFlags {
   group: number;
   seed: number;
   products: 'auto' | 'int8' | 'bf16';
+  weighting: 'composite' | 'uniform';
+  weightPower: number;
 }
 
 export function registerAudit(program: Command): void {
@@ -30,6 +32,8 @@ export function registerAudit(program: Command): void {
     .option('--probes <k>', 'Gaussian probes for noise amplification', positiveInt('--probes'), 8)
     .option('--budget <bits>', 'average bits per weight of the bit plan shown in the report', decimal('--budget', { min: 0, exclusiveMin: true, max: 16 }), 4.5)
     .option('--group <g>', 'group size of the bit plan (0 = per channel)', integerIn('--group', 0), 128)
+    .addOption(new Option('--weighting <kind>', "the plan's damage weight per tensor: composite (S^p) or uniform (error only)").choices(['composite', 'uniform']).default('composite'))
+    .option('--weight-power <p>', 'sharpness p of the composite weighting S^p (tuned on one corpus; see README)', decimal('--weight-power', { min: 0, max: 16 }), 4)
     .option('--seed <n>', 'random seed of the sketches and probes', integer('--seed'), 1234)
     .addOption(new Option('--products <kind>', "what the SVD's products run on: int8, bf16, or auto (int8 where the CPU has AVX-512 VNNI)").choices(['auto', 'int8', 'bf16']).default('auto'))
     .action((model: string, o: AuditFlags) => {
@@ -38,12 +42,12 @@ export function registerAudit(program: Command): void {
       const progress = countProgress('audit', 'tensors');
       let planned;
       try {
-        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget }, { bits: o.bits, probes: o.probes, seed: o.seed, products: o.products, onTensor: (p) => progress.update(p) });
+        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget, weighting: o.weighting, weightPower: o.weightPower }, { bits: o.bits, probes: o.probes, seed: o.seed, products: o.products, onTensor: (p) => progress.update(p) });
       } finally {
         progress.stop();
       }
       const { report, plan } = planned;
-      const json = { ...report, plan: { budget_bits: o.budget, group_size: o.group, avg_bits: planned.avgBits, bytes: planned.bytes, bits: plan.bits } };
+      const json = { ...report, plan: { budget_bits: o.budget, group_size: o.group, weighting: o.weighting, weight_power: o.weighting === 'composite' ? o.weightPower : null, avg_bits: planned.avgBits, bytes: planned.bytes, bits: plan.bits } };
       if (o.json === '-') console.log(JSON.stringify(json, null, 2));
       else if (o.json) writeBytesAtomic(o.json, JSON.stringify(json, null, 2) + '\n');
       if (o.html) writeBytesAtomic(o.html, renderAuditHtml(report, { plan, planSummary: { avgBits: planned.avgBits, bytes: planned.bytes } }));

@@ -20,7 +20,7 @@ interface QuantizeFlags {
   plan?: string;
   calibration: string;
   calibrationBatches: number;
-  seed: number;
+  seed?: number;
   force?: boolean;
 }
 
@@ -38,7 +38,7 @@ export function registerQuantize(program: Command): void {
     .option('--plan <file.json>', 'per-tensor widths (name → bits) overriding the computed plan')
     .option('--calibration <path>', "GPTQ calibration text: file, directory or 'default'", 'default')
     .option('--calibration-batches <n>', 'GPTQ calibration batches of 4 sequences', positiveInt('--calibration-batches'), 16)
-    .option('--seed <n>', 'random seed', integer('--seed'), 0)
+    .option('--seed <n>', "seed of the sensitivity profile (--budget; default 1234, as qkd audit) and of GPTQ's calibration batches (default 0)", integer('--seed'))
     .option('--force', 'write into a non-empty --out, replacing the files qkd writes there')
     .action(async (model: string, o: QuantizeFlags) => {
       if (o.calibration !== undefined) await prepareCorpus(o.calibration);
