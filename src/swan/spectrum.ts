@@ -102,12 +102,31 @@ const DROP_TOLERANCE = 1e-6;
  * Orthogonalisation against the basis is repeated when a column kept less
  * than this share of its squared length: one float32 pass leaves the new
  * direction about ε·‖y‖/‖z‖ (times the rounding growth of the products) out
- * of orthogonal; at this cancellation the basis stays orthonormal to ~1e-4
- * (measured), enough for Ritz values good to 1e-4. The textbook "twice is
- * enough" test, at 1/2, would redo almost every Krylov block (most of a new
- * block lies in the old span) for 4e-5.
+ * of orthogonal. The textbook "twice is enough" test, at 1/2, would redo
+ * almost every Krylov block (most of a new block lies in the old span).
  */
 const REORTHOGONALIZE = 0.1;
+/**
+ * One pass of block Gram–Schmidt also carries the basis's own loss of
+ * orthogonality into the new block, multiplied by the cancellation
+ * κ = ‖y‖/‖z‖: Qᵀz = (I − QᵀQ)·Qᵀy, and Qᵀy is large only on the last two
+ * blocks. So the new block's loss is at most about (max(ℓⱼ, ℓⱼ₋₁) + ε)·κ,
+ * with ℓ the loss of the blocks it was built from: it grows geometrically
+ * (×2–3 a step on a tall Gaussian weight), and past about 20 steps the basis
+ * is no longer orthogonal and H has ghost copies of its top eigenvalues
+ * (σ_max three times too large at depth 35, docs/algorithms.md §1). The pass
+ * is repeated when that estimate passes ORTHOGONALITY_LOSS; a repeated pass
+ * leaves about ε. The estimate runs about 10× above the measured loss.
+ * Ritz values move by about the loss times λ_max: the concentration by at
+ * most about r·σ_max²/‖W‖²_F times it (0.2 on a Gaussian 8192×2048), far
+ * inside the method's own error.
+ */
+const ORTHOGONALITY_LOSS = 1e-3;
+/**
+ * The loss ε of one float32 Gram–Schmidt pass on a well-cancelled block
+ * (measured 3e-7 at a short side of 2,048; taken larger to stay on the safe side).
+ */
+const PASS_LOSS = 1e-6;
 
 /** Block width b and depth q for k singular values of a matrix whose short side is N. */
 export function krylovShape(k: number, N: number, depth = DEFAULT_DEPTH): { blockSize: number; depth: number } {
@@ -529,6 +548,9 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     r = orthonormalize(Q, ld, N, width0, gram(Q, ld, N, width0), null, Q, ld, scratch);
   }
   let width = 0;
+  // The estimated loss of orthogonality of the last two blocks against the rest (ORTHOGONALITY_LOSS).
+  let lastLoss = PASS_LOSS;
+  let previousLoss = 0;
   for (let j = 0; r > 0; j++) {
     r = Math.min(r, D - width);
     const first = width;
@@ -560,11 +582,17 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     const norms = diagonal(gram(Y, r, N, r), r);
     gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
     let g = gram(Y, r, N, r);
-    if (norms.some((v, i) => g[i * r + i]! < REORTHOGONALIZE * v)) {
+    let kappa2 = 1;
+    for (let i = 0; i < r; i++) kappa2 = Math.max(kappa2, norms[i]! / Math.max(g[i * r + i]!, Number.MIN_VALUE));
+    let loss = (Math.max(lastLoss, previousLoss) + PASS_LOSS) * Math.sqrt(kappa2);
+    if (kappa2 > 1 / REORTHOGONALIZE || loss > ORTHOGONALITY_LOSS) {
       gemm(true, width, r, N, Q, ld, Y, r, c, r);
       gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
       g = gram(Y, r, N, r);
+      loss = PASS_LOSS;
     }
+    previousLoss = lastLoss;
+    lastLoss = loss;
     // The orthonormal columns go straight into the basis, after its first `width`.
     r = orthonormalize(Y, r, N, r, g, norms, Q.subarray(width), ld, scratch);
   }

@@ -294,6 +294,19 @@ describe('randomised SVD spectral concentration', () => {
     assert.ok(Math.abs(got.sigmaMaxOverFro - exact.smax) < 0.01);
   });
 
+  it('a deep Krylov pass on a tall weight keeps its basis orthogonal: no ghost copies of σ_max (depth up to 64)', () => {
+    // One Gram–Schmidt pass multiplies the basis's loss of orthogonality by ‖y‖/‖z‖ (about 3 here)
+    // at every step; before the loss was tracked, depth 30 gave σ_max about twice too large.
+    const rows = 2400, cols = 600;
+    const w = makeMatrix('gaussian', rows, cols, new Rng(11));
+    const exact = exactConcentration(w, rows, cols);
+    for (const depth of [8, 30, 64]) {
+      const got = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(5), route: 'krylov', depth });
+      assert.ok(Math.abs(got.sigmaMaxOverFro - exact.smax) < 1e-3 * exact.smax, `depth ${depth}: σmax/‖W‖ ${got.sigmaMaxOverFro} vs ${exact.smax}`);
+      assert.ok(got.concentration <= exact.c + 1e-4 && got.concentration > exact.c - 0.02, `depth ${depth}: concentration ${got.concentration} vs exact ${exact.c}`);
+    }
+  });
+
   it('returns probe products: ‖W x‖² / ‖x‖² of isotropic directions (tall, wide, and more probes than the block)', () => {
     for (const [rows, cols, probes] of [[300, 200, 8], [200, 300, 8], [300, 200, 50]] as const) {
       const w = makeMatrix('gaussian', rows, cols, new Rng(rows + cols));
