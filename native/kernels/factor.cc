@@ -1,13 +1,8 @@
 // See factor.h. Plain float64 arithmetic in src/tensor/factor.ts's order.
-#include "factor.h"
+// JavaScript rounds each product before the sum: no fused multiply-adds.
+#include "no_fp_contract.h"
 
-// No contraction into fused multiply-adds on any target (JavaScript rounds
-// each product before the sum).
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "factor.h"
 
 #include <cmath>
 #include <vector>

@@ -4,13 +4,9 @@
 // fitting. The K-quant sub-block fits run several sub-blocks at a time
 // (ggml_codec_lanes.h): four lanes on baseline x86-64 (SSE2), eight with AVX2.
 //
-// No floating-point contraction anywhere in this file: a fused multiply-add
-// rounds once where ggml's C rounds twice, and the bytes would differ.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// No floating-point contraction anywhere in this file: ggml's C rounds each
+// product, and the bytes would differ.
+#include "no_fp_contract.h"
 
 #include "ggml_codec.h"
 #include "half.h"
