@@ -178,7 +178,7 @@ function headerSection(report: AuditReport): string {
     ['seconds', escapeHtml(formatNumber(report.seconds))],
     ['bits (RTN probe)', escapeHtml(formatNumber(s.bits))],
     ['noise probes', escapeHtml(formatNumber(s.probes))],
-    ['SVD rank cap / Krylov depth', `${escapeHtml(formatNumber(s.maxRank))} / ${escapeHtml(formatNumber(s.krylovDepth))}`],
+    ['SVD rank cap / Krylov depth / dimensions per rank', `${escapeHtml(formatNumber(s.maxRank))} / ${escapeHtml(formatNumber(s.krylovDepth))} / ${typeof s.krylovDimensions === 'number' ? escapeHtml(formatNumber(s.krylovDimensions)) : '—'}`],
     ['seed', escapeHtml(formatNumber(s.seed))],
     ['composite weights α', weights],
     ['score references a_ref / e_ref', `${escapeHtml(formatNumber(s.noiseRef))} / ${escapeHtml(formatNumber(s.errorRef))}`],

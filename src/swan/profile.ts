@@ -46,6 +46,7 @@ export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
   probes: 8,
   maxRank: 256,
   krylovDepth: 8,
+  krylovDimensions: 2.75,
   products: 'auto',
   seed: 1234,
   weights: { kurtosis: 1, spectral_concentration: 1, noise_amplification: 1, reconstruction_error: 1 },
@@ -95,6 +96,7 @@ export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
   check(Number.isInteger(s.probes) && s.probes >= 1 && s.probes <= 4096, 'probes', 'an integer from 1 to 4096');
   check(Number.isInteger(s.maxRank) && s.maxRank >= 1 && s.maxRank <= 4096, 'maxRank', 'an integer from 1 to 4096');
   check(Number.isInteger(s.krylovDepth) && s.krylovDepth >= 1 && s.krylovDepth <= 64, 'krylovDepth', 'an integer from 1 to 64');
+  check(typeof s.krylovDimensions === 'number' && s.krylovDimensions >= 1 && s.krylovDimensions <= 16, 'krylovDimensions', 'a number from 1 to 16');
   check(['auto', 'int8', 'bf16'].includes(s.products), 'products', "'auto', 'int8' or 'bf16'");
   check(s.noiseRef > 0 && s.errorRef > 0, 'noiseRef/errorRef', 'positive numbers');
   for (const [k, v] of Object.entries(s.weights)) check(Number.isFinite(v) && v >= 0, `weights.${k}`, 'a non-negative number');
@@ -144,7 +146,7 @@ function beginProfile(name: string, shape: readonly number[], w: WeightData, set
     const profile: TensorProfile = { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
     return { solve: null, finish: () => profile };
   }
-  const spectrum = deferredSpectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, rng, probes: settings.probes, int8: settings.products === 'auto' ? undefined : settings.products === 'int8' }, place);
+  const spectrum = deferredSpectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, dimensionsPerRank: settings.krylovDimensions, rng, probes: settings.probes, int8: settings.products === 'auto' ? undefined : settings.products === 'int8' }, place);
   const noise = spectrum.probes ? noiseFromProbes(spectrum.probes, stats.steps, rng) : 0;
   const error = stats.reconstructionError;
   return {

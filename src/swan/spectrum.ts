@@ -43,6 +43,13 @@ export interface SpectrumOptions {
    */
   depth?: number;
   /**
+   * Krylov dimensions per singular value wanted (default 2.75, at least 1):
+   * the subspace gets about this many times k dimensions, and the products
+   * scale with it. Lower is faster and less accurate: the Ritz sum of the top
+   * 10% sits further below the exact one (BENCHMARKS.md, "Not done yet").
+   */
+  dimensionsPerRank?: number;
+  /**
    * Also return ‖W x‖² for this many random unit probes x (the noise
    * metric's W x, metrics.noiseFromProbes), taken from the first pass.
    */
@@ -86,8 +93,8 @@ export interface SpectrumSummary {
   probes: ProbeProducts | null;
 }
 
-/** The Krylov subspace gets about this many dimensions per singular value wanted. */
-const DIMENSIONS_PER_RANK = 2.75;
+/** The Krylov subspace gets about this many dimensions per singular value wanted (SpectrumOptions.dimensionsPerRank). */
+export const DIMENSIONS_PER_RANK = 2.75;
 const DEFAULT_DEPTH = 8;
 /** Weights above this size take Aᵀ(A·x) in row slices of about this many bytes (a slice stays in L3). */
 const GRAM_CHUNK_BYTES = 4 << 20;
@@ -129,8 +136,8 @@ const ORTHOGONALITY_LOSS = 1e-3;
 const PASS_LOSS = 1e-6;
 
 /** Block width b and depth q for k singular values of a matrix whose short side is N. */
-export function krylovShape(k: number, N: number, depth = DEFAULT_DEPTH): { blockSize: number; depth: number } {
-  const dimensions = Math.min(N, Math.ceil(DIMENSIONS_PER_RANK * k));
+export function krylovShape(k: number, N: number, depth = DEFAULT_DEPTH, perRank = DIMENSIONS_PER_RANK): { blockSize: number; depth: number } {
+  const dimensions = Math.min(N, Math.ceil(perRank * k));
   const raw = dimensions / (depth + 1);
   // Whole GEMM panels: 32 columns (the bf16 micro-kernel's width), else 8.
   let b = raw >= 24 ? Math.max(32, Math.round(raw / 32) * 32) : raw >= 8 ? Math.floor(raw / 8) * 8 : Math.max(1, Math.floor(raw));
@@ -514,7 +521,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
   const op = new WeightOperator(w, rows, cols);
   const int8 = !(w instanceof Float32Array) && wantsInt8(w, rows, cols, options) ? Int8Weight.of(w.bf16, rows, cols) : null;
   const { M, N } = op;
-  const { blockSize: b, depth } = krylovShape(k, N, options.depth ?? DEFAULT_DEPTH);
+  const { blockSize: b, depth } = krylovShape(k, N, options.depth ?? DEFAULT_DEPTH, options.dimensionsPerRank ?? DIMENSIONS_PER_RANK);
   const D = Math.min(N, b * (depth + 1));
   const rng = options.rng;
   const wantProbes = options.probes ?? 0;
@@ -777,6 +784,10 @@ export function deferredSpectralSummary(
   const r = Math.max(1, Math.ceil(0.1 * p));
   const cap = options.maxRank ?? 256;
   const k = Math.min(r, cap);
+  const perRank = options.dimensionsPerRank;
+  if (perRank !== undefined && !(perRank >= 1 && perRank <= 16)) {
+    throw new QkdError('ARGUMENT', `spectralSummary: dimensionsPerRank ${perRank} is out of range`, { field: 'dimensionsPerRank', hint: 'a number from 1 to 16' });
+  }
   if (!(frobenius2 > 0) || p === 0) {
     const summary: SpectrumSummary = { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null };
     return { solve: null, probes: null, finish: () => summary };

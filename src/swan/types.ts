@@ -46,6 +46,11 @@ export interface ProfileSettings {
   /** Block-Krylov depth of the randomised SVD (passes ≈ 2·depth + 2). */
   krylovDepth: number;
   /**
+   * Krylov subspace dimensions per singular value wanted (default 2.75):
+   * the products scale with it; lower is faster and less accurate.
+   */
+  krylovDimensions: number;
+  /**
    * What the Krylov products run on: 'int8' (docs/algorithms.md §1, "Int8
    * products"), 'bf16' (the bf16 GEMM), or 'auto' (int8 where the CPU has
    * AVX-512 VNNI, else bf16).

@@ -30,6 +30,13 @@ for (let r = 0; r < 64; r++) for (const c of [5, 77]) down.data[r * 160 + c]! *=
 saveLlama(modelDir, model);
 writeFileSync(join(modelDir, 'tokenizer.json'), JSON.stringify(new ByteTokenizer().toTokenizerJson()));
 
+/** Width 576: the square projections take the Krylov route (short side above 512). */
+function wideModel(): string {
+  const wide = join(dir, 'wide');
+  if (!existsSync(wide)) saveLlama(wide, createLlama({ vocab_size: 64, hidden_size: 576, intermediate_size: 640, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: 16 }, 9));
+  return wide;
+}
+
 describe('qkd audit', () => {
   it('writes the JSON report with the documented fields and a self-contained HTML report', () => {
     const json = join(dir, 'audit.json');
@@ -65,9 +72,7 @@ describe('qkd audit', () => {
   });
 
   it('--products picks what the Krylov products run on (int8, bf16, auto), recorded in the report; a bad kind is refused', () => {
-    // Width 576: the square projections take the Krylov route (short side above 512).
-    const wide = join(dir, 'wide');
-    saveLlama(wide, createLlama({ vocab_size: 64, hidden_size: 576, intermediate_size: 640, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 4, max_position_embeddings: 16 }, 9));
+    const wide = wideModel();
     const run = (products: string) => {
       const out = join(dir, `products-${products}.json`);
       const r = qkd('audit', wide, '--json', out, '--products', products);
@@ -84,6 +89,32 @@ describe('qkd audit', () => {
     const api = auditModel(wide, { products: 'bf16' });
     assert.deepEqual(api.tensors.map((t) => t.spectral_concentration), bf16.tensors.map((t: { spectral_concentration: number | null }) => t.spectral_concentration));
     assert.match(qkd('audit', wide, '--products', 'int4').stderr, /--products.*int4.*(auto|choices)/s);
+  });
+
+  it('--krylov-dims and --krylov-depth reach the Krylov pass (recorded in the report, as the API gives); bad values are refused', () => {
+    const wide = wideModel();
+    const run = (...flags: string[]) => {
+      const out = join(dir, `krylov-${flags.join('_')}.json`);
+      const r = qkd('audit', wide, '--json', out, '--products', 'bf16', ...flags);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(readFileSync(out, 'utf8'));
+    };
+    const q = (report: { tensors: { name: string; spectral_concentration: number }[] }) => report.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight')!.spectral_concentration;
+    const base = run();
+    assert.equal(base.settings.krylovDimensions, 2.75);
+    assert.equal(base.settings.krylovDepth, 8);
+    const coarse = run('--krylov-dims', '1.5');
+    assert.equal(coarse.settings.krylovDimensions, 1.5);
+    // A smaller subspace: Ritz values from below, so the concentration can only drop (up to rounding).
+    assert.ok(q(coarse) < q(base) - 1e-4, `${q(coarse)} vs ${q(base)}`);
+    const deep = run('--krylov-depth', '12');
+    assert.equal(deep.settings.krylovDepth, 12);
+    assert.notEqual(q(deep), q(base));
+    const api = auditModel(wide, { products: 'bf16', krylovDimensions: 1.5 });
+    assert.deepEqual(api.tensors.map((t) => t.spectral_concentration), coarse.tensors.map((t: { spectral_concentration: number | null }) => t.spectral_concentration));
+    assert.match(qkd('audit', wide, '--krylov-dims', '0.5').stderr, /--krylov-dims.*0\.5/s);
+    assert.match(qkd('audit', wide, '--krylov-depth', '65').stderr, /--krylov-depth.*65/s);
+    assert.throws(() => auditModel(wide, { krylovDimensions: Number.NaN }), /krylovDimensions/);
   });
 
   it('the API gives the same profile as the CLI for the same seed', () => {

@@ -62,7 +62,7 @@ function syntheticReport(): AuditReport {
     params,
     seconds: 1.25,
     settings: {
-      bits: 4, probes: 8, maxRank: 256, krylovDepth: 8, products: 'auto', seed: 7,
+      bits: 4, probes: 8, maxRank: 256, krylovDepth: 8, krylovDimensions: 2.75, products: 'auto', seed: 7,
       weights: { kurtosis: 0.25, spectral_concentration: 0.25, noise_amplification: 0.25, reconstruction_error: 0.25 },
       noiseRef: 0.3, errorRef: 0.1,
     },

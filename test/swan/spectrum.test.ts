@@ -121,6 +121,9 @@ describe('linalg', () => {
   it('krylovShape: 32-column blocks, about 2.75 k dimensions, never beyond the short side', () => {
     assert.deepEqual(krylovShape(103, 1024), { blockSize: 32, depth: 8 });
     assert.deepEqual(krylovShape(256, 4096), { blockSize: 64, depth: 10 });
+    // Fewer dimensions per rank: about 2·205 = 410 here, in blocks of 32.
+    assert.deepEqual(krylovShape(205, 2048, 8, 2), { blockSize: 32, depth: 12 });
+    assert.throws(() => spectralSummary(new Float32Array(600 * 600).fill(1), 600, 600, 600 * 600, { rng: new Rng(1), route: 'krylov', dimensionsPerRank: 0.5 }), /dimensionsPerRank/);
     const small = krylovShape(4, 90);
     assert.ok(small.blockSize * (small.depth + 1) >= 11 && small.blockSize * (small.depth + 1) <= 90);
     assert.ok(krylovShape(50, 60).blockSize <= 60);

@@ -17,6 +17,8 @@ interface AuditFlags {
   group: number;
   seed: number;
   products: 'auto' | 'int8' | 'bf16';
+  krylovDepth: number;
+  krylovDims: number;
   weighting: 'composite' | 'uniform';
   weightPower: number;
 }
@@ -36,13 +38,15 @@ export function registerAudit(program: Command): void {
     .option('--weight-power <p>', 'sharpness p of the composite weighting S^p (tuned on one corpus; see README)', decimal('--weight-power', { min: 0, max: 16 }), 4)
     .option('--seed <n>', 'random seed of the sketches and probes', integer('--seed'), 1234)
     .addOption(new Option('--products <kind>', "what the SVD's products run on: int8, bf16, or auto (int8 where the CPU has AVX-512 VNNI)").choices(['auto', 'int8', 'bf16']).default('auto'))
+    .option('--krylov-depth <q>', 'depth of the SVD\'s block Krylov pass (1 to 64): more steps of narrower blocks, the same products', integerIn('--krylov-depth', 1, 64), 8)
+    .option('--krylov-dims <x>', 'Krylov dimensions per singular value wanted (1 to 16): the products scale with it; lower is faster and less accurate (README, "Speed and accuracy of audit")', decimal('--krylov-dims', { min: 1, max: 16 }), 2.75)
     .action((model: string, o: AuditFlags) => {
       if (o.json !== undefined && o.json !== '-') ensureWritableFile(o.json, '--json');
       if (o.html !== undefined) ensureWritableFile(o.html, '--html');
       const progress = countProgress('audit', 'tensors');
       let planned;
       try {
-        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget, weighting: o.weighting, weightPower: o.weightPower }, { bits: o.bits, probes: o.probes, seed: o.seed, products: o.products, onTensor: (p) => progress.update(p) });
+        planned = auditAndPlan(model, { scheme: { groupSize: o.group, symmetric: false }, budgetBits: o.budget, weighting: o.weighting, weightPower: o.weightPower }, { bits: o.bits, probes: o.probes, seed: o.seed, products: o.products, krylovDepth: o.krylovDepth, krylovDimensions: o.krylovDims, onTensor: (p) => progress.update(p) });
       } finally {
         progress.stop();
       }
