@@ -123,6 +123,33 @@ export function profileTensor(name: string, shape: readonly number[], w: WeightD
   return pending.finish(solve === null ? null : gramEigenvalues(solve.gram, solve.n, solve.count));
 }
 
+/**
+ * The error for a tensor holding NaN or ±Inf (its sums of powers are not
+ * finite): its metrics would be NaN, or silently 0, and its spectrum has no
+ * eigenvalues.
+ */
+function nonFiniteTensor(name: string, shape: readonly number[], w: WeightData, file: string | undefined): QkdError {
+  let count = 0;
+  let first = -1;
+  if (w instanceof Float32Array) {
+    for (let i = 0; i < w.length; i++) {
+      if (Number.isFinite(w[i]!)) continue;
+      if (count++ === 0) first = i;
+    }
+  } else {
+    // bf16: exponent bits all ones.
+    for (let i = 0; i < w.bf16.length; i++) {
+      if ((w.bf16[i]! & 0x7f80) !== 0x7f80) continue;
+      if (count++ === 0) first = i;
+    }
+  }
+  const n = w instanceof Float32Array ? w.length : w.bf16.length;
+  const cols = shape.length >= 2 && shape[0]! > 0 ? n / shape[0]! : n;
+  const where = first < 0 ? '' : shape.length >= 2 ? ` (the first at row ${Math.floor(first / cols)}, column ${first % cols})` : ` (the first at index ${first})`;
+  const message = `tensor ${name} [${shape.join(', ')}] holds ${count} NaN or infinite value${count === 1 ? '' : 's'}${where}: its profile would be meaningless`;
+  return new QkdError(file === undefined ? 'ARGUMENT' : 'IO', message, { ...(file === undefined ? {} : { path: file }), hint: 'finite weights' });
+}
+
 /** A tensor's profile with its spectrum's eigen-solve still to do (DeferredSpectrum). */
 interface PendingProfile {
   readonly solve: DeferredSpectrum['solve'];
@@ -134,13 +161,14 @@ interface PendingProfile {
  * (the solve only needs the Gram matrix, and uses no random numbers, so the
  * result is the same whenever it runs). `place` as in deferredSpectralSummary.
  */
-function beginProfile(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng, place?: (values: number) => Float32Array): PendingProfile {
+function beginProfile(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng, place?: (values: number) => Float32Array, file?: string): PendingProfile {
   const { layer, kind } = tensorLayerAndKind(name);
   const n = w instanceof Float32Array ? w.length : w.bf16.length;
   const matrix = shape.length >= 2 && n > 0;
   const rows = matrix ? shape[0]! : 1;
   const cols = n / rows;
   const stats = weightStatistics(w, rows, cols, matrix ? settings.bits : 0);
+  if (!Number.isFinite(stats.frobenius2)) throw nonFiniteTensor(name, shape, w, file);
   const base = { name, shape: [...shape], kurtosis: stats.kurtosis, layer, kind };
   if (!matrix) {
     const profile: TensorProfile = { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
@@ -347,7 +375,7 @@ export function profileModel(source: ProfileSource, options: ProfileOptions = {}
       const visited = t.shape.length === 2 && n > 0 && options.visit ? options.visit(t.name, w, t.shape[0]!, n / t.shape[0]!) : undefined;
       let profile: PendingProfile;
       try {
-        profile = beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place);
+        profile = beginProfile(t.name, t.shape, w, settings, new Rng(settings.seed * 1000003 + index), batch.place, source.path);
       } catch (error) {
         // A visitor's background work on w must end before w is let go, even when profiling failed;
         // the profiling error is the one reported.

@@ -28,6 +28,7 @@
  */
 import { QkdError } from '../errors.js';
 import { adviseHugePages, kernels } from '../tensor/backend.js';
+import { fromBf16 } from '../tensor/dtype.js';
 import { Rng } from '../tensor/random.js';
 import { int8Stride } from '../tensor/reference/int8-gemm.js';
 import { cholesky, invertLower, symmetricEigenvalues } from './linalg.js';
@@ -767,6 +768,34 @@ export interface DeferredSpectrum {
 }
 
 /**
+ * A weight whose root mean square lies outside [2⁻²⁰, 2¹⁰] has its spectrum
+ * taken from a copy multiplied by a power of two (exact), that brings it
+ * near 1. The products and the basis upkeep sum squares in float32
+ * (YᵀY of Y = AᵀA·Q grows like M²·N·rms⁴ for an M×N weight): on a 600×600
+ * weight at a scale of 1e-12 they underflowed and the Krylov route
+ * reported σ_max twice too large, at 1e9 they overflowed, and the bf16
+ * GEMM flushes products below 2⁻¹²⁶. The upper bound leaves room for
+ * embeddings of 10⁶ rows. The concentration and σ_max/‖W‖_F do not depend
+ * on the scale; trained weights (rms 1e-3 to 1) never take the copy.
+ */
+const RESCALE_BELOW = 2 ** -20;
+const RESCALE_ABOVE = 2 ** 10;
+
+/** 1, or the power of two that brings the rms of W (n values, ‖W‖²_F = frobenius2 > 0) near 1. */
+function powerOfTwoScale(frobenius2: number, n: number): number {
+  const rms = Math.sqrt(frobenius2 / n);
+  if (rms >= RESCALE_BELOW && rms <= RESCALE_ABOVE) return 1;
+  return 2 ** -Math.round(Math.log2(rms));
+}
+
+/** W·scale in float32 (exact for a power of two, unless a value leaves float32's range). */
+function scaledCopy(w: WeightData, scale: number): Float32Array {
+  const out = w instanceof Float32Array ? new Float32Array(w) : fromBf16(w.bf16);
+  for (let i = 0; i < out.length; i++) out[i] = out[i]! * scale;
+  return out;
+}
+
+/**
  * spectralSummary up to its eigen-solve. Everything that reads W (the Gram
  * matrix or the Krylov passes, and the probes) is done, so W may be
  * overwritten before finish. The Gram matrix goes to `place(n·n)` when given
@@ -788,9 +817,19 @@ export function deferredSpectralSummary(
   if (perRank !== undefined && !(perRank >= 1 && perRank <= 16)) {
     throw new QkdError('ARGUMENT', `spectralSummary: dimensionsPerRank ${perRank} is out of range`, { field: 'dimensionsPerRank', hint: 'a number from 1 to 16' });
   }
+  if (Number.isNaN(frobenius2) || frobenius2 === Infinity) {
+    throw new QkdError('ARGUMENT', `spectralSummary: ‖W‖²_F of the ${rows}×${cols} weight is ${frobenius2}: it holds NaN or infinite values`, { field: 'frobenius2', hint: 'a weight of finite values' });
+  }
   if (!(frobenius2 > 0) || p === 0) {
     const summary: SpectrumSummary = { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null };
     return { solve: null, probes: null, finish: () => summary };
+  }
+  const scale = powerOfTwoScale(frobenius2, rows * cols);
+  if (scale !== 1) {
+    // Ratios do not change with the scale; ‖W x‖² of the probes comes back to W's own.
+    const inner = deferredSpectralSummary(scaledCopy(w, scale), rows, cols, frobenius2 * scale * scale, options, place);
+    const probes = inner.probes === null ? null : { wx2: inner.probes.wx2.map((v) => v / (scale * scale)), x2: inner.probes.x2 };
+    return { solve: inner.solve, probes, finish: (theta) => ({ ...inner.finish(theta), probes }) };
   }
   if ((options.route ?? spectrumRoute(rows, cols)) === 'gram') {
     const gram = place(p * p);

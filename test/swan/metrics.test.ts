@@ -267,6 +267,54 @@ describe('profile runner', () => {
     assert.ok(report.tensors[11]!.spectral_concentration! > 0, 'the 400×420 weight (the Krylov route) is profiled');
   });
 
+  it('a tensor with NaN or ±Inf is refused with its name, where the first one is, and the file (2-D, 1-D and 3-D; float32 and bf16)', () => {
+    const cases: { shape: number[]; at: number; value: number; where: RegExp }[] = [
+      { shape: [32, 40], at: 2 * 40 + 7, value: Number.NaN, where: /row 2, column 7/ },
+      { shape: [32, 40], at: 5, value: Number.POSITIVE_INFINITY, where: /row 0, column 5/ },
+      { shape: [64], at: 3, value: Number.NEGATIVE_INFINITY, where: /index 3\)/ },
+      { shape: [8, 4, 3], at: 13, value: Number.NaN, where: /row 1, column 1\)/ },
+    ];
+    for (const c of cases) {
+      const n = c.shape.reduce((a, b) => a * b, 1);
+      const values = sample(n, (r) => r.normal(), n);
+      values[c.at] = c.value;
+      const tensors = [{ name: 'ok', shape: [32, 40] }, { name: 'bad.weight', shape: c.shape }];
+      const source: ProfileSource = {
+        path: '/models/x.safetensors',
+        tensors,
+        readFloat32: (name) => (name === 'ok' ? sample(32 * 40, (r) => r.normal(), 1) : values),
+      };
+      assert.throws(() => profileModel(source), (e: unknown) => {
+        assert.ok(e instanceof QkdError, String(e));
+        assert.match(e.message, /tensor bad\.weight .* holds 1 NaN or infinite value/);
+        assert.match(e.message, c.where);
+        assert.match(e.message, /\/models\/x\.safetensors/);
+        return true;
+      });
+      // In memory (the API): the same error without a file, for bf16 as well.
+      assert.throws(() => profileTensor('bad.weight', c.shape, { bf16: toBf16(values) }, profileSettings(), new Rng(1)), /bad\.weight .* holds 1 NaN or infinite value/);
+    }
+    assert.throws(() => spectralSummary(new Float32Array(16), 4, 4, Number.NaN, { rng: new Rng(1) }), /NaN or infinite/);
+  });
+
+  it('the metrics do not depend on the weight\'s scale: 2^-50 to 2^60 give the profile of scale 1 (both spectrum routes)', () => {
+    for (const [rows, cols] of [[64, 48], [640, 600]] as const) {
+      const base = sample(rows * cols, (r) => r.normal(), rows + cols);
+      const at = (e: number) => {
+        const w = toBf16(base.map((v) => v * 2 ** e));
+        return profileTensor('w', [rows, cols], { bf16: w }, profileSettings(), new Rng(3));
+      };
+      const one = at(0);
+      for (const e of [-50, -40, 30, 60]) {
+        const p = at(e);
+        assert.ok(Math.abs(p.spectral_concentration! - one.spectral_concentration!) < 1e-4, `${rows}×${cols} at 2^${e}: concentration ${p.spectral_concentration} vs ${one.spectral_concentration}`);
+        assert.ok(Math.abs(p.sigma_max_over_fro! / one.sigma_max_over_fro! - 1) < 1e-3, `${rows}×${cols} at 2^${e}: σ_max/‖W‖ ${p.sigma_max_over_fro} vs ${one.sigma_max_over_fro}`);
+        assert.ok(Math.abs(p.noise_amplification! / one.noise_amplification! - 1) < 1e-3, `${rows}×${cols} at 2^${e}: noise ${p.noise_amplification} vs ${one.noise_amplification}`);
+        assert.ok(Math.abs(p.kurtosis - one.kurtosis) < 1e-9);
+      }
+    }
+  });
+
   it('a read that fails mid-way leaves no solve running, and the next audit works', () => {
     const tensors = Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, shape: [32, 40] }));
     const failing: ProfileSource = {
