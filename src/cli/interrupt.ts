@@ -5,6 +5,11 @@
  * at once. Every other command exits at once, after finishing the progress
  * bar so the terminal is left tidy. Either way the exit code is 130, the
  * shell convention for "ended by SIGINT".
+ *
+ * SIGTERM (what a process manager, a batch scheduler or `kill` sends) is a
+ * stop request too: a command with a safe point stops there as on Ctrl-C
+ * (checkpoint, resume hint, 130), and a second SIGTERM ends it at once; any
+ * other command ends at once with 143 (128 + 15).
  */
 import { stopAllProgress } from './progress.js';
 import { currentWorld } from '../parallel/world.js';
@@ -25,9 +30,18 @@ function exitNow(): void {
   process.exit(EXIT_INTERRUPTED);
 }
 
-/** From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point). */
+export const EXIT_TERMINATED = 143;
+
+function terminateNow(): void {
+  stopAllProgress();
+  process.stderr.write('\nqkd: terminated (SIGTERM)\n');
+  process.exit(EXIT_TERMINATED);
+}
+
+/** From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point), SIGTERM with 143. */
 export function exitOnInterrupt(): void {
   if (!process.listeners('SIGINT').includes(exitNow)) process.on('SIGINT', exitNow);
+  if (!process.listeners('SIGTERM').includes(terminateNow)) process.on('SIGTERM', terminateNow);
   // Node's own SIGUSR1 action opens the inspector. For qkd SIGUSR1 is a stop request (what an MPI launcher
   // forwards): one that arrives before a command can stop gracefully is kept for it, not lost to the inspector.
   if (!process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);
@@ -48,10 +62,18 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; s
     stopAllProgress();
     process.stderr.write(`\nqkd: interrupted, ${notice} (Ctrl-C again to quit at once)\n`);
   };
+  const onSigterm = (): void => {
+    if (requested) return terminateNow();
+    requested = true;
+    stopAllProgress();
+    if (currentWorld().isRoot) process.stderr.write(`\nqkd: SIGTERM, ${notice} (SIGTERM again to quit at once)\n`);
+  };
   const hadDefault = process.listeners('SIGINT').includes(exitNow);
   const keptEarly = process.listeners('SIGUSR1').includes(keepEarlyUsr1);
   process.removeListener('SIGINT', exitNow);
+  process.removeListener('SIGTERM', terminateNow);
   process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
   // SIGUSR1 asks for the same graceful stop, once: it is what an MPI launcher forwards to every rank
   // (Open MPI's mpirun passes SIGUSR1 on; a Ctrl-C to mpirun kills the job instead). See docs/parallel.md.
   const onUsr1 = (): void => {
@@ -74,6 +96,7 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; s
     stopAgreed: () => onUsr1(),
     dispose: () => {
       process.removeListener('SIGINT', onSigint);
+      process.removeListener('SIGTERM', onSigterm);
       process.removeListener('SIGUSR1', onUsr1);
       if (hadDefault) exitOnInterrupt();
       if (keptEarly && !process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);

@@ -17,6 +17,7 @@ import { saveLlama } from '../models/llama-io.js';
 import { calibrationWindows } from '../distill/student-init.js';
 import { keepLayers, measureImportance, pruneModel, shapeForParameters, DEFAULT_AGGREGATION, type Aggregation, type PruneReport, type PruneShape } from '../distill/minitron.js';
 import { noGrad } from '../tensor/tape.js';
+import { refuseOutputOverModel } from './output-guard.js';
 
 export interface PruneFileOptions {
   out: string;
@@ -47,6 +48,7 @@ export function pruneModelFile(modelPath: string, options: PruneFileOptions): Pr
   if ((options.shape === undefined) === (options.targetParams === undefined)) {
     throw new QkdError('ARGUMENT', 'give either a target shape or a parameter budget, not both and not neither', { field: '--target-params', hint: '--target-params N, or --hidden/--ffn/--heads/--kv-heads/--layers' });
   }
+  refuseOutputOverModel(modelPath, options.out, 'pruning');
   const teacher = loadModelAny(modelPath);
   if (teacher.arena.released) throw new QkdError('CONFIG', 'pruning reads the model in float32', { path: modelPath });
   prepareOutputDirectory(options.out, { force: options.force });

@@ -4,9 +4,9 @@
  * a user's plan file), quantize with RTN or GPTQ, and write a packed
  * checkpoint that `qkd eval` loads.
  */
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { modelFileFormat } from '../io/tensor-source.js';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -15,6 +15,7 @@ import { copyTokenizerFiles, saveTokenizerFiles } from '../data/tokenizer-io.js'
 import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
 import { quantizeLlama, type QuantMethod, type QuantizeProgress } from './quantize-model.js';
 import { saveQuantizedLlama } from './quantized-io.js';
+import { refuseOutputOverModel } from './output-guard.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { PlanBits, QuantPlan } from '../quant/scheme.js';
 import { parsePlanJson } from '../swan/allocate.js';
@@ -68,25 +69,6 @@ function calibrationTokens(model: LlamaModel, modelPath: string, data: string): 
   return data === 'default' ? splitTokens(ids).train : ids;
 }
 
-/**
- * The packed model must not land on the float model or inside a training
- * run (a checkpoint directory or a run directory), whatever the spelling of
- * the paths (symlinks, `..`).
- */
-function refuseOutputOverModel(modelPath: string, out: string): void {
-  const real = (p: string): string => (existsSync(p) ? realpathSync(p) : resolve(p));
-  const target = real(out);
-  if (existsSync(modelPath) && real(modelDirectory(modelPath)) === target) {
-    throw new QkdError('ARGUMENT', "the output directory is the model's own directory; quantizing there would overwrite the float model", { path: out, field: '--out', hint: 'another directory' });
-  }
-  for (let dir = target; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'latest.json')) || existsSync(join(dir, 'trainer_state.json'))) {
-      throw new QkdError('ARGUMENT', `the output directory lies in a training run (${dir}); writing there would corrupt its checkpoints`, { path: out, field: '--out', hint: 'a directory outside the run' });
-    }
-    if (dirname(dir) === dir) break;
-  }
-}
-
 /** A packed checkpoint (qkd quantize's output) cannot be quantized again: say so, in the user's terms. */
 function refusePackedInput(modelPath: string): void {
   let configPath: string;
@@ -115,7 +97,7 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     throw new QkdError('ARGUMENT', 'give either a uniform width (bits) or a budget (average bits), not both', { field: 'bits/budget' });
   }
   refusePackedInput(modelPath);
-  refuseOutputOverModel(modelPath, options.out);
+  refuseOutputOverModel(modelPath, options.out, 'quantizing');
   let overrides: Record<string, PlanBits> | undefined;
   // Load first: a model qkd cannot run (e.g. GGUF) fails before the profile pass.
   const model: LlamaModel = loadModelAny(modelPath);

@@ -8,7 +8,7 @@
  * raw EPERM / ENOTDIR / EEXIST errors do not say which part of the path is
  * at fault.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { QkdError } from '../errors.js';
 
@@ -102,5 +102,28 @@ export function ensureWritableFile(path: string, flag: string): void {
   ensureWritableDirectory(parent, flag);
   if (existsSync(path) && statSync(path).isDirectory()) {
     throw new QkdError('IO', `${flag} ${path} is a directory, not a file`, { path, field: flag, hint: 'a file path' });
+  }
+}
+
+/** Files that hold a model or the settings it is read with: never replaced by a report. */
+const MODEL_FILE = /\.(safetensors|gguf|bin|pt|pth|ckpt)$|^(config|tokenizer|tokenizer_config|generation_config|latest|trainer_state)\.json$|\.index\.json$/;
+
+/**
+ * An output file that may replace what is at `path` (checked before any
+ * work, after ensureWritableFile): it is never the command's input `model`
+ * nor a model file inside it (a directory), and an existing file that
+ * `ours` does not recognise as an earlier output of the same kind is kept
+ * unless `force`.
+ */
+export function ensureReplaceableFile(path: string, flag: string, options: { model: string; force: boolean; ours: (path: string) => boolean; what: string }): void {
+  if (!existsSync(path)) return;
+  const target = realpathSync(path);
+  const model = existsSync(options.model) ? realpathSync(options.model) : resolve(options.model);
+  const inside = target.startsWith(model + '/') && MODEL_FILE.test(target.slice(target.lastIndexOf('/') + 1));
+  if (target === model || inside) {
+    throw new QkdError('IO', `${flag} ${path} is ${target === model ? 'the model itself' : 'a file of the model'}; refusing to overwrite it`, { path, field: flag, hint: "a path outside the model's files" });
+  }
+  if (!options.force && !options.ours(path)) {
+    throw new QkdError('IO', `${flag} ${path} exists and is not ${options.what}; refusing to overwrite it`, { path, field: flag, hint: `a new path, or --force to replace it` });
   }
 }

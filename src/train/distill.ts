@@ -20,7 +20,7 @@
  * DIR/quantized/ — the packed checkpoint at the deployment bit width (RTN of
  * the trained weights; after QAT they already sit on the grid).
  */
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { copyTokenizerFiles } from '../data/tokenizer-io.js';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
@@ -55,7 +55,7 @@ import { coefficient, fakeQuantActive, GGUF_TYPE_NAMES, learnedStepSizes, loopCo
 import { layerScores, SakdMechanisms, swdlWeights } from './sakd.js';
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { checkSplitFits, countedRows, readResumePoint, sampledStarts, refuseConfigChanges, tokenizeSplit, train, validationLoss, type TrainResult } from './trainer.js';
-import { prepareRunDirectory } from './run-directory.js';
+import { prepareRunDirectory, refuseInsideOutput } from './run-directory.js';
 import { exportGguf, ggufTensorTypes } from '../compress/export-gguf.js';
 import { profileModel, type ProfileSource } from '../swan/profile.js';
 import { cacheTeacherFingerprint, cachedValidationKl, isCacheTeacher, isTeacherServer, LLAMA_CPP_DEFAULT_TOP_K, prepareCaches, refuseForCacheTeacher, SERVER_DEFAULT_TOP_K, windowsTouched, type CacheTeacher } from './server-teacher.js';
@@ -715,13 +715,9 @@ function refuseTeacherInside(given: DistillOptions['teacher'], outDir: string): 
   }
   const one = given as Exclude<DistillOptions['teacher'], readonly unknown[]>;
   const teacher = typeof one === 'string' ? one : one !== null && isCacheTeacher(one) && !isTeacherServer(one) ? one.gguf : null;
-  if (teacher === null || !existsSync(teacher) || !existsSync(outDir)) return;
-  const t = realpathSync(teacher);
-  const o = realpathSync(outDir);
-  if (t === o || t.startsWith(o + '/')) {
-    throw new QkdError('ARGUMENT', 'the teacher lies inside the output directory, where the run would overwrite it', { path: teacher, field: '--teacher', hint: 'an output directory outside the teacher' });
-  }
+  if (teacher !== null) refuseInsideOutput(teacher, outDir, 'teacher', '--teacher');
 }
+
 
 /** Where a teaching assistant is distilled, in the student's output directory. */
 const ASSISTANT = 'assistant';
@@ -742,6 +738,8 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   if (!Array.isArray(options.teacher) && isCacheTeacher(options.teacher)) throw new QkdError('CONFIG', 'a teaching assistant is built from the teacher\'s weights, and a teacher on a server or in llama.cpp has none here', { field: 'assistant', hint: 'no --assistant, or a teacher qkd loads' });
   if (c.distillation.teacher_correction.steps > 0) throw new QkdError('CONFIG', 'teacher correction with a teaching assistant is not supported (which teacher would it correct?)', { field: 'distillation.teacher_correction.steps', hint: 'steps: 0, or no --assistant' });
   // The student's directory is checked first, so a refused run starts no assistant.
+  refuseTeacherInside(options.teacher, options.outDir);
+  if (c.student.from !== null) refuseInsideOutput(c.student.from, options.outDir, 'student', '--student');
   const started = { student: existsSync(join(options.outDir, 'latest.json')), assistant: existsSync(join(dir, 'latest.json')) };
   if (options.resume === true && !started.student && !started.assistant) {
     throw new QkdError('IO', `nothing to resume: neither ${options.outDir} nor ${dir} holds a checkpoint (latest.json)`, { path: options.outDir, field: '--out', hint: 'the output directory of an earlier run with --assistant' });
@@ -782,6 +780,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   if (!world.isRoot) options = { ...options, onNote: undefined, onStep: undefined, onCacheProgress: undefined };
   if (options.config.assistant !== null && options.viaAssistant !== true) return distillThroughAssistant(options);
   refuseTeacherInside(options.teacher, options.outDir);
+  if (options.config.student.from !== null) refuseInsideOutput(options.config.student.from, options.outDir, 'student', '--student');
   const teachers = Array.isArray(options.teacher) ? (options.teacher.length === 1 ? null : (options.teacher as readonly (string | LlamaModel)[])) : null;
   const oneTeacher = (Array.isArray(options.teacher) ? (options.teacher.length === 1 ? options.teacher[0]! : null) : options.teacher) as string | LlamaModel | CacheTeacher | null;
   const noTeacher = oneTeacher === null && teachers === null;

@@ -48,7 +48,7 @@ import { loopConfig, parseDistillConfig, resolveDistillConfig, studentConfig, ty
 import type { MicroBatch, RecipeLoss, TrainRecipe } from './recipe.js';
 import { readResumePoint, refuseConfigChanges, train, type TrainResult } from './trainer.js';
 import { isCacheTeacher } from './server-teacher.js';
-import { prepareRunDirectory } from './run-directory.js';
+import { prepareRunDirectory, refuseInsideOutput } from './run-directory.js';
 import { teacherFingerprint, teacherPrecision, teacherTokenizer } from './teachers.js';
 import type { DistillOptions, DistillResult } from './distill-types.js';
 
@@ -248,6 +248,9 @@ export async function distillMohawk(options: DistillOptions, distill: (options: 
   if (given === null || Array.isArray(given) || (typeof given !== 'string' && !(given instanceof LlamaModel)) || (typeof given !== 'string' && isCacheTeacher(given))) {
     throw new QkdError('CONFIG', "recipe mohawk aligns the student with the teacher's attention, so it needs one teacher whose weights are here", { field: '--teacher', hint: 'one --teacher PATH (a model qkd loads)' });
   }
+  // --force clears the output directory: a teacher or student inside it would be lost.
+  if (typeof given === 'string') refuseInsideOutput(given, options.outDir, 'teacher', '--teacher');
+  if (c0.student.from !== null) refuseInsideOutput(c0.student.from, options.outDir, 'student', '--student');
   const teacher = typeof given === 'string' ? loadModelAny(given, { precision: teacherPrecision(given, c0.distillation.teacher_precision) }) : given;
   if (teacher.config.ssm !== null) throw new QkdError('CONFIG', 'the teacher already has state-space layers; recipe mohawk distills a Transformer', { field: '--teacher', hint: 'a Transformer teacher' });
   const teacherId = teacherFingerprint(teacher);

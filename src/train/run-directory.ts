@@ -10,7 +10,7 @@
  *   `clear()`, which callers run after every other check has passed, so a
  *   refused run loses nothing.
  */
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { ensureWritableDirectory, listSome } from '../io/output-dir.js';
@@ -67,4 +67,14 @@ export function prepareRunDirectory(path: string, options: RunDirectoryOptions =
       for (const name of used) if (RUN_ENTRIES.test(name)) rmSync(join(path, name), { recursive: true, force: true });
     },
   };
+}
+
+/** A model the run reads (`role`) that lies inside the output directory, which --force clears and checkpoints overwrite. */
+export function refuseInsideOutput(path: string, outDir: string, role: string, flag: string): void {
+  if (!existsSync(path) || !existsSync(outDir)) return;
+  const m = realpathSync(path);
+  const o = realpathSync(outDir);
+  if (m === o || m.startsWith(o + '/')) {
+    throw new QkdError('ARGUMENT', `the ${role} lies inside the output directory, where the run would overwrite it`, { path, field: flag, hint: `an output directory outside the ${role}` });
+  }
 }

@@ -60,6 +60,33 @@ describe('qkd audit', () => {
     assert.equal(summary.tensors, report.tensors.length);
   });
 
+  it('never overwrites the model, and keeps an existing file that is not an audit report unless --force', () => {
+    const file = join(dir, 'single.safetensors');
+    writeFileSync(file, readFileSync(join(modelDir, 'model.safetensors')));
+    const before = readFileSync(file);
+    for (const flag of ['--json', '--html']) {
+      const r = qkd('audit', file, flag, file, '--force');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`${flag} .*single\\.safetensors is the model itself; refusing to overwrite it`));
+      const inDir = qkd('audit', modelDir, flag, join(modelDir, 'config.json'), '--force');
+      assert.equal(inDir.code, 1);
+      assert.match(inDir.stderr, /config\.json is a file of the model/);
+    }
+    assert.deepEqual(readFileSync(file), before);
+    const notes = join(dir, 'notes.txt');
+    writeFileSync(notes, 'mine');
+    const kept = qkd('audit', file, '--json', notes);
+    assert.equal(kept.code, 1);
+    assert.match(kept.stderr, /--json .*notes\.txt exists and is not a qkd audit JSON report.*--force/);
+    assert.equal(readFileSync(notes, 'utf8'), 'mine');
+    // An earlier report is rewritten, and --force replaces anything else.
+    const json = join(dir, 'again.json');
+    const html = join(dir, 'again.html');
+    for (let i = 0; i < 2; i++) assert.equal(qkd('audit', file, '--json', json, '--html', html).code, 0);
+    assert.equal(qkd('audit', file, '--json', notes, '--force').code, 0);
+    assert.ok('tensors' in JSON.parse(readFileSync(notes, 'utf8')));
+  });
+
   it('gives a clear error for a missing or malformed model', () => {
     const r = qkd('audit', join(dir, 'missing'));
     assert.equal(r.code, 1);

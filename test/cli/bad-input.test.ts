@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,6 +77,10 @@ describe('a run on disk is never lost', () => {
     assertUserError(qkd(['train', '--out', run, '--data', small, '--steps', '3', '--force']), /training split has \d+ tokens/, 'a forced run on a tiny corpus');
     assertUserError(qkd(['distill', '--teacher', join(dir, 'no-teacher'), '--out', run, '--force']), /no-teacher/, 'a forced distillation from a missing teacher');
     assertUserError(qkd(['distill', '--teacher', run, '--out', run, '--force']), /the teacher lies inside the output directory/, 'a teacher inside --out');
+    // The student too: --force cleared it, then the run failed reading it.
+    const teacherCopy = join(dir, 'teacher-copy');
+    cpSync(run, teacherCopy, { recursive: true });
+    assertUserError(qkd(['distill', '--teacher', teacherCopy, '--student', run, '--out', run, '--force', '--steps', '3', '--data', corpus]), /the student lies inside the output directory.*--student/, 'a student inside --out');
     assert.equal(JSON.parse(readFileSync(join(run, 'latest.json'), 'utf8')).step, 12);
     assert.ok(existsSync(join(run, 'checkpoint-12', 'trainer_state.json')));
   });

@@ -23,6 +23,26 @@ describe('SIGUSR1 before and during a graceful stop', () => {
     second.dispose();
   });
 
+  it('SIGTERM asks for the same graceful stop (the CLI otherwise ends at once on it), and dispose hands it back', () => {
+    exitOnInterrupt();
+    const before = process.listeners('SIGTERM').length;
+    assert.ok(before >= 1, 'the CLI holds SIGTERM from the start');
+    const said: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (said.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      const g = gracefulInterrupt('saving a checkpoint');
+      assert.equal(process.listeners('SIGTERM').length, before, 'the graceful handler replaces the immediate one');
+      process.emit('SIGTERM', 'SIGTERM');
+      assert.equal(g.requested(), true);
+      g.dispose();
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(said, ['\nqkd: SIGTERM, saving a checkpoint (SIGTERM again to quit at once)\n']);
+    assert.equal(process.listeners('SIGTERM').length, before);
+  });
+
   it('a stop the ranks agreed on is announced once on rank 0, and a late SIGUSR1 stays quiet', () => {
     exitOnInterrupt();
     const said: string[] = [];

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
@@ -58,6 +58,20 @@ describe('qkd prune', () => {
     const wide = qkd('prune', '--model', teacher, '--out', join(dir, 'y'), '--hidden', '64', '--samples', '4', '--seq-len', '16');
     assert.notEqual(wide.status, 0);
     assert.match(wide.stderr, /hidden_size 64 exceeds the teacher's 32/);
+  });
+
+  it('never writes over its own model or into a training run, even with --force', () => {
+    const before = readFileSync(join(teacher, 'model.safetensors'));
+    const own = qkd('prune', '--model', teacher, '--out', teacher, '--force', '--layers', '2', '--samples', '4', '--seq-len', '16');
+    assert.equal(own.status, 1);
+    assert.match(own.stderr, /the output directory is the model's own directory; pruning there would overwrite the float model/);
+    assert.deepEqual(readFileSync(join(teacher, 'model.safetensors')), before);
+    const run = join(dir, 'run');
+    mkdirSync(run);
+    writeFileSync(join(run, 'latest.json'), '{}');
+    const inRun = qkd('prune', '--model', teacher, '--out', run, '--force', '--layers', '2', '--samples', '4', '--seq-len', '16');
+    assert.equal(inRun.status, 1);
+    assert.match(inRun.stderr, /lies in a training run/);
   });
 
   it('qkd distill --init minitron prunes the teacher on the training text and retrains by logit-only KD', () => {

@@ -98,7 +98,7 @@ describe('qkd train', () => {
     assert.ok(e.bits_per_byte < Math.log2(e.ppl) / 1.5, `${e.bits_per_byte} vs log2 ppl ${Math.log2(e.ppl)}`);
   });
 
-  it('Ctrl-C (SIGINT) saves a checkpoint at the current step and exits cleanly', async () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) it(`${signal === 'SIGINT' ? 'Ctrl-C (SIGINT)' : 'SIGTERM (a scheduler\'s or kill\'s stop)'} saves a checkpoint at the current step and exits cleanly`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'qkd-int-'));
     const data = join(dir, 'corpus.txt');
     writeFileSync(data, text);
@@ -112,9 +112,10 @@ describe('qkd train', () => {
     child.stderr.on('data', (d) => (stderr += d));
     // Wait until training is under way (metrics written), then interrupt.
     for (let i = 0; i < 600 && !(existsSync(join(out, 'metrics.jsonl')) && losses(out).length >= 5); i++) await sleep(20);
-    child.kill('SIGINT');
+    child.kill(signal);
     const code = await new Promise((r) => child.once('exit', r));
-    assert.equal(code, 130, 'the conventional exit code of a run ended by SIGINT');
+    assert.equal(code, 130, 'the conventional exit code of a run ended by SIGINT (a graceful stop on SIGTERM too)');
+    if (signal === 'SIGTERM') assert.match(stderr, /qkd: SIGTERM, /);
     const latest = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8'));
     assert.ok(latest.step >= 5 && latest.step < 5000, `checkpoint at ${latest.step}`);
     assert.match(stderr, new RegExp(`qkd: interrupted: stopped at step ${latest.step}, checkpoint saved; continue with: qkd train --out ${out} --data ${data} --resume`));

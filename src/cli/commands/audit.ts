@@ -4,7 +4,8 @@ import { auditAndPlan } from '../../swan/plan.js';
 import type { AuditReport } from '../../swan/types.js';
 import { renderAuditHtml } from '../../report/audit-html.js';
 import { writeBytesAtomic } from '../../io/atomic.js';
-import { ensureWritableFile } from '../../io/output-dir.js';
+import { ensureReplaceableFile, ensureWritableFile } from '../../io/output-dir.js';
+import { readFileSync, statSync } from 'node:fs';
 import { decimal, integer, integerIn, positiveInt } from '../options.js';
 import { countProgress } from '../progress.js';
 
@@ -19,6 +20,7 @@ interface AuditFlags {
   products: 'auto' | 'int8' | 'bf16';
   krylovDepth: number;
   krylovDims: number;
+  force?: boolean;
   weighting: 'composite' | 'uniform';
   weightPower: number;
 }
@@ -40,9 +42,16 @@ export function registerAudit(program: Command): void {
     .addOption(new Option('--products <kind>', "what the SVD's products run on: int8, bf16, or auto (int8 where the CPU has AVX-512 VNNI)").choices(['auto', 'int8', 'bf16']).default('auto'))
     .option('--krylov-depth <q>', 'depth of the SVD\'s block Krylov pass (1 to 64): more steps of narrower blocks, the same products', integerIn('--krylov-depth', 1, 64), 8)
     .option('--krylov-dims <x>', 'Krylov dimensions per singular value wanted (1 to 16): the products scale with it; lower is faster and less accurate (README, "Speed and accuracy of audit")', decimal('--krylov-dims', { min: 1, max: 16 }), 2.75)
+    .option('--force', 'replace an existing --json/--html file that is not an earlier qkd audit report')
     .action((model: string, o: AuditFlags) => {
-      if (o.json !== undefined && o.json !== '-') ensureWritableFile(o.json, '--json');
-      if (o.html !== undefined) ensureWritableFile(o.html, '--html');
+      if (o.json !== undefined && o.json !== '-') {
+        ensureWritableFile(o.json, '--json');
+        ensureReplaceableFile(o.json, '--json', { model, force: o.force === true, ours: isAuditJson, what: 'a qkd audit JSON report' });
+      }
+      if (o.html !== undefined) {
+        ensureWritableFile(o.html, '--html');
+        ensureReplaceableFile(o.html, '--html', { model, force: o.force === true, ours: isAuditHtml, what: 'a qkd audit HTML report' });
+      }
       const progress = countProgress('audit', 'tensors');
       let planned;
       try {
@@ -76,4 +85,21 @@ function printAuditTable(report: AuditReport, bits: Record<string, number>): voi
     }
     console.log([t.name.slice(-44).padEnd(44), fmt(t.kurtosis, 2).padStart(8), fmt(t.spectral_concentration).padStart(6), fmt(t.sigma_max_over_fro).padStart(6), fmt(t.noise_amplification).padStart(6), fmt(t.reconstruction_error).padStart(6), fmt(t.composite).padStart(6), String(bits[t.name] ?? '—').padStart(5)].join(' '));
   }
+}
+
+/** Reports are rewritten in place; anything else at the path is kept (ensureReplaceableFile). */
+const REPORT_MAX_BYTES = 256 << 20;
+
+function isAuditJson(path: string): boolean {
+  if (statSync(path).size > REPORT_MAX_BYTES) return false;
+  try {
+    const r = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    return r !== null && typeof r === 'object' && 'tensors' in r && 'settings' in r && 'model' in r;
+  } catch {
+    return false;
+  }
+}
+
+function isAuditHtml(path: string): boolean {
+  return statSync(path).size <= REPORT_MAX_BYTES && readFileSync(path, 'utf8').includes('<div id="qkd-error"');
 }
