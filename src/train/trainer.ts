@@ -287,9 +287,21 @@ function readJsonFile<T>(path: string): T {
 /** Drops metrics lines written after the checkpoint a run resumes from. */
 function truncateMetrics(path: string, step: number): void {
   if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= step);
+  const lines = readFileSync(path, 'utf8').split('\n');
+  const kept: string[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    let entry: { step?: unknown };
+    try {
+      entry = JSON.parse(line) as { step?: unknown };
+    } catch {
+      // A run that died while appending leaves its last line cut short (no newline after it): that step
+      // is past the checkpoint, so the line goes like the other lines after it.
+      if (i === lines.length - 1) return;
+      throw new QkdError('IO', `line ${i + 1} of ${path} is not JSON; the metrics log cannot be truncated to the checkpoint`, { path, field: `line ${i + 1}`, hint: 'one JSON object per line, as qkd writes it (remove or fix the damaged line to resume)' });
+    }
+    if (typeof entry?.step === 'number' && entry.step <= step) kept.push(line);
+  });
   writeBytesAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
@@ -378,8 +390,28 @@ export function readResumePoint(outDir: string): ResumePoint {
   const dir = join(outDir, latest.dir);
   const statePath = join(dir, 'trainer_state.json');
   const state = readJsonFile<TrainerState>(statePath);
+  checkTrainerState(state, statePath);
   // Parsed like a config file: defaults fill keys an older checkpoint lacks.
   return { dir, name: latest.dir, state: { ...state, config: parseTrainConfig(state.config, statePath) } };
+}
+
+/** The fields of trainer_state.json a resume reads before anything else would notice them wrong. */
+function checkTrainerState(state: TrainerState, path: string): void {
+  const fail = (field: string, hint: string): never => {
+    const value = JSON.stringify((state as unknown as Record<string, unknown>)[field] ?? null).slice(0, 80);
+    throw new QkdError('IO', `${path} is damaged: ${field} is ${value}`, { path, field, hint });
+  };
+  if (state === null || typeof state !== 'object' || Array.isArray(state)) throw new QkdError('IO', `${path} is not a JSON object`, { path, hint: 'the trainer state qkd writes with each checkpoint' });
+  const count = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!count(state.step)) fail('step', 'a non-negative integer');
+  if (!count(state.adam_step)) fail('adam_step', 'a non-negative integer');
+  if (state.extra_adam_step !== undefined && !count(state.extra_adam_step)) fail('extra_adam_step', 'a non-negative integer');
+  const rng = state.rng as unknown as { words?: unknown; spareNormal?: unknown } | null;
+  const words = rng?.words;
+  if (rng === null || typeof rng !== 'object' || !Array.isArray(words) || words.length !== 4 || !words.every((w) => Number.isInteger(w) && w >= 0 && w < 2 ** 32) || !(rng.spareNormal === null || typeof rng.spareNormal === 'number')) {
+    fail('rng', '{"words": [4 unsigned 32-bit integers], "spareNormal": a number or null}');
+  }
+  if (state.config === null || typeof state.config !== 'object') fail('config', 'the run\'s config object');
 }
 
 /** Leaves of a JSON-like value as dotted paths → JSON text. */
@@ -482,7 +514,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (!opt.ownsMoments && m.length > 0) {
         throw new QkdError('CONFIG', 'the checkpoint holds float32 AdamW moments, but this run keeps them packed (DBWA)', { path: join(ckpt, 'optimizer.safetensors'), field: 'exp_avg', hint: 'resume with the sat.dbwa setting the run was started with' });
       }
-      opt.setState({ step: state.adam_step, m, v: moments.readFloat32('exp_avg_sq').data });
+      try {
+        opt.setState({ step: state.adam_step, m, v: moments.readFloat32('exp_avg_sq').data });
+      } catch (error) {
+        if (!(error instanceof QkdError)) throw error;
+        throw new QkdError('IO', `the optimizer state does not fit the model: ${error.message}`, { path: join(ckpt, 'optimizer.safetensors'), hint: "the checkpoint's own optimizer.safetensors" });
+      }
     } finally {
       moments.close();
     }

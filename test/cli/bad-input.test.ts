@@ -96,6 +96,34 @@ describe('a run on disk is never lost', () => {
     assert.equal(readFileSync(join(again, 'notes.txt'), 'utf8'), 'mine');
   });
 
+  it('a damaged run is resumed or refused by name, never with a stack trace: a cut-short metrics line, a bad trainer_state.json', () => {
+    const copy = (name: string): string => {
+      const to = join(dir, name);
+      cpSync(run, to, { recursive: true });
+      return to;
+    };
+    // A crash while appending to metrics.jsonl leaves a partial last line: resume drops it like any line past the checkpoint.
+    const cut = copy('cut-metrics');
+    writeFileSync(join(cut, 'metrics.jsonl'), readFileSync(join(cut, 'metrics.jsonl'), 'utf8') + '{"step":13,"lo');
+    const resumed = qkd(['train', '--out', cut, '--data', corpus, '--resume', '--steps', '14']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.deepEqual(readFileSync(join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step).filter((s) => s > 12), [13, 14]);
+    const middle = copy('bad-metrics');
+    const lines = readFileSync(join(middle, 'metrics.jsonl'), 'utf8').split('\n');
+    lines[1] = '{oops';
+    writeFileSync(join(middle, 'metrics.jsonl'), lines.join('\n'));
+    assertUserError(qkd(['train', '--out', middle, '--data', corpus, '--resume', '--steps', '14']), /line 2 of .*metrics\.jsonl is not JSON/, 'a damaged metrics line');
+    const latestDir = (d: string) => join(d, JSON.parse(readFileSync(join(d, 'latest.json'), 'utf8')).dir as string);
+    for (const [field, value, pattern] of [['rng', 'hello', /trainer_state\.json is damaged: rng .*expected: \{"words"/], ['step', '12', /trainer_state\.json is damaged: step.*non-negative integer/]] as const) {
+      const bad = copy(`bad-state-${field}`);
+      const statePath = join(latestDir(bad), 'trainer_state.json');
+      const state = JSON.parse(readFileSync(statePath, 'utf8'));
+      state[field] = value;
+      writeFileSync(statePath, JSON.stringify(state));
+      assertUserError(qkd(['train', '--out', bad, '--data', corpus, '--resume', '--steps', '14']), pattern, `trainer_state ${field}`);
+    }
+  });
+
   it('--resume keeps the checkpoint settings: contradictions are refused by name, more steps are stated', () => {
     assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--preset', 'small', '--steps', '20']), /settings differ from the run's checkpoint: model\.hidden_size \(checkpoint 64, given 128\)/, '--preset on resume');
     assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--seed', '5', '--steps', '20']), /seed \(checkpoint 1337, given 5\)/, '--seed on resume');
