@@ -97,11 +97,15 @@ export function copyTokenizerFiles(from: string, to: string): void {
 }
 
 /**
- * Any tokenizer file: tokenizer.json starts with '{' (after whitespace), a
+ * Any tokenizer file (or a model directory, or a GGUF, as loadTokenizerAt):
+ * tokenizer.json starts with '{' (after whitespace), a
  * llama2.c tokenizer.bin is binary and needs the model's vocabulary size
  * (its format does not store it).
  */
 export function loadTokenizerFile(path: string, vocabSize: number): Tokenizer {
+  // A model directory or a GGUF names its tokenizer as --tokenizer does everywhere (loadTokenizerAt).
+  if (existsSync(path) && statSync(path).isDirectory()) return loadTokenizerAt(path);
   const head = readFileHead(path, 64, 'tokenizer').toString('latin1');
+  if (head.startsWith('GGUF')) return loadTokenizerAt(path);
   return /^\s*\{/.test(head) ? loadTokenizer(path) : readLlama2cTokenizer(path, vocabSize);
 }

@@ -124,6 +124,14 @@ describe('a run on disk is never lost', () => {
     }
   });
 
+  it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {
+    const g = qkd(['generate', '--model', run, '--tokenizer', run, '--prompt', 'the', '--steps', '3']);
+    assert.equal(g.code, 0, g.stderr);
+    const e = qkd(['eval', '--model', run, '--tokenizer', run, '--data', corpus]);
+    assert.equal(e.code, 0, e.stderr);
+    assert.ok(Number.isFinite(lastJson(e).ppl as number));
+  });
+
   it('--resume keeps the checkpoint settings: contradictions are refused by name, more steps are stated', () => {
     assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--preset', 'small', '--steps', '20']), /settings differ from the run's checkpoint: model\.hidden_size \(checkpoint 64, given 128\)/, '--preset on resume');
     assertUserError(qkd(['train', '--out', run, '--data', corpus, '--resume', '--seed', '5', '--steps', '20']), /seed \(checkpoint 1337, given 5\)/, '--seed on resume');
