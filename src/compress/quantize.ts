@@ -4,8 +4,8 @@
  * a user's plan file), quantize with RTN or GPTQ, and write a packed
  * checkpoint that `qkd eval` loads.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { modelFileFormat } from '../io/tensor-source.js';
+import { existsSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { modelFileFormat, openTensorSource } from '../io/tensor-source.js';
 import { join } from 'node:path';
 import { prepareOutputDirectory } from '../io/output-dir.js';
 import { QkdError } from '../errors.js';
@@ -101,13 +101,8 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
   let overrides: Record<string, PlanBits> | undefined;
   // Load first: a model qkd cannot run (e.g. GGUF) fails before the profile pass.
   const model: LlamaModel = loadModelAny(modelPath);
-  // Before any work: a bad output path fails now, not after profiling and quantizing.
-  prepareOutputDirectory(options.out, { force: options.force });
-  const planned = auditAndPlan(
-    modelPath,
-    { scheme, bits: options.bits, budgetBits: options.budgetBits },
-    { seed: options.seed, onTensor: options.onProfile },
-  );
+  // The plan file too: a bad one fails before the profile pass. Its names are the 2-D weights the
+  // profile measures (auditAndPlan's tensors).
   if (options.planFile) {
     let text: string;
     try {
@@ -115,21 +110,45 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     } catch (err) {
       throw new QkdError('IO', `cannot read plan file: ${(err as Error).message}`, { path: options.planFile });
     }
-    overrides = parsePlanJson(text, new Set(planned.tensors.map((t) => t.name)), scheme, options.planFile).bits;
+    overrides = parsePlanJson(text, planNames(modelPath), scheme, options.planFile).bits;
   }
-  const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
-  const calibration =
-    method === 'gptq'
-      ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
-      : undefined;
-  const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
-  const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
-  if (existsSync(join(modelDirectory(modelPath), 'tokenizer.json'))) copyTokenizerFiles(modelDirectory(modelPath), options.out);
-  else if (statSync(modelPath).isFile() && modelFileFormat(modelPath) === 'gguf') {
-    // A GGUF carries its tokenizer in its metadata: the packed checkpoint gets it as tokenizer.json.
-    const t = loadModelTokenizer(model, modelPath);
-    if (t.kind !== 'llama2c') saveTokenizerFiles(options.out, t);
+  // Before any work: a bad output path fails now, not after profiling and quantizing.
+  const created = !existsSync(options.out);
+  prepareOutputDirectory(options.out, { force: options.force });
+  try {
+    const planned = auditAndPlan(
+      modelPath,
+      { scheme, bits: options.bits, budgetBits: options.budgetBits },
+      { seed: options.seed, onTensor: options.onProfile },
+    );
+    const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
+    const calibration =
+      method === 'gptq'
+        ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
+        : undefined;
+    const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
+    const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
+    if (existsSync(join(modelDirectory(modelPath), 'tokenizer.json'))) copyTokenizerFiles(modelDirectory(modelPath), options.out);
+    else if (statSync(modelPath).isFile() && modelFileFormat(modelPath) === 'gguf') {
+      // A GGUF carries its tokenizer in its metadata: the packed checkpoint gets it as tokenizer.json.
+      const t = loadModelTokenizer(model, modelPath);
+      if (t.kind !== 'llama2c') saveTokenizerFiles(options.out, t);
+    }
+    writeBytesAtomic(join(options.out, 'quantization.json'), JSON.stringify({ source: modelPath, method, scheme, budget_bits: options.budgetBits ?? null, avg_bits: storage.avgBits, bytes: storage.bytes, params: storage.params, bits: plan.bits, profile: planned.report }, null, 2) + '\n');
+    return { out: options.out, plan, avgBits: storage.avgBits, bytes: storage.bytes, params: storage.params, method, report: planned.report };
+  } catch (error) {
+    // A failed run leaves no empty directory behind that it created (a directory the user made stays).
+    if (created && existsSync(options.out) && readdirSync(options.out).length === 0) rmdirSync(options.out);
+    throw error;
   }
-  writeBytesAtomic(join(options.out, 'quantization.json'), JSON.stringify({ source: modelPath, method, scheme, budget_bits: options.budgetBits ?? null, avg_bits: storage.avgBits, bytes: storage.bytes, params: storage.params, bits: plan.bits, profile: planned.report }, null, 2) + '\n');
-  return { out: options.out, plan, avgBits: storage.avgBits, bytes: storage.bytes, params: storage.params, method, report: planned.report };
+}
+
+/** The weights a plan may name: the model file's 2-D tensors with values (those auditAndPlan measures). */
+function planNames(modelPath: string): Set<string> {
+  const source = openTensorSource(modelPath);
+  try {
+    return new Set(source.tensors.filter((t) => t.shape.length === 2 && t.shape[0]! * t.shape[1]! > 0).map((t) => t.name));
+  } finally {
+    source.close();
+  }
 }

@@ -218,8 +218,15 @@ describe('qkd quantize', () => {
   it('refuses bad flags with clear errors', () => {
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits takes one of 2, 3, 4, 8, 16, got '5'/);
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either --bits \(one width\) or --budget/);
-    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--budget', '1').stderr, /budget of 1 bits per weight is below/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x-budget'), '--budget', '1').stderr, /budget of 1 bits per weight is below/);
+    assert.equal(existsSync(join(dir, 'x-budget')), false, 'a failed run leaves no empty --out it created');
     writeFileSync(join(dir, 'badplan.json'), JSON.stringify({ nope: 4 }));
-    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--plan', join(dir, 'badplan.json')).stderr, /plan names a tensor .*nope/);
+    // A bad plan fails before the profile pass, and leaves no output directory behind.
+    const bad = qkd('quantize', modelDir, '--out', join(dir, 'x-plan'), '--plan', join(dir, 'badplan.json'));
+    assert.match(bad.stderr, /plan names a tensor .*nope/);
+    assert.doesNotMatch(bad.stderr, /profile \d+\/\d+ tensors/);
+    assert.equal(existsSync(join(dir, 'x-plan')), false);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x-plan'), '--plan', join(dir, 'missing.json')).stderr, /cannot read plan file/);
+    assert.equal(existsSync(join(dir, 'x-plan')), false);
   });
 });
