@@ -32,7 +32,7 @@ import { ensureWritableFile } from '../io/output-dir.js';
 import { GGML_WRITABLE, fallbackFormat, formatBytes, ggmlFormat, roundTrip, writableFormat } from '../quant/ggml-formats.js';
 import { loadModelAny, loadModelTokenizer } from '../models/load-any.js';
 import { llamaGgufMetadata, llamaGgufTensors } from '../models/llama-gguf.js';
-import { familyTraits } from '../models/llama-config.js';
+import { familyTraits, llamaParameterSpecs } from '../models/llama-config.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
 import { collectImportance } from './imatrix.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -207,12 +207,29 @@ export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { 
   return { typeOf, types, fallbacks, fileType };
 }
 
-/** A NaN or infinite weight has no encoding; refused naming the tensor and the element. */
-function refuseNonFinite(model: LlamaModel, modelPath: string): void {
+/** The largest half-precision value: F16 tensors and the block scales of every ggml quantized type stop there. */
+const F16_MAX = 65504;
+
+/**
+ * A NaN or infinite weight has no encoding, and a weight beyond ±65504 none
+ * in a type with half-precision values or block scales (all but F32 and BF16:
+ * the scale became infinite and llama.cpp's perplexity NaN); refused naming
+ * the tensor and the element.
+ */
+function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRule): void {
   for (const e of model.arena.entries) {
     const w = e.tensor.data;
     for (let i = 0; i < w.length; i++) {
       if (!Number.isFinite(w[i]!)) throw new QkdError('IO', `weight ${e.name} holds ${w[i]} at element ${i}: a non-finite weight has no GGUF encoding`, { path: modelPath, field: e.name, hint: 'a model with finite weights (a diverged training run?)' });
+    }
+  }
+  for (const spec of llamaParameterSpecs(model.config)) {
+    if (spec.shape.length < 2 || (model.config.tie_word_embeddings && spec.name === 'lm_head.weight')) continue;
+    const type = typeOf(spec.name, spec.shape);
+    if (type === 'F32' || type === 'BF16') continue;
+    const w = model.arena.get(spec.name).data;
+    for (let i = 0; i < w.length; i++) {
+      if (Math.abs(w[i]!) > F16_MAX) throw new QkdError('IO', `weight ${spec.name} holds ${w[i]} at element ${i}, beyond ±${F16_MAX}: ${type} stores half-precision ${type === 'F16' ? 'values' : 'block scales'}, and qkd refuses weights that large in it`, { path: modelPath, field: spec.name, hint: 'a wider type for this tensor (F32 or BF16, e.g. with --plan), or a model with smaller weights' });
     }
   }
 }
@@ -227,7 +244,7 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
   }
   const tokenizer = loadModelTokenizer(model, modelPath, options.tokenizer);
   const { typeOf, types, fallbacks, fileType } = ggufTensorTypes(model, options);
-  refuseNonFinite(model, modelPath);
+  refuseUnencodable(model, modelPath, typeOf);
   let importance: Map<string, Float32Array> | undefined;
   let imatrixTokens = 0;
   // The calibration text is read (and a bad path refused) either way; without a K-quant tensor there is no fit to weight, so no passes run.

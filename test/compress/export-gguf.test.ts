@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readLlama2cTokenizer, writeLlama2cTokenizer } from '../../src/data/llama2c-tokenizer.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,6 +181,16 @@ describe('qkd export from the CLI', () => {
     const nan = qkd('export', brokenPath, '--out', join(dir, 'nan.gguf'), '--type', 'Q8_0');
     assert.equal(nan.code, 1);
     assert.match(nan.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds NaN at element 7/);
+    // Beyond ±65504 a half-precision value or block scale overflows (the GGUF's perplexity was NaN): refused, F32 written.
+    broken.arena.get('model.layers.0.mlp.up_proj.weight').data[7] = 1e30;
+    const hugePath = modelDir('huge', broken, new ByteTokenizer());
+    for (const type of ['Q4_0', 'Q4_K_M', 'F16']) {
+      const huge = qkd('export', hugePath, '--out', join(dir, `huge-${type}.gguf`), '--type', type);
+      assert.equal(huge.code, 1, type);
+      assert.match(huge.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds 1\.0+\d*e\+30 at element 7, beyond ±65504/, type);
+      assert.equal(existsSync(join(dir, `huge-${type}.gguf`)), false);
+    }
+    assert.equal(qkd('export', hugePath, '--out', join(dir, 'huge-F32.gguf'), '--type', 'F32').code, 0);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix-batches', '3').stderr, /--imatrix-batches needs --imatrix/);
   });
