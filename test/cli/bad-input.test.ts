@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadDefaultCorpus } from '../../src/data/corpus.js';
 import { trainBpe } from '../../src/data/bpe.js';
 import { createLlama } from '../../src/models/llama.js';
+import { saveLlama } from '../../src/models/llama-io.js';
 import { generate, sampleToken } from '../../src/models/generate.js';
 import { parseDistillConfig, resolveDistillConfig } from '../../src/train/distill-config.js';
 import { loadTrainConfig } from '../../src/train/config.js';
@@ -122,6 +123,14 @@ describe('a run on disk is never lost', () => {
       writeFileSync(statePath, JSON.stringify(state));
       assertUserError(qkd(['train', '--out', bad, '--data', corpus, '--resume', '--steps', '14']), pattern, `trainer_state ${field}`);
     }
+  });
+
+  it('eval of a model whose loss is NaN says so (the JSON line said "ppl":null with exit 0)', () => {
+    const m = createLlama({ vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 32 }, 4);
+    m.arena.get('model.layers.0.mlp.down_proj.weight').data[3] = Number.NaN;
+    const broken = join(dir, 'nan-model');
+    saveLlama(broken, m);
+    assertUserError(qkd(['eval', '--model', broken, '--data', corpus]), /the model's perplexity is NaN: its loss is not finite/, 'eval of a NaN model');
   });
 
   it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {

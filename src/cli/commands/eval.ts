@@ -25,6 +25,8 @@ export function registerEval(program: Command): void {
       if (o.reference !== undefined) {
         if (o.engine !== 'qkd') throw new QkdError('ARGUMENT', '--reference compares in qkd; use --engine llama.cpp on its own to check one GGUF in llama.cpp', { field: '--engine' });
         const c = compareModels(o.model, o.reference, options);
+        refuseNonFinitePerplexity(c.ppl, o.model);
+        refuseNonFinitePerplexity(c.reference_ppl, o.reference);
         const k = c.kld;
         console.log(`ppl ${c.ppl.toFixed(4)} vs reference ${c.reference_ppl.toFixed(4)} (${((c.ppl / c.reference_ppl - 1) * 100).toFixed(2)}%) over ${c.tokens} tokens`);
         console.log(`KL(reference ‖ model): mean ${k.mean.toFixed(6)}, median ${k.median.toFixed(6)}, p90 ${k.p90.toFixed(6)}, p95 ${k.p95.toFixed(6)}, p99 ${k.p99.toFixed(6)}, p99.9 ${k.p999.toFixed(6)}, max ${k.max.toFixed(6)}`);
@@ -35,7 +37,14 @@ export function registerEval(program: Command): void {
       }
       const r = o.engine === 'llama.cpp' ? await evaluateModelInLlamaCpp(o.model, options) : evaluateModel(o.model, options);
       for (const w of 'warnings' in r ? (r.warnings as string[]) : []) process.stderr.write(`qkd: llama.cpp ${w}\n`);
+      refuseNonFinitePerplexity(r.ppl, o.model);
       console.log(`perplexity ${r.ppl.toFixed(3)}, ${r.bits_per_byte.toFixed(4)} bits/byte over ${r.tokens} tokens (${r.split === 'validation' ? 'held-out last 10%' : 'whole text'}, windows of ${r.seq_len}, engine ${o.engine})`);
       console.log(JSON.stringify({ ppl: r.ppl, bits_per_byte: r.bits_per_byte, tokens: r.tokens, split: r.split, seq_len: r.seq_len, engine: o.engine }));
     });
+}
+
+/** A NaN or infinite loss is not a perplexity to report (the JSON line would say null). */
+function refuseNonFinitePerplexity(ppl: number, model: string): void {
+  if (Number.isFinite(ppl)) return;
+  throw new QkdError('ARGUMENT', `the model's perplexity is ${ppl}: its loss is not finite (weights holding NaN or ±Inf, or activations that overflow)`, { path: model, hint: 'a model with finite weights (qkd audit names a tensor holding NaN or ±Inf)' });
 }
