@@ -133,6 +133,13 @@ describe('a run on disk is never lost', () => {
     assertUserError(qkd(['eval', '--model', broken, '--data', corpus]), /the model's perplexity is NaN: its loss is not finite/, 'eval of a NaN model');
   });
 
+  it('synth checks --out before generating: a directory, or a file of the teacher, is refused even with --force', () => {
+    const before = readFileSync(join(run, 'model.safetensors'));
+    assertUserError(qkd(['synth', '--teacher', run, '--data-free', '--out', join(run, 'model.safetensors'), '--force', '--sequences', '2', '--length', '8']), /--out .*model\.safetensors is a file of the model; refusing to overwrite it/, 'synth over the teacher');
+    assert.deepEqual(readFileSync(join(run, 'model.safetensors')), before);
+    assertUserError(qkd(['synth', '--teacher', run, '--data-free', '--out', dir, '--force', '--sequences', '2', '--length', '8']), /--out .* is a directory, not a file/, 'synth into a directory');
+  });
+
   it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {
     const g = qkd(['generate', '--model', run, '--tokenizer', run, '--prompt', 'the', '--steps', '3']);
     assert.equal(g.code, 0, g.stderr);

@@ -16,6 +16,7 @@ import { generateDataFree, modelSequenceTeacher, type SequenceTeacher } from '..
 import { SYNTH_APIS, checkPromptsForApi, estimateSynth, readPrompts, synthesize } from '../../distill/synth-remote.js';
 import { llamaCppScorer } from '../../eval/llama-cpp.js';
 import { modelFileFormat } from '../../io/tensor-source.js';
+import { ensureReplaceableFile, ensureWritableFile } from '../../io/output-dir.js';
 import { choice, decimal, integer, integerIn, positiveInt } from '../options.js';
 import { CommandInterrupted, gracefulInterrupt } from '../interrupt.js';
 import { commandLine } from '../explicit.js';
@@ -170,6 +171,10 @@ export function registerSynth(program: Command): void {
       if ((o.teacher === undefined) === (o.teacherUrl === undefined)) {
         throw new QkdError('ARGUMENT', o.teacher === undefined ? 'no teacher given' : '--teacher (a model here) and --teacher-url (a server) name two teachers', { field: '--teacher', hint: '--teacher-url URL --teacher-model NAME --prompts FILE, or --teacher PATH --data-free' });
       }
+      // Before any request or generation: a path that cannot take the output fails now, and a local
+      // teacher's own files are never the output.
+      ensureWritableFile(o.out, '--out');
+      if (o.teacher !== undefined) ensureReplaceableFile(o.out, '--out', { model: o.teacher, force: true, ours: () => true, what: 'the generated data' });
       if (o.teacherUrl !== undefined) await remote(o);
       else await dataFree(o);
     });
