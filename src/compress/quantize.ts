@@ -121,7 +121,10 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
       { scheme, bits: options.bits, budgetBits: options.budgetBits },
       { seed: options.seed, onTensor: options.onProfile },
     );
-    const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
+    // The profile covers the file's tensors; one the model does not use (a tied lm_head saved beside
+    // the embedding) has nothing to quantize.
+    const profiled = Object.fromEntries(Object.entries(planned.plan.bits).filter(([name]) => model.arena.has(name)));
+    const plan: QuantPlan = { scheme, bits: overrides ? { ...profiled, ...overrides } : profiled };
     const calibration =
       method === 'gptq'
         ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }

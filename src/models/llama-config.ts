@@ -394,3 +394,24 @@ export function derivedConfig(base: LlamaConfig, overrides: Partial<LlamaConfig>
   }
   return llamaConfig(next as Partial<LlamaConfig> & Record<string, unknown>, source);
 }
+
+/**
+ * Refuses a checkpoint whose tensors (Hugging Face names) include decoder
+ * layers past the config's count: the config and the weights do not belong
+ * together, and loading only the first layers would run another model
+ * without a word. `field` names the config key that gave the count.
+ */
+export function refuseLayersBeyond(names: Iterable<string>, layers: number, path: string, field: string): void {
+  let last = -1;
+  let example = '';
+  for (const name of names) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m !== null && Number(m[1]) > last) {
+      last = Number(m[1]);
+      example = name;
+    }
+  }
+  if (last >= layers) {
+    throw new QkdError('CONFIG', `the checkpoint holds decoder layers up to ${last} ('${example}'), but ${field} says ${layers}`, { path, field, hint: `${last + 1}, the checkpoint's layer count (or the checkpoint this config belongs to)` });
+  }
+}

@@ -20,7 +20,7 @@ import { ggufToHfName, hfToGgufName } from '../io/gguf-names.js';
 import { halfToInterleavedRows, interleavedToHalfRows } from '../io/llama2c.js';
 import { ropeFrequencies, type LlamaModel } from './llama.js';
 import { newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
-import { MODEL_TYPES, familyTraits, headDim, isSlidingLayer, llamaConfig, llamaParameterSpecs, type LlamaConfig, type ModelType } from './llama-config.js';
+import { MODEL_TYPES, familyTraits, headDim, isSlidingLayer, llamaConfig, llamaParameterSpecs, refuseLayersBeyond, type LlamaConfig, type ModelType } from './llama-config.js';
 
 /** The llama.cpp architectures qkd reads, and the family each is. */
 const ARCH_TYPES: Readonly<Record<string, ModelType>> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma2: 'gemma2', gemma3: 'gemma3_text', phi3: 'phi3' };
@@ -271,6 +271,7 @@ export function loadLlamaGguf(path: string, options: { precision?: Precision } =
     const model = newModel(c, options.precision ?? 'float32');
     const arch = familyTraits(c.model_type).ggufArch;
     const byHf = new Map(f.tensors.map((t) => [ggufToHfName(t.name, arch), t]));
+    refuseLayersBeyond(byHf.keys(), c.num_hidden_layers, path, `${arch}.block_count`);
     for (const spec of llamaParameterSpecs(c)) {
       const t = byHf.get(spec.name);
       if (t === undefined) throw new QkdError('IO', `GGUF lacks tensor '${hfToGgufName(spec.name, arch)}'`, { path, field: hfToGgufName(spec.name, arch) });

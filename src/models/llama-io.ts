@@ -14,7 +14,7 @@ import { openSafetensors, writeSafetensors, type SafetensorsFile } from '../io/s
 import { writeBytesAtomic } from '../io/atomic.js';
 import { withLoaded, type Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
-import { MODEL_TYPES, MOHAWK_ARCHITECTURE, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, type LlamaConfig, type ModelType } from './llama-config.js';
+import { MODEL_TYPES, MOHAWK_ARCHITECTURE, familyTraits, llamaConfig, llamaParameterSpecs, modelTypeOfArchitecture, refuseLayersBeyond, type LlamaConfig, type ModelType } from './llama-config.js';
 import { parseQuantizationConfig, type PackedTensorSpec } from '../quant/packed.js';
 import { readPackedTensor } from './packed-tensors.js';
 import { bf16Bits, newModel, putParameter, refuseIfTooBig, type Precision } from './precision.js';
@@ -175,6 +175,7 @@ export function loadLlama(dir: string, options: { precision?: Precision } = {}):
     } else {
       throw new QkdError('IO', `no model.safetensors or model.safetensors.index.json in ${dir}`, { path: dir });
     }
+    refuseLayersBeyond(where.keys(), config.num_hidden_layers, configPath, 'num_hidden_layers');
     refuseIfTooBig(config, options.precision ?? 'float32', dir);
     const model = newModel(config, options.precision ?? 'float32');
     for (const spec of specs) {

@@ -215,6 +215,16 @@ describe('qkd quantize', () => {
     assert.match(qkd('audit', modelDir, '--weight-power', '-1').stderr, /--weight-power/);
   });
 
+  it('a tied model whose file also holds lm_head.weight quantizes (the profile\'s entry for it is dropped)', () => {
+    const tied = join(dir, 'tied');
+    saveLlama(tied, createLlama({ vocab_size: 256, hidden_size: 64, intermediate_size: 160, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: false }, 6));
+    const configPath = join(tied, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), tie_word_embeddings: true }));
+    const r = qkd('quantize', tied, '--out', join(dir, 'tied-q'), '--budget', '4.5');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal('lm_head.weight' in JSON.parse(readFileSync(join(dir, 'tied-q', 'quantization.json'), 'utf8')).bits, false);
+  });
+
   it('refuses bad flags with clear errors', () => {
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits takes one of 2, 3, 4, 8, 16, got '5'/);
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either --bits \(one width\) or --budget/);

@@ -140,6 +140,17 @@ describe('a run on disk is never lost', () => {
     assertUserError(qkd(['synth', '--teacher', run, '--data-free', '--out', dir, '--force', '--sequences', '2', '--length', '8']), /--out .* is a directory, not a file/, 'synth into a directory');
   });
 
+  it('a config.json with fewer layers than its checkpoint is refused (eval and export ran a cut model without a word)', () => {
+    const m = createLlama({ vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 32 }, 4);
+    const cut = join(dir, 'layers-mismatch');
+    saveLlama(cut, m);
+    const configPath = join(cut, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), num_hidden_layers: 1 }));
+    for (const args of [['eval', '--model', cut, '--data', corpus], ['export', cut, '--out', join(dir, 'cut.gguf')], ['quantize', cut, '--out', join(dir, 'cut-q')]]) {
+      assertUserError(qkd(args), /the checkpoint holds decoder layers up to 1 \('model\.layers\.1\..*'\), but num_hidden_layers says 1.*config\.json/, args[0]!);
+    }
+  });
+
   it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {
     const g = qkd(['generate', '--model', run, '--tokenizer', run, '--prompt', 'the', '--steps', '3']);
     assert.equal(g.code, 0, g.stderr);
