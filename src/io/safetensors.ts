@@ -265,7 +265,8 @@ function parseHeader(path: string, fd: number, fileSize: number): { metadata: Re
     entries.set(name, { name, dtype: storage, shape: shape as number[], begin: dataStart + begin, end: dataStart + end });
   }
   // Tensors must not overlap (the format also forbids holes; we accept them: harmless for reading).
-  const sorted = [...entries.values()].sort((a, b) => a.begin - b.begin);
+  // An empty tensor's range overlaps nothing, wherever it starts.
+  const sorted = [...entries.values()].filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i]!.begin < sorted[i - 1]!.end) throw bad(`${sorted[i]!.name}.data_offsets`, `tensor overlaps '${sorted[i - 1]!.name}'`);
   }

@@ -82,6 +82,21 @@ describe('safetensors', () => {
     });
   }
 
+  it('an empty tensor may start where another tensor lies (its range overlaps nothing)', () => {
+    const path = join(dir, 'empty.safetensors');
+    const data = Buffer.from(new Float32Array([1, 2, 3, 4]).buffer);
+    // Listed after the tensor it starts in, and in the middle of it.
+    handMade(path, { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, e: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] }, m: { dtype: 'F32', shape: [0], data_offsets: [8, 8] } }, data);
+    const f = openSafetensors(path);
+    try {
+      assert.deepEqual(Array.from(f.readFloat32('a').data), [1, 2, 3, 4]);
+      assert.equal(f.readFloat32('e').data.length, 0);
+      assert.equal(f.readFloat32('m').data.length, 0);
+    } finally {
+      f.close();
+    }
+  });
+
   it('readFloat32 into a scratch (f32 read in place, f16 widened natively) gives the values of a plain read, tensor after tensor', () => {
     const path = join(dir, 'scratch.safetensors');
     const rng = new Rng(5);
