@@ -144,7 +144,12 @@ export function parseTrainConfig(input: unknown, source = 'config'): TrainConfig
     const field = issue.path.join('.') || '(root)';
     throw new QkdError('CONFIG', `invalid training config: ${field}: ${issue.message}`, { path: source, field });
   }
-  return result.data;
+  const c = result.data;
+  if (c.min_lr > c.lr) {
+    // The cosine schedule would rise from lr to min_lr instead of decaying.
+    throw new QkdError('CONFIG', `invalid training config: min_lr ${c.min_lr} is above lr ${c.lr} (a config that sets only lr keeps its preset's min_lr)`, { path: source, field: 'min_lr', hint: `at most lr (${c.lr}), e.g. ${c.lr / 10}` });
+  }
+  return c;
 }
 
 export function presetConfig(name: string): TrainConfig {

@@ -355,6 +355,9 @@ export function parseDistillConfig(input: unknown, source = 'config'): DistillCo
     throw new QkdError('CONFIG', `invalid distillation config: ${field}: ${issue.message}`, { path: source, field, hint: hints[field] });
   }
   const c = result.data;
+  if (c.optimizer.min_lr > c.optimizer.lr) {
+    throw new QkdError('CONFIG', `invalid distillation config: optimizer.min_lr ${c.optimizer.min_lr} is above optimizer.lr ${c.optimizer.lr} (the cosine schedule would rise; a config that sets only lr keeps the default min_lr 2e-4)`, { path: source, field: 'optimizer.min_lr', hint: `at most lr (${c.optimizer.lr})` });
+  }
   if (c.training.warmup_share + c.training.finetune_share >= 1) {
     throw new QkdError('CONFIG', 'invalid distillation config: training.warmup_share + training.finetune_share must be below 1', { path: source, field: 'training.finetune_share' });
   }

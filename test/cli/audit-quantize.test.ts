@@ -227,6 +227,8 @@ describe('qkd quantize', () => {
 
   it('refuses bad flags with clear errors', () => {
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '5').stderr, /--bits takes one of 2, 3, 4, 8, 16, got '5'/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--calibration', join(dir, 'nonexistent')).stderr, /--calibration calibrates GPTQ, and --method rtn uses no calibration/);
+    assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--calibration-batches', '4').stderr, /--calibration-batches calibrates GPTQ/);
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x'), '--bits', '4', '--budget', '4.5').stderr, /either --bits \(one width\) or --budget/);
     assert.match(qkd('quantize', modelDir, '--out', join(dir, 'x-budget'), '--budget', '1').stderr, /budget of 1 bits per weight is below/);
     assert.equal(existsSync(join(dir, 'x-budget')), false, 'a failed run leaves no empty --out it created');

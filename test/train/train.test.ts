@@ -44,6 +44,11 @@ describe('training config', () => {
     writeFileSync(join(dir, 'nested.yaml'), yaml.replace('num_hidden_layers: 2', 'num_hidden_layers: two'));
     assert.throws(() => loadTrainConfig(join(dir, 'nested.yaml')), (e: unknown) => e instanceof QkdError && e.field === 'model.num_hidden_layers');
     assert.throws(() => presetConfig('huge'), /unknown preset 'huge'/);
+    // A min_lr above lr would make the cosine schedule rise; a config that lowers only lr keeps its preset's min_lr.
+    writeFileSync(join(dir, 'lr.yaml'), 'lr: 1e-4\n');
+    assert.throws(() => loadTrainConfig(join(dir, 'lr.yaml')), (e: unknown) => e instanceof QkdError && e.field === 'min_lr' && /min_lr 0\.0003 is above lr 0\.0001/.test(e.message));
+    writeFileSync(join(dir, 'lr2.yaml'), 'lr: 1e-4\nmin_lr: 1e-5\n');
+    assert.equal(loadTrainConfig(join(dir, 'lr2.yaml')).min_lr, 1e-5);
   });
   it('warm-up then cosine to min_lr', () => {
     const c = { lr: 1, min_lr: 0.1, warmup_steps: 10, steps: 110 };

@@ -6,6 +6,7 @@ import { quantizeModelFile } from '../../compress/quantize.js';
 import { PLAN_BITS, type PlanBits } from '../../quant/scheme.js';
 import { choice, decimal, integer, integerIn, numberChoice, positiveInt } from '../options.js';
 import { countProgress } from '../progress.js';
+import { explicitly } from '../explicit.js';
 
 /** The width when neither --bits nor --budget is given (stated in --help and README). */
 const DEFAULT_BITS: PlanBits = 4;
@@ -40,8 +41,12 @@ export function registerQuantize(program: Command): void {
     .option('--calibration-batches <n>', 'GPTQ calibration batches of 4 sequences', positiveInt('--calibration-batches'), 16)
     .option('--seed <n>', "seed of the sensitivity profile (--budget; default 1234, as qkd audit) and of GPTQ's calibration batches (default 0)", integer('--seed'))
     .option('--force', 'write into a non-empty --out, replacing the files qkd writes there')
-    .action(async (model: string, o: QuantizeFlags) => {
-      if (o.calibration !== undefined) await prepareCorpus(o.calibration);
+    .action(async (model: string, o: QuantizeFlags, cmd: Command) => {
+      const given = explicitly(cmd);
+      for (const [key, flag] of [['calibration', '--calibration'], ['calibrationBatches', '--calibration-batches']] as const) {
+        if (o.method !== 'gptq' && given.has(key)) throw new QkdError('ARGUMENT', `${flag} calibrates GPTQ, and --method ${o.method} uses no calibration`, { field: flag, hint: '--method gptq, or no calibration flags' });
+      }
+      if (o.method === 'gptq') await prepareCorpus(o.calibration);
       if (o.bits !== undefined && o.budget !== undefined) throw new QkdError('ARGUMENT', 'give either --bits (one width) or --budget (average bits, mixed precision), not both', { field: '--bits' });
       const bits = o.budget === undefined ? (o.bits ?? DEFAULT_BITS) : undefined;
       const profile = countProgress('profile', 'tensors');
