@@ -47,6 +47,7 @@ export function prepareRunDirectory(path: string, options: RunDirectoryOptions =
     // Checked first: a mistyped path must not be created just to be refused.
     if (!existsSync(latest)) throw new QkdError('IO', `nothing to resume: ${path} holds no checkpoint (latest.json)`, { path: latest, field: flag, hint: 'the output directory of an earlier qkd train / qkd distill run' });
     ensureWritableDirectory(path, flag);
+    removeStaleTemporaries(path);
     return nothing;
   }
   ensureWritableDirectory(path, flag);
@@ -65,8 +66,33 @@ export function prepareRunDirectory(path: string, options: RunDirectoryOptions =
       // latest.json first: from here on the directory no longer looks resumable.
       rmSync(latest, { force: true });
       for (const name of used) if (RUN_ENTRIES.test(name)) rmSync(join(path, name), { recursive: true, force: true });
+      removeStaleTemporaries(path);
     },
   };
+}
+
+/**
+ * The temporary files of writes that never finished (io/atomic.ts names
+ * them `.NAME.tmp-PID-TIME`): a run killed while writing (kill -9, power
+ * loss) leaves them, and nothing reads them. Those of a process that is
+ * still alive are kept.
+ */
+function removeStaleTemporaries(path: string): void {
+  for (const name of readdirSync(path)) {
+    const m = /^\..+\.tmp-(\d+)-[0-9a-z]+$/.exec(name);
+    if (m === null || processAlive(Number(m[1]))) continue;
+    rmSync(join(path, name), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, owned by someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** A model the run reads (`role`) that lies inside the output directory, which --force clears and checkpoints overwrite. */

@@ -106,8 +106,14 @@ describe('a run on disk is never lost', () => {
     // A crash while appending to metrics.jsonl leaves a partial last line: resume drops it like any line past the checkpoint.
     const cut = copy('cut-metrics');
     writeFileSync(join(cut, 'metrics.jsonl'), readFileSync(join(cut, 'metrics.jsonl'), 'utf8') + '{"step":13,"lo');
+    // kill -9 during a write leaves its temporary file: resume removes those of dead processes only.
+    const dead = '.latest.json.tmp-4194303-kz1';
+    const alive = `.metrics.jsonl.tmp-${process.pid}-kz2`;
+    for (const name of [dead, alive]) writeFileSync(join(cut, name), 'partial');
     const resumed = qkd(['train', '--out', cut, '--data', corpus, '--resume', '--steps', '14']);
     assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(existsSync(join(cut, dead)), false);
+    assert.equal(existsSync(join(cut, alive)), true);
     assert.deepEqual(readFileSync(join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step).filter((s) => s > 12), [13, 14]);
     const middle = copy('bad-metrics');
     const lines = readFileSync(join(middle, 'metrics.jsonl'), 'utf8').split('\n');
