@@ -73,7 +73,7 @@ export function loadTokenizerAt(path: string): Tokenizer {
       f.close();
     }
   }
-  if (/^\s*\{/.test(head.toString('latin1'))) return loadTokenizer(path);
+  if (looksJson(path, head.toString('latin1'))) return loadTokenizer(path);
   return readLlama2cTokenizer(path, llama2cTokenizerSize(path));
 }
 
@@ -107,5 +107,14 @@ export function loadTokenizerFile(path: string, vocabSize: number): Tokenizer {
   if (existsSync(path) && statSync(path).isDirectory()) return loadTokenizerAt(path);
   const head = readFileHead(path, 64, 'tokenizer').toString('latin1');
   if (head.startsWith('GGUF')) return loadTokenizerAt(path);
-  return /^\s*\{/.test(head) ? loadTokenizer(path) : readLlama2cTokenizer(path, vocabSize);
+  return looksJson(path, head) ? loadTokenizer(path) : readLlama2cTokenizer(path, vocabSize);
+}
+
+/**
+ * A tokenizer.json: JSON text (an object, or anything else that starts like
+ * JSON, so the JSON reader says what is wrong), or a .json name whatever it
+ * holds. Everything else is taken for a llama2.c tokenizer.bin.
+ */
+function looksJson(path: string, head: string): boolean {
+  return path.toLowerCase().endsWith('.json') || /^\s*[{["]/.test(head);
 }

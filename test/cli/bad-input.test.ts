@@ -157,6 +157,15 @@ describe('a run on disk is never lost', () => {
     }
   });
 
+  it('a damaged tokenizer.json is reported as JSON, not read as a llama2.c tokenizer.bin', () => {
+    const array = join(dir, 'array-tokenizer.json');
+    writeFileSync(array, '[1]');
+    const empty = join(dir, 'empty-tokenizer.json');
+    writeFileSync(empty, '');
+    assertUserError(qkd(['tokenize', '--tokenizer', array, '--text', 'hi']), /tokenizer\.json is not a JSON object/, 'an array');
+    assertUserError(qkd(['eval', '--model', run, '--tokenizer', empty, '--data', corpus]), /tokenizer\.json is not valid JSON/, 'an empty file');
+  });
+
   it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {
     const g = qkd(['generate', '--model', run, '--tokenizer', run, '--prompt', 'the', '--steps', '3']);
     assert.equal(g.code, 0, g.stderr);
