@@ -40,14 +40,16 @@ export interface SpectrumOptions {
   /**
    * Krylov depth q (default 8): the subspace holds G⁰..G^q applied to the
    * start block, 2(q+1) passes over W. The block width b follows from it
-   * (the subspace gets about 2.75·k dimensions; a wide W takes one pass more).
+   * (the subspace gets about dimensionsPerRank·k dimensions; a wide W takes
+   * one pass more).
    */
   depth?: number;
   /**
    * Krylov dimensions per singular value wanted (default 2.75, at least 1):
    * the subspace gets about this many times k dimensions, and the products
    * scale with it. Lower is faster and less accurate: the Ritz sum of the top
-   * 10% sits further below the exact one (BENCHMARKS.md, "Not done yet").
+   * 10% sits further below the exact one (docs/algorithms.md §1, "Spectral
+   * concentration").
    */
   dimensionsPerRank?: number;
   /**
@@ -95,7 +97,7 @@ export interface SpectrumSummary {
 }
 
 /** The Krylov subspace gets about this many dimensions per singular value wanted (SpectrumOptions.dimensionsPerRank). */
-export const DIMENSIONS_PER_RANK = 2.75;
+const DIMENSIONS_PER_RANK = 2.75;
 const DEFAULT_DEPTH = 8;
 /** Weights above this size take Aᵀ(A·x) in row slices of about this many bytes (a slice stays in L3). */
 const GRAM_CHUNK_BYTES = 4 << 20;
