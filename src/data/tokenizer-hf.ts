@@ -57,6 +57,10 @@ export class HfTokenizer implements Tokenizer {
     if (!isObject(model) || typeof model.type !== 'string') {
       throw new QkdError('IO', 'tokenizer.json has no model object with a type', { path: source, field: 'model.type', hint: 'a Hugging Face tokenizer.json (BPE, Unigram or WordPiece)' });
     }
+    // The library's own message for another type ("text is not iterable") would not say what is wrong.
+    if (!['BPE', 'Unigram', 'WordPiece', 'WordLevel'].includes(model.type)) {
+      throw new QkdError('IO', `tokenizer.json's model.type is ${JSON.stringify(model.type)}, which Hugging Face tokenizers do not define`, { path: source, field: 'model.type', hint: 'BPE, Unigram, WordPiece or WordLevel' });
+    }
     try {
       this.library = new HfLibraryTokenizer(json, config);
     } catch (err) {

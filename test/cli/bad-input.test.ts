@@ -164,6 +164,9 @@ describe('a run on disk is never lost', () => {
     writeFileSync(empty, '');
     assertUserError(qkd(['tokenize', '--tokenizer', array, '--text', 'hi']), /tokenizer\.json is not a JSON object/, 'an array');
     assertUserError(qkd(['eval', '--model', run, '--tokenizer', empty, '--data', corpus]), /tokenizer\.json is not valid JSON/, 'an empty file');
+    const unknown = join(dir, 'unknown-type-tokenizer.json');
+    writeFileSync(unknown, JSON.stringify({ model: { type: 'Sentencepiece', vocab: {} } }));
+    assertUserError(qkd(['tokenize', '--tokenizer', unknown, '--text', 'hi']), /model\.type is "Sentencepiece", which Hugging Face tokenizers do not define.*BPE, Unigram, WordPiece or WordLevel/, 'an unknown model type');
   });
 
   it('--tokenizer takes a model directory in eval and generate, as in train and distill', () => {
