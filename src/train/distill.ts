@@ -715,12 +715,15 @@ function refuseTeacherInside(given: DistillOptions['teacher'], outDir: string): 
   }
   const one = given as Exclude<DistillOptions['teacher'], readonly unknown[]>;
   const teacher = typeof one === 'string' ? one : one !== null && isCacheTeacher(one) && !isTeacherServer(one) ? one.gguf : null;
-  if (teacher !== null) refuseInsideOutput(teacher, outDir, 'teacher', '--teacher');
+  if (teacher !== null) refuseInsideOutput(teacher, outDir, 'teacher', '--teacher', RUN_KEEPS);
 }
 
 
 /** Where a teaching assistant is distilled, in the student's output directory. */
 const ASSISTANT = 'assistant';
+
+/** What a distillation run in DIR keeps when --force clears it: its caches, the corrected teacher, the assistant and MOHAWK's stages. */
+const RUN_KEEPS: readonly string[] = [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR];
 
 /**
  * A chain through a teaching assistant (config.assistant): the teacher is
@@ -739,12 +742,12 @@ async function distillThroughAssistant(options: DistillOptions): Promise<Distill
   if (c.distillation.teacher_correction.steps > 0) throw new QkdError('CONFIG', 'teacher correction with a teaching assistant is not supported (which teacher would it correct?)', { field: 'distillation.teacher_correction.steps', hint: 'steps: 0, or no --assistant' });
   // The student's directory is checked first, so a refused run starts no assistant.
   refuseTeacherInside(options.teacher, options.outDir);
-  if (c.student.from !== null) refuseInsideOutput(c.student.from, options.outDir, 'student', '--student');
+  if (c.student.from !== null) refuseInsideOutput(c.student.from, options.outDir, 'student', '--student', RUN_KEEPS);
   const started = { student: existsSync(join(options.outDir, 'latest.json')), assistant: existsSync(join(dir, 'latest.json')) };
   if (options.resume === true && !started.student && !started.assistant) {
     throw new QkdError('IO', `nothing to resume: neither ${options.outDir} nor ${dir} holds a checkpoint (latest.json)`, { path: options.outDir, field: '--out', hint: 'the output directory of an earlier run with --assistant' });
   }
-  prepareRunDirectory(options.outDir, { resume: options.resume === true && started.student, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR] });
+  prepareRunDirectory(options.outDir, { resume: options.resume === true && started.student, force: options.force, ignore: [...RUN_KEEPS] });
   const steps = a.steps ?? c.training.steps;
   const finished = options.force !== true && existsSync(join(dir, 'quantized')) && existsSync(join(dir, 'latest.json')) && readResumePoint(dir).state.step === steps;
   let assistantResult: TrainResult | null = null;
@@ -780,7 +783,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   if (!world.isRoot) options = { ...options, onNote: undefined, onStep: undefined, onCacheProgress: undefined };
   if (options.config.assistant !== null && options.viaAssistant !== true) return distillThroughAssistant(options);
   refuseTeacherInside(options.teacher, options.outDir);
-  if (options.config.student.from !== null) refuseInsideOutput(options.config.student.from, options.outDir, 'student', '--student');
+  if (options.config.student.from !== null) refuseInsideOutput(options.config.student.from, options.outDir, 'student', '--student', RUN_KEEPS);
   const teachers = Array.isArray(options.teacher) ? (options.teacher.length === 1 ? null : (options.teacher as readonly (string | LlamaModel)[])) : null;
   const oneTeacher = (Array.isArray(options.teacher) ? (options.teacher.length === 1 ? options.teacher[0]! : null) : options.teacher) as string | LlamaModel | CacheTeacher | null;
   const noTeacher = oneTeacher === null && teachers === null;
@@ -789,7 +792,7 @@ export async function distill(options: DistillOptions): Promise<DistillResult> {
   // Stopped while the teacher was still filling its cache: no checkpoint yet, and --resume continues the filling.
   const fillingOnly = external !== null && !existsSync(join(options.outDir, 'latest.json')) && KEPT_FILES.some((f) => existsSync(join(options.outDir, f)));
   const resume = options.resume === true && !fillingOnly;
-  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...KEPT_FILES, TEACHER_CORRECTED, ASSISTANT, MOHAWK_DIR] });
+  const runDirectory = prepareRunDirectory(options.outDir, { resume, force: options.force, ignore: [...RUN_KEEPS] });
   // Several teachers: the first initialises the student and bounds the context; the mixture teaches.
   const ensemble = teachers !== null ? loadEnsemble(teachers, options.config, options.tokenizer, (typeof options.text === 'string' ? options.text : JSON.stringify(options.text.conversations.slice(0, 8))).slice(0, 4096)) : null;
   const givenTeacher =

@@ -95,11 +95,17 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** A model the run reads (`role`) that lies inside the output directory, which --force clears and checkpoints overwrite. */
-export function refuseInsideOutput(path: string, outDir: string, role: string, flag: string): void {
+/**
+ * A model the run reads (`role`) that lies inside the output directory,
+ * which --force clears and checkpoints overwrite; one inside an entry the
+ * run keeps (`kept`, e.g. MOHAWK's stages, whose last one stage 3 starts
+ * from) is safe.
+ */
+export function refuseInsideOutput(path: string, outDir: string, role: string, flag: string, kept: readonly string[] = []): void {
   if (!existsSync(path) || !existsSync(outDir)) return;
   const m = realpathSync(path);
   const o = realpathSync(outDir);
+  if (kept.some((entry) => m === join(o, entry) || m.startsWith(join(o, entry) + '/'))) return;
   if (m === o || m.startsWith(o + '/')) {
     throw new QkdError('ARGUMENT', `the ${role} lies inside the output directory, where the run would overwrite it`, { path, field: flag, hint: `an output directory outside the ${role}` });
   }
