@@ -297,6 +297,21 @@ describe('randomised SVD spectral concentration', () => {
     assert.ok(Math.abs(got.sigmaMaxOverFro - exact.smax) < 0.01);
   });
 
+  it('a Krylov space that stops growing with energy left is restarted: an identity and orthonormal columns with exact products', () => {
+    // A singular value of multiplicity above the block width: G·Q stays in span(Q), columns drop, and
+    // the missing Ritz values counted as 0 (the concentration came out 16/600 for 0.1).
+    const identity = new Float32Array(600 * 600);
+    for (let i = 0; i < 600; i++) identity[i * 600 + i] = 1;
+    const orthonormal = new Float32Array(768 * 640);
+    const q = randomOrthogonal(768, new Rng(3));
+    for (let i = 0; i < 768; i++) for (let j = 0; j < 640; j++) orthonormal[i * 640 + j] = q[i * 768 + j]!;
+    for (const [w, rows, cols] of [[identity, 600, 600], [orthonormal, 768, 640]] as const) {
+      const got = spectralSummary(w, rows, cols, frobeniusSquared(w), { rng: new Rng(5), route: 'krylov', exactProducts: true });
+      assert.ok(Math.abs(got.concentration - Math.ceil(0.1 * cols) / cols) < 1e-4, `${rows}×${cols}: concentration ${got.concentration}`);
+      assert.ok(Math.abs(got.sigmaMaxOverFro - 1 / Math.sqrt(cols)) < 1e-4);
+    }
+  });
+
   it('a deep Krylov pass on a tall weight keeps its basis orthogonal: no ghost copies of σ_max (depth up to 64)', () => {
     // One Gram–Schmidt pass multiplies the basis's loss of orthogonality by ‖y‖/‖z‖ (about 3 here)
     // at every step; before the loss was tracked, depth 30 gave σ_max about twice too large.
