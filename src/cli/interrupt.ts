@@ -9,7 +9,7 @@
  * SIGTERM (what a process manager, a batch scheduler or `kill` sends) is a
  * stop request too: a command with a safe point stops there as on Ctrl-C
  * (checkpoint, resume hint, 130), and a second SIGTERM ends it at once; any
- * other command ends at once with 143 (128 + 15).
+ * other command keeps Node's default and ends at once with 143 (128 + 15).
  */
 import { stopAllProgress } from './progress.js';
 import { currentWorld } from '../parallel/world.js';
@@ -38,10 +38,13 @@ function terminateNow(): void {
   process.exit(EXIT_TERMINATED);
 }
 
-/** From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point), SIGTERM with 143. */
+/**
+ * From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point).
+ * SIGTERM keeps Node's default there (the process ends at once, 143): a JavaScript handler would run only
+ * after a synchronous command's work.
+ */
 export function exitOnInterrupt(): void {
   if (!process.listeners('SIGINT').includes(exitNow)) process.on('SIGINT', exitNow);
-  if (!process.listeners('SIGTERM').includes(terminateNow)) process.on('SIGTERM', terminateNow);
   // Node's own SIGUSR1 action opens the inspector. For qkd SIGUSR1 is a stop request (what an MPI launcher
   // forwards): one that arrives before a command can stop gracefully is kept for it, not lost to the inspector.
   if (!process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);
@@ -71,7 +74,6 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; s
   const hadDefault = process.listeners('SIGINT').includes(exitNow);
   const keptEarly = process.listeners('SIGUSR1').includes(keepEarlyUsr1);
   process.removeListener('SIGINT', exitNow);
-  process.removeListener('SIGTERM', terminateNow);
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
   // SIGUSR1 asks for the same graceful stop, once: it is what an MPI launcher forwards to every rank

@@ -111,10 +111,10 @@ export function loadTokenizerFile(path: string, vocabSize: number): Tokenizer {
 }
 
 /**
- * A tokenizer.json: JSON text (an object, or anything else that starts like
- * JSON, so the JSON reader says what is wrong), or a .json name whatever it
- * holds. Everything else is taken for a llama2.c tokenizer.bin.
+ * A tokenizer.json: a .json name whatever it holds (so the JSON reader says
+ * what is wrong), or text starting with '{' (a tokenizer.bin starts with its
+ * int32 max_token_length, whose low byte may be '[' or '"'). Everything else is taken for a llama2.c tokenizer.bin.
  */
 function looksJson(path: string, head: string): boolean {
-  return path.toLowerCase().endsWith('.json') || /^\s*[{["]/.test(head);
+  return path.toLowerCase().endsWith('.json') || /^\s*\{/.test(head);
 }
