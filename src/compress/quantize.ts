@@ -110,7 +110,10 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     } catch (err) {
       throw new QkdError('IO', `cannot read plan file: ${(err as Error).message}`, { path: options.planFile });
     }
-    overrides = parsePlanJson(text, planNames(modelPath), scheme, options.planFile).bits;
+    // A tensor of the file the model does not use (a tied lm_head saved beside the embedding, which a
+    // qkd audit report's plan lists) has nothing to quantize.
+    const given = parsePlanJson(text, planNames(modelPath), scheme, options.planFile).bits;
+    overrides = Object.fromEntries(Object.entries(given).filter(([name]) => model.arena.has(name)));
   }
   // Before any work: a bad output path fails now, not after profiling and quantizing.
   const created = !existsSync(options.out);
@@ -119,12 +122,10 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
     const planned = auditAndPlan(
       modelPath,
       { scheme, bits: options.bits, budgetBits: options.budgetBits },
-      { seed: options.seed, onTensor: options.onProfile },
+      // Only the tensors the model uses: a budget is spent on what gets quantized.
+      { seed: options.seed, onTensor: options.onProfile, filter: (name) => model.arena.has(name) },
     );
-    // The profile covers the file's tensors; one the model does not use (a tied lm_head saved beside
-    // the embedding) has nothing to quantize.
-    const profiled = Object.fromEntries(Object.entries(planned.plan.bits).filter(([name]) => model.arena.has(name)));
-    const plan: QuantPlan = { scheme, bits: overrides ? { ...profiled, ...overrides } : profiled };
+    const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
     const calibration =
       method === 'gptq'
         ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }

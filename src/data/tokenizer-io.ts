@@ -98,9 +98,8 @@ export function copyTokenizerFiles(from: string, to: string): void {
 
 /**
  * Any tokenizer file (or a model directory, or a GGUF, as loadTokenizerAt):
- * tokenizer.json starts with '{' (after whitespace), a
- * llama2.c tokenizer.bin is binary and needs the model's vocabulary size
- * (its format does not store it).
+ * a tokenizer.json (looksJson), or a llama2.c tokenizer.bin, which is binary
+ * and needs the model's vocabulary size (its format does not store it).
  */
 export function loadTokenizerFile(path: string, vocabSize: number): Tokenizer {
   // A model directory or a GGUF names its tokenizer as --tokenizer does everywhere (loadTokenizerAt).
@@ -113,7 +112,8 @@ export function loadTokenizerFile(path: string, vocabSize: number): Tokenizer {
 /**
  * A tokenizer.json: a .json name whatever it holds (so the JSON reader says
  * what is wrong), or text starting with '{' (a tokenizer.bin starts with its
- * int32 max_token_length, whose low byte may be '[' or '"'). Everything else is taken for a llama2.c tokenizer.bin.
+ * int32 max_token_length, whose low byte may be '[' or '"'). Everything else
+ * is taken for a llama2.c tokenizer.bin.
  */
 function looksJson(path: string, head: string): boolean {
   return path.toLowerCase().endsWith('.json') || /^\s*\{/.test(head);

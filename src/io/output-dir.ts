@@ -111,7 +111,8 @@ const MODEL_FILE = /\.(safetensors|gguf|bin|pt|pth|ckpt)$|^(config|tokenizer|tok
 /**
  * An output file that may replace what is at `path` (checked before any
  * work, after ensureWritableFile): it is never the command's input `model`
- * nor a model file inside it (a directory), and an existing file that
+ * nor a model file in the model's directory (the model itself, or the one
+ * holding the given model file), and an existing file that
  * `ours` does not recognise as an earlier output of the same kind is kept
  * unless `force`.
  */
@@ -119,7 +120,8 @@ export function ensureReplaceableFile(path: string, flag: string, options: { mod
   if (!existsSync(path)) return;
   const target = realpathSync(path);
   const model = existsSync(options.model) ? realpathSync(options.model) : resolve(options.model);
-  const inside = target.startsWith(model + '/') && MODEL_FILE.test(target.slice(target.lastIndexOf('/') + 1));
+  const home = existsSync(model) && statSync(model).isDirectory() ? model : dirname(model);
+  const inside = target.startsWith(home + '/') && MODEL_FILE.test(target.slice(target.lastIndexOf('/') + 1));
   if (target === model || inside) {
     throw new QkdError('IO', `${flag} ${path} is ${target === model ? 'the model itself' : 'a file of the model'}; refusing to overwrite it`, { path, field: flag, hint: "a path outside the model's files" });
   }

@@ -14,6 +14,7 @@ import { existsSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { ensureWritableDirectory, listSome } from '../io/output-dir.js';
+import { currentWorld } from '../parallel/world.js';
 
 /** Files a run writes (trainer.ts, distill.ts); `force` deletes these. */
 const RUN_ENTRIES = /^(latest\.json|checkpoint-\d+|metrics\.jsonl|model\.safetensors|config\.json|tokenizer\.json|quantized|model-\w+\.gguf|sakd-report\.json|sakd-teacher\.html|sakd-student\.html)$/;
@@ -75,9 +76,12 @@ export function prepareRunDirectory(path: string, options: RunDirectoryOptions =
  * The temporary files of writes that never finished (io/atomic.ts names
  * them `.NAME.tmp-PID-TIME`): a run killed while writing (kill -9, power
  * loss) leaves them, and nothing reads them. Those of a process that is
- * still alive are kept.
+ * still alive are kept. Only rank 0 looks: a pid is alive or not on its own
+ * host, and under a multi-host mpirun another rank would take rank 0's
+ * write in flight for a dead one.
  */
 function removeStaleTemporaries(path: string): void {
+  if (!currentWorld().isRoot) return;
   for (const name of readdirSync(path)) {
     const m = /^\..+\.tmp-(\d+)-[0-9a-z]+$/.exec(name);
     if (m === null || processAlive(Number(m[1]))) continue;

@@ -71,6 +71,10 @@ describe('qkd audit', () => {
       const inDir = qkd('audit', modelDir, flag, join(modelDir, 'config.json'), '--force');
       assert.equal(inDir.code, 1);
       assert.match(inDir.stderr, /config\.json is a file of the model/);
+      // The model given as a file: the files beside it are the model's too.
+      const beside = qkd('audit', join(modelDir, 'model.safetensors'), flag, join(modelDir, 'config.json'), '--force');
+      assert.equal(beside.code, 1);
+      assert.match(beside.stderr, /config\.json is a file of the model/);
     }
     assert.deepEqual(readFileSync(file), before);
     const notes = join(dir, 'notes.txt');
@@ -215,14 +219,23 @@ describe('qkd quantize', () => {
     assert.match(qkd('audit', modelDir, '--weight-power', '-1').stderr, /--weight-power/);
   });
 
-  it('a tied model whose file also holds lm_head.weight quantizes (the profile\'s entry for it is dropped)', () => {
+  it('a tied model whose file also holds lm_head.weight quantizes within its budget, also from an audit report as the plan', () => {
     const tied = join(dir, 'tied');
     saveLlama(tied, createLlama({ vocab_size: 256, hidden_size: 64, intermediate_size: 160, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: false }, 6));
     const configPath = join(tied, 'config.json');
     writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), tie_word_embeddings: true }));
-    const r = qkd('quantize', tied, '--out', join(dir, 'tied-q'), '--budget', '4.5');
+    const r = qkd('quantize', tied, '--out', join(dir, 'tied-q'), '--budget', '3.2');
     assert.equal(r.code, 0, r.stderr);
-    assert.equal('lm_head.weight' in JSON.parse(readFileSync(join(dir, 'tied-q', 'quantization.json'), 'utf8')).bits, false);
+    const written = JSON.parse(readFileSync(join(dir, 'tied-q', 'quantization.json'), 'utf8'));
+    assert.equal('lm_head.weight' in written.bits, false);
+    // The budget is spent on the tensors that get quantized (lm_head counted in took it to 3.29).
+    assert.ok(written.avg_bits <= 3.2 + 1e-9, `avg_bits ${written.avg_bits}`);
+    // An audit report lists lm_head in its plan: as the plan file it quantizes all the same.
+    const report = join(dir, 'tied-report.json');
+    assert.equal(qkd('audit', tied, '--json', report).code, 0);
+    assert.ok('lm_head.weight' in JSON.parse(readFileSync(report, 'utf8')).plan.bits);
+    const viaPlan = qkd('quantize', tied, '--out', join(dir, 'tied-plan'), '--plan', report);
+    assert.equal(viaPlan.code, 0, viaPlan.stderr);
   });
 
   it('refuses bad flags with clear errors', () => {
