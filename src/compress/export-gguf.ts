@@ -207,14 +207,17 @@ export function ggufTensorTypes(model: LlamaModel, request: GgufTypeRequest): { 
   return { typeOf, types, fallbacks, fileType };
 }
 
-/** The largest half-precision value: F16 tensors and the block scales of every ggml quantized type stop there. */
+/** The largest half-precision value: F16 values and the block scales of the ggml quantized types stop there. */
 const F16_MAX = 65504;
 
 /**
- * A NaN or infinite weight has no encoding, and a weight beyond ±65504 none
- * in a type with half-precision values or block scales (all but F32 and BF16:
- * the scale became infinite and llama.cpp's perplexity NaN); refused naming
- * the tensor and the element.
+ * A NaN or infinite weight has no encoding. Nor has a weight whose F16
+ * value, or whose block's half-precision scale or minimum, overflows: the
+ * scale became infinite and llama.cpp's perplexity NaN. How large a weight
+ * a type holds depends on the type (F16 and Q4_1's minimum stop at ±65504,
+ * Q8_0's scale at 127 times that), so a tensor with a weight beyond ±65504
+ * is encoded and decoded here, and refused only when that gives a value
+ * that is not finite, naming the largest weight of the first such block.
  */
 function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRule): void {
   for (const e of model.arena.entries) {
@@ -227,10 +230,20 @@ function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRul
     if (spec.shape.length < 2 || (model.config.tie_word_embeddings && spec.name === 'lm_head.weight')) continue;
     const type = typeOf(spec.name, spec.shape);
     if (type === 'F32' || type === 'BF16') continue;
-    const w = model.arena.get(spec.name).data;
-    for (let i = 0; i < w.length; i++) {
-      if (Math.abs(w[i]!) > F16_MAX) throw new QkdError('IO', `weight ${spec.name} holds ${w[i]} at element ${i}, beyond ±${F16_MAX}: ${type} stores half-precision ${type === 'F16' ? 'values' : 'block scales'}, and qkd refuses weights that large in it`, { path: modelPath, field: spec.name, hint: 'a wider type for this tensor (F32 or BF16, e.g. with --plan), or a model with smaller weights' });
-    }
+    const data = model.arena.get(spec.name).data;
+    const w = data instanceof Float32Array ? data : Float32Array.from(data);
+    let large = false;
+    for (let i = 0; i < w.length && !large; i++) large = Math.abs(w[i]!) > F16_MAX;
+    if (!large) continue;
+    const decoded = roundTrip(type, w);
+    const bad = decoded.findIndex((v) => !Number.isFinite(v));
+    if (bad < 0) continue;
+    const size = writableFormat(type).blockSize;
+    const start = bad - (bad % size);
+    let at = start;
+    for (let i = start; i < Math.min(w.length, start + size); i++) if (Math.abs(w[i]!) > Math.abs(w[at]!)) at = i;
+    const what = type === 'F16' ? 'its half-precision value' : `the half-precision scale of its ${size}-weight block`;
+    throw new QkdError('IO', `weight ${spec.name} holds ${w[at]} at element ${at}, beyond what ${type} encodes: ${what} overflows (±${F16_MAX} at most)`, { path: modelPath, field: spec.name, hint: 'a wider type for this tensor (F32 or BF16, e.g. with --plan), or a model with smaller weights' });
   }
 }
 

@@ -181,14 +181,35 @@ describe('qkd export from the CLI', () => {
     const nan = qkd('export', brokenPath, '--out', join(dir, 'nan.gguf'), '--type', 'Q8_0');
     assert.equal(nan.code, 1);
     assert.match(nan.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds NaN at element 7/);
-    // Beyond ±65504 a half-precision value or block scale overflows (the GGUF's perplexity was NaN): refused, F32 written.
+    // A half-precision value or block scale that overflows (the GGUF's perplexity was NaN) is refused, F32 written.
     broken.arena.get('model.layers.0.mlp.up_proj.weight').data[7] = 1e30;
     const hugePath = modelDir('huge', broken, new ByteTokenizer());
     for (const type of ['Q4_0', 'Q4_K_M', 'F16']) {
       const huge = qkd('export', hugePath, '--out', join(dir, `huge-${type}.gguf`), '--type', type);
       assert.equal(huge.code, 1, type);
-      assert.match(huge.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds 1\.0+\d*e\+30 at element 7, beyond ±65504/, type);
+      assert.match(huge.stderr, /weight model\.layers\.0\.mlp\.up_proj\.weight holds 1\.0+\d*e\+30 at element 7, beyond what (Q4_0|Q5_0|F16) encodes/, type);
       assert.equal(existsSync(join(dir, `huge-${type}.gguf`)), false);
+    }
+    // Beyond ±65504 but within a type's scales: F16 and Q4_1's half-precision minimum overflow, Q8_0 and Q5_0 (Q4_K_M's fallback at this width) do not: the file decodes finite.
+    broken.arena.get('model.layers.0.mlp.up_proj.weight').data[7] = 1e5;
+    broken.arena.get('model.layers.0.mlp.up_proj.weight').data[40] = -1e5;
+    const largePath = modelDir('large', broken, new ByteTokenizer());
+    for (const [type, element] of [['F16', 7], ['Q4_1', 40]] as const) {
+      const large = qkd('export', largePath, '--out', join(dir, `large-${type}.gguf`), '--type', type, '--pure');
+      assert.equal(large.code, 1, type);
+      assert.match(large.stderr, new RegExp(`up_proj\\.weight holds -?100000 at element ${element}, beyond what ${type} encodes`), type);
+    }
+    for (const type of ['Q8_0', 'Q4_K_M']) {
+      const out = join(dir, `large-${type}.gguf`);
+      assert.equal(qkd('export', largePath, '--out', out, '--type', type).code, 0, type);
+      const f = openGguf(out);
+      try {
+        const up = f.readFloat32('blk.0.ffn_up.weight');
+        assert.ok(up.every(Number.isFinite), type);
+        assert.ok(Math.abs(up[7]! - 1e5) < 1e3 && Math.abs(up[40]! + 1e5) < 1e3, `${type}: ${up[7]}, ${up[40]}`);
+      } finally {
+        f.close();
+      }
     }
     assert.equal(qkd('export', hugePath, '--out', join(dir, 'huge-F32.gguf'), '--type', 'F32').code, 0);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
