@@ -112,7 +112,7 @@ const MODEL_FILE = /\.(safetensors|gguf|bin|pt|pth|ckpt)$|^(config|tokenizer|tok
  * An output file that may replace what is at `path` (checked before any
  * work, after ensureWritableFile): it is never the command's input `model`
  * nor a model file in the model's directory (the model itself, or the one
- * holding the given model file), and an existing file that
+ * holding the given model file), and an existing non-empty file that
  * `ours` does not recognise as an earlier output of the same kind is kept
  * unless `force`.
  */
@@ -125,7 +125,8 @@ export function ensureReplaceableFile(path: string, flag: string, options: { mod
   if (target === model || inside) {
     throw new QkdError('IO', `${flag} ${path} is ${target === model ? 'the model itself' : 'a file of the model'}; refusing to overwrite it`, { path, field: flag, hint: "a path outside the model's files" });
   }
-  if (!options.force && !options.ours(path)) {
+  // An empty file (a placeholder from touch or mktemp) holds nothing to lose.
+  if (!options.force && statSync(target).size > 0 && !options.ours(path)) {
     throw new QkdError('IO', `${flag} ${path} exists and is not ${options.what}; refusing to overwrite it`, { path, field: flag, hint: `a new path, or --force to replace it` });
   }
 }

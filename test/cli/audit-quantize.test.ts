@@ -89,6 +89,11 @@ describe('qkd audit', () => {
     for (let i = 0; i < 2; i++) assert.equal(qkd('audit', file, '--json', json, '--html', html).code, 0);
     assert.equal(qkd('audit', file, '--json', notes, '--force').code, 0);
     assert.ok('tensors' in JSON.parse(readFileSync(notes, 'utf8')));
+    // An empty placeholder (touch, mktemp) holds nothing to lose: replaced without --force.
+    const placeholder = join(dir, 'placeholder.json');
+    writeFileSync(placeholder, '');
+    assert.equal(qkd('audit', file, '--json', placeholder).code, 0);
+    assert.ok('tensors' in JSON.parse(readFileSync(placeholder, 'utf8')));
   });
 
   it('gives a clear error for a missing or malformed model', () => {
