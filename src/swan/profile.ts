@@ -171,7 +171,7 @@ function beginProfile(name: string, shape: readonly number[], w: WeightData, set
   if (!Number.isFinite(stats.frobenius2)) throw nonFiniteTensor(name, shape, w, file);
   const base = { name, shape: [...shape], kurtosis: stats.kurtosis, layer, kind };
   if (!matrix) {
-    const profile: TensorProfile = { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, scores: null, composite: null };
+    const profile: TensorProfile = { ...base, spectral_concentration: null, sigma_max_over_fro: null, noise_amplification: null, reconstruction_error: null, spectrum: null, scores: null, composite: null };
     return { solve: null, finish: () => profile };
   }
   const spectrum = deferredSpectralSummary(w, rows, cols, stats.frobenius2, { maxRank: settings.maxRank, depth: settings.krylovDepth, dimensionsPerRank: settings.krylovDimensions, rng, probes: settings.probes, int8: settings.products === 'auto' ? undefined : settings.products === 'int8' }, place);
@@ -189,6 +189,7 @@ function beginProfile(name: string, shape: readonly number[], w: WeightData, set
         sigma_max_over_fro: summary.sigmaMaxOverFro,
         noise_amplification: noise,
         reconstruction_error: error,
+        spectrum: summary.method,
         scores,
         composite: compositeScore(scores, settings.weights),
       };

@@ -34,6 +34,7 @@ import { int8Stride } from '../tensor/reference/int8-gemm.js';
 import { cholesky, invertLower, symmetricEigenvalues } from './linalg.js';
 import { weightStatistics } from './metrics.js';
 import type { ProbeProducts, WeightData } from './weight-data.js';
+import type { SpectrumMethod } from './types.js';
 
 export interface SpectrumOptions {
   /** Rank cap k of the estimate (docs/algorithms.md §1: k ≤ 256). */
@@ -95,7 +96,11 @@ export interface SpectrumSummary {
   estimatedTail: boolean;
   /** The probe products when `probes` was asked for (else null). */
   probes: ProbeProducts | null;
+  /** How the singular values were taken. */
+  method: SpectrumMethod;
 }
+
+export type { SpectrumMethod } from './types.js';
 
 /** The Krylov subspace gets about this many dimensions per singular value wanted (SpectrumOptions.dimensionsPerRank). */
 const DIMENSIONS_PER_RANK = 2.75;
@@ -518,6 +523,7 @@ interface KrylovProjection {
   width: number;
   wanted: number;
   probes: ProbeProducts | null;
+  method: SpectrumMethod;
 }
 
 function krylovProjection(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): KrylovProjection {
@@ -618,7 +624,8 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     h = workspace.float64(1, width * width);
     for (let i = 0; i < width; i++) h.set(H.subarray(i * D, i * D + i + 1), i * width);
   }
-  return { h, width, wanted: Math.min(k, width), probes };
+  const products = int8 !== null ? 'int8' : w instanceof Float32Array ? 'f32' : 'bf16';
+  return { h, width, wanted: Math.min(k, width), probes, method: { route: 'krylov', block: b, depth, dimensions: width, products } };
 }
 
 /**
@@ -860,7 +867,7 @@ export function deferredSpectralSummary(
     throw new QkdError('ARGUMENT', `spectralSummary: ‖W‖²_F of the ${rows}×${cols} weight is ${frobenius2}: it holds NaN or infinite values`, { field: 'frobenius2', hint: 'a weight of finite values' });
   }
   if (!(frobenius2 > 0) || p === 0) {
-    const summary: SpectrumSummary = { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null };
+    const summary: SpectrumSummary = { concentration: 0, sigmaMaxOverFro: 0, topCount: r, estimatedTail: false, probes: null, method: { route: 'none' } };
     return { solve: null, probes: null, finish: () => summary };
   }
   const scale = powerOfTwoScale(frobenius2, rows * cols);
@@ -878,24 +885,24 @@ export function deferredSpectralSummary(
       probes,
       finish: (theta) => {
         if (theta === null || theta.length < k) throw new QkdError('STATE', `spectralSummary: the eigen-solve returned ${theta?.length ?? 'no'} values, ${k} wanted`);
-        return summarize(sigmaFromEigenvalues(theta, k), probes, r, k, p, frobenius2);
+        return summarize(sigmaFromEigenvalues(theta, k), probes, r, k, p, frobenius2, { route: 'exact' });
       },
     };
   }
   // The Ritz values' solve is deferred like the exact route's: H in float32
   // (the lower triangle, all the solve reads), reduced in float32 by the batch kernel.
-  const { h, width, wanted, probes } = krylovProjection(w, rows, cols, k, options);
+  const { h, width, wanted, probes, method } = krylovProjection(w, rows, cols, k, options);
   const gram = place(width * width);
   for (let i = 0; i < width; i++) gram.set(h.subarray(i * width, i * width + i + 1), i * width);
   return {
     solve: wanted > 0 ? { gram, n: width, count: wanted } : null,
     probes,
-    finish: (theta) => summarize(sigmaFromEigenvalues(padded(theta ?? new Float64Array(0), k), k), probes, r, k, p, frobenius2),
+    finish: (theta) => summarize(sigmaFromEigenvalues(padded(theta ?? new Float64Array(0), k), k), probes, r, k, p, frobenius2, method),
   };
 }
 
 /** The summary from the top-k σ estimates (r wanted, short side p). */
-function summarize(sigma: Float64Array, probes: ProbeProducts | null, r: number, k: number, p: number, frobenius2: number): SpectrumSummary {
+function summarize(sigma: Float64Array, probes: ProbeProducts | null, r: number, k: number, p: number, frobenius2: number, method: SpectrumMethod): SpectrumSummary {
   let top = 0;
   for (let i = 0; i < k; i++) top += sigma[i]! ** 2;
   let estimatedTail = false;
@@ -907,5 +914,5 @@ function summarize(sigma: Float64Array, probes: ProbeProducts | null, r: number,
     estimatedTail = true;
   }
   const fro = Math.sqrt(frobenius2);
-  return { concentration: Math.min(1, top / frobenius2), sigmaMaxOverFro: Math.min(1, sigma[0]! / fro), topCount: r, estimatedTail, probes };
+  return { concentration: Math.min(1, top / frobenius2), sigmaMaxOverFro: Math.min(1, sigma[0]! / fro), topCount: r, estimatedTail, probes, method };
 }

@@ -12,6 +12,17 @@ export interface MetricScores {
   reconstruction_error: number;
 }
 
+/**
+ * The route a weight's spectrum took: the exact eigenvalues of its Gram
+ * matrix, the block Krylov pass (its block width, its depth after the
+ * block was rounded to whole GEMM panels, the dimensions of the subspace
+ * it built, and what the products ran on: docs/algorithms.md §1), or none
+ * for a zero weight.
+ */
+export type SpectrumMethod =
+  | { route: 'exact' | 'none' }
+  | { route: 'krylov'; block: number; depth: number; dimensions: number; products: 'int8' | 'bf16' | 'f32' };
+
 export interface TensorProfile {
   /** Tensor name as stored in the model file (Hugging Face names for qkd checkpoints). */
   name: string;
@@ -27,6 +38,11 @@ export interface TensorProfile {
   noise_amplification: number | null;
   /** ‖Q_b(W) − W‖_F / ‖W‖_F, b-bit per-output-channel asymmetric RTN. null for 1-D tensors. */
   reconstruction_error: number | null;
+  /**
+   * How the singular values were taken; null for 1-D tensors (absent in
+   * reports from before it was recorded).
+   */
+  spectrum?: SpectrumMethod | null;
   /** Normalised scores; null for 1-D tensors (not quantized). */
   scores: MetricScores | null;
   /** Σ_j α_j s_j; null for 1-D tensors. */

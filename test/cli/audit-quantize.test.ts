@@ -146,6 +146,13 @@ describe('qkd audit', () => {
     const deep = run('--krylov-depth', '12');
     assert.equal(deep.settings.krylovDepth, 12);
     assert.notEqual(q(deep), q(base));
+    // Each tensor records the route it took and the depth it ran at: 160 dimensions (2.75 × 58) in blocks of
+    // 16 reach depth 9; asked for depth 12, the blocks are 8 wide and the depth is raised to 19.
+    const spectrum = (report: { tensors: { name: string; spectrum: unknown }[] }, name: string) => report.tensors.find((t) => t.name === name)!.spectrum;
+    assert.deepEqual(spectrum(base, 'model.layers.0.self_attn.q_proj.weight'), { route: 'krylov', block: 16, depth: 9, dimensions: 160, products: 'bf16' });
+    assert.deepEqual(spectrum(deep, 'model.layers.0.self_attn.q_proj.weight'), { route: 'krylov', block: 8, depth: 19, dimensions: 160, products: 'bf16' });
+    assert.deepEqual(spectrum(base, 'model.embed_tokens.weight'), { route: 'exact' });
+    assert.equal(spectrum(base, 'model.norm.weight'), null);
     const api = auditModel(wide, { products: 'bf16', krylovDimensions: 1.5 });
     assert.deepEqual(api.tensors.map((t) => t.spectral_concentration), coarse.tensors.map((t: { spectral_concentration: number | null }) => t.spectral_concentration));
     assert.match(qkd('audit', wide, '--krylov-dims', '0.5').stderr, /--krylov-dims.*0\.5/s);

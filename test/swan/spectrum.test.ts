@@ -129,6 +129,19 @@ describe('linalg', () => {
     assert.ok(krylovShape(50, 60).blockSize <= 60);
   });
 
+  it('records the route each summary took, with the Krylov depth it ran at', () => {
+    const rng = new Rng(3);
+    const w = Float32Array.from({ length: 600 * 1024 }, () => rng.normal());
+    const fro2 = frobeniusSquared(w);
+    // k = 60, 120 dimensions wanted: blocks of 8, so depth 8 is raised to 14.
+    const krylov = spectralSummary(w, 600, 1024, fro2, { rng: new Rng(1), depth: 8, dimensionsPerRank: 2, int8: false });
+    assert.deepEqual(krylov.method, { route: 'krylov', block: 8, depth: 14, dimensions: 120, products: 'bf16' });
+    assert.equal(spectralSummary(w, 600, 1024, fro2, { rng: new Rng(1), exactProducts: true }).method.route, 'krylov');
+    assert.equal((spectralSummary(w, 600, 1024, fro2, { rng: new Rng(1), exactProducts: true }).method as { products: string }).products, 'f32');
+    assert.deepEqual(spectralSummary(w.subarray(0, 512 * 1024), 512, 1024, frobeniusSquared(w.subarray(0, 512 * 1024)), { rng: new Rng(1) }).method, { route: 'exact' });
+    assert.deepEqual(spectralSummary(new Float32Array(600 * 600), 600, 600, 0, { rng: new Rng(1) }).method, { route: 'none' });
+  });
+
   it('cholesky and invertLower', () => {
     const a = Float64Array.from([4, 2, 2, 2, 5, 3, 2, 3, 6]);
     const L = cholesky(a, 3)!;
