@@ -596,9 +596,13 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     gemm(true, width, r, N, Q, ld, Y, r, c, r);
     storeColumnBlock(H, D, c, r, first);
     if (j === depth || width >= D) break;
-    const norms = diagonal(gram(Y, r, N, r), r);
     gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
     let g = gram(Y, r, N, r);
+    // ‖yᵢ‖² before the subtraction, by Pythagoras (the basis is orthonormal to
+    // within ORTHOGONALITY_LOSS): its part in the basis plus what is left.
+    const norms = new Float64Array(r);
+    for (let l = 0; l < width; l++) for (let i = 0; i < r; i++) norms[i]! += c[l * r + i]! ** 2;
+    for (let i = 0; i < r; i++) norms[i]! += g[i * r + i]!;
     let kappa2 = 1;
     for (let i = 0; i < r; i++) kappa2 = Math.max(kappa2, norms[i]! / Math.max(g[i * r + i]!, Number.MIN_VALUE));
     let loss = (Math.max(lastLoss, previousLoss) + PASS_LOSS) * Math.sqrt(kappa2);
