@@ -223,3 +223,20 @@ describe('rtnErrors', () => {
     assert.throws(done, /weight 17 is NaN/, 'the error comes when the job is completed');
   });
 });
+
+describe('rtnErrorsBf16 reference on a large weight', () => {
+  it('widens more than 2^27 bf16 values (Uint32Array.from(w, f) collected them in a JS array and aborted the process)', () => {
+    const pattern = (n: number): Uint16Array => {
+      const w = new Uint16Array(n).fill(0x3f80); // 1
+      for (let i = 0; i < n; i += 7) w[i] = 0xbf80; // −1
+      return w;
+    };
+    const big = new Float64Array(1);
+    const small = new Float64Array(1);
+    rtnErrorsBf16(pattern(2 ** 27 + 128), 1, 2 ** 27 + 128, 128, false, false, Int32Array.of(2), big);
+    rtnErrorsBf16(pattern(1 << 20), 1, 1 << 20, 128, false, false, Int32Array.of(2), small);
+    // Every 128-group holds ±1: the 2-bit grid with its zero point on a level puts ±1 a third of the range off.
+    assert.ok(Math.abs(big[0]! - 1 / 3) < 1e-3, String(big[0]));
+    assert.ok(Math.abs(big[0]! - small[0]!) < 1e-4, `${big[0]} vs ${small[0]}`);
+  });
+});

@@ -73,7 +73,9 @@ export function rtnErrors(w: Float32Array, rows: number, cols: number, groupSize
 /** rtnErrors of a weight given as raw bfloat16 bits (its float32 widening). */
 export function rtnErrorsBf16(w: Uint16Array, rows: number, cols: number, groupSize: number, symmetric: boolean, perTensor: boolean, bits: Int32Array, out: Float64Array): number {
   const widened = new Float32Array(w.length);
-  new Uint32Array(widened.buffer).set(Uint32Array.from(w, (b) => b << 16));
+  // A loop, not Uint32Array.from(w, f): that collects the values in a JS array first, which stops at 2²⁷ entries.
+  const words = new Uint32Array(widened.buffer);
+  for (let i = 0; i < w.length; i++) words[i] = w[i]! << 16;
   return rtnErrorsOf(widened, rows, cols, groupSize, symmetric, perTensor, bits, out);
 }
 
