@@ -72,8 +72,8 @@ export interface SpectrumOptions {
    * per column with its values beyond 6 rms kept in float32. Default: where
    * the kernel has its fast path (AVX-512 VNNI), unless exactProducts.
    * Either way a weight whose int8 copy is further than INT8_MAX_ERROR from
-   * it (relative squared error), or larger than INT8_MAX_VALUES, or with a
-   * side that is not a multiple of 4, stays on bf16. docs/algorithms.md §1
+   * it (relative squared error), or with a side that is not a multiple of
+   * 4, stays on bf16; by default so does one larger than INT8_MAX_VALUES. docs/algorithms.md §1
    * gives the accuracy.
    */
   int8?: boolean;
@@ -280,21 +280,23 @@ class Int8Weight {
 const INT8_MAX_ERROR = 2e-3;
 
 /**
- * Weights with more values than this stay on bf16: the int8 copy is fresh
- * memory of the weight's bf16 size (2 bytes per value, both layouts), and
- * on the Llama-3.2-1B shape its embedding (263M values) gained nothing from
- * int8 (the copy's page faults cost what the faster products saved) while
- * the audit's peak memory went from 0.67 to 1.19 GB. Retested once the
- * embedding was mapped instead of read (its copy then replacing the read
- * buffer it no longer touches): still a tie, 0.61 → 1.17 GB.
+ * Weights with more values than this stay on bf16 unless int8 is asked for
+ * (SpectrumOptions.int8): the int8 copy is fresh memory of the weight's
+ * bf16 size (2 bytes per value, both layouts), and on the Llama-3.2-1B
+ * shape its embedding (263M values) gained nothing from int8 while the
+ * audit's peak memory went from 0.61 to 1.17 GB. The products got faster
+ * (0.7 s less CPU time), but first touching fresh memory costs this guest
+ * about 1.8 s per GB with huge pages (`npm run bench -- audit-phases`), and
+ * the system time rose by as much.
  */
 const INT8_MAX_VALUES = 1 << 26;
 
 /** Whether a weight's Krylov products take the int8 route (see SpectrumOptions.int8). */
 function wantsInt8(w: WeightData, rows: number, cols: number, options: SpectrumOptions): boolean {
   if (w instanceof Float32Array || rows % 4 !== 0 || cols % 4 !== 0) return false;
-  if (rows * cols > INT8_MAX_VALUES) return false;
+  // Asked for explicitly, int8 is taken at any size (the copy's memory is the caller's choice).
   if (options.int8 !== undefined) return options.int8;
+  if (rows * cols > INT8_MAX_VALUES) return false;
   return options.exactProducts !== true && kernels().int8GemmFast() === 1;
 }
 

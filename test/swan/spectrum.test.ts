@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/tensor/random.js';
+import { nativeStatus } from '../../src/tensor/index.js';
 import { symmetricEigenvalues, cholesky, invertLower, pivotedCholesky } from '../../src/swan/linalg.js';
 import { GRAM_MAX_SIDE, deferredSpectralSummary, gramEigenvalues, krylovShape, spectralSummary, spectrumRoute, topSingularValues } from '../../src/swan/spectrum.js';
 import { frobeniusSquared } from '../../src/swan/metrics.js';
@@ -274,6 +275,24 @@ describe('randomised SVD spectral concentration', () => {
     const fro2 = frobeniusSquared(w32);
     const options = { probes: 4, route: 'krylov' as const };
     assert.deepEqual(spectralSummary(w, rows, cols, fro2, { ...options, rng: new Rng(2), int8: true }), spectralSummary(w, rows, cols, fro2, { ...options, rng: new Rng(2), int8: false }));
+  });
+
+  it('a weight above 2^26 values keeps bf16 products by default and takes int8 when asked for', { skip: !nativeStatus().loaded && 'native addon not built (the reference takes minutes at this size)' }, () => {
+    const [rows, cols] = [8192, 8196];
+    const bits = new Uint16Array(rows * cols);
+    // Uniform values in (−0.5, 0.5) from a multiplicative hash, as bf16 bits (no generator call per value).
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    for (let i = 0; i < bits.length; i++) {
+      f[0] = (Math.imul(i + 1, 2654435761) >>> 0) / 2 ** 32 - 0.5;
+      bits[i] = u[0]! >>> 16;
+    }
+    const w = { bf16: bits };
+    const fro2 = frobeniusSquared(fromBf16(bits));
+    const options = { rng: new Rng(1), maxRank: 8, dimensionsPerRank: 1 };
+    assert.equal((spectralSummary(w, rows, cols, fro2, { ...options, int8: true }).method as { products: string }).products, 'int8');
+    assert.equal((spectralSummary(w, rows, cols, fro2, { ...options, int8: false }).method as { products: string }).products, 'bf16');
+    assert.equal((spectralSummary(w, rows, cols, fro2, options).method as { products: string }).products, 'bf16');
   });
 
   it('the Krylov route defers its Ritz solve: H in float32 gives the float64 solve\'s values within 1e-6', () => {
