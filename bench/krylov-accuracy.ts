@@ -12,7 +12,10 @@
  * default 2): for example the 1B grid file that `npm run bench -- audit
  * --grid` writes (/tmp/qkd-bench-audit-grid/llama3.2-1b/model-bf16.safetensors).
  *
- * Usage: npm run bench -- krylov-accuracy [--audit FILE] [--rounds R].
+ * `--depth q` (default 8, as `qkd audit --krylov-depth`) sets the Krylov
+ * depth at every x: deeper means thinner blocks for the same subspace.
+ *
+ * Usage: npm run bench -- krylov-accuracy [--depth q] [--audit FILE] [--rounds R].
  * Last stdout line: JSON.
  */
 import { spawnSync } from 'node:child_process';
@@ -58,6 +61,11 @@ function lowRankPlusNoise(rank: number, rng: Rng): Float32Array {
 }
 
 requireNative();
+const DEPTH = Number(flag('--depth') ?? 8);
+if (!(Number.isInteger(DEPTH) && DEPTH >= 1 && DEPTH <= 64)) {
+  console.error(`--depth: ${flag('--depth')} is not an integer from 1 to 64`);
+  process.exit(1);
+}
 const rng = new Rng(5);
 const families: { name: string; w: Float32Array }[] = [
   { name: 'grid weight (Gaussian)', w: trainedLookingWeights([ROWS, COLS], rng, 1) },
@@ -69,12 +77,11 @@ const families: { name: string; w: Float32Array }[] = [
 
 interface Row { family: string; exact: number; dims: number; subspace: number; error: number; sigma_max_error: number; ms: number }
 const rows: Row[] = [];
-console.log(`concentration error against the exact route, ${ROWS} × ${COLS} bf16 (ms: one spectrum, median of 3)`);
+console.log(`concentration error against the exact route, ${ROWS} × ${COLS} bf16, --depth ${DEPTH} (ms: one spectrum, median of 3)`);
 // The subspace's dimensions at each x: the block width rounds to whole GEMM panels.
-const subspace = DIMS.map((d) => {
-  const shape = krylovShape(Math.ceil(0.1 * COLS), COLS, 8, d);
-  return shape.blockSize * (shape.depth + 1);
-});
+const shapes = DIMS.map((d) => krylovShape(Math.ceil(0.1 * COLS), COLS, DEPTH, d));
+const subspace = shapes.map((shape) => shape.blockSize * (shape.depth + 1));
+console.log(`blocks: ${DIMS.map((d, i) => `dims ${d}: ${shapes[i]!.depth + 1} of ${shapes[i]!.blockSize}`).join(', ')}`);
 console.log(`${'weight'.padEnd(30)} ${'exact'.padStart(7)} ${DIMS.map((d, i) => `dims ${d} (D ${subspace[i]})`.padStart(20)).join('')}`);
 for (const f of families) {
   const w = { bf16: toBf16(f.w) };
@@ -82,9 +89,9 @@ for (const f of families) {
   const exact = spectralSummary(w, ROWS, COLS, fro2, { rng: new Rng(1), route: 'gram' });
   const cells: string[] = [];
   for (const dims of DIMS) {
-    let got = spectralSummary(w, ROWS, COLS, fro2, { rng: new Rng(1), route: 'krylov', dimensionsPerRank: dims });
+    let got = spectralSummary(w, ROWS, COLS, fro2, { rng: new Rng(1), route: 'krylov', dimensionsPerRank: dims, depth: DEPTH });
     const ms = 1000 * timeMedian(() => {
-      got = spectralSummary(w, ROWS, COLS, fro2, { rng: new Rng(1), route: 'krylov', dimensionsPerRank: dims });
+      got = spectralSummary(w, ROWS, COLS, fro2, { rng: new Rng(1), route: 'krylov', dimensionsPerRank: dims, depth: DEPTH });
     }, 3, 0);
     const error = got.concentration - exact.concentration;
     rows.push({ family: f.name, exact: exact.concentration, dims, subspace: subspace[DIMS.indexOf(dims)]!, error, sigma_max_error: got.sigmaMaxOverFro / exact.sigmaMaxOverFro - 1, ms });
@@ -106,7 +113,7 @@ if (file !== undefined) {
   for (let round = 0; round < rounds; round++) {
     for (const a of audit) {
       const start = process.hrtime.bigint();
-      const r = spawnSync(process.execPath, ['bin/qkd.js', 'audit', file, '--krylov-dims', String(a.dims), '--json', join(scratch, 'report.json')], { encoding: 'utf8', env: { ...process.env, CI: 'true' }, maxBuffer: 1 << 26 });
+      const r = spawnSync(process.execPath, ['bin/qkd.js', 'audit', file, '--krylov-dims', String(a.dims), '--krylov-depth', String(DEPTH), '--json', join(scratch, 'report.json')], { encoding: 'utf8', env: { ...process.env, CI: 'true' }, maxBuffer: 1 << 26 });
       if (r.status !== 0) {
         console.error(r.stderr);
         process.exit(1);
@@ -118,4 +125,4 @@ if (file !== undefined) {
   console.log(`\nqkd audit ${file}: wall seconds per round`);
   for (const a of audit) console.log(`  --krylov-dims ${String(a.dims).padEnd(5)} ${a.seconds.map((s) => s.toFixed(2)).join('  ')}`);
 }
-console.log(JSON.stringify({ rows, audit }));
+console.log(JSON.stringify({ depth: DEPTH, rows, audit }));
