@@ -242,7 +242,7 @@ function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRul
     const start = bad - (bad % size);
     let at = start;
     for (let i = start; i < Math.min(w.length, start + size); i++) if (Math.abs(w[i]!) > Math.abs(w[at]!)) at = i;
-    const what = type === 'F16' ? 'its half-precision value' : `the half-precision scale of its ${size}-weight block`;
+    const what = type === 'F16' ? 'its half-precision value' : `the half-precision scale or minimum of its ${size}-weight block`;
     throw new QkdError('IO', `weight ${spec.name} holds ${w[at]} at element ${at}, beyond what ${type} encodes: ${what} overflows (±${F16_MAX} at most)`, { path: modelPath, field: spec.name, hint: 'a wider type for this tensor (F32 or BF16, e.g. with --plan), or a model with smaller weights' });
   }
 }

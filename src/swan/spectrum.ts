@@ -285,7 +285,7 @@ const INT8_MAX_ERROR = 2e-3;
  * bf16 size (2 bytes per value, both layouts), and on the Llama-3.2-1B
  * shape its embedding (263M values) gained nothing from int8 while the
  * audit's peak memory went from 0.61 to 1.17 GB. The products got faster
- * (0.7 s less CPU time), but first touching fresh memory costs this guest
+ * (0.6–0.9 s less CPU time), but first touching fresh memory costs this guest
  * about 1.8 s per GB with huge pages (`npm run bench -- audit-phases`), and
  * the system time rose by as much.
  */
