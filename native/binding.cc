@@ -15,6 +15,7 @@
 #include <node_api.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +26,7 @@
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #endif
@@ -522,6 +524,37 @@ napi_value ReadFileStartBody(napi_env env, const char* fn, ReadFileStartArgs& ar
   }
   if (args.buffer.length == 0) return number_value(env, 0);
   return number_value(env, static_cast<double>(qkd::file_read_start(args.fd, args.offset, args.buffer.length, args.buffer.data)));
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+namespace {
+// What the SIGINT handler writes: set before the handler is installed, read only by it.
+char g_sigint_message[256];
+size_t g_sigint_length = 0;
+
+void exit_on_sigint(int /*signal*/) {
+  // write and _exit are async-signal-safe; the pool's threads end with the process.
+  if (g_sigint_length > 0) {
+    const ssize_t written = write(2, g_sigint_message, g_sigint_length);
+    (void)written;
+  }
+  _exit(130);
+}
+}  // namespace
+#endif
+
+napi_value ExitOnSigintBody(napi_env env, const char* /*fn*/, ExitOnSigintArgs& args) {
+#if defined(__unix__) || defined(__APPLE__)
+  const size_t length = std::min<size_t>(static_cast<size_t>(args.message.length), sizeof g_sigint_message - 1);
+  std::copy(args.message.data, args.message.data + length, g_sigint_message);
+  g_sigint_length = length;
+  struct sigaction action = {};
+  action.sa_handler = exit_on_sigint;
+  sigemptyset(&action.sa_mask);
+  return number_value(env, sigaction(SIGINT, &action, nullptr) == 0 ? 1 : 0);
+#else
+  return number_value(env, 0);
+#endif
 }
 
 napi_value RetainFreedMemoryBody(napi_env env, const char* fn, RetainFreedMemoryArgs& args) {

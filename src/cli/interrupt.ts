@@ -12,6 +12,7 @@
  * other command keeps Node's default and ends at once with 143 (128 + 15).
  */
 import { stopAllProgress } from './progress.js';
+import { exitOnSigint } from '../tensor/backend.js';
 import { currentWorld } from '../parallel/world.js';
 
 export const EXIT_INTERRUPTED = 130;
@@ -38,13 +39,25 @@ function terminateNow(): void {
   process.exit(EXIT_TERMINATED);
 }
 
+/** How Ctrl-C ends a command without a safe point: natively (at once), by a JavaScript listener, or not set up. */
+let defaultStop: 'native' | 'listener' | 'none' = 'none';
+
 /**
  * From now on, Ctrl-C ends the process at once with 130 (the default for commands without a safe point).
- * SIGTERM keeps Node's default there (the process ends at once, 143): a JavaScript handler would run only
- * after a synchronous command's work.
+ * It is the addon's signal handler where there is one: a JavaScript listener runs only when the event loop
+ * does, so eval, export, quantize or prune, busy in one synchronous pass, ignored Ctrl-C until they were
+ * done. The handler shows the cursor again (a progress bar hides it) and says so. Without the addon it is a
+ * listener. SIGTERM keeps Node's default there (the process ends at once, 143).
  */
 export function exitOnInterrupt(): void {
-  if (!process.listeners('SIGINT').includes(exitNow)) process.on('SIGINT', exitNow);
+  if (defaultStop === 'none') {
+    const cursor = process.stderr.isTTY ? '\x1b[?25h' : '';
+    if (exitOnSigint(`${cursor}\nqkd: interrupted\n`)) defaultStop = 'native';
+    else {
+      process.on('SIGINT', exitNow);
+      defaultStop = 'listener';
+    }
+  }
   // Node's own SIGUSR1 action opens the inspector. For qkd SIGUSR1 is a stop request (what an MPI launcher
   // forwards): one that arrives before a command can stop gracefully is kept for it, not lost to the inspector.
   if (!process.listeners('SIGUSR1').includes(keepEarlyUsr1)) process.on('SIGUSR1', keepEarlyUsr1);
@@ -71,9 +84,11 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; s
     stopAllProgress();
     if (currentWorld().isRoot) process.stderr.write(`\nqkd: SIGTERM, ${notice} (SIGTERM again to quit at once)\n`);
   };
-  const hadDefault = process.listeners('SIGINT').includes(exitNow);
+  // The graceful listener takes SIGINT over (Node's listener replaces the addon's handler); dispose sets the default back.
+  const hadDefault = defaultStop !== 'none';
   const keptEarly = process.listeners('SIGUSR1').includes(keepEarlyUsr1);
   process.removeListener('SIGINT', exitNow);
+  defaultStop = 'none';
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
   // SIGUSR1 asks for the same graceful stop, once: it is what an MPI launcher forwards to every rank

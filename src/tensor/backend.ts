@@ -169,6 +169,19 @@ export function adviseHugePages<T extends ArrayBufferView>(array: T): T {
 }
 
 /**
+ * From now on SIGINT writes `message` to stderr and ends the process with
+ * exit code 130 at once, also during a long synchronous call (a JavaScript
+ * SIGINT listener runs only when the event loop does, so a command busy in
+ * one pass would ignore Ctrl-C until it was done). A JavaScript SIGINT
+ * listener added later replaces it. False without the addon or where the
+ * OS has no sigaction.
+ */
+export function exitOnSigint(message: string): boolean {
+  if (!nativeStatus().loaded) return false;
+  return loadedAddon!.exitOnSigint(new TextEncoder().encode(message)) === 1;
+}
+
+/**
  * Bytes [offset, offset + length) of an open file, as a view of a private
  * memory mapping: no copy and no fresh memory (the pages are the OS's file
  * cache), undone when the view is collected. Writes to the view stay in

@@ -331,6 +331,27 @@ describe('models and tokenizers are checked against each other', () => {
   });
 });
 
+describe('Ctrl-C in a command without a safe point', () => {
+  it('ends a synchronous pass at once with 130 and writes nothing (export with an importance matrix)', async () => {
+    const model = join(dir, 'sigint-model');
+    saveLlama(model, createLlama({ vocab_size: 256, hidden_size: 256, intermediate_size: 512, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 }, 5));
+    const out = join(dir, 'sigint.gguf');
+    // About 10 s of calibration passes in one synchronous call: a JavaScript SIGINT listener never ran during it.
+    const child = spawn(process.execPath, ['bin/qkd.js', 'export', model, '--out', out, '--type', 'Q4_K_M', '--imatrix', 'default', '--imatrix-batches', '2000'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CI: 'true' } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<[number | null, string | null]>((r) => child.once('exit', (code, signal) => r([code, signal])));
+    await sleep(2000);
+    const sent = Date.now();
+    child.kill('SIGINT');
+    const [code, signal] = await exited;
+    assert.equal(code, 130, `${signal} ${stderr}`);
+    assert.ok(Date.now() - sent < 2000, `ended ${Date.now() - sent} ms after the signal`);
+    assert.match(stderr, /qkd: interrupted/);
+    assert.equal(existsSync(out), false);
+  });
+});
+
 describe('generation', () => {
   it('streams tokens, and Ctrl-C keeps what was printed and exits 130', async () => {
     const child = spawn(process.execPath, ['bin/qkd.js', 'generate', '--model', run, '--steps', '1000000000', '--ids'], { stdio: ['ignore', 'pipe', 'pipe'] });

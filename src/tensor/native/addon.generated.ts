@@ -23,6 +23,8 @@ export interface NativeAddon {
   readFileStart(fd: number, offset: number, buffer: Uint8Array): number;
   /** completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once */
   backgroundWait(handle: number): number;
+  /** installs a SIGINT handler (POSIX sigaction) that writes message (at most 255 bytes) to stderr and ends the process with exit code 130 at once, also in the middle of a synchronous call (a JavaScript listener runs only when the event loop does); a JavaScript SIGINT listener added later replaces it. 1 when installed, 0 elsewhere */
+  exitOnSigint(message: Uint8Array): number;
   /** glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
   retainFreedMemory(mappedBlocks: number, trimThreshold: number): number;
   /** C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C) */
@@ -136,7 +138,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'exitOnSigint', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -147,6 +149,7 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   adviseWillNeed: 'meta',
   readFileStart: 'meta',
   backgroundWait: 'meta',
+  exitOnSigint: 'meta',
   retainFreedMemory: 'meta',
   sgemm: 'training',
   softmaxForward: 'training',
