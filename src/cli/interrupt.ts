@@ -52,7 +52,13 @@ let defaultStop: 'native' | 'listener' | 'none' = 'none';
 export function exitOnInterrupt(): void {
   if (defaultStop === 'none') {
     const cursor = process.stderr.isTTY ? '\x1b[?25h' : '';
-    if (exitOnSigint(`${cursor}\nqkd: interrupted\n`)) defaultStop = 'native';
+    let native = false;
+    try {
+      native = exitOnSigint(`${cursor}\nqkd: interrupted\n`);
+    } catch {
+      // The addon refused to load (a bad QKD_* variable): the command reports it when it needs the kernels.
+    }
+    if (native) defaultStop = 'native';
     else {
       process.on('SIGINT', exitNow);
       defaultStop = 'listener';

@@ -1,6 +1,7 @@
 /**
  * Where the model-to-model commands (quantize, prune) may write: never over
- * the input model's own directory, nor inside a training run (a checkpoint
+ * the input model's own directory (the directory of a model given as a
+ * file included), nor inside a training run (a checkpoint
  * directory or a run directory, whose checkpoints would no longer match),
  * whatever the spelling of the paths (symlinks, `..`). Checked before any
  * work, and before --force clears anything.
@@ -8,13 +9,14 @@
 import { existsSync, realpathSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { QkdError } from '../errors.js';
-import { modelDirectory } from '../models/load-any.js';
+import { modelHome } from '../models/load-any.js';
 
 /** `action` names the command's work in the message ("quantizing", "pruning"). */
 export function refuseOutputOverModel(modelPath: string, out: string, action: string): void {
   const real = (p: string): string => (existsSync(p) ? realpathSync(p) : resolve(p));
   const target = real(out);
-  if (existsSync(modelPath) && real(modelDirectory(modelPath)) === target) {
+  // A model given as a file (dir/model.safetensors, a GGUF) lives in its directory: that is refused too.
+  if (existsSync(modelPath) && real(modelHome(modelPath)) === target) {
     throw new QkdError('ARGUMENT', `the output directory is the model's own directory; ${action} there would overwrite the float model`, { path: out, field: '--out', hint: 'another directory' });
   }
   for (let dir = target; ; dir = dirname(dir)) {

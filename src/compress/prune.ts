@@ -5,7 +5,7 @@
  * directory every command loads (config.json, model.safetensors, the
  * tokenizer files, and prune.json saying what was kept).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
@@ -18,6 +18,7 @@ import { calibrationWindows } from '../distill/student-init.js';
 import { keepLayers, measureImportance, pruneModel, shapeForParameters, DEFAULT_AGGREGATION, type Aggregation, type PruneReport, type PruneShape } from '../distill/minitron.js';
 import { noGrad } from '../tensor/tape.js';
 import { refuseOutputOverModel } from './output-guard.js';
+import type { LlamaModel } from '../models/llama.js';
 
 export interface PruneFileOptions {
   out: string;
@@ -51,7 +52,18 @@ export function pruneModelFile(modelPath: string, options: PruneFileOptions): Pr
   refuseOutputOverModel(modelPath, options.out, 'pruning');
   const teacher = loadModelAny(modelPath);
   if (teacher.arena.released) throw new QkdError('CONFIG', 'pruning reads the model in float32', { path: modelPath });
+  const created = !existsSync(options.out);
   prepareOutputDirectory(options.out, { force: options.force });
+  try {
+    return pruneInto(teacher, modelPath, options);
+  } catch (error) {
+    // A failed run leaves no empty directory behind that it created (a directory the user made stays).
+    if (created && existsSync(options.out) && readdirSync(options.out).length === 0) rmdirSync(options.out);
+    throw error;
+  }
+}
+
+function pruneInto(teacher: LlamaModel, modelPath: string, options: PruneFileOptions): PruneFileResult {
   const tokenizer = loadModelTokenizer(teacher, modelPath);
   const data = options.calibration ?? 'default';
   const ids = Int32Array.from(tokenizer.encode(loadCorpus(data)));

@@ -12,7 +12,7 @@ import { QkdError } from '../errors.js';
 import { writeBytesAtomic } from '../io/atomic.js';
 import { loadCorpus, splitTokens } from '../data/corpus.js';
 import { copyTokenizerFiles, saveTokenizerFiles } from '../data/tokenizer-io.js';
-import { loadModelAny, loadModelTokenizer, modelDirectory } from '../models/load-any.js';
+import { loadModelAny, loadModelTokenizer, modelHome } from '../models/load-any.js';
 import { quantizeLlama, type QuantMethod, type QuantizeProgress } from './quantize-model.js';
 import { saveQuantizedLlama } from './quantized-io.js';
 import { refuseOutputOverModel } from './output-guard.js';
@@ -73,7 +73,10 @@ function calibrationTokens(model: LlamaModel, modelPath: string, data: string): 
 function refusePackedInput(modelPath: string): void {
   let configPath: string;
   try {
-    configPath = join(modelDirectory(modelPath), 'config.json');
+    // A safetensors file is read with the config.json beside it (a GGUF carries its own).
+    const file = existsSync(modelPath) && statSync(modelPath).isFile();
+    if (file && modelFileFormat(modelPath) !== 'safetensors') return;
+    configPath = join(modelHome(modelPath), 'config.json');
   } catch {
     return; // the loader reports what is wrong with the path
   }
@@ -132,8 +135,10 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
         : undefined;
     const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
     const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
-    if (existsSync(join(modelDirectory(modelPath), 'tokenizer.json'))) copyTokenizerFiles(modelDirectory(modelPath), options.out);
-    else if (statSync(modelPath).isFile() && modelFileFormat(modelPath) === 'gguf') {
+    const format = statSync(modelPath).isFile() ? modelFileFormat(modelPath) : null;
+    // The tokenizer beside the model, also when the model was given as its safetensors file.
+    if ((format === null || format === 'safetensors') && existsSync(join(modelHome(modelPath), 'tokenizer.json'))) copyTokenizerFiles(modelHome(modelPath), options.out);
+    else if (format === 'gguf') {
       // A GGUF carries its tokenizer in its metadata: the packed checkpoint gets it as tokenizer.json.
       const t = loadModelTokenizer(model, modelPath);
       if (t.kind !== 'llama2c') saveTokenizerFiles(options.out, t);

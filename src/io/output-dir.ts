@@ -33,7 +33,13 @@ function describeFsError(err: unknown): string {
  * Makes sure `path` is a directory qkd can write to, creating it (and
  * missing parents) when needed. `flag` names the option the path came from.
  */
+/** An empty path ('' or spaces) is refused by name: it resolves to the working directory, and renaming onto it fails. */
+function refuseEmptyPath(path: string, flag: string, what: string): void {
+  if (path.trim() === '') throw new QkdError('ARGUMENT', `${flag} is empty`, { field: flag, hint: `${what} path` });
+}
+
 export function ensureWritableDirectory(path: string, flag = '--out'): void {
+  refuseEmptyPath(path, flag, 'a directory');
   const absolute = resolve(path);
   const missing: string[] = [];
   let existing = absolute;
@@ -95,6 +101,7 @@ export function listSome(names: string[]): string {
  * directory.
  */
 export function ensureWritableFile(path: string, flag: string): void {
+  refuseEmptyPath(path, flag, 'a file');
   const parent = dirname(resolve(path));
   if (existsSync(parent) && !statSync(parent).isDirectory()) {
     throw new QkdError('IO', `cannot write ${flag} ${path}: ${parent} is a file, not a directory`, { path: parent, field: flag, hint: 'a path in a directory' });

@@ -23,6 +23,16 @@ import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadTokenizerFile } from '../data/tokenizer-io.js';
 
 /** The directory holding config.json for a model path (a run directory resolves to its latest checkpoint). */
+/**
+ * The directory that holds a model's files: modelDirectory of a directory,
+ * the directory of a model given as a file (model.safetensors beside its
+ * config.json and tokenizer, or a GGUF). Outputs must not go there, and a
+ * tokenizer or a quantization config is looked for there.
+ */
+export function modelHome(path: string): string {
+  return existsSync(path) && statSync(path).isFile() ? dirname(path) : modelDirectory(path);
+}
+
 export function modelDirectory(path: string): string {
   if (existsSync(join(path, 'config.json'))) return path;
   const latest = join(path, 'latest.json');

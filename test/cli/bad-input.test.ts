@@ -331,6 +331,31 @@ describe('models and tokenizers are checked against each other', () => {
   });
 });
 
+describe('a model given as its file', () => {
+  it('quantize and prune never write into its directory, a packed one is refused, its tokenizer goes along; a failed prune leaves no empty --out; --out "" is refused by name', () => {
+    const home = join(dir, 'as-file');
+    mkdirSync(home);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) cpSync(join(run, f), join(home, f));
+    const file = join(home, 'model.safetensors');
+    const before = readFileSync(file);
+    assertUserError(qkd(['quantize', file, '--out', home, '--force']), /the output directory is the model's own directory/, 'quantize over the directory of its model file');
+    assertUserError(qkd(['prune', '--model', file, '--out', home, '--layers', '1', '--force']), /the output directory is the model's own directory/, 'prune over the directory of its model file');
+    assert.deepEqual(readFileSync(file), before, 'the float model is kept');
+    // The tokenizer beside the file goes into the packed checkpoint; that checkpoint, given as its file, is refused.
+    const packed = join(dir, 'as-file-q4');
+    assert.equal(qkd(['quantize', file, '--out', packed]).code, 0);
+    assert.deepEqual(readFileSync(join(packed, 'tokenizer.json')), readFileSync(join(home, 'tokenizer.json')));
+    assertUserError(qkd(['quantize', join(packed, 'model.safetensors'), '--out', join(dir, 'as-file-q2'), '--bits', '2']), /already quantized/, 'a packed checkpoint given as its file');
+    assert.equal(existsSync(join(dir, 'as-file-q2')), false);
+    const failed = join(dir, 'prune-failed');
+    assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '5']), /layers|5/, 'prune to more layers than the model has');
+    assert.equal(existsSync(failed), false, 'a failed prune removes the --out it created');
+    for (const args of [['quantize', run, '--out', ''], ['prune', '--model', run, '--out', '', '--layers', '1'], ['train', '--out', '', '--steps', '1', '--data', corpus], ['audit', run, '--json', '']]) {
+      assertUserError(qkd(args), /--(out|json) is empty/, `${args[0]} with an empty path`);
+    }
+  });
+});
+
 describe('Ctrl-C in a command without a safe point', () => {
   it('ends a synchronous pass at once with 130 and writes nothing (export with an importance matrix)', async () => {
     const model = join(dir, 'sigint-model');
