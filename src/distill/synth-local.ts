@@ -38,7 +38,7 @@ export function modelSequenceTeacher(model: LlamaModel): SequenceTeacher {
     async continue(start, length, choose) {
       const window = model.config.max_position_embeddings;
       if (length + 1 > window) throw new QkdError('ARGUMENT', `sequences of ${length + 1} tokens exceed the teacher's context of ${window}`, { field: '--length', hint: `at most ${window - 1}` });
-      const cache = new KvCache(model.config);
+      const cache = new KvCache(model.config, Math.max(1, length));
       const out = new Int32Array(length);
       let next = start;
       noGrad(() => {

@@ -8,6 +8,7 @@
  * template and only the assistant's tokens are scored (data/chat.ts); the
  * held-out part is then the last 10% of the conversations.
  */
+import { existsSync, statSync } from 'node:fs';
 import { QkdError } from '../errors.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -138,7 +139,9 @@ export function evaluateModel(modelPath: string, options: EvaluateModelOptions =
  * UTF-8 bytes of the predicted tokens, as evaluatePerplexity does.
  */
 export async function evaluateModelInLlamaCpp(modelPath: string, options: EvaluateModelOptions = {}): Promise<ModelEvalResult & { warnings: string[] }> {
-  if (modelFileFormat(modelPath) !== 'gguf') throw new QkdError('ARGUMENT', 'the llama.cpp engine runs GGUF files', { path: modelPath, field: '--engine', hint: 'a .gguf file (qkd export writes one)' });
+  // A directory (a qkd or Hugging Face model) is no GGUF file either.
+  const directory = existsSync(modelPath) && statSync(modelPath).isDirectory();
+  if (directory || modelFileFormat(modelPath) !== 'gguf') throw new QkdError('ARGUMENT', `the llama.cpp engine runs GGUF files${directory ? ', and this is a directory' : ''}`, { path: modelPath, field: '--engine', hint: 'a .gguf file (qkd export writes one)' });
   // Only the shape and the tokenizer are needed here: llama.cpp reads the weights itself.
   const f = openGguf(modelPath);
   let config: LlamaConfig;

@@ -91,7 +91,9 @@ export function* generateStream(model: LlamaModel, promptIds: Int32Array, option
   const window = ssm !== null && ssm.attention_layers.length === 0 ? Infinity : model.config.max_position_embeddings;
   const ids = Array.from(promptIds);
   // The cache holds the sequence while it fits the context; past that, each step re-runs the last `window` tokens.
-  const cache = ids.length < window ? new KvCache(model.config) : null;
+  // Sized for the tokens this call can hold (the prompt and the steps), not the whole context: a model with a
+  // context of a million tokens asked for 5 steps would have allocated its full cache.
+  const cache = ids.length < window ? new KvCache(model.config, Math.max(1, Math.min(model.config.max_position_embeddings, ids.length + options.steps))) : null;
   for (let s = 0; s < options.steps; s++) {
     const useCache = cache !== null && ids.length <= window;
     const ctx = useCache ? Int32Array.from(ids.slice(cache.position)) : Int32Array.from(ids.slice(-window));

@@ -44,7 +44,8 @@ export interface ForwardOptions {
 
 /**
  * The keys and values of the tokens seen so far, per layer, for batch 1:
- * [position, G, D] each, in buffers sized for the model's context. RoPE is
+ * [position, G, D] each, in buffers sized for the model's context or the
+ * tokens the caller will hold. RoPE is
  * applied to the cached keys already (at their own positions).
  */
 export class KvCache {
@@ -57,8 +58,12 @@ export class KvCache {
   readonly capacity: number;
   private readonly rowSize: number;
 
-  constructor(config: LlamaConfig) {
-    this.capacity = config.max_position_embeddings;
+  /** `capacity` tokens (default the context, max_position_embeddings): a caller that knows how many it will hold asks for no more. */
+  constructor(config: LlamaConfig, capacity = config.max_position_embeddings) {
+    if (!(Number.isInteger(capacity) && capacity >= 1 && capacity <= config.max_position_embeddings)) {
+      throw new QkdError('ARGUMENT', `a KV cache of ${capacity} tokens: expected 1 to the context (${config.max_position_embeddings})`, { field: 'capacity' });
+    }
+    this.capacity = capacity;
     this.rowSize = config.num_key_value_heads * headDim(config);
     const layers = Array.from({ length: config.num_hidden_layers }, (_, l) => l);
     // A state-space layer keeps a fixed-size state instead of keys and values.
@@ -80,7 +85,7 @@ export class KvCache {
   /** Appends T new rows of layer `layer` and returns all rows held, as [1, position + T, G, D] tensors viewing the cache (no copy). */
   extend(layer: number, k: Tensor, v: Tensor, T: number, G: number, D: number): { k: Tensor; v: Tensor } {
     const end = this.position + T;
-    if (end > this.capacity) throw new QkdError('ARGUMENT', `the KV cache holds ${this.capacity} tokens (max_position_embeddings); ${end} asked`, { field: 'cache' });
+    if (end > this.capacity) throw new QkdError('ARGUMENT', `the KV cache holds ${this.capacity} tokens; ${end} asked`, { field: 'cache' });
     this.keys[layer]!.set(k.data as Float32Array, this.position * this.rowSize);
     this.values[layer]!.set(v.data as Float32Array, this.position * this.rowSize);
     return {

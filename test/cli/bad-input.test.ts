@@ -350,6 +350,7 @@ describe('a model given as its file', () => {
     const failed = join(dir, 'prune-failed');
     assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '5']), /layers|5/, 'prune to more layers than the model has');
     assert.equal(existsSync(failed), false, 'a failed prune removes the --out it created');
+    assertUserError(qkd(['eval', '--model', run, '--data', corpus, '--engine', 'llama.cpp']), /the llama\.cpp engine runs GGUF files, and this is a directory/, 'the llama.cpp engine on a model directory');
     for (const args of [['quantize', run, '--out', ''], ['prune', '--model', run, '--out', '', '--layers', '1'], ['train', '--out', '', '--steps', '1', '--data', corpus], ['audit', run, '--json', '']]) {
       assertUserError(qkd(args), /--(out|json) is empty/, `${args[0]} with an empty path`);
     }

@@ -52,3 +52,15 @@ describe('KV cache', () => {
     assert.throws(() => noGrad(() => model.forward(new Int32Array(25), 1, 25, { cache })), /the KV cache holds 24 tokens/);
   });
 });
+
+describe('KV cache size', () => {
+  it('generation sizes the cache for the prompt and the steps, not the whole context (a 1e9-token context would not fit)', () => {
+    const long = createLlama({ ...config, max_position_embeddings: 1_000_000_000 }, 5);
+    const short = createLlama(config, 5);
+    const prompt = Int32Array.of(1, 2, 3);
+    // Same weights, same tokens: the context only bounds what the cache may hold.
+    assert.deepEqual(Array.from(generate(long, prompt, { steps: 6, temperature: 0 })), Array.from(generate(short, prompt, { steps: 6, temperature: 0 })));
+    assert.equal(new KvCache(short.config, 5).capacity, 5);
+    assert.throws(() => new KvCache(short.config, 25), /KV cache of 25 tokens: expected 1 to the context \(24\)/);
+  });
+});
