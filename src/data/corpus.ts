@@ -11,6 +11,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { preloadedParquet, type BadRows } from './corpus-parquet.js';
 import { QkdError } from '../errors.js';
+import { decodeUtf8Text } from '../io/text-file.js';
 import { isChatCorpus, isCompletionRow, parseChatRow, parseCompletionRow, type ChatCorpus, type Conversation } from './chat.js';
 import type { Rng } from '../tensor/random.js';
 
@@ -29,29 +30,6 @@ export function loadDefaultCorpus(): string {
 }
 
 /** True when a buffer looks binary: a NUL byte, or not valid UTF-8 in its first 64 kB. */
-function looksBinary(bytes: Buffer): boolean {
-  const head = bytes.subarray(0, 65536);
-  if (head.includes(0)) return true;
-  try {
-    new TextDecoder('utf-8', { fatal: true }).decode(head.subarray(0, lastCompleteUtf8(head)));
-    return false;
-  } catch {
-    return true;
-  }
-}
-
-/** Length of the longest prefix that does not end inside a multi-byte UTF-8 sequence. */
-function lastCompleteUtf8(b: Buffer): number {
-  let i = b.length;
-  for (let k = 1; k <= 3 && i - k >= 0; k++) {
-    const c = b[i - k]!;
-    if ((c & 0xc0) === 0x80) continue; // continuation byte
-    const need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-    return need > k ? i - k : i;
-  }
-  return i;
-}
-
 function readTextFile(path: string): string {
   let bytes: Buffer;
   try {
@@ -60,8 +38,7 @@ function readTextFile(path: string): string {
     throw new QkdError('IO', `cannot read text file: ${(err as Error).message}`, { path });
   }
   if (bytes.length === 0) throw new QkdError('IO', 'text file is empty', { path, hint: 'a non-empty UTF-8 text file' });
-  if (looksBinary(bytes)) throw new QkdError('IO', 'file is not UTF-8 text (binary data?)', { path, hint: 'a UTF-8 text file' });
-  return bytes.toString('utf8');
+  return decodeUtf8Text(bytes, path);
 }
 
 /**

@@ -15,8 +15,8 @@
  * (prompt, sample) order when every row is done.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { QkdError } from '../errors.js';
+import { readUtf8Text } from '../io/text-file.js';
 import { openJournal } from '../io/jsonl-journal.js';
 import { TEACHER_API_KEY_ENV } from './teacher-server.js';
 
@@ -147,12 +147,8 @@ function checkPrompt(p: unknown, where: string): SynthPrompt {
  * file, the line and the field; an empty file is an error.
  */
 export function readPrompts(path: string): SynthPrompt[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new QkdError('IO', `synth prompts: cannot read the prompts file: ${(err as Error).message}`, { path, field: '--prompts', hint: 'a .txt file (one prompt per line) or a .jsonl file of {"prompt"} / {"messages"} rows' });
-  }
+  // Strict UTF-8: a binary file passed by mistake became thousands of prompts (and paid requests).
+  let text = readUtf8Text(path, { field: '--prompts', what: 'synth prompts: the prompts file' });
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const jsonl = path.toLowerCase().endsWith('.jsonl');
   const lines = text.split('\n');

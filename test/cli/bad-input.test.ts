@@ -350,6 +350,13 @@ describe('a model given as its file', () => {
     const failed = join(dir, 'prune-failed');
     assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '5']), /layers|5/, 'prune to more layers than the model has');
     assert.equal(existsSync(failed), false, 'a failed prune removes the --out it created');
+    // Text that is not UTF-8 anywhere in the file (not only in its first 64 KiB) is refused, naming the byte.
+    const latin1 = join(dir, 'latin1.txt');
+    writeFileSync(latin1, Buffer.concat([Buffer.from(readFileSync(corpus, 'utf8').slice(0, 100_000)), Buffer.from([0x43, 0x61, 0x66, 0xe9, 0x20])]));
+    const at = Buffer.byteLength(readFileSync(corpus, 'utf8').slice(0, 100_000)) + 3;
+    assertUserError(qkd(['eval', '--model', run, '--data', latin1]), new RegExp(`not UTF-8 text: byte ${at} \\(0xe9\\).*latin1\\.txt`), 'eval of Latin-1 text past 64 KiB');
+    assertUserError(qkd(['tokenize', '--tokenizer', run, '--file', latin1, '--ids']), /not UTF-8 text.*latin1\.txt.*--file/, 'tokenize --file of Latin-1 text');
+    assertUserError(qkd(['synth', '--teacher-url', 'http://127.0.0.1:9', '--teacher-model', 'x', '--prompts', join(run, 'model.safetensors'), '--out', join(dir, 'never.jsonl')]), /prompts file is not UTF-8 text.*--prompts/, 'synth --prompts of a binary file');
     assertUserError(qkd(['eval', '--model', run, '--data', corpus, '--engine', 'llama.cpp']), /the llama\.cpp engine runs GGUF files, and this is a directory/, 'the llama.cpp engine on a model directory');
     for (const args of [['quantize', run, '--out', ''], ['prune', '--model', run, '--out', '', '--layers', '1'], ['train', '--out', '', '--steps', '1', '--data', corpus], ['audit', run, '--json', '']]) {
       assertUserError(qkd(args), /--(out|json) is empty/, `${args[0]} with an empty path`);

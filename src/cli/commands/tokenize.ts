@@ -1,7 +1,7 @@
 /** `qkd tokenize`: what a tokenizer does to a text. */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { QkdError } from '../../errors.js';
+import { readUtf8Text } from '../../io/text-file.js';
 import { loadTokenizerAt } from '../../data/tokenizer-io.js';
 import { HfTokenizer } from '../../data/tokenizer-hf.js';
 
@@ -29,11 +29,8 @@ export function registerTokenize(program: Command): void {
       if (o.ids && o.json) throw new QkdError('ARGUMENT', '--ids and --json are two output formats; choose one', { field: '--ids' });
       let text = o.text;
       if (o.file !== undefined) {
-        try {
-          text = readFileSync(o.file, 'utf8');
-        } catch (err) {
-          throw new QkdError('IO', `cannot read the text: ${(err as Error).message}`, { path: o.file, field: '--file' });
-        }
+        // Strict UTF-8: Latin-1 bytes became U+FFFD before, and their ids were printed as if they were the text's.
+        text = readUtf8Text(o.file, { field: '--file', what: 'the text' });
       }
       const tokenizer = loadTokenizerAt(o.tokenizer);
       const ids = tokenizer instanceof HfTokenizer && o.special ? tokenizer.encodeForModel(text!) : tokenizer.encode(text!);
