@@ -27,6 +27,8 @@ export class QkdError extends Error {
   readonly path?: string;
   readonly field?: string;
   readonly hint?: string;
+  /** The message without the file, field and hint parts (for a caller that re-attributes the error). */
+  readonly bare: string;
 
   constructor(code: QkdErrorCode, message: string, details: QkdErrorDetails = {}) {
     const parts = [message];
@@ -36,9 +38,25 @@ export class QkdError extends Error {
     super(parts.join(' '));
     this.name = 'QkdError';
     this.code = code;
+    this.bare = message;
     if (details.path !== undefined) this.path = details.path;
     if (details.field !== undefined) this.field = details.field;
     if (details.hint !== undefined) this.hint = details.hint;
+  }
+}
+
+/**
+ * Runs `fn`; a QkdError from it that names no file is thrown again naming
+ * `source` (the file the user gave and its flag), with its message and hint
+ * kept. For calls that only fail on the data they were given (a calibration
+ * text too short): the generic code does not know where the data came from.
+ */
+export function attributed<T>(source: { path?: string; field: string }, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof QkdError && err.path === undefined) throw new QkdError(err.code, err.bare, { path: source.path, field: source.field, hint: err.hint });
+    throw err;
   }
 }
 

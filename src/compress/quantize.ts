@@ -122,6 +122,16 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
   const created = !existsSync(options.out);
   prepareOutputDirectory(options.out, { force: options.force });
   try {
+    // The calibration text too, before the profile pass.
+    const calibration =
+      method === 'gptq'
+        ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
+        : undefined;
+    // A calibration text too short for one window is named by its flag and file.
+    if (calibration !== undefined && calibration.tokens.length < calibration.seqLen) {
+      const path = options.calibration === undefined || options.calibration === 'default' ? undefined : options.calibration;
+      throw new QkdError('ARGUMENT', `the calibration text has ${calibration.tokens.length} tokens, fewer than one window of ${calibration.seqLen}`, { path, field: '--calibration', hint: 'a longer calibration text' });
+    }
     const planned = auditAndPlan(
       modelPath,
       { scheme, bits: options.bits, budgetBits: options.budgetBits },
@@ -129,10 +139,6 @@ export function quantizeModelFile(modelPath: string, options: QuantizeFileOption
       { seed: options.seed, onTensor: options.onProfile, filter: (name) => model.arena.has(name) },
     );
     const plan: QuantPlan = overrides ? { scheme, bits: { ...planned.plan.bits, ...overrides } } : planned.plan;
-    const calibration =
-      method === 'gptq'
-        ? { tokens: calibrationTokens(model, modelPath, options.calibration ?? 'default'), batch: 4, seqLen: Math.min(options.calibrationSeqLen ?? 256, model.config.max_position_embeddings), batches: options.calibrationBatches ?? 16, seed: options.seed ?? 0 }
-        : undefined;
     const quantized = quantizeLlama(model, plan, { method, calibration, onProgress: options.onQuantize });
     const storage = saveQuantizedLlama(options.out, quantized, { qkd_source: modelPath });
     const format = statSync(modelPath).isFile() ? modelFileFormat(modelPath) : null;

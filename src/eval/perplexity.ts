@@ -116,10 +116,12 @@ export function evalTokens(model: Pick<LlamaModel, 'config'>, modelPath: string,
 
 /** Names --whole-file when the held-out part is what is too short. */
 function explainShort(err: unknown, split: 'validation' | 'all', data: string | undefined): unknown {
-  if (split === 'validation' && err instanceof QkdError && err.field === 'data') {
-    return new QkdError('ARGUMENT', `the held-out last 10% of the text is too short to score: ${err.message}`, { path: data, field: 'data', hint: 'a longer text, a smaller --seq-len, or --whole-file to score all of it' });
+  if (!(err instanceof QkdError) || err.field !== 'data') return err;
+  if (split === 'validation') {
+    return new QkdError('ARGUMENT', `the held-out last 10% of the text is too short to score: ${err.bare}`, { path: data, field: 'data', hint: 'a longer text, a smaller --seq-len, or --whole-file to score all of it' });
   }
-  return err;
+  // The whole text is too short: say which file.
+  return new QkdError(err.code, err.bare, { path: data ?? err.path, field: 'data', hint: err.hint ?? 'a longer text or a smaller --seq-len' });
 }
 
 /** `qkd eval` as one call: load any model and its tokenizer, score a corpus. */

@@ -348,7 +348,13 @@ describe('a model given as its file', () => {
     assertUserError(qkd(['quantize', join(packed, 'model.safetensors'), '--out', join(dir, 'as-file-q2'), '--bits', '2']), /already quantized/, 'a packed checkpoint given as its file');
     assert.equal(existsSync(join(dir, 'as-file-q2')), false);
     const failed = join(dir, 'prune-failed');
-    assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '5']), /layers|5/, 'prune to more layers than the model has');
+    assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '5']), /num_hidden_layers 5 exceeds .*\(field: --layers \(num_hidden_layers\)\)/, 'prune to more layers than the model has');
+    // A text too short for its purpose is named by its file and flag.
+    const short = join(dir, 'short.txt');
+    writeFileSync(short, 'hi');
+    assertUserError(qkd(['eval', '--model', run, '--data', short, '--whole-file']), /fewer than one window.*\(file: .*short\.txt\)/, 'eval --whole-file of a short text');
+    assertUserError(qkd(['prune', '--model', run, '--out', failed, '--layers', '1', '--calibration', short]), /calibration needs \d+ tokens.*short\.txt.*--calibration/, 'prune with a short calibration text');
+    assertUserError(qkd(['quantize', run, '--out', failed, '--method', 'gptq', '--calibration', short]), /calibration text has 2 tokens.*short\.txt.*--calibration/, 'gptq with a short calibration text');
     assert.equal(existsSync(failed), false, 'a failed prune removes the --out it created');
     // Text that is not UTF-8 anywhere in the file (not only in its first 64 KiB) is refused, naming the byte.
     const latin1 = join(dir, 'latin1.txt');

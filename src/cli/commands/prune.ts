@@ -1,5 +1,6 @@
 /** `qkd prune`: Minitron-style structured pruning guided by activations on calibration text. */
 import type { Command } from 'commander';
+import { QkdError } from '../../errors.js';
 import { prepareCorpus } from '../corpus.js';
 import { pruneModelFile } from '../../compress/prune.js';
 import type { PruneShape } from '../../distill/minitron.js';
@@ -50,7 +51,7 @@ export function registerPrune(program: Command): void {
         ...(o.layers !== undefined ? { num_hidden_layers: o.layers } : {}),
       };
       const [batch, sequence] = o.aggregation.split('-') as ['l2' | 'mean', 'l2' | 'mean'];
-      const r = pruneModelFile(o.model, {
+      const r = withShapeFlags(o.model, () => pruneModelFile(o.model, {
         out: o.out,
         ...(o.targetParams !== undefined ? { targetParams: o.targetParams } : {}),
         ...(Object.keys(given).length > 0 ? { shape: given } : {}),
@@ -60,9 +61,23 @@ export function registerPrune(program: Command): void {
         aggregation: { batch, sequence },
         depth: o.depth,
         force: o.force,
-      });
+      }));
       const s = r.shape;
       console.log(`pruned ${r.sourceParams} → ${r.params} parameters: hidden ${s.hidden_size}, MLP ${s.intermediate_size}, heads ${s.num_attention_heads}/${s.num_key_value_heads} kv, layers ${s.num_hidden_layers} (kept ${r.report.layers.join(', ')}) -> ${r.out}`);
       console.log(JSON.stringify({ out: r.out, params: r.params, source_params: r.sourceParams, shape: s, layers: r.report.layers }));
     });
+}
+
+/** The shape fields as the flags that set them, so an error about one names the flag the user gave. */
+const SHAPE_FLAGS: Record<string, string> = { hidden_size: '--hidden', intermediate_size: '--ffn', num_attention_heads: '--heads', num_key_value_heads: '--kv-heads', num_hidden_layers: '--layers' };
+
+function withShapeFlags<T>(model: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof QkdError && err.field !== undefined && SHAPE_FLAGS[err.field] !== undefined) {
+      throw new QkdError(err.code, err.bare, { path: err.path ?? model, field: `${SHAPE_FLAGS[err.field]} (${err.field})`, hint: err.hint });
+    }
+    throw err;
+  }
 }
