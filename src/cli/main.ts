@@ -145,7 +145,7 @@ async function runProgram(argv: string[]): Promise<number> {
       return EXIT_INTERRUPTED;
     }
     if (err instanceof QkdError) {
-      process.stderr.write(`${who()}: error: ${err.message}\n`);
+      process.stderr.write(`${who()}: error: ${printable(err.message)}\n`);
       return EXIT_ERROR;
     }
     const code = (err as { code?: string; exitCode?: number }).code;
@@ -157,4 +157,13 @@ async function runProgram(argv: string[]): Promise<number> {
     process.stderr.write(`${who()}: internal error (please report it): ${(err as Error).stack ?? String(err)}\n`);
     return EXIT_ERROR;
   }
+}
+
+/**
+ * A message as it may be written to a terminal: control characters other
+ * than newline and tab (which a message quoting a binary file's bytes may
+ * hold: CR, NUL, escape sequences) are shown as \xNN.
+ */
+export function printable(message: string): string {
+  return message.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

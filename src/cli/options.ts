@@ -17,7 +17,9 @@ function fail(flag: string, expected: string, value: string): never {
 
 /** A whole number in [min, max]. */
 export function integerIn(flag: string, min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> {
-  const expected = max === Number.MAX_SAFE_INTEGER ? (min === 1 ? 'a positive whole number' : `a whole number ≥ ${min}`) : `a whole number from ${min} to ${max}`;
+  // Past 2^53 a number is not exact: the bound there is the safe-integer one, on either side.
+  const expected =
+    max !== Number.MAX_SAFE_INTEGER ? `a whole number from ${min} to ${max}` : min === -Number.MAX_SAFE_INTEGER ? `a whole number between ±${Number.MAX_SAFE_INTEGER}` : min === 1 ? 'a positive whole number' : `a whole number from ${min} to ${Number.MAX_SAFE_INTEGER}`;
   return (value) => {
     const n = Number(value);
     if (!INTEGER.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) fail(flag, expected, value);

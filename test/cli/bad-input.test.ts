@@ -363,6 +363,13 @@ describe('a model given as its file', () => {
     assertUserError(qkd(['eval', '--model', run, '--data', latin1]), new RegExp(`not UTF-8 text: byte ${at} \\(0xe9\\).*latin1\\.txt`), 'eval of Latin-1 text past 64 KiB');
     assertUserError(qkd(['tokenize', '--tokenizer', run, '--file', latin1, '--ids']), /not UTF-8 text.*latin1\.txt.*--file/, 'tokenize --file of Latin-1 text');
     assertUserError(qkd(['synth', '--teacher-url', 'http://127.0.0.1:9', '--teacher-model', 'x', '--prompts', join(run, 'model.safetensors'), '--out', join(dir, 'never.jsonl')]), /prompts file is not UTF-8 text.*--prompts/, 'synth --prompts of a binary file');
+    // A message quoting a binary file's bytes writes no control characters to the terminal.
+    const png = join(dir, 'img.png');
+    writeFileSync(png, Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x1b, 0x5b, 0x32, 0x4a]));
+    const plan = qkd(['quantize', run, '--out', join(dir, 'never'), '--plan', png]);
+    assertUserError(plan, /plan file is not valid JSON.*\\x0d/, 'a binary --plan');
+    assert.doesNotMatch(plan.stderr, /[\x00\x0d\x1a\x1b]/, 'control characters in the message');
+    assert.match(qkd(['generate', '--model', run, '--seed', '99999999999999999999']).stderr, /--seed takes a whole number between ±9007199254740991/);
     assertUserError(qkd(['eval', '--model', run, '--data', corpus, '--engine', 'llama.cpp']), /the llama\.cpp engine runs GGUF files, and this is a directory/, 'the llama.cpp engine on a model directory');
     for (const args of [['quantize', run, '--out', ''], ['prune', '--model', run, '--out', '', '--layers', '1'], ['train', '--out', '', '--steps', '1', '--data', corpus], ['audit', run, '--json', '']]) {
       assertUserError(qkd(args), /--(out|json) is empty/, `${args[0]} with an empty path`);
