@@ -46,16 +46,19 @@ export class QkdError extends Error {
 }
 
 /**
- * Runs `fn`; a QkdError from it that names no file is thrown again naming
+ * Runs `fn`; a QkdError from it about one of `fields` (the data it was
+ * given, e.g. 'calibration') that names no file is thrown again naming
  * `source` (the file the user gave and its flag), with its message and hint
- * kept. For calls that only fail on the data they were given (a calibration
- * text too short): the generic code does not know where the data came from.
+ * kept: the generic code does not know where the data came from. Other
+ * errors pass unchanged.
  */
-export function attributed<T>(source: { path?: string; field: string }, fn: () => T): T {
+export function attributed<T>(source: { path?: string; field: string }, fields: readonly string[], fn: () => T): T {
   try {
     return fn();
   } catch (err) {
-    if (err instanceof QkdError && err.path === undefined) throw new QkdError(err.code, err.bare, { path: source.path, field: source.field, hint: err.hint });
+    if (err instanceof QkdError && err.path === undefined && err.field !== undefined && fields.includes(err.field)) {
+      throw new QkdError(err.code, err.bare, { path: source.path, field: source.field, hint: err.hint });
+    }
     throw err;
   }
 }

@@ -39,6 +39,21 @@ function terminateNow(): void {
   process.exit(EXIT_TERMINATED);
 }
 
+/**
+ * The addon's SIGINT handler (exit 130 at once), where the addon is in use: not on the reference backend
+ * (loading the addon there would change its malloc settings), nor when the addon refuses to load (a bad
+ * QKD_* variable, which the command then reports when it needs the kernels).
+ */
+function nativeExitOnSigint(): boolean {
+  if (process.env.QKD_BACKEND === 'reference') return false;
+  const cursor = process.stderr.isTTY ? '\x1b[?25h' : '';
+  try {
+    return exitOnSigint(`${cursor}\nqkd: interrupted\n`);
+  } catch {
+    return false;
+  }
+}
+
 /** How Ctrl-C ends a command without a safe point: natively (at once), by a JavaScript listener, or not set up. */
 let defaultStop: 'native' | 'listener' | 'none' = 'none';
 
@@ -51,13 +66,7 @@ let defaultStop: 'native' | 'listener' | 'none' = 'none';
  */
 export function exitOnInterrupt(): void {
   if (defaultStop === 'none') {
-    const cursor = process.stderr.isTTY ? '\x1b[?25h' : '';
-    let native = false;
-    try {
-      native = exitOnSigint(`${cursor}\nqkd: interrupted\n`);
-    } catch {
-      // The addon refused to load (a bad QKD_* variable): the command reports it when it needs the kernels.
-    }
+    const native = nativeExitOnSigint();
     if (native) defaultStop = 'native';
     else {
       process.on('SIGINT', exitNow);
@@ -83,6 +92,9 @@ export function gracefulInterrupt(notice: string): { requested: () => boolean; s
     requested = true;
     stopAllProgress();
     process.stderr.write(`\nqkd: interrupted, ${notice} (Ctrl-C again to quit at once)\n`);
+    // The second Ctrl-C must quit also inside a long synchronous step or checkpoint write, where this
+    // listener would not run: the addon's handler takes SIGINT from here (dispose hands it back).
+    nativeExitOnSigint();
   };
   const onSigterm = (): void => {
     if (requested) return terminateNow();

@@ -266,7 +266,7 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
     const ids = Int32Array.from(tokenizer.encode(calibrationText));
     // The default corpus calibrates on its training split, so its held-out tail stays unseen.
     const tokens = options.imatrix === 'default' ? splitTokens(ids).train : ids;
-    const measured = attributed({ path: options.imatrix === 'default' ? undefined : options.imatrix, field: '--imatrix' }, () => collectImportance(model, { tokens, batches: options.imatrixBatches, seed: options.seed }));
+    const measured = attributed({ path: options.imatrix === 'default' ? undefined : options.imatrix, field: '--imatrix' }, ['calibration'], () => collectImportance(model, { tokens, batches: options.imatrixBatches, seed: options.seed }));
     importance = new Map([...measured].map(([name, m]) => [name, m.values]));
     imatrixTokens = Math.max(0, ...[...measured.values()].map((m) => m.tokens));
   }

@@ -6,7 +6,7 @@
  * whatever the spelling of the paths (symlinks, `..`). Checked before any
  * work, and before --force clears anything.
  */
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { QkdError } from '../errors.js';
 import { modelHome } from '../models/load-any.js';
@@ -15,8 +15,9 @@ import { modelHome } from '../models/load-any.js';
 export function refuseOutputOverModel(modelPath: string, out: string, action: string): void {
   const real = (p: string): string => (existsSync(p) ? realpathSync(p) : resolve(p));
   const target = real(out);
-  // A model given as a file (dir/model.safetensors, a GGUF) lives in its directory: that is refused too.
-  if (existsSync(modelPath) && real(modelHome(modelPath)) === target) {
+  // A model given as a file (dir/model.safetensors, a GGUF) lives in its directory: that is refused too,
+  // and so is the directory a symlinked model file really is in.
+  if (existsSync(modelPath) && (real(modelHome(modelPath)) === target || modelFiles(modelPath).some((f) => dirname(real(f)) === target))) {
     throw new QkdError('ARGUMENT', `the output directory is the model's own directory; ${action} there would overwrite the float model`, { path: out, field: '--out', hint: 'another directory' });
   }
   for (let dir = target; ; dir = dirname(dir)) {
@@ -25,4 +26,17 @@ export function refuseOutputOverModel(modelPath: string, out: string, action: st
     }
     if (dirname(dir) === dir) break;
   }
+}
+
+/** The files a model is read from (the file given, or the config, weights and tokenizer in its directory). */
+function modelFiles(modelPath: string): string[] {
+  if (statSync(modelPath).isFile()) {
+    const beside = join(dirname(modelPath), 'config.json');
+    return existsSync(beside) ? [modelPath, beside] : [modelPath];
+  }
+  const home = modelHome(modelPath);
+  if (!existsSync(home) || !statSync(home).isDirectory()) return [];
+  return readdirSync(home)
+    .filter((name) => /\.(safetensors|gguf|bin)$|^(config|tokenizer|tokenizer_config)\.json$|\.index\.json$/.test(name))
+    .map((name) => join(home, name));
 }

@@ -72,7 +72,7 @@ function pruneInto(teacher: LlamaModel, modelPath: string, options: PruneFileOpt
   const seqLen = Math.min(options.seqLen ?? 128, teacher.config.max_position_embeddings);
   const samples = options.samples ?? 32;
   const batch = Math.min(8, samples);
-  const windows = attributed({ path: data === 'default' ? undefined : data, field: '--calibration' }, () => calibrationWindows({ tokens, batch, seqLen, batches: Math.ceil(samples / batch) }));
+  const windows = attributed({ path: data === 'default' ? undefined : data, field: '--calibration' }, ['calibration'], () => calibrationWindows({ tokens, batch, seqLen, batches: Math.ceil(samples / batch) }));
   const importance = measureImportance(teacher, windows.map((w) => w.inputs), batch, seqLen, options.aggregation ?? DEFAULT_AGGREGATION);
   const shape = options.shape ?? shapeForParameters(teacher.config, options.targetParams!);
   const blockLoss = (kept: number[]): number => {

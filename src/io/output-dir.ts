@@ -132,8 +132,11 @@ export function ensureReplaceableFile(path: string, flag: string, options: { mod
   if (target === model || inside) {
     throw new QkdError('IO', `${flag} ${path} is ${target === model ? 'the model itself' : 'a file of the model'}; refusing to overwrite it`, { path, field: flag, hint: "a path outside the model's files" });
   }
-  // An empty file (a placeholder from touch or mktemp) holds nothing to lose.
-  if (!options.force && statSync(target).size > 0 && !options.ours(path)) {
+  // An empty regular file (a placeholder from touch or mktemp) holds nothing to lose; a device or a FIFO
+  // (size 0 too: /dev/null) is never replaced without --force.
+  const stat = statSync(target);
+  const placeholder = stat.isFile() && stat.size === 0;
+  if (!options.force && !placeholder && (!stat.isFile() || !options.ours(path))) {
     throw new QkdError('IO', `${flag} ${path} exists and is not ${options.what}; refusing to overwrite it`, { path, field: flag, hint: `a new path, or --force to replace it` });
   }
 }

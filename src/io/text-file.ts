@@ -16,9 +16,14 @@ export function decodeUtf8Text(bytes: Uint8Array, path: string, options: { field
   if (nul >= 0) throw new QkdError('IO', `${what} is not UTF-8 text: it holds a NUL byte at byte ${nul} (binary data?)`, { path, field: options.field, hint: 'a UTF-8 text file' });
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
-  } catch {
+  } catch (err) {
     const at = firstInvalidUtf8(bytes);
-    throw new QkdError('IO', `${what} is not UTF-8 text: byte ${at} (0x${bytes[at]?.toString(16).padStart(2, '0') ?? '??'}) ${at >= bytes.length - 3 && truncatedAt(bytes, at) ? 'starts a character the file cuts short' : 'is not part of a UTF-8 character'} (Latin-1 or binary data?)`, { path, field: options.field, hint: 'a UTF-8 text file (iconv -f latin1 -t utf-8 converts Latin-1)' });
+    if (at === bytes.length) {
+      // Valid UTF-8, but more than one JavaScript string holds (about 512 MiB).
+      throw new QkdError('IO', `${what} is too large to read as one text (${bytes.length} bytes: ${(err as Error).message})`, { path, field: options.field, hint: 'a directory of smaller files (qkd reads them in order), or JSON Lines' });
+    }
+    const line = lineOf(bytes, at);
+    throw new QkdError('IO', `${what} is not UTF-8 text: line ${line}, byte ${at} (0x${bytes[at]?.toString(16).padStart(2, '0') ?? '??'}) ${at >= bytes.length - 3 && truncatedAt(bytes, at) ? 'starts a character the file cuts short' : 'is not part of a UTF-8 character'} (Latin-1 or binary data?)`, { path, field: options.field, hint: 'a UTF-8 text file (iconv -f latin1 -t utf-8 converts Latin-1)' });
   }
 }
 
@@ -31,6 +36,13 @@ export function readUtf8Text(path: string, options: { field?: string; what?: str
     throw new QkdError('IO', `cannot read ${options.what ?? 'text file'}: ${(err as Error).message}`, { path, field: options.field });
   }
   return decodeUtf8Text(bytes, path, options);
+}
+
+/** The 1-based line of byte `at`. */
+function lineOf(b: Uint8Array, at: number): number {
+  let line = 1;
+  for (let i = b.indexOf(0x0a); i >= 0 && i < at; i = b.indexOf(0x0a, i + 1)) line++;
+  return line;
 }
 
 /** Whether the sequence starting at `at` is a valid lead byte whose continuation bytes the file ends before. */

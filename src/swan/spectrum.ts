@@ -567,6 +567,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     r = orthonormalize(Q, ld, N, width0, gram(Q, ld, N, width0), null, Q, ld, scratch);
   }
   let width = 0;
+  let blocks = 0;
   // The estimated loss of orthogonality of the last two blocks against the rest (ORTHOGONALITY_LOSS).
   let lastLoss = PASS_LOSS;
   let previousLoss = 0;
@@ -574,6 +575,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     r = Math.min(r, D - width);
     const first = width;
     width += r;
+    blocks++;
     // Yⱼ = Aᵀ(A Qⱼ) into Y (the bf16 GEMM multiplies Qⱼ rounded to bf16).
     // For a tall W, ‖A qᵢ‖ = ‖W qᵢ‖ of the first columns are the probe
     // products.
@@ -631,7 +633,8 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     for (let i = 0; i < width; i++) h.set(H.subarray(i * D, i * D + i + 1), i * width);
   }
   const products = int8 !== null ? 'int8' : w instanceof Float32Array ? 'f32' : 'bf16';
-  return { h, width, wanted: Math.min(k, width), probes, method: { route: 'krylov', block: b, depth, dimensions: width, products } };
+  // The depth the pass reached: krylovShape's, or less when the space stopped growing (an exactly low-rank W).
+  return { h, width, wanted: Math.min(k, width), probes, method: { route: 'krylov', block: b, depth: Math.max(0, blocks - 1), dimensions: width, products } };
 }
 
 /**

@@ -14,10 +14,11 @@ export interface MetricScores {
 
 /**
  * The route a weight's spectrum took: the exact eigenvalues of its Gram
- * matrix, the block Krylov pass (its block width, its depth after the
- * block was rounded to whole GEMM panels, the dimensions of the subspace
- * it built, and what the products ran on: docs/algorithms.md §1), or none
- * for a zero weight.
+ * matrix, the block Krylov pass (its block width, the depth it reached:
+ * the one asked for, raised when the block was rounded to whole GEMM
+ * panels, or less when the space stopped growing; the dimensions of the
+ * subspace it built, and what the products ran on: docs/algorithms.md §1),
+ * or none for a zero weight.
  */
 export type SpectrumMethod =
   | { route: 'exact' | 'none' }

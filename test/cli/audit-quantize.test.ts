@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLlama } from '../../src/models/llama.js';
@@ -94,6 +94,14 @@ describe('qkd audit', () => {
     writeFileSync(placeholder, '');
     assert.equal(qkd('audit', file, '--json', placeholder).code, 0);
     assert.ok('tensors' in JSON.parse(readFileSync(placeholder, 'utf8')));
+    // A FIFO or a device has size 0 too, but is no placeholder: kept without --force.
+    const fifo = join(dir, 'fifo.json');
+    if (spawnSync('mkfifo', [fifo]).status === 0) {
+      const r = qkd('audit', file, '--json', fifo);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /fifo\.json exists and is not a qkd audit JSON report/);
+      assert.ok(statSync(fifo).isFIFO());
+    }
   });
 
   it('gives a clear error for a missing or malformed model', () => {

@@ -21,8 +21,8 @@ describe('strict UTF-8 text', () => {
     assert.equal(firstInvalidUtf8(bytes([0xed, 0xa0, 0x80])), 0, 'a UTF-16 surrogate');
     assert.equal(firstInvalidUtf8(bytes([0xf4, 0x90, 0x80, 0x80])), 0, 'past U+10FFFF');
     assert.equal(firstInvalidUtf8(bytes('x', [0x80])), 1, 'a lone continuation byte');
-    assert.throws(() => decodeUtf8Text(bytes('Café '.repeat(20000), 'caf', [0xe9], ' end'), 'latin1.txt', { field: '--file' }), (e: Error & { path?: string; field?: string }) => /not UTF-8 text: byte 120003 \(0xe9\) is not part of a UTF-8 character/.test(e.message) && e.path === 'latin1.txt' && e.field === '--file');
-    assert.throws(() => decodeUtf8Text(bytes('ok ', [0xe6, 0x97]), 'cut.txt'), /byte 3 \(0xe6\) starts a character the file cuts short/);
+    assert.throws(() => decodeUtf8Text(bytes('Café '.repeat(20000), 'caf', [0xe9], ' end'), 'latin1.txt', { field: '--file' }), (e: Error & { path?: string; field?: string }) => /not UTF-8 text: line 1, byte 120003 \(0xe9\) is not part of a UTF-8 character/.test(e.message) && e.path === 'latin1.txt' && e.field === '--file');
+    assert.throws(() => decodeUtf8Text(bytes('one\ntwo\nok ', [0xe6, 0x97]), 'cut.txt'), /line 3, byte 11 \(0xe6\) starts a character the file cuts short/);
     assert.throws(() => decodeUtf8Text(bytes('text', [0], 'more'), 'bin.txt'), /NUL byte at byte 4/);
   });
 });

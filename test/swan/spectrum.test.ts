@@ -141,6 +141,13 @@ describe('linalg', () => {
     assert.equal((spectralSummary(w, 600, 1024, fro2, { rng: new Rng(1), exactProducts: true }).method as { products: string }).products, 'f32');
     assert.deepEqual(spectralSummary(w.subarray(0, 512 * 1024), 512, 1024, frobeniusSquared(w.subarray(0, 512 * 1024)), { rng: new Rng(1) }).method, { route: 'exact' });
     assert.deepEqual(spectralSummary(new Float32Array(600 * 600), 600, 600, 0, { rng: new Rng(1) }).method, { route: 'none' });
+    // An exactly rank-3 weight: the space stops growing after a few blocks, and the depth says so.
+    const u = Float32Array.from({ length: 1024 * 3 }, () => rng.normal());
+    const v = Float32Array.from({ length: 3 * 1024 }, () => rng.normal());
+    const low = new Float32Array(1024 * 1024);
+    for (let i = 0; i < 1024; i++) for (let t = 0; t < 3; t++) for (let j = 0; j < 1024; j++) low[i * 1024 + j]! += u[i * 3 + t]! * v[t * 1024 + j]!;
+    const method = spectralSummary(low, 1024, 1024, frobeniusSquared(low), { rng: new Rng(1), exactProducts: true }).method as { depth: number; dimensions: number };
+    assert.ok(method.depth < 8 && method.dimensions < 8 * 32, JSON.stringify(method));
   });
 
   it('cholesky and invertLower', () => {
