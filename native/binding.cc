@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -532,8 +533,18 @@ namespace {
 char g_sigint_message[256];
 size_t g_sigint_length = 0;
 
+// The file the handler deletes (sigintRemoves): two buffers, the one in use named by g_removal (−1: none).
+// A new path goes into the other buffer before g_removal switches to it, so a handler running on another
+// thread meanwhile reads a whole path.
+constexpr size_t kRemovalBytes = 4096;
+char g_removal_paths[2][kRemovalBytes];
+std::atomic<int> g_removal{-1};
+
 void exit_on_sigint(int /*signal*/) {
-  // write and _exit are async-signal-safe; the pool's threads end with the process.
+  // write, unlink and _exit are async-signal-safe (and so is a lock-free atomic load); the pool's threads end
+  // with the process.
+  const int slot = g_removal.load(std::memory_order_acquire);
+  if (slot >= 0) unlink(g_removal_paths[slot]);
   if (g_sigint_length > 0) {
     const ssize_t written = write(2, g_sigint_message, g_sigint_length);
     (void)written;
@@ -552,6 +563,24 @@ napi_value ExitOnSigintBody(napi_env env, const char* /*fn*/, ExitOnSigintArgs& 
   action.sa_handler = exit_on_sigint;
   sigemptyset(&action.sa_mask);
   return number_value(env, sigaction(SIGINT, &action, nullptr) == 0 ? 1 : 0);
+#else
+  return number_value(env, 0);
+#endif
+}
+
+napi_value SigintRemovesBody(napi_env env, const char* /*fn*/, SigintRemovesArgs& args) {
+#if defined(__unix__) || defined(__APPLE__)
+  const size_t length = static_cast<size_t>(args.path.length);
+  if (length == 0) {
+    g_removal.store(-1, std::memory_order_release);
+    return number_value(env, 1);
+  }
+  if (length >= kRemovalBytes) return number_value(env, 0);
+  const int next = g_removal.load(std::memory_order_relaxed) == 0 ? 1 : 0;
+  std::copy(args.path.data, args.path.data + length, g_removal_paths[next]);
+  g_removal_paths[next][length] = '\0';
+  g_removal.store(next, std::memory_order_release);
+  return number_value(env, 1);
 #else
   return number_value(env, 0);
 #endif

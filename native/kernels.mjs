@@ -55,6 +55,8 @@ export const KERNELS = [
     doc: 'completes a background job (its tasks nobody started run on the pool, then it waits for those in progress) and returns its result; each handle once' },
   { name: 'exitOnSigint', concern: 'meta', returns: 'number', args: 'message: u8',
     doc: 'installs a SIGINT handler (POSIX sigaction) that writes message (at most 255 bytes) to stderr and ends the process with exit code 130 at once, also in the middle of a synchronous call (a JavaScript listener runs only when the event loop does); a JavaScript SIGINT listener added later replaces it. 1 when installed, 0 elsewhere' },
+  { name: 'sigintRemoves', concern: 'meta', returns: 'number', args: 'path: u8',
+    doc: 'the file (a UTF-8 path, fewer than 4096 bytes; empty: none) that the exitOnSigint handler deletes before it ends the process: the temporary file of an atomic write in progress. 1 when set, 0 when the path is too long or elsewhere' },
   { name: 'retainFreedMemory', concern: 'meta', returns: 'number', args: 'mappedBlocks: size, trimThreshold: size', doc: 'glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere' },
 
   { name: 'sgemm', concern: 'training', returns: 'void',

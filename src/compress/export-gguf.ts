@@ -240,8 +240,13 @@ function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRul
     if (bad < 0) continue;
     const size = writableFormat(type).blockSize;
     const start = bad - (bad % size);
+    const end = Math.min(w.length, start + size);
     let at = start;
-    for (let i = start; i < Math.min(w.length, start + size); i++) if (Math.abs(w[i]!) > Math.abs(w[at]!)) at = i;
+    for (let i = start; i < end; i++) if (Math.abs(w[i]!) > Math.abs(w[at]!)) at = i;
+    // Q4_1 and Q5_1 store the block's minimum in half precision: when it is what overflows, name it.
+    let low = start;
+    for (let i = start; i < end; i++) if (w[i]! < w[low]!) low = i;
+    if ((type === 'Q4_1' || type === 'Q5_1') && w[low]! < -F16_MAX) at = low;
     const what = type === 'F16' ? 'its half-precision value' : `the half-precision scale or minimum of its ${size}-weight block`;
     throw new QkdError('IO', `weight ${spec.name} holds ${w[at]} at element ${at}, beyond what ${type} encodes: ${what} overflows (±${F16_MAX} at most)`, { path: modelPath, field: spec.name, hint: 'a wider type for this tensor (F32 or BF16, e.g. with --plan), or a model with smaller weights' });
   }

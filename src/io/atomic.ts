@@ -4,13 +4,16 @@
  * crash or error mid-write leaves the previous file untouched.
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { QkdError } from '../errors.js';
+import { removeOnSigint } from '../tensor/backend.js';
 
 /** Calls write(fd) on a temporary file, then renames it to `path`. */
 export function writeFileAtomic(path: string, write: (fd: number) => void): void {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now().toString(36)}`);
   let fd: number | null = null;
+  // A Ctrl-C that ends the process mid-write (the addon's handler) deletes the temporary file too.
+  removeOnSigint(resolve(tmp));
   try {
     fd = openSync(tmp, 'w');
     write(fd);
@@ -23,6 +26,8 @@ export function writeFileAtomic(path: string, write: (fd: number) => void): void
     rmSync(tmp, { force: true });
     if (err instanceof QkdError) throw err;
     throw new QkdError('IO', `could not write ${path}: ${(err as Error).message}`, { path });
+  } finally {
+    removeOnSigint(null);
   }
 }
 

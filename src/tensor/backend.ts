@@ -182,6 +182,17 @@ export function exitOnSigint(message: string): boolean {
 }
 
 /**
+ * The file the addon's SIGINT handler (exitOnSigint) deletes before it ends
+ * the process, or null for none: the temporary file of an atomic write in
+ * progress, so that a Ctrl-C in the middle of writing a large file leaves
+ * no partial copy behind. A no-op unless the addon is already loaded.
+ */
+export function removeOnSigint(path: string | null): void {
+  if (loadedAddon === null) return;
+  loadedAddon.sigintRemoves(new TextEncoder().encode(path ?? ''));
+}
+
+/**
  * Bytes [offset, offset + length) of an open file, as a view of a private
  * memory mapping: no copy and no fresh memory (the pages are the OS's file
  * cache), undone when the view is collected. Writes to the view stay in

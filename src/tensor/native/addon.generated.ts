@@ -25,6 +25,8 @@ export interface NativeAddon {
   backgroundWait(handle: number): number;
   /** installs a SIGINT handler (POSIX sigaction) that writes message (at most 255 bytes) to stderr and ends the process with exit code 130 at once, also in the middle of a synchronous call (a JavaScript listener runs only when the event loop does); a JavaScript SIGINT listener added later replaces it. 1 when installed, 0 elsewhere */
   exitOnSigint(message: Uint8Array): number;
+  /** the file (a UTF-8 path, fewer than 4096 bytes; empty: none) that the exitOnSigint handler deletes before it ends the process: the temporary file of an atomic write in progress. 1 when set, 0 when the path is too long or elsewhere */
+  sigintRemoves(path: Uint8Array): number;
   /** glibc malloc maps at most mappedBlocks blocks on their own (0: every block comes from the heap, whatever its size) and gives free heap back to the OS only above trimThreshold (mallopt M_MMAP_MAX and M_TRIM_THRESHOLD, each at most 2^31 − 1); 1 when applied, 0 elsewhere */
   retainFreedMemory(mappedBlocks: number, trimThreshold: number): number;
   /** C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i < batch (row-major, strided; beta 0 never reads C) */
@@ -138,7 +140,7 @@ export interface NativeAddon {
 }
 
 /** Every declared kernel, in declaration order. */
-export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'exitOnSigint', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
+export const KERNEL_NAMES = ['info', 'adviseHugePages', 'mapFile', 'releaseMapped', 'adviseWillNeed', 'readFileStart', 'backgroundWait', 'exitOnSigint', 'sigintRemoves', 'retainFreedMemory', 'sgemm', 'softmaxForward', 'softmaxBackward', 'causalSoftmaxForward', 'causalSoftmaxBackward', 'rmsnormForward', 'addRmsnormForward', 'rmsnormBackward', 'swigluForward', 'swigluBackward', 'rope', 'crossEntropyForward', 'crossEntropyBackward', 'klForward', 'klBackward', 'addInto', 'add', 'sumSquares', 'scaleInPlace', 'adamw', 'fakeQuantForward', 'fakeQuantBackward', 'bf16Gemm', 'weightStats', 'weightStatsBf16', 'rtnErrors', 'rtnErrorsBf16', 'rtnErrorsStart', 'rtnErrorsBf16Start', 'int8Quantize', 'int8Gemm', 'int8GemmFast', 'symmetricEigenvalues', 'normalFill', 'pivotedCholeskyInverse', 'startBlockFill', 'eigenBatchStart', 'eigenBatchWait', 'f32ToBf16', 'bf16ToF32', 'f16ToF32', 'dbwaEncode', 'dbwaDecode', 'ggmlEncode', 'ggmlDecode', 'ggmlRoundTrip', 'ssmScanForward', 'ssmScanBackward', 'ssmMatrixForward', 'ssmMatrixBackward', 'causalConvForward', 'causalConvBackward', 'attentionFusedForward', 'attentionFusedBackward'] as const;
 
 /** The concern each kernel belongs to. */
 export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'optimizer' | 'quantization' | 'profiler' | 'codecs' | 'ssm' | 'attention'> = {
@@ -150,6 +152,7 @@ export const KERNEL_CONCERNS: Record<keyof NativeAddon, 'meta' | 'training' | 'o
   readFileStart: 'meta',
   backgroundWait: 'meta',
   exitOnSigint: 'meta',
+  sigintRemoves: 'meta',
   retainFreedMemory: 'meta',
   sgemm: 'training',
   softmaxForward: 'training',
