@@ -49,9 +49,51 @@ function readTextFile(path: string): string {
  * A malformed row is an error
  * naming the file and line, or is skipped (badRows 'skip').
  */
+/**
+ * The lines of a JSON Lines file. With badRows 'skip', a file that is not
+ * UTF-8 throughout is read line by line, and the lines that are not (or
+ * hold a NUL byte) come back in `invalid`, to be skipped as malformed rows;
+ * otherwise such a file is refused, naming the line and byte.
+ */
+function readJsonLinesText(path: string, badRows: BadRows | undefined): { lines: string[]; invalid: Set<number> } {
+  const invalid = new Set<number>();
+  if (badRows !== 'skip') return { lines: readTextFile(path).split('\n'), invalid };
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    throw new QkdError('IO', `cannot read text file: ${(err as Error).message}`, { path });
+  }
+  if (bytes.length === 0) throw new QkdError('IO', 'text file is empty', { path, hint: 'a non-empty UTF-8 text file' });
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  if (!bytes.includes(0)) {
+    try {
+      return { lines: decoder.decode(bytes).split('\n'), invalid };
+    } catch {
+      // Not UTF-8 throughout: line by line below.
+    }
+  }
+  const lines: string[] = [];
+  for (let start = 0; start <= bytes.length; ) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    const line = bytes.subarray(start, end);
+    try {
+      if (line.includes(0)) throw new Error('NUL');
+      lines.push(decoder.decode(line));
+    } catch {
+      invalid.add(lines.length);
+      lines.push('');
+    }
+    start = end + 1;
+  }
+  return { lines, invalid };
+}
+
 function readJsonLines(path: string, options: CorpusOptions = {}): { texts: string[] } | ChatCorpus {
+  const { lines, invalid } = readJsonLinesText(path, options.badRows);
   // A UTF-8 byte-order mark some editors write is not part of the first row.
-  const lines = readTextFile(path).replace(/^\uFEFF/, '').split('\n');
+  if (lines.length > 0) lines[0] = lines[0]!.replace(/^\uFEFF/, '');
   const texts: string[] = [];
   const conversations: Conversation[] = [];
   let kind: 'text' | 'chat' | 'completion' | null = null;
@@ -59,8 +101,13 @@ function readJsonLines(path: string, options: CorpusOptions = {}): { texts: stri
   let first = '';
   const column = options.column ?? 'text';
   lines.forEach((line, i) => {
-    if (line.trim() === '') return;
     const where = { path, field: `line ${i + 1}` };
+    if (invalid.has(i)) {
+      skipped++;
+      if (first === '') first = `${path}: line ${i + 1} is not UTF-8 text`;
+      return;
+    }
+    if (line.trim() === '') return;
     const expected = kind === 'chat' ? '{"messages": [{"role": "...", "content": "..."}, ...]}' : kind === 'completion' ? '{"prompt": "...", "completion": "..."}' : `{"${column}": "..."}`;
     // A malformed row stops the read, or (badRows 'skip') is counted and left out.
     const bad = (message: string, hint: string): void => {

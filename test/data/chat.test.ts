@@ -122,6 +122,16 @@ describe('chat rows in JSON Lines', () => {
     assert.throws(() => loadCorpusData(file('textfirst.jsonl', ['{"text": "t"}', good])), /line 2 is a chat row in a file of text rows/);
   });
 
+  it('a row that is not UTF-8 refuses the file naming its line, or is skipped as a malformed row', () => {
+    const latin1 = join(dirname(file('probe.jsonl', [good])), 'latin1.jsonl');
+    writeFileSync(latin1, Buffer.concat([Buffer.from(`\uFEFF${good}\n{"text": "caf`), Buffer.from([0xe9]), Buffer.from(`"}\n${good}\n`)]));
+    assert.throws(() => loadCorpusData(latin1), /not UTF-8 text: line 2, byte/);
+    const skipped: string[] = [];
+    const data = loadCorpusData(latin1, { badRows: 'skip', onSkip: (m) => skipped.push(m) });
+    assert.ok(typeof data !== 'string' && data.conversations.length === 2, 'both chat rows, the byte-order mark dropped');
+    assert.match(skipped[0]!, /skipped 1 malformed row \(first: .*latin1\.jsonl: line 2 is not UTF-8 text\)/);
+  });
+
   it('commands that read plain text refuse chat data by name', () => {
     assert.throws(() => loadCorpus(file('calib.jsonl', [good])), (e: Error & { field?: string }) => /this is chat data \({"messages"} rows\), and this step reads plain text/.test(e.message) && e.field === 'messages');
   });
