@@ -29,8 +29,8 @@ export function loadDefaultCorpus(): string {
   return readFileSync(path, 'utf8');
 }
 
-/** True when a buffer looks binary: a NUL byte, or not valid UTF-8 in its first 64 kB. */
-function readTextFile(path: string): string {
+/** The bytes of a text file; a file that cannot be read, or is empty, is refused by name. */
+function readTextBytes(path: string): Buffer {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -38,17 +38,14 @@ function readTextFile(path: string): string {
     throw new QkdError('IO', `cannot read text file: ${(err as Error).message}`, { path });
   }
   if (bytes.length === 0) throw new QkdError('IO', 'text file is empty', { path, hint: 'a non-empty UTF-8 text file' });
-  return decodeUtf8Text(bytes, path);
+  return bytes;
 }
 
-/**
- * The rows of a JSON Lines file (blank lines skipped): `{"text": "..."}` rows
- * (or the field `options.column`), or chat rows `{"messages": [...]}` (the
- * first good row decides which; data/chat.ts), or prompt / completion rows
- * `{"prompt", "completion"}` (read as a ChatCorpus whose completions count).
- * A malformed row is an error
- * naming the file and line, or is skipped (badRows 'skip').
- */
+/** A text file as strict UTF-8 (io/text-file.ts). */
+function readTextFile(path: string): string {
+  return decodeUtf8Text(readTextBytes(path), path);
+}
+
 /**
  * The lines of a JSON Lines file. With badRows 'skip', a file that is not
  * UTF-8 throughout is read line by line, and the lines that are not (or
@@ -58,13 +55,7 @@ function readTextFile(path: string): string {
 function readJsonLinesText(path: string, badRows: BadRows | undefined): { lines: string[]; invalid: Set<number> } {
   const invalid = new Set<number>();
   if (badRows !== 'skip') return { lines: readTextFile(path).split('\n'), invalid };
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new QkdError('IO', `cannot read text file: ${(err as Error).message}`, { path });
-  }
-  if (bytes.length === 0) throw new QkdError('IO', 'text file is empty', { path, hint: 'a non-empty UTF-8 text file' });
+  const bytes = readTextBytes(path);
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   if (!bytes.includes(0)) {
     try {
@@ -90,6 +81,14 @@ function readJsonLinesText(path: string, badRows: BadRows | undefined): { lines:
   return { lines, invalid };
 }
 
+/**
+ * The rows of a JSON Lines file (blank lines skipped): `{"text": "..."}` rows
+ * (or the field `options.column`), or chat rows `{"messages": [...]}` (the
+ * first good row decides which; data/chat.ts), or prompt / completion rows
+ * `{"prompt", "completion"}` (read as a ChatCorpus whose completions count).
+ * A malformed row is an error
+ * naming the file and line, or is skipped (badRows 'skip').
+ */
 function readJsonLines(path: string, options: CorpusOptions = {}): { texts: string[] } | ChatCorpus {
   const { lines, invalid } = readJsonLinesText(path, options.badRows);
   // A UTF-8 byte-order mark some editors write is not part of the first row.

@@ -168,6 +168,8 @@ export function adviseHugePages<T extends ArrayBufferView>(array: T): T {
   return array;
 }
 
+const utf8 = new TextEncoder();
+
 /**
  * From now on SIGINT writes `message` to stderr and ends the process with
  * exit code 130 at once, also during a long synchronous call (a JavaScript
@@ -178,7 +180,7 @@ export function adviseHugePages<T extends ArrayBufferView>(array: T): T {
  */
 export function exitOnSigint(message: string): boolean {
   if (!nativeStatus().loaded) return false;
-  return loadedAddon!.exitOnSigint(new TextEncoder().encode(message)) === 1;
+  return loadedAddon!.exitOnSigint(utf8.encode(message)) === 1;
 }
 
 /**
@@ -189,7 +191,7 @@ export function exitOnSigint(message: string): boolean {
  */
 export function removeOnSigint(path: string | null): void {
   if (loadedAddon === null) return;
-  loadedAddon.sigintRemoves(new TextEncoder().encode(path ?? ''));
+  loadedAddon.sigintRemoves(utf8.encode(path ?? ''));
 }
 
 /**
