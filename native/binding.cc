@@ -1338,24 +1338,32 @@ napi_value StartBlockFillBody(napi_env env, const char* fn, StartBlockFillArgs& 
 }
 
 napi_value EigenBatchStartBody(napi_env env, const char* fn, EigenBatchStartArgs& args) {
-  auto& [a, sizes, counts] = args;
-  if (sizes.length != counts.length) {
-    fail(env, fn, "arguments sizes (%lld) and counts (%lld) must have one entry per matrix",
-         static_cast<long long>(sizes.length), static_cast<long long>(counts.length));
+  auto& [a, sizes, counts, heads, tails] = args;
+  if (sizes.length != counts.length || sizes.length != heads.length || sizes.length != tails.length) {
+    fail(env, fn, "arguments sizes (%lld), counts (%lld), heads (%lld) and tails (%lld) must have one entry per matrix",
+         static_cast<long long>(sizes.length), static_cast<long long>(counts.length),
+         static_cast<long long>(heads.length), static_cast<long long>(tails.length));
     return nullptr;
   }
   int64_t values = 0;
   for (int64_t i = 0; i < sizes.length; ++i) {
-    const int64_t n = sizes.data[i], count = counts.data[i];
+    const int64_t n = sizes.data[i], count = counts.data[i], head = heads.data[i], tail = tails.data[i];
     if (n < 0 || count < 0 || count > n) {
       fail(env, fn, "matrix %lld: sizes[i] (%lld) and counts[i] (%lld) must satisfy 0 <= count <= size",
            static_cast<long long>(i), static_cast<long long>(n), static_cast<long long>(count));
       return nullptr;
     }
+    if (head < 0 || tail < 0 || head + tail > n) {
+      fail(env, fn, "matrix %lld: heads[i] (%lld) and tails[i] (%lld) must be >= 0 with heads[i] + tails[i] <= size (%lld)",
+           static_cast<long long>(i), static_cast<long long>(head), static_cast<long long>(tail),
+           static_cast<long long>(n));
+      return nullptr;
+    }
     values += n * n;
   }
   if (!check_elements(env, fn, "a", a, values)) return nullptr;
-  return number_value(env, static_cast<double>(qkd::eigen_batch_start(a.data, sizes.data, counts.data, sizes.length)));
+  return number_value(env, static_cast<double>(qkd::eigen_batch_start(a.data, sizes.data, counts.data, heads.data,
+                                                                      tails.data, sizes.length)));
 }
 
 napi_value EigenBatchWaitBody(napi_env env, const char* fn, EigenBatchWaitArgs& args) {

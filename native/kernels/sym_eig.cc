@@ -174,9 +174,14 @@ QKD_TARGET_AVX512 inline void sweep_rows_avx512(T* const* rows, const T* w, cons
 // row adds its part of the next product (a dot product along the row and,
 // by symmetry, an axpy along the same entries). One read and one write of
 // half the matrix per step.
+//
+// With `saved` non-null, reflector j (j = 0..n−3, acting on indices
+// j+1..n−1) is kept for eigenvector rows: its v in the upper triangle of
+// `a` (row j, columns j+1..n−1, which the reduction never touches), its τ
+// in saved[j]. The reduction is A = P·T·Pᵀ with P = P₀·P₁⋯P_{n−3}.
 template <typename T, bool kAvx512>
 __attribute__((always_inline)) inline void tridiagonalize_body(T* a, int64_t n, double* d, double* e, T* v, T* w,
-                                                               T* v2, T* p, T* p2, T* pd) {
+                                                               T* v2, T* p, T* p2, T* pd, double* saved) {
   d[0] = a[0];
   if (n == 1) return;
   if (n == 2) {
@@ -186,6 +191,10 @@ __attribute__((always_inline)) inline void tridiagonalize_body(T* a, int64_t n, 
   }
   // Step 0: the reflector of column 0 and p = τ·B·v with B = a[1.., 1..].
   double tau = householder(a + n, n, n - 1, v, &e[0]);
+  if (saved != nullptr) {
+    saved[0] = tau;
+    std::copy(v, v + n - 1, a + 1);
+  }
   {
     const int64_t m = n - 1;
     T* base = a + n + 1;
@@ -220,6 +229,10 @@ __attribute__((always_inline)) inline void tridiagonalize_body(T* a, int64_t n, 
     // The next reflector, from the updated column; then the fused sweep over
     // rows 1.. of B (columns 1..), whose entries form the next block.
     const double tau2 = householder(base + n, n, m - 1, v2, &e[k + 1]);
+    if (saved != nullptr) {
+      saved[k + 1] = tau2;
+      std::copy(v2, v2 + m - 1, a + (k + 1) * n + k + 2);
+    }
     for (int64_t j = 0; j < m - 1; ++j) p2[j] = 0;
     int64_t first_row = 1;
 #if QKD_X86
@@ -290,16 +303,16 @@ __attribute__((always_inline)) inline void tridiagonalize_body(T* a, int64_t n, 
 // scratch: 6n values of T.
 #if QKD_X86
 template <typename T>
-QKD_TARGET_AVX512 void tridiagonalize_avx512(T* a, int64_t n, double* d, double* e, T* scratch) {
+QKD_TARGET_AVX512 void tridiagonalize_avx512(T* a, int64_t n, double* d, double* e, T* scratch, double* saved) {
   tridiagonalize_body<T, true>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
-                               scratch + 5 * n);
+                               scratch + 5 * n, saved);
 }
 #endif
 
 template <typename T>
-void tridiagonalize_baseline(T* a, int64_t n, double* d, double* e, T* scratch) {
+void tridiagonalize_baseline(T* a, int64_t n, double* d, double* e, T* scratch, double* saved) {
   tridiagonalize_body<T, false>(a, n, d, e, scratch, scratch + n, scratch + 2 * n, scratch + 3 * n, scratch + 4 * n,
-                                scratch + 5 * n);
+                                scratch + 5 * n, saved);
 }
 
 // hypot without glibc's overflow guards where they cannot matter (the
@@ -312,7 +325,10 @@ inline double fast_hypot(double a, double b) {
 
 // Implicit QL with Wilkinson shifts on the tridiagonal (d, e), e[n−1] = 0:
 // d becomes the eigenvalues. False if an eigenvalue needs over 60 sweeps.
-bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
+// Each plane rotation (c, s) of columns i, i+1 is also applied to the
+// `rows` rows of z (row-major, n columns): z = E·P on entry gives the same
+// rows of the eigenvector matrix P·S on exit, column i for d[i].
+bool tridiagonal_eigenvalues(double* d, double* e, int64_t n, double* z = nullptr, int64_t rows = 0) {
   // Off-diagonals below ε·‖T‖ also split the matrix: the reduction has
   // already made errors of that size, and a purely relative test can stall
   // on a block of eigenvalues far below the norm (rank-deficient input).
@@ -351,6 +367,12 @@ bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
         p = s * r;
         d[i + 1] = g + p;
         g = c * r - b;
+        for (int64_t k = 0; k < rows; ++k) {
+          double* zk = z + k * n;
+          const double next = zk[i + 1];
+          zk[i + 1] = s * zk[i] + c * next;
+          zk[i] = c * zk[i] - s * next;
+        }
       }
       if (r == 0.0 && i >= l) continue;
       d[l] -= p;
@@ -510,11 +532,11 @@ bool eigenvalues_of(const T* a, int64_t n, int64_t count, double* out, Isa isa) 
   if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
 #if QKD_X86
   if (isa == Isa::kAvx512) {
-    tridiagonalize_avx512<T>(m, n, d, e, work);
+    tridiagonalize_avx512<T>(m, n, d, e, work, nullptr);
   } else
 #endif
   {
-    tridiagonalize_baseline<T>(m, n, d, e, work);
+    tridiagonalize_baseline<T>(m, n, d, e, work, nullptr);
   }
   e[n - 1] = 0.0;
   for (int64_t i = 0; i < n; ++i) {
@@ -533,6 +555,62 @@ bool eigenvalues_of(const T* a, int64_t n, int64_t count, double* out, Isa isa) 
   return true;
 }
 
+// eigenvalues_of with rows of the eigenvectors: the `count` largest
+// eigenvalues into values (descending) and, into rows_out (row-major,
+// (head + tail) × count), rows [0, head) and [n − tail, n) of the matrix
+// whose column t is the unit eigenvector of values[t]. The reflectors of
+// the reduction are kept and applied to those rows of the identity, then
+// the QL rotations: O(n³) for the reduction and O((head + tail)·n²) for the
+// rows, where whole vectors would cost about 3n³ more.
+template <typename T>
+bool eigen_rows_of(const T* a, int64_t n, int64_t count, int64_t head, int64_t tail, double* values, double* rows_out,
+                   Isa isa) {
+  if (n <= 0 || count <= 0) return true;
+  count = std::min(count, n);
+  const int64_t rows = head + tail;
+  std::vector<T> m(static_cast<size_t>(n * n)), work(static_cast<size_t>(6 * n));
+  std::vector<double> d(static_cast<size_t>(n)), e(static_cast<size_t>(n)), saved(static_cast<size_t>(n), 0.0);
+  std::vector<double> z(static_cast<size_t>(std::max<int64_t>(rows, 1) * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) std::copy(a + i * n, a + i * n + i + 1, m.data() + i * n);
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) isa = detected_isa();
+#if QKD_X86
+  if (isa == Isa::kAvx512) {
+    tridiagonalize_avx512<T>(m.data(), n, d.data(), e.data(), work.data(), saved.data());
+  } else
+#endif
+  {
+    tridiagonalize_baseline<T>(m.data(), n, d.data(), e.data(), work.data(), saved.data());
+  }
+  e[n - 1] = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(d[i]) || !std::isfinite(e[i])) return false;
+  }
+  // Rows of P = P₀·P₁⋯P_{n−3}: the identity's rows times each reflector in turn.
+  for (int64_t r = 0; r < rows; ++r) z[r * n + (r < head ? r : n - tail + (r - head))] = 1.0;
+  for (int64_t j = 0; j + 2 < n; ++j) {
+    const double tau = saved[j];
+    if (tau == 0.0) continue;
+    const T* v = m.data() + j * n + j + 1;
+    const int64_t len = n - j - 1;
+    for (int64_t r = 0; r < rows; ++r) {
+      double* zr = z.data() + r * n + j + 1;
+      double dot = 0.0;
+      for (int64_t i = 0; i < len; ++i) dot += zr[i] * static_cast<double>(v[i]);
+      dot *= tau;
+      for (int64_t i = 0; i < len; ++i) zr[i] -= dot * static_cast<double>(v[i]);
+    }
+  }
+  if (!tridiagonal_eigenvalues(d.data(), e.data(), n, z.data(), rows)) return false;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&d](int64_t x, int64_t y) { return d[x] > d[y]; });
+  for (int64_t t = 0; t < count; ++t) values[t] = d[order[t]];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < count; ++t) rows_out[r * count + t] = z[r * n + order[t]];
+  }
+  return true;
+}
+
 }  // namespace
 
 bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, double* out, Isa isa) {
@@ -547,12 +625,14 @@ bool symmetric_eigenvalues(const double* a, int64_t n, int64_t count, double* ou
   return symmetric_eigenvalues_with(a, n, count, out, active_isa());
 }
 
-int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
-                                    double* out) {
+int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const int32_t* counts, const int32_t* heads,
+                                    const int32_t* tails, int64_t batch, double* out) {
   struct Job {
     const float* a;
     const int32_t* sizes;
     const int32_t* counts;
+    const int32_t* heads;
+    const int32_t* tails;
     double* out;
     std::vector<int64_t> input, output;  // where each matrix and its results start
     std::atomic<int64_t> failed{-1};
@@ -560,6 +640,8 @@ int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const 
   job.a = a;
   job.sizes = sizes;
   job.counts = counts;
+  job.heads = heads;
+  job.tails = tails;
   job.out = out;
   job.input.resize(static_cast<size_t>(batch));
   job.output.resize(static_cast<size_t>(batch));
@@ -568,14 +650,19 @@ int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const 
     job.input[i] = at;
     job.output[i] = to;
     at += static_cast<int64_t>(sizes[i]) * sizes[i];
-    to += counts[i];
+    to += static_cast<int64_t>(counts[i]) * (1 + heads[i] + tails[i]);
   }
   ThreadPool::shared().run(
       batch,
       [](void* context, int64_t i, int) {
         Job& j = *static_cast<Job*>(context);
-        if (!symmetric_eigenvalues_f32_with(j.a + j.input[i], j.sizes[i], j.counts[i], j.out + j.output[i],
-                                            active_isa())) {
+        double* out = j.out + j.output[i];
+        const bool solved =
+            j.heads[i] + j.tails[i] > 0
+                ? eigen_rows_of<float>(j.a + j.input[i], j.sizes[i], j.counts[i], j.heads[i], j.tails[i], out,
+                                       out + j.counts[i], active_isa())
+                : symmetric_eigenvalues_f32_with(j.a + j.input[i], j.sizes[i], j.counts[i], out, active_isa());
+        if (!solved) {
           int64_t none = -1;
           j.failed.compare_exchange_strong(none, i);
         }
@@ -588,7 +675,7 @@ namespace {
 
 struct BackgroundBatch {
   std::vector<float> a;
-  std::vector<int32_t> sizes, counts;
+  std::vector<int32_t> sizes, counts, heads, tails;
   std::vector<double> out;
   std::future<int64_t> failed;
 };
@@ -606,20 +693,24 @@ std::map<int64_t, std::unique_ptr<BackgroundBatch>>& registry() {
 
 }  // namespace
 
-int64_t eigen_batch_start(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch) {
+int64_t eigen_batch_start(const float* a, const int32_t* sizes, const int32_t* counts, const int32_t* heads,
+                          const int32_t* tails, int64_t batch) {
   auto job = std::make_unique<BackgroundBatch>();
   int64_t values = 0, results = 0;
   for (int64_t i = 0; i < batch; ++i) {
     values += static_cast<int64_t>(sizes[i]) * sizes[i];
-    results += counts[i];
+    results += static_cast<int64_t>(counts[i]) * (1 + heads[i] + tails[i]);
   }
   job->a.assign(a, a + values);
   job->sizes.assign(sizes, sizes + batch);
   job->counts.assign(counts, counts + batch);
+  job->heads.assign(heads, heads + batch);
+  job->tails.assign(tails, tails + batch);
   job->out.assign(static_cast<size_t>(results), 0.0);
   BackgroundBatch* raw = job.get();
   job->failed = std::async(std::launch::async, [raw, batch] {
-    return symmetric_eigenvalues_batch(raw->a.data(), raw->sizes.data(), raw->counts.data(), batch, raw->out.data());
+    return symmetric_eigenvalues_batch(raw->a.data(), raw->sizes.data(), raw->counts.data(), raw->heads.data(),
+                                       raw->tails.data(), batch, raw->out.data());
   });
   std::lock_guard<std::mutex> lock(registry_mutex());
   static int64_t next = 0;

@@ -27,16 +27,21 @@ bool symmetric_eigenvalues_with(const double* a, int64_t n, int64_t count, doubl
 bool symmetric_eigenvalues_f32_with(const float* a, int64_t n, int64_t count, double* out, Isa isa);
 
 // symmetric_eigenvalues_f32 of `batch` matrices packed one after another in
-// `a` (sizes[i]² values each), counts[i] results each packed in `out`. Each
-// matrix is solved whole on one thread of the pool, so the results are
-// those of single calls. Returns −1, or the index of a matrix that failed.
-int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch,
-                                    double* out);
+// `a` (sizes[i]² values each), results packed in `out`. Matrix i gives its
+// counts[i] largest eigenvalues (descending), then, when heads[i] + tails[i]
+// > 0, rows [0, heads[i]) and [n − tails[i], n) of the unit eigenvectors
+// of those eigenvalues (row-major, counts[i] columns): counts[i]·(1 +
+// heads[i] + tails[i]) values. Each matrix is solved whole on one thread of
+// the pool, so the results are those of single calls. Returns −1, or the
+// index of a matrix that failed.
+int64_t symmetric_eigenvalues_batch(const float* a, const int32_t* sizes, const int32_t* counts, const int32_t* heads,
+                                    const int32_t* tails, int64_t batch, double* out);
 
 // symmetric_eigenvalues_batch in the background: copies the matrices, starts
 // the solves on a thread of their own and returns a handle (> 0) at once,
 // so the caller can go on with other work. Every handle must be waited for.
-int64_t eigen_batch_start(const float* a, const int32_t* sizes, const int32_t* counts, int64_t batch);
+int64_t eigen_batch_start(const float* a, const int32_t* sizes, const int32_t* counts, const int32_t* heads,
+                          const int32_t* tails, int64_t batch);
 // Waits for the job `handle` and copies its results (the sum of its counts)
 // to out. Returns −1, the index of a matrix that failed, or −2 when the
 // handle is unknown (already waited for) and −3 when out is shorter than

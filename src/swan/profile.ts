@@ -8,7 +8,7 @@ import { QkdError } from '../errors.js';
 import { Rng } from '../tensor/random.js';
 import { compositeScore, metricScores, noiseFromProbes, weightStatistics, type WeightData } from './metrics.js';
 import { adviseHugePages, kernels, releaseMapped } from '../tensor/backend.js';
-import { deferredSpectralSummary, gramEigenvalues, type DeferredSpectrum } from './spectrum.js';
+import { deferredSpectralSummary, solveNow, solveResults, type DeferredSpectrum } from './spectrum.js';
 import type { AuditReport, MetricScores, ProfileSettings, TensorProfile } from './types.js';
 import type { MappedTensor } from '../io/tensor-source.js';
 
@@ -96,7 +96,7 @@ export function profileSettings(options: ProfileOptions = {}): ProfileSettings {
   check(Number.isInteger(s.probes) && s.probes >= 1 && s.probes <= 4096, 'probes', 'an integer from 1 to 4096');
   check(Number.isInteger(s.maxRank) && s.maxRank >= 1 && s.maxRank <= 4096, 'maxRank', 'an integer from 1 to 4096');
   check(Number.isInteger(s.krylovDepth) && s.krylovDepth >= 1 && s.krylovDepth <= 64, 'krylovDepth', 'an integer from 1 to 64');
-  check(typeof s.krylovDimensions === 'number' && s.krylovDimensions >= 1 && s.krylovDimensions <= 16, 'krylovDimensions', 'a number from 1 to 16');
+  check(typeof s.krylovDimensions === 'number' && s.krylovDimensions >= 0.25 && s.krylovDimensions <= 16, 'krylovDimensions', 'a number from 0.25 to 16');
   check(['auto', 'int8', 'bf16'].includes(s.products), 'products', "'auto', 'int8' or 'bf16'");
   check(s.noiseRef > 0 && s.errorRef > 0, 'noiseRef/errorRef', 'positive numbers');
   for (const [k, v] of Object.entries(s.weights)) check(Number.isFinite(v) && v >= 0, `weights.${k}`, 'a non-negative number');
@@ -120,7 +120,7 @@ export function tensorLayerAndKind(name: string): { layer: number | null; kind: 
 export function profileTensor(name: string, shape: readonly number[], w: WeightData, settings: ProfileSettings, rng: Rng): TensorProfile {
   const pending = beginProfile(name, shape, w, settings, rng);
   const solve = pending.solve;
-  return pending.finish(solve === null ? null : gramEigenvalues(solve.gram, solve.n, solve.count));
+  return pending.finish(solve === null ? null : solveNow(solve));
 }
 
 /**
@@ -249,8 +249,11 @@ class SolveBatch {
   private send(): void {
     if (this.pending.length === 0) return;
     const solves = this.pending.filter((p) => p.solve !== null).map((p) => p.solve!);
-    const results = solves.reduce((s, x) => s + x.count, 0);
-    const handle = solves.length > 0 ? kernels().eigenBatchStart(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count)) : 0;
+    const results = solves.reduce((s, x) => s + solveResults(x), 0);
+    const handle =
+      solves.length > 0
+        ? kernels().eigenBatchStart(this.buffer.subarray(0, this.used), Int32Array.from(solves, (s) => s.n), Int32Array.from(solves, (s) => s.count), Int32Array.from(solves, (s) => s.heads), Int32Array.from(solves, (s) => s.tails))
+        : 0;
     const profiles = this.pending.splice(0);
     this.used = 0;
     // The new job is in flight before the previous one is collected, so that abandon() still waits for it
@@ -267,7 +270,7 @@ class SolveBatch {
     if (job.handle > 0) kernels().eigenBatchWait(job.handle, out);
     let at = 0;
     for (const p of job.profiles) {
-      const count = p.solve?.count ?? 0;
+      const count = p.solve === null ? 0 : solveResults(p.solve);
       this.done(p.finish(p.solve === null ? null : out.subarray(at, at + count)));
       at += count;
     }

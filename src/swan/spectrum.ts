@@ -103,7 +103,7 @@ export interface SpectrumSummary {
 export type { SpectrumMethod } from './types.js';
 
 /** The Krylov subspace gets about this many dimensions per singular value wanted (SpectrumOptions.dimensionsPerRank). */
-const DIMENSIONS_PER_RANK = 2.75;
+const DIMENSIONS_PER_RANK = 0.7;
 const DEFAULT_DEPTH = 8;
 /** Weights above this size take Aᵀ(A·x) in row slices of about this many bytes (a slice stays in L3). */
 const GRAM_CHUNK_BYTES = 4 << 20;
@@ -144,14 +144,24 @@ const ORTHOGONALITY_LOSS = 1e-3;
  */
 const PASS_LOSS = 1e-6;
 
+/**
+ * The narrowest start block: its b directions are the samples the
+ * quadrature of spectralFromKrylov averages over, and with a few of them
+ * the estimate of a decaying spectrum scatters (one direction: 0.06 off on
+ * a 200 × 160 weight).
+ */
+const MIN_BLOCK = 16;
+
 /** Block width b and depth q for k singular values of a matrix whose short side is N. */
 export function krylovShape(k: number, N: number, depth = DEFAULT_DEPTH, perRank = DIMENSIONS_PER_RANK): { blockSize: number; depth: number } {
   const dimensions = Math.min(N, Math.ceil(perRank * k));
   const raw = dimensions / (depth + 1);
-  // Whole GEMM panels: 32 columns (the bf16 micro-kernel's width), else 8.
-  let b = raw >= 24 ? Math.max(32, Math.round(raw / 32) * 32) : raw >= 8 ? Math.floor(raw / 8) * 8 : Math.max(1, Math.floor(raw));
+  // Whole GEMM panels: 32 columns (the bf16 micro-kernel's width), else 8; at least MIN_BLOCK, whose rows of H's
+  // eigenvectors are the quadrature's samples (spectralFromKrylov).
+  let b = raw >= 24 ? Math.max(32, Math.round(raw / 32) * 32) : Math.max(MIN_BLOCK, Math.floor(raw / 8) * 8);
   b = Math.min(b, N);
-  return { blockSize: b, depth: Math.max(depth, Math.ceil(dimensions / b) - 1) };
+  // No deeper than the blocks the short side holds (the pass stops at N columns anyway).
+  return { blockSize: b, depth: Math.min(Math.max(depth, Math.ceil(dimensions / b) - 1), Math.ceil(N / b) - 1) };
 }
 
 /** W as the operator A (M ≥ N) and its transpose, on the backend's GEMMs. */
@@ -447,14 +457,6 @@ function inOrder(g: Float64Array, width: number): { order: number[]; L: Float64A
   return { order: Array.from({ length: width }, (_, i) => i), L };
 }
 
-/** columnNorms2 of the first `width` columns as the bf16 GEMM multiplies them (asMultiplied), without rounding the rest. */
-function multipliedColumnNorms2(z: Float32Array, ld: number, n: number, width: number, bf16: boolean): Float64Array {
-  if (!bf16) return columnNorms2(z, ld, n, width);
-  const part = new Float32Array(n * width);
-  for (let i = 0; i < n; i++) for (let j = 0; j < width; j++) part[i * width + j] = z[i * ld + j]!;
-  return columnNorms2(asMultiplied(part, true), width, n, width);
-}
-
 function columnNorms2(z: Float32Array, ld: number, n: number, width: number): Float64Array {
   const out = new Float64Array(width);
   for (let i = 0; i < n; i++) for (let j = 0; j < width; j++) out[j]! += z[i * ld + j]! ** 2;
@@ -526,6 +528,12 @@ interface KrylovProjection {
   wanted: number;
   probes: ProbeProducts | null;
   method: SpectrumMethod;
+  /** Width of the start block Q₀ (its rows of H's eigenvectors give the quadrature weights). */
+  head: number;
+  /** Width of the last block, whose part outside the basis is Z (0 when the space stopped growing: Z = 0). */
+  tail: number;
+  /** ZᵀZ (tail × tail, float64) of the last block's product outside the basis: the Ritz pairs' residuals. */
+  zz: Float64Array;
 }
 
 function krylovProjection(weight: WeightData, rows: number, cols: number, k: number, options: SpectrumOptions): KrylovProjection {
@@ -549,23 +557,17 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
   const Y = workspace.float32(8, N * b);
   let probes: ProbeProducts | null = null;
 
-  // Start block. A tall W starts from random directions on its input side,
-  // whose first pass A·Q₀ = W·Q₀ gives the probes; a wide W starts one pass
-  // earlier, on its input side (the long one): W·U₀ is the probe product and
-  // spans the start block.
-  const gaussian = wantProbes <= b ? wantProbes : 0;
-  let r: number;
-  if (op.tall) {
-    const start = startBlock(N, b, gaussian, rng);
-    r = orthonormalize(start, b, N, b, gram(start, b, N, b), null, Q, ld, scratch);
-  } else {
-    const start = startBlock(M, b, gaussian, rng);
-    const u0 = workspace.float32(4, M * b);
-    const width0 = orthonormalize(start, b, M, b, gram(start, b, M, b), null, u0, b, scratch);
-    op.applyTransposed(u0, b, width0, Q, ld);
-    if (gaussian > 0 && gaussian <= width0) probes = { wx2: columnNorms2(Q, ld, N, gaussian), x2: multipliedColumnNorms2(u0, b, M, gaussian, op.bf16) };
-    r = orthonormalize(Q, ld, N, width0, gram(Q, ld, N, width0), null, Q, ld, scratch);
-  }
+  // Start block: random directions in A's input space (N), isotropic in
+  // distribution (its rows are independent and symmetric), which the
+  // quadrature weights of spectralFromKrylov assume. For a tall W that is
+  // W's input side, and the first pass A·Q₀ = W·Q₀ gives the noise probes;
+  // a wide W takes them from a product of their own (separateProbes).
+  const gaussian = op.tall && wantProbes <= b ? wantProbes : 0;
+  const start = startBlock(N, b, gaussian, rng);
+  let r = orthonormalize(start, b, N, b, gram(start, b, N, b), null, Q, ld, scratch);
+  const head = r;
+  let tail = 0;
+  let zz: Float64Array = new Float64Array(0);
   let width = 0;
   let blocks = 0;
   // The estimated loss of orthogonality of the last two blocks against the rest (ORTHOGONALITY_LOSS).
@@ -599,8 +601,14 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
     // coefficients that orthogonalise Yⱼ against the basis.
     gemm(true, width, r, N, Q, ld, Y, r, c, r);
     storeColumnBlock(H, D, c, r, first);
-    if (j === depth || width >= D) break;
     gemm(false, N, r, width, Q, ld, c, r, Y, r, -1, 1);
+    if (j === depth || width >= D) {
+      // The last block's product outside the basis, Z: G·Q = Q·H + Z·E_lastᵀ, so a Ritz pair (θ, y) has
+      // residual ‖Z·y_last‖ (one Gram–Schmidt pass: an estimate, which is all the convergence test needs).
+      tail = r;
+      zz = gram(Y, r, N, r);
+      break;
+    }
     let g = gram(Y, r, N, r);
     // ‖yᵢ‖² before the subtraction, by Pythagoras (the basis is orthonormal to
     // within ORTHOGONALITY_LOSS): its part in the basis plus what is left.
@@ -634,7 +642,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
   }
   const products = int8 !== null ? 'int8' : w instanceof Float32Array ? 'f32' : 'bf16';
   // The depth the pass reached: krylovShape's, or less when the space stopped growing (an exactly low-rank W).
-  return { h, width, wanted: Math.min(k, width), probes, method: { route: 'krylov', block: b, depth: Math.max(0, blocks - 1), dimensions: width, products } };
+  return { h, width, wanted: Math.min(k, width), probes, method: { route: 'krylov', block: b, depth: Math.max(0, blocks - 1), dimensions: width, products }, head: Math.min(head, width), tail, zz };
 }
 
 /**
@@ -722,8 +730,18 @@ function gramSingularValues(weight: WeightData, rows: number, cols: number, k: n
  * profileModel runs in batches in the background).
  */
 export function gramEigenvalues(g: Float32Array, n: number, count: number): Float64Array {
-  const out = new Float64Array(count);
-  if (count > 0) kernels().eigenBatchWait(kernels().eigenBatchStart(g, Int32Array.of(n), Int32Array.of(count)), out);
+  return solveNow({ gram: g, n, count, heads: 0, tails: 0 });
+}
+
+/** How many values a deferred solve returns: its eigenvalues, then its eigenvector rows. */
+export function solveResults(solve: EigenSolve): number {
+  return solve.count * (1 + solve.heads + solve.tails);
+}
+
+/** A deferred solve (DeferredSpectrum.solve) done at once: the batch kernel with one matrix, waited for. */
+export function solveNow(solve: EigenSolve): Float64Array {
+  const out = new Float64Array(solveResults(solve));
+  if (solve.count > 0) kernels().eigenBatchWait(kernels().eigenBatchStart(solve.gram, Int32Array.of(solve.n), Int32Array.of(solve.count), Int32Array.of(solve.heads), Int32Array.of(solve.tails)), out);
   return out;
 }
 
@@ -799,7 +817,7 @@ export function topSingularValues(w: WeightData, rows: number, cols: number, k: 
 export function spectralSummary(w: WeightData, rows: number, cols: number, frobenius2: number, options: SpectrumOptions): SpectrumSummary {
   const deferred = deferredSpectralSummary(w, rows, cols, frobenius2, options);
   const solve = deferred.solve;
-  return deferred.finish(solve === null ? null : gramEigenvalues(solve.gram, solve.n, solve.count));
+  return deferred.finish(solve === null ? null : solveNow(solve));
 }
 
 /**
@@ -812,14 +830,25 @@ export interface DeferredSpectrum {
    * The eigen-solve still to do: the `count` largest eigenvalues of the
    * symmetric n×n `gram` (float32: the Gram matrix AᵀA on the exact route,
    * the projected H = QᵀGQ on the Krylov route; only the lower triangle is
-   * read, and on the exact route only it is set); null when the summary
-   * needs none (W is zero, or the Krylov subspace came out empty).
+   * read, and on the exact route only it is set), and on the Krylov route
+   * rows of their eigenvectors (kernels().eigenBatchStart's heads and
+   * tails); null when the summary needs none (W is zero, or the Krylov
+   * subspace came out empty).
    */
-  readonly solve: { readonly gram: Float32Array; readonly n: number; readonly count: number } | null;
+  readonly solve: EigenSolve | null;
   /** The probe products, known before the solve. */
   readonly probes: ProbeProducts | null;
-  /** The summary, given the solve's eigenvalues (descending; null when solve is null). */
-  finish(theta: Float64Array | null): SpectrumSummary;
+  /** The summary, given the solve's results (solveResults values; null when solve is null). */
+  finish(results: Float64Array | null): SpectrumSummary;
+}
+
+/** One matrix for kernels().eigenBatchStart. */
+export interface EigenSolve {
+  readonly gram: Float32Array;
+  readonly n: number;
+  readonly count: number;
+  readonly heads: number;
+  readonly tails: number;
 }
 
 /**
@@ -869,8 +898,8 @@ export function deferredSpectralSummary(
   const cap = options.maxRank ?? 256;
   const k = Math.min(r, cap);
   const perRank = options.dimensionsPerRank;
-  if (perRank !== undefined && !(perRank >= 1 && perRank <= 16)) {
-    throw new QkdError('ARGUMENT', `spectralSummary: dimensionsPerRank ${perRank} is out of range`, { field: 'dimensionsPerRank', hint: 'a number from 1 to 16' });
+  if (perRank !== undefined && !(perRank >= 0.25 && perRank <= 16)) {
+    throw new QkdError('ARGUMENT', `spectralSummary: dimensionsPerRank ${perRank} is out of range`, { field: 'dimensionsPerRank', hint: 'a number from 0.25 to 16' });
   }
   if (Number.isNaN(frobenius2) || frobenius2 === Infinity) {
     throw new QkdError('ARGUMENT', `spectralSummary: ‖W‖²_F of the ${rows}×${cols} weight is ${frobenius2}: it holds NaN or infinite values`, { field: 'frobenius2', hint: 'a weight of finite values' });
@@ -890,7 +919,7 @@ export function deferredSpectralSummary(
     const gram = place(p * p);
     const probes = gramAndProbes(w, rows, cols, gram, options);
     return {
-      solve: { gram, n: p, count: k },
+      solve: { gram, n: p, count: k, heads: 0, tails: 0 },
       probes,
       finish: (theta) => {
         if (theta === null || theta.length < k) throw new QkdError('STATE', `spectralSummary: the eigen-solve returned ${theta?.length ?? 'no'} values, ${k} wanted`);
@@ -898,16 +927,89 @@ export function deferredSpectralSummary(
       },
     };
   }
-  // The Ritz values' solve is deferred like the exact route's: H in float32
-  // (the lower triangle, all the solve reads), reduced in float32 by the batch kernel.
-  const { h, width, wanted, probes, method } = krylovProjection(w, rows, cols, k, options);
+  // The solve is deferred like the exact route's: H in float32 (the lower
+  // triangle, all the solve reads), reduced in float32 by the batch kernel,
+  // all its eigenvalues and the rows of their eigenvectors that belong to
+  // the first and the last block.
+  const projection = krylovProjection(w, rows, cols, k, options);
+  const { h, width, probes, method } = projection;
   const gram = place(width * width);
   for (let i = 0; i < width; i++) gram.set(h.subarray(i * width, i * width + i + 1), i * width);
+  // A single block is both first and last: then all its rows are asked for once.
+  const overlap = projection.head + projection.tail > width;
+  const solve: EigenSolve = { gram, n: width, count: width, heads: overlap ? width : projection.head, tails: overlap ? 0 : projection.tail };
   return {
-    solve: wanted > 0 ? { gram, n: width, count: wanted } : null,
+    solve: width > 0 ? solve : null,
     probes,
-    finish: (theta) => summarize(sigmaFromEigenvalues(padded(theta ?? new Float64Array(0), k), k), probes, r, k, p, frobenius2, method),
+    finish: (results) => spectralFromKrylov(results ?? new Float64Array(0), solve, projection, p, r, frobenius2, probes, method),
   };
+}
+
+/**
+ * A Ritz pair (θ, y) counts as converged when its residual ‖G·Qy − θ·Qy‖²
+ * over its gap to the next Ritz value below is at most this fraction of the
+ * largest Ritz value (the eigenvalue error of a converged pair is about
+ * residual²/gap). Measured on five kinds of 8192 × 2048 weights with int8
+ * products, 1e-5 to 1e-3 gave the same estimates within their spread
+ * (docs/algorithms.md §1).
+ */
+const RITZ_CONVERGED = 1e-4;
+
+/**
+ * The spectral summary of the Krylov route: Σ of the top r eigenvalues of
+ * G = AᵀA estimated by deflated block Gauss quadrature (docs/algorithms.md
+ * §1). Each Ritz value θⱼ (eigenvalue of H, eigenvector yⱼ) carries the
+ * weight wⱼ = (N/b)·‖yⱼ's rows in the start block‖²: the start block Q₀
+ * is isotropic, so E[Q₀ᵀ f(G) Q₀] = (b/N)·tr f(G), and Q₀ᵀ f(G) Q₀ ≈
+ * E₁ᵀ f(H) E₁ for the polynomials the Krylov space holds; Σ wⱼ = N. The
+ * leading Ritz pairs that have converged (RITZ_CONVERGED) stand for one
+ * eigenvalue each (weight 1, removing their weights' randomness); the rest
+ * of the N eigenvalues are spread over the other Ritz values in proportion
+ * to their weights. The top-r sum takes Ritz values from the largest down
+ * until their weights add up to r. Unlike the sum of the top r Ritz values
+ * (a lower bound that converges slowly on a flat spectrum), the estimate
+ * needs no more Krylov dimensions than r, and r may exceed the rank cap.
+ */
+function spectralFromKrylov(results: Float64Array, solve: EigenSolve, projection: KrylovProjection, N: number, r: number, frobenius2: number, probes: ProbeProducts | null, method: SpectrumMethod): SpectrumSummary {
+  const n = solve.n;
+  if (results.length < solveResults(solve)) throw new QkdError('STATE', `spectralSummary: the eigen-solve returned ${results.length} values, ${solveResults(solve)} wanted`);
+  const theta = results.subarray(0, n);
+  const rowsOf = results.subarray(n);
+  /** Entry (row i of the eigenvector matrix, column j), for a row the solve returned. */
+  const entry = (i: number, j: number): number => (i < solve.heads ? rowsOf[i * n + j]! : rowsOf[(solve.heads + i - (n - solve.tails)) * n + j]!);
+  const { head, tail, zz } = projection;
+  const top = Math.max(0, theta[0]!);
+  // Leading converged pairs.
+  let converged = 0;
+  for (; converged < Math.min(n, r); converged++) {
+    const j = converged;
+    let res2 = 0;
+    for (let a = 0; a < tail; a++) {
+      const ya = entry(n - tail + a, j);
+      for (let c = 0; c < tail; c++) res2 += ya * zz[a * tail + c]! * entry(n - tail + c, j);
+    }
+    const gap = j + 1 < n ? theta[j]! - theta[j + 1]! : Math.abs(theta[j]!);
+    if (!(res2 <= RITZ_CONVERGED * top * gap)) break;
+  }
+  const weights = new Float64Array(n);
+  let rest = 0;
+  for (let j = converged; j < n; j++) {
+    let w2 = 0;
+    for (let i = 0; i < head; i++) w2 += entry(i, j) ** 2;
+    weights[j] = w2;
+    rest += w2;
+  }
+  const spread = rest > 0 ? (N - converged) / rest : 0;
+  let mass = 0;
+  let sum = 0;
+  for (let j = 0; j < n && mass < r; j++) {
+    const weight = j < converged ? 1 : weights[j]! * spread;
+    const take = Math.min(weight, r - mass);
+    sum += take * Math.max(0, theta[j]!);
+    mass += take;
+  }
+  const fro = Math.sqrt(frobenius2);
+  return { concentration: Math.min(1, sum / frobenius2), sigmaMaxOverFro: Math.min(1, Math.sqrt(top) / fro), topCount: r, estimatedTail: false, probes, method };
 }
 
 /** The summary from the top-k σ estimates (r wanted, short side p). */

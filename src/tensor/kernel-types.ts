@@ -208,17 +208,22 @@ export interface ProfilerKernels {
   /**
    * Starts the eigen-solves of several symmetric float32 matrices and
    * returns a handle for eigenBatchWait: matrix i is the next sizes[i]²
-   * values of `a` (copied, so `a` may be reused at once), its counts[i]
-   * largest eigenvalues are wanted. The native kernel runs the job on a
+   * values of `a` (copied, so `a` may be reused at once; only the lower
+   * triangle is read), its counts[i] largest eigenvalues are wanted and,
+   * when heads[i] + tails[i] > 0 (at most sizes[i]), rows [0, heads[i]) and
+   * [n − tails[i], n) of the unit eigenvectors of those
+   * eigenvalues (their signs are arbitrary). The native kernel runs the job on a
    * thread of its own, one matrix per pool thread, each reduced to
    * tridiagonal form in float32 (the rounding a Gram matrix summed in
    * float32 already has), while the caller goes on; the reference solves
    * at once in float64.
    */
-  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number;
+  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array, heads: Int32Array, tails: Int32Array): number;
   /**
-   * Waits for a job of eigenBatchStart and writes its results to out:
-   * matrix after matrix, each descending. Throws for an unknown handle and
+   * Waits for a job of eigenBatchStart and writes its results to out,
+   * matrix after matrix: counts[i] eigenvalues, descending, then the
+   * heads[i] + tails[i] eigenvector rows (row-major, counts[i] columns, in
+   * the eigenvalues' order). Throws for an unknown handle and
    * for a matrix that is not finite. Every handle must be waited for once.
    */
   eigenBatchWait(handle: number, out: Float64Array): void;

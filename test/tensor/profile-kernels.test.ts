@@ -10,6 +10,7 @@ import { bf16BitsToF32, f32ToBf16Bits } from '../../src/tensor/dtype.js';
 import type { Bf16GemmArgs } from '../../src/tensor/backend.js';
 import { adviseHugePages } from '../../src/tensor/backend.js';
 import { loadNativeAddon } from '../../src/tensor/native/binding.js';
+import { symmetricEigen } from '../../src/tensor/eigen.js';
 
 const skipNative = { skip: !nativeStatus().loaded && 'native addon not loaded' };
 
@@ -280,7 +281,7 @@ describe('eigenBatchStart / eigenBatchWait (the profiler\'s Gram eigenvalues, fl
       for (const m of mats) { packed.set(m, at); at += m.length; }
       const out = new Float64Array(counts.reduce((s, c) => s + c, 0) + 1).fill(-7);
       withBackend(backend, () => {
-        const handle = kernels().eigenBatchStart(packed, Int32Array.from(sizes), Int32Array.from(counts));
+        const handle = kernels().eigenBatchStart(packed, Int32Array.from(sizes), Int32Array.from(counts), new Int32Array(sizes.length), new Int32Array(sizes.length));
         packed.fill(NaN); // the job copied its input
         kernels().eigenBatchWait(handle, out);
       });
@@ -297,19 +298,88 @@ describe('eigenBatchStart / eigenBatchWait (the profiler\'s Gram eigenvalues, fl
     });
   }
 
+  // Eigenvector rows: [0, head) and [n − tail, n) of the unit eigenvectors, count columns (the Krylov route's quadrature).
+  const rowCases = [
+    { n: 1, count: 1, head: 1, tail: 0 },
+    { n: 2, count: 2, head: 1, tail: 1 },
+    { n: 3, count: 3, head: 3, tail: 0 },
+    { n: 17, count: 17, head: 3, tail: 4 },
+    { n: 64, count: 64, head: 64, tail: 0 },
+    { n: 131, count: 40, head: 16, tail: 9 },
+  ];
+  for (const backend of ['reference', 'native'] as const) {
+    it(`${backend}: eigenvector rows are those of the float64 decomposition up to sign, and whole rows rebuild the matrix`, backend === 'native' ? skipNative : {}, () => {
+      const rng = new Rng(21);
+      const mats = rowCases.map((c) => gram(c.n, c.n + 5, rng));
+      const packed = new Float32Array(mats.reduce((s, m) => s + m.length, 0));
+      let at = 0;
+      for (const m of mats) { packed.set(m, at); at += m.length; }
+      const results = rowCases.reduce((s, c) => s + c.count * (1 + c.head + c.tail), 0);
+      const out = new Float64Array(results + 1).fill(-7);
+      withBackend(backend, () => {
+        const handle = kernels().eigenBatchStart(packed, Int32Array.from(rowCases, (c) => c.n), Int32Array.from(rowCases, (c) => c.count), Int32Array.from(rowCases, (c) => c.head), Int32Array.from(rowCases, (c) => c.tail));
+        kernels().eigenBatchWait(handle, out);
+      });
+      assert.equal(out[results], -7, 'nothing past the results is written');
+      let to = 0;
+      rowCases.forEach((c, i) => {
+        const { n, count, head, tail } = c;
+        const full = new Float64Array(n * n);
+        for (let r = 0; r < n; r++) for (let q = 0; q <= r; q++) full[r * n + q] = full[q * n + r] = mats[i]![r * n + q]!;
+        const want = symmetricEigen(full, n);
+        const values = out.subarray(to, to + count);
+        const rows = out.subarray(to + count, to + count * (1 + head + tail));
+        const top = want.values[0]!;
+        for (let j = 0; j < count; j++) assert.ok(Math.abs(values[j]! - want.values[j]!) <= 2e-6 * top, `n ${n}: eigenvalue ${j}: ${values[j]} vs ${want.values[j]}`);
+        const rowIndex = (r: number): number => (r < head ? r : n - tail + (r - head));
+        for (let j = 0; j < count; j++) {
+          // A column is determined up to sign when its eigenvalue is apart from its neighbours.
+          const gap = Math.min(j > 0 ? want.values[j - 1]! - want.values[j]! : Infinity, j + 1 < n ? want.values[j]! - want.values[j + 1]! : Infinity);
+          if (gap < 1e-3 * top) continue;
+          let dot = 0;
+          for (let r = 0; r < head + tail; r++) dot += rows[r * count + j]! * want.vectors[rowIndex(r) * n + j]!;
+          const sign = dot < 0 ? -1 : 1;
+          for (let r = 0; r < head + tail; r++) {
+            const got = sign * rows[r * count + j]!;
+            const expected = want.vectors[rowIndex(r) * n + j]!;
+            assert.ok(Math.abs(got - expected) <= 1e-3 * Math.max(1, (1e-2 * top) / gap), `n ${n}: row ${rowIndex(r)} of vector ${j}: ${got} vs ${expected}`);
+          }
+        }
+        if (head === n) {
+          // All rows: Y·diag(θ)·Yᵀ is the matrix.
+          for (let r = 0; r < n; r++) {
+            for (let q = 0; q <= r; q++) {
+              let sum = 0;
+              for (let j = 0; j < n; j++) sum += rows[r * count + j]! * values[j]! * rows[q * count + j]!;
+              assert.ok(Math.abs(sum - full[r * n + q]!) <= 1e-5 * top, `n ${n}: (${r}, ${q}) rebuilt as ${sum}, is ${full[r * n + q]}`);
+            }
+          }
+        }
+        to += count * (1 + head + tail);
+      });
+    });
+  }
+
+  it('native: heads and tails are checked against the size', skipNative, () => {
+    withBackend('native', () => {
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(2), Int32Array.of(2), Int32Array.of(1)), /heads\[i\] \+ tails\[i\] <= size/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(2), Int32Array.of(-1), Int32Array.of(0)), /heads\[i\]/);
+    });
+  });
+
   it('native: jobs in flight at once finish independently; results do not depend on the thread count', skipNative, () => {
     const rng = new Rng(5);
     const a = gram(150, 160, rng);
     const b = gram(97, 100, rng);
     withBackend('native', () => {
-      const ha = kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15));
-      const hb = kernels().eigenBatchStart(b, Int32Array.of(97), Int32Array.of(10));
+      const ha = kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15), new Int32Array(1), new Int32Array(1));
+      const hb = kernels().eigenBatchStart(b, Int32Array.of(97), Int32Array.of(10), new Int32Array(1), new Int32Array(1));
       const outB = new Float64Array(10);
       const outA = new Float64Array(15);
       kernels().eigenBatchWait(hb, outB);
       kernels().eigenBatchWait(ha, outA);
       const alone = new Float64Array(15);
-      kernels().eigenBatchWait(kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15)), alone);
+      kernels().eigenBatchWait(kernels().eigenBatchStart(a, Int32Array.of(150), Int32Array.of(15), new Int32Array(1), new Int32Array(1)), alone);
       assert.deepEqual(outA, alone);
       assert.ok(outB[0]! > outB[9]!);
     });
@@ -318,13 +388,13 @@ describe('eigenBatchStart / eigenBatchWait (the profiler\'s Gram eigenvalues, fl
   it('native: a matrix that is not finite is named; a handle is waited for once; bad sizes are refused', skipNative, () => {
     withBackend('native', () => {
       const bad = Float32Array.of(1, 0, 0, 1, NaN, 0, 0, 1);
-      const handle = kernels().eigenBatchStart(bad, Int32Array.of(2, 2), Int32Array.of(1, 1));
+      const handle = kernels().eigenBatchStart(bad, Int32Array.of(2, 2), Int32Array.of(1, 1), new Int32Array(2), new Int32Array(2));
       assert.throws(() => kernels().eigenBatchWait(handle, new Float64Array(2)), /matrix 1: no eigenvalues for a matrix that is not finite/);
       assert.throws(() => kernels().eigenBatchWait(handle, new Float64Array(2)), /no job \d+ in flight/);
-      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(3)), /count <= size/);
-      assert.throws(() => kernels().eigenBatchStart(new Float32Array(3), Int32Array.of(2), Int32Array.of(1)), /argument a/);
-      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(1, 1)), /one entry per matrix/);
-      const short = kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(2));
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(3), new Int32Array(1), new Int32Array(1)), /count <= size/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(3), Int32Array.of(2), Int32Array.of(1), new Int32Array(1), new Int32Array(1)), /argument a/);
+      assert.throws(() => kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(1, 1), new Int32Array(1), new Int32Array(1)), /one entry per matrix/);
+      const short = kernels().eigenBatchStart(new Float32Array(4), Int32Array.of(2), Int32Array.of(2), new Int32Array(1), new Int32Array(1));
       assert.throws(() => kernels().eigenBatchWait(short, new Float64Array(1)), /fewer than the job's results/);
     });
   });

@@ -41,7 +41,7 @@ export function registerAudit(program: Command): void {
     .option('--seed <n>', 'random seed of the sketches and probes', integer('--seed'), 1234)
     .addOption(new Option('--products <kind>', "what the SVD's products run on: int8, bf16, or auto (int8 where the CPU has AVX-512 VNNI)").choices(['auto', 'int8', 'bf16']).default('auto'))
     .option('--krylov-depth <q>', 'depth of the SVD\'s block Krylov pass (1 to 64): more steps of narrower blocks, the same products', integerIn('--krylov-depth', 1, 64), 8)
-    .option('--krylov-dims <x>', 'Krylov dimensions per singular value wanted (1 to 16): the products scale with it; lower is faster and less accurate (README, "Speed and accuracy of audit")', decimal('--krylov-dims', { min: 1, max: 16 }), 2.75)
+    .option('--krylov-dims <x>', 'Krylov dimensions per singular value wanted (0.25 to 16): the products scale with it; lower is faster and less accurate (README, "Speed and accuracy of audit")', decimal('--krylov-dims', { min: 0.25, max: 16 }), 0.7)
     .option('--force', 'replace an existing --json/--html file that is not an earlier qkd audit report')
     .action((model: string, o: AuditFlags) => {
       if (o.json !== undefined && o.json !== '-') {

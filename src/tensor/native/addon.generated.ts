@@ -101,9 +101,9 @@ export interface NativeAddon {
   pivotedCholeskyInverse(a: Float64Array, n: number, scale: Float64Array, tolerance: number, order: Float64Array, diag: Float64Array, inverse: Float64Array): number;
   /** the Krylov start block out [n, width]: in each row `gaussian` standard normals, then random signs ±1 (bit k of the generator word, a new word every 32 signs, none left over from a call before), advancing the Rng state and cached normal as that loop of Rng.normal() and Rng.nextUint32() calls */
   startBlockFill(state: Uint32Array | null, spare: Float64Array, out: Float32Array, n: number, width: number, gaussian: number): void;
-  /** starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread; returns the handle */
-  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number;
-  /** waits for the job and writes its results (packed, descending per matrix) to out */
+  /** starts, in the background, the counts[i] largest eigenvalues of each symmetric float32 matrix packed in a (sizes[i]² values each; copied), reduced in float32, one matrix per thread, with rows [0, heads[i]) and [n − tails[i], n) of their unit eigenvectors; returns the handle */
+  eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array, heads: Int32Array, tails: Int32Array): number;
+  /** waits for the job and writes its results to out: per matrix its eigenvalues (descending), then the eigenvector rows (row-major, counts[i] columns) */
   eigenBatchWait(handle: number, out: Float64Array): void;
   /** round to nearest even (NaN stays a quiet NaN) */
   f32ToBf16(src: Float32Array, dst: Uint16Array, n: number): void;

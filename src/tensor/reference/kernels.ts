@@ -3,7 +3,7 @@
  * is tested against, and the fallback when the addon is missing. Sums are
  * accumulated in float64 (JS numbers).
  */
-import { symmetricEigenvaluesOnly } from '../eigen.js';
+import { symmetricEigen, symmetricEigenvaluesOnly } from '../eigen.js';
 import { invertLower, pivotedCholesky } from '../factor.js';
 import { Rng } from '../random.js';
 import { bf16BitsToF32, f16Table32, f32ToBf16Bits } from '../dtype.js';
@@ -489,20 +489,43 @@ function backgroundWait(handle: number): number {
   return result;
 }
 
+/** eigenBatchStart's result for one matrix with eigenvector rows (whole vectors by tensor/eigen.ts, then the rows picked). */
+function eigenRows(lower: Float64Array, n: number, count: number, head: number, tail: number, out: Float64Array): void {
+  const full = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) full[i * n + j] = full[j * n + i] = lower[i * n + j]!;
+  }
+  const { values, vectors } = symmetricEigen(full, n);
+  if (!values.every(Number.isFinite)) throw new Error('eigenBatchStart: no eigenvalues for a matrix that is not finite');
+  out.set(values.subarray(0, count));
+  for (let r = 0; r < head + tail; r++) {
+    const row = r < head ? r : n - tail + (r - head);
+    for (let t = 0; t < count; t++) out[count + r * count + t] = vectors[row * n + t]!;
+  }
+}
+
 /** Results of eigenBatchStart jobs not yet waited for, by handle. */
 const eigenJobs = new Map<number, Float64Array>();
 let lastEigenJob = 0;
 
-function eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array): number {
-  const out = new Float64Array(counts.reduce((s, c) => s + c, 0));
+function eigenBatchStart(a: Float32Array, sizes: Int32Array, counts: Int32Array, heads: Int32Array, tails: Int32Array): number {
+  if (heads.length !== sizes.length || tails.length !== sizes.length || counts.length !== sizes.length) {
+    throw new Error(`eigenBatchStart: arguments sizes (${sizes.length}), counts (${counts.length}), heads (${heads.length}) and tails (${tails.length}) must have one entry per matrix`);
+  }
+  const out = new Float64Array(counts.reduce((s, c, i) => s + c * (1 + heads[i]! + tails[i]!), 0));
   let at = 0;
   let to = 0;
   for (let i = 0; i < sizes.length; i++) {
     const n = sizes[i]!;
     const count = counts[i]!;
-    symmetricEigenvalues(Float64Array.from(a.subarray(at, at + n * n)), n, count, out.subarray(to, to + count));
+    const head = heads[i]!;
+    const tail = tails[i]!;
+    if (head < 0 || tail < 0 || head + tail > n) throw new Error(`eigenBatchStart: matrix ${i}: heads[i] (${head}) and tails[i] (${tail}) must be >= 0 with heads[i] + tails[i] <= size (${n})`);
+    const matrix = Float64Array.from(a.subarray(at, at + n * n));
+    if (head + tail === 0) symmetricEigenvalues(matrix, n, count, out.subarray(to, to + count));
+    else eigenRows(matrix, n, count, head, tail, out.subarray(to, to + count * (1 + head + tail)));
     at += n * n;
-    to += count;
+    to += count * (1 + head + tail);
   }
   eigenJobs.set(++lastEigenJob, out);
   return lastEigenJob;
