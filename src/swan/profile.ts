@@ -46,7 +46,7 @@ export const DEFAULT_PROFILE_SETTINGS: ProfileSettings = {
   probes: 8,
   maxRank: 256,
   krylovDepth: 8,
-  krylovDimensions: 2.75,
+  krylovDimensions: 0.7,
   products: 'auto',
   seed: 1234,
   weights: { kurtosis: 1, spectral_concentration: 1, noise_amplification: 1, reconstruction_error: 1 },

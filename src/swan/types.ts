@@ -63,8 +63,8 @@ export interface ProfileSettings {
   /** Block-Krylov depth of the randomised SVD (passes ≈ 2·depth + 2). */
   krylovDepth: number;
   /**
-   * Krylov subspace dimensions per singular value wanted (default 2.75):
-   * the products scale with it; lower is faster and less accurate.
+   * Krylov subspace dimensions per singular value wanted (default 0.7):
+   * the products scale with it; lower is faster and more random.
    */
   krylovDimensions: number;
   /**
