@@ -326,8 +326,9 @@ inline double fast_hypot(double a, double b) {
 // Implicit QL with Wilkinson shifts on the tridiagonal (d, e), e[n−1] = 0:
 // d becomes the eigenvalues. False if an eigenvalue needs over 60 sweeps.
 // Each plane rotation (c, s) of columns i, i+1 is also applied to the
-// `rows` rows of z (row-major, n columns): z = E·P on entry gives the same
-// rows of the eigenvector matrix P·S on exit, column i for d[i].
+// `rows` rows of z, stored by columns (column i at z + i·rows, so a
+// rotation runs along two contiguous columns): z = E·P on entry gives the
+// same rows of the eigenvector matrix P·S on exit, column i for d[i].
 bool tridiagonal_eigenvalues(double* d, double* e, int64_t n, double* z = nullptr, int64_t rows = 0) {
   // Off-diagonals below ε·‖T‖ also split the matrix: the reduction has
   // already made errors of that size, and a purely relative test can stall
@@ -367,11 +368,12 @@ bool tridiagonal_eigenvalues(double* d, double* e, int64_t n, double* z = nullpt
         p = s * r;
         d[i + 1] = g + p;
         g = c * r - b;
+        double* zi = z + i * rows;
+        double* zn = zi + rows;
         for (int64_t k = 0; k < rows; ++k) {
-          double* zk = z + k * n;
-          const double next = zk[i + 1];
-          zk[i + 1] = s * zk[i] + c * next;
-          zk[i] = c * zk[i] - s * next;
+          const double next = zn[k];
+          zn[k] = s * zi[k] + c * next;
+          zi[k] = c * zi[k] - s * next;
         }
       }
       if (r == 0.0 && i >= l) continue;
@@ -585,19 +587,27 @@ bool eigen_rows_of(const T* a, int64_t n, int64_t count, int64_t head, int64_t t
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(d[i]) || !std::isfinite(e[i])) return false;
   }
-  // Rows of P = P₀·P₁⋯P_{n−3}: the identity's rows times each reflector in turn.
-  for (int64_t r = 0; r < rows; ++r) z[r * n + (r < head ? r : n - tail + (r - head))] = 1.0;
+  // Rows of P = P₀·P₁⋯P_{n−3}: the identity's rows times each reflector in turn. z is stored by columns
+  // (column c at z + c·rows), so both this update and the QL rotations run along contiguous memory.
+  for (int64_t r = 0; r < rows; ++r) z[(r < head ? r : n - tail + (r - head)) * rows + r] = 1.0;
+  std::vector<double> dots(static_cast<size_t>(std::max<int64_t>(rows, 1)));
   for (int64_t j = 0; j + 2 < n; ++j) {
     const double tau = saved[j];
     if (tau == 0.0) continue;
     const T* v = m.data() + j * n + j + 1;
     const int64_t len = n - j - 1;
-    for (int64_t r = 0; r < rows; ++r) {
-      double* zr = z.data() + r * n + j + 1;
-      double dot = 0.0;
-      for (int64_t i = 0; i < len; ++i) dot += zr[i] * static_cast<double>(v[i]);
-      dot *= tau;
-      for (int64_t i = 0; i < len; ++i) zr[i] -= dot * static_cast<double>(v[i]);
+    double* zc = z.data() + (j + 1) * rows;  // columns j+1.. that the reflector acts on
+    std::fill(dots.begin(), dots.end(), 0.0);
+    for (int64_t i = 0; i < len; ++i) {
+      const double vi = static_cast<double>(v[i]);
+      const double* col = zc + i * rows;
+      for (int64_t r = 0; r < rows; ++r) dots[r] += col[r] * vi;
+    }
+    for (int64_t r = 0; r < rows; ++r) dots[r] *= tau;
+    for (int64_t i = 0; i < len; ++i) {
+      const double vi = static_cast<double>(v[i]);
+      double* col = zc + i * rows;
+      for (int64_t r = 0; r < rows; ++r) col[r] -= dots[r] * vi;
     }
   }
   if (!tridiagonal_eigenvalues(d.data(), e.data(), n, z.data(), rows)) return false;
@@ -606,7 +616,7 @@ bool eigen_rows_of(const T* a, int64_t n, int64_t count, int64_t head, int64_t t
   std::stable_sort(order.begin(), order.end(), [&d](int64_t x, int64_t y) { return d[x] > d[y]; });
   for (int64_t t = 0; t < count; ++t) values[t] = d[order[t]];
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t t = 0; t < count; ++t) rows_out[r * count + t] = z[r * n + order[t]];
+    for (int64_t t = 0; t < count; ++t) rows_out[r * count + t] = z[order[t] * rows + r];
   }
   return true;
 }

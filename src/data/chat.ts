@@ -266,7 +266,18 @@ export function tokenizeChatSplit(tokenizer: Tokenizer, corpus: ChatCorpus, frac
 
 /** The held-out conversations (or all of them) tokenized with their mask, for evaluation. */
 export function tokenizeChatEval(tokenizer: Tokenizer, corpus: ChatCorpus, split: 'validation' | 'all', fraction = 0.1): MaskedTokens {
-  if (split === 'validation') return tokenizeChatSplit(tokenizer, corpus, fraction).validation;
+  if (split === 'validation') {
+    const n = corpus.conversations.length;
+    if (n - Math.max(1, Math.ceil(n * fraction)) < 1) {
+      // The split's own error speaks of training, which an evaluation does not do.
+      throw new QkdError('ARGUMENT', `the chat corpus has ${n} conversation${n === 1 ? '' : 's'}: its held-out part (the last ${Math.round(fraction * 100)}% of the conversations, at least one) would be all of it, so no model could have trained on the rest`, {
+        path: corpus.source,
+        field: 'held-out split',
+        hint: 'score every conversation with --whole-file (API: wholeText), or more conversations',
+      });
+    }
+    return tokenizeChatSplit(tokenizer, corpus, fraction).validation;
+  }
   return encodeChats(rendererFor(tokenizer, corpus), tokenizer, corpus.conversations);
 }
 

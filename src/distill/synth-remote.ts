@@ -640,7 +640,7 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
             new QkdError('IO', redact(`synth: the request for ${which} failed ${attempt} times: ${err.message}`), {
               path: url,
               field: `prompt ${i + 1} sample ${k % n}`,
-              hint: `a teacher that answers; the ${j.count} rows done are kept in ${journalPath}, and the same command continues from there`,
+              hint: j.count > 0 ? `a teacher that answers; the ${j.count} row${j.count === 1 ? '' : 's'} done ${j.count === 1 ? 'is' : 'are'} kept in ${journalPath}, and the same command continues from there` : 'a teacher that answers (no row was done yet; the same command starts again)',
             }),
           );
           return null;
@@ -691,7 +691,7 @@ export async function synthesize(endpoint: SynthEndpoint, prompts: SynthPrompt[]
   const result = (interrupted: boolean): SynthResult => ({ rows: j.count, resumed, retries, promptTokens, completionTokens, interrupted });
   if (j.count < total) {
     report();
-    note(`synth: stopped with ${j.count} of ${total} rows done (kept in ${journalPath}); the same command continues`);
+    note(j.count > 0 ? `synth: stopped with ${j.count} of ${total} rows done (kept in ${journalPath}); the same command continues` : `synth: stopped with none of ${total} rows done; the same command starts again`);
     return result(true);
   }
 

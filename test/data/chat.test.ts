@@ -83,6 +83,11 @@ describe('chat templates', () => {
     let counted = 0;
     for (const b of sequentialBatches(validation.tokens, 1, 8, Infinity, validation.mask)) counted += b.targets.filter((t) => t !== IGNORED_TARGET).length;
     assert.ok(counted > 0 && counted < validation.tokens.length - 1);
+    // One conversation: evaluating its held-out part is refused in an evaluation's words (not training's),
+    // pointing at --whole-file; the whole file still evaluates.
+    const one: ChatCorpus = { kind: 'chat', conversations: many.slice(0, 1), source: 'one.jsonl' };
+    assert.throws(() => tokenizeChatEval(tokenizer, one, 'validation'), (e: Error & { field?: string; hint?: string; path?: string }) => /1 conversation: its held-out part/.test(e.message) && !/to train on/.test(e.message) && /--whole-file/.test(e.hint ?? '') && e.path === 'one.jsonl');
+    assert.ok(tokenizeChatEval(tokenizer, one, 'all').tokens.length > 0);
   });
 });
 

@@ -170,6 +170,19 @@ describe('synth from a remote teacher', () => {
     }
   });
 
+  it('a request that keeps failing stops the job; its hint counts the rows kept (none: it says so)', async () => {
+    const server = await startSynthServer({ fault: () => '500' });
+    try {
+      const out = join(dir, 'always-500.jsonl');
+      await assert.rejects(
+        synthesize({ url: server.url, model: 'loopback', api: 'chat' }, plain(2), out, { nPerPrompt: 1, seed: 1, concurrency: 1, backoffMs: 1, attempts: 2 }),
+        isQkd(/failed 2 times/, (e) => /no row was done yet/.test(e.hint ?? '') && !/0 rows/.test(e.hint ?? '')),
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
   it('with several requests in flight, faults anywhere are retried and nothing is lost or doubled', async () => {
     const kinds: SynthFault[] = ['drop', '500', '429-reset', 'malformed', 'slow', 'remaining-0', '503', '429-retry-after'];
     const server = await startSynthServer({ fault: (n) => (n % 3 === 1 && n < 3 * kinds.length ? kinds[(n - 1) / 3]! : null), slowMs: 1000, retryAfter: '0.1', resetRequests: '50ms' });

@@ -73,7 +73,7 @@ async function remote(o: SynthFlags): Promise<void> {
     'rows',
     'stopping after the requests in flight…',
     (hooks) => synthesize({ url: o.teacherUrl!, model: o.teacherModel!, api, ...(apiKey ? { apiKey } : {}) }, prompts, o.out, { ...settings, ...hooks }),
-    (r) => `stopped with ${r.rows} rows done (kept)`,
+    (r) => (r.rows > 0 ? `stopped with ${r.rows} row${r.rows === 1 ? '' : 's'} done (kept)` : 'stopped with no row done'),
   );
   console.log(`${r.rows} rows (${r.resumed} from an earlier run, ${r.retries} retries; ${r.promptTokens} prompt and ${r.completionTokens} completion tokens as the server counted them) → ${o.out}`);
   console.log(JSON.stringify({ out: resolve(o.out), rows: r.rows, resumed: r.resumed, retries: r.retries, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, interrupted: false }));
