@@ -139,7 +139,7 @@ describe('qkd export from the CLI', () => {
     assert.throws(() => exportGguf(path, { out: join(dir, 'both.gguf'), budgetBits: 4, type: 'Q4_0' }), (e: unknown) => e instanceof QkdError && /either a type or a budget/.test(e.message));
   });
 
-  it('--imatrix weights the K-quant fits by calibration importance and says which tensors it could not weight', () => {
+  it('--imatrix weights the K-quant fits by calibration importance and says which tensors it could not weight', async () => {
     const model = createLlama({ vocab_size: 256, hidden_size: 256, intermediate_size: 512, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64 }, 23);
     const path = modelDir('imatrix', model, new ByteTokenizer());
     const plainOut = join(dir, 'imatrix-plain.gguf');
@@ -210,6 +210,12 @@ describe('qkd export from the CLI', () => {
       } finally {
         f.close();
       }
+      // llama.cpp runs the file too, with the perplexity qkd computes from it (finite: no block decodes to ±Inf).
+      const tokenizer = new ByteTokenizer();
+      const tokens = tokenizer.encode(text.slice(0, 2000)).subarray(0, 4 * 32 + 1);
+      const ours = evaluatePerplexity(loadModelAny(out), tokenizer, tokenizer.decode(tokens), 32);
+      const theirs = await llamaCppPerplexity(out, tokens, 32);
+      assert.ok(Number.isFinite(theirs.ppl) && Math.abs(theirs.ppl / ours.ppl - 1) < 0.005, `${type}: llama.cpp ppl ${theirs.ppl} vs qkd ${ours.ppl}`);
     }
     assert.equal(qkd('export', hugePath, '--out', join(dir, 'huge-F32.gguf'), '--type', 'F32').code, 0);
     assert.match(qkd('export', path, '--out', join(dir, 'imatrix-bad.gguf'), '--imatrix', join(dir, 'no-such.txt')).stderr, /no-such\.txt/);
