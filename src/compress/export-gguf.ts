@@ -219,23 +219,29 @@ const F16_MAX = 65504;
  * is encoded and decoded here, and refused only when that gives a value
  * that is not finite, naming the largest weight of the first such block.
  */
-function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRule): void {
-  for (const e of model.arena.entries) {
-    const w = e.tensor.data;
-    for (let i = 0; i < w.length; i++) {
-      if (!Number.isFinite(w[i]!)) throw new QkdError('IO', `weight ${e.name} holds ${w[i]} at element ${i}: a non-finite weight has no GGUF encoding`, { path: modelPath, field: e.name, hint: 'a model with finite weights (a diverged training run?)' });
+function refuseUnencodable(model: LlamaModel, modelPath: string, typeOf: TypeRule, importanceOf?: (name: string) => Float32Array | undefined): void {
+  if (importanceOf === undefined) {
+    for (const e of model.arena.entries) {
+      const w = e.tensor.data;
+      for (let i = 0; i < w.length; i++) {
+        if (!Number.isFinite(w[i]!)) throw new QkdError('IO', `weight ${e.name} holds ${w[i]} at element ${i}: a non-finite weight has no GGUF encoding`, { path: modelPath, field: e.name, hint: 'a model with finite weights (a diverged training run?)' });
+      }
     }
   }
   for (const spec of llamaParameterSpecs(model.config)) {
     if (spec.shape.length < 2 || (model.config.tie_word_embeddings && spec.name === 'lm_head.weight')) continue;
     const type = typeOf(spec.name, spec.shape);
     if (type === 'F32' || type === 'BF16') continue;
+    // With importance, only the weighted fits are checked again (they may pick other block scales).
+    const importance = importanceOf?.(spec.name);
+    if (importanceOf !== undefined && (importance === undefined || !writableFormat(type).weighted)) continue;
     const data = model.arena.get(spec.name).data;
     const w = data instanceof Float32Array ? data : Float32Array.from(data);
     let large = false;
     for (let i = 0; i < w.length && !large; i++) large = Math.abs(w[i]!) > F16_MAX;
     if (!large) continue;
-    const decoded = roundTrip(type, w);
+    const format = writableFormat(type);
+    const decoded = importance === undefined ? roundTrip(type, w) : format.decode(format.encode!(w, importance), w.length);
     const bad = decoded.findIndex((v) => !Number.isFinite(v));
     if (bad < 0) continue;
     const size = writableFormat(type).blockSize;
@@ -274,6 +280,9 @@ export function exportGguf(modelPath: string, options: ExportGgufOptions): Expor
     const measured = attributed({ path: options.imatrix === 'default' ? undefined : options.imatrix, field: '--imatrix' }, ['calibration'], () => collectImportance(model, { tokens, batches: options.imatrixBatches, seed: options.seed }));
     importance = new Map([...measured].map(([name, m]) => [name, m.values]));
     imatrixTokens = Math.max(0, ...[...measured.values()].map((m) => m.tokens));
+    // The check above ran the unweighted fits; a weighted fit may choose other block scales.
+    const weights = importance;
+    refuseUnencodable(model, modelPath, typeOf, (name) => weights.get(name));
   }
   const tensors = llamaGgufTensors(model, typeOf, importance === undefined ? undefined : (name) => importance.get(name));
   const metadata: Record<string, GgufValue> = {
