@@ -95,7 +95,7 @@ export interface SpectrumSummary {
   sigmaMaxOverFro: number;
   /** r: how many singular values the top 10% holds. */
   topCount: number;
-  /** True when r exceeded the rank cap and the tail of the top 10% was estimated. */
+  /** True when the exact route's r exceeded the rank cap and the tail of the top 10% was estimated (the Krylov route's quadrature counts all r). */
   estimatedTail: boolean;
   /** The probe products when `probes` was asked for (else null). */
   probes: ProbeProducts | null;
@@ -812,10 +812,12 @@ export function topSingularValues(w: WeightData, rows: number, cols: number, k: 
 
 /**
  * Spectral concentration c = Σ_{i ≤ r} σ_i² / ‖W‖_F² with r = ceil(0.1 · min(m, n)),
- * and σ_max/‖W‖_F. ‖W‖_F² is exact (float64 sum). When r exceeds the rank
- * cap k, σ_{k+1..r} are not estimated: their energy lies between the even
- * share (r−k)/(p−k) of the residual and min(residual, (r−k)·σ_k²), and the
- * midpoint of those bounds is used (flagged as estimatedTail).
+ * and σ_max/‖W‖_F. ‖W‖_F² is exact (float64 sum). The Krylov route reads
+ * the top-r energy by quadrature (spectralFromKrylov), whatever the rank
+ * cap. On the exact route, when r exceeds the rank cap k, σ_{k+1..r} are
+ * not solved for: their energy lies between the even share (r−k)/(p−k) of
+ * the residual and min(residual, (r−k)·σ_k²), and the midpoint of those
+ * bounds is used (flagged as estimatedTail).
  */
 export function spectralSummary(w: WeightData, rows: number, cols: number, frobenius2: number, options: SpectrumOptions): SpectrumSummary {
   const deferred = deferredSpectralSummary(w, rows, cols, frobenius2, options);

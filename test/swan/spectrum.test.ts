@@ -397,5 +397,12 @@ describe('randomised SVD spectral concentration', () => {
     const got = spectralSummary(w, 200, 200, frobeniusSquared(w), { rng: new Rng(3), maxRank: 10 });
     assert.equal(got.estimatedTail, true);
     assert.ok(Math.abs(got.concentration - exact.c) < 0.05, `${got.concentration} vs ${exact.c}`);
+    // The Krylov route's quadrature counts all r eigenvalues itself, whatever the cap: no tail estimate.
+    const big = makeMatrix('decaying', 800, 640, new Rng(4));
+    const bigExact = exactConcentration(big, 800, 640);
+    const krylov = spectralSummary(big, 800, 640, frobeniusSquared(big), { rng: new Rng(3), maxRank: 16, route: 'krylov' });
+    assert.equal(krylov.estimatedTail, false);
+    assert.equal(krylov.topCount, 64);
+    assert.ok(Math.abs(krylov.concentration - bigExact.c) < 0.01, `${krylov.concentration} vs ${bigExact.c}`);
   });
 });
