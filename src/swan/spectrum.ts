@@ -12,7 +12,7 @@
  * eigenvalues of H = Qᵀ G Q for the whole basis Q [N, (q+1)·b], which are
  * the σᵢ² estimates (from below). 2(q+1) passes over W. The spectral
  * summary reads the top-10% energy from H by deflated Gauss quadrature
- * (spectralFromKrylov), which needs far fewer dimensions than the Ritz
+ * (swan/quadrature.ts), which needs far fewer dimensions than the Ritz
  * sum did.
  *
  * Why Krylov: for a fixed number of passes the Krylov space is q+1 times
@@ -35,6 +35,7 @@ import { fromBf16 } from '../tensor/dtype.js';
 import { Rng } from '../tensor/random.js';
 import { int8Stride } from '../tensor/reference/int8-gemm.js';
 import { cholesky, invertLower, symmetricEigenvalues } from './linalg.js';
+import { quadratureTopSum } from './quadrature.js';
 import { weightStatistics } from './metrics.js';
 import type { ProbeProducts, WeightData } from './weight-data.js';
 import type { SpectrumMethod } from './types.js';
@@ -149,7 +150,7 @@ const PASS_LOSS = 1e-6;
 
 /**
  * The narrowest start block: its b directions are the samples the
- * quadrature of spectralFromKrylov averages over, and with a few of them
+ * quadrature (swan/quadrature.ts) averages over, and with a few of them
  * the estimate of a decaying spectrum scatters (one direction: 0.06 off on
  * a 200 × 160 weight).
  */
@@ -160,7 +161,7 @@ export function krylovShape(k: number, N: number, depth = DEFAULT_DEPTH, perRank
   const dimensions = Math.min(N, Math.ceil(perRank * k));
   const raw = dimensions / (depth + 1);
   // Whole GEMM panels: 32 columns (the bf16 micro-kernel's width), else 8; at least MIN_BLOCK, whose rows of H's
-  // eigenvectors are the quadrature's samples (spectralFromKrylov).
+  // eigenvectors are the quadrature's samples (swan/quadrature.ts).
   let b = raw >= 24 ? Math.max(32, Math.round(raw / 32) * 32) : Math.max(MIN_BLOCK, Math.floor(raw / 8) * 8);
   b = Math.min(b, N);
   // No deeper than the blocks the short side holds (the pass stops at N columns anyway).
@@ -562,7 +563,7 @@ function krylovProjection(weight: WeightData, rows: number, cols: number, k: num
 
   // Start block: random directions in A's input space (N), isotropic in
   // distribution (its rows are independent and symmetric), which the
-  // quadrature weights of spectralFromKrylov assume. For a tall W that is
+  // quadrature weights (swan/quadrature.ts) assume. For a tall W that is
   // W's input side, and the first pass A·Q₀ = W·Q₀ gives the noise probes;
   // a wide W takes them from a product of their own (separateProbes).
   const gaussian = op.tall && wantProbes <= b ? wantProbes : 0;
@@ -813,7 +814,7 @@ export function topSingularValues(w: WeightData, rows: number, cols: number, k: 
 /**
  * Spectral concentration c = Σ_{i ≤ r} σ_i² / ‖W‖_F² with r = ceil(0.1 · min(m, n)),
  * and σ_max/‖W‖_F. ‖W‖_F² is exact (float64 sum). The Krylov route reads
- * the top-r energy by quadrature (spectralFromKrylov), whatever the rank
+ * the top-r energy by quadrature (swan/quadrature.ts), whatever the rank
  * cap. On the exact route, when r exceeds the rank cap k, σ_{k+1..r} are
  * not solved for: their energy lies between the even share (r−k)/(p−k) of
  * the residual and min(residual, (r−k)·σ_k²), and the midpoint of those
@@ -950,91 +951,11 @@ export function deferredSpectralSummary(
   };
 }
 
-/**
- * A Ritz pair (θ, y) counts as converged when its residual ‖G·Qy − θ·Qy‖²
- * over its gap to the next Ritz value below is at most this fraction of the
- * largest Ritz value (the eigenvalue error of a converged pair is about
- * residual²/gap). Measured on five kinds of 8192 × 2048 weights with int8
- * products, 1e-5 to 1e-3 gave the same estimates within their spread
- * (docs/algorithms.md §1).
- */
-const RITZ_CONVERGED = 1e-4;
-
-/**
- * The spectral summary of the Krylov route: Σ of the top r eigenvalues of
- * G = AᵀA estimated by deflated block Gauss quadrature (docs/algorithms.md
- * §1). Each Ritz value θⱼ (eigenvalue of H, eigenvector yⱼ) carries the
- * weight wⱼ = (N/b)·‖yⱼ's rows in the start block‖²: the start block Q₀
- * is isotropic, so E[Q₀ᵀ f(G) Q₀] = (b/N)·tr f(G), and Q₀ᵀ f(G) Q₀ ≈
- * E₁ᵀ f(H) E₁ for the polynomials the Krylov space holds; Σ wⱼ = N. The
- * leading Ritz pairs that have converged (RITZ_CONVERGED) stand for one
- * eigenvalue each (weight 1, removing their weights' randomness); the rest
- * of the N eigenvalues are spread over the other Ritz values in proportion
- * to their weights times a + c·θ, which makes them hold both the count and
- * the energy left. The top-r sum takes Ritz values from the largest down
- * until their weights add up to r. Unlike the sum of the top r Ritz values
- * (a lower bound that converges slowly on a flat spectrum), the estimate
- * needs no more Krylov dimensions than r, and r may exceed the rank cap.
- */
+/** The spectral summary of the Krylov route from its eigen-solve: the top-r energy by quadrature (swan/quadrature.ts). */
 function spectralFromKrylov(results: Float64Array, solve: EigenSolve, projection: KrylovProjection, N: number, r: number, frobenius2: number, probes: ProbeProducts | null, method: SpectrumMethod): SpectrumSummary {
-  const n = solve.n;
   if (results.length < solveResults(solve)) throw new QkdError('STATE', `spectralSummary: the eigen-solve returned ${results.length} values, ${solveResults(solve)} wanted`);
-  const theta = results.subarray(0, n);
-  const rowsOf = results.subarray(n);
-  /** Entry (row i of the eigenvector matrix, column j), for a row the solve returned. */
-  const entry = (i: number, j: number): number => (i < solve.heads ? rowsOf[i * n + j]! : rowsOf[(solve.heads + i - (n - solve.tails)) * n + j]!);
-  const { head, tail, zz } = projection;
-  const top = Math.max(0, theta[0]!);
-  // Leading converged pairs.
-  let converged = 0;
-  for (; converged < Math.min(n, r); converged++) {
-    const j = converged;
-    let res2 = 0;
-    for (let a = 0; a < tail; a++) {
-      const ya = entry(n - tail + a, j);
-      for (let c = 0; c < tail; c++) res2 += ya * zz[a * tail + c]! * entry(n - tail + c, j);
-    }
-    const gap = j + 1 < n ? theta[j]! - theta[j + 1]! : Math.abs(theta[j]!);
-    if (!(res2 <= RITZ_CONVERGED * top * gap)) break;
-  }
-  // The other Ritz values' quadrature weights, rescaled by a + c·θ so that they hold the N − m eigenvalues left
-  // and their known energy ‖W‖²_F − Σ_{j<m} θⱼ (both moments the quadrature gets right in expectation): this
-  // halved the largest error over six seeds on decaying spectra (docs/algorithms.md §1).
-  const weights = new Float64Array(n);
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let convergedEnergy = 0;
-  for (let j = 0; j < converged; j++) convergedEnergy += Math.max(0, theta[j]!);
-  for (let j = converged; j < n; j++) {
-    let w2 = 0;
-    for (let i = 0; i < head; i++) w2 += entry(i, j) ** 2;
-    const t = Math.max(0, theta[j]!);
-    weights[j] = w2;
-    s0 += w2;
-    s1 += w2 * t;
-    s2 += w2 * t * t;
-  }
-  const count = N - converged;
-  const energy = frobenius2 - convergedEnergy;
-  const det = s0 * s2 - s1 * s1;
-  let a = s0 > 0 ? count / s0 : 0;
-  let c = 0;
-  if (energy > 0 && det > 1e-9 * s0 * s2) {
-    // Solve [s0 s1; s1 s2]·[a; c] = [count; energy].
-    a = (count * s2 - s1 * energy) / det;
-    c = (s0 * energy - s1 * count) / det;
-  }
-  let mass = 0;
-  let sum = 0;
-  for (let j = 0; j < n && mass < r; j++) {
-    const weight = j < converged ? 1 : Math.max(0, weights[j]! * (a + c * Math.max(0, theta[j]!)));
-    const take = Math.min(weight, r - mass);
-    sum += take * Math.max(0, theta[j]!);
-    mass += take;
-  }
-  const fro = Math.sqrt(frobenius2);
-  return { concentration: Math.min(1, sum / frobenius2), sigmaMaxOverFro: Math.min(1, Math.sqrt(top) / fro), topCount: r, estimatedTail: false, probes, method };
+  const { sum, top } = quadratureTopSum(results, solve, projection, N, r, frobenius2);
+  return { concentration: Math.min(1, sum / frobenius2), sigmaMaxOverFro: Math.min(1, Math.sqrt(top) / Math.sqrt(frobenius2)), topCount: r, estimatedTail: false, probes, method };
 }
 
 /** The summary from the top-k σ estimates (r wanted, short side p). */
