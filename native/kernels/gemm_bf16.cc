@@ -205,6 +205,53 @@ void rectangle_task(void* context, int64_t task, int /*worker*/) {
   }
 }
 
+// The thin transposed product (Bf16DotKernel::thin_columns): tasks of whole 16-column strips of A.
+struct ThinJob {
+  const Bf16DotKernel* uk;
+  const Bf16GemmArgs* g;
+  const uint32_t* bp;
+  int64_t strips, tasks;
+  std::atomic<bool>* failed;
+};
+
+constexpr int64_t kThinBlockPairs = 64;  // k-pairs of A's rows walked once for all of a task's strips
+
+void thin_task(void* context, int64_t task, int /*worker*/) {
+  thread_local AlignedBuffer sums;
+  const ThinJob& job = *static_cast<ThinJob*>(context);
+  const Bf16GemmArgs& g = *job.g;
+  const int64_t s0 = task * job.strips / job.tasks, s1 = (task + 1) * job.strips / job.tasks;
+  if (!g.trans_a) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t row = job.uk->mr * s;
+      job.uk->thin_rows(g.a, g.lda, g.k, row, static_cast<int>(std::min<int64_t>(job.uk->mr, g.m - row)), job.bp,
+                        g.c + row * g.ldc, g.ldc, g.accumulate, static_cast<int>(g.n));
+    }
+    return;
+  }
+  // Aᵀ: k-blocks outermost, each strip's 16 × 16 sums kept in `sums` between them.
+  float* acc = sums.reserve(static_cast<size_t>(256 * (s1 - s0)));
+  if (acc == nullptr) {
+    job.failed->store(true, std::memory_order_relaxed);
+    return;
+  }
+  std::fill(acc, acc + 256 * (s1 - s0), 0.0f);
+  const int64_t pairs = ceil_div(g.k, 2);
+  for (int64_t p0 = 0; p0 < pairs; p0 += kThinBlockPairs) {
+    const int64_t p1 = std::min(pairs, p0 + kThinBlockPairs);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t row = 16 * s;
+      job.uk->thin_columns(g.a, g.lda, g.k, row, static_cast<int>(std::min<int64_t>(16, g.m - row)), job.bp, p0, p1,
+                           acc + 256 * (s - s0));
+    }
+  }
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t row = 16 * s;
+    job.uk->thin_columns_store(acc + 256 * (s - s0), g.c + row * g.ldc, g.ldc, g.accumulate,
+                               static_cast<int>(std::min<int64_t>(16, g.m - row)), static_cast<int>(g.n));
+  }
+}
+
 constexpr int64_t kReduceTasks = 16;
 
 // C += the partial results, in range order (the sum does not depend on timing).
@@ -272,6 +319,14 @@ bool dot_path(const Bf16DotKernel& uk, const Bf16GemmArgs& g, int max_threads) {
   // its own costs more than the packing.
   const int64_t pack_tasks = job.n_panels * ceil_div(job.pairs, kPackBPairs);
   run_tasks(b_dwords <= kSmallPackB ? 1 : threads, pack_tasks, pack_b_task, &job);
+  if (uk.thin_columns != nullptr && !g.trans_c && g.n <= 16 && !split_k && g.k > 0) {
+    // A or Aᵀ times a block of at most 16 columns (the profiler's Krylov steps): A read in place, not packed
+    // (BENCHMARKS.md, "Thin products without packing").
+    ThinJob thin{&uk, &g, job.bp, ceil_div(g.m, g.trans_a ? 16 : uk.mr), 0, &job.failed};
+    thin.tasks = std::min(thin.strips, threads > 1 ? threads * kTasksPerThread : 1);
+    run_tasks(threads, thin.tasks, thin_task, &thin);
+    return !job.failed.load();
+  }
   run_tasks(threads, job.row_parts * job.k_parts, rectangle_task, &job);
   if (job.k_parts > 1) run_tasks(threads, std::min(g.m, kReduceTasks), reduce_task, &job);
   return !job.failed.load();

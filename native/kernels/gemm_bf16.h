@@ -96,6 +96,21 @@ struct Bf16DotKernel {
   // of op(B) into one micro-panel (rounded, zero padded).
   void (*pack_b)(const float* b, int64_t ldb, bool trans, int64_t k_total, int64_t k0, int64_t pairs,
                  int64_t col, int64_t cols, uint32_t* bp);
+  // Aᵀ·B for a thin B, with A read where it lies (no packing): the sums
+  // C[i, j] = Σ_k A[k, row + i]·B[k, j] for i < m_valid ≤ 16 (j < 16), over
+  // the k-pairs [p0, p1) of one packed B panel, added to acc (16 × 16
+  // floats, 64-byte aligned, acc[16 j + i]); then thin_columns_store writes
+  // C (row i at c + i·ldc) from them. 16 columns of A per vector (two rows
+  // interleaved into k-pairs), each B pair broadcast: the packed path's
+  // 16-column tile broadcast A instead and paid for packing it.
+  void (*thin_columns)(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row, int m_valid, const uint32_t* bp,
+                       int64_t p0, int64_t p1, float* acc);
+  void (*thin_columns_store)(const float* acc, float* c, int64_t ldc, bool accumulate, int m_valid, int n_valid);
+  // A·B for a thin B, with A read where it lies: C[i, j] (=|+=) Σ_k A[row + i, k]·B[k, j]
+  // for i < m_valid ≤ mr, j < n_valid ≤ 16; the k-pairs of a row of A are its consecutive
+  // dwords, broadcast straight from A instead of from a packed copy.
+  void (*thin_rows)(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row, int m_valid, const uint32_t* bp,
+                    float* c, int64_t ldc, bool accumulate, int n_valid);
 };
 const Bf16DotKernel* avx512_bf16_dot_kernel();
 

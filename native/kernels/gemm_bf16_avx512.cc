@@ -266,7 +266,101 @@ QKD_TARGET_AVX512_BF16 void pack_b(const float* b, int64_t ldb, bool trans, int6
   }
 }
 
-const Bf16DotKernel kKernel = {kRows, kCols, compute_tile, pack_a, pack_b};
+// thin_columns over k-pairs [p0, p1) into acc (16 vectors: acc[j] lane i = the sum for C[i, j]), which the
+// caller keeps between k-blocks, so that a block of A's rows is walked once for all of a task's strips
+// (a strip alone reads 32 bytes of each row, a new page every row or two: the lines of its neighbours
+// then come from L1/L2 instead of L3).
+QKD_TARGET_AVX512_BF16 void thin_columns_block(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row,
+                                               int m_valid, const uint32_t* bp, int64_t p0, int64_t p1, float* acc_io) {
+  const __m512i index = interleave_index();
+  const __mmask16 mask = lanes16(m_valid);
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_load_ps(acc_io + 16 * j);
+  const int64_t full = (p1 < k_total / 2 ? p1 : k_total / 2);
+  const uint16_t* src = a + 2 * p0 * lda + row;
+  bp += p0 * kCols;
+  int64_t p = p0;
+  for (; p < full; ++p, src += 2 * lda, bp += kCols) {
+    const __m256i lo = _mm256_maskz_loadu_epi16(mask, src);
+    const __m256i hi = _mm256_maskz_loadu_epi16(mask, src + lda);
+    // Dword i = (A[2p, row + i], A[2p + 1, row + i]): the pair layout of the packed B's dwords.
+    const __m512bh av = reinterpret_cast<__m512bh>(
+        _mm512_permutexvar_epi16(index, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      acc[j] = _mm512_dpbf16_ps(acc[j], av, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bp[j]))));
+    }
+  }
+  if (p < p1 && 2 * p < k_total) {  // the last k alone (its pair partner zero, as the packed B's)
+    const __m256i lo = _mm256_maskz_loadu_epi16(mask, src);
+    const __m512bh av = reinterpret_cast<__m512bh>(
+        _mm512_permutexvar_epi16(index, _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_setzero_si256(), 1)));
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      acc[j] = _mm512_dpbf16_ps(acc[j], av, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bp[j]))));
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) _mm512_store_ps(acc_io + 16 * j, acc[j]);
+}
+
+// C[i, j] (=|+=) the sums in acc (acc[16 j + i]) for i < m_valid, j < n_valid.
+QKD_TARGET_AVX512_BF16 void thin_columns_store(const float* acc_in, float* c, int64_t ldc, bool accumulate, int m_valid,
+                                               int n_valid) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_load_ps(acc_in + 16 * j);
+  // acc[j] lane i = C[i, j]: transposed, row i of C is vector i.
+  transpose16x16(acc);
+  const __mmask16 cols = lanes16(n_valid);
+  for (int i = 0; i < m_valid; ++i) {
+    float* out = c + i * ldc;
+    __m512 v = acc[i];
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, out));
+    _mm512_mask_storeu_ps(out, cols, v);
+  }
+}
+
+QKD_TARGET_AVX512_BF16 void thin_rows(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row, int m_valid,
+                                      const uint32_t* bp, float* c, int64_t ldc, bool accumulate, int n_valid) {
+  // Rows past m_valid read the last valid row again (their sums are not stored).
+  const uint16_t* rows[kRows];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) rows[r] = a + (row + (r < m_valid ? r : m_valid - 1)) * lda;
+  __m512 acc[kRows];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+  const int64_t full = k_total / 2;
+  for (int64_t p = 0; p < full; ++p, bp += kCols) {
+    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp));
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      uint32_t pair;
+      __builtin_memcpy(&pair, rows[r] + 2 * p, sizeof pair);  // A[row + r, 2p], A[row + r, 2p + 1]
+      acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair))), b0);
+    }
+  }
+  if (k_total % 2 != 0) {  // the last k alone: its pair's upper half is zero
+    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp));
+#pragma GCC unroll 16
+    for (int r = 0; r < kRows; ++r) {
+      const uint32_t last = rows[r][k_total - 1];
+      acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(last))), b0);
+    }
+  }
+  const __mmask16 cols = lanes16(n_valid);
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= m_valid) break;
+    float* out = c + r * ldc;
+    __m512 v = acc[r];
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, out));
+    _mm512_mask_storeu_ps(out, cols, v);
+  }
+}
+
+const Bf16DotKernel kKernel = {kRows, kCols, compute_tile, pack_a, pack_b, thin_columns_block, thin_columns_store, thin_rows};
 
 }  // namespace
 

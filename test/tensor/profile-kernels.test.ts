@@ -65,6 +65,11 @@ const GEMM_CASES: GemmCase[] = [
   { transA: true, M: 40, N: 8, K: 2001, pad: 3 },
   { transA: false, M: 29, N: 33, K: 255, pad: 2, accumulate: true },
   { transA: true, M: 40, N: 8, K: 2001, pad: 3, accumulate: true },
+  // A or Aᵀ times at most 16 columns takes the thin paths (A read in place, not packed), on both threads.
+  { transA: true, M: 300, N: 16, K: 1018, pad: 1 },
+  { transA: true, M: 301, N: 13, K: 1017, pad: 0, accumulate: true },
+  { transA: false, M: 300, N: 16, K: 1018, pad: 1 },
+  { transA: false, M: 45, N: 9, K: 1017, pad: 2, accumulate: true },
 ];
 
 describe('bf16Gemm', () => {
