@@ -27,9 +27,9 @@ export interface KrylovBlocks {
  * A Ritz pair (θ, y) counts as converged when its residual ‖G·Qy − θ·Qy‖²
  * over its gap to the next Ritz value below is at most this fraction of the
  * largest Ritz value (the eigenvalue error of a converged pair is about
- * residual²/gap). Measured on five kinds of 8192 × 2048 weights with int8
- * products, 1e-5 to 1e-3 gave the same estimates within their spread
- * (docs/algorithms.md §1).
+ * residual²/gap). In a prototype on five kinds of 8192 × 2048 weights
+ * (simulated int8 products), 1e-5 to 1e-3 gave the same estimates within
+ * their spread (docs/algorithms.md §1).
  */
 const RITZ_CONVERGED = 1e-4;
 
@@ -70,8 +70,8 @@ export function quadratureTopSum(results: Float64Array, solve: EigenRowsLayout, 
     if (!(res2 <= RITZ_CONVERGED * top * gap)) break;
   }
   // The other Ritz values' quadrature weights, rescaled by a + c·θ so that they hold the N − m eigenvalues left
-  // and their known energy tr G − Σ_{j<m} θⱼ (both moments the quadrature gets right in expectation): this
-  // halved the largest error over six seeds on decaying spectra (docs/algorithms.md §1).
+  // and their known energy tr G − Σ_{j<m} θⱼ (both moments the quadrature gets right in expectation): in a
+  // prototype this roughly halved the largest error on steep power laws (docs/algorithms.md §1).
   const weights = new Float64Array(n);
   let s0 = 0;
   let s1 = 0;
