@@ -205,7 +205,8 @@ void rectangle_task(void* context, int64_t task, int /*worker*/) {
   }
 }
 
-// The thin transposed product (Bf16DotKernel::thin_columns): tasks of whole 16-column strips of A.
+// The thin products (Bf16DotKernel::thin_rows, thin_columns): tasks of whole strips of op(A)'s rows, mr of them
+// (A·B) or 16 (Aᵀ·B: 16 columns of A).
 struct ThinJob {
   const Bf16DotKernel* uk;
   const Bf16GemmArgs* g;

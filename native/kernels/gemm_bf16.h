@@ -10,7 +10,9 @@
 // order of the float32 additions.
 //
 // Paths: on CPUs with AVX-512 BF16 a 14×32 micro-kernel of vdpbf16ps (two
-// products per lane and instruction, twice the FMA rate); elsewhere (or when
+// products per lane and instruction, twice the FMA rate), and for a B of at
+// most 16 columns (C not transposed) thin kernels that read A where it lies
+// instead of packing it; elsewhere (or when
 // QKD_ISA lowers the path) A is widened and B rounded block by block and the
 // float32 SGEMM does the work.
 //
