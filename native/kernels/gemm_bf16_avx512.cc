@@ -270,6 +270,19 @@ QKD_TARGET_AVX512_BF16 void pack_b(const float* b, int64_t ldb, bool trans, int6
 // caller keeps between k-blocks, so that a block of A's rows is walked once for all of a task's strips
 // (a strip alone reads 32 bytes of each row, a new page every row or two: the lines of its neighbours
 // then come from L1/L2 instead of L3).
+// acc[j] += A's two rows (lo: k = 2p, hi: 2p + 1, 16 columns each) times B's pair for column j (bp[j]).
+__attribute__((always_inline)) QKD_TARGET_AVX512_BF16 inline void thin_columns_step(__m512 (&acc)[16], __m256i lo,
+                                                                                   __m256i hi, const uint32_t* bp,
+                                                                                   __m512i index) {
+  // Dword i = (A[2p, row + i], A[2p + 1, row + i]): the pair layout of the packed B's dwords.
+  const __m512bh av = reinterpret_cast<__m512bh>(
+      _mm512_permutexvar_epi16(index, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    acc[j] = _mm512_dpbf16_ps(acc[j], av, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bp[j]))));
+  }
+}
+
 QKD_TARGET_AVX512_BF16 void thin_columns_block(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row,
                                                int m_valid, const uint32_t* bp, int64_t p0, int64_t p1, float* acc_io) {
   const __m512i index = interleave_index();
@@ -282,25 +295,10 @@ QKD_TARGET_AVX512_BF16 void thin_columns_block(const uint16_t* a, int64_t lda, i
   bp += p0 * kCols;
   int64_t p = p0;
   for (; p < full; ++p, src += 2 * lda, bp += kCols) {
-    const __m256i lo = _mm256_maskz_loadu_epi16(mask, src);
-    const __m256i hi = _mm256_maskz_loadu_epi16(mask, src + lda);
-    // Dword i = (A[2p, row + i], A[2p + 1, row + i]): the pair layout of the packed B's dwords.
-    const __m512bh av = reinterpret_cast<__m512bh>(
-        _mm512_permutexvar_epi16(index, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)));
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) {
-      acc[j] = _mm512_dpbf16_ps(acc[j], av, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bp[j]))));
-    }
+    thin_columns_step(acc, _mm256_maskz_loadu_epi16(mask, src), _mm256_maskz_loadu_epi16(mask, src + lda), bp, index);
   }
-  if (p < p1 && 2 * p < k_total) {  // the last k alone (its pair partner zero, as the packed B's)
-    const __m256i lo = _mm256_maskz_loadu_epi16(mask, src);
-    const __m512bh av = reinterpret_cast<__m512bh>(
-        _mm512_permutexvar_epi16(index, _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_setzero_si256(), 1)));
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) {
-      acc[j] = _mm512_dpbf16_ps(acc[j], av, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bp[j]))));
-    }
-  }
+  // The last k alone (its pair partner zero, as the packed B's).
+  if (p < p1 && 2 * p < k_total) thin_columns_step(acc, _mm256_maskz_loadu_epi16(mask, src), _mm256_setzero_si256(), bp, index);
 #pragma GCC unroll 16
   for (int j = 0; j < 16; ++j) _mm512_store_ps(acc_io + 16 * j, acc[j]);
 }
@@ -322,6 +320,23 @@ QKD_TARGET_AVX512_BF16 void thin_columns_store(const float* acc_in, float* c, in
   }
 }
 
+// acc[r] += row r's k-pair p of A (kLast: the last k alone, its pair's upper half zero) times B's pairs b0.
+template <bool kLast>
+__attribute__((always_inline)) QKD_TARGET_AVX512_BF16 inline void thin_rows_step(__m512 (&acc)[kRows],
+                                                                                const uint16_t* const (&rows)[kRows],
+                                                                                int64_t p, __m512bh b0) {
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    uint32_t pair;
+    if (kLast) {
+      pair = rows[r][2 * p];
+    } else {
+      __builtin_memcpy(&pair, rows[r] + 2 * p, sizeof pair);  // A[row + r, 2p], A[row + r, 2p + 1]
+    }
+    acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair))), b0);
+  }
+}
+
 QKD_TARGET_AVX512_BF16 void thin_rows(const uint16_t* a, int64_t lda, int64_t k_total, int64_t row, int m_valid,
                                       const uint32_t* bp, float* c, int64_t ldc, bool accumulate, int n_valid) {
   // Rows past m_valid read the last valid row again (their sums are not stored).
@@ -333,22 +348,9 @@ QKD_TARGET_AVX512_BF16 void thin_rows(const uint16_t* a, int64_t lda, int64_t k_
   for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
   const int64_t full = k_total / 2;
   for (int64_t p = 0; p < full; ++p, bp += kCols) {
-    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp));
-#pragma GCC unroll 16
-    for (int r = 0; r < kRows; ++r) {
-      uint32_t pair;
-      __builtin_memcpy(&pair, rows[r] + 2 * p, sizeof pair);  // A[row + r, 2p], A[row + r, 2p + 1]
-      acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair))), b0);
-    }
+    thin_rows_step<false>(acc, rows, p, reinterpret_cast<__m512bh>(_mm512_load_si512(bp)));
   }
-  if (k_total % 2 != 0) {  // the last k alone: its pair's upper half is zero
-    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(bp));
-#pragma GCC unroll 16
-    for (int r = 0; r < kRows; ++r) {
-      const uint32_t last = rows[r][k_total - 1];
-      acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(last))), b0);
-    }
-  }
+  if (k_total % 2 != 0) thin_rows_step<true>(acc, rows, full, reinterpret_cast<__m512bh>(_mm512_load_si512(bp)));
   const __mmask16 cols = lanes16(n_valid);
 #pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {

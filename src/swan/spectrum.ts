@@ -725,16 +725,7 @@ function gramSingularValues(weight: WeightData, rows: number, cols: number, k: n
   const N = Math.min(rows, cols);
   const g = workspace.float32(6, N * N);
   const probes = gramAndProbes(weight, rows, cols, g, options);
-  return { sigma: sigmaFromEigenvalues(gramEigenvalues(g, N, k), k), probes };
-}
-
-/**
- * The `count` largest eigenvalues of the float32 Gram matrix g [n, n]: the
- * batch kernel with one matrix, waited for at once (the same solve
- * profileModel runs in batches in the background).
- */
-export function gramEigenvalues(g: Float32Array, n: number, count: number): Float64Array {
-  return solveNow({ gram: g, n, count, heads: 0, tails: 0 });
+  return { sigma: sigmaFromEigenvalues(solveNow({ gram: g, n: N, count: k, heads: 0, tails: 0 }), k), probes };
 }
 
 /** How many values a deferred solve returns: its eigenvalues, then its eigenvector rows. */
@@ -742,7 +733,7 @@ export function solveResults(solve: EigenSolve): number {
   return solve.count * (1 + solve.heads + solve.tails);
 }
 
-/** A deferred solve (DeferredSpectrum.solve) done at once: the batch kernel with one matrix, waited for. */
+/** A deferred solve (DeferredSpectrum.solve) done at once: the batch kernel with one matrix, waited for (the same solve profileModel runs in batches in the background). */
 export function solveNow(solve: EigenSolve): Float64Array {
   const out = new Float64Array(solveResults(solve));
   if (solve.count > 0) kernels().eigenBatchWait(kernels().eigenBatchStart(solve.gram, Int32Array.of(solve.n), Int32Array.of(solve.count), Int32Array.of(solve.heads), Int32Array.of(solve.tails)), out);
